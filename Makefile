@@ -1,0 +1,62 @@
+# The two commands: `make book` and `make test`. Everything else is a step of theirs.
+#   make book PROFILE=cpu|smoke|gpu DEVICE=auto|cpu|cuda  [CHAPTERS="01_entropy ..."]
+#   make test            unit tests, every chapter at smoke into .scratch/, the site with -W
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+DEVICE ?= auto
+CHAPTERS ?=
+STAMP := $(VENV)/.installed-stamp
+JB := $(VENV)/bin/jupyter-book
+
+.PHONY: help setup data book chapters site test unit smoke site-check bench clean
+
+help:
+	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
+	@echo "make test   set up, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
+	@echo "make site   build book/_build/html from the executed notebooks in book/"
+	@echo "make data   find (or download) Fashion-MNIST and check it"
+
+# The virtual environment: torch and torchvision pinned by constraints.txt, copkit editable.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[book,dev]"
+	@touch $@
+
+setup: $(STAMP)
+
+data: setup
+	$(PY) -m copkit data
+
+# Execute the chapters into book/ (committed, with outputs).
+chapters: data
+	$(PY) tools/run_chapters.py --profile $(PROFILE) --device $(DEVICE) --out book $(CHAPTERS)
+
+site: setup
+	$(JB) build . --path-output book -W -n --keep-going
+	@echo "site: book/_build/html/index.html"
+
+book: chapters
+	$(MAKE) --no-print-directory site
+
+unit: setup
+	$(PY) -m pytest
+
+# Every chapter at smoke into .scratch/book: the committed book/ is never touched.
+smoke: data
+	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --out .scratch/book
+
+# The committed book must build without a warning; built into .scratch/site, not book/_build.
+site-check: setup
+	$(JB) build . --path-output .scratch/site -W -n --keep-going
+
+test: unit smoke site-check
+	@echo "make test: all passed"
+
+clean:
+	rm -rf .scratch book/_build

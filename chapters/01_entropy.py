@@ -1,0 +1,375 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1. Patch collapse, measured exactly
+#
+# [*The Collapse of Patches*](https://arxiv.org/abs/2511.22281) (Guo et al., 2025) starts from one observation: once some
+# patches of an image are known, the others become less uncertain, and some patches make the rest
+# collapse faster than others. The paper's models (CoMAE, PageRank) only *estimate* which patches
+# those are. This chapter computes the same quantities **exactly**, for a model simple enough to
+# allow it: a Gaussian distribution over the 49 patch tokens of a Fashion-MNIST image. It is the
+# ground truth the later chapters are checked against.
+#
+# What this chapter shows, with numbers at the end:
+#
+# 1. how the uncertainty of every patch falls as patches are observed (entropy maps, and samples
+#    of the image given what is known);
+# 2. the **prefix curve** $H_c(S_k)$ of an order, and how far apart good and bad orders are;
+# 3. that the paper's objective, Eq. 1, is the *same number for every order*, so the prefix
+#    curve, not Eq. 1, is what an order can improve;
+# 4. which patches come first in the best (greedy) order, per class and for a natural photo.
+
+# %% tags=["parameters"]
+profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
+device = "auto"  # auto | cpu | cuda
+seed = 0  # seed of the random orders
+results_dir = "../book/results"  # where this chapter's results file goes
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+from scipy.stats import spearmanr
+
+from copkit import viz
+from copkit.data import CLASSES, load_fashion_mnist, photo_crops
+from copkit.entropy import DEQUANTIZATION_VARIANCE, GaussianTokens, curve_area
+from copkit.profiles import get_profile, pick_device
+from copkit.results import claim, summary, write_results
+from copkit.tokens import grid_shape, patchify, random_orders, unpatchify
+
+started = time.perf_counter()
+P = get_profile(profile)
+dev = pick_device(device)
+# Exact entropies need float64: on Apple's MPS (no float64) the chapter computes on the CPU.
+calc = dev if dev.type == "cuda" else torch.device("cpu")
+plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
+print(f"profile={P.name} ({P.description}); computing on {calc}")
+
+# %% [markdown]
+# ## Images as tokens
+#
+# A 28 x 28 image is cut into 4 x 4 pixel patches: a 7 x 7 grid of $N = 49$ tokens, each a
+# vector of $d = 16$ pixel values in $[-1, 1]$. The paper's tokens are 16-channel latents of a VAE
+# on a 16 x 16 grid; ours have the same dimension on a smaller grid, and are plain pixels, so the
+# picture of a token is the token.
+
+# %%
+p = 4
+train_x, train_y = load_fashion_mnist("train", limit=P.entropy.fit_images)
+test_x, test_y = load_fashion_mnist("test")
+grid = grid_shape(28, 28, p)
+tokens = patchify(train_x, p)
+N, d = tokens.shape[1:]
+print(f"{train_x.shape[0]} training images -> tokens {tuple(tokens.shape)}: N={N} tokens of d={d} on a {grid[0]}x{grid[1]} grid")
+
+fig, axes = plt.subplots(1, 10, figsize=(12, 1.6))
+for c, ax in enumerate(axes):
+    img = test_x[(test_y == c).nonzero()[0, 0]]
+    viz.show_image(img, ax, CLASSES[c])
+    for t in range(1, 7):
+        ax.axhline(4 * t - 0.5, color="tab:orange", lw=0.4)
+        ax.axvline(4 * t - 0.5, color="tab:orange", lw=0.4)
+fig.suptitle("One test image per class with its 7 x 7 grid of 4 x 4 patches", y=1.05)
+plt.show()
+
+# %% [markdown]
+# ## A Gaussian model of the tokens
+#
+# Fit the mean $\mu$ and covariance $\Sigma$ of all $N d = 784$ token coordinates. For a
+# Gaussian, the entropy of token $n$ given the observed set $S$ is exact,
+#
+# $$
+# H(e_n \mid e_S) = \tfrac12 \log\det\left(2\pi e\, \Sigma_{n\mid S}\right), \qquad
+# \Sigma_{n\mid S} = \Sigma_{nn} - \Sigma_{nS}\Sigma_{SS}^{-1}\Sigma_{Sn},
+# $$
+#
+# and `copkit.entropy` computes it with Cholesky factors, never an explicit inverse.
+#
+# **Regularisation.** Many border pixels of Fashion-MNIST are black in every image, so the sample
+# covariance is singular. We add $\varepsilon = (2/255)^2/12 \approx 5.1\times10^{-6}$ to its
+# diagonal: the variance of uniform noise over one 8-bit grey level. It treats each pixel as the
+# continuous value that rounds to the stored one, which makes every differential entropy finite.
+# The price is that a token that never varies has a very *negative* entropy (about
+# $16 \cdot \tfrac12\log(2\pi e\,\varepsilon) \approx -75$ nats): it is almost perfectly known
+# before anything is observed. Entropies below are in nats and can be negative; differences
+# between orders are what matter.
+
+# %%
+model = GaussianTokens.fit(tokens.to(calc), eps=DEQUANTIZATION_VARIANCE)
+marginal = model.marginal_entropies().cpu()
+joint = model.joint_entropy().item()
+print(f"eps = {DEQUANTIZATION_VARIANCE:.3g}; joint entropy H(e_1..e_N) = {joint:.2f} nats; "
+      f"sum of marginals H_c(empty set) = {marginal.sum().item():.2f} nats")
+
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.8))
+viz.show_image(train_x.mean(0), axes[0], "mean training image")
+viz.token_map(marginal, grid, axes[1], cmap="magma", colorbar=True, title="H(e_n), nothing observed (nats)")
+plt.show()
+
+# %% [markdown]
+# ## The collapse, made visible
+#
+# Take the greedy order (next section: each step observes the patch after which the total
+# remaining entropy is smallest) and observe its first $k$ patches of a test image. The top row
+# shows what is left of each unobserved patch's entropy; observed patches show the image itself,
+# framed in white. The middle row is the model's best guess of the whole image given those
+# patches (the conditional mean), the bottom rows two draws from the conditional distribution:
+# as $k$ grows, the draws stop disagreeing: the patches collapse.
+
+# %%
+greedy = model.greedy_order().cpu()
+example = test_x[(test_y == 9).nonzero()[0, 0]]  # an ankle boot
+ex_tokens = patchify(example, p).to(calc)
+ks = [0, 3, 6, 12, 24, 36]
+hmax = marginal.max().item()
+hmin = marginal.min().item()
+fig, axes = plt.subplots(4, len(ks), figsize=(1.9 * len(ks), 7.6))
+for col, k in enumerate(ks):
+    observed = torch.zeros(N, dtype=torch.bool)
+    observed[greedy[:k]] = True
+    h = model.conditional_entropy(observed.to(calc)).cpu()
+    hc = h[~observed].sum().item()
+    viz.token_map(torch.where(observed, 0.0, h), grid, axes[0, col], image=example, observed=observed,
+                  vmin=hmin, vmax=hmax, alpha=1.0, title=f"k={k}: $H_c$={hc:.0f}")
+    mean, _ = model.conditional(ex_tokens, observed.to(calc))
+    viz.show_image(unpatchify(mean.float().cpu(), p, (1, 28, 28)), axes[1, col])
+    draws = model.sample_conditional(ex_tokens, observed.to(calc), 2, seed=seed + k).float().cpu()
+    for r in range(2):
+        viz.show_image(unpatchify(draws[r], p, (1, 28, 28)), axes[2 + r, col])
+for r, label in enumerate(["entropy left", "conditional mean", "a draw", "another draw"]):
+    axes[r, 0].set_ylabel(label, fontsize=9)
+fig.suptitle("Observing the first k patches of the greedy order", y=1.0)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## The prefix curve: what an order changes
+#
+# The paper's Definition 1 (Eq. 8) measures the entropy left in the unobserved patches once a set
+# $S$ is known, $H_c(S) = \sum_{n \notin S} H(e_n \mid e_S)$ (the observed patches are left out
+# of the sum; a known continuous value has entropy $-\infty$). An order $o$ visits the patches one
+# by one; its **prefix curve** is $H_c(S_k)$ for the first $k$ patches, $k = 0..N$. Every curve
+# starts at the sum of the marginal entropies and ends at 0; a good order makes it fall early. We
+# summarise a curve by its area over the fraction observed $k/N$ (lower is better). A patch's own
+# term leaves the sum when it is observed, so a patch that is nearly certain anyway (a negative
+# entropy, like the black border) is best left for last; that is why curves can rise. We compare:
+#
+# - **greedy**: each step observes the patch after which $H_c$ is smallest (scored exactly for
+#   every candidate);
+# - **anti-greedy**: each step observes the patch after which $H_c$ is *largest*;
+# - **greedy reversed**: the greedy order read backwards;
+# - **raster**: row by row, as an autoregressive model reads an image;
+# - **random**: uniformly random orders, mean and 5-95% band.
+
+
+# %%
+def order_table(m: GaussianTokens, n_random: int, rng_seed: int) -> tuple[dict, dict]:
+    """Prefix curves and their areas for the reference orders of a fitted model."""
+    g = m.greedy_order().cpu()
+    orders = {
+        "greedy": g,
+        "raster": torch.arange(m.n_tokens),
+        "greedy reversed": g.flip(0),
+        "anti-greedy": m.greedy_order(worst=True).cpu(),
+    }
+    curves = {name: m.prefix_curve(o.to(m.mean.device)).cpu() for name, o in orders.items()}
+    curves["random"] = m.prefix_curve(random_orders(n_random, m.n_tokens, seed=rng_seed).to(m.mean.device)).cpu()
+    areas = {name: curve_area(c) for name, c in curves.items()}
+    return curves, areas
+
+
+def areas_markdown(areas: dict, title: str) -> str:
+    rows = [f"| {title} | area under $H_c(S_k)$ (nats) |", "|---|---|"]
+    for name, a in sorted(areas.items(), key=lambda kv: kv[1].mean().item()):
+        if a.dim():
+            s = summary(a.numpy())
+            rows.append(f"| random (mean ± sd of {s['n']}) | {s['mean']:.1f} ± {s['std']:.1f} |")
+        else:
+            rows.append(f"| {name} | {a.item():.1f} |")
+    return "\n".join(rows)
+
+
+curves, areas = order_table(model, P.entropy.random_orders, seed)
+fig, ax = plt.subplots(figsize=(6.5, 4))
+viz.prefix_curves({k: curves[k] for k in ["random", "raster", "greedy", "greedy reversed", "anti-greedy"]}, ax)
+ax.set_title("Fashion-MNIST: entropy left in the unobserved patches")
+plt.show()
+display(Markdown(areas_markdown(areas, "order (Fashion-MNIST)")))
+
+# %% [markdown]
+# The spread is large: the greedy order's area is far below any random order's, and the
+# anti-greedy order is far above. Notice also that the greedy order *reversed* is not the worst
+# order: reversing the best order is not the same as choosing badly at every step.
+
+# %% [markdown]
+# ## Eq. 1 cannot tell orders apart
+#
+# The paper's objective (Eq. 1) sums, over all patches, the entropy of each patch given the
+# patches ranked above it: $\sum_n H(e_n \mid \{e_i : R(e_i) > R(e_n)\})$. By the chain rule of
+# entropy, $H(a) + H(b \mid a) = H(a, b)$, so for *any* order this sum telescopes to the joint
+# entropy $H(e_1, \dots, e_N)$. We compute it term by term along several orders: the numbers agree
+# to the last digits. Minimising Eq. 1 over rankings is therefore vacuous; the order-dependent
+# quantity is Definition 1 along the prefixes, the curve above.
+
+# %%
+eq1_orders = {"raster": torch.arange(N), "greedy": greedy, "anti-greedy": model.greedy_order(worst=True).cpu()}
+for i, o in enumerate(random_orders(5, N, seed=seed + 1)):
+    eq1_orders[f"random #{i + 1}"] = o
+eq1 = {name: model.chain_rule_sum(o.to(calc)).item() for name, o in eq1_orders.items()}
+eq1_values = np.array(list(eq1.values()))
+eq1_spread = float((eq1_values.max() - eq1_values.min()) / abs(joint))
+lines = ["| order | Eq. 1, term by term (nats) |", "|---|---|"]
+lines += [f"| {name} | {v:.10f} |" for name, v in eq1.items()]
+lines += [f"| joint entropy, $\\tfrac12\\log\\det(2\\pi e\\Sigma)$ | {joint:.10f} |"]
+display(Markdown("\n".join(lines)))
+print(f"largest relative difference between orders: {eq1_spread:.1e}")
+assert eq1_spread < 1e-6, "the chain rule must make Eq. 1 order-invariant"
+
+# %% [markdown]
+# ## Which patches come first
+#
+# A single Gaussian gives *one* order for every image: its conditional covariances do not depend
+# on the observed values. To see how the best order depends on content we fit one model per class
+# and draw each class's greedy order on the class's mean image (the number is the position in the
+# order; dark = early).
+
+# %%
+class_orders = []
+class_means = []
+fig, axes = plt.subplots(2, 5, figsize=(11, 5.4))
+for c, ax in enumerate(axes.flat):
+    xc = train_x[train_y == c][: P.entropy.per_class_images] if P.entropy.per_class_images else train_x[train_y == c]
+    mc = GaussianTokens.fit(patchify(xc, p).to(calc))
+    oc = mc.greedy_order().cpu()
+    class_orders.append(oc)
+    class_means.append(xc.mean(0))
+    viz.draw_order(oc, grid, ax, image=xc.mean(0), numbers=8, title=f"{CLASSES[c]} (n={xc.shape[0]})")
+fig.suptitle("Greedy order of a Gaussian fitted to each class: the first 8 patches numbered", y=1.0)
+fig.tight_layout()
+plt.show()
+
+positions = torch.stack([torch.argsort(o) for o in class_orders]).numpy()  # position of each patch
+rho = spearmanr(positions.T).statistic
+off_diag = rho[~np.eye(10, dtype=bool)]
+i, j = np.unravel_index(np.argmin(rho), rho.shape)
+print(f"Spearman correlation between the classes' orders: mean {off_diag.mean():.2f}, "
+      f"max {off_diag.max():.2f}, min {rho[i, j]:.2f} ({CLASSES[i]} vs {CLASSES[j]})")
+
+# %% [markdown]
+# The greedy order starts inside the garment, where the pixels vary most from image to image and
+# predict their neighbours, and leaves the background, which is known before anything is
+# observed, to the end. Classes with similar silhouettes (shirt, pullover, coat) share most of
+# their order; trousers, sandals and bags differ.
+#
+# ## A natural photo
+#
+# The same model fitted to random 28 x 28 crops of scikit-image's *camera* photo (resized to a
+# quarter) gives a second, quite different set of statistics: no black background, smooth
+# correlations that fall off with distance.
+
+# %%
+crops = photo_crops("camera", P.entropy.photo_crops, 28, scale=0.25, seed=seed)
+photo_model = GaussianTokens.fit(patchify(crops, p).to(calc))
+photo_curves, photo_areas = order_table(photo_model, P.entropy.random_orders, seed)
+photo_greedy = photo_model.greedy_order().cpu()
+
+fig = plt.figure(figsize=(11, 3.4))
+ax0 = fig.add_subplot(1, 3, 1)
+viz.draw_order(photo_greedy, grid, ax0, image=crops[0], numbers=10, title="greedy order on a crop")
+ax1 = fig.add_subplot(1, 3, 2)
+viz.token_map(photo_model.marginal_entropies().cpu(), grid, ax1, colorbar=True, title="H(e_n), nothing observed")
+ax2 = fig.add_subplot(1, 3, 3)
+viz.prefix_curves({k: photo_curves[k] for k in ["random", "raster", "greedy", "anti-greedy"]}, ax2)
+ax2.set_title("camera crops: prefix curves", fontsize=9)
+fig.tight_layout()
+plt.show()
+display(Markdown(areas_markdown(photo_areas, "order (camera crops)")))
+
+# %% [markdown]
+# On the photo's smoother statistics the greedy order spreads its first patches over the grid:
+# each new patch lies away from those already known, where it still has something to tell. The
+# spread between orders is smaller than on Fashion-MNIST (no background to leave for last), but
+# the ranking of the orders is the same.
+#
+# ## What the Gaussian model captures, and what it cannot
+#
+# - **It captures** linear dependence between pixels: how much knowing one patch narrows down
+#   another *on average*. For this model every entropy, curve and greedy step above is exact,
+#   with no estimator in between, which is why later chapters use it as ground truth.
+# - **It cannot** make the order depend on the image. A Gaussian's conditional covariance
+#   ignores the observed values, so all images share one order (one per class when fitted per
+#   class). The paper's CoMAE exists precisely to produce a per-image order; a Gaussian cannot
+#   say that *this* boot's heel matters more than *that* boot's.
+# - It cannot represent multi-modal uncertainty (a sleeve that is either there or not), edges
+#   or textures beyond second-order statistics; its draws above look like blurred garments, not
+#   like real ones.
+# - Its entropies depend on the stated regularisation $\varepsilon$ for the patches that never
+#   vary; orders among informative patches do not.
+
+# %% [markdown]
+# ## What this chapter found
+
+# %%
+rand = summary(areas["random"].numpy())
+greedy_vs_random_sd = (rand["mean"] - areas["greedy"].item()) / rand["std"]
+claims = {
+    "eq1.order_invariant": claim(
+        paper="Eq. 1 is minimised over rankings R (an order-dependent objective)",
+        ours={"relative_spread_across_orders": eq1_spread, "n_orders": len(eq1), "joint_entropy_nats": joint},
+        verdict="not reproduced",
+        why=(f"By the chain rule Eq. 1 equals the joint entropy for every order: across {len(eq1)} orders it "
+             f"varies by {eq1_spread:.1e} relative, so it cannot rank orders; Definition 1 along the prefixes can."),
+    ),
+    "def1.order_matters": claim(
+        paper="the order in which patches are observed changes how fast the rest collapse (Def. 1, Eq. 8)",
+        ours={"greedy_area_nats": areas["greedy"].item(), "random_area_nats": rand,
+              "anti_greedy_area_nats": areas["anti-greedy"].item()},
+        verdict="reproduced",
+        why=(f"Under an exact Gaussian model of Fashion-MNIST tokens the greedy order's prefix-curve area is "
+             f"{areas['greedy'].item():.1f} nats against {rand['mean']:.1f} ± {rand['std']:.1f} for random orders "
+             f"({greedy_vs_random_sd:.1f} standard deviations lower)."),
+    ),
+}
+metrics = {
+    "n_fit_images": int(train_x.shape[0]),
+    "eps": DEQUANTIZATION_VARIANCE,
+    "fashion_mnist.area_nats": {k: (summary(v.numpy()) if v.dim() else v.item()) for k, v in areas.items()},
+    "photo_camera.area_nats": {k: (summary(v.numpy()) if v.dim() else v.item()) for k, v in photo_areas.items()},
+    "eq1.chain_rule_sum_nats": eq1,
+    "class_orders.spearman_mean": float(off_diag.mean()),
+    "greedy_order": greedy.tolist(),
+    "class_greedy_orders": [o.tolist() for o in class_orders],
+    "runtime_s": time.perf_counter() - started,
+}
+path = write_results(results_dir, "01_entropy", profile=P.name, device=str(calc), seeds=[seed],
+                     claims=claims, metrics=metrics)
+pa = {k: (v.mean().item()) for k, v in photo_areas.items()}
+display(Markdown(f"""
+- **Eq. 1 is order-invariant.** Along {len(eq1)} orders (raster, greedy, anti-greedy, 5 random) the
+  chain-rule sum is {joint:.4f} nats each time, the joint entropy; the largest relative difference is
+  {eq1_spread:.1e}.
+- **Order matters for the prefix curve.** Fashion-MNIST, area under $H_c(S_k)$: greedy
+  {areas['greedy'].item():.1f}, raster {areas['raster'].item():.1f}, random {rand['mean']:.1f} ± {rand['std']:.1f}
+  (n = {rand['n']}), anti-greedy {areas['anti-greedy'].item():.1f} nats. Camera crops: greedy {pa['greedy']:.1f},
+  raster {pa['raster']:.1f}, random {pa['random']:.1f}, anti-greedy {pa['anti-greedy']:.1f} nats.
+- **Orders depend on content.** Greedy orders of the ten class models agree with a mean Spearman
+  correlation of {off_diag.mean():.2f}: similar silhouettes share an order, different ones do not.
+- Profile `{P.name}`, {train_x.shape[0]} training images; results written to `{path.name}`;
+  the chapter ran in {time.perf_counter() - started:.0f} s.
+"""))

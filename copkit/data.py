@@ -1,0 +1,343 @@
+"""The data the book runs on: Fashion-MNIST, scikit-image's photos, and Gaussian random fields.
+
+Fashion-MNIST is read straight from its IDX files (optionally gzipped) with numpy. They are looked
+for, in order, in ``$COPKIT_DATA``, ``data/fashion-mnist`` of the project, and
+``/usr/share/datasets/fashion-mnist`` (Debian's package ``dataset-fashion-mnist``); when none has
+them, torchvision downloads them into ``data/fashion-mnist`` if the machine is online. Images come
+back as float32 tensors in [-1, 1], shape (n, 1, 28, 28).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CLASSES",
+    "PHOTOS",
+    "DataNotFoundError",
+    "IDXFormatError",
+    "read_idx",
+    "find_fashion_mnist",
+    "load_fashion_mnist",
+    "project_root",
+    "photo",
+    "photo_crops",
+    "field_covariance",
+    "gaussian_field",
+]
+
+CLASSES: tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The IDX type byte 0x08 is unsigned bytes, the only type Fashion-MNIST uses.
+_UBYTE = 0x08
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No copy of a data set could be found or downloaded; the message says how to get one."""
+
+
+class IDXFormatError(ValueError):
+    """An IDX file is truncated, of the wrong kind, or inconsistent with its partner file."""
+
+
+# --------------------------------------------------------------------------------------- IDX files
+def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes with ``ndim`` dimensions (3 for images, 1 for labels).
+
+    The file may be gzipped (name ending in ``.gz``). The magic number, the header's sizes and the
+    number of data bytes are all checked; any mismatch raises :class:`IDXFormatError` naming the
+    file and what is wrong.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise IDXFormatError(
+            f"{path}: cannot decompress ({err}); the file is truncated or not gzip. "
+            "Delete it and get a fresh copy."
+        ) from err
+    want_magic = (_UBYTE << 8) | ndim
+    kind = "image" if ndim == 3 else "label" if ndim == 1 else f"{ndim}-d"
+    if len(raw) < 4:
+        raise IDXFormatError(f"{path}: only {len(raw)} bytes, too short for an IDX header")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != want_magic:
+        raise IDXFormatError(
+            f"{path}: wrong magic number 0x{magic:08x}, expected 0x{want_magic:08x} "
+            f"(an IDX {kind} file of unsigned bytes); is this the right file?"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise IDXFormatError(f"{path}: truncated inside the header ({len(raw)} of {header} bytes)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims))
+    have = len(raw) - header
+    if have != expected:
+        what = "truncated" if have < expected else "longer than its header says"
+        raise IDXFormatError(
+            f"{path}: file is {what}: header says {' x '.join(map(str, dims))} = {expected} bytes of "
+            f"data, found {have}. Delete it and get a fresh copy."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+# --------------------------------------------------------------------------------------- finding
+def project_root() -> Path:
+    """The folder holding the book (``_toc.yml`` and ``copkit/``): found upward from the working
+    directory, then from this package's own location; the working directory if neither has it."""
+    starts = [Path.cwd(), Path(__file__).resolve().parent]
+    for start in starts:
+        for folder in [start, *start.parents]:
+            if (folder / "_toc.yml").is_file() and (folder / "copkit").is_dir():
+                return folder
+    return Path.cwd()
+
+
+def _file_in(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _complete(folder: Path) -> Path | None:
+    """``folder`` or one of its usual sub-folders if it holds all four files, else None."""
+    for sub in (folder, folder / "fashion-mnist", folder / "FashionMNIST" / "raw"):
+        if all(_file_in(sub, stem) for pair in _FILES.values() for stem in pair):
+            return sub
+    return None
+
+
+def _candidates() -> list[Path]:
+    out = []
+    if os.environ.get("COPKIT_DATA"):
+        out.append(Path(os.environ["COPKIT_DATA"]).expanduser())
+    out.append(project_root() / "data" / "fashion-mnist")
+    out.append(_SYSTEM_DIR)
+    return out
+
+
+def _not_found(looked: list[Path], reason: str) -> DataNotFoundError:
+    where = "\n".join(f"    {p}" for p in looked)
+    return DataNotFoundError(
+        "Fashion-MNIST was not found. Looked in:\n"
+        f"{where}\n"
+        "Get it in one of three ways:\n"
+        "  1. Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
+        f"(puts the files in {_SYSTEM_DIR});\n"
+        "  2. copy train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz\n"
+        "     and t10k-labels-idx1-ubyte.gz into data/fashion-mnist/ of the book, or into a folder\n"
+        "     named by the environment variable COPKIT_DATA;\n"
+        "  3. on a machine that is online, run `python -m copkit data`: torchvision downloads them\n"
+        "     into data/fashion-mnist/.\n"
+        f"({reason})"
+    )
+
+
+def find_fashion_mnist(root: str | os.PathLike | None = None, download: bool | None = None) -> Path:
+    """The folder holding the four Fashion-MNIST IDX files.
+
+    With ``root`` only that folder (or its ``fashion-mnist`` / ``FashionMNIST/raw`` sub-folder) is
+    used. Otherwise ``$COPKIT_DATA``, the project's ``data/fashion-mnist`` and
+    ``/usr/share/datasets/fashion-mnist`` are tried in that order, then a torchvision download into
+    ``data/fashion-mnist`` (skipped when ``download`` is False or ``$COPKIT_NO_DOWNLOAD`` is set).
+    Raises :class:`DataNotFoundError` naming the three ways to get the data.
+    """
+    if root is not None:
+        found = _complete(Path(root).expanduser())
+        if found is None:
+            raise _not_found([Path(root)], "the folder given as root does not hold all four files")
+        return found
+    looked = _candidates()
+    for folder in looked:
+        found = _complete(folder)
+        if found is not None:
+            return found
+    if download is None:
+        download = not os.environ.get("COPKIT_NO_DOWNLOAD")
+    if not download:
+        raise _not_found(looked, "download switched off")
+    target = project_root() / "data" / "fashion-mnist"
+    try:
+        _download(target)
+    except Exception as err:  # noqa: BLE001 - any failure means: offline or blocked
+        raise _not_found(looked, f"download failed: {type(err).__name__}: {err}") from None
+    found = _complete(target)
+    if found is None:
+        raise _not_found(looked, f"download finished but {target} is incomplete")
+    return found
+
+
+def _download(target: Path) -> None:
+    from torchvision.datasets import FashionMNIST
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        for train in (True, False):
+            FashionMNIST(root=str(target), train=train, download=True)
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+@lru_cache(maxsize=4)
+def _load_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    img_stem, lab_stem = _FILES[split]
+    img_path, lab_path = _file_in(Path(folder), img_stem), _file_in(Path(folder), lab_stem)
+    images = read_idx(img_path, 3)
+    labels = read_idx(lab_path, 1)
+    if images.shape[0] != labels.shape[0]:
+        raise IDXFormatError(
+            f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} labels"
+        )
+    if images.shape[1:] != (28, 28):
+        raise IDXFormatError(f"{img_path}: images are {images.shape[1:]}, Fashion-MNIST's are (28, 28)")
+    if labels.size and labels.max() >= len(CLASSES):
+        raise IDXFormatError(f"{lab_path}: label {labels.max()} outside 0..{len(CLASSES) - 1}")
+    return images, labels
+
+
+def load_fashion_mnist(
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    limit: int | None = None,
+    download: bool | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST images in [-1, 1] and their labels.
+
+    Args:
+        split: ``"train"`` (60,000), ``"test"`` (10,000) or ``"all"`` (train then test, 70,000).
+        root: a folder holding the files; default: search as in :func:`find_fashion_mnist`.
+        limit: keep only the first ``limit`` images.
+
+    Returns:
+        images: float32 (n, 1, 28, 28), pixel / 127.5 - 1; labels: int64 (n,), see :data:`CLASSES`.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    folder = str(find_fashion_mnist(root, download=download))
+    parts = [_load_split(folder, s) for s in (("train", "test") if split == "all" else (split,))]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    x = torch.from_numpy(images.astype(np.float32)).div_(127.5).sub_(1.0).unsqueeze(1)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------- photos
+PHOTOS: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochemistry")
+
+
+def _photo_array(name: str, gray: bool) -> np.ndarray:
+    import skimage.color
+    import skimage.data
+    import skimage.util
+
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
+    img = skimage.util.img_as_float(getattr(skimage.data, name)())
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if gray and img.ndim == 3:
+        img = skimage.color.rgb2gray(img)
+    if not gray and img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return img
+
+
+def _to_tensor(img: np.ndarray) -> Tensor:
+    arr = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32) * 2.0 - 1.0)
+
+
+def photo(name: str, size: int, gray: bool = True) -> Tensor:
+    """One of scikit-image's bundled photos, centre-cropped to a square and resized to size x size.
+
+    Returns a float32 tensor (1 or 3, size, size) in [-1, 1]. ``name`` is one of :data:`PHOTOS`.
+    """
+    import skimage.transform
+
+    img = _photo_array(name, gray)
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    img = img[top: top + s, left: left + s]
+    img = skimage.transform.resize(img, (size, size), anti_aliasing=True)
+    return _to_tensor(np.clip(img, 0.0, 1.0))
+
+
+def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = True, seed: int = 0) -> Tensor:
+    """``n`` random size x size crops of a photo first resized by ``scale``: (n, C, size, size) in [-1, 1].
+
+    A stand-in data set of natural image patches for fitting token statistics to a photo.
+    """
+    import skimage.transform
+
+    img = _photo_array(name, gray)
+    h, w = img.shape[:2]
+    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    img = np.clip(skimage.transform.resize(img, new, anti_aliasing=True), 0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    tops = rng.integers(0, new[0] - size + 1, n)
+    lefts = rng.integers(0, new[1] - size + 1, n)
+    crops = np.stack([img[t: t + size, l: l + size] for t, l in zip(tops, lefts)])
+    x = crops[:, None] if crops.ndim == 3 else crops.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) * 2.0 - 1.0)
+
+
+# --------------------------------------------------------------------------------------- fields
+def field_covariance(size: int, length_scale: float = 3.0, kernel: str = "exponential",
+                     variance: float = 1.0, nugget: float = 1e-4) -> Tensor:
+    """Covariance of a stationary Gaussian random field on a size x size pixel grid (float64).
+
+    Cov(x_a, x_b) = variance * k(|a - b| / length_scale) + nugget * [a == b], with
+    k(r) = exp(-r) (``"exponential"``, rough fields) or exp(-r^2 / 2) (``"squared_exponential"``,
+    smooth ones). Pixels are in raster order, so the result is (size^2, size^2).
+    """
+    ij = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"), -1)
+    ij = ij.reshape(-1, 2).double()
+    r = torch.cdist(ij, ij) / length_scale
+    if kernel == "exponential":
+        k = torch.exp(-r)
+    elif kernel == "squared_exponential":
+        k = torch.exp(-0.5 * r**2)
+    else:
+        raise ValueError(f"kernel must be 'exponential' or 'squared_exponential', got {kernel!r}")
+    return variance * k + nugget * torch.eye(size * size, dtype=torch.float64)
+
+
+def gaussian_field(n: int, size: int, cov: Tensor | None = None, seed: int = 0, **kwargs) -> Tensor:
+    """``n`` samples of a zero-mean Gaussian random field with a known covariance: (n, 1, size, size).
+
+    ``cov`` is the (size^2, size^2) pixel covariance; by default :func:`field_covariance` with
+    ``kwargs``. Because the covariance is known exactly, entropies computed from it are ground truth.
+    """
+    if cov is None:
+        cov = field_covariance(size, **kwargs)
+    if cov.shape != (size * size, size * size):
+        raise ValueError(f"cov must be ({size * size}, {size * size}) for a {size}x{size} field, got {tuple(cov.shape)}")
+    chol = torch.linalg.cholesky(cov.double())
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, size * size, generator=g, dtype=torch.float64)
+    return (z @ chol.T).float().reshape(n, 1, size, size)

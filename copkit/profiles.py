@@ -1,0 +1,88 @@
+"""The sizes of the book's three profiles, in one place, and device selection.
+
+- ``smoke``: the whole book in minutes on a CPU; CI runs it. Numbers are not findings.
+- ``cpu``:   what a reader runs on a laptop and what the site shows.
+- ``gpu``:   full size on one GPU.
+
+A chapter takes the profile's name as a papermill parameter and reads its sizes from here, so a
+size is never repeated in a chapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+__all__ = ["EntropySizes", "Profile", "PROFILES", "get_profile", "pick_device"]
+
+
+@dataclass(frozen=True)
+class EntropySizes:
+    """Chapter 1 (exact Gaussian patch entropies)."""
+
+    fit_images: int | None  #: Fashion-MNIST training images the token model is fitted to (None: all 60,000)
+    per_class_images: int | None  #: images per class for the class-wise models (None: all 6,000)
+    random_orders: int  #: random orders behind the mean and band of the random prefix curve
+    photo_crops: int  #: random crops of the photo that its token model is fitted to
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size a chapter needs, by chapter."""
+
+    name: str
+    description: str
+    entropy: EntropySizes
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI size: every chapter in seconds to minutes on a CPU; the numbers are not findings",
+        entropy=EntropySizes(fit_images=3000, per_class_images=1000, random_orders=20, photo_crops=3000),
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="a laptop's CPU: the size the site shows",
+        entropy=EntropySizes(fit_images=None, per_class_images=None, random_orders=100, photo_crops=20000),
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="full size on one GPU",
+        entropy=EntropySizes(fit_images=None, per_class_images=None, random_orders=1000, photo_crops=60000),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; a clear error naming the choices otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``"auto"``: CUDA if present, then Apple's MPS, then the CPU. Otherwise the named device,
+    checked to exist (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``)."""
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(preference)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {preference!r}; use auto, cpu, cuda[:i] or mps") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {preference!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but is not available; use device='auto' or 'cpu'")
+    return dev

@@ -1,0 +1,86 @@
+"""The results file each chapter writes (``book/results/<chapter>.json``), read by the report.
+
+Shape (see DESIGN.md)::
+
+    {"chapter": "01_entropy", "profile": "cpu", "device": "cpu", "commit": "<sha>",
+     "seeds": [0], "claims": {"eq1.order_invariant": {"paper": ..., "ours": {...},
+     "verdict": "...", "why": "..."}}, "metrics": {...}}
+
+Claim ids name the paper's table, figure or equation first. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .data import project_root
+from .io import atomic_write_json
+
+__all__ = ["VERDICTS", "summary", "claim", "git_commit", "write_results"]
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not testable")
+
+
+def summary(values: Iterable[float] | float) -> dict[str, float | int]:
+    """Mean, sample standard deviation (0 for one value) and count of a set of measurements."""
+    v = np.atleast_1d(np.asarray(values, dtype=float))
+    if v.size == 0:
+        raise ValueError("summary of no values")
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
+
+
+def claim(paper: Any, ours: dict | float, verdict: str, why: str) -> dict[str, Any]:
+    """One row of the reproducibility report: the paper's value, ours, a verdict and why."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if not why or not why.strip():
+        raise ValueError("a claim needs a one-sentence reason")
+    return {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours),
+            "verdict": verdict, "why": why.strip()}
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The current commit (with ``-dirty`` when the work tree has changes), or ``"unknown"``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _plain(obj: Any) -> Any:
+    """Numbers from numpy / torch as Python floats and ints, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return obj
+
+
+def write_results(results_dir: str | Path, chapter: str, *, profile: str, device: str,
+                  seeds: list[int], claims: dict[str, dict], metrics: dict[str, Any]) -> Path:
+    """Write ``<results_dir>/<chapter>.json`` atomically and return its path."""
+    for cid, c in claims.items():
+        if set(c) != {"paper", "ours", "verdict", "why"}:
+            raise ValueError(f"claim {cid!r} must be made with copkit.results.claim()")
+    payload = {
+        "chapter": chapter,
+        "profile": profile,
+        "device": str(device),
+        "commit": git_commit(project_root()),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seeds": list(seeds),
+        "claims": _plain(claims),
+        "metrics": _plain(metrics),
+    }
+    return atomic_write_json(Path(results_dir) / f"{chapter}.json", payload)

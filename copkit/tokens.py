@@ -1,0 +1,118 @@
+"""Images to patch tokens and back.
+
+An image of shape (C, H, W) is cut into non-overlapping p x p patches on an (H/p) x (W/p) grid,
+read in raster order (row by row), and each patch is flattened channel-first into a token of
+dimension d = C p^2. With the book's default (28 x 28 Fashion-MNIST, p = 4) this gives N = 49
+tokens of d = 16, the same token size as the KL-16 VAE latents the paper works with (Sec. 3).
+The flattening follows MAR's ``patchify`` (channel, then patch row, then patch column).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders"]
+
+
+def _check_divisible(h: int, w: int, p: int) -> None:
+    if p <= 0:
+        raise ValueError(f"patch size must be a positive integer, got p={p}")
+    if h % p or w % p:
+        raise ValueError(
+            f"image size {h}x{w} is not divisible by the patch size p={p}; "
+            f"crop or pad the image to a multiple of {p} (e.g. {h - h % p}x{w - w % p})"
+        )
+
+
+def grid_shape(h: int, w: int, p: int) -> tuple[int, int]:
+    """The token grid (rows, cols) of an h x w image cut into p x p patches."""
+    _check_divisible(h, w, p)
+    return h // p, w // p
+
+
+def patchify(images: Tensor, p: int) -> Tensor:
+    """Cut images into flattened p x p patch tokens.
+
+    Args:
+        images: (C, H, W) or (B, C, H, W); H and W divisible by ``p``.
+        p: patch size in pixels.
+
+    Returns:
+        (N, d) or (B, N, d) with N = (H/p)(W/p) in raster order and d = C p^2.
+
+    Example:
+        >>> x = torch.arange(2 * 1 * 4 * 4.).reshape(2, 1, 4, 4)
+        >>> patchify(x, 2).shape
+        torch.Size([2, 4, 4])
+        >>> patchify(x, 2)[0, 1].tolist()   # top-right patch of the first image
+        [2.0, 3.0, 6.0, 7.0]
+        >>> torch.equal(unpatchify(patchify(x, 2), 2, (1, 4, 4)), x)
+        True
+    """
+    single = images.dim() == 3
+    if single:
+        images = images.unsqueeze(0)
+    if images.dim() != 4:
+        raise ValueError(f"expected images of shape (C, H, W) or (B, C, H, W), got {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    gh, gw = grid_shape(h, w, p)
+    x = images.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
+    tokens = x.reshape(b, gh * gw, c * p * p)
+    return tokens[0] if single else tokens
+
+
+def unpatchify(tokens: Tensor, p: int, shape: tuple[int, int, int]) -> Tensor:
+    """Inverse of :func:`patchify`: (N, d) or (B, N, d) tokens back to (C, H, W) or (B, C, H, W)."""
+    single = tokens.dim() == 2
+    if single:
+        tokens = tokens.unsqueeze(0)
+    c, h, w = shape
+    gh, gw = grid_shape(h, w, p)
+    b, n, d = tokens.shape
+    if n != gh * gw or d != c * p * p:
+        raise ValueError(
+            f"tokens of shape (N={n}, d={d}) do not fit image shape {tuple(shape)} with p={p}: "
+            f"expected N={gh * gw}, d={c * p * p}"
+        )
+    x = tokens.reshape(b, gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5)
+    images = x.reshape(b, c, h, w)
+    return images[0] if single else images
+
+
+def grid_coords(h: int, w: int) -> Tensor:
+    """(row, col) of each of the h*w tokens of an h x w grid, in raster order: a (h*w, 2) long tensor."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
+
+
+def hflip_index(n_tokens: int, grid_w: int) -> Tensor:
+    """Where each token index lands when the image is flipped left-right: (N,) long tensor.
+
+    Token n at (row, col) moves to (row, grid_w - 1 - col). The map is its own inverse.
+    """
+    if n_tokens % grid_w:
+        raise ValueError(f"{n_tokens} tokens do not fill whole rows of width {grid_w}")
+    idx = torch.arange(n_tokens)
+    col = idx % grid_w
+    return idx - col + (grid_w - 1 - col)
+
+
+def flip_order(order: Tensor, grid_w: int) -> Tensor:
+    """The order of a horizontally flipped image, given the order of the original.
+
+    ``order[..., k]`` is the token index visited k-th; the result visits the same patches (now at
+    their mirrored positions) in the same sequence, so a model trained with random flips keeps the
+    collapse order attached to the content. Works on (N,) or (B, N) index tensors.
+
+    Example:
+        >>> flip_order(torch.tensor([0, 1, 2, 3]), grid_w=2).tolist()
+        [1, 0, 3, 2]
+    """
+    return hflip_index(order.shape[-1], grid_w).to(order.device)[order]
+
+
+def random_orders(n: int, n_tokens: int, seed: int = 0) -> Tensor:
+    """``n`` independent uniformly random orders of ``n_tokens`` tokens: a (n, n_tokens) long tensor."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.argsort(torch.rand(n, n_tokens, generator=g), dim=1)

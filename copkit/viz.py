@@ -1,0 +1,141 @@
+"""The book's figures: images, per-patch maps on the token grid, orders, prefix curves.
+
+Every function draws into a given matplotlib ``Axes`` (or makes a figure) and returns it, so a
+chapter can compose panels and a reader can reuse one panel alone.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib import patheffects
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+__all__ = ["show_image", "image_grid", "token_map", "draw_order", "prefix_curves"]
+
+
+def _np(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def show_image(image: Tensor, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Draw a (1 or 3, H, W) image in [-1, 1]."""
+    ax = ax or plt.gca()
+    img = (_np(image).clip(-1, 1) + 1) / 2
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img.transpose(1, 2, 0))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def image_grid(images: Tensor, titles: Sequence[str] | None = None, ncols: int = 8,
+               size: float = 1.4) -> plt.Figure:
+    """A figure of images (B, C, H, W) in [-1, 1], ``ncols`` per row."""
+    b = images.shape[0]
+    nrows = int(np.ceil(b / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * bool(titles)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < b:
+            show_image(images[i], ax, titles[i] if titles else None)
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
+              image: Tensor | None = None, observed: Tensor | np.ndarray | None = None,
+              cmap: str = "magma", vmin: float | None = None, vmax: float | None = None,
+              alpha: float = 0.75, colorbar: bool = False, title: str | None = None) -> Axes:
+    """A per-token quantity (N,) drawn as a heat map on the token grid.
+
+    With ``image`` the map is laid over it. Tokens marked in ``observed`` are shown as the image
+    (or grey) with a white frame: they are known, so their value is not drawn.
+    """
+    ax = ax or plt.gca()
+    gh, gw = grid
+    vals = _np(values).astype(float).reshape(gh, gw)
+    obs = None if observed is None else _np(observed).astype(bool).reshape(gh, gw)
+    shown = np.ma.masked_where(obs if obs is not None else np.zeros_like(vals, bool), vals)
+    if image is not None:
+        h, w = image.shape[-2:]
+        show_image(image, ax)
+        extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+        im = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha, extent=extent,
+                       interpolation="nearest")
+        ph, pw = h / gh, w / gw
+    else:
+        im = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_facecolor("0.85")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ph = pw = 1.0
+        extent = (-0.5, gw - 0.5, gh - 0.5, -0.5)
+    if obs is not None:
+        x0, y0 = extent[0], extent[3]
+        for r, c in zip(*np.nonzero(obs)):
+            ax.add_patch(Rectangle((x0 + c * pw, y0 + r * ph), pw, ph, fill=False, ec="white", lw=1.2))
+    if colorbar:
+        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def draw_order(order: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
+               image: Tensor | None = None, numbers: int | None = 10, cmap: str = "viridis_r",
+               title: str | None = None) -> Axes:
+    """Where each token comes in an order: colour = position (dark = early), the first
+    ``numbers`` positions written on their patches (1 = first)."""
+    ax = ax or plt.gca()
+    gh, gw = grid
+    o = _np(order).astype(int)
+    pos = np.empty_like(o)
+    pos[o] = np.arange(o.size)
+    token_map(pos, grid, ax=ax, image=image, cmap=cmap, vmin=0, vmax=o.size - 1,
+              alpha=0.45 if image is not None else 1.0, title=title)
+    if numbers:
+        if image is not None:
+            h, w = image.shape[-2:]
+            ph, pw = h / gh, w / gw
+        else:
+            ph = pw = 1.0
+        for k, t in enumerate(o[:numbers]):
+            r, c = divmod(int(t), gw)
+            ax.text(c * pw + (pw - 1) / 2, r * ph + (ph - 1) / 2, str(k + 1), ha="center", va="center",
+                    fontsize=7, color="white", fontweight="bold",
+                    path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+    return ax
+
+
+def prefix_curves(curves: Mapping[str, Tensor | np.ndarray], ax: Axes | None = None,
+                  band: tuple[float, float] = (5, 95), ylabel: str = r"$H_c(S_k)$ (nats)") -> Axes:
+    """Prefix curves H_c(S_k) against the fraction observed k/N.
+
+    A (N+1,) curve is drawn as a line; a (B, N+1) batch as its mean with a percentile band.
+    """
+    ax = ax or plt.gca()
+    for name, c in curves.items():
+        c = _np(c)
+        x = np.linspace(0, 1, c.shape[-1])
+        if c.ndim == 1:
+            ax.plot(x, c, label=name, lw=1.6)
+        else:
+            (line,) = ax.plot(x, c.mean(0), label=f"{name} (mean of {c.shape[0]})", lw=1.6)
+            lo, hi = np.percentile(c, band, axis=0)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("fraction of patches observed, k / N")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax

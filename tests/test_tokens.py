@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from copkit.tokens import flip_order, grid_coords, hflip_index, patchify, random_orders, unpatchify
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_patchify_round_trip_random_shapes(seed):
+    g = torch.Generator().manual_seed(seed)
+    p = int(torch.randint(1, 6, (1,), generator=g))
+    c = int(torch.randint(1, 4, (1,), generator=g))
+    gh, gw = (int(v) for v in torch.randint(1, 7, (2,), generator=g))
+    x = torch.randn(3, c, gh * p, gw * p, generator=g)
+    t = patchify(x, p)
+    assert t.shape == (3, gh * gw, c * p * p)
+    assert torch.equal(unpatchify(t, p, (c, gh * p, gw * p)), x)
+    # unbatched input gives the same tokens as a batch of one
+    assert torch.equal(patchify(x[1], p), t[1])
+
+
+def test_patchify_token_holds_the_right_pixels():
+    # Independent truth: slice the patch at grid position (r, c) by hand.
+    x = torch.randn(2, 3, 12, 8)
+    p, gw = 4, 2
+    t = patchify(x, p)
+    for n in range(6):
+        r, c = divmod(n, gw)
+        assert torch.equal(t[:, n], x[:, :, r * p:(r + 1) * p, c * p:(c + 1) * p].reshape(2, -1))
+
+
+def test_patchify_rejects_indivisible_size():
+    with pytest.raises(ValueError, match="not divisible by the patch size p=4"):
+        patchify(torch.zeros(1, 1, 28, 30), 4)
+    with pytest.raises(ValueError, match="do not fit image shape"):
+        unpatchify(torch.zeros(49, 16), 4, (1, 28, 32))
+
+
+def test_grid_coords_raster_order():
+    rc = grid_coords(3, 4)
+    assert rc.shape == (12, 2)
+    assert rc[5].tolist() == [1, 1]
+    assert torch.equal(rc[:, 0] * 4 + rc[:, 1], torch.arange(12))
+
+
+def test_flip_order_follows_the_image():
+    # A planted image whose brightest patch is unique: after flipping the image, the patch that
+    # the flipped order puts first must hold the same (mirrored) content.
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 8, 12, generator=g)
+    p, gw = 4, 3
+    t = patchify(x, p)
+    order = torch.argsort(t.sum(-1), descending=True)  # brightest first
+    xf = torch.flip(x, dims=[-1])
+    tf = patchify(xf, p)
+    flipped = flip_order(order, gw)
+    assert torch.equal(flipped, torch.argsort(tf.sum(-1), descending=True))
+    assert torch.allclose(tf[flipped[0]].sum(), t[order[0]].sum())
+    # batched, and an involution
+    orders = random_orders(5, 6, seed=1)
+    assert torch.equal(flip_order(flip_order(orders, gw), gw), orders)
+    assert torch.equal(hflip_index(6, 3), torch.tensor([2, 1, 0, 5, 4, 3]))
+
+
+def test_random_orders_are_permutations():
+    o = random_orders(20, 49, seed=3)
+    assert torch.equal(o.sort(1).values, torch.arange(49).expand(20, 49))
+    assert not torch.equal(o[0], o[1])
+    assert torch.equal(o, random_orders(20, 49, seed=3))

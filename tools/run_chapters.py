@@ -1,0 +1,109 @@
+"""Execute the book's chapters with papermill: chapters/NN_name.py -> <out>/NN_name.ipynb.
+
+Each jupytext source is converted to a notebook, executed with the profile and device as papermill
+parameters (working directory: chapters/, as in JupyterLab), and moved into <out>/ only when every
+cell ran; a failed run is kept in .scratch/failed/ and the failing chapter and cell are named.
+Exit status 1 when any chapter failed.
+
+    python tools/run_chapters.py --profile cpu --out book
+    python tools/run_chapters.py --profile smoke --out .scratch/book 01_entropy
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "chapters"
+SCRATCH = ROOT / ".scratch"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def chapter_sources(only: list[str]) -> list[Path]:
+    sources = sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
+    if only:
+        wanted = {o.removesuffix(".py").split("/")[-1] for o in only}
+        unknown = wanted - {s.stem for s in sources}
+        if unknown:
+            sys.exit(f"no such chapter: {', '.join(sorted(unknown))} (have: {', '.join(s.stem for s in sources)})")
+        sources = [s for s in sources if s.stem in wanted]
+    return sources
+
+
+def to_notebook(src: Path, dest: Path) -> None:
+    import jupytext
+
+    nb = jupytext.read(src, fmt="py:percent")
+    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        sys.exit(f"{src.relative_to(ROOT)} has no cell tagged 'parameters': papermill cannot set the profile")
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.metadata.pop("jupytext", None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    jupytext.write(nb, dest, fmt="ipynb")
+
+
+def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bool, float]:
+    import papermill as pm
+
+    name = src.stem
+    staged = SCRATCH / "in" / f"{name}.ipynb"
+    running = SCRATCH / "running" / f"{name}.ipynb"
+    running.parent.mkdir(parents=True, exist_ok=True)
+    to_notebook(src, staged)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(staged), str(running), parameters=params, kernel_name="python3",
+                            cwd=str(CHAPTERS), progress_bar=sys.stderr.isatty() or bool(os.environ.get("CI")),
+                            execution_timeout=timeout, log_output=bool(os.environ.get("COPKIT_LOG_OUTPUT")))
+    except pm.PapermillExecutionError as err:
+        failed = SCRATCH / "failed" / f"{name}.ipynb"
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(running, failed)
+        source = "\n".join("      | " + line for line in err.source.splitlines()[:15])
+        print(f"\nFAILED: chapter {name}, cell {err.cell_index} (execution count {err.exec_count}): "
+              f"{err.ename}: {err.evalue}\n{source}\n"
+              f"    the executed notebook with the traceback: {failed.relative_to(ROOT)}", flush=True)
+        return False, time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.replace(running, out_dir / f"{name}.ipynb")
+    return True, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("chapters", nargs="*", help="chapter names (default: all), e.g. 01_entropy")
+    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="book", help="folder for the executed notebooks")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    args = parser.parse_args()
+
+    out_dir = (ROOT / args.out).resolve()
+    params = {"profile": args.profile, "device": args.device, "results_dir": str(out_dir / "results")}
+    sources = chapter_sources(args.chapters)
+    print(f"executing {len(sources)} chapter(s), profile={args.profile}, device={args.device}, "
+          f"into {os.path.relpath(out_dir, ROOT)}/", flush=True)
+    report = []
+    for i, src in enumerate(sources, 1):
+        print(f"[{i}/{len(sources)}] {src.stem} ...", flush=True)
+        ok, seconds = run(src, out_dir, params, args.timeout)
+        report.append((src.stem, ok, seconds))
+        print(f"[{i}/{len(sources)}] {src.stem} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
+    print("\nchapter                     status     seconds")
+    for name, ok, seconds in report:
+        print(f"{name:<27} {'ok' if ok else 'FAILED':<10} {seconds:7.1f}")
+    total = sum(s for _, _, s in report)
+    print(f"{'total':<27} {'':<10} {total:7.1f}")
+    failed = [name for name, ok, _ in report if not ok]
+    if failed:
+        print(f"\n{len(failed)} chapter(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
