@@ -23,8 +23,8 @@ SCRATCH = ROOT / ".scratch"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
-def chapter_sources(only: list[str]) -> list[Path]:
-    sources = sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
+def chapter_sources(folder: Path, only: list[str]) -> list[Path]:
+    sources = sorted(folder.glob("[0-9][0-9]_*.py"))
     if only:
         wanted = {o.removesuffix(".py").split("/")[-1] for o in only}
         unknown = wanted - {s.stem for s in sources}
@@ -39,7 +39,7 @@ def to_notebook(src: Path, dest: Path) -> None:
 
     nb = jupytext.read(src, fmt="py:percent")
     if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
-        sys.exit(f"{src.relative_to(ROOT)} has no cell tagged 'parameters': papermill cannot set the profile")
+        sys.exit(f"{src} has no cell tagged 'parameters': papermill cannot set the profile")
     nb.metadata["kernelspec"] = KERNELSPEC
     nb.metadata.pop("jupytext", None)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(staged), str(running), parameters=params, kernel_name="python3",
-                            cwd=str(CHAPTERS), progress_bar=sys.stderr.isatty() or bool(os.environ.get("CI")),
+                            cwd=str(src.parent), progress_bar=sys.stderr.isatty() or bool(os.environ.get("CI")),
                             execution_timeout=timeout, log_output=bool(os.environ.get("COPKIT_LOG_OUTPUT")))
     except pm.PapermillExecutionError as err:
         failed = SCRATCH / "failed" / f"{name}.ipynb"
@@ -66,7 +66,7 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
         source = "\n".join("      | " + line for line in err.source.splitlines()[:15])
         print(f"\nFAILED: chapter {name}, cell {err.cell_index} (execution count {err.exec_count}): "
               f"{err.ename}: {err.evalue}\n{source}\n"
-              f"    the executed notebook with the traceback: {failed.relative_to(ROOT)}", flush=True)
+              f"    the executed notebook with the traceback: {os.path.relpath(failed)}", flush=True)
         return False, time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     os.replace(running, out_dir / f"{name}.ipynb")
@@ -80,13 +80,17 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="book", help="folder for the executed notebooks")
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    parser.add_argument("--chapters-dir", default=str(CHAPTERS), help="where the jupytext sources are")
     args = parser.parse_args()
 
     out_dir = (ROOT / args.out).resolve()
     params = {"profile": args.profile, "device": args.device, "results_dir": str(out_dir / "results")}
-    sources = chapter_sources(args.chapters)
+    sources = chapter_sources(Path(args.chapters_dir), args.chapters)
+    if not sources:
+        print(f"no chapters (NN_name.py) in {args.chapters_dir}", file=sys.stderr)
+        return 1
     print(f"executing {len(sources)} chapter(s), profile={args.profile}, device={args.device}, "
-          f"into {os.path.relpath(out_dir, ROOT)}/", flush=True)
+          f"into {os.path.relpath(out_dir)}/", flush=True)
     report = []
     for i, src in enumerate(sources, 1):
         print(f"[{i}/{len(sources)}] {src.stem} ...", flush=True)

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+
+from copkit.io import atomic_write_json, atomic_write_text
+from copkit.profiles import PROFILES, get_profile, pick_device
+from copkit.results import claim, summary, write_results
+
+
+def test_summary_matches_numpy_definitions():
+    s = summary([1.0, 2.0, 4.0])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(7 / 3)
+    assert s["std"] == pytest.approx(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) ** 0.5 / 2 ** 0.5)
+    assert summary(5.0) == {"mean": 5.0, "std": 0.0, "n": 1}
+    with pytest.raises(ValueError):
+        summary([])
+
+
+def test_claim_refuses_unknown_verdict_and_empty_reason():
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        claim(1.0, 2.0, "sort of", "because")
+    with pytest.raises(ValueError, match="one-sentence reason"):
+        claim(1.0, 2.0, "partly", "  ")
+
+
+def test_write_results_shape(tmp_path):
+    c = {"table1.contrastive.mask_entropy": claim(4.267, [4.1, 4.3, 4.2], "partly", "close, 3 seeds.")}
+    path = write_results(tmp_path, "02_x", profile="smoke", device="cpu", seeds=[0, 1, 2], claims=c,
+                         metrics={"loss": torch.tensor([1.0, 2.0]), "area_nats": torch.tensor(3.5)})
+    got = json.loads(path.read_text())
+    assert got["chapter"] == "02_x" and got["profile"] == "smoke" and got["seeds"] == [0, 1, 2]
+    assert got["claims"]["table1.contrastive.mask_entropy"]["ours"]["n"] == 3
+    assert got["metrics"] == {"loss": [1.0, 2.0], "area_nats": 3.5}
+    assert got["commit"]
+    with pytest.raises(ValueError, match="must be made with copkit.results.claim"):
+        write_results(tmp_path, "bad", profile="smoke", device="cpu", seeds=[0], claims={"x": {"paper": 1}}, metrics={})
+
+
+def test_atomic_write_leaves_old_file_when_serialisation_fails(tmp_path):
+    target = tmp_path / "r.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(ValueError):
+        atomic_write_json(target, {"a": float("nan")})  # NaN refused before anything is written
+    assert json.loads(target.read_text()) == {"a": 1}
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary files left
+
+
+def test_profiles_and_devices():
+    assert set(PROFILES) == {"smoke", "cpu", "gpu"}
+    assert get_profile("smoke").entropy.random_orders >= 20
+    assert get_profile("cpu").entropy.random_orders >= 20
+    with pytest.raises(ValueError, match="unknown profile 'huge'; choose one of smoke, cpu, gpu"):
+        get_profile("huge")
+    assert pick_device("cpu") == torch.device("cpu")
+    auto = pick_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            pick_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu7")
+
+
+def test_cli_data_reports_missing_data(tmp_path, monkeypatch, capsys):
+    from copkit import data
+    from copkit.__main__ import main
+
+    monkeypatch.setenv("COPKIT_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "_SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setattr(data, "project_root", lambda: tmp_path)
+    assert main(["data", "--no-download"]) == 1
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""The chapter runner: a failing cell fails the run, names chapter and cell, and never lands in
+the output folder; a good chapter lands with its parameters injected."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = '''# %% tags=["parameters"]
+profile = "cpu"
+device = "auto"
+results_dir = "results"
+
+# %%
+print("profile is", profile)
+'''
+
+BAD = '''# %% tags=["parameters"]
+profile = "cpu"
+
+# %%
+x = 1
+
+# %%
+raise ValueError("planted failure")
+'''
+
+
+def run(tmp_path: Path, *names: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke",
+         "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / "out"), *names],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+
+def test_runner_executes_and_reports(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "01_good.py").write_text(GOOD)
+    (tmp_path / "src" / "02_bad.py").write_text(BAD)
+    res = run(tmp_path)
+    assert res.returncode == 1
+    assert "FAILED: chapter 02_bad, cell" in res.stdout
+    assert "ValueError: planted failure" in res.stdout
+    assert "1 chapter(s) failed: 02_bad" in res.stderr
+    assert not (tmp_path / "out" / "02_bad.ipynb").exists()
+    good = json.loads((tmp_path / "out" / "01_good.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in good["cells"] for o in c.get("outputs", []))
+    assert "profile is smoke" in text
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in good["cells"])
+
+
+def test_runner_refuses_a_chapter_without_parameters(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "01_plain.py").write_text("# %%\nprint(1)\n")
+    res = run(tmp_path)
+    assert res.returncode != 0
+    assert "has no cell tagged 'parameters'" in res.stderr
