@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["EntropySizes", "Profile", "PROFILES", "get_profile", "pick_device"]
+__all__ = ["EntropySizes", "ComaeSizes", "Profile", "PROFILES", "get_profile", "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,40 @@ class EntropySizes:
 
 
 @dataclass(frozen=True)
+class ComaeSizes:
+    """Chapter 2 (CoMAE training). Widths follow the paper's Sec. 4: a narrow selector f, a wider
+    reconstructor g."""
+
+    enc_width: int
+    enc_depth: int
+    enc_heads: int
+    dec_width: int
+    dec_depth: int
+    dec_heads: int
+    targets_per_image: int  #: K targets per image and step (49: the paper's Eq. 6 over all targets)
+    sigma: float  #: Eq. 4
+    steps: int
+    batch_size: int  #: images per step (each with K targets)
+    lr: float
+    warmup_steps: int
+    ema_decay: float
+    eval_every: int
+    seeds: tuple[int, ...]
+    lambdas: tuple[float, ...]  #: weights of L_c compared (0: without L_c; the paper's 0.01)
+    train_images: int | None  #: Fashion-MNIST training images used (the last 5,000 are validation)
+    val_images: int  #: validation images scored at each evaluation
+    mirror_steps: int  #: training steps of the mirrored Fashion-MNIST experiment
+    planted_steps: int  #: training steps of the planted-truth (mirrored noise) experiment
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size a chapter needs, by chapter."""
 
     name: str
     description: str
     entropy: EntropySizes
+    comae: ComaeSizes
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -44,16 +72,28 @@ PROFILES: dict[str, Profile] = {
         name="smoke",
         description="CI size: every chapter in seconds to minutes on a CPU; the numbers are not findings",
         entropy=EntropySizes(fit_images=3000, per_class_images=1000, random_orders=20, photo_crops=3000),
+        comae=ComaeSizes(enc_width=16, enc_depth=1, enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2,
+                         targets_per_image=4, sigma=0.4, steps=20, batch_size=8, lr=3e-3, warmup_steps=5,
+                         ema_decay=0.9, eval_every=10, seeds=(0, 1), lambdas=(0.0, 0.01), train_images=6000,
+                         val_images=16, mirror_steps=20, planted_steps=20),
     ),
     "cpu": Profile(
         name="cpu",
         description="a laptop's CPU: the size the site shows",
         entropy=EntropySizes(fit_images=None, per_class_images=None, random_orders=100, photo_crops=20000),
+        comae=ComaeSizes(enc_width=32, enc_depth=2, enc_heads=2, dec_width=64, dec_depth=2, dec_heads=4,
+                         targets_per_image=8, sigma=0.4, steps=500, batch_size=16, lr=3e-3, warmup_steps=25,
+                         ema_decay=0.99, eval_every=100, seeds=(0, 1, 2), lambdas=(0.0, 0.01, 0.1),
+                         train_images=None, val_images=128, mirror_steps=500, planted_steps=400),
     ),
     "gpu": Profile(
         name="gpu",
         description="full size on one GPU",
         entropy=EntropySizes(fit_images=None, per_class_images=None, random_orders=1000, photo_crops=60000),
+        comae=ComaeSizes(enc_width=64, enc_depth=6, enc_heads=4, dec_width=256, dec_depth=6, dec_heads=8,
+                         targets_per_image=49, sigma=0.4, steps=20000, batch_size=64, lr=1e-3, warmup_steps=1000,
+                         ema_decay=0.999, eval_every=1000, seeds=(0, 1, 2), lambdas=(0.0, 0.01, 0.1),
+                         train_images=None, val_images=1024, mirror_steps=5000, planted_steps=2000),
     ),
 }
 

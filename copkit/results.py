@@ -21,7 +21,7 @@ import numpy as np
 from .data import project_root
 from .io import atomic_write_json
 
-__all__ = ["VERDICTS", "summary", "claim", "git_commit", "write_results"]
+__all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "git_commit", "write_results"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable")
 
@@ -42,6 +42,25 @@ def claim(paper: Any, ours: dict | float, verdict: str, why: str) -> dict[str, A
         raise ValueError("a claim needs a one-sentence reason")
     return {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours),
             "verdict": verdict, "why": why.strip()}
+
+
+def direction_verdict(a: Iterable[float], b: Iterable[float], expect: str, alpha: float = 0.05) -> tuple[str, float]:
+    """Does ``a`` come out ``expect`` ("lower" or "higher") than ``b``, across seeds?
+
+    Welch's t-test on the two sets of per-seed values: ``"reproduced"`` when the difference has
+    the expected sign and p < alpha, ``"partly"`` when the sign is right but p >= alpha, ``"not
+    reproduced"`` when the sign is wrong. Returns (verdict, p).
+    """
+    from scipy.stats import ttest_ind
+
+    if expect not in ("lower", "higher"):
+        raise ValueError(f"expect must be 'lower' or 'higher', got {expect!r}")
+    a, b = np.asarray(list(a), float), np.asarray(list(b), float)
+    right_sign = a.mean() < b.mean() if expect == "lower" else a.mean() > b.mean()
+    p = float(ttest_ind(a, b, equal_var=False).pvalue) if min(a.size, b.size) > 1 else float("nan")
+    if not right_sign:
+        return "not reproduced", p
+    return ("reproduced" if p < alpha else "partly"), p
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-__all__ = ["show_image", "image_grid", "token_map", "draw_order", "prefix_curves"]
+__all__ = ["show_image", "image_grid", "token_map", "draw_order", "prefix_curves", "seed_band"]
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -138,4 +138,15 @@ def prefix_curves(curves: Mapping[str, Tensor | np.ndarray], ax: Axes | None = N
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return ax
+
+
+def seed_band(x: Sequence[float] | np.ndarray, runs: Sequence[Sequence[float]] | np.ndarray, ax: Axes | None = None,
+              label: str | None = None, color: str | None = None) -> Axes:
+    """Mean over seeds as a line, min-max over seeds as a band; ``runs`` is (seeds, len(x))."""
+    ax = ax or plt.gca()
+    y = np.asarray(runs, dtype=float)
+    (line,) = ax.plot(x, y.mean(0), label=f"{label} ({y.shape[0]} seeds)" if label else None, color=color, lw=1.6)
+    if y.shape[0] > 1:
+        ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
     return ax

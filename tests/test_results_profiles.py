@@ -73,3 +73,14 @@ def test_cli_data_reports_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data, "project_root", lambda: tmp_path)
     assert main(["data", "--no-download"]) == 1
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_direction_verdict():
+    from copkit.results import direction_verdict
+
+    assert direction_verdict([1.0, 1.1, 0.9], [3.0, 3.1, 2.9], "lower")[0] == "reproduced"
+    assert direction_verdict([1.0, 1.1, 0.9], [3.0, 3.1, 2.9], "higher")[0] == "not reproduced"
+    verdict, p = direction_verdict([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], "lower")
+    assert verdict == "partly" and p > 0.05
+    with pytest.raises(ValueError):
+        direction_verdict([1.0], [2.0], "smaller")

@@ -1,0 +1,421 @@
+"""CoMAE, the Collapse Masked Autoencoder (the paper's Sec. 3.1, Eq. 2-7, Sec. 8).
+
+For a target patch n of an image with tokens e_1..e_N:
+
+- the **selector** f (Eq. 2) reads every token but e_n, is told which patch is the target by a
+  learned embedding q_n, and outputs a mask w_n in [0, 1]^N: how much each other patch is needed;
+- **noise injection** (Eq. 3-4) keeps token i in proportion a_i = exp(-(1 - w_ni)^2 / (2 sigma^2))
+  and replaces the rest by Gaussian noise: e^m_i = a_i e_i + (1 - a_i) eps_i;
+- the **reconstructor** g (Eq. 5) predicts e_n from the noise-injected tokens, again told the
+  target by its own q_n;
+- losses: L_r = ||e_n - e*_n||_1 (Eq. 5), the contrastive L_c over the masks of one image's
+  targets (Eq. 6, learnable temperature), L = L_r + 0.01 L_c; the mask entropy H_mask (Eq. 7)
+  measures polarisation.
+
+Both networks are small ViTs built from timm's ``EvaBlock`` with 2-D rotary position embeddings
+(timm's ``RotaryEmbeddingCat``) on the token grid, a leading [cls] (f) or [tgt cls] (g) token that
+is not rotated, and the target token removed from the sequence, so nothing of e_n can reach w_n or
+e*_n. Choices the paper leaves open, made here and stated in Chapter 2:
+
+- widths: the paper gives encoder 64 / decoder 256 (Sec. 4) and 256 / 64 (Sec. 8); we follow
+  Sec. 4 (the trained models), a narrow selector and a wider reconstructor, as config fields;
+- "tanh normalisation into [0, 1]" is read as (tanh(x) + 1) / 2;
+- q_n is added to the [cls] / [tgt cls] token; f and g each own their q (the alternation then
+  updates disjoint parameter sets);
+- the entry w_nn (the target itself) means nothing: it is excluded from L_c's similarities and
+  from H_mask, and set to 0 by :meth:`CoMAE.masks`;
+- Eq. 6 over all N targets of an image costs N forward passes per image; a config field
+  ``targets_per_image`` (K) samples K distinct targets per image and applies Eq. 6 to those K
+  masks (K = N is the paper's loss).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, RotaryEmbeddingCat
+from timm.models.eva import EvaBlock
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+__all__ = [
+    "CoMAEConfig",
+    "Selector",
+    "Reconstructor",
+    "CoMAE",
+    "noise_keep",
+    "inject_noise",
+    "reconstruction_loss",
+    "contrastive_loss",
+    "mask_entropy",
+    "others_index",
+    "comae_step_fn",
+    "make_optimizers",
+    "evaluate",
+    "fit_comae",
+    "run_config",
+]
+
+
+@dataclass(frozen=True)
+class CoMAEConfig:
+    """Sizes and hyper-parameters of a CoMAE (every field is part of the artifact hash)."""
+
+    grid: tuple[int, int] = (7, 7)
+    token_dim: int = 16
+    enc_width: int = 64  #: selector f (the paper's Sec. 4: 64)
+    enc_depth: int = 4
+    enc_heads: int = 4
+    dec_width: int = 128  #: reconstructor g (the paper's Sec. 4: 256)
+    dec_depth: int = 4
+    dec_heads: int = 4
+    mlp_ratio: float = 4.0
+    head_depth: int = 4  #: residual layers of g's output MLP ("a four-layer residual MLP")
+    sigma: float = 0.4  #: Eq. 4 steepness (not given by the paper); w = 0 keeps exp(-1/(2 sigma^2)) of a token
+    lambda_c: float = 0.01  #: weight of L_c in L = L_r + lambda_c L_c
+    tau_init: float = 0.1  #: initial temperature of Eq. 6 (learned)
+    targets_per_image: int = 8  #: K targets sampled per image per step (K = N: the paper's Eq. 6)
+    contrastive: bool = True  #: False: the ablation without L_c (Table 1)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+def others_index(n_tokens: int, device: torch.device | str | None = None) -> Tensor:
+    """(N, N-1): row n lists every token index except n, in increasing order."""
+    idx = torch.arange(n_tokens, device=device)
+    full = idx.expand(n_tokens, n_tokens)
+    return full[full != idx[:, None]].reshape(n_tokens, n_tokens - 1)
+
+
+def noise_keep(w: Tensor, sigma: float) -> Tensor:
+    """Eq. 4: a = exp(-(1 - w)^2 / (2 sigma^2)), the share of a token kept for mask value w.
+
+    Example:
+        >>> noise_keep(torch.tensor([1.0, 0.0]), sigma=0.5).tolist()[0]
+        1.0
+        >>> round(noise_keep(torch.tensor([0.0]), sigma=0.5).item(), 6) == round(math.exp(-2.0), 6)
+        True
+    """
+    return torch.exp(-((1.0 - w) ** 2) / (2.0 * sigma**2))
+
+
+def inject_noise(tokens: Tensor, a: Tensor, noise: Tensor) -> Tensor:
+    """Eq. 3: e^m_i = a_i e_i + (1 - a_i) eps_i, with ``a`` (..., L) broadcast over the token dim."""
+    a = a.unsqueeze(-1)
+    return a * tokens + (1.0 - a) * noise
+
+
+def reconstruction_loss(target: Tensor, predicted: Tensor) -> Tensor:
+    """L_r = ||e_n - e*_n||_1 (Eq. 5): the L1 norm over the token's d values, averaged over the batch."""
+    return (target - predicted).abs().sum(-1).mean()
+
+
+def contrastive_loss(w: Tensor, targets: Tensor, tau: Tensor) -> Tensor:
+    """Eq. 6 for the masks of K targets of each image.
+
+    Args:
+        w: (B, K, N) masks of K targets per image.
+        targets: (B, K) the target index of each mask; its own entry is zeroed before comparing
+            (it is not part of the mask, and leaving it in would let masks differ by it alone).
+        tau: the (learned) temperature.
+
+    Returns:
+        (1/K) sum_i -log( exp(sim(w_i, w_i)/tau) / sum_j exp(sim(w_i, w_j)/tau) ), averaged over
+        images, with sim the cosine similarity.
+    """
+    own = F.one_hot(targets, w.shape[-1]).bool()
+    v = F.normalize(w.masked_fill(own, 0.0), dim=-1, eps=1e-8)
+    logits = v @ v.transpose(1, 2) / tau
+    labels = torch.arange(w.shape[1], device=w.device).expand(w.shape[0], -1)
+    return F.cross_entropy(logits.reshape(-1, w.shape[1]), labels.reshape(-1))
+
+
+def mask_entropy(w: Tensor, targets: Tensor | None = None) -> Tensor:
+    """Eq. 7: H_mask = -(1/M) sum_i sum_j w^i_j log w^i_j over M masks (..., N).
+
+    ``targets`` (matching the leading dims of ``w``) excludes each mask's own entry; masks from
+    :meth:`CoMAE.masks` already hold 0 there (0 log 0 = 0). Lower means more polarised; the
+    largest value, every entry at 1/e, is (N - 1)/e.
+    """
+    terms = torch.special.xlogy(w, w)
+    if targets is not None:
+        terms = terms.masked_fill(F.one_hot(targets, w.shape[-1]).bool(), 0.0)
+    return -terms.sum(-1).mean()
+
+
+class _GridViT(nn.Module):
+    """Shared body of f and g: a token embedding, a leading special token carrying q_n, and
+    ``EvaBlock``s with 2-D RoPE on the kept tokens' grid positions."""
+
+    def __init__(self, cfg: CoMAEConfig, width: int, depth: int, heads: int) -> None:
+        super().__init__()
+        if width % heads or (width // heads) % 4:
+            raise ValueError(f"width {width} with {heads} heads: the head size must be a multiple of 4 for 2-D RoPE")
+        n = cfg.n_tokens
+        self.embed = nn.Linear(cfg.token_dim, width)
+        self.special = nn.Parameter(torch.zeros(1, width))  # [cls] or [tgt cls]
+        self.q = nn.Parameter(torch.zeros(n, width))  # target embedding q_n
+        nn.init.trunc_normal_(self.special, std=0.02)
+        nn.init.trunc_normal_(self.q, std=0.02)
+        rope = RotaryEmbeddingCat(width // heads, in_pixels=False, feat_shape=list(cfg.grid))
+        self.register_buffer("rope", rope.get_embed(), persistent=False)  # (N, 2 * head_dim)
+        self.register_buffer("others", others_index(n), persistent=False)  # (N, N-1)
+        self.blocks = nn.ModuleList(
+            EvaBlock(width, heads, mlp_ratio=cfg.mlp_ratio, num_prefix_tokens=1) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width)
+
+    def body(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
+        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns the first output (B, width)."""
+        keep = self.others[target]  # (B, N-1)
+        x = torch.cat([(self.special + self.q[target]).unsqueeze(1), self.embed(kept_tokens)], dim=1)
+        rope = self.rope[keep].unsqueeze(1).to(x.dtype)  # (B, 1, N-1, 2 hd): per-image positions
+        for blk in self.blocks:
+            x = blk(x, rope=rope)
+        return self.norm(x[:, 0])
+
+
+class Selector(_GridViT):
+    """f (Eq. 2): w_n = f({e_i}_{i != n}; q_n) in [0, 1]^N."""
+
+    def __init__(self, cfg: CoMAEConfig) -> None:
+        super().__init__(cfg, cfg.enc_width, cfg.enc_depth, cfg.enc_heads)
+        self.head = nn.Linear(cfg.enc_width, cfg.n_tokens)
+
+    def logits(self, tokens: Tensor, target: Tensor) -> Tensor:
+        """The pre-normalisation outputs x of f: w = (tanh(x) + 1) / 2. (B, N)
+
+        The map is increasing, so x orders the entries of a mask exactly as w does, also where
+        w has saturated at 1 in floating point.
+        """
+        kept = torch.gather(tokens, 1, self.others[target].unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        return self.head(self.body(kept, target))
+
+    def forward(self, tokens: Tensor, target: Tensor) -> Tensor:
+        """tokens (B, N, d), target (B,) -> w (B, N)."""
+        return (torch.tanh(self.logits(tokens, target)) + 1.0) / 2.0
+
+
+class _ResidualMLP(nn.Module):
+    """g's head: ``depth`` pre-norm residual MLP layers (timm's ``Mlp``), then a linear map to d."""
+
+    def __init__(self, width: int, out_dim: int, depth: int) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(depth))
+        self.mlps = nn.ModuleList(Mlp(width, width, width) for _ in range(depth))
+        self.out = nn.Linear(width, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for norm, mlp in zip(self.norms, self.mlps):
+            x = x + mlp(norm(x))
+        return self.out(x)
+
+
+class Reconstructor(_GridViT):
+    """g (Eq. 5): e*_n = g({e^m_i}_{i != n}; q_n), from the noise-injected tokens."""
+
+    def __init__(self, cfg: CoMAEConfig) -> None:
+        super().__init__(cfg, cfg.dec_width, cfg.dec_depth, cfg.dec_heads)
+        self.head = _ResidualMLP(cfg.dec_width, cfg.token_dim, cfg.head_depth)
+
+    def forward(self, noisy_kept: Tensor, target: Tensor) -> Tensor:
+        """noisy_kept (B, N-1, d) in the order of ``others[target]``, target (B,) -> e* (B, d)."""
+        return self.head(self.body(noisy_kept, target))
+
+
+class CoMAE(nn.Module):
+    """The selector f, the reconstructor g and the temperature of Eq. 6.
+
+    ``f_parameters()`` (f and the temperature) and ``g_parameters()`` are disjoint: the training
+    alternates between them batch by batch.
+    """
+
+    def __init__(self, cfg: CoMAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.f = Selector(cfg)
+        self.g = Reconstructor(cfg)
+        self.log_tau = nn.Parameter(torch.tensor(math.log(cfg.tau_init)))
+
+    def f_parameters(self) -> list[nn.Parameter]:
+        return [*self.f.parameters(), self.log_tau]
+
+    def g_parameters(self) -> list[nn.Parameter]:
+        return list(self.g.parameters())
+
+    # ---------------------------------------------------------------- the equations
+    def select(self, tokens: Tensor, target: Tensor) -> Tensor:
+        """Eq. 2: the mask w_n (B, N) of target ``target`` (B,) for tokens (B, N, d)."""
+        return self.f(tokens, target)
+
+    def reconstruct(self, tokens: Tensor, target: Tensor, w: Tensor, noise: Tensor) -> Tensor:
+        """Eq. 3-5: inject noise into every token but the target as the mask says, then predict it.
+
+        ``noise`` (B, N, d) is eps of Eq. 3 (standard normal), passed in so that a caller controls
+        the randomness. Returns e*_n (B, d).
+        """
+        keep = self.g.others[target]  # (B, N-1)
+        d = tokens.shape[-1]
+        kept = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, d))
+        eps = torch.gather(noise, 1, keep.unsqueeze(-1).expand(-1, -1, d))
+        a = noise_keep(torch.gather(w, 1, keep), self.cfg.sigma)
+        return self.g(inject_noise(kept, a, eps), target)
+
+    @property
+    def tau(self) -> Tensor:
+        return self.log_tau.exp()
+
+    def losses(self, tokens: Tensor, generator: torch.Generator, grad_f: bool = True) -> dict[str, Tensor]:
+        """L_r, L_c, L = L_r + lambda_c L_c and H_mask on a batch of images (B, N, d).
+
+        K = ``cfg.targets_per_image`` distinct targets are drawn per image. With ``grad_f=False``
+        the masks are computed without gradient (a step of g).
+        """
+        b, n, d = tokens.shape
+        k = min(self.cfg.targets_per_image, n)
+        targets = torch.rand(b, n, generator=generator, device=tokens.device).argsort(1)[:, :k]  # (B, K)
+        flat_tokens = tokens.repeat_interleave(k, dim=0)  # (B K, N, d)
+        flat_targets = targets.reshape(-1)
+        with torch.set_grad_enabled(grad_f and torch.is_grad_enabled()):
+            w = self.select(flat_tokens, flat_targets)
+        noise = torch.randn(flat_tokens.shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
+        pred = self.reconstruct(flat_tokens, flat_targets, w, noise)
+        truth = flat_tokens[torch.arange(b * k, device=tokens.device), flat_targets]
+        l_r = reconstruction_loss(truth, pred)
+        w3 = w.reshape(b, k, n)
+        l_c = contrastive_loss(w3, targets, self.tau) if k > 1 else torch.zeros((), device=tokens.device)
+        total = l_r + self.cfg.lambda_c * l_c if self.cfg.contrastive else l_r
+        return {"loss": total, "L_r": l_r, "L_c": l_c, "H_mask": mask_entropy(w, flat_targets).detach(),
+                "tau": self.tau.detach()}
+
+    # ---------------------------------------------------------------- all masks of an image
+    @torch.inference_mode()
+    def masks(self, tokens: Tensor, chunk: int = 64, autocast: bool | None = None,
+              logits: bool = False) -> Tensor:
+        """The masks of every target of every image: (B, N, N), row n = w_n, diagonal 0.
+
+        All N targets of ``chunk`` images go through f as one batch of chunk * N sequences (no
+        Python loop over targets); ``chunk`` bounds the memory. On CUDA the forward runs under
+        bfloat16 autocast unless ``autocast=False``. Returns float32 on the input's device.
+        With ``logits=True`` the pre-normalisation values are returned instead (diagonal -inf),
+        which rank a mask's entries without the ties of saturated w.
+        """
+        was_training = self.training
+        self.eval()
+        b, n, d = tokens.shape
+        if autocast is None:
+            autocast = tokens.device.type == "cuda"
+        target = torch.arange(n, device=tokens.device)
+        out = torch.empty(b, n, n, device=tokens.device, dtype=torch.float32)
+        eye = torch.eye(n, dtype=torch.bool, device=tokens.device)
+        for s in range(0, b, chunk):
+            x = tokens[s:s + chunk]
+            c = x.shape[0]
+            with torch.autocast(tokens.device.type, dtype=torch.bfloat16, enabled=autocast):
+                w = (self.f.logits if logits else self.f)(x.repeat_interleave(n, dim=0), target.repeat(c))
+            out[s:s + c] = w.float().reshape(c, n, n).masked_fill(eye, -math.inf if logits else 0.0)
+        self.train(was_training)
+        return out
+
+
+# -------------------------------------------------------------------- training (copkit.train)
+def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
+    """The alternating step of CoMAE for :func:`copkit.train.train`.
+
+    Even steps update f (and the temperature) with L = L_r + lambda_c L_c, the reconstructor held
+    fixed; odd steps update g with L_r, the masks computed without gradient. Two AdamW optimisers
+    (keys ``"f"`` and ``"g"``) rather than one with frozen groups: each keeps moments and weight
+    decay for its own network only, so a network is left exactly as it was on the other's steps.
+    """
+    device = next(model.parameters()).device
+
+    def step_fn(step: int, gen: torch.Generator):
+        from .train import batch_indices
+
+        f_turn = step % 2 == 0
+        for p in model.g_parameters():
+            p.requires_grad_(not f_turn)  # f's step needs gradients through g, not of g
+        x = tokens[batch_indices(tokens.shape[0], batch_size, step, seed)].to(device)
+        out = model.losses(x, gen, grad_f=f_turn)
+        loss = out["loss"] if f_turn else out["L_r"]
+        logs = {k: float(v.detach()) for k, v in out.items() if k != "loss"}
+        return loss, "f" if f_turn else "g", logs
+
+    return step_fn
+
+
+def make_optimizers(model: CoMAE, lr: float, weight_decay: float, betas: tuple[float, float]) -> dict:
+    """One AdamW per network; no weight decay on biases, norms, embeddings and the temperature."""
+
+    def groups(params: list[nn.Parameter]) -> list[dict]:
+        decay = [p for p in params if p.dim() >= 2 and p is not model.f.q and p is not model.g.q]
+        rest = [p for p in params if not any(p is q for q in decay)]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+    return {"f": torch.optim.AdamW(groups(model.f_parameters()), lr=lr, betas=betas),
+            "g": torch.optim.AdamW(groups(model.g_parameters()), lr=lr, betas=betas)}
+
+
+@torch.no_grad()
+def evaluate(model: CoMAE, tokens: Tensor, seed: int = 0, bins: int = 20) -> dict:
+    """Validation numbers for a batch of images (B, N, d): L_r with every target, H_mask and a
+    histogram of the off-diagonal mask values of :meth:`CoMAE.masks`.
+
+    The noise of Eq. 3 is drawn from a fixed generator, so values at different steps compare.
+    """
+    was = model.training
+    model.eval()
+    b, n, d = tokens.shape
+    w_all = model.masks(tokens)  # (B, N, N)
+    off = ~torch.eye(n, dtype=torch.bool, device=tokens.device)
+    g = torch.Generator(device=tokens.device).manual_seed(seed)
+    target = torch.arange(n, device=tokens.device).repeat(b)
+    x = tokens.repeat_interleave(n, dim=0)
+    noise = torch.randn(x.shape, generator=g, device=tokens.device)
+    pred = torch.cat([model.reconstruct(x[s:s + 4096], target[s:s + 4096], w_all.reshape(-1, n)[s:s + 4096],
+                                        noise[s:s + 4096]) for s in range(0, x.shape[0], 4096)])
+    l_r = reconstruction_loss(x[torch.arange(x.shape[0], device=x.device), target], pred)
+    values = w_all[:, off].flatten().float().cpu()
+    hist = torch.histc(values, bins=bins, min=0.0, max=1.0)
+    model.train(was)
+    return {"val_L_r": float(l_r), "val_H_mask": float(mask_entropy(w_all)),
+            "w_hist": (hist / hist.sum()).tolist(), "w_mean": float(values.mean())}
+
+
+def fit_comae(cfg: CoMAEConfig, tc: "TrainConfig", train_tokens: Tensor, val_tokens: Tensor, run_dir: str | Path,
+              data: dict, device: torch.device | str = "cpu", desc: str = "CoMAE",
+              progress: bool = True) -> tuple[CoMAE, list[dict]]:
+    """Train a CoMAE with the alternating step, resuming ``run_dir`` if it holds a checkpoint (a
+    finished run is only loaded). Validation numbers (:func:`evaluate`, raw weights) are logged
+    every ``tc.eval_every`` steps. Returns the model holding its EMA weights, and the metrics.
+
+    ``data`` names the data the tokens came from; it is part of the hashed run configuration.
+    """
+    from .train import load_weights, train
+
+    torch.manual_seed(tc.seed)
+    model = CoMAE(cfg).to(device)
+    opts = make_optimizers(model, tc.lr, tc.weight_decay, tc.betas)
+    train_tokens, val_tokens = train_tokens.to(device), val_tokens.to(device)
+    hist = train({"comae": model}, opts, comae_step_fn(model, train_tokens, tc.batch_size, tc.seed), tc, run_dir,
+                 config=run_config(cfg, tc, data), evaluate=lambda step: evaluate(model, val_tokens),
+                 device=device, desc=desc, progress=progress)
+    load_weights(run_dir, "comae", model, ema=True)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return model, hist
+
+
+def run_config(cfg: CoMAEConfig, tc: "TrainConfig", data: dict) -> dict:
+    """Everything that determines a trained CoMAE: what its artifact hash is computed from."""
+    return {"model": "comae", "comae": cfg, "train": tc, "data": data}

@@ -1,0 +1,382 @@
+"""The training loop every model of the book shares.
+
+- AdamW with a cosine learning-rate schedule after a linear warm-up (:func:`cosine_lr`);
+- an exponential moving average of the weights (:class:`EMA`);
+- deterministic on the CPU: the batch of step t and every random draw of step t come from
+  generators seeded by (seed, t) (:func:`batch_indices`, :func:`step_generator`), so a run resumed
+  from a checkpoint replays exactly what an uninterrupted run would have done;
+- a tqdm progress bar with the live loss, metrics appended as JSON lines;
+- checkpoints as safetensors (weights, EMA, optimiser state) with the JSON metadata inside the same
+  file, written atomically; never a pickle;
+- a loss that becomes NaN or infinite stops the run *before* the update, keeps the last good
+  checkpoint, and raises :class:`TrainingDiverged`.
+
+:func:`train` owns the update; a model supplies ``step_fn(step, generator) -> (loss, key, logs)``
+that computes one batch's loss and names the optimiser (``key``) that takes the step, which is how
+alternating optimisation (CoMAE's f and g) is expressed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+from tqdm import tqdm  # the plain bar: it renders as text in executed notebooks (no widgets)
+
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "TrainConfig",
+    "TrainingDiverged",
+    "config_hash",
+    "cosine_lr",
+    "EMA",
+    "batch_indices",
+    "step_generator",
+    "save_tensors",
+    "load_tensors",
+    "train",
+    "read_metrics",
+    "load_weights",
+    "artifact_path",
+    "save_artifact",
+    "load_artifact",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how a model is trained; part of the hash of every trained artifact."""
+
+    steps: int
+    batch_size: int
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    final_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 100
+    eval_every: int = 0  #: 0: evaluate only at the end
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept on disk."""
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def config_hash(config: Any) -> str:
+    """SHA-256 of a configuration (dataclasses and dicts, nested) in canonical JSON: 64 hex digits.
+
+    Two configurations hash equal exactly when every field is equal; artifacts are named with the
+    first 8 digits.
+
+    Example:
+        >>> config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+        True
+        >>> len(config_hash({"a": 1}))
+        64
+    """
+    text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, final_lr: float = 0.0) -> float:
+    """Learning rate at ``step``: linear warm-up from base/warmup to ``base_lr`` over
+    ``warmup_steps``, then half a cosine from ``base_lr`` down to ``final_lr`` at ``total_steps``.
+
+    Example:
+        >>> cosine_lr(0, 100, 1.0, warmup_steps=10)
+        0.1
+        >>> round(cosine_lr(55, 100, 1.0, warmup_steps=10), 6)
+        0.5
+        >>> cosine_lr(100, 100, 1.0, warmup_steps=10)
+        0.0
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return final_lr + 0.5 * (base_lr - final_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point state: s <- d s + (1 - d) w."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, module: nn.Module) -> None:
+        module.load_state_dict(self.shadow)
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
+    """The example indices of training step ``step``: epochs are seeded permutations of range(n),
+    cut into ``n // batch_size`` full batches (the remainder is dropped for that epoch)."""
+    per_epoch = n // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"batch size {batch_size} is larger than the data set ({n})")
+    epoch, b = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)[b * batch_size:(b + 1) * batch_size]
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for every random draw of one step, seeded by (seed, step) alone."""
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 2_654_435_761 + int(step) * 97_531 + 1) % (2**63))
+    return g
+
+
+# ------------------------------------------------------------------------------ safetensors files
+def save_tensors(path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]) -> Path:
+    """Write tensors and JSON metadata into one safetensors file, atomically."""
+    data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    blob = st_save(data, metadata={"json": json.dumps(_jsonable(metadata), sort_keys=True)})
+    return atomic_write_bytes(path, blob)
+
+
+def load_tensors(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], dict]:
+    """Read a file written by :func:`save_tensors`: (tensors, metadata). No pickle is involved."""
+    with safe_open(str(path), framework="pt", device=str(device)) as fh:
+        meta = json.loads((fh.metadata() or {}).get("json", "{}"))
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    return tensors, meta
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for name, value in state.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: Mapping[str, Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            pid, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ------------------------------------------------------------------------------ the loop
+def read_metrics(path: str | Path) -> list[dict]:
+    """The JSON lines of a metrics file, as dicts (an absent file reads as no lines)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _save_checkpoint(path: Path, modules, emas, optimizers, step: int, meta: dict) -> None:
+    tensors: dict[str, Tensor] = {}
+    opt_meta = {}
+    for name, m in modules.items():
+        tensors.update({f"model.{name}.{k}": v for k, v in m.state_dict().items()})
+        tensors.update({f"ema.{name}.{k}": v for k, v in emas[name].shadow.items()})
+    for key, opt in optimizers.items():
+        t, m = _optimizer_tensors(opt, f"opt.{key}")
+        tensors.update(t)
+        opt_meta[key] = m
+    save_tensors(path, tensors, {**meta, "step": step, "optimizers": opt_meta})
+
+
+def _load_checkpoint(path: Path, modules, emas, optimizers, device) -> tuple[int, dict]:
+    tensors, meta = load_tensors(path, device=device)
+    for name, m in modules.items():
+        m.load_state_dict({k[len(f"model.{name}."):]: v for k, v in tensors.items() if k.startswith(f"model.{name}.")})
+        emas[name].shadow = {k[len(f"ema.{name}."):]: v for k, v in tensors.items() if k.startswith(f"ema.{name}.")}
+    for key, opt in optimizers.items():
+        _load_optimizer(opt, f"opt.{key}", tensors, meta["optimizers"][key])
+    return int(meta["step"]), meta
+
+
+def train(
+    modules: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    step_fn: Callable[[int, torch.Generator], tuple[Tensor, str, dict[str, float]]],
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    config: Any,
+    evaluate: Callable[[int], dict[str, Any]] | None = None,
+    desc: str = "train",
+    stop_after: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """Train until ``cfg.steps``, resuming from ``run_dir/checkpoint.safetensors`` if present.
+
+    Args:
+        modules: the networks to checkpoint and average (EMA), by name.
+        optimizers: by key; every step sets their learning rate from :func:`cosine_lr`.
+        step_fn: ``(step, generator) -> (loss, key, logs)``: one batch's loss (not yet
+            back-propagated), the key of the optimiser that takes this step, and numbers to log.
+        config: the full configuration of the run (its hash is checked on resume).
+        evaluate: called with the step every ``cfg.eval_every`` steps and at the end; what it
+            returns is logged (with ``"eval": True``).
+        stop_after: return after this many steps (a checkpoint is written there), as if killed.
+
+    Returns:
+        The run's metrics (the JSON lines of ``run_dir/metrics.jsonl``).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "checkpoint.safetensors"
+    metrics_path = run_dir / "metrics.jsonl"
+    digest = config_hash(config)
+    emas = {name: EMA(m, cfg.ema_decay) for name, m in modules.items()}
+    start = 0
+    if ckpt.exists():
+        start, meta = _load_checkpoint(ckpt, modules, emas, optimizers, device)
+        if meta.get("config_hash") != digest:
+            raise ValueError(f"{ckpt} was written by another configuration (hash {meta.get('config_hash', '?')[:8]}, "
+                             f"this run {digest[:8]}); delete {run_dir} to start over")
+        # Lines logged after the checkpoint belong to steps that will be run again.
+        kept = [r for r in read_metrics(metrics_path) if r["step"] < start or (r["step"] == start and r.get("eval"))]
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    else:
+        atomic_write_json(run_dir / "config.json", {"config_hash": digest, "config": _jsonable(config)})
+        metrics_path.unlink(missing_ok=True)
+    meta = {"config_hash": digest, "config": _jsonable(config)}
+
+    def log(record: dict) -> None:
+        with metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def checkpoint(step: int) -> None:
+        _save_checkpoint(ckpt, modules, emas, optimizers, step, meta)
+
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=not progress,
+               mininterval=5.0, dynamic_ncols=False, ncols=100)
+    for m in modules.values():
+        m.train()
+    t0 = time.perf_counter()
+    if evaluate is not None and start == 0 and end > 0:
+        log({"step": 0, "eval": True, **evaluate(0)})  # the untrained model, for curves that start at 0
+        for m in modules.values():
+            m.train()
+    for step in bar:
+        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr)
+        for opt in optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        gen = step_generator(cfg.seed, step, device)
+        loss, key, logs = step_fn(step, gen)
+        if not torch.isfinite(loss).all():
+            bar.close()
+            raise TrainingDiverged(
+                f"{desc}: the loss became {loss.item()} at step {step}; no update was applied and the last good "
+                f"checkpoint ({ckpt if ckpt.exists() else 'none yet'}) is kept. Lower the learning rate "
+                f"(now {cfg.lr}) or check the data."
+            )
+        opt = optimizers[key]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        for name, m in modules.items():
+            emas[name].update(m)
+        done = step + 1
+        if step % cfg.log_every == 0 or done == cfg.steps:
+            record = {"step": step, "lr": lr, "opt": key, "loss": loss.item(), **logs,
+                      "seconds": time.perf_counter() - t0}
+            log(record)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+            log({"step": done, "eval": True, **evaluate(done)})
+            for m in modules.values():
+                m.train()
+        if done % cfg.ckpt_every == 0 or done == cfg.steps or done == end:
+            checkpoint(done)
+    bar.close()
+    for m in modules.values():
+        m.eval()
+    return read_metrics(metrics_path)
+
+
+# ------------------------------------------------------------------------------ trained artifacts
+def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = True) -> dict:
+    """Load the (EMA or raw) weights of ``name`` from a run's checkpoint into ``module``; returns the
+    checkpoint's metadata."""
+    tensors, meta = load_tensors(Path(run_dir) / "checkpoint.safetensors")
+    prefix = f"{'ema' if ema else 'model'}.{name}."
+    module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return meta
+
+
+def artifact_path(data_dir: str | Path, name: str, config: Any) -> Path:
+    """``<data_dir>/<name>-<hash8>.safetensors``: where the artifact made by ``config`` lives."""
+    return Path(data_dir) / f"{name}-{config_hash(config)[:8]}.safetensors"
+
+
+def save_artifact(data_dir: str | Path, name: str, config: Any, module: nn.Module, info: Mapping[str, Any]) -> Path:
+    """Save a trained module for later chapters: weights and metadata (config, its full hash,
+    ``info``) in one safetensors file, and the same metadata as a readable JSON beside it."""
+    path = artifact_path(data_dir, name, config)
+    meta = {"name": name, "config_hash": config_hash(config), "config": _jsonable(config), "info": _jsonable(info)}
+    save_tensors(path, module.state_dict(), meta)
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def load_artifact(data_dir: str | Path, name: str, config: Any, module: nn.Module) -> dict | None:
+    """Load the artifact made by exactly ``config`` into ``module`` and return its metadata; None
+    when there is none (or its recorded hash differs, e.g. a file copied under a wrong name)."""
+    path = artifact_path(data_dir, name, config)
+    if not path.exists():
+        return None
+    tensors, meta = load_tensors(path)
+    if meta.get("config_hash") != config_hash(config):
+        return None
+    module.load_state_dict(tensors)
+    return meta

@@ -1,0 +1,153 @@
+"""CoMAE against hand computations, leakage, the alternation, the batched masks, and a planted
+truth (mirror-symmetric images)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from copkit.comae import (CoMAE, CoMAEConfig, comae_step_fn, contrastive_loss, inject_noise, make_optimizers,
+                          mask_entropy, noise_keep, others_index)
+from copkit.tokens import hflip_index, patchify
+from copkit.train import TrainConfig, load_tensors, train
+
+SMALL = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=2, enc_heads=2, dec_width=16, dec_depth=2,
+                    dec_heads=2, targets_per_image=4)
+
+
+def small_model(seed=0, cfg=SMALL):
+    torch.manual_seed(seed)
+    return CoMAE(cfg)
+
+
+def test_others_index():
+    o = others_index(4)
+    assert o.tolist() == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]]
+
+
+def test_eq4_and_eq3_by_hand():
+    w = torch.tensor([0.0, 0.25, 1.0])
+    sigma = 0.3
+    a = noise_keep(w, sigma)
+    want = [math.exp(-((1 - v) ** 2) / (2 * sigma**2)) for v in (0.0, 0.25, 1.0)]
+    assert a.tolist() == pytest.approx(want, rel=1e-6)
+    e = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    eps = torch.tensor([[-1.0, 0.0], [0.5, 0.5], [9.0, 9.0]])
+    out = inject_noise(e, a, eps)
+    for i in range(3):
+        for j in range(2):
+            assert out[i, j].item() == pytest.approx(want[i] * e[i, j].item() + (1 - want[i]) * eps[i, j].item(), rel=1e-6)
+    assert torch.equal(out[2], e[2])  # w = 1 keeps the token exactly
+
+
+def test_eq6_by_hand():
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(2, 3, 5, generator=g)
+    targets = torch.tensor([[0, 2, 4], [1, 3, 0]])
+    tau = torch.tensor(0.2)
+    total = 0.0
+    for b in range(2):
+        m = w[b].numpy().copy()
+        for i, t in enumerate(targets[b].tolist()):
+            m[i, t] = 0.0  # a mask's own entry is not compared
+        for i in range(3):
+            sims = [float(m[i] @ m[j] / (np.linalg.norm(m[i]) * np.linalg.norm(m[j]))) for j in range(3)]
+            total += -math.log(math.exp(sims[i] / 0.2) / sum(math.exp(s / 0.2) for s in sims))
+    assert contrastive_loss(w, targets, tau).item() == pytest.approx(total / 6, rel=1e-5)
+
+
+def test_eq7_by_hand():
+    w = torch.tensor([[0.0, 0.5, 1.0, 0.25], [0.1, 0.9, 0.3, 0.0]])
+    direct = -sum(v * math.log(v) for row in w.tolist() for v in row if v > 0) / 2
+    assert mask_entropy(w).item() == pytest.approx(direct, rel=1e-6)
+    # the own entry excluded
+    direct_own = -sum(v * math.log(v) for row, t in zip(w.tolist(), (1, 2)) for j, v in enumerate(row)
+                      if v > 0 and j != t) / 2
+    assert mask_entropy(w, torch.tensor([1, 2])).item() == pytest.approx(direct_own, rel=1e-6)
+
+
+def test_no_leakage_of_the_target():
+    m = small_model()
+    tokens = torch.randn(5, 16, 4, requires_grad=True)
+    target = torch.tensor([0, 3, 7, 15, 9])
+    w = m.select(tokens, target)
+    noise = torch.randn(5, 16, 4)
+    pred = m.reconstruct(tokens, target, w, noise)
+    rows = torch.arange(5)
+    (g_w,) = torch.autograd.grad(w.sum(), tokens, retain_graph=True)
+    (g_pred,) = torch.autograd.grad(pred.sum(), tokens)
+    assert torch.all(g_w[rows, target] == 0) and torch.all(g_pred[rows, target] == 0)
+    # ... while every other token does reach them
+    other = torch.ones(5, 16, dtype=torch.bool)
+    other[rows, target] = False
+    assert (g_pred.abs().sum(-1)[other] > 0).all() and (g_w.abs().sum(-1)[other] > 0).all()
+
+
+def test_masks_equal_a_loop_over_targets():
+    m = small_model(1)
+    tokens = torch.randn(3, 16, 4)
+    batched = m.masks(tokens, chunk=2)
+    m.eval()
+    with torch.no_grad():
+        for n in range(16):
+            w = m.select(tokens, torch.full((3,), n))
+            w[:, n] = 0.0
+            assert torch.allclose(batched[:, n], w, atol=1e-6)
+    assert torch.all(batched.diagonal(dim1=1, dim2=2) == 0)
+    logits = m.masks(tokens, logits=True)
+    assert torch.all(torch.isneginf(logits.diagonal(dim1=1, dim2=2)))
+    assert torch.allclose((torch.tanh(logits) + 1) / 2 * ~torch.eye(16, dtype=torch.bool), batched, atol=1e-6)
+
+
+def _train(cfg, tokens, steps, run_dir, stop_after=None, lr=3e-3, batch=16, seed=0):
+    m = small_model(seed, cfg)
+    tc = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=10, ckpt_every=3, log_every=1, seed=seed)
+    opts = make_optimizers(m, tc.lr, tc.weight_decay, tc.betas)
+    hist = train({"comae": m}, opts, comae_step_fn(m, tokens, batch, seed), tc, run_dir, {"c": cfg, "t": tc},
+                 stop_after=stop_after, progress=False)
+    return m, hist
+
+
+def test_alternation_updates_one_network_per_step(tmp_path):
+    tokens = torch.randn(64, 16, 4)
+    snap = []
+    for k in (1, 2, 3):
+        m, hist = _train(SMALL, tokens, 3, tmp_path, stop_after=k)
+        snap.append({n: p.detach().clone() for n, p in m.named_parameters()})
+    assert [r["opt"] for r in hist if not r.get("eval")] == ["f", "g", "f"]
+    f_names = [n for n in snap[0] if n.startswith("f.") or n == "log_tau"]
+    g_names = [n for n in snap[0] if n.startswith("g.")]
+    # step 1 (index 1) is a g step: f unchanged, g changed; step 2 an f step: the reverse
+    assert all(torch.equal(snap[0][n], snap[1][n]) for n in f_names)
+    assert any(not torch.equal(snap[0][n], snap[1][n]) for n in g_names)
+    assert all(torch.equal(snap[1][n], snap[2][n]) for n in g_names)
+    assert any(not torch.equal(snap[1][n], snap[2][n]) for n in f_names)
+
+
+def test_comae_resume_equals_uninterrupted(tmp_path):
+    tokens = torch.randn(64, 16, 4)
+    full, _ = _train(SMALL, tokens, 8, tmp_path / "full")
+    _train(SMALL, tokens, 8, tmp_path / "cut", stop_after=5)
+    resumed, _ = _train(SMALL, tokens, 8, tmp_path / "cut")
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    tensors, meta = load_tensors(tmp_path / "cut" / "checkpoint.safetensors")
+    assert meta["step"] == 8 and "model.comae.f.q" in tensors and "opt.g.0.exp_avg" in tensors
+
+
+def test_mirror_patch_is_found(tmp_path):
+    """Planted truth: white-noise images whose right half mirrors the left half. A target patch is
+    independent of every patch but its mirror, which holds the target exactly (flipped), so the
+    right mask keeps the mirror patch and nothing else. Chance level for "the largest weight is on
+    the mirror" is 1/15; after a short training it must hold for more than half the targets."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 1, 8, 8, generator=g)
+    x[..., 4:] = torch.flip(x[..., :4], dims=[-1])
+    tokens = patchify(x, 2)  # 4 x 4 grid of 4-dim tokens
+    cfg = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=32, dec_depth=2,
+                      dec_heads=2, targets_per_image=16, lambda_c=1.0, sigma=0.4)
+    m, hist = _train(cfg, tokens[:2500], 400, tmp_path, batch=16)
+    logits = m.masks(tokens[2500:], logits=True)
+    hit = (logits.argmax(-1) == hflip_index(16, 4)).float().mean().item()
+    assert hit > 0.5, f"mirror patch has the largest weight for {hit:.0%} of targets"
