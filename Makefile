@@ -21,6 +21,7 @@ help:
 	@echo "make test   set up, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
 	@echo "make data   find (or download) Fashion-MNIST and check it"
+	@echo "make bench  speed measurements (CoMAE masks/s vs the matmul limit, Gaussian model) -> book/results/bench.json"
 
 # The virtual environment: torch and torchvision pinned by constraints.txt, copkit editable.
 $(STAMP): pyproject.toml constraints.txt
@@ -47,9 +48,9 @@ book: chapters
 unit: setup
 	$(PY) -m pytest
 
-# Every chapter at smoke into .scratch/book: the committed book/ is never touched.
+# Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
 smoke: data
-	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --out .scratch/book
+	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --out .scratch/book --data-dir .scratch/data
 
 # The committed book must build without a warning; built into .scratch/site, not book/_build.
 site-check: setup
@@ -57,6 +58,10 @@ site-check: setup
 
 test: unit smoke site-check
 	@echo "make test: all passed"
+
+# Speed and efficiency (never in the tests): writes book/results/bench.json.
+bench: data
+	$(PY) tools/bench.py --profile $(PROFILE) --device $(DEVICE)
 
 clean:
 	rm -rf .scratch book/_build

@@ -39,8 +39,8 @@ data_dir = "../data"  # trained runs and the saved CoMAE
 
 # %%
 import dataclasses
-import math
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -48,13 +48,15 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import viz
-from copkit.comae import CoMAE, CoMAEConfig, fit_comae, noise_keep, run_config
+from copkit.comae import (CoMAE, CoMAEConfig, artifact_config, fashion_mnist_data, fit_comae, from_profile,
+                          noise_keep, run_config)
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, summary, write_results
 from copkit.tokens import hflip_index, patchify
-from copkit.train import TrainConfig, config_hash, load_artifact, save_artifact
+from copkit.train import config_hash, load_artifact, save_artifact
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -79,7 +81,7 @@ train_tokens = tokens_all[:n_train]
 val_tokens = tokens_all[55000:55000 + P.val_images]
 val_images, val_labels = x_all[55000:], y_all[55000:]
 N, d = tokens_all.shape[1:]
-data_tag = {"dataset": "fashion-mnist", "split": "train", "train_images": n_train, "patch": 4}
+data_tag = fashion_mnist_data(P)
 print(f"train tokens {tuple(train_tokens.shape)}, validation tokens {tuple(val_tokens.shape)}")
 
 # %% [markdown]
@@ -122,9 +124,7 @@ print(f"train tokens {tuple(train_tokens.shape)}, validation tokens {tuple(val_t
 #   (17.7 for our 49 patches, 93.8 for the paper's 256). We report it raw and per mask entry.
 
 # %%
-base_cfg = CoMAEConfig(enc_width=P.enc_width, enc_depth=P.enc_depth, enc_heads=P.enc_heads, dec_width=P.dec_width,
-                       dec_depth=P.dec_depth, dec_heads=P.dec_heads, targets_per_image=P.targets_per_image,
-                       sigma=P.sigma)
+base_cfg = from_profile(P, 0.0, seed)[0]
 probe = CoMAE(base_cfg)
 print(f"selector f: {P.enc_depth} blocks x width {P.enc_width}, {sum(p.numel() for p in probe.f.parameters()):,} parameters")
 print(f"reconstructor g: {P.dec_depth} blocks x width {P.dec_width}, {sum(p.numel() for p in probe.g.parameters()):,} parameters")
@@ -146,16 +146,15 @@ plt.show()
 # ## Training: with and without $L_c$
 #
 # Every setting (a weight $\lambda$ of $L_c$; $\lambda = 0$ is the paper's "without", $0.01$ its
-# "with"; we add a larger weight to see the trend) is trained from several seeds. A finished run is
+# "with"; the `gpu` profile adds 0.1 to see the trend) is trained from several seeds. A finished run is
 # stored under `data/runs/` with the hash of its configuration and loaded instead of retrained.
 
 
-# %%
+# %% tags=["hide-output"]
 def train_setting(lam: float, run_seed: int, tokens, val, steps: int, cfg: CoMAEConfig = base_cfg, tag: dict = data_tag):
+    """Train (or load) one run: the profile's training configuration with this L_c weight and seed."""
+    tc = from_profile(P, lam, run_seed, steps)[1]
     cfg = dataclasses.replace(cfg, lambda_c=lam, contrastive=lam > 0)
-    tc = TrainConfig(steps=steps, batch_size=P.batch_size, lr=P.lr, warmup_steps=P.warmup_steps,
-                     ema_decay=P.ema_decay, seed=run_seed, eval_every=P.eval_every, log_every=10,
-                     ckpt_every=max(P.eval_every, 50))
     full = run_config(cfg, tc, tag)
     run_dir = data_dir / "runs" / f"comae-{config_hash(full)[:8]}"
     model, hist = fit_comae(cfg, tc, tokens, val, run_dir, tag, device=dev, desc=f"lambda={lam} seed={run_seed}")
@@ -167,11 +166,15 @@ t_train = time.perf_counter()
 for lam in P.lambdas:
     for s in P.seeds:
         runs[lam, s + seed] = train_setting(lam, s + seed, train_tokens, val_tokens, P.steps)
-print(f"{len(runs)} runs ready in {time.perf_counter() - t_train:.0f} s")
+train_seconds = time.perf_counter() - t_train
 
 
 def evals(hist):
     return [r for r in hist if r.get("eval")]
+
+
+# %%
+print(f"{len(runs)} runs ready in {train_seconds:.0f} s (runs found in {data_dir / 'runs'} are loaded, not retrained)")
 
 
 # %% [markdown]
@@ -250,15 +253,38 @@ for lam in P.lambdas:
           f"{sum(first[i] for i in (0, 1, 18, 19)):.2f}, end {summary(extreme[lam])['mean']:.2f} ± {summary(extreme[lam])['std']:.2f}")
 
 # %% [markdown]
+# ## Do the masks of different targets differ?
+#
+# $L_c$ exists to make the $N$ masks of one image differ from each other (otherwise every target
+# could use the same mask). We measure it directly: the mean cosine similarity between the masks
+# of two different targets of the same validation image (own entries left out), EMA weights.
+
+
+# %%
+def target_similarity(model: CoMAE, tokens: torch.Tensor) -> float:
+    w = model.masks(tokens.to(dev)).cpu()  # diagonal already 0
+    v = torch.nn.functional.normalize(w, dim=-1)
+    sim = v @ v.transpose(1, 2)
+    off = ~torch.eye(w.shape[1], dtype=torch.bool)
+    return float(sim[:, off].mean())
+
+
+similarity = {lam: [target_similarity(runs[lam, s + seed][0], val_tokens) for s in P.seeds] for lam in P.lambdas}
+for lam in P.lambdas:
+    sm = summary(similarity[lam])
+    print(f"lambda={lam}: mean cosine similarity between masks of different targets {sm['mean']:.3f} ± {sm['std']:.3f}")
+
+# %% [markdown]
 # ## Masks drawn on their images
 #
 # The paper's setting ($\lambda = 0.01$), the seed with the lowest validation $L_r$, EMA weights.
-# Each panel is the mask of one target patch (white frame): bright = kept clean, dark = drowned
-# in noise.
+# Each panel is the mask of one target patch (white frame) over the image: yellow = kept clean
+# ($w$ near 1), dark blue = drowned in noise ($w$ near 0).
 
 # %%
 best_seed = min(P.seeds, key=lambda s: final[with_lc]["L_r"][P.seeds.index(s)]) + seed
-best_model, _, best_config = runs[with_lc, best_seed]
+best_model = runs[with_lc, best_seed][0]
+saved_as = artifact_config(P, with_lc, [s + seed for s in P.seeds], data_tag)
 best_model = best_model.to(dev).eval()
 targets = [10, 17, 24, 31, 38]
 picks = [int((val_labels == c).nonzero()[0]) for c in (0, 7, 9)]
@@ -269,8 +295,8 @@ for r, i in enumerate(picks):
     for c, t in enumerate(targets):
         own = torch.zeros(N, dtype=torch.bool)
         own[t] = True
-        viz.token_map(masks_i[t], (7, 7), axes[r, c + 1], image=val_images[i], observed=own, cmap="gray",
-                      vmin=0, vmax=1, alpha=0.8, title=f"target {t}" if r == 0 else None)
+        viz.token_map(masks_i[t], (7, 7), axes[r, c + 1], image=val_images[i], observed=own, cmap="viridis",
+                      vmin=0, vmax=1, alpha=0.7, title=f"target {t}" if r == 0 else None)
 fig.suptitle(f"Masks of five targets (lambda={with_lc}, seed {best_seed})", y=1.0)
 fig.tight_layout()
 plt.show()
@@ -292,7 +318,7 @@ plt.show()
 # The largest mask value is read from $f$'s output before the $[0,1]$ squashing, which orders the
 # entries identically and has no ties where $w$ has saturated at 1.
 
-# %%
+# %% tags=["hide-output"]
 def mirror_hits(model: CoMAE, tokens: torch.Tensor, grid_w: int, skip_centre: bool) -> float:
     n_tok = tokens.shape[1]
     top = model.masks(tokens.to(dev), logits=True).argmax(-1).cpu()
@@ -320,12 +346,13 @@ mirror_tok = patchify(mirror_x, 4)
 mirror_val = val_images[:512].clone()
 mirror_val[..., 14:] = torch.flip(mirror_val[..., :14], dims=[-1])
 mirror_val_tok = patchify(mirror_val, 4)
-fm_lams = (with_lc, max(P.lambdas))
+fm_lams = (with_lc, 0.1)
 fm_mirror = {}
 for lam in dict.fromkeys(fm_lams):
     m, _, _ = train_setting(lam, seed, mirror_tok, mirror_val_tok[:P.val_images], P.mirror_steps, tag=mirror_tag)
     fm_mirror[lam] = mirror_hits(m, mirror_val_tok, 7, skip_centre=True)
 
+# %%
 rows = ["| images | $L_c$ weight | mirror patch has the largest weight | chance |", "|---|---|---|---|"]
 rows += [f"| mirrored noise, 4 x 4 | {lam} | {hit:.1%} | {1 / 15:.1%} |" for lam, hit in planted.items()]
 rows += [f"| mirrored Fashion-MNIST, 7 x 7 | {lam} | {hit:.1%} | {1 / 48:.1%} |" for lam, hit in fm_mirror.items()]
@@ -334,16 +361,17 @@ display(Markdown("\n".join(rows)))
 # %% [markdown]
 # ## Saved for the next chapters
 #
-# The best seed of the paper's setting goes to `data/` under the hash of its configuration; the
-# ranking chapter loads it with `copkit.train.load_artifact` and retrains (by re-running this
-# chapter) when the hash does not match.
+# The best seed of the paper's setting goes to `data/` under the hash of
+# `copkit.comae.artifact_config`: the setting, the seeds it was chosen from and the selection rule,
+# all derived from the profile. The ranking chapter rebuilds that configuration, loads the file
+# when the hash matches, and asks for this chapter to be run when it does not.
 
 # %%
-val_all = patchify(val_images[:512], 4)
-info = {"seed": best_seed, "val_L_r_raw": final[with_lc]["L_r"][P.seeds.index(best_seed - seed)], "profile": PROFILE.name}
-artifact = save_artifact(data_dir, "comae", best_config, best_model, info)
+info = {"seed": best_seed, "val_L_r_raw": final[with_lc]["L_r"][P.seeds.index(best_seed - seed)],
+        "profile": PROFILE.name, "run": config_hash(runs[with_lc, best_seed][2])[:8]}
+artifact = save_artifact(data_dir, "comae", saved_as, best_model, info)
 check = CoMAE(best_model.cfg)
-meta = load_artifact(data_dir, "comae", best_config, check)
+meta = load_artifact(data_dir, "comae", saved_as, check)
 assert meta is not None and all(torch.equal(a.cpu(), b) for a, b in zip(best_model.state_dict().values(), check.state_dict().values()))
 print(f"saved {artifact.name} (config hash {meta['config_hash'][:16]}...), reloaded and compared")
 
@@ -383,6 +411,7 @@ metrics = {
     "final_val": {str(lam): {"H_mask": hs[lam], "L_r": ls[lam], "extreme_share": ext[lam]} for lam in P.lambdas},
     "planted_mirror_hit_rate": {str(k): v for k, v in planted.items()},
     "fashion_mnist_mirror_hit_rate": {str(k): v for k, v in fm_mirror.items()},
+    "target_mask_cosine_similarity": {str(lam): summary(similarity[lam]) for lam in P.lambdas},
     "artifact": artifact.name,
     "best_seed": best_seed,
     "runtime_s": time.perf_counter() - started,
@@ -397,6 +426,9 @@ display(Markdown(f"""
 - **Polarisation (Fig. 6)**: with $L_c$ weight {with_lc}, $H_{{mask}}$ goes from {h_first['mean']:.2f} at the first
   evaluation to {hs[with_lc]['mean']:.2f}; the share of mask values below 0.1 or above 0.9 from {first_ext['mean']:.2f} to
   {ext[with_lc]['mean']:.2f}: **{claims['fig6.mask_entropy_falls_with_training']['verdict']}**.
+- **Masks of different targets** of one image have a mean cosine similarity of
+  {summary(similarity[with_lc])['mean']:.3f} with $L_c$ (weight {with_lc}) and {summary(similarity[0.0])['mean']:.3f}
+  without: at this weight and length of training the masks say more about the image than about the target.
 - **Planted truth**: on mirrored noise the mirror patch gets the largest weight for
   {', '.join(f'{v:.0%} (weight {k})' for k, v in planted.items())} of targets (chance {1 / 15:.0%}); on mirrored
   Fashion-MNIST for {', '.join(f'{v:.0%} (weight {k})' for k, v in fm_mirror.items())} (chance {1 / 48:.0%}).

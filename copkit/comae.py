@@ -31,6 +31,7 @@ e*_n. Choices the paper leaves open, made here and stated in Chapter 2:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ __all__ = [
     "evaluate",
     "fit_comae",
     "run_config",
+    "from_profile",
+    "artifact_config",
+    "fashion_mnist_data",
 ]
 
 
@@ -419,3 +423,34 @@ def fit_comae(cfg: CoMAEConfig, tc: "TrainConfig", train_tokens: Tensor, val_tok
 def run_config(cfg: CoMAEConfig, tc: "TrainConfig", data: dict) -> dict:
     """Everything that determines a trained CoMAE: what its artifact hash is computed from."""
     return {"model": "comae", "comae": cfg, "train": tc, "data": data}
+
+
+def from_profile(sizes, lambda_c: float, seed: int, steps: int | None = None) -> tuple[CoMAEConfig, "TrainConfig"]:
+    """The CoMAE and training configurations of a profile (:class:`copkit.profiles.ComaeSizes`)
+    for one weight of L_c and one seed; ``steps`` overrides the profile's training length."""
+    from .train import TrainConfig
+
+    cfg = CoMAEConfig(enc_width=sizes.enc_width, enc_depth=sizes.enc_depth, enc_heads=sizes.enc_heads,
+                      dec_width=sizes.dec_width, dec_depth=sizes.dec_depth, dec_heads=sizes.dec_heads,
+                      targets_per_image=sizes.targets_per_image, sigma=sizes.sigma, lambda_c=lambda_c,
+                      contrastive=lambda_c > 0)
+    tc = TrainConfig(steps=steps or sizes.steps, batch_size=sizes.batch_size, lr=sizes.lr,
+                     warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed,
+                     eval_every=sizes.eval_every, log_every=10, ckpt_every=max(sizes.eval_every, 50))
+    return cfg, tc
+
+
+def artifact_config(sizes, lambda_c: float, seeds: list[int], data: dict) -> dict:
+    """What the saved CoMAE of a profile is named by: the setting, the seeds it was chosen from and
+    the rule that chose it (lowest validation L_r). A later chapter rebuilds this from the profile
+    alone and loads the artifact when the hash matches."""
+    cfg, tc = from_profile(sizes, lambda_c, seed=0)
+    train = {k: v for k, v in dataclasses.asdict(tc).items() if k != "seed"}
+    return {"model": "comae", "comae": cfg, "train": train, "data": data, "seeds": list(seeds),
+            "selected_by": "lowest validation L_r at the end of training"}
+
+
+def fashion_mnist_data(sizes) -> dict:
+    """The data description (part of every hash) of a profile's Fashion-MNIST CoMAE runs."""
+    return {"dataset": "fashion-mnist", "split": "train", "train_images": (sizes.train_images or 60000) - 5000,
+            "patch": 4}

@@ -82,9 +82,9 @@ PROFILES: dict[str, Profile] = {
         description="a laptop's CPU: the size the site shows",
         entropy=EntropySizes(fit_images=None, per_class_images=None, random_orders=100, photo_crops=20000),
         comae=ComaeSizes(enc_width=32, enc_depth=2, enc_heads=2, dec_width=64, dec_depth=2, dec_heads=4,
-                         targets_per_image=8, sigma=0.4, steps=500, batch_size=16, lr=3e-3, warmup_steps=25,
-                         ema_decay=0.99, eval_every=100, seeds=(0, 1, 2), lambdas=(0.0, 0.01, 0.1),
-                         train_images=None, val_images=128, mirror_steps=500, planted_steps=400),
+                         targets_per_image=8, sigma=0.4, steps=400, batch_size=16, lr=3e-3, warmup_steps=20,
+                         ema_decay=0.99, eval_every=80, seeds=(0, 1, 2), lambdas=(0.0, 0.01),
+                         train_images=None, val_images=96, mirror_steps=400, planted_steps=400),
     ),
     "gpu": Profile(
         name="gpu",

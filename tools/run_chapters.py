@@ -12,6 +12,7 @@ Exit status 1 when any chapter failed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -34,16 +35,23 @@ def chapter_sources(folder: Path, only: list[str]) -> list[Path]:
     return sources
 
 
-def to_notebook(src: Path, dest: Path) -> None:
+def to_notebook(src: Path, dest: Path) -> set[str]:
+    """Write the chapter as a notebook; return the names its ``parameters`` cell assigns."""
+    import ast
+
     import jupytext
 
     nb = jupytext.read(src, fmt="py:percent")
-    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
         sys.exit(f"{src} has no cell tagged 'parameters': papermill cannot set the profile")
+    names = {t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)}
     nb.metadata["kernelspec"] = KERNELSPEC
     nb.metadata.pop("jupytext", None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     jupytext.write(nb, dest, fmt="ipynb")
+    return names
 
 
 def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bool, float]:
@@ -53,10 +61,11 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
     staged = SCRATCH / "in" / f"{name}.ipynb"
     running = SCRATCH / "running" / f"{name}.ipynb"
     running.parent.mkdir(parents=True, exist_ok=True)
-    to_notebook(src, staged)
+    declared = to_notebook(src, staged)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(staged), str(running), parameters=params, kernel_name="python3",
+        pm.execute_notebook(str(staged), str(running), parameters={k: v for k, v in params.items() if k in declared},
+                            kernel_name="python3",
                             cwd=str(src.parent), progress_bar=sys.stderr.isatty() or bool(os.environ.get("CI")),
                             execution_timeout=timeout, log_output=bool(os.environ.get("COPKIT_LOG_OUTPUT")))
     except pm.PapermillExecutionError as err:
@@ -68,6 +77,11 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
               f"{err.ename}: {err.evalue}\n{source}\n"
               f"    the executed notebook with the traceback: {os.path.relpath(failed)}", flush=True)
         return False, time.perf_counter() - start
+    # Name the source and the result instead of this machine's staging files.
+    nb = json.loads(running.read_text())
+    nb["metadata"]["papermill"]["input_path"] = os.path.relpath(src, ROOT) if src.is_relative_to(ROOT) else src.name
+    nb["metadata"]["papermill"]["output_path"] = f"{name}.ipynb"
+    running.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     os.replace(running, out_dir / f"{name}.ipynb")
     return True, time.perf_counter() - start
@@ -81,10 +95,17 @@ def main() -> int:
     parser.add_argument("--out", default="book", help="folder for the executed notebooks")
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     parser.add_argument("--chapters-dir", default=str(CHAPTERS), help="where the jupytext sources are")
+    parser.add_argument("--data-dir", default=str(ROOT / "data"),
+                        help="where chapters keep trained runs and artifacts (make test uses .scratch/data)")
     args = parser.parse_args()
 
     out_dir = (ROOT / args.out).resolve()
-    params = {"profile": args.profile, "device": args.device, "results_dir": str(out_dir / "results")}
+    # Paths relative to chapters/ (the kernel's working directory), so that no machine's folders are
+    # written into the executed notebooks.
+    chapters_dir = Path(args.chapters_dir).resolve()
+    params = {"profile": args.profile, "device": args.device,
+              "results_dir": os.path.relpath(out_dir / "results", chapters_dir),
+              "data_dir": os.path.relpath(Path(args.data_dir).resolve(), chapters_dir)}
     sources = chapter_sources(Path(args.chapters_dir), args.chapters)
     if not sources:
         print(f"no chapters (NN_name.py) in {args.chapters_dir}", file=sys.stderr)

@@ -1,0 +1,122 @@
+"""`make bench`: speed and efficiency measurements, never part of the tests.
+
+Writes book/results/bench.json and prints a table. Measured on this machine, in one run, so the
+ratios compare like with like:
+
+- CoMAE ``masks()``: images per second and masks (targets) per second for a batch of Fashion-MNIST
+  images at the `cpu` (or given) profile's model size; its achieved FLOP/s (FLOPs counted with
+  torch's FlopCounterMode, attention included through the math kernel) divided by the FLOP/s of
+  one large matrix multiply on the same device.
+- The exact Gaussian model of Chapter 1: fit, greedy order and prefix curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from copkit.comae import CoMAE, CoMAEConfig  # noqa: E402
+from copkit.data import load_fashion_mnist  # noqa: E402
+from copkit.entropy import GaussianTokens  # noqa: E402
+from copkit.io import atomic_write_json  # noqa: E402
+from copkit.profiles import get_profile, pick_device  # noqa: E402
+from copkit.results import git_commit  # noqa: E402
+from copkit.tokens import patchify, random_orders  # noqa: E402
+
+
+def timed(fn, repeat: int = 3, sync=lambda: None) -> float:
+    fn()  # warm-up
+    sync()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_flops(dev: torch.device, sync, n: int = 2048, dtype=torch.float32) -> float:
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    seconds = timed(lambda: a @ b, repeat=5, sync=sync)
+    return 2 * n**3 / seconds
+
+
+def bench_masks(profile: str, dev: torch.device, sync, images: int) -> dict:
+    p = get_profile(profile).comae
+    cfg = CoMAEConfig(enc_width=p.enc_width, enc_depth=p.enc_depth, enc_heads=p.enc_heads, dec_width=p.dec_width,
+                      dec_depth=p.dec_depth, dec_heads=p.dec_heads)
+    torch.manual_seed(0)
+    model = CoMAE(cfg).to(dev).eval()
+    x, _ = load_fashion_mnist("test", limit=images)
+    tokens = patchify(x, 4).to(dev)
+    seconds = timed(lambda: model.masks(tokens), repeat=3, sync=sync)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model.masks(tokens[:8], autocast=False)
+    flops = counter.get_total_flops() / 8 * images
+    peak = matmul_flops(dev, sync, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    return {"profile": profile, "images": images, "seconds": seconds, "images_per_s": images / seconds,
+            "masks_per_s": images * cfg.n_tokens / seconds, "gflop_per_image": flops / images / 1e9,
+            "achieved_gflops": flops / seconds / 1e9, "matmul_gflops": peak / 1e9,
+            "fraction_of_matmul": flops / seconds / peak}
+
+
+def bench_entropy() -> dict:
+    x, _ = load_fashion_mnist("train")
+    tokens = patchify(x, 4)
+    t = time.perf_counter()
+    model = GaussianTokens.fit(tokens)
+    fit = time.perf_counter() - t
+    greedy = timed(model.greedy_order, repeat=1)
+    orders = random_orders(64, 49)
+    curves = timed(lambda: model.prefix_curve(orders), repeat=1)
+    return {"fit_60000_s": fit, "greedy_order_s": greedy, "prefix_curves_per_s": 64 / curves}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--out", default=str(ROOT / "book" / "results" / "bench.json"))
+    args = ap.parse_args()
+    dev = pick_device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    result = {
+        "commit": git_commit(ROOT), "device": str(dev), "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else None,
+        "torch": torch.__version__,
+        "comae_masks": bench_masks(args.profile, dev, sync, args.images),
+        "gaussian_entropy": bench_entropy(),
+    }
+    atomic_write_json(args.out, result)
+    m = result["comae_masks"]
+    print(f"device {dev} ({result['gpu'] or result['cpu']}, {result['threads']} threads), commit {result['commit'][:12]}")
+    print("| measurement | value |\n|---|---|")
+    print(f"| CoMAE masks(), {args.profile} size: images/s | {m['images_per_s']:.1f} |")
+    print(f"| CoMAE masks(): masks (targets)/s | {m['masks_per_s']:.0f} |")
+    print(f"| CoMAE masks(): GFLOP per image | {m['gflop_per_image']:.3f} |")
+    print(f"| achieved GFLOP/s / large-matmul GFLOP/s | {m['achieved_gflops']:.1f} / {m['matmul_gflops']:.1f} = {m['fraction_of_matmul']:.1%} |")
+    e = result["gaussian_entropy"]
+    print(f"| Gaussian model: fit on 60,000 images | {e['fit_60000_s']:.2f} s |")
+    print(f"| Gaussian model: greedy order | {e['greedy_order_s']:.2f} s |")
+    print(f"| Gaussian model: prefix curves per second | {e['prefix_curves_per_s']:.1f} |")
+    print(f"written to {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
