@@ -14,13 +14,14 @@ CHAPTERS ?=
 STAMP := $(VENV)/.installed-stamp
 JB := $(VENV)/bin/jupyter-book
 
-.PHONY: help setup data book chapters site test unit smoke site-check bench clean
+.PHONY: help setup data book chapters site test unit smoke site-check bench orders clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
 	@echo "make test   set up, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
 	@echo "make data   find (or download) Fashion-MNIST and check it"
+	@echo "make orders collapse orders of all Fashion-MNIST images from the saved CoMAE -> data/orders-<hash8>.npz"
 	@echo "make bench  speed measurements (CoMAE masks/s vs the matmul limit, Gaussian model) -> book/results/bench.json"
 
 # The virtual environment: torch and torchvision pinned by constraints.txt, copkit editable.
@@ -58,6 +59,10 @@ site-check: setup
 
 test: unit smoke site-check
 	@echo "make test: all passed"
+
+# Collapse orders of all 70,000 Fashion-MNIST images from the profile's saved CoMAE (resumable).
+orders: data
+	$(PY) -m copkit rank --profile $(PROFILE) --device $(DEVICE)
 
 # Speed and efficiency (never in the tests): writes book/results/bench.json.
 bench: data

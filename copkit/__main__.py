@@ -3,6 +3,7 @@
 Commands:
     data       find Fashion-MNIST (download it when online), check every file, say where it is
     profiles   print the sizes of the smoke / cpu / gpu profiles
+    rank       collapse orders of all 70,000 Fashion-MNIST images from the profile's saved CoMAE
 """
 
 from __future__ import annotations
@@ -34,6 +35,43 @@ def _profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from .comae import CoMAE, artifact_config, fashion_mnist_data, from_profile
+    from .data import load_fashion_mnist
+    from .orders import compute_orders
+    from .profiles import get_profile, pick_device
+    from .tokens import patchify
+    from .train import artifact_path, config_hash, load_artifact
+
+    sizes = get_profile(args.profile).comae
+    lam = 0.01 if 0.01 in sizes.lambdas else max(sizes.lambdas)
+    config = artifact_config(sizes, lam, [s + args.seed for s in sizes.seeds], fashion_mnist_data(sizes))
+    model = CoMAE(from_profile(sizes, lam, 0)[0])
+    data_dir = Path(args.data_dir)
+    if load_artifact(data_dir, "comae", config, model) is None:
+        print(f"error: no CoMAE for profile {args.profile!r} at {artifact_path(data_dir, 'comae', config)}; "
+              f"train it first: make chapters CHAPTERS=02_comae PROFILE={args.profile}", file=sys.stderr)
+        return 1
+    dev = pick_device(args.device)
+    model = model.to(dev).eval()
+    digest = config_hash(config)
+    x_train, _ = load_fashion_mnist("train")
+    x_test, _ = load_fashion_mnist("test")
+    tokens = patchify(torch.cat([x_train, x_test]), 4)
+    split = np.array(["train"] * len(x_train) + ["test"] * len(x_test))
+    if args.limit:
+        tokens, split = tokens[:args.limit], split[:args.limit]
+    out = data_dir / (f"orders-{digest[:8]}.npz" if not args.limit else f"orders-{digest[:8]}-first{args.limit}.npz")
+    path = compute_orders(model, tokens, out, digest, split, shard_size=args.shard_size, device=dev)
+    print(f"collapse orders of {len(split)} images written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m copkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_data)
     p = sub.add_parser("profiles", help="print the profiles' sizes")
     p.set_defaults(func=_profiles)
+    p = sub.add_parser("rank", help="collapse orders of Fashion-MNIST (train + test) from the saved CoMAE")
+    p.add_argument("--profile", default="cpu", help="whose CoMAE (smoke, cpu, gpu)")
+    p.add_argument("--seed", type=int, default=0, help="the seed offset chapter 2 ran with")
+    p.add_argument("--data-dir", default="data", help="where the CoMAE is and the orders go")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--shard-size", type=int, default=2048)
+    p.add_argument("--limit", type=int, default=None, help="only the first images (for a quick check)")
+    p.set_defaults(func=_rank)
     args = parser.parse_args(argv)
     return args.func(args)
 

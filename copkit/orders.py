@@ -1,0 +1,107 @@
+"""Collapse orders for a whole data set, computed in resumable shards (Sec. 3.2 applied at scale).
+
+Each shard of images goes through CoMAE's ``masks()`` and :func:`copkit.rank.collapse_order` and is
+written atomically to ``<out>.parts/shard-XXXXX.npz`` together with the hash of the CoMAE that made
+it; a killed run resumes at the first missing shard. :func:`merge_shards` checks that every shard
+comes from the same CoMAE and that the shards cover every image exactly once, then writes
+``<out>`` (uint8 orders (n, N), the split of each image, the CoMAE hash) atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from .io import atomic_write_bytes
+from .rank import collapse_order
+
+__all__ = ["compute_orders", "merge_shards", "load_orders"]
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def compute_orders(model, tokens: Tensor, out: str | Path, comae_hash: str, split: Sequence[str] | np.ndarray,
+                   shard_size: int = 4096, device: torch.device | str = "cpu", damping: float = 0.85,
+                   chunk: int = 64, stop_after_shards: int | None = None, progress: bool = True) -> Path | None:
+    """Compute and store the collapse order of every image (tokens (n, N, d)).
+
+    Shards already on disk (from the same CoMAE) are kept. With ``stop_after_shards`` the run
+    stops after writing that many new shards, as if killed, and returns None; otherwise the
+    shards are merged into ``out`` and its path returned.
+    """
+    out = Path(out)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    n, n_tok = tokens.shape[:2]
+    if n_tok > 256:
+        raise ValueError(f"orders are stored as uint8: at most 256 tokens, got {n_tok}")
+    shards = math.ceil(n / shard_size)
+    written = 0
+    bar = tqdm(range(shards), desc="collapse orders", unit="shard", disable=not progress, mininterval=5.0, ncols=100)
+    for s in bar:
+        path = parts / f"shard-{s:05d}.npz"
+        if path.exists() and str(_read(path)["comae_hash"]) == comae_hash:
+            continue
+        if stop_after_shards is not None and written >= stop_after_shards:
+            bar.close()
+            return None
+        a, b = s * shard_size, min(n, (s + 1) * shard_size)
+        masks = model.masks(tokens[a:b].to(device), chunk=chunk)
+        order = collapse_order(masks, damping=damping).cpu().numpy().astype(np.uint8)
+        atomic_write_bytes(path, _npz_bytes(orders=order, start=np.int64(a), stop=np.int64(b),
+                                            comae_hash=np.array(comae_hash)))
+        written += 1
+    bar.close()
+    return merge_shards(parts, out, comae_hash, n, np.asarray(split))
+
+
+def merge_shards(parts: str | Path, out: str | Path, comae_hash: str, n: int, split: np.ndarray) -> Path:
+    """Merge shard files into one orders file; refuse shards of another CoMAE, gaps and overlaps."""
+    files = sorted(Path(parts).glob("shard-*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no shards in {parts}")
+    covered = np.zeros(n, dtype=np.int64)
+    orders = None
+    for f in files:
+        z = _read(f)
+        if str(z["comae_hash"]) != comae_hash:
+            raise ValueError(f"{f} was made by CoMAE {str(z['comae_hash'])[:8]}, not {comae_hash[:8]}: "
+                             f"delete {parts} and compute the orders again")
+        a, b = int(z["start"]), int(z["stop"])
+        if orders is None:
+            orders = np.zeros((n, z["orders"].shape[1]), dtype=np.uint8)
+        orders[a:b] = z["orders"]
+        covered[a:b] += 1
+    if (covered != 1).any():
+        missing, twice = int((covered == 0).sum()), int((covered > 1).sum())
+        raise ValueError(f"shards in {parts} leave {missing} images without an order and cover {twice} twice")
+    if len(split) != n:
+        raise ValueError(f"split has {len(split)} entries for {n} images")
+    return atomic_write_bytes(Path(out), _npz_bytes(orders=orders, split=np.asarray(split).astype(str),
+                                                    comae_hash=np.array(comae_hash)))
+
+
+def load_orders(path: str | Path, comae_hash: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(orders uint8 (n, N), split (n,), comae_hash) from an orders file; with ``comae_hash`` the
+    file must have been made by that CoMAE."""
+    z = _read(Path(path))
+    made_by = str(z["comae_hash"])
+    if comae_hash is not None and made_by != comae_hash:
+        raise ValueError(f"{path} was made by CoMAE {made_by[:8]}, expected {comae_hash[:8]}")
+    return z["orders"], z["split"], made_by

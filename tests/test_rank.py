@@ -1,0 +1,125 @@
+"""copkit.rank against networkx, the exact solve, and planted graphs."""
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from copkit.rank import class_mean_order, collapse_order, flip_order, keep_top, pagerank, pagerank_solve, ranks
+from copkit.tokens import hflip_index
+
+
+def nx_pagerank(a: np.ndarray, damping=0.85, teleport=None) -> np.ndarray:
+    g = nx.DiGraph()
+    n = a.shape[0]
+    g.add_nodes_from(range(n))
+    for i in range(n):
+        for j in range(n):
+            if a[i, j] > 0:
+                g.add_edge(i, j, weight=float(a[i, j]))  # i links to what it relies on
+    pers = None if teleport is None else {i: float(teleport[i]) for i in range(n)}
+    pr = nx.pagerank(g, alpha=damping, personalization=pers, weight="weight", tol=1e-13, max_iter=10000)
+    return np.array([pr[i] for i in range(n)])
+
+
+def test_matches_networkx_on_50_random_weighted_graphs():
+    rng = np.random.default_rng(0)
+    graphs = []
+    for k in range(50):
+        n = int(rng.integers(3, 30))
+        a = rng.random((n, n)) * (rng.random((n, n)) < 0.4)
+        np.fill_diagonal(a, 0)
+        if k % 5 == 0:
+            a[rng.integers(n)] = 0  # a dangling patch
+        graphs.append(a)
+        teleport = rng.random(n) if k % 3 == 0 else None
+        ours = pagerank(torch.from_numpy(a), teleport=None if teleport is None else torch.from_numpy(teleport), tol=1e-13)
+        want = nx_pagerank(a, teleport=teleport)
+        assert np.allclose(ours.scores.numpy(), want, atol=1e-6)
+        exact = pagerank_solve(torch.from_numpy(a), teleport=None if teleport is None else torch.from_numpy(teleport))
+        assert np.allclose(exact.numpy(), want, atol=1e-6)
+        assert bool(ours.converged)
+
+
+def test_star_graph_ranks_the_centre_first():
+    for n, k in ((7, 3), (49, 20), (256, 255)):
+        a = torch.zeros(n, n)
+        a[:, k] = 1.0
+        a[k, k] = 0.0
+        assert collapse_order(a)[0].item() == k
+
+
+def test_dangling_rows_and_batched_equals_looped():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(6, 12, 12, generator=g)
+    a[2, 5] = 0.0  # dangling row in graph 2
+    a[4] = 0.0  # a graph with no edges at all: the teleport distribution itself
+    batched = pagerank(a).scores
+    for b in range(6):
+        assert torch.allclose(batched[b], pagerank(a[b]).scores, atol=1e-12)
+    assert torch.allclose(batched, pagerank_solve(a), atol=1e-9)
+    assert torch.allclose(batched[4], torch.full((12,), 1 / 12, dtype=torch.float64))
+    assert torch.allclose(batched.sum(-1), torch.ones(6, dtype=torch.float64))
+
+
+def test_works_at_n_256():
+    a = torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(2))
+    res = pagerank(a)
+    assert res.converged.all()
+    assert torch.allclose(res.scores, pagerank_solve(a), atol=1e-9)
+
+
+def test_order_utilities():
+    g = torch.Generator().manual_seed(3)
+    masks = torch.rand(5, 16, 16, generator=g)
+    order = collapse_order(masks)
+    assert torch.equal(order.sort(-1).values, torch.arange(16).expand(5, 16))
+    r = ranks(order)
+    assert torch.equal(torch.gather(r, 1, order), torch.arange(16).expand(5, 16))
+    assert keep_top(order, 4).shape == (5, 4) and keep_top(order, 0.22).shape == (5, 4)
+    with pytest.raises(ValueError):
+        keep_top(order, 0)
+    # ties: a graph whose scores are all equal gives the raster order
+    assert torch.equal(collapse_order(torch.ones(4, 4) - torch.eye(4)), torch.arange(4))
+    # class-mean order from orders where class 0 always starts with 3 and class 1 with 0
+    orders = torch.stack([torch.tensor([3, 0, 1, 2]), torch.tensor([3, 1, 0, 2]), torch.tensor([0, 1, 2, 3])])
+    cm = class_mean_order(orders, torch.tensor([0, 0, 1]), 3)
+    assert cm[0, 0] == 3 and torch.equal(cm[1], torch.tensor([0, 1, 2, 3])) and torch.equal(cm[2], torch.arange(4))
+
+
+def test_flipping_commutes_with_ranking_for_a_flip_equivariant_score():
+    # masks of a flipped image = masks with rows and columns permuted by the flip; PageRank is
+    # permutation-equivariant, so the order of the flipped masks is the flipped order.
+    g = torch.Generator().manual_seed(4)
+    masks = torch.rand(3, 49, 49, generator=g)
+    perm = hflip_index(49, 7)
+    flipped_masks = masks[:, perm][:, :, perm]
+    assert torch.equal(collapse_order(flipped_masks), flip_order(collapse_order(masks), 7))
+
+
+def test_shards_resume_to_the_same_file(tmp_path):
+    from copkit.comae import CoMAE, CoMAEConfig
+    from copkit.orders import compute_orders, load_orders, merge_shards
+
+    torch.manual_seed(0)
+    model = CoMAE(CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=1, enc_heads=2, dec_width=16,
+                              dec_depth=1, dec_heads=2))
+    tokens = torch.randn(50, 16, 4)
+    split = np.array(["train"] * 40 + ["test"] * 10)
+    full = compute_orders(model, tokens, tmp_path / "full.npz", "h" * 64, split, shard_size=8, progress=False)
+    assert compute_orders(model, tokens, tmp_path / "cut.npz", "h" * 64, split, shard_size=8,
+                          stop_after_shards=3, progress=False) is None
+    assert len(list((tmp_path / "cut.npz.parts").glob("*.npz"))) == 3
+    resumed = compute_orders(model, tokens, tmp_path / "cut.npz", "h" * 64, split, shard_size=8, progress=False)
+    a, sa, ha = load_orders(full, "h" * 64)
+    b, sb, hb = load_orders(resumed)
+    assert np.array_equal(a, b) and np.array_equal(sa, sb) and ha == hb and a.dtype == np.uint8
+    assert np.array_equal(a, collapse_order(model.masks(tokens)).numpy())
+    # a shard of another CoMAE is refused at merge time
+    other = compute_orders(model, tokens[:8], tmp_path / "other.npz", "x" * 64, split[:8], shard_size=8, progress=False)
+    import shutil
+    shutil.copy(tmp_path / "other.npz.parts" / "shard-00000.npz", tmp_path / "cut.npz.parts" / "shard-00000.npz")
+    with pytest.raises(ValueError, match="made by CoMAE xxxxxxxx, not hhhhhhhh"):
+        merge_shards(tmp_path / "cut.npz.parts", tmp_path / "m.npz", "h" * 64, 50, split)
+    with pytest.raises(ValueError, match="expected"):
+        load_orders(other, "h" * 64)
