@@ -41,25 +41,20 @@ def _rank(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .comae import CoMAE, artifact_config, fashion_mnist_data, from_profile
+    from .comae import load_profile_comae
     from .data import load_fashion_mnist
     from .orders import compute_orders
     from .profiles import get_profile, pick_device
     from .tokens import patchify
-    from .train import artifact_path, config_hash, load_artifact
 
-    sizes = get_profile(args.profile).comae
-    lam = 0.01 if 0.01 in sizes.lambdas else max(sizes.lambdas)
-    config = artifact_config(sizes, lam, [s + args.seed for s in sizes.seeds], fashion_mnist_data(sizes))
-    model = CoMAE(from_profile(sizes, lam, 0)[0])
-    data_dir = Path(args.data_dir)
-    if load_artifact(data_dir, "comae", config, model) is None:
-        print(f"error: no CoMAE for profile {args.profile!r} at {artifact_path(data_dir, 'comae', config)}; "
-              f"train it first: make chapters CHAPTERS=02_comae PROFILE={args.profile}", file=sys.stderr)
-        return 1
     dev = pick_device(args.device)
-    model = model.to(dev).eval()
-    digest = config_hash(config)
+    data_dir = Path(args.data_dir)
+    try:
+        model, meta = load_profile_comae(get_profile(args.profile).comae, data_dir, args.seed, dev)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    digest = meta["config_hash"]
     x_train, _ = load_fashion_mnist("train")
     x_test, _ = load_fashion_mnist("test")
     tokens = patchify(torch.cat([x_train, x_test]), 4)

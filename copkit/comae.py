@@ -65,6 +65,7 @@ __all__ = [
     "from_profile",
     "artifact_config",
     "fashion_mnist_data",
+    "load_profile_comae",
 ]
 
 
@@ -454,3 +455,21 @@ def fashion_mnist_data(sizes) -> dict:
     """The data description (part of every hash) of a profile's Fashion-MNIST CoMAE runs."""
     return {"dataset": "fashion-mnist", "split": "train", "train_images": (sizes.train_images or 60000) - 5000,
             "patch": 4}
+
+
+def load_profile_comae(sizes, data_dir: str | Path, seed: int = 0,
+                       device: torch.device | str = "cpu") -> tuple[CoMAE, dict]:
+    """The CoMAE Chapter 2 saved for a profile (the paper's L_c weight, best of the profile's
+    seeds), rebuilt from the profile alone and loaded when its hash matches. Raises
+    FileNotFoundError saying how to make it when there is none."""
+    from .train import artifact_path, load_artifact
+
+    lam = 0.01 if 0.01 in sizes.lambdas else max(sizes.lambdas)
+    config = artifact_config(sizes, lam, [s + seed for s in sizes.seeds], fashion_mnist_data(sizes))
+    model = CoMAE(from_profile(sizes, lam, 0)[0])
+    meta = load_artifact(data_dir, "comae", config, model)
+    if meta is None:
+        raise FileNotFoundError(
+            f"no trained CoMAE for these sizes at {artifact_path(data_dir, 'comae', config)}; make it by running "
+            "Chapter 2 with the same profile first: make chapters CHAPTERS=02_comae PROFILE=<profile>")
+    return model.to(device).eval(), meta

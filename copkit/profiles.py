@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["EntropySizes", "ComaeSizes", "Profile", "PROFILES", "get_profile", "pick_device"]
+__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "Profile", "PROFILES", "get_profile", "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,17 @@ class ComaeSizes:
 
 
 @dataclass(frozen=True)
+class RankSizes:
+    """Chapter 3 (PageRank, collapse orders, the optimality proof)."""
+
+    images: int  #: test images whose CoMAE graphs the chapter ranks
+    random_graphs: int  #: random graphs beside the CoMAE ones in the proof checks
+    random_orders: int  #: random orders behind the random prefix-curve band
+    submodularity_triples: int  #: (S, T, j) triples for the submodularity check
+    kendall_pairs: int  #: image pairs per group (same class / different class)
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size a chapter needs, by chapter."""
 
@@ -62,6 +73,7 @@ class Profile:
     description: str
     entropy: EntropySizes
     comae: ComaeSizes
+    rank: RankSizes
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +88,7 @@ PROFILES: dict[str, Profile] = {
                          targets_per_image=4, sigma=0.4, steps=20, batch_size=8, lr=3e-3, warmup_steps=5,
                          ema_decay=0.9, eval_every=10, seeds=(0, 1), lambdas=(0.0, 0.01), train_images=6000,
                          val_images=16, mirror_steps=20, planted_steps=20),
+        rank=RankSizes(images=120, random_graphs=40, random_orders=20, submodularity_triples=40, kendall_pairs=200),
     ),
     "cpu": Profile(
         name="cpu",
@@ -85,6 +98,8 @@ PROFILES: dict[str, Profile] = {
                          targets_per_image=8, sigma=0.4, steps=400, batch_size=16, lr=3e-3, warmup_steps=20,
                          ema_decay=0.99, eval_every=80, seeds=(0, 1, 2), lambdas=(0.0, 0.01),
                          train_images=None, val_images=96, mirror_steps=400, planted_steps=400),
+        rank=RankSizes(images=2000, random_graphs=200, random_orders=100, submodularity_triples=400,
+                       kendall_pairs=2000),
     ),
     "gpu": Profile(
         name="gpu",
@@ -94,6 +109,8 @@ PROFILES: dict[str, Profile] = {
                          targets_per_image=49, sigma=0.4, steps=20000, batch_size=64, lr=1e-3, warmup_steps=1000,
                          ema_decay=0.999, eval_every=1000, seeds=(0, 1, 2), lambdas=(0.0, 0.01, 0.1),
                          train_images=None, val_images=1024, mirror_steps=5000, planted_steps=2000),
+        rank=RankSizes(images=10000, random_graphs=1000, random_orders=1000, submodularity_triples=4000,
+                       kendall_pairs=20000),
     ),
 }
 

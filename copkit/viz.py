@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-__all__ = ["show_image", "image_grid", "token_map", "draw_order", "prefix_curves", "seed_band"]
+__all__ = ["show_image", "image_grid", "token_map", "draw_order", "prefix_curves", "seed_band", "draw_collapse"]
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -149,4 +149,26 @@ def seed_band(x: Sequence[float] | np.ndarray, runs: Sequence[Sequence[float]] |
     (line,) = ax.plot(x, y.mean(0), label=f"{label} ({y.shape[0]} seeds)" if label else None, color=color, lw=1.6)
     if y.shape[0] > 1:
         ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    return ax
+
+
+def draw_collapse(image: Tensor, order: Tensor | np.ndarray, grid: tuple[int, int], top: int,
+                  ax: Axes | None = None, title: str | None = None, color: str = "tab:orange") -> Axes:
+    """The paper's Fig. 4 style: a circle on every patch, larger the earlier it comes in the order,
+    and the first ``top`` patches joined by a line in order (a square marks the first)."""
+    ax = ax or plt.gca()
+    show_image(image, ax, title)
+    gh, gw = grid
+    h, w = image.shape[-2:]
+    ph, pw = h / gh, w / gw
+    o = _np(order).astype(int)
+    n = o.size
+    pos = np.empty_like(o)
+    pos[o] = np.arange(n)
+    rows, cols = np.divmod(np.arange(n), gw)
+    cx, cy = cols * pw + (pw - 1) / 2, rows * ph + (ph - 1) / 2
+    ax.scatter(cx, cy, s=4 + 60 * (1 - pos / (n - 1)) ** 2, facecolors="none", edgecolors=color, linewidths=0.8)
+    first = o[:top]
+    ax.plot(cx[first], cy[first], color=color, lw=1.2, alpha=0.9)
+    ax.scatter(cx[first[:1]], cy[first[:1]], marker="s", s=40, color=color)
     return ax
