@@ -64,12 +64,13 @@ def direction_verdict(a: Iterable[float], b: Iterable[float], expect: str, alpha
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    """The current commit (with ``-dirty`` when the work tree has changes), or ``"unknown"``."""
+    """The current commit, with ``-dirty`` when tracked files outside ``book/`` have changes (the
+    executed notebooks and results there are outputs, rewritten by every run), or ``"unknown"``."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)book"],
+                               cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -84,3 +84,23 @@ def test_direction_verdict():
     assert verdict == "partly" and p > 0.05
     with pytest.raises(ValueError):
         direction_verdict([1.0], [2.0], "smaller")
+
+
+def test_git_commit_ignores_book_outputs(tmp_path):
+    import subprocess
+
+    from copkit.results import git_commit
+
+    run = lambda *a: subprocess.run(a, cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "r.json").write_text("1")
+    (tmp_path / "code.py").write_text("x = 1")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "book" / "r.json").write_text("2")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2")
+    assert git_commit(tmp_path) == clean + "-dirty"
