@@ -1,7 +1,7 @@
 """Collapse orders for a whole data set, computed in resumable shards (Sec. 3.2 applied at scale).
 
 Each shard of images goes through CoMAE's ``masks()`` and :func:`copkit.rank.collapse_order` and is
-written atomically to ``<out>.parts/shard-XXXXX.npz`` together with the hash of the CoMAE that made
+written atomically to ``<out>.parts/shard-00000.npz`` (and so on) together with the hash of the CoMAE that made
 it; a killed run resumes at the first missing shard. :func:`merge_shards` checks that every shard
 comes from the same CoMAE and that the shards cover every image exactly once, then writes
 ``<out>`` (uint8 orders (n, N), the split of each image, the CoMAE hash) atomically.
