@@ -51,7 +51,7 @@ from IPython.display import Markdown, display
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import viz
 from copkit.comae import (CoMAE, CoMAEConfig, artifact_config, fashion_mnist_data, fit_comae, from_profile,
-                          noise_keep, run_config)
+                          noise_keep, run_config, saved_lambda)
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, summary, write_results
@@ -155,10 +155,8 @@ def train_setting(lam: float, run_seed: int, tokens, val, steps: int, cfg: CoMAE
     """Train (or load) one run: the profile's training configuration with this L_c weight and seed."""
     tc = from_profile(P, lam, run_seed, steps)[1]
     cfg = dataclasses.replace(cfg, lambda_c=lam, contrastive=lam > 0)
-    full = run_config(cfg, tc, tag)
-    run_dir = data_dir / "runs" / f"comae-{config_hash(full)[:8]}"
-    model, hist = fit_comae(cfg, tc, tokens, val, run_dir, tag, device=dev, desc=f"lambda={lam} seed={run_seed}")
-    return model, hist, full
+    model, hist = fit_comae(cfg, tc, tokens, val, data_dir, tag, device=dev, desc=f"lambda={lam} seed={run_seed}")
+    return model, hist, run_config(cfg, tc, tag)
 
 
 runs = {}  # (lambda, seed) -> (model, history, config)
@@ -221,7 +219,7 @@ for lam in P.lambdas:
                 + (f"{pp['H_mask']} ({pp['H_mask'] / 255:.4f}) | {pp['L_r']} |" if pp else "– | – |"))
 display(Markdown("\n".join(rows) + f"\n\nmean ± sd over {len(P.seeds)} seeds, profile `{PROFILE.name}`."))
 
-with_lc = 0.01 if 0.01 in P.lambdas else max(P.lambdas)
+with_lc = saved_lambda(P)  # the paper's 0.01
 v_h, p_h = direction_verdict(final[with_lc]["H_mask"], final[0.0]["H_mask"], "lower")
 v_l, p_l = direction_verdict(final[with_lc]["L_r"], final[0.0]["L_r"], "lower")
 print(f"L_c (lambda={with_lc}) lowers H_mask: {v_h} (Welch p = {p_h:.3g}); lowers L_r: {v_l} (p = {p_l:.3g})")

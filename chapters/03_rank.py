@@ -47,7 +47,6 @@ data_dir = "../data"  # where Chapter 2 saved the CoMAE
 # %%
 import time
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -58,14 +57,13 @@ from scipy.stats import kendalltau, spearmanr
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import viz
-from copkit.comae import fit_comae, from_profile, load_profile_comae, run_config
+from copkit.comae import fit_comae, from_profile, load_profile_comae
 from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, pagerank_solve, ranks, transition
 from copkit.results import claim, direction_verdict, summary, write_results
 from copkit.tokens import patchify, random_orders
-from copkit.train import config_hash
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -349,8 +347,7 @@ crops = crops[torch.randperm(len(crops), generator=torch.Generator().manual_seed
 photo_tag = {"dataset": "scikit-image photo crops", "photos": list(photo_names), "crops": len(crops), "size": 28,
              "scale": 0.25, "patch": 4, "seed": seed}
 photo_cfg, photo_tc = from_profile(PROFILE.comae, 0.01, seed)
-photo_run = Path(data_dir) / "runs" / f"comae-{config_hash(run_config(photo_cfg, photo_tc, photo_tag))[:8]}"
-photo_comae, _ = fit_comae(photo_cfg, photo_tc, patchify(crops[:-64], 4), patchify(crops[-64:-32], 4), photo_run,
+photo_comae, _ = fit_comae(photo_cfg, photo_tc, patchify(crops[:-64], 4), patchify(crops[-64:-32], 4), data_dir,
                            photo_tag, device=dev, desc="CoMAE on photo crops")
 
 # %%

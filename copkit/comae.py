@@ -57,6 +57,9 @@ __all__ = [
     "contrastive_loss",
     "mask_entropy",
     "others_index",
+    "gather_tokens",
+    "saved_lambda",
+    "run_dir",
     "comae_step_fn",
     "make_optimizers",
     "evaluate",
@@ -99,6 +102,11 @@ def others_index(n_tokens: int, device: torch.device | str | None = None) -> Ten
     idx = torch.arange(n_tokens, device=device)
     full = idx.expand(n_tokens, n_tokens)
     return full[full != idx[:, None]].reshape(n_tokens, n_tokens - 1)
+
+
+def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
+    """tokens (B, N, d) at per-image indices (B, L): (B, L, d)."""
+    return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
 def noise_keep(w: Tensor, sigma: float) -> Tensor:
@@ -202,8 +210,7 @@ class Selector(_GridViT):
         The map is increasing, so x orders the entries of a mask exactly as w does, also where
         w has saturated at 1 in floating point.
         """
-        kept = torch.gather(tokens, 1, self.others[target].unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        return self.head(self.body(kept, target))
+        return self.head(self.body(gather_tokens(tokens, self.others[target]), target))
 
     def forward(self, tokens: Tensor, target: Tensor) -> Tensor:
         """tokens (B, N, d), target (B,) -> w (B, N)."""
@@ -269,11 +276,8 @@ class CoMAE(nn.Module):
         the randomness. Returns e*_n (B, d).
         """
         keep = self.g.others[target]  # (B, N-1)
-        d = tokens.shape[-1]
-        kept = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, d))
-        eps = torch.gather(noise, 1, keep.unsqueeze(-1).expand(-1, -1, d))
         a = noise_keep(torch.gather(w, 1, keep), self.cfg.sigma)
-        return self.g(inject_noise(kept, a, eps), target)
+        return self.g(inject_noise(gather_tokens(tokens, keep), a, gather_tokens(noise, keep)), target)
 
     @property
     def tau(self) -> Tensor:
@@ -362,8 +366,9 @@ def make_optimizers(model: CoMAE, lr: float, weight_decay: float, betas: tuple[f
     """One AdamW per network; no weight decay on biases, norms, embeddings and the temperature."""
 
     def groups(params: list[nn.Parameter]) -> list[dict]:
-        decay = [p for p in params if p.dim() >= 2 and p is not model.f.q and p is not model.g.q]
-        rest = [p for p in params if not any(p is q for q in decay)]
+        decay, rest = [], []
+        for p in params:
+            (decay if p.dim() >= 2 and p is not model.f.q and p is not model.g.q else rest).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
     return {"f": torch.optim.AdamW(groups(model.f_parameters()), lr=lr, betas=betas),
@@ -396,25 +401,35 @@ def evaluate(model: CoMAE, tokens: Tensor, seed: int = 0, bins: int = 20) -> dic
             "w_hist": (hist / hist.sum()).tolist(), "w_mean": float(values.mean())}
 
 
-def fit_comae(cfg: CoMAEConfig, tc: "TrainConfig", train_tokens: Tensor, val_tokens: Tensor, run_dir: str | Path,
+def run_dir(data_dir: str | Path, cfg: CoMAEConfig, tc: "TrainConfig", data: dict) -> Path:
+    """``<data_dir>/runs/comae-<hash8>``: the folder of the run that ``(cfg, tc, data)`` defines."""
+    from .train import config_hash
+
+    return Path(data_dir) / "runs" / f"comae-{config_hash(run_config(cfg, tc, data))[:8]}"
+
+
+def fit_comae(cfg: CoMAEConfig, tc: "TrainConfig", train_tokens: Tensor, val_tokens: Tensor, data_dir: str | Path,
               data: dict, device: torch.device | str = "cpu", desc: str = "CoMAE",
               progress: bool = True) -> tuple[CoMAE, list[dict]]:
-    """Train a CoMAE with the alternating step, resuming ``run_dir`` if it holds a checkpoint (a
-    finished run is only loaded). Validation numbers (:func:`evaluate`, raw weights) are logged
-    every ``tc.eval_every`` steps. Returns the model holding its EMA weights, and the metrics.
+    """Train a CoMAE with the alternating step in :func:`run_dir`, resuming it if it holds a
+    checkpoint (a finished run is only loaded). Validation numbers (:func:`evaluate`, raw weights)
+    are logged every ``tc.eval_every`` steps. Returns the model holding its EMA weights, and the
+    metrics.
 
     ``data`` names the data the tokens came from; it is part of the hashed run configuration.
     """
     from .train import load_weights, train
 
+    folder = run_dir(data_dir, cfg, tc, data)
+
     torch.manual_seed(tc.seed)
     model = CoMAE(cfg).to(device)
     opts = make_optimizers(model, tc.lr, tc.weight_decay, tc.betas)
     train_tokens, val_tokens = train_tokens.to(device), val_tokens.to(device)
-    hist = train({"comae": model}, opts, comae_step_fn(model, train_tokens, tc.batch_size, tc.seed), tc, run_dir,
+    hist = train({"comae": model}, opts, comae_step_fn(model, train_tokens, tc.batch_size, tc.seed), tc, folder,
                  config=run_config(cfg, tc, data), evaluate=lambda step: evaluate(model, val_tokens),
                  device=device, desc=desc, progress=progress)
-    load_weights(run_dir, "comae", model, ema=True)
+    load_weights(folder, "comae", model, ema=True)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -441,6 +456,11 @@ def from_profile(sizes, lambda_c: float, seed: int, steps: int | None = None) ->
     return cfg, tc
 
 
+def saved_lambda(sizes) -> float:
+    """The L_c weight of the CoMAE a profile saves: the paper's 0.01 when the profile trains it."""
+    return 0.01 if 0.01 in sizes.lambdas else max(sizes.lambdas)
+
+
 def artifact_config(sizes, lambda_c: float, seeds: list[int], data: dict) -> dict:
     """What the saved CoMAE of a profile is named by: the setting, the seeds it was chosen from and
     the rule that chose it (lowest validation L_r). A later chapter rebuilds this from the profile
@@ -464,7 +484,7 @@ def load_profile_comae(sizes, data_dir: str | Path, seed: int = 0,
     FileNotFoundError saying how to make it when there is none."""
     from .train import artifact_path, load_artifact
 
-    lam = 0.01 if 0.01 in sizes.lambdas else max(sizes.lambdas)
+    lam = saved_lambda(sizes)
     config = artifact_config(sizes, lam, [s + seed for s in sizes.seeds], fashion_mnist_data(sizes))
     model = CoMAE(from_profile(sizes, lam, 0)[0])
     meta = load_artifact(data_dir, "comae", config, model)

@@ -215,6 +215,11 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _under(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors whose key starts with ``prefix``, keyed without it."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def _save_checkpoint(path: Path, modules, emas, optimizers, step: int, meta: dict) -> None:
     tensors: dict[str, Tensor] = {}
     opt_meta = {}
@@ -231,8 +236,8 @@ def _save_checkpoint(path: Path, modules, emas, optimizers, step: int, meta: dic
 def _load_checkpoint(path: Path, modules, emas, optimizers, device) -> tuple[int, dict]:
     tensors, meta = load_tensors(path, device=device)
     for name, m in modules.items():
-        m.load_state_dict({k[len(f"model.{name}."):]: v for k, v in tensors.items() if k.startswith(f"model.{name}.")})
-        emas[name].shadow = {k[len(f"ema.{name}."):]: v for k, v in tensors.items() if k.startswith(f"ema.{name}.")}
+        m.load_state_dict(_under(tensors, f"model.{name}."))
+        emas[name].shadow = _under(tensors, f"ema.{name}.")
     for key, opt in optimizers.items():
         _load_optimizer(opt, f"opt.{key}", tensors, meta["optimizers"][key])
     return int(meta["step"]), meta
@@ -350,7 +355,7 @@ def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = 
     checkpoint's metadata."""
     tensors, meta = load_tensors(Path(run_dir) / "checkpoint.safetensors")
     prefix = f"{'ema' if ema else 'model'}.{name}."
-    module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    module.load_state_dict(_under(tensors, prefix))
     return meta
 
 
