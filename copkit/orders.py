@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .io import atomic_write_bytes
 from .rank import collapse_order
 
-__all__ = ["compute_orders", "merge_shards", "load_orders"]
+__all__ = ["compute_orders", "merge_shards", "load_orders", "dataset_orders"]
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -105,3 +105,42 @@ def load_orders(path: str | Path, comae_hash: str | None = None) -> tuple[np.nda
     if comae_hash is not None and made_by != comae_hash:
         raise ValueError(f"{path} was made by CoMAE {made_by[:8]}, expected {comae_hash[:8]}")
     return z["orders"], z["split"], made_by
+
+
+def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str = "cpu", seed: int = 0,
+                   n_train: int | None = None, n_test: int | None = None,
+                   progress: bool = True) -> tuple[Tensor, Tensor, str]:
+    """Collapse orders of Fashion-MNIST for the CoMAE a profile saved (Chapter 2), loaded or made.
+
+    Returns ``(train_orders, test_orders, comae_hash)``: long tensors (n, 49), best patch first,
+    for the first ``n_train`` training and ``n_test`` test images (None: all of them), in the
+    order of :func:`copkit.data.load_fashion_mnist`.
+
+    The full file ``orders-<hash8>.npz`` (``make orders``) is used whenever it exists; otherwise
+    only the images asked for are ranked (resumably) into ``orders-<hash8>-<n_train>-<n_test>.npz``.
+    A file from another CoMAE is never used: the hash names the CoMAE that made it.
+    """
+    from .comae import load_profile_comae
+    from .data import load_fashion_mnist
+    from .tokens import patchify
+
+    data_dir = Path(data_dir)
+    model, meta = load_profile_comae(comae_sizes, data_dir, seed, device)
+    digest = meta["config_hash"]
+    full = data_dir / f"orders-{digest[:8]}.npz"
+    x_train, _ = load_fashion_mnist("train")
+    x_test, _ = load_fashion_mnist("test")
+    a = len(x_train) if n_train is None else min(n_train, len(x_train))
+    b = len(x_test) if n_test is None else min(n_test, len(x_test))
+    if full.exists():
+        orders, split, _ = load_orders(full, digest)
+        train, test = orders[split == "train"], orders[split == "test"]
+    else:
+        out = full if (a, b) == (len(x_train), len(x_test)) else data_dir / f"orders-{digest[:8]}-{a}-{b}.npz"
+        if not out.exists():
+            tokens = patchify(torch.cat([x_train[:a], x_test[:b]]), 4)
+            split = np.array(["train"] * a + ["test"] * b)
+            compute_orders(model, tokens, out, digest, split, shard_size=2048, device=device, progress=progress)
+        orders, split, _ = load_orders(out, digest)
+        train, test = orders[split == "train"], orders[split == "test"]
+    return (torch.from_numpy(train[:a].astype(np.int64)), torch.from_numpy(test[:b].astype(np.int64)), digest)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "Profile", "PROFILES", "get_profile", "pick_device"]
+__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "Profile", "PROFILES", "get_profile", "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,58 @@ class RankSizes:
 
 
 @dataclass(frozen=True)
+class CmarSizes:
+    """Chapter 4 (MAR and CMAR on Fashion-MNIST pixel tokens)."""
+
+    width: int  #: encoder and decoder width
+    enc_depth: int
+    dec_depth: int
+    heads: int
+    buffer: int  #: class-embedding slots before the tokens (MAR's buffer_size)
+    head_width: int  #: DiffLoss MLP width
+    head_depth: int  #: DiffLoss residual blocks
+    diffusion_batch_mul: int  #: noise draws per token and step (MAR's diffusion_batch_mul)
+    mask_ratio_min: float  #: lower end of the truncated-normal mask ratio (MAR: 0.7)
+    train_images: int | None  #: Fashion-MNIST training images (None: all 60,000)
+    batch_size: int
+    mar_steps: int  #: MAR, random orders, from scratch
+    finetune_steps: int  #: MAR -> CMAR fine-tuning with collapse orders
+    scratch_steps: int  #: CMAR from scratch (same budget as MAR)
+    lr: float
+    finetune_lr: float
+    warmup_steps: int
+    ema_decay: float
+    gen_steps: int  #: generation steps S (MAR's num_iter)
+    diffusion_steps: int  #: respaced DDPM steps when sampling (MAR: 100)
+    cfg: float  #: the headline CFG scale
+    cfg_scales: tuple[float, ...]  #: the Table 3 sweep
+    samples: int  #: generated images per model, setting and seed for the headline tables
+    sweep_samples: int  #: per model, scale and seed for the CFG and order sweeps
+    seeds: tuple[int, ...]
+    classifier_steps: int  #: the feature network's training steps
+    uncertainty_images: int  #: images behind the teaser's uncertainty curves
+    uncertainty_draws: int  #: samples of the hidden tokens per step and image
+
+
+@dataclass(frozen=True)
+class CvitSizes:
+    """Chapter 5 (CViT: classification from the top of the collapse order)."""
+
+    width: int
+    depth: int
+    heads: int
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    ema_decay: float
+    train_images: int | None  #: Fashion-MNIST training images (None: all 60,000)
+    test_images: int | None  #: test images of the mask-ratio sweep (None: all 10,000)
+    ratios: int  #: mask ratios of the sweep (0 ... 0.99, plus 0.3, 0.5, 0.78)
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size a chapter needs, by chapter."""
 
@@ -74,6 +126,8 @@ class Profile:
     entropy: EntropySizes
     comae: ComaeSizes
     rank: RankSizes
+    cmar: CmarSizes
+    cvit: CvitSizes
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +143,14 @@ PROFILES: dict[str, Profile] = {
                          ema_decay=0.9, eval_every=10, seeds=(0, 1), lambdas=(0.0, 0.01), train_images=6000,
                          val_images=16, mirror_steps=20, planted_steps=20),
         rank=RankSizes(images=120, random_graphs=40, random_orders=20, submodularity_triples=40, kendall_pairs=200),
+        cmar=CmarSizes(width=32, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=32, head_depth=1,
+                       diffusion_batch_mul=2, mask_ratio_min=0.7, train_images=2000, batch_size=16, mar_steps=20,
+                       finetune_steps=10, scratch_steps=20, lr=1e-3, finetune_lr=5e-4, warmup_steps=5,
+                       ema_decay=0.9, gen_steps=8, diffusion_steps=10, cfg=3.0, cfg_scales=(2.0, 3.0),
+                       samples=64, sweep_samples=32, seeds=(0, 1), classifier_steps=30, uncertainty_images=2,
+                       uncertainty_draws=3),
+        cvit=CvitSizes(width=32, depth=2, heads=2, epochs=1, batch_size=64, lr=1e-3, warmup_steps=5, ema_decay=0.9,
+                       train_images=2000, test_images=256, ratios=12, seeds=(0, 1)),
     ),
     "cpu": Profile(
         name="cpu",
@@ -100,6 +162,14 @@ PROFILES: dict[str, Profile] = {
                          train_images=None, val_images=96, mirror_steps=400, planted_steps=400),
         rank=RankSizes(images=2000, random_graphs=200, random_orders=100, submodularity_triples=400,
                        kendall_pairs=2000),
+        cmar=CmarSizes(width=128, enc_depth=3, dec_depth=3, heads=4, buffer=4, head_width=128, head_depth=2,
+                       diffusion_batch_mul=4, mask_ratio_min=0.7, train_images=None, batch_size=64, mar_steps=1500,
+                       finetune_steps=500, scratch_steps=1500, lr=1e-3, finetune_lr=3e-4, warmup_steps=100,
+                       ema_decay=0.995, gen_steps=16, diffusion_steps=50, cfg=3.0, cfg_scales=(2.0, 3.0, 4.0),
+                       samples=2000, sweep_samples=1000, seeds=(0, 1, 2), classifier_steps=1500,
+                       uncertainty_images=8, uncertainty_draws=8),
+        cvit=CvitSizes(width=192, depth=6, heads=3, epochs=3, batch_size=128, lr=1e-3, warmup_steps=100,
+                       ema_decay=0.999, train_images=None, test_images=None, ratios=16, seeds=(0, 1, 2)),
     ),
     "gpu": Profile(
         name="gpu",
@@ -111,6 +181,14 @@ PROFILES: dict[str, Profile] = {
                          train_images=None, val_images=1024, mirror_steps=5000, planted_steps=2000),
         rank=RankSizes(images=10000, random_graphs=1000, random_orders=1000, submodularity_triples=4000,
                        kendall_pairs=20000),
+        cmar=CmarSizes(width=256, enc_depth=6, dec_depth=6, heads=8, buffer=8, head_width=256, head_depth=3,
+                       diffusion_batch_mul=4, mask_ratio_min=0.7, train_images=None, batch_size=256, mar_steps=40000,
+                       finetune_steps=10000, scratch_steps=40000, lr=5e-4, finetune_lr=1e-4, warmup_steps=2000,
+                       ema_decay=0.9995, gen_steps=49, diffusion_steps=100, cfg=3.0, cfg_scales=(2.9, 3.0, 3.1),
+                       samples=10000, sweep_samples=10000, seeds=(0, 1, 2), classifier_steps=10000,
+                       uncertainty_images=64, uncertainty_draws=16),
+        cvit=CvitSizes(width=384, depth=12, heads=6, epochs=30, batch_size=256, lr=5e-4, warmup_steps=1000,
+                       ema_decay=0.9999, train_images=None, test_images=None, ratios=34, seeds=(0, 1, 2)),
     ),
 }
 
