@@ -4,10 +4,13 @@ little on 28x28 grey images and cannot be downloaded here)."""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import warnings
 
-__all__ = ["topk_accuracy"]
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["topk_accuracy", "FeatureNet", "classifier_step_fn", "precision_recall", "GenerativeScores"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
@@ -21,3 +24,153 @@ def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
     top = logits.topk(max(ks), dim=1).indices
     hit = top == labels[:, None]
     return {k: hit[:, :k].any(dim=1).float().mean().item() for k in ks}
+
+
+# ------------------------------------------------------------------------------ the feature network
+class FeatureNet(nn.Module):
+    """A small CNN classifier of 28x28 grey images (in [-1, 1]); its penultimate layer is the
+    feature space of FID and precision / recall, its softmax the classifier of the Inception Score.
+    (Inception-v3 features mean little on 28x28 Fashion-MNIST, and no weights can be downloaded here.)"""
+
+    def __init__(self, n_classes: int = 10, width: int = 32, features: int = 128) -> None:
+        super().__init__()
+        self.num_features = features
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(), nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.GELU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * width * 49, features), nn.GELU(),
+        )
+        self.head = nn.Linear(features, n_classes)
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.body(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.body(images))
+
+
+class _Features(nn.Module):
+    """What torchmetrics' FID calls: images -> (n, features), with ``num_features`` set."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.num_features = net.num_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net.features(images)
+
+
+class _Logits(nn.Module):
+    """What torchmetrics' Inception Score calls: images -> class logits."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+
+def classifier_step_fn(net: FeatureNet, images: Tensor, labels: Tensor, batch_size: int, seed: int):
+    """A cross-entropy training step for :func:`copkit.train.train`, with random horizontal flips
+    and one-pixel shifts so that the features do not hinge on exact pixel positions."""
+    from .train import batch_indices
+
+    device = next(net.parameters()).device
+
+    def step_fn(step: int, gen: torch.Generator):
+        idx = batch_indices(len(images), batch_size, step, seed)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        x = torch.where((torch.rand(len(idx), generator=gen, device=device) < 0.5)[:, None, None, None], x.flip(-1), x)
+        dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen, device=device))
+        x = torch.roll(x, (dy, dx), dims=(-2, -1))
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        return loss, "net", {"acc": (logits.argmax(1) == y).float().mean().item()}
+
+    return step_fn
+
+
+# --------------------------------------------------------------------------------- the scores
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 2048) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaeaenniemi et al. 2019) of feature sets (n, f).
+
+    Each set's manifold is the union of balls around its points with radius the distance to the
+    point's k-th nearest neighbour in the same set. Precision: the fraction of fake points inside
+    the real manifold; recall: the fraction of real points inside the fake manifold.
+    """
+
+    def radii(x: Tensor) -> Tensor:
+        out = []
+        for s in range(0, len(x), chunk):
+            d = torch.cdist(x[s:s + chunk], x)
+            out.append(d.kthvalue(k + 1, dim=1).values)  # the 0th neighbour is the point itself
+        return torch.cat(out)
+
+    def inside(x: Tensor, ref: Tensor, r: Tensor) -> float:
+        hits = []
+        for s in range(0, len(x), chunk):
+            hits.append((torch.cdist(x[s:s + chunk], ref) <= r[None]).any(dim=1))
+        return torch.cat(hits).float().mean().item()
+
+    real, fake = real.double(), fake.double()
+    return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
+
+
+class GenerativeScores:
+    """FID (torchmetrics' ``FrechetInceptionDistance`` on the feature network), a classifier-based
+    Inception Score (torchmetrics' ``InceptionScore`` on the classifier's logits, one split), and
+    precision / recall on the same features, all against one reference set (the test images),
+    whose features are computed once.
+
+    >>> net = FeatureNet(features=8).eval()
+    >>> scores = GenerativeScores(net, torch.rand(64, 1, 28, 28) * 2 - 1)
+    >>> sorted(scores(torch.rand(32, 1, 28, 28) * 2 - 1))
+    ['fid', 'inception_score', 'precision', 'recall']
+    """
+
+    def __init__(self, net: nn.Module, reference: Tensor, batch_size: int = 500, k: int = 3) -> None:
+        """``net``: a classifier with ``.features(images)`` (n, f), ``num_features`` = f, and
+        logits from ``net(images)``, such as :class:`FeatureNet`."""
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        self.net, self.batch_size, self.k = net.eval(), batch_size, k
+        self.image_shape = tuple(reference.shape[1:])
+        self.device = next(net.parameters()).device
+        self.fid = FrechetInceptionDistance(feature=_Features(net), reset_real_features=False, normalize=True)
+        self.fid.to(self.device)
+        with torch.no_grad():
+            for s in range(0, len(reference), batch_size):
+                self.fid.update(reference[s:s + batch_size].to(self.device), real=True)
+        self.real_features = self._features(reference)
+
+    @torch.no_grad()
+    def _features(self, images: Tensor) -> Tensor:
+        return torch.cat([self.net.features(images[s:s + self.batch_size].to(self.device))
+                          for s in range(0, len(images), self.batch_size)])
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> dict[str, float]:
+        """The scores of generated images (n, 1, 28, 28) in [-1, 1]."""
+        from torchmetrics.image.inception import InceptionScore
+
+        if images.ndim != 4 or images.shape[1:] != self.image_shape:
+            raise ValueError(f"expected images (n, {', '.join(map(str, self.image_shape))}) like the reference; "
+                             f"got {tuple(images.shape)}")
+        self.fid.reset()  # keeps the reference features
+        with warnings.catch_warnings():  # it warns that it keeps the logits: a few MB here
+            warnings.filterwarnings("ignore", message="Metric `InceptionScore` will save")
+            inception = InceptionScore(feature=_Logits(self.net), splits=1).to(self.device)
+        for s in range(0, len(images), self.batch_size):
+            x = images[s:s + self.batch_size].to(self.device).float()
+            self.fid.update(x, real=False)
+            inception.update(x)
+        precision, recall = precision_recall(self.real_features, self._features(images), self.k)
+        with warnings.catch_warnings():  # one split: torchmetrics' spread over splits is undefined
+            warnings.filterwarnings("ignore", message="std\\(\\): degrees of freedom")
+            inception_score = float(inception.compute()[0])
+        return {"fid": float(self.fid.compute()), "inception_score": inception_score,
+                "precision": precision, "recall": recall}

@@ -1,0 +1,527 @@
+"""MAR and CMAR: masked autoregressive generation of continuous tokens with a per-token diffusion
+head, in a random order (MAR, Li et al. 2024) or in the collapse order (CMAR, the paper's Sec. 3.3).
+
+A small MAR that keeps what makes MAR what it is (ANCHORS.md lists the official code's conventions):
+
+- **orders** are per image, a (B, N) long tensor. MAR's convention, kept here: the *first* entries
+  of the order are masked, so the *tail* is what the model sees in training and what it generates
+  first. A collapse order (best patch first, :func:`copkit.rank.collapse_order`) therefore enters
+  CMAR reversed (:func:`mar_order`): its best patches sit at the tail.
+- **training** (:meth:`MAR.loss`): one mask ratio per batch from a truncated normal on
+  [``mask_ratio_min``, 1] (mode 1, scale 0.25); the first ``ceil(N r)`` entries of each order are
+  masked; an MAE-style encoder sees the class-embedding buffer and the visible tokens, a decoder
+  adds mask tokens; 10% of labels are replaced by a learned fake class (for CFG); the diffusion
+  loss is taken on masked tokens only, each repeated ``diffusion_batch_mul`` times with fresh noise.
+- **DiffLoss** (:class:`DiffLoss`): an AdaLN residual MLP per token conditioned on the decoder
+  output, a cosine noise schedule over 1000 steps, epsilon prediction.
+- **generation** (:meth:`MAR.sample`): MAR's cosine schedule over S steps (after step s,
+  ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear CFG
+  schedule ``1 + (cfg - 1)(N - masked)/N``, DDPM sampling respaced to a few steps, temperature on
+  the per-step noise. CMAR's order at generation time is an argument: any (B, N) order, or an
+  ``adapt`` callback that re-orders the still-hidden patches after every step.
+
+Departures from the official code, on purpose and stated in Chapter 4: pixel tokens (4x4 patches of
+28x28 Fashion-MNIST, d = 16) instead of KL-16 VAE latents; the diffusion head predicts epsilon with a
+fixed variance (the posterior variance) instead of also learning it with the VLB term; the predicted
+clean token is clipped to the pixel range [-1, 1] when sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+__all__ = [
+    "MARConfig",
+    "MAR",
+    "DiffLoss",
+    "AdaLNMLP",
+    "cosine_alpha_bar",
+    "Diffusion",
+    "sample_mask_ratio",
+    "masked_count_after",
+    "reveal_schedule",
+    "cfg_schedule",
+    "random_orders",
+    "mar_order",
+    "mix_orders",
+    "flip_batch",
+    "adaptive_collapse",
+]
+
+
+# ----------------------------------------------------------------------------------- orders
+def random_orders(batch: int, n_tokens: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """MAR's orders: one uniformly random permutation of the N tokens per image, (B, N) long."""
+    return torch.rand(batch, n_tokens, generator=generator, device=device).argsort(dim=1)
+
+
+def mar_order(collapse: Tensor, descending: bool = True) -> Tensor:
+    """A collapse order (best patch first) as a MAR order (Sec. 3.3).
+
+    MAR masks the head of its order and generates the tail first. CMAR generates the
+    highest-ranked patches first (``descending``), so the collapse order is reversed; the ablation
+    (``descending=False``, Table 4's "ascending") generates the lowest-ranked first.
+
+    >>> mar_order(torch.tensor([[2, 0, 1]]))
+    tensor([[1, 0, 2]])
+    """
+    return collapse.flip(-1) if descending else collapse.clone()
+
+
+def mix_orders(orders: Tensor, random_fraction: float, generator: torch.Generator | None = None) -> Tensor:
+    """CMAR's regularisation (Sec. 3.3): each sequence keeps its order, or with probability
+    ``random_fraction`` (the paper's 10%) gets a random one."""
+    b, n = orders.shape
+    swap = torch.rand(b, generator=generator, device=orders.device) < random_fraction
+    rnd = random_orders(b, n, generator, orders.device)
+    return torch.where(swap[:, None], rnd, orders)
+
+
+def flip_batch(images: Tensor, orders: Tensor, flip: Tensor, grid_w: int) -> tuple[Tensor, Tensor]:
+    """Random horizontal flip with the orders flipped alongside: where ``flip`` (B,) is true the
+    image is mirrored and every token index in its order moved to the mirrored column."""
+    from .tokens import flip_order
+
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    orders = torch.where(flip[:, None], flip_order(orders, grid_w), orders)
+    return images, orders
+
+
+# ----------------------------------------------------------------------------- schedules
+def sample_mask_ratio(generator: torch.Generator | None = None, minimum: float = 0.7, mode: float = 1.0,
+                      scale: float = 0.25) -> float:
+    """MAR's training mask ratio: a normal with mean ``mode`` and sd ``scale`` truncated to
+    [``minimum``, 1] (inverse-CDF sampling). MAR uses minimum 0.7, mode 1, scale 0.25."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    lo, hi = normal.cdf(torch.tensor((minimum - mode) / scale)), normal.cdf(torch.tensor((1.0 - mode) / scale))
+    u = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu").cpu()
+    return float((mode + scale * normal.icdf(lo + u * (hi - lo))).clamp(minimum, 1.0))
+
+
+def masked_count_after(step: int, steps: int, n_tokens: int, masked_now: int) -> int:
+    """How many tokens stay masked after generation step ``step`` of ``steps`` (MAR's cosine
+    schedule): ``floor(N cos(pi/2 (step+1)/steps))``, clamped so that every step reveals at least
+    one token and, before the last step, leaves at least one masked. The last step reveals all."""
+    if step >= steps - 1:
+        return 0
+    m = math.floor(n_tokens * math.cos(math.pi / 2 * (step + 1) / steps))
+    return max(1, min(masked_now - 1, m))
+
+
+def reveal_schedule(n_tokens: int, steps: int) -> list[int]:
+    """Tokens revealed at each of the ``steps`` generation steps (sums to N, never 0).
+
+    >>> reveal_schedule(49, 8)
+    [1, 3, 5, 6, 7, 9, 9, 9]
+    """
+    if not 1 <= steps <= n_tokens:
+        raise ValueError(f"steps must be between 1 and the number of tokens ({n_tokens}); got {steps}")
+    masked, out = n_tokens, []
+    for s in range(steps):
+        nxt = masked_count_after(s, steps, n_tokens, masked)
+        out.append(masked - nxt)
+        masked = nxt
+    return out
+
+
+def cfg_schedule(cfg: float, masked: int, n_tokens: int, kind: str = "linear") -> float:
+    """MAR's CFG scale at a step that leaves ``masked`` tokens hidden: ``linear`` grows from 1 to
+    ``cfg`` as tokens are revealed, ``1 + (cfg - 1)(N - masked)/N``; ``constant`` is ``cfg``."""
+    if kind == "linear":
+        return 1.0 + (cfg - 1.0) * (n_tokens - masked) / n_tokens
+    if kind == "constant":
+        return cfg
+    raise ValueError(f"unknown CFG schedule {kind!r}; use 'linear' or 'constant'")
+
+
+# ----------------------------------------------------------------------------- diffusion
+def cosine_alpha_bar(t: Tensor | float, steps: int = 1000, s: float = 0.008) -> Tensor:
+    """The cosine schedule (Nichol & Dhariwal 2021): alpha_bar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s))."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    f = lambda u: torch.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    return f(t) / f(torch.zeros((), dtype=torch.float64))
+
+
+class Diffusion:
+    """A discrete Gaussian diffusion with the cosine schedule (MAR's DiffLoss uses 1000 steps to
+    train and a respaced subset to sample).
+
+    ``betas[t] = min(1 - alpha_bar(t+1)/alpha_bar(t), 0.999)`` for t = 0..T-1 and
+    ``alpha_bar_t = prod_{s<=t} (1 - betas[s])``. :meth:`respaced` keeps ``k`` evenly spaced steps
+    and recomputes betas from the kept alpha_bars, as improved DDPM's respacing does.
+    """
+
+    def __init__(self, betas: Tensor, timesteps: Tensor | None = None) -> None:
+        self.betas = betas.double()
+        self.alpha_bar = torch.cumprod(1 - self.betas, 0)
+        self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
+        #: the original step each of these steps stands for (the network is conditioned on it)
+        self.timesteps = torch.arange(len(betas)) if timesteps is None else timesteps
+        self.posterior_var = self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+
+    @classmethod
+    def cosine(cls, steps: int = 1000) -> "Diffusion":
+        t = torch.arange(steps, dtype=torch.float64)
+        betas = (1 - cosine_alpha_bar(t + 1, steps) / cosine_alpha_bar(t, steps)).clamp(max=0.999)
+        return cls(betas)
+
+    @property
+    def steps(self) -> int:
+        return len(self.betas)
+
+    def respaced(self, k: int) -> "Diffusion":
+        """``k`` evenly spaced steps of this diffusion (k = steps: the same diffusion)."""
+        if not 1 <= k <= self.steps:
+            raise ValueError(f"respaced steps must be in 1..{self.steps}; got {k}")
+        keep = torch.linspace(0, self.steps - 1, k).round().long().unique()
+        ab = self.alpha_bar[keep]
+        prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        return Diffusion(1 - ab / prev, self.timesteps[keep])
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
+        ab = self.alpha_bar.to(x0.device)[t].to(x0.dtype)[:, None]
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def p_step(self, x: Tensor, i: int, eps: Tensor, noise: Tensor, temperature: float = 1.0,
+               clip: float | None = 1.0) -> Tensor:
+        """One DDPM reverse step from step index ``i`` given the predicted noise: the posterior mean
+        of q(x_{i-1} | x_i, x0_hat) plus temperature-scaled noise with the posterior variance."""
+        ab, ab_prev, beta = (float(v[i]) for v in (self.alpha_bar, self.alpha_bar_prev, self.betas))
+        x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
+        if i == 0:
+            return mean
+        return mean + temperature * math.sqrt(float(self.posterior_var[i])) * noise
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class _ResBlock(nn.Module):
+    """LayerNorm, AdaLN shift/scale from the condition, Linear-SiLU-Linear, gated residual."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        shift, scale, gate = self.ada(y).chunk(3, dim=-1)
+        return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
+
+
+class AdaLNMLP(nn.Module):
+    """MAR's denoiser: a residual MLP per token, every block modulated (AdaLN) by the sum of the
+    timestep embedding and the projected condition z. The AdaLN layers and the output are
+    zero-initialised, so each block starts as the identity and the first prediction is 0."""
+
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int) -> None:
+        super().__init__()
+        self.width = width
+        self.inp = nn.Linear(token_dim, width)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.cond = nn.Linear(cond_dim, width)
+        self.blocks = nn.ModuleList(_ResBlock(width) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.out = nn.Linear(width, token_dim)
+        for m in [*(b.ada[-1] for b in self.blocks), self.final_ada[-1], self.out]:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
+        return self.denoise(x, self.time(timestep_embedding(t, self.width)), self.cond(z))
+
+    def denoise(self, x: Tensor, temb: Tensor, c: Tensor) -> Tensor:
+        """The forward from an embedded timestep and a projected condition (sampling computes
+        the condition once per token and the timestep once per step)."""
+        y = temb + c
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, y)
+        shift, scale = self.final_ada(y).chunk(2, dim=-1)
+        return self.out(self.final_norm(h) * (1 + scale) + shift)
+
+
+class DiffLoss(nn.Module):
+    """The per-token diffusion loss and sampler of MAR: the denoiser predicts the noise of
+    x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps from (x_t, t, z); training draws t
+    uniformly per token and takes the mean squared error; sampling runs DDPM respaced."""
+
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, train_steps: int = 1000) -> None:
+        super().__init__()
+        self.token_dim = token_dim
+        self.net = AdaLNMLP(token_dim, cond_dim, width, depth)
+        self.diffusion = Diffusion.cosine(train_steps)
+
+    def forward(self, target: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The loss of each row (target (M, d), condition z (M, c)) -> (M,)."""
+        t = torch.randint(0, self.diffusion.steps, (len(target),), generator=generator, device=target.device)
+        noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+        x_t = self.diffusion.q_sample(target, t, noise)
+        return ((self.net(x_t, t, z) - noise) ** 2).mean(dim=-1)
+
+    @torch.no_grad()
+    def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg: float = 1.0,
+               z_uncond: Tensor | None = None, generator: torch.Generator | None = None,
+               clip: float | None = 1.0) -> Tensor:
+        """Tokens (M, d) for the conditions z (M, c). With ``z_uncond`` the noise prediction is
+        guided, eps = eps_u + cfg (eps_c - eps_u) (cfg = 1 is the conditional model)."""
+        diff = self.diffusion.respaced(steps)
+        x = torch.randn(len(z), self.token_dim, generator=generator, device=z.device, dtype=z.dtype)
+        guided = z_uncond is not None and cfg != 1.0
+        c = self.net.cond(torch.cat([z, z_uncond]) if guided else z)
+        for i in reversed(range(diff.steps)):
+            t = torch.full((1,), int(diff.timesteps[i]), device=z.device)
+            temb = self.net.time(timestep_embedding(t, self.net.width))
+            if guided:
+                cond, uncond = self.net.denoise(torch.cat([x, x]), temb, c).chunk(2)
+                eps = uncond + cfg * (cond - uncond)
+            else:
+                eps = self.net.denoise(x, temb, c)
+            noise = torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype)
+            x = diff.p_step(x, i, eps, noise, temperature, clip)
+        return x
+
+
+# ----------------------------------------------------------------------------------- MAR
+@dataclass(frozen=True)
+class MARConfig:
+    """A small MAR on a grid of pixel tokens (MAR-B: width 768, 12 + 12 blocks, buffer 64)."""
+
+    grid: tuple[int, int] = (7, 7)
+    token_dim: int = 16
+    n_classes: int = 10
+    width: int = 128
+    enc_depth: int = 3
+    dec_depth: int = 3
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    buffer: int = 4  #: class-embedding slots in front of the tokens, never masked
+    head_width: int = 128
+    head_depth: int = 2
+    diffusion_steps: int = 1000
+    diffusion_batch_mul: int = 4
+    mask_ratio_min: float = 0.7
+    label_drop: float = 0.1
+    dropout: float = 0.0
+
+    @property
+    def n_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+class MAR(nn.Module):
+    """MAR's bidirectional encoder-decoder (timm ``Block``s) with a class-embedding buffer, a learned
+    fake class for CFG, and the per-token :class:`DiffLoss` head."""
+
+    def __init__(self, cfg: MARConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n, w = cfg.n_tokens, cfg.width
+        self.class_emb = nn.Embedding(cfg.n_classes, w)
+        self.fake_latent = nn.Parameter(torch.zeros(1, w))
+        self.z_proj = nn.Linear(cfg.token_dim, w)
+        self.z_proj_ln = nn.LayerNorm(w, eps=1e-6)
+        self.enc_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
+        self.encoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, proj_drop=cfg.dropout,
+                                           attn_drop=cfg.dropout) for _ in range(cfg.enc_depth))
+        self.enc_norm = nn.LayerNorm(w, eps=1e-6)
+        self.dec_embed = nn.Linear(w, w)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, w))
+        self.dec_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
+        self.decoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, proj_drop=cfg.dropout,
+                                           attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
+        self.dec_norm = nn.LayerNorm(w, eps=1e-6)
+        self.diff_pos = nn.Parameter(torch.zeros(1, n, w))
+        self.diffloss = DiffLoss(cfg.token_dim, w, cfg.head_width, cfg.head_depth, cfg.diffusion_steps)
+        for p in (self.class_emb.weight, self.fake_latent, self.mask_token, self.enc_pos, self.dec_pos, self.diff_pos):
+            nn.init.normal_(p, std=0.02)
+
+    def condition(self, labels: Tensor, drop: Tensor | None = None) -> Tensor:
+        """The class embedding, or the fake latent where ``drop`` is true (B,) -> (B, w)."""
+        c = self.class_emb(labels)
+        if drop is not None:
+            c = torch.where(drop[:, None], self.fake_latent.expand_as(c), c)
+        return c
+
+    def forward_z(self, tokens: Tensor, cond: Tensor, visible: Tensor) -> Tensor:
+        """Decoder outputs z (B, N, w) for every position, from the tokens at the ``visible``
+        positions (B, V) (the same count per image) and the condition (B, w) in the buffer."""
+        b, n, _ = tokens.shape
+        nb, w = self.cfg.buffer, self.cfg.width
+        buf = cond[:, None].expand(b, nb, w) + self.enc_pos[:, :nb]
+        idx = visible[..., None].expand(-1, -1, w)
+        x = self.z_proj(torch.gather(tokens, 1, visible[..., None].expand(-1, -1, tokens.shape[-1])))
+        x = x + torch.gather(self.enc_pos[:, nb:].expand(b, n, w), 1, idx)
+        x = torch.cat([buf, x], dim=1)
+        x = self.z_proj_ln(x)
+        for blk in self.encoder:
+            x = blk(x)
+        x = self.dec_embed(self.enc_norm(x))
+        full = self.mask_token.expand(b, n, w).clone().scatter(1, idx, x[:, nb:])
+        y = torch.cat([x[:, :nb], full], dim=1) + self.dec_pos
+        for blk in self.decoder:
+            y = blk(y)
+        return self.dec_norm(y)[:, nb:] + self.diff_pos
+
+    def loss(self, tokens: Tensor, labels: Tensor, orders: Tensor, generator: torch.Generator | None = None,
+             mask_ratio: float | None = None) -> Tensor:
+        """MAR's training loss on a batch: tokens (B, N, d), labels (B,), orders (B, N) in MAR's
+        convention (the head is masked). ``mask_ratio`` defaults to a draw of
+        :func:`sample_mask_ratio` from [``mask_ratio_min``, 1]."""
+        b, n, _ = tokens.shape
+        if orders.shape != (b, n):
+            raise ValueError(f"orders must be (batch, tokens) = {(b, n)}; got {tuple(orders.shape)}")
+        r = sample_mask_ratio(generator, self.cfg.mask_ratio_min) if mask_ratio is None else mask_ratio
+        m = min(n, max(1, math.ceil(n * r)))
+        masked, visible = orders[:, :m], orders[:, m:]
+        drop = torch.rand(b, generator=generator, device=tokens.device) < self.cfg.label_drop
+        z = self.forward_z(tokens, self.condition(labels, drop), visible)
+        k = self.cfg.diffusion_batch_mul
+        zm = torch.gather(z, 1, masked[..., None].expand(-1, -1, z.shape[-1])).reshape(b * m, -1)
+        xm = torch.gather(tokens, 1, masked[..., None].expand(-1, -1, tokens.shape[-1])).reshape(b * m, -1)
+        return self.diffloss(xm.repeat(k, 1), zm.repeat(k, 1), generator).mean()
+
+    @torch.no_grad()
+    def sample(self, labels: Tensor, orders: Tensor, steps: int = 16, cfg: float = 1.0, cfg_kind: str = "linear",
+               temperature: float = 1.0, diffusion_steps: int = 100, generator: torch.Generator | None = None,
+               adapt: Callable[[Tensor, Tensor, int], Tensor] | None = None, draft_steps: int = 10,
+               callback: Callable[[int, Tensor, Tensor, int], None] | None = None) -> Tensor:
+        """Generate tokens (B, N, d) for ``labels`` along ``orders`` (MAR's convention: the tail is
+        generated first).
+
+        After step s exactly the last ``N - masked(s)`` entries of the order are revealed
+        (:func:`masked_count_after`). ``cfg`` != 1 guides with the fake class on a doubled batch,
+        the scale following ``cfg_kind``.
+
+        ``adapt(canvas, orders, masked)``, when given, is asked before every step for new orders:
+        the canvas holds the revealed tokens and a quick draft (``draft_steps`` diffusion steps) of
+        the hidden ones, and the callback may reorder only the hidden head ``orders[:, :masked]``
+        (:func:`adaptive_collapse` re-ranks it with CoMAE). ``callback(step, tokens, orders,
+        masked)`` sees the state after every step.
+        """
+        b, n = orders.shape
+        d = self.cfg.token_dim
+        tokens = torch.zeros(b, n, d, device=orders.device)
+        cond = self.condition(labels)
+        uncond = self.fake_latent.expand_as(cond)
+        guided = cfg != 1.0
+
+        def pick(t: Tensor, index: Tensor) -> Tensor:
+            return torch.gather(t, 1, index[..., None].expand(-1, -1, t.shape[-1])).reshape(-1, t.shape[-1])
+
+        masked = n
+        for s in range(steps):
+            nxt = masked_count_after(s, steps, n, masked)
+            visible = orders[:, masked:]
+            if guided:
+                z, zu = self.forward_z(torch.cat([tokens, tokens]), torch.cat([cond, uncond]),
+                                       torch.cat([visible, visible])).chunk(2)
+            else:
+                z, zu = self.forward_z(tokens, cond, visible), None
+            scale = cfg_schedule(cfg, nxt, n, cfg_kind) if guided else 1.0
+            if adapt is not None and masked > 1:
+                hidden = orders[:, :masked]
+                draft = self.diffloss.sample(pick(z, hidden), draft_steps, temperature, scale,
+                                             pick(zu, hidden) if guided else None, generator)
+                canvas = tokens.scatter(1, hidden[..., None].expand(-1, -1, d), draft.reshape(b, masked, d))
+                orders = adapt(canvas, orders, masked)
+                if not torch.equal(orders[:, masked:], visible):
+                    raise ValueError("adapt must keep the revealed tail of the orders in place")
+            new = orders[:, nxt:masked]  # revealed at this step
+            out = self.diffloss.sample(pick(z, new), diffusion_steps, temperature, scale,
+                                       pick(zu, new) if guided else None, generator)
+            tokens = tokens.scatter(1, new[..., None].expand(-1, -1, d), out.reshape(b, masked - nxt, d))
+            masked = nxt
+            if callback is not None:
+                callback(s, tokens, orders, masked)
+        return tokens
+
+
+def adaptive_collapse(comae: nn.Module, damping: float = 0.85) -> Callable[[Tensor, Tensor, int], Tensor]:
+    """CMAR's order decided while generating (option (c) of Chapter 4): before each step CoMAE
+    ranks the patches of the current canvas (revealed tokens plus a draft of the hidden ones) with
+    PageRank, and the hidden head of the MAR order is sorted so that the best-ranked hidden patch
+    sits at its end, i.e. is revealed next. The revealed tail is left as it is."""
+    from .rank import collapse_order, ranks
+
+    def adapt(canvas: Tensor, orders: Tensor, masked: int) -> Tensor:
+        r = ranks(collapse_order(comae.masks(canvas), damping=damping))  # 0 = best
+        hidden = orders[:, :masked]
+        worst_first = torch.gather(r, 1, hidden).argsort(dim=1, descending=True)
+        return torch.cat([torch.gather(hidden, 1, worst_first), orders[:, masked:]], dim=1)
+
+    return adapt
+
+
+# ------------------------------------------------------------------------ training (copkit.train)
+ORDER_KINDS = ("random", "descending", "ascending")
+
+
+def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: int, random_fraction: float,
+                    generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """The MAR orders of one training batch: ``random`` (MAR), or the images' collapse orders
+    ``descending`` (CMAR: best patches generated first) or ``ascending`` (Table 4's ablation), a
+    ``random_fraction`` of the sequences replaced by random orders (CMAR's 10%)."""
+    if kind == "random":
+        return random_orders(batch, n_tokens, generator, device)
+    if kind not in ORDER_KINDS:
+        raise ValueError(f"unknown order kind {kind!r}; use one of {ORDER_KINDS}")
+    if collapse is None:
+        raise ValueError(f"order kind {kind!r} needs the images' collapse orders")
+    return mix_orders(mar_order(collapse, descending=kind == "descending"), random_fraction, generator)
+
+
+def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int, kind: str = "random",
+                collapse: Tensor | None = None, random_fraction: float = 0.1, flip: bool = True):
+    """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, 1, H, W),
+    a random horizontal flip with the collapse orders flipped alongside, pixel tokens (p = 4), the
+    batch's orders (:func:`training_orders`) and :meth:`MAR.loss`."""
+    from .tokens import patchify
+    from .train import batch_indices
+
+    device = next(model.parameters()).device
+    gw = model.cfg.grid[1]
+
+    def step_fn(step: int, gen: torch.Generator):
+        idx = batch_indices(len(images), batch_size, step, seed)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        o = collapse[idx].to(device) if collapse is not None else torch.arange(model.cfg.n_tokens, device=device).expand(len(idx), -1)
+        if flip:
+            x, o = flip_batch(x, o, torch.rand(len(idx), generator=gen, device=device) < 0.5, gw)
+        orders = training_orders(kind, o if collapse is not None else None, len(idx), model.cfg.n_tokens,
+                                 random_fraction, gen, device)
+        loss = model.loss(patchify(x, 4), y, orders, gen)
+        return loss, "mar", {}
+
+    return step_fn
+
+
+def make_optimizer(model: MAR, lr: float, weight_decay: float, betas: tuple[float, float]) -> dict:
+    """MAR's AdamW: weight decay on the transformer's matrices only (not on biases, norms,
+    embeddings, position embeddings or the diffusion head)."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        plain = p.dim() >= 2 and not name.startswith(("diffloss.", "class_emb", "enc_pos", "dec_pos", "diff_pos"))
+        (decay if plain else rest).append(p)
+    return {"mar": torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                      {"params": rest, "weight_decay": 0.0}], lr=lr, betas=betas)}

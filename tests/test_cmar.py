@@ -1,0 +1,241 @@
+"""copkit.cmar: MAR's order semantics step by step on 4 tokens, the schedules, the diffusion
+against its closed form, training and sampling behaviour, the flip and the adaptive order."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from copkit.cmar import (MAR, DiffLoss, Diffusion, MARConfig, adaptive_collapse, cfg_schedule, cosine_alpha_bar,
+                         flip_batch, mar_order, masked_count_after, mix_orders, random_orders, reveal_schedule,
+                         sample_mask_ratio, training_orders)
+from copkit.tokens import patchify
+
+
+def tiny(grid=(2, 2), **kw) -> MAR:
+    torch.manual_seed(0)
+    cfg = MARConfig(grid=grid, width=16, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=16, head_depth=1,
+                    diffusion_steps=100, diffusion_batch_mul=2, **kw)
+    return MAR(cfg)
+
+
+def test_training_masks_the_head_of_the_order_and_sees_the_tail():
+    model = tiny()
+    tokens = torch.arange(4.0)[None, :, None].expand(1, 4, 16).clone()  # token i holds the value i
+    order = torch.tensor([[2, 0, 3, 1]])
+    seen = {}
+    forward_z = model.forward_z
+
+    def spy_z(tokens, cond, visible):
+        seen["visible"] = visible.clone()
+        return forward_z(tokens, cond, visible)
+
+    def spy_loss(target, z, generator=None):
+        seen["targets"] = target[:, 0].clone()
+        return target.sum(dim=1) * 0
+
+    model.forward_z, model.diffloss.forward = spy_z, spy_loss
+    model.loss(tokens, torch.tensor([1]), order, mask_ratio=0.5)
+    assert seen["visible"].tolist() == [[3, 1]]  # the tail is what the model sees
+    assert seen["targets"].tolist() == [2.0, 0.0] * 2  # the head is the loss's targets, diffusion_batch_mul = 2
+    model.loss(tokens, torch.tensor([1]), order, mask_ratio=0.7)  # ceil(4 * 0.7) = 3 masked
+    assert seen["visible"].tolist() == [[1]]
+
+
+def test_generation_reveals_the_tail_of_the_order_step_by_step():
+    model = tiny().eval()
+    orders = torch.tensor([[2, 0, 3, 1], [1, 3, 0, 2]])
+    log = []
+
+    def callback(step, tokens, o, masked):
+        revealed = sorted((tokens.abs().sum(-1) > 0)[0].nonzero().flatten().tolist())
+        revealed1 = sorted((tokens.abs().sum(-1) > 0)[1].nonzero().flatten().tolist())
+        log.append((masked, revealed, revealed1))
+
+    model.sample(torch.tensor([0, 1]), orders, steps=4, diffusion_steps=5, generator=torch.Generator().manual_seed(0),
+                 callback=callback)
+    # N = 4, S = 4: masked after each step floor(4 cos(pi/2 (s+1)/4)) = 3, 2, 1, then 0
+    assert [m for m, _, _ in log] == [3, 2, 1, 0]
+    for masked, r0, r1 in log:
+        assert r0 == sorted(orders[0, masked:].tolist())  # exactly the last N - masked entries
+        assert r1 == sorted(orders[1, masked:].tolist())
+    assert log[0][1] == [1] and log[0][2] == [2]  # the very first token generated is the order's last entry
+
+
+@pytest.mark.parametrize("n", [1, 4, 16, 49, 64])
+def test_reveal_schedule_sums_to_n_and_never_reveals_zero(n):
+    for steps in range(1, n + 1):
+        sched = reveal_schedule(n, steps)
+        assert sum(sched) == n and len(sched) == steps and min(sched) >= 1
+    with pytest.raises(ValueError):
+        reveal_schedule(n, n + 1)
+
+
+def test_masked_count_follows_the_cosine_formula():
+    n, steps = 256, 64  # MAR's ImageNet setting: the clamps never bind in the middle
+    masked = n
+    for s in range(steps - 1):
+        nxt = masked_count_after(s, steps, n, masked)
+        assert nxt == max(1, min(masked - 1, math.floor(n * math.cos(math.pi / 2 * (s + 1) / steps))))
+        masked = nxt
+
+
+def test_cfg_schedule_linear_and_constant():
+    assert cfg_schedule(3.0, 49, 49) == 1.0 and cfg_schedule(3.0, 0, 49) == 3.0
+    assert cfg_schedule(3.0, 20, 40) == pytest.approx(2.0)
+    assert cfg_schedule(3.0, 20, 40, "constant") == 3.0
+    with pytest.raises(ValueError):
+        cfg_schedule(3.0, 1, 4, "cosine")
+
+
+def test_cfg_scale_one_equals_the_conditional_model():
+    torch.manual_seed(0)
+    head = DiffLoss(16, 8, 16, 2, train_steps=100)
+    for p in head.parameters():  # leave the zero-initialised state, or the prediction is 0 anyway
+        torch.nn.init.normal_(p, std=0.3)
+    z, zu = torch.randn(5, 8), torch.randn(5, 8)
+    cond = head.sample(z, steps=10, generator=torch.Generator().manual_seed(3))
+    guided_at_one = head.sample(z, steps=10, cfg=1.0 + 1e-9, z_uncond=zu, generator=torch.Generator().manual_seed(3))
+    guided = head.sample(z, steps=10, cfg=3.0, z_uncond=zu, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(guided_at_one, cond, atol=1e-5, rtol=1e-5)
+    assert (guided - cond).abs().max() > 1e-3  # guidance does something at other scales
+
+
+def test_fake_class_is_used_at_the_stated_rate():
+    model = tiny(label_drop=0.1)
+    drops = []
+    condition = model.condition
+
+    def spy(labels, drop=None):
+        drops.append(drop.clone())
+        return condition(labels, drop)
+
+    model.condition = spy
+    g = torch.Generator().manual_seed(0)
+    tokens, labels = torch.randn(64, 4, 16), torch.zeros(64, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(100):
+            model.loss(tokens, labels, random_orders(64, 4, g), g)
+    rate = torch.cat(drops).float().mean().item()
+    assert abs(rate - 0.1) < 3 * math.sqrt(0.1 * 0.9 / 6400)
+    c = model.condition(torch.tensor([1, 2]), torch.tensor([True, False]))
+    torch.testing.assert_close(c[0], model.fake_latent[0])
+    torch.testing.assert_close(c[1], model.class_emb.weight[2])
+
+
+def test_cosine_schedule_and_forward_noising_match_the_closed_form():
+    d = Diffusion.cosine(1000)
+    # alpha_bar from the betas is the closed form cos^2 ratio (until the 0.999 clip near t = T)
+    closed = cosine_alpha_bar(torch.arange(1, 1001, dtype=torch.float64), 1000)
+    torch.testing.assert_close(d.alpha_bar[:990], closed[:990], rtol=1e-10, atol=1e-12)
+    # the closed-form jump q(x_t | x0) equals t one-step noisings sqrt(1 - b) x + sqrt(b) eps (in distribution)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.tensor([0.8, -0.5, 0.1]).double()
+    for t in (0, 10, 300, 700):
+        x = x0.expand(50_000, 3).clone()
+        for s in range(t + 1):
+            b = float(d.betas[s])
+            x = math.sqrt(1 - b) * x + math.sqrt(b) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        ab = float(d.alpha_bar[t])
+        jump = d.q_sample(x0.expand(50_000, 3), torch.full((50_000,), t), torch.randn(50_000, 3, generator=g, dtype=torch.float64))
+        for sample in (x, jump):
+            torch.testing.assert_close(sample.mean(0), math.sqrt(ab) * x0, atol=0.01, rtol=0)
+            torch.testing.assert_close(sample.var(0), torch.full((3,), 1 - ab, dtype=torch.float64), atol=0.01, rtol=0.02)
+    # respacing keeps alpha_bar at the kept steps; all steps is the same diffusion
+    r = d.respaced(100)
+    torch.testing.assert_close(r.alpha_bar, d.alpha_bar[r.timesteps])
+    torch.testing.assert_close(d.respaced(1000).betas, d.betas)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    model = tiny()
+    g = torch.Generator().manual_seed(0)
+    tokens, labels = torch.rand(16, 4, 16) * 2 - 1, torch.randint(0, 10, (16,), generator=g)
+    orders = random_orders(16, 4, g)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return model.loss(tokens, labels, orders, torch.Generator().manual_seed(123), mask_ratio=0.75).item()
+
+    before = fixed_loss()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(40):
+        loss = model.loss(tokens, labels, orders, torch.Generator().manual_seed(step), mask_ratio=0.75)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert fixed_loss() < 0.8 * before
+
+
+def test_sampling_with_a_fixed_seed_is_reproducible():
+    model = tiny().eval()
+    orders, labels = random_orders(3, 4, torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2])
+    a = model.sample(labels, orders, steps=3, cfg=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
+    b = model.sample(labels, orders, steps=3, cfg=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
+    c = model.sample(labels, orders, steps=3, cfg=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_mask_ratio_is_mars_truncated_normal():
+    g = torch.Generator().manual_seed(0)
+    draws = np.array([sample_mask_ratio(g, minimum=0.7) for _ in range(3000)])
+    assert draws.min() >= 0.7 and draws.max() <= 1.0
+    ref = stats.truncnorm((0.7 - 1.0) / 0.25, 0.0, loc=1.0, scale=0.25)
+    assert stats.kstest(draws, ref.cdf).pvalue > 0.01
+
+
+def test_orders_reverse_mix_and_flip():
+    collapse = torch.tensor([[5, 0, 3, 1, 2, 4]])
+    assert mar_order(collapse).tolist() == [[4, 2, 1, 3, 0, 5]]  # best patch (5) at the tail: generated first
+    assert mar_order(collapse, descending=False).tolist() == collapse.tolist()
+    g = torch.Generator().manual_seed(0)
+    many = collapse.expand(4000, 6)
+    mixed = mix_orders(many, 0.1, g)
+    assert abs((mixed != many).any(1).float().mean().item() - 0.1 * (1 - 1 / 720)) < 0.015
+    assert (mixed.sort(1).values == torch.arange(6)).all()
+    with pytest.raises(ValueError):
+        training_orders("sideways", collapse, 1, 6, 0.1)
+    # the flipped image's order points at the mirrored patches: same content, mirrored
+    images = torch.rand(2, 1, 8, 8, generator=g)
+    orders = random_orders(2, 4, g)
+    fx, fo = flip_batch(images, orders, torch.tensor([True, False]), grid_w=2)
+    t, ft = patchify(images, 4), patchify(fx, 4)
+    for j in range(4):
+        a = ft[0, fo[0, j]].reshape(4, 4)
+        b = t[0, orders[0, j]].reshape(4, 4).flip(-1)
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(fx[1], images[1])
+    assert fo[1].tolist() == orders[1].tolist()
+
+
+class OneHub(torch.nn.Module):
+    """A stand-in CoMAE: every patch relies only on patch ``hub``, so the hub ranks first."""
+
+    def __init__(self, hub: int) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def masks(self, tokens):
+        b, n, _ = tokens.shape
+        m = torch.full((b, n, n), 0.01)
+        m[:, :, self.hub] = 1.0
+        m[:, torch.arange(n), torch.arange(n)] = 0.0
+        return m
+
+
+def test_adaptive_order_reveals_the_best_hidden_patch_next_and_keeps_the_tail():
+    adapt = adaptive_collapse(OneHub(hub=2))
+    orders = torch.tensor([[2, 0, 3, 1], [0, 3, 1, 2]])
+    new = adapt(torch.randn(2, 4, 16), orders, masked=3)
+    assert new[:, 3:].tolist() == orders[:, 3:].tolist()  # the revealed tail is untouched
+    assert new[0, 2].item() == 2  # the hub, still hidden, goes to the end of the head: revealed next
+    assert sorted(new[1, :3].tolist()) == [0, 1, 3]
+    # and in a run: with the hub hidden, it is generated first
+    model = tiny().eval()
+    first = []
+    model.sample(torch.tensor([0]), torch.tensor([[2, 0, 3, 1]]), steps=4, diffusion_steps=3, adapt=adapt,
+                 draft_steps=2, callback=lambda s, t, o, m: first.append(o[0, m:].tolist()) if s == 0 else None)
+    assert first == [[2]]
