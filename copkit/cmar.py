@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from .tokens import random_orders
+
 __all__ = [
     "MARConfig",
     "MAR",
@@ -48,21 +50,25 @@ __all__ = [
     "masked_count_after",
     "reveal_schedule",
     "cfg_schedule",
-    "random_orders",
     "mar_order",
     "mix_orders",
     "flip_batch",
     "adaptive_collapse",
+    "ORDER_KINDS",
+    "ORDER_SOURCES",
+    "training_orders",
+    "mar_step_fn",
+    "make_optimizer",
+    "run_config",
+    "fit_mar",
+    "from_profile",
+    "generation_orders",
+    "generate",
+    "hidden_uncertainty",
 ]
 
 
 # ----------------------------------------------------------------------------------- orders
-def random_orders(batch: int, n_tokens: int, generator: torch.Generator | None = None,
-                  device: torch.device | str = "cpu") -> Tensor:
-    """MAR's orders: one uniformly random permutation of the N tokens per image, (B, N) long."""
-    return torch.rand(batch, n_tokens, generator=generator, device=device).argsort(dim=1)
-
-
 def mar_order(collapse: Tensor, descending: bool = True) -> Tensor:
     """A collapse order (best patch first) as a MAR order (Sec. 3.3).
 
@@ -81,7 +87,7 @@ def mix_orders(orders: Tensor, random_fraction: float, generator: torch.Generato
     ``random_fraction`` (the paper's 10%) gets a random one."""
     b, n = orders.shape
     swap = torch.rand(b, generator=generator, device=orders.device) < random_fraction
-    rnd = random_orders(b, n, generator, orders.device)
+    rnd = random_orders(b, n, generator=generator).to(orders.device)
     return torch.where(swap[:, None], rnd, orders)
 
 
@@ -483,7 +489,7 @@ def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: in
     ``descending`` (CMAR: best patches generated first) or ``ascending`` (Table 4's ablation), a
     ``random_fraction`` of the sequences replaced by random orders (CMAR's 10%)."""
     if kind == "random":
-        return random_orders(batch, n_tokens, generator, device)
+        return random_orders(batch, n_tokens, generator=generator)
     if kind not in ORDER_KINDS:
         raise ValueError(f"unknown order kind {kind!r}; use one of {ORDER_KINDS}")
     if collapse is None:
@@ -525,3 +531,136 @@ def make_optimizer(model: MAR, lr: float, weight_decay: float, betas: tuple[floa
         (decay if plain else rest).append(p)
     return {"mar": torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                       {"params": rest, "weight_decay": 0.0}], lr=lr, betas=betas)}
+
+
+def run_config(cfg: MARConfig, tc, data: dict, kind: str, random_fraction: float, init: str | None) -> dict:
+    """Everything that determines a trained MAR / CMAR (its run folder is named by the hash):
+    the model, the training, the data, the order kind, and the hash of the run it was
+    fine-tuned from (None: from scratch)."""
+    return {"model": "mar", "mar": cfg, "train": tc, "data": data, "orders": kind,
+            "random_fraction": random_fraction if kind != "random" else None, "init": init}
+
+
+def fit_mar(cfg: MARConfig, tc, images: Tensor, labels: Tensor, data_dir, data: dict, kind: str = "random",
+            collapse: Tensor | None = None, random_fraction: float = 0.1, init: tuple[str, dict] | None = None,
+            device: torch.device | str = "cpu", desc: str = "MAR", progress: bool = True) -> tuple[MAR, list[dict], str]:
+    """Train MAR (``kind="random"``) or CMAR (``"descending"``; ``"ascending"`` for Table 4's
+    ablation) on images (n, 1, 28, 28) with their collapse orders (n, N), from scratch or
+    fine-tuned from ``init = (run hash, state dict)``; resumes or loads a finished run from
+    ``data_dir/runs/mar-<hash8>``. Returns the model (EMA weights, eval mode), the run's metrics and
+    the run's hash (the ``init`` of a fine-tune)."""
+    from .train import config_hash, load_weights, run_folder, train
+
+    config = run_config(cfg, tc, data, kind, random_fraction, init[0] if init else None)
+    folder = run_folder(data_dir, "mar", config)
+    torch.manual_seed(tc.seed)
+    model = MAR(cfg).to(device)
+    if init is not None:
+        model.load_state_dict(init[1])
+    opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.betas)
+    step_fn = mar_step_fn(model, images, labels, tc.batch_size, tc.seed, kind, collapse, random_fraction)
+    hist = train({"mar": model}, opt, step_fn, tc, folder, config=config, device=device, desc=desc, progress=progress)
+    load_weights(folder, "mar", model, ema=True)
+    return model.eval(), hist, config_hash(config)
+
+
+def from_profile(sizes, seed: int, stage: str = "mar") -> tuple[MARConfig, "object"]:
+    """The MAR configuration and the training configuration of one ``stage`` (``"mar"``: from
+    scratch, ``"finetune"``: MAR -> CMAR) of a profile's :class:`copkit.profiles.CmarSizes`."""
+    from .train import TrainConfig
+
+    cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth, heads=sizes.heads,
+                    buffer=sizes.buffer, head_width=sizes.head_width, head_depth=sizes.head_depth,
+                    diffusion_batch_mul=sizes.diffusion_batch_mul, mask_ratio_min=sizes.mask_ratio_min)
+    if stage == "mar":
+        tc = TrainConfig(steps=sizes.mar_steps, batch_size=sizes.batch_size, lr=sizes.lr,
+                         warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
+                         grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200)
+    elif stage == "finetune":  # the paper's recipe: linear warm-up over the first 10%, then cosine to 0
+        tc = TrainConfig(steps=sizes.finetune_steps, batch_size=sizes.batch_size, lr=sizes.finetune_lr,
+                         warmup_steps=max(1, sizes.finetune_steps // 10), ema_decay=sizes.ema_decay,
+                         weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200)
+    else:
+        raise ValueError(f"unknown stage {stage!r}; use 'mar' or 'finetune'")
+    return cfg, tc
+
+
+# --------------------------------------------------------------------------------- generation
+ORDER_SOURCES = ("random", "class-mean", "class-image")
+
+
+def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n_tokens: int = 49,
+                      collapse: Tensor | None = None, collapse_labels: Tensor | None = None,
+                      descending: bool = True) -> Tensor:
+    """The MAR orders to generate ``labels`` with, when no image exists yet (Chapter 4 compares them):
+
+    - ``random``: MAR's random orders;
+    - ``class-mean``: the class's mean collapse order (:func:`copkit.rank.class_mean_order`);
+    - ``class-image``: the collapse order of a random training image of the class.
+
+    Collapse orders enter reversed for ``descending`` (CMAR, :func:`mar_order`). The adaptive order
+    is :func:`adaptive_collapse`, passed to :meth:`MAR.sample`.
+    """
+    from .rank import class_mean_order
+
+    if source == "random":
+        return random_orders(len(labels), n_tokens, generator=generator).to(labels.device)
+    if source not in ORDER_SOURCES:
+        raise ValueError(f"unknown order source {source!r}; use one of {ORDER_SOURCES}")
+    if collapse is None or collapse_labels is None:
+        raise ValueError(f"order source {source!r} needs the training images' collapse orders and labels")
+    if source == "class-mean":
+        chosen = class_mean_order(collapse, collapse_labels, int(collapse_labels.max()) + 1)[labels.cpu()]
+    else:
+        chosen = torch.empty(len(labels), collapse.shape[1], dtype=torch.long)
+        for c in labels.unique().tolist():
+            pool = (collapse_labels == c).nonzero().flatten()
+            where = (labels == c).nonzero().flatten().cpu()
+            pick = torch.randint(0, len(pool), (len(where),), generator=torch.Generator().manual_seed(
+                int(torch.randint(0, 2**31, (), generator=generator, device=generator.device))))
+            chosen[where] = collapse[pool[pick]]
+    return mar_order(chosen, descending).to(labels.device)
+
+
+@torch.no_grad()
+def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torch.Generator], Tensor], seed: int,
+             steps: int, diffusion_steps: int, cfg: float = 1.0, temperature: float = 1.0, batch_size: int = 500,
+             adapt: Callable | None = None, progress: bool = True, desc: str = "sampling") -> Tensor:
+    """Images (n, 1, 28, 28) in [-1, 1] for ``labels`` (n,), generated in batches from one seed.
+    ``orders`` is a (n, N) tensor or a function ``(batch labels, generator) -> orders``."""
+    from tqdm import tqdm
+
+    from .tokens import unpatchify
+
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for s in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, mininterval=5.0, ncols=100):
+        y = labels[s:s + batch_size].to(device)
+        o = orders(y, g) if callable(orders) else orders[s:s + batch_size].to(device)
+        tokens = model.sample(y, o, steps, cfg, temperature=temperature, diffusion_steps=diffusion_steps,
+                              generator=g, adapt=adapt)
+        out.append(unpatchify(tokens, 4, (1, 28, 28)).clamp(-1, 1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def hidden_uncertainty(model: MAR, tokens: Tensor, labels: Tensor, orders: Tensor, reveal: list[int], draws: int,
+                       generator: torch.Generator, diffusion_steps: int) -> Tensor:
+    """How uncertain the still-hidden tokens are as an image is revealed along ``orders`` (MAR's
+    convention): for each count k in ``reveal``, the last k entries of the order are given (the
+    real tokens), every hidden token is drawn ``draws`` times from the model, and the summed
+    per-pixel variance over the draws of all hidden tokens is returned, (B, len(reveal)).
+    Fig. 1's claim in numbers: along a good order this total falls fast."""
+    b, n, d = tokens.shape
+    out = torch.zeros(b, len(reveal))
+    cond = model.condition(labels)
+    for j, k in enumerate(reveal):
+        if k >= n:
+            continue
+        visible, hidden = orders[:, n - k:], orders[:, :n - k]
+        z = model.forward_z(tokens, cond, visible)
+        zh = torch.gather(z, 1, hidden[..., None].expand(-1, -1, z.shape[-1])).reshape(-1, z.shape[-1])
+        x = model.diffloss.sample(zh.repeat(draws, 1), diffusion_steps, generator=generator)
+        out[:, j] = x.reshape(draws, b, n - k, d).var(dim=0).sum(dim=(1, 2)).cpu()
+    return out

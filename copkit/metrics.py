@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["topk_accuracy", "FeatureNet", "classifier_step_fn", "precision_recall", "GenerativeScores"]
+__all__ = ["topk_accuracy", "FeatureNet", "classifier_step_fn", "fit_feature_net", "knn_radii", "precision_recall", "GenerativeScores"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
@@ -32,15 +32,14 @@ class FeatureNet(nn.Module):
     feature space of FID and precision / recall, its softmax the classifier of the Inception Score.
     (Inception-v3 features mean little on 28x28 Fashion-MNIST, and no weights can be downloaded here.)"""
 
-    def __init__(self, n_classes: int = 10, width: int = 32, features: int = 128) -> None:
+    def __init__(self, n_classes: int = 10, width: int = 16, features: int = 128) -> None:
         super().__init__()
         self.num_features = features
-        self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(), nn.Conv2d(2 * width, 2 * width, 3, padding=1),
-            nn.GELU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * width * 49, features), nn.GELU(),
+        self.body = nn.Sequential(  # 28 -> 14 -> 7 with strided convolutions
+            nn.Conv2d(1, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Flatten(), nn.Linear(4 * width * 49, features), nn.GELU(),
         )
         self.head = nn.Linear(features, n_classes)
 
@@ -95,20 +94,25 @@ def classifier_step_fn(net: FeatureNet, images: Tensor, labels: Tensor, batch_si
 
 
 # --------------------------------------------------------------------------------- the scores
-def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 2048) -> tuple[float, float]:
+def knn_radii(x: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
+    """The distance from each point of ``x`` (n, f) to its k-th nearest other point: the radii of
+    the k-NN manifold of Kynkaeaenniemi et al. (2019)."""
+    out = []
+    for s in range(0, len(x), chunk):
+        d = torch.cdist(x[s:s + chunk], x)
+        out.append(d.kthvalue(k + 1, dim=1).values)  # the 0th neighbour is the point itself
+    return torch.cat(out)
+
+
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 2048,
+                     real_radii: Tensor | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkaeaenniemi et al. 2019) of feature sets (n, f).
 
     Each set's manifold is the union of balls around its points with radius the distance to the
-    point's k-th nearest neighbour in the same set. Precision: the fraction of fake points inside
-    the real manifold; recall: the fraction of real points inside the fake manifold.
+    point's k-th nearest neighbour in the same set (:func:`knn_radii`; pass ``real_radii`` to reuse
+    them). Precision: the fraction of fake points inside the real manifold; recall: the fraction of
+    real points inside the fake manifold.
     """
-
-    def radii(x: Tensor) -> Tensor:
-        out = []
-        for s in range(0, len(x), chunk):
-            d = torch.cdist(x[s:s + chunk], x)
-            out.append(d.kthvalue(k + 1, dim=1).values)  # the 0th neighbour is the point itself
-        return torch.cat(out)
 
     def inside(x: Tensor, ref: Tensor, r: Tensor) -> float:
         hits = []
@@ -117,7 +121,8 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 2048) 
         return torch.cat(hits).float().mean().item()
 
     real, fake = real.double(), fake.double()
-    return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
+    r_real = knn_radii(real, k, chunk) if real_radii is None else real_radii.double()
+    return inside(fake, real, r_real), inside(real, fake, knn_radii(fake, k, chunk))
 
 
 class GenerativeScores:
@@ -145,7 +150,8 @@ class GenerativeScores:
         with torch.no_grad():
             for s in range(0, len(reference), batch_size):
                 self.fid.update(reference[s:s + batch_size].to(self.device), real=True)
-        self.real_features = self._features(reference)
+        self.real_features = self._features(reference).double()
+        self.real_radii = knn_radii(self.real_features, k)
 
     @torch.no_grad()
     def _features(self, images: Tensor) -> Tensor:
@@ -168,9 +174,28 @@ class GenerativeScores:
             x = images[s:s + self.batch_size].to(self.device).float()
             self.fid.update(x, real=False)
             inception.update(x)
-        precision, recall = precision_recall(self.real_features, self._features(images), self.k)
+        precision, recall = precision_recall(self.real_features, self._features(images), self.k,
+                                             real_radii=self.real_radii)
         with warnings.catch_warnings():  # one split: torchmetrics' spread over splits is undefined
             warnings.filterwarnings("ignore", message="std\\(\\): degrees of freedom")
             inception_score = float(inception.compute()[0])
         return {"fid": float(self.fid.compute()), "inception_score": inception_score,
                 "precision": precision, "recall": recall}
+
+
+def fit_feature_net(images: Tensor, labels: Tensor, tc, data_dir, data: dict, device: torch.device | str = "cpu",
+                    progress: bool = True) -> tuple[FeatureNet, list[dict]]:
+    """Train (or load, when ``data_dir/runs`` holds the finished run of this configuration) the
+    feature network on labelled images; returns it in eval mode with its EMA weights, and the
+    run's metrics. ``tc`` is a :class:`copkit.train.TrainConfig`; ``data`` names the images."""
+    from .train import load_weights, run_folder, train
+
+    config = {"model": "featurenet", "net": {"width": 16, "features": 128}, "train": tc, "data": data}
+    folder = run_folder(data_dir, "featurenet", config)
+    torch.manual_seed(tc.seed)
+    net = FeatureNet(width=16, features=128).to(device)
+    opt = {"net": torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)}
+    hist = train({"net": net}, opt, classifier_step_fn(net, images, labels, tc.batch_size, tc.seed), tc, folder,
+                 config=config, device=device, desc="feature network", progress=progress)
+    load_weights(folder, "net", net, ema=True)
+    return net.eval(), hist

@@ -112,7 +112,8 @@ def flip_order(order: Tensor, grid_w: int) -> Tensor:
     return hflip_index(order.shape[-1], grid_w).to(order.device)[order]
 
 
-def random_orders(n: int, n_tokens: int, seed: int = 0) -> Tensor:
-    """``n`` independent uniformly random orders of ``n_tokens`` tokens: a (n, n_tokens) long tensor."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.argsort(torch.rand(n, n_tokens, generator=g), dim=1)
+def random_orders(n: int, n_tokens: int, seed: int = 0, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` independent uniformly random orders of ``n_tokens`` tokens: a (n, n_tokens) long
+    tensor (MAR's orders), drawn from ``generator`` (on its device) or else a CPU one seeded by ``seed``."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    return torch.argsort(torch.rand(n, n_tokens, generator=g, device=g.device), dim=1)

@@ -38,6 +38,7 @@ from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 __all__ = [
     "TrainConfig",
     "TrainingDiverged",
+    "run_folder",
     "config_hash",
     "cosine_lr",
     "EMA",
@@ -357,6 +358,12 @@ def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = 
     prefix = f"{'ema' if ema else 'model'}.{name}."
     module.load_state_dict(_under(tensors, prefix))
     return meta
+
+
+def run_folder(data_dir: str | Path, name: str, config: Any) -> Path:
+    """``<data_dir>/runs/<name>-<hash8>``: the folder of the training run that ``config`` defines
+    (checkpoint, metrics; a finished run there is loaded instead of trained again)."""
+    return Path(data_dir) / "runs" / f"{name}-{config_hash(config)[:8]}"
 
 
 def artifact_path(data_dir: str | Path, name: str, config: Any) -> Path:
