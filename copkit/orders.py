@@ -108,7 +108,7 @@ def load_orders(path: str | Path, comae_hash: str | None = None) -> tuple[np.nda
 
 
 def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str = "cpu", seed: int = 0,
-                   n_train: int | None = None, n_test: int | None = None,
+                   n_train: int | None = None, n_test: int | None = None, subset_limit: int = 7000,
                    progress: bool = True) -> tuple[Tensor, Tensor, str]:
     """Collapse orders of Fashion-MNIST for the CoMAE a profile saved (Chapter 2), loaded or made.
 
@@ -116,9 +116,11 @@ def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str
     for the first ``n_train`` training and ``n_test`` test images (None: all of them), in the
     order of :func:`copkit.data.load_fashion_mnist`.
 
-    The full file ``orders-<hash8>.npz`` (``make orders``) is used whenever it exists; otherwise
-    only the images asked for are ranked (resumably) into ``orders-<hash8>-<n_train>-<n_test>.npz``.
-    A file from another CoMAE is never used: the hash names the CoMAE that made it.
+    The full file ``orders-<hash8>.npz`` (``make orders``) is used whenever it exists. Otherwise a
+    request for more than ``subset_limit`` images ranks the whole data set into it (resumably: a
+    killed run continues), since the next chapter will want it too, and a smaller request (the
+    smoke profile) ranks only those images into ``orders-<hash8>-<n_train>-<n_test>.npz``. A file
+    from another CoMAE is never used: the hash names the CoMAE that made it.
     """
     from .comae import load_profile_comae
     from .data import load_fashion_mnist
@@ -136,10 +138,12 @@ def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str
         orders, split, _ = load_orders(full, digest)
         train, test = orders[split == "train"], orders[split == "test"]
     else:
-        out = full if (a, b) == (len(x_train), len(x_test)) else data_dir / f"orders-{digest[:8]}-{a}-{b}.npz"
+        whole = a + b > subset_limit
+        ta, tb = (len(x_train), len(x_test)) if whole else (a, b)
+        out = full if whole else data_dir / f"orders-{digest[:8]}-{a}-{b}.npz"
         if not out.exists():
-            tokens = patchify(torch.cat([x_train[:a], x_test[:b]]), 4)
-            split = np.array(["train"] * a + ["test"] * b)
+            tokens = patchify(torch.cat([x_train[:ta], x_test[:tb]]), 4)
+            split = np.array(["train"] * ta + ["test"] * tb)
             compute_orders(model, tokens, out, digest, split, shard_size=2048, device=device, progress=progress)
         orders, split, _ = load_orders(out, digest)
         train, test = orders[split == "train"], orders[split == "test"]
