@@ -101,19 +101,23 @@ class CmarSizes:
 
 @dataclass(frozen=True)
 class CvitSizes:
-    """Chapter 5 (CViT: classification from the top of the collapse order)."""
+    """Chapter 5 (CViT: classification from the top of the collapse order). Every model of Table 5
+    (ViT, RViT, CViT, the pruning baseline) is trained at these sizes from scratch, per seed."""
 
     width: int
     depth: int
     heads: int
-    epochs: int
+    mlp_ratio: float
+    schedule: str  #: training drop-ratio distribution (copkit.cvit.sample_drop_ratio): "cosine" is the paper's reading
+    max_drop: float  #: the largest training drop ratio (Sec. 3.4: 0-99%)
+    epochs: int  #: passes over the train_images
     batch_size: int
     lr: float
     warmup_steps: int
     ema_decay: float
     train_images: int | None  #: Fashion-MNIST training images (None: all 60,000)
     test_images: int | None  #: test images of the mask-ratio sweep (None: all 10,000)
-    ratios: int  #: mask ratios of the sweep (0 ... 0.99, plus 0.3, 0.5, 0.78)
+    ratios: int  #: evenly spaced mask ratios of the sweep from 0 to 0.99 (0.3, 0.5, 0.78 are added)
     seeds: tuple[int, ...]
 
 
@@ -146,11 +150,12 @@ PROFILES: dict[str, Profile] = {
         cmar=CmarSizes(width=32, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=32, head_depth=1,
                        diffusion_batch_mul=2, mask_ratio_min=0.7, train_images=2000, batch_size=16, mar_steps=20,
                        finetune_steps=10, scratch_steps=20, lr=1e-3, finetune_lr=5e-4, warmup_steps=5,
-                       ema_decay=0.9, gen_steps=8, diffusion_steps=10, cfg=3.0, cfg_scales=(2.0, 3.0),
-                       samples=64, sweep_samples=32, seeds=(0, 1), classifier_steps=30, uncertainty_images=2,
+                       ema_decay=0.9, gen_steps=4, diffusion_steps=5, cfg=3.0, cfg_scales=(2.0, 3.0),
+                       samples=40, sweep_samples=20, seeds=(0, 1), classifier_steps=20, uncertainty_images=2,
                        uncertainty_draws=3),
-        cvit=CvitSizes(width=32, depth=2, heads=2, epochs=1, batch_size=64, lr=1e-3, warmup_steps=5, ema_decay=0.9,
-                       train_images=2000, test_images=256, ratios=12, seeds=(0, 1)),
+        cvit=CvitSizes(width=32, depth=2, heads=2, mlp_ratio=2.0, schedule="cosine", max_drop=0.99, epochs=1,
+                       batch_size=64, lr=1e-3, warmup_steps=5, ema_decay=0.9, train_images=1280, test_images=256,
+                       ratios=12, seeds=(0, 1, 2)),
     ),
     "cpu": Profile(
         name="cpu",
@@ -162,14 +167,15 @@ PROFILES: dict[str, Profile] = {
                          train_images=None, val_images=96, mirror_steps=400, planted_steps=400),
         rank=RankSizes(images=2000, random_graphs=200, random_orders=100, submodularity_triples=400,
                        kendall_pairs=2000),
-        cmar=CmarSizes(width=128, enc_depth=3, dec_depth=3, heads=4, buffer=4, head_width=128, head_depth=2,
-                       diffusion_batch_mul=4, mask_ratio_min=0.7, train_images=None, batch_size=64, mar_steps=1500,
-                       finetune_steps=500, scratch_steps=1500, lr=1e-3, finetune_lr=3e-4, warmup_steps=100,
-                       ema_decay=0.995, gen_steps=16, diffusion_steps=50, cfg=3.0, cfg_scales=(2.0, 3.0, 4.0),
-                       samples=2000, sweep_samples=1000, seeds=(0, 1, 2), classifier_steps=1500,
+        cmar=CmarSizes(width=64, enc_depth=2, dec_depth=2, heads=4, buffer=4, head_width=64, head_depth=2,
+                       diffusion_batch_mul=4, mask_ratio_min=0.7, train_images=None, batch_size=32, mar_steps=1200,
+                       finetune_steps=300, scratch_steps=1200, lr=1e-3, finetune_lr=3e-4, warmup_steps=60,
+                       ema_decay=0.995, gen_steps=8, diffusion_steps=25, cfg=3.0, cfg_scales=(2.0, 3.0, 4.0),
+                       samples=1000, sweep_samples=300, seeds=(0, 1, 2), classifier_steps=800,
                        uncertainty_images=8, uncertainty_draws=8),
-        cvit=CvitSizes(width=192, depth=6, heads=3, epochs=3, batch_size=128, lr=1e-3, warmup_steps=100,
-                       ema_decay=0.999, train_images=None, test_images=None, ratios=16, seeds=(0, 1, 2)),
+        cvit=CvitSizes(width=64, depth=4, heads=4, mlp_ratio=4.0, schedule="cosine", max_drop=0.99, epochs=1,
+                       batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99, train_images=32000,
+                       test_images=1500, ratios=13, seeds=(0, 1, 2)),
     ),
     "gpu": Profile(
         name="gpu",
@@ -187,8 +193,9 @@ PROFILES: dict[str, Profile] = {
                        ema_decay=0.9995, gen_steps=49, diffusion_steps=100, cfg=3.0, cfg_scales=(2.9, 3.0, 3.1),
                        samples=10000, sweep_samples=10000, seeds=(0, 1, 2), classifier_steps=10000,
                        uncertainty_images=64, uncertainty_draws=16),
-        cvit=CvitSizes(width=384, depth=12, heads=6, epochs=30, batch_size=256, lr=5e-4, warmup_steps=1000,
-                       ema_decay=0.9999, train_images=None, test_images=None, ratios=34, seeds=(0, 1, 2)),
+        cvit=CvitSizes(width=384, depth=12, heads=6, mlp_ratio=4.0, schedule="cosine", max_drop=0.99, epochs=30,
+                       batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.999, train_images=None,
+                       test_images=None, ratios=34, seeds=(0, 1, 2)),
     ),
 }
 

@@ -9,6 +9,9 @@ ratios compare like with like:
   one large matrix multiply on the same device.
 - The exact Gaussian model of Chapter 1: fit, greedy order and prefix curves.
 - Batched PageRank (copkit.rank) against networkx looped over the same graphs, N = 49 and 256.
+- The CViT classifier (Chapter 5) at the profile's size: images per second keeping 100%, 50% and 22%
+  of the 49 patch tokens, measured in one interleaved run, as ratios to 100%, beside the FLOP
+  ratios (the limit a token drop could reach).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from copkit.comae import CoMAE, CoMAEConfig  # noqa: E402
+from copkit.cvit import N_TOKENS, CViTConfig, forward_flops, make_vit, n_keep, throughput  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
@@ -112,6 +116,22 @@ def bench_entropy() -> dict:
     return {"fit_60000_s": fit, "greedy_order_s": greedy, "prefix_curves_per_s": 64 / curves}
 
 
+def bench_cvit(profile: str, dev: torch.device, images: int) -> dict:
+    """CViT's classifier at keep ratios 1.0, 0.5, 0.22: images/s in one run, and FLOP ratios."""
+    p = get_profile(profile).cvit
+    torch.manual_seed(0)
+    vit = make_vit(CViTConfig(width=p.width, depth=p.depth, heads=p.heads, mlp_ratio=p.mlp_ratio)).to(dev).eval()
+    x, _ = load_fashion_mnist("test", limit=images)
+    keeps = {1.0: N_TOKENS, 0.5: n_keep(0.5), 0.22: n_keep(0.78)}
+    ips = throughput(vit, list(keeps.values()), x)
+    flops = {k: forward_flops(vit, k) for k in keeps.values()}
+    full = keeps[1.0]
+    return {"profile": profile, "images": images, "width": p.width, "depth": p.depth,
+            "keep": {str(r): {"tokens": k, "images_per_s": ips[k], "speedup": ips[k] / ips[full],
+                              "gflop_per_image": flops[k] / 1e9, "flop_ratio": flops[full] / flops[k]}
+                     for r, k in keeps.items()}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
@@ -129,6 +149,7 @@ def main() -> int:
         "comae_masks": bench_masks(args.profile, dev, sync, args.images),
         "gaussian_entropy": bench_entropy(),
         "pagerank": bench_pagerank(),
+        "cvit": bench_cvit(args.profile, dev, max(args.images, 1000)),
     }
     atomic_write_json(args.out, result)
     m = result["comae_masks"]
@@ -146,6 +167,10 @@ def main() -> int:
     for key, r in result["pagerank"].items():
         print(f"| PageRank, {r['graphs']} graphs of N={key[1:]}: copkit batched vs networkx looped | "
               f"{r['copkit_s']:.3f} s vs {r['networkx_s']:.2f} s ({r['speedup']:.0f}x), max |diff| {r['max_abs_diff']:.1e} |")
+    c = result["cvit"]
+    for r, k in c["keep"].items():
+        print(f"| CViT classifier ({c['width']}x{c['depth']}), keep {float(r):.0%} ({k['tokens']} tokens): images/s, "
+              f"speed-up vs 100% / FLOP ratio | {k['images_per_s']:,.0f}, {k['speedup']:.2f}x / {k['flop_ratio']:.2f}x |")
     print(f"written to {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}")
     return 0
 

@@ -1,0 +1,575 @@
+"""CViT: classifying from the top of the collapse order (the paper's Sec. 3.4, Table 5, Fig. 8).
+
+A timm :class:`~timm.models.vision_transformer.VisionTransformer` is used as it is (its patch
+embedding, position embedding, blocks, norm and head); :func:`forward_keep` only removes patch
+tokens from the sequence *after* the position embeddings were added, so every kept token carries
+its own position and the class token is always kept. Dropped tokens are gone from the sequence
+(no mask tokens), which is where the saving comes from.
+
+The paper's four models and one pruning baseline, as :class:`CViTConfig` ``train_drop`` values:
+
+- ``"none"``: ViT, trained on full images. At test it is evaluated with *random* drop (ViT) and with
+  *collapse-order* drop (ViT+C, the same weights).
+- ``"random"``: RViT, trained with a random subset of patches dropped.
+- ``"collapse"``: CViT, trained keeping the top of the collapse order (dropping its lowest ranks).
+- ``"learned"``: a token-pruning baseline in the spirit of DynamicViT (Rao et al. 2021): a learned
+  keep-score head per stage prunes patch tokens *between blocks* down to the same final count
+  (:class:`PrunedViT`). It is not DynamicViT: see that class for the differences.
+
+The drop ratio of a training batch follows a "cosine annealing schedule favouring low ratios"
+(Sec. 3.4), read here as ``r = r_max (1 - cos(pi u / 2))`` with ``u ~ U(0, 1)``
+(:func:`sample_drop_ratio`, density :func:`drop_ratio_pdf`).
+
+Evaluation (:func:`sweep`) gives top-1/top-5 over mask ratios; :func:`auc` is the normalised area
+under top-1, :func:`knee` the Kneedle knee (Satopaa et al. 2011, the ``kneed`` package).
+:func:`forward_flops` counts the whole forward with torch's ``FlopCounterMode`` (attention included).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .tokens import random_flip
+
+__all__ = [
+    "GRID", "PATCH", "N_TOKENS", "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
+    "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "sweep_ratios", "prune_stages", "stage_counts",
+    "PrunedViT", "build_model", "cvit_step_fn", "run_config", "run_dir", "fit_cvit", "sweep",
+    "auc", "knee", "forward_flops", "attention_saving", "throughput", "kept_pixels",
+]
+
+GRID = 7  #: the 7 x 7 token grid of a 28 x 28 image with 4 x 4 patches
+PATCH = 4
+N_TOKENS = GRID * GRID
+#: the model kinds of Table 5 and how each is trained
+MODEL_KINDS = {"vit": "none", "rvit": "random", "cvit": "collapse", "pruned": "learned"}
+_SCHEDULES = ("cosine", "uniform", "none")
+
+
+@dataclass(frozen=True)
+class CViTConfig:
+    """A classifier of the CViT chapter: the timm ViT's size and how patches are dropped in training.
+
+    ``train_drop``: ``"none"`` (ViT), ``"random"`` (RViT), ``"collapse"`` (CViT) or ``"learned"``
+    (the pruning baseline, :class:`PrunedViT`). ``schedule``: the drop-ratio distribution of
+    :func:`sample_drop_ratio` (``"cosine"``: the paper's reading; ``"uniform"``; ``"none"``: no drop).
+    """
+
+    width: int = 64
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    train_drop: str = "collapse"
+    schedule: str = "cosine"
+    max_drop: float = 0.99  #: r_max: the largest drop ratio drawn in training (Sec. 3.4: 0-99%)
+    flip: bool = True  #: random horizontal flip, orders flipped alongside (copkit.tokens.flip_order)
+    label_smoothing: float = 0.0
+    img_size: int = 28
+    patch: int = PATCH
+    classes: int = 10
+
+    def __post_init__(self) -> None:
+        if self.train_drop not in MODEL_KINDS.values():
+            raise ValueError(f"train_drop must be one of {sorted(MODEL_KINDS.values())}, got {self.train_drop!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.max_drop < 1.0:
+            raise ValueError(f"max_drop must be in [0, 1), got {self.max_drop}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+
+    @classmethod
+    def for_kind(cls, kind: str, sizes) -> "CViTConfig":
+        """The configuration of one Table 5 model (``vit``, ``rvit``, ``cvit``, ``pruned``) at a
+        profile's sizes (:class:`copkit.profiles.CvitSizes`)."""
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
+        drop = MODEL_KINDS[kind]
+        return cls(width=sizes.width, depth=sizes.depth, heads=sizes.heads, mlp_ratio=sizes.mlp_ratio,
+                   train_drop=drop, schedule="none" if drop == "none" else sizes.schedule, max_drop=sizes.max_drop)
+
+
+def make_vit(cfg: CViTConfig) -> nn.Module:
+    """timm's own ``VisionTransformer`` for 28 x 28 one-channel images with 4 x 4 patches (a 7 x 7
+    grid), a class token, learned absolute position embeddings and a linear head (Sec. 3.4's ViT,
+    scaled down)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch, in_chans=1, num_classes=cfg.classes,
+                             embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
+                             global_pool="token", class_token=True)
+
+
+def n_keep(ratio: float, n_tokens: int = N_TOKENS) -> int:
+    """Patch tokens kept when a fraction ``ratio`` is masked (Sec. 3.4, Table 5's mask ratios):
+    round((1 - ratio) N), at least 1.
+
+    >>> [n_keep(r) for r in (0.0, 0.3, 0.5, 0.78, 0.99)]
+    [49, 34, 25, 11, 1]
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"a mask ratio must be in [0, 1], got {ratio}")
+    return max(1, min(n_tokens, int(math.floor((1.0 - ratio) * n_tokens + 0.5))))
+
+
+def _check_vit(vit: nn.Module) -> None:
+    for name in ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens"):
+        if not hasattr(vit, name):
+            raise TypeError(f"expected a timm VisionTransformer, got {type(vit).__name__} (no {name!r})")
+    if not isinstance(vit.patch_drop, nn.Identity):
+        raise ValueError("the ViT has timm's PatchDropout enabled (patch_drop_rate > 0), which would drop tokens "
+                         "again after ours; build it with patch_drop_rate=0")
+
+
+def _gather_tokens(tokens: Tensor, keep: Tensor) -> Tensor:
+    return tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Logits of a timm ViT that sees only the patch tokens ``keep`` of each image (Sec. 3.4).
+
+    The patches are embedded and given their position embeddings exactly as timm does, then each
+    image's patch tokens are gathered with ``keep`` (one batched gather, no loop over images); the
+    class (prefix) tokens are always kept. ``norm_pre``, the blocks, the final norm and the head
+    are timm's. With ``keep=None`` this is ``vit(images)``.
+
+    Args:
+        vit: a timm ``VisionTransformer``.
+        images: (B, C, H, W).
+        keep: None, (K,) indices used for every image, or (B, K) long indices into the N patches
+            (any order: a token carries its position embedding, so order does not change logits).
+
+    Returns:
+        (B, classes) logits.
+    """
+    _check_vit(vit)
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
+    t = vit._pos_embed(vit.patch_embed(images))
+    if keep is not None:
+        p = vit.num_prefix_tokens
+        prefix, patches = t[:, :p], t[:, p:]
+        n, b = patches.shape[1], images.shape[0]
+        keep = torch.as_tensor(keep, device=t.device)
+        if keep.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"keep must hold integer token indices, got {keep.dtype}")
+        if keep.dim() == 1:
+            keep = keep.unsqueeze(0).expand(b, -1)
+        if keep.dim() != 2 or keep.shape[0] != b:
+            raise ValueError(f"keep must be (K,) or (B={b}, K), got {tuple(keep.shape)}")
+        if keep.shape[1] == 0:
+            raise ValueError("keep must name at least one patch token")
+        if keep.device.type != "meta" and (int(keep.min()) < 0 or int(keep.max()) >= n):
+            raise ValueError(f"keep indices must lie in [0, {n}), got [{int(keep.min())}, {int(keep.max())}]")
+        t = torch.cat([prefix, _gather_tokens(patches, keep.long())], dim=1)
+    x = vit.norm(vit.blocks(vit.norm_pre(t)))
+    return vit.forward_head(x)
+
+
+# ------------------------------------------------------------------------- the drop-ratio schedule
+def drop_ratio_pdf(r: np.ndarray | float, max_drop: float = 0.99) -> np.ndarray:
+    """Density of :func:`sample_drop_ratio`'s cosine schedule (Sec. 3.4): with s = r / r_max,
+    p(r) = 2 / (pi r_max sqrt(s (2 - s))) on (0, r_max], largest near 0 (low ratios favoured)."""
+    s = np.asarray(r, dtype=float) / max_drop
+    inside = (s > 0) & (s <= 1)
+    out = np.zeros_like(s)
+    out[inside] = 2.0 / (math.pi * max_drop * np.sqrt(s[inside] * (2.0 - s[inside])))
+    return out
+
+
+def drop_ratio_cdf(r: np.ndarray | float, max_drop: float = 0.99) -> np.ndarray:
+    """P(ratio <= r) of the cosine schedule (Sec. 3.4): (2 / pi) arccos(1 - r / r_max), clipped to [0, 1]."""
+    s = np.clip(np.asarray(r, dtype=float) / max_drop, 0.0, 1.0)
+    return 2.0 / math.pi * np.arccos(1.0 - s)
+
+
+def sample_drop_ratio(n: int, generator: torch.Generator | None = None, max_drop: float = 0.99,
+                      schedule: str = "cosine") -> Tensor:
+    """Drop ratios for ``n`` training batches (Sec. 3.4: "a cosine annealing schedule favouring low
+    ratios" over 0-99%).
+
+    Our reading: a cosine annealing curve r(u) = r_max (1 - cos(pi u / 2)) rises slowly from 0 and
+    steeply towards r_max; evaluating it at a uniform u puts most mass at low ratios. Density
+    :func:`drop_ratio_pdf`, mean r_max (1 - 2 / pi) ~ 0.36 r_max, median r_max (1 - cos(pi / 4)) ~
+    0.29 r_max. ``"uniform"``: r = r_max u; ``"none"``: 0.
+
+    Returns:
+        (n,) float64 ratios in [0, r_max].
+    """
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}")
+    if not 0.0 <= max_drop < 1.0:
+        raise ValueError(f"max_drop must be in [0, 1), got {max_drop}")
+    device = generator.device if generator is not None else "cpu"
+    u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    if schedule == "none":
+        return torch.zeros_like(u)
+    if schedule == "uniform":
+        return max_drop * u
+    return max_drop * (1.0 - torch.cos(math.pi * u / 2.0))
+
+
+def sweep_ratios(points: int, extra: Sequence[float] = (0.3, 0.5, 0.78), top: float = 0.99) -> np.ndarray:
+    """The mask ratios of an evaluation: ``points`` evenly from 0 to ``top``, plus Table 5's
+    columns (0.3, 0.5, 0.78), sorted and unique.
+
+    >>> sweep_ratios(3).tolist()
+    [0.0, 0.3, 0.495, 0.5, 0.78, 0.99]
+    """
+    if points < 2:
+        raise ValueError(f"a sweep needs at least 2 evenly spaced points, got {points}")
+    r = np.concatenate([np.linspace(0.0, top, points), np.asarray(extra, dtype=float)])
+    return np.unique(np.round(r, 6))
+
+
+# ----------------------------------------------------------------------- the pruning baseline
+def prune_stages(depth: int) -> tuple[int, ...]:
+    """Blocks before which :class:`PrunedViT` (Table 5's DynamicViT row) prunes: DynamicViT's 3
+    stages at 1/4, 2/4, 3/4 of the depth (blocks 3, 6, 9 of 12), kept inside 1 .. depth - 1.
+
+    >>> prune_stages(12), prune_stages(6), prune_stages(4), prune_stages(2)
+    ((3, 6, 9), (2, 3, 4), (1, 2, 3), (1,))
+    """
+    if depth < 2:
+        raise ValueError(f"pruning between blocks needs at least 2 blocks, got depth={depth}")
+    return tuple(sorted({min(depth - 1, max(1, round(depth * s / 4))) for s in (1, 2, 3)}))
+
+
+def stage_counts(n_tokens: int, final: int, stages: int) -> list[int]:
+    """Tokens kept after each of ``stages`` pruning stages so that the last keeps ``final``:
+    DynamicViT's geometric schedule, N (final / N)^(s / S).
+
+    >>> stage_counts(49, 11, 3)
+    [30, 18, 11]
+    """
+    if not 1 <= final <= n_tokens:
+        raise ValueError(f"final keep count must be in [1, {n_tokens}], got {final}")
+    f = final / n_tokens
+    return [max(final, int(math.floor(n_tokens * f ** (s / stages) + 0.5))) for s in range(1, stages + 1)]
+
+
+class _KeepScore(nn.Module):
+    """DynamicViT's predictor: a local feature per token and a global one (the mean over the
+    tokens still kept), concatenated, then an MLP to one keep score per token."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.local = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU())
+        self.out = nn.Sequential(nn.Linear(width, width // 2), nn.GELU(), nn.Linear(width // 2, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.local(x)
+        half = h.shape[-1] // 2
+        g = h[..., half:].mean(1, keepdim=True).expand(-1, h.shape[1], -1)
+        return self.out(torch.cat([h[..., :half], g], -1)).squeeze(-1)
+
+
+class PrunedViT(nn.Module):
+    """Token pruning inside a timm ViT, in the spirit of DynamicViT: before each block of
+    :func:`prune_stages` a learned keep-score head scores the remaining patch tokens and keeps the
+    top ones, so that after the last stage ``n_keep`` remain (DynamicViT's geometric schedule,
+    :func:`stage_counts`). The class token is always kept; the first blocks see every patch.
+
+    What differs from DynamicViT (honestly): the tokens are really removed in training too (a
+    hard top-k on the scores plus Gumbel noise, for exploration) and the scores learn through a
+    straight-through gate, kept token * (1 + sigmoid(s) - sigmoid(s).detach()), instead of
+    Gumbel-softmax attention masking; there is no ratio loss (top-k fixes the count) and no
+    distillation from a teacher; it is trained from scratch with the same drop-ratio
+    distribution and budget as CViT rather than fine-tuned from a pretrained DeiT.
+    """
+
+    def __init__(self, vit: nn.Module, stages: Sequence[int] | None = None) -> None:
+        super().__init__()
+        _check_vit(vit)
+        self.vit = vit
+        depth = len(vit.blocks)
+        self.stages = tuple(stages) if stages is not None else prune_stages(depth)
+        ok = self.stages and all(1 <= s < depth for s in self.stages) and list(self.stages) == sorted(set(self.stages))
+        if not ok:
+            raise ValueError(f"stages must be increasing block indices in [1, {depth}), got {self.stages}")
+        self.scorers = nn.ModuleList(_KeepScore(vit.embed_dim) for _ in self.stages)
+
+    def forward(self, images: Tensor, n_keep: int | None = None, generator: torch.Generator | None = None,
+                return_kept: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (B, classes) with ``n_keep`` patch tokens left after the last stage (None: all).
+        In training mode a ``generator`` adds Gumbel noise to the scores. With ``return_kept``
+        also the (B, n_keep) indices of the patches that survived every stage."""
+        vit = self.vit
+        t = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
+        p = vit.num_prefix_tokens
+        prefix, patches = t[:, :p], t[:, p:]
+        b, n = patches.shape[:2]
+        kept = torch.arange(n, device=images.device).expand(b, n)
+        counts = stage_counts(n, n if n_keep is None else n_keep, len(self.stages))
+        stage_of = {blk: i for i, blk in enumerate(self.stages)}
+        for i, block in enumerate(vit.blocks):
+            s = stage_of.get(i)
+            if s is not None and counts[s] < patches.shape[1]:
+                scores = self.scorers[s](patches)
+                noisy = scores
+                if self.training and generator is not None:
+                    u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
+                    noisy = scores - torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
+                top = noisy.topk(counts[s], dim=1).indices
+                patches, kept = _gather_tokens(patches, top), kept.gather(1, top)
+                if self.training:
+                    gate = torch.sigmoid(scores.gather(1, top))
+                    patches = patches * (1.0 + gate - gate.detach()).unsqueeze(-1)
+            x = block(torch.cat([prefix, patches], dim=1))
+            prefix, patches = x[:, :p], x[:, p:]
+        logits = vit.forward_head(vit.norm(torch.cat([prefix, patches], dim=1)))
+        return (logits, kept) if return_kept else logits
+
+
+def build_model(cfg: CViTConfig) -> nn.Module:
+    """The network of a Table 5 configuration: a timm ViT, wrapped in :class:`PrunedViT` for ``"learned"``."""
+    vit = make_vit(cfg)
+    return PrunedViT(vit) if cfg.train_drop == "learned" else vit
+
+
+# ----------------------------------------------------------------------------------- training
+def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tensor, orders: Tensor | None,
+                 batch_size: int, seed: int) -> Callable[[int, torch.Generator], tuple[Tensor, str, dict]]:
+    """One training step for :func:`copkit.train.train`: a batch, a random flip, one drop ratio for
+    the batch from :func:`sample_drop_ratio`, then the kept set: the top of the collapse order
+    (CViT), a random subset (RViT), all patches (ViT) or the learned pruner's choice; cross-entropy.
+    The draws happen in a fixed sequence from the step's generator (flip, ratio, random order)."""
+    from .train import batch_indices
+
+    if cfg.train_drop == "collapse" and orders is None:
+        raise ValueError("CViT (train_drop='collapse') needs the collapse orders of the training images")
+    device = images.device
+
+    def step_fn(step: int, gen: torch.Generator):
+        idx = batch_indices(images.shape[0], batch_size, step, seed).to(device)
+        x, y = images[idx], labels[idx]
+        o = orders[idx] if cfg.train_drop == "collapse" else None
+        if cfg.flip:
+            x, o = random_flip(x, o, gen, PATCH)
+        ratio = float(sample_drop_ratio(1, gen, cfg.max_drop, cfg.schedule)[0])
+        k = n_keep(ratio, N_TOKENS)
+        if cfg.train_drop == "learned":
+            logits = model(x, n_keep=k, generator=gen)
+        elif cfg.train_drop == "none" or k == N_TOKENS:
+            logits = forward_keep(model, x)
+        elif cfg.train_drop == "collapse":
+            logits = forward_keep(model, x, o[:, :k])
+        else:  # random
+            rand = torch.rand(x.shape[0], N_TOKENS, generator=gen, device=gen.device).to(device)
+            logits = forward_keep(model, x, rand.argsort(1)[:, :k])
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        acc = (logits.argmax(1) == y).float().mean()
+        return loss, "model", {"acc": float(acc), "kept": k}
+
+    return step_fn
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        (rest if p.ndim < 2 or name.endswith(("pos_embed", "cls_token")) else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=lr, betas=betas)
+
+
+def run_config(cfg: CViTConfig, tc, data: dict) -> dict:
+    """Everything that determines a trained classifier of Table 5: what its run's hash is computed from."""
+    return {"model": "cvit", "cvit": cfg, "train": tc, "data": data}
+
+
+def run_dir(data_dir: str | Path, cfg: CViTConfig, tc, data: dict) -> Path:
+    """``<data_dir>/runs/cvit-<hash8>``: the folder of the (Table 5) run that ``(cfg, tc, data)`` defines."""
+    from .train import config_hash
+
+    return Path(data_dir) / "runs" / f"cvit-{config_hash(run_config(cfg, tc, data))[:8]}"
+
+
+def fit_cvit(cfg: CViTConfig, tc, images: Tensor, labels: Tensor, orders: Tensor | None, data_dir: str | Path,
+             data: dict, device: torch.device | str = "cpu", desc: str = "CViT",
+             progress: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Train one classifier of Sec. 3.4 / Table 5 with :func:`copkit.train.train` in
+    :func:`run_dir` (a finished run is only loaded, an interrupted one resumed); returns the model
+    holding its EMA weights, in eval mode, and the run's metrics. ``data`` names the training
+    data (and, for CViT, the CoMAE whose orders it used); it is part of the hashed configuration."""
+    from .train import load_weights, train
+
+    if images.shape[0] != labels.shape[0] or (orders is not None and orders.shape[0] != images.shape[0]):
+        raise ValueError(f"images ({images.shape[0]}), labels ({labels.shape[0]}) and orders "
+                         f"({None if orders is None else orders.shape[0]}) must have the same length")
+    folder = run_dir(data_dir, cfg, tc, data)
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg).to(device)
+    opt = {"model": _optimizer(model, tc.lr, tc.weight_decay, tc.betas)}
+    images, labels = images.to(device), labels.to(device)
+    orders = orders.to(device) if orders is not None else None
+    hist = train({"model": model}, opt, cvit_step_fn(model, cfg, images, labels, orders, tc.batch_size, tc.seed),
+                 tc, folder, config=run_config(cfg, tc, data), device=device, desc=desc, progress=progress)
+    load_weights(folder, "model", model, ema=True)
+    model.eval()
+    return model, hist
+
+
+# --------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: Sequence[float],
+          order_source: str = "collapse", batch_size: int = 1000, seed: int = 0,
+          progress: bool = False, desc: str = "sweep") -> dict[str, list[float]]:
+    """Top-1 and top-5 accuracy (percent) at each mask ratio (Table 5, Fig. 8).
+
+    Args:
+        model: a timm ViT (evaluated with :func:`forward_keep`) or a :class:`PrunedViT`.
+        data: (images (n, 1, 28, 28), labels (n,), collapse orders (n, N) best first, or None).
+        ratios: mask ratios in [0, 1]; each keeps :func:`n_keep` patches.
+        order_source: ``"collapse"`` keeps the top of each image's collapse order; ``"random"`` a
+            random subset (one random order per image from ``seed``, so the kept sets are nested
+            across ratios); ``"learned"`` lets a :class:`PrunedViT` choose.
+
+    Returns:
+        ``{"ratios", "kept", "top1", "top5"}`` as lists.
+    """
+    from .metrics import topk_accuracy
+
+    images, labels, orders = data
+    if order_source not in ("collapse", "random", "learned"):
+        raise ValueError(f"order_source must be 'collapse', 'random' or 'learned', got {order_source!r}")
+    pruned = isinstance(model, PrunedViT)
+    if pruned != (order_source == "learned"):
+        raise ValueError("order_source='learned' goes with a PrunedViT, and a PrunedViT only with 'learned'")
+    if order_source == "collapse" and orders is None:
+        raise ValueError("order_source='collapse' needs the collapse orders of the test images")
+    if order_source == "random":
+        g = torch.Generator().manual_seed(seed)
+        orders = torch.rand(images.shape[0], N_TOKENS, generator=g).argsort(1)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = {"ratios": [], "kept": [], "top1": [], "top5": []}
+    for r in tqdm(list(ratios), desc=desc, disable=not progress, mininterval=5.0, ncols=100):
+        k = n_keep(float(r), N_TOKENS)
+        logits = []
+        for s in range(0, images.shape[0], batch_size):
+            x = images[s:s + batch_size].to(device)
+            if pruned:
+                logits.append(model(x, n_keep=k).float().cpu())
+            else:
+                keep = None if k == N_TOKENS else orders[s:s + batch_size, :k].to(device)
+                logits.append(forward_keep(model, x, keep).float().cpu())
+        acc = topk_accuracy(torch.cat(logits), labels.cpu(), ks=(1, 5))
+        out["ratios"].append(float(r))
+        out["kept"].append(k)
+        out["top1"].append(100.0 * acc[1])
+        out["top5"].append(100.0 * acc[5])
+    model.train(was_training)
+    return out
+
+
+def _curve(ratios: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(ratios, dtype=float), np.asarray(values, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+        raise ValueError(f"need two 1-D sequences of the same length >= 2, got {x.shape} and {y.shape}")
+    if not np.all(np.diff(x) > 0):
+        raise ValueError("mask ratios must be strictly increasing")
+    return x, y
+
+
+def auc(ratios: Sequence[float], top1: Sequence[float]) -> float:
+    """Table 5's AuC: the area under top-1 against mask ratio (trapezoid rule), divided by the
+    ratio range, so it is in top-1's units (an average accuracy over the masked range).
+
+    >>> auc([0.0, 0.5, 1.0], [80.0, 60.0, 0.0])
+    50.0
+    """
+    x, y = _curve(ratios, top1)
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def knee(ratios: Sequence[float], top1: Sequence[float], sensitivity: float = 1.0) -> tuple[float, float]:
+    """The knee of a top-1 curve (Sec. 5, Fig. 8): ``kneed.KneeLocator`` (Kneedle, Satopaa et al.
+    2011) with ``curve="concave", direction="decreasing"`` on mask ratio ascending. Returns
+    (mask ratio, top-1 there); (nan, nan) when Kneedle finds no knee."""
+    from kneed import KneeLocator
+
+    x, y = _curve(ratios, top1)
+    loc = KneeLocator(x, y, curve="concave", direction="decreasing", S=sensitivity)
+    if loc.knee is None:
+        return float("nan"), float("nan")
+    return float(loc.knee), float(y[np.argmin(np.abs(x - loc.knee))])
+
+
+# --------------------------------------------------------------------------------- efficiency
+def forward_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_size: int = 28) -> int:
+    """FLOPs of one image's whole forward with ``keep`` patch tokens (None: all), counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` with attention through the math kernel (the
+    fused CPU kernel counts as zero in torch 2.13-2.14). Matrix products only (a multiply-add is
+    2 FLOPs); norms, softmax and activations are not counted. Beside it, the paper's figure
+    :func:`attention_saving` covers only the quadratic term."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_chans, img_size, img_size, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        if isinstance(model, PrunedViT):
+            model(x, n_keep=keep)
+        else:
+            n = model.patch_embed.num_patches
+            forward_keep(model, x, None if keep is None or keep == n else torch.arange(keep, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def attention_saving(keep_fraction: float) -> float:
+    """The paper's efficiency figure (Sec. 5): attention cost falls with the square of the tokens
+    kept, 1 - keep^2 (95.16% at keep 0.22). Only the attention-matrix term scales this way."""
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise ValueError(f"keep fraction must be in [0, 1], got {keep_fraction}")
+    return 1.0 - keep_fraction**2
+
+
+@torch.no_grad()
+def throughput(model: nn.Module, keeps: Sequence[int], images: Tensor, repeat: int = 5,
+               rounds: int = 3) -> dict[int, float]:
+    """Images per second of ``forward_keep`` at each patch count in ``keeps`` (the speed behind
+    Sec. 5's efficiency claim), measured in one run: ``rounds`` interleaved rounds (so load on
+    the machine hits every setting alike), each the best of ``repeat`` timed passes over
+    ``images``; the best round per setting is returned."""
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    images = images.to(device)
+    was_training = model.training
+    model.eval()
+    best = {k: 0.0 for k in keeps}
+    for _ in range(rounds):
+        for k in keeps:
+            keep = None if k >= N_TOKENS else torch.arange(k, device=device)
+            forward_keep(model, images, keep)  # warm-up
+            sync()
+            for _ in range(repeat):
+                t = time.perf_counter()
+                forward_keep(model, images, keep)
+                sync()
+                best[k] = max(best[k], images.shape[0] / (time.perf_counter() - t))
+    model.train(was_training)
+    return best
+
+
+def kept_pixels(keep: Tensor, grid: int = GRID, patch: int = PATCH) -> Tensor:
+    """A (B, grid*patch, grid*patch) bool image, True on the pixels of the kept patches; for
+    drawing what a model sees (the Fig. 4 / Fig. 8 style pictures of kept patches)."""
+    b = keep.shape[0]
+    m = torch.zeros(b, grid * grid, dtype=torch.bool, device=keep.device)
+    m.scatter_(1, keep.long(), True)
+    m = m.reshape(b, grid, grid)
+    return m.repeat_interleave(patch, 1).repeat_interleave(patch, 2)
