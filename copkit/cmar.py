@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from .tokens import random_orders
+from .tokens import random_flip, random_orders
 
 __all__ = [
     "MARConfig",
@@ -52,7 +52,6 @@ __all__ = [
     "cfg_schedule",
     "mar_order",
     "mix_orders",
-    "flip_batch",
     "adaptive_collapse",
     "ORDER_KINDS",
     "ORDER_SOURCES",
@@ -89,16 +88,6 @@ def mix_orders(orders: Tensor, random_fraction: float, generator: torch.Generato
     swap = torch.rand(b, generator=generator, device=orders.device) < random_fraction
     rnd = random_orders(b, n, generator=generator).to(orders.device)
     return torch.where(swap[:, None], rnd, orders)
-
-
-def flip_batch(images: Tensor, orders: Tensor, flip: Tensor, grid_w: int) -> tuple[Tensor, Tensor]:
-    """Random horizontal flip with the orders flipped alongside: where ``flip`` (B,) is true the
-    image is mirrored and every token index in its order moved to the mirrored column."""
-    from .tokens import flip_order
-
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    orders = torch.where(flip[:, None], flip_order(orders, grid_w), orders)
-    return images, orders
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -506,16 +495,14 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
     from .train import batch_indices
 
     device = next(model.parameters()).device
-    gw = model.cfg.grid[1]
 
     def step_fn(step: int, gen: torch.Generator):
         idx = batch_indices(len(images), batch_size, step, seed)
         x, y = images[idx].to(device), labels[idx].to(device)
-        o = collapse[idx].to(device) if collapse is not None else torch.arange(model.cfg.n_tokens, device=device).expand(len(idx), -1)
+        o = collapse[idx].to(device) if collapse is not None else None
         if flip:
-            x, o = flip_batch(x, o, torch.rand(len(idx), generator=gen, device=device) < 0.5, gw)
-        orders = training_orders(kind, o if collapse is not None else None, len(idx), model.cfg.n_tokens,
-                                 random_fraction, gen, device)
+            x, o = random_flip(x, o, gen)
+        orders = training_orders(kind, o, len(idx), model.cfg.n_tokens, random_fraction, gen, device)
         loss = model.loss(patchify(x, 4), y, orders, gen)
         return loss, "mar", {}
 

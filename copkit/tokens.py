@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders"]
+__all__ = ["patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders", "flip_batch", "random_flip"]
 
 
 def _check_divisible(h: int, w: int, p: int) -> None:
@@ -117,3 +117,22 @@ def random_orders(n: int, n_tokens: int, seed: int = 0, generator: torch.Generat
     tensor (MAR's orders), drawn from ``generator`` (on its device) or else a CPU one seeded by ``seed``."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     return torch.argsort(torch.rand(n, n_tokens, generator=g, device=g.device), dim=1)
+
+
+def flip_batch(images: Tensor, orders: Tensor | None, flip: Tensor, p: int = 4) -> tuple[Tensor, Tensor | None]:
+    """Mirror the images (B, C, H, W) where ``flip`` (B,) is true, and map their orders (B, N) of
+    p x p patch tokens with :func:`flip_order`, so that each order stays on the same content."""
+    flip = flip.to(images.device)
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if orders is not None:
+        orders = torch.where(flip[:, None], flip_order(orders, images.shape[-1] // p), orders)
+    return images, orders
+
+
+def random_flip(images: Tensor, orders: Tensor | None, generator: torch.Generator | None,
+                p: int = 4) -> tuple[Tensor, Tensor | None]:
+    """The training augmentation of CMAR and CViT: each image mirrored with probability 1/2 (drawn
+    from ``generator``, on its device), its order flipped alongside (:func:`flip_batch`)."""
+    device = generator.device if generator is not None else images.device
+    flip = torch.rand(images.shape[0], generator=generator, device=device) < 0.5
+    return flip_batch(images, orders, flip, p)

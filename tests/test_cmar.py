@@ -9,9 +9,9 @@ import torch
 from scipy import stats
 
 from copkit.cmar import (MAR, DiffLoss, Diffusion, MARConfig, adaptive_collapse, cfg_schedule, cosine_alpha_bar,
-                         flip_batch, mar_order, masked_count_after, mix_orders, reveal_schedule,
+                         mar_order, masked_count_after, mix_orders, reveal_schedule,
                          sample_mask_ratio, training_orders)
-from copkit.tokens import patchify, random_orders
+from copkit.tokens import flip_batch, patchify, random_orders
 
 
 def tiny(grid=(2, 2), **kw) -> MAR:
@@ -201,7 +201,7 @@ def test_orders_reverse_mix_and_flip():
     # the flipped image's order points at the mirrored patches: same content, mirrored
     images = torch.rand(2, 1, 8, 8, generator=g)
     orders = random_orders(2, 4, generator=g)
-    fx, fo = flip_batch(images, orders, torch.tensor([True, False]), grid_w=2)
+    fx, fo = flip_batch(images, orders, torch.tensor([True, False]), p=4)
     t, ft = patchify(images, 4), patchify(fx, 4)
     for j in range(4):
         a = ft[0, fo[0, j]].reshape(4, 4)
