@@ -172,7 +172,7 @@ PROFILES: dict[str, Profile] = {
                        finetune_steps=300, scratch_steps=1200, lr=1e-3, finetune_lr=3e-4, warmup_steps=60,
                        ema_decay=0.995, gen_steps=8, diffusion_steps=25, cfg=3.0, cfg_scales=(2.0, 3.0, 4.0),
                        samples=1000, sweep_samples=300, seeds=(0, 1, 2), classifier_steps=800,
-                       uncertainty_images=8, uncertainty_draws=8),
+                       uncertainty_images=40, uncertainty_draws=8),
         cvit=CvitSizes(width=64, depth=4, heads=4, mlp_ratio=4.0, schedule="cosine", max_drop=0.99, epochs=1,
                        batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99, train_images=32000,
                        test_images=1500, ratios=13, seeds=(0, 1, 2)),

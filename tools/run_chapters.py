@@ -105,6 +105,7 @@ def main() -> int:
     chapters_dir = Path(args.chapters_dir).resolve()
     params = {"profile": args.profile, "device": args.device,
               "results_dir": os.path.relpath(out_dir / "results", chapters_dir),
+              "notebooks_dir": os.path.relpath(out_dir, chapters_dir),
               "data_dir": os.path.relpath(Path(args.data_dir).resolve(), chapters_dir)}
     sources = chapter_sources(Path(args.chapters_dir), args.chapters)
     if not sources:
