@@ -1,0 +1,109 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. Performance
+#
+# How fast the pieces of `copkit` run, and against what limit. The numbers are those `make bench`
+# last wrote to `book/results/bench.json` (`tools/bench.py`; never part of the tests), rendered here
+# as they are, with the machine and the commit that measured them. A speed means little alone, so
+# each is set beside a limit measured in the same run: a large matrix multiply on the same device
+# (the practical FLOP/s ceiling), networkx looping over the same graphs, or the FLOP ratio a token
+# drop could reach at best.
+
+# %% tags=["parameters"]
+bench_file = "../book/results/bench.json"  # what make bench wrote
+notebooks_dir = "../book"  # the executed chapters, for their run times
+
+# %%
+import json
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+path = Path(bench_file)
+if not path.exists():
+    raise FileNotFoundError(f"{path.resolve()} does not exist: run `make bench` first")
+bench = json.loads(path.read_text())
+display(Markdown(f"Measured on `{bench['device']}` ({bench['cpu']}, {bench['threads']} threads"
+                 + (f", GPU {bench['gpu']}" if bench.get("gpu") else "") + f"), torch {bench['torch']}, "
+                 f"commit `{bench['commit'][:12]}`."))
+
+# %% [markdown]
+# ## CoMAE masks and collapse orders
+#
+# `CoMAE.masks` runs the selector once per target patch, N times per image; the collapse order adds
+# a batched PageRank. The achieved FLOP/s is the selector's counted FLOPs per image times the
+# images per second.
+
+# %%
+m = bench["comae_masks"]
+display(Markdown(f"""
+| measure | value |
+|---|---|
+| images per second, masks of all {49} targets (`{m['profile']}` profile's CoMAE) | {m['images_per_s']:,.1f} |
+| collapse orders per second, end to end | {m['orders_per_s']:,.1f} |
+| GFLOP per image (counted) | {m['gflop_per_image']:.3f} |
+| achieved GFLOP/s | {m['achieved_gflops']:.1f} |
+| large-matmul GFLOP/s on the same device | {m['matmul_gflops']:.1f} |
+| fraction of the matmul limit | {m['fraction_of_matmul']:.1%} |
+"""))
+
+# %% [markdown]
+# ## Batched PageRank against networkx
+
+# %%
+rows = [f"| {k[1:]} | {r['graphs']} | {r['copkit_s']:.3f} | {r['networkx_s']:.2f} | {r['speedup']:.0f}x | "
+        f"{r['max_abs_diff']:.1e} |" for k, r in bench["pagerank"].items()]
+display(Markdown("| N | graphs | copkit (s) | networkx (s) | speed-up | max abs. difference |\n"
+                 "|---|---|---|---|---|---|\n" + "\n".join(rows)))
+
+# %% [markdown]
+# ## The CViT classifier at fewer tokens
+#
+# Images per second keeping 100%, 50% and 22% of the 49 patch tokens, measured in one interleaved
+# run, beside the ratio of whole-forward FLOPs: the speed-up that counting FLOPs predicts. A
+# measured speed-up can exceed it, when the shorter sequence's activations fit the caches better.
+
+# %%
+if "cvit" in bench:
+    c = bench["cvit"]
+    rows = [f"| {float(r):.0%} | {k['tokens']} | {k['images_per_s']:,.0f} | {k['speedup']:.2f}x | {k['flop_ratio']:.2f}x |"
+            for r, k in c["keep"].items()]
+    display(Markdown(f"`{c['profile']}` profile's ViT ({c['depth']} blocks of width {c['width']}), {c['images']} images\n\n"
+                     "| keep | tokens | images/s | speed-up vs 100% | FLOP ratio |\n|---|---|---|---|---|\n"
+                     + "\n".join(rows)))
+else:
+    display(Markdown("This bench file predates the CViT section: run `make bench`."))
+
+# %% [markdown]
+# ## The exact Gaussian model of Chapter 1
+
+# %%
+g = bench["gaussian_entropy"]
+display(Markdown(f"Fit to 60,000 images: {g['fit_60000_s']:.2f} s; greedy order: {g['greedy_order_s']:.2f} s; "
+                 f"prefix curves: {g['prefix_curves_per_s']:.1f} per second."))
+
+# %% [markdown]
+# ## The book's own run times
+#
+# From papermill's metadata in the executed chapters (the `cpu` profile the site shows). A chapter
+# that found its trained runs in `data/runs/` only loaded them, so these are re-execution times;
+# the README lists the times from scratch.
+
+# %%
+rows = []
+for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
+    pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
+    rows.append(f"| {nb_path.stem} | `{pm.get('parameters', {}).get('profile', '?')}` | {(pm.get('duration') or 0) / 60:.1f} |")
+display(Markdown("| chapter | profile | minutes |\n|---|---|---|\n" + "\n".join(rows)))
