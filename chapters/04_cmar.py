@@ -351,8 +351,8 @@ display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.
 
 # %%
 grid_labels = torch.arange(10).repeat_interleave(10)
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR ascending")):
+fig, axes = plt.subplots(1, 5, figsize=(16, 3.6))
+for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR scratch", "CMAR ascending")):
     run, source, desc_ = SETUPS[name]
     imgs = generate(runs[(run, SEEDS[0])], grid_labels, order_fn(source, desc_), seed=7, steps=S.gen_steps,
                     diffusion_steps=S.diffusion_steps, cfg=S.cfg, progress=False)
