@@ -149,6 +149,15 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
         keep: None, (K,) indices used for every image, or (B, K) long indices into the N patches
             (any order: a token carries its position embedding, so order does not change logits).
 
+    Example (keeping all 49 patches is timm's own forward):
+
+    >>> vit = make_vit(CViTConfig(width=16, depth=1, heads=2)).eval()
+    >>> x = torch.randn(2, 1, 28, 28)
+    >>> torch.allclose(forward_keep(vit, x, torch.arange(49).expand(2, 49)), vit(x), atol=1e-5)
+    True
+    >>> forward_keep(vit, x, torch.tensor([[0, 5, 9], [48, 1, 2]])).shape
+    torch.Size([2, 10])
+
     Returns:
         (B, classes) logits.
     """
@@ -205,6 +214,10 @@ def sample_drop_ratio(n: int, generator: torch.Generator | None = None, max_drop
 
     Returns:
         (n,) float64 ratios in [0, r_max].
+
+    >>> r = sample_drop_ratio(100_000, torch.Generator().manual_seed(0))
+    >>> round(r.mean().item(), 2), round(0.99 * (1 - 2 / math.pi), 2)  # the density's mean
+    (0.36, 0.36)
     """
     if schedule not in _SCHEDULES:
         raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}")
@@ -496,7 +509,14 @@ def auc(ratios: Sequence[float], top1: Sequence[float]) -> float:
 def knee(ratios: Sequence[float], top1: Sequence[float], sensitivity: float = 1.0) -> tuple[float, float]:
     """The knee of a top-1 curve (Sec. 5, Fig. 8): ``kneed.KneeLocator`` (Kneedle, Satopaa et al.
     2011) with ``curve="concave", direction="decreasing"`` on mask ratio ascending. Returns
-    (mask ratio, top-1 there); (nan, nan) when Kneedle finds no knee."""
+    (mask ratio, top-1 there); (nan, nan) when Kneedle finds no knee.
+
+    A curve flat until 0.6 and falling linearly after it bends at 0.6:
+
+    >>> x = [i / 10 for i in range(10)]
+    >>> knee(x, [80.0] * 7 + [60.0, 40.0, 20.0])
+    (0.6, 80.0)
+    """
     from kneed import KneeLocator
 
     x, y = _curve(ratios, top1)

@@ -104,7 +104,12 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
 
 def pagerank_solve(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None) -> Tensor:
     """The exact PageRank: solve (I - c P~) r = (1 - c) beta with a linear solver, where P~ is P with
-    each dangling column replaced by beta. For checking :func:`pagerank`; (N,) or (B, N), sums to 1."""
+    each dangling column replaced by beta. For checking :func:`pagerank`; (N,) or (B, N), sums to 1.
+
+    >>> a = torch.rand(5, 5, generator=torch.Generator().manual_seed(0)).fill_diagonal_(0)
+    >>> torch.allclose(pagerank_solve(a), pagerank(a).scores.double(), atol=1e-8)
+    True
+    """
     a, single = _check(a)
     a = a.double()
     p, dangling = transition(a)
@@ -120,6 +125,11 @@ def collapse_order(masks: Tensor, damping: float = 0.85, teleport: Tensor | None
     """The collapse order of each image: patches by descending PageRank score, (N,) or (B, N) long.
 
     Ties keep the lower index first (a stable sort), so the order is deterministic.
+
+    >>> masks = torch.full((4, 4), 0.1).fill_diagonal_(0)
+    >>> masks[[0, 1, 3], 2] = 1.0  # every other patch relies on patch 2 ...
+    >>> collapse_order(masks).tolist()[0]  # ... so patch 2 is realised first
+    2
     """
     scores = pagerank(masks, damping, teleport, **kwargs).scores
     return torch.sort(-scores, dim=-1, stable=True).indices
@@ -138,7 +148,11 @@ def ranks(order: Tensor) -> Tensor:
 
 
 def keep_top(order: Tensor, keep: int | float) -> Tensor:
-    """The first ``keep`` token indices of each order (an int, or a fraction of N rounded to at least 1)."""
+    """The first ``keep`` token indices of each order (an int, or a fraction of N rounded to at least 1).
+
+    >>> keep_top(torch.tensor([[4, 0, 3, 1, 2]]), 0.4).tolist()
+    [[4, 0]]
+    """
     n = order.shape[-1]
     k = keep if isinstance(keep, int) else max(1, round(keep * n))
     if not 1 <= k <= n:

@@ -63,7 +63,12 @@ def patchify(images: Tensor, p: int) -> Tensor:
 
 
 def unpatchify(tokens: Tensor, p: int, shape: tuple[int, int, int]) -> Tensor:
-    """Inverse of :func:`patchify`: (N, d) or (B, N, d) tokens back to (C, H, W) or (B, C, H, W)."""
+    """Inverse of :func:`patchify`: (N, d) or (B, N, d) tokens back to (C, H, W) or (B, C, H, W).
+
+    >>> x = torch.randn(2, 1, 28, 28)
+    >>> torch.equal(unpatchify(patchify(x, 4), 4, (1, 28, 28)), x)
+    True
+    """
     single = tokens.dim() == 2
     if single:
         tokens = tokens.unsqueeze(0)
@@ -121,7 +126,13 @@ def random_orders(n: int, n_tokens: int, seed: int = 0, generator: torch.Generat
 
 def flip_batch(images: Tensor, orders: Tensor | None, flip: Tensor, p: int = 4) -> tuple[Tensor, Tensor | None]:
     """Mirror the images (B, C, H, W) where ``flip`` (B,) is true, and map their orders (B, N) of
-    p x p patch tokens with :func:`flip_order`, so that each order stays on the same content."""
+    p x p patch tokens with :func:`flip_order`, so that each order stays on the same content.
+
+    >>> x = torch.arange(64.0).reshape(1, 1, 8, 8)
+    >>> fx, fo = flip_batch(x, torch.tensor([[0, 1, 2, 3]]), torch.tensor([True]))
+    >>> fo.tolist()  # a 2x2 grid of 4x4 patches: patch 0 (top left) is now patch 1 (top right)
+    [[1, 0, 3, 2]]
+    """
     flip = flip.to(images.device)
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     if orders is not None:
