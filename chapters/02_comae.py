@@ -16,7 +16,7 @@
 #
 # Chapter 1 computed, for a Gaussian model, exactly how much each patch tells about the others.
 # Real images are not Gaussian, and the paper learns the same information with a masked
-# autoencoder, **CoMAE** (Sec. 3.1 of [the paper](https://arxiv.org/abs/2511.22281)). For every
+# autoencoder {cite}`he2022mae`, **CoMAE** (Sec. 3.1 of {cite}`guo2025collapse`). For every
 # target patch $n$ a *selector* $f$ outputs a soft mask $w_n \in [0,1]^N$ over the other patches;
 # the patches it does not select are drowned in noise, and a *reconstructor* $g$ must rebuild
 # patch $n$ from what is left. A mask that keeps few patches and still lets $g$ succeed names the

@@ -16,7 +16,7 @@
 #
 # CoMAE (Chapter 2) gives, for every patch $i$ of an image, a mask $w_i$: how much $i$ relies on
 # each other patch. Stacked, the masks form a weighted directed graph $A_{ij} = w_{ij}$. The paper
-# ranks the patches with PageRank on that graph (Sec. 3.2): a patch many others rely on is
+# ranks the patches with PageRank {cite}`page1999pagerank` on that graph (Sec. 3.2): a patch many others rely on is
 # realised first. The resulting **collapse order** drives CMAR and CViT in the next chapters.
 #
 # Sec. 6 of the paper argues that this order is optimal. This chapter

@@ -14,16 +14,17 @@
 # %% [markdown]
 # # 4. CMAR: generating patches in collapse order
 #
-# MAR (Li et al. 2024) generates an image as a sequence of continuous tokens. A bidirectional
+# MAR {cite}`li2024mar` generates an image as a sequence of continuous tokens. A bidirectional
 # transformer looks at the tokens generated so far and, for every token still missing, produces a
 # condition $z$; a small per-token diffusion model (the *diffusion head*) then samples the token
-# from $z$. The order in which tokens are generated is a random permutation, drawn afresh for
+# from $z$ {cite}`ho2020ddpm,nichol2021iddpm`. The order in which tokens are generated is a random permutation, drawn afresh for
 # every image, in training and in sampling.
 #
 # The paper's CMAR (Sec. 3.3) keeps MAR and changes only the order: tokens are generated in the
 # **collapse order** of Chapter 3, the patches that explain the most of the image first. CMAR is
 # MAR fine-tuned on collapse orders, with 10% of the sequences left random as a regulariser. The
-# paper reports small gains in FID with classifier-free guidance (CFG) on ImageNet (Tables 2-4),
+# paper reports small gains in FID {cite}`heusel2017fid` with classifier-free guidance (CFG)
+# {cite}`ho2022cfg` on ImageNet (Tables 2-4),
 # each from a single run.
 #
 # This chapter builds a small but complete MAR on Fashion-MNIST pixel tokens (`copkit.cmar`),
@@ -118,8 +119,8 @@ plt.show()
 # clothes those features mean little, and no weights can be downloaded here. As is common for
 # small data sets, the scores use a classifier trained on Fashion-MNIST: FID on its 128-dimensional
 # penultimate features (torchmetrics' `FrechetInceptionDistance` with the classifier as
-# `feature`), the Inception Score on its softmax, precision and recall (Kynkäänniemi et al. 2019,
-# $k = 3$) on the same features. The reference is the 10,000 test images. The numbers are
+# `feature`), the Inception Score {cite}`salimans2016is` on its softmax, precision and recall
+# {cite}`kynkaanniemi2019pr` ($k = 3$) on the same features. The reference is the 10,000 test images. The numbers are
 # therefore on a different scale from the paper's ImageNet numbers; only the comparisons between
 # models carry over.
 

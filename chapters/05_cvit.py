@@ -15,14 +15,14 @@
 # # 5. CViT: classifying from the top of the collapse order
 #
 # If the collapse order puts first the patches the others depend on, a classifier that sees only
-# the top of the order should lose little. The paper tests this with **CViT** (Sec. 3.4): a ViT
+# the top of the order should lose little. The paper tests this with **CViT** (Sec. 3.4): a ViT {cite}`dosovitskiy2021vit`
 # fine-tuned while a random share (0-99%) of the *lowest-ranked* patches is removed from its
 # input sequence, then evaluated with more and more patches removed. Table 5 sets it beside
 #
 # - **ViT**: the same network trained on full images, tested with patches removed at random;
 # - **ViT+C**: that same ViT, tested with the lowest-ranked patches removed;
 # - **RViT**: trained like CViT but with a random subset removed, tested the same way;
-# - **DynamicViT**: a network that learns which tokens to prune between its blocks.
+# - **DynamicViT** {cite}`rao2021dynamicvit`: a network that learns which tokens to prune between its blocks.
 #
 # The paper's headline numbers: at 78% of the patches removed CViT keeps 70.6% top-1 (ViT: 22.4%,
 # RViT: 67.3%), the largest area under the accuracy curve (AuC 72.2), a Kneedle knee at 78%, and
@@ -257,7 +257,7 @@ display(Markdown("\n".join(rows)))
 #
 # **AuC** is the area under top-1 against mask ratio (trapezoid rule over 0-0.99), divided by the
 # range: an average top-1 over the masked range, in the units of Table 5. The **knee** is
-# Kneedle's (`kneed.KneeLocator`, concave, decreasing) on each seed's top-1 curve.
+# Kneedle's {cite}`satopaa2011kneedle` (`kneed.KneeLocator`, concave, decreasing) on each seed's top-1 curve.
 
 # %%
 ratios = sweep_ratios(C.ratios)
