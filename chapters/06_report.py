@@ -78,7 +78,7 @@ for chapter, r in results.items():
         rows.append(f"| `{cid}` | {fmt(c['paper'])} | {fmt(c['ours'])} | **{c['verdict']}** | {c['why'].replace('|', '/')} |")
     display(Markdown(
         f"### {title}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, commit `{r['commit'][:12]}`; "
-        f"the chapter's own page shows every number below with its figure.\n\n"
+        f"[the chapter](./{chapter}.ipynb) shows every number below with its figure.\n\n"
         "| claim | paper | ours | verdict | why |\n|---|---|---|---|---|\n" + "\n".join(rows)))
 
 # %% [markdown]
