@@ -174,8 +174,7 @@ for s in SEEDS:
         model, hist, h = fit_mar(cfg, ft, train_x, train_y, data_dir, data, kind, collapse=train_orders,
                                  init=(mar_hash, mar.state_dict()), device=dev, desc=f"{name} seed {s}")
         runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = model, hist, h
-    _, tc_scratch = from_profile(S, s, "mar")
-    tc_scratch = TrainConfig(**{**tc_scratch.__dict__, "steps": S.scratch_steps})
+    _, tc_scratch = from_profile(S, s, "scratch")
     model, hist, h = fit_mar(cfg, tc_scratch, train_x, train_y, data_dir, data, "descending", collapse=train_orders,
                              device=dev, desc=f"CMAR scratch seed {s}")
     runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = model, hist, h

@@ -473,7 +473,7 @@ ORDER_KINDS = ("random", "descending", "ascending")
 
 
 def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: int, random_fraction: float,
-                    generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+                    generator: torch.Generator | None = None) -> Tensor:
     """The MAR orders of one training batch: ``random`` (MAR), or the images' collapse orders
     ``descending`` (CMAR: best patches generated first) or ``ascending`` (Table 4's ablation), a
     ``random_fraction`` of the sequences replaced by random orders (CMAR's 10%)."""
@@ -502,7 +502,7 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
         o = collapse[idx].to(device) if collapse is not None else None
         if flip:
             x, o = random_flip(x, o, gen)
-        orders = training_orders(kind, o, len(idx), model.cfg.n_tokens, random_fraction, gen, device)
+        orders = training_orders(kind, o, len(idx), model.cfg.n_tokens, random_fraction, gen)
         loss = model.loss(patchify(x, 4), y, orders, gen)
         return loss, "mar", {}
 
@@ -552,15 +552,16 @@ def fit_mar(cfg: MARConfig, tc, images: Tensor, labels: Tensor, data_dir, data: 
 
 
 def from_profile(sizes, seed: int, stage: str = "mar") -> tuple[MARConfig, "object"]:
-    """The MAR configuration and the training configuration of one ``stage`` (``"mar"``: from
-    scratch, ``"finetune"``: MAR -> CMAR) of a profile's :class:`copkit.profiles.CmarSizes`."""
+    """The MAR configuration and the training configuration of one ``stage`` (``"mar"``: MAR from
+    scratch, ``"finetune"``: MAR -> CMAR, ``"scratch"``: CMAR from scratch, MAR's recipe with the
+    profile's ``scratch_steps``) of a profile's :class:`copkit.profiles.CmarSizes`."""
     from .train import TrainConfig
 
     cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth, heads=sizes.heads,
                     buffer=sizes.buffer, head_width=sizes.head_width, head_depth=sizes.head_depth,
                     diffusion_batch_mul=sizes.diffusion_batch_mul, mask_ratio_min=sizes.mask_ratio_min)
-    if stage == "mar":
-        tc = TrainConfig(steps=sizes.mar_steps, batch_size=sizes.batch_size, lr=sizes.lr,
+    if stage in ("mar", "scratch"):
+        tc = TrainConfig(steps=sizes.mar_steps if stage == "mar" else sizes.scratch_steps, batch_size=sizes.batch_size, lr=sizes.lr,
                          warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
                          grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200)
     elif stage == "finetune":  # the paper's recipe: linear warm-up over the first 10%, then cosine to 0
@@ -568,7 +569,7 @@ def from_profile(sizes, seed: int, stage: str = "mar") -> tuple[MARConfig, "obje
                          warmup_steps=max(1, sizes.finetune_steps // 10), ema_decay=sizes.ema_decay,
                          weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200)
     else:
-        raise ValueError(f"unknown stage {stage!r}; use 'mar' or 'finetune'")
+        raise ValueError(f"unknown stage {stage!r}; use 'mar', 'finetune' or 'scratch'")
     return cfg, tc
 
 
