@@ -4,13 +4,16 @@ Shape (see DESIGN.md)::
 
     {"chapter": "01_entropy", "profile": "cpu", "device": "cpu", "commit": "<sha>",
      "seeds": [0], "claims": {"eq1.order_invariant": {"paper": ..., "ours": {...},
-     "verdict": "...", "why": "..."}}, "metrics": {...}}
+     "verdict": "...", "why": "...", "section": "ch1-eq1"}}, "metrics": {...}}
 
-Claim ids name the paper's table, figure or equation first. Files are written atomically.
+Claim ids name the paper's table, figure or equation first. ``section`` (optional) is the label
+of the chapter section that shows the claim, a MyST target ``(ch1-eq1)=`` above its heading; the
+report links to it. Files are written atomically.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ from .io import atomic_write_json
 __all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "git_commit", "write_results"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable")
+_LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 def summary(values: Iterable[float] | float) -> dict[str, float | int]:
@@ -34,14 +38,32 @@ def summary(values: Iterable[float] | float) -> dict[str, float | int]:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
 
 
-def claim(paper: Any, ours: dict | float, verdict: str, why: str) -> dict[str, Any]:
-    """One row of the reproducibility report: the paper's value, ours, a verdict and why."""
+def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str | None = None) -> dict[str, Any]:
+    """One row of the reproducibility report: the paper's value, ours, a verdict and why.
+
+    Args:
+        paper: the paper's number, or a sentence when it states no number.
+        ours: our measurement: a dict, or values summarised with :func:`summary`.
+        verdict: one of :data:`VERDICTS`.
+        why: one sentence saying why the verdict.
+        section: the label of the section that shows the claim (a MyST target such as
+            ``ch1-eq1``, written ``(ch1-eq1)=`` above the heading); stored only when given.
+
+    Example:
+        >>> claim(4.267, [4.1, 4.3], "partly", "lower, not significant.", section="ch2-table1")["section"]
+        'ch2-table1'
+    """
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if not why or not why.strip():
         raise ValueError("a claim needs a one-sentence reason")
-    return {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours),
-            "verdict": verdict, "why": why.strip()}
+    row = {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours),
+           "verdict": verdict, "why": why.strip()}
+    if section is not None:
+        if not isinstance(section, str) or not _LABEL.fullmatch(section):
+            raise ValueError(f"section must be a label of lower-case letters, digits, '-', '_' or '.', got {section!r}")
+        row["section"] = section
+    return row
 
 
 def direction_verdict(a: Iterable[float], b: Iterable[float], expect: str, alpha: float = 0.05) -> tuple[str, float]:
@@ -91,7 +113,7 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
                   seeds: list[int], claims: dict[str, dict], metrics: dict[str, Any]) -> Path:
     """Write ``<results_dir>/<chapter>.json`` atomically and return its path."""
     for cid, c in claims.items():
-        if set(c) != {"paper", "ours", "verdict", "why"}:
+        if not {"paper", "ours", "verdict", "why"} <= set(c) <= {"paper", "ours", "verdict", "why", "section"}:
             raise ValueError(f"claim {cid!r} must be made with copkit.results.claim()")
     payload = {
         "chapter": chapter,

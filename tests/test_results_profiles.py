@@ -37,6 +37,23 @@ def test_write_results_shape(tmp_path):
         write_results(tmp_path, "bad", profile="smoke", device="cpu", seeds=[0], claims={"x": {"paper": 1}}, metrics={})
 
 
+def test_claim_section_is_optional_stored_and_written(tmp_path):
+    plain = claim(1.0, 2.0, "partly", "because.")
+    assert "section" not in plain
+    linked = claim(1.0, 2.0, "partly", "because.", section="ch3-dag")
+    assert linked["section"] == "ch3-dag"
+    for bad in ("", "Ch3 DAG", "#ch3-dag", 3):
+        with pytest.raises(ValueError, match="section must be a label"):
+            claim(1.0, 2.0, "partly", "because.", section=bad)
+    path = write_results(tmp_path, "03_x", profile="smoke", device="cpu", seeds=[0],
+                         claims={"dag.acyclic": linked, "eq1": plain}, metrics={})
+    got = json.loads(path.read_text())["claims"]
+    assert got["dag.acyclic"]["section"] == "ch3-dag" and "section" not in got["eq1"]
+    with pytest.raises(ValueError, match="must be made with copkit.results.claim"):
+        write_results(tmp_path, "bad", profile="smoke", device="cpu", seeds=[0],
+                      claims={"x": {**plain, "link": "somewhere"}}, metrics={})
+
+
 def test_atomic_write_leaves_old_file_when_serialisation_fails(tmp_path):
     target = tmp_path / "r.json"
     atomic_write_json(target, {"a": 1})
