@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 1. Patch collapse, measured exactly
 #
+# *Source:* [`chapters/01_entropy.py`](../chapters/01_entropy.py), a jupytext script: open it in JupyterLab as a
+# notebook, or run it with `python tools/run_chapters.py 01_entropy --profile smoke`.
+#
 # [*The Collapse of Patches*](https://arxiv.org/abs/2511.22281) (Guo et al., 2025) starts from one observation: once some
 # patches of an image are known, the others become less uncertain, and some patches make the rest
 # collapse faster than others. The paper's models (CoMAE, PageRank) only *estimate* which patches
@@ -69,7 +72,7 @@ print(f"profile={P.name} ({P.description}); computing on {calc}")
 # on a 16 x 16 grid; ours have the same dimension on a smaller grid, and are plain pixels, so the
 # picture of a token is the token.
 
-# %%
+# %% mystnb={"figure": {"caption": "One Fashion-MNIST test image per class, cut into the 7 x 7 grid of 4 x 4-pixel patches that are the tokens of every chapter.", "name": "fig-ch1-patch-grid"}, "image": {"alt": "Ten small grey-scale clothing images, from T-shirt to ankle boot, each overlaid with an orange 7 by 7 grid."}}
 p = 4
 train_x, train_y = load_fashion_mnist("train", limit=P.entropy.fit_images)
 test_x, test_y = load_fashion_mnist("test")
@@ -110,7 +113,7 @@ plt.show()
 # before anything is observed. Entropies below are in nats and can be negative; differences
 # between orders are what matter.
 
-# %%
+# %% mystnb={"figure": {"caption": "The mean training image, and the entropy of each patch before anything is observed, $H(e_n)$, under the Gaussian token model: border patches that never vary are almost certain.", "name": "fig-ch1-marginal-entropy"}, "image": {"alt": "Left: a blurry mean garment. Right: a 7 by 7 heat map of patch entropies, high in the centre where the garments are and low at the borders."}}
 model = GaussianTokens.fit(tokens.to(calc), eps=DEQUANTIZATION_VARIANCE)
 marginal = model.marginal_entropies().cpu()
 joint = model.joint_entropy().item()
@@ -132,7 +135,7 @@ plt.show()
 # patches (the conditional mean), the bottom rows two draws from the conditional distribution:
 # as $k$ grows, the draws stop disagreeing: the patches collapse.
 
-# %%
+# %% mystnb={"figure": {"caption": "Observing the first $k$ patches of the greedy order of an ankle boot: the entropy left in each unobserved patch (top row), the conditional mean (second row) and two conditional draws, which stop disagreeing as $k$ grows.", "name": "fig-ch1-collapse"}, "image": {"alt": "A grid of four rows and six columns for k = 0, 3, 6, 12, 24 and 36: entropy maps fading as patches are observed, the reconstructed boot getting sharper and the two random draws becoming alike."}}
 greedy = model.greedy_order().cpu()
 example = test_x[(test_y == 9).nonzero()[0, 0]]  # an ankle boot
 ex_tokens = patchify(example, p).to(calc)
@@ -159,6 +162,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# (ch1-prefix-curve)=
 # ## The prefix curve: what an order changes
 #
 # The paper's Definition 1 (Eq. 8) measures the entropy left in the unobserved patches once a set
@@ -178,7 +182,7 @@ plt.show()
 # - **random**: uniformly random orders, mean and 5-95% band.
 
 
-# %%
+# %% mystnb={"figure": {"caption": "Prefix curves $H_c(S_k)$ of the greedy, anti-greedy, reversed greedy, raster and random orders on Fashion-MNIST: the greedy order's curve falls earliest.", "name": "fig-ch1-prefix-curves"}, "image": {"alt": "Line plot of the entropy left against the fraction of patches observed; the greedy curve lies lowest, the anti-greedy highest, random orders in a band between."}}
 def order_table(m: GaussianTokens, n_random: int, rng_seed: int) -> tuple[dict, dict]:
     """Prefix curves and their areas for the reference orders of a fitted model."""
     g = m.greedy_order().cpu()
@@ -210,6 +214,8 @@ fig, ax = plt.subplots(figsize=(6.5, 4))
 viz.prefix_curves({k: curves[k] for k in ["random", "raster", "greedy", "greedy reversed", "anti-greedy"]}, ax)
 ax.set_title("Fashion-MNIST: entropy left in the unobserved patches")
 plt.show()
+
+# %%
 display(Markdown(areas_markdown(areas, "order (Fashion-MNIST)")))
 
 # %% [markdown]
@@ -218,6 +224,7 @@ display(Markdown(areas_markdown(areas, "order (Fashion-MNIST)")))
 # order: reversing the best order is not the same as choosing badly at every step.
 
 # %% [markdown]
+# (ch1-eq1)=
 # ## Eq. 1 cannot tell orders apart
 #
 # The paper's objective (Eq. 1) sums, over all patches, the entropy of each patch given the
@@ -249,7 +256,7 @@ assert eq1_spread < 1e-6, "the chain rule must make Eq. 1 order-invariant"
 # and draw each class's greedy order on the class's mean image (the number is the position in the
 # order; dark = early).
 
-# %%
+# %% mystnb={"figure": {"caption": "The greedy order of a Gaussian fitted to each class, drawn on the class's mean image with its first 8 patches numbered: it starts inside the garment and leaves the background for last.", "name": "fig-ch1-class-orders"}, "image": {"alt": "Ten mean images, one per class, each with the numbers 1 to 8 on the first patches of its order, mostly on the garment."}}
 class_orders = []
 class_means = []
 fig, axes = plt.subplots(2, 5, figsize=(11, 5.4))
@@ -283,7 +290,7 @@ print(f"Spearman correlation between the classes' orders: mean {off_diag.mean():
 # quarter) gives a second, quite different set of statistics: no black background, smooth
 # correlations that fall off with distance.
 
-# %%
+# %% mystnb={"figure": {"caption": "The same model on 28 x 28 crops of scikit-image's camera photo: the greedy order on a crop, the entropy of each patch before anything is observed, and the prefix curves of the orders.", "name": "fig-ch1-photo"}, "image": {"alt": "Left: a grey crop of a photograph with numbered patches spread over the grid; middle: a fairly even entropy map; right: prefix curves with the greedy order lowest."}}
 crops = photo_crops("camera", P.entropy.photo_crops, 28, scale=0.25, seed=seed)
 photo_model = GaussianTokens.fit(patchify(crops, p).to(calc))
 photo_curves, photo_areas = order_table(photo_model, P.entropy.random_orders, seed)
@@ -299,6 +306,8 @@ viz.prefix_curves({k: photo_curves[k] for k in ["random", "raster", "greedy", "a
 ax2.set_title("camera crops: prefix curves", fontsize=9)
 fig.tight_layout()
 plt.show()
+
+# %%
 display(Markdown(areas_markdown(photo_areas, "order (camera crops)")))
 
 # %% [markdown]
@@ -335,6 +344,7 @@ claims = {
         verdict="not reproduced",
         why=(f"By the chain rule Eq. 1 equals the joint entropy for every order: across {len(eq1)} orders it "
              f"varies by {eq1_spread:.1e} relative, so it cannot rank orders; Definition 1 along the prefixes can."),
+        section="ch1-eq1",
     ),
     "def1.order_matters": claim(
         paper="the order in which patches are observed changes how fast the rest collapse (Def. 1, Eq. 8)",
@@ -344,6 +354,7 @@ claims = {
         why=(f"Under an exact Gaussian model of Fashion-MNIST tokens the greedy order's prefix-curve area is "
              f"{areas['greedy'].item():.1f} nats against {rand['mean']:.1f} ± {rand['std']:.1f} for random orders "
              f"({greedy_vs_random_sd:.1f} standard deviations lower)."),
+        section="ch1-prefix-curve",
     ),
 }
 metrics = {

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 2. CoMAE: learning which patches each patch needs
 #
+# *Source:* [`chapters/02_comae.py`](../chapters/02_comae.py), a jupytext script: open it in JupyterLab as a
+# notebook, or run it with `python tools/run_chapters.py 02_comae --profile smoke`.
+#
 # Chapter 1 computed, for a Gaussian model, exactly how much each patch tells about the others.
 # Real images are not Gaussian, and the paper learns the same information with a masked
 # autoencoder {cite}`he2022mae`, **CoMAE** (Sec. 3.1 of {cite}`guo2025collapse`). For every
@@ -123,7 +126,7 @@ print(f"train tokens {tuple(train_tokens.shape)}, validation tokens {tuple(val_t
 # - $H_{mask}$'s scale depends on $N$: its largest value, all entries at $1/e$, is $(N-1)/e$
 #   (17.7 for our 49 patches, 93.8 for the paper's 256). We report it raw and per mask entry.
 
-# %%
+# %% mystnb={"figure": {"caption": "Eq. 4: how a mask value $w$ becomes the share $a$ of the token kept, for three noise widths $\\sigma$ (ours marked).", "name": "fig-ch2-noise-keep"}, "image": {"alt": "Three S-shaped curves rising from 0 to 1 as the mask value goes from 0 to 1, steeper for smaller sigma."}}
 base_cfg = from_profile(P, 0.0, seed)[0]
 probe = CoMAE(base_cfg)
 print(f"selector f: {P.enc_depth} blocks x width {P.enc_width}, {sum(p.numel() for p in probe.f.parameters()):,} parameters")
@@ -176,12 +179,13 @@ print(f"{len(runs)} runs ready in {train_seconds:.0f} s (runs found in {data_dir
 
 
 # %% [markdown]
+# (ch2-fig6)=
 # ## Fig. 6 analogue: reconstruction and mask entropy during training
 #
 # Validation $L_r$ and $H_{mask}$ (on held-out images, every target, fixed noise), mean over
 # seeds with the min-max band.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 6 analogue: validation reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per weight of L_c; both quantities fall during training."}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for lam in P.lambdas:
     hs = [evals(runs[lam, s + seed][1]) for s in P.seeds]
@@ -199,6 +203,7 @@ fig.suptitle("Reconstruction loss and mask entropy over training (bands: min-max
 plt.show()
 
 # %% [markdown]
+# (ch2-table1)=
 # ## Table 1 analogue
 #
 # Final validation values (EMA weights are what later chapters use; the curves above and this
@@ -225,13 +230,14 @@ v_l, p_l = direction_verdict(final[with_lc]["L_r"], final[0.0]["L_r"], "lower")
 print(f"L_c (lambda={with_lc}) lowers H_mask: {v_h} (Welch p = {p_h:.3g}); lowers L_r: {v_l} (p = {p_l:.3g})")
 
 # %% [markdown]
+# (ch2-polarisation)=
 # ## Polarisation: where the mask values go
 #
 # If the paper is right, training moves the mask values away from the middle, toward 0 (patch
 # not needed) and 1 (patch needed). Below: the distribution of all off-diagonal mask values of the
 # validation images at the first evaluation and at the end, per setting (seed 0).
 
-# %%
+# %% mystnb={"figure": {"caption": "Where the mask values go: their distribution at the first evaluation, half-way and at the end of training, per weight of $L_c$ (seed 0). Polarisation moves mass towards 0 and 1.", "name": "fig-ch2-polarisation"}, "image": {"alt": "Step histograms of mask values between 0 and 1, one panel per weight of L_c: dotted for the first evaluation, dashed half-way, solid at the end."}}
 fig, axes = plt.subplots(1, len(P.lambdas), figsize=(3.6 * len(P.lambdas), 2.8), sharey=True)
 for ax, lam in zip(np.atleast_1d(axes), P.lambdas):
     ev = evals(runs[lam, P.seeds[0] + seed][1])
@@ -279,7 +285,7 @@ for lam in P.lambdas:
 # Each panel is the mask of one target patch (white frame) over the image: yellow = kept clean
 # ($w$ near 1), dark blue = drowned in noise ($w$ near 0).
 
-# %%
+# %% mystnb={"figure": {"caption": "The masks of five target patches (white frames) drawn over three validation images, at the paper's weight of $L_c$: yellow patches are kept clean for the target, dark blue ones drowned in noise.", "name": "fig-ch2-masks"}, "image": {"alt": "Three rows (a T-shirt, a sneaker and an ankle boot), each the image followed by five copies tinted by the mask of one target patch."}}
 best_seed = min(P.seeds, key=lambda s: final[with_lc]["L_r"][P.seeds.index(s)]) + seed
 best_model = runs[with_lc, best_seed][0]
 saved_as = artifact_config(P, with_lc, [s + seed for s in P.seeds], data_tag)
@@ -382,19 +388,19 @@ ext = {lam: summary(extreme[lam]) for lam in P.lambdas}
 claims = {
     "table1.contrastive.mask_entropy": claim(4.267, hs[with_lc], "not testable",
         f"Absolute H_mask depends on N (49 here, 256 in the paper) and on the data; ours is {hs[with_lc]['mean']:.2f} "
-        f"({hs[with_lc]['mean'] / (N - 1):.3f} per entry vs the paper's {4.267 / 255:.3f})."),
+        f"({hs[with_lc]['mean'] / (N - 1):.3f} per entry vs the paper's {4.267 / 255:.3f}).", section="ch2-table1"),
     "table1.no_contrastive.mask_entropy": claim(4.816, hs[0.0], "not testable",
-        f"Absolute H_mask depends on N and the data; ours without L_c is {hs[0.0]['mean']:.2f}."),
+        f"Absolute H_mask depends on N and the data; ours without L_c is {hs[0.0]['mean']:.2f}.", section="ch2-table1"),
     "table1.contrastive.reconstruction_loss": claim(1.567, ls[with_lc], "not testable",
-        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares."),
+        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares.", section="ch2-table1"),
     "table1.no_contrastive.reconstruction_loss": claim(8.392, ls[0.0], "not testable",
-        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares."),
+        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares.", section="ch2-table1"),
     "table1.contrastive_lowers_mask_entropy": claim("4.816 -> 4.267", {"with": hs[with_lc], "without": hs[0.0], "welch_p": p_h},
         v_h, f"With L_c (weight {with_lc}) H_mask is {hs[with_lc]['mean']:.3f} ± {hs[with_lc]['std']:.3f} against "
-        f"{hs[0.0]['mean']:.3f} ± {hs[0.0]['std']:.3f} without ({len(P.seeds)} seeds, Welch p = {p_h:.2g})."),
+        f"{hs[0.0]['mean']:.3f} ± {hs[0.0]['std']:.3f} without ({len(P.seeds)} seeds, Welch p = {p_h:.2g}).", section="ch2-table1"),
     "table1.contrastive_lowers_reconstruction_loss": claim("8.392 -> 1.567", {"with": ls[with_lc], "without": ls[0.0], "welch_p": p_l},
         v_l, f"With L_c (weight {with_lc}) L_r is {ls[with_lc]['mean']:.3f} ± {ls[with_lc]['std']:.3f} against "
-        f"{ls[0.0]['mean']:.3f} ± {ls[0.0]['std']:.3f} without ({len(P.seeds)} seeds, Welch p = {p_l:.2g})."),
+        f"{ls[0.0]['mean']:.3f} ± {ls[0.0]['std']:.3f} without ({len(P.seeds)} seeds, Welch p = {p_l:.2g}).", section="ch2-table1"),
 }
 first_ext = summary([sum(evals(runs[with_lc, s + seed][1])[0]["w_hist"][i] for i in (0, 1, 18, 19)) for s in P.seeds])
 polar = ext[with_lc]["mean"] > first_ext["mean"] + 2 * max(first_ext["std"], ext[with_lc]["std"], 1e-3)
@@ -404,7 +410,7 @@ claims["fig6.mask_entropy_falls_with_training"] = claim(
     {"H_mask_first_eval": h_first, "H_mask_final": hs[with_lc], "extreme_share_first": first_ext, "extreme_share_final": ext[with_lc]},
     "reproduced" if polar and hs[with_lc]["mean"] < h_first["mean"] else "partly" if hs[with_lc]["mean"] < h_first["mean"] else "not reproduced",
     f"Between the first evaluation and the end, H_mask goes from {h_first['mean']:.2f} to {hs[with_lc]['mean']:.2f} and the share of "
-    f"mask values below 0.1 or above 0.9 from {first_ext['mean']:.2f} to {ext[with_lc]['mean']:.2f} (lambda={with_lc}, {len(P.seeds)} seeds).")
+    f"mask values below 0.1 or above 0.9 from {first_ext['mean']:.2f} to {ext[with_lc]['mean']:.2f} (lambda={with_lc}, {len(P.seeds)} seeds).", section="ch2-fig6")
 metrics = {
     "final_val": {str(lam): {"H_mask": hs[lam], "L_r": ls[lam], "extreme_share": ext[lam]} for lam in P.lambdas},
     "planted_mirror_hit_rate": {str(k): v for k, v in planted.items()},

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 3. From masks to a collapse order: PageRank, and the proof checked with numbers
 #
+# *Source:* [`chapters/03_rank.py`](../chapters/03_rank.py), a jupytext script: open it in JupyterLab as a
+# notebook, or run it with `python tools/run_chapters.py 03_rank --profile smoke`.
+#
 # CoMAE (Chapter 2) gives, for every patch $i$ of an image, a mask $w_i$: how much $i$ relies on
 # each other patch. Stacked, the masks form a weighted directed graph $A_{ij} = w_{ij}$. The paper
 # ranks the patches with PageRank {cite}`page1999pagerank` on that graph (Sec. 3.2): a patch many others rely on is
@@ -80,7 +83,7 @@ print(f"profile={PROFILE.name}; device={dev}; CoMAE {comae_meta['config_hash'][:
 # The masks of every target of the first test images, computed in one batched pass
 # (`CoMAE.masks`: all $N$ targets of a chunk of images at once, diagonal set to 0).
 
-# %%
+# %% mystnb={"figure": {"caption": "One CoMAE mask graph: an ankle boot, its 49 x 49 matrix of mask values $A_{ij} = w_{ij}$, and the PageRank score of each patch drawn over the image.", "name": "fig-ch3-graph"}, "image": {"alt": "Left: an ankle boot; middle: a square heat map of mask values; right: the boot tinted by the PageRank score of each patch."}}
 test_x, test_y = load_fashion_mnist("test", limit=R.images)
 tokens = patchify(test_x, 4)
 t0 = time.perf_counter()
@@ -107,6 +110,7 @@ viz.token_map(pagerank(masks[i0]).scores, (7, 7), axes[2], image=test_x[i0], cma
 plt.show()
 
 # %% [markdown]
+# (ch3-proof)=
 # ## The proof, step by step
 #
 # With $\tilde P$ the transition matrix whose dangling columns are replaced by $\beta$, the
@@ -120,7 +124,7 @@ plt.show()
 # Each step, measured on the CoMAE graphs and on random graphs of the same size:
 
 
-# %%
+# %% mystnb={"figure": {"caption": "Eq. 11 checked: the relative error of the Neumann series' partial sums against the exact solve $(I - c\\tilde P)^{-1}\\beta$ (worst graph), beside $c^T$.", "name": "fig-ch3-neumann"}, "image": {"alt": "Log-scale plot of the error against the number of terms: the curves for CoMAE and random graphs fall along the c to the T reference line down to machine precision."}}
 def proof_checks(a: torch.Tensor, c: float = 0.85, terms: int = 120) -> dict:
     p, dangling = transition(a)
     beta = torch.full(a.shape[:2], 1.0 / a.shape[-1], dtype=a.dtype)
@@ -158,6 +162,8 @@ ax.set_title("Eq. 11: partial sums converge to $(I - c\\tilde P)^{-1}\\beta$", f
 ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
 plt.show()
+
+# %%
 rows = ["| check | CoMAE graphs | random graphs |", "|---|---|---|"]
 for key, label in (("fixed_point_residual", "Eq. 14 residual, max over graphs"),
                    ("eq15_max_abs_diff", "Eq. 15: $(1-c)r$ vs power-iteration PageRank, max abs diff"),
@@ -185,6 +191,7 @@ display(Markdown("\n".join(["| change | Kendall τ vs default order |", "|---|--
                            + [f"| {k} | {v['mean']:.3f} ± {v['std']:.3f} |" for k, v in sensitivity.items()])))
 
 # %% [markdown]
+# (ch3-optimality)=
 # ## Is the order optimal? A test against exact ground truth
 #
 # The theorem's conclusion rests on two assumptions: that the marginal entropy reduction of
@@ -238,6 +245,8 @@ for k, a in sorted({**areas, "random (mean)": rand_area["mean"], "CoMAE per-imag
     rows.append(f"| {k} | {a:.1f} | {gap(a):.2f} |")
 display(Markdown("\n".join(rows) + f"\n\nrandom: {rand_area['n']} orders, sd {rand_area['std']:.1f}; CoMAE per-image: "
                  f"{per_image_area['n']} test images, sd {per_image_area['std']:.1f}."))
+
+# %% mystnb={"figure": {"caption": "Prefix curves on the exact Gaussian model of Chapter 1: the greedy order, PageRank on the exact influence graph and on the mean CoMAE graph, raster, ascending PageRank and random orders.", "name": "fig-ch3-optimality"}, "image": {"alt": "Line plot of the entropy left against the fraction of patches observed; the greedy order and PageRank on the exact influence graph lie lowest, the ascending order highest."}}
 fig, ax = plt.subplots(figsize=(6.5, 4))
 viz.prefix_curves({"random": rand_curves, **{k: curves[k] for k in ["greedy (exact, step by step)", "PageRank, exact influence graph",
                    "PageRank, mean CoMAE graph", "raster", "PageRank ascending, exact influence"]}}, ax)
@@ -245,6 +254,7 @@ ax.set_title("Prefix curves on the exact Gaussian model", fontsize=10)
 plt.show()
 
 # %% [markdown]
+# (ch3-assumptions)=
 # ### Where the assumptions break
 #
 # **Assumption 2** (monotone, approximately submodular). For random observed sets $S \subset T$
@@ -298,6 +308,7 @@ print("Assumption 1, Spearman(exact gain, PageRank score) after k greedy patches
       + ", ".join(f"k={k}: {v:.2f}" for k, v in assumption1.items()))
 
 # %% [markdown]
+# (ch3-dag)=
 # ## The "directed acyclic graph"
 #
 # The paper calls the mask graph a directed acyclic graph. CoMAE's masks are dense, so at any
@@ -323,6 +334,7 @@ display(Markdown("\n".join(["| threshold | edges per graph | share of edges that
                               for t, v in dag.items()])))
 
 # %% [markdown]
+# (ch3-fig4)=
 # ## Collapse orders, drawn (Fig. 4 analogue)
 #
 # Circles are larger the earlier a patch comes; the first 22% (11 of 49) patches are joined in
@@ -330,7 +342,7 @@ display(Markdown("\n".join(["| threshold | edges per graph | share of edges that
 # same size trained (at this profile's length, the paper's $L_c$ weight) on random 28 x 28 crops
 # of scikit-image's photos, ranking crops it has not seen.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 4 analogue: the collapse order of one test image per class. Circles are larger the earlier a patch comes; the first 11 patches (22%) are joined in order, the first marked by a square.", "name": "fig-ch3-fig4"}, "image": {"alt": "Ten clothing images, one per class, each with circles on its patches and a line joining the first eleven."}}
 fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
 for c, ax in enumerate(axes.flat):
     i = int((test_y == c).nonzero()[0])
@@ -350,7 +362,7 @@ photo_cfg, photo_tc = from_profile(PROFILE.comae, 0.01, seed)
 photo_comae, _ = fit_comae(photo_cfg, photo_tc, patchify(crops[:-64], 4), patchify(crops[-64:-32], 4), data_dir,
                            photo_tag, device=dev, desc="CoMAE on photo crops")
 
-# %%
+# %% mystnb={"figure": {"caption": "Collapse orders of ten held-out photo crops, from a CoMAE trained on crops of scikit-image's photos.", "name": "fig-ch3-photo-orders"}, "image": {"alt": "Ten grey crops of photographs, each with circles and a line marking the first eleven patches of its order."}}
 held_out = crops[-10:]
 photo_orders = collapse_order(photo_comae.masks(patchify(held_out, 4).to(dev)).cpu().double())
 fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
@@ -366,12 +378,13 @@ plt.show()
 # background); a CoMAE trained as briefly as the `cpu` profile's has masks that depend more on a
 # patch's position than on the image (Chapter 2), and its orders inherit that.
 #
+# (ch3-fig5)=
 # ## Class-wise orders (Fig. 5 analogue), and what the paper only eyeballs
 #
 # For each class: how often each patch (rows, raster index) lands at each position of the order
 # (columns, first on the left), over the class's images.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 5 analogue: for each class, how often each patch (rows, raster index) lands at each position of the collapse order (columns, first on the left).", "name": "fig-ch3-fig5"}, "image": {"alt": "Ten heat maps, one per class, of patch index against position in the order; bright cells mark patches that often come at that position."}}
 fig, axes = plt.subplots(2, 5, figsize=(12, 5.2), sharex=True, sharey=True)
 for c, ax in enumerate(axes.flat):
     oc = orders[test_y == c]
@@ -384,6 +397,7 @@ axes[0, 0].set_ylabel("patch index")
 axes[1, 0].set_ylabel("patch index")
 plt.show()
 
+# %%
 pos = ranks(orders).numpy()
 same, diff = [], []
 labels = test_y.numpy()
@@ -430,38 +444,38 @@ claims = {
         {"eq14_residual": worst_fp, "eq15_max_abs_diff": worst_15, "networkx_max_abs_diff": nx_diff,
          "neumann_error_after_120_terms": max(ch["errors"][-1] for ch in checks.values())},
         "reproduced", f"On {R.images} CoMAE and {R.random_graphs} random graphs the identities hold to {max(worst_fp, worst_15):.1e}, "
-        f"and PageRank matches networkx to {nx_diff:.1e}."),
+        f"and PageRank matches networkx to {nx_diff:.1e}.", section="ch3-proof"),
     "sec6.order_invariant_to_beta_scale": claim("scaling beta does not change the order",
         {k: v["order_unchanged_by_10x_beta"] for k, v in checks.items()}, "reproduced",
-        "Scaling the teleport by 10 left every order unchanged; damping and the teleport's shape do change it."),
+        "Scaling the teleport by 10 left every order unchanged; damping and the teleport's shape do change it.", section="ch3-proof"),
     "theorem.pagerank_area_vs_greedy": claim("ordering by PageRank minimises the collapse entropy",
         {"gap_exact_influence": gap_exact, "gap_mean_comae_graph": gap_comae, "gap_comae_per_image_mean": gap_image,
          "area_greedy": g_area, "area_random": rand_area},
         theorem_verdict, f"On the exact Gaussian model, PageRank on the exact influence graph closes "
         f"{1 - gap_exact:.0%} of the gap between random and greedy orders (gap {gap_exact:.2f}); the mean CoMAE graph's order "
-        f"has gap {gap_comae:.2f}."),
+        f"has gap {gap_comae:.2f}.", section="ch3-optimality"),
     "assumption2.submodularity": claim("H_c is monotone and approximately submodular",
         {"violation_rate": violation_rate, "negative_gain_rate": negative_rate, "triples": R.submodularity_triples},
         "reproduced" if violation_rate < 0.05 and negative_rate < 0.05 else "partly" if violation_rate < 0.25 else "not reproduced",
         f"Gains grew with the observed set in {violation_rate:.1%} of random triples (nearly submodular) but were negative in "
-        f"{negative_rate:.0%} (not monotone: observing a near-certain patch removes its negative entropy from H_c)."),
+        f"{negative_rate:.0%} (not monotone: observing a near-certain patch removes its negative entropy from H_c).", section="ch3-assumptions"),
     "assumption1.gain_tracks_pagerank": claim("the marginal gain of a patch is proportional to its PageRank score",
         {f"spearman_after_{k}": v for k, v in assumption1.items()},
         "reproduced" if min(assumption1.values()) > 0.7 else "partly" if max(assumption1.values()) > 0.3 else "not reproduced",
         "Spearman correlation between exact gains and exact-influence PageRank scores: "
-        + ", ".join(f"{v:.2f} after {k}" for k, v in assumption1.items()) + " greedy patches."),
+        + ", ".join(f"{v:.2f} after {k}" for k, v in assumption1.items()) + " greedy patches.", section="ch3-assumptions"),
     "dag.acyclic": claim("the mask graph is a directed acyclic graph", dag,
         "not reproduced" if dag[0.5]["acyclic_share"] < 0.5 else "partly",
         f"Above 0.5, {dag[0.5]['mutual_share']:.0%} of the edges are mutual and {dag[0.5]['acyclic_share']:.0%} of graphs "
-        "are acyclic: the graphs are dense and cyclic."),
+        "are acyclic: the graphs are dense and cyclic.", section="ch3-dag"),
     "fig5.class_consistency": claim("orders are consistent within a class", {"same": tau_same, "different": tau_diff, "welch_p": p_tau},
         v_tau, f"Kendall tau {tau_same['mean']:.3f} within a class vs {tau_diff['mean']:.3f} across classes (Welch p = {p_tau:.1g}); "
-        "orders of any two images are already similar, so the class adds little."),
+        "orders of any two images are already similar, so the class adds little.", section="ch3-fig5"),
     "fig4.top22_on_object": claim("the top of the collapse order falls on the object",
         {"collapse": summary(top_share.numpy()), "ascending": summary(asc_share.numpy()), "random": summary(base_share.numpy()),
          "welch_p": p_obj}, v_obj,
         f"{top_share.mean():.0%} of the top 22% patches are on the object, against {base_share.mean():.0%} for a random order "
-        f"and {asc_share.mean():.0%} for the ascending order; {first_background:.0%} of the orders start on the background."),
+        f"and {asc_share.mean():.0%} for the ascending order; {first_background:.0%} of the orders start on the background.", section="ch3-fig4"),
 }
 metrics = {"images": R.images, "masks_seconds": mask_seconds, "sensitivity_kendall": sensitivity,
            "areas_nats": areas, "random_area_nats": rand_area, "comae_per_image_area_nats": per_image_area,

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 4. CMAR: generating patches in collapse order
 #
+# *Source:* [`chapters/04_cmar.py`](../chapters/04_cmar.py), a jupytext script: open it in JupyterLab as a
+# notebook, or run it with `python tools/run_chapters.py 04_cmar --profile smoke`.
+#
 # MAR {cite}`li2024mar` generates an image as a sequence of continuous tokens. A bidirectional
 # transformer looks at the tokens generated so far and, for every token still missing, produces a
 # condition $z$; a small per-token diffusion model (the *diffusion head*) then samples the token
@@ -97,7 +100,7 @@ print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images wit
 # training images at $r = 0.78$: the 11 visible patches under a random order (MAR) and under the
 # reversed collapse order (CMAR: the 11 best-ranked patches are given, the rest is predicted).
 
-# %%
+# %% mystnb={"figure": {"caption": "What the model sees at mask ratio 0.78: the 11 visible patches of three training images under a random order (MAR, top) and under the reversed collapse order (CMAR, bottom); grey is hidden.", "name": "fig-ch4-visible"}, "image": {"alt": "Two rows of three garments with most of their patches grey; the visible patches differ between the random top row and the collapse-order bottom row."}}
 show = [0, 1, 2]
 fig, axes = plt.subplots(2, len(show), figsize=(2.2 * len(show), 4.6))
 g = torch.Generator().manual_seed(seed)
@@ -124,7 +127,7 @@ plt.show()
 # therefore on a different scale from the paper's ImageNet numbers; only the comparisons between
 # models carry over.
 
-# %%
+# %% tags=["remove-stderr"]
 clf_tc = TrainConfig(steps=S.classifier_steps, batch_size=64, lr=2e-3, warmup_steps=20, ema_decay=0.99,
                      weight_decay=0.05, seed=seed, log_every=20, ckpt_every=200)
 clf_data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x)}
@@ -163,7 +166,7 @@ sample shrinks, so these are the best scores a perfect generator could reach at 
 # Every image is flipped at random, its order flipped with it. Each model is trained with
 # several seeds; the fine-tunes start from the MAR of the same seed.
 
-# %%
+# %% tags=["hide-output"]
 runs, curves, run_hash = {}, {}, {}
 for s in SEEDS:
     cfg, tc = from_profile(S, s, "mar")
@@ -179,7 +182,7 @@ for s in SEEDS:
                              device=dev, desc=f"CMAR scratch seed {s}")
     runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = model, hist, h
 
-
+# %% mystnb={"figure": {"caption": "Diffusion loss during training, smoothed: MAR and CMAR from scratch (left), CMAR fine-tuned from MAR along descending and ascending collapse orders (right); one curve per seed.", "name": "fig-ch4-training"}, "image": {"alt": "Two line plots of the loss falling with the training step, curves coloured by model."}}
 def smooth(h, k=10):
     steps = np.array([r["step"] for r in h if "loss" in r and not r.get("eval")])
     loss = np.array([r["loss"] for r in h if "loss" in r and not r.get("eval")])
@@ -248,6 +251,7 @@ SETUPS = {"MAR": ("MAR", "random", True), "MAR+C": ("MAR", "class-image", True),
           "CMAR ascending": ("CMAR ascending", "class-image", False)}
 
 # %% [markdown]
+# (ch4-generation-order)=
 # ### Which collapse order to follow when there is no image yet
 #
 # In training, each image comes with its own collapse order. At generation time there is no image
@@ -265,7 +269,7 @@ SETUPS = {"MAR": ("MAR", "random", True), "MAR+C": ("MAR", "class-image", True),
 # that the model rarely saw, and (c) costs N CoMAE passes per step. The comparison below (CMAR,
 # CFG at the headline scale) shows what the choice costs.
 
-# %%
+# %% tags=["remove-stderr"]
 rows = {}
 for label, source, adaptive in (("(a) class mean", "class-mean", False), ("(b) training image", "class-image", False),
                                  ("(c) adaptive", "class-image", True)):
@@ -284,13 +288,14 @@ display(Markdown(f"CMAR, CFG {S.cfg}, {S.sweep_samples} images per seed, mean ±
 order_choice = {k: summary([x["fid"] for x in v]) for k, v in rows.items()}
 
 # %% [markdown]
+# (ch4-table2)=
 # ### Table 2: MAR, MAR+C and CMAR, with and without CFG
 #
 # MAR+C is the unchanged MAR sampled in collapse order. Each cell: mean ± sd over seeds of
 # the scores of the images one seed's model generates. The paper's numbers (ImageNet 256, FID on
 # Inception features, one run each) are beside ours for the direction of each difference only.
 
-# %%
+# %% tags=["remove-stderr"]
 PAPER_T2 = {"MAR": {"fid": 7.114, "is": 194.50, "pre": 0.784, "rec": 0.571, "fid_cfg": 5.997, "is_cfg": 281.48,
                     "pre_cfg": 0.822, "rec_cfg": 0.571},
             "MAR+C": {"fid": 7.173, "is": 193.80, "pre": 0.788, "rec": 0.568, "fid_cfg": 5.956, "is_cfg": 284.78,
@@ -314,9 +319,10 @@ display(Markdown(f"{S.samples} images per seed and setting, {len(SEEDS)} seeds "
                  + "\n".join(lines)))
 
 # %% [markdown]
+# (ch4-table3-4)=
 # ### Table 3: the CFG scale, and Table 4: the direction of the order
 
-# %%
+# %% tags=["remove-stderr"] mystnb={"figure": {"caption": "Table 3 analogue: FID (left, lower is better) and the classifier's Inception Score (right) against the CFG scale, mean and standard deviation over seeds.", "name": "fig-ch4-table3"}, "image": {"alt": "Two plots with error bars against the CFG scale, one series per model: MAR, MAR+C, CMAR and CMAR ascending."}}
 table3 = {}
 for name in ("MAR", "MAR+C", "CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
@@ -334,6 +340,8 @@ for ax in axes:
     ax.legend(fontsize=8)
 plt.suptitle(f"{S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds", fontsize=10)
 plt.show()
+
+# %% tags=["remove-stderr"]
 table4 = {}
 for name in ("CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
@@ -349,7 +357,7 @@ display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.
 #
 # Ten images per class (rows) from one seed of each model, CFG at the headline scale.
 
-# %%
+# %% mystnb={"figure": {"caption": "Samples: ten images per class (rows) from one seed of each model, CFG at the headline scale.", "name": "fig-ch4-samples"}, "image": {"alt": "Five 10 by 10 grids of generated clothing images, one per model, each row one class."}}
 grid_labels = torch.arange(10).repeat_interleave(10)
 fig, axes = plt.subplots(1, 5, figsize=(16, 3.6))
 for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR scratch", "CMAR ascending")):
@@ -363,6 +371,7 @@ for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR scratch", "CMAR ascendi
 plt.show()
 
 # %% [markdown]
+# (ch4-fig1)=
 # ## Fig. 1 in numbers: how fast the hidden patches become certain
 #
 # The paper's teaser shows a generation that "collapses" quickly when patches come in the right
@@ -371,7 +380,7 @@ plt.show()
 # **Snapshots.** One class, four generations each along a random order (MAR) and along a training
 # image's collapse order (CMAR), the canvas after every step (grey: not yet generated).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1 as snapshots: four generations of one class along a random order (MAR, top four rows) and along a training image's collapse order (CMAR, bottom four), the canvas after every step.", "name": "fig-ch4-snapshots"}, "image": {"alt": "Eight rows of small frames in which images are filled in from grey, step by step."}}
 cls = 7 if 7 in train_y.tolist() else int(train_y[0])
 snap_labels = torch.full((4,), cls)
 snaps = {}
@@ -406,7 +415,7 @@ plt.show()
 # Three curves: MAR with random orders, MAR with each image's own collapse order, and CMAR with it.
 # The area under each curve (normalised by the number of reveal points) is the number.
 
-# %%
+# %% tags=["remove-stderr"] mystnb={"figure": {"caption": "Fig. 1 in numbers: the summed variance of the hidden pixels as real patches are revealed along random orders (MAR) and along each image's collapse order (MAR and CMAR); the bands span the seeds.", "name": "fig-ch4-uncertainty"}, "image": {"alt": "Three falling curves with shaded bands against the number of patches revealed."}}
 reveal = sorted({0, 1, 2, 4, 6, 8, 11, 16, 22, 30, 40, N - 1})
 ui = torch.arange(S.uncertainty_images)
 u_x, u_y = test_x[ui].to(dev), test_y[ui].to(dev)
@@ -431,6 +440,8 @@ ax.set_xlabel("patches revealed")
 ax.set_ylabel("summed variance of the hidden pixels")
 ax.legend()
 plt.show()
+
+# %%
 display(Markdown("| reveal order | mean remaining uncertainty (area / range) |\n|---|---|\n" + "\n".join(
     f"| {k} | {v['mean']:.3f} ± {v['std']:.3f} |" for k, v in unc_area.items())))
 
@@ -473,34 +484,34 @@ def s_(vals):
 claims = {
     "table2.cmar_vs_mar.fid_cfg": claim({"MAR": 5.997, "CMAR": 5.928}, {"MAR": s_(fid_mar), "CMAR": s_(fid_cmar), "welch_p": p_cfg},
         v_cfg, f"With CFG {S.cfg}, CMAR's FID is {np.mean(fid_cmar):.3f} ± {np.std(fid_cmar, ddof=1):.3f} against MAR's "
-        f"{np.mean(fid_mar):.3f} ± {np.std(fid_mar, ddof=1):.3f} over {len(SEEDS)} seeds (Welch p = {p_cfg:.2g})."),
+        f"{np.mean(fid_mar):.3f} ± {np.std(fid_mar, ddof=1):.3f} over {len(SEEDS)} seeds (Welch p = {p_cfg:.2g}).", section="ch4-table2"),
     "table2.cmar_vs_mar.fid_no_cfg": claim({"MAR": 7.114, "CMAR": 7.213, "note": "CMAR worse without CFG"},
         {"MAR": s_(fid_mar0), "CMAR": s_(fid_cmar0), "welch_p": p_nocfg}, v_nocfg,
         f"Without CFG the paper has CMAR worse than MAR; ours: CMAR {np.mean(fid_cmar0):.3f} vs MAR {np.mean(fid_mar0):.3f} "
-        f"(p = {p_nocfg:.2g})."),
+        f"(p = {p_nocfg:.2g}).", section="ch4-table2"),
     "table2.mar_c_vs_mar.fid_cfg": claim({"MAR": 5.997, "MAR+C": 5.956}, {"MAR": s_(fid_mar), "MAR+C": s_(fid_marc),
         "welch_p": p_marc}, v_marc,
         f"Sampling the unchanged MAR in collapse order gives FID {np.mean(fid_marc):.3f} against {np.mean(fid_mar):.3f} "
-        f"in random order (p = {p_marc:.2g})."),
+        f"in random order (p = {p_marc:.2g}).", section="ch4-table2"),
     "table3.cmar.cfg_scale": claim({2.9: 5.913, 3.0: 5.928, 3.1: 5.933}, {**{str(c): v for c, v in cmar_by_cfg.items()},
         "welch_p_lowest_vs_highest": p_t3}, v_t3,
         f"The paper's FID rises slightly from CFG 2.9 to 3.1; ours for CMAR is {cmar_by_cfg[lo_cfg]['mean']:.3f} at {lo_cfg} "
         f"and {cmar_by_cfg[hi_cfg]['mean']:.3f} at {hi_cfg} (p = {p_t3:.2g}), lowest at {best_cfg}; a wider sweep on "
-        "another data set, so only the trend compares."),
+        "another data set, so only the trend compares.", section="ch4-table3-4"),
     "table4.descending_vs_ascending.fid": claim({"ascending": 6.005, "descending": 5.928},
         {"ascending": s_(fid_asc), "descending": s_(fid_desc), "welch_p": p_t4}, v_t4,
         f"Generating the best-ranked patches first gives FID {np.mean(fid_desc):.3f} against {np.mean(fid_asc):.3f} "
-        f"for the worst first (p = {p_t4:.2g})."),
+        f"for the worst first (p = {p_t4:.2g}).", section="ch4-table3-4"),
     "fig1.uncertainty_collapse": claim("revealing patches in collapse order collapses the uncertainty of the rest faster",
         {"MAR_random_order": s_(u_rand), "MAR_collapse_order": s_(u_coll), "CMAR_collapse_order": s_(u_cmar),
          "welch_p_MAR_collapse_vs_random": p_unc, "welch_p_CMAR_collapse_vs_MAR_random": p_unc_cmar}, v_unc,
         f"With the same MAR, the summed variance of the hidden pixels averaged over the reveal curve is "
         f"{np.mean(u_coll):.2f} along the images' collapse orders against {np.mean(u_rand):.2f} along random orders "
-        f"(p = {p_unc:.2g}); CMAR along the collapse order: {np.mean(u_cmar):.2f} (p = {p_unc_cmar:.2g} against MAR random)."),
+        f"(p = {p_unc:.2g}); CMAR along the collapse order: {np.mean(u_cmar):.2f} (p = {p_unc_cmar:.2g} against MAR random).", section="ch4-fig1"),
     "sec3.3.generation_order": claim("not specified: CMAR has no image to rank at generation time",
         {k: v for k, v in order_choice.items()}, "not testable",
         "The paper leaves it open; we use a random training image's order of the class (b) and report (a) and (c) beside it: "
-        + ", ".join(f"{k} FID {v['mean']:.3f}" for k, v in order_choice.items()) + "."),
+        + ", ".join(f"{k} FID {v['mean']:.3f}" for k, v in order_choice.items()) + ".", section="ch4-generation-order"),
 }
 metrics = {"feature_net_top1": clf_acc[1], "feature_net_top5": clf_acc[5],
            "floor": {str(k): v for k, v in floor.items()},

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 5. CViT: classifying from the top of the collapse order
 #
+# *Source:* [`chapters/05_cvit.py`](../chapters/05_cvit.py), a jupytext script: open it in JupyterLab as a
+# notebook, or run it with `python tools/run_chapters.py 05_cvit --profile smoke`.
+#
 # If the collapse order puts first the patches the others depend on, a classifier that sees only
 # the top of the order should lose little. The paper tests this with **CViT** (Sec. 3.4): a ViT {cite}`dosovitskiy2021vit`
 # fine-tuned while a random share (0-99%) of the *lowest-ranked* patches is removed from its
@@ -154,7 +157,7 @@ display(Markdown(
 # (`schedule`): `uniform` is the obvious alternative reading. A unit test checks the sampler
 # against this density with a Kolmogorov-Smirnov test.
 
-# %%
+# %% mystnb={"figure": {"caption": "The drop-ratio sampler: 100,000 draws against the stated density $p(r)$ (left), and how many of the 49 patches a training batch keeps (right).", "name": "fig-ch5-drop-ratio"}, "image": {"alt": "Left: a histogram of drop ratios, highest near 0, with the black density curve over it; right: a histogram of the number of patches kept."}}
 draws = sample_drop_ratio(100_000, torch.Generator().manual_seed(seed), C.max_drop, C.schedule).numpy()
 ks = stats.kstest(draws, lambda r: drop_ratio_cdf(r, C.max_drop))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -217,7 +220,7 @@ print(f"{params:,} parameters; keep all 49 vs timm's vit(x): max |diff| {full_di
 #   and there is no ratio loss, no distillation and no pretrained DeiT. Its first blocks see every
 #   patch, so at the same final count it does more work than CViT (see the efficiency section).
 
-# %%
+# %% tags=["remove-stderr"]
 KINDS = {"vit": "ViT", "rvit": "RViT", "cvit": "CViT", "pruned": "DynamicViT-style"}
 base_data = {"dataset": "fashion-mnist", "split": "train", "train_images": len(x_train), "patch": 4}
 models = {k: [] for k in KINDS}
@@ -243,6 +246,7 @@ rows += [f"| {r['model']} | {r['seed']} | {r['train_seconds']:.0f} | {r['final_l
 display(Markdown("\n".join(rows)))
 
 # %% [markdown]
+# (ch5-fig8)=
 # ## Accuracy against the share of patches removed (Fig. 8 analogue)
 #
 # Every model is evaluated on the same test images at each mask ratio; the number of patches kept
@@ -259,7 +263,7 @@ display(Markdown("\n".join(rows)))
 # range: an average top-1 over the masked range, in the units of Table 5. The **knee** is
 # Kneedle's {cite}`satopaa2011kneedle` (`kneed.KneeLocator`, concave, decreasing) on each seed's top-1 curve.
 
-# %%
+# %% tags=["remove-stderr"]
 ratios = sweep_ratios(C.ratios)
 fixed_order = ranks(train_orders).double().mean(0).argsort()  # mean position over the training images, best first
 fixed_test = fixed_order.expand(len(x_test), -1)
@@ -282,7 +286,7 @@ knees = {n: np.array([knee(ratios, row) for row in top1[n]]) for n in EVALS}  # 
 print(f"{len(EVALS)} evaluations x {len(seeds)} seeds x {len(ratios)} ratios on {len(x_test)} images in "
       f"{sweep_seconds:.0f} s")
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 8 analogue: top-1 (left) and top-5 (right) accuracy against the share of patches removed, mean and range over seeds; dots mark each model's Kneedle knee, the dotted line the paper's 78%.", "name": "fig-ch5-fig8"}, "image": {"alt": "Two plots of accuracy falling with the mask ratio, one shaded band per model: ViT, DynamicViT-style, ViT+C, RViT and CViT."}}
 colors = dict(zip(MAIN, ["tab:gray", "tab:purple", "tab:orange", "tab:blue", "tab:red"]))
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
 for name in MAIN:
@@ -305,6 +309,7 @@ axes[1].set_title("top-5; dotted: the paper's 78%", fontsize=9)
 plt.show()
 
 # %% [markdown]
+# (ch5-table5)=
 # ## Table 5, ours beside the paper's
 #
 # Mean ± standard deviation over the seeds (n = number of seeds); the paper's single-run ImageNet
@@ -350,6 +355,7 @@ display(Markdown("\n".join(rows) + f"\n\n{len(seeds)} seeds, {len(x_test)} test 
                  f"{100 * math.sqrt(0.25 / len(x_test)):.1f} points at most."))
 
 # %% [markdown]
+# (ch5-knees)=
 # ### The AuC ranking and the knees
 
 # %%
@@ -369,6 +375,7 @@ for name in EVALS:
 display(Markdown("\n".join(rows) + f"\n\nKendall τ between the two AuC rankings: {tau_rank:.2f}."))
 
 # %% [markdown]
+# (ch5-kept-22)=
 # ## What CViT keeps at 22%
 #
 # CViT does not choose its patches: the collapse order does. Top row: one test image per class
@@ -377,7 +384,7 @@ display(Markdown("\n".join(rows) + f"\n\nKendall τ between the two AuC rankings
 # rows count, over all test images of a class, how often each patch is among the kept 11: the
 # collapse order's top, then the pruning baseline's.
 
-# %%
+# %% mystnb={"figure": {"caption": "What CViT and the pruning baseline keep at 78% masking: one test image per class with the removed patches shaded and each model's prediction (top rows), and how often each patch is kept, per class (bottom rows).", "name": "fig-ch5-kept"}, "image": {"alt": "Four rows of ten panels: clothing images with blue shading over the removed patches, then heat maps of how often each patch is kept."}}
 k22 = n_keep(0.78)
 cvit0, pruned0 = models["cvit"][0], models["pruned"][0]
 with torch.no_grad():
@@ -421,6 +428,7 @@ print(f"share of kept patches on the object at 22%: collapse order {share_c:.1%}
       f"pruning baseline {100 * (pred_p == y_test).double().mean():.1f}%")
 
 # %% [markdown]
+# (ch5-efficiency)=
 # ## Efficiency, honestly
 #
 # The paper reports that keeping 22% of the patches "reduces attention cost by 95.16%", which is
@@ -537,77 +545,77 @@ claims = {}
 vit0, cvit0_, rvit0 = at("ViT", 0.0), at("CViT", 0.0), at("RViT", 0.0)
 claims["table5.vit.top1@0"] = claim(82.91, summary(vit0), "not testable",
     f"Absolute accuracy on 10-class Fashion-MNIST with a toy ViT trained from scratch ({vit0.mean():.1f}%) cannot be "
-    "compared with ImageNet; it is the reference for the relative claims.")
+    "compared with ImageNet; it is the reference for the relative claims.", section="ch5-table5")
 for name, key, paper in (("CViT", "cvit", 83.11), ("RViT", "rvit", 83.10)):
     d = at(name, 0.0).mean() - vit0.mean()
     claims[f"table5.{key}.top1@0"] = claim(paper, summary(at(name, 0.0)),
         "reproduced" if d >= -1.0 else "partly" if d >= -3.0 else "not reproduced",
         f"On full images {name} is {d:+.1f} points from ViT (paper {paper - 82.91:+.2f}); we count it reproduced "
-        "when training with drops costs at most 1 point on full images.")
+        "when training with drops costs at most 1 point on full images.", section="ch5-table5")
 ret_vit = retained("ViT", 0.78)
 claims["table5.vit.top1@78"] = claim(22.38, {**summary(at("ViT", 0.78)), "retained_above_chance": summary(ret_vit)},
     "reproduced" if ret_vit.mean() < 0.5 else "partly" if ret_vit.mean() < 0.8 else "not reproduced",
     f"A ViT trained on full images keeps {ret_vit.mean():.0%} of its above-chance accuracy with 78% of the patches "
-    f"removed at random (paper: {(22.38 - 0.1) / (82.91 - 0.1):.0%}); reproduced below 50%, partly below 80%.")
+    f"removed at random (paper: {(22.38 - 0.1) / (82.91 - 0.1):.0%}); reproduced below 50%, partly below 80%.", section="ch5-table5")
 v, p = direction_verdict(at("ViT+C", 0.78), at("ViT", 0.78), "higher")
 claims["table5.vitc.top1@78"] = claim(31.04, {**summary(at("ViT+C", 0.78)), "vit": summary(at("ViT", 0.78)), "welch_p": p}, v,
     f"The full-image ViT does {at('ViT+C', 0.78).mean() - at('ViT', 0.78).mean():+.1f} points at 78% when the collapse "
-    f"order chooses the patches instead of chance (paper +8.66).")
+    f"order chooses the patches instead of chance (paper +8.66).", section="ch5-table5")
 v, p = direction_verdict(at("ViT+C", 0.3), at("ViT", 0.3), "lower")
 claims["table5.vitc.top1@30"] = claim(78.09, {**summary(at("ViT+C", 0.3)), "vit": summary(at("ViT", 0.3)), "welch_p": p}, v,
     f"At 30% the collapse order is {at('ViT+C', 0.3).mean() - at('ViT', 0.3).mean():+.1f} points against random drop "
-    "for the full-image ViT (paper -1.94: the order hurts at low ratios).")
+    "for the full-image ViT (paper -1.94: the order hurts at low ratios).", section="ch5-table5")
 v, p = direction_verdict(at("RViT", 0.78), at("ViT", 0.78), "higher")
 claims["table5.rvit.top1@78"] = claim(67.27, {**summary(at("RViT", 0.78)), "vit": summary(at("ViT", 0.78)), "welch_p": p}, v,
     f"Training with random drops lifts top-1 at 78% from {at('ViT', 0.78).mean():.1f} to {at('RViT', 0.78).mean():.1f} "
-    "(paper 22.38 to 67.27).")
+    "(paper 22.38 to 67.27).", section="ch5-table5")
 v, p = direction_verdict(at("CViT", 0.78), at("RViT", 0.78), "higher")
 claims["table5.cvit.top1@78"] = claim(70.57, {**summary(at("CViT", 0.78)), "rvit": summary(at("RViT", 0.78)), "welch_p": p}, v,
     f"CViT against RViT at 78%: {at('CViT', 0.78).mean():.1f} vs {at('RViT', 0.78).mean():.1f} "
-    f"(paper 70.57 vs 67.27; Welch p = {p:.2g} over {len(seeds)} seeds).")
+    f"(paper 70.57 vs 67.27; Welch p = {p:.2g} over {len(seeds)} seeds).", section="ch5-table5")
 v, p = direction_verdict(at("DynamicViT-style", 0.78), at("CViT", 0.78), "lower")
 claims["table5.dynamicvit.top1@78"] = claim(20.66, {**summary(at("DynamicViT-style", 0.78)), "cvit": summary(at("CViT", 0.78)),
     "welch_p": p}, v,
     f"Our pruning baseline, unlike the paper's DynamicViT trained at one keep ratio, is trained over the same ratios "
-    f"as CViT and reaches {at('DynamicViT-style', 0.78).mean():.1f} at 78% against CViT's {at('CViT', 0.78).mean():.1f}.")
+    f"as CViT and reaches {at('DynamicViT-style', 0.78).mean():.1f} at 78% against CViT's {at('CViT', 0.78).mean():.1f}.", section="ch5-table5")
 best_other = max(["ViT", "ViT+C", "RViT", "DynamicViT-style"], key=lambda n: aucs[n].mean())
 v, p = direction_verdict(aucs["CViT"], aucs[best_other], "higher")
 claims["table5.cvit.auc"] = claim(72.19, {**summary(aucs["CViT"]), "best_other": best_other,
     "best_other_auc": summary(aucs[best_other]), "welch_p": p}, v,
     f"CViT's AuC {aucs['CViT'].mean():.1f} against the best other model, {best_other}, at {aucs[best_other].mean():.1f} "
-    "(paper: CViT highest, 72.19 vs RViT 70.86).")
+    "(paper: CViT highest, 72.19 vs RViT 70.86).", section="ch5-table5")
 v, p = direction_verdict(aucs["RViT"], aucs["ViT"], "higher")
 claims["table5.rvit.auc"] = claim(70.86, {**summary(aucs["RViT"]), "vit": summary(aucs["ViT"]), "welch_p": p}, v,
-    f"RViT's AuC {aucs['RViT'].mean():.1f} against ViT's {aucs['ViT'].mean():.1f} (paper 70.86 vs 57.16).")
+    f"RViT's AuC {aucs['RViT'].mean():.1f} against ViT's {aucs['ViT'].mean():.1f} (paper 70.86 vs 57.16).", section="ch5-table5")
 v, p = direction_verdict(aucs["ViT+C"], aucs["ViT"], "higher")
 claims["table5.vitc.auc"] = claim(57.27, {**summary(aucs["ViT+C"]), "vit": summary(aucs["ViT"]), "welch_p": p}, v,
     f"The collapse order at test time moves the full-image ViT's AuC from {aucs['ViT'].mean():.1f} to "
-    f"{aucs['ViT+C'].mean():.1f} (paper 57.16 to 57.27).")
+    f"{aucs['ViT+C'].mean():.1f} (paper 57.16 to 57.27).", section="ch5-table5")
 v, p = direction_verdict(aucs["ViT"], aucs["RViT"], "lower")
 claims["table5.vit.auc"] = claim(57.16, {**summary(aucs["ViT"]), "rvit": summary(aucs["RViT"]), "welch_p": p}, v,
     f"The full-image ViT's AuC {aucs['ViT'].mean():.1f} against RViT's {aucs['RViT'].mean():.1f} (paper 57.16 vs "
-    "70.86: without drops in training, accuracy falls faster).")
+    "70.86: without drops in training, accuracy falls faster).", section="ch5-table5")
 v, p = direction_verdict(aucs["DynamicViT-style"], aucs["CViT"], "lower")
 claims["table5.dynamicvit.auc"] = claim(56.32, {**summary(aucs["DynamicViT-style"]), "cvit": summary(aucs["CViT"]), "welch_p": p}, v,
     f"Our pruning baseline's AuC {aucs['DynamicViT-style'].mean():.1f} against CViT's {aucs['CViT'].mean():.1f} "
-    "(paper: lowest of all, 56.32); it is not the paper's DynamicViT and is trained over all ratios.")
+    "(paper: lowest of all, 56.32); it is not the paper's DynamicViT and is trained over all ratios.", section="ch5-table5")
 claims["table5.auc_ranking"] = claim(paper_rank, {"ours": our_rank, "kendall_tau": float(tau_rank),
     "auc_means": {n: float(aucs[n].mean()) for n in MAIN}},
     "reproduced" if our_rank == paper_rank else "partly" if tau_rank > 0 else "not reproduced",
-    f"Ours by mean AuC: {' > '.join(our_rank)}; Kendall tau {tau_rank:.2f} with the paper's ranking.")
+    f"Ours by mean AuC: {' > '.join(our_rank)}; Kendall tau {tau_rank:.2f} with the paper's ranking.", section="ch5-knees")
 kc = knees["CViT"]
 kr = kc[:, 0][np.isfinite(kc[:, 0])]
 claims["knee.cvit.mask_ratio"] = claim(0.78, summary(kr) if len(kr) else {"mean": None, "std": None, "n": 0},
     verdict_close(kr.mean() - 0.78, 0.07, 0.2) if len(kr) else "not reproduced",
     f"Kneedle puts CViT's knee at {', '.join(f'{a:.2f}' for a in kr)} over the seeds (paper 0.78; reproduced "
-    f"within 0.07, partly within 0.2; our ratio grid steps by up to {np.diff(ratios).max():.3f}).")
+    f"within 0.07, partly within 0.2; our ratio grid steps by up to {np.diff(ratios).max():.3f}).", section="ch5-knees")
 ky = kc[:, 1][np.isfinite(kc[:, 1])]
 knee_keep = ky / at("CViT", 0.0)[np.isfinite(kc[:, 1])] if len(ky) else np.array([np.nan])
 claims["knee.cvit.top1"] = claim(70.6, {**(summary(ky) if len(ky) else {"mean": None, "std": None, "n": 0}),
     "share_of_top1_at_0": summary(knee_keep) if len(ky) else None},
     verdict_close(float(np.mean(knee_keep)) - 70.6 / 83.11, 0.1, 0.2) if len(ky) else "not reproduced",
     f"At its knee CViT keeps {np.mean(knee_keep):.0%} of its full-image top-1 (paper 70.6 of 83.11 = 85%; "
-    "reproduced within 10 points of that share, partly within 20).")
+    "reproduced within 10 points of that share, partly within 20).", section="ch5-knees")
 v, p = direction_verdict(aucs["CViT"], aucs["CViT, one fixed order"], "higher")
 gain = aucs["CViT"].mean() - aucs["CViT, one fixed order"].mean()
 v = v if v == "reproduced" else "partly" if gain >= 1.0 else "not reproduced"  # < 1 AuC point: no measurable use
@@ -617,13 +625,13 @@ claims["sec3.4.cvit.per_image_order"] = claim("CViT keeps the top of each image'
      "welch_p": p}, v,
     f"CViT's AuC with each image's own order is {aucs['CViT'].mean():.1f} against {aucs['CViT, one fixed order'].mean():.1f} "
     f"with one fixed order for all images (reproduced if better at p < 0.05, partly if better by 1 point or more); "
-    f"{fixed_share:.0%} of the kept slots at 22% fall on the same {k22} positions.")
+    f"{fixed_share:.0%} of the kept slots at 22% fall on the same {k22} positions.", section="ch5-kept-22")
 saving = 1 - f22 / full_flops
 speed = ips[k22] / ips[N_TOKENS]
 claims["efficiency.attention_saving_at_22"] = claim(95.16, {"attention_only_1_minus_keep2": 100 * attention_saving(k22 / N_TOKENS),
     "whole_forward_flop_saving": 100 * saving, "measured_speedup": speed, "n": 1},
     "partly", f"1 - keep^2 is right for the attention matrix alone ({attention_saving(k22 / N_TOKENS):.1%} at 11 of 49), but the "
-    f"whole forward saves {saving:.0%} of its FLOPs and runs {speed:.1f}x faster here, the order's cost not counted.")
+    f"whole forward saves {saving:.0%} of its FLOPs and runs {speed:.1f}x faster here, the order's cost not counted.", section="ch5-efficiency")
 claims["efficiency.end_to_end_with_order"] = claim("not counted by the paper", {"flops_ratio": e2e_flops, "time_ratio": e2e_time,
     "order_flops_per_image": order_flops, "classifier_full_flops": full_flops,
     "paper_scale_ratio_width64": paper_scale["end_to_end_ratio_width64"],
@@ -631,11 +639,11 @@ claims["efficiency.end_to_end_with_order"] = claim("not counted by the paper", {
     "not reproduced" if e2e_flops > 1 else "reproduced",
     f"With the collapse order computed per image, CViT at 22% costs {e2e_flops:.1f}x the full ViT's FLOPs here "
     f"({e2e_time:.1f}x in time) and an estimated {paper_scale['end_to_end_ratio_width64']:.1f}-"
-    f"{paper_scale['end_to_end_ratio_width256']:.0f}x at the paper's scale; above 1x, dropping saves nothing end to end.")
+    f"{paper_scale['end_to_end_ratio_width256']:.0f}x at the paper's scale; above 1x, dropping saves nothing end to end.", section="ch5-efficiency")
 claims["efficiency.throughput_at_22"] = claim("implied by the 95.16% attention saving", {"speedup": speed,
     "flop_ratio": full_flops / f22, "images_per_s_full": ips[N_TOKENS], "images_per_s_22": ips[k22], "n": 1},
     "partly", f"Keeping 11 of 49 patches runs {speed:.2f}x faster on {dev} against a FLOP ratio of {full_flops / f22:.2f}x "
-    "(softmax, norms, activations and memory traffic are not in the FLOP count, so the two can differ either way).")
+    "(softmax, norms, activations and memory traffic are not in the FLOP count, so the two can differ either way).", section="ch5-efficiency")
 
 display(Markdown("\n".join(f"- **{cid}** ({c['verdict']}): {c['why']}" for cid, c in claims.items())))
 
