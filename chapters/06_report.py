@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 6. Reproducibility report
 #
+# *Source:* [`chapters/06_report.py`](../chapters/06_report.py), a jupytext script: open it in JupyterLab as a
+# notebook, or run it with `python tools/run_chapters.py 06_report --profile smoke`.
+#
 # Every claim of the paper that a chapter tested, with the paper's number, ours, and a verdict.
 # Nothing here is typed by hand: this page reads the results files the chapters wrote
 # (`book/results/<chapter>.json`, one per chapter, each naming the profile, the device and the
@@ -34,6 +37,7 @@ notebooks_dir = "../book"  # where the executed chapters are (for their run time
 # %%
 import json
 import platform
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -69,17 +73,38 @@ def fmt(value, depth: int = 0) -> str:
 # ## Every claim
 
 # %%
+def labels_in(chapter: str) -> set[str]:
+    """The section labels, ``(label)=``, of an executed chapter's markdown cells (none if it is missing)."""
+    path = Path(notebooks_dir) / f"{chapter}.ipynb"
+    if not path.exists():
+        return set()
+    cells = json.loads(path.read_text())["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return set(re.findall(r"^\(([^)\s]+)\)=\s*$", text, flags=re.M))
+
+
+def shown_in(chapter: str, c: dict, labels: set[str]) -> str:
+    """A link to the section that shows a claim; the chapter when the claim names none, or when the
+    executed chapter predates the label (results written by an older run)."""
+    if c.get("section") in labels:
+        return f"{{ref}}`{c['section']}`"
+    return f"[{TITLES.get(chapter, chapter)}]({chapter}.ipynb)"
+
+
 counts = Counter()
 for chapter, r in results.items():
     title = TITLES.get(chapter, chapter)
+    labels = labels_in(chapter)
     rows = []
     for cid, c in r["claims"].items():
         counts[c["verdict"]] += 1
-        rows.append(f"| `{cid}` | {fmt(c['paper'])} | {fmt(c['ours'])} | **{c['verdict']}** | {c['why'].replace('|', '/')} |")
+        rows.append(f"| `{cid}` | {fmt(c['paper'])} | {fmt(c['ours'])} | **{c['verdict']}** | {c['why'].replace('|', '/')} | "
+                    f"{shown_in(chapter, c, labels)} |")
     display(Markdown(
         f"### {title}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, commit `{r['commit'][:12]}`; "
-        f"[the chapter](./{chapter}.ipynb) shows every number below with its figure.\n\n"
-        "| claim | paper | ours | verdict | why |\n|---|---|---|---|---|\n" + "\n".join(rows)))
+        f"[the chapter]({chapter}.ipynb) shows every number below with its figure, and the last column links "
+        "the section that shows each one.\n\n"
+        "| claim | paper | ours | verdict | why | shown in |\n|---|---|---|---|---|---|\n" + "\n".join(rows)))
 
 # %% [markdown]
 # ## In one line

@@ -34,6 +34,7 @@ __all__ = [
     "gaussian_field",
 ]
 
+#: The ten Fashion-MNIST class names, by label.
 CLASSES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -231,7 +232,8 @@ def load_fashion_mnist(
         limit: keep only the first ``limit`` images.
 
     Returns:
-        images: float32 (n, 1, 28, 28), pixel / 127.5 - 1; labels: int64 (n,), see :data:`CLASSES`.
+        The pair ``(images, labels)``: images float32 (n, 1, 28, 28), pixel / 127.5 - 1, and
+        labels int64 (n,), see :data:`CLASSES`.
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
@@ -246,6 +248,7 @@ def load_fashion_mnist(
 
 
 # --------------------------------------------------------------------------------------- photos
+#: The scikit-image photos :func:`photo` can load.
 PHOTOS: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochemistry")
 
 
@@ -311,9 +314,9 @@ def field_covariance(size: int, length_scale: float = 3.0, kernel: str = "expone
                      variance: float = 1.0, nugget: float = 1e-4) -> Tensor:
     """Covariance of a stationary Gaussian random field on a size x size pixel grid (float64).
 
-    Cov(x_a, x_b) = variance * k(|a - b| / length_scale) + nugget * [a == b], with
-    k(r) = exp(-r) (``"exponential"``, rough fields) or exp(-r^2 / 2) (``"squared_exponential"``,
-    smooth ones). Pixels are in raster order, so the result is (size^2, size^2).
+    ``Cov(x_a, x_b) = variance * k(|a - b| / length_scale) + nugget * [a == b]``, with
+    ``k(r) = exp(-r)`` (``"exponential"``, rough fields) or ``exp(-r^2 / 2)``
+    (``"squared_exponential"``, smooth ones). Pixels are in raster order, so the result is (size^2, size^2).
     """
     ij = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"), -1)
     ij = ij.reshape(-1, 2).double()

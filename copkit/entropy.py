@@ -292,9 +292,9 @@ class GaussianTokens:
             observed: bool mask (N,) or indices of the observed tokens.
 
         Returns:
-            mean (N, d): the observed tokens themselves, and mu_U + Sigma_US Sigma_SS^{-1}
-            (x_S - mu_S) elsewhere; cov (N d, N d): Sigma_{U|S} on the unobserved coordinates,
-            zero on the observed ones.
+            The pair ``(mean, cov)``. ``mean``, shape (N, d), is the observed tokens themselves
+            and ``mu_U + Sigma_US Sigma_SS^{-1} (x_S - mu_S)`` elsewhere; ``cov``, shape
+            (N d, N d), is ``Sigma_{U|S}`` on the unobserved coordinates and zero on the observed ones.
         """
         mask = self._observed_mask(observed)
         d = self.dim

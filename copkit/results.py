@@ -26,6 +26,7 @@ from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "git_commit", "write_results"]
 
+#: The verdicts a claim can have, from agreeing with the paper to not testable at this scale.
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable")
 _LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 

@@ -1,0 +1,45 @@
+"""Sphinx glue for the API page (book/api.md), loaded through `sphinx: local_extensions` in _config.yml.
+
+- ``nitpick_ignore`` and ``nitpick_ignore_regex`` entries come from YAML as lists; Sphinx
+  compares (type, target) tuples, so they are turned into tuples here.
+- copkit documents dataclass fields with ``#:`` comments such as ``#: K targets per image (49: the
+  paper's Eq. 6)``. Napoleon reads the text before the first colon of such an attribute docstring
+  as its *type* ("K targets per image (49"), which renders garbled and is an unresolvable
+  cross-reference. The fields already carry their type as an annotation, so the docstring is
+  marked as description only (a leading ``:`` leaves napoleon's type empty).
+- sphinx-thebe adds its inline configuration script twice to every page (``const THEBE_JS_URL``
+  declared twice: an uncaught SyntaxError in the browser, which tools/check_site.py reports), so
+  identical scripts are kept once.
+"""
+
+from __future__ import annotations
+
+
+def _tuples(app, config) -> None:
+    config.nitpick_ignore = [tuple(entry) for entry in config.nitpick_ignore]
+    config.nitpick_ignore_regex = [tuple(entry) for entry in config.nitpick_ignore_regex]
+
+
+def _attribute_without_type(app, what, name, obj, options, lines) -> None:
+    if what == "attribute" and name.startswith("copkit.") and lines and ":" in lines[0] \
+            and not lines[0].lstrip().startswith(":"):
+        lines[0] = ": " + lines[0]
+
+
+def _unique_scripts(app, pagename, templatename, context, doctree) -> None:
+    seen, unique = set(), []
+    for js in context.get("script_files", []):
+        name = getattr(js, "filename", js) or ""  # the same inline script comes as filename None and ""
+        key = (str(name), tuple(sorted((k, str(v)) for k, v in getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    context["script_files"] = unique
+
+
+def setup(app):
+    app.connect("config-inited", _tuples)
+    # before napoleon (priority 500), which rewrites the docstring lines
+    app.connect("autodoc-process-docstring", _attribute_without_type, priority=400)
+    app.connect("html-page-context", _unique_scripts, priority=100)  # before any handler that returns a template
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
