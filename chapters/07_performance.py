@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 7. Performance
 #
+# *Source:* [`chapters/07_performance.py`](../chapters/07_performance.py), a jupytext script: open it in JupyterLab as a
+# notebook, or run it with `python tools/run_chapters.py 07_performance --profile smoke`.
+#
 # How fast the pieces of `copkit` run, and against what limit. The numbers are those `make bench`
 # last wrote to `book/results/bench.json` (`tools/bench.py`; never part of the tests), rendered here
 # as they are, with the machine and the commit that measured them. A speed means little alone, so
@@ -24,6 +27,8 @@
 # %% tags=["parameters"]
 bench_file = "../book/results/bench.json"  # what make bench wrote
 notebooks_dir = "../book"  # the executed chapters, for their run times
+results_dir = "../book/results"  # runtimes-<profile>.json, written by tools/run_chapters.py
+smoke_results_dir = "../.scratch/book/results"  # where make test's smoke run records its times
 
 # %%
 import json
@@ -95,15 +100,43 @@ display(Markdown(f"Fit to 60,000 images: {g['fit_60000_s']:.2f} s; greedy order:
                  f"prefix curves: {g['prefix_curves_per_s']:.1f} per second."))
 
 # %% [markdown]
-# ## The book's own run times
+# ## The book's own run times, per profile
 #
-# From papermill's metadata in the executed chapters (the `cpu` profile the site shows). A chapter
-# that found its trained runs in `data/runs/` only loaded them, so these are re-execution times;
-# the README lists the times from scratch.
+# `tools/run_chapters.py` records the minutes each chapter took, with the device and machine, in
+# `runtimes-<profile>.json` beside the results files; every profile that has been run is shown (the
+# `smoke` times from `make test`'s run in `.scratch/book/results/` when that folder exists). A
+# chapter that found its trained runs in `data/runs/` only loaded them, so a time can be a
+# re-execution time; the README lists the times from scratch. Where no runtimes file exists yet,
+# the times come from papermill's metadata in the executed chapters.
 
-# %%
-rows = []
-for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
-    pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
-    rows.append(f"| {nb_path.stem} | `{pm.get('parameters', {}).get('profile', '?')}` | {(pm.get('duration') or 0) / 60:.1f} |")
-display(Markdown("| chapter | profile | minutes |\n|---|---|---|\n" + "\n".join(rows)))
+# %% tags=["hide-input"]
+runtimes = {}
+for folder in (Path(results_dir), Path(smoke_results_dir)):  # the first folder's file wins for a profile
+    for path in sorted(folder.glob("runtimes-*.json")):
+        r = json.loads(path.read_text())
+        runtimes.setdefault(r.get("profile", path.stem.removeprefix("runtimes-")), r.get("chapters", {}))
+order = {"smoke": 0, "cpu": 1, "gpu": 2}
+profiles = sorted(runtimes, key=lambda p: (order.get(p, 9), p))
+if profiles:
+    names = sorted({name for chapters in runtimes.values() for name in chapters})
+    head = "| chapter | " + " | ".join(f"`{p}` (min)" for p in profiles) + " |\n|---|" + "---|" * len(profiles)
+    rows = [f"| {name} | " + " | ".join(f"{runtimes[p][name]['seconds'] / 60:.1f}" if name in runtimes[p] else "not run"
+                                        for p in profiles) + " |" for name in names]
+    rows.append("| **total** | " + " | ".join(f"**{sum(c['seconds'] for c in runtimes[p].values()) / 60:.1f}**"
+                                              for p in profiles) + " |")
+    where = []
+    for p in profiles:
+        hosts = {(c.get("device"), c.get("gpu") or c.get("cpu"), c.get("cpus"), c.get("omp_num_threads"))
+                 for c in runtimes[p].values()}
+        where.append(f"`{p}`: " + "; ".join(f"{d} ({m or 'unknown machine'}, {n} cores"
+                                            + (f", OMP_NUM_THREADS={t}" if t else "") + ")" for d, m, n, t in sorted(hosts, key=str)))
+    missing = [p for p in order if p not in runtimes]
+    display(Markdown(head + "\n" + "\n".join(rows) + "\n\nMeasured on " + "; ".join(where) + "."
+                     + (f" Not measured yet: {', '.join(f'`{p}`' for p in missing)}." if missing else "")))
+else:
+    rows = []
+    for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
+        pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
+        rows.append(f"| {nb_path.stem} | `{pm.get('parameters', {}).get('profile', '?')}` | {(pm.get('duration') or 0) / 60:.1f} |")
+    display(Markdown("No `runtimes-<profile>.json` yet; from papermill's metadata:\n\n"
+                     "| chapter | profile | minutes |\n|---|---|---|\n" + "\n".join(rows)))

@@ -49,6 +49,10 @@ def test_runner_executes_and_reports(tmp_path):
     text = "".join("".join(o.get("text", "")) for c in good["cells"] for o in c.get("outputs", []))
     assert "profile is smoke" in text
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in good["cells"])
+    runtimes = json.loads((tmp_path / "out" / "results" / "runtimes-smoke.json").read_text())
+    assert runtimes["profile"] == "smoke" and list(runtimes["chapters"]) == ["01_good"]
+    entry = runtimes["chapters"]["01_good"]
+    assert entry["seconds"] > 0 and entry["device"] in ("cpu", "cuda", "mps")
 
 
 def test_runner_refuses_a_chapter_without_parameters(tmp_path):

@@ -3,7 +3,9 @@
 Each jupytext source is converted to a notebook, executed with the profile and device as papermill
 parameters (working directory: chapters/, as in JupyterLab), and moved into <out>/ only when every
 cell ran; a failed run is kept in .scratch/failed/ and the failing chapter and cell are named.
-Exit status 1 when any chapter failed.
+Exit status 1 when any chapter failed. The seconds each chapter took, and the device and machine
+it ran on, go to <out>/results/runtimes-<profile>.json (updated chapter by chapter; the
+performance chapter renders every profile's file).
 
     python tools/run_chapters.py --profile cpu --out book
     python tools/run_chapters.py --profile smoke --out .scratch/book 01_entropy
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -87,6 +90,51 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
     return True, time.perf_counter() - start
 
 
+def machine(device: str) -> dict:
+    """The device a chapter run resolves ``device`` to, and the machine it runs on."""
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux names the model
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"device": device, "cpu": cpu, "cpus": os.cpu_count(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "gpu": None}
+    try:
+        import torch
+
+        from copkit.profiles import pick_device
+
+        info["device"] = str(pick_device(device))
+        if torch.cuda.is_available() and info["device"].startswith("cuda"):
+            info["gpu"] = torch.cuda.get_device_name(torch.device(info["device"]))
+    except (ImportError, ValueError, RuntimeError):
+        pass
+    return info
+
+
+def record_runtime(results_dir: Path, profile: str, name: str, seconds: float, host: dict) -> Path:
+    """Add one chapter's run time to ``results_dir/runtimes-<profile>.json`` (atomically), keeping
+    the other chapters' entries."""
+    path = results_dir / f"runtimes-{profile}.json"
+    data = {"profile": profile, "chapters": {}}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    data["profile"] = profile
+    data.setdefault("chapters", {})[name] = {
+        "seconds": round(seconds, 1), **host,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    data["chapters"] = dict(sorted(data["chapters"].items()))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="*", help="chapter names (default: all), e.g. 01_entropy")
@@ -114,10 +162,13 @@ def main() -> int:
     print(f"executing {len(sources)} chapter(s), profile={args.profile}, device={args.device}, "
           f"into {os.path.relpath(out_dir)}/", flush=True)
     report = []
+    host = machine(args.device)
     for i, src in enumerate(sources, 1):
         print(f"[{i}/{len(sources)}] {src.stem} ...", flush=True)
         ok, seconds = run(src, out_dir, params, args.timeout)
         report.append((src.stem, ok, seconds))
+        if ok:
+            record_runtime(out_dir / "results", args.profile, src.stem, seconds, host)
         print(f"[{i}/{len(sources)}] {src.stem} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
     print("\nchapter                     status     seconds")
     for name, ok, seconds in report:
