@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from .tokens import random_flip, random_orders
+from .tokens import flip_batch, random_orders
+
+if TYPE_CHECKING:
+    from .dist import Shard
 
 __all__ = [
     "MARConfig",
@@ -267,10 +270,14 @@ class DiffLoss(nn.Module):
         self.net = AdaLNMLP(token_dim, cond_dim, width, depth)
         self.diffusion = Diffusion.cosine(train_steps)
 
-    def forward(self, target: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The loss of each row (target (M, d), condition z (M, c)) -> (M,)."""
-        t = torch.randint(0, self.diffusion.steps, (len(target),), generator=generator, device=target.device)
-        noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+    def forward(self, target: Tensor, z: Tensor, generator: torch.Generator | None = None,
+                t: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+        """The loss of each row (target (M, d), condition z (M, c)) -> (M,); the timesteps ``t`` (M,)
+        and the noise (M, d) are drawn from ``generator`` unless given."""
+        if t is None:
+            t = torch.randint(0, self.diffusion.steps, (len(target),), generator=generator, device=target.device)
+        if noise is None:
+            noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
         x_t = self.diffusion.q_sample(target, t, noise)
         return ((self.net(x_t, t, z) - noise) ** 2).mean(dim=-1)
 
@@ -379,22 +386,35 @@ class MAR(nn.Module):
         return self.dec_norm(y)[:, nb:] + self.diff_pos
 
     def loss(self, tokens: Tensor, labels: Tensor, orders: Tensor, generator: torch.Generator | None = None,
-             mask_ratio: float | None = None) -> Tensor:
+             mask_ratio: float | None = None, shard: Shard | None = None) -> Tensor:
         """MAR's training loss on a batch: tokens (B, N, d), labels (B,), orders (B, N) in MAR's
         convention (the head is masked). ``mask_ratio`` defaults to a draw of
-        :func:`sample_mask_ratio` from [``mask_ratio_min``, 1]."""
-        b, n, _ = tokens.shape
-        if orders.shape != (b, n):
-            raise ValueError(f"orders must be (batch, tokens) = {(b, n)}; got {tuple(orders.shape)}")
+        :func:`sample_mask_ratio` from [``mask_ratio_min``, 1], one per (global) batch.
+
+        With a ``shard`` (:class:`copkit.dist.Shard`) the inputs are this process's rows of a
+        global batch; the label drops, the timesteps and the noise are drawn for the whole global
+        batch and cut, as one process would draw them."""
+        from .dist import Shard
+
+        b, n, d = tokens.shape
+        shard = shard or Shard.whole(b)
+        if orders.shape != (b, n) or shard.size != b:
+            raise ValueError(f"orders must be (batch, tokens) = {(b, n)} and the shard {b} rows; got "
+                             f"{tuple(orders.shape)} and {shard.size}")
         r = sample_mask_ratio(generator, self.cfg.mask_ratio_min) if mask_ratio is None else mask_ratio
         m = min(n, max(1, math.ceil(n * r)))
         masked, visible = orders[:, :m], orders[:, m:]
-        drop = torch.rand(b, generator=generator, device=tokens.device) < self.cfg.label_drop
+        drop = shard.cut(torch.rand(shard.total, generator=generator, device=tokens.device)) < self.cfg.label_drop
         z = self.forward_z(tokens, self.condition(labels, drop), visible)
         k = self.cfg.diffusion_batch_mul
         zm = torch.gather(z, 1, masked[..., None].expand(-1, -1, z.shape[-1])).reshape(b * m, -1)
-        xm = torch.gather(tokens, 1, masked[..., None].expand(-1, -1, tokens.shape[-1])).reshape(b * m, -1)
-        return self.diffloss(xm.repeat(k, 1), zm.repeat(k, 1), generator).mean()
+        xm = torch.gather(tokens, 1, masked[..., None].expand(-1, -1, d)).reshape(b * m, -1)
+        # rows are (copy j, image i, masked token t): drawn for every image of the global batch
+        t = torch.randint(0, self.diffloss.diffusion.steps, (k, shard.total, m), generator=generator,
+                          device=tokens.device)
+        noise = torch.randn((k, shard.total, m, d), generator=generator, device=tokens.device, dtype=tokens.dtype)
+        t, noise = t[:, shard.start:shard.stop].reshape(-1), noise[:, shard.start:shard.stop].reshape(-1, d)
+        return self.diffloss(xm.repeat(k, 1), zm.repeat(k, 1), generator, t=t, noise=noise).mean()
 
     @torch.no_grad()
     def sample(self, labels: Tensor, orders: Tensor, steps: int = 16, cfg: float = 1.0, cfg_kind: str = "linear",
@@ -487,24 +507,47 @@ def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: in
 
 
 def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int, kind: str = "random",
-                collapse: Tensor | None = None, random_fraction: float = 0.1, flip: bool = True):
-    """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, 1, H, W),
-    a random horizontal flip with the collapse orders flipped alongside, pixel tokens (p = 4), the
-    batch's orders (:func:`training_orders`) and :meth:`MAR.loss`."""
+                collapse: Tensor | None = None, random_fraction: float = 0.1, flip: bool = True,
+                tokenizer: Callable[[Tensor], Tensor] | None = None, stride: int = 4):
+    """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, C, H, W),
+    a random horizontal flip with the collapse orders flipped alongside, tokens (pixel patches
+    p = 4 unless a ``tokenizer`` (images -> (B, N, d)) with token ``stride`` in pixels is given),
+    the batch's orders (:func:`training_orders`) and :meth:`MAR.loss`.
+
+    ``images`` is anything indexed by a tensor of indices (a tensor, or images read from disk:
+    :class:`copkit.data.ImageFolderImages`). Under torchrun each process reads and computes only
+    its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
+    from .dist import shard as process_shard
     from .tokens import patchify
     from .train import batch_indices
 
     device = next(model.parameters()).device
+    encode = tokenizer or (lambda x: patchify(x, 4))
+    part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
-        idx = batch_indices(len(images), batch_size, step, seed)
+        idx = part.cut(batch_indices(len(images), batch_size, step, seed))
         x, y = images[idx].to(device), labels[idx].to(device)
         o = collapse[idx].to(device) if collapse is not None else None
+        flips = None
         if flip:
-            x, o = random_flip(x, o, gen)
-        orders = training_orders(kind, o, len(idx), model.cfg.n_tokens, random_fraction, gen)
-        loss = model.loss(patchify(x, 4), y, orders, gen)
+            flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
+            x, o = flip_batch(x, o, flips, stride)
+        orders = part.cut(training_orders(kind, _global(o, part), part.total, model.cfg.n_tokens, random_fraction, gen))
+        loss = model.loss(encode(x), y, orders, gen, shard=part)
         return loss, "mar", {}
+
+    return step_fn
+
+
+def _global(rows: Tensor | None, part) -> Tensor | None:
+    """This process's rows placed in a global-batch tensor (zeros elsewhere): what
+    :func:`training_orders` needs to draw its random choices for the whole batch."""
+    if rows is None or part.size == part.total:
+        return rows
+    out = rows.new_zeros((part.total, *rows.shape[1:]))
+    out[part.start:part.stop] = rows
+    return out
 
     return step_fn
 
@@ -530,12 +573,14 @@ def run_config(cfg: MARConfig, tc, data: dict, kind: str, random_fraction: float
 
 def fit_mar(cfg: MARConfig, tc, images: Tensor, labels: Tensor, data_dir, data: dict, kind: str = "random",
             collapse: Tensor | None = None, random_fraction: float = 0.1, init: tuple[str, dict] | None = None,
-            device: torch.device | str = "cpu", desc: str = "MAR", progress: bool = True) -> tuple[MAR, list[dict], str]:
+            device: torch.device | str = "cpu", desc: str = "MAR", progress: bool = True,
+            tokenizer: Callable[[Tensor], Tensor] | None = None, stride: int = 4) -> tuple[MAR, list[dict], str]:
     """Train MAR (``kind="random"``) or CMAR (``"descending"``; ``"ascending"`` for Table 4's
     ablation) on images (n, 1, 28, 28) with their collapse orders (n, N), from scratch or
     fine-tuned from ``init = (run hash, state dict)``; resumes or loads a finished run from
     ``data_dir/runs/mar-<hash8>``. Returns the model (EMA weights, eval mode), the run's metrics and
-    the run's hash (the ``init`` of a fine-tune)."""
+    the run's hash (the ``init`` of a fine-tune). ``tokenizer`` and ``stride``: see :func:`mar_step_fn`
+    (pixel patches by default)."""
     from .train import config_hash, load_weights, run_folder, train
 
     config = run_config(cfg, tc, data, kind, random_fraction, init[0] if init else None)
@@ -545,7 +590,8 @@ def fit_mar(cfg: MARConfig, tc, images: Tensor, labels: Tensor, data_dir, data: 
     if init is not None:
         model.load_state_dict(init[1])
     opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.betas)
-    step_fn = mar_step_fn(model, images, labels, tc.batch_size, tc.seed, kind, collapse, random_fraction)
+    step_fn = mar_step_fn(model, images, labels, tc.batch_size, tc.seed, kind, collapse, random_fraction,
+                          tokenizer=tokenizer, stride=stride)
     hist = train({"mar": model}, opt, step_fn, tc, folder, config=config, device=device, desc=desc, progress=progress)
     load_weights(folder, "mar", model, ema=True)
     return model.eval(), hist, config_hash(config)
@@ -613,12 +659,17 @@ def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n
 @torch.no_grad()
 def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torch.Generator], Tensor], seed: int,
              steps: int, diffusion_steps: int, cfg: float = 1.0, temperature: float = 1.0, batch_size: int = 500,
-             adapt: Callable | None = None, progress: bool = True, desc: str = "sampling") -> Tensor:
+             adapt: Callable | None = None, progress: bool = True, desc: str = "sampling",
+             decode: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Images (n, 1, 28, 28) in [-1, 1] for ``labels`` (n,), generated in batches from one seed.
-    ``orders`` is a (n, N) tensor or a function ``(batch labels, generator) -> orders``."""
+    ``orders`` is a (n, N) tensor or a function ``(batch labels, generator) -> orders``.
+    ``decode`` turns tokens into images (default: 4 x 4 pixel patches of 28 x 28 images; the KL-16
+    VAE's decoder for the paper's setting, :meth:`copkit.tokenizer.KLTokenizer.decode`)."""
     from tqdm import tqdm
 
     from .tokens import unpatchify
+
+    decode = decode or (lambda t: unpatchify(t, 4, (1, 28, 28)))
 
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -628,7 +679,7 @@ def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torc
         o = orders(y, g) if callable(orders) else orders[s:s + batch_size].to(device)
         tokens = model.sample(y, o, steps, cfg, temperature=temperature, diffusion_steps=diffusion_steps,
                               generator=g, adapt=adapt)
-        out.append(unpatchify(tokens, 4, (1, 28, 28)).clamp(-1, 1).cpu())
+        out.append(decode(tokens).clamp(-1, 1).cpu())
     return torch.cat(out)
 
 

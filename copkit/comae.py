@@ -44,6 +44,7 @@ from timm.models.eva import EvaBlock
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
+    from .dist import Shard
     from .train import TrainConfig
 
 __all__ = [
@@ -283,20 +284,30 @@ class CoMAE(nn.Module):
     def tau(self) -> Tensor:
         return self.log_tau.exp()
 
-    def losses(self, tokens: Tensor, generator: torch.Generator, grad_f: bool = True) -> dict[str, Tensor]:
+    def losses(self, tokens: Tensor, generator: torch.Generator, grad_f: bool = True,
+               shard: Shard | None = None) -> dict[str, Tensor]:
         """L_r, L_c, L = L_r + lambda_c L_c and H_mask on a batch of images (B, N, d).
 
         K = ``cfg.targets_per_image`` distinct targets are drawn per image. With ``grad_f=False``
-        the masks are computed without gradient (a step of g).
+        the masks are computed without gradient (a step of g). With a ``shard``
+        (:class:`copkit.dist.Shard`), ``tokens`` are this process's rows of a global batch: the
+        targets and the noise are drawn for the whole global batch and cut to these rows, so
+        that the processes together draw what one process would.
         """
+        from .dist import Shard
+
         b, n, d = tokens.shape
+        shard = shard or Shard.whole(b)
+        if shard.size != b:
+            raise ValueError(f"the shard has {shard.size} rows but {b} images were given")
         k = min(self.cfg.targets_per_image, n)
-        targets = torch.rand(b, n, generator=generator, device=tokens.device).argsort(1)[:, :k]  # (B, K)
+        targets = shard.cut(torch.rand(shard.total, n, generator=generator, device=tokens.device).argsort(1)[:, :k])
         flat_tokens = tokens.repeat_interleave(k, dim=0)  # (B K, N, d)
         flat_targets = targets.reshape(-1)
         with torch.set_grad_enabled(grad_f and torch.is_grad_enabled()):
             w = self.select(flat_tokens, flat_targets)
-        noise = torch.randn(flat_tokens.shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
+        noise = torch.randn((shard.total, k, n, d), generator=generator, device=tokens.device, dtype=tokens.dtype)
+        noise = shard.cut(noise).reshape(b * k, n, d)
         pred = self.reconstruct(flat_tokens, flat_targets, w, noise)
         truth = flat_tokens[torch.arange(b * k, device=tokens.device), flat_targets]
         l_r = reconstruction_loss(truth, pred)
@@ -340,23 +351,28 @@ class CoMAE(nn.Module):
 def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
     """The alternating step of CoMAE for :func:`copkit.train.train`.
 
+    ``tokens`` is anything indexed by a tensor of image indices that gives (B, N, d) tokens: a
+    tensor, or a :class:`copkit.tokenizer.TokenSource` over images read from disk.
+
     Even steps update f (and the temperature) with L = L_r + lambda_c L_c, the reconstructor held
     fixed; odd steps update g with L_r, the masks computed without gradient. Two AdamW optimisers
     (keys ``"f"`` and ``"g"``) rather than one with frozen groups: each keeps moments and weight
     decay for its own network only, so a network is left exactly as it was on the other's steps.
     """
+    from .dist import shard as process_shard
+    from .train import batch_indices
+
     device = next(model.parameters()).device
+    part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
-        from .train import batch_indices
-
         f_turn = step % 2 == 0
         for p in model.g_parameters():
             p.requires_grad_(not f_turn)  # f's step needs gradients through g, not of g
-        x = tokens[batch_indices(tokens.shape[0], batch_size, step, seed)].to(device)
-        out = model.losses(x, gen, grad_f=f_turn)
+        x = tokens[part.cut(batch_indices(len(tokens), batch_size, step, seed))].to(device)
+        out = model.losses(x, gen, grad_f=f_turn, shard=part)
         loss = out["loss"] if f_turn else out["L_r"]
-        logs = {k: float(v.detach()) for k, v in out.items() if k != "loss"}
+        logs = {k: v.detach() for k, v in out.items() if k != "loss"}
         return loss, "f" if f_turn else "g", logs
 
     return step_fn
@@ -466,7 +482,9 @@ def artifact_config(sizes, lambda_c: float, seeds: list[int], data: dict) -> dic
     the rule that chose it (lowest validation L_r). A later chapter rebuilds this from the profile
     alone and loads the artifact when the hash matches."""
     cfg, tc = from_profile(sizes, lambda_c, seed=0)
-    train = {k: v for k, v in dataclasses.asdict(tc).items() if k != "seed"}
+    from .train import _jsonable
+
+    train = {k: v for k, v in _jsonable(tc).items() if k != "seed"}
     return {"model": "comae", "comae": cfg, "train": train, "data": data, "seeds": list(seeds),
             "selected_by": "lowest validation L_r at the end of training"}
 

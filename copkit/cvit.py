@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .tokens import random_flip
+if TYPE_CHECKING:
+    from .dist import Shard
 
 __all__ = [
     "GRID", "PATCH", "N_TOKENS", "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
@@ -77,6 +78,11 @@ class CViTConfig:
     img_size: int = 28
     patch: int = PATCH
     classes: int = 10
+    #: a timm model name (e.g. "vit_base_patch16_224.augreg_in21k", the paper's IN-21k ViT-B/16) to
+    #: start from pretrained weights (:func:`make_vit`); width, depth, heads and mlp_ratio are then
+    #: the pretrained model's. None: a ViT of the sizes above from scratch.
+    timm_model: str | None = field(default=None, metadata={"hash_if_set": True})
+    in_chans: int = field(default=1, metadata={"hash_if_set": True})  #: image channels (3 for ImageNet)
 
     def __post_init__(self) -> None:
         if self.train_drop not in MODEL_KINDS.values():
@@ -99,15 +105,44 @@ class CViTConfig:
                    train_drop=drop, schedule="none" if drop == "none" else sizes.schedule, max_drop=sizes.max_drop)
 
 
-def make_vit(cfg: CViTConfig) -> nn.Module:
-    """timm's own ``VisionTransformer`` for 28 x 28 one-channel images with 4 x 4 patches (a 7 x 7
-    grid), a class token, learned absolute position embeddings and a linear head (Sec. 3.4's ViT,
-    scaled down)."""
-    from timm.models.vision_transformer import VisionTransformer
+def make_vit(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
+    """timm's own ``VisionTransformer``: by default for 28 x 28 one-channel images with 4 x 4
+    patches (a 7 x 7 grid), a class token, learned absolute position embeddings and a linear head
+    (Sec. 3.4's ViT, scaled down).
 
-    return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch, in_chans=1, num_classes=cfg.classes,
-                             embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
-                             global_pool="token", class_token=True)
+    With ``cfg.timm_model`` set, the pretrained timm model of that name (the paper: ViT-B/16 with
+    IN-21k weights, ``vit_base_patch16_224.augreg_in21k``), its weights read from the local file
+    ``weights`` (safetensors, timm's layout) or, when None, fetched from the hub (online only).
+    timm resizes its position embeddings to ``cfg.img_size`` (256 puts a ViT-B/16 on CoMAE's 16 x 16
+    grid) and gives it a new head of ``cfg.classes`` outputs when the class count differs.
+    """
+    if cfg.timm_model is None:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch, in_chans=cfg.in_chans,
+                                 num_classes=cfg.classes, embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads,
+                                 mlp_ratio=cfg.mlp_ratio, global_pool="token", class_token=True)
+    import timm
+
+    overlay = {}
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"no weights file at {weights} for {cfg.timm_model}: give a local .safetensors "
+                                    "file of that model (timm's layout), or leave it out to fetch from the hub online")
+        overlay = {"file": str(weights)}
+    try:
+        vit = timm.create_model(cfg.timm_model, pretrained=True, pretrained_cfg_overlay=overlay,
+                                num_classes=cfg.classes, img_size=cfg.img_size, in_chans=cfg.in_chans,
+                                patch_drop_rate=0.0)
+    except (OSError, RuntimeError) as err:
+        if weights is None:
+            raise RuntimeError(f"could not fetch the weights of {cfg.timm_model} from the hub ({err}); this machine "
+                               "may be offline: download them elsewhere and give the local file") from err
+        raise
+    if vit.patch_embed.patch_size[0] != cfg.patch:
+        raise ValueError(f"{cfg.timm_model} has {vit.patch_embed.patch_size[0]}-pixel patches but the config says "
+                         f"patch = {cfg.patch}: the collapse orders would not line up with its tokens")
+    return vit
 
 
 def n_keep(ratio: float, n_tokens: int = N_TOKENS) -> int:
@@ -313,10 +348,11 @@ class PrunedViT(nn.Module):
         self.scorers = nn.ModuleList(_KeepScore(vit.embed_dim) for _ in self.stages)
 
     def forward(self, images: Tensor, n_keep: int | None = None, generator: torch.Generator | None = None,
-                return_kept: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                return_kept: bool = False, shard: Shard | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Logits (B, classes) with ``n_keep`` patch tokens left after the last stage (None: all).
-        In training mode a ``generator`` adds Gumbel noise to the scores. With ``return_kept``
-        also the (B, n_keep) indices of the patches that survived every stage."""
+        In training mode a ``generator`` adds Gumbel noise to the scores (drawn for the global
+        batch of ``shard`` and cut to these rows under torchrun). With ``return_kept`` also the
+        (B, n_keep) indices of the patches that survived every stage."""
         vit = self.vit
         t = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
         p = vit.num_prefix_tokens
@@ -331,7 +367,10 @@ class PrunedViT(nn.Module):
                 scores = self.scorers[s](patches)
                 noisy = scores
                 if self.training and generator is not None:
-                    u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
+                    rows = shard.total if shard is not None else scores.shape[0]
+                    u = torch.rand((rows, *scores.shape[1:]), generator=generator, device=scores.device,
+                                   dtype=scores.dtype)
+                    u = shard.cut(u) if shard is not None else u
                     noisy = scores - torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
                 top = noisy.topk(counts[s], dim=1).indices
                 patches, kept = _gather_tokens(patches, top), kept.gather(1, top)
@@ -344,9 +383,10 @@ class PrunedViT(nn.Module):
         return (logits, kept) if return_kept else logits
 
 
-def build_model(cfg: CViTConfig) -> nn.Module:
-    """The network of a Table 5 configuration: a timm ViT, wrapped in :class:`PrunedViT` for ``"learned"``."""
-    vit = make_vit(cfg)
+def build_model(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
+    """The network of a Table 5 configuration: a timm ViT (:func:`make_vit`), wrapped in
+    :class:`PrunedViT` for ``"learned"``."""
+    vit = make_vit(cfg, weights)
     return PrunedViT(vit) if cfg.train_drop == "learned" else vit
 
 
@@ -357,32 +397,37 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
     the batch from :func:`sample_drop_ratio`, then the kept set: the top of the collapse order
     (CViT), a random subset (RViT), all patches (ViT) or the learned pruner's choice; cross-entropy.
     The draws happen in a fixed sequence from the step's generator (flip, ratio, random order)."""
+    from .dist import shard as process_shard
+    from .tokens import flip_batch
     from .train import batch_indices
 
     if cfg.train_drop == "collapse" and orders is None:
         raise ValueError("CViT (train_drop='collapse') needs the collapse orders of the training images")
-    device = images.device
+    device = next(model.parameters()).device
+    n_tokens = (cfg.img_size // cfg.patch) ** 2
+    part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
-        idx = batch_indices(images.shape[0], batch_size, step, seed).to(device)
-        x, y = images[idx], labels[idx]
-        o = orders[idx] if cfg.train_drop == "collapse" else None
+        idx = part.cut(batch_indices(len(images), batch_size, step, seed))
+        x, y = images[idx].to(device), labels[idx.to(labels.device)].to(device)
+        o = orders[idx.to(orders.device)].to(device) if cfg.train_drop == "collapse" else None
         if cfg.flip:
-            x, o = random_flip(x, o, gen, PATCH)
+            flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
+            x, o = flip_batch(x, o, flips, cfg.patch)
         ratio = float(sample_drop_ratio(1, gen, cfg.max_drop, cfg.schedule)[0])
-        k = n_keep(ratio, N_TOKENS)
+        k = n_keep(ratio, n_tokens)
         if cfg.train_drop == "learned":
-            logits = model(x, n_keep=k, generator=gen)
-        elif cfg.train_drop == "none" or k == N_TOKENS:
+            logits = model(x, n_keep=k, generator=gen, shard=part)
+        elif cfg.train_drop == "none" or k == n_tokens:
             logits = forward_keep(model, x)
         elif cfg.train_drop == "collapse":
             logits = forward_keep(model, x, o[:, :k])
         else:  # random
-            rand = torch.rand(x.shape[0], N_TOKENS, generator=gen, device=gen.device).to(device)
+            rand = part.cut(torch.rand(part.total, n_tokens, generator=gen, device=gen.device)).to(device)
             logits = forward_keep(model, x, rand.argsort(1)[:, :k])
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         acc = (logits.argmax(1) == y).float().mean()
-        return loss, "model", {"acc": float(acc), "kept": k}
+        return loss, "model", {"acc": acc.detach(), "kept": k}
 
     return step_fn
 
@@ -409,21 +454,25 @@ def run_dir(data_dir: str | Path, cfg: CViTConfig, tc, data: dict) -> Path:
 
 def fit_cvit(cfg: CViTConfig, tc, images: Tensor, labels: Tensor, orders: Tensor | None, data_dir: str | Path,
              data: dict, device: torch.device | str = "cpu", desc: str = "CViT",
-             progress: bool = True) -> tuple[nn.Module, list[dict]]:
+             progress: bool = True, weights: str | Path | None = None) -> tuple[nn.Module, list[dict]]:
     """Train one classifier of Sec. 3.4 / Table 5 with :func:`copkit.train.train` in
     :func:`run_dir` (a finished run is only loaded, an interrupted one resumed); returns the model
     holding its EMA weights, in eval mode, and the run's metrics. ``data`` names the training
-    data (and, for CViT, the CoMAE whose orders it used); it is part of the hashed configuration."""
+    data (and, for CViT, the CoMAE whose orders it used; with pretrained ``weights``, their file's
+    hash); it is part of the hashed configuration. ``images`` may be any source indexed by a tensor
+    of indices (:class:`copkit.imagefolder.ImageFolderImages`); tensors are moved to ``device``."""
     from .train import load_weights, train
 
-    if images.shape[0] != labels.shape[0] or (orders is not None and orders.shape[0] != images.shape[0]):
-        raise ValueError(f"images ({images.shape[0]}), labels ({labels.shape[0]}) and orders "
+    if len(images) != labels.shape[0] or (orders is not None and orders.shape[0] != len(images)):
+        raise ValueError(f"images ({len(images)}), labels ({labels.shape[0]}) and orders "
                          f"({None if orders is None else orders.shape[0]}) must have the same length")
     folder = run_dir(data_dir, cfg, tc, data)
     torch.manual_seed(tc.seed)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, weights).to(device)
     opt = {"model": _optimizer(model, tc.lr, tc.weight_decay, tc.betas)}
-    images, labels = images.to(device), labels.to(device)
+    if isinstance(images, Tensor):
+        images = images.to(device)
+    labels = labels.to(device)
     orders = orders.to(device) if orders is not None else None
     hist = train({"model": model}, opt, cvit_step_fn(model, cfg, images, labels, orders, tc.batch_size, tc.seed),
                  tc, folder, config=run_config(cfg, tc, data), device=device, desc=desc, progress=progress)
@@ -441,7 +490,8 @@ def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: 
 
     Args:
         model: a timm ViT (evaluated with :func:`forward_keep`) or a :class:`PrunedViT`.
-        data: (images (n, 1, 28, 28), labels (n,), collapse orders (n, N) best first, or None).
+        data: (images (n, C, H, W) or anything sliced into such batches, labels (n,), collapse
+            orders (n, N) best first, or None).
         ratios: mask ratios in [0, 1]; each keeps :func:`n_keep` patches.
         order_source: ``"collapse"`` keeps the top of each image's collapse order; ``"random"`` a
             random subset (one random order per image from ``seed``, so the kept sets are nested
@@ -460,22 +510,23 @@ def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: 
         raise ValueError("order_source='learned' goes with a PrunedViT, and a PrunedViT only with 'learned'")
     if order_source == "collapse" and orders is None:
         raise ValueError("order_source='collapse' needs the collapse orders of the test images")
+    n_tokens = (model.vit if pruned else model).patch_embed.num_patches
     if order_source == "random":
         g = torch.Generator().manual_seed(seed)
-        orders = torch.rand(images.shape[0], N_TOKENS, generator=g).argsort(1)
+        orders = torch.rand(len(images), n_tokens, generator=g).argsort(1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = {"ratios": [], "kept": [], "top1": [], "top5": []}
     for r in tqdm(list(ratios), desc=desc, disable=not progress, mininterval=5.0, ncols=100):
-        k = n_keep(float(r), N_TOKENS)
+        k = n_keep(float(r), n_tokens)
         logits = []
-        for s in range(0, images.shape[0], batch_size):
+        for s in range(0, len(images), batch_size):
             x = images[s:s + batch_size].to(device)
             if pruned:
                 logits.append(model(x, n_keep=k).float().cpu())
             else:
-                keep = None if k == N_TOKENS else orders[s:s + batch_size, :k].to(device)
+                keep = None if k == n_tokens else orders[s:s + batch_size, :k].to(device)
                 logits.append(forward_keep(model, x, keep).float().cpu())
         acc = topk_accuracy(torch.cat(logits), labels.cpu(), ks=(1, 5))
         out["ratios"].append(float(r))
@@ -573,7 +624,7 @@ def throughput(model: nn.Module, keeps: Sequence[int], images: Tensor, repeat: i
     best = {k: 0.0 for k in keeps}
     for _ in range(rounds):
         for k in keeps:
-            keep = None if k >= N_TOKENS else torch.arange(k, device=device)
+            keep = None if k >= model.patch_embed.num_patches else torch.arange(k, device=device)
             forward_keep(model, images, keep)  # warm-up
             sync()
             for _ in range(repeat):

@@ -14,14 +14,15 @@ __all__ = ["topk_accuracy", "FeatureNet", "classifier_step_fn", "fit_feature_net
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
-    """Fraction of rows whose label is among the ``k`` largest logits, for each ``k``.
+    """Fraction of rows whose label is among the ``k`` largest logits, for each ``k`` (a ``k`` of
+    at least the number of classes counts every row).
 
     >>> topk_accuracy(torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3]]), torch.tensor([1, 2]), ks=(1, 2))
     {1: 0.5, 2: 1.0}
     """
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"logits must be (n, classes) and labels (n,); got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    top = logits.topk(max(ks), dim=1).indices
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hit = top == labels[:, None]
     return {k: hit[:, :k].any(dim=1).float().mean().item() for k in ks}
 
@@ -76,19 +77,22 @@ class _Logits(nn.Module):
 def classifier_step_fn(net: FeatureNet, images: Tensor, labels: Tensor, batch_size: int, seed: int):
     """A cross-entropy training step for :func:`copkit.train.train`, with random horizontal flips
     and one-pixel shifts so that the features do not hinge on exact pixel positions."""
+    from .dist import shard as process_shard
     from .train import batch_indices
 
     device = next(net.parameters()).device
+    part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
-        idx = batch_indices(len(images), batch_size, step, seed)
+        idx = part.cut(batch_indices(len(images), batch_size, step, seed))
         x, y = images[idx].to(device), labels[idx].to(device)
-        x = torch.where((torch.rand(len(idx), generator=gen, device=device) < 0.5)[:, None, None, None], x.flip(-1), x)
+        flips = part.cut(torch.rand(part.total, generator=gen, device=device) < 0.5)
+        x = torch.where(flips[:, None, None, None], x.flip(-1), x)
         dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen, device=device))
         x = torch.roll(x, (dy, dx), dims=(-2, -1))
         logits = net(x)
         loss = F.cross_entropy(logits, y)
-        return loss, "net", {"acc": (logits.argmax(1) == y).float().mean().item()}
+        return loss, "net", {"acc": (logits.argmax(1) == y).float().mean().detach()}
 
     return step_fn
 

@@ -36,24 +36,31 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def compute_orders(model, tokens: Tensor, out: str | Path, comae_hash: str, split: Sequence[str] | np.ndarray,
+def compute_orders(model, tokens, out: str | Path, comae_hash: str, split: Sequence[str] | np.ndarray,
                    shard_size: int = 4096, device: torch.device | str = "cpu", damping: float = 0.85,
                    chunk: int = 64, stop_after_shards: int | None = None, progress: bool = True) -> Path | None:
-    """Compute and store the collapse order of every image (tokens (n, N, d)).
+    """Compute and store the collapse order of every image.
 
-    Shards already on disk (from the same CoMAE) are kept. With ``stop_after_shards`` the run
-    stops after writing that many new shards, as if killed, and returns None; otherwise the
-    shards are merged into ``out`` and its path returned.
+    ``tokens`` is a tensor (n, N, d) or any source sliced into such batches
+    (:class:`copkit.tokenizer.TokenSource` over images read from disk). Shards already on disk
+    (from the same CoMAE) are kept. Under torchrun, process r of K computes the shards s with
+    s mod K = r, and rank 0 merges them once every process is done: the file is the same as one
+    process writes (a shared file system is needed across machines).
+
+    With ``stop_after_shards`` the run stops after writing that many new shards, as if killed,
+    and returns None; otherwise the shards are merged into ``out`` and its path returned.
     """
+    from . import dist
+
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    n, n_tok = tokens.shape[:2]
-    if n_tok > 256:
-        raise ValueError(f"orders are stored as uint8: at most 256 tokens, got {n_tok}")
+    n = len(tokens)
     shards = math.ceil(n / shard_size)
+    mine = [s for s in range(shards) if s % dist.world_size() == dist.rank()]
     written = 0
-    bar = tqdm(range(shards), desc="collapse orders", unit="shard", disable=not progress, mininterval=5.0, ncols=100)
+    bar = tqdm(mine, desc="collapse orders", unit="shard", disable=not (progress and dist.is_main()),
+               mininterval=5.0, ncols=100)
     for s in bar:
         path = parts / f"shard-{s:05d}.npz"
         if path.exists() and str(_read(path)["comae_hash"]) == comae_hash:
@@ -62,13 +69,20 @@ def compute_orders(model, tokens: Tensor, out: str | Path, comae_hash: str, spli
             bar.close()
             return None
         a, b = s * shard_size, min(n, (s + 1) * shard_size)
-        masks = model.masks(tokens[a:b].to(device), chunk=chunk)
+        batch = tokens[a:b].to(device)
+        if batch.shape[1] > 256:
+            raise ValueError(f"orders are stored as uint8: at most 256 tokens, got {batch.shape[1]}")
+        masks = model.masks(batch, chunk=chunk)
         order = collapse_order(masks, damping=damping).cpu().numpy().astype(np.uint8)
         atomic_write_bytes(path, _npz_bytes(orders=order, start=np.int64(a), stop=np.int64(b),
                                             comae_hash=np.array(comae_hash)))
         written += 1
     bar.close()
-    return merge_shards(parts, out, comae_hash, n, np.asarray(split))
+    dist.barrier()
+    if dist.is_main():
+        merge_shards(parts, out, comae_hash, n, np.asarray(split))
+    dist.barrier()
+    return out
 
 
 def merge_shards(parts: str | Path, out: str | Path, comae_hash: str, n: int, split: np.ndarray) -> Path:

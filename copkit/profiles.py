@@ -4,17 +4,20 @@
 - ``cpu``:   what a reader runs on a laptop and what the site shows.
 - ``gpu``:   full size on one GPU.
 
-A chapter takes the profile's name as a papermill parameter and reads its sizes from here, so a
-size is never repeated in a chapter.
+The sizes live in ``copkit/configs/<profile>.yaml``, read into the dataclasses below (strictly: an
+unknown or ill-typed key is an error). A chapter takes the profile's name (or the path of a profile
+file of one's own) as a papermill parameter and reads its sizes from here, so a size is never
+repeated in a chapter; the command line (``python -m copkit <stage> --profile ...``) reads the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "Profile", "PROFILES", "get_profile", "pick_device"]
+__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "Profile", "PROFILES", "get_profile", "load_profile", "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ComaeSizes:
     val_images: int  #: validation images scored at each evaluation
     mirror_steps: int  #: training steps of the mirrored Fashion-MNIST experiment
     planted_steps: int  #: training steps of the planted-truth (mirrored noise) experiment
+    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class CmarSizes:
     classifier_steps: int  #: the feature network's training steps
     uncertainty_images: int  #: images behind the teaser's uncertainty curves
     uncertainty_draws: int  #: samples of the hidden tokens per step and image
+    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class CvitSizes:
     test_images: int | None  #: test images of the mask-ratio sweep (None: all 10,000)
     ratios: int  #: evenly spaced mask ratios of the sweep from 0 to 0.99 (0.3, 0.5, 0.78 are added)
     seeds: tuple[int, ...]
+    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
 
 
 @dataclass(frozen=True)
@@ -137,75 +143,30 @@ class Profile:
         return asdict(self)
 
 
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke",
-        description="CI size: every chapter in seconds to minutes on a CPU; the numbers are not findings",
-        entropy=EntropySizes(fit_images=3000, per_class_images=1000, random_orders=20, photo_crops=3000),
-        comae=ComaeSizes(enc_width=16, enc_depth=1, enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2,
-                         targets_per_image=4, sigma=0.4, steps=20, batch_size=8, lr=3e-3, warmup_steps=5,
-                         ema_decay=0.9, eval_every=10, seeds=(0, 1), lambdas=(0.0, 0.01), train_images=6000,
-                         val_images=16, mirror_steps=20, planted_steps=20),
-        rank=RankSizes(images=120, random_graphs=40, random_orders=20, submodularity_triples=40, kendall_pairs=200),
-        cmar=CmarSizes(width=32, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=32, head_depth=1,
-                       diffusion_batch_mul=2, mask_ratio_min=0.7, train_images=2000, batch_size=16, mar_steps=20,
-                       finetune_steps=10, scratch_steps=20, lr=1e-3, finetune_lr=5e-4, warmup_steps=5,
-                       ema_decay=0.9, gen_steps=4, diffusion_steps=5, cfg=3.0, cfg_scales=(2.0, 3.0),
-                       samples=40, sweep_samples=20, seeds=(0, 1), classifier_steps=20, uncertainty_images=2,
-                       uncertainty_draws=3),
-        cvit=CvitSizes(width=32, depth=2, heads=2, mlp_ratio=2.0, schedule="cosine", max_drop=0.99, epochs=1,
-                       batch_size=64, lr=1e-3, warmup_steps=5, ema_decay=0.9, train_images=1280, test_images=256,
-                       ratios=12, seeds=(0, 1, 2)),
-    ),
-    "cpu": Profile(
-        name="cpu",
-        description="a laptop's CPU: the size the site shows",
-        entropy=EntropySizes(fit_images=None, per_class_images=None, random_orders=100, photo_crops=20000),
-        comae=ComaeSizes(enc_width=32, enc_depth=2, enc_heads=2, dec_width=64, dec_depth=2, dec_heads=4,
-                         targets_per_image=8, sigma=0.4, steps=400, batch_size=16, lr=3e-3, warmup_steps=20,
-                         ema_decay=0.99, eval_every=80, seeds=(0, 1, 2), lambdas=(0.0, 0.01),
-                         train_images=None, val_images=96, mirror_steps=400, planted_steps=400),
-        rank=RankSizes(images=2000, random_graphs=200, random_orders=100, submodularity_triples=400,
-                       kendall_pairs=2000),
-        cmar=CmarSizes(width=64, enc_depth=2, dec_depth=2, heads=4, buffer=4, head_width=64, head_depth=2,
-                       diffusion_batch_mul=4, mask_ratio_min=0.7, train_images=None, batch_size=32, mar_steps=1200,
-                       finetune_steps=300, scratch_steps=1200, lr=1e-3, finetune_lr=3e-4, warmup_steps=60,
-                       ema_decay=0.995, gen_steps=8, diffusion_steps=25, cfg=3.0, cfg_scales=(2.0, 3.0, 4.0),
-                       samples=1000, sweep_samples=300, seeds=(0, 1, 2), classifier_steps=800,
-                       uncertainty_images=40, uncertainty_draws=8),
-        cvit=CvitSizes(width=64, depth=4, heads=4, mlp_ratio=4.0, schedule="cosine", max_drop=0.99, epochs=1,
-                       batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99, train_images=32000,
-                       test_images=1500, ratios=13, seeds=(0, 1, 2)),
-    ),
-    "gpu": Profile(
-        name="gpu",
-        description="full size on one GPU",
-        entropy=EntropySizes(fit_images=None, per_class_images=None, random_orders=1000, photo_crops=60000),
-        comae=ComaeSizes(enc_width=64, enc_depth=6, enc_heads=4, dec_width=256, dec_depth=6, dec_heads=8,
-                         targets_per_image=49, sigma=0.4, steps=20000, batch_size=64, lr=1e-3, warmup_steps=1000,
-                         ema_decay=0.999, eval_every=1000, seeds=(0, 1, 2), lambdas=(0.0, 0.01, 0.1),
-                         train_images=None, val_images=1024, mirror_steps=5000, planted_steps=2000),
-        rank=RankSizes(images=10000, random_graphs=1000, random_orders=1000, submodularity_triples=4000,
-                       kendall_pairs=20000),
-        cmar=CmarSizes(width=256, enc_depth=6, dec_depth=6, heads=8, buffer=8, head_width=256, head_depth=3,
-                       diffusion_batch_mul=4, mask_ratio_min=0.7, train_images=None, batch_size=256, mar_steps=40000,
-                       finetune_steps=10000, scratch_steps=40000, lr=5e-4, finetune_lr=1e-4, warmup_steps=2000,
-                       ema_decay=0.9995, gen_steps=49, diffusion_steps=100, cfg=3.0, cfg_scales=(2.9, 3.0, 3.1),
-                       samples=10000, sweep_samples=10000, seeds=(0, 1, 2), classifier_steps=10000,
-                       uncertainty_images=64, uncertainty_draws=16),
-        cvit=CvitSizes(width=384, depth=12, heads=6, mlp_ratio=4.0, schedule="cosine", max_drop=0.99, epochs=30,
-                       batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.999, train_images=None,
-                       test_images=None, ratios=34, seeds=(0, 1, 2)),
-    ),
-}
+_FILES = Path(__file__).parent / "configs"
 
 
-def get_profile(name: str) -> Profile:
-    """The profile called ``name``; a clear error naming the choices otherwise."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+def load_profile(path: str | Path) -> Profile:
+    """A profile from a YAML or TOML file (the book's own are ``copkit/configs/<name>.yaml``):
+    every key checked by :func:`copkit.config.build`, so a misspelt size is an error, not a default."""
+    from .config import load
+
+    return load(Profile, path)
+
+
+#: The book's profiles, read from ``copkit/configs/{smoke,cpu,gpu}.yaml``.
+PROFILES: dict[str, Profile] = {name: load_profile(_FILES / f"{name}.yaml") for name in ("smoke", "cpu", "gpu")}
+
+
+def get_profile(name: str | Path) -> Profile:
+    """The profile called ``name`` (smoke, cpu, gpu), or the one in the YAML/TOML file ``name``
+    (copy ``copkit/configs/cpu.yaml`` and edit it); a clear error naming the choices otherwise."""
+    if str(name) in PROFILES:
+        return PROFILES[str(name)]
+    if str(name).endswith((".yaml", ".yml", ".toml")):
+        return load_profile(name)
+    raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)} or give a profile file "
+                     f"(.yaml or .toml, like {_FILES / 'cpu.yaml'})")
 
 
 def pick_device(preference: str = "auto") -> torch.device:

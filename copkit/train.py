@@ -9,7 +9,13 @@
 - checkpoints as safetensors (weights, EMA, optimiser state) with the JSON metadata inside the same
   file, written atomically; never a pickle;
 - a loss that becomes NaN or infinite stops the run *before* the update, keeps the last good
-  checkpoint, and raises :class:`TrainingDiverged`.
+  checkpoint, and raises :class:`TrainingDiverged` (on CUDA the check runs at logging and
+  checkpoint steps only, so that the inner loop never waits for the GPU; a checkpoint is never
+  written after a non-finite loss);
+- under ``torchrun`` the step runs in every process through DistributedDataParallel, each
+  process on its :func:`copkit.dist.shard` of the global batch; only rank 0 logs, shows progress
+  and writes checkpoints, and every process resumes from the same checkpoint (:mod:`copkit.dist`);
+- ``TrainConfig.precision = "bf16"`` runs the step's forward under bfloat16 autocast.
 
 :func:`train` owns the update; a model supplies ``step_fn(step, generator) -> (loss, key, logs)``
 that computes one batch's loss and names the optimiser (``key``) that takes the step, which is how
@@ -72,6 +78,15 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 100
     eval_every: int = 0  #: 0: evaluate only at the end
+    #: "fp32", or "bf16": the step's forward under bfloat16 autocast (CUDA; weights and optimiser
+    #: stay float32). Hashed only when not "fp32", so runs made before the field existed keep their names.
+    precision: str = dataclasses.field(default="fp32", metadata={"hash_if_set": True})
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and {self.batch_size}")
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,7 +95,10 @@ class TrainingDiverged(RuntimeError):
 
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+        # A field marked hash_if_set (added after artifacts were made) is left out while it holds
+        # its default, so the configurations that existed before it keep their hashes.
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("hash_if_set") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -263,7 +281,9 @@ def train(
         modules: the networks to checkpoint and average (EMA), by name.
         optimizers: by key; every step sets their learning rate from :func:`cosine_lr`.
         step_fn: ``(step, generator) -> (loss, key, logs)``: one batch's loss (not yet
-            back-propagated), the key of the optimiser that takes this step, and numbers to log.
+            back-propagated), the key of the optimiser that takes this step, and numbers to log
+            (detached tensors are read only at logging steps). Under torchrun it computes the
+            loss of this process's :func:`copkit.dist.shard` of the global batch.
         config: the full configuration of the run (its hash is checked on resume).
         evaluate: called with the step every ``cfg.eval_every`` steps and at the end; what it
             returns is logged (with ``"eval": True``).
@@ -272,11 +292,14 @@ def train(
     Returns:
         The run's metrics (the JSON lines of ``run_dir/metrics.jsonl``).
     """
+    from . import dist
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "checkpoint.safetensors"
     metrics_path = run_dir / "metrics.jsonl"
     digest = config_hash(config)
+    main = dist.is_main()
     emas = {name: EMA(m, cfg.ema_decay) for name, m in modules.items()}
     start = 0
     if ckpt.exists():
@@ -284,29 +307,44 @@ def train(
         if meta.get("config_hash") != digest:
             raise ValueError(f"{ckpt} was written by another configuration (hash {meta.get('config_hash', '?')[:8]}, "
                              f"this run {digest[:8]}); delete {run_dir} to start over")
-        # Lines logged after the checkpoint belong to steps that will be run again.
-        kept = [r for r in read_metrics(metrics_path) if r["step"] < start or (r["step"] == start and r.get("eval"))]
-        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-    else:
+        if main:  # lines logged after the checkpoint belong to steps that will be run again
+            kept = [r for r in read_metrics(metrics_path) if r["step"] < start or (r["step"] == start and r.get("eval"))]
+            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    elif main:
         atomic_write_json(run_dir / "config.json", {"config_hash": digest, "config": _jsonable(config)})
         metrics_path.unlink(missing_ok=True)
+    dist.barrier()  # nobody starts before every process has read the checkpoint
     meta = {"config_hash": digest, "config": _jsonable(config)}
 
     def log(record: dict) -> None:
-        with metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if main:
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def checkpoint(step: int) -> None:
-        _save_checkpoint(ckpt, modules, emas, optimizers, step, meta)
+        if main:
+            _save_checkpoint(ckpt, modules, emas, optimizers, step, meta)
+
+    run_step = step_fn
+    if dist.world_size() > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = torch.device(device)
+        # find_unused_parameters: CoMAE's alternating steps leave one network without gradients.
+        run_step = DistributedDataParallel(_Step(modules, step_fn), device_ids=[dev.index] if dev.type == "cuda" else None,
+                                           find_unused_parameters=True)
+    sync_free = torch.device(device).type == "cuda"
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=not progress,
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=not (progress and main),
                mininterval=5.0, dynamic_ncols=False, ncols=100)
     for m in modules.values():
         m.train()
     t0 = time.perf_counter()
     if evaluate is not None and start == 0 and end > 0:
-        log({"step": 0, "eval": True, **evaluate(0)})  # the untrained model, for curves that start at 0
+        if main:
+            log({"step": 0, "eval": True, **evaluate(0)})  # the untrained model, for curves that start at 0
         for m in modules.values():
             m.train()
     for step in bar:
@@ -315,14 +353,20 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
         gen = step_generator(cfg.seed, step, device)
-        loss, key, logs = step_fn(step, gen)
-        if not torch.isfinite(loss).all():
-            bar.close()
-            raise TrainingDiverged(
-                f"{desc}: the loss became {loss.item()} at step {step}; no update was applied and the last good "
-                f"checkpoint ({ckpt if ckpt.exists() else 'none yet'}) is kept. Lower the learning rate "
-                f"(now {cfg.lr}) or check the data."
-            )
+        with autocast:
+            loss, key, logs = run_step(step, gen)
+        done = step + 1
+        logging = step % cfg.log_every == 0 or done == cfg.steps
+        saving = done % cfg.ckpt_every == 0 or done == cfg.steps or done == end
+        if logging or saving or not sync_free:
+            mean_loss = dist.all_mean(loss.detach())
+            if not torch.isfinite(mean_loss).all():
+                bar.close()
+                raise TrainingDiverged(
+                    f"{desc}: the loss became {mean_loss.item()} at step {step}; no update was applied and the last "
+                    f"good checkpoint ({ckpt if ckpt.exists() else 'none yet'}) is kept. Lower the learning rate "
+                    f"(now {cfg.lr}) or check the data."
+                )
         opt = optimizers[key]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -332,22 +376,37 @@ def train(
         opt.step()
         for name, m in modules.items():
             emas[name].update(m)
-        done = step + 1
-        if step % cfg.log_every == 0 or done == cfg.steps:
-            record = {"step": step, "lr": lr, "opt": key, "loss": loss.item(), **logs,
+        if logging:
+            record = {"step": step, "lr": lr, "opt": key, "loss": mean_loss.item(),
+                      **{k: float(v) if isinstance(v, Tensor) else v for k, v in logs.items()},
                       "seconds": time.perf_counter() - t0}
             log(record)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{mean_loss.item():.4f}", refresh=False)
         if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            log({"step": done, "eval": True, **evaluate(done)})
+            if main:
+                log({"step": done, "eval": True, **evaluate(done)})
             for m in modules.values():
                 m.train()
-        if done % cfg.ckpt_every == 0 or done == cfg.steps or done == end:
+        if saving:
             checkpoint(done)
     bar.close()
+    dist.barrier()  # the last checkpoint is on disk before any process reads it
     for m in modules.values():
         m.eval()
     return read_metrics(metrics_path)
+
+
+class _Step(nn.Module):
+    """The networks of a run and its step function as one module, so that DistributedDataParallel
+    sees the whole step (several networks, several methods) as its forward."""
+
+    def __init__(self, modules: Mapping[str, nn.Module], step_fn: Callable) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict(dict(modules))
+        self.step_fn = step_fn
+
+    def forward(self, step: int, generator: torch.Generator):
+        return self.step_fn(step, generator)
 
 
 # ------------------------------------------------------------------------------ trained artifacts

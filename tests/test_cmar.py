@@ -32,7 +32,7 @@ def test_training_masks_the_head_of_the_order_and_sees_the_tail():
         seen["visible"] = visible.clone()
         return forward_z(tokens, cond, visible)
 
-    def spy_loss(target, z, generator=None):
+    def spy_loss(target, z, generator=None, t=None, noise=None):
         seen["targets"] = target[:, 0].clone()
         return target.sum(dim=1) * 0
 

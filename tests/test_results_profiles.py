@@ -83,7 +83,7 @@ def test_profiles_and_devices():
 
 def test_cli_data_reports_missing_data(tmp_path, monkeypatch, capsys):
     from copkit import data
-    from copkit.__main__ import main
+    from copkit.cli import main
 
     monkeypatch.setenv("COPKIT_DATA", str(tmp_path))
     monkeypatch.setattr(data, "_SYSTEM_DIR", tmp_path / "none")

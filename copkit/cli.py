@@ -1,0 +1,171 @@
+"""``python -m copkit <command>`` (or the ``copkit`` script): the library's command line.
+
+The method's stages, each from a configuration file (YAML or TOML, read strictly) or from a
+profile of the book; every stage runs alone or under torchrun
+(``torchrun --nproc_per_node=8 -m copkit train-comae --config configs/paper/train-comae.toml``):
+
+    train-comae   train CoMAE                              (--config FILE | --profile NAME)
+    rank          collapse orders of a data set            (--config FILE | --profile NAME)
+    train-cmar    train MAR or CMAR                        (--config FILE | --profile NAME)
+    sample-cmar   sample from a trained MAR / CMAR         (--config FILE)
+    train-cvit    train ViT / RViT / CViT / the pruner     (--config FILE | --profile NAME)
+    eval-cvit     accuracy over mask ratios, AuC, knee     (--config FILE)
+
+Helpers:
+
+    config        print a stage's configuration as a profile makes it (a file to start from)
+    data          find Fashion-MNIST (download it when online), check every file, say where it is
+    profiles      print the sizes of the smoke / cpu / gpu profiles
+    convert-vae   MAR's kl16.ckpt -> safetensors (the one place a pickle is read: weights only)
+
+``rank --profile NAME`` ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
+that profile into ``data/orders-<hash8>.npz``, the file the later chapters load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _data(args: argparse.Namespace) -> int:
+    from .data import DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist
+
+    try:
+        folder = find_fashion_mnist(args.root, download=not args.no_download)
+        for split in ("train", "test"):
+            x, y = load_fashion_mnist(split, root=folder)
+            print(f"fashion-mnist {split}: {x.shape[0]} images {tuple(x.shape[1:])}, {int(y.max()) + 1} classes")
+    except (DataNotFoundError, IDXFormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"fashion-mnist found in {folder}")
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from .profiles import PROFILES
+
+    print(json.dumps({k: p.as_dict() for k, p in PROFILES.items()}, indent=2))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from .config import dump_yaml
+    from .stages import from_profile
+
+    print(f"# python -m copkit {args.stage} --config <this file>; made from the {args.profile} profile", flush=True)
+    print(dump_yaml(from_profile(args.stage, args.profile, args.seed, args.data_dir)), end="")
+    return 0
+
+
+def _profile_orders(args: argparse.Namespace) -> int:
+    """``rank --profile``: the Fashion-MNIST orders file the chapters use (copkit.orders.dataset_orders)."""
+    from . import dist
+    from .orders import dataset_orders
+    from .profiles import get_profile
+
+    dev = dist.local_device(args.device)
+    dist.setup(dev)
+    try:
+        train, test, digest = dataset_orders(get_profile(args.profile).comae, args.data_dir, dev, args.seed,
+                                             subset_limit=0)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if dist.is_main():
+        print(f"collapse orders of {len(train) + len(test)} images: {Path(args.data_dir) / f'orders-{digest[:8]}.npz'}")
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load
+    from .stages import STAGES, from_profile, run_stage
+
+    cls, _ = STAGES[args.command]
+    try:
+        if args.config:
+            config = load(cls, args.config)
+        elif args.profile:
+            if args.command == "rank":
+                return _profile_orders(args)
+            config = from_profile(args.command, args.profile, args.seed, args.data_dir)
+            if "<hash8>" in repr(config):
+                raise ConfigError(f"{args.command} needs run folders a profile cannot name; write a config: "
+                                  f"python -m copkit config {args.command} --profile {args.profile} > my.yaml")
+        else:
+            raise ConfigError(f"{args.command}: give --config FILE (YAML or TOML) or --profile NAME")
+        run_stage(args.command, config)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        from . import dist
+
+        if dist.world_size() > 1:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+def _convert_vae(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    src, dst = Path(args.src), Path(args.dst)
+    if dst.suffix != ".safetensors":
+        print("error: the output must end in .safetensors", file=sys.stderr)
+        return 2
+    # weights_only: the unpickler accepts tensors and plain containers only, never code.
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        print(f"error: {src} holds no state dict of tensors (looked at 'model', 'state_dict' and the top level)",
+              file=sys.stderr)
+        return 2
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dst))
+    print(f"{len(state)} tensors: {dst}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .stages import STAGES
+
+    parser = argparse.ArgumentParser(prog="python -m copkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (cls, _) in STAGES.items():
+        p = sub.add_parser(name, help=(cls.__doc__ or "").strip().splitlines()[0])
+        p.add_argument("--config", help="the stage's configuration file (.yaml, .yml or .toml)")
+        p.add_argument("--profile", help="or: the configuration a profile of the book makes (smoke, cpu, gpu, a file)")
+        p.add_argument("--seed", type=int, default=0, help="with --profile: the seed")
+        p.add_argument("--data-dir", default="data", help="with --profile: where runs and artifacts go")
+        p.add_argument("--device", default="auto", help="with rank --profile: auto, cpu, cuda")
+        p.set_defaults(func=_stage)
+    p = sub.add_parser("config", help="print a stage's configuration as a profile makes it")
+    p.add_argument("stage", choices=list(STAGES))
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default="data")
+    p.set_defaults(func=_config)
+    p = sub.add_parser("data", help="find, check (and if needed download) Fashion-MNIST")
+    p.add_argument("--root", default=None, help="a folder holding the four IDX files")
+    p.add_argument("--no-download", action="store_true", help="never try to download")
+    p.set_defaults(func=_data)
+    p = sub.add_parser("profiles", help="print the profiles' sizes")
+    p.set_defaults(func=_profiles)
+    p = sub.add_parser("convert-vae", help="MAR's kl16.ckpt -> .safetensors (tensors only)")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.set_defaults(func=_convert_vae)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

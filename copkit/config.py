@@ -1,0 +1,177 @@
+"""Configuration files: YAML or TOML into typed, frozen dataclasses, strictly.
+
+Every configuration of the library is a dataclass (:class:`copkit.comae.CoMAEConfig`,
+:class:`copkit.train.TrainConfig`, the profiles of :mod:`copkit.profiles`, the stages of
+:mod:`copkit.cli`). :func:`build` fills one from a mapping read from a file and refuses
+
+- a key the dataclass does not have (``model.widht: unknown key; known keys: ...``),
+- a value of the wrong type (``train.steps: expected int, got str '1e4'``),
+- a required key that is missing,
+
+naming the key by its dotted path, so a typo never silently falls back to a default.
+``tuple`` fields take lists, ``float`` fields take integers, ``X | None`` fields take ``null`` (YAML)
+or may be left out when their default is None (TOML has no null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar, Union
+
+__all__ = ["ConfigError", "read_config", "build", "load", "to_dict", "dump_yaml"]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping does not fit its dataclass; the message names the key."""
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The mapping in a ``.yaml``/``.yml`` or ``.toml`` file (top level must be a mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    else:
+        raise ConfigError(f"{path}: a config file must end in .toml, .yaml or .yml")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where}: null is not allowed here; expected {_name(tp)}")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {_name(tp)}, got "
+                          f"{type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a section (a mapping of keys) for {tp.__name__}, got "
+                              f"{type(value).__name__} {value!r}")
+        return build(tp, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: fields of type {_name(tp)} cannot be read from a config file")
+
+
+def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """The dataclass ``cls`` filled from ``data``, every value checked against its field's type.
+
+    Example:
+        >>> from copkit.train import TrainConfig
+        >>> build(TrainConfig, {"steps": 10, "batch_size": 4, "betas": [0.9, 0.99]}).betas
+        (0.9, 0.99)
+        >>> build(TrainConfig, {"steps": 10, "batch_size": 4, "lr_": 1.0})
+        Traceback (most recent call last):
+        ...
+        copkit.config.ConfigError: lr_: unknown key; known keys: steps, batch_size, lr, warmup_steps, final_lr, weight_decay, betas, ema_decay, grad_clip, seed, log_every, ckpt_every, eval_every, precision
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls} is not a dataclass")
+    prefix = f"{where}." if where else ""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; known keys: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], prefix + name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # the dataclass's own checks (__post_init__)
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def load(cls: type[T], path: str | Path) -> T:
+    """:func:`read_config` then :func:`build`; errors name the file."""
+    try:
+        return build(cls, read_config(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (nested) as plain dicts and lists, ready for YAML or JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def dump_yaml(obj: Any) -> str:
+    """A dataclass as YAML that :func:`build` reads back to an equal object."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None, width=100)

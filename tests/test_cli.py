@@ -1,0 +1,216 @@
+"""The command line and its configuration files: strict loading, every stage end to end on a tiny
+image folder made here, resuming, and the profiles as files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from copkit.config import ConfigError, build, dump_yaml, load, read_config
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class=(12, 4), size=(40, 36)) -> Path:
+    """<root>/{train,val}/<class>/<i>.png, random RGB images of another size than the crop."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "val"), per_class):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+TINY_COMAE = """
+val_images = 4
+data_dir = "{out}"
+device = "cpu"
+[data]
+source = "imagefolder"
+root = "{imgs}"
+image_size = 32
+[tokenizer]
+kind = "pixels"
+patch = 8
+[model]
+grid = [4, 4]
+token_dim = 192
+enc_width = 16
+enc_depth = 1
+enc_heads = 2
+dec_width = 16
+dec_depth = 1
+dec_heads = 2
+targets_per_image = 4
+[train]
+steps = {steps}
+batch_size = 4
+lr = 0.01
+ema_decay = 0.5
+ckpt_every = 2
+log_every = 1
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def imgs(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("folder"))
+
+
+# ---------------------------------------------------------------------------------- config files
+def test_unknown_and_ill_typed_keys_are_named(tmp_path):
+    from copkit.stages import TrainComae
+
+    good = TINY_COMAE.format(out=tmp_path, imgs=tmp_path, steps=2)
+    assert load(TrainComae, write(tmp_path / "ok.toml", good)).model.grid == (4, 4)
+    with pytest.raises(ConfigError, match=r"model\.enc_widht: unknown key; known keys: grid, token_dim"):
+        load(TrainComae, write(tmp_path / "a.toml", good.replace("enc_width", "enc_widht")))
+    with pytest.raises(ConfigError, match=r"train\.steps: expected int, got str '2'"):
+        load(TrainComae, write(tmp_path / "b.toml", good.replace("steps = 2", 'steps = "2"')))
+    with pytest.raises(ConfigError, match=r"train\.lr: expected float, got bool"):
+        load(TrainComae, write(tmp_path / "c.toml", good.replace("lr = 0.01", "lr = true")))
+    with pytest.raises(ConfigError, match=r"model\.grid: expected a list of 2 values, got 3"):
+        load(TrainComae, write(tmp_path / "d.toml", good.replace("grid = [4, 4]", "grid = [4, 4, 4]")))
+    with pytest.raises(ConfigError, match=r"train\.batch_size: required key is missing"):
+        load(TrainComae, write(tmp_path / "e.toml", good.replace("batch_size = 4\n", "")))
+    with pytest.raises(ConfigError, match=r"data: source must be 'fashion-mnist' or 'imagefolder'"):
+        load(TrainComae, write(tmp_path / "f.toml", good.replace('"imagefolder"', '"imagenet"')))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(TrainComae, write(tmp_path / "g.toml", good + "\n[model\n"))
+    with pytest.raises(ConfigError, match="must end in .toml, .yaml or .yml"):
+        read_config(write(tmp_path / "h.json", "{}"))
+
+
+def test_yaml_and_toml_give_the_same_config(tmp_path):
+    import tomllib
+
+    from copkit.stages import TrainComae
+
+    toml_text = TINY_COMAE.format(out=tmp_path, imgs=tmp_path, steps=2)
+    from_toml = load(TrainComae, write(tmp_path / "c.toml", toml_text))
+    from_yaml = load(TrainComae, write(tmp_path / "c.yaml", dump_yaml(from_toml)))
+    assert from_yaml == from_toml
+    assert build(TrainComae, tomllib.loads(toml_text)) == from_toml
+
+
+def test_profiles_are_files_read_strictly(tmp_path):
+    from copkit.profiles import PROFILES, _FILES, get_profile, load_profile
+
+    for name, profile in PROFILES.items():
+        assert load_profile(_FILES / f"{name}.yaml") == profile
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((_FILES / "smoke.yaml").read_text().replace("steps: 20\n", "steps: 7\n", 1))
+    assert get_profile(str(mine)).comae.steps == 7
+    mine.write_text((_FILES / "smoke.yaml").read_text().replace("sigma:", "sigmaa:"))
+    with pytest.raises(ConfigError, match=r"comae\.sigmaa: unknown key"):
+        get_profile(str(mine))
+
+
+def test_config_command_prints_what_the_profile_makes(capsys):
+    import yaml
+
+    from copkit.cli import main
+    from copkit.comae import from_profile
+    from copkit.profiles import get_profile
+    from copkit.stages import TrainComae
+
+    assert main(["config", "train-comae", "--profile", "smoke"]) == 0
+    cfg = build(TrainComae, yaml.safe_load(capsys.readouterr().out))
+    p = get_profile("smoke").comae
+    assert (cfg.model, cfg.train) == from_profile(p, 0.01, 0)  # the chapter's own configuration
+
+
+def test_cli_refuses_a_bad_file_with_the_key(tmp_path, capsys):
+    from copkit.cli import main
+
+    bad = write(tmp_path / "bad.toml", "[model]\nwidht = 3\n[train]\nsteps = 1\nbatch_size = 2\n")
+    assert main(["train-cvit", "--config", str(bad)]) == 2
+    assert "model.widht: unknown key" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- the stages
+def test_every_stage_on_an_image_folder(tmp_path, imgs):
+    from copkit.cli import main
+    from copkit.imagefolder import ImageFolderImages
+    from copkit.orders import load_orders
+    from copkit.train import read_metrics
+
+    out = tmp_path / "out"
+    assert main(["train-comae", "--config", str(write(tmp_path / "c.toml", TINY_COMAE.format(out=out, imgs=imgs, steps=4)))]) == 0
+    (comae_run,) = (out / "runs").glob("comae-*")
+    hist = read_metrics(comae_run / "metrics.jsonl")
+    assert [r["step"] for r in hist if not r.get("eval")] == [0, 1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in hist if not r.get("eval"))
+
+    data = f"data: {{source: imagefolder, root: {imgs}, image_size: 32}}\n"
+    write(tmp_path / "r.yaml", f"comae_run: {comae_run}\nout: {out}/orders.npz\ndevice: cpu\nshard_size: 10\n{data}"
+          "tokenizer: {kind: pixels, patch: 8}\n")
+    assert main(["rank", "--config", str(tmp_path / "r.yaml")]) == 0
+    orders, split, digest = load_orders(out / "orders.npz")
+    assert orders.shape == (24, 16) and (np.sort(orders, 1) == np.arange(16)).all()
+    assert digest == json.loads((comae_run / "config.json").read_text())["config_hash"]
+
+    write(tmp_path / "m.yaml", f"data_dir: {out}\ndevice: cpu\nkind: descending\norders: {out}/orders.npz\n{data}"
+          "tokenizer: {kind: pixels, patch: 8}\n"
+          "model: {grid: [4, 4], token_dim: 192, n_classes: 2, width: 16, enc_depth: 1, dec_depth: 1, heads: 2, "
+          "head_width: 16, head_depth: 1}\ntrain: {steps: 3, batch_size: 4, lr: 0.001}\n")
+    assert main(["train-cmar", "--config", str(tmp_path / "m.yaml")]) == 0
+    (mar_run,) = (out / "runs").glob("mar-*")
+    write(tmp_path / "s.yaml", f"mar_run: {mar_run}\nout: {out}/samples.npz\ntokenizer: {{kind: pixels, patch: 8}}\n"
+          "per_class: 2\nsteps: 4\ndiffusion_steps: 3\ndevice: cpu\n")
+    assert main(["sample-cmar", "--config", str(tmp_path / "s.yaml")]) == 0
+    with np.load(out / "samples.npz") as z:
+        assert z["images"].shape == (4, 3, 32, 32) and z["images"].dtype == np.uint8
+        assert z["labels"].tolist() == [0, 0, 1, 1]
+    assert (out / "samples.png").is_file()
+
+    write(tmp_path / "v.yaml", f"data_dir: {out}\ndevice: cpu\norders: {out}/orders.npz\n{data}"
+          "model: {width: 16, depth: 2, heads: 2, img_size: 32, patch: 8, classes: 2, in_chans: 3}\n"
+          "train: {steps: 3, batch_size: 4, lr: 0.001}\n")
+    assert main(["train-cvit", "--config", str(tmp_path / "v.yaml")]) == 0
+    (cvit_run,) = (out / "runs").glob("cvit-*")
+    write(tmp_path / "e.yaml", f"cvit_run: {cvit_run}\nout: {out}/eval.json\ndevice: cpu\norder: random\nratios: 6\n"
+          f"data: {{source: imagefolder, root: {imgs}, split: val, image_size: 32}}\n")
+    assert main(["eval-cvit", "--config", str(tmp_path / "e.yaml")]) == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["kept"][0] == 16 and len(res["top1"]) == len(res["ratios"]) >= 6
+    assert 0.0 <= res["auc"] <= 100.0
+    val = ImageFolderImages(imgs / "val", 32)
+    assert len(val) == 8 and val.labels.tolist() == [0] * 4 + [1] * 4
+
+
+def test_train_stage_resumes_to_the_same_weights(tmp_path, imgs, monkeypatch):
+    import copkit.train as train_mod
+    from copkit.cli import main
+    from copkit.train import load_tensors, read_metrics
+
+    def run(folder: str) -> Path:
+        assert main(["train-comae", "--config", str(write(tmp_path / f"{folder}.toml", TINY_COMAE.format(
+            out=tmp_path / folder, imgs=imgs, steps=4)))]) == 0
+        (run_dir,) = (tmp_path / folder / "runs").glob("comae-*")
+        return run_dir
+
+    whole = run("a")
+    real = train_mod.train
+    with monkeypatch.context() as m:  # the first attempt is killed after 2 of 4 steps
+        m.setattr(train_mod, "train", lambda *a, **k: real(*a, **{**k, "stop_after": 2}))
+        stopped = run("b")
+    assert max(r["step"] for r in read_metrics(stopped / "metrics.jsonl")) < 2
+    resumed = run("b")  # started again: continues from the checkpoint at step 2
+    assert [r["step"] for r in read_metrics(resumed / "metrics.jsonl") if not r.get("eval")] == [0, 1, 2, 3]
+    a, _ = load_tensors(whole / "checkpoint.safetensors")
+    b, _ = load_tensors(resumed / "checkpoint.safetensors")
+    for k in a:
+        if k.startswith(("model.", "ema.")):
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
