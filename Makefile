@@ -1,6 +1,7 @@
 # The two commands: `make book` and `make test`. Everything else is a step of theirs.
 #   make book PROFILE=cpu|smoke|gpu DEVICE=auto|cpu|cuda  [CHAPTERS="01_entropy ..."]
 #   make test            unit tests, every chapter at smoke into .scratch/, the site with -W
+#   make check-site      the built site in headless Chromium: pages, links, figures, search
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
@@ -13,13 +14,16 @@ DEVICE ?= auto
 CHAPTERS ?=
 STAMP := $(VENV)/.installed-stamp
 JB := $(VENV)/bin/jupyter-book
+# _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
+SITE_CONFIG = $$($(PY) tools/site_config.py)
 
-.PHONY: help setup data book chapters site test unit smoke site-check bench orders clean
+.PHONY: help setup data book chapters site test unit smoke site-check check-site bench orders clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
 	@echo "make test   set up, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
+	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
 	@echo "make data   find (or download) Fashion-MNIST and check it"
 	@echo "make orders collapse orders of all Fashion-MNIST images from the saved CoMAE -> data/orders-<hash8>.npz"
 	@echo "make bench  speed measurements (CoMAE masks/s vs the matmul limit, Gaussian model) -> book/results/bench.json"
@@ -40,7 +44,7 @@ chapters: data
 	$(PY) tools/run_chapters.py --profile $(PROFILE) --device $(DEVICE) --out book $(CHAPTERS)
 
 site: setup
-	$(JB) build . --path-output book -W -n --keep-going
+	$(JB) build . --config $(SITE_CONFIG) --path-output book -W -n --keep-going
 	@echo "site: book/_build/html/index.html"
 
 book: chapters
@@ -55,7 +59,14 @@ smoke: data
 
 # The committed book must build without a warning; built into .scratch/site, not book/_build.
 site-check: setup
-	$(JB) build . --path-output .scratch/site -W -n --keep-going
+	$(JB) build . --config $(SITE_CONFIG) --path-output .scratch/site -W -n --keep-going
+
+# The site in a real browser (Chromium from the system, through Playwright): every page loads
+# without a console error, every internal link and anchor resolves, every image loads and each
+# chapter shows its figures, the search finds "PageRank"; a screenshot goes to .scratch/site-check/.
+# Rebuilding .scratch/site is incremental, so after `make test` it takes seconds.
+check-site: site-check
+	$(PY) tools/check_site.py .scratch/site/_build/html --out .scratch/site-check
 
 test: unit smoke site-check
 	@echo "make test: all passed"

@@ -1,0 +1,245 @@
+"""Check a built site in a real headless browser (Chromium through Playwright).
+
+Serves the site folder on localhost and, in Chromium:
+
+- visits every page of the site (every .html file outside the ``_static``-like folders): each must
+  answer HTTP 200 and log no console error or uncaught exception of its own (requests to other
+  hosts are blocked, and their failures ignored: the check runs offline);
+- follows no link but checks every internal one: the file it points to exists, and so does the
+  ``#anchor`` on the target page (an element with that id, or an ``<a name>``);
+- waits for every ``<img>`` and requires it to have loaded (``naturalWidth > 0``), and requires each
+  chapter to show at least as many images as its notebook (``_sources/``) has image outputs, and
+  as many captioned figures with alt text as it has cells with MyST-NB figure metadata;
+- searches for a word (``PageRank``) on the search page and requires results;
+- saves a screenshot of one chapter.
+
+    python tools/check_site.py .scratch/site/_build/html --out .scratch/site-check
+
+Chromium comes from the system (Debian: ``apt-get install chromium``), never from
+``playwright install``; ``--chromium`` or ``$CHROMIUM`` names another binary. Exit status 1 when a
+check fails, with every failure listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_static", "_panels_static"}
+# Console errors that are not the site's: pydata-sphinx-theme logs this on a reader's first visit
+# (no mode stored yet) and falls back to "auto".
+HARMLESS = ("Got invalid theme mode: . Resetting to auto.",)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve ``folder`` on a free localhost port in a daemon thread; return the server and its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def site_pages(html: Path) -> list[str]:
+    """Every page of the built site, as paths relative to its root."""
+    pages = []
+    for path in sorted(html.rglob("*.html")):
+        rel = path.relative_to(html)
+        if rel.parts[0] in SKIP_DIRS or rel.parts[0].startswith("."):
+            continue
+        pages.append(rel.as_posix())
+    return pages
+
+
+def notebook_expectations(html: Path, page: str) -> tuple[int, int]:
+    """(image outputs, cells with MyST-NB figure metadata) of the notebook behind a page, from the
+    copy Sphinx keeps in ``_sources/``; (0, 0) for pages that are not notebooks."""
+    src = html / "_sources" / Path(page).with_suffix(".ipynb")
+    if not src.exists():
+        return 0, 0
+    images = captioned = 0
+    for cell in json.loads(src.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        if {"remove-output", "remove-cell", "remove_output", "remove_cell"} & set(tags):
+            continue
+        n = sum(1 for o in cell.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")
+                and any(k.startswith("image/") for k in o.get("data", {})))
+        images += n
+        if n and cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption"):
+            captioned += n
+    return images, captioned
+
+
+def target_exists(html: Path, path: str) -> bool:
+    """Does the URL path (relative to the site root) name a file of the built site?"""
+    local = html / unquote(path)
+    if local.is_dir():
+        local = local / "index.html"
+    return local.is_file()
+
+
+PAGE_FACTS = """() => ({
+  ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id)
+        .concat(Array.from(document.querySelectorAll('a[name]')).map(e => e.getAttribute('name'))),
+  links: Array.from(document.querySelectorAll('a[href]')).map(a => [a.getAttribute('href'), a.href]),
+  images: Array.from(document.images).map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0,
+                                                  alt: i.getAttribute('alt') || '',
+                                                  output: !!i.closest('.cell_output, .output')})),
+  captioned: Array.from(document.querySelectorAll('figure')).filter(f =>
+        f.querySelector('figcaption') && f.querySelector('figcaption').textContent.trim() &&
+        f.querySelector('img') && (f.querySelector('img').getAttribute('alt') || '').trim()).length,
+})"""
+
+
+def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str, timeout_ms: int) -> list[str]:
+    from playwright.sync_api import sync_playwright
+
+    failures: list[str] = []
+    pages = site_pages(html)
+    if not pages:
+        return [f"no pages in {html}"]
+    server, base = serve(html)
+    facts: dict[str, dict] = {}
+    started = time.perf_counter()
+    try:
+        with sync_playwright() as p:
+            # a fresh profile: Playwright gives launch() a new temporary user-data dir each time
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            # offline: only this server answers; everything else is refused at once
+            context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+                          else route.abort())
+            page = context.new_page()
+            errors: list[str] = []
+
+            def on_console(msg):
+                url = (msg.location or {}).get("url", "")
+                if msg.type == "error" and (not url or url.startswith(base)) and "net::ERR_FAILED" not in msg.text \
+                        and msg.text not in HARMLESS:
+                    errors.append(f"console: {msg.text}")
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+
+            for rel in pages:
+                errors.clear()
+                response = page.goto(base + rel, wait_until="load", timeout=timeout_ms)
+                if response is None or response.status != 200:
+                    failures.append(f"{rel}: HTTP {None if response is None else response.status}")
+                    continue
+                try:
+                    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout_ms)
+                except Exception:  # reported below, image by image
+                    pass
+                f = page.evaluate(PAGE_FACTS)
+                facts[rel] = f
+                failures += [f"{rel}: {e}" for e in errors]
+                for img in f["images"]:
+                    if img["src"].startswith(base) and not img["ok"]:
+                        failures.append(f"{rel}: image did not load: {img['src'][len(base):]}")
+                want_images, want_captioned = notebook_expectations(html, rel)
+                shown = sum(1 for img in f["images"] if img["output"] and img["ok"])
+                if shown < want_images:
+                    failures.append(f"{rel}: shows {shown} output images, its notebook has {want_images}")
+                if f["captioned"] < want_captioned:
+                    failures.append(f"{rel}: {f['captioned']} captioned figures with alt text, "
+                                    f"its notebook asks for {want_captioned}")
+
+            # every internal link: the file exists, and so does the anchor on the target page
+            checked = set()
+            for rel, f in facts.items():
+                for raw, absolute in f["links"]:
+                    if not absolute.startswith(base) or raw.startswith(("javascript:", "mailto:")):
+                        continue
+                    url, fragment = urldefrag(absolute)
+                    path = urlparse(url).path.lstrip("/")
+                    key = (path, fragment)
+                    if key in checked:
+                        continue
+                    checked.add(key)
+                    if not target_exists(html, path):
+                        failures.append(f"{rel}: broken link {raw!r} (no file {path})")
+                        continue
+                    target = path if path.endswith(".html") else (path.rstrip("/") + "/index.html" if path else "index.html")
+                    if fragment and target in facts and unquote(fragment) not in facts[target]["ids"]:
+                        failures.append(f"{rel}: broken anchor {raw!r} (no id {fragment!r} on {target})")
+
+            # search
+            errors.clear()
+            page.goto(f"{base}search.html?q={query}", wait_until="load", timeout=timeout_ms)
+            try:
+                page.wait_for_selector("#search-results ul.search li", timeout=timeout_ms)
+                hits = page.locator("#search-results ul.search li").count()
+            except Exception:
+                hits = 0
+            if not hits:
+                failures.append(f"search.html: no results for {query!r}")
+            failures += [f"search.html?q={query}: {e}" for e in errors]
+
+            # screenshot of one chapter
+            shot = [rel for rel in pages if Path(rel).stem == screenshot_page]
+            if shot:
+                out.mkdir(parents=True, exist_ok=True)
+                page.goto(base + shot[0], wait_until="load", timeout=timeout_ms)
+                path = out / f"screenshot-{screenshot_page}.png"
+                page.screenshot(path=str(path))
+                print(f"screenshot: {os.path.relpath(path)}")
+            else:
+                failures.append(f"no page named {screenshot_page} to screenshot")
+            browser.close()
+    finally:
+        server.shutdown()
+    links = sum(len(f["links"]) for f in facts.values())
+    images = sum(len(f["images"]) for f in facts.values())
+    print(f"checked {len(facts)} pages, {links} links ({len(checked)} distinct internal targets), {images} images, "
+          f"search for {query!r}: {hits} results, in {time.perf_counter() - started:.1f} s")
+    return failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("html", help="the built site, e.g. .scratch/site/_build/html")
+    parser.add_argument("--out", default=".scratch/site-check", help="folder for the screenshot")
+    parser.add_argument("--screenshot", default="03_rank", help="the page (file stem) to screenshot")
+    parser.add_argument("--query", default="PageRank", help="a word the search must find")
+    parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds allowed per page load or wait")
+    args = parser.parse_args()
+
+    html = Path(args.html)
+    if not (html / "index.html").exists():
+        print(f"{html} holds no built site (no index.html): build it first (make site-check)", file=sys.stderr)
+        return 1
+    if not Path(args.chromium).exists() and not shutil.which(args.chromium):
+        print(f"no Chromium at {args.chromium}: apt-get install chromium (or set CHROMIUM)", file=sys.stderr)
+        return 1
+    failures = check(html, Path(args.out), args.chromium, args.screenshot, args.query, int(args.timeout * 1000))
+    if failures:
+        print(f"\n{len(failures)} problem(s):", file=sys.stderr)
+        for f in failures:
+            print(f"  {f}", file=sys.stderr)
+        return 1
+    print("site check: all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
