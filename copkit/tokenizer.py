@@ -144,7 +144,10 @@ def load_kl16(path: str | Path, config: dict[str, Any] | None = None, device: to
 
         state = convert_ldm_vae_checkpoint(state, config)
     vae = kl16_vae(config)
-    missing, unexpected = vae.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = vae.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a weight of another shape
+        raise ValueError(f"{path} does not fit the VAE layout: {str(err).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise ValueError(f"{path} does not fit the VAE layout: {len(missing)} weights missing (e.g. {missing[:3]}), "
                          f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")

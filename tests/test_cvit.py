@@ -223,3 +223,33 @@ def test_fit_cvit_trains_resumes_and_loads(tmp_path):
         fit_cvit(cfg, tc, x, y, None, tmp_path, data, progress=False)
     assert run_dir(tmp_path, CViTConfig(width=16, depth=2, heads=2, train_drop="random"), tc, data) != run_dir(
         tmp_path, cfg, tc, data)
+
+
+def test_pretrained_timm_vit_from_a_local_file(tmp_path):
+    """The paper starts CViT from a pretrained timm ViT-B/16; here a real timm architecture (ViT-Ti/16)
+    with random weights is saved to a file and loaded by name the same way."""
+    import timm
+    from safetensors.torch import save_file
+
+    from copkit.cvit import CViTConfig, forward_keep, make_vit
+
+    torch.manual_seed(0)
+    src = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+    path = tmp_path / "vit_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, path)
+    same = CViTConfig(timm_model="vit_tiny_patch16_224", img_size=224, patch=16, classes=1000, in_chans=3)
+    vit = make_vit(same, weights=path).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x), src(x))
+        torch.testing.assert_close(forward_keep(vit, x, torch.arange(196).expand(2, -1)), src(x))
+    # On CoMAE's grid at another resolution, with a new head: the blocks are the file's, the
+    # position embeddings resized by timm, the head new.
+    vit = make_vit(CViTConfig(timm_model="vit_tiny_patch16_224", img_size=64, patch=16, classes=10, in_chans=3), path)
+    assert vit.pos_embed.shape == (1, 1 + 16, 192) and vit.head.out_features == 10
+    torch.testing.assert_close(vit.blocks[3].mlp.fc1.weight, src.blocks[3].mlp.fc1.weight)
+    assert vit(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    with pytest.raises(ValueError, match="16-pixel patches"):
+        make_vit(CViTConfig(timm_model="vit_tiny_patch16_224", img_size=64, patch=8, classes=10, in_chans=3), path)
+    with pytest.raises(FileNotFoundError, match="local .safetensors"):
+        make_vit(same, weights=tmp_path / "missing.safetensors")
