@@ -72,7 +72,7 @@ def fmt(value, depth: int = 0) -> str:
 # %% [markdown]
 # ## Every claim
 
-# %%
+# %% tags=["full-width"]
 def labels_in(chapter: str) -> set[str]:
     """The section labels, ``(label)=``, of an executed chapter's markdown cells (none if it is missing)."""
     path = Path(notebooks_dir) / f"{chapter}.ipynb"
