@@ -332,7 +332,7 @@ class MARConfig:
 
 
 class MAR(nn.Module):
-    """MAR's bidirectional encoder-decoder (timm ``Block``s) with a class-embedding buffer, a learned
+    """MAR's bidirectional encoder-decoder (timm ``Block`` modules) with a class-embedding buffer, a learned
     fake class for CFG, and the per-token :class:`DiffLoss` head."""
 
     def __init__(self, cfg: MARConfig) -> None:
@@ -515,7 +515,7 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
     the batch's orders (:func:`training_orders`) and :meth:`MAR.loss`.
 
     ``images`` is anything indexed by a tensor of indices (a tensor, or images read from disk:
-    :class:`copkit.data.ImageFolderImages`). Under torchrun each process reads and computes only
+    :class:`copkit.imagefolder.ImageFolderImages`). Under torchrun each process reads and computes only
     its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
     from .dist import shard as process_shard
     from .tokens import patchify

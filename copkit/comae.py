@@ -168,7 +168,7 @@ def mask_entropy(w: Tensor, targets: Tensor | None = None) -> Tensor:
 
 class _GridViT(nn.Module):
     """Shared body of f and g: a token embedding, a leading special token carrying q_n, and
-    ``EvaBlock``s with 2-D RoPE on the kept tokens' grid positions."""
+    ``EvaBlock`` modules with 2-D RoPE on the kept tokens' grid positions."""
 
     def __init__(self, cfg: CoMAEConfig, width: int, depth: int, heads: int) -> None:
         super().__init__()

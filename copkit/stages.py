@@ -7,14 +7,12 @@ line cannot drift. Every stage runs under ``torchrun`` as well as alone (:mod:`c
 training stages resume from their run folder's checkpoint and write their metrics as JSON lines
 there (``<data_dir>/runs/<model>-<hash8>/metrics.jsonl``).
 
-==============  =====================================================================
-``train-comae``  CoMAE on the configured images and tokenizer
-``rank``         the collapse order of every image, from a CoMAE run, into one .npz file
-``train-cmar``   MAR (random orders) or CMAR (collapse orders), from scratch or fine-tuned
-``sample-cmar``  class-conditional samples from a MAR / CMAR run (.npz and a PNG grid)
-``train-cvit``   ViT / RViT / CViT / the pruning baseline, from scratch or from timm weights
-``eval-cvit``    top-1 / top-5 over mask ratios, AuC and the knee, as JSON
-==============  =====================================================================
+- ``train-comae``: CoMAE on the configured images and tokenizer;
+- ``rank``: the collapse order of every image, from a CoMAE run, into one .npz file;
+- ``train-cmar``: MAR (random orders) or CMAR (collapse orders), from scratch or fine-tuned;
+- ``sample-cmar``: class-conditional samples from a MAR / CMAR run (.npz and a PNG grid);
+- ``train-cvit``: ViT / RViT / CViT / the pruning baseline, from scratch or from timm weights;
+- ``eval-cvit``: top-1 / top-5 over mask ratios, AuC and the knee, as JSON.
 
 A stage's file may also be made from a profile: ``python -m copkit config <stage> --profile cpu``
 prints the configuration the book's chapter uses at that profile, ready to edit.

@@ -74,9 +74,11 @@ class PixelTokenizer:
         self.token_dim = channels * patch * patch
 
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Images (B, C, H, W) -> tokens (B, H W / p^2, C p^2)."""
         return patchify(images, self.stride)
 
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Tokens on a ``grid`` of (h, w) patches -> images (B, C, h p, w p)."""
         return unpatchify(tokens, self.stride, (self.channels, grid[0] * self.stride, grid[1] * self.stride))
 
 
@@ -96,12 +98,14 @@ class KLTokenizer:
 
     @torch.no_grad()
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> tokens (B, H W / 256, c): the scaled latent, row by row."""
         dist = self.vae.encode(images).latent_dist
         z = dist.sample(generator=generator) if self.sample else dist.mode()
         return (z * self.scale).flatten(2).transpose(1, 2)
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Tokens (B, h w, c) on a ``grid`` of (h, w) -> images (B, 3, 16 h, 16 w) from the VAE's decoder."""
         b, n, c = tokens.shape
         z = tokens.transpose(1, 2).reshape(b, c, *grid) / self.scale
         return self.vae.decode(z).sample
