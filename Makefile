@@ -17,7 +17,7 @@ JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
 SITE_CONFIG = $$($(PY) tools/site_config.py)
 
-.PHONY: help setup data book chapters site test unit smoke site-check check-site bench orders clean
+.PHONY: help setup data book chapters site test unit smoke site-check check-site bench orders gpu-book clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
@@ -26,6 +26,7 @@ help:
 	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
 	@echo "make data   find (or download) Fashion-MNIST and check it"
 	@echo "make orders collapse orders of all Fashion-MNIST images from the saved CoMAE -> data/orders-<hash8>.npz"
+	@echo "make gpu-book  the whole book at PROFILE=gpu on one CUDA GPU (scripts/gpu_book.sh)"
 	@echo "make bench  speed measurements (CoMAE masks/s vs the matmul limit, Gaussian model) -> book/results/bench.json"
 
 # The virtual environment: torch and torchvision pinned by constraints.txt, copkit editable.
@@ -78,6 +79,10 @@ orders: data
 # Speed and efficiency (never in the tests): writes book/results/bench.json.
 bench: data
 	$(PY) tools/bench.py --profile $(PROFILE) --device $(DEVICE)
+
+# The whole book at the gpu profile on one GPU (scripts/gpu_book.sh): chapters into book/, bench, site.
+gpu-book: setup
+	scripts/gpu_book.sh
 
 clean:
 	rm -rf .scratch book/_build

@@ -351,9 +351,10 @@ def sample_cmar(cfg: SampleCmar) -> Path:
                     decode=lambda t: tok.decode(t, mcfg.grid))
     pixels = ((mine + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     gathered = [pixels]
-    if dist.world_size() > 1:
-        gathered = [torch.empty_like(pixels) for _ in range(dist.world_size())]
-        torch.distributed.all_gather(gathered, pixels.to(dev) if dev.type == "cuda" else pixels)
+    if dist.world_size() > 1:  # process r generated its share with seed + r; rank 0 writes them all
+        send = pixels.to(dev) if dev.type == "cuda" else pixels  # nccl gathers on the GPU
+        gathered = [torch.empty_like(send) for _ in range(dist.world_size())]
+        torch.distributed.all_gather(gathered, send)
     if dist.is_main():
         import io
 
@@ -499,7 +500,7 @@ def from_profile(stage: str, profile: str | Path, seed: int = 0, data_dir: str =
         mcfg = cvit.CViTConfig.for_kind("cvit", p.cvit)
         n = p.cvit.train_images or 60000
         tc = TrainConfig(steps=p.cvit.epochs * n // p.cvit.batch_size, batch_size=p.cvit.batch_size, lr=p.cvit.lr,
-                         warmup_steps=p.cvit.warmup_steps, ema_decay=p.cvit.ema_decay, seed=seed)
+                         warmup_steps=p.cvit.warmup_steps, ema_decay=p.cvit.ema_decay, seed=seed, precision=p.cvit.precision)
         return TrainCvit(model=mcfg, train=tc, data=replace(fm, limit=n), orders=f"{data_dir}/orders.npz",
                          data_dir=data_dir)
     if stage == "eval-cvit":

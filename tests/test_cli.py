@@ -214,3 +214,17 @@ def test_train_stage_resumes_to_the_same_weights(tmp_path, imgs, monkeypatch):
     for k in a:
         if k.startswith(("model.", "ema.")):
             torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+
+
+def test_the_paper_configs_load_into_their_stages():
+    from copkit.stages import STAGES
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "paper"
+    files = sorted(folder.glob("*.toml"))
+    assert {f.stem for f in files} >= {"train-comae", "rank", "train-mar", "train-cmar", "sample-cmar", "train-cvit",
+                                       "eval-cvit"}
+    for f in files:
+        cls = STAGES["train-cmar" if f.stem == "train-mar" else f.stem][0]
+        cfg = load(cls, f)
+        if hasattr(cfg, "model") and hasattr(cfg.model, "grid"):
+            assert tuple(cfg.model.grid) == (16, 16) and cfg.model.token_dim == 16  # the KL-16 grid: N = 256

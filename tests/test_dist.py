@@ -63,6 +63,10 @@ def runs(tmp_path_factory) -> Path:
                   "model: {grid: [4, 4], token_dim: 192, n_classes: 2, width: 16, enc_depth: 1, dec_depth: 1, "
                   "heads: 2, head_width: 16, head_depth: 1}\ntrain: {steps: 3, batch_size: 4, lr: 0.01, ema_decay: 0.5}\n")
         torchrun(nproc, "train-cmar", "--config", str(m), cwd=root)
+        (mar_run,) = (root / "p1" / "runs").glob("mar-*")
+        smp = write(root / f"sample{nproc}.yaml", f"mar_run: {mar_run}\nout: {out}/samples.npz\ndevice: cpu\n"
+                    "tokenizer: {kind: pixels, patch: 8}\nper_class: 2\nsteps: 3\ndiffusion_steps: 3\n")
+        torchrun(nproc, "sample-cmar", "--config", str(smp), cwd=root)
         v = write(root / f"vit{nproc}.yaml", f"data_dir: {out}\ndevice: cpu\n{DATA.format(imgs=imgs)}"
                   "model: {width: 16, depth: 2, heads: 2, img_size: 32, patch: 8, classes: 2, in_chans: 3, "
                   "train_drop: random}\ntrain: {steps: 3, batch_size: 4, lr: 0.01, ema_decay: 0.5}\n")
@@ -73,6 +77,12 @@ def runs(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("model", ["comae", "mar", "cvit"])
 def test_two_processes_train_like_one(runs, model):
     assert_same(weights(runs / "p1", model), weights(runs / "p2", model))
+
+
+def test_two_processes_sample_every_label_once(runs):
+    for p in ("p1", "p2"):
+        with np.load(runs / p / "samples.npz") as z:
+            assert z["images"].shape == (4, 3, 32, 32) and z["labels"].tolist() == [0, 0, 1, 1]
 
 
 def test_two_processes_rank_like_one(runs):

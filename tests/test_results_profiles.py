@@ -121,3 +121,37 @@ def test_git_commit_ignores_book_outputs(tmp_path):
     assert git_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2")
     assert git_commit(tmp_path) == clean + "-dirty"
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_every_profile_builds_its_models(name):
+    """Each profile's sizes make valid models (head sizes, RoPE) and training configurations."""
+    from copkit import cmar, comae, cvit
+    from copkit.profiles import get_profile
+
+    p = get_profile(name)
+    cfg, tc = comae.from_profile(p.comae, 0.01, 0)
+    assert tc.precision == p.comae.precision
+    comae.CoMAE(cfg)
+    for stage in ("mar", "finetune", "scratch"):
+        mcfg, mtc = cmar.from_profile(p.cmar, 0, stage)
+        assert mtc.precision == p.cmar.precision
+    cmar.MAR(mcfg)
+    for kind in cvit.MODEL_KINDS:
+        cvit.build_model(cvit.CViTConfig.for_kind(kind, p.cvit))
+
+
+def test_bf16_training_step_on_the_cpu(tmp_path):
+    """precision = "bf16": the forward runs under autocast, the weights and optimiser stay float32."""
+    from copkit.comae import CoMAEConfig, fit_comae
+    from copkit.train import TrainConfig
+
+    cfg = CoMAEConfig(grid=(3, 3), token_dim=4, enc_width=8, enc_depth=1, enc_heads=2, dec_width=8, dec_depth=1,
+                      dec_heads=2, targets_per_image=3)
+    tokens = torch.randn(16, 9, 4, generator=torch.Generator().manual_seed(0))
+    tc = TrainConfig(steps=4, batch_size=4, lr=1e-2, precision="bf16")
+    model, hist = fit_comae(cfg, tc, tokens, tokens[:4], tmp_path, {"t": 1}, progress=False)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in hist if "loss" in r)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ValueError, match="precision must be"):
+        TrainConfig(steps=1, batch_size=1, precision="fp16")

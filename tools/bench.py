@@ -12,6 +12,13 @@ ratios compare like with like:
 - The CViT classifier (Chapter 5) at the profile's size: images per second keeping 100%, 50% and 22%
   of the 49 patch tokens, measured in one interleaved run, as ratios to 100%, beside the FLOP
   ratios (the limit a token drop could reach).
+- CoMAE training at the profile's size: steps per second and the achieved fraction of the matmul
+  FLOP/s (forward and backward counted).
+- The paper's configurations (configs/paper/*.toml): one training step of each model at a small
+  batch, timed and its FLOPs counted, scaled to the configured batch and steps: the hours on this
+  device, and on an H200 at an assumed 40% of its 989 TFLOP/s dense bf16 peak (a typical share
+  for transformer training; measured instead when this runs on the GPU itself). The collapse
+  orders of ImageNet-1k (1,331,167 images) from the paper-size CoMAE are extrapolated the same way.
 """
 
 from __future__ import annotations
@@ -132,12 +139,123 @@ def bench_cvit(profile: str, dev: torch.device, images: int) -> dict:
                      for r, k in keeps.items()}}
 
 
+H200_BF16_DENSE = 989.4e12  #: NVIDIA's dense bf16 peak for the H200 (SXM), FLOP/s
+ASSUMED_MFU = 0.40
+IMAGENET_IMAGES = 1_281_167 + 50_000
+
+
+def _step_cost(step, sync, repeat: int = 2) -> tuple[float, float]:
+    """(seconds, FLOPs) of one forward + backward ``step()`` (which returns a loss)."""
+    def run():
+        step().backward()
+
+    seconds = timed(run, repeat=repeat, sync=sync)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        run()
+    return seconds, float(counter.get_total_flops())
+
+
+def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> dict:
+    """Training steps per second of the profile's CoMAE (alternating f and g steps, as trained)."""
+    from copkit.comae import comae_step_fn, from_profile, make_optimizers
+
+    p = get_profile(profile).comae
+    cfg, tc = from_profile(p, 0.01, 0)
+    torch.manual_seed(0)
+    model = CoMAE(cfg).to(dev)
+    x, _ = load_fashion_mnist("train", limit=2048)
+    tokens = patchify(x, 4).to(dev)
+    fn = comae_step_fn(model, tokens, tc.batch_size, 0)
+    opts = make_optimizers(model, tc.lr, tc.weight_decay, tc.betas)
+    from copkit.train import step_generator
+
+    def steps(n: int, start: int = 0) -> None:
+        for t in range(start, start + n):
+            loss, key, _ = fn(t, step_generator(0, t, dev))
+            opts[key].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[key].step()
+
+    steps(4)
+    sync()
+    t0 = time.perf_counter()
+    steps(20, 4)
+    sync()
+    seconds = (time.perf_counter() - t0) / 20
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        steps(2, 100)  # one f step and one g step
+    flops = counter.get_total_flops() / 2
+    return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": cfg.targets_per_image,
+            "steps_per_s": 1 / seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
+            "fraction_of_matmul": flops / seconds / peak}
+
+
+def bench_paper(dev: torch.device, sync) -> dict:
+    """Hours of the paper-size configurations, from one timed and counted step each."""
+    from copkit.cmar import MAR
+    from copkit.config import load
+    from copkit.cvit import forward_keep
+    from copkit.stages import STAGES, _timm_skeleton
+    from copkit.train import step_generator
+
+    folder = ROOT / "configs" / "paper"
+    out = {}
+    g = lambda: step_generator(0, 0, dev)  # noqa: E731
+
+    def record(name: str, cfg, batch: int, seconds: float, flops: float, steps: int, unit_batch: int) -> None:
+        per_step_s, per_step_flops = seconds * unit_batch / batch, flops * unit_batch / batch
+        out[name] = {"config": f"configs/paper/{name}.toml", "measured_batch": batch, "batch": unit_batch,
+                     "steps": steps, "tflop_per_step": per_step_flops / 1e12,
+                     "total_eflop": per_step_flops * steps / 1e18,
+                     "hours_this_device": per_step_s * steps / 3600,
+                     "h200_hours_at_assumed_mfu": per_step_flops * steps / (ASSUMED_MFU * H200_BF16_DENSE) / 3600}
+
+    c = load(STAGES["train-comae"][0], folder / "train-comae.toml")
+    torch.manual_seed(0)
+    comae = CoMAE(c.model).to(dev)
+    tokens = torch.randn(1, c.model.n_tokens, c.model.token_dim, device=dev)
+    seconds, flops = _step_cost(lambda: comae.losses(tokens, g())["loss"], sync, repeat=1)
+    record("train-comae", c, 1, seconds, flops, c.train.steps, c.train.batch_size)
+    comae.eval()
+    seconds = timed(lambda: comae.masks(tokens, chunk=1), repeat=1, sync=sync)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        comae.masks(tokens, chunk=1, autocast=False)
+    flops = counter.get_total_flops()
+    out["rank-imagenet"] = {"config": "configs/paper/rank.toml", "images": IMAGENET_IMAGES,
+                            "gflop_per_image": flops / 1e9, "hours_this_device": seconds * IMAGENET_IMAGES / 3600,
+                            "h200_hours_at_assumed_mfu": flops * IMAGENET_IMAGES / (ASSUMED_MFU * H200_BF16_DENSE) / 3600}
+    del comae
+    for name in ("train-mar", "train-cmar"):
+        m = load(STAGES["train-cmar"][0], folder / f"{name}.toml")
+        torch.manual_seed(0)
+        mar = MAR(m.model).to(dev)
+        b = 2
+        tok = torch.randn(b, m.model.n_tokens, m.model.token_dim, device=dev)
+        labels = torch.zeros(b, dtype=torch.long, device=dev)
+        orders = torch.stack([torch.randperm(m.model.n_tokens) for _ in range(b)]).to(dev)
+        seconds, flops = _step_cost(lambda: mar.loss(tok, labels, orders, g(), mask_ratio=0.85), sync, repeat=1)
+        record(name, m, b, seconds, flops, m.train.steps, m.train.batch_size)
+        del mar
+    v = load(STAGES["train-cvit"][0], folder / "train-cvit.toml")
+    torch.manual_seed(0)
+    vit = _timm_skeleton(v.model).to(dev)
+    b = 2
+    x = torch.randn(b, 3, v.model.img_size, v.model.img_size, device=dev)
+    keep = torch.arange(vit.patch_embed.num_patches // 2, device=dev).expand(b, -1)  # the mean kept share is ~0.64
+    y = torch.zeros(b, dtype=torch.long, device=dev)
+    seconds, flops = _step_cost(lambda: torch.nn.functional.cross_entropy(forward_keep(vit, x, keep), y), sync, repeat=1)
+    record("train-cvit", v, b, seconds, flops, v.train.steps, v.train.batch_size)
+    out["assumption"] = {"h200_bf16_dense_flops": H200_BF16_DENSE, "assumed_mfu": ASSUMED_MFU}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--out", default=str(ROOT / "book" / "results" / "bench.json"))
+    ap.add_argument("--skip-paper", action="store_true", help="skip the paper-size step timings (a few minutes on a CPU)")
     args = ap.parse_args()
     dev = pick_device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -151,6 +269,9 @@ def main() -> int:
         "pagerank": bench_pagerank(),
         "cvit": bench_cvit(args.profile, dev, max(args.images, 1000)),
     }
+    result["comae_training"] = bench_comae_training(args.profile, dev, sync, result["comae_masks"]["matmul_gflops"] * 1e9)
+    if not args.skip_paper:
+        result["paper"] = bench_paper(dev, sync)
     atomic_write_json(args.out, result)
     m = result["comae_masks"]
     print(f"device {dev} ({result['gpu'] or result['cpu']}, {result['threads']} threads), commit {result['commit'][:12]}")
@@ -171,6 +292,17 @@ def main() -> int:
     for r, k in c["keep"].items():
         print(f"| CViT classifier ({c['width']}x{c['depth']}), keep {float(r):.0%} ({k['tokens']} tokens): images/s, "
               f"speed-up vs 100% / FLOP ratio | {k['images_per_s']:,.0f}, {k['speedup']:.2f}x / {k['flop_ratio']:.2f}x |")
+    t = result["comae_training"]
+    print(f"| CoMAE training, {args.profile} size ({t['batch_images']} images x {t['targets_per_image']} targets): steps/s | "
+          f"{t['steps_per_s']:.1f} |")
+    print(f"| CoMAE training: achieved GFLOP/s / large-matmul GFLOP/s | {t['achieved_gflops']:.1f} / "
+          f"{m['matmul_gflops']:.1f} = {t['fraction_of_matmul']:.1%} |")
+    for name, r in result.get("paper", {}).items():
+        if name == "assumption":
+            continue
+        what = f"{r['steps']:,} steps at batch {r['batch']}" if "steps" in r else f"{r['images']:,} images"
+        print(f"| paper size, {name} ({what}): hours on this device / H200 at {ASSUMED_MFU:.0%} MFU | "
+              f"{r['hours_this_device']:,.0f} / {r['h200_hours_at_assumed_mfu']:,.1f} |")
     print(f"written to {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}")
     return 0
 
