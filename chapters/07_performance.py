@@ -65,6 +65,54 @@ display(Markdown(f"""
 """))
 
 # %% [markdown]
+# ## CoMAE training
+#
+# Steps per second of the profile's CoMAE as it is trained (the alternating step: one batch updates
+# the selector f, the next the reconstructor g), with the FLOPs of a forward and backward pass
+# counted, against the same matmul limit.
+
+# %%
+if "comae_training" in bench:
+    t = bench["comae_training"]
+    display(Markdown(f"""
+| measure | value |
+|---|---|
+| training steps per second (`{t['profile']}` profile: {t['batch_images']} images x {t['targets_per_image']} targets per step) | {t['steps_per_s']:.1f} |
+| GFLOP per step (forward and backward, counted) | {t['gflop_per_step']:.2f} |
+| achieved GFLOP/s | {t['achieved_gflops']:.1f} |
+| fraction of the matmul limit | {t['fraction_of_matmul']:.1%} |
+"""))
+else:
+    display(Markdown("This bench file predates the CoMAE training section: run `make bench`."))
+
+# %% [markdown]
+# ## What the paper's setting costs
+#
+# The configurations in `configs/paper/` at the paper's sizes (ImageNet 256, the KL-16 tokens,
+# CoMAE 12 + 12 blocks, MAR-B, ViT-B/16). For each, one training step at a small batch was timed
+# and its FLOPs counted on the device above; both scale linearly to the configured batch and
+# number of steps. The hours on this device are that measurement extrapolated; the H200 hours
+# divide the counted FLOPs by an *assumed* 40% of the H200's dense bf16 peak, a typical share for
+# transformer training, not a measurement (run `make bench` on the GPU to replace it). The
+# collapse orders of ImageNet-1k are the paper-size CoMAE's `masks()` for all 1,331,167 images.
+
+# %%
+if "paper" in bench:
+    rows = []
+    for name, r in bench["paper"].items():
+        if name == "assumption":
+            continue
+        what = (f"{r['steps']:,} steps x {r['batch']} images, {r['tflop_per_step']:.1f} TFLOP/step" if "steps" in r
+                else f"{r['images']:,} images, {r['gflop_per_image']:.0f} GFLOP/image")
+        rows.append(f"| `{r['config']}` | {what} | {r['hours_this_device']:,.0f} | {r['h200_hours_at_assumed_mfu']:,.1f} |")
+    a = bench["paper"]["assumption"]
+    display(Markdown("| configuration | work | hours on this device | H200 hours (assumed) |\n|---|---|---|---|\n"
+                     + "\n".join(rows) + f"\n\nH200: {a['h200_bf16_dense_flops'] / 1e12:.0f} TFLOP/s dense bf16 at "
+                     f"{a['assumed_mfu']:.0%} utilisation (assumed)."))
+else:
+    display(Markdown("This bench file predates the paper-size section: run `make bench`."))
+
+# %% [markdown]
 # ## Batched PageRank against networkx
 
 # %%
