@@ -549,8 +549,6 @@ def _global(rows: Tensor | None, part) -> Tensor | None:
     out[part.start:part.stop] = rows
     return out
 
-    return step_fn
-
 
 def make_optimizer(model: MAR, lr: float, weight_decay: float, betas: tuple[float, float]) -> dict:
     """MAR's AdamW: weight decay on the transformer's matrices only (not on biases, norms,

@@ -31,7 +31,6 @@ e*_n. Choices the paper leaves open, made here and stated in Chapter 2:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path

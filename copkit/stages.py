@@ -272,7 +272,7 @@ class TrainCmar:
 
 
 def train_cmar(cfg: TrainCmar) -> Path:
-    from .cmar import MAR, fit_mar, run_config
+    from .cmar import fit_mar, run_config
     from .train import load_tensors, run_folder, _under
 
     dev = _device(cfg.device)
@@ -322,7 +322,7 @@ class SampleCmar:
 
 def sample_cmar(cfg: SampleCmar) -> Path:
     from . import dist
-    from .cmar import MAR, generate, generation_orders, mar_order
+    from .cmar import MAR, generate, generation_orders
     from .io import atomic_write_bytes
     from .train import load_weights
 

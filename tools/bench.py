@@ -24,7 +24,6 @@ ratios compare like with like:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
