@@ -401,7 +401,11 @@ class MAR(nn.Module):
         if orders.shape != (b, n) or shard.size != b:
             raise ValueError(f"orders must be (batch, tokens) = {(b, n)} and the shard {b} rows; got "
                              f"{tuple(orders.shape)} and {shard.size}")
-        r = sample_mask_ratio(generator, self.cfg.mask_ratio_min) if mask_ratio is None else mask_ratio
+        if mask_ratio is None:
+            from .train import host_generator
+
+            mask_ratio = sample_mask_ratio(host_generator(generator), self.cfg.mask_ratio_min)
+        r = mask_ratio
         m = min(n, max(1, math.ceil(n * r)))
         masked, visible = orders[:, :m], orders[:, m:]
         drop = shard.cut(torch.rand(shard.total, generator=generator, device=tokens.device)) < self.cfg.label_drop

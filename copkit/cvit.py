@@ -399,7 +399,7 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
     The draws happen in a fixed sequence from the step's generator (flip, ratio, random order)."""
     from .dist import shard as process_shard
     from .tokens import flip_batch
-    from .train import batch_indices
+    from .train import batch_indices, host_generator
 
     if cfg.train_drop == "collapse" and orders is None:
         raise ValueError("CViT (train_drop='collapse') needs the collapse orders of the training images")
@@ -414,7 +414,7 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
         if cfg.flip:
             flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
             x, o = flip_batch(x, o, flips, cfg.patch)
-        ratio = float(sample_drop_ratio(1, gen, cfg.max_drop, cfg.schedule)[0])
+        ratio = float(sample_drop_ratio(1, host_generator(gen), cfg.max_drop, cfg.schedule)[0])
         k = n_keep(ratio, n_tokens)
         if cfg.train_drop == "learned":
             logits = model(x, n_keep=k, generator=gen, shard=part)

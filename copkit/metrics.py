@@ -78,7 +78,7 @@ def classifier_step_fn(net: FeatureNet, images: Tensor, labels: Tensor, batch_si
     """A cross-entropy training step for :func:`copkit.train.train`, with random horizontal flips
     and one-pixel shifts so that the features do not hinge on exact pixel positions."""
     from .dist import shard as process_shard
-    from .train import batch_indices
+    from .train import batch_indices, host_generator
 
     device = next(net.parameters()).device
     part = process_shard(batch_size)
@@ -88,7 +88,8 @@ def classifier_step_fn(net: FeatureNet, images: Tensor, labels: Tensor, batch_si
         x, y = images[idx].to(device), labels[idx].to(device)
         flips = part.cut(torch.rand(part.total, generator=gen, device=device) < 0.5)
         x = torch.where(flips[:, None, None, None], x.flip(-1), x)
-        dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen, device=device))
+        host = host_generator(gen)
+        dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=host, device=host.device))
         x = torch.roll(x, (dy, dx), dims=(-2, -1))
         logits = net(x)
         loss = F.cross_entropy(logits, y)

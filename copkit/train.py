@@ -50,6 +50,7 @@ __all__ = [
     "EMA",
     "batch_indices",
     "step_generator",
+    "host_generator",
     "save_tensors",
     "load_tensors",
     "train",
@@ -153,10 +154,13 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for k, v in module.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].lerp_(v.detach(), 1.0 - self.decay)
-            else:
+        state = module.state_dict()
+        floats = [k for k, v in state.items() if v.dtype.is_floating_point]
+        if floats:  # one fused call for all floating-point tensors (few kernel launches on a GPU)
+            torch._foreach_lerp_([self.shadow[k] for k in floats], [state[k].detach() for k in floats],
+                                 1.0 - self.decay)
+        for k, v in state.items():
+            if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
 
     def copy_to(self, module: nn.Module) -> None:
@@ -179,6 +183,15 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
     g = torch.Generator(device=device)
     g.manual_seed((int(seed) * 2_654_435_761 + int(step) * 97_531 + 1) % (2**63))
     return g
+
+
+def host_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator for a step's draws that size tensors (a mask ratio, a drop ratio, a shift):
+    ``generator`` itself on the CPU; for a CUDA generator, a CPU generator seeded with its seed,
+    so that reading such a draw never waits for the GPU. Call it once per step."""
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    return torch.Generator().manual_seed(generator.initial_seed())
 
 
 # ------------------------------------------------------------------------------ safetensors files

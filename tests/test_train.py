@@ -127,3 +127,14 @@ def test_resume_refuses_another_config(tmp_path):
     with pytest.raises(ValueError, match="written by another configuration"):
         train({"net": model}, {"main": opt}, make_step(model, x, y, 8, 0), cfg, tmp_path, config={"cfg": cfg},
               progress=False)
+
+
+def test_host_generator_keeps_cpu_draws_and_moves_gpu_ones_to_the_host():
+    from copkit.train import host_generator, step_generator
+
+    g = step_generator(3, 7)
+    assert host_generator(g) is g and host_generator(None) is None  # the CPU runs draw exactly as before
+    if torch.cuda.is_available():
+        cuda = step_generator(3, 7, "cuda")
+        h = host_generator(cuda)
+        assert h.device.type == "cpu" and h.initial_seed() == cuda.initial_seed()
