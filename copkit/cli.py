@@ -133,6 +133,16 @@ def _convert_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+_HELP = {
+    "train-comae": "train CoMAE",
+    "rank": "collapse orders of a data set",
+    "train-cmar": "train MAR or CMAR",
+    "sample-cmar": "sample from a trained MAR / CMAR",
+    "train-cvit": "train ViT / RViT / CViT / the pruner",
+    "eval-cvit": "accuracy over mask ratios, AuC, knee",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .stages import STAGES
 
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _) in STAGES.items():
-        p = sub.add_parser(name, help=(cls.__doc__ or "").strip().splitlines()[0])
+        p = sub.add_parser(name, help=_HELP[name], description=(cls.__doc__ or "").strip())
         p.add_argument("--config", help="the stage's configuration file (.yaml, .yml or .toml)")
         p.add_argument("--profile", help="or: the configuration a profile of the book makes (smoke, cpu, gpu, a file)")
         p.add_argument("--seed", type=int, default=0, help="with --profile: the seed")
