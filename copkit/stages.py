@@ -125,6 +125,19 @@ def _read_run(run: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _run_model(run: str | Path, section: str, cls: type, make, weights: str, device: torch.device | str):
+    """A trained run's model: its configuration (``config.json``'s ``section``, read strictly into
+    ``cls``), the network ``make(config)`` with the run's EMA weights of ``weights``, in eval mode
+    on ``device``. Returns (model, config, the run's config hash)."""
+    from .train import load_weights
+
+    meta = _read_run(run)
+    cfg = build(cls, meta["config"][section], f"{Path(run).name}.{section}")
+    model = make(cfg)
+    load_weights(run, weights, model, ema=True)
+    return model.to(device).eval(), cfg, meta["config_hash"]
+
+
 def _device(name: str) -> torch.device:
     from . import dist
 
@@ -220,12 +233,9 @@ class Rank:
 def load_comae_run(run: str | Path, device: torch.device | str = "cpu"):
     """(CoMAE with the run's EMA weights, the run's config hash)."""
     from .comae import CoMAE
-    from .train import load_weights
 
-    meta = _read_run(run)
-    model = CoMAE(build(CoMAEConfig, meta["config"]["comae"], "comae_run.comae"))
-    load_weights(run, "comae", model, ema=True)
-    return model.to(device).eval(), meta["config_hash"]
+    model, _, digest = _run_model(run, "comae", CoMAEConfig, CoMAE, "comae", device)
+    return model, digest
 
 
 def rank(cfg: Rank) -> Path:
@@ -324,23 +334,19 @@ def sample_cmar(cfg: SampleCmar) -> Path:
     from . import dist
     from .cmar import MAR, generate, generation_orders
     from .io import atomic_write_bytes
-    from .train import load_weights
 
     dev = _device(cfg.device)
-    meta = _read_run(cfg.mar_run)
-    mcfg = build(MARConfig, meta["config"]["mar"], "mar_run.mar")
-    model = MAR(mcfg)
-    load_weights(cfg.mar_run, "mar", model, ema=True)
-    model = model.to(dev).eval()
+    model, mcfg, _ = _run_model(cfg.mar_run, "mar", MARConfig, MAR, "mar", dev)
     channels = mcfg.token_dim // cfg.tokenizer.patch ** 2 if cfg.tokenizer.kind == "pixels" else 3
     tok = _tokenizer(cfg.tokenizer, channels, dev)
     if tok.token_dim != mcfg.token_dim:
         raise ConfigError(f"tokenizer: gives {tok.token_dim}-dim tokens, the MAR was trained on {mcfg.token_dim}")
     classes = cfg.classes if cfg.classes is not None else tuple(range(mcfg.n_classes))
     labels = torch.tensor(classes, dtype=torch.long).repeat_interleave(cfg.per_class)
-    part = dist.shard(len(labels)) if len(labels) % dist.world_size() == 0 else None
-    if part is None:
-        raise ConfigError(f"per_class x classes = {len(labels)} samples must split evenly over {dist.world_size()} processes")
+    try:
+        part = dist.shard(len(labels))
+    except ValueError as err:
+        raise ConfigError(f"per_class x classes = {len(labels)} samples: {err}") from None
     collapse = collapse_labels = None
     if cfg.order != "random":
         images, collapse_labels, _ = load_images(cfg.data)
@@ -422,14 +428,10 @@ class EvalCvit:
 def eval_cvit(cfg: EvalCvit) -> Path:
     from .cvit import auc, build_model, knee, sweep, sweep_ratios
     from .io import atomic_write_json
-    from .train import load_weights
 
     dev = _device(cfg.device)
-    meta = _read_run(cfg.cvit_run)
-    mcfg = build(CViTConfig, meta["config"]["cvit"], "cvit_run.cvit")
-    model = _timm_skeleton(mcfg) if mcfg.timm_model else build_model(mcfg)  # the checkpoint fills every weight
-    load_weights(cfg.cvit_run, "model", model, ema=True)
-    model = model.to(dev).eval()
+    make = lambda c: _timm_skeleton(c) if c.timm_model else build_model(c)  # noqa: E731 - the checkpoint fills every weight
+    model, _, _ = _run_model(cfg.cvit_run, "cvit", CViTConfig, make, "model", dev)
     images, labels, _ = load_images(cfg.data)
     orders, _ = _orders_for(cfg.orders, len(images))
     ratios = sweep_ratios(cfg.ratios)
