@@ -16,7 +16,9 @@ Helpers:
     config        print a stage's configuration as a profile makes it (a file to start from)
     data          find Fashion-MNIST (download it when online), check every file, say where it is
     profiles      print the sizes of the smoke / cpu / gpu profiles
-    convert-vae   MAR's kl16.ckpt -> safetensors (the one place a pickle is read: weights only)
+    convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
+    convert-mar   MAR's checkpoint-last.pth -> a MAR run folder that train-cmar can fine-tune
+                  (init_run) and sample-cmar can sample (mar_run); weights-only read as well
 
 ``rank --profile NAME`` ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
 that profile into ``data/orders-<hash8>.npz``, the file the later chapters load.
@@ -133,6 +135,18 @@ def _convert_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_mar(args: argparse.Namespace) -> int:
+    from .mar_weights import convert_mar_checkpoint
+
+    try:
+        out = convert_mar_checkpoint(args.src, args.out, args.heads)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"MAR run: {out} (use it as train-cmar's init_run or sample-cmar's mar_run)")
+    return 0
+
+
 _HELP = {
     "train-comae": "train CoMAE",
     "rank": "collapse orders of a data set",
@@ -173,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src")
     p.add_argument("dst")
     p.set_defaults(func=_convert_vae)
+    p = sub.add_parser("convert-mar", help="MAR's checkpoint-last.pth -> a MAR run folder (weights only)")
+    p.add_argument("src", help="MAR's checkpoint (e.g. pretrained_models/mar/mar_base/checkpoint-last.pth)")
+    p.add_argument("out", help="the run folder to write (e.g. data/runs/mar-b-released)")
+    p.add_argument("--heads", type=int, default=None, help="attention heads, when args.model is not MAR's name")
+    p.set_defaults(func=_convert_mar)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -23,13 +23,15 @@ A small MAR that keeps what makes MAR what it is (ANCHORS.md lists the official 
 Departures from the official code, on purpose and stated in Chapter 4: pixel tokens (4x4 patches of
 28x28 Fashion-MNIST, d = 16) instead of KL-16 VAE latents; the diffusion head predicts epsilon with a
 fixed variance (the posterior variance) instead of also learning it with the VLB term; the predicted
-clean token is clipped to the pixel range [-1, 1] when sampling.
+clean token is clipped to the pixel range [-1, 1] when sampling. MAR's own head is one setting away
+(``time_freq=256, learn_sigma=True, clip_x0=False``): the paper's configs and the weights converted
+from MAR's released checkpoints (:mod:`copkit.mar_weights`) use it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -186,21 +188,84 @@ class Diffusion:
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
-        ab = self.alpha_bar.to(x0.device)[t].to(x0.dtype)[:, None]
+        ab = self._at(self.alpha_bar, t, x0)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
+    def _at(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """``values[t]`` as a column in ``like``'s device and dtype, (M,) -> (M, 1)."""
+        return values.to(like.device)[t].to(like.dtype)[:, None]
+
+    @property
+    def posterior_log_var_clipped(self) -> Tensor:
+        """log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)."""
+        pv = self.posterior_var
+        return torch.log(torch.cat([pv[1:2], pv[1:]]) if len(pv) > 1 else self.betas)
+
+    def learned_log_var(self, t: Tensor, v: Tensor) -> Tensor:
+        """Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
+        [-1, 1] interpolates the log variance between the posterior's (v = -1) and beta_t's (v = 1):
+        log sigma^2 = (v+1)/2 log beta_t + (1-v)/2 log beta~_t. ``t`` (M,), ``v`` (M, d)."""
+        frac = (v + 1) / 2
+        return frac * self._at(torch.log(self.betas), t, v) + (1 - frac) * self._at(self.posterior_log_var_clipped, t, v)
+
+    def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        ab = self._at(self.alpha_bar, t, x)
+        return (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+    def posterior_mean(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 - ab_prev) / (1 - ab) x_t."""
+        ab, ab_prev, beta = (self._at(v, t, x) for v in (self.alpha_bar, self.alpha_bar_prev, self.betas))
+        return (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+
+    def vb_bits(self, x0: Tensor, x: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:
+        """The variational bound term that trains the learned variance (improved DDPM, L_vlb), per
+        row in bits: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0 and the discretised
+        Gaussian decoder's negative log-likelihood of x0 for t = 0, averaged over the d channels.
+        ``eps`` should be detached (the bound trains only the variance, as in MAR)."""
+        x0, x, eps, v = (u.float() for u in (x0, x, eps, v))
+        mean = self.posterior_mean(self.predict_x0(x, t, eps), x, t)
+        log_var = self.learned_log_var(t, v)
+        true_mean = self.posterior_mean(x0, x, t)
+        kl = gaussian_kl(true_mean, self._at(self.posterior_log_var_clipped, t, x), mean, log_var)
+        nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)
+        return torch.where(t == 0, nll.mean(-1), kl.mean(-1)) / math.log(2.0)
+
     def p_step(self, x: Tensor, i: int, eps: Tensor, noise: Tensor, temperature: float = 1.0,
-               clip: float | None = 1.0) -> Tensor:
+               clip: float | None = 1.0, v: Tensor | None = None) -> Tensor:
         """One DDPM reverse step from step index ``i`` given the predicted noise: the posterior mean
-        of q(x_{i-1} | x_i, x0_hat) plus temperature-scaled noise with the posterior variance."""
-        ab, ab_prev, beta = (float(v[i]) for v in (self.alpha_bar, self.alpha_bar_prev, self.betas))
+        of q(x_{i-1} | x_i, x0_hat) plus temperature-scaled noise with the posterior variance, or
+        with the learned variance (:meth:`learned_log_var`) when the network's ``v`` is given."""
+        ab, ab_prev, beta = (float(v_[i]) for v_ in (self.alpha_bar, self.alpha_bar_prev, self.betas))
         x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
         mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
         if i == 0:
             return mean
-        return mean + temperature * math.sqrt(float(self.posterior_var[i])) * noise
+        if v is None:
+            return mean + temperature * math.sqrt(float(self.posterior_var[i])) * noise
+        std = torch.exp(0.5 * self.learned_log_var(torch.full((len(x),), i, device=x.device), v.to(x.dtype)))
+        return mean + temperature * std * noise
+
+
+def gaussian_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor) -> Tensor:
+    """KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2))) elementwise, in nats."""
+    return 0.5 * (-1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
+
+
+def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 255) -> Tensor:
+    """log P(x) of data in [-1, 1] quantised to ``bins`` + 1 levels under N(mean, exp(log_scale)^2):
+    the Gaussian mass of x's bin (width 2/bins), the outermost bins reaching to +-infinity (Ho et
+    al. 2020, Sec. 3.3). The normal CDF is the tanh approximation improved DDPM uses."""
+    def cdf(u: Tensor) -> Tensor:
+        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
+
+    inv_std = torch.exp(-log_scale)
+    upper, lower = cdf(inv_std * (x - mean + 1.0 / bins)), cdf(inv_std * (x - mean - 1.0 / bins))
+    log = lambda p: torch.log(p.clamp(min=1e-12))  # noqa: E731
+    return torch.where(x < -0.999, log(upper), torch.where(x > 0.999, log(1.0 - lower), log(upper - lower)))
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -229,24 +294,33 @@ class _ResBlock(nn.Module):
 class AdaLNMLP(nn.Module):
     """MAR's denoiser: a residual MLP per token, every block modulated (AdaLN) by the sum of the
     timestep embedding and the projected condition z. The AdaLN layers and the output are
-    zero-initialised, so each block starts as the identity and the first prediction is 0."""
+    zero-initialised, so each block starts as the identity and the first prediction is 0.
 
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int) -> None:
+    ``time_freq``: the size of the sinusoidal timestep embedding (MAR: 256; None: ``width``);
+    ``out_dim``: ``token_dim``, or twice it when the variance is learned too (MAR)."""
+
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, time_freq: int | None = None,
+                 out_dim: int | None = None) -> None:
         super().__init__()
         self.width = width
+        self.time_freq = time_freq or width
         self.inp = nn.Linear(token_dim, width)
-        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.time = nn.Sequential(nn.Linear(self.time_freq, width), nn.SiLU(), nn.Linear(width, width))
         self.cond = nn.Linear(cond_dim, width)
         self.blocks = nn.ModuleList(_ResBlock(width) for _ in range(depth))
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.out = nn.Linear(width, token_dim)
+        self.out = nn.Linear(width, out_dim or token_dim)
         for m in [*(b.ada[-1] for b in self.blocks), self.final_ada[-1], self.out]:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        return self.denoise(x, self.time(timestep_embedding(t, self.width)), self.cond(z))
+        return self.denoise(x, self.embed_time(t), self.cond(z))
+
+    def embed_time(self, t: Tensor) -> Tensor:
+        """The timestep embedding (B,) -> (B, width): sinusoids, then Linear-SiLU-Linear."""
+        return self.time(timestep_embedding(t, self.time_freq))
 
     def denoise(self, x: Tensor, temb: Tensor, c: Tensor) -> Tensor:
         """The forward from an embedded timestep and a projected condition (sampling computes
@@ -262,12 +336,18 @@ class AdaLNMLP(nn.Module):
 class DiffLoss(nn.Module):
     """The per-token diffusion loss and sampler of MAR: the denoiser predicts the noise of
     x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps from (x_t, t, z); training draws t
-    uniformly per token and takes the mean squared error; sampling runs DDPM respaced."""
+    uniformly per token and takes the mean squared error; sampling runs DDPM respaced.
 
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, train_steps: int = 1000) -> None:
+    With ``learn_sigma`` (as MAR) the denoiser also outputs ``v`` for the variance of each reverse
+    step (:meth:`Diffusion.learned_log_var`), trained by the variational bound
+    (:meth:`Diffusion.vb_bits`) added to the squared error; sampling then uses that variance."""
+
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, train_steps: int = 1000,
+                 time_freq: int | None = None, learn_sigma: bool = False) -> None:
         super().__init__()
         self.token_dim = token_dim
-        self.net = AdaLNMLP(token_dim, cond_dim, width, depth)
+        self.learn_sigma = learn_sigma
+        self.net = AdaLNMLP(token_dim, cond_dim, width, depth, time_freq, 2 * token_dim if learn_sigma else token_dim)
         self.diffusion = Diffusion.cosine(train_steps)
 
     def forward(self, target: Tensor, z: Tensor, generator: torch.Generator | None = None,
@@ -279,7 +359,11 @@ class DiffLoss(nn.Module):
         if noise is None:
             noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
         x_t = self.diffusion.q_sample(target, t, noise)
-        return ((self.net(x_t, t, z) - noise) ** 2).mean(dim=-1)
+        out = self.net(x_t, t, z)
+        if not self.learn_sigma:
+            return ((out - noise) ** 2).mean(dim=-1)
+        eps, v = out.split(self.token_dim, dim=-1)
+        return ((eps - noise) ** 2).mean(dim=-1) + self.diffusion.vb_bits(target, x_t, t, eps.detach(), v)
 
     @torch.no_grad()
     def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg: float = 1.0,
@@ -291,16 +375,19 @@ class DiffLoss(nn.Module):
         x = torch.randn(len(z), self.token_dim, generator=generator, device=z.device, dtype=z.dtype)
         guided = z_uncond is not None and cfg != 1.0
         c = self.net.cond(torch.cat([z, z_uncond]) if guided else z)
+        d, v = self.token_dim, None
         for i in reversed(range(diff.steps)):
-            t = torch.full((1,), int(diff.timesteps[i]), device=z.device)
-            temb = self.net.time(timestep_embedding(t, self.net.width))
+            temb = self.net.embed_time(torch.full((1,), int(diff.timesteps[i]), device=z.device))
             if guided:
                 cond, uncond = self.net.denoise(torch.cat([x, x]), temb, c).chunk(2)
-                eps = uncond + cfg * (cond - uncond)
+                eps = uncond[:, :d] + cfg * (cond[:, :d] - uncond[:, :d])
+                out = cond  # the variance is the conditional branch's, as in MAR
             else:
-                eps = self.net.denoise(x, temb, c)
+                out = eps = self.net.denoise(x, temb, c)
+            if self.learn_sigma:
+                eps, v = eps[:, :d], out[:, d:]
             noise = torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype)
-            x = diff.p_step(x, i, eps, noise, temperature, clip)
+            x = diff.p_step(x, i, eps, noise, temperature, clip, v)
         return x
 
 
@@ -325,6 +412,11 @@ class MARConfig:
     mask_ratio_min: float = 0.7
     label_drop: float = 0.1
     dropout: float = 0.0
+    # MAR's own head (its released checkpoints): a 256-frequency timestep embedding, a learned
+    # variance, and no clipping of the predicted clean token (VAE latents are not bounded).
+    time_freq: int | None = field(default=None, metadata={"hash_if_set": True})  #: None: head_width
+    learn_sigma: bool = field(default=False, metadata={"hash_if_set": True})
+    clip_x0: bool = field(default=True, metadata={"hash_if_set": True})  #: clip x0 to [-1, 1] when sampling
 
     @property
     def n_tokens(self) -> int:
@@ -354,7 +446,8 @@ class MAR(nn.Module):
                                            attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
         self.dec_norm = nn.LayerNorm(w, eps=1e-6)
         self.diff_pos = nn.Parameter(torch.zeros(1, n, w))
-        self.diffloss = DiffLoss(cfg.token_dim, w, cfg.head_width, cfg.head_depth, cfg.diffusion_steps)
+        self.diffloss = DiffLoss(cfg.token_dim, w, cfg.head_width, cfg.head_depth, cfg.diffusion_steps,
+                                 cfg.time_freq, cfg.learn_sigma)
         for p in (self.class_emb.weight, self.fake_latent, self.mask_token, self.enc_pos, self.dec_pos, self.diff_pos):
             nn.init.normal_(p, std=0.02)
 
@@ -444,6 +537,7 @@ class MAR(nn.Module):
         cond = self.condition(labels)
         uncond = self.fake_latent.expand_as(cond)
         guided = cfg != 1.0
+        clip = 1.0 if self.cfg.clip_x0 else None
 
         def pick(t: Tensor, index: Tensor) -> Tensor:
             return torch.gather(t, 1, index[..., None].expand(-1, -1, t.shape[-1])).reshape(-1, t.shape[-1])
@@ -461,14 +555,14 @@ class MAR(nn.Module):
             if adapt is not None and masked > 1:
                 hidden = orders[:, :masked]
                 draft = self.diffloss.sample(pick(z, hidden), draft_steps, temperature, scale,
-                                             pick(zu, hidden) if guided else None, generator)
+                                             pick(zu, hidden) if guided else None, generator, clip)
                 canvas = tokens.scatter(1, hidden[..., None].expand(-1, -1, d), draft.reshape(b, masked, d))
                 orders = adapt(canvas, orders, masked)
                 if not torch.equal(orders[:, masked:], visible):
                     raise ValueError("adapt must keep the revealed tail of the orders in place")
             new = orders[:, nxt:masked]  # revealed at this step
             out = self.diffloss.sample(pick(z, new), diffusion_steps, temperature, scale,
-                                       pick(zu, new) if guided else None, generator)
+                                       pick(zu, new) if guided else None, generator, clip)
             tokens = tokens.scatter(1, new[..., None].expand(-1, -1, d), out.reshape(b, masked - nxt, d))
             masked = nxt
             if callback is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,17 @@ class TrainCmar:
     device: str = "auto"
 
 
+#: what a fine-tune may change of the MAR it starts from (the rest is the architecture)
+_TRAINING_FIELDS = {"diffusion_batch_mul", "mask_ratio_min", "label_drop", "dropout", "clip_x0"}
+
+
+def _check_architecture(model: MARConfig, init: MARConfig, run: str) -> None:
+    differ = [f"model.{f.name} = {getattr(model, f.name)!r} here, {getattr(init, f.name)!r} in {run}"
+              for f in fields(MARConfig) if f.name not in _TRAINING_FIELDS and getattr(model, f.name) != getattr(init, f.name)]
+    if differ:
+        raise ConfigError("init_run: the model must have the architecture of the run it starts from: " + "; ".join(differ))
+
+
 def train_cmar(cfg: TrainCmar) -> Path:
     from .cmar import fit_mar, run_config
     from .train import load_tensors, run_folder, _under
@@ -297,6 +308,8 @@ def train_cmar(cfg: TrainCmar) -> Path:
     init = None
     if cfg.init_run:
         meta = _read_run(cfg.init_run)
+        _check_architecture(cfg.model, build(MARConfig, meta["config"]["mar"], f"{Path(cfg.init_run).name}.mar"),
+                            cfg.init_run)
         tensors, _ = load_tensors(Path(cfg.init_run) / "checkpoint.safetensors")
         init = (meta["config_hash"], _under(tensors, "ema.mar."))
     data = {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer), "orders_comae": comae_hash}

@@ -239,3 +239,86 @@ def test_adaptive_order_reveals_the_best_hidden_patch_next_and_keeps_the_tail():
     model.sample(torch.tensor([0]), torch.tensor([[2, 0, 3, 1]]), steps=4, diffusion_steps=3, adapt=adapt,
                  draft_steps=2, callback=lambda s, t, o, m: first.append(o[0, m:].tolist()) if s == 0 else None)
     assert first == [[2]]
+
+
+# ------------------------------------------------------ MAR's own head: learned variance (improved DDPM)
+def test_gaussian_kl_and_discretized_likelihood_match_exact_forms():
+    from torch.distributions import Normal, kl_divergence
+
+    from copkit.cmar import discretized_gaussian_log_likelihood, gaussian_kl
+
+    g = torch.Generator().manual_seed(0)
+    m1, m2, lv1, lv2 = (torch.randn(200, generator=g, dtype=torch.float64) for _ in range(4))
+    exact = kl_divergence(Normal(m1, (0.5 * lv1).exp()), Normal(m2, (0.5 * lv2).exp()))
+    torch.testing.assert_close(gaussian_kl(m1, lv1, m2, lv2), exact)
+    # bin masses against the exact normal CDF (the tanh approximation is good to ~2e-4 in the CDF)
+    levels = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    x = levels[torch.randint(0, 256, (500,), generator=g)]
+    x[:3], x[3:6] = -1.0, 1.0  # the open outermost bins
+    mean = torch.rand(500, generator=g, dtype=torch.float64) * 2 - 1
+    scale = 0.02 + 0.5 * torch.rand(500, generator=g, dtype=torch.float64)
+    n = Normal(mean, scale)
+    up = torch.where(x > 0.999, torch.ones_like(x), n.cdf(x + 1 / 255))
+    lo = torch.where(x < -0.999, torch.zeros_like(x), n.cdf(x - 1 / 255))
+    got = discretized_gaussian_log_likelihood(x, mean, scale.log()).exp()
+    torch.testing.assert_close(got, up - lo, atol=5e-4, rtol=0)
+
+
+def test_learned_variance_spans_posterior_to_beta_and_the_bound_vanishes_at_the_truth():
+    d = Diffusion.cosine(1000)
+    t = torch.tensor([0, 1, 10, 500, 999])
+    ones = torch.ones(5, 3, dtype=torch.float64)
+    post = torch.log(d.posterior_var[t.clamp(min=1)])  # clipped: step 0 takes step 1's
+    torch.testing.assert_close(d.learned_log_var(t, -ones), post[:, None].expand(5, 3))
+    torch.testing.assert_close(d.learned_log_var(t, ones), torch.log(d.betas[t])[:, None].expand(5, 3))
+    torch.testing.assert_close(d.learned_log_var(t, 0 * ones), ((post + torch.log(d.betas[t])) / 2)[:, None].expand(5, 3))
+    # the exact noise and v = -1 give the true posterior: the KL term is 0 for t > 0
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.rand(5, 3, generator=g) * 2 - 1, torch.randn(5, 3, generator=g)
+    xt = d.q_sample(x0, t, eps)
+    vb = d.vb_bits(x0, xt, t, eps, -torch.ones(5, 3))
+    torch.testing.assert_close(vb[1:], torch.zeros(4), atol=1e-4, rtol=0)
+    # v = +1 (variance beta, exact mean): KL of two Gaussians with one mean, in bits
+    pv, beta = d.posterior_var[t[1:]].float(), d.betas[t[1:]].float()
+    closed = 0.5 * (torch.log(beta / pv) + pv / beta - 1) / math.log(2)
+    torch.testing.assert_close(d.vb_bits(x0, xt, t, eps, torch.ones(5, 3))[1:], closed, rtol=1e-4, atol=1e-6)
+    assert vb[0] > 0  # t = 0: the decoder's negative log-likelihood of a quantised x0
+
+
+def test_learned_variance_head_trains_and_samples():
+    model = tiny(time_freq=32, learn_sigma=True)
+    net = model.diffloss.net
+    assert net.time[0].in_features == 32 and net.out.out_features == 2 * 16
+    g = torch.Generator().manual_seed(0)
+    tokens, labels = torch.rand(16, 4, 16) * 2 - 1, torch.randint(0, 10, (16,), generator=g)
+    orders = random_orders(16, 4, generator=g)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        loss = model.loss(tokens, labels, orders, torch.Generator().manual_seed(step), mask_ratio=0.75)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert net.out.weight.grad[16:].abs().sum() > 0  # the variance rows learn (from the bound)
+    out = model.eval().sample(labels[:2], orders[:2], steps=2, cfg=2.0, diffusion_steps=4,
+                              generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 4, 16) and torch.isfinite(out).all()
+
+
+def test_v_of_minus_one_samples_like_the_fixed_variance():
+    d = Diffusion.cosine(100).respaced(10)
+    g = torch.Generator().manual_seed(0)
+    x, eps, noise = (torch.randn(6, 4, generator=g) for _ in range(3))
+    for i in (9, 5, 1):  # step 0 has no noise either way
+        torch.testing.assert_close(d.p_step(x, i, eps, noise, 0.7, None, v=-torch.ones(6, 4)),
+                                   d.p_step(x, i, eps, noise, 0.7, None), rtol=1e-5, atol=1e-6)
+
+
+def test_clip_x0_bounds_samples_and_mars_head_does_not():
+    labels, orders = torch.tensor([0, 1, 2, 3]), random_orders(4, 4, generator=torch.Generator().manual_seed(0))
+    for clip in (True, False):
+        model = tiny(clip_x0=clip).eval()  # zero-initialised head: eps = 0, x0 = x_t / sqrt(alpha_bar)
+        out = model.sample(labels, orders, steps=2, diffusion_steps=5, generator=torch.Generator().manual_seed(0))
+        assert (out.abs().max() <= 1.0) == clip
