@@ -229,7 +229,8 @@ for s in seeds:
     for kind, label in KINDS.items():
         cfg = CViTConfig.for_kind(kind, C)
         tc = TrainConfig(steps=steps, batch_size=C.batch_size, lr=C.lr, warmup_steps=C.warmup_steps,
-                         ema_decay=C.ema_decay, seed=s, log_every=25, ckpt_every=200, precision=C.precision)
+                         ema_decay=C.ema_decay, seed=s, log_every=25, ckpt_every=200, precision=C.precision,
+                         compile=C.compile)
         data = {**base_data, "orders_comae": comae_hash} if kind == "cvit" else base_data
         model, hist = fit_cvit(cfg, tc, x_train, y_train, train_orders if kind == "cvit" else None, data_dir, data,
                                device=dev, desc=f"{label} seed {s}")

@@ -86,6 +86,24 @@ else:
     display(Markdown("This bench file predates the CoMAE training section: run `make bench`."))
 
 # %% [markdown]
+# ## Does `torch.compile` pay?
+#
+# The same training steps, eager and with every transformer block compiled
+# (`copkit.train.compile_blocks`, what a profile's `compile: true` switches on), after a warm-up
+# that pays for the compilation; its seconds are shown apart, since a short run may never earn
+# them back. A profile turns compilation on only where this table, measured on its device, says
+# it pays.
+
+# %%
+if "compile" in bench:
+    rows = [f"| {name} | {r['precision']} | {r['eager']['steps_per_s']:.1f} | {r['compiled']['steps_per_s']:.1f} | "
+            f"{r['speedup']:.2f}x | {r['compiled']['warmup_s']:.0f} s |" for name, r in bench["compile"].items()]
+    display(Markdown("| training | precision | steps/s eager | steps/s compiled | speed-up | compile warm-up |\n"
+                     "|---|---|---|---|---|---|\n" + "\n".join(rows)))
+else:
+    display(Markdown("This bench file predates the compile section: run `make bench`."))
+
+# %% [markdown]
 # ## What the paper's setting costs
 #
 # The configurations in `configs/paper/` at the paper's sizes (ImageNet 256, the KL-16 tokens,

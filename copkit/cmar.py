@@ -706,12 +706,12 @@ def from_profile(sizes, seed: int, stage: str = "mar") -> tuple[MARConfig, "obje
         tc = TrainConfig(steps=sizes.mar_steps if stage == "mar" else sizes.scratch_steps, batch_size=sizes.batch_size, lr=sizes.lr,
                          warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
                          grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
-                         precision=sizes.precision)
+                         precision=sizes.precision, compile=sizes.compile)
     elif stage == "finetune":  # the paper's recipe: linear warm-up over the first 10%, then cosine to 0
         tc = TrainConfig(steps=sizes.finetune_steps, batch_size=sizes.batch_size, lr=sizes.finetune_lr,
                          warmup_steps=max(1, sizes.finetune_steps // 10), ema_decay=sizes.ema_decay,
                          weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
-                         precision=sizes.precision)
+                         precision=sizes.precision, compile=sizes.compile)
     else:
         raise ValueError(f"unknown stage {stage!r}; use 'mar', 'finetune' or 'scratch'")
     return cfg, tc

@@ -468,7 +468,7 @@ def from_profile(sizes, lambda_c: float, seed: int, steps: int | None = None) ->
     tc = TrainConfig(steps=steps or sizes.steps, batch_size=sizes.batch_size, lr=sizes.lr,
                      warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed,
                      eval_every=sizes.eval_every, log_every=10, ckpt_every=max(sizes.eval_every, 50),
-                     precision=sizes.precision)
+                     precision=sizes.precision, compile=sizes.compile)
     return cfg, tc
 
 

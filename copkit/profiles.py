@@ -56,6 +56,7 @@ class ComaeSizes:
     mirror_steps: int  #: training steps of the mirrored Fashion-MNIST experiment
     planted_steps: int  #: training steps of the planted-truth (mirrored noise) experiment
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
+    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class CmarSizes:
     uncertainty_images: int  #: images behind the teaser's uncertainty curves
     uncertainty_draws: int  #: samples of the hidden tokens per step and image
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
+    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class CvitSizes:
     ratios: int  #: evenly spaced mask ratios of the sweep from 0 to 0.99 (0.3, 0.5, 0.78 are added)
     seeds: tuple[int, ...]
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
+    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
 
 @dataclass(frozen=True)

@@ -515,7 +515,8 @@ def from_profile(stage: str, profile: str | Path, seed: int = 0, data_dir: str =
         mcfg = cvit.CViTConfig.for_kind("cvit", p.cvit)
         n = p.cvit.train_images or 60000
         tc = TrainConfig(steps=p.cvit.epochs * n // p.cvit.batch_size, batch_size=p.cvit.batch_size, lr=p.cvit.lr,
-                         warmup_steps=p.cvit.warmup_steps, ema_decay=p.cvit.ema_decay, seed=seed, precision=p.cvit.precision)
+                         warmup_steps=p.cvit.warmup_steps, ema_decay=p.cvit.ema_decay, seed=seed, precision=p.cvit.precision,
+                         compile=p.cvit.compile)
         return TrainCvit(model=mcfg, train=tc, data=replace(fm, limit=n), orders=f"{data_dir}/orders.npz",
                          data_dir=data_dir)
     if stage == "eval-cvit":

@@ -15,7 +15,9 @@
 - under ``torchrun`` the step runs in every process through DistributedDataParallel, each
   process on its :func:`copkit.dist.shard` of the global batch; only rank 0 logs, shows progress
   and writes checkpoints, and every process resumes from the same checkpoint (:mod:`copkit.dist`);
-- ``TrainConfig.precision = "bf16"`` runs the step's forward under bfloat16 autocast.
+- ``TrainConfig.precision = "bf16"`` runs the step's forward under bfloat16 autocast;
+  ``TrainConfig.compile`` compiles each transformer block with ``torch.compile``
+  (:func:`compile_blocks`; ``make bench`` measures whether that pays on a device).
 
 :func:`train` owns the update; a model supplies ``step_fn(step, generator) -> (loss, key, logs)``
 that computes one batch's loss and names the optimiser (``key``) that takes the step, which is how
@@ -58,6 +60,7 @@ __all__ = [
     "load_weights",
     "artifact_path",
     "save_artifact",
+    "compile_blocks",
     "load_artifact",
 ]
 
@@ -82,6 +85,9 @@ class TrainConfig:
     #: "fp32", or "bf16": the step's forward under bfloat16 autocast (CUDA; weights and optimiser
     #: stay float32). Hashed only when not "fp32", so runs made before the field existed keep their names.
     precision: str = dataclasses.field(default="fp32", metadata={"hash_if_set": True})
+    #: compile every transformer block of the trained networks (:func:`compile_blocks`); hashed
+    #: only when set, since compiled kernels round differently
+    compile: bool = dataclasses.field(default=False, metadata={"hash_if_set": True})
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -354,6 +360,8 @@ def train(
                mininterval=5.0, dynamic_ncols=False, ncols=100)
     for m in modules.values():
         m.train()
+        if cfg.compile:
+            compile_blocks(m)
     t0 = time.perf_counter()
     if evaluate is not None and start == 0 and end > 0:
         if main:
@@ -407,6 +415,23 @@ def train(
     for m in modules.values():
         m.eval()
     return read_metrics(metrics_path)
+
+
+def compile_blocks(module: nn.Module) -> int:
+    """Compile every transformer block in ``module`` in place (``nn.Module.compile``: the
+    parameter names, and so the checkpoints, stay as they are); returns how many.
+
+    Regional compilation: the blocks (timm's ``Block`` and ``EvaBlock``) hold nearly all the FLOPs
+    of every model here, compile once per distinct block shape, and leave the Python around them
+    (masking, gathering, the random draws) eager. A block already compiled is left alone."""
+    from timm.models.eva import EvaBlock
+    from timm.models.vision_transformer import Block
+
+    blocks = [m for m in module.modules() if isinstance(m, (Block, EvaBlock))]
+    for blk in blocks:
+        if getattr(blk, "_compiled_call_impl", None) is None:
+            blk.compile()
+    return len(blocks)
 
 
 class _Step(nn.Module):

@@ -138,3 +138,17 @@ def test_host_generator_keeps_cpu_draws_and_moves_gpu_ones_to_the_host():
         cuda = step_generator(3, 7, "cuda")
         h = host_generator(cuda)
         assert h.device.type == "cpu" and h.initial_seed() == cuda.initial_seed()
+
+
+def test_compile_blocks_keeps_names_and_outputs():
+    from timm.models.vision_transformer import Block
+
+    from copkit.train import compile_blocks
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), Block(16, 2), Block(16, 2))
+    x = torch.randn(2, 5, 8)
+    keys, eager = list(net.state_dict()), net(x)
+    assert compile_blocks(net) == 2 and compile_blocks(net) == 2  # a second call leaves them alone
+    assert list(net.state_dict()) == keys  # checkpoints are unchanged by compiling
+    torch.testing.assert_close(net(x), eager, rtol=1e-4, atol=1e-5)

@@ -14,6 +14,10 @@ ratios compare like with like:
   ratios (the limit a token drop could reach).
 - CoMAE training at the profile's size: steps per second and the achieved fraction of the matmul
   FLOP/s (forward and backward counted).
+- torch.compile: training steps per second of the profile's CoMAE and MAR, eager and with every
+  transformer block compiled (copkit.train.compile_blocks), under the profile's precision, after
+  a warm-up that pays the compilation (its seconds reported apart). A profile sets ``compile``
+  where this shows it pays.
 - The paper's configurations (configs/paper/*.toml): one training step of each model at a small
   batch, timed and its FLOPs counted, scaled to the configured batch and steps: the hours on this
   device, and on an H200 at an assumed 40% of its 989 TFLOP/s dense bf16 peak (a typical share
@@ -189,6 +193,57 @@ def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> 
             "fraction_of_matmul": flops / seconds / peak}
 
 
+def bench_compile(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
+    """Training steps/s of the profile's CoMAE and MAR, eager and with compiled blocks."""
+    from copkit import cmar, comae
+    from copkit.train import compile_blocks, step_generator
+
+    p = get_profile(profile)
+    x, y = load_fashion_mnist("train", limit=2048)
+
+    def make(name: str):
+        torch.manual_seed(0)
+        if name == "comae":
+            cfg, tc = comae.from_profile(p.comae, 0.01, 0)
+            model = CoMAE(cfg).to(dev)
+            fn = comae.comae_step_fn(model, patchify(x, 4).to(dev), tc.batch_size, 0)
+            return model, fn, comae.make_optimizers(model, tc.lr, tc.weight_decay, tc.betas), tc
+        cfg, tc = cmar.from_profile(p.cmar, 0)
+        model = cmar.MAR(cfg).to(dev)
+        fn = cmar.mar_step_fn(model, x * 2 - 1, y, tc.batch_size, 0)
+        return model, fn, cmar.make_optimizer(model, tc.lr, tc.weight_decay, tc.betas), tc
+
+    out = {}
+    for name in ("comae", "mar"):
+        row = {}
+        for mode in ("eager", "compiled"):
+            model, fn, opts, tc = make(name)
+            blocks = compile_blocks(model) if mode == "compiled" else 0
+            autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+
+            def run(first: int, n: int) -> None:
+                for t in range(first, first + n):
+                    with autocast:
+                        loss, key, _ = fn(t, step_generator(0, t, dev))
+                    opts[key].zero_grad(set_to_none=True)
+                    loss.backward()
+                    opts[key].step()
+
+            t0 = time.perf_counter()
+            run(0, 8)  # warm-up: MAR's varying mask ratios give several shapes; compiling happens here
+            sync()
+            warm = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            run(8, steps)
+            sync()
+            row[mode] = {"steps_per_s": steps / (time.perf_counter() - t0), "warmup_s": warm, "blocks": blocks}
+            del model, opts
+        row["speedup"] = row["compiled"]["steps_per_s"] / row["eager"]["steps_per_s"]
+        row["precision"] = tc.precision
+        out[name] = row
+    return out
+
+
 def bench_paper(dev: torch.device, sync) -> dict:
     """Hours of the paper-size configurations, from one timed and counted step each."""
     from copkit.cmar import MAR
@@ -255,6 +310,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--out", default=str(ROOT / "book" / "results" / "bench.json"))
     ap.add_argument("--skip-paper", action="store_true", help="skip the paper-size step timings (a few minutes on a CPU)")
+    ap.add_argument("--skip-compile", action="store_true", help="skip eager vs torch.compile (compiling takes minutes)")
     args = ap.parse_args()
     dev = pick_device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -269,6 +325,8 @@ def main() -> int:
         "cvit": bench_cvit(args.profile, dev, max(args.images, 1000)),
     }
     result["comae_training"] = bench_comae_training(args.profile, dev, sync, result["comae_masks"]["matmul_gflops"] * 1e9)
+    if not args.skip_compile:
+        result["compile"] = bench_compile(args.profile, dev, sync)
     if not args.skip_paper:
         result["paper"] = bench_paper(dev, sync)
     atomic_write_json(args.out, result)
@@ -296,6 +354,10 @@ def main() -> int:
           f"{t['steps_per_s']:.1f} |")
     print(f"| CoMAE training: achieved GFLOP/s / large-matmul GFLOP/s | {t['achieved_gflops']:.1f} / "
           f"{m['matmul_gflops']:.1f} = {t['fraction_of_matmul']:.1%} |")
+    for name, r in result.get("compile", {}).items():
+        print(f"| {name} training, {args.profile} size ({r['precision']}): steps/s eager / compiled blocks, "
+              f"compile warm-up | {r['eager']['steps_per_s']:.1f} / {r['compiled']['steps_per_s']:.1f} "
+              f"({r['speedup']:.2f}x), {r['compiled']['warmup_s']:.0f} s |")
     for name, r in result.get("paper", {}).items():
         if name == "assumption":
             continue
