@@ -129,7 +129,7 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         >>> build(TrainConfig, {"steps": 10, "batch_size": 4, "lr_": 1.0})
         Traceback (most recent call last):
         ...
-        copkit.config.ConfigError: lr_: unknown key; known keys: steps, batch_size, lr, warmup_steps, final_lr, weight_decay, betas, ema_decay, grad_clip, seed, log_every, ckpt_every, eval_every, precision
+        copkit.config.ConfigError: lr_: unknown key; known keys: steps, batch_size, lr, warmup_steps, final_lr, weight_decay, betas, ema_decay, grad_clip, seed, log_every, ckpt_every, eval_every, precision, compile
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
