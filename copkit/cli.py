@@ -17,8 +17,7 @@ Helpers:
     data          find Fashion-MNIST (download it when online), check every file, say where it is
     profiles      print the sizes of the smoke / cpu / gpu profiles
     convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
-    convert-mar   MAR's checkpoint-last.pth -> a MAR run folder that train-cmar can fine-tune
-                  (init_run) and sample-cmar can sample (mar_run); weights-only read as well
+    convert-mar   MAR's checkpoint-last.pth -> a run folder for train-cmar's init_run (weights only)
 
 ``rank --profile NAME`` ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
 that profile into ``data/orders-<hash8>.npz``, the file the later chapters load.
