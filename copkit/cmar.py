@@ -166,6 +166,10 @@ class Diffusion:
         #: the original step each of these steps stands for (the network is conditioned on it)
         self.timesteps = torch.arange(len(betas)) if timesteps is None else timesteps
         self.posterior_var = self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+        self.log_betas = torch.log(self.betas)
+        #: log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)
+        pv = self.posterior_var
+        self.posterior_log_var_clipped = torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else self.log_betas
 
     @classmethod
     def cosine(cls, steps: int = 1000) -> "Diffusion":
@@ -195,18 +199,17 @@ class Diffusion:
         """``values[t]`` as a column in ``like``'s device and dtype, (M,) -> (M, 1)."""
         return values.to(like.device)[t].to(like.dtype)[:, None]
 
-    @property
-    def posterior_log_var_clipped(self) -> Tensor:
-        """log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)."""
-        pv = self.posterior_var
-        return torch.log(torch.cat([pv[1:2], pv[1:]]) if len(pv) > 1 else self.betas)
-
-    def learned_log_var(self, t: Tensor, v: Tensor) -> Tensor:
+    def learned_log_var(self, t: Tensor | int, v: Tensor) -> Tensor:
         """Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
         [-1, 1] interpolates the log variance between the posterior's (v = -1) and beta_t's (v = 1):
-        log sigma^2 = (v+1)/2 log beta_t + (1-v)/2 log beta~_t. ``t`` (M,), ``v`` (M, d)."""
+        log sigma^2 = (v+1)/2 log beta_t + (1-v)/2 log beta~_t. ``t`` (M,) per row, or one step
+        index for all rows (sampling: no device copies); ``v`` (M, d)."""
         frac = (v + 1) / 2
-        return frac * self._at(torch.log(self.betas), t, v) + (1 - frac) * self._at(self.posterior_log_var_clipped, t, v)
+        if isinstance(t, int):
+            hi, lo = float(self.log_betas[t]), float(self.posterior_log_var_clipped[t])
+        else:
+            hi, lo = self._at(self.log_betas, t, v), self._at(self.posterior_log_var_clipped, t, v)
+        return frac * hi + (1 - frac) * lo
 
     def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
@@ -245,8 +248,7 @@ class Diffusion:
             return mean
         if v is None:
             return mean + temperature * math.sqrt(float(self.posterior_var[i])) * noise
-        std = torch.exp(0.5 * self.learned_log_var(torch.full((len(x),), i, device=x.device), v.to(x.dtype)))
-        return mean + temperature * std * noise
+        return mean + temperature * torch.exp(0.5 * self.learned_log_var(i, v.to(x.dtype))) * noise
 
 
 def gaussian_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor) -> Tensor:
@@ -375,17 +377,17 @@ class DiffLoss(nn.Module):
         x = torch.randn(len(z), self.token_dim, generator=generator, device=z.device, dtype=z.dtype)
         guided = z_uncond is not None and cfg != 1.0
         c = self.net.cond(torch.cat([z, z_uncond]) if guided else z)
-        d, v = self.token_dim, None
+        d = self.token_dim
         for i in reversed(range(diff.steps)):
             temb = self.net.embed_time(torch.full((1,), int(diff.timesteps[i]), device=z.device))
             if guided:
                 cond, uncond = self.net.denoise(torch.cat([x, x]), temb, c).chunk(2)
-                eps = uncond[:, :d] + cfg * (cond[:, :d] - uncond[:, :d])
                 out = cond  # the variance is the conditional branch's, as in MAR
+                eps = uncond[:, :d] + cfg * (cond[:, :d] - uncond[:, :d])
             else:
-                out = eps = self.net.denoise(x, temb, c)
-            if self.learn_sigma:
-                eps, v = eps[:, :d], out[:, d:]
+                out = self.net.denoise(x, temb, c)
+                eps = out[:, :d]
+            v = out[:, d:] if self.learn_sigma else None
             noise = torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype)
             x = diff.p_step(x, i, eps, noise, temperature, clip, v)
         return x

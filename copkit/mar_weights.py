@@ -149,9 +149,10 @@ def convert_mar_checkpoint(src: str | Path, out: str | Path, heads: int | None =
     raw = convert_state_dict(ckpt["model"])
     ema = convert_state_dict(ckpt["model_ema"]) if isinstance(ckpt.get("model_ema"), dict) else raw
     cfg = config_from_mar(raw, ckpt["args"], heads)
+    probe = MAR(cfg)
     for name, state in (("model", raw), ("model_ema", ema)):
         try:
-            MAR(cfg).load_state_dict(state)
+            probe.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(f"{src}: its {name} does not fit {cfg}: {err}") from None
     config = {"model": "mar", "mar": cfg,
