@@ -17,7 +17,7 @@ JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
 SITE_CONFIG = $$($(PY) tools/site_config.py)
 
-.PHONY: help setup data book chapters site test unit smoke site-check check-site bench orders gpu-book clean
+.PHONY: help setup data book chapters site test unit smoke site-check check-site bench orders gpu-book device-kit clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
@@ -27,6 +27,7 @@ help:
 	@echo "make data   find (or download) Fashion-MNIST and check it"
 	@echo "make orders collapse orders of all Fashion-MNIST images from the saved CoMAE -> data/orders-<hash8>.npz"
 	@echo "make gpu-book  the whole book at PROFILE=gpu on one CUDA GPU (scripts/gpu_book.sh)"
+	@echo "make device-kit  wheels and data for a GPU machine without network -> .device/ (scripts/device_book.sh runs there)"
 	@echo "make bench  speed measurements (CoMAE masks/s vs the matmul limit, Gaussian model) -> book/results/bench.json"
 
 # The virtual environment: torch and torchvision pinned by constraints.txt, copkit editable.
@@ -83,6 +84,11 @@ bench: data
 # The whole book at the gpu profile on one GPU (scripts/gpu_book.sh): chapters into book/, bench, site.
 gpu-book: setup
 	scripts/gpu_book.sh
+
+# What a GPU machine that reaches no network lacks (wheels for its Python 3.12, Fashion-MNIST) -> .device/;
+# scripts/device_book.sh, run there with .device carried, installs them and runs scripts/gpu_book.sh.
+device-kit: data
+	$(PY) tools/device_kit.py
 
 clean:
 	rm -rf .scratch book/_build

@@ -132,6 +132,8 @@ else:
 
 # %% [markdown]
 # ## Batched PageRank against networkx
+#
+# Both on the CPU, whatever device the rest of the bench ran on: networkx has no GPU.
 
 # %%
 rows = [f"| {k[1:]} | {r['graphs']} | {r['copkit_s']:.3f} | {r['networkx_s']:.2f} | {r['speedup']:.0f}x | "
@@ -159,6 +161,8 @@ else:
 
 # %% [markdown]
 # ## The exact Gaussian model of Chapter 1
+#
+# On the CPU in float64, as Chapter 1 runs it.
 
 # %%
 g = bench["gaussian_entropy"]

@@ -167,6 +167,7 @@ class Diffusion:
         self.timesteps = torch.arange(len(betas)) if timesteps is None else timesteps
         self.posterior_var = self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
         self.log_betas = torch.log(self.betas)
+        self._on_device: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
         #: log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)
         pv = self.posterior_var
         self.posterior_log_var_clipped = torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else self.log_betas
@@ -196,8 +197,12 @@ class Diffusion:
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
     def _at(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
-        """``values[t]`` as a column in ``like``'s device and dtype, (M,) -> (M, 1)."""
-        return values.to(like.device)[t].to(like.dtype)[:, None]
+        """``values[t]`` as a column in ``like``'s device and dtype, (M,) -> (M, 1). Each table is
+        copied to a device once (a host-to-GPU copy on every training step would make the host wait)."""
+        key = (id(values), like.device)
+        if key not in self._on_device:
+            self._on_device[key] = (values, values.to(like.device))  # values kept: its id stays unique
+        return self._on_device[key][1][t].to(like.dtype)[:, None]
 
     def learned_log_var(self, t: Tensor | int, v: Tensor) -> Tensor:
         """Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
@@ -474,7 +479,8 @@ class MAR(nn.Module):
         for blk in self.encoder:
             x = blk(x)
         x = self.dec_embed(self.enc_norm(x))
-        full = self.mask_token.expand(b, n, w).clone().scatter(1, idx, x[:, nb:])
+        # Under autocast x is half precision, the mask token float32; scatter wants one dtype.
+        full = self.mask_token.expand(b, n, w).to(x.dtype).scatter(1, idx, x[:, nb:])
         y = torch.cat([x[:, :nb], full], dim=1) + self.dec_pos
         for blk in self.decoder:
             y = blk(y)
@@ -619,7 +625,7 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
     its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
     from .dist import shard as process_shard
     from .tokens import patchify
-    from .train import batch_indices
+    from .train import batch_indices, take
 
     device = next(model.parameters()).device
     encode = tokenizer or (lambda x: patchify(x, 4))
@@ -627,8 +633,8 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
 
     def step_fn(step: int, gen: torch.Generator):
         idx = part.cut(batch_indices(len(images), batch_size, step, seed))
-        x, y = images[idx].to(device), labels[idx].to(device)
-        o = collapse[idx].to(device) if collapse is not None else None
+        x, y = take(images, idx, device), take(labels, idx, device)
+        o = take(collapse, idx, device) if collapse is not None else None
         flips = None
         if flip:
             flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)

@@ -359,7 +359,7 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
     decay for its own network only, so a network is left exactly as it was on the other's steps.
     """
     from .dist import shard as process_shard
-    from .train import batch_indices
+    from .train import batch_indices, take
 
     device = next(model.parameters()).device
     part = process_shard(batch_size)
@@ -368,7 +368,7 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
         f_turn = step % 2 == 0
         for p in model.g_parameters():
             p.requires_grad_(not f_turn)  # f's step needs gradients through g, not of g
-        x = tokens[part.cut(batch_indices(len(tokens), batch_size, step, seed))].to(device)
+        x = take(tokens, part.cut(batch_indices(len(tokens), batch_size, step, seed)), device)
         out = model.losses(x, gen, grad_f=f_turn, shard=part)
         loss = out["loss"] if f_turn else out["L_r"]
         logs = {k: v.detach() for k, v in out.items() if k != "loss"}

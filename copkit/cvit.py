@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .train import to_device
+
 if TYPE_CHECKING:
     from .dist import Shard
 
@@ -183,6 +185,9 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
         images: (B, C, H, W).
         keep: None, (K,) indices used for every image, or (B, K) long indices into the N patches
             (any order: a token carries its position embedding, so order does not change logits).
+            Indices given on the host (a list, a CPU tensor) are range-checked with a clear error;
+            a GPU tensor is not (reading it would make the host wait for the GPU), and an index out
+            of range fails there as a device-side assertion.
 
     Example (keeping all 49 patches is timm's own forward):
 
@@ -204,7 +209,7 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
         p = vit.num_prefix_tokens
         prefix, patches = t[:, :p], t[:, p:]
         n, b = patches.shape[1], images.shape[0]
-        keep = torch.as_tensor(keep, device=t.device)
+        keep = torch.as_tensor(keep)
         if keep.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"keep must hold integer token indices, got {keep.dtype}")
         if keep.dim() == 1:
@@ -213,8 +218,9 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
             raise ValueError(f"keep must be (K,) or (B={b}, K), got {tuple(keep.shape)}")
         if keep.shape[1] == 0:
             raise ValueError("keep must name at least one patch token")
-        if keep.device.type != "meta" and (int(keep.min()) < 0 or int(keep.max()) >= n):
+        if keep.device.type == "cpu" and (int(keep.min()) < 0 or int(keep.max()) >= n):
             raise ValueError(f"keep indices must lie in [0, {n}), got [{int(keep.min())}, {int(keep.max())}]")
+        keep = to_device(keep, t.device)
         t = torch.cat([prefix, _gather_tokens(patches, keep.long())], dim=1)
     x = vit.norm(vit.blocks(vit.norm_pre(t)))
     return vit.forward_head(x)
@@ -368,8 +374,7 @@ class PrunedViT(nn.Module):
                 noisy = scores
                 if self.training and generator is not None:
                     rows = shard.total if shard is not None else scores.shape[0]
-                    u = torch.rand((rows, *scores.shape[1:]), generator=generator, device=scores.device,
-                                   dtype=scores.dtype)
+                    u = torch.rand((rows, *scores.shape[1:]), generator=generator, device=scores.device)
                     u = shard.cut(u) if shard is not None else u
                     noisy = scores - torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
                 top = noisy.topk(counts[s], dim=1).indices
@@ -399,7 +404,7 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
     The draws happen in a fixed sequence from the step's generator (flip, ratio, random order)."""
     from .dist import shard as process_shard
     from .tokens import flip_batch
-    from .train import batch_indices, host_generator
+    from .train import batch_indices, host_generator, take
 
     if cfg.train_drop == "collapse" and orders is None:
         raise ValueError("CViT (train_drop='collapse') needs the collapse orders of the training images")
@@ -409,8 +414,8 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
 
     def step_fn(step: int, gen: torch.Generator):
         idx = part.cut(batch_indices(len(images), batch_size, step, seed))
-        x, y = images[idx].to(device), labels[idx.to(labels.device)].to(device)
-        o = orders[idx.to(orders.device)].to(device) if cfg.train_drop == "collapse" else None
+        x, y = take(images, idx, device), take(labels, idx, device)
+        o = take(orders, idx, device) if cfg.train_drop == "collapse" else None
         if cfg.flip:
             flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
             x, o = flip_batch(x, o, flips, cfg.patch)

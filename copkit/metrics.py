@@ -78,14 +78,14 @@ def classifier_step_fn(net: FeatureNet, images: Tensor, labels: Tensor, batch_si
     """A cross-entropy training step for :func:`copkit.train.train`, with random horizontal flips
     and one-pixel shifts so that the features do not hinge on exact pixel positions."""
     from .dist import shard as process_shard
-    from .train import batch_indices, host_generator
+    from .train import batch_indices, host_generator, take
 
     device = next(net.parameters()).device
     part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
         idx = part.cut(batch_indices(len(images), batch_size, step, seed))
-        x, y = images[idx].to(device), labels[idx].to(device)
+        x, y = take(images, idx, device), take(labels, idx, device)
         flips = part.cut(torch.rand(part.total, generator=gen, device=device) < 0.5)
         x = torch.where(flips[:, None, None, None], x.flip(-1), x)
         host = host_generator(gen)

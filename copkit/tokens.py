@@ -91,14 +91,15 @@ def grid_coords(h: int, w: int) -> Tensor:
     return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
 
 
-def hflip_index(n_tokens: int, grid_w: int) -> Tensor:
-    """Where each token index lands when the image is flipped left-right: (N,) long tensor.
+def hflip_index(n_tokens: int, grid_w: int, device: torch.device | str | None = None) -> Tensor:
+    """Where each token index lands when the image is flipped left-right: (N,) long tensor on
+    ``device``.
 
     Token n at (row, col) moves to (row, grid_w - 1 - col). The map is its own inverse.
     """
     if n_tokens % grid_w:
         raise ValueError(f"{n_tokens} tokens do not fill whole rows of width {grid_w}")
-    idx = torch.arange(n_tokens)
+    idx = torch.arange(n_tokens, device=device)
     col = idx % grid_w
     return idx - col + (grid_w - 1 - col)
 
@@ -114,7 +115,7 @@ def flip_order(order: Tensor, grid_w: int) -> Tensor:
         >>> flip_order(torch.tensor([0, 1, 2, 3]), grid_w=2).tolist()
         [1, 0, 3, 2]
     """
-    return hflip_index(order.shape[-1], grid_w).to(order.device)[order]
+    return hflip_index(order.shape[-1], grid_w, order.device)[order]
 
 
 def random_orders(n: int, n_tokens: int, seed: int = 0, generator: torch.Generator | None = None) -> Tensor:

@@ -51,6 +51,8 @@ __all__ = [
     "cosine_lr",
     "EMA",
     "batch_indices",
+    "to_device",
+    "take",
     "step_generator",
     "host_generator",
     "save_tensors",
@@ -184,6 +186,30 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
     return torch.randperm(n, generator=g)[b * batch_size:(b + 1) * batch_size]
 
 
+def to_device(t: Tensor, device: torch.device | str) -> Tensor:
+    """``t`` on ``device``. A host tensor bound for a GPU goes through pinned (page-locked) memory
+    and is sent without blocking: a copy from ordinary host memory makes the host wait until the GPU
+    has finished all its queued work, a host-device sync on every training step."""
+    device = torch.device(device)
+    if t.device.type == device.type and (device.index is None or t.device.index == device.index):
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def take(data: Tensor, idx: Tensor, device: torch.device | str) -> Tensor:
+    """A training batch ``data[idx]`` on ``device``, without a host-device sync: the host's
+    ``idx`` goes to wherever ``data`` lives, and the rows on to ``device``, by :func:`to_device`.
+    ``data`` may be anything a tensor of indices indexes on the host (images read from disk,
+    :class:`copkit.imagefolder.ImageFolderImages`).
+
+    >>> take(torch.arange(10) * 10, torch.tensor([3, 1]), "cpu").tolist()
+    [30, 10]
+    """
+    return to_device(data[to_device(idx, getattr(data, "device", "cpu"))], device)
+
+
 def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for every random draw of one step, seeded by (seed, step) alone."""
     g = torch.Generator(device=device)
@@ -272,10 +298,13 @@ def _save_checkpoint(path: Path, modules, emas, optimizers, step: int, meta: dic
 
 
 def _load_checkpoint(path: Path, modules, emas, optimizers, device) -> tuple[int, dict]:
-    tensors, meta = load_tensors(path, device=device)
+    # Read on the host: load_state_dict copies weights and optimiser moments to the parameters'
+    # device but leaves each optimiser's ``step`` count on the host, as a fresh optimiser keeps it
+    # (a step count on a GPU would make every optimiser step wait for the GPU to read it).
+    tensors, meta = load_tensors(path, device="cpu")
     for name, m in modules.items():
         m.load_state_dict(_under(tensors, f"model.{name}."))
-        emas[name].shadow = _under(tensors, f"ema.{name}.")
+        emas[name].shadow = {k: v.to(device) for k, v in _under(tensors, f"ema.{name}.").items()}
     for key, opt in optimizers.items():
         _load_optimizer(opt, f"opt.{key}", tensors, meta["optimizers"][key])
     return int(meta["step"]), meta

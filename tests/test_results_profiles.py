@@ -155,3 +155,57 @@ def test_bf16_training_step_on_the_cpu(tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     with pytest.raises(ValueError, match="precision must be"):
         TrainConfig(steps=1, batch_size=1, precision="fp16")
+
+
+def _step_under_bf16(step_fn, model) -> None:
+    """Two steps of ``step_fn`` with the forward under bfloat16 autocast, as copkit.train runs
+    precision = "bf16": the loss is a finite float32 and every gradient is finite."""
+    from copkit.train import step_generator
+
+    for t in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _, _ = step_fn(t, step_generator(0, t))
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("kind", ["random", "descending"])
+def test_every_mar_step_runs_under_bf16_autocast(kind):
+    """The gpu profile trains MAR in bf16: the decoder scatters half-precision activations into a
+    float32 mask token, which scatter refuses unless one is cast (it crashed before)."""
+    from copkit.cmar import MAR, MARConfig, mar_step_fn
+
+    torch.manual_seed(0)
+    model = MAR(MARConfig(grid=(7, 7), width=16, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=16,
+                          head_depth=1, diffusion_steps=50, diffusion_batch_mul=2))
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (8,), generator=g)
+    collapse = torch.stack([torch.randperm(49, generator=g) for _ in range(8)])
+    _step_under_bf16(mar_step_fn(model, images, labels, 4, 0, kind, collapse=collapse), model)
+
+
+@pytest.mark.parametrize("kind", ["vit", "rvit", "cvit", "pruned"])
+def test_every_cvit_step_runs_under_bf16_autocast(kind):
+    from copkit import cvit
+    from copkit.profiles import get_profile
+
+    cfg = cvit.CViTConfig.for_kind(kind, get_profile("smoke").cvit)
+    torch.manual_seed(0)
+    model = cvit.build_model(cfg)
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (8,), generator=g)
+    orders = torch.stack([torch.randperm(49, generator=g) for _ in range(8)])
+    _step_under_bf16(cvit.cvit_step_fn(model, cfg, images, labels, orders, 4, 0), model)
+
+
+def test_the_feature_classifier_step_runs_under_bf16_autocast():
+    from copkit.metrics import FeatureNet, classifier_step_fn
+
+    torch.manual_seed(0)
+    net = FeatureNet()
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (8,), generator=g)
+    _step_under_bf16(classifier_step_fn(net, images, labels, 4, 0), net)

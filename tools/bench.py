@@ -14,6 +14,9 @@ ratios compare like with like:
   ratios (the limit a token drop could reach).
 - CoMAE training at the profile's size: steps per second and the achieved fraction of the matmul
   FLOP/s (forward and backward counted).
+- Eager training steps of the profile's CoMAE, MAR and CViT: milliseconds and ATen operators per
+  step. On a GPU these small models are bound by kernel launches, so microseconds per operator,
+  times each chapter's operators, is what sizes the `gpu` profile (copkit/configs/gpu.yaml).
 - torch.compile: training steps per second of the profile's CoMAE and MAR, eager and with every
   transformer block compiled (copkit.train.compile_blocks), under the profile's precision, after
   a warm-up that pays the compilation (its seconds reported apart). A profile sets ``compile``
@@ -28,6 +31,7 @@ ratios compare like with like:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 import time
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +68,15 @@ def timed(fn, repeat: int = 3, sync=lambda: None) -> float:
     return best
 
 
-def matmul_flops(dev: torch.device, sync, n: int = 2048, dtype=torch.float32) -> float:
+def matmul_flops(dev: torch.device, sync, n: int | None = None, dtype=torch.float32) -> float:
+    """FLOP/s of large square matrix products: the practical limit. On a GPU, 8192^3 and ten products
+    per timing (a 2048^3 product lasts ~20 us on an H200, too short to outweigh the launch and sync)."""
+    n = n or (8192 if dev.type == "cuda" else 2048)
+    k = 10 if dev.type == "cuda" else 1
     a = torch.randn(n, n, device=dev, dtype=dtype)
     b = torch.randn(n, n, device=dev, dtype=dtype)
-    seconds = timed(lambda: a @ b, repeat=5, sync=sync)
-    return 2 * n**3 / seconds
+    seconds = timed(lambda: [a @ b for _ in range(k)], repeat=5, sync=sync)
+    return k * 2 * n**3 / seconds
 
 
 def bench_masks(profile: str, dev: torch.device, sync, images: int) -> dict:
@@ -91,7 +100,8 @@ def bench_masks(profile: str, dev: torch.device, sync, images: int) -> dict:
 
 
 def bench_pagerank(graphs: int = 1000) -> dict:
-    """Batched copkit.rank.pagerank against networkx.pagerank looped over the same graphs."""
+    """Batched copkit.rank.pagerank against networkx.pagerank looped over the same graphs, both on
+    the CPU (networkx has no GPU)."""
     import networkx as nx
     import numpy as np
 
@@ -109,12 +119,13 @@ def bench_pagerank(graphs: int = 1000) -> dict:
             pr = nx.pagerank(nx.from_numpy_array(g, create_using=nx.DiGraph), alpha=0.85, tol=1e-10)
             ref.append([pr[i] for i in range(n)])
         t_nx = time.perf_counter() - t
-        out[f"n{n}"] = {"graphs": count, "copkit_s": t_ours, "networkx_s": t_nx, "speedup": t_nx / t_ours,
+        out[f"n{n}"] = {"device": "cpu", "graphs": count, "copkit_s": t_ours, "networkx_s": t_nx, "speedup": t_nx / t_ours,
                         "max_abs_diff": float(np.abs(ours.numpy() - np.array(ref)).max())}
     return out
 
 
 def bench_entropy() -> dict:
+    """Chapter 1's exact Gaussian model, on the CPU in float64 as the chapter runs it."""
     x, _ = load_fashion_mnist("train")
     tokens = patchify(x, 4)
     t = time.perf_counter()
@@ -123,7 +134,7 @@ def bench_entropy() -> dict:
     greedy = timed(model.greedy_order, repeat=1)
     orders = random_orders(64, 49)
     curves = timed(lambda: model.prefix_curve(orders), repeat=1)
-    return {"fit_60000_s": fit, "greedy_order_s": greedy, "prefix_curves_per_s": 64 / curves}
+    return {"device": "cpu", "fit_60000_s": fit, "greedy_order_s": greedy, "prefix_curves_per_s": 64 / curves}
 
 
 def bench_cvit(profile: str, dev: torch.device, images: int) -> dict:
@@ -147,10 +158,14 @@ ASSUMED_MFU = 0.40
 IMAGENET_IMAGES = 1_281_167 + 50_000
 
 
-def _step_cost(step, sync, repeat: int = 2) -> tuple[float, float]:
-    """(seconds, FLOPs) of one forward + backward ``step()`` (which returns a loss)."""
+def _step_cost(step, sync, dev: torch.device, precision: str, repeat: int = 2) -> tuple[float, float]:
+    """(seconds, FLOPs) of one forward + backward ``step()`` (which returns a loss); on a GPU the
+    forward runs under bfloat16 autocast where ``precision`` is "bf16", as copkit.train runs it; on a
+    CPU in float32, the faster there."""
     def run():
-        step().backward()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16" and dev.type == "cuda"):
+            loss = step()
+        loss.backward()
 
     seconds = timed(run, repeat=repeat, sync=sync)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
@@ -172,9 +187,12 @@ def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> 
     opts = make_optimizers(model, tc.lr, tc.weight_decay, tc.betas)
     from copkit.train import step_generator
 
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+
     def steps(n: int, start: int = 0) -> None:
         for t in range(start, start + n):
-            loss, key, _ = fn(t, step_generator(0, t, dev))
+            with autocast:  # the profile's precision, as copkit.train.train runs it
+                loss, key, _ = fn(t, step_generator(0, t, dev))
             opts[key].zero_grad(set_to_none=True)
             loss.backward()
             opts[key].step()
@@ -189,45 +207,112 @@ def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> 
         steps(2, 100)  # one f step and one g step
     flops = counter.get_total_flops() / 2
     return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": cfg.targets_per_image,
-            "steps_per_s": 1 / seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
+            "precision": tc.precision, "steps_per_s": 1 / seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
             "fraction_of_matmul": flops / seconds / peak}
+
+
+def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: torch.Tensor):
+    """The profile's ``name`` model (comae, mar, cvit), its training step function, optimisers by
+    key and TrainConfig, on ``dev``, for a few steps on the images ``x`` (in [-1, 1]) and labels ``y``."""
+    from copkit import cmar, comae, cvit
+
+    p = get_profile(profile)
+    torch.manual_seed(0)
+    if name == "comae":
+        cfg, tc = comae.from_profile(p.comae, 0.01, 0)
+        model = CoMAE(cfg).to(dev)
+        fn = comae.comae_step_fn(model, patchify(x, 4).to(dev), tc.batch_size, 0)
+        return model, fn, comae.make_optimizers(model, tc.lr, tc.weight_decay, tc.betas), tc
+    if name == "mar":
+        cfg, tc = cmar.from_profile(p.cmar, 0)
+        model = cmar.MAR(cfg).to(dev)
+        fn = cmar.mar_step_fn(model, x, y, tc.batch_size, 0)
+        return model, fn, cmar.make_optimizer(model, tc.lr, tc.weight_decay, tc.betas), tc
+    from copkit.stages import from_profile
+
+    stage = from_profile("train-cvit", profile)  # the profile's CViT and its training, as the stage runs them
+    cfg, tc = stage.model, stage.train
+    model = cvit.build_model(cfg).to(dev)
+    g = torch.Generator().manual_seed(0)
+    orders = torch.stack([torch.randperm(N_TOKENS, generator=g) for _ in range(len(x))])
+    fn = cvit.cvit_step_fn(model, cfg, x.to(dev), y.to(dev), orders.to(dev), tc.batch_size, 0)
+    return model, fn, {"model": cvit._optimizer(model, tc.lr, tc.weight_decay, tc.betas)}, tc
+
+
+def _train_steps(fn, opts, tc, dev: torch.device, first: int, n: int) -> None:
+    """Steps ``first`` .. ``first + n - 1`` as copkit.train runs them (autocast by precision)."""
+    from copkit.train import step_generator
+
+    for t in range(first, first + n):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+            loss, key, _ = fn(t, step_generator(0, t, dev))
+        opts[key].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[key].step()
+
+
+class _OpCount(TorchDispatchMode):
+    """Counts the ATen operators run under it (on a GPU each launches at least one kernel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
+    """Training steps of the profile's CoMAE, MAR and CViT as copkit.train.train runs them (autocast,
+    clipping, the optimiser, the EMA, logging every few steps): milliseconds and ATen operators per
+    step, each the difference of a run of ``4 + steps`` steps and one of 4, so that start-up costs
+    cancel. The models are small, so on a GPU a step costs its operators' launches more than their
+    FLOPs: microseconds per operator is what sizes the `gpu` profile's step counts."""
+    import dataclasses
+    import tempfile
+
+    from copkit.train import train
+
+    x, y = load_fashion_mnist("train", limit=2048)
+
+    def run(name: str, n: int, count: bool) -> tuple[float, int, object]:
+        model, fn, opts, tc = _training(name, profile, dev, x, y)
+        tc = dataclasses.replace(tc, steps=n, ckpt_every=10**9, compile=False)
+        counter = _OpCount()
+        with tempfile.TemporaryDirectory() as d:
+            sync()
+            t0 = time.perf_counter()
+            with counter if count else contextlib.nullcontext():
+                train({name: model}, opts, fn, tc, d, {"bench": name}, device=dev, progress=False)
+            sync()
+            return time.perf_counter() - t0, counter.ops, tc
+
+    out = {}
+    for name in ("comae", "mar", "cvit"):
+        run(name, 4, False)  # warm-up: the first run in a process pays one-off costs (threads, kernels)
+        (short, _, tc), (long, _, _) = run(name, 4, False), run(name, 4 + steps, False)
+        ms = (long - short) / steps * 1e3
+        ops = (run(name, 4 + steps // 4, True)[1] - run(name, 4, True)[1]) / (steps // 4)
+        out[name] = {"batch": tc.batch_size, "precision": tc.precision, "ms_per_step": ms, "ops_per_step": ops,
+                     "us_per_op": ms * 1e3 / ops}
+    return out
 
 
 def bench_compile(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
     """Training steps/s of the profile's CoMAE and MAR, eager and with compiled blocks."""
-    from copkit import cmar, comae
-    from copkit.train import compile_blocks, step_generator
+    from copkit.train import compile_blocks
 
-    p = get_profile(profile)
     x, y = load_fashion_mnist("train", limit=2048)
-
-    def make(name: str):
-        torch.manual_seed(0)
-        if name == "comae":
-            cfg, tc = comae.from_profile(p.comae, 0.01, 0)
-            model = CoMAE(cfg).to(dev)
-            fn = comae.comae_step_fn(model, patchify(x, 4).to(dev), tc.batch_size, 0)
-            return model, fn, comae.make_optimizers(model, tc.lr, tc.weight_decay, tc.betas), tc
-        cfg, tc = cmar.from_profile(p.cmar, 0)
-        model = cmar.MAR(cfg).to(dev)
-        fn = cmar.mar_step_fn(model, x * 2 - 1, y, tc.batch_size, 0)
-        return model, fn, cmar.make_optimizer(model, tc.lr, tc.weight_decay, tc.betas), tc
-
     out = {}
     for name in ("comae", "mar"):
         row = {}
         for mode in ("eager", "compiled"):
-            model, fn, opts, tc = make(name)
+            model, fn, opts, tc = _training(name, profile, dev, x, y)
             blocks = compile_blocks(model) if mode == "compiled" else 0
-            autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
 
             def run(first: int, n: int) -> None:
-                for t in range(first, first + n):
-                    with autocast:
-                        loss, key, _ = fn(t, step_generator(0, t, dev))
-                    opts[key].zero_grad(set_to_none=True)
-                    loss.backward()
-                    opts[key].step()
+                _train_steps(fn, opts, tc, dev, first, n)
 
             t0 = time.perf_counter()
             run(0, 8)  # warm-up: MAR's varying mask ratios give several shapes; compiling happens here
@@ -268,7 +353,7 @@ def bench_paper(dev: torch.device, sync) -> dict:
     torch.manual_seed(0)
     comae = CoMAE(c.model).to(dev)
     tokens = torch.randn(1, c.model.n_tokens, c.model.token_dim, device=dev)
-    seconds, flops = _step_cost(lambda: comae.losses(tokens, g())["loss"], sync, repeat=1)
+    seconds, flops = _step_cost(lambda: comae.losses(tokens, g())["loss"], sync, dev, c.train.precision, repeat=1)
     record("train-comae", c, 1, seconds, flops, c.train.steps, c.train.batch_size)
     comae.eval()
     seconds = timed(lambda: comae.masks(tokens, chunk=1), repeat=1, sync=sync)
@@ -287,7 +372,8 @@ def bench_paper(dev: torch.device, sync) -> dict:
         tok = torch.randn(b, m.model.n_tokens, m.model.token_dim, device=dev)
         labels = torch.zeros(b, dtype=torch.long, device=dev)
         orders = torch.stack([torch.randperm(m.model.n_tokens) for _ in range(b)]).to(dev)
-        seconds, flops = _step_cost(lambda: mar.loss(tok, labels, orders, g(), mask_ratio=0.85), sync, repeat=1)
+        seconds, flops = _step_cost(lambda: mar.loss(tok, labels, orders, g(), mask_ratio=0.85), sync, dev,
+                                    m.train.precision, repeat=1)
         record(name, m, b, seconds, flops, m.train.steps, m.train.batch_size)
         del mar
     v = load(STAGES["train-cvit"][0], folder / "train-cvit.toml")
@@ -297,7 +383,8 @@ def bench_paper(dev: torch.device, sync) -> dict:
     x = torch.randn(b, 3, v.model.img_size, v.model.img_size, device=dev)
     keep = torch.arange(vit.patch_embed.num_patches // 2, device=dev).expand(b, -1)  # the mean kept share is ~0.64
     y = torch.zeros(b, dtype=torch.long, device=dev)
-    seconds, flops = _step_cost(lambda: torch.nn.functional.cross_entropy(forward_keep(vit, x, keep), y), sync, repeat=1)
+    seconds, flops = _step_cost(lambda: torch.nn.functional.cross_entropy(forward_keep(vit, x, keep), y), sync, dev,
+                                v.train.precision, repeat=1)
     record("train-cvit", v, b, seconds, flops, v.train.steps, v.train.batch_size)
     out["assumption"] = {"h200_bf16_dense_flops": H200_BF16_DENSE, "assumed_mfu": ASSUMED_MFU}
     return out
@@ -325,6 +412,7 @@ def main() -> int:
         "cvit": bench_cvit(args.profile, dev, max(args.images, 1000)),
     }
     result["comae_training"] = bench_comae_training(args.profile, dev, sync, result["comae_masks"]["matmul_gflops"] * 1e9)
+    result["step_costs"] = bench_step_costs(args.profile, dev, sync)
     if not args.skip_compile:
         result["compile"] = bench_compile(args.profile, dev, sync)
     if not args.skip_paper:
@@ -354,6 +442,9 @@ def main() -> int:
           f"{t['steps_per_s']:.1f} |")
     print(f"| CoMAE training: achieved GFLOP/s / large-matmul GFLOP/s | {t['achieved_gflops']:.1f} / "
           f"{m['matmul_gflops']:.1f} = {t['fraction_of_matmul']:.1%} |")
+    for name, r in result["step_costs"].items():
+        print(f"| {name} training, {args.profile} size (batch {r['batch']}, {r['precision']}): ms per step, "
+              f"ATen ops per step, us per op | {r['ms_per_step']:.1f}, {r['ops_per_step']:,.0f}, {r['us_per_op']:.1f} |")
     for name, r in result.get("compile", {}).items():
         print(f"| {name} training, {args.profile} size ({r['precision']}): steps/s eager / compiled blocks, "
               f"compile warm-up | {r['eager']['steps_per_s']:.1f} / {r['compiled']['steps_per_s']:.1f} "
