@@ -86,6 +86,45 @@ else:
     display(Markdown("This bench file predates the CoMAE training section: run `make bench`."))
 
 # %% [markdown]
+# ## What one training step costs, in operators
+#
+# Each model's training step as `copkit.train.train` runs it (the profile's precision, gradient
+# clipping, the optimiser, the EMA), timed and its ATen operators counted, each the difference of
+# two runs of different lengths so that start-up costs cancel. Every operator is at least one
+# kernel launch on a GPU; the book's models are small, so there a step costs its launches more than
+# its FLOPs, and microseconds per operator times a chapter's operators is how the `gpu` profile
+# is sized (`copkit/configs/gpu.yaml`).
+
+# %%
+if "step_costs" in bench:
+    rows = [f"| {name} | {r['batch']} | {r['precision']} | {r['ms_per_step']:.1f} | {r['ops_per_step']:,.0f} | "
+            f"{r['us_per_op']:.1f} |" for name, r in bench["step_costs"].items()]
+    display(Markdown("| training | batch | precision | ms per step | ATen operators per step | us per operator |\n"
+                     "|---|---|---|---|---|---|\n" + "\n".join(rows)))
+else:
+    display(Markdown("This bench file predates the step-cost section: run `make bench`."))
+
+# %% [markdown]
+# ### Does a step ever wait for the GPU?
+#
+# A launch-bound step is fast only while the host runs ahead of the GPU, queueing kernels. Reading
+# a value on the host, copying from ordinary (pageable) host memory, or a shape that depends on
+# data makes the host wait until the GPU has caught up: a host-device sync. `tools/sync_check.py`
+# trains each model for a few steps, and samples with MAR, under CUDA's sync debug mode and counts
+# the syncs between the logging steps (which read the loss on purpose); `scripts/gpu_book.sh` runs
+# it on the GPU before the chapters.
+
+# %%
+sync_path = Path(results_dir) / "sync-check-gpu.json"
+if sync_path.exists():
+    sc = json.loads(sync_path.read_text())
+    rows = [f"| {what} | {n} |" for what, n in sc["syncs"].items()]
+    display(Markdown(f"On {sc['gpu']}, torch {sc['torch']}, `{sc['profile']}` profile:\n\n"
+                     "| inner loop | host-device syncs |\n|---|---|\n" + "\n".join(rows)))
+else:
+    display(Markdown("Not measured yet: CUDA's sync debug mode needs a CUDA GPU, and none has run this book."))
+
+# %% [markdown]
 # ## Does `torch.compile` pay?
 #
 # The same training steps, eager and with every transformer block compiled

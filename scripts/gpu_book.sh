@@ -52,6 +52,11 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 failed=0
+if [ "$DEVICE" = cuda ]; then
+  # No host-device syncs in the inner loops: checked under CUDA's sync debug mode (seconds).
+  $PY tools/sync_check.py --profile "$PROFILE" --out "$OUT/results/sync-check-$PROFILE.json" || failed=1
+  pack
+fi
 chapters=0
 for name in $names; do
   if [ "$name" = 07_performance ] && [ -z "${SKIP_BENCH:-}" ]; then

@@ -94,3 +94,30 @@ def test_device_book_without_a_kit_says_how_to_make_one(tmp_path):
     res = subprocess.run(["bash", "scripts/device_book.sh"], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "KIT": str(tmp_path / "none"), "OUT": str(tmp_path / "out")})
     assert res.returncode == 2 and "make device-kit" in res.stderr
+
+
+def test_sync_check_keeps_only_sync_warnings_inside_an_inner_step():
+    from sync_check import SyncLog
+
+    log = SyncLog()
+    log.show("called a synchronizing CUDA operation", UserWarning, "x.py", 1)  # a logging step: no label
+    log.label = "mar step 3"
+    log.show("some other warning", UserWarning, "x.py", 1)
+    log.show("called a synchronizing CUDA operation", UserWarning, "x.py", 1)
+    assert [f["where"] for f in log.found] == ["mar step 3"]
+
+
+@pytest.mark.fashion_mnist
+def test_sync_check_drives_every_model_and_the_sampler(capsys, monkeypatch):
+    """On the CPU nothing syncs (there is no GPU to wait for); this runs the check's own code, which
+    on a GPU runs under CUDA's sync debug mode, so that the device's one try cannot fail on it."""
+    import torch
+    from sync_check import SyncLog, check_sampling, check_training, main
+
+    log = SyncLog()
+    for name in ("comae", "mar", "cvit"):
+        assert check_training(name, "smoke", torch.device("cpu"), log) == 0
+    assert check_sampling("smoke", torch.device("cpu"), log) == 0
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(sys, "argv", ["sync_check.py"])
+        assert main() == 2 and "needs one" in capsys.readouterr().err
