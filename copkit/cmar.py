@@ -167,7 +167,7 @@ class Diffusion:
         self.timesteps = torch.arange(len(betas)) if timesteps is None else timesteps
         self.posterior_var = self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
         self.log_betas = torch.log(self.betas)
-        self._on_device: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
+        self._on_device: dict[tuple[str, torch.device], Tensor] = {}  # tables copied to a device, by name
         #: log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)
         pv = self.posterior_var
         self.posterior_log_var_clipped = torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else self.log_betas
@@ -193,16 +193,17 @@ class Diffusion:
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
-        ab = self._at(self.alpha_bar, t, x0)
+        ab = self._at("alpha_bar", t, x0)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
-    def _at(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
-        """``values[t]`` as a column in ``like``'s device and dtype, (M,) -> (M, 1). Each table is
-        copied to a device once (a host-to-GPU copy on every training step would make the host wait)."""
-        key = (id(values), like.device)
+    def _at(self, table: str, t: Tensor, like: Tensor) -> Tensor:
+        """The table named ``table`` (an attribute: ``alpha_bar``, ``betas``, ...) at ``t``, as a column
+        in ``like``'s device and dtype, (M,) -> (M, 1). Each table is copied to a device once (a
+        host-to-GPU copy on every training step would make the host wait)."""
+        key = (table, like.device)
         if key not in self._on_device:
-            self._on_device[key] = (values, values.to(like.device))  # values kept: its id stays unique
-        return self._on_device[key][1][t].to(like.dtype)[:, None]
+            self._on_device[key] = getattr(self, table).to(like.device)
+        return self._on_device[key][t].to(like.dtype)[:, None]
 
     def learned_log_var(self, t: Tensor | int, v: Tensor) -> Tensor:
         """Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
@@ -213,17 +214,17 @@ class Diffusion:
         if isinstance(t, int):
             hi, lo = float(self.log_betas[t]), float(self.posterior_log_var_clipped[t])
         else:
-            hi, lo = self._at(self.log_betas, t, v), self._at(self.posterior_log_var_clipped, t, v)
+            hi, lo = self._at("log_betas", t, v), self._at("posterior_log_var_clipped", t, v)
         return frac * hi + (1 - frac) * lo
 
     def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-        ab = self._at(self.alpha_bar, t, x)
+        ab = self._at("alpha_bar", t, x)
         return (x - (1 - ab).sqrt() * eps) / ab.sqrt()
 
     def posterior_mean(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
         """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 - ab_prev) / (1 - ab) x_t."""
-        ab, ab_prev, beta = (self._at(v, t, x) for v in (self.alpha_bar, self.alpha_bar_prev, self.betas))
+        ab, ab_prev, beta = (self._at(name, t, x) for name in ("alpha_bar", "alpha_bar_prev", "betas"))
         return (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
 
     def vb_bits(self, x0: Tensor, x: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:
@@ -235,7 +236,7 @@ class Diffusion:
         mean = self.posterior_mean(self.predict_x0(x, t, eps), x, t)
         log_var = self.learned_log_var(t, v)
         true_mean = self.posterior_mean(x0, x, t)
-        kl = gaussian_kl(true_mean, self._at(self.posterior_log_var_clipped, t, x), mean, log_var)
+        kl = gaussian_kl(true_mean, self._at("posterior_log_var_clipped", t, x), mean, log_var)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)
         return torch.where(t == 0, nll.mean(-1), kl.mean(-1)) / math.log(2.0)
 

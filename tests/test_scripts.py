@@ -114,9 +114,12 @@ def test_sync_check_drives_every_model_and_the_sampler(capsys, monkeypatch):
     import torch
     from sync_check import SyncLog, check_sampling, check_training, main
 
+    from copkit.data import load_fashion_mnist
+
     log = SyncLog()
+    x, y = load_fashion_mnist("train", limit=512)
     for name in ("comae", "mar", "cvit"):
-        assert check_training(name, "smoke", torch.device("cpu"), log) == 0
+        assert check_training(name, "smoke", torch.device("cpu"), log, x, y) == 0
     assert check_sampling("smoke", torch.device("cpu"), log) == 0
     if not torch.cuda.is_available():
         monkeypatch.setattr(sys, "argv", ["sync_check.py"])

@@ -175,38 +175,18 @@ def _step_cost(step, sync, dev: torch.device, precision: str, repeat: int = 2) -
 
 def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> dict:
     """Training steps per second of the profile's CoMAE (alternating f and g steps, as trained)."""
-    from copkit.comae import comae_step_fn, from_profile, make_optimizers
-
-    p = get_profile(profile).comae
-    cfg, tc = from_profile(p, 0.01, 0)
-    torch.manual_seed(0)
-    model = CoMAE(cfg).to(dev)
-    x, _ = load_fashion_mnist("train", limit=2048)
-    tokens = patchify(x, 4).to(dev)
-    fn = comae_step_fn(model, tokens, tc.batch_size, 0)
-    opts = make_optimizers(model, tc.lr, tc.weight_decay, tc.betas)
-    from copkit.train import step_generator
-
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
-
-    def steps(n: int, start: int = 0) -> None:
-        for t in range(start, start + n):
-            with autocast:  # the profile's precision, as copkit.train.train runs it
-                loss, key, _ = fn(t, step_generator(0, t, dev))
-            opts[key].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[key].step()
-
-    steps(4)
+    x, y = load_fashion_mnist("train", limit=2048)
+    model, fn, opts, tc = _training("comae", profile, dev, x, y)
+    _train_steps(fn, opts, tc, dev, 0, 4)
     sync()
     t0 = time.perf_counter()
-    steps(20, 4)
+    _train_steps(fn, opts, tc, dev, 4, 20)
     sync()
     seconds = (time.perf_counter() - t0) / 20
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        steps(2, 100)  # one f step and one g step
+        _train_steps(fn, opts, tc, dev, 100, 2)  # one f step and one g step
     flops = counter.get_total_flops() / 2
-    return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": cfg.targets_per_image,
+    return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": model.cfg.targets_per_image,
             "precision": tc.precision, "steps_per_s": 1 / seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
             "fraction_of_matmul": flops / seconds / peak}
 
@@ -240,7 +220,8 @@ def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: to
 
 
 def _train_steps(fn, opts, tc, dev: torch.device, first: int, n: int) -> None:
-    """Steps ``first`` .. ``first + n - 1`` as copkit.train runs them (autocast by precision)."""
+    """Steps ``first`` .. ``first + n - 1``: the forward under the profile's precision (bfloat16
+    autocast for "bf16", as copkit.train.train runs it), backward, the step's optimiser."""
     from copkit.train import step_generator
 
     for t in range(first, first + n):
@@ -310,16 +291,13 @@ def bench_compile(profile: str, dev: torch.device, sync, steps: int = 20) -> dic
         for mode in ("eager", "compiled"):
             model, fn, opts, tc = _training(name, profile, dev, x, y)
             blocks = compile_blocks(model) if mode == "compiled" else 0
-
-            def run(first: int, n: int) -> None:
-                _train_steps(fn, opts, tc, dev, first, n)
-
             t0 = time.perf_counter()
-            run(0, 8)  # warm-up: MAR's varying mask ratios give several shapes; compiling happens here
+            # warm-up: MAR's varying mask ratios give several shapes; compiling happens here
+            _train_steps(fn, opts, tc, dev, 0, 8)
             sync()
             warm = time.perf_counter() - t0
             t0 = time.perf_counter()
-            run(8, steps)
+            _train_steps(fn, opts, tc, dev, 8, steps)
             sync()
             row[mode] = {"steps_per_s": steps / (time.perf_counter() - t0), "warmup_s": warm, "blocks": blocks}
             del model, opts

@@ -48,9 +48,10 @@ class SyncLog:
         self.found.append({"where": self.label, "frames": frames[-4:]})
 
 
-def check_training(name: str, profile: str, dev: torch.device, log: SyncLog, steps: int = 8) -> int:
-    """Syncs in the steps of ``name``'s training strictly between its first and last step."""
-    x, y = load_fashion_mnist("train", limit=2048)
+def check_training(name: str, profile: str, dev: torch.device, log: SyncLog, x: torch.Tensor, y: torch.Tensor,
+                   steps: int = 8) -> int:
+    """Syncs in the steps of ``name``'s training on images ``x`` and labels ``y``, strictly between
+    its first and last step."""
     model, fn, opts, tc = _training(name, profile, dev, x, y)
     tc = dataclasses.replace(tc, steps=steps, log_every=10**9, ckpt_every=10**9, compile=False)
     before = len(log.found)
@@ -97,13 +98,14 @@ def main() -> int:
     dev = torch.device("cuda")
     log = SyncLog()
     counts = {}
+    x, y = load_fashion_mnist("train", limit=2048)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = log.show
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for name in ("comae", "mar", "cvit"):
-                counts[f"{name} training"] = check_training(name, args.profile, dev, log)
+                counts[f"{name} training"] = check_training(name, args.profile, dev, log, x, y)
             counts["MAR sampling"] = check_sampling(args.profile, dev, log)
         finally:
             torch.cuda.set_sync_debug_mode("default")
