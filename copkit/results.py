@@ -1,30 +1,48 @@
-"""The results file each chapter writes (``book/results/<chapter>.json``), read by the report.
+"""The results file each chapter writes (``book/results/<chapter>.json``), read by the report, and
+the few ways the book writes numbers and claims as text.
 
-Shape (see DESIGN.md)::
+A results file holds, for one chapter run::
 
-    {"chapter": "01_entropy", "profile": "cpu", "device": "cpu", "commit": "<sha>",
-     "seeds": [0], "claims": {"eq1.order_invariant": {"paper": ..., "ours": {...},
-     "verdict": "...", "why": "...", "section": "ch1-eq1"}}, "metrics": {...}}
+    {"chapter": "01_entropy",        # the chapter's file name without .py
+     "profile": "cpu",               # the profile it ran under (copkit.profiles)
+     "device": "cpu", "commit": "<sha>", "written": "<time>",
+     "seeds": [0],                   # the seeds its measurements span
+     "claims": {"eq1.order_invariant": {"paper": ..., "ours": {...}, "verdict": "...",
+                "why": "...", "section": "ch1-eq1", "headline": true}},
+     "metrics": {...}}               # everything else the chapter measured, for the record
 
-Claim ids name the paper's table, figure or equation first. ``section`` (optional) is the label
-of the chapter section that shows the claim, a MyST target ``(ch1-eq1)=`` above its heading; the
-report links to it. Files are written atomically.
+A claim is made once, with :func:`claim`: the paper's value, ours (usually a :func:`summary` over
+seeds), one of :data:`VERDICTS` and a sentence saying why, written from the measured numbers. The
+chapter's closing prose (:func:`in_words`), the results file and the report page all read that one
+object. Claim ids name the paper's table, figure or equation first. ``section`` (optional) is the
+label of the chapter section that shows the claim, a MyST target ``(ch1-eq1)=`` above its heading;
+the report links to it. ``headline`` (optional) marks the claims the report's summary leads with.
+Files are written atomically.
+
+Text helpers: :func:`mean_sd` (one way to write "mean ± sd"), :func:`markdown_table` (a table
+for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters), and
+:func:`claims_list`, :func:`in_words`, :func:`verdict_counts` for claims.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from collections import Counter
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import ttest_ind
 
 from .data import project_root
 from .io import atomic_write_json
 
-__all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "git_commit", "write_results"]
+__all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "tolerance_verdict", "git_commit", "write_results",
+           "read_results", "mean_sd", "markdown_table", "brief", "claims_list", "in_words", "verdict_counts",
+           "headlines"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale.
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable")
@@ -39,7 +57,8 @@ def summary(values: Iterable[float] | float) -> dict[str, float | int]:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
 
 
-def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str | None = None) -> dict[str, Any]:
+def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str | None = None,
+          headline: bool = False) -> dict[str, Any]:
     """One row of the reproducibility report: the paper's value, ours, a verdict and why.
 
     Args:
@@ -49,6 +68,8 @@ def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str |
         why: one sentence saying why the verdict.
         section: the label of the section that shows the claim (a MyST target such as
             ``ch1-eq1``, written ``(ch1-eq1)=`` above the heading); stored only when given.
+        headline: one of the claims that matter most, which the report's summary leads with;
+            stored only when true.
 
     Example:
         >>> claim(4.267, [4.1, 4.3], "partly", "lower, not significant.", section="ch2-table1")["section"]
@@ -64,6 +85,8 @@ def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str |
         if not isinstance(section, str) or not _LABEL.fullmatch(section):
             raise ValueError(f"section must be a label of lower-case letters, digits, '-', '_' or '.', got {section!r}")
         row["section"] = section
+    if headline:
+        row["headline"] = True
     return row
 
 
@@ -74,8 +97,6 @@ def direction_verdict(a: Iterable[float], b: Iterable[float], expect: str, alpha
     the expected sign and p < alpha, ``"partly"`` when the sign is right but p >= alpha, ``"not
     reproduced"`` when the sign is wrong. Returns (verdict, p).
     """
-    from scipy.stats import ttest_ind
-
     if expect not in ("lower", "higher"):
         raise ValueError(f"expect must be 'lower' or 'higher', got {expect!r}")
     a, b = np.asarray(list(a), float), np.asarray(list(b), float)
@@ -84,6 +105,16 @@ def direction_verdict(a: Iterable[float], b: Iterable[float], expect: str, alpha
     if not right_sign:
         return "not reproduced", p
     return ("reproduced" if p < alpha else "partly"), p
+
+
+def tolerance_verdict(diff: float, tight: float, loose: float) -> str:
+    """``"reproduced"`` when ``|diff| <= tight``, ``"partly"`` when ``|diff| <= loose``, else
+    ``"not reproduced"``: for claims that state a number rather than a direction.
+
+    >>> [tolerance_verdict(d, 0.07, 0.2) for d in (0.05, -0.1, 0.3)]
+    ['reproduced', 'partly', 'not reproduced']
+    """
+    return "reproduced" if abs(diff) <= tight else "partly" if abs(diff) <= loose else "not reproduced"
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -114,7 +145,7 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
                   seeds: list[int], claims: dict[str, dict], metrics: dict[str, Any]) -> Path:
     """Write ``<results_dir>/<chapter>.json`` atomically and return its path."""
     for cid, c in claims.items():
-        if not {"paper", "ours", "verdict", "why"} <= set(c) <= {"paper", "ours", "verdict", "why", "section"}:
+        if not {"paper", "ours", "verdict", "why"} <= set(c) <= {"paper", "ours", "verdict", "why", "section", "headline"}:
             raise ValueError(f"claim {cid!r} must be made with copkit.results.claim()")
     payload = {
         "chapter": chapter,
@@ -127,3 +158,144 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
         "metrics": _plain(metrics),
     }
     return atomic_write_json(Path(results_dir) / f"{chapter}.json", payload)
+
+
+def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every chapter's results file in ``results_dir`` (``NN_name.json``), by chapter, in order."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("[0-9][0-9]_*.json"))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers and claims as text
+
+
+def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1, *, significant: bool = False,
+            show_n: bool = False) -> str:
+    """"mean ± sd" of measurements, or of a :func:`summary` dict; the sd is the sample one (0 for one value).
+
+    ``digits`` decimals for both, or with ``significant`` that many significant digits for the mean
+    and two for the sd; ``show_n`` adds the count.
+
+    >>> mean_sd([70.0, 71.0, 72.5])
+    '71.2 ± 1.3'
+    >>> mean_sd({"mean": 0.123456, "std": 0.0123, "n": 4}, 4, significant=True, show_n=True)
+    '0.1235 ± 0.012 (n=4)'
+    >>> mean_sd(3.0, 2)
+    '3.00 ± 0.00'
+    """
+    s = dict(values) if isinstance(values, Mapping) else summary(values)
+    if significant:
+        text = f"{s['mean']:.{digits}g} ± {s['std']:.2g}"
+    else:
+        text = f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+    return text + (f" (n={s['n']})" if show_n else "")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table, for ``IPython.display.Markdown``: one header row, then ``rows``.
+
+    Cells are written with ``str()``; a ``|`` inside a cell is escaped so that it cannot split the
+    cell. Every row must have as many cells as the header.
+
+    >>> print(markdown_table(["model", "AuC"], [["CViT", "72.2"], ["a|b", 1]]))
+    | model | AuC |
+    |---|---|
+    | CViT | 72.2 |
+    | a\\|b | 1 |
+    """
+    header = [str(h) for h in header]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |", "|" + "---|" * len(header)]
+    for i, row in enumerate(rows):
+        cells = [str(c).replace("|", "\\|") for c in row]
+        if len(cells) != len(header):
+            raise ValueError(f"row {i} has {len(cells)} cells, the header {len(header)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def brief(value: Any) -> str:
+    """A results value in a few characters: ``mean ± sd (n=...)`` for a summary, four significant
+    digits for a float, the first four items of a dict or list, the rest as text.
+
+    >>> brief({"mean": 71.234, "std": 1.25, "n": 3})
+    '71.23 ± 1.2 (n=3)'
+    >>> brief({"a": 0.5, "b": [1, 2, 3, 4, 5]})
+    'a: 0.5; b: [1, 2, 3, 4, …]'
+    """
+    if isinstance(value, dict) and {"mean", "std", "n"} <= set(value):
+        if value["mean"] is None:
+            return f"none (n={value['n']})"
+        return mean_sd(value, 4, significant=True, show_n=True)
+    if isinstance(value, dict):
+        items = list(value.items())
+        return "; ".join(f"{k}: {brief(v)}" for k, v in items[:4]) + ("; …" if len(items) > 4 else "")
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(brief(v) for v in value[:4]) + (", …" if len(value) > 4 else "") + "]"
+    return str(value)
+
+
+def claims_list(claims: Mapping[str, Mapping[str, Any]]) -> str:
+    """The claims as a Markdown list, one line each: id, verdict, why.
+
+    >>> print(claims_list({"fig5.x": claim(1, 2.0, "partly", "Close.")}))
+    - **fig5.x** (partly): Close.
+    """
+    return "\n".join(f"- **{cid}** ({c['verdict']}): {c['why']}" for cid, c in claims.items())
+
+
+#: How :func:`in_words` introduces each verdict.
+VERDICT_WORDS = {
+    "reproduced": "**Agrees** (the paper's direction beyond the spread over seeds, or within the stated tolerance).",
+    "partly": "**Partly** (the paper's direction but not significant, within the looser tolerance only, or only part "
+              "of the claim).",
+    "not reproduced": "**Disagrees.**",
+    "not testable": "**Not testable at this scale.**",
+}
+
+
+def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str:
+    """The closing prose of a chapter: its claims grouped by verdict, each said by its own ``why``.
+
+    One paragraph-long list item per verdict that has claims, in the order of :data:`VERDICTS`, so
+    that nothing is stated twice: the sentences are the claims' reasons, as the results file and
+    the report have them. With ``links``, a claim that names its ``section`` ends with a MyST
+    reference to it.
+
+    >>> print(in_words({"a": claim(1, 2.0, "partly", "A is close."), "b": claim(1, 1.0, "reproduced", "B holds.")},
+    ...                links=False))
+    - **Agrees** (the paper's direction beyond the spread over seeds, or within the stated tolerance). B holds.
+    - **Partly** (the paper's direction but not significant, within the looser tolerance only, or only part of the claim). A is close.
+    """
+    lines = []
+    for verdict in VERDICTS:
+        said = []
+        for c in claims.values():
+            if c["verdict"] != verdict:
+                continue
+            why = c["why"]
+            if links and c.get("section"):
+                why += f" ({{ref}}`more <{c['section']}>`)"
+            said.append(why)
+        if said:
+            lines.append(f"- {VERDICT_WORDS[verdict]} " + " ".join(said))
+    return "\n".join(lines)
+
+
+def verdict_counts(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Counter]:
+    """How many claims of each verdict every chapter's results file holds (a ``Counter`` per chapter,
+    with every verdict present, 0 when none)."""
+    counts = {}
+    for chapter, r in results.items():
+        c = Counter({v: 0 for v in VERDICTS})
+        c.update(cl["verdict"] for cl in r["claims"].values())
+        counts[chapter] = c
+    return counts
+
+
+def headlines(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The claims marked ``headline`` in the results files, as (chapter, claim id, claim), in the
+    chapters' order."""
+    return [(chapter, cid, c) for chapter, r in results.items() for cid, c in r["claims"].items()
+            if c.get("headline")]

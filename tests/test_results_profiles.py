@@ -209,3 +209,66 @@ def test_the_feature_classifier_step_runs_under_bf16_autocast():
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (8,), generator=g)
     _step_under_bf16(classifier_step_fn(net, images, labels, 4, 0), net)
+
+
+def test_mean_sd_is_the_sample_sd_of_the_values():
+    from copkit.results import mean_sd
+
+    # mean 2, sample variance ((1)^2 + 0 + 1^2) / 2 = 1
+    assert mean_sd([1.0, 2.0, 3.0], 2) == "2.00 ± 1.00"
+    assert mean_sd(summary([1.0, 2.0, 3.0]), 1, show_n=True) == "2.0 ± 1.0 (n=3)"
+    assert mean_sd([7.0]) == "7.0 ± 0.0"
+    assert mean_sd({"mean": 12345.678, "std": 0.01234, "n": 2}, 3, significant=True) == "1.23e+04 ± 0.012"
+
+
+def test_markdown_table_shape_escaping_and_ragged_rows():
+    from copkit.results import markdown_table
+
+    text = markdown_table(["a", "b"], [[1, "x|y"], [2.5, ""]])
+    lines = text.splitlines()
+    assert lines == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2.5 |  |"]
+    # every line has the same number of unescaped separators: the table is rectangular
+    assert {line.replace("\\|", "").count("|") for line in lines} == {3}
+    with pytest.raises(ValueError, match="row 1 has 1 cells, the header 2"):
+        markdown_table(["a", "b"], [[1, 2], [3]])
+
+
+def test_in_words_groups_claims_by_verdict_in_order_and_says_each_once():
+    from copkit.results import VERDICT_WORDS, in_words
+
+    claims = {"x": claim(1, 1.0, "not reproduced", "X fails."), "y": claim(1, 1.0, "reproduced", "Y holds.", section="ch9-y"),
+              "z": claim(1, 1.0, "reproduced", "Z holds.")}
+    lines = in_words(claims).splitlines()
+    assert len(lines) == 2  # two verdicts present, one item each
+    assert lines[0].startswith("- " + VERDICT_WORDS["reproduced"]) and lines[1].startswith("- " + VERDICT_WORDS["not reproduced"])
+    assert lines[0].endswith("Y holds. ({ref}`more <ch9-y>`) Z holds.")
+    text = in_words(claims, links=False)
+    for c in claims.values():
+        assert text.count(c["why"]) == 1
+    assert "{ref}" not in text
+    assert in_words({}) == ""
+
+
+def test_headline_flag_is_stored_only_when_true_and_counted(tmp_path):
+    from copkit.results import headlines, read_results, verdict_counts
+
+    plain, head = claim(1, 2.0, "partly", "p."), claim(1, 2.0, "reproduced", "h.", headline=True)
+    assert "headline" not in plain and head["headline"] is True
+    write_results(tmp_path, "02_x", profile="smoke", device="cpu", seeds=[0], claims={"a": plain, "b": head}, metrics={})
+    write_results(tmp_path, "01_y", profile="smoke", device="cpu", seeds=[0],
+                  claims={"c": claim(1, 2.0, "partly", "q.")}, metrics={})
+    (tmp_path / "runtimes-smoke.json").write_text("{}")  # not a chapter's results file
+    results = read_results(tmp_path)
+    assert list(results) == ["01_y", "02_x"]
+    counts = verdict_counts(results)
+    assert dict(counts["02_x"]) == {"reproduced": 1, "partly": 1, "not reproduced": 0, "not testable": 0}
+    assert dict(counts["01_y"]) == {"reproduced": 0, "partly": 1, "not reproduced": 0, "not testable": 0}
+    assert [(ch, cid) for ch, cid, _ in headlines(results)] == [("02_x", "b")]
+
+
+def test_tolerance_verdict_edges():
+    from copkit.results import tolerance_verdict
+
+    assert tolerance_verdict(0.07, 0.07, 0.2) == "reproduced"  # the bounds are inclusive
+    assert tolerance_verdict(-0.2, 0.07, 0.2) == "partly"
+    assert tolerance_verdict(0.2001, 0.07, 0.2) == "not reproduced"
