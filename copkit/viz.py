@@ -12,10 +12,12 @@ import matplotlib.pyplot as plt
 from matplotlib import patheffects
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-__all__ = ["show_image", "image_grid", "token_map", "draw_order", "prefix_curves", "seed_band", "draw_collapse"]
+__all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
+           "knee_marker", "draw_collapse"]
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -37,30 +39,15 @@ def show_image(image: Tensor, ax: Axes | None = None, title: str | None = None) 
     return ax
 
 
-def image_grid(images: Tensor, titles: Sequence[str] | None = None, ncols: int = 8,
-               size: float = 1.4) -> plt.Figure:
-    """A figure of images (B, C, H, W) in [-1, 1], ``ncols`` per row."""
-    b = images.shape[0]
-    nrows = int(np.ceil(b / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * bool(titles)),
-                             squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i < b:
-            show_image(images[i], ax, titles[i] if titles else None)
-        else:
-            ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
 def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
               image: Tensor | None = None, observed: Tensor | np.ndarray | None = None,
               cmap: str = "magma", vmin: float | None = None, vmax: float | None = None,
-              alpha: float = 0.75, colorbar: bool = False, title: str | None = None) -> Axes:
+              alpha: float = 0.75, colorbar: bool = False, title: str | None = None, frame: bool = True) -> Axes:
     """A per-token quantity (N,) drawn as a heat map on the token grid.
 
     With ``image`` the map is laid over it. Tokens marked in ``observed`` are shown as the image
-    (or grey) with a white frame: they are known, so their value is not drawn.
+    (or grey), with a white frame unless ``frame`` is false: they are known, so their value is not
+    drawn.
     """
     ax = ax or plt.gca()
     gh, gw = grid
@@ -81,7 +68,7 @@ def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
         ax.set_yticks([])
         ph = pw = 1.0
         extent = (-0.5, gw - 0.5, gh - 0.5, -0.5)
-    if obs is not None:
+    if obs is not None and frame:
         x0, y0 = extent[0], extent[3]
         for r, c in zip(*np.nonzero(obs)):
             ax.add_patch(Rectangle((x0 + c * pw, y0 + r * ph), pw, ph, fill=False, ec="white", lw=1.2))
@@ -90,6 +77,29 @@ def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def kept_patches(image: Tensor, keep: Tensor | np.ndarray | Sequence[int], grid: tuple[int, int],
+                 ax: Axes | None = None, color: str = "#2659d9", alpha: float = 0.55, title: str | None = None) -> Axes:
+    """The image with the patches *not* in ``keep`` (token indices) shaded: what a model that
+    keeps only those tokens sees. Drawn with :func:`token_map` (kept tokens are its "observed")."""
+    n = grid[0] * grid[1]
+    observed = keep_frequency(np.asarray(_np(keep)).reshape(1, -1), n) > 0
+    return token_map(np.ones(n), grid, ax=ax, image=image, observed=observed,
+                     cmap=ListedColormap([color]), vmin=0, vmax=1, alpha=alpha, title=title, frame=False)
+
+
+def keep_frequency(keeps: Tensor | np.ndarray, n_tokens: int) -> np.ndarray:
+    """How often each of ``n_tokens`` tokens is among the kept ones: ``keeps`` is (B, K) token
+    indices (one row per image, no repeats within a row); returns (n_tokens,) shares in [0, 1].
+
+    >>> keep_frequency(np.array([[0, 2], [2, 3]]), 4).tolist()
+    [0.5, 0.0, 1.0, 0.5]
+    """
+    k = np.asarray(_np(keeps)).astype(int)
+    if k.ndim != 2:
+        raise ValueError(f"keeps must be (images, kept), got shape {k.shape}")
+    return np.bincount(k.reshape(-1), minlength=n_tokens)[:n_tokens] / max(1, k.shape[0])
 
 
 def draw_order(order: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
@@ -149,6 +159,20 @@ def seed_band(x: Sequence[float] | np.ndarray, runs: Sequence[Sequence[float]] |
     (line,) = ax.plot(x, y.mean(0), label=f"{label} ({y.shape[0]} seeds)" if label else None, color=color, lw=1.6)
     if y.shape[0] > 1:
         ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    return ax
+
+
+def knee_marker(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, knees: Sequence[float] | np.ndarray,
+                ax: Axes | None = None, color: str | None = None) -> Axes:
+    """Where a curve bends, over seeds: a dot at the mean knee position (NaN = no knee found, left
+    out) on the curve ``y(x)``, with a bar spanning the seeds' knees; nothing when no seed has one."""
+    ax = ax or plt.gca()
+    k = np.asarray(knees, dtype=float)
+    k = k[np.isfinite(k)]
+    if k.size:
+        kx = float(k.mean())
+        ky = float(np.interp(kx, x, y))
+        ax.errorbar([kx], [ky], xerr=[[kx - k.min()], [k.max() - kx]], fmt="o", color=color, ms=6, mec="k", capsize=3)
     return ax
 
 
