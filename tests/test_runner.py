@@ -49,6 +49,8 @@ def test_runner_executes_and_reports(tmp_path):
     text = "".join("".join(o.get("text", "")) for c in good["cells"] for o in c.get("outputs", []))
     assert "profile is smoke" in text
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in good["cells"])
+    shown = [c for c in good["cells"] if c["cell_type"] == "code" and "remove-cell" not in c["metadata"].get("tags", [])]
+    assert sum("profile = " in "".join(c["source"]) for c in shown) == 1  # the site shows the parameters once
     runtimes = json.loads((tmp_path / "out" / "results" / "runtimes-smoke.json").read_text())
     assert runtimes["profile"] == "smoke" and list(runtimes["chapters"]) == ["01_good"]
     entry = runtimes["chapters"]["01_good"]
@@ -61,3 +63,31 @@ def test_runner_refuses_a_chapter_without_parameters(tmp_path):
     res = run(tmp_path)
     assert res.returncode != 0
     assert "has no cell tagged 'parameters'" in res.stderr
+
+
+def test_parameters_shown_once_with_the_injected_values_and_the_comments():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from run_chapters import parameters_once
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    cell = lambda src, tags: {"cell_type": "code", "metadata": {"tags": tags}, "source": src}  # noqa: E731
+    nb = {"cells": [
+        cell('profile = "cpu"  # the sizes\nseed = 0  # offset\nsizes = {\n    "a": 1,\n}  # a dict\n', ["parameters"]),
+        cell('# Parameters\nprofile = "smoke"\nsizes = {"a": 2}\nextra = 3\n', ["injected-parameters"]),
+        cell("print(profile)", []),
+    ]}
+    parameters_once(nb)
+    orig, injected, rest = nb["cells"]
+    assert orig["metadata"]["tags"] == ["parameters", "remove-cell"]
+    assert injected["source"].splitlines() == [
+        "# Parameters of this run (papermill)", 'profile = "smoke"  # the sizes', "seed = 0  # offset",
+        'sizes = {"a": 2}  # a dict', "extra = 3"]
+    scope = {}
+    exec(injected["source"], scope)  # the shown cell alone sets every parameter to the run's values
+    assert (scope["profile"], scope["seed"], scope["sizes"], scope["extra"]) == ("smoke", 0, {"a": 2}, 3)
+    assert rest["metadata"]["tags"] == []
+    # run without papermill's injection (e.g. in JupyterLab): nothing changes
+    plain = {"cells": [cell('profile = "cpu"\n', ["parameters"]), cell("print(profile)", [])]}
+    parameters_once(plain)
+    assert plain["cells"][0]["metadata"]["tags"] == ["parameters"]

@@ -14,6 +14,8 @@ performance chapter renders every profile's file).
 from __future__ import annotations
 
 import argparse
+import ast
+import io
 import json
 import os
 import platform
@@ -40,8 +42,6 @@ def chapter_sources(folder: Path, only: list[str]) -> list[Path]:
 
 def to_notebook(src: Path, dest: Path) -> set[str]:
     """Write the chapter as a notebook; return the names its ``parameters`` cell assigns."""
-    import ast
-
     import jupytext
 
     nb = jupytext.read(src, fmt="py:percent")
@@ -55,6 +55,49 @@ def to_notebook(src: Path, dest: Path) -> set[str]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     jupytext.write(nb, dest, fmt="ipynb")
     return names
+
+
+def _comments(source: str) -> dict[int, str]:
+    """The comment ending each line of ``source``, by line number (1-based)."""
+    import tokenize
+
+    return {tok.start[0]: tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+            if tok.type == tokenize.COMMENT}
+
+
+def parameters_once(nb: dict) -> dict:
+    """Show a page's parameters once: papermill puts a cell of the values it injected right after
+    the chapter's ``parameters`` cell. That injected cell is rewritten as the chapter's cell with
+    the injected values in place (every parameter, each with its explanatory comment), and the
+    chapter's own cell is tagged ``remove-cell``, so the site shows one cell, with the values the
+    page was executed with. A notebook without an injected cell is left as it is."""
+    cells = nb["cells"]
+    for i in range(len(cells) - 1):
+        orig, injected = cells[i], cells[i + 1]
+        if "parameters" not in orig.get("metadata", {}).get("tags", []) or \
+                "injected-parameters" not in injected.get("metadata", {}).get("tags", []):
+            continue
+        src, inj = "".join(orig["source"]), "".join(injected["source"])
+        values = {node.targets[0].id: ast.get_source_segment(inj, node.value) for node in ast.parse(inj).body
+                  if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+        lines, comments = src.splitlines(), _comments(src)
+        out, done = [], 0
+        for node in ast.parse(src).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id in values):
+                continue
+            name, end = node.targets[0].id, node.end_lineno
+            out += lines[done:node.lineno - 1]
+            comment = comments.get(end)
+            out.append(f"{name} = {values.pop(name)}" + (f"  {comment}" if comment else ""))
+            done = end
+        out += lines[done:]
+        out += [f"{name} = {value}" for name, value in values.items()]  # injected, not declared: kept
+        injected["source"] = "# Parameters of this run (papermill)\n" + "\n".join(out) + "\n"
+        tags = orig.setdefault("metadata", {}).setdefault("tags", [])
+        if "remove-cell" not in tags:
+            tags.append("remove-cell")
+    return nb
 
 
 def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bool, float]:
@@ -84,6 +127,7 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
     nb = json.loads(running.read_text())
     nb["metadata"]["papermill"]["input_path"] = os.path.relpath(src, ROOT) if src.is_relative_to(ROOT) else src.name
     nb["metadata"]["papermill"]["output_path"] = f"{name}.ipynb"
+    parameters_once(nb)
     running.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     os.replace(running, out_dir / f"{name}.ipynb")
