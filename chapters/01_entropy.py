@@ -39,7 +39,7 @@ device = "auto"  # auto | cpu | cuda
 seed = 0  # seed of the random orders
 results_dir = "../book/results"  # where this chapter's results file goes
 
-# %%
+# %% tags=["hide-input"]
 import math
 import time
 
@@ -53,7 +53,7 @@ from copkit import viz
 from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import DEQUANTIZATION_VARIANCE, GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
-from copkit.results import claim, summary, write_results
+from copkit.results import claim, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import grid_shape, patchify, random_orders, unpatchify
 
 started = time.perf_counter()
@@ -199,14 +199,10 @@ def order_table(m: GaussianTokens, n_random: int, rng_seed: int) -> tuple[dict, 
 
 
 def areas_markdown(areas: dict, title: str) -> str:
-    rows = [f"| {title} | area under $H_c(S_k)$ (nats) |", "|---|---|"]
-    for name, a in sorted(areas.items(), key=lambda kv: kv[1].mean().item()):
-        if a.dim():
-            s = summary(a.numpy())
-            rows.append(f"| random (mean ± sd of {s['n']}) | {s['mean']:.1f} ± {s['std']:.1f} |")
-        else:
-            rows.append(f"| {name} | {a.item():.1f} |")
-    return "\n".join(rows)
+    """The orders' prefix-curve areas, lowest first; the random orders as mean ± sd."""
+    rows = [[f"random (mean ± sd of {len(a)})", mean_sd(a.numpy())] if a.dim() else [name, f"{a.item():.1f}"]
+            for name, a in sorted(areas.items(), key=lambda kv: kv[1].mean().item())]
+    return markdown_table([title, "area under $H_c(S_k)$ (nats)"], rows)
 
 
 curves, areas = order_table(model, P.entropy.random_orders, seed)
@@ -241,10 +237,9 @@ for i, o in enumerate(random_orders(5, N, seed=seed + 1)):
 eq1 = {name: model.chain_rule_sum(o.to(calc)).item() for name, o in eq1_orders.items()}
 eq1_values = np.array(list(eq1.values()))
 eq1_spread = float((eq1_values.max() - eq1_values.min()) / abs(joint))
-lines = ["| order | Eq. 1, term by term (nats) |", "|---|---|"]
-lines += [f"| {name} | {v:.10f} |" for name, v in eq1.items()]
-lines += [f"| joint entropy, $\\tfrac12\\log\\det(2\\pi e\\Sigma)$ | {joint:.10f} |"]
-display(Markdown("\n".join(lines)))
+display(Markdown(markdown_table(["order", "Eq. 1, term by term (nats)"],
+                                [*([name, f"{v:.10f}"] for name, v in eq1.items()),
+                                 ["joint entropy, $\\tfrac12\\log\\det(2\\pi e\\Sigma)$", f"{joint:.10f}"]])))
 print(f"largest relative difference between orders: {eq1_spread:.1e}")
 assert eq1_spread < 1e-6, "the chain rule must make Eq. 1 order-invariant"
 
@@ -342,9 +337,10 @@ claims = {
         paper="Eq. 1 is minimised over rankings R (an order-dependent objective)",
         ours={"relative_spread_across_orders": eq1_spread, "n_orders": len(eq1), "joint_entropy_nats": joint},
         verdict="not reproduced",
-        why=(f"By the chain rule Eq. 1 equals the joint entropy for every order: across {len(eq1)} orders it "
-             f"varies by {eq1_spread:.1e} relative, so it cannot rank orders; Definition 1 along the prefixes can."),
-        section="ch1-eq1",
+        why=(f"By the chain rule Eq. 1 equals the joint entropy for every order: along {len(eq1)} orders (raster, "
+             f"greedy, anti-greedy, {len(eq1) - 3} random) the sum is {joint:.4f} nats each time, varying by "
+             f"{eq1_spread:.1e} relative, so it cannot rank orders; Definition 1 along the prefixes can."),
+        section="ch1-eq1", headline=True,
     ),
     "def1.order_matters": claim(
         paper="the order in which patches are observed changes how fast the rest collapse (Def. 1, Eq. 8)",
@@ -352,9 +348,12 @@ claims = {
               "anti_greedy_area_nats": areas["anti-greedy"].item()},
         verdict="reproduced",
         why=(f"Under an exact Gaussian model of Fashion-MNIST tokens the greedy order's prefix-curve area is "
-             f"{areas['greedy'].item():.1f} nats against {rand['mean']:.1f} ± {rand['std']:.1f} for random orders "
-             f"({greedy_vs_random_sd:.1f} standard deviations lower)."),
-        section="ch1-prefix-curve",
+             f"{areas['greedy'].item():.1f} nats against {mean_sd(rand)} for {rand['n']} random orders "
+             f"({greedy_vs_random_sd:.1f} standard deviations lower), raster {areas['raster'].item():.1f} and "
+             f"anti-greedy {areas['anti-greedy'].item():.1f}; on crops of the camera photo greedy "
+             f"{photo_areas['greedy'].mean().item():.1f}, raster {photo_areas['raster'].mean().item():.1f}, random "
+             f"{photo_areas['random'].mean().item():.1f}, anti-greedy {photo_areas['anti-greedy'].mean().item():.1f} nats."),
+        section="ch1-prefix-curve", headline=True,
     ),
 }
 metrics = {
@@ -370,17 +369,10 @@ metrics = {
 }
 path = write_results(results_dir, "01_entropy", profile=P.name, device=str(calc), seeds=[seed],
                      claims=claims, metrics=metrics)
-pa = {k: (v.mean().item()) for k, v in photo_areas.items()}
-display(Markdown(f"""
-- **Eq. 1 is order-invariant.** Along {len(eq1)} orders (raster, greedy, anti-greedy, 5 random) the
-  chain-rule sum is {joint:.4f} nats each time, the joint entropy; the largest relative difference is
-  {eq1_spread:.1e}.
-- **Order matters for the prefix curve.** Fashion-MNIST, area under $H_c(S_k)$: greedy
-  {areas['greedy'].item():.1f}, raster {areas['raster'].item():.1f}, random {rand['mean']:.1f} ± {rand['std']:.1f}
-  (n = {rand['n']}), anti-greedy {areas['anti-greedy'].item():.1f} nats. Camera crops: greedy {pa['greedy']:.1f},
-  raster {pa['raster']:.1f}, random {pa['random']:.1f}, anti-greedy {pa['anti-greedy']:.1f} nats.
-- **Orders depend on content.** Greedy orders of the ten class models agree with a mean Spearman
-  correlation of {off_diag.mean():.2f}: similar silhouettes share an order, different ones do not.
+display(Markdown(in_words(claims) + f"""
+- **Orders depend on content** (an observation, not a claim of the paper). Greedy orders of the ten class
+  models agree with a mean Spearman correlation of {off_diag.mean():.2f}: similar silhouettes share an order,
+  different ones do not.
 - Profile `{P.name}`, {train_x.shape[0]} training images; results written to `{path.name}`;
   the chapter ran in {time.perf_counter() - started:.0f} s.
 """))

@@ -40,7 +40,7 @@ seed = 0  # offset added to the profile's seeds
 results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # trained runs and the saved CoMAE
 
-# %%
+# %% tags=["hide-input"]
 import dataclasses
 import time
 import warnings
@@ -57,7 +57,7 @@ from copkit.comae import (CoMAE, CoMAEConfig, artifact_config, fashion_mnist_dat
                           noise_keep, run_config, saved_lambda)
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.profiles import get_profile, pick_device
-from copkit.results import claim, direction_verdict, summary, write_results
+from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import hflip_index, patchify
 from copkit.train import config_hash, load_artifact, save_artifact
 
@@ -216,13 +216,13 @@ plt.show()
 final = {lam: {"H_mask": [evals(runs[lam, s + seed][1])[-1]["val_H_mask"] for s in P.seeds],
                "L_r": [evals(runs[lam, s + seed][1])[-1]["val_L_r"] for s in P.seeds]} for lam in P.lambdas}
 paper = {0.0: {"H_mask": 4.816, "L_r": 8.392}, 0.01: {"H_mask": 4.267, "L_r": 1.567}}
-rows = ["| $L_c$ weight | $H_{mask}$ | per entry | $L_r$ | paper $H_{mask}$ (per entry) | paper $L_r$ |", "|---|---|---|---|---|---|"]
-for lam in P.lambdas:
-    h, l = summary(final[lam]["H_mask"]), summary(final[lam]["L_r"])
-    pp = paper.get(lam)
-    rows.append(f"| {lam} | {h['mean']:.3f} ± {h['std']:.3f} | {h['mean'] / (N - 1):.4f} | {l['mean']:.3f} ± {l['std']:.3f} | "
-                + (f"{pp['H_mask']} ({pp['H_mask'] / 255:.4f}) | {pp['L_r']} |" if pp else "– | – |"))
-display(Markdown("\n".join(rows) + f"\n\nmean ± sd over {len(P.seeds)} seeds, profile `{PROFILE.name}`."))
+rows = [[lam, mean_sd(final[lam]["H_mask"], 3), f"{np.mean(final[lam]['H_mask']) / (N - 1):.4f}",
+         mean_sd(final[lam]["L_r"], 3),
+         *((f"{paper[lam]['H_mask']} ({paper[lam]['H_mask'] / 255:.4f})", paper[lam]["L_r"]) if lam in paper else ("–", "–"))]
+        for lam in P.lambdas]
+display(Markdown(markdown_table(["$L_c$ weight", "$H_{mask}$", "per entry", "$L_r$", "paper $H_{mask}$ (per entry)",
+                                 "paper $L_r$"], rows)
+                 + f"\n\nmean ± sd over {len(P.seeds)} seeds, profile `{PROFILE.name}`."))
 
 with_lc = saved_lambda(P)  # the paper's 0.01
 v_h, p_h = direction_verdict(final[with_lc]["H_mask"], final[0.0]["H_mask"], "lower")
@@ -254,7 +254,7 @@ extreme = {lam: [sum(evals(runs[lam, s + seed][1])[-1]["w_hist"][i] for i in (0,
 for lam in P.lambdas:
     first = evals(runs[lam, P.seeds[0] + seed][1])[0]["w_hist"]
     print(f"lambda={lam}: share of mask values below 0.1 or above 0.9: first evaluation "
-          f"{sum(first[i] for i in (0, 1, 18, 19)):.2f}, end {summary(extreme[lam])['mean']:.2f} ± {summary(extreme[lam])['std']:.2f}")
+          f"{sum(first[i] for i in (0, 1, 18, 19)):.2f}, end {mean_sd(extreme[lam], 2)}")
 
 # %% [markdown]
 # ## Do the masks of different targets differ?
@@ -276,7 +276,7 @@ def target_similarity(model: CoMAE, tokens: torch.Tensor) -> float:
 similarity = {lam: [target_similarity(runs[lam, s + seed][0], val_tokens) for s in P.seeds] for lam in P.lambdas}
 for lam in P.lambdas:
     sm = summary(similarity[lam])
-    print(f"lambda={lam}: mean cosine similarity between masks of different targets {sm['mean']:.3f} ± {sm['std']:.3f}")
+    print(f"lambda={lam}: mean cosine similarity between masks of different targets {mean_sd(sm, 3)}")
 
 # %% [markdown]
 # ## Masks drawn on their images
@@ -357,10 +357,10 @@ for lam in dict.fromkeys(fm_lams):
     fm_mirror[lam] = mirror_hits(m, mirror_val_tok, 7, skip_centre=True)
 
 # %%
-rows = ["| images | $L_c$ weight | mirror patch has the largest weight | chance |", "|---|---|---|---|"]
-rows += [f"| mirrored noise, 4 x 4 | {lam} | {hit:.1%} | {1 / 15:.1%} |" for lam, hit in planted.items()]
-rows += [f"| mirrored Fashion-MNIST, 7 x 7 | {lam} | {hit:.1%} | {1 / 48:.1%} |" for lam, hit in fm_mirror.items()]
-display(Markdown("\n".join(rows)))
+display(Markdown(markdown_table(
+    ["images", "$L_c$ weight", "mirror patch has the largest weight", "chance"],
+    [*(["mirrored noise, 4 x 4", lam, f"{hit:.1%}", f"{1 / 15:.1%}"] for lam, hit in planted.items()),
+     *(["mirrored Fashion-MNIST, 7 x 7", lam, f"{hit:.1%}", f"{1 / 48:.1%}"] for lam, hit in fm_mirror.items())])))
 
 # %% [markdown]
 # ## Saved for the next chapters
@@ -396,11 +396,12 @@ claims = {
     "table1.no_contrastive.reconstruction_loss": claim(8.392, ls[0.0], "not testable",
         "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares.", section="ch2-table1"),
     "table1.contrastive_lowers_mask_entropy": claim("4.816 -> 4.267", {"with": hs[with_lc], "without": hs[0.0], "welch_p": p_h},
-        v_h, f"With L_c (weight {with_lc}) H_mask is {hs[with_lc]['mean']:.3f} ± {hs[with_lc]['std']:.3f} against "
-        f"{hs[0.0]['mean']:.3f} ± {hs[0.0]['std']:.3f} without ({len(P.seeds)} seeds, Welch p = {p_h:.2g}).", section="ch2-table1"),
+        v_h, f"With L_c (weight {with_lc}) H_mask is {mean_sd(hs[with_lc], 3)} against {mean_sd(hs[0.0], 3)} without "
+        f"({len(P.seeds)} seeds, Welch p = {p_h:.2g}).", section="ch2-table1", headline=True),
     "table1.contrastive_lowers_reconstruction_loss": claim("8.392 -> 1.567", {"with": ls[with_lc], "without": ls[0.0], "welch_p": p_l},
-        v_l, f"With L_c (weight {with_lc}) L_r is {ls[with_lc]['mean']:.3f} ± {ls[with_lc]['std']:.3f} against "
-        f"{ls[0.0]['mean']:.3f} ± {ls[0.0]['std']:.3f} without ({len(P.seeds)} seeds, Welch p = {p_l:.2g}).", section="ch2-table1"),
+        v_l, f"With L_c (weight {with_lc}) L_r is {mean_sd(ls[with_lc], 3)} against {mean_sd(ls[0.0], 3)} without "
+        f"({len(P.seeds)} seeds, Welch p = {p_l:.2g}); the paper reports a much larger drop, 8.39 to 1.57, from a "
+        "single run.", section="ch2-table1", headline=True),
 }
 first_ext = summary([sum(evals(runs[with_lc, s + seed][1])[0]["w_hist"][i] for i in (0, 1, 18, 19)) for s in P.seeds])
 polar = ext[with_lc]["mean"] > first_ext["mean"] + 2 * max(first_ext["std"], ext[with_lc]["std"], 1e-3)
@@ -422,17 +423,11 @@ metrics = {
 }
 path = write_results(results_dir, "02_comae", profile=PROFILE.name, device=str(dev), seeds=[s + seed for s in P.seeds],
                      claims=claims, metrics=metrics)
-display(Markdown(f"""
-- **Table 1, direction of the effect of $L_c$** (weight {with_lc} vs none, {len(P.seeds)} seeds): $H_{{mask}}$
-  {hs[with_lc]['mean']:.3f} ± {hs[with_lc]['std']:.3f} vs {hs[0.0]['mean']:.3f} ± {hs[0.0]['std']:.3f}: **{v_h}**;
-  $L_r$ {ls[with_lc]['mean']:.3f} ± {ls[with_lc]['std']:.3f} vs {ls[0.0]['mean']:.3f} ± {ls[0.0]['std']:.3f}: **{v_l}**.
-  The paper reports a much larger drop of $L_r$ (8.39 to 1.57) from a single run.
-- **Polarisation (Fig. 6)**: with $L_c$ weight {with_lc}, $H_{{mask}}$ goes from {h_first['mean']:.2f} at the first
-  evaluation to {hs[with_lc]['mean']:.2f}; the share of mask values below 0.1 or above 0.9 from {first_ext['mean']:.2f} to
-  {ext[with_lc]['mean']:.2f}: **{claims['fig6.mask_entropy_falls_with_training']['verdict']}**.
-- **Masks of different targets** of one image have a mean cosine similarity of
-  {summary(similarity[with_lc])['mean']:.3f} with $L_c$ (weight {with_lc}) and {summary(similarity[0.0])['mean']:.3f}
-  without: at this weight and length of training the masks say more about the image than about the target.
+display(Markdown(in_words(claims) + f"""
+- **Masks of different targets** of one image (an observation, not a claim of the paper) have a mean cosine
+  similarity of {summary(similarity[with_lc])['mean']:.3f} with $L_c$ (weight {with_lc}) and
+  {summary(similarity[0.0])['mean']:.3f} without: at this weight and length of training the masks say more about
+  the image than about the target.
 - **Planted truth**: on mirrored noise the mirror patch gets the largest weight for
   {', '.join(f'{v:.0%} (weight {k})' for k, v in planted.items())} of targets (chance {1 / 15:.0%}); on mirrored
   Fashion-MNIST for {', '.join(f'{v:.0%} (weight {k})' for k, v in fm_mirror.items())} (chance {1 / 48:.0%}).

@@ -33,7 +33,7 @@
 # 4. draws the orders and quantifies what the paper only shows: consistency within a class, and
 #    how much of the top of the order falls on the object.
 #
-# **Direction convention** (the paper does not spell it out; METHOD.md): patch $i$ links to the
+# **Direction convention** (the paper does not spell it out; this is our reading): patch $i$ links to the
 # patches it relies on, so score flows from $i$ to them. The transition matrix is the
 # row-normalised $A$ transposed, $P = (D^{-1}A)^\top$ (column-stochastic), and PageRank solves
 # $r = (1-c)\beta + cPr$ with damping $c = 0.85$ and uniform teleport $\beta$. A patch whose row
@@ -47,7 +47,7 @@ seed = 0  # the seed offset Chapter 2 ran with, and of the random draws here
 results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # where Chapter 2 saved the CoMAE
 
-# %%
+# %% tags=["hide-input"]
 import time
 import warnings
 
@@ -65,7 +65,7 @@ from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, pagerank_solve, ranks, transition
-from copkit.results import claim, direction_verdict, summary, write_results
+from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import patchify, random_orders
 
 started = time.perf_counter()
@@ -164,13 +164,12 @@ ax.grid(alpha=0.3)
 plt.show()
 
 # %%
-rows = ["| check | CoMAE graphs | random graphs |", "|---|---|---|"]
-for key, label in (("fixed_point_residual", "Eq. 14 residual, max over graphs"),
-                   ("eq15_max_abs_diff", "Eq. 15: $(1-c)r$ vs power-iteration PageRank, max abs diff"),
-                   ("order_unchanged_by_10x_beta", "order unchanged when $\\beta$ is scaled 10x (share of graphs)")):
-    rows.append(f"| {label} | {checks['CoMAE graphs'][key]:.2e} | {checks['random graphs'][key]:.2e} |")
-rows.append(f"| PageRank vs `networkx.pagerank`, 20 CoMAE graphs, max abs diff | {nx_diff:.2e} | |")
-display(Markdown("\n".join(rows)))
+rows = [[label, f"{checks['CoMAE graphs'][key]:.2e}", f"{checks['random graphs'][key]:.2e}"]
+        for key, label in (("fixed_point_residual", "Eq. 14 residual, max over graphs"),
+                           ("eq15_max_abs_diff", "Eq. 15: $(1-c)r$ vs power-iteration PageRank, max abs diff"),
+                           ("order_unchanged_by_10x_beta", "order unchanged when $\\beta$ is scaled 10x (share of graphs)"))]
+rows.append(["PageRank vs `networkx.pagerank`, 20 CoMAE graphs, max abs diff", f"{nx_diff:.2e}", ""])
+display(Markdown(markdown_table(["check", "CoMAE graphs", "random graphs"], rows)))
 
 # %% [markdown]
 # Every algebraic step holds to machine precision: the argument's *derivation* is sound. What the
@@ -187,8 +186,8 @@ for name, kw in variants.items():
     other = collapse_order(masks, **kw)
     taus = [kendalltau(ranks(orders[b]).numpy(), ranks(other[b]).numpy()).statistic for b in range(min(200, len(masks)))]
     sensitivity[name] = summary(taus)
-display(Markdown("\n".join(["| change | Kendall τ vs default order |", "|---|---|"]
-                           + [f"| {k} | {v['mean']:.3f} ± {v['std']:.3f} |" for k, v in sensitivity.items()])))
+display(Markdown(markdown_table(["change", "Kendall τ vs default order"],
+                                [[k, mean_sd(v, 3)] for k, v in sensitivity.items()])))
 
 # %% [markdown]
 # (ch3-optimality)=
@@ -240,10 +239,10 @@ def gap(a: float) -> float:
     return (a - g_area) / (rand_area["mean"] - g_area)
 
 
-rows = ["| order | area (nats) | gap (0 greedy, 1 random) |", "|---|---|---|"]
-for k, a in sorted({**areas, "random (mean)": rand_area["mean"], "CoMAE per-image orders (mean)": per_image_area["mean"]}.items(), key=lambda kv: kv[1]):
-    rows.append(f"| {k} | {a:.1f} | {gap(a):.2f} |")
-display(Markdown("\n".join(rows) + f"\n\nrandom: {rand_area['n']} orders, sd {rand_area['std']:.1f}; CoMAE per-image: "
+rows = [[k, f"{a:.1f}", f"{gap(a):.2f}"] for k, a in sorted(
+    {**areas, "random (mean)": rand_area["mean"], "CoMAE per-image orders (mean)": per_image_area["mean"]}.items(),
+    key=lambda kv: kv[1])]
+display(Markdown(markdown_table(["order", "area (nats)", "gap (0 greedy, 1 random)"], rows) + f"\n\nrandom: {rand_area['n']} orders, sd {rand_area['std']:.1f}; CoMAE per-image: "
                  f"{per_image_area['n']} test images, sd {per_image_area['std']:.1f}."))
 
 # %% mystnb={"figure": {"caption": "Prefix curves on the exact Gaussian model of Chapter 1: the greedy order, PageRank on the exact influence graph and on the mean CoMAE graph, raster, ascending PageRank and random orders.", "name": "fig-ch3-optimality"}, "image": {"alt": "Line plot of the entropy left against the fraction of patches observed; the greedy order and PageRank on the exact influence graph lie lowest, the ascending order highest."}}
@@ -328,10 +327,9 @@ for theta in (0.5, 0.7, 0.9):
                        for b in range(min(200, len(masks)))])
     dag[theta] = {"mutual_share": float((mutual / edges).mean()), "edges_per_graph": float(edges.mean()),
                   "acyclic_share": float(acyclic)}
-display(Markdown("\n".join(["| threshold | edges per graph | share of edges that are mutual | share of graphs acyclic |",
-                            "|---|---|---|---|"]
-                           + [f"| {t} | {v['edges_per_graph']:.0f} | {v['mutual_share']:.2f} | {v['acyclic_share']:.2f} |"
-                              for t, v in dag.items()])))
+display(Markdown(markdown_table(
+    ["threshold", "edges per graph", "share of edges that are mutual", "share of graphs acyclic"],
+    [[t, f"{v['edges_per_graph']:.0f}", f"{v['mutual_share']:.2f}", f"{v['acyclic_share']:.2f}"] for t, v in dag.items()])))
 
 # %% [markdown]
 # (ch3-fig4)=
@@ -418,16 +416,13 @@ asc_share = obj.gather(1, orders.flip(1)[:, :top]).double().mean(1)
 base_share = obj.double().mean(1)  # what a random order's top 22% holds on average
 first_background = float((~obj.gather(1, orders[:, :1])).double().mean())
 v_obj, p_obj = direction_verdict(top_share.numpy(), base_share.numpy(), "higher")
-display(Markdown(f"""
-| measure | value |
-|---|---|
-| Kendall τ between orders of two images of the same class | {tau_same['mean']:.3f} ± {tau_same['std']:.3f} ({tau_same['n']} pairs) |
-| ... of different classes | {tau_diff['mean']:.3f} ± {tau_diff['std']:.3f} ({tau_diff['n']} pairs) |
-| share of the top 22% patches on the object, collapse order | {top_share.mean():.3f} ± {top_share.std():.3f} |
-| ... ascending order (lowest score first) | {asc_share.mean():.3f} ± {asc_share.std():.3f} |
-| ... a random order (the image's object share) | {base_share.mean():.3f} ± {base_share.std():.3f} |
-| images whose collapse order starts on a background patch | {first_background:.3f} |
-"""))
+display(Markdown(markdown_table(["measure", "value"], [
+    ["Kendall τ between orders of two images of the same class", f"{mean_sd(tau_same, 3)} ({tau_same['n']} pairs)"],
+    ["... of different classes", f"{mean_sd(tau_diff, 3)} ({tau_diff['n']} pairs)"],
+    ["share of the top 22% patches on the object, collapse order", mean_sd(top_share.numpy(), 3)],
+    ["... ascending order (lowest score first)", mean_sd(asc_share.numpy(), 3)],
+    ["... a random order (the image's object share)", mean_sd(base_share.numpy(), 3)],
+    ["images whose collapse order starts on a background patch", f"{first_background:.3f}"]])))
 
 # %% [markdown]
 # ## What this chapter found
@@ -453,7 +448,7 @@ claims = {
          "area_greedy": g_area, "area_random": rand_area},
         theorem_verdict, f"On the exact Gaussian model, PageRank on the exact influence graph closes "
         f"{1 - gap_exact:.0%} of the gap between random and greedy orders (gap {gap_exact:.2f}); the mean CoMAE graph's order "
-        f"has gap {gap_comae:.2f}.", section="ch3-optimality"),
+        f"has gap {gap_comae:.2f}.", section="ch3-optimality", headline=True),
     "assumption2.submodularity": claim("H_c is monotone and approximately submodular",
         {"violation_rate": violation_rate, "negative_gain_rate": negative_rate, "triples": R.submodularity_triples},
         "reproduced" if violation_rate < 0.05 and negative_rate < 0.05 else "partly" if violation_rate < 0.25 else "not reproduced",
@@ -475,13 +470,13 @@ claims = {
         {"collapse": summary(top_share.numpy()), "ascending": summary(asc_share.numpy()), "random": summary(base_share.numpy()),
          "welch_p": p_obj}, v_obj,
         f"{top_share.mean():.0%} of the top 22% patches are on the object, against {base_share.mean():.0%} for a random order "
-        f"and {asc_share.mean():.0%} for the ascending order; {first_background:.0%} of the orders start on the background.", section="ch3-fig4"),
+        f"and {asc_share.mean():.0%} for the ascending order; {first_background:.0%} of the orders start on the background.",
+        section="ch3-fig4", headline=True),
 }
 metrics = {"images": R.images, "masks_seconds": mask_seconds, "sensitivity_kendall": sensitivity,
            "areas_nats": areas, "random_area_nats": rand_area, "comae_per_image_area_nats": per_image_area,
            "runtime_s": time.perf_counter() - started}
 path = write_results(results_dir, "03_rank", profile=PROFILE.name, device=str(dev), seeds=[seed], claims=claims,
                      metrics=metrics)
-display(Markdown("\n".join(f"- **{cid}** ({c['verdict']}): {c['why']}" for cid, c in claims.items())
-                 + f"\n\nProfile `{PROFILE.name}`, {R.images} test images; the chapter ran in "
+display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`, {R.images} test images; the chapter ran in "
                  f"{time.perf_counter() - started:.0f} s; results in `{path.name}`."))

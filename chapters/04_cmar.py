@@ -51,7 +51,7 @@ seed = 0  # offset of every seed of this chapter (and the seed offset Chapter 2 
 results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # where Chapter 2 saved the CoMAE, the orders, and where the runs go
 
-# %%
+# %% tags=["hide-input"]
 import json
 import time
 import warnings
@@ -72,7 +72,7 @@ from copkit.io import atomic_write_json
 from copkit.metrics import GenerativeScores, fit_feature_net, topk_accuracy
 from copkit.orders import dataset_orders
 from copkit.profiles import get_profile, pick_device
-from copkit.results import claim, direction_verdict, summary, write_results
+from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import patchify, unpatchify
 from copkit.train import TrainConfig, config_hash
 
@@ -147,10 +147,9 @@ Feature network: test top-1 accuracy **{clf_acc[1]:.3f}** (top-5 {clf_acc[5]:.3f
 *The floor*: real training images scored like generated ones. FID has a bias that grows as the
 sample shrinks, so these are the best scores a perfect generator could reach at our sample sizes.
 
-| real training images | FID | IS | precision | recall |
-|---|---|---|---|---|
-""" + "\n".join(f"| {n} | {v['fid']:.3f} | {v['inception_score']:.2f} | {v['precision']:.3f} | {v['recall']:.3f} |"
-                for n, v in floor.items())))
+""" + markdown_table(["real training images", "FID", "IS", "precision", "recall"],
+                     [[n, f"{v['fid']:.3f}", f"{v['inception_score']:.2f}", f"{v['precision']:.3f}", f"{v['recall']:.3f}"]
+                      for n, v in floor.items()])))
 
 # %% [markdown]
 # ## Training MAR, and CMAR three ways
@@ -276,15 +275,17 @@ for label, source, adaptive in (("(a) class mean", "class-mean", False), ("(b) t
     rows[label] = [score("CMAR", s, source, S.cfg, S.sweep_samples, adaptive=adaptive) for s in SEEDS]
 
 
-def fmt(vals, key, digits=3):
-    v = summary([x[key] for x in vals])
-    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}"
+SCORES = ["FID", "IS", "precision", "recall"]
+
+
+def score_cells(vals: list[dict]) -> list[str]:
+    """FID, IS, precision and recall of one setting's seeds, each as mean ± sd."""
+    return [mean_sd([x[key] for x in vals], digits) for key, digits in
+            (("fid", 3), ("inception_score", 2), ("precision", 3), ("recall", 3))]
 
 
 display(Markdown(f"CMAR, CFG {S.cfg}, {S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds\n\n"
-                 "| order at generation | FID | IS | precision | recall |\n|---|---|---|---|---|\n"
-                 + "\n".join(f"| {k} | {fmt(v, 'fid')} | {fmt(v, 'inception_score', 2)} | {fmt(v, 'precision')} | "
-                             f"{fmt(v, 'recall')} |" for k, v in rows.items())))
+                 + markdown_table(["order at generation", *SCORES], [[k, *score_cells(v)] for k, v in rows.items()])))
 order_choice = {k: summary([x["fid"] for x in v]) for k, v in rows.items()}
 
 # %% [markdown]
@@ -311,12 +312,10 @@ for name, by_cfg in table2.items():
     p = PAPER_T2.get(name)
     for cfg, vals in by_cfg.items():
         paper = "" if p is None else (f"{p['fid']:.3f} / {p['is']:.1f}" if cfg == 1.0 else f"{p['fid_cfg']:.3f} / {p['is_cfg']:.1f}")
-        lines.append(f"| {name} | {'none' if cfg == 1.0 else cfg} | {fmt(vals, 'fid')} | {fmt(vals, 'inception_score', 2)} | "
-                     f"{fmt(vals, 'precision')} | {fmt(vals, 'recall')} | {paper} |")
+        lines.append([name, "none" if cfg == 1.0 else cfg, *score_cells(vals), paper])
 display(Markdown(f"{S.samples} images per seed and setting, {len(SEEDS)} seeds "
                  f"({S.samples * len(SEEDS) * 2} images per model); floor at this size: FID {floor[S.samples]['fid']:.3f}\n\n"
-                 "| model | CFG | FID | IS | precision | recall | paper FID / IS |\n|---|---|---|---|---|---|---|\n"
-                 + "\n".join(lines)))
+                 + markdown_table(["model", "CFG", *SCORES, "paper FID / IS"], lines)))
 
 # %% [markdown]
 # (ch4-table3-4)=
@@ -347,10 +346,9 @@ for name in ("CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
     table4[name] = {cfg: [score(run, s, source, cfg, S.samples, desc_) for s in SEEDS] for cfg in (1.0, S.cfg)}
 display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.27; descending FID 5.928, IS 280.55)\n\n"
-                 "| order | CFG | FID | IS | precision | recall |\n|---|---|---|---|---|---|\n"
-                 + "\n".join(f"| {'descending' if n == 'CMAR' else 'ascending'} | {'none' if c == 1.0 else c} | "
-                             f"{fmt(v, 'fid')} | {fmt(v, 'inception_score', 2)} | {fmt(v, 'precision')} | {fmt(v, 'recall')} |"
-                             for n, by in table4.items() for c, v in by.items())))
+                 + markdown_table(["order", "CFG", *SCORES],
+                                  [["descending" if n == "CMAR" else "ascending", "none" if c == 1.0 else c, *score_cells(v)]
+                                   for n, by in table4.items() for c, v in by.items())))
 
 # %% [markdown]
 # ## Samples
@@ -442,8 +440,8 @@ ax.legend()
 plt.show()
 
 # %%
-display(Markdown("| reveal order | mean remaining uncertainty (area / range) |\n|---|---|\n" + "\n".join(
-    f"| {k} | {v['mean']:.3f} ± {v['std']:.3f} |" for k, v in unc_area.items())))
+display(Markdown(markdown_table(["reveal order", "mean remaining uncertainty (area / range)"],
+                                [[k, mean_sd(v, 3)] for k, v in unc_area.items()])))
 
 # %% [markdown]
 # ## What this chapter found
@@ -483,8 +481,8 @@ def s_(vals):
 
 claims = {
     "table2.cmar_vs_mar.fid_cfg": claim({"MAR": 5.997, "CMAR": 5.928}, {"MAR": s_(fid_mar), "CMAR": s_(fid_cmar), "welch_p": p_cfg},
-        v_cfg, f"With CFG {S.cfg}, CMAR's FID is {np.mean(fid_cmar):.3f} ± {np.std(fid_cmar, ddof=1):.3f} against MAR's "
-        f"{np.mean(fid_mar):.3f} ± {np.std(fid_mar, ddof=1):.3f} over {len(SEEDS)} seeds (Welch p = {p_cfg:.2g}).", section="ch4-table2"),
+        v_cfg, f"With CFG {S.cfg}, CMAR's FID is {mean_sd(fid_cmar, 3)} against MAR's {mean_sd(fid_mar, 3)} over "
+        f"{len(SEEDS)} seeds (Welch p = {p_cfg:.2g}; the paper: 5.928 against 5.997).", section="ch4-table2", headline=True),
     "table2.cmar_vs_mar.fid_no_cfg": claim({"MAR": 7.114, "CMAR": 7.213, "note": "CMAR worse without CFG"},
         {"MAR": s_(fid_mar0), "CMAR": s_(fid_cmar0), "welch_p": p_nocfg}, v_nocfg,
         f"Without CFG the paper has CMAR worse than MAR; ours: CMAR {np.mean(fid_cmar0):.3f} vs MAR {np.mean(fid_mar0):.3f} "
@@ -507,7 +505,8 @@ claims = {
          "welch_p_MAR_collapse_vs_random": p_unc, "welch_p_CMAR_collapse_vs_MAR_random": p_unc_cmar}, v_unc,
         f"With the same MAR, the summed variance of the hidden pixels averaged over the reveal curve is "
         f"{np.mean(u_coll):.2f} along the images' collapse orders against {np.mean(u_rand):.2f} along random orders "
-        f"(p = {p_unc:.2g}); CMAR along the collapse order: {np.mean(u_cmar):.2f} (p = {p_unc_cmar:.2g} against MAR random).", section="ch4-fig1"),
+        f"(p = {p_unc:.2g}); CMAR along the collapse order: {np.mean(u_cmar):.2f} (p = {p_unc_cmar:.2g} against MAR random).",
+        section="ch4-fig1", headline=True),
     "sec3.3.generation_order": claim("not specified: CMAR has no image to rank at generation time",
         {k: v for k, v in order_choice.items()}, "not testable",
         "The paper leaves it open; we use a random training image's order of the class (b) and report (a) and (c) beside it: "
@@ -524,6 +523,5 @@ metrics = {"feature_net_top1": clf_acc[1], "feature_net_top5": clf_acc[5],
            "runtime_s": time.perf_counter() - started}
 path = write_results(results_dir, "04_cmar", profile=PROFILE.name, device=str(dev), seeds=SEEDS, claims=claims,
                      metrics=metrics)
-display(Markdown("\n".join(f"- **{cid}** ({c['verdict']}): {c['why']}" for cid, c in claims.items())
-                 + f"\n\nProfile `{PROFILE.name}`; the chapter ran in {time.perf_counter() - started:.0f} s; "
+display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`; the chapter ran in {time.perf_counter() - started:.0f} s; "
                  f"results in `{path.name}`."))

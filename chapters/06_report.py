@@ -34,104 +34,80 @@ profile = "cpu"  # the profile the other chapters ran with (only printed here)
 results_dir = "../book/results"  # where the chapters wrote their results files
 notebooks_dir = "../book"  # where the executed chapters are (for their run times)
 
-# %%
+# %% tags=["hide-input"]
+import importlib.metadata as md
 import json
 import platform
-import re
-from collections import Counter
 from pathlib import Path
 
 import torch
 from IPython.display import Markdown, display
 
-from copkit.results import VERDICTS
+from copkit.results import (VERDICTS, brief, headlines, markdown_table, read_results, section_labels,
+                            verdict_counts)
 
-results = {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("[0-9][0-9]_*.json"))}
+results = read_results(results_dir)
 if not results:
     raise FileNotFoundError(f"no results files in {Path(results_dir).resolve()}: execute the chapters first "
                             "(make chapters, or make book)")
 TITLES = {"01_entropy": "1. Patch entropy", "02_comae": "2. CoMAE", "03_rank": "3. Patch ranking",
           "04_cmar": "4. CMAR", "05_cvit": "5. CViT"}
+labels = {chapter: section_labels(Path(notebooks_dir) / f"{chapter}.ipynb") for chapter in results}
 
 
-def fmt(value, depth: int = 0) -> str:
-    """A results value in a few characters: mean ± sd (n) for a summary, short for the rest."""
-    if isinstance(value, dict) and {"mean", "std", "n"} <= set(value):
-        return f"{value['mean']:.4g} ± {value['std']:.2g} (n={value['n']})"
-    if isinstance(value, dict):
-        items = list(value.items())
-        text = "; ".join(f"{k}: {fmt(v, depth + 1)}" for k, v in items[:4])
-        return text + ("; …" if len(items) > 4 else "")
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt(v, depth + 1) for v in value[:4]) + (", …" if len(value) > 4 else "") + "]"
-    return str(value).replace("|", "/")
-
-
-# %% [markdown]
-# ## Every claim
-
-# %% tags=["full-width"]
-def labels_in(chapter: str) -> set[str]:
-    """The section labels, ``(label)=``, of an executed chapter's markdown cells (none if it is missing)."""
-    path = Path(notebooks_dir) / f"{chapter}.ipynb"
-    if not path.exists():
-        return set()
-    cells = json.loads(path.read_text())["cells"]
-    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    return set(re.findall(r"^\(([^)\s]+)\)=\s*$", text, flags=re.M))
-
-
-def shown_in(chapter: str, c: dict, labels: set[str]) -> str:
+def shown_in(chapter: str, c: dict) -> str:
     """A link to the section that shows a claim; the chapter when the claim names none, or when the
     executed chapter predates the label (results written by an older run)."""
-    if c.get("section") in labels:
+    if c.get("section") in labels[chapter]:
         return f"{{ref}}`{c['section']}`"
     return f"[{TITLES.get(chapter, chapter)}]({chapter}.ipynb)"
 
 
-counts = Counter()
-for chapter, r in results.items():
-    title = TITLES.get(chapter, chapter)
-    labels = labels_in(chapter)
-    rows = []
-    for cid, c in r["claims"].items():
-        counts[c["verdict"]] += 1
-        rows.append(f"| `{cid}` | {fmt(c['paper'])} | {fmt(c['ours'])} | **{c['verdict']}** | {c['why'].replace('|', '/')} | "
-                    f"{shown_in(chapter, c, labels)} |")
-    display(Markdown(
-        f"### {title}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, commit `{r['commit'][:12]}`; "
-        f"[the chapter]({chapter}.ipynb) shows every number below with its figure, and the last column links "
-        "the section that shows each one.\n\n"
-        "| claim | paper | ours | verdict | why | shown in |\n|---|---|---|---|---|---|\n" + "\n".join(rows)))
+# %% [markdown]
+# ## Summary
+#
+# How many of each chapter's claims came out each way, then the claims the chapters mark as the
+# ones that matter most, each with the section that shows it.
+
+# %% tags=["remove-input"]
+counts = verdict_counts(results)
+total = {v: sum(c[v] for c in counts.values()) for v in VERDICTS}
+display(Markdown(
+    markdown_table(["chapter", *VERDICTS, "claims"],
+                   [[f"[{TITLES.get(ch, ch)}]({ch}.ipynb)", *(c[v] for v in VERDICTS), sum(c.values())]
+                    for ch, c in counts.items()]
+                   + [["**all**", *(f"**{total[v]}**" for v in VERDICTS), f"**{sum(total.values())}**"]])
+    + "\n\n**The claims that matter most**\n\n"
+    + "\n".join(f"- {TITLES.get(ch, ch)}, `{cid}`: **{c['verdict']}**. {c['why']} ({shown_in(ch, c)})"
+                 for ch, cid, c in headlines(results))))
 
 # %% [markdown]
-# ## In one line
+# ## Every claim
 
-# %%
-total = sum(counts.values())
-display(Markdown(f"{total} claims tested: " + ", ".join(f"**{counts[v]}** {v}" for v in VERDICTS) + "."))
+# %% tags=["full-width", "remove-input"]
+for chapter, r in results.items():
+    rows = [[f"`{cid}`", brief(c["paper"]), brief(c["ours"]), f"**{c['verdict']}**", c["why"], shown_in(chapter, c)]
+            for cid, c in r["claims"].items()]
+    display(Markdown(
+        f"### {TITLES.get(chapter, chapter)}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, "
+        f"commit `{r['commit'][:12]}`; [the chapter]({chapter}.ipynb) shows every number below with its figure, and "
+        "the last column links the section that shows each one.\n\n"
+        + markdown_table(["claim", "paper", "ours", "verdict", "why", "shown in"], rows)))
 
 # %% [markdown]
 # ## Status: when and how each chapter ran
 #
 # From papermill's metadata in the executed notebooks, and the environment this page runs in.
 
-# %%
+# %% tags=["remove-input"]
 rows = []
 for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
-    nb = json.loads(nb_path.read_text())
-    pm = nb.get("metadata", {}).get("papermill", {})
-    params = pm.get("parameters", {})
+    pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
     r = results.get(nb_path.stem, {})
-    rows.append(f"| {TITLES.get(nb_path.stem, nb_path.stem)} | {str(pm.get('end_time', '?'))[:19].replace('T', ' ')} | "
-                f"`{params.get('profile', r.get('profile', '?'))}` | `{r.get('device', '?')}` | "
-                f"{(pm.get('duration') or 0) / 60:.1f} | `{r.get('commit', '?')[:12]}` |")
-display(Markdown("| chapter | executed (UTC) | profile | device | minutes | commit |\n|---|---|---|---|---|---|\n"
-                 + "\n".join(rows)))
-import importlib.metadata as md
-
+    rows.append([TITLES.get(nb_path.stem, nb_path.stem), str(pm.get("end_time", "?"))[:19].replace("T", " "),
+                 f"`{pm.get('parameters', {}).get('profile', r.get('profile', '?'))}`", f"`{r.get('device', '?')}`",
+                 f"{(pm.get('duration') or 0) / 60:.1f}", f"`{r.get('commit', '?')[:12]}`"])
+display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit"], rows)))
 versions = {k: md.version(k) for k in ("torch", "timm", "torchmetrics", "kneed", "numpy", "scipy")}
 display(Markdown(f"Environment of this page: Python {platform.python_version()}, "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())

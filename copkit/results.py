@@ -42,7 +42,7 @@ from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "tolerance_verdict", "git_commit", "write_results",
            "read_results", "mean_sd", "markdown_table", "brief", "claims_list", "in_words", "verdict_counts",
-           "headlines"]
+           "headlines", "section_labels"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale.
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable")
@@ -299,3 +299,14 @@ def headlines(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, 
     chapters' order."""
     return [(chapter, cid, c) for chapter, r in results.items() for cid, c in r["claims"].items()
             if c.get("headline")]
+
+
+def section_labels(notebook: str | Path) -> set[str]:
+    """The section labels, ``(label)=`` lines, of a notebook's markdown cells (none if it is missing):
+    the targets a claim's ``section`` may name."""
+    path = Path(notebook)
+    if not path.exists():
+        return set()
+    cells = json.loads(path.read_text())["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return set(re.findall(r"^\(([^)\s]+)\)=\s*$", text, flags=re.M))

@@ -272,3 +272,15 @@ def test_tolerance_verdict_edges():
     assert tolerance_verdict(0.07, 0.07, 0.2) == "reproduced"  # the bounds are inclusive
     assert tolerance_verdict(-0.2, 0.07, 0.2) == "partly"
     assert tolerance_verdict(0.2001, 0.07, 0.2) == "not reproduced"
+
+
+def test_section_labels_reads_markdown_targets_only(tmp_path):
+    from copkit.results import section_labels
+
+    nb = {"cells": [{"cell_type": "markdown", "source": ["(ch5-table5)=\n", "## Table 5\n", "see (not-a-label)= here\n"]},
+                    {"cell_type": "code", "source": ["(ch5-code)=\n"]},
+                    {"cell_type": "markdown", "source": "(ch5-knees)=\n### Knees"}]}
+    path = tmp_path / "05_x.ipynb"
+    path.write_text(json.dumps(nb))
+    assert section_labels(path) == {"ch5-table5", "ch5-knees"}
+    assert section_labels(tmp_path / "missing.ipynb") == set()
