@@ -41,7 +41,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from .diffloss import DiffLoss
-from .tokens import flip_batch, random_orders
+from .tokens import flip_batch, gather_tokens, random_orders
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -214,8 +214,8 @@ class MAR(nn.Module):
         nb, w = self.cfg.buffer, self.cfg.width
         buf = cond[:, None].expand(b, nb, w) + self.enc_pos[:, :nb]
         idx = visible[..., None].expand(-1, -1, w)
-        x = self.z_proj(torch.gather(tokens, 1, visible[..., None].expand(-1, -1, tokens.shape[-1])))
-        x = x + torch.gather(self.enc_pos[:, nb:].expand(b, n, w), 1, idx)
+        x = self.z_proj(gather_tokens(tokens, visible))
+        x = x + gather_tokens(self.enc_pos[:, nb:].expand(b, n, w), visible)
         x = torch.cat([buf, x], dim=1)
         x = self.z_proj_ln(x)
         for blk in self.encoder:
@@ -254,8 +254,8 @@ class MAR(nn.Module):
         drop = shard.cut(torch.rand(shard.total, generator=generator, device=tokens.device)) < self.cfg.label_drop
         z = self.forward_z(tokens, self.condition(labels, drop), visible)
         k = self.cfg.diffusion_batch_mul
-        zm = torch.gather(z, 1, masked[..., None].expand(-1, -1, z.shape[-1])).reshape(b * m, -1)
-        xm = torch.gather(tokens, 1, masked[..., None].expand(-1, -1, d)).reshape(b * m, -1)
+        zm = gather_tokens(z, masked).reshape(b * m, -1)
+        xm = gather_tokens(tokens, masked).reshape(b * m, -1)
         # rows are (copy j, image i, masked token t): drawn for every image of the global batch
         t = torch.randint(0, self.diffloss.diffusion.steps, (k, shard.total, m), generator=generator,
                           device=tokens.device)
@@ -290,7 +290,7 @@ class MAR(nn.Module):
         clip = 1.0 if self.cfg.clip_x0 else None
 
         def pick(t: Tensor, index: Tensor) -> Tensor:
-            return torch.gather(t, 1, index[..., None].expand(-1, -1, t.shape[-1])).reshape(-1, t.shape[-1])
+            return gather_tokens(t, index).reshape(-1, t.shape[-1])
 
         masked = n
         for s in range(steps):
@@ -547,7 +547,7 @@ def hidden_uncertainty(model: MAR, tokens: Tensor, labels: Tensor, orders: Tenso
             continue
         visible, hidden = orders[:, n - k:], orders[:, :n - k]
         z = model.forward_z(tokens, cond, visible)
-        zh = torch.gather(z, 1, hidden[..., None].expand(-1, -1, z.shape[-1])).reshape(-1, z.shape[-1])
+        zh = gather_tokens(z, hidden).reshape(-1, z.shape[-1])
         x = model.diffloss.sample(zh.repeat(draws, 1), diffusion_steps, generator=generator)
         out[:, j] = x.reshape(draws, b, n - k, d).var(dim=0).sum(dim=(1, 2)).cpu()
     return out

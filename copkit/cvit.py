@@ -36,20 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .tokens import GRID, N_TOKENS, PATCH, gather_tokens
 from .train import to_device
 
 if TYPE_CHECKING:
     from .dist import Shard
 
 __all__ = [
-    "GRID", "PATCH", "N_TOKENS", "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
+    "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
     "PrunedViT", "build_model", "cvit_step_fn", "run_config", "run_dir", "fit_cvit", "kept_pixels",
 ]
 
-GRID = 7  #: the 7 x 7 token grid of a 28 x 28 image with 4 x 4 patches
-PATCH = 4
-N_TOKENS = GRID * GRID
 #: the model kinds of Table 5 and how each is trained
 MODEL_KINDS = {"vit": "none", "rvit": "random", "cvit": "collapse", "pruned": "learned"}
 _SCHEDULES = ("cosine", "uniform", "none")
@@ -164,10 +162,6 @@ def _check_vit(vit: nn.Module) -> None:
                          "again after ours; build it with patch_drop_rate=0")
 
 
-def _gather_tokens(tokens: Tensor, keep: Tensor) -> Tensor:
-    return tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-
-
 def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> Tensor:
     """Logits of a timm ViT that sees only the patch tokens ``keep`` of each image (Sec. 3.4).
 
@@ -217,7 +211,7 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
         if keep.device.type == "cpu" and (int(keep.min()) < 0 or int(keep.max()) >= n):
             raise ValueError(f"keep indices must lie in [0, {n}), got [{int(keep.min())}, {int(keep.max())}]")
         keep = to_device(keep, t.device)
-        t = torch.cat([prefix, _gather_tokens(patches, keep.long())], dim=1)
+        t = torch.cat([prefix, gather_tokens(patches, keep.long())], dim=1)
     x = vit.norm(vit.blocks(vit.norm_pre(t)))
     return vit.forward_head(x)
 
@@ -361,7 +355,7 @@ class PrunedViT(nn.Module):
                     u = shard.cut(u) if shard is not None else u
                     noisy = scores - torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
                 top = noisy.topk(counts[s], dim=1).indices
-                patches, kept = _gather_tokens(patches, top), kept.gather(1, top)
+                patches, kept = gather_tokens(patches, top), kept.gather(1, top)
                 if self.training:
                     gate = torch.sigmoid(scores.gather(1, top))
                     patches = patches * (1.0 + gate - gate.detach()).unsqueeze(-1)
