@@ -66,9 +66,10 @@ from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
 from copkit import viz  # noqa: E402
 from copkit.comae import load_profile_comae  # noqa: E402
-from copkit.cvit import (MODEL_KINDS, N_TOKENS, CViTConfig, auc, attention_saving, drop_ratio_cdf, drop_ratio_pdf,  # noqa: E402
-                         fit_cvit, forward_flops, forward_keep, kept_pixels, knee, make_vit, n_keep,
-                         sample_drop_ratio, sweep, sweep_ratios, throughput)
+from copkit.curves import auc, knee, sweep, sweep_ratios  # noqa: E402
+from copkit.cvit import (MODEL_KINDS, N_TOKENS, CViTConfig, drop_ratio_cdf, drop_ratio_pdf, fit_cvit,  # noqa: E402
+                         forward_keep, kept_pixels, make_vit, n_keep, sample_drop_ratio)
+from copkit.efficiency import attention_saving, count_flops, throughput, vit_flops  # noqa: E402
 from copkit.data import CLASSES, load_fashion_mnist  # noqa: E402
 from copkit.orders import dataset_orders  # noqa: E402
 from copkit.profiles import get_profile, pick_device  # noqa: E402
@@ -447,15 +448,15 @@ print(f"share of kept patches on the object at 22%: collapse order {share_c:.1%}
 # %%
 cvit_model = models["cvit"][0]
 keeps = [(r, n_keep(r)) for r in (0.0, 0.3, 0.5, 0.78, 0.99)]
-full_flops = forward_flops(cvit_model)
+full_flops = vit_flops(cvit_model)
 rows = ["| mask ratio | patches kept | GFLOP/image, whole forward | vs all 49 | attention-matrix share | "
         "paper's saving $1-\\mathrm{keep}^2$ | our whole-model saving | DynamicViT-style GFLOP |", "|---|---|---|---|---|---|---|---|"]
 flop_table = {}
 for r, k in keeps:
-    f = forward_flops(cvit_model, k)
+    f = vit_flops(cvit_model, k)
     t = k + 1
     att = C.depth * 4 * t * t * C.width
-    fp = forward_flops(models["pruned"][0], k)
+    fp = vit_flops(models["pruned"][0], k)
     flop_table[f"{r:.2f}"] = {"kept": k, "flops": f, "ratio_to_full": f / full_flops, "attention_share": att / f,
                               "paper_attention_saving": attention_saving(k / N_TOKENS), "pruned_flops": fp}
     rows.append(f"| {r:.2f} | {k} | {f / 1e9:.4f} | {f / full_flops:.3f} | {att / f:.1%} | "
@@ -467,12 +468,8 @@ ips = throughput(cvit_model, [N_TOKENS, n_keep(0.5), k22], bench_x)
 # the order: CoMAE masks (every target of every image) and PageRank, timed and counted the same way
 comae, _ = load_profile_comae(PROFILE.comae, data_dir, seed, dev)
 tok = patchify(bench_x[:256], 4).to(dev)
-from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-    comae.masks(tok[:4], autocast=False)
-order_flops = counter.get_total_flops() / 4
+with torch.no_grad():
+    order_flops = count_flops(comae.masks, tok[:4], autocast=False) / 4
 with torch.no_grad():
     collapse_order(comae.masks(tok[:16]))  # warm-up
     t0 = time.perf_counter()
@@ -505,13 +502,13 @@ with torch.device("meta"):
     vit_b = VisionTransformer(img_size=256, patch_size=16, embed_dim=768, depth=12, num_heads=12)
     encoders = {w: VisionTransformer(img_size=256, patch_size=16, embed_dim=w, depth=12, num_heads=max(1, w // 64))
                 for w in (64, 256)}
-vb_full, vb_22 = forward_flops(vit_b, None, in_chans=3, img_size=256), forward_flops(vit_b, 56, in_chans=3, img_size=256)
+vb_full, vb_22 = vit_flops(vit_b, None, in_chans=3, img_size=256), vit_flops(vit_b, 56, in_chans=3, img_size=256)
 paper_scale = {"vit_b_gflop_full": vb_full / 1e9, "vit_b_gflop_keep56": vb_22 / 1e9}
 rows = ["| | GFLOP per image | vs ViT-B, all 256 patches |", "|---|---|---|",
         f"| ViT-B/16, 256 patches | {vb_full / 1e9:.1f} | 1.00 |",
         f"| ViT-B/16, 56 patches (22%) | {vb_22 / 1e9:.1f} | {vb_22 / vb_full:.2f} |"]
 for w, enc in encoders.items():
-    of = 256 * forward_flops(enc, None, in_chans=3, img_size=256)
+    of = 256 * vit_flops(enc, None, in_chans=3, img_size=256)
     paper_scale[f"order_gflop_width{w}"] = of / 1e9
     paper_scale[f"end_to_end_ratio_width{w}"] = (of + vb_22) / vb_full
     rows.append(f"| collapse order, selector width {w} (256 passes) | {of / 1e9:.0f} | {of / vb_full:.1f} |")

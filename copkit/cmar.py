@@ -1,7 +1,8 @@
 """MAR and CMAR: masked autoregressive generation of continuous tokens with a per-token diffusion
 head, in a random order (MAR, Li et al. 2024) or in the collapse order (CMAR, the paper's Sec. 3.3).
 
-A small MAR that keeps what makes MAR what it is (ANCHORS.md lists the official code's conventions):
+A small MAR that keeps what makes MAR what it is (the conventions of MAR's official code,
+https://github.com/LTH14/mar):
 
 - **orders** are per image, a (B, N) long tensor. MAR's convention, kept here: the *first* entries
   of the order are masked, so the *tail* is what the model sees in training and what it generates
@@ -12,8 +13,9 @@ A small MAR that keeps what makes MAR what it is (ANCHORS.md lists the official 
   masked; an MAE-style encoder sees the class-embedding buffer and the visible tokens, a decoder
   adds mask tokens; 10% of labels are replaced by a learned fake class (for CFG); the diffusion
   loss is taken on masked tokens only, each repeated ``diffusion_batch_mul`` times with fresh noise.
-- **DiffLoss** (:class:`DiffLoss`): an AdaLN residual MLP per token conditioned on the decoder
-  output, a cosine noise schedule over 1000 steps, epsilon prediction.
+- **DiffLoss** (:class:`copkit.diffloss.DiffLoss`): an AdaLN residual MLP per token conditioned on
+  the decoder output, a cosine noise schedule over 1000 steps (:mod:`copkit.diffusion`), epsilon
+  prediction.
 - **generation** (:meth:`MAR.sample`): MAR's cosine schedule over S steps (after step s,
   ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear CFG
   schedule ``1 + (cfg - 1)(N - masked)/N``, DDPM sampling respaced to a few steps, temperature on
@@ -35,11 +37,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from .tokens import flip_batch, random_orders
+from .diffloss import DiffLoss
+from .tokens import flip_batch, gather_tokens, random_orders
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -47,10 +49,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MARConfig",
     "MAR",
-    "DiffLoss",
-    "AdaLNMLP",
-    "cosine_alpha_bar",
-    "Diffusion",
     "sample_mask_ratio",
     "masked_count_after",
     "reveal_schedule",
@@ -142,263 +140,6 @@ def cfg_schedule(cfg: float, masked: int, n_tokens: int, kind: str = "linear") -
     raise ValueError(f"unknown CFG schedule {kind!r}; use 'linear' or 'constant'")
 
 
-# ----------------------------------------------------------------------------- diffusion
-def cosine_alpha_bar(t: Tensor | float, steps: int = 1000, s: float = 0.008) -> Tensor:
-    """The cosine schedule (Nichol & Dhariwal 2021): alpha_bar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s))."""
-    t = torch.as_tensor(t, dtype=torch.float64)
-    f = lambda u: torch.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
-    return f(t) / f(torch.zeros((), dtype=torch.float64))
-
-
-class Diffusion:
-    """A discrete Gaussian diffusion with the cosine schedule (MAR's DiffLoss uses 1000 steps to
-    train and a respaced subset to sample).
-
-    ``betas[t] = min(1 - alpha_bar(t+1)/alpha_bar(t), 0.999)`` for t = 0..T-1 and
-    ``alpha_bar_t = prod_{s<=t} (1 - betas[s])``. :meth:`respaced` keeps ``k`` evenly spaced steps
-    and recomputes betas from the kept alpha_bars, as improved DDPM's respacing does.
-    """
-
-    def __init__(self, betas: Tensor, timesteps: Tensor | None = None) -> None:
-        self.betas = betas.double()
-        self.alpha_bar = torch.cumprod(1 - self.betas, 0)
-        self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
-        #: the original step each of these steps stands for (the network is conditioned on it)
-        self.timesteps = torch.arange(len(betas)) if timesteps is None else timesteps
-        self.posterior_var = self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
-        self.log_betas = torch.log(self.betas)
-        self._on_device: dict[tuple[str, torch.device], Tensor] = {}  # tables copied to a device, by name
-        #: log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)
-        pv = self.posterior_var
-        self.posterior_log_var_clipped = torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else self.log_betas
-
-    @classmethod
-    def cosine(cls, steps: int = 1000) -> "Diffusion":
-        t = torch.arange(steps, dtype=torch.float64)
-        betas = (1 - cosine_alpha_bar(t + 1, steps) / cosine_alpha_bar(t, steps)).clamp(max=0.999)
-        return cls(betas)
-
-    @property
-    def steps(self) -> int:
-        return len(self.betas)
-
-    def respaced(self, k: int) -> "Diffusion":
-        """``k`` evenly spaced steps of this diffusion (k = steps: the same diffusion)."""
-        if not 1 <= k <= self.steps:
-            raise ValueError(f"respaced steps must be in 1..{self.steps}; got {k}")
-        keep = torch.linspace(0, self.steps - 1, k).round().long().unique()
-        ab = self.alpha_bar[keep]
-        prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
-        return Diffusion(1 - ab / prev, self.timesteps[keep])
-
-    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
-        ab = self._at("alpha_bar", t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-
-    def _at(self, table: str, t: Tensor, like: Tensor) -> Tensor:
-        """The table named ``table`` (an attribute: ``alpha_bar``, ``betas``, ...) at ``t``, as a column
-        in ``like``'s device and dtype, (M,) -> (M, 1). Each table is copied to a device once (a
-        host-to-GPU copy on every training step would make the host wait)."""
-        key = (table, like.device)
-        if key not in self._on_device:
-            self._on_device[key] = getattr(self, table).to(like.device)
-        return self._on_device[key][t].to(like.dtype)[:, None]
-
-    def learned_log_var(self, t: Tensor | int, v: Tensor) -> Tensor:
-        """Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
-        [-1, 1] interpolates the log variance between the posterior's (v = -1) and beta_t's (v = 1):
-        log sigma^2 = (v+1)/2 log beta_t + (1-v)/2 log beta~_t. ``t`` (M,) per row, or one step
-        index for all rows (sampling: no device copies); ``v`` (M, d)."""
-        frac = (v + 1) / 2
-        if isinstance(t, int):
-            hi, lo = float(self.log_betas[t]), float(self.posterior_log_var_clipped[t])
-        else:
-            hi, lo = self._at("log_betas", t, v), self._at("posterior_log_var_clipped", t, v)
-        return frac * hi + (1 - frac) * lo
-
-    def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-        ab = self._at("alpha_bar", t, x)
-        return (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-
-    def posterior_mean(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
-        """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 - ab_prev) / (1 - ab) x_t."""
-        ab, ab_prev, beta = (self._at(name, t, x) for name in ("alpha_bar", "alpha_bar_prev", "betas"))
-        return (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
-
-    def vb_bits(self, x0: Tensor, x: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:
-        """The variational bound term that trains the learned variance (improved DDPM, L_vlb), per
-        row in bits: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0 and the discretised
-        Gaussian decoder's negative log-likelihood of x0 for t = 0, averaged over the d channels.
-        ``eps`` should be detached (the bound trains only the variance, as in MAR)."""
-        x0, x, eps, v = (u.float() for u in (x0, x, eps, v))
-        mean = self.posterior_mean(self.predict_x0(x, t, eps), x, t)
-        log_var = self.learned_log_var(t, v)
-        true_mean = self.posterior_mean(x0, x, t)
-        kl = gaussian_kl(true_mean, self._at("posterior_log_var_clipped", t, x), mean, log_var)
-        nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)
-        return torch.where(t == 0, nll.mean(-1), kl.mean(-1)) / math.log(2.0)
-
-    def p_step(self, x: Tensor, i: int, eps: Tensor, noise: Tensor, temperature: float = 1.0,
-               clip: float | None = 1.0, v: Tensor | None = None) -> Tensor:
-        """One DDPM reverse step from step index ``i`` given the predicted noise: the posterior mean
-        of q(x_{i-1} | x_i, x0_hat) plus temperature-scaled noise with the posterior variance, or
-        with the learned variance (:meth:`learned_log_var`) when the network's ``v`` is given."""
-        ab, ab_prev, beta = (float(v_[i]) for v_ in (self.alpha_bar, self.alpha_bar_prev, self.betas))
-        x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
-        if clip is not None:
-            x0 = x0.clamp(-clip, clip)
-        mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
-        if i == 0:
-            return mean
-        if v is None:
-            return mean + temperature * math.sqrt(float(self.posterior_var[i])) * noise
-        return mean + temperature * torch.exp(0.5 * self.learned_log_var(i, v.to(x.dtype))) * noise
-
-
-def gaussian_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor) -> Tensor:
-    """KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2))) elementwise, in nats."""
-    return 0.5 * (-1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
-
-
-def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 255) -> Tensor:
-    """log P(x) of data in [-1, 1] quantised to ``bins`` + 1 levels under N(mean, exp(log_scale)^2):
-    the Gaussian mass of x's bin (width 2/bins), the outermost bins reaching to +-infinity (Ho et
-    al. 2020, Sec. 3.3). The normal CDF is the tanh approximation improved DDPM uses."""
-    def cdf(u: Tensor) -> Tensor:
-        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
-
-    inv_std = torch.exp(-log_scale)
-    upper, lower = cdf(inv_std * (x - mean + 1.0 / bins)), cdf(inv_std * (x - mean - 1.0 / bins))
-    log = lambda p: torch.log(p.clamp(min=1e-12))  # noqa: E731
-    return torch.where(x < -0.999, log(upper), torch.where(x > 0.999, log(1.0 - lower), log(upper - lower)))
-
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps, (B,) -> (B, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    return F.pad(emb, (0, dim % 2))
-
-
-class _ResBlock(nn.Module):
-    """LayerNorm, AdaLN shift/scale from the condition, Linear-SiLU-Linear, gated residual."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        shift, scale, gate = self.ada(y).chunk(3, dim=-1)
-        return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
-
-
-class AdaLNMLP(nn.Module):
-    """MAR's denoiser: a residual MLP per token, every block modulated (AdaLN) by the sum of the
-    timestep embedding and the projected condition z. The AdaLN layers and the output are
-    zero-initialised, so each block starts as the identity and the first prediction is 0.
-
-    ``time_freq``: the size of the sinusoidal timestep embedding (MAR: 256; None: ``width``);
-    ``out_dim``: ``token_dim``, or twice it when the variance is learned too (MAR)."""
-
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, time_freq: int | None = None,
-                 out_dim: int | None = None) -> None:
-        super().__init__()
-        self.width = width
-        self.time_freq = time_freq or width
-        self.inp = nn.Linear(token_dim, width)
-        self.time = nn.Sequential(nn.Linear(self.time_freq, width), nn.SiLU(), nn.Linear(width, width))
-        self.cond = nn.Linear(cond_dim, width)
-        self.blocks = nn.ModuleList(_ResBlock(width) for _ in range(depth))
-        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.out = nn.Linear(width, out_dim or token_dim)
-        for m in [*(b.ada[-1] for b in self.blocks), self.final_ada[-1], self.out]:
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        return self.denoise(x, self.embed_time(t), self.cond(z))
-
-    def embed_time(self, t: Tensor) -> Tensor:
-        """The timestep embedding (B,) -> (B, width): sinusoids, then Linear-SiLU-Linear."""
-        return self.time(timestep_embedding(t, self.time_freq))
-
-    def denoise(self, x: Tensor, temb: Tensor, c: Tensor) -> Tensor:
-        """The forward from an embedded timestep and a projected condition (sampling computes
-        the condition once per token and the timestep once per step)."""
-        y = temb + c
-        h = self.inp(x)
-        for block in self.blocks:
-            h = block(h, y)
-        shift, scale = self.final_ada(y).chunk(2, dim=-1)
-        return self.out(self.final_norm(h) * (1 + scale) + shift)
-
-
-class DiffLoss(nn.Module):
-    """The per-token diffusion loss and sampler of MAR: the denoiser predicts the noise of
-    x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps from (x_t, t, z); training draws t
-    uniformly per token and takes the mean squared error; sampling runs DDPM respaced.
-
-    With ``learn_sigma`` (as MAR) the denoiser also outputs ``v`` for the variance of each reverse
-    step (:meth:`Diffusion.learned_log_var`), trained by the variational bound
-    (:meth:`Diffusion.vb_bits`) added to the squared error; sampling then uses that variance."""
-
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, train_steps: int = 1000,
-                 time_freq: int | None = None, learn_sigma: bool = False) -> None:
-        super().__init__()
-        self.token_dim = token_dim
-        self.learn_sigma = learn_sigma
-        self.net = AdaLNMLP(token_dim, cond_dim, width, depth, time_freq, 2 * token_dim if learn_sigma else token_dim)
-        self.diffusion = Diffusion.cosine(train_steps)
-
-    def forward(self, target: Tensor, z: Tensor, generator: torch.Generator | None = None,
-                t: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
-        """The loss of each row (target (M, d), condition z (M, c)) -> (M,); the timesteps ``t`` (M,)
-        and the noise (M, d) are drawn from ``generator`` unless given."""
-        if t is None:
-            t = torch.randint(0, self.diffusion.steps, (len(target),), generator=generator, device=target.device)
-        if noise is None:
-            noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
-        x_t = self.diffusion.q_sample(target, t, noise)
-        out = self.net(x_t, t, z)
-        if not self.learn_sigma:
-            return ((out - noise) ** 2).mean(dim=-1)
-        eps, v = out.split(self.token_dim, dim=-1)
-        return ((eps - noise) ** 2).mean(dim=-1) + self.diffusion.vb_bits(target, x_t, t, eps.detach(), v)
-
-    @torch.no_grad()
-    def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg: float = 1.0,
-               z_uncond: Tensor | None = None, generator: torch.Generator | None = None,
-               clip: float | None = 1.0) -> Tensor:
-        """Tokens (M, d) for the conditions z (M, c). With ``z_uncond`` the noise prediction is
-        guided, eps = eps_u + cfg (eps_c - eps_u) (cfg = 1 is the conditional model)."""
-        diff = self.diffusion.respaced(steps)
-        x = torch.randn(len(z), self.token_dim, generator=generator, device=z.device, dtype=z.dtype)
-        guided = z_uncond is not None and cfg != 1.0
-        c = self.net.cond(torch.cat([z, z_uncond]) if guided else z)
-        d = self.token_dim
-        for i in reversed(range(diff.steps)):
-            temb = self.net.embed_time(torch.full((1,), int(diff.timesteps[i]), device=z.device))
-            if guided:
-                cond, uncond = self.net.denoise(torch.cat([x, x]), temb, c).chunk(2)
-                out = cond  # the variance is the conditional branch's, as in MAR
-                eps = uncond[:, :d] + cfg * (cond[:, :d] - uncond[:, :d])
-            else:
-                out = self.net.denoise(x, temb, c)
-                eps = out[:, :d]
-            v = out[:, d:] if self.learn_sigma else None
-            noise = torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype)
-            x = diff.p_step(x, i, eps, noise, temperature, clip, v)
-        return x
-
-
 # ----------------------------------------------------------------------------------- MAR
 @dataclass(frozen=True)
 class MARConfig:
@@ -473,8 +214,8 @@ class MAR(nn.Module):
         nb, w = self.cfg.buffer, self.cfg.width
         buf = cond[:, None].expand(b, nb, w) + self.enc_pos[:, :nb]
         idx = visible[..., None].expand(-1, -1, w)
-        x = self.z_proj(torch.gather(tokens, 1, visible[..., None].expand(-1, -1, tokens.shape[-1])))
-        x = x + torch.gather(self.enc_pos[:, nb:].expand(b, n, w), 1, idx)
+        x = self.z_proj(gather_tokens(tokens, visible))
+        x = x + gather_tokens(self.enc_pos[:, nb:].expand(b, n, w), visible)
         x = torch.cat([buf, x], dim=1)
         x = self.z_proj_ln(x)
         for blk in self.encoder:
@@ -513,8 +254,8 @@ class MAR(nn.Module):
         drop = shard.cut(torch.rand(shard.total, generator=generator, device=tokens.device)) < self.cfg.label_drop
         z = self.forward_z(tokens, self.condition(labels, drop), visible)
         k = self.cfg.diffusion_batch_mul
-        zm = torch.gather(z, 1, masked[..., None].expand(-1, -1, z.shape[-1])).reshape(b * m, -1)
-        xm = torch.gather(tokens, 1, masked[..., None].expand(-1, -1, d)).reshape(b * m, -1)
+        zm = gather_tokens(z, masked).reshape(b * m, -1)
+        xm = gather_tokens(tokens, masked).reshape(b * m, -1)
         # rows are (copy j, image i, masked token t): drawn for every image of the global batch
         t = torch.randint(0, self.diffloss.diffusion.steps, (k, shard.total, m), generator=generator,
                           device=tokens.device)
@@ -549,7 +290,7 @@ class MAR(nn.Module):
         clip = 1.0 if self.cfg.clip_x0 else None
 
         def pick(t: Tensor, index: Tensor) -> Tensor:
-            return torch.gather(t, 1, index[..., None].expand(-1, -1, t.shape[-1])).reshape(-1, t.shape[-1])
+            return gather_tokens(t, index).reshape(-1, t.shape[-1])
 
         masked = n
         for s in range(steps):
@@ -806,7 +547,7 @@ def hidden_uncertainty(model: MAR, tokens: Tensor, labels: Tensor, orders: Tenso
             continue
         visible, hidden = orders[:, n - k:], orders[:, :n - k]
         z = model.forward_z(tokens, cond, visible)
-        zh = torch.gather(z, 1, hidden[..., None].expand(-1, -1, z.shape[-1])).reshape(-1, z.shape[-1])
+        zh = gather_tokens(z, hidden).reshape(-1, z.shape[-1])
         x = model.diffloss.sample(zh.repeat(draws, 1), diffusion_steps, generator=generator)
         out[:, j] = x.reshape(draws, b, n - k, d).var(dim=0).sum(dim=(1, 2)).cpu()
     return out

@@ -42,6 +42,8 @@ from timm.layers import Mlp, RotaryEmbeddingCat
 from timm.models.eva import EvaBlock
 from torch import Tensor, nn
 
+from .tokens import gather_tokens
+
 if TYPE_CHECKING:
     from .dist import Shard
     from .train import TrainConfig
@@ -57,7 +59,6 @@ __all__ = [
     "contrastive_loss",
     "mask_entropy",
     "others_index",
-    "gather_tokens",
     "saved_lambda",
     "run_dir",
     "comae_step_fn",
@@ -102,11 +103,6 @@ def others_index(n_tokens: int, device: torch.device | str | None = None) -> Ten
     idx = torch.arange(n_tokens, device=device)
     full = idx.expand(n_tokens, n_tokens)
     return full[full != idx[:, None]].reshape(n_tokens, n_tokens - 1)
-
-
-def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
-    """tokens (B, N, d) at per-image indices (B, L): (B, L, d)."""
-    return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
 def noise_keep(w: Tensor, sigma: float) -> Tensor:

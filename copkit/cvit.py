@@ -20,15 +20,13 @@ The drop ratio of a training batch follows a "cosine annealing schedule favourin
 (Sec. 3.4), read here as ``r = r_max (1 - cos(pi u / 2))`` with ``u ~ U(0, 1)``
 (:func:`sample_drop_ratio`, density :func:`drop_ratio_pdf`).
 
-Evaluation (:func:`sweep`) gives top-1/top-5 over mask ratios; :func:`auc` is the normalised area
-under top-1, :func:`knee` the Kneedle knee (Satopaa et al. 2011, the ``kneed`` package).
-:func:`forward_flops` counts the whole forward with torch's ``FlopCounterMode`` (attention included).
+Evaluation over mask ratios (the sweep, AuC and the knee) is in :mod:`copkit.curves`; FLOPs,
+timing and throughput in :mod:`copkit.efficiency`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -37,23 +35,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from .tokens import GRID, N_TOKENS, PATCH, gather_tokens
 from .train import to_device
 
 if TYPE_CHECKING:
     from .dist import Shard
 
 __all__ = [
-    "GRID", "PATCH", "N_TOKENS", "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
-    "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "sweep_ratios", "prune_stages", "stage_counts",
-    "PrunedViT", "build_model", "cvit_step_fn", "run_config", "run_dir", "fit_cvit", "sweep",
-    "auc", "knee", "forward_flops", "attention_saving", "throughput", "kept_pixels",
+    "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
+    "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
+    "PrunedViT", "build_model", "cvit_step_fn", "run_config", "run_dir", "fit_cvit", "kept_pixels",
 ]
 
-GRID = 7  #: the 7 x 7 token grid of a 28 x 28 image with 4 x 4 patches
-PATCH = 4
-N_TOKENS = GRID * GRID
 #: the model kinds of Table 5 and how each is trained
 MODEL_KINDS = {"vit": "none", "rvit": "random", "cvit": "collapse", "pruned": "learned"}
 _SCHEDULES = ("cosine", "uniform", "none")
@@ -168,10 +162,6 @@ def _check_vit(vit: nn.Module) -> None:
                          "again after ours; build it with patch_drop_rate=0")
 
 
-def _gather_tokens(tokens: Tensor, keep: Tensor) -> Tensor:
-    return tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-
-
 def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> Tensor:
     """Logits of a timm ViT that sees only the patch tokens ``keep`` of each image (Sec. 3.4).
 
@@ -221,7 +211,7 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
         if keep.device.type == "cpu" and (int(keep.min()) < 0 or int(keep.max()) >= n):
             raise ValueError(f"keep indices must lie in [0, {n}), got [{int(keep.min())}, {int(keep.max())}]")
         keep = to_device(keep, t.device)
-        t = torch.cat([prefix, _gather_tokens(patches, keep.long())], dim=1)
+        t = torch.cat([prefix, gather_tokens(patches, keep.long())], dim=1)
     x = vit.norm(vit.blocks(vit.norm_pre(t)))
     return vit.forward_head(x)
 
@@ -271,19 +261,6 @@ def sample_drop_ratio(n: int, generator: torch.Generator | None = None, max_drop
     if schedule == "uniform":
         return max_drop * u
     return max_drop * (1.0 - torch.cos(math.pi * u / 2.0))
-
-
-def sweep_ratios(points: int, extra: Sequence[float] = (0.3, 0.5, 0.78), top: float = 0.99) -> np.ndarray:
-    """The mask ratios of an evaluation: ``points`` evenly from 0 to ``top``, plus Table 5's
-    columns (0.3, 0.5, 0.78), sorted and unique.
-
-    >>> sweep_ratios(3).tolist()
-    [0.0, 0.3, 0.495, 0.5, 0.78, 0.99]
-    """
-    if points < 2:
-        raise ValueError(f"a sweep needs at least 2 evenly spaced points, got {points}")
-    r = np.concatenate([np.linspace(0.0, top, points), np.asarray(extra, dtype=float)])
-    return np.unique(np.round(r, 6))
 
 
 # ----------------------------------------------------------------------- the pruning baseline
@@ -378,7 +355,7 @@ class PrunedViT(nn.Module):
                     u = shard.cut(u) if shard is not None else u
                     noisy = scores - torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
                 top = noisy.topk(counts[s], dim=1).indices
-                patches, kept = _gather_tokens(patches, top), kept.gather(1, top)
+                patches, kept = gather_tokens(patches, top), kept.gather(1, top)
                 if self.training:
                     gate = torch.sigmoid(scores.gather(1, top))
                     patches = patches * (1.0 + gate - gate.detach()).unsqueeze(-1)
@@ -484,161 +461,6 @@ def fit_cvit(cfg: CViTConfig, tc, images: Tensor, labels: Tensor, orders: Tensor
     load_weights(folder, "model", model, ema=True)
     model.eval()
     return model, hist
-
-
-# --------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: Sequence[float],
-          order_source: str = "collapse", batch_size: int = 1000, seed: int = 0,
-          progress: bool = False, desc: str = "sweep") -> dict[str, list[float]]:
-    """Top-1 and top-5 accuracy (percent) at each mask ratio (Table 5, Fig. 8).
-
-    Args:
-        model: a timm ViT (evaluated with :func:`forward_keep`) or a :class:`PrunedViT`.
-        data: (images (n, C, H, W) or anything sliced into such batches, labels (n,), collapse
-            orders (n, N) best first, or None).
-        ratios: mask ratios in [0, 1]; each keeps :func:`n_keep` patches.
-        order_source: ``"collapse"`` keeps the top of each image's collapse order; ``"random"`` a
-            random subset (one random order per image from ``seed``, so the kept sets are nested
-            across ratios); ``"learned"`` lets a :class:`PrunedViT` choose.
-
-    Returns:
-        ``{"ratios", "kept", "top1", "top5"}`` as lists.
-    """
-    from .metrics import topk_accuracy
-
-    images, labels, orders = data
-    if order_source not in ("collapse", "random", "learned"):
-        raise ValueError(f"order_source must be 'collapse', 'random' or 'learned', got {order_source!r}")
-    pruned = isinstance(model, PrunedViT)
-    if pruned != (order_source == "learned"):
-        raise ValueError("order_source='learned' goes with a PrunedViT, and a PrunedViT only with 'learned'")
-    if order_source == "collapse" and orders is None:
-        raise ValueError("order_source='collapse' needs the collapse orders of the test images")
-    n_tokens = (model.vit if pruned else model).patch_embed.num_patches
-    if order_source == "random":
-        g = torch.Generator().manual_seed(seed)
-        orders = torch.rand(len(images), n_tokens, generator=g).argsort(1)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = {"ratios": [], "kept": [], "top1": [], "top5": []}
-    for r in tqdm(list(ratios), desc=desc, disable=not progress, mininterval=5.0, ncols=100):
-        k = n_keep(float(r), n_tokens)
-        logits = []
-        for s in range(0, len(images), batch_size):
-            x = images[s:s + batch_size].to(device)
-            if pruned:
-                logits.append(model(x, n_keep=k).float().cpu())
-            else:
-                keep = None if k == n_tokens else orders[s:s + batch_size, :k].to(device)
-                logits.append(forward_keep(model, x, keep).float().cpu())
-        acc = topk_accuracy(torch.cat(logits), labels.cpu(), ks=(1, 5))
-        out["ratios"].append(float(r))
-        out["kept"].append(k)
-        out["top1"].append(100.0 * acc[1])
-        out["top5"].append(100.0 * acc[5])
-    model.train(was_training)
-    return out
-
-
-def _curve(ratios: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(ratios, dtype=float), np.asarray(values, dtype=float)
-    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
-        raise ValueError(f"need two 1-D sequences of the same length >= 2, got {x.shape} and {y.shape}")
-    if not np.all(np.diff(x) > 0):
-        raise ValueError("mask ratios must be strictly increasing")
-    return x, y
-
-
-def auc(ratios: Sequence[float], top1: Sequence[float]) -> float:
-    """Table 5's AuC: the area under top-1 against mask ratio (trapezoid rule), divided by the
-    ratio range, so it is in top-1's units (an average accuracy over the masked range).
-
-    >>> auc([0.0, 0.5, 1.0], [80.0, 60.0, 0.0])
-    50.0
-    """
-    x, y = _curve(ratios, top1)
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
-
-
-def knee(ratios: Sequence[float], top1: Sequence[float], sensitivity: float = 1.0) -> tuple[float, float]:
-    """The knee of a top-1 curve (Sec. 5, Fig. 8): ``kneed.KneeLocator`` (Kneedle, Satopaa et al.
-    2011) with ``curve="concave", direction="decreasing"`` on mask ratio ascending. Returns
-    (mask ratio, top-1 there); (nan, nan) when Kneedle finds no knee.
-
-    A curve flat until 0.6 and falling linearly after it bends at 0.6:
-
-    >>> x = [i / 10 for i in range(10)]
-    >>> knee(x, [80.0] * 7 + [60.0, 40.0, 20.0])
-    (0.6, 80.0)
-    """
-    from kneed import KneeLocator
-
-    x, y = _curve(ratios, top1)
-    loc = KneeLocator(x, y, curve="concave", direction="decreasing", S=sensitivity)
-    if loc.knee is None:
-        return float("nan"), float("nan")
-    return float(loc.knee), float(y[np.argmin(np.abs(x - loc.knee))])
-
-
-# --------------------------------------------------------------------------------- efficiency
-def forward_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_size: int = 28) -> int:
-    """FLOPs of one image's whole forward with ``keep`` patch tokens (None: all), counted by
-    ``torch.utils.flop_counter.FlopCounterMode`` with attention through the math kernel (the
-    fused CPU kernel counts as zero in torch 2.13-2.14). Matrix products only (a multiply-add is
-    2 FLOPs); norms, softmax and activations are not counted. Beside it, the paper's figure
-    :func:`attention_saving` covers only the quadratic term."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = next(model.parameters()).device
-    x = torch.zeros(1, in_chans, img_size, img_size, device=device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        if isinstance(model, PrunedViT):
-            model(x, n_keep=keep)
-        else:
-            n = model.patch_embed.num_patches
-            forward_keep(model, x, None if keep is None or keep == n else torch.arange(keep, device=device))
-    model.train(was_training)
-    return int(counter.get_total_flops())
-
-
-def attention_saving(keep_fraction: float) -> float:
-    """The paper's efficiency figure (Sec. 5): attention cost falls with the square of the tokens
-    kept, 1 - keep^2 (95.16% at keep 0.22). Only the attention-matrix term scales this way."""
-    if not 0.0 <= keep_fraction <= 1.0:
-        raise ValueError(f"keep fraction must be in [0, 1], got {keep_fraction}")
-    return 1.0 - keep_fraction**2
-
-
-@torch.no_grad()
-def throughput(model: nn.Module, keeps: Sequence[int], images: Tensor, repeat: int = 5,
-               rounds: int = 3) -> dict[int, float]:
-    """Images per second of ``forward_keep`` at each patch count in ``keeps`` (the speed behind
-    Sec. 5's efficiency claim), measured in one run: ``rounds`` interleaved rounds (so load on
-    the machine hits every setting alike), each the best of ``repeat`` timed passes over
-    ``images``; the best round per setting is returned."""
-    device = next(model.parameters()).device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    images = images.to(device)
-    was_training = model.training
-    model.eval()
-    best = {k: 0.0 for k in keeps}
-    for _ in range(rounds):
-        for k in keeps:
-            keep = None if k >= model.patch_embed.num_patches else torch.arange(k, device=device)
-            forward_keep(model, images, keep)  # warm-up
-            sync()
-            for _ in range(repeat):
-                t = time.perf_counter()
-                forward_keep(model, images, keep)
-                sync()
-                best[k] = max(best[k], images.shape[0] / (time.perf_counter() - t))
-    model.train(was_training)
-    return best
 
 
 def kept_pixels(keep: Tensor, grid: int = GRID, patch: int = PATCH) -> Tensor:

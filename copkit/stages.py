@@ -439,7 +439,8 @@ class EvalCvit:
 
 
 def eval_cvit(cfg: EvalCvit) -> Path:
-    from .cvit import auc, build_model, knee, sweep, sweep_ratios
+    from .curves import auc, knee, sweep, sweep_ratios
+    from .cvit import build_model
     from .io import atomic_write_json
 
     dev = _device(cfg.device)

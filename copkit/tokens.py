@@ -12,8 +12,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders", "flip_batch", "random_flip"]
+__all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders", "flip_batch", "random_flip"]
 
+
+#: The book's tokens: 28 x 28 Fashion-MNIST images cut into 4 x 4 patches, a 7 x 7 grid of
+#: N = 49 tokens of d = 16 pixels. Every chapter and profile uses these; the command line's
+#: tokenizer (:mod:`copkit.tokenizer`) takes other sizes for other data.
+PATCH = 4
+SIDE = 28
+GRID = SIDE // PATCH
+N_TOKENS = GRID * GRID
+TOKEN_DIM = PATCH * PATCH
+
+
+def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
+    """The tokens (B, N, d) at per-image positions ``index`` (B, L): (B, L, d), row b holding
+    ``tokens[b, index[b]]``.
+
+    >>> t = torch.arange(12.).reshape(1, 4, 3)
+    >>> gather_tokens(t, torch.tensor([[2, 0]])).tolist()
+    [[[6.0, 7.0, 8.0], [0.0, 1.0, 2.0]]]
+    """
+    return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 def _check_divisible(h: int, w: int, p: int) -> None:
     if p <= 0:

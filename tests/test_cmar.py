@@ -8,9 +8,10 @@ import pytest
 import torch
 from scipy import stats
 
-from copkit.cmar import (MAR, DiffLoss, Diffusion, MARConfig, adaptive_collapse, cfg_schedule, cosine_alpha_bar,
-                         mar_order, masked_count_after, mix_orders, reveal_schedule,
-                         sample_mask_ratio, training_orders)
+from copkit.cmar import (MAR, MARConfig, adaptive_collapse, cfg_schedule, mar_order, masked_count_after, mix_orders,
+                         reveal_schedule, sample_mask_ratio, training_orders)
+from copkit.diffloss import DiffLoss
+from copkit.diffusion import Diffusion, cosine_alpha_bar
 from copkit.tokens import flip_batch, patchify, random_orders
 
 
@@ -245,7 +246,7 @@ def test_adaptive_order_reveals_the_best_hidden_patch_next_and_keeps_the_tail():
 def test_gaussian_kl_and_discretized_likelihood_match_exact_forms():
     from torch.distributions import Normal, kl_divergence
 
-    from copkit.cmar import discretized_gaussian_log_likelihood, gaussian_kl
+    from copkit.diffusion import discretized_gaussian_log_likelihood, gaussian_kl
 
     g = torch.Generator().manual_seed(0)
     m1, m2, lv1, lv2 = (torch.randn(200, generator=g, dtype=torch.float64) for _ in range(4))

@@ -10,9 +10,10 @@ from scipy import integrate, stats
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from copkit.cvit import (N_TOKENS, CViTConfig, PrunedViT, auc, drop_ratio_cdf, drop_ratio_pdf, fit_cvit,
-                         forward_flops, forward_keep, knee, make_vit, n_keep, run_dir, sample_drop_ratio, stage_counts,
-                         sweep, sweep_ratios)
+from copkit.curves import auc, knee, sweep, sweep_ratios
+from copkit.cvit import (N_TOKENS, CViTConfig, PrunedViT, drop_ratio_cdf, drop_ratio_pdf, fit_cvit, forward_keep,
+                         make_vit, n_keep, run_dir, sample_drop_ratio, stage_counts)
+from copkit.efficiency import vit_flops
 from copkit.tokens import patchify, random_flip
 from copkit.train import TrainConfig
 
@@ -134,7 +135,7 @@ def test_flops_at_keep_1_are_timms_and_fall_as_counted_by_hand(vit):
     x = torch.zeros(1, 1, 28, 28)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         vit(x)
-    assert forward_flops(vit) == counter.get_total_flops() == forward_flops(vit, N_TOKENS)
+    assert vit_flops(vit) == counter.get_total_flops() == vit_flops(vit, N_TOKENS)
     d, depth, mlp, classes = 32, 2, 4, 10
 
     def by_hand(k):
@@ -143,7 +144,7 @@ def test_flops_at_keep_1_are_timms_and_fall_as_counted_by_hand(vit):
         block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * mlp * d
         return embed + depth * block + 2 * d * classes
 
-    counts = [forward_flops(vit, k) for k in (49, 34, 25, 11, 1)]
+    counts = [vit_flops(vit, k) for k in (49, 34, 25, 11, 1)]
     assert counts == [by_hand(k) for k in (49, 34, 25, 11, 1)]
     assert all(a > b for a, b in zip(counts, counts[1:]))
 
@@ -198,7 +199,7 @@ def test_pruned_vit_keeps_the_asked_count_and_learns_its_scores():
     model(x, n_keep=11, generator=torch.Generator().manual_seed(0)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.scorers.parameters() if p.ndim > 1)
     assert stage_counts(49, 11, 3) == [30, 18, 11]
-    full, pruned, dropped = forward_flops(model, None), forward_flops(model, 11), forward_flops(model.vit, 11)
+    full, pruned, dropped = vit_flops(model, None), vit_flops(model, 11), vit_flops(model.vit, 11)
     assert dropped < pruned < full
 
 

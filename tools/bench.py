@@ -38,15 +38,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from copkit.comae import CoMAE, CoMAEConfig  # noqa: E402
-from copkit.cvit import N_TOKENS, CViTConfig, forward_flops, make_vit, n_keep, throughput  # noqa: E402
+from copkit.cvit import N_TOKENS, CViTConfig, make_vit, n_keep  # noqa: E402
+from copkit.efficiency import OpCount, best_time, count_flops, throughput, vit_flops  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
@@ -56,18 +54,6 @@ from copkit.results import git_commit  # noqa: E402
 from copkit.tokens import patchify, random_orders  # noqa: E402
 
 
-def timed(fn, repeat: int = 3, sync=lambda: None) -> float:
-    fn()  # warm-up
-    sync()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def matmul_flops(dev: torch.device, sync, n: int | None = None, dtype=torch.float32) -> float:
     """FLOP/s of large square matrix products: the practical limit. On a GPU, 8192^3 and ten products
     per timing (a 2048^3 product lasts ~20 us on an H200, too short to outweigh the launch and sync)."""
@@ -75,7 +61,7 @@ def matmul_flops(dev: torch.device, sync, n: int | None = None, dtype=torch.floa
     k = 10 if dev.type == "cuda" else 1
     a = torch.randn(n, n, device=dev, dtype=dtype)
     b = torch.randn(n, n, device=dev, dtype=dtype)
-    seconds = timed(lambda: [a @ b for _ in range(k)], repeat=5, sync=sync)
+    seconds = best_time(lambda: [a @ b for _ in range(k)], repeat=5, sync=sync)
     return k * 2 * n**3 / seconds
 
 
@@ -87,11 +73,9 @@ def bench_masks(profile: str, dev: torch.device, sync, images: int) -> dict:
     model = CoMAE(cfg).to(dev).eval()
     x, _ = load_fashion_mnist("test", limit=images)
     tokens = patchify(x, 4).to(dev)
-    seconds = timed(lambda: model.masks(tokens), repeat=3, sync=sync)
-    end_to_end = timed(lambda: collapse_order(model.masks(tokens)), repeat=3, sync=sync)
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model.masks(tokens[:8], autocast=False)
-    flops = counter.get_total_flops() / 8 * images
+    seconds = best_time(lambda: model.masks(tokens), repeat=3, sync=sync)
+    end_to_end = best_time(lambda: collapse_order(model.masks(tokens)), repeat=3, sync=sync)
+    flops = count_flops(model.masks, tokens[:8], autocast=False) / 8 * images
     peak = matmul_flops(dev, sync, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
     return {"profile": profile, "images": images, "seconds": seconds, "images_per_s": images / seconds,
             "masks_per_s": images * cfg.n_tokens / seconds, "gflop_per_image": flops / images / 1e9,
@@ -131,9 +115,9 @@ def bench_entropy() -> dict:
     t = time.perf_counter()
     model = GaussianTokens.fit(tokens)
     fit = time.perf_counter() - t
-    greedy = timed(model.greedy_order, repeat=1)
+    greedy = best_time(model.greedy_order, repeat=1)
     orders = random_orders(64, 49)
-    curves = timed(lambda: model.prefix_curve(orders), repeat=1)
+    curves = best_time(lambda: model.prefix_curve(orders), repeat=1)
     return {"device": "cpu", "fit_60000_s": fit, "greedy_order_s": greedy, "prefix_curves_per_s": 64 / curves}
 
 
@@ -145,7 +129,7 @@ def bench_cvit(profile: str, dev: torch.device, images: int) -> dict:
     x, _ = load_fashion_mnist("test", limit=images)
     keeps = {1.0: N_TOKENS, 0.5: n_keep(0.5), 0.22: n_keep(0.78)}
     ips = throughput(vit, list(keeps.values()), x)
-    flops = {k: forward_flops(vit, k) for k in keeps.values()}
+    flops = {k: vit_flops(vit, k) for k in keeps.values()}
     full = keeps[1.0]
     return {"profile": profile, "images": images, "width": p.width, "depth": p.depth,
             "keep": {str(r): {"tokens": k, "images_per_s": ips[k], "speedup": ips[k] / ips[full],
@@ -167,10 +151,8 @@ def _step_cost(step, sync, dev: torch.device, precision: str, repeat: int = 2) -
             loss = step()
         loss.backward()
 
-    seconds = timed(run, repeat=repeat, sync=sync)
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        run()
-    return seconds, float(counter.get_total_flops())
+    seconds = best_time(run, repeat=repeat, sync=sync)
+    return seconds, float(count_flops(run))
 
 
 def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> dict:
@@ -183,9 +165,7 @@ def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> 
     _train_steps(fn, opts, tc, dev, 4, 20)
     sync()
     seconds = (time.perf_counter() - t0) / 20
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        _train_steps(fn, opts, tc, dev, 100, 2)  # one f step and one g step
-    flops = counter.get_total_flops() / 2
+    flops = count_flops(_train_steps, fn, opts, tc, dev, 100, 2) / 2  # one f step and one g step
     return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": model.cfg.targets_per_image,
             "precision": tc.precision, "steps_per_s": 1 / seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
             "fraction_of_matmul": flops / seconds / peak}
@@ -232,18 +212,6 @@ def _train_steps(fn, opts, tc, dev: torch.device, first: int, n: int) -> None:
         opts[key].step()
 
 
-class _OpCount(TorchDispatchMode):
-    """Counts the ATen operators run under it (on a GPU each launches at least one kernel)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        return func(*args, **(kwargs or {}))
-
-
 def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
     """Training steps of the profile's CoMAE, MAR and CViT as copkit.train.train runs them (autocast,
     clipping, the optimiser, the EMA, logging every few steps): milliseconds and ATen operators per
@@ -260,7 +228,7 @@ def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> 
     def run(name: str, n: int, count: bool) -> tuple[float, int, object]:
         model, fn, opts, tc = _training(name, profile, dev, x, y)
         tc = dataclasses.replace(tc, steps=n, ckpt_every=10**9, compile=False)
-        counter = _OpCount()
+        counter = OpCount()
         with tempfile.TemporaryDirectory() as d:
             sync()
             t0 = time.perf_counter()
@@ -334,10 +302,8 @@ def bench_paper(dev: torch.device, sync) -> dict:
     seconds, flops = _step_cost(lambda: comae.losses(tokens, g())["loss"], sync, dev, c.train.precision, repeat=1)
     record("train-comae", c, 1, seconds, flops, c.train.steps, c.train.batch_size)
     comae.eval()
-    seconds = timed(lambda: comae.masks(tokens, chunk=1), repeat=1, sync=sync)
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        comae.masks(tokens, chunk=1, autocast=False)
-    flops = counter.get_total_flops()
+    seconds = best_time(lambda: comae.masks(tokens, chunk=1), repeat=1, sync=sync)
+    flops = count_flops(comae.masks, tokens, chunk=1, autocast=False)
     out["rank-imagenet"] = {"config": "configs/paper/rank.toml", "images": IMAGENET_IMAGES,
                             "gflop_per_image": flops / 1e9, "hours_this_device": seconds * IMAGENET_IMAGES / 3600,
                             "h200_hours_at_assumed_mfu": flops * IMAGENET_IMAGES / (ASSUMED_MFU * H200_BF16_DENSE) / 3600}

@@ -1,0 +1,160 @@
+"""Gaussian diffusion for MAR's per-token head: the noise schedule, forward noising, the posterior,
+respacing, and the variational-bound terms that train a learned variance.
+
+This is what MAR keeps in its ``diffusion/`` package (taken from improved DDPM, Nichol & Dhariwal
+2021), reduced to what a per-token head needs:
+
+- :func:`cosine_alpha_bar`: the cosine schedule alpha_bar(t);
+- :class:`Diffusion`: betas and their tables in float64, :meth:`~Diffusion.q_sample` (forward
+  noising in closed form), :meth:`~Diffusion.posterior_mean` and the posterior variance,
+  :meth:`~Diffusion.respaced` (a few evenly spaced steps for sampling),
+  :meth:`~Diffusion.learned_log_var` (improved DDPM's learned range), :meth:`~Diffusion.vb_bits`
+  (the L_vlb term) and :meth:`~Diffusion.p_step` (one reverse step);
+- :func:`gaussian_kl` and :func:`discretized_gaussian_log_likelihood`, the two pieces of L_vlb.
+
+The network that predicts the noise, and the loss built on it, are in :mod:`copkit.diffloss`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["cosine_alpha_bar", "Diffusion", "gaussian_kl", "discretized_gaussian_log_likelihood"]
+
+
+def cosine_alpha_bar(t: Tensor | float, steps: int = 1000, s: float = 0.008) -> Tensor:
+    """The cosine schedule (Nichol & Dhariwal 2021): alpha_bar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s))."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    f = lambda u: torch.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    return f(t) / f(torch.zeros((), dtype=torch.float64))
+
+
+class Diffusion:
+    """A discrete Gaussian diffusion with the cosine schedule (MAR's DiffLoss uses 1000 steps to
+    train and a respaced subset to sample).
+
+    ``betas[t] = min(1 - alpha_bar(t+1)/alpha_bar(t), 0.999)`` for t = 0..T-1 and
+    ``alpha_bar_t = prod_{s<=t} (1 - betas[s])``. :meth:`respaced` keeps ``k`` evenly spaced steps
+    and recomputes betas from the kept alpha_bars, as improved DDPM's respacing does.
+    """
+
+    def __init__(self, betas: Tensor, timesteps: Tensor | None = None) -> None:
+        self.betas = betas.double()
+        self.alpha_bar = torch.cumprod(1 - self.betas, 0)
+        self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
+        #: the original step each of these steps stands for (the network is conditioned on it)
+        self.timesteps = torch.arange(len(betas)) if timesteps is None else timesteps
+        self.posterior_var = self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+        self.log_betas = torch.log(self.betas)
+        self._on_device: dict[tuple[str, torch.device], Tensor] = {}  # tables copied to a device, by name
+        #: log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)
+        pv = self.posterior_var
+        self.posterior_log_var_clipped = torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else self.log_betas
+
+    @classmethod
+    def cosine(cls, steps: int = 1000) -> "Diffusion":
+        t = torch.arange(steps, dtype=torch.float64)
+        betas = (1 - cosine_alpha_bar(t + 1, steps) / cosine_alpha_bar(t, steps)).clamp(max=0.999)
+        return cls(betas)
+
+    @property
+    def steps(self) -> int:
+        return len(self.betas)
+
+    def respaced(self, k: int) -> "Diffusion":
+        """``k`` evenly spaced steps of this diffusion (k = steps: the same diffusion)."""
+        if not 1 <= k <= self.steps:
+            raise ValueError(f"respaced steps must be in 1..{self.steps}; got {k}")
+        keep = torch.linspace(0, self.steps - 1, k).round().long().unique()
+        ab = self.alpha_bar[keep]
+        prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        return Diffusion(1 - ab / prev, self.timesteps[keep])
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
+        ab = self._at("alpha_bar", t, x0)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def _at(self, table: str, t: Tensor, like: Tensor) -> Tensor:
+        """The table named ``table`` (an attribute: ``alpha_bar``, ``betas``, ...) at ``t``, as a column
+        in ``like``'s device and dtype, (M,) -> (M, 1). Each table is copied to a device once (a
+        host-to-GPU copy on every training step would make the host wait)."""
+        key = (table, like.device)
+        if key not in self._on_device:
+            self._on_device[key] = getattr(self, table).to(like.device)
+        return self._on_device[key][t].to(like.dtype)[:, None]
+
+    def learned_log_var(self, t: Tensor | int, v: Tensor) -> Tensor:
+        """Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
+        [-1, 1] interpolates the log variance between the posterior's (v = -1) and beta_t's (v = 1):
+        log sigma^2 = (v+1)/2 log beta_t + (1-v)/2 log beta~_t. ``t`` (M,) per row, or one step
+        index for all rows (sampling: no device copies); ``v`` (M, d)."""
+        frac = (v + 1) / 2
+        if isinstance(t, int):
+            hi, lo = float(self.log_betas[t]), float(self.posterior_log_var_clipped[t])
+        else:
+            hi, lo = self._at("log_betas", t, v), self._at("posterior_log_var_clipped", t, v)
+        return frac * hi + (1 - frac) * lo
+
+    def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        ab = self._at("alpha_bar", t, x)
+        return (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+    def posterior_mean(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 - ab_prev) / (1 - ab) x_t."""
+        ab, ab_prev, beta = (self._at(name, t, x) for name in ("alpha_bar", "alpha_bar_prev", "betas"))
+        return (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+
+    def vb_bits(self, x0: Tensor, x: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:
+        """The variational bound term that trains the learned variance (improved DDPM, L_vlb), per
+        row in bits: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0 and the discretised
+        Gaussian decoder's negative log-likelihood of x0 for t = 0, averaged over the d channels.
+        ``eps`` should be detached (the bound trains only the variance, as in MAR)."""
+        x0, x, eps, v = (u.float() for u in (x0, x, eps, v))
+        mean = self.posterior_mean(self.predict_x0(x, t, eps), x, t)
+        log_var = self.learned_log_var(t, v)
+        true_mean = self.posterior_mean(x0, x, t)
+        kl = gaussian_kl(true_mean, self._at("posterior_log_var_clipped", t, x), mean, log_var)
+        nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)
+        return torch.where(t == 0, nll.mean(-1), kl.mean(-1)) / math.log(2.0)
+
+    def p_step(self, x: Tensor, i: int, eps: Tensor, noise: Tensor, temperature: float = 1.0,
+               clip: float | None = 1.0, v: Tensor | None = None) -> Tensor:
+        """One DDPM reverse step from step index ``i`` given the predicted noise: the posterior mean
+        of q(x_{i-1} | x_i, x0_hat) plus temperature-scaled noise with the posterior variance, or
+        with the learned variance (:meth:`learned_log_var`) when the network's ``v`` is given."""
+        ab, ab_prev, beta = (float(v_[i]) for v_ in (self.alpha_bar, self.alpha_bar_prev, self.betas))
+        x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
+        if i == 0:
+            return mean
+        if v is None:
+            return mean + temperature * math.sqrt(float(self.posterior_var[i])) * noise
+        return mean + temperature * torch.exp(0.5 * self.learned_log_var(i, v.to(x.dtype))) * noise
+
+
+def gaussian_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor) -> Tensor:
+    """KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2))) elementwise, in nats."""
+    return 0.5 * (-1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
+
+
+def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 255) -> Tensor:
+    """log P(x) of data in [-1, 1] quantised to ``bins`` + 1 levels under N(mean, exp(log_scale)^2):
+    the Gaussian mass of x's bin (width 2/bins), the outermost bins reaching to +-infinity (Ho et
+    al. 2020, Sec. 3.3). The normal CDF is the tanh approximation improved DDPM uses."""
+    def cdf(u: Tensor) -> Tensor:
+        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
+
+    inv_std = torch.exp(-log_scale)
+    upper, lower = cdf(inv_std * (x - mean + 1.0 / bins)), cdf(inv_std * (x - mean - 1.0 / bins))
+    log = lambda p: torch.log(p.clamp(min=1e-12))  # noqa: E731
+    return torch.where(x < -0.999, log(upper), torch.where(x > 0.999, log(1.0 - lower), log(upper - lower)))
+
+

@@ -1,0 +1,147 @@
+"""What a model costs: FLOPs counted by torch, operators launched, and time measured in one run.
+
+The paper's efficiency claim (Sec. 5) is a FLOP figure for attention alone; the book counts the
+whole forward and times it, so that both sides are measured the same way in the chapters and in
+``make bench`` (``tools/bench.py``):
+
+- :func:`count_flops`: the FLOPs of any call, counted by ``torch.utils.flop_counter.FlopCounterMode``
+  with attention through the math kernel (the fused CPU kernel counts as zero in torch 2.13-2.14);
+- :func:`vit_flops`: one image's forward through a ViT that keeps ``keep`` patch tokens
+  (:func:`copkit.cvit.forward_keep`) or through the pruning baseline (:class:`copkit.cvit.PrunedViT`);
+- :func:`attention_saving`: the paper's figure, ``1 - keep^2``, the attention-matrix term only;
+- :class:`OpCount`: the ATen operators a call runs (on a GPU each launches at least one kernel);
+- :func:`best_time`: the best of a few timed calls after a warm-up;
+- :func:`throughput`: images per second of a ViT at several kept-token counts, interleaved;
+- :func:`step_rate`: training steps per second of a step function.
+
+Counting conventions: matrix products only, a multiply-add is 2 FLOPs; norms, softmax and
+activations are not counted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from .cvit import PrunedViT, forward_keep
+
+__all__ = ["count_flops", "vit_flops", "attention_saving", "OpCount", "best_time", "throughput", "step_rate"]
+
+
+def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """The FLOPs of ``fn(*args, **kwargs)`` (forward, and backward if ``fn`` runs one), counted by
+    ``FlopCounterMode`` with scaled-dot-product attention through the math kernel, so that the
+    attention products are counted.
+
+    >>> count_flops(torch.matmul, torch.ones(2, 3), torch.ones(3, 4))  # 2 * 2 * 3 * 4
+    48
+    """
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_size: int = 28) -> int:
+    """FLOPs of one image's whole forward with ``keep`` patch tokens (None: all): the first
+    ``keep`` patches through :func:`copkit.cvit.forward_keep` for a timm ViT (which tokens does not
+    change the count), or the pruner's own choice for a :class:`copkit.cvit.PrunedViT`. Counted in
+    eval mode without gradients, on the model's device (the meta device counts without computing)."""
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_chans, img_size, img_size, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        if isinstance(model, PrunedViT):
+            flops = count_flops(model, x, n_keep=keep)
+        else:
+            n = model.patch_embed.num_patches
+            flops = count_flops(forward_keep, model, x,
+                                None if keep is None or keep == n else torch.arange(keep, device=device))
+    model.train(was_training)
+    return flops
+
+
+def attention_saving(keep_fraction: float) -> float:
+    """The paper's efficiency figure (Sec. 5): attention cost falls with the square of the tokens
+    kept, 1 - keep^2 (95.16% at keep 0.22). Only the attention-matrix term scales this way."""
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise ValueError(f"keep fraction must be in [0, 1], got {keep_fraction}")
+    return 1.0 - keep_fraction**2
+
+
+@torch.no_grad()
+def throughput(model: nn.Module, keeps: Sequence[int], images: Tensor, repeat: int = 5,
+               rounds: int = 3) -> dict[int, float]:
+    """Images per second of ``forward_keep`` at each patch count in ``keeps`` (the speed behind
+    Sec. 5's efficiency claim), measured in one run: ``rounds`` interleaved rounds (so load on
+    the machine hits every setting alike), each the best of ``repeat`` timed passes over
+    ``images``; the best round per setting is returned."""
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    images = images.to(device)
+    was_training = model.training
+    model.eval()
+    best = {k: 0.0 for k in keeps}
+    for _ in range(rounds):
+        for k in keeps:
+            keep = None if k >= model.patch_embed.num_patches else torch.arange(k, device=device)
+            forward_keep(model, images, keep)  # warm-up
+            sync()
+            for _ in range(repeat):
+                t = time.perf_counter()
+                forward_keep(model, images, keep)
+                sync()
+                best[k] = max(best[k], images.shape[0] / (time.perf_counter() - t))
+    model.train(was_training)
+    return best
+
+
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the ATen operators run under it (``with OpCount() as c: ...; c.ops``); on a GPU each
+    launches at least one kernel, so a small model's step costs its operators more than its FLOPs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def best_time(fn: Callable[[], Any], repeat: int = 3, sync: Callable[[], None] = lambda: None) -> float:
+    """Seconds of the fastest of ``repeat`` calls of ``fn()``, after one untimed warm-up call;
+    ``sync`` waits for the device (``torch.cuda.synchronize`` on a GPU)."""
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def step_rate(step: Callable[[int], Any], steps: int, first: int = 0, warmup: int = 1,
+              sync: Callable[[], None] = lambda: None) -> float:
+    """Steps per second of ``step(t)`` for t = ``first + warmup`` .. ``first + warmup + steps - 1``,
+    after ``warmup`` untimed steps (which pay one-off costs: threads, kernels, compiling)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    for t in range(first, first + warmup):
+        step(t)
+    sync()
+    t0 = time.perf_counter()
+    for t in range(first + warmup, first + warmup + steps):
+        step(t)
+    sync()
+    return steps / (time.perf_counter() - t0)
