@@ -40,7 +40,6 @@ seed = 0  # seed of the random orders
 results_dir = "../book/results"  # where this chapter's results file goes
 
 # %% tags=["hide-input"]
-import math
 import time
 
 import matplotlib.pyplot as plt

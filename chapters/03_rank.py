@@ -64,7 +64,7 @@ from copkit.comae import fit_comae, from_profile, load_profile_comae
 from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
-from copkit.rank import collapse_order, pagerank, pagerank_solve, ranks, transition
+from copkit.rank import collapse_order, pagerank, ranks, transition
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import patchify, random_orders
 

@@ -348,7 +348,7 @@ for name in ("CMAR", "CMAR ascending"):
 display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.27; descending FID 5.928, IS 280.55)\n\n"
                  + markdown_table(["order", "CFG", *SCORES],
                                   [["descending" if n == "CMAR" else "ascending", "none" if c == 1.0 else c, *score_cells(v)]
-                                   for n, by in table4.items() for c, v in by.items())))
+                                   for n, by in table4.items() for c, v in by.items()])))
 
 # %% [markdown]
 # ## Samples

@@ -40,7 +40,7 @@ from scipy.stats import ttest_ind
 from .data import project_root
 from .io import atomic_write_json
 
-__all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "tolerance_verdict", "git_commit", "write_results",
+__all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "tolerance_verdict", "welch_text", "git_commit", "write_results",
            "read_results", "mean_sd", "markdown_table", "brief", "claims_list", "in_words", "verdict_counts",
            "headlines", "section_labels"]
 
@@ -115,6 +115,20 @@ def tolerance_verdict(diff: float, tight: float, loose: float) -> str:
     ['reproduced', 'partly', 'not reproduced']
     """
     return "reproduced" if abs(diff) <= tight else "partly" if abs(diff) <= loose else "not reproduced"
+
+
+def welch_text(p: float | None, n: int) -> str:
+    """A Welch p-value over ``n`` seeds as a claim says it: ``"Welch p = 0.012 over 3 seeds"``, or
+    ``"one seed, no test"`` when there is no p (None or NaN). A p that two significant digits would
+    round to 0.05 gets three, so that the text never shows 0.05 for a p just on either side of it.
+
+    >>> welch_text(0.01234, 3), welch_text(0.0496, 3), welch_text(float("nan"), 1)
+    ('Welch p = 0.012 over 3 seeds', 'Welch p = 0.0496 over 3 seeds', 'one seed, no test')
+    """
+    if p is None or not np.isfinite(p):
+        return "one seed, no test"
+    shown = f"{p:.2g}"
+    return f"Welch p = {shown if shown != '0.05' else f'{p:.3g}'} over {n} seeds"
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
