@@ -158,7 +158,7 @@ display(Markdown(
 # (`schedule`): `uniform` is the obvious alternative reading. A unit test checks the sampler
 # against this density with a Kolmogorov-Smirnov test.
 
-# %% mystnb={"figure": {"caption": "The drop-ratio sampler: 100,000 draws against the stated density $p(r)$ (left), and how many of the 49 patches a training batch keeps (right).", "name": "fig-ch5-drop-ratio"}, "image": {"alt": "Left: a histogram of drop ratios, highest near 0, with the black density curve over it; right: a histogram of the number of patches kept."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The drop-ratio sampler: 100,000 draws against the stated density $p(r)$ (left), and how many of the 49 patches a training batch keeps (right).", "name": "fig-ch5-drop-ratio"}, "image": {"alt": "Left: a histogram of drop ratios, highest near 0, with the black density curve over it; right: a histogram of the number of patches kept."}}
 draws = sample_drop_ratio(100_000, torch.Generator().manual_seed(seed), C.max_drop, C.schedule).numpy()
 ks = stats.kstest(draws, lambda r: drop_ratio_cdf(r, C.max_drop))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -287,7 +287,7 @@ knees = {n: np.array([knee(ratios, row) for row in top1[n]]) for n in EVALS}  # 
 print(f"{len(EVALS)} evaluations x {len(seeds)} seeds x {len(ratios)} ratios on {len(x_test)} images in "
       f"{sweep_seconds:.0f} s")
 
-# %% mystnb={"figure": {"caption": "Fig. 8 analogue: top-1 (left) and top-5 (right) accuracy against the share of patches removed, mean and range over seeds; dots mark each model's Kneedle knee, the dotted line the paper's 78%.", "name": "fig-ch5-fig8"}, "image": {"alt": "Two plots of accuracy falling with the mask ratio, one shaded band per model: ViT, DynamicViT-style, ViT+C, RViT and CViT."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Fig. 8 analogue: top-1 (left) and top-5 (right) accuracy against the share of patches removed, mean and range over seeds; dots mark each model's Kneedle knee, the dotted line the paper's 78%.", "name": "fig-ch5-fig8"}, "image": {"alt": "Two plots of accuracy falling with the mask ratio, one shaded band per model: ViT, DynamicViT-style, ViT+C, RViT and CViT."}}
 colors = dict(zip(MAIN, ["tab:gray", "tab:purple", "tab:orange", "tab:blue", "tab:red"]))
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
 for name in MAIN:
@@ -303,6 +303,14 @@ axes[0].legend(fontsize=8, loc="lower left")
 axes[0].set_title("top-1; dots: Kneedle knee (mean over seeds, bar: range)", fontsize=9)
 axes[1].set_title("top-5; dotted: the paper's 78%", fontsize=9)
 plt.show()
+
+# %% [markdown]
+# **Reading the figure.** Every curve starts at its model's full-image accuracy and falls as
+# patches go; the further right a curve stays up, the less the model needs the missing patches.
+# Three gaps carry the chapter's questions: ViT against ViT+C is what the collapse order does at
+# test time alone, to a network that never saw a missing patch; ViT against RViT is what training
+# with drops does, whatever the order; RViT against CViT is what the order adds once the network
+# is trained with drops. The curves of the three cross-checks are in the table below.
 
 # %% [markdown]
 # (ch5-table5)=
@@ -380,13 +388,26 @@ display(Markdown(f"{ranking}\n\n{knee_table}\n\nKendall τ between the two AuC r
 # rows count, over all test images of a class, how often each patch is among the kept 11: the
 # collapse order's top, then the pruning baseline's.
 
-# %% mystnb={"figure": {"caption": "What CViT and the pruning baseline keep at 78% masking: one test image per class with the removed patches shaded and each model's prediction (top rows), and how often each patch is kept, per class (bottom rows).", "name": "fig-ch5-kept"}, "image": {"alt": "Four rows of ten panels: clothing images with blue shading over the removed patches, then heat maps of how often each patch is kept."}}
+# %%
 k22 = n_keep(0.78)
 cvit0, pruned0 = models["cvit"][0], models["pruned"][0]
 with torch.no_grad():
     pred_c = forward_keep(cvit0, x_test.to(dev), test_orders[:, :k22].to(dev)).argmax(1).cpu()
     logits_p, kept_p = pruned0(x_test.to(dev), n_keep=k22, return_kept=True)
     pred_p, kept_p = logits_p.argmax(1).cpu(), kept_p.cpu()
+obj = (patchify(x_test, PATCH) > -0.8).any(-1)  # a patch holding any pixel brighter than 10% grey
+share_c = obj.gather(1, test_orders[:, :k22]).double().mean().item()
+share_p = obj.gather(1, kept_p).double().mean().item()
+slots = torch.bincount(train_orders[:, :k22].reshape(-1), minlength=N_TOKENS).double()
+fixed_share = (slots.sort(descending=True).values[:k22].sum() / slots.sum()).item()
+same_set = (test_orders[:, :k22].sort(1).values == fixed_order[:k22].sort().values).all(1).double().mean().item()
+print(f"{fixed_share:.0%} of the kept slots of the training images fall on the same {k22} positions; "
+      f"{same_set:.0%} of the test images keep exactly the fixed order's {k22} patches")
+print(f"share of kept patches on the object at 22%: collapse order {share_c:.1%}, pruning baseline {share_p:.1%}, "
+      f"a random subset {obj.double().mean().item():.1%}; CViT top-1 here {100 * (pred_c == y_test).double().mean():.1f}%, "
+      f"pruning baseline {100 * (pred_p == y_test).double().mean():.1f}%")
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "What CViT and the pruning baseline keep at 78% masking: one test image per class with the removed patches shaded and each model's prediction (top rows), and how often each patch is kept, per class (bottom rows).", "name": "fig-ch5-kept"}, "image": {"alt": "Four rows of ten panels: clothing images with blue shading over the removed patches, then heat maps of how often each patch is kept."}}
 chosen = {"CViT": (test_orders[:, :k22], pred_c), "pruned": (kept_p, pred_p)}
 fig, axes = plt.subplots(4, 10, figsize=(15, 6.6))
 for c in range(10):
@@ -402,17 +423,6 @@ axes[3, 0].set_ylabel("pruner's 22%", fontsize=8)
 fig.suptitle("Shaded: patches removed at 78% masking. Bottom rows: how often a patch is kept, per class", y=1.0)
 fig.tight_layout()
 plt.show()
-obj = (patchify(x_test, PATCH) > -0.8).any(-1)  # a patch holding any pixel brighter than 10% grey
-share_c = obj.gather(1, test_orders[:, :k22]).double().mean().item()
-share_p = obj.gather(1, kept_p).double().mean().item()
-slots = torch.bincount(train_orders[:, :k22].reshape(-1), minlength=N_TOKENS).double()
-fixed_share = (slots.sort(descending=True).values[:k22].sum() / slots.sum()).item()
-same_set = (test_orders[:, :k22].sort(1).values == fixed_order[:k22].sort().values).all(1).double().mean().item()
-print(f"{fixed_share:.0%} of the kept slots of the training images fall on the same {k22} positions; "
-      f"{same_set:.0%} of the test images keep exactly the fixed order's {k22} patches")
-print(f"share of kept patches on the object at 22%: collapse order {share_c:.1%}, pruning baseline {share_p:.1%}, "
-      f"a random subset {obj.double().mean().item():.1%}; CViT top-1 here {100 * (pred_c == y_test).double().mean():.1f}%, "
-      f"pruning baseline {100 * (pred_p == y_test).double().mean():.1f}%")
 
 # %% [markdown]
 # (ch5-efficiency)=
@@ -505,9 +515,23 @@ scale_lo, scale_hi = sorted((paper_scale["end_to_end_ratio_width64"], paper_scal
 # %% [markdown]
 # ## Where our result agrees with the paper, and where it does not
 #
-# Each verdict is computed from this run's numbers by the rule its sentence states, and each
-# sentence is written once, here, from the measured values: the list below, the results file and
-# the report page (Chapter 6) all read the same claims.
+# Each claim of the paper gets a verdict computed from this run's numbers by a rule fixed before
+# looking, and one sentence that says it with the measured values. The sentences are written
+# once, in the cells below; the summary at the end of this chapter, the results file
+# (`book/results/05_cvit.json`) and the report page (Chapter 6) all read the same claims.
+#
+# Most claims compare two models, or one model under two orders. Each seed gives one value per
+# model, so the comparison is a Welch t-test over the seeds: the claim **agrees** when the
+# difference has the paper's sign and p < 0.05, holds **partly** when the sign is right but the
+# test is not significant, and **disagrees** when the sign is wrong. With a single seed there is no
+# test, and a right sign counts as partly.
+#
+# ### With all patches, and with 78% removed
+#
+# Training with drops should cost nothing on full images: the paper's CViT and RViT are within
+# 0.2 points of ViT. We count a loss of at most 1 point as agreement, up to 3 as partial. A ViT
+# trained on full images should collapse when most patches go missing; we measure the share of
+# its accuracy above chance (10% on ten classes) that it keeps at 78%, against the paper's 27%.
 
 # %%
 n = len(seeds)
@@ -564,6 +588,14 @@ compare("table5.dynamicvit.top1@78", 20.66, at("DynamicViT-style", 0.78), at("CV
         f"ratios as CViT and reaches {at('DynamicViT-style', 0.78).mean():.1f} at 78% against CViT's "
         f"{at('CViT', 0.78).mean():.1f} ({w}).", section="ch5-table5")
 
+# %% [markdown]
+# ### The area under the accuracy curve
+#
+# The AuC claims compare whole curves, one number per seed, with the same test. The ranking of
+# all five models is a single comparison: it agrees when ours is the paper's order, partly when
+# the two orders are positively correlated (Kendall's $\tau > 0$).
+
+# %%
 best_other = max(["ViT", "ViT+C", "RViT", "DynamicViT-style"], key=lambda m: aucs[m].mean())
 v, p = direction_verdict(aucs["CViT"], aucs[best_other], "higher")
 claims["table5.cvit.auc"] = claim(72.19, {**summary(aucs["CViT"]), "best_other": best_other,
@@ -593,6 +625,17 @@ claims["table5.auc_ranking"] = claim(paper_rank, {"ours": our_rank, "kendall_tau
     "reproduced" if our_rank == paper_rank else "partly" if tau_rank > 0 else "not reproduced",
     f"Ours by mean AuC: {' > '.join(our_rank)}; Kendall tau {tau_rank:.2f} with the paper's ranking.", section="ch5-knees")
 
+# %% [markdown]
+# ### The knee, and whose order CViT needs
+#
+# The knee is a position on the mask-ratio axis, so its claim is a tolerance: within 0.07 of the
+# paper's 0.78 agrees, within 0.2 is partial. Its height is compared as the share of full-image
+# accuracy CViT keeps there, which does not depend on the data set's difficulty.
+#
+# The paper's CViT keeps the top of *each image's own* order. If that matters, CViT must beat the
+# same network fed one fixed order for all images; a gain of under one AuC point counts as none.
+
+# %%
 kc = knees["CViT"]
 kr = kc[:, 0][np.isfinite(kc[:, 0])]
 where = ("finds no knee in CViT's curve" if not len(kr) else f"puts CViT's knee at {kr[0]:.2f}" if np.ptp(kr) == 0
@@ -635,6 +678,15 @@ claims["sec3.4.cvit.per_image_order"] = claim("CViT keeps the top of each image'
     f"with one fixed order for all images ({welch_text(p, n)}; reproduced if better at p < 0.05, partly if better by "
     f"1 point or more), {said}.", section="ch5-kept-22")
 
+# %% [markdown]
+# ### Efficiency
+#
+# The paper's 95.16% is right for what it counts, the attention matrix, so its claim can at best
+# hold partly: the rest of the network does not shrink with the square of the tokens kept. The
+# end-to-end claim, which the paper does not make, asks whether dropping patches saves compute
+# once the order itself is paid for: it agrees only if the whole costs less than the full ViT.
+
+# %%
 saving, speed = 1 - f22 / full_flops, ips[k22] / ips[N_TOKENS]
 claims["efficiency.attention_saving_at_22"] = claim(95.16, {"attention_only_1_minus_keep2": 100 * attention_saving(k22 / N_TOKENS),
     "whole_forward_flop_saving": 100 * saving, "measured_speedup": speed, "n": 1}, "partly",
@@ -656,6 +708,14 @@ claims["efficiency.throughput_at_22"] = claim("implied by the 95.16% attention s
     "partly", f"Keeping {k22} of {N_TOKENS} patches runs {speed:.2f}x faster on {dev} against a FLOP ratio of "
     f"{full_flops / f22:.2f}x (softmax, norms, activations and memory traffic are not in the FLOP count, so the two "
     "can differ either way).", section="ch5-efficiency")
+
+# %% [markdown]
+# ### In words
+#
+# Every claim of this chapter, grouped by verdict; each sentence links the section that shows its
+# evidence.
+
+# %%
 display(Markdown(in_words(claims)))
 
 # %%

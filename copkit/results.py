@@ -275,7 +275,7 @@ def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str
     One paragraph-long list item per verdict that has claims, in the order of :data:`VERDICTS`, so
     that nothing is stated twice: the sentences are the claims' reasons, as the results file and
     the report have them. With ``links``, a claim that names its ``section`` ends with a MyST
-    reference to it.
+    reference to it (which shows the section's title).
 
     >>> print(in_words({"a": claim(1, 2.0, "partly", "A is close."), "b": claim(1, 1.0, "reproduced", "B holds.")},
     ...                links=False))
@@ -290,7 +290,7 @@ def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str
                 continue
             why = c["why"]
             if links and c.get("section"):
-                why += f" ({{ref}}`more <{c['section']}>`)"
+                why += f" (see {{ref}}`{c['section']}`)"
             said.append(why)
         if said:
             lines.append(f"- {VERDICT_WORDS[verdict]} " + " ".join(said))

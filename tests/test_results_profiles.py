@@ -241,7 +241,7 @@ def test_in_words_groups_claims_by_verdict_in_order_and_says_each_once():
     lines = in_words(claims).splitlines()
     assert len(lines) == 2  # two verdicts present, one item each
     assert lines[0].startswith("- " + VERDICT_WORDS["reproduced"]) and lines[1].startswith("- " + VERDICT_WORDS["not reproduced"])
-    assert lines[0].endswith("Y holds. ({ref}`more <ch9-y>`) Z holds.")
+    assert lines[0].endswith("Y holds. (see {ref}`ch9-y`) Z holds.")
     text = in_words(claims, links=False)
     for c in claims.values():
         assert text.count(c["why"]) == 1
