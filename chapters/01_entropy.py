@@ -369,7 +369,10 @@ metrics = {
 path = write_results(results_dir, "01_entropy", profile=P.name, device=str(calc), seeds=[seed],
                      claims=claims, metrics=metrics)
 display(Markdown(in_words(claims) + f"""
-- **Orders depend on content** (an observation, not a claim of the paper). Greedy orders of the ten class
+
+**Beside the paper's claims**
+
+- **Orders depend on content.** Greedy orders of the ten class
   models agree with a mean Spearman correlation of {off_diag.mean():.2f}: similar silhouettes share an order,
   different ones do not.
 - Profile `{P.name}`, {train_x.shape[0]} training images; results written to `{path.name}`;

@@ -424,7 +424,10 @@ metrics = {
 path = write_results(results_dir, "02_comae", profile=PROFILE.name, device=str(dev), seeds=[s + seed for s in P.seeds],
                      claims=claims, metrics=metrics)
 display(Markdown(in_words(claims) + f"""
-- **Masks of different targets** of one image (an observation, not a claim of the paper) have a mean cosine
+
+**Beside the paper's claims**
+
+- **Masks of different targets** of one image have a mean cosine
   similarity of {summary(similarity[with_lc])['mean']:.3f} with $L_c$ (weight {with_lc}) and
   {summary(similarity[0.0])['mean']:.3f} without: at this weight and length of training the masks say more about
   the image than about the target.

@@ -35,7 +35,7 @@ Data:
 
 The book:
 
-- :mod:`copkit.results`     the results file every chapter writes, claims and verdicts
+- :mod:`copkit.results`     the results file every chapter writes, claims and verdicts, and their text (mean ± sd, tables, prose)
 - :mod:`copkit.viz`         the book's figures
 - :mod:`copkit.io`          atomic writes
 """

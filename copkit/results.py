@@ -185,7 +185,7 @@ def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1, *, significant: bool = False,
             show_n: bool = False) -> str:
-    """"mean ± sd" of measurements, or of a :func:`summary` dict; the sd is the sample one (0 for one value).
+    """Measurements, or a :func:`summary` dict, as "mean ± sd"; the sd is the sample one (0 for one value).
 
     ``digits`` decimals for both, or with ``significant`` that many significant digits for the mean
     and two for the sd; ``show_n`` adds the count.
@@ -272,29 +272,29 @@ VERDICT_WORDS = {
 def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str:
     """The closing prose of a chapter: its claims grouped by verdict, each said by its own ``why``.
 
-    One paragraph-long list item per verdict that has claims, in the order of :data:`VERDICTS`, so
-    that nothing is stated twice: the sentences are the claims' reasons, as the results file and
-    the report have them. With ``links``, a claim that names its ``section`` ends with a MyST
-    reference to it (which shows the section's title).
+    For each verdict that has claims, in the order of :data:`VERDICTS`, a line saying what the
+    verdict means (:data:`VERDICT_WORDS`), then one list item per claim. Nothing is stated twice:
+    the sentences are the claims' reasons, as the results file and the report have them. With
+    ``links``, a claim that names its ``section`` ends with a MyST reference to it (which shows the
+    section's title).
 
     >>> print(in_words({"a": claim(1, 2.0, "partly", "A is close."), "b": claim(1, 1.0, "reproduced", "B holds.")},
     ...                links=False))
-    - **Agrees** (the paper's direction beyond the spread over seeds, or within the stated tolerance). B holds.
-    - **Partly** (the paper's direction but not significant, within the looser tolerance only, or only part of the claim). A is close.
+    **Agrees** (the paper's direction beyond the spread over seeds, or within the stated tolerance).
+    <BLANKLINE>
+    - B holds.
+    <BLANKLINE>
+    **Partly** (the paper's direction but not significant, within the looser tolerance only, or only part of the claim).
+    <BLANKLINE>
+    - A is close.
     """
-    lines = []
+    groups = []
     for verdict in VERDICTS:
-        said = []
-        for c in claims.values():
-            if c["verdict"] != verdict:
-                continue
-            why = c["why"]
-            if links and c.get("section"):
-                why += f" (see {{ref}}`{c['section']}`)"
-            said.append(why)
+        said = [c["why"] + (f" (see {{ref}}`{c['section']}`)" if links and c.get("section") else "")
+                for c in claims.values() if c["verdict"] == verdict]
         if said:
-            lines.append(f"- {VERDICT_WORDS[verdict]} " + " ".join(said))
-    return "\n".join(lines)
+            groups.append(VERDICT_WORDS[verdict] + "\n\n" + "\n".join(f"- {w}" for w in said))
+    return "\n\n".join(groups)
 
 
 def verdict_counts(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Counter]:
