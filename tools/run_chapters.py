@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +60,6 @@ def to_notebook(src: Path, dest: Path) -> set[str]:
 
 def _comments(source: str) -> dict[int, str]:
     """The comment ending each line of ``source``, by line number (1-based)."""
-    import tokenize
-
     return {tok.start[0]: tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
             if tok.type == tokenize.COMMENT}
 
