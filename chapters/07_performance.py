@@ -30,7 +30,7 @@ notebooks_dir = "../book"  # the executed chapters, for their run times
 results_dir = "../book/results"  # runtimes-<profile>.json, written by tools/run_chapters.py
 smoke_results_dir = "../.scratch/book/results"  # where make test's smoke run records its times
 
-# %%
+# %% tags=["hide-input"]
 import json
 from pathlib import Path
 
