@@ -41,7 +41,7 @@ from .data import project_root
 from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "tolerance_verdict", "welch_text", "git_commit", "write_results",
-           "read_results", "mean_sd", "markdown_table", "brief", "claims_list", "in_words", "verdict_counts",
+           "read_results", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS", "in_words", "verdict_counts",
            "headlines", "section_labels"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale.
@@ -297,14 +297,13 @@ def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str
     return "\n\n".join(groups)
 
 
-def verdict_counts(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Counter]:
-    """How many claims of each verdict every chapter's results file holds (a ``Counter`` per chapter,
-    with every verdict present, 0 when none)."""
+def verdict_counts(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """How many claims of each verdict every chapter's results file holds: by chapter, a count for
+    every verdict of :data:`VERDICTS` (0 when none), in that order."""
     counts = {}
     for chapter, r in results.items():
-        c = Counter({v: 0 for v in VERDICTS})
-        c.update(cl["verdict"] for cl in r["claims"].values())
-        counts[chapter] = c
+        tally = Counter(cl["verdict"] for cl in r["claims"].values())
+        counts[chapter] = {v: tally[v] for v in VERDICTS}
     return counts
 
 
