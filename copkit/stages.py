@@ -335,7 +335,7 @@ class SampleCmar:
     orders: str | None = None
     data: DataConfig = field(default_factory=DataConfig)  #: the images the orders belong to (their labels)
     steps: int = 64  #: MAR's num_iter
-    cfg: float = 3.0
+    cfg_scale: float = 3.0  #: classifier-free guidance (1: none)
     temperature: float = 1.0
     diffusion_steps: int = 100
     batch_size: int = 256
@@ -366,7 +366,7 @@ def sample_cmar(cfg: SampleCmar) -> Path:
         collapse, _ = _orders_for(cfg.orders, len(collapse_labels))
     orders = lambda y, g: generation_orders(cfg.order, y, g, mcfg.n_tokens, collapse, collapse_labels)  # noqa: E731
     mine = generate(model, part.cut(labels), orders, cfg.seed + dist.rank(), cfg.steps, cfg.diffusion_steps,
-                    cfg.cfg, cfg.temperature, cfg.batch_size, progress=dist.is_main(),
+                    cfg.cfg_scale, cfg.temperature, cfg.batch_size, progress=dist.is_main(),
                     decode=lambda t: tok.decode(t, mcfg.grid))
     pixels = ((mine + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     gathered = [pixels]
@@ -511,7 +511,7 @@ def from_profile(stage: str, profile: str | Path, seed: int = 0, data_dir: str =
         return TrainCmar(model=mcfg, train=tc, data=replace(fm, limit=p.cmar.train_images), data_dir=data_dir)
     if stage == "sample-cmar":
         return SampleCmar(mar_run=f"{data_dir}/runs/mar-<hash8>", out="samples.npz", per_class=10,
-                          steps=p.cmar.gen_steps, cfg=p.cmar.cfg, diffusion_steps=p.cmar.diffusion_steps)
+                          steps=p.cmar.gen_steps, cfg_scale=p.cmar.cfg_scale, diffusion_steps=p.cmar.diffusion_steps)
     if stage == "train-cvit":
         mcfg = cvit.CViTConfig.for_kind("cvit", p.cvit)
         n = p.cvit.train_images or 60000
