@@ -41,7 +41,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from .diffloss import DiffLoss
-from .tokens import flip_batch, gather_tokens, random_orders
+from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, random_orders
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -146,7 +146,7 @@ def cfg_schedule(cfg_scale: float, masked: int, n_tokens: int, kind: str = "line
 class MARConfig:
     """A small MAR on a grid of pixel tokens (MAR-B: width 768, 12 + 12 blocks, buffer 64)."""
 
-    grid: tuple[int, int] = (7, 7)
+    grid: tuple[int, int] = (GRID, GRID)
     token_dim: int = 16
     n_classes: int = 10
     width: int = 128
@@ -472,7 +472,7 @@ def from_profile(sizes, seed: int, stage: str = "mar") -> tuple[MARConfig, "obje
 ORDER_SOURCES = ("random", "class-mean", "class-image")
 
 
-def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n_tokens: int = 49,
+def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n_tokens: int = N_TOKENS,
                       collapse: Tensor | None = None, collapse_labels: Tensor | None = None,
                       descending: bool = True) -> Tensor:
     """The MAR orders to generate ``labels`` with, when no image exists yet (Chapter 4 compares them):
@@ -518,7 +518,7 @@ def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torc
 
     from .tokens import unpatchify
 
-    decode = decode or (lambda t: unpatchify(t, 4, (1, 28, 28)))
+    decode = decode or (lambda t: unpatchify(t, PATCH, (1, SIDE, SIDE)))
 
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)

@@ -34,6 +34,7 @@ from .cmar import MARConfig
 from .comae import CoMAEConfig
 from .config import ConfigError, build
 from .cvit import CViTConfig
+from .tokens import PATCH
 from .train import TrainConfig
 
 __all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar", "TrainCvit",
@@ -67,7 +68,7 @@ class TokenizerConfig:
     """How images become tokens (:mod:`copkit.tokenizer`)."""
 
     kind: str = "pixels"  #: "pixels" (p x p patches) or "kl16" (MAR's VAE)
-    patch: int = 4  #: pixels: the patch side
+    patch: int = PATCH  #: pixels: the patch side
     vae: str | None = None  #: kl16: the VAE weights (.safetensors)
     scale: float = 0.2325  #: kl16: MAR's latent scale
 
