@@ -355,7 +355,9 @@ class Partial:
     """A partial criterion, written with the claim before anything is measured.
 
     ``name`` is the sentence the report prints ("FID within 0.5 of the paper's"); ``holds`` decides
-    it on the measured :class:`Record` (or its dict). Build it with :meth:`ci_beyond` or
+    it on the measured :class:`Record` (or its dict). Thresholds are in the units of ``effect``:
+    for :func:`one_sample` that is ours minus the paper's number, so "within 2 points of the
+    paper's 78" is ``Partial.ci_within(-2, 2)``. Build it with :meth:`ci_beyond` or
     :meth:`ci_within`, which ask the whole 95% interval to clear a line: a criterion that looks
     only at the sign of the effect would turn a coin flip into "partly", which is what this
     module exists to stop.
