@@ -19,6 +19,7 @@ the verdict across the whole book, counting each claim once (an alias shares its
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -28,7 +29,8 @@ from scipy import optimize
 from scipy import stats as st
 
 __all__ = ["EXPECT", "VERDICTS", "Record", "Interval", "Partial", "welch", "paired", "one_sample",
-           "bootstrap_ci", "holm", "verdict", "power", "min_detectable_effect", "claim_row", "fill"]
+           "bootstrap_ci", "holm", "verdict", "power", "min_detectable_effect", "detectable_effect", "claim_row",
+           "fill"]
 
 #: The directions a claim can state for ``effect`` (the first set minus the second, or ours minus
 #: the reference): "lower" wants effect < 0, "higher" wants effect > 0.
@@ -67,7 +69,7 @@ class Record:
         return {"test": self.test, "p": _num(self.p), "effect": _num(self.effect),
                 "ci": [_num(self.ci[0]), _num(self.ci[1])], "confidence": self.confidence,
                 "ci_method": self.ci_method, "unit": self.unit,
-                "n": list(self.n) if isinstance(self.n, tuple) else self.n}
+                "n": list(self.n) if isinstance(self.n, tuple) else self.n, "se": _num(self.se), "df": _num(self.df)}
 
 
 @dataclass(frozen=True)
@@ -462,27 +464,44 @@ def power(effect: float, sd: float, n: int | tuple[int, int], alpha: float = 0.0
     >>> round(power(1.0, 1.0, 10, paired=True), 3)
     0.803
     """
-    return _power(effect, sd, n, alpha, paired, alternative)
-
-
-def _power(effect: float, sd: float, n: int | tuple[int, int], alpha: float, paired: bool, alternative: str) -> float:
     df, scale = _design(n, paired)
-    if df < 1 or sd <= 0:
+    if df < 1 or not sd > 0:
         return _NAN
-    ncp = abs(float(effect)) / (float(sd) * scale)
+    return _power_ncp(abs(float(effect)) / (float(sd) * scale), df, alpha, alternative)
+
+
+def _power_ncp(ncp: float, df: float, alpha: float, alternative: str) -> float:
+    """Power of a t-test on ``df`` degrees of freedom when the true effect is ``ncp`` standard errors."""
     if alternative == "two-sided":
         tc = st.t.ppf(1 - alpha / 2, df)
-        return float(st.nct.sf(tc, df, ncp) + st.nct.cdf(-tc, df, ncp))
+        # The lower tail as sf at -ncp (the same by symmetry): scipy's nct.cdf returns NaN far out
+        # in the tail for non-integer df, such as Welch's.
+        return float(st.nct.sf(tc, df, ncp) + st.nct.sf(tc, df, -ncp))
     if alternative == "one-sided":
         return float(st.nct.sf(st.t.ppf(1 - alpha, df), df, ncp))
     raise ValueError(f"alternative must be 'two-sided' or 'one-sided', got {alternative!r}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ncp_for(df: float, alpha: float, target: float, alternative: str) -> float:
+    """The effect, in standard errors, that a t-test on ``df`` degrees of freedom detects with
+    probability ``target``; infinite below one degree of freedom."""
+    if not 0 < alpha < 1 or not alpha < target < 1:
+        raise ValueError("need 0 < alpha < power < 1")
+    if not df >= 1:
+        return math.inf
+    hi = 4.0
+    while _power_ncp(hi, df, alpha, alternative) < target:
+        hi *= 2
+    return float(optimize.brentq(lambda c: _power_ncp(c, df, alpha, alternative) - target, 0.0, hi,
+                                 xtol=1e-13, rtol=1e-13))
 
 
 def _design(n: int | tuple[int, int], paired: bool) -> tuple[int, float]:
     if paired:
         if not isinstance(n, (int, np.integer)):
             raise ValueError("a paired design has one n (the number of pairs)")
-        return int(n) - 1, 1 / math.sqrt(n)
+        return int(n) - 1, 1 / math.sqrt(n) if n > 0 else _NAN
     na, nb = (n, n) if isinstance(n, (int, np.integer)) else n
     if na < 1 or nb < 1:
         return 0, _NAN
@@ -501,26 +520,39 @@ def min_detectable_effect(sd: float, n: int | tuple[int, int], alpha: float = 0.
     >>> round(min_detectable_effect(1.0, 3, paired=True), 3)
     3.264
     """
-    target = float(power)
-    if not 0 < alpha < 1 or not alpha < target < 1:
-        raise ValueError("need 0 < alpha < power < 1")
     df, scale = _design(n, paired)
-    if df < 1:
-        return math.inf
-    f = _power
-    hi = float(sd) * scale * 4
-    while f(hi, sd, n, alpha, paired, alternative) < target:
-        hi *= 2
-    return float(optimize.brentq(lambda e: f(e, sd, n, alpha, paired, alternative) - target, 0.0, hi,
-                                 xtol=1e-12 * hi, rtol=1e-12))
+    ncp = _ncp_for(float(df), float(alpha), float(power), alternative)
+    return ncp if math.isinf(ncp) else float(ncp * float(sd) * scale)
+
+
+def detectable_effect(test_record: Record | Mapping[str, Any], alpha: float = 0.05, power: float = 0.8,
+                      alternative: str = "two-sided") -> float:
+    """:func:`min_detectable_effect` for a measured t-test: the true effect its design (its
+    degrees of freedom) would detect with the given power, if the spread were what we observed
+    (its standard error). For Welch's test this uses Welch's degrees of freedom. The observed
+    spread of 3-5 seeds is itself rough, so read it as an order of magnitude. NaN for tests
+    without a standard error (the sign-flip test) or without spread.
+
+    >>> r = paired([1.0, 2.0, 3.0], [0.5, 1.1, 2.6])
+    >>> round(detectable_effect(r) / r.se, 3)  # in standard errors: 3.264 sd / sqrt(3) = 3.264 sqrt(3) se
+    5.653
+    """
+    se, df = _get(test_record, "se"), _get(test_record, "df")
+    if se is None or df is None or not (math.isfinite(se) and se > 0 and math.isfinite(df)):
+        return _NAN
+    return float(_ncp_for(float(df), float(alpha), float(power), alternative) * se)
 
 
 def claim_row(test_record: Record | None = None, *, expect: str | None = None, partial: Partial | None = None,
-              alias_of: str | None = None) -> dict[str, Any]:
+              paper_effect: float | None = None, alias_of: str | None = None) -> dict[str, Any]:
     """One claim as a plain JSON-able dict, written when it is measured, before the book's family
     is known: the test, raw ``p``, ``effect`` with its ``ci`` and what the interval resampled or
     assumed, the expected direction, the partial criterion's name and whether it holds, and
-    ``p_holm`` and ``verdict`` left ``None`` for :func:`fill`.
+    ``p_holm`` and ``verdict`` left ``None`` for :func:`fill`. ``paper_effect`` is the paper's
+    effect in the same units (e.g. its FID gain), stored beside ``mde``, the effect our test could
+    detect at 80% power at alpha = 0.05 (:func:`detectable_effect`); :func:`fill` adds
+    ``mde_family``, the same at the Bonferroni level alpha / family, which is what Holm asks of
+    the claim with the smallest p (and at most what it asks of any other).
 
     ``alias_of="vit.auc"`` makes a row that only points at another claim which is the same test
     (``rvit.auc`` and ``vit.auc``): it is not counted again, and shares that claim's outcome.
@@ -537,10 +569,12 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None, p
     if expect not in EXPECT:
         raise ValueError(f"expect must be one of {EXPECT}, got {expect!r}")
     row: dict[str, Any] = {"test": None, "p": None, "effect": None, "ci": None, "confidence": None,
-                           "ci_method": None, "unit": None, "n": None}
+                           "ci_method": None, "unit": None, "n": None, "se": None, "df": None}
     if test_record is not None:
         row.update(test_record.as_dict())
-    row.update({"expect": expect, "partial": partial.name if partial is not None else None,
+    row.update({"expect": expect, "paper_effect": _num(paper_effect),
+                "mde": _num(detectable_effect(test_record)) if test_record is not None else None,
+                "partial": partial.name if partial is not None else None,
                 "partial_holds": (partial(test_record) if test_record is not None else False)
                 if partial is not None else None,
                 "p_holm": None, "verdict": None})
@@ -548,8 +582,8 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None, p
 
 
 def fill(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, dict[str, Any]]:
-    """Fill ``p_holm``, ``family`` (how many tests the correction counted) and ``verdict`` for
-    every claim of the book, from rows made by :func:`claim_row` (or read back from JSON).
+    """Fill ``p_holm``, ``family`` (how many tests the correction counted), ``mde_family`` (see
+    :func:`claim_row`) and ``verdict`` for every claim of the book, from rows made by :func:`claim_row` (or read back from JSON).
 
     The family is every primary claim with a p-value; each is counted once. An alias row takes its
     primary's record and outcome, with ``alias_of`` kept so the report can show the link; an alias
@@ -566,10 +600,11 @@ def fill(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str
     for k, r in primaries.items():
         out = dict(r)
         if r.get("test") is None:
-            out.update(p_holm=None, family=family, verdict="not testable")
+            out.update(p_holm=None, family=family, mde_family=None, verdict="not testable")
         else:
             ph = adjusted[k]
-            out.update(p_holm=_num(ph), family=family,
+            mde = detectable_effect(r, alpha / family) if family else _NAN
+            out.update(p_holm=_num(ph), family=family, mde_family=_num(mde),
                        verdict=verdict(r["expect"], r, ph, alpha, partial=r.get("partial_holds")))
         done[k] = out
     return {k: (dict(done[r["alias_of"]], alias_of=r["alias_of"]) if r.get("alias_of") is not None else done[k])

@@ -11,8 +11,8 @@ import pytest
 from scipy import integrate, optimize
 from scipy import stats as st
 
-from copkit.stats import (Partial, bootstrap_ci, claim_row, fill, holm, min_detectable_effect, one_sample, paired,
-                          power, verdict, welch)
+from copkit.stats import (Partial, bootstrap_ci, claim_row, detectable_effect, fill, holm, min_detectable_effect,
+                          one_sample, paired, power, verdict, welch)
 
 
 def within(rate: float, expected: float, draws: int, k: float = 3.0) -> bool:
@@ -312,6 +312,24 @@ def test_min_detectable_effect_is_detected_80_percent_of_the_time():
     assert min_detectable_effect(0.7, (4, 4)) == pytest.approx(e)
 
 
+def test_detectable_effect_of_a_measured_test_is_the_designs_min_detectable_effect():
+    rng = np.random.default_rng(17)
+    a = rng.normal(0, 1, 4)
+    b = a - rng.normal(0.2, 0.4, 4)
+    r = paired(a, b)
+    assert detectable_effect(r) == pytest.approx(min_detectable_effect((a - b).std(ddof=1), 4, paired=True))
+    assert detectable_effect(r.as_dict()) == pytest.approx(detectable_effect(r))
+    # Welch with equal sizes and equal spreads has Student's df: the two-group design.
+    x = np.array([0.0, 1.0, 2.0])
+    assert detectable_effect(welch(x + 5, x)) == pytest.approx(min_detectable_effect(1.0, 3))
+    assert detectable_effect(r, alpha=0.005) > detectable_effect(r)
+    assert math.isnan(detectable_effect(paired(a, b, method="sign-flip")))
+    # Welch's non-integer df, where scipy's nct.cdf gives NaN in the far tail.
+    w = welch([0.1, 0.5, -0.3], [2.0, -1.0, 4.0, 0.5, 3.0, -2.5])
+    assert w.df % 1 != 0 and 0 < detectable_effect(w) < math.inf
+    assert power(detectable_effect(w), 1.0, 3, paired=True) > 0  # and power stays finite too
+
+
 # --- claims of a book ---------------------------------------------------------------------------
 
 def test_holm_across_a_book_of_null_claims_keeps_the_family_wise_error():
@@ -340,7 +358,7 @@ def test_fill_counts_each_claim_once_and_is_json():
         "vit.auc": claim_row(paired(base + 0.03 + rng.normal(0, 0.005, 5), base), expect="higher"),
         "rvit.auc": claim_row(alias_of="vit.auc"),
         "table2.fid": claim_row(welch(rng.normal(10, 1, 3), rng.normal(10, 1, 3)), expect="lower",
-                                partial=Partial.ci_beyond(2.0, "lower", "FID not worse by 2")),
+                                partial=Partial.ci_beyond(2.0, "lower", "FID not worse by 2"), paper_effect=-0.1),
         "fig9.one_seed": claim_row(one_sample([0.4], 0.5), expect="higher"),  # one run: no p
         "sec5.speed": claim_row(None, expect="higher"),  # not measured at this scale
     }
@@ -350,6 +368,10 @@ def test_fill_counts_each_claim_once_and_is_json():
     p = holm({"vit.auc": rows["vit.auc"]["p"], "table2.fid": rows["table2.fid"]["p"]})
     assert out["vit.auc"]["family"] == 2 and out["vit.auc"]["p_holm"] == pytest.approx(p["vit.auc"])
     assert out["table2.fid"]["p_holm"] == pytest.approx(p["table2.fid"])
+    # The paper's effect beside what our seeds could detect, alone and in the family of 2.
+    fid = out["table2.fid"]
+    assert fid["paper_effect"] == -0.1 and fid["mde"] == pytest.approx(detectable_effect(fid))
+    assert fid["mde_family"] == pytest.approx(detectable_effect(fid, alpha=0.025)) and fid["mde_family"] > fid["mde"] > 0.1
     assert out["vit.auc"]["verdict"] == "reproduced"
     assert out["rvit.auc"] == dict(out["vit.auc"], alias_of="vit.auc")
     assert out["fig9.one_seed"]["verdict"] == "inconclusive" and out["fig9.one_seed"]["p_holm"] is None
