@@ -12,7 +12,8 @@ The book's p-values form one family: :func:`holm` adjusts them together, and :fu
 an effect and its adjusted p into "reproduced", "not reproduced" or "inconclusive" -- never from a
 sign alone. "partly" needs a :class:`Partial` criterion written with the claim before measuring.
 :func:`min_detectable_effect` says how large a true difference our number of seeds could see at
-80% power, to set beside the paper's effect. :func:`claim_row` and :func:`fill` carry all of this
+80% power, to set beside the paper's effect (:func:`detectable_effect`: the same for a measured
+test, from its own standard error and degrees of freedom). :func:`claim_row` and :func:`fill` carry all of this
 as plain JSON-able dicts: chapters write rows with raw p-values, the report fills ``p_holm`` and
 the verdict across the whole book, counting each claim once (an alias shares its primary's test).
 """
@@ -21,16 +22,32 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from scipy import optimize
 from scipy import stats as st
 
-__all__ = ["EXPECT", "VERDICTS", "Record", "Interval", "Partial", "welch", "paired", "one_sample",
-           "bootstrap_ci", "holm", "verdict", "power", "min_detectable_effect", "detectable_effect", "claim_row",
-           "fill"]
+__all__ = [
+    "EXPECT",
+    "VERDICTS",
+    "Interval",
+    "Partial",
+    "Record",
+    "bootstrap_ci",
+    "claim_row",
+    "detectable_effect",
+    "fill",
+    "holm",
+    "min_detectable_effect",
+    "one_sample",
+    "paired",
+    "power",
+    "verdict",
+    "welch",
+]
 
 #: The directions a claim can state for ``effect`` (the first set minus the second, or ours minus
 #: the reference): "lower" wants effect < 0, "higher" wants effect > 0.
@@ -307,9 +324,9 @@ def bootstrap_ci(data: Any, stat: Callable[..., np.ndarray] | None = None, *, n_
             raise ValueError("data must be a non-empty, finite 1-d or 2-d array")
         if stat is None:
             if x.ndim == 1:
-                stat = lambda s: s.mean(axis=1)  # noqa: E731
+                stat = lambda s: s.mean(axis=1)
             elif x.shape[1] == 2:
-                stat = lambda s: (s[..., 0] - s[..., 1]).mean(axis=1)  # noqa: E731
+                stat = lambda s: (s[..., 0] - s[..., 1]).mean(axis=1)
             else:
                 raise ValueError("give stat for rows of more than two columns")
         est = float(np.asarray(stat(x[None])).reshape(-1)[0])

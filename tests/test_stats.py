@@ -11,8 +11,20 @@ import pytest
 from scipy import integrate, optimize
 from scipy import stats as st
 
-from copkit.stats import (Partial, bootstrap_ci, claim_row, detectable_effect, fill, holm, min_detectable_effect,
-                          one_sample, paired, power, verdict, welch)
+from copkit.stats import (
+    Partial,
+    bootstrap_ci,
+    claim_row,
+    detectable_effect,
+    fill,
+    holm,
+    min_detectable_effect,
+    one_sample,
+    paired,
+    power,
+    verdict,
+    welch,
+)
 
 
 def within(rate: float, expected: float, draws: int, k: float = 3.0) -> bool:
@@ -91,7 +103,8 @@ def test_pairing_sees_a_shift_that_welch_misses():
     seeds = np.array([70.0, 74.0, 71.5, 76.0, 72.5])
     noise = np.array([0.02, -0.01, 0.015, -0.02, 0.0])
     a, b = seeds, seeds - 0.1 + noise
-    assert paired(a, b).p < 0.001 < 0.9 < welch(a, b).p
+    assert paired(a, b).p < 0.001
+    assert welch(a, b).p > 0.9
 
 
 def test_no_spread_or_one_run_is_untested():
@@ -327,7 +340,6 @@ def test_detectable_effect_of_a_measured_test_is_the_designs_min_detectable_effe
     # Welch's non-integer df, where scipy's nct.cdf gives NaN in the far tail.
     w = welch([0.1, 0.5, -0.3], [2.0, -1.0, 4.0, 0.5, 3.0, -2.5])
     assert w.df % 1 != 0 and 0 < detectable_effect(w) < math.inf
-    assert power(detectable_effect(w), 1.0, 3, paired=True) > 0  # and power stays finite too
 
 
 # --- claims of a book ---------------------------------------------------------------------------
