@@ -66,7 +66,7 @@ class Record:
     reference); ``ci`` its interval at ``confidence``, made by ``ci_method``; ``unit`` is what the
     replicates are ("seeds" or "test images"), ``n`` how many (a pair ``(n_a, n_b)`` for Welch).
     ``p`` is two-sided, NaN when the data cannot test anything (fewer than two replicates, or no
-    spread at all). ``se`` and ``df`` are the t-test's standard error and degrees of freedom (NaN
+    spread at all, for a t-test). ``se`` and ``df`` are the t-test's standard error and degrees of freedom (NaN
     for the sign-flip test).
     """
 
@@ -257,7 +257,7 @@ def paired(a: Iterable[float], b: Iterable[float], *, method: str = "t", unit: s
         raise ValueError(f"method must be 't' or 'sign-flip', got {method!r}")
     if ci != "t":
         raise ValueError("the sign-flip test carries its own interval (by inverting the test)")
-    if d.size < 2 or np.all(d == d[0]):
+    if d.size < 2:  # (no spread is no obstacle here: n equal, positive differences give 2 / 2**n)
         return Record("paired sign-flip", _NAN, effect, (_NAN, _NAN), d.size, unit, "sign-flip inversion", confidence)
     signs, exact = _flip_signs(d.size, n_flips, seed)
     name = "paired sign-flip" + ("" if exact else f" ({n_flips} random flips)")
@@ -376,7 +376,11 @@ class Partial:
     ``name`` is the sentence the report prints ("FID within 0.5 of the paper's"); ``holds`` decides
     it on the measured :class:`Record` (or its dict). Thresholds are in the units of ``effect``:
     for :func:`one_sample` that is ours minus the paper's number, so "within 2 points of the
-    paper's 78" is ``Partial.ci_within(-2, 2)``. Build it with :meth:`ci_beyond` or
+    paper's 78" is ``Partial.ci_within(-2, 2)``.
+
+    The interval is the claim's own 95% interval, not widened for the book's family as ``p_holm``
+    is: "partly" is weaker evidence than "reproduced", as its name says, and a chapter should
+    state few partial criteria. Build it with :meth:`ci_beyond` or
     :meth:`ci_within`, which ask the whole 95% interval to clear a line: a criterion that looks
     only at the sign of the effect would turn a coin flip into "partly", which is what this
     module exists to stop.

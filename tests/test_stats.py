@@ -184,6 +184,9 @@ def test_sign_flip_matches_scipy_permutation_test():
 def test_sign_flip_cannot_reject_with_three_seeds_and_its_interval_inverts_the_test():
     r = paired([3.0, 2.0, 5.0], [0.0, 0.1, 0.2], method="sign-flip")
     assert r.p == 0.25 and r.ci == (-math.inf, math.inf)  # 2 / 2**3: no 3 seeds can do better
+    # No spread is no obstacle to flipping signs: 7 equal positive differences give 2 / 2**7.
+    assert paired(np.full(7, 2.0), np.ones(7), method="sign-flip").p == pytest.approx(2 / 2**7)
+    assert math.isnan(paired(np.full(7, 2.0), np.ones(7)).p)  # while the t-test has no spread to use
     rng = np.random.default_rng(8)
     a, b = rng.normal(1.0, 1.0, 9), np.zeros(9)
     lo, hi = paired(a, b, method="sign-flip").ci
