@@ -66,8 +66,8 @@ class Record:
     reference); ``ci`` its interval at ``confidence``, made by ``ci_method``; ``unit`` is what the
     replicates are ("seeds" or "test images"), ``n`` how many (a pair ``(n_a, n_b)`` for Welch).
     ``p`` is two-sided, NaN when the data cannot test anything (fewer than two replicates, or no
-    spread at all, for a t-test). ``se`` and ``df`` are the t-test's standard error and degrees of freedom (NaN
-    for the sign-flip test).
+    spread at all, for a t-test). ``se`` and ``df`` are the t-test's standard error and degrees
+    of freedom (NaN for the sign-flip test).
     """
 
     test: str
@@ -604,11 +604,19 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None, p
 
 def fill(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, dict[str, Any]]:
     """Fill ``p_holm``, ``family`` (how many tests the correction counted), ``mde_family`` (see
-    :func:`claim_row`) and ``verdict`` for every claim of the book, from rows made by :func:`claim_row` (or read back from JSON).
+    :func:`claim_row`) and ``verdict`` for every claim of the book, from rows made by
+    :func:`claim_row` (or read back from JSON).
 
     The family is every primary claim with a p-value; each is counted once. An alias row takes its
     primary's record and outcome, with ``alias_of`` kept so the report can show the link; an alias
     of an alias, or of a claim that is not there, is an error. Rows come back in the given order.
+
+    >>> rows = {"vit.auc": claim_row(paired([0.74, 0.77, 0.73], [0.70, 0.72, 0.70]), expect="higher"),
+    ...         "rvit.auc": claim_row(alias_of="vit.auc"),
+    ...         "fig9.gap": claim_row(welch([1.2, 0.8, 1.1], [1.0, 1.1, 0.9]), expect="lower")}
+    >>> out = fill(rows)
+    >>> [(k, r["family"], round(r["p_holm"], 3), r["verdict"]) for k, r in out.items()]
+    [('vit.auc', 2, 0.04, 'reproduced'), ('rvit.auc', 2, 0.04, 'reproduced'), ('fig9.gap', 2, 0.819, 'inconclusive')]
     """
     primaries = {k: r for k, r in rows.items() if r.get("alias_of") is None}
     for k, r in rows.items():
