@@ -8,6 +8,9 @@ A claim of the paper is tested once, by one of three tests that all return the s
   per-image differences, or an exact sign-flip test);
 - :func:`one_sample`  our values against the paper's number.
 
+:func:`equivalence` turns a t-test's record into a test of "equal within a margin", for claims
+of no difference.
+
 The book's p-values form one family: :func:`holm` adjusts them together, and :func:`verdict` turns
 an effect and its adjusted p into "reproduced", "not reproduced" or "inconclusive" -- never from a
 sign alone. "partly" needs a :class:`Partial` criterion written with the claim before measuring.
@@ -39,6 +42,7 @@ __all__ = [
     "bootstrap_ci",
     "claim_row",
     "detectable_effect",
+    "equivalence",
     "fill",
     "holm",
     "min_detectable_effect",
@@ -49,9 +53,11 @@ __all__ = [
     "welch",
 ]
 
-#: The directions a claim can state for ``effect`` (the first set minus the second, or ours minus
-#: the reference): "lower" wants effect < 0, "higher" wants effect > 0.
-EXPECT = ("lower", "higher")
+#: What a claim can state about ``effect`` (the first set minus the second, or ours minus the
+#: reference): "lower" wants effect < 0, "higher" wants effect > 0, "equal" wants it within a
+#: margin stated with the claim (tested by :func:`equivalence`).
+EXPECT = ("lower", "higher", "equal")
+_SIDES = ("lower", "higher")
 #: What :func:`verdict` and :func:`fill` can say. "not testable": no test was run (no record).
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not testable")
 
@@ -67,7 +73,7 @@ class Record:
     replicates are ("seeds" or "test images"), ``n`` how many (a pair ``(n_a, n_b)`` for Welch).
     ``p`` is two-sided, NaN when the data cannot test anything (fewer than two replicates, or no
     spread at all, for a t-test). ``se`` and ``df`` are the t-test's standard error and degrees
-    of freedom (NaN for the sign-flip test).
+    of freedom (NaN for the sign-flip test). ``margin`` is set by :func:`equivalence` only.
     """
 
     test: str
@@ -80,13 +86,15 @@ class Record:
     confidence: float = 0.95
     se: float = _NAN
     df: float = _NAN
+    margin: float = _NAN
 
     def as_dict(self) -> dict[str, Any]:
         """A plain JSON-able dict (NaN and infinities as ``None``, tuples as lists)."""
         return {"test": self.test, "p": _num(self.p), "effect": _num(self.effect),
                 "ci": [_num(self.ci[0]), _num(self.ci[1])], "confidence": self.confidence,
                 "ci_method": self.ci_method, "unit": self.unit,
-                "n": list(self.n) if isinstance(self.n, tuple) else self.n, "se": _num(self.se), "df": _num(self.df)}
+                "n": list(self.n) if isinstance(self.n, tuple) else self.n, "se": _num(self.se), "df": _num(self.df),
+                "margin": _num(self.margin)}
 
 
 @dataclass(frozen=True)
@@ -281,6 +289,42 @@ def paired(a: Iterable[float], b: Iterable[float], *, method: str = "t", unit: s
     return Record(name, p, effect, (lo, hi), d.size, unit, "sign-flip inversion", confidence)
 
 
+def equivalence(test_record: Record, margin: float) -> Record:
+    """Turn a t-test's record into a test of "the effect lies within +-margin" (a claim of no
+    difference: "matches the baseline", "leaves the order unchanged"), for ``expect="equal"``.
+
+    ``margin`` is the largest difference that would still count as equal, in the effect's units,
+    stated with the claim before measuring. The record's ``p`` becomes the p of the decision the
+    data point to, so that :func:`verdict` reads it as it reads a sign:
+
+    - ``|effect| <= margin``: the two one-sided tests (TOST) p, the larger of the p's of
+      "effect > -margin" and "effect < +margin": small when the effect is shown inside the band;
+    - ``|effect| > margin``: twice the one-sided p of "effect beyond the nearer edge": small when
+      it is shown outside (doubled, as for the two-sided p of a direction, so that a true effect
+      inside the band is declared outside at most ``alpha`` of the time, whichever edge).
+
+    Effect, interval (the 95% t interval) and test are kept; ``test`` gains the margin.
+
+    >>> r = equivalence(paired([1.0, 1.1, 0.9, 1.0, 1.05], [1.0, 1.0, 1.0, 1.02, 1.0]), 0.2)
+    >>> r.test, round(r.p, 4), r.margin
+    ('paired t, equal within 0.2', 0.0023, 0.2)
+    """
+    m = float(margin)
+    if not m > 0:
+        raise ValueError(f"margin must be positive, got {margin!r}")
+    if test_record.ci_method == "sign-flip inversion":
+        raise ValueError("equivalence needs a t-test's record (its standard error and degrees of freedom)")
+    se, df, e = test_record.se, test_record.df, test_record.effect
+    if not (math.isfinite(se) and se > 0 and math.isfinite(df)):
+        p = _NAN  # a t-test without spread: nothing to test, as for the record itself
+    elif abs(e) <= m:
+        p = max(float(st.t.sf((e + m) / se, df)), float(st.t.cdf((e - m) / se, df)))
+    else:
+        p = min(1.0, 2 * float(st.t.sf((abs(e) - m) / se, df)))
+    return Record(f"{test_record.test}, equal within {m:g}", p, e, test_record.ci, test_record.n, test_record.unit,
+                  test_record.ci_method, test_record.confidence, se, df, m)
+
+
 def bootstrap_ci(data: Any, stat: Callable[..., np.ndarray] | None = None, *, n_boot: int = 10_000,
                  seed: int = 0, unit: str = "seeds", confidence: float = 0.95) -> Interval:
     """Percentile bootstrap interval of a statistic, resampling the units of variation.
@@ -399,8 +443,8 @@ class Partial:
     def ci_beyond(cls, threshold: float, side: str, name: str | None = None) -> Partial:
         """Holds when the whole interval lies below (``side="lower"``) or above (``"higher"``)
         ``threshold``: e.g. a right, significant direction where the claim was a larger effect."""
-        if side not in EXPECT:
-            raise ValueError(f"side must be one of {EXPECT}, got {side!r}")
+        if side not in _SIDES:
+            raise ValueError(f"side must be one of {_SIDES}, got {side!r}")
         t = float(threshold)
 
         def holds(r: Any) -> bool:
@@ -438,12 +482,14 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
             alpha: float = 0.05, partial: Partial | bool | None = None) -> str:
     """The verdict on one claim, from its effect and its Holm-adjusted p.
 
-    - "reproduced": the effect has the expected sign and ``p_holm < alpha``;
+    - "reproduced": the effect has the expected sign and ``p_holm < alpha``; for
+      ``expect="equal"`` (a record from :func:`equivalence`), the effect lies within the margin
+      and ``p_holm < alpha``;
     - "partly": not reproduced, but the claim's :class:`Partial` criterion, stated before
       measuring, holds on the record (``partial`` may also be that criterion's already-evaluated
       truth value, as read back from a results file). It comes before "not reproduced": a stated
       weaker form that holds is worth saying even where the full claim is contradicted;
-    - "not reproduced": the opposite sign and ``p_holm < alpha``;
+    - "not reproduced": the opposite sign (for "equal": outside the margin) and ``p_holm < alpha``;
     - "inconclusive": otherwise -- whatever the sign, if the test is not significant after the
       correction (or could not be run: NaN p), the data do not decide;
     - "not testable": no record at all.
@@ -462,8 +508,17 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
     effect = _get(test_record, "effect")
     p = _NAN if p_holm is None else float(p_holm)
     significant = effect is not None and math.isfinite(effect) and p < alpha
-    right = significant and (effect < 0 if expect == "lower" else effect > 0)
-    wrong = significant and (effect > 0 if expect == "lower" else effect < 0)
+    margin = _get(test_record, "margin") if isinstance(test_record, Record) or "margin" in test_record else None
+    if expect == "equal":
+        if margin is None or not math.isfinite(margin):
+            raise ValueError("an 'equal' claim needs a record from equivalence(), with its margin")
+        right = significant and abs(effect) <= margin
+        wrong = significant and abs(effect) > margin
+    else:
+        if margin is not None and math.isfinite(margin):
+            raise ValueError("an equivalence record answers an 'equal' claim, not a direction")
+        right = significant and (effect < 0 if expect == "lower" else effect > 0)
+        wrong = significant and (effect > 0 if expect == "lower" else effect < 0)
     if right:
         return "reproduced"
     if partial is not None and not isinstance(partial, (bool, np.bool_, Partial)):
@@ -590,7 +645,7 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None, p
     if expect not in EXPECT:
         raise ValueError(f"expect must be one of {EXPECT}, got {expect!r}")
     row: dict[str, Any] = {"test": None, "p": None, "effect": None, "ci": None, "confidence": None,
-                           "ci_method": None, "unit": None, "n": None, "se": None, "df": None}
+                           "ci_method": None, "unit": None, "n": None, "se": None, "df": None, "margin": None}
     if test_record is not None:
         row.update(test_record.as_dict())
     row.update({"expect": expect, "paper_effect": _num(paper_effect),

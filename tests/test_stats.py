@@ -16,6 +16,7 @@ from copkit.stats import (
     bootstrap_ci,
     claim_row,
     detectable_effect,
+    equivalence,
     fill,
     holm,
     min_detectable_effect,
@@ -278,6 +279,63 @@ def test_a_stated_partial_criterion_gives_partly_only_when_it_holds():
     with pytest.raises(ValueError):
         verdict("smaller", rec, 0.2)
     assert verdict("lower", None, None) == "not testable"
+
+
+def test_equivalence_p_is_tost_inside_the_margin_and_a_doubled_one_sided_p_outside():
+    rng = np.random.default_rng(18)
+    branches = set()
+    for shift in (0.0, 0.1, -0.15, 0.5, -0.6, 0.25, -0.28):
+        a = rng.normal(0, 1, 8)
+        b = a - shift - rng.normal(0, 0.2, 8)
+        d = a - b
+        r = equivalence(paired(a, b), 0.3)
+        if abs(d.mean()) <= 0.3:
+            branches.add("inside")
+            truth = max(st.ttest_1samp(d, -0.3, alternative="greater").pvalue,
+                        st.ttest_1samp(d, 0.3, alternative="less").pvalue)
+        else:
+            branches.add("outside")
+            one = (st.ttest_1samp(d, 0.3, alternative="greater") if d.mean() > 0
+                   else st.ttest_1samp(d, -0.3, alternative="less"))
+            truth = min(1.0, 2 * one.pvalue)
+        assert r.p == pytest.approx(truth, rel=1e-10) and r.margin == 0.3 and r.effect == pytest.approx(d.mean())
+    assert branches == {"inside", "outside"}
+    assert math.isnan(equivalence(one_sample([1.0], 1.0), 0.1).p)
+    with pytest.raises(ValueError):
+        equivalence(paired(a, b, method="sign-flip"), 0.3)
+    with pytest.raises(ValueError):
+        equivalence(paired(a, b), 0.0)
+
+
+def test_equal_within_a_margin_on_planted_data():
+    rng = np.random.default_rng(19)
+    base = rng.normal(0, 1, 400)  # per test image, two ways
+    same = equivalence(paired(base + rng.normal(0, 0.5, 400), base, unit="test images"), 0.3)
+    apart = equivalence(paired(base + 1.0 + rng.normal(0, 0.5, 400), base, unit="test images"), 0.3)
+    few = equivalence(paired(rng.normal(0, 1, 3), rng.normal(0, 1, 3)), 0.3)
+    assert verdict("equal", same, same.p) == "reproduced"
+    assert verdict("equal", apart, apart.p) == "not reproduced"
+    assert verdict("equal", few, few.p) == "inconclusive"
+    with pytest.raises(ValueError):  # an 'equal' claim needs its margin; a direction does not take one
+        verdict("equal", paired(base + 0.1, base), 0.01)
+    with pytest.raises(ValueError):
+        verdict("lower", same, same.p)
+    rows = {"sec6.damping": claim_row(same, expect="equal")}
+    out = fill(json.loads(json.dumps(rows, allow_nan=False)))
+    assert out["sec6.damping"]["verdict"] == "reproduced" and out["sec6.damping"]["margin"] == 0.3
+
+
+def test_equivalence_error_rates_at_the_edges():
+    rng = np.random.default_rng(20)
+    draws, n = 2000, 10
+    # True effect on the margin (not equal): "reproduced" at most alpha of the time.
+    d = rng.normal(0.3, 1.0, (draws, n))
+    v = [verdict("equal", r, r.p) for r in (equivalence(paired(x, np.zeros(n)), 0.3) for x in d)]
+    assert v.count("reproduced") / draws <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / draws)
+    # True effect zero, a hair's margin (equal): "not reproduced" at most alpha, whichever edge.
+    d = rng.normal(0.0, 1.0, (draws, n))
+    v = [verdict("equal", r, r.p) for r in (equivalence(paired(x, np.zeros(n)), 0.01) for x in d)]
+    assert v.count("not reproduced") / draws <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / draws)
 
 
 # --- power --------------------------------------------------------------------------------------
