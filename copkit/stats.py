@@ -495,7 +495,9 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
     - "not testable": no record at all.
 
     The two-sided p with the sign of the effect makes a false "reproduced" at most ``alpha / 2``
-    likely per claim, and a false directional verdict of either kind at most ``alpha``.
+    likely per claim, and a false directional verdict of either kind at most ``alpha``. For an
+    "equal" claim each of "reproduced" and "not reproduced" is wrong at most ``alpha`` of the time
+    (see :func:`equivalence`). Holm's ``p_holm`` carries these bounds to the whole book.
 
     >>> r = {"effect": -0.3, "ci": [-0.9, 0.3]}
     >>> verdict("lower", r, 0.92), verdict("lower", r, 0.01), verdict("higher", r, 0.01)
