@@ -69,7 +69,8 @@ site-check: setup
 
 # The site in a real browser (Chromium from the system, through Playwright): every page loads
 # without a console error, every internal link and anchor resolves, every image loads and each
-# chapter shows its figures, the search finds "PageRank"; a screenshot goes to .scratch/site-check/.
+# chapter shows its figures, every equation is typeset by the bundled MathJax, the search finds
+# "PageRank"; a screenshot goes to .scratch/site-check/.
 # Rebuilding .scratch/site is incremental, so after `make test` it takes seconds.
 check-site: site-check
 	$(PY) tools/check_site.py .scratch/site/_build/html --out .scratch/site-check
