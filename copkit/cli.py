@@ -67,6 +67,7 @@ def _config(args: argparse.Namespace) -> int:
 def _profile_orders(args: argparse.Namespace) -> int:
     """``rank --profile``: the Fashion-MNIST orders file the chapters use (copkit.orders.dataset_orders)."""
     from . import dist
+    from .io import DamagedFileError
     from .orders import dataset_orders
     from .profiles import get_profile
 
@@ -75,7 +76,7 @@ def _profile_orders(args: argparse.Namespace) -> int:
     try:
         train, test, digest = dataset_orders(get_profile(args.profile).comae, args.data_dir, dev, args.seed,
                                              subset_limit=0)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, DamagedFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if dist.is_main():
@@ -85,6 +86,7 @@ def _profile_orders(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
+    from .io import DamagedFileError
     from .stages import STAGES, from_profile, run_stage
 
     cls, _ = STAGES[args.command]
@@ -101,7 +103,7 @@ def _stage(args: argparse.Namespace) -> int:
         else:
             raise ConfigError(f"{args.command}: give --config FILE (YAML or TOML) or --profile NAME")
         run_stage(args.command, config)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, DamagedFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
