@@ -228,9 +228,10 @@ def _euid() -> int:
     return os.geteuid() if hasattr(os, "geteuid") else -1
 
 
-def _run(cmd: list[str]) -> int:
+def _run(cmd: list[str], quiet: bool = False) -> int:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, check=False).returncode
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False).returncode
 
 
 def _say(line: str) -> None:
@@ -244,7 +245,7 @@ def _apt_install() -> str | None:
         return "no apt-get on this machine"
     if _euid() == 0:
         prefix: list[str] = []
-    elif _which("sudo") is not None and _run(["sudo", "-n", "true"]) == 0:
+    elif _which("sudo") is not None and _run(["sudo", "-n", "true"], quiet=True) == 0:
         prefix = ["sudo", "-n"]
     else:
         return "not root, and sudo asks for a password (or is missing)"

@@ -141,7 +141,7 @@ class Machine:
             self.calls.append(("which", program))
             return f"/usr/bin/{program}" if (program == "apt-get" and apt) or (program == "sudo" and sudo) else None
 
-        def run(cmd):
+        def run(cmd, quiet=False):
             self.calls.append(("run", " ".join(cmd)))
             if cmd == ["sudo", "-n", "true"]:
                 return 0 if sudo == "nopasswd" else 1
