@@ -34,6 +34,7 @@ from .cmar import MARConfig
 from .comae import CoMAEConfig
 from .config import ConfigError, build
 from .cvit import CViTConfig
+from .io import DamagedFileError
 from .tokens import PATCH
 from .train import TrainConfig
 
@@ -118,12 +119,20 @@ def _file_digest(path: str | Path) -> str:
 
 
 def _read_run(run: str | Path) -> dict:
+    """A finished run folder's ``config.json`` (``config_hash`` and ``config``), checked."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run} is not a finished run folder (no config.json); give the folder a train stage printed")
     if not (Path(run) / "checkpoint.safetensors").is_file():
         raise ConfigError(f"{run} has no checkpoint.safetensors")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise DamagedFileError(path, f"is not readable JSON, it is truncated or corrupt ({type(err).__name__}: {err})") \
+            from err
+    if not (isinstance(meta, dict) and isinstance(meta.get("config_hash"), str) and isinstance(meta.get("config"), dict)):
+        raise DamagedFileError(path, "holds no config_hash and config: not the config.json of a copkit run")
+    return meta
 
 
 def _run_model(run: str | Path, section: str, cls: type, make, weights: str, device: torch.device | str):
