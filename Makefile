@@ -24,7 +24,7 @@ help:
 	@echo "make test   set up, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
 	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
-	@echo "make data   find (or download) Fashion-MNIST and check it"
+	@echo "make data   find Fashion-MNIST (or install / download it) and check it"
 	@echo "make orders collapse orders of all Fashion-MNIST images from the saved CoMAE -> data/orders-<hash8>.npz"
 	@echo "make gpu-book  the whole book at PROFILE=gpu on one CUDA GPU (scripts/gpu_book.sh)"
 	@echo "make device-kit  wheels and data for a GPU machine without network -> .device/ (scripts/device_book.sh runs there)"
@@ -38,6 +38,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# Found in $COPKIT_DATA, data/fashion-mnist or /usr/share/datasets/fashion-mnist; else the Debian package
+# dataset-fashion-mnist is installed (apt-get, as root or through password-less sudo); else torchvision
+# downloads it (when online); else one message names the three ways to get it.
 data: setup
 	$(PY) -m copkit data
 
@@ -52,7 +55,8 @@ site: setup
 book: chapters
 	$(MAKE) --no-print-directory site
 
-unit: setup
+# After `data`: some tests read the real Fashion-MNIST.
+unit: data
 	$(PY) -m pytest
 
 # Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
@@ -65,7 +69,8 @@ site-check: setup
 
 # The site in a real browser (Chromium from the system, through Playwright): every page loads
 # without a console error, every internal link and anchor resolves, every image loads and each
-# chapter shows its figures, the search finds "PageRank"; a screenshot goes to .scratch/site-check/.
+# chapter shows its figures, every equation is typeset by the bundled MathJax, the search finds
+# "PageRank"; a screenshot goes to .scratch/site-check/.
 # Rebuilding .scratch/site is incremental, so after `make test` it takes seconds.
 check-site: site-check
 	$(PY) tools/check_site.py .scratch/site/_build/html --out .scratch/site-check

@@ -228,16 +228,16 @@ def order_fn(source, descending=True):
     return fn
 
 
-def score(model_name, s, source, cfg, n, descending=True, adaptive=False):
+def score(model_name, s, source, scale, n, descending=True, adaptive=False):
     """Scores of n images of a model run, generated in the given order; cached on disk."""
-    key = json.dumps([model_name, s, source, descending, adaptive, cfg, n, S.gen_steps, S.diffusion_steps])
+    key = json.dumps([model_name, s, source, descending, adaptive, scale, n, S.gen_steps, S.diffusion_steps])
     if key not in cache:
         model = runs[(model_name, s)]
         labels = torch.arange(n) % 10
         adapt = adaptive_collapse(comae) if adaptive else None
         images = generate(model, labels, order_fn(source, descending), seed=1000 + s, steps=S.gen_steps,
-                          diffusion_steps=S.diffusion_steps, cfg=cfg, adapt=adapt,
-                          desc=f"{model_name} s{s} {source}{' adaptive' if adaptive else ''} cfg {cfg}")
+                          diffusion_steps=S.diffusion_steps, cfg_scale=scale, adapt=adapt,
+                          desc=f"{model_name} s{s} {source}{' adaptive' if adaptive else ''} cfg {scale}")
         cache[key] = scores(images)
         atomic_write_json(cache_path, cache)
     return cache[key]
@@ -272,7 +272,7 @@ SETUPS = {"MAR": ("MAR", "random", True), "MAR+C": ("MAR", "class-image", True),
 rows = {}
 for label, source, adaptive in (("(a) class mean", "class-mean", False), ("(b) training image", "class-image", False),
                                  ("(c) adaptive", "class-image", True)):
-    rows[label] = [score("CMAR", s, source, S.cfg, S.sweep_samples, adaptive=adaptive) for s in SEEDS]
+    rows[label] = [score("CMAR", s, source, S.cfg_scale, S.sweep_samples, adaptive=adaptive) for s in SEEDS]
 
 
 SCORES = ["FID", "IS", "precision", "recall"]
@@ -284,7 +284,7 @@ def score_cells(vals: list[dict]) -> list[str]:
             (("fid", 3), ("inception_score", 2), ("precision", 3), ("recall", 3))]
 
 
-display(Markdown(f"CMAR, CFG {S.cfg}, {S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds\n\n"
+display(Markdown(f"CMAR, CFG {S.cfg_scale}, {S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds\n\n"
                  + markdown_table(["order at generation", *SCORES], [[k, *score_cells(v)] for k, v in rows.items()])))
 order_choice = {k: summary([x["fid"] for x in v]) for k, v in rows.items()}
 
@@ -306,13 +306,13 @@ PAPER_T2 = {"MAR": {"fid": 7.114, "is": 194.50, "pre": 0.784, "rec": 0.571, "fid
 table2 = {}
 for name in ("MAR", "MAR+C", "CMAR", "CMAR scratch"):
     run, source, desc_ = SETUPS[name]
-    table2[name] = {cfg: [score(run, s, source, cfg, S.samples, desc_) for s in SEEDS] for cfg in (1.0, S.cfg)}
+    table2[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS] for c in (1.0, S.cfg_scale)}
 lines = []
 for name, by_cfg in table2.items():
     p = PAPER_T2.get(name)
-    for cfg, vals in by_cfg.items():
-        paper = "" if p is None else (f"{p['fid']:.3f} / {p['is']:.1f}" if cfg == 1.0 else f"{p['fid_cfg']:.3f} / {p['is_cfg']:.1f}")
-        lines.append([name, "none" if cfg == 1.0 else cfg, *score_cells(vals), paper])
+    for scale, vals in by_cfg.items():
+        paper = "" if p is None else (f"{p['fid']:.3f} / {p['is']:.1f}" if scale == 1.0 else f"{p['fid_cfg']:.3f} / {p['is_cfg']:.1f}")
+        lines.append([name, "none" if scale == 1.0 else scale, *score_cells(vals), paper])
 display(Markdown(f"{S.samples} images per seed and setting, {len(SEEDS)} seeds "
                  f"({S.samples * len(SEEDS) * 2} images per model); floor at this size: FID {floor[S.samples]['fid']:.3f}\n\n"
                  + markdown_table(["model", "CFG", *SCORES, "paper FID / IS"], lines)))
@@ -344,7 +344,7 @@ plt.show()
 table4 = {}
 for name in ("CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
-    table4[name] = {cfg: [score(run, s, source, cfg, S.samples, desc_) for s in SEEDS] for cfg in (1.0, S.cfg)}
+    table4[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS] for c in (1.0, S.cfg_scale)}
 display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.27; descending FID 5.928, IS 280.55)\n\n"
                  + markdown_table(["order", "CFG", *SCORES],
                                   [["descending" if n == "CMAR" else "ascending", "none" if c == 1.0 else c, *score_cells(v)]
@@ -361,7 +361,7 @@ fig, axes = plt.subplots(1, 5, figsize=(16, 3.6))
 for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR scratch", "CMAR ascending")):
     run, source, desc_ = SETUPS[name]
     imgs = generate(runs[(run, SEEDS[0])], grid_labels, order_fn(source, desc_), seed=7, steps=S.gen_steps,
-                    diffusion_steps=S.diffusion_steps, cfg=S.cfg, progress=False)
+                    diffusion_steps=S.diffusion_steps, cfg_scale=S.cfg_scale, progress=False)
     tiles = imgs.reshape(10, 10, 28, 28).permute(0, 2, 1, 3).reshape(280, 280)
     ax.imshow(tiles.numpy(), cmap="gray", vmin=-1, vmax=1)
     ax.set_title(name)
@@ -388,7 +388,7 @@ for name in ("MAR", "CMAR"):
     g = torch.Generator(device=dev).manual_seed(11)
     orders = order_fn(source, desc_)(snap_labels.to(dev), g)
     frames = []
-    model.sample(snap_labels.to(dev), orders, S.gen_steps, S.cfg, diffusion_steps=S.diffusion_steps, generator=g,
+    model.sample(snap_labels.to(dev), orders, S.gen_steps, S.cfg_scale, diffusion_steps=S.diffusion_steps, generator=g,
                  callback=lambda s_, t, o, m: frames.append(unpatchify(t, 4, (1, 28, 28)).clamp(-1, 1).cpu()))
     snaps[name] = torch.stack(frames)  # (steps, 4, 1, 28, 28)
 fig, axes = plt.subplots(8, S.gen_steps, figsize=(1.1 * S.gen_steps, 9))
@@ -447,17 +447,17 @@ display(Markdown(markdown_table(["reveal order", "mean remaining uncertainty (ar
 # ## What this chapter found
 
 # %%
-def fid_values(table, name, cfg):
-    return [v["fid"] for v in table[name][cfg]]
+def fid_values(table, name, scale):
+    return [v["fid"] for v in table[name][scale]]
 
 
-fid_mar, fid_cmar = fid_values(table2, "MAR", S.cfg), fid_values(table2, "CMAR", S.cfg)
-fid_marc = fid_values(table2, "MAR+C", S.cfg)
+fid_mar, fid_cmar = fid_values(table2, "MAR", S.cfg_scale), fid_values(table2, "CMAR", S.cfg_scale)
+fid_marc = fid_values(table2, "MAR+C", S.cfg_scale)
 fid_mar0, fid_cmar0 = fid_values(table2, "MAR", 1.0), fid_values(table2, "CMAR", 1.0)
 v_cfg, p_cfg = direction_verdict(fid_cmar, fid_mar, "lower")
 v_nocfg, p_nocfg = direction_verdict(fid_cmar0, fid_mar0, "higher")  # the paper: without CFG CMAR is worse
 v_marc, p_marc = direction_verdict(fid_marc, fid_mar, "lower")
-fid_asc, fid_desc = fid_values(table4, "CMAR ascending", S.cfg), fid_values(table4, "CMAR", S.cfg)
+fid_asc, fid_desc = fid_values(table4, "CMAR ascending", S.cfg_scale), fid_values(table4, "CMAR", S.cfg_scale)
 v_t4, p_t4 = direction_verdict(fid_desc, fid_asc, "lower")
 cmar_by_cfg = {c: summary([v["fid"] for v in table3["CMAR"][c]]) for c in S.cfg_scales}
 best_cfg = min(cmar_by_cfg, key=lambda c: cmar_by_cfg[c]["mean"])
@@ -481,7 +481,7 @@ def s_(vals):
 
 claims = {
     "table2.cmar_vs_mar.fid_cfg": claim({"MAR": 5.997, "CMAR": 5.928}, {"MAR": s_(fid_mar), "CMAR": s_(fid_cmar), "welch_p": p_cfg},
-        v_cfg, f"With CFG {S.cfg}, CMAR's FID is {mean_sd(fid_cmar, 3)} against MAR's {mean_sd(fid_mar, 3)} over "
+        v_cfg, f"With CFG {S.cfg_scale}, CMAR's FID is {mean_sd(fid_cmar, 3)} against MAR's {mean_sd(fid_mar, 3)} over "
         f"{len(SEEDS)} seeds (Welch p = {p_cfg:.2g}; the paper: 5.928 against 5.997).", section="ch4-table2", headline=True),
     "table2.cmar_vs_mar.fid_no_cfg": claim({"MAR": 7.114, "CMAR": 7.213, "note": "CMAR worse without CFG"},
         {"MAR": s_(fid_mar0), "CMAR": s_(fid_cmar0), "welch_p": p_nocfg}, v_nocfg,

@@ -14,7 +14,7 @@ profile of the book; every stage runs alone or under torchrun
 Helpers:
 
     config        print a stage's configuration as a profile makes it (a file to start from)
-    data          find Fashion-MNIST (download it when online), check every file, say where it is
+    data          find Fashion-MNIST (install or download it if missing), check every file, say where it is
     profiles      print the sizes of the smoke / cpu / gpu profiles
     convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
     convert-mar   MAR's checkpoint-last.pth -> a run folder for train-cmar's init_run (weights only)
@@ -37,7 +37,7 @@ def _data(args: argparse.Namespace) -> int:
     from .data import DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist
 
     try:
-        folder = find_fashion_mnist(args.root, download=not args.no_download)
+        folder = find_fashion_mnist(args.root, download=not args.no_download, install=not args.no_install)
         for split in ("train", "test"):
             x, y = load_fashion_mnist(split, root=folder)
             print(f"fashion-mnist {split}: {x.shape[0]} images {tuple(x.shape[1:])}, {int(y.max()) + 1} classes")
@@ -67,6 +67,7 @@ def _config(args: argparse.Namespace) -> int:
 def _profile_orders(args: argparse.Namespace) -> int:
     """``rank --profile``: the Fashion-MNIST orders file the chapters use (copkit.orders.dataset_orders)."""
     from . import dist
+    from .io import DamagedFileError
     from .orders import dataset_orders
     from .profiles import get_profile
 
@@ -75,7 +76,7 @@ def _profile_orders(args: argparse.Namespace) -> int:
     try:
         train, test, digest = dataset_orders(get_profile(args.profile).comae, args.data_dir, dev, args.seed,
                                              subset_limit=0)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, DamagedFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if dist.is_main():
@@ -85,6 +86,7 @@ def _profile_orders(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
+    from .io import DamagedFileError
     from .stages import STAGES, from_profile, run_stage
 
     cls, _ = STAGES[args.command]
@@ -101,7 +103,7 @@ def _stage(args: argparse.Namespace) -> int:
         else:
             raise ConfigError(f"{args.command}: give --config FILE (YAML or TOML) or --profile NAME")
         run_stage(args.command, config)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, DamagedFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
@@ -176,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="data")
     p.set_defaults(func=_config)
-    p = sub.add_parser("data", help="find, check (and if needed download) Fashion-MNIST")
+    p = sub.add_parser("data", help="find, check (and if needed install or download) Fashion-MNIST",
+                       description="Look for Fashion-MNIST in $COPKIT_DATA, data/fashion-mnist and "
+                       "/usr/share/datasets/fashion-mnist; if it is in none, install the Debian package "
+                       "dataset-fashion-mnist (with apt-get, as root or through password-less sudo), then "
+                       "download it with torchvision (when online); check every file.")
     p.add_argument("--root", default=None, help="a folder holding the four IDX files")
     p.add_argument("--no-download", action="store_true", help="never try to download")
+    p.add_argument("--no-install", action="store_true", help="never try to install the Debian package")
     p.set_defaults(func=_data)
     p = sub.add_parser("profiles", help="print the profiles' sizes")
     p.set_defaults(func=_profiles)

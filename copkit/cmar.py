@@ -18,7 +18,7 @@ https://github.com/LTH14/mar):
   prediction.
 - **generation** (:meth:`MAR.sample`): MAR's cosine schedule over S steps (after step s,
   ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear CFG
-  schedule ``1 + (cfg - 1)(N - masked)/N``, DDPM sampling respaced to a few steps, temperature on
+  schedule ``1 + (cfg_scale - 1)(N - masked)/N``, DDPM sampling respaced to a few steps, temperature on
   the per-step noise. CMAR's order at generation time is an argument: any (B, N) order, or an
   ``adapt`` callback that re-orders the still-hidden patches after every step.
 
@@ -41,7 +41,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from .diffloss import DiffLoss
-from .tokens import flip_batch, gather_tokens, random_orders
+from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, random_orders
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -130,13 +130,14 @@ def reveal_schedule(n_tokens: int, steps: int) -> list[int]:
     return out
 
 
-def cfg_schedule(cfg: float, masked: int, n_tokens: int, kind: str = "linear") -> float:
-    """MAR's CFG scale at a step that leaves ``masked`` tokens hidden: ``linear`` grows from 1 to
-    ``cfg`` as tokens are revealed, ``1 + (cfg - 1)(N - masked)/N``; ``constant`` is ``cfg``."""
+def cfg_schedule(cfg_scale: float, masked: int, n_tokens: int, kind: str = "linear") -> float:
+    """MAR's guidance scale at a step that leaves ``masked`` tokens hidden: ``linear`` grows from 1
+    to ``cfg_scale`` as tokens are revealed, ``1 + (cfg_scale - 1)(N - masked)/N``; ``constant`` is
+    ``cfg_scale``."""
     if kind == "linear":
-        return 1.0 + (cfg - 1.0) * (n_tokens - masked) / n_tokens
+        return 1.0 + (cfg_scale - 1.0) * (n_tokens - masked) / n_tokens
     if kind == "constant":
-        return cfg
+        return cfg_scale
     raise ValueError(f"unknown CFG schedule {kind!r}; use 'linear' or 'constant'")
 
 
@@ -145,7 +146,7 @@ def cfg_schedule(cfg: float, masked: int, n_tokens: int, kind: str = "linear") -
 class MARConfig:
     """A small MAR on a grid of pixel tokens (MAR-B: width 768, 12 + 12 blocks, buffer 64)."""
 
-    grid: tuple[int, int] = (7, 7)
+    grid: tuple[int, int] = (GRID, GRID)
     token_dim: int = 16
     n_classes: int = 10
     width: int = 128
@@ -264,7 +265,7 @@ class MAR(nn.Module):
         return self.diffloss(xm.repeat(k, 1), zm.repeat(k, 1), generator, t=t, noise=noise).mean()
 
     @torch.no_grad()
-    def sample(self, labels: Tensor, orders: Tensor, steps: int = 16, cfg: float = 1.0, cfg_kind: str = "linear",
+    def sample(self, labels: Tensor, orders: Tensor, steps: int = 16, cfg_scale: float = 1.0, cfg_kind: str = "linear",
                temperature: float = 1.0, diffusion_steps: int = 100, generator: torch.Generator | None = None,
                adapt: Callable[[Tensor, Tensor, int], Tensor] | None = None, draft_steps: int = 10,
                callback: Callable[[int, Tensor, Tensor, int], None] | None = None) -> Tensor:
@@ -272,7 +273,7 @@ class MAR(nn.Module):
         generated first).
 
         After step s exactly the last ``N - masked(s)`` entries of the order are revealed
-        (:func:`masked_count_after`). ``cfg`` != 1 guides with the fake class on a doubled batch,
+        (:func:`masked_count_after`). ``cfg_scale`` != 1 guides with the fake class on a doubled batch,
         the scale following ``cfg_kind``.
 
         ``adapt(canvas, orders, masked)``, when given, is asked before every step for new orders:
@@ -286,7 +287,7 @@ class MAR(nn.Module):
         tokens = torch.zeros(b, n, d, device=orders.device)
         cond = self.condition(labels)
         uncond = self.fake_latent.expand_as(cond)
-        guided = cfg != 1.0
+        guided = cfg_scale != 1.0
         clip = 1.0 if self.cfg.clip_x0 else None
 
         def pick(t: Tensor, index: Tensor) -> Tensor:
@@ -301,7 +302,7 @@ class MAR(nn.Module):
                                        torch.cat([visible, visible])).chunk(2)
             else:
                 z, zu = self.forward_z(tokens, cond, visible), None
-            scale = cfg_schedule(cfg, nxt, n, cfg_kind) if guided else 1.0
+            scale = cfg_schedule(cfg_scale, nxt, n, cfg_kind) if guided else 1.0
             if adapt is not None and masked > 1:
                 hidden = orders[:, :masked]
                 draft = self.diffloss.sample(pick(z, hidden), draft_steps, temperature, scale,
@@ -471,7 +472,7 @@ def from_profile(sizes, seed: int, stage: str = "mar") -> tuple[MARConfig, "obje
 ORDER_SOURCES = ("random", "class-mean", "class-image")
 
 
-def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n_tokens: int = 49,
+def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n_tokens: int = N_TOKENS,
                       collapse: Tensor | None = None, collapse_labels: Tensor | None = None,
                       descending: bool = True) -> Tensor:
     """The MAR orders to generate ``labels`` with, when no image exists yet (Chapter 4 compares them):
@@ -506,7 +507,7 @@ def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n
 
 @torch.no_grad()
 def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torch.Generator], Tensor], seed: int,
-             steps: int, diffusion_steps: int, cfg: float = 1.0, temperature: float = 1.0, batch_size: int = 500,
+             steps: int, diffusion_steps: int, cfg_scale: float = 1.0, temperature: float = 1.0, batch_size: int = 500,
              adapt: Callable | None = None, progress: bool = True, desc: str = "sampling",
              decode: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Images (n, 1, 28, 28) in [-1, 1] for ``labels`` (n,), generated in batches from one seed.
@@ -517,7 +518,7 @@ def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torc
 
     from .tokens import unpatchify
 
-    decode = decode or (lambda t: unpatchify(t, 4, (1, 28, 28)))
+    decode = decode or (lambda t: unpatchify(t, PATCH, (1, SIDE, SIDE)))
 
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -525,7 +526,7 @@ def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torc
     for s in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, mininterval=5.0, ncols=100):
         y = labels[s:s + batch_size].to(device)
         o = orders(y, g) if callable(orders) else orders[s:s + batch_size].to(device)
-        tokens = model.sample(y, o, steps, cfg, temperature=temperature, diffusion_steps=diffusion_steps,
+        tokens = model.sample(y, o, steps, cfg_scale, temperature=temperature, diffusion_steps=diffusion_steps,
                               generator=g, adapt=adapt)
         out.append(decode(tokens).clamp(-1, 1).cpu())
     return torch.cat(out)

@@ -42,7 +42,7 @@ from timm.layers import Mlp, RotaryEmbeddingCat
 from timm.models.eva import EvaBlock
 from torch import Tensor, nn
 
-from .tokens import gather_tokens
+from .tokens import GRID, gather_tokens
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -77,7 +77,7 @@ __all__ = [
 class CoMAEConfig:
     """Sizes and hyper-parameters of a CoMAE (every field is part of the artifact hash)."""
 
-    grid: tuple[int, int] = (7, 7)
+    grid: tuple[int, int] = (GRID, GRID)
     token_dim: int = 16
     enc_width: int = 64  #: selector f (the paper's Sec. 4: 64)
     enc_depth: int = 4

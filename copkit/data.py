@@ -2,8 +2,10 @@
 
 Fashion-MNIST is read straight from its IDX files (optionally gzipped) with numpy. They are looked
 for, in order, in ``$COPKIT_DATA``, ``data/fashion-mnist`` of the project, and
-``/usr/share/datasets/fashion-mnist`` (Debian's package ``dataset-fashion-mnist``); when none has
-them, torchvision downloads them into ``data/fashion-mnist`` if the machine is online. Images come
+``/usr/share/datasets/fashion-mnist`` (Debian's package ``dataset-fashion-mnist``). When none has
+them, ``python -m copkit data`` (the first step of ``make test`` and ``make book``) installs that
+package if the machine has apt-get and the rights to use it, and otherwise torchvision downloads
+them into ``data/fashion-mnist`` if the machine is online. Images come
 back as float32 tensors in [-1, 1], shape (n, 1, 28, 28).
 """
 
@@ -11,9 +13,13 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import socket
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -45,6 +51,7 @@ _FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+_APT_PACKAGE = "dataset-fashion-mnist"
 # The IDX type byte 0x08 is unsigned bytes, the only type Fashion-MNIST uses.
 _UBYTE = 0x08
 
@@ -155,14 +162,23 @@ def _not_found(looked: list[Path], reason: str) -> DataNotFoundError:
     )
 
 
-def find_fashion_mnist(root: str | os.PathLike | None = None, download: bool | None = None) -> Path:
+def find_fashion_mnist(root: str | os.PathLike | None = None, download: bool | None = None,
+                       install: bool = False) -> Path:
     """The folder holding the four Fashion-MNIST IDX files.
 
     With ``root`` only that folder (or its ``fashion-mnist`` / ``FashionMNIST/raw`` sub-folder) is
     used. Otherwise ``$COPKIT_DATA``, the project's ``data/fashion-mnist`` and
-    ``/usr/share/datasets/fashion-mnist`` are tried in that order, then a torchvision download into
-    ``data/fashion-mnist`` (skipped when ``download`` is False or ``$COPKIT_NO_DOWNLOAD`` is set).
-    Raises :class:`DataNotFoundError` naming the three ways to get the data.
+    ``/usr/share/datasets/fashion-mnist`` are tried in that order. When none holds the files:
+
+    1. with ``install`` (what ``python -m copkit data``, and so ``make``, asks for), on a machine
+       with ``apt-get`` where this process is root or ``sudo -n`` works without a password, the
+       Debian package ``dataset-fashion-mnist`` is installed (``apt-get update``, then
+       ``apt-get install -y``);
+    2. then, when the machine is online, torchvision downloads the files into ``data/fashion-mnist``
+       (skipped when ``download`` is False or ``$COPKIT_NO_DOWNLOAD`` is set).
+
+    Each attempt prints one line saying what it tries. When all fail, raises
+    :class:`DataNotFoundError` naming the three ways to get the data and why each attempt failed.
     """
     if root is not None:
         found = _complete(Path(root).expanduser())
@@ -174,19 +190,91 @@ def find_fashion_mnist(root: str | os.PathLike | None = None, download: bool | N
         found = _complete(folder)
         if found is not None:
             return found
+    reasons = []
+    if install:
+        why_not = _apt_install()
+        found = _complete(_SYSTEM_DIR)
+        if found is not None:
+            return found
+        reasons.append(f"apt-get: {why_not or f'the package installed nothing into {_SYSTEM_DIR}'}")
     if download is None:
         download = not os.environ.get("COPKIT_NO_DOWNLOAD")
     if not download:
-        raise _not_found(looked, "download switched off")
+        reasons.append("download switched off")
+        raise _not_found(looked, "; ".join(reasons))
     target = project_root() / "data" / "fashion-mnist"
+    if not _online():
+        reasons.append(f"download: offline ({_mirror()[0]} cannot be reached)")
+        raise _not_found(looked, "; ".join(reasons))
+    _say(f"Fashion-MNIST: downloading it with torchvision into {target}")
     try:
         _download(target)
     except Exception as err:  # noqa: BLE001 - any failure means: offline or blocked
-        raise _not_found(looked, f"download failed: {type(err).__name__}: {err}") from None
+        reasons.append(f"download failed: {type(err).__name__}: {err}")
+        raise _not_found(looked, "; ".join(reasons)) from None
     found = _complete(target)
     if found is None:
-        raise _not_found(looked, f"download finished but {target} is incomplete")
+        reasons.append(f"download finished but {target} is incomplete")
+        raise _not_found(looked, "; ".join(reasons))
     return found
+
+
+# The seams the tests stub: which programs exist, who we are, running a command, the network.
+def _which(program: str) -> str | None:
+    return shutil.which(program)
+
+
+def _euid() -> int:
+    return os.geteuid() if hasattr(os, "geteuid") else -1
+
+
+def _run(cmd: list[str], quiet: bool = False) -> int:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False).returncode
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _apt_install() -> str | None:
+    """Install ``dataset-fashion-mnist`` with apt-get as root or through password-less sudo.
+    Returns None when apt-get succeeded, else why it was not tried or what failed."""
+    if _which("apt-get") is None:
+        return "no apt-get on this machine"
+    if _euid() == 0:
+        prefix: list[str] = []
+    elif _which("sudo") is not None and _run(["sudo", "-n", "true"], quiet=True) == 0:
+        prefix = ["sudo", "-n"]
+    else:
+        return "not root, and sudo asks for a password (or is missing)"
+    how = "as root" if not prefix else "through sudo"
+    _say(f"Fashion-MNIST: installing the Debian package {_APT_PACKAGE} {how} (apt-get update, apt-get install -y)")
+    rc = _run([*prefix, "apt-get", "update", "-qq"])
+    if rc != 0:
+        return f"`apt-get update` failed with exit status {rc}"
+    rc = _run([*prefix, "apt-get", "install", "-y", "-qq", _APT_PACKAGE])
+    if rc != 0:
+        return f"`apt-get install -y {_APT_PACKAGE}` failed with exit status {rc}"
+    return None
+
+
+def _mirror() -> tuple[str, int]:
+    """Host and port of torchvision's first Fashion-MNIST mirror."""
+    from torchvision.datasets import FashionMNIST
+
+    url = urlparse(FashionMNIST.mirrors[0])
+    return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+
+
+def _online(timeout: float = 5.0) -> bool:
+    """Can torchvision's Fashion-MNIST mirror be reached (a TCP connection within ``timeout`` s)?"""
+    try:
+        socket.create_connection(_mirror(), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _download(target: Path) -> None:

@@ -119,14 +119,14 @@ class DiffLoss(nn.Module):
         return ((eps - noise) ** 2).mean(dim=-1) + self.diffusion.vb_bits(target, x_t, t, eps.detach(), v)
 
     @torch.no_grad()
-    def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg: float = 1.0,
+    def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg_scale: float = 1.0,
                z_uncond: Tensor | None = None, generator: torch.Generator | None = None,
                clip: float | None = 1.0) -> Tensor:
         """Tokens (M, d) for the conditions z (M, c). With ``z_uncond`` the noise prediction is
-        guided, eps = eps_u + cfg (eps_c - eps_u) (cfg = 1 is the conditional model)."""
+        guided, eps = eps_u + cfg_scale (eps_c - eps_u) (``cfg_scale`` = 1 is the conditional model)."""
         diff = self.diffusion.respaced(steps)
         x = torch.randn(len(z), self.token_dim, generator=generator, device=z.device, dtype=z.dtype)
-        guided = z_uncond is not None and cfg != 1.0
+        guided = z_uncond is not None and cfg_scale != 1.0
         c = self.net.cond(torch.cat([z, z_uncond]) if guided else z)
         d = self.token_dim
         for i in reversed(range(diff.steps)):
@@ -134,7 +134,7 @@ class DiffLoss(nn.Module):
             if guided:
                 cond, uncond = self.net.denoise(torch.cat([x, x]), temb, c).chunk(2)
                 out = cond  # the variance is the conditional branch's, as in MAR
-                eps = uncond[:, :d] + cfg * (cond[:, :d] - uncond[:, :d])
+                eps = uncond[:, :d] + cfg_scale * (cond[:, :d] - uncond[:, :d])
             else:
                 out = self.net.denoise(x, temb, c)
                 eps = out[:, :d]

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .tokens import N_TOKENS
+
 __all__ = ["topk_accuracy", "FeatureNet", "classifier_step_fn", "fit_feature_net", "knn_radii", "precision_recall", "GenerativeScores"]
 
 
@@ -40,7 +42,7 @@ class FeatureNet(nn.Module):
             nn.Conv2d(1, width, 3, padding=1), nn.GELU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Flatten(), nn.Linear(4 * width * 49, features), nn.GELU(),
+            nn.Flatten(), nn.Linear(4 * width * N_TOKENS, features), nn.GELU(),
         )
         self.head = nn.Linear(features, n_classes)
 

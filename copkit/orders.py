@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import math
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .io import atomic_write_bytes
+from .io import DamagedFileError, atomic_write_bytes
 from .rank import collapse_order
 
 __all__ = ["compute_orders", "merge_shards", "load_orders", "dataset_orders"]
@@ -31,9 +33,30 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+#: the arrays of an orders file and of each of its shards
+_ORDERS_KEYS = ("orders", "split", "comae_hash")
+_SHARD_KEYS = ("orders", "start", "stop", "comae_hash")
+
+
+def _read(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file copkit wrote; :class:`copkit.io.DamagedFileError` naming the
+    file and what to do when it is truncated, corrupt, not an ``.npz`` or lacks one of ``keys``."""
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DamagedFileError(path, f"holds a single array, not the .npz archive of {', '.join(keys)}")
+        with loaded as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise DamagedFileError(path, f"lacks {', '.join(missing)} (holds {', '.join(z.files) or 'nothing'}): "
+                                             "not a file of collapse orders")
+            out = {k: z[k] for k in z.files}
+    except (FileNotFoundError, DamagedFileError):
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DamagedFileError(path, f"cannot be read, it is truncated or corrupt ({type(err).__name__}: {err})") from err
+    return out
 
 
 def compute_orders(model, tokens, out: str | Path, comae_hash: str, split: Sequence[str] | np.ndarray,
@@ -63,7 +86,7 @@ def compute_orders(model, tokens, out: str | Path, comae_hash: str, split: Seque
                mininterval=5.0, ncols=100)
     for s in bar:
         path = parts / f"shard-{s:05d}.npz"
-        if path.exists() and str(_read(path)["comae_hash"]) == comae_hash:
+        if path.exists() and str(_read(path, _SHARD_KEYS)["comae_hash"]) == comae_hash:
             continue
         if stop_after_shards is not None and written >= stop_after_shards:
             bar.close()
@@ -93,7 +116,7 @@ def merge_shards(parts: str | Path, out: str | Path, comae_hash: str, n: int, sp
     covered = np.zeros(n, dtype=np.int64)
     orders = None
     for f in files:
-        z = _read(f)
+        z = _read(f, _SHARD_KEYS)
         if str(z["comae_hash"]) != comae_hash:
             raise ValueError(f"{f} was made by CoMAE {str(z['comae_hash'])[:8]}, not {comae_hash[:8]}: "
                              f"delete {parts} and compute the orders again")
@@ -113,12 +136,22 @@ def merge_shards(parts: str | Path, out: str | Path, comae_hash: str, n: int, sp
 
 def load_orders(path: str | Path, comae_hash: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(orders uint8 (n, N), split (n,), comae_hash) from an orders file; with ``comae_hash`` the
-    file must have been made by that CoMAE."""
-    z = _read(Path(path))
+    file must have been made by that CoMAE.
+
+    A truncated, corrupt or foreign file raises :class:`copkit.io.DamagedFileError` naming it and
+    how to make it again.
+    """
+    path = Path(path)
+    z = _read(path, _ORDERS_KEYS)
+    orders, split = z["orders"], z["split"]
+    if orders.dtype != np.uint8 or orders.ndim != 2 or split.shape != (len(orders),) or z["comae_hash"].ndim != 0:
+        raise DamagedFileError(path, f"orders {orders.dtype} {orders.shape}, split {split.shape}, comae_hash "
+                                     f"{z['comae_hash'].shape}: not the uint8 (n, N) orders, (n,) split and one hash "
+                                     "of an orders file")
     made_by = str(z["comae_hash"])
     if comae_hash is not None and made_by != comae_hash:
         raise ValueError(f"{path} was made by CoMAE {made_by[:8]}, expected {comae_hash[:8]}")
-    return z["orders"], z["split"], made_by
+    return orders, split, made_by
 
 
 def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str = "cpu", seed: int = 0,

@@ -94,7 +94,7 @@ class CmarSizes:
     ema_decay: float
     gen_steps: int  #: generation steps S (MAR's num_iter)
     diffusion_steps: int  #: respaced DDPM steps when sampling (MAR: 100)
-    cfg: float  #: the headline CFG scale
+    cfg_scale: float  #: the headline classifier-free guidance scale
     cfg_scales: tuple[float, ...]  #: the Table 3 sweep
     samples: int  #: generated images per model, setting and seed for the headline tables
     sweep_samples: int  #: per model, scale and seed for the CFG and order sweeps

@@ -34,6 +34,8 @@ from .cmar import MARConfig
 from .comae import CoMAEConfig
 from .config import ConfigError, build
 from .cvit import CViTConfig
+from .io import DamagedFileError
+from .tokens import PATCH
 from .train import TrainConfig
 
 __all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar", "TrainCvit",
@@ -67,7 +69,7 @@ class TokenizerConfig:
     """How images become tokens (:mod:`copkit.tokenizer`)."""
 
     kind: str = "pixels"  #: "pixels" (p x p patches) or "kl16" (MAR's VAE)
-    patch: int = 4  #: pixels: the patch side
+    patch: int = PATCH  #: pixels: the patch side
     vae: str | None = None  #: kl16: the VAE weights (.safetensors)
     scale: float = 0.2325  #: kl16: MAR's latent scale
 
@@ -117,12 +119,20 @@ def _file_digest(path: str | Path) -> str:
 
 
 def _read_run(run: str | Path) -> dict:
+    """A finished run folder's ``config.json`` (``config_hash`` and ``config``), checked."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run} is not a finished run folder (no config.json); give the folder a train stage printed")
     if not (Path(run) / "checkpoint.safetensors").is_file():
         raise ConfigError(f"{run} has no checkpoint.safetensors")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise DamagedFileError(path, f"is not readable JSON, it is truncated or corrupt ({type(err).__name__}: {err})") \
+            from err
+    if not (isinstance(meta, dict) and isinstance(meta.get("config_hash"), str) and isinstance(meta.get("config"), dict)):
+        raise DamagedFileError(path, "holds no config_hash and config: not the config.json of a copkit run")
+    return meta
 
 
 def _run_model(run: str | Path, section: str, cls: type, make, weights: str, device: torch.device | str):
@@ -335,7 +345,7 @@ class SampleCmar:
     orders: str | None = None
     data: DataConfig = field(default_factory=DataConfig)  #: the images the orders belong to (their labels)
     steps: int = 64  #: MAR's num_iter
-    cfg: float = 3.0
+    cfg_scale: float = 3.0  #: classifier-free guidance (1: none)
     temperature: float = 1.0
     diffusion_steps: int = 100
     batch_size: int = 256
@@ -366,7 +376,7 @@ def sample_cmar(cfg: SampleCmar) -> Path:
         collapse, _ = _orders_for(cfg.orders, len(collapse_labels))
     orders = lambda y, g: generation_orders(cfg.order, y, g, mcfg.n_tokens, collapse, collapse_labels)  # noqa: E731
     mine = generate(model, part.cut(labels), orders, cfg.seed + dist.rank(), cfg.steps, cfg.diffusion_steps,
-                    cfg.cfg, cfg.temperature, cfg.batch_size, progress=dist.is_main(),
+                    cfg.cfg_scale, cfg.temperature, cfg.batch_size, progress=dist.is_main(),
                     decode=lambda t: tok.decode(t, mcfg.grid))
     pixels = ((mine + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     gathered = [pixels]
@@ -511,7 +521,7 @@ def from_profile(stage: str, profile: str | Path, seed: int = 0, data_dir: str =
         return TrainCmar(model=mcfg, train=tc, data=replace(fm, limit=p.cmar.train_images), data_dir=data_dir)
     if stage == "sample-cmar":
         return SampleCmar(mar_run=f"{data_dir}/runs/mar-<hash8>", out="samples.npz", per_class=10,
-                          steps=p.cmar.gen_steps, cfg=p.cmar.cfg, diffusion_steps=p.cmar.diffusion_steps)
+                          steps=p.cmar.gen_steps, cfg_scale=p.cmar.cfg_scale, diffusion_steps=p.cmar.diffusion_steps)
     if stage == "train-cvit":
         mcfg = cvit.CViTConfig.for_kind("cvit", p.cvit)
         n = p.cvit.train_images or 60000

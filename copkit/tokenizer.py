@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from .tokens import patchify, unpatchify
+from .tokens import PATCH, patchify, unpatchify
 
 __all__ = ["Tokenizer", "PixelTokenizer", "KLTokenizer", "KL16_CONFIG", "MAR_LATENT_SCALE", "kl16_vae",
            "load_kl16", "TokenSource", "make_tokenizer"]
@@ -68,7 +68,7 @@ class PixelTokenizer:
     (torch.Size([2, 49, 16]), True)
     """
 
-    def __init__(self, patch: int = 4, channels: int = 1) -> None:
+    def __init__(self, patch: int = PATCH, channels: int = 1) -> None:
         self.stride = patch
         self.channels = channels
         self.token_dim = channels * patch * patch
@@ -158,7 +158,7 @@ def load_kl16(path: str | Path, config: dict[str, Any] | None = None, device: to
     return vae.to(device).eval()
 
 
-def make_tokenizer(kind: str, patch: int = 4, channels: int = 1, vae: str | None = None,
+def make_tokenizer(kind: str, patch: int = PATCH, channels: int = 1, vae: str | None = None,
                    scale: float = MAR_LATENT_SCALE, device: torch.device | str = "cpu") -> Tokenizer:
     """``"pixels"`` (p x p patches) or ``"kl16"`` (MAR's VAE from the file ``vae``)."""
     if kind == "pixels":

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 from tqdm import tqdm  # the plain bar: it renders as text in executed notebooks (no widgets)
 
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
     "TrainConfig",
@@ -234,11 +234,31 @@ def save_tensors(path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapp
     return atomic_write_bytes(path, blob)
 
 
-def load_tensors(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], dict]:
-    """Read a file written by :func:`save_tensors`: (tensors, metadata). No pickle is involved."""
-    with safe_open(str(path), framework="pt", device=str(device)) as fh:
-        meta = json.loads((fh.metadata() or {}).get("json", "{}"))
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+def load_tensors(path: str | Path, device: torch.device | str = "cpu",
+                 remedy: str | None = None) -> tuple[dict[str, Tensor], dict]:
+    """Read a file written by :func:`save_tensors`: (tensors, metadata). No pickle is involved.
+
+    A file that is truncated, corrupt or not written by :func:`save_tensors` (no copkit metadata)
+    raises :class:`copkit.io.DamagedFileError` naming it and saying what to do (``remedy``; by
+    default from the file's name: delete the run folder of a checkpoint, or the artifact, and run
+    again what made it). A missing file raises FileNotFoundError.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+            raw = (fh.metadata() or {}).get("json")
+            if raw is None:
+                raise DamagedFileError(path, "a safetensors file without copkit's metadata: not a checkpoint or "
+                                             "artifact copkit wrote", remedy)
+            meta = json.loads(raw)
+            if not isinstance(meta, dict):
+                raise DamagedFileError(path, "its metadata is not a JSON object: not a file copkit wrote", remedy)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (FileNotFoundError, DamagedFileError):
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
+        raise DamagedFileError(path, f"cannot be read, it is truncated or corrupt ({type(err).__name__}: {err})",
+                               remedy) from err
     return tensors, meta
 
 
@@ -509,12 +529,22 @@ def save_artifact(data_dir: str | Path, name: str, config: Any, module: nn.Modul
 
 def load_artifact(data_dir: str | Path, name: str, config: Any, module: nn.Module) -> dict | None:
     """Load the artifact made by exactly ``config`` into ``module`` and return its metadata; None
-    when there is none (or its recorded hash differs, e.g. a file copied under a wrong name)."""
+    when there is none (or its recorded hash differs, e.g. a file copied under a wrong name).
+
+    A damaged file, or one whose tensors do not fit ``module``, raises
+    :class:`copkit.io.DamagedFileError` naming the file and what to do.
+    """
     path = artifact_path(data_dir, name, config)
     if not path.exists():
         return None
-    tensors, meta = load_tensors(path)
+    remedy = (f"Delete {path} and {path.with_suffix('.json').name} beside it, then re-run the chapter or command "
+              f"that saves the {name} artifact (its training run in {Path(data_dir) / 'runs'} is reused when intact).")
+    tensors, meta = load_tensors(path, remedy=remedy)
     if meta.get("config_hash") != config_hash(config):
         return None
-    module.load_state_dict(tensors)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise DamagedFileError(path, f"its tensors do not fit {type(module).__name__} ({first})", remedy) from err
     return meta

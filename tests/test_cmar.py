@@ -98,8 +98,8 @@ def test_cfg_scale_one_equals_the_conditional_model():
         torch.nn.init.normal_(p, std=0.3)
     z, zu = torch.randn(5, 8), torch.randn(5, 8)
     cond = head.sample(z, steps=10, generator=torch.Generator().manual_seed(3))
-    guided_at_one = head.sample(z, steps=10, cfg=1.0 + 1e-9, z_uncond=zu, generator=torch.Generator().manual_seed(3))
-    guided = head.sample(z, steps=10, cfg=3.0, z_uncond=zu, generator=torch.Generator().manual_seed(3))
+    guided_at_one = head.sample(z, steps=10, cfg_scale=1.0 + 1e-9, z_uncond=zu, generator=torch.Generator().manual_seed(3))
+    guided = head.sample(z, steps=10, cfg_scale=3.0, z_uncond=zu, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(guided_at_one, cond, atol=1e-5, rtol=1e-5)
     assert (guided - cond).abs().max() > 1e-3  # guidance does something at other scales
 
@@ -173,9 +173,9 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
 def test_sampling_with_a_fixed_seed_is_reproducible():
     model = tiny().eval()
     orders, labels = random_orders(3, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2])
-    a = model.sample(labels, orders, steps=3, cfg=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
-    b = model.sample(labels, orders, steps=3, cfg=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
-    c = model.sample(labels, orders, steps=3, cfg=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(8))
+    a = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
+    b = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
+    c = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
@@ -303,7 +303,7 @@ def test_learned_variance_head_trains_and_samples():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses) and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
     assert net.out.weight.grad[16:].abs().sum() > 0  # the variance rows learn (from the bound)
-    out = model.eval().sample(labels[:2], orders[:2], steps=2, cfg=2.0, diffusion_steps=4,
+    out = model.eval().sample(labels[:2], orders[:2], steps=2, cfg_scale=2.0, diffusion_steps=4,
                               generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 4, 16) and torch.isfinite(out).all()
 

@@ -1,4 +1,6 @@
 import gzip
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +101,16 @@ def test_torchvision_layout_is_found(tmp_path):
     assert find_fashion_mnist(tmp_path) == tmp_path / "FashionMNIST" / "raw"
 
 
-def test_not_found_names_all_three_ways(tmp_path, monkeypatch):
+def _nowhere(tmp_path, monkeypatch):
+    """No copy anywhere: $COPKIT_DATA, the project's data/ and the system folder all empty."""
     monkeypatch.setenv("COPKIT_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("COPKIT_NO_DOWNLOAD", raising=False)
     monkeypatch.setattr(data, "_SYSTEM_DIR", tmp_path / "no-system-copy")
     monkeypatch.setattr(data, "project_root", lambda: tmp_path)
+
+
+def test_not_found_names_all_three_ways(tmp_path, monkeypatch):
+    _nowhere(tmp_path, monkeypatch)
     with pytest.raises(DataNotFoundError) as err:
         find_fashion_mnist(download=False)
     msg = str(err.value)
@@ -111,9 +119,165 @@ def test_not_found_names_all_three_ways(tmp_path, monkeypatch):
     assert "python -m copkit data" in msg and "torchvision downloads" in msg
     assert str(tmp_path / "nowhere") in msg
     # a failing download ends in the same message, with the reason
+    monkeypatch.setattr(data, "_online", lambda: True)
     monkeypatch.setattr(data, "_download", lambda target: (_ for _ in ()).throw(OSError("network is unreachable")))
     with pytest.raises(DataNotFoundError, match="download failed: OSError: network is unreachable"):
         find_fashion_mnist(download=True)
+
+
+class Machine:
+    """A stubbed machine for find_fashion_mnist's attempts: which programs exist, who we are, what
+    each command returns (and, for a successful apt-get install, the files the package puts in the
+    system folder), whether the network answers and what torchvision's download does. Every
+    attempt is recorded in ``calls``, in order."""
+
+    def __init__(self, tmp_path, monkeypatch, apt=True, root=False, sudo=False, apt_fails=None,
+                 package_files=True, online=True, download_works=False):
+        self.calls = []
+        self.system = tmp_path / "no-system-copy"
+        online_ = online  # the parameter, before the stub below takes its name
+
+        def which(program):
+            self.calls.append(("which", program))
+            return f"/usr/bin/{program}" if (program == "apt-get" and apt) or (program == "sudo" and sudo) else None
+
+        def run(cmd, quiet=False):
+            self.calls.append(("run", " ".join(cmd)))
+            if cmd == ["sudo", "-n", "true"]:
+                return 0 if sudo == "nopasswd" else 1
+            verb = cmd[cmd.index("apt-get") + 1]
+            if verb == apt_fails:
+                return 100
+            if verb == "install" and package_files:
+                fake_fashion_mnist(self.system)
+            return 0
+
+        def online():
+            self.calls.append(("online",))
+            return online_
+
+        def download(target):
+            self.calls.append(("download", target))
+            if not download_works:
+                raise OSError("HTTP Error 403: Forbidden")
+            fake_fashion_mnist(target)
+
+        monkeypatch.setattr(data, "_which", which)
+        monkeypatch.setattr(data, "_euid", lambda: 0 if root else 1000)
+        monkeypatch.setattr(data, "_run", run)
+        monkeypatch.setattr(data, "_online", online)
+        monkeypatch.setattr(data, "_download", download)
+
+    def commands(self):
+        return [c[1] for c in self.calls if c[0] == "run"]
+
+    def steps(self):
+        return [c[0] for c in self.calls if c[0] in ("online", "download")]
+
+
+APT = ["apt-get update -qq", "apt-get install -y -qq dataset-fashion-mnist"]
+SUDO_APT = ["sudo -n true"] + [f"sudo -n {c}" for c in APT]
+
+
+def test_found_files_need_no_attempt(tmp_path, monkeypatch):
+    _nowhere(tmp_path, monkeypatch)
+    fake_fashion_mnist(tmp_path / "no-system-copy")
+    m = Machine(tmp_path, monkeypatch, root=True)
+    assert find_fashion_mnist(install=True) == tmp_path / "no-system-copy"
+    assert m.calls == []
+
+
+def test_root_with_apt_installs_the_package_first(tmp_path, monkeypatch, capsys):
+    _nowhere(tmp_path, monkeypatch)
+    m = Machine(tmp_path, monkeypatch, root=True)
+    assert find_fashion_mnist(install=True) == m.system
+    assert m.commands() == APT  # update once, then install; no sudo as root
+    assert m.steps() == []  # found after the install: no download
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["Fashion-MNIST: installing the Debian package dataset-fashion-mnist as root "
+                   "(apt-get update, apt-get install -y)"]
+
+
+def test_passwordless_sudo_installs_through_sudo(tmp_path, monkeypatch):
+    _nowhere(tmp_path, monkeypatch)
+    m = Machine(tmp_path, monkeypatch, sudo="nopasswd")
+    assert find_fashion_mnist(install=True) == m.system
+    assert m.commands() == SUDO_APT
+    assert m.steps() == []
+
+
+@pytest.mark.parametrize("machine, commands, why", [
+    (dict(apt=False, root=True), [], "apt-get: no apt-get on this machine"),
+    (dict(sudo=False), [], "apt-get: not root, and sudo asks for a password"),
+    (dict(sudo="password"), ["sudo -n true"], "apt-get: not root, and sudo asks for a password"),
+    (dict(root=True, apt_fails="update"), APT[:1], "apt-get: `apt-get update` failed with exit status 100"),
+    (dict(root=True, apt_fails="install"), APT,
+     "apt-get: `apt-get install -y dataset-fashion-mnist` failed with exit status 100"),
+    (dict(sudo="nopasswd", apt_fails="install"), SUDO_APT, "apt-get install -y dataset-fashion-mnist` failed"),
+    (dict(root=True, package_files=False), APT, "apt-get: the package installed nothing into"),
+])
+def test_without_apt_the_download_comes_next(tmp_path, monkeypatch, machine, commands, why):
+    _nowhere(tmp_path, monkeypatch)
+    m = Machine(tmp_path, monkeypatch, download_works=True, **machine)
+    assert find_fashion_mnist(install=True) == tmp_path / "data" / "fashion-mnist"
+    assert m.commands() == commands
+    assert m.steps() == ["online", "download"]
+    # and when the download fails too, the three-way message says why each attempt failed
+    m2 = Machine(tmp_path / "again", monkeypatch, download_works=False, **machine)
+    monkeypatch.setattr(data, "project_root", lambda: tmp_path / "again")
+    with pytest.raises(DataNotFoundError) as err:
+        find_fashion_mnist(install=True)
+    assert m2.commands() == commands and m2.steps() == ["online", "download"]
+    msg = str(err.value)
+    assert why in msg and "download failed: OSError: HTTP Error 403: Forbidden" in msg
+    assert "1. Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist" in msg
+    assert "2. copy train-images-idx3-ubyte.gz" in msg and "COPKIT_DATA" in msg
+    assert "3. on a machine that is online, run `python -m copkit data`" in msg
+
+
+def test_offline_skips_the_download(tmp_path, monkeypatch, capsys):
+    _nowhere(tmp_path, monkeypatch)
+    m = Machine(tmp_path, monkeypatch, apt=False, online=False)
+    with pytest.raises(DataNotFoundError) as err:
+        find_fashion_mnist(install=True)
+    assert m.steps() == ["online"]  # no download attempted
+    assert "no apt-get on this machine" in str(err.value) and "download: offline" in str(err.value)
+    assert capsys.readouterr().err == ""  # nothing was tried, so nothing said
+
+
+def test_library_calls_never_install(tmp_path, monkeypatch):
+    """Only `python -m copkit data` (install=True) runs apt-get; a chapter's load does not."""
+    _nowhere(tmp_path, monkeypatch)
+    m = Machine(tmp_path, monkeypatch, root=True, download_works=True)
+    assert find_fashion_mnist() == tmp_path / "data" / "fashion-mnist"
+    assert m.commands() == [] and m.steps() == ["online", "download"]
+
+
+def test_download_switched_off(tmp_path, monkeypatch):
+    _nowhere(tmp_path, monkeypatch)
+    m = Machine(tmp_path, monkeypatch, root=True, apt_fails="update")
+    monkeypatch.setenv("COPKIT_NO_DOWNLOAD", "1")
+    with pytest.raises(DataNotFoundError, match="apt-get update` failed .*; download switched off"):
+        find_fashion_mnist(install=True)
+    assert m.commands() == APT[:1] and m.steps() == []
+
+
+def test_data_command_installs_then_checks(tmp_path, monkeypatch, capsys):
+    from copkit.cli import main
+
+    _nowhere(tmp_path, monkeypatch)
+    data._load_split.cache_clear()
+    m = Machine(tmp_path, monkeypatch, root=True)
+    assert main(["data"]) == 0
+    assert m.commands() == APT
+    out = capsys.readouterr()
+    assert "fashion-mnist train: 12 images (1, 28, 28)" in out.out and f"found in {m.system}" in out.out
+    m2 = Machine(tmp_path / "b", monkeypatch, root=True)
+    monkeypatch.setattr(data, "_SYSTEM_DIR", tmp_path / "b" / "none")
+    monkeypatch.setattr(data, "project_root", lambda: tmp_path / "b")
+    assert main(["data", "--no-install", "--no-download"]) == 1
+    assert m2.calls == []
+    assert "Get it in one of three ways" in capsys.readouterr().err
 
 
 @pytest.mark.fashion_mnist
@@ -148,3 +312,20 @@ def test_gaussian_field_has_its_covariance():
     assert torch.allclose(torch.cov(x.T), cov, atol=0.04)
     with pytest.raises(ValueError, match="cov must be"):
         gaussian_field(2, 5, cov=cov)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+@pytest.mark.parametrize("goal, users", [("test", ("-m pytest", "run_chapters.py")),
+                                         ("book", ("run_chapters.py",)),
+                                         ("unit", ("-m pytest",))])
+def test_make_gets_the_data_before_anything_reads_it(goal, users):
+    """`make test` and `make book` run `python -m copkit data` (which installs or downloads the data)
+    before the unit tests and the chapters that read it."""
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run(["make", "-n", "-B", goal], cwd=root, capture_output=True, text=True, check=True)
+    lines = res.stdout.splitlines()
+    data_step = [i for i, line in enumerate(lines) if line.endswith("-m copkit data")]
+    assert data_step, res.stdout
+    for user in users:
+        first = next(i for i, line in enumerate(lines) if user in line)
+        assert data_step[0] < first, f"`make {goal}` runs {user!r} before `copkit data`:\n{res.stdout}"

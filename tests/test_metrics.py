@@ -1,7 +1,6 @@
 """copkit.metrics against closed forms and brute force: FID on Gaussians (scipy's matrix square
 root), the Inception Score of a known classifier, precision / recall by explicit loops."""
 
-import math
 
 import numpy as np
 import pytest

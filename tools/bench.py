@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from copkit.comae import CoMAE, CoMAEConfig  # noqa: E402
-from copkit.cvit import N_TOKENS, CViTConfig, make_vit, n_keep  # noqa: E402
+from copkit.cvit import CViTConfig, make_vit, n_keep  # noqa: E402
 from copkit.efficiency import OpCount, best_time, count_flops, throughput, vit_flops  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
@@ -51,7 +51,7 @@ from copkit.io import atomic_write_json  # noqa: E402
 from copkit.profiles import get_profile, pick_device  # noqa: E402
 from copkit.rank import collapse_order, pagerank  # noqa: E402
 from copkit.results import git_commit  # noqa: E402
-from copkit.tokens import patchify, random_orders  # noqa: E402
+from copkit.tokens import N_TOKENS, PATCH, patchify, random_orders  # noqa: E402
 
 
 def matmul_flops(dev: torch.device, sync, n: int | None = None, dtype=torch.float32) -> float:
@@ -72,7 +72,7 @@ def bench_masks(profile: str, dev: torch.device, sync, images: int) -> dict:
     torch.manual_seed(0)
     model = CoMAE(cfg).to(dev).eval()
     x, _ = load_fashion_mnist("test", limit=images)
-    tokens = patchify(x, 4).to(dev)
+    tokens = patchify(x, PATCH).to(dev)
     seconds = best_time(lambda: model.masks(tokens), repeat=3, sync=sync)
     end_to_end = best_time(lambda: collapse_order(model.masks(tokens)), repeat=3, sync=sync)
     flops = count_flops(model.masks, tokens[:8], autocast=False) / 8 * images
@@ -111,12 +111,12 @@ def bench_pagerank(graphs: int = 1000) -> dict:
 def bench_entropy() -> dict:
     """Chapter 1's exact Gaussian model, on the CPU in float64 as the chapter runs it."""
     x, _ = load_fashion_mnist("train")
-    tokens = patchify(x, 4)
+    tokens = patchify(x, PATCH)
     t = time.perf_counter()
     model = GaussianTokens.fit(tokens)
     fit = time.perf_counter() - t
     greedy = best_time(model.greedy_order, repeat=1)
-    orders = random_orders(64, 49)
+    orders = random_orders(64, N_TOKENS)
     curves = best_time(lambda: model.prefix_curve(orders), repeat=1)
     return {"device": "cpu", "fit_60000_s": fit, "greedy_order_s": greedy, "prefix_curves_per_s": 64 / curves}
 

@@ -10,6 +10,10 @@ Serves the site folder on localhost and, in Chromium:
 - waits for every ``<img>`` and requires it to have loaded (``naturalWidth > 0``), and requires each
   chapter to show at least as many images as its notebook (``_sources/``) has image outputs, and
   as many captioned figures with alt text as it has cells with MyST-NB figure metadata;
+- waits for MathJax on every page with equations and requires each of them typeset (a MathJax
+  ``mjx-container`` inside every ``.math`` element) and no LaTeX left in the text (``\\(``,
+  ``\\[``, or ``$...$`` around a command); one chapter (``--math-page``, Chapter 1) must show at
+  least one typeset equation, so a site that lost its equations or its MathJax does not pass;
 - searches for a word (``PageRank``) on the search page and requires results;
 - saves a screenshot of one chapter.
 
@@ -109,7 +113,54 @@ PAGE_FACTS = """() => ({
 })"""
 
 
-def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str, timeout_ms: int) -> list[str]:
+# Wait for MathJax (bundled in _static/mathjax by sphinx-mathjax-offline) to typeset the page, then
+# report its equations: how many, how many typeset, the untypeset ones and any LaTeX left in the text.
+MATH_FACTS = r"""async (timeoutMs) => {
+  const maths = Array.from(document.querySelectorAll('.math'));
+  let waited = 'no equations';
+  if (maths.length) {
+    const t0 = Date.now();
+    while (!(window.MathJax && MathJax.startup && MathJax.startup.promise) && Date.now() - t0 < timeoutMs)
+      await new Promise(r => setTimeout(r, 50));
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+      await Promise.race([MathJax.startup.promise, new Promise(r => setTimeout(r, timeoutMs))]);
+      waited = 'typeset';
+    } else {
+      waited = 'MathJax never loaded';
+    }
+  }
+  const skip = 'pre, code, script, style, textarea, mjx-container, .math, .highlight';
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+      n.parentElement && n.parentElement.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  const latex = /\\\(|\\\[|\$\$|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$/;
+  const stray = [];
+  while (walker.nextNode()) {
+    const text = walker.currentNode.textContent;
+    if (latex.test(text)) stray.push(text.trim().slice(0, 80));
+  }
+  return {count: maths.length, waited,
+          typeset: maths.filter(m => m.querySelector('mjx-container')).length,
+          raw: maths.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.trim().slice(0, 80)),
+          stray};
+}"""
+
+
+def math_failures(rel: str, facts: dict, must_have: bool) -> list[str]:
+    """What is wrong with a page's equations, from :data:`MATH_FACTS`: untypeset ``.math`` elements
+    (MathJax missing, blocked or failing), LaTeX left in the text, and, where ``must_have``, a page
+    without a single typeset equation."""
+    out = []
+    if facts["raw"]:
+        out.append(f"{rel}: {len(facts['raw'])} of {facts['count']} equations not typeset ({facts['waited']}), "
+                   f"first: {facts['raw'][0]!r}")
+    out += [f"{rel}: LaTeX left in the text: {text!r}" for text in facts["stray"][:5]]
+    if must_have and not facts["typeset"]:
+        out.append(f"{rel}: no typeset equation (MathJax output) on the page that must show equations")
+    return out
+
+
+def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str, timeout_ms: int,
+          math_page: str = "01_entropy") -> list[str]:
     from playwright.sync_api import sync_playwright
 
     failures: list[str] = []
@@ -118,6 +169,7 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
         return [f"no pages in {html}"]
     server, base = serve(html)
     facts: dict[str, dict] = {}
+    equations, math_seen = 0, False
     started = time.perf_counter()
     try:
         with sync_playwright() as p:
@@ -151,6 +203,11 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
                     pass
                 f = page.evaluate(PAGE_FACTS)
                 facts[rel] = f
+                math = page.evaluate(MATH_FACTS, timeout_ms)
+                failures += math_failures(rel, math, must_have=Path(rel).stem == math_page)
+                equations += math["typeset"]
+                if Path(rel).stem == math_page:
+                    math_seen = True
                 failures += [f"{rel}: {e}" for e in errors]
                 for img in f["images"]:
                     if img["src"].startswith(base) and not img["ok"]:
@@ -162,6 +219,9 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
                 if f["captioned"] < want_captioned:
                     failures.append(f"{rel}: {f['captioned']} captioned figures with alt text, "
                                     f"its notebook asks for {want_captioned}")
+
+            if not math_seen:
+                failures.append(f"no page named {math_page} to check its equations")
 
             # every internal link: the file exists, and so does the anchor on the target page
             checked = set()
@@ -210,7 +270,8 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
     links = sum(len(f["links"]) for f in facts.values())
     images = sum(len(f["images"]) for f in facts.values())
     print(f"checked {len(facts)} pages, {links} links ({len(checked)} distinct internal targets), {images} images, "
-          f"search for {query!r}: {hits} results, in {time.perf_counter() - started:.1f} s")
+          f"{equations} typeset equations, search for {query!r}: {hits} results, "
+          f"in {time.perf_counter() - started:.1f} s")
     return failures
 
 
@@ -220,6 +281,7 @@ def main() -> int:
     parser.add_argument("--out", default=".scratch/site-check", help="folder for the screenshot")
     parser.add_argument("--screenshot", default="03_rank", help="the page (file stem) to screenshot")
     parser.add_argument("--query", default="PageRank", help="a word the search must find")
+    parser.add_argument("--math-page", default="01_entropy", help="the page (file stem) that must show typeset equations")
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds allowed per page load or wait")
     args = parser.parse_args()
@@ -231,7 +293,8 @@ def main() -> int:
     if not Path(args.chromium).exists() and not shutil.which(args.chromium):
         print(f"no Chromium at {args.chromium}: apt-get install chromium (or set CHROMIUM)", file=sys.stderr)
         return 1
-    failures = check(html, Path(args.out), args.chromium, args.screenshot, args.query, int(args.timeout * 1000))
+    failures = check(html, Path(args.out), args.chromium, args.screenshot, args.query, int(args.timeout * 1000),
+                     args.math_page)
     if failures:
         print(f"\n{len(failures)} problem(s):", file=sys.stderr)
         for f in failures:

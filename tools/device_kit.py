@@ -6,7 +6,7 @@ cannot install there and Debian's Fashion-MNIST package is not on it. This write
 (ignored by git, carried to the machine beside the working tree):
 
 - ``wheels/``: every distribution the chapters need (copkit's dependencies and its ``book`` extra,
-  less jupyter-book, which builds the site here) that the image lacks, at the version this
+  less jupyter-book and sphinx-mathjax-offline, which build the site here) that the image lacks, at the version this
   project's .venv has, for CPython 3.12 on manylinux x86-64. timm and kneed are carried even where
   the image has a copy, so that the models and the knee finder are the code the tests ran.
 - ``fashion-mnist/``: the four IDX files, found as ``make data`` finds them.
@@ -45,7 +45,7 @@ TARGET_ENV = {**default_environment(), "python_version": "3.12", "python_full_ve
               "os_name": "posix"}
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(39, 16, -1)] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
 ALWAYS_CARRY = {"timm", "kneed"}  # the exact code the tests ran, whatever the image's version
-NOT_THERE = {"jupyter-book"}      # builds the site, which happens back here
+NOT_THERE = {"jupyter-book", "sphinx-mathjax-offline"}  # build the site, which happens back here
 LIMIT_MIB = 64                    # what travels to the device machine, working tree included
 
 

@@ -37,7 +37,7 @@ def main() -> int:
     from copkit.data import CLASSES, load_fashion_mnist
     from copkit.profiles import get_profile
     from copkit.rank import collapse_order
-    from copkit.tokens import patchify, unpatchify
+    from copkit.tokens import GRID, PATCH, SIDE, patchify, unpatchify
 
     profile = get_profile(args.profile)
     comae, meta = load_profile_comae(profile.comae, args.data_dir, 0, "cpu")
@@ -45,18 +45,18 @@ def main() -> int:
     picks = [int((y == int(c)).nonzero()[0]) for c in args.classes.split(",")]
     images = x[picks]
     with torch.no_grad():
-        orders = collapse_order(comae.masks(patchify(images, 4)).double())
+        orders = collapse_order(comae.masks(patchify(images, PATCH)).double())
     n, top = orders.shape[1], 11  # 11 of 49 patches: the paper's 22%
 
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "font.size": 9})
     fig, axes = plt.subplots(len(picks), 3, figsize=(6.6, 2.25 * len(picks)))
     for r, i in enumerate(picks):
-        kept = patchify(images[r:r + 1], 4).clone()
+        kept = patchify(images[r:r + 1], PATCH).clone()
         kept[0, orders[r, top:]] = 0.0  # hidden patches drawn mid-grey
         viz.show_image(images[r], axes[r, 0], "an image" if r == 0 else None)
-        viz.draw_collapse(images[r], orders[r], (7, 7), top=top, ax=axes[r, 1],
+        viz.draw_collapse(images[r], orders[r], (GRID, GRID), top=top, ax=axes[r, 1],
                           title="its collapse order" if r == 0 else None)
-        viz.show_image(unpatchify(kept, 4, (1, 28, 28))[0], axes[r, 2],
+        viz.show_image(unpatchify(kept, PATCH, (1, SIDE, SIDE))[0], axes[r, 2],
                        f"the first {top} of {n} patches" if r == 0 else None)
         axes[r, 0].set_ylabel(CLASSES[int(y[i])], fontsize=9)
     fig.tight_layout()

@@ -79,9 +79,9 @@ def check_sampling(profile: str, dev: torch.device, log: SyncLog) -> int:
     g = torch.Generator(device=dev).manual_seed(0)
     before = len(log.found)
     with torch.inference_mode():
-        model.sample(labels, orders, steps=2, cfg=sizes.cfg, diffusion_steps=4, generator=g)  # warm-up
+        model.sample(labels, orders, steps=2, cfg_scale=sizes.cfg_scale, diffusion_steps=4, generator=g)  # warm-up
         log.label = "MAR.sample"
-        model.sample(labels, orders, steps=sizes.gen_steps, cfg=sizes.cfg, diffusion_steps=sizes.diffusion_steps,
+        model.sample(labels, orders, steps=sizes.gen_steps, cfg_scale=sizes.cfg_scale, diffusion_steps=sizes.diffusion_steps,
                      generator=g)
         log.label = None
     return len(log.found) - before

@@ -9,7 +9,9 @@
   marked as description only (a leading ``:`` leaves napoleon's type empty).
 - sphinx-thebe adds its inline configuration script twice to every page (``const THEBE_JS_URL``
   declared twice: an uncaught SyntaxError in the browser, which tools/check_site.py reports), so
-  identical scripts are kept once.
+  identical scripts are kept once. The page's list is edited in place: it is the builder's own
+  list, to which later handlers (sphinx.ext.mathjax's, on pages with equations) add their
+  scripts; a new list here would drop those, and the equations would never be typeset.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _unique_scripts(app, pagename, templatename, context, doctree) -> None:
         if key not in seen:
             seen.add(key)
             unique.append(js)
-    context["script_files"] = unique
+    context["script_files"][:] = unique  # in place: later handlers add MathJax to this very list
 
 
 def setup(app):
