@@ -515,8 +515,8 @@ scale_lo, scale_hi = sorted((paper_scale["end_to_end_ratio_width64"], paper_scal
 # %% [markdown]
 # ## Where our result agrees with the paper, and where it does not
 #
-# Each claim of the paper gets a verdict computed from this run's numbers by a rule fixed before
-# looking, and one sentence that says it with the measured values. The sentences are written
+# Each claim of the paper gets a verdict computed from this run's numbers by the rule stated with
+# it, and one sentence that says it with the measured values. The sentences are written
 # once, in the cells below; the summary at the end of this chapter, the results file
 # (`book/results/05_cvit.json`) and the report page (Chapter 6) all read the same claims.
 #
