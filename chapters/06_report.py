@@ -78,7 +78,8 @@ display(Markdown(
                     for ch, c in counts.items()]
                    + [["**all**", *(f"**{total[v]}**" for v in VERDICTS), f"**{sum(total.values())}**"]])
     + "\n\n**The claims that matter most**\n\n"
-    + "\n".join(f"- {TITLES.get(ch, ch)}, `{cid}`: **{c['verdict']}**. {c['why']} ({shown_in(ch, c)})"
+    + "\n".join(f"- [{TITLES.get(ch, ch)}]({ch}.ipynb), `{cid}`: **{c['verdict']}**. {c['why']} "
+                 f"(see {shown_in(ch, c)})"
                  for ch, cid, c in headlines(results))))
 
 # %% [markdown]
