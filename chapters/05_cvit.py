@@ -53,6 +53,7 @@ data_dir = "../data"  # the CoMAE of Chapter 2, its collapse orders, and the tra
 import math
 import time
 import warnings
+from typing import Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -557,7 +558,8 @@ claims["table5.vit.top1@78"] = claim(22.38, {**summary(at("ViT", 0.78)), "retain
     section="ch5-table5")
 
 
-def compare(cid: str, paper, a: np.ndarray, b: np.ndarray, expect: str, other: str, why, **kw) -> None:
+def compare(cid: str, paper: object, a: np.ndarray, b: np.ndarray, expect: str, other: str,
+            why: Callable[[float, str], str], **kw) -> None:
     """A claim that ``a`` comes out ``expect`` than ``b`` over the seeds (Welch's t-test); ``why(d, p_text)``
     says it from the difference of the means and the test."""
     v, p = direction_verdict(a, b, expect)
@@ -718,7 +720,11 @@ claims["efficiency.throughput_at_22"] = claim("implied by the 95.16% attention s
 # %%
 display(Markdown(in_words(claims)))
 
-# %%
+# %% [markdown]
+# Everything else this run measured goes into the results file beside the claims (collapsed: it
+# only gathers the numbers above).
+
+# %% tags=["hide-input"]
 metrics = {
     "ratios": ratios, "seeds": seeds, "test_images": len(x_test), "train_images": len(x_train), "steps": steps,
     "model": {"width": C.width, "depth": C.depth, "heads": C.heads, "mlp_ratio": C.mlp_ratio, "parameters": params},
