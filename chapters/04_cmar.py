@@ -182,17 +182,10 @@ for s in SEEDS:
     runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = model, hist, h
 
 # %% mystnb={"figure": {"caption": "Diffusion loss during training, smoothed: MAR and CMAR from scratch (left), CMAR fine-tuned from MAR along descending and ascending collapse orders (right); one curve per seed.", "name": "fig-ch4-training"}, "image": {"alt": "Two line plots of the loss falling with the training step, curves coloured by model."}}
-def smooth(h, k=10):
-    steps = np.array([r["step"] for r in h if "loss" in r and not r.get("eval")])
-    loss = np.array([r["loss"] for r in h if "loss" in r and not r.get("eval")])
-    k = max(1, min(k, len(loss) // 4))
-    return steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid")
-
-
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 colors = {"MAR": "C0", "CMAR": "C3", "CMAR ascending": "C2", "CMAR scratch": "C1"}
 for (name, s), h in curves.items():
-    x, y = smooth(h)
+    x, y = viz.training_curve(h)
     ax = axes[0] if name in ("MAR", "CMAR scratch") else axes[1]
     ax.plot(x, y, color=colors[name], lw=1, label=name if s == SEEDS[0] else None)
 axes[0].set_title("from scratch")

@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 __all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
-           "knee_marker", "draw_collapse"]
+           "knee_marker", "training_curve", "draw_collapse"]
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -174,6 +174,24 @@ def knee_marker(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
         ky = float(np.interp(kx, x, y))
         ax.errorbar([kx], [ky], xerr=[[kx - k.min()], [k.max() - kx]], fmt="o", color=color, ms=6, mec="k", capsize=3)
     return ax
+
+
+def training_curve(history: Sequence[Mapping[str, float]], key: str = "loss",
+                   window: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """A logged training metric smoothed for plotting: the training rows of ``history`` (the
+    records of ``metrics.jsonl``; rows marked ``eval`` or without ``key`` are skipped), as
+    (steps, moving average of ``key`` over ``window`` rows), each smoothed value at the step of its
+    window's last row. The window shrinks to a quarter of the rows on short runs (at least 1).
+
+    >>> rows = [{"step": t, "loss": v} for t, v in enumerate([4.0, 2.0, 0.0, 2.0, 4.0, 2.0, 0.0, 2.0], 1)]
+    >>> training_curve(rows + [{"step": 8, "eval": 1, "loss": 9.0}], window=2)
+    (array([2, 3, 4, 5, 6, 7, 8]), array([3., 1., 1., 3., 3., 1., 1.]))
+    """
+    rows = [r for r in history if key in r and not r.get("eval")]
+    steps = np.array([r["step"] for r in rows])
+    values = np.array([r[key] for r in rows], dtype=float)
+    k = max(1, min(window, len(values) // 4))
+    return steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid")
 
 
 def draw_collapse(image: Tensor, order: Tensor | np.ndarray, grid: tuple[int, int], top: int,

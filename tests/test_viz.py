@@ -50,3 +50,17 @@ def test_knee_marker_at_mean_knee_on_the_curve_and_skips_missing():
     assert not ax2.lines
     plt.close(fig)
     plt.close(fig2)
+
+
+def test_training_curve_is_a_moving_average_of_the_training_rows():
+    rng = np.random.default_rng(1)
+    loss = rng.normal(size=60)
+    rows = [{"step": 10 * i, "loss": float(v)} for i, v in enumerate(loss)]
+    rows.insert(30, {"step": 295, "eval": 1, "loss": 100.0})  # an evaluation row: not part of the curve
+    rows.insert(5, {"step": 45, "lr": 0.1})  # a row without the key
+    steps, smooth = viz.training_curve(rows, window=7)
+    loop = [loss[i - 6:i + 1].mean() for i in range(6, 60)]
+    assert np.allclose(smooth, loop)
+    assert list(steps) == [10 * i for i in range(6, 60)]
+    few = [{"step": i, "loss": float(i)} for i in range(6)]  # 6 rows: the window shrinks to 6 // 4 = 1
+    assert np.array_equal(viz.training_curve(few, window=10)[1], np.arange(6.0))
