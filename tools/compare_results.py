@@ -3,7 +3,7 @@
 For refactors that must not change a number: run the chapters before and after (same profile,
 fresh data folders) and compare. Numbers are equal when within ``--rtol``/``--atol`` (float
 round-off); strings must match exactly unless ``--ignore-text``; keys that hold times, dates and
-commits are skipped, and so are measured speeds (``--skip`` adds more key names).
+commits are skipped (also any key ending in ``_s`` or ``_seconds``), and so are measured speeds (``--skip`` adds more key names).
 
     python tools/compare_results.py before/results after/results --ignore-text
 
@@ -28,7 +28,7 @@ def diff(a: Any, b: Any, path: str, rtol: float, atol: float, skip: set[str], te
     """Every place where ``a`` and ``b`` differ, as 'path: a -> b'."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            if k in skip:
+            if k in skip or k.endswith(("_seconds", "_s")):
                 continue
             if k not in a or k not in b:
                 yield f"{path}/{k}: {'missing' if k not in a else 'present'} -> {'missing' if k not in b else 'present'}"
