@@ -175,7 +175,7 @@ class MARConfig:
 
 class MAR(nn.Module):
     """MAR's bidirectional encoder-decoder (timm ``Block`` modules) with a class-embedding buffer, a learned
-    fake class for CFG, and the per-token :class:`DiffLoss` head."""
+    fake class for CFG, and the per-token :class:`~copkit.diffloss.DiffLoss` head."""
 
     def __init__(self, cfg: MARConfig) -> None:
         super().__init__()

@@ -46,13 +46,13 @@ def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: 
     """Top-1 and top-5 accuracy (percent) at each mask ratio (Table 5, Fig. 8).
 
     Args:
-        model: a timm ViT (evaluated with :func:`forward_keep`) or a :class:`PrunedViT`.
+        model: a timm ViT (evaluated with :func:`~copkit.cvit.forward_keep`) or a :class:`~copkit.cvit.PrunedViT`.
         data: (images (n, C, H, W) or anything sliced into such batches, labels (n,), collapse
             orders (n, N) best first, or None).
-        ratios: mask ratios in [0, 1]; each keeps :func:`n_keep` patches.
+        ratios: mask ratios in [0, 1]; each keeps :func:`~copkit.cvit.n_keep` patches.
         order_source: ``"collapse"`` keeps the top of each image's collapse order; ``"random"`` a
             random subset (one random order per image from ``seed``, so the kept sets are nested
-            across ratios); ``"learned"`` lets a :class:`PrunedViT` choose.
+            across ratios); ``"learned"`` lets a :class:`~copkit.cvit.PrunedViT` choose.
 
     Returns:
         ``{"ratios", "kept", "top1", "top5"}`` as lists.

@@ -92,8 +92,8 @@ class DiffLoss(nn.Module):
     uniformly per token and takes the mean squared error; sampling runs DDPM respaced.
 
     With ``learn_sigma`` (as MAR) the denoiser also outputs ``v`` for the variance of each reverse
-    step (:meth:`Diffusion.learned_log_var`), trained by the variational bound
-    (:meth:`Diffusion.vb_bits`) added to the squared error; sampling then uses that variance."""
+    step (:meth:`copkit.diffusion.Diffusion.learned_log_var`), trained by the variational bound
+    (:meth:`copkit.diffusion.Diffusion.vb_bits`) added to the squared error; sampling then uses that variance."""
 
     def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, train_steps: int = 1000,
                  time_freq: int | None = None, learn_sigma: bool = False) -> None:

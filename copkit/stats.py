@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from scipy import optimize

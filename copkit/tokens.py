@@ -15,7 +15,7 @@ from torch import Tensor
 __all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders", "flip_batch", "random_flip"]
 
 
-#: The book's tokens: 28 x 28 Fashion-MNIST images cut into 4 x 4 patches, a 7 x 7 grid of
+#: The book's tokens, 28 x 28 Fashion-MNIST images cut into 4 x 4 patches, a 7 x 7 grid of
 #: N = 49 tokens of d = 16 pixels. Every chapter and profile uses these; the command line's
 #: tokenizer (:mod:`copkit.tokenizer`) takes other sizes for other data.
 PATCH = 4
