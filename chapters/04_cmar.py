@@ -64,8 +64,8 @@ from IPython.display import Markdown, display
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import viz
-from copkit.cmar import (adaptive_collapse, fit_mar, from_profile, generate, generation_orders, hidden_uncertainty,
-                         mar_order, reveal_schedule)
+from copkit.cmar import (RECIPE, MARData, adaptive_collapse, from_profile, generate, generation_orders,
+                         hidden_uncertainty, mar_order, reveal_schedule)
 from copkit.comae import load_profile_comae
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
@@ -74,7 +74,7 @@ from copkit.orders import dataset_orders
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, summary, write_results
 from copkit.tokens import patchify, unpatchify
-from copkit.train import TrainConfig, config_hash
+from copkit.train import TrainConfig, config_hash, fit
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -169,18 +169,18 @@ sample shrinks, so these are the best scores a perfect generator could reach at 
 # %% tags=["hide-output"]
 runs, curves, run_hash = {}, {}, {}
 for s in SEEDS:
-    cfg, tc = from_profile(S, s, "mar")
-    mar, hist, mar_hash = fit_mar(cfg, tc, train_x, train_y, data_dir, data, "random", device=dev, desc=f"MAR seed {s}")
-    runs[("MAR", s)], curves[("MAR", s)], run_hash[("MAR", s)] = mar, hist, mar_hash
-    _, ft = from_profile(S, s, "finetune")
+    cfg, tc = from_profile(S, s, phase="mar")
+    mar = fit(RECIPE, cfg, tc, MARData(train_x, train_y), data, data_dir, device=dev, desc=f"MAR seed {s}")
+    runs[("MAR", s)], curves[("MAR", s)], run_hash[("MAR", s)] = mar.model, mar.metrics, mar.hash
+    ft_cfg, ft = from_profile(S, s, phase="finetune")
     for name, kind in (("CMAR", "descending"), ("CMAR ascending", "ascending")):
-        model, hist, h = fit_mar(cfg, ft, train_x, train_y, data_dir, data, kind, collapse=train_orders,
-                                 init=(mar_hash, mar.state_dict()), device=dev, desc=f"{name} seed {s}")
-        runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = model, hist, h
-    _, tc_scratch = from_profile(S, s, "scratch")
-    model, hist, h = fit_mar(cfg, tc_scratch, train_x, train_y, data_dir, data, "descending", collapse=train_orders,
-                             device=dev, desc=f"CMAR scratch seed {s}")
-    runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = model, hist, h
+        run = fit(RECIPE, ft_cfg, ft, MARData(train_x, train_y, kind, train_orders), data, data_dir,
+                  init=(mar.hash, mar.model.state_dict()), device=dev, desc=f"{name} seed {s}")
+        runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = run.model, run.metrics, run.hash
+    sc_cfg, tc_scratch = from_profile(S, s, phase="scratch")
+    run = fit(RECIPE, sc_cfg, tc_scratch, MARData(train_x, train_y, "descending", train_orders), data, data_dir,
+              device=dev, desc=f"CMAR scratch seed {s}")
+    runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = run.model, run.metrics, run.hash
 
 # %% mystnb={"figure": {"caption": "Diffusion loss during training, smoothed: MAR and CMAR from scratch (left), CMAR fine-tuned from MAR along descending and ascending collapse orders (right); one curve per seed.", "name": "fig-ch4-training"}, "image": {"alt": "Two line plots of the loss falling with the training step, curves coloured by model."}}
 def smooth(h, k=10):
