@@ -63,18 +63,19 @@ import torch
 from IPython.display import Markdown, display
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
+from copkit import metrics as feature_net
 from copkit import viz
 from copkit.cmar import (RECIPE, MARData, adaptive_collapse, from_profile, generate, generation_orders,
                          hidden_uncertainty, mar_order, reveal_schedule)
 from copkit.comae import load_profile_comae
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
-from copkit.metrics import GenerativeScores, fit_feature_net, topk_accuracy
+from copkit.metrics import GenerativeScores, topk_accuracy
 from copkit.orders import dataset_orders
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, summary, write_results
 from copkit.tokens import patchify, unpatchify
-from copkit.train import TrainConfig, config_hash, fit
+from copkit.train import config_hash, fit
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -128,15 +129,16 @@ plt.show()
 # models carry over.
 
 # %% tags=["remove-stderr"]
-clf_tc = TrainConfig(steps=S.classifier_steps, batch_size=64, lr=2e-3, warmup_steps=20, ema_decay=0.99,
-                     weight_decay=0.05, seed=seed, log_every=20, ckpt_every=200)
+clf_cfg, clf_tc = feature_net.from_profile(S, seed)
 clf_data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x)}
-net, _ = fit_feature_net(train_x, train_y, clf_tc, data_dir, clf_data, dev)
+clf_run = fit(feature_net.RECIPE, clf_cfg, clf_tc, feature_net.FeatureNetData(train_x, train_y), clf_data, data_dir,
+              device=dev, desc="feature network")
+net = clf_run.model
 with torch.no_grad():
     test_logits = torch.cat([net(test_x[s:s + 1000].to(dev)).cpu() for s in range(0, len(test_x), 1000)])
 clf_acc = topk_accuracy(test_logits, test_y)
 scores = GenerativeScores(net, test_x)
-net_hash = config_hash({"model": "featurenet", "train": clf_tc, "data": clf_data})
+net_hash = clf_run.hash
 floor = {}
 for n in (S.samples, S.sweep_samples):
     idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:n]
