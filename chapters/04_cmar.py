@@ -171,8 +171,8 @@ sample shrinks, so these are the best scores a perfect generator could reach at 
 # %% tags=["hide-output"]
 runs, curves, run_hash = {}, {}, {}
 for s in SEEDS:
-    cfg, tc = from_profile(S, s, phase="mar")
-    mar = fit(RECIPE, cfg, tc, MARData(train_x, train_y), data, data_dir, device=dev, desc=f"MAR seed {s}")
+    mar_cfg, tc = from_profile(S, s, phase="mar")
+    mar = fit(RECIPE, mar_cfg, tc, MARData(train_x, train_y), data, data_dir, device=dev, desc=f"MAR seed {s}")
     runs[("MAR", s)], curves[("MAR", s)], run_hash[("MAR", s)] = mar.model, mar.metrics, mar.hash
     ft_cfg, ft = from_profile(S, s, phase="finetune")
     for name, kind in (("CMAR", "descending"), ("CMAR ascending", "ascending")):
