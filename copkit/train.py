@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,9 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and {self.batch_size}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer, got {self.seed!r}; a model's from_profile takes (sizes, seed, "
+                            "**variant): give lambda_c=, experiment=, phase= or kind= by name")
 
 
 class TrainingDiverged(RuntimeError):
@@ -646,9 +650,9 @@ def fit(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, 
         model.load_state_dict(init[1])
     trainable = [p.requires_grad for p in model.parameters()]
     evaluate = None if recipe.evaluate is None else (lambda step: recipe.evaluate(model, data))
-    metrics = train({recipe.module: model}, optimizers(recipe, model, tc), recipe.step(model, cfg, tc, data), tc, folder, config=config,
-                    evaluate=evaluate, desc=desc or recipe.name, stop_after=stop_after, device=device,
-                    progress=progress)
+    metrics = train({recipe.module: model}, optimizers(recipe, model, tc), recipe.step(model, cfg, tc, data), tc,
+                    folder, config=config, evaluate=evaluate, desc=desc or recipe.name, stop_after=stop_after,
+                    device=device, progress=progress)
     for p, flag in zip(model.parameters(), trainable):
         p.requires_grad_(flag)
     load_weights(folder, recipe.module, model, ema=True)

@@ -280,3 +280,10 @@ def test_unknown_variant_is_refused_with_the_known_ones(capsys):
     assert "train-cvit has no variant knd; its variants: kind" in capsys.readouterr().err
     assert main(["config", "train-cmar", "--profile", "smoke", "--variant", "phase"]) == 2
     assert "write KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_variant_given_where_the_seed_goes_is_refused():
+    """The old CoMAE signature was from_profile(sizes, lambda_c, seed): 0.01 in the seed's place
+    must not silently train with seed 0.01."""
+    with pytest.raises(TypeError, match="seed must be an integer, got 0.01"):
+        comae.from_profile(get_profile("smoke").comae, 0.01)
