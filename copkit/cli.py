@@ -13,12 +13,14 @@ profile of the book; every stage runs alone or under torchrun
 
 Helpers:
 
-    config        print a stage's configuration as a profile makes it (a file to start from;
-                  --variant picks one of the chapter's trainings, e.g. --variant kind=vit)
+    config        print a stage's configuration as a profile makes it (a file to start from)
     data          find Fashion-MNIST (download it when online), check every file, say where it is
     profiles      print the sizes of the smoke / cpu / gpu profiles
     convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
     convert-mar   MAR's checkpoint-last.pth -> a run folder for train-cmar's init_run (weights only)
+
+``config <stage> --profile NAME --variant KEY=VALUE`` picks one of the chapter's trainings
+(``--variant kind=vit``: Chapter 5's ViT); the same option works with a stage's ``--profile``.
 
 ``rank --profile NAME`` ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
 that profile into ``data/orders-<hash8>.npz``, the file the later chapters load.

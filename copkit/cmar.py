@@ -690,11 +690,13 @@ def _step(model: MAR, cfg: MARConfig, tc, data: MARData):
 #: scratch or fine-tuned (``fit(..., init=(run hash, state dict))``); runs in
 #: ``<data_dir>/runs/mar-<hash8>``, named also by the order kind, the random fraction of the
 #: collapse kinds and the run fine-tuned from.
+#:
+#: :meta hide-value:
 RECIPE = Recipe(name="mar", module="mar", build=lambda cfg, data: MAR(cfg), step=_step,
                 hashed=lambda data: {"orders": data.kind, "init": None,
                                      "random_fraction": data.random_fraction if data.kind != "random" else None})
 
-#: The MAR trainings of a profile (:func:`from_profile`): MAR from scratch, MAR -> CMAR fine-tuning,
+#: The MAR trainings of a profile (:func:`from_profile`), MAR from scratch, MAR -> CMAR fine-tuning,
 #: CMAR from scratch (MAR's recipe with ``scratch_steps``).
 PHASES = ("mar", "finetune", "scratch")
 

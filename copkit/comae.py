@@ -427,13 +427,15 @@ def _evaluate(model: CoMAE, data: CoMAEData) -> dict:
     return evaluate(model, data.val_tokens.to(next(model.parameters()).device))
 
 
-#: How :func:`copkit.train.fit` trains a CoMAE: the alternating step (:func:`comae_step_fn`), two
+#: How :func:`copkit.train.fit` trains a CoMAE, with the alternating step (:func:`comae_step_fn`), two
 #: optimisers ("f": the selector and the temperature; "g": the reconstructor), validation numbers
 #: (:func:`evaluate`, raw weights) every ``eval_every`` steps; runs in ``<data_dir>/runs/comae-<hash8>``.
+#:
+#: :meta hide-value:
 RECIPE = Recipe(name="comae", module="comae", build=lambda cfg, data: CoMAE(cfg), step=_step,
                 optimizer_of=lambda name: "g" if name.startswith("g.") else "f", evaluate=_evaluate)
 
-#: The CoMAE trainings of a profile (:func:`from_profile`): ``main`` is Chapter 2's (and the photo
+#: The CoMAE trainings of a profile (:func:`from_profile`). ``main`` is Chapter 2's (and the photo
 #: CoMAE of Chapter 3), ``mirror`` the mirrored Fashion-MNIST experiment (``mirror_steps``),
 #: ``planted`` the planted truth of mirrored 8 x 8 white noise in 2 x 2 patches (a 4 x 4 grid of
 #: 4-dim tokens, every target of an image in Eq. 6, narrower networks; ``planted_steps``).

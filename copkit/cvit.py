@@ -458,6 +458,8 @@ def _step(model: nn.Module, cfg: CViTConfig, tc, data: CViTData):
 
 #: How :func:`copkit.train.fit` trains ViT / RViT / CViT / the pruner of Table 5 (:func:`cvit_step_fn`,
 #: one optimiser "model"); runs in ``<data_dir>/runs/cvit-<hash8>``.
+#:
+#: :meta hide-value:
 RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model(cfg, data.weights), step=_step)
 
 

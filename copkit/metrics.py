@@ -215,6 +215,8 @@ class FeatureNetData:
 
 #: How :func:`copkit.train.fit` trains the feature network (:func:`classifier_step_fn`, one optimiser
 #: "net"); runs in ``<data_dir>/runs/featurenet-<hash8>``.
+#:
+#: :meta hide-value:
 RECIPE = Recipe(name="featurenet", module="net", build=lambda cfg, data: FeatureNet(cfg.n_classes, cfg.width, cfg.features),
                 step=lambda net, cfg, tc, data: classifier_step_fn(net, data.images, data.labels, tc.batch_size, tc.seed))
 

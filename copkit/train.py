@@ -536,7 +536,7 @@ def load_artifact(data_dir: str | Path, name: str, config: Any, module: nn.Modul
 
 
 # ------------------------------------------------------------------------------ one entry for every model
-def weight_decay_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], no_weight_decay: Iterable[str],
+def weight_decay_groups(named_parameters: Iterable[tuple[str, Tensor]], no_weight_decay: Iterable[str],
                         weight_decay: float) -> list[dict]:
     """The book's one AdamW parameter-group rule: **decay every parameter with ndim >= 2 whose name
     is not in the model's ``no_weight_decay()`` set; nothing else decays** (biases, norms, scalars
