@@ -229,8 +229,10 @@ def test_chapters_train_only_what_from_profile_makes(chapter):
 
 def _chapter_variants(p) -> list[tuple[str, object, dict]]:
     """(stage, the model module, variant) of every training a chapter runs at profile ``p``."""
+    # the profile's L_c weights (Chapter 2), 0.01 (Chapter 3's photo CoMAE), and the weights of
+    # Chapter 2's mirrored (0.1) and planted (0, 0.01, 0.1, 1) experiments
     comae_runs = [("train-comae", comae, {"lambda_c": lam, "experiment": e})
-                  for lam in sorted(set(p.comae.lambdas) | {0.01}) for e in comae.EXPERIMENTS]
+                  for lam in sorted(set(p.comae.lambdas) | {0.0, 0.01, 0.1, 1.0}) for e in comae.EXPERIMENTS]
     return (comae_runs + [("train-cmar", cmar, {"phase": ph}) for ph in cmar.PHASES]
             + [("train-cvit", cvit, {"kind": k}) for k in cvit.MODEL_KINDS])
 
