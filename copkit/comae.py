@@ -433,7 +433,9 @@ def _evaluate(model: CoMAE, data: CoMAEData) -> dict:
 #:
 #: :meta hide-value:
 RECIPE = Recipe(name="comae", module="comae", build=lambda cfg, data: CoMAE(cfg), step=_step,
-                optimizer_of=lambda name: "g" if name.startswith("g.") else "f", evaluate=_evaluate)
+                parameters=lambda m: {"f": [*m.f.named_parameters(prefix="f"), ("log_tau", m.log_tau)],
+                                      "g": list(m.g.named_parameters(prefix="g"))},
+                evaluate=_evaluate)
 
 #: The CoMAE trainings of a profile (:func:`from_profile`). ``main`` is Chapter 2's (and the photo
 #: CoMAE of Chapter 3), ``mirror`` the mirrored Fashion-MNIST experiment (``mirror_steps``),

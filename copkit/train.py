@@ -571,8 +571,10 @@ class Recipe:
         module: the key of the network's weights in the checkpoint (``model.<module>.``, ``ema.<module>.``).
         build: ``(model config, data) -> nn.Module`` with fresh weights (drawn after ``fit`` seeded torch).
         step: ``(network, model config, TrainConfig, data) -> step_fn`` for :func:`train`.
-        optimizer_of: parameter name -> the key of the optimiser that owns it (CoMAE: ``"f"`` or
-            ``"g"``); None: one optimiser, keyed ``module``.
+        parameters: ``network -> {optimiser key: [(name, parameter), ...]}``, the parameters each
+            optimiser steps, in order (CoMAE: ``"f"``, the selector then the temperature, and
+            ``"g"``); None: one optimiser keyed ``module`` over ``named_parameters()``. The order is
+            the optimiser's (its checkpointed state is indexed by it; clipping sums norms in it).
         evaluate: ``(network, data) -> dict`` of validation numbers, logged every
             ``TrainConfig.eval_every`` steps and at the end; None: no evaluation.
         hashed: ``data -> dict`` of training choices held in ``data`` that are part of the run's
@@ -583,7 +585,7 @@ class Recipe:
     module: str
     build: Callable[[Any, Any], nn.Module]
     step: Callable[[nn.Module, Any, TrainConfig, Any], Callable]
-    optimizer_of: Callable[[str], str] | None = None
+    parameters: Callable[[nn.Module], Mapping[str, list[tuple[str, Tensor]]]] | None = None
     evaluate: Callable[[nn.Module, Any], dict] | None = None
     hashed: Callable[[Any], dict] | None = None
 
@@ -612,13 +614,10 @@ class Fitted:
 
 
 def optimizers(recipe: Recipe, model: nn.Module, tc: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-    """The AdamW optimisers of a model, by key (``recipe.optimizer_of``), each with the groups of
+    """The AdamW optimisers of a model, by key (``recipe.parameters``), each with the groups of
     :func:`weight_decay_groups` for the model's ``no_weight_decay()`` (none when it has no such
     method), ``tc.weight_decay``, ``tc.lr`` and ``tc.betas``: what :func:`fit` trains with."""
-    owner = recipe.optimizer_of or (lambda name: recipe.module)
-    params: dict[str, list[tuple[str, nn.Parameter]]] = {}
-    for name, p in model.named_parameters():
-        params.setdefault(owner(name), []).append((name, p))
+    params = recipe.parameters(model) if recipe.parameters else {recipe.module: list(model.named_parameters())}
     exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
     return {key: torch.optim.AdamW(weight_decay_groups(named, exempt, tc.weight_decay), lr=tc.lr, betas=tc.betas)
             for key, named in params.items()}

@@ -127,6 +127,12 @@ def test_comae_groups_exempt_the_target_queries_and_split_f_from_g():
         assert {n for n in rest if shapes[n].ndim >= 2} <= {"f.q", "g.q"}
         assert all(shapes[n].ndim >= 2 for n in decay)
     assert {"f.q", "log_tau"} <= groups["f"][1] and "g.q" in groups["g"][1] and "f.special" in groups["f"][0]
+    # the order of f's parameters: the selector's, then the temperature (named_parameters() would put
+    # log_tau first); the checkpoints index the optimiser state by it and clipping sums norms in it
+    opt = optimizers(comae.RECIPE, model, TrainConfig(steps=1, batch_size=1))["f"]
+    assert [p for g in opt.param_groups for p in g["params"]] == (
+        [p for p in model.f.parameters() if p.ndim >= 2 and p is not model.f.q]
+        + [p for p in model.f.parameters() if p.ndim < 2 or p is model.f.q] + [model.log_tau])
     assert "f.blocks.0.attn.qkv.weight" in groups["f"][0] and "g.head.out.weight" in groups["g"][0]
 
 
