@@ -41,7 +41,6 @@ results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # trained runs and the saved CoMAE
 
 # %% tags=["hide-input"]
-import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -53,13 +52,12 @@ from IPython.display import Markdown, display
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import viz
-from copkit.comae import (CoMAE, CoMAEConfig, artifact_config, fashion_mnist_data, fit_comae, from_profile,
-                          noise_keep, run_config, saved_lambda)
+from copkit.comae import RECIPE, CoMAE, CoMAEData, artifact_config, fashion_mnist_data, from_profile, noise_keep, saved_lambda
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import hflip_index, patchify
-from copkit.train import config_hash, load_artifact, save_artifact
+from copkit.train import config_hash, fit, load_artifact, save_artifact
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -127,8 +125,7 @@ print(f"train tokens {tuple(train_tokens.shape)}, validation tokens {tuple(val_t
 #   (17.7 for our 49 patches, 93.8 for the paper's 256). We report it raw and per mask entry.
 
 # %% mystnb={"figure": {"caption": "Eq. 4: how a mask value $w$ becomes the share $a$ of the token kept, for three noise widths $\\sigma$ (ours marked).", "name": "fig-ch2-noise-keep"}, "image": {"alt": "Three S-shaped curves rising from 0 to 1 as the mask value goes from 0 to 1, steeper for smaller sigma."}}
-base_cfg = from_profile(P, 0.0, seed)[0]
-probe = CoMAE(base_cfg)
+probe = CoMAE(from_profile(P, seed, lambda_c=0.0)[0])
 print(f"selector f: {P.enc_depth} blocks x width {P.enc_width}, {sum(p.numel() for p in probe.f.parameters()):,} parameters")
 print(f"reconstructor g: {P.dec_depth} blocks x width {P.dec_width}, {sum(p.numel() for p in probe.g.parameters()):,} parameters")
 print(f"K = {P.targets_per_image} targets per image, {P.batch_size} images per step, {P.steps} steps, lr {P.lr}")
@@ -154,19 +151,18 @@ plt.show()
 
 
 # %% tags=["hide-output"]
-def train_setting(lam: float, run_seed: int, tokens, val, steps: int, cfg: CoMAEConfig = base_cfg, tag: dict = data_tag):
-    """Train (or load) one run: the profile's training configuration with this L_c weight and seed."""
-    tc = from_profile(P, lam, run_seed, steps)[1]
-    cfg = dataclasses.replace(cfg, lambda_c=lam, contrastive=lam > 0)
-    model, hist = fit_comae(cfg, tc, tokens, val, data_dir, tag, device=dev, desc=f"lambda={lam} seed={run_seed}")
-    return model, hist, run_config(cfg, tc, tag)
+def train_setting(lam: float, run_seed: int, tokens, val, experiment: str = "main", tag: dict = data_tag):
+    """Train (or load) one run: the profile's configuration of this experiment, L_c weight and seed."""
+    cfg, tc = from_profile(P, run_seed, lambda_c=lam, experiment=experiment)
+    run = fit(RECIPE, cfg, tc, CoMAEData(tokens, val), tag, data_dir, device=dev, desc=f"lambda={lam} seed={run_seed}")
+    return run.model, run.metrics, run.config
 
 
 runs = {}  # (lambda, seed) -> (model, history, config)
 t_train = time.perf_counter()
 for lam in P.lambdas:
     for s in P.seeds:
-        runs[lam, s + seed] = train_setting(lam, s + seed, train_tokens, val_tokens, P.steps)
+        runs[lam, s + seed] = train_setting(lam, s + seed, train_tokens, val_tokens)
 train_seconds = time.perf_counter() - t_train
 
 
@@ -335,12 +331,10 @@ g = torch.Generator().manual_seed(1234)
 noise_img = torch.randn(3000, 1, 8, 8, generator=g)
 noise_img[..., 4:] = torch.flip(noise_img[..., :4], dims=[-1])
 noise_tok = patchify(noise_img, 2)
-planted_cfg = dataclasses.replace(base_cfg, grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2,
-                                  dec_width=32, dec_depth=2, dec_heads=2, targets_per_image=16)
 planted_tag = {"dataset": "mirrored white noise", "images": 2500, "size": 8, "patch": 2, "seed": 1234}
 planted = {}
 for lam in (0.0, 0.01, 0.1, 1.0):
-    m, _, _ = train_setting(lam, seed, noise_tok[:2500], noise_tok[2500:2532], P.planted_steps, planted_cfg, planted_tag)
+    m, _, _ = train_setting(lam, seed, noise_tok[:2500], noise_tok[2500:2532], "planted", planted_tag)
     planted[lam] = mirror_hits(m, noise_tok[2500:], 4, skip_centre=False)
 
 mirror_x = x_all[:n_train].clone()
@@ -353,7 +347,7 @@ mirror_val_tok = patchify(mirror_val, 4)
 fm_lams = (with_lc, 0.1)
 fm_mirror = {}
 for lam in dict.fromkeys(fm_lams):
-    m, _, _ = train_setting(lam, seed, mirror_tok, mirror_val_tok[:P.val_images], P.mirror_steps, tag=mirror_tag)
+    m, _, _ = train_setting(lam, seed, mirror_tok, mirror_val_tok[:P.val_images], "mirror", mirror_tag)
     fm_mirror[lam] = mirror_hits(m, mirror_val_tok, 7, skip_centre=True)
 
 # %%

@@ -60,13 +60,14 @@ from scipy.stats import kendalltau, spearmanr
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import viz
-from copkit.comae import fit_comae, from_profile, load_profile_comae
+from copkit.comae import RECIPE, CoMAEData, from_profile, load_profile_comae
 from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, ranks, transition
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import patchify, random_orders
+from copkit.train import fit
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -356,9 +357,9 @@ crops = torch.cat([photo_crops(name, PROFILE.entropy.photo_crops // len(photo_na
 crops = crops[torch.randperm(len(crops), generator=torch.Generator().manual_seed(seed))]
 photo_tag = {"dataset": "scikit-image photo crops", "photos": list(photo_names), "crops": len(crops), "size": 28,
              "scale": 0.25, "patch": 4, "seed": seed}
-photo_cfg, photo_tc = from_profile(PROFILE.comae, 0.01, seed)
-photo_comae, _ = fit_comae(photo_cfg, photo_tc, patchify(crops[:-64], 4), patchify(crops[-64:-32], 4), data_dir,
-                           photo_tag, device=dev, desc="CoMAE on photo crops")
+photo_cfg, photo_tc = from_profile(PROFILE.comae, seed, lambda_c=0.01)
+photo_comae = fit(RECIPE, photo_cfg, photo_tc, CoMAEData(patchify(crops[:-64], 4), patchify(crops[-64:-32], 4)), photo_tag,
+                  data_dir, device=dev, desc="CoMAE on photo crops").model
 
 # %% mystnb={"figure": {"caption": "Collapse orders of ten held-out photo crops, from a CoMAE trained on crops of scikit-image's photos.", "name": "fig-ch3-photo-orders"}, "image": {"alt": "Ten grey crops of photographs, each with circles and a line marking the first eleven patches of its order."}}
 held_out = crops[-10:]

@@ -63,18 +63,19 @@ import torch
 from IPython.display import Markdown, display
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
+from copkit import metrics as feature_net
 from copkit import viz
-from copkit.cmar import (adaptive_collapse, fit_mar, from_profile, generate, generation_orders, hidden_uncertainty,
-                         mar_order, reveal_schedule)
+from copkit.cmar import (RECIPE, MARData, adaptive_collapse, from_profile, generate, generation_orders,
+                         hidden_uncertainty, mar_order, reveal_schedule)
 from copkit.comae import load_profile_comae
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
-from copkit.metrics import GenerativeScores, fit_feature_net, topk_accuracy
+from copkit.metrics import GenerativeScores, topk_accuracy
 from copkit.orders import dataset_orders
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import patchify, unpatchify
-from copkit.train import TrainConfig, config_hash
+from copkit.train import config_hash, fit
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -128,15 +129,16 @@ plt.show()
 # models carry over.
 
 # %% tags=["remove-stderr"]
-clf_tc = TrainConfig(steps=S.classifier_steps, batch_size=64, lr=2e-3, warmup_steps=20, ema_decay=0.99,
-                     weight_decay=0.05, seed=seed, log_every=20, ckpt_every=200)
+clf_cfg, clf_tc = feature_net.from_profile(S, seed)
 clf_data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x)}
-net, _ = fit_feature_net(train_x, train_y, clf_tc, data_dir, clf_data, dev)
+clf_run = fit(feature_net.RECIPE, clf_cfg, clf_tc, feature_net.FeatureNetData(train_x, train_y), clf_data, data_dir,
+              device=dev, desc="feature network")
+net = clf_run.model
 with torch.no_grad():
     test_logits = torch.cat([net(test_x[s:s + 1000].to(dev)).cpu() for s in range(0, len(test_x), 1000)])
 clf_acc = topk_accuracy(test_logits, test_y)
 scores = GenerativeScores(net, test_x)
-net_hash = config_hash({"model": "featurenet", "train": clf_tc, "data": clf_data})
+net_hash = clf_run.hash
 floor = {}
 for n in (S.samples, S.sweep_samples):
     idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:n]
@@ -168,18 +170,18 @@ sample shrinks, so these are the best scores a perfect generator could reach at 
 # %% tags=["hide-output"]
 runs, curves, run_hash = {}, {}, {}
 for s in SEEDS:
-    cfg, tc = from_profile(S, s, "mar")
-    mar, hist, mar_hash = fit_mar(cfg, tc, train_x, train_y, data_dir, data, "random", device=dev, desc=f"MAR seed {s}")
-    runs[("MAR", s)], curves[("MAR", s)], run_hash[("MAR", s)] = mar, hist, mar_hash
-    _, ft = from_profile(S, s, "finetune")
+    mar_cfg, tc = from_profile(S, s, phase="mar")
+    mar = fit(RECIPE, mar_cfg, tc, MARData(train_x, train_y), data, data_dir, device=dev, desc=f"MAR seed {s}")
+    runs[("MAR", s)], curves[("MAR", s)], run_hash[("MAR", s)] = mar.model, mar.metrics, mar.hash
+    ft_cfg, ft = from_profile(S, s, phase="finetune")
     for name, kind in (("CMAR", "descending"), ("CMAR ascending", "ascending")):
-        model, hist, h = fit_mar(cfg, ft, train_x, train_y, data_dir, data, kind, collapse=train_orders,
-                                 init=(mar_hash, mar.state_dict()), device=dev, desc=f"{name} seed {s}")
-        runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = model, hist, h
-    _, tc_scratch = from_profile(S, s, "scratch")
-    model, hist, h = fit_mar(cfg, tc_scratch, train_x, train_y, data_dir, data, "descending", collapse=train_orders,
-                             device=dev, desc=f"CMAR scratch seed {s}")
-    runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = model, hist, h
+        run = fit(RECIPE, ft_cfg, ft, MARData(train_x, train_y, kind, train_orders), data, data_dir,
+                  init=(mar.hash, mar.model.state_dict()), device=dev, desc=f"{name} seed {s}")
+        runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = run.model, run.metrics, run.hash
+    sc_cfg, tc_scratch = from_profile(S, s, phase="scratch")
+    run = fit(RECIPE, sc_cfg, tc_scratch, MARData(train_x, train_y, "descending", train_orders), data, data_dir,
+              device=dev, desc=f"CMAR scratch seed {s}")
+    runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = run.model, run.metrics, run.hash
 
 # %% mystnb={"figure": {"caption": "Diffusion loss during training, smoothed: MAR and CMAR from scratch (left), CMAR fine-tuned from MAR along descending and ascending collapse orders (right); one curve per seed.", "name": "fig-ch4-training"}, "image": {"alt": "Two line plots of the loss falling with the training step, curves coloured by model."}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))

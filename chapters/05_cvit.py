@@ -50,6 +50,7 @@ results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # the CoMAE of Chapter 2, its collapse orders, and the trained runs
 
 # %% tags=["hide-input"]
+import dataclasses
 import math
 import time
 import warnings
@@ -67,8 +68,8 @@ from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 from copkit import viz  # noqa: E402
 from copkit.comae import load_profile_comae  # noqa: E402
 from copkit.curves import auc, knee, sweep, sweep_ratios  # noqa: E402
-from copkit.cvit import (MODEL_KINDS, CViTConfig, cvit_step_fn, drop_ratio_cdf, drop_ratio_pdf, fit_cvit,  # noqa: E402
-                         forward_keep, make_vit, n_keep, sample_drop_ratio)
+from copkit.cvit import (MODEL_KINDS, RECIPE, CViTConfig, CViTData, cvit_step_fn, drop_ratio_cdf,  # noqa: E402
+                         drop_ratio_pdf, forward_keep, from_profile, make_vit, n_keep, sample_drop_ratio)
 from copkit.data import CLASSES, load_fashion_mnist  # noqa: E402
 from copkit.efficiency import attention_saving, best_time, count_flops, step_rate, throughput, vit_flops  # noqa: E402
 from copkit.orders import dataset_orders  # noqa: E402
@@ -77,7 +78,7 @@ from copkit.rank import collapse_order, ranks  # noqa: E402
 from copkit.results import (claim, direction_verdict, in_words, markdown_table, mean_sd, summary,  # noqa: E402
                             tolerance_verdict, welch_text, write_results)
 from copkit.tokens import GRID, N_TOKENS, PATCH, patchify  # noqa: E402
-from copkit.train import TrainConfig, step_generator  # noqa: E402
+from copkit.train import fit, step_generator  # noqa: E402
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -122,9 +123,8 @@ def training_images_per_s(cfg: CViTConfig, batch: int, steps: int = 5) -> float:
 
 
 CPU, GPU = get_profile("cpu").cvit, get_profile("gpu").cvit
-big = CViTConfig(width=192, depth=6, heads=3, mlp_ratio=4.0, train_drop="none", schedule="none")
-small = CViTConfig(width=CPU.width, depth=CPU.depth, heads=CPU.heads, mlp_ratio=CPU.mlp_ratio, train_drop="none",
-                   schedule="none")
+small = from_profile(CPU, seed, kind="vit")[0]
+big = dataclasses.replace(small, width=192, depth=6, heads=3, mlp_ratio=4.0)
 with torch.random.fork_rng(devices=[]):  # leaves the global random state of the rest of the chapter as it was
     torch.manual_seed(seed)
     rate_big, rate_small = training_images_per_s(big, CPU.batch_size), training_images_per_s(small, CPU.batch_size)
@@ -189,7 +189,7 @@ print(f"mean ratio {draws.mean():.3f}, median {np.median(draws):.3f}, share of b
 # also compare against timm's own attention-masked forward):
 
 # %%
-probe = make_vit(CViTConfig(width=C.width, depth=C.depth, heads=C.heads, mlp_ratio=C.mlp_ratio)).eval()
+probe = make_vit(from_profile(C, seed, kind="vit")[0]).eval()
 with torch.no_grad():
     xb = x_test[:64]
     full_diff = (forward_keep(probe, xb, torch.arange(N_TOKENS)) - probe(xb)).abs().max().item()
@@ -229,13 +229,11 @@ models = {k: [] for k in KINDS}
 train_log = []
 for s in seeds:
     for kind, label in KINDS.items():
-        cfg = CViTConfig.for_kind(kind, C)
-        tc = TrainConfig(steps=steps, batch_size=C.batch_size, lr=C.lr, warmup_steps=C.warmup_steps,
-                         ema_decay=C.ema_decay, seed=s, log_every=25, ckpt_every=200, precision=C.precision,
-                         compile=C.compile)
+        cfg, tc = from_profile(C, s, kind=kind)
         data = {**base_data, "orders_comae": comae_hash} if kind == "cvit" else base_data
-        model, hist = fit_cvit(cfg, tc, x_train, y_train, train_orders if kind == "cvit" else None, data_dir, data,
-                               device=dev, desc=f"{label} seed {s}")
+        run = fit(RECIPE, cfg, tc, CViTData(x_train, y_train, train_orders if kind == "cvit" else None), data, data_dir,
+                  device=dev, desc=f"{label} seed {s}")
+        model, hist = run.model, run.metrics
         models[kind].append(model)
         steps_logged = [r for r in hist if "loss" in r]
         tail = steps_logged[-max(1, len(steps_logged) // 10):]

@@ -19,6 +19,9 @@ Helpers:
     convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
     convert-mar   MAR's checkpoint-last.pth -> a run folder for train-cmar's init_run (weights only)
 
+``config <stage> --profile NAME --variant KEY=VALUE`` picks one of the chapter's trainings
+(``--variant kind=vit``: Chapter 5's ViT); the same option works with a stage's ``--profile``.
+
 ``rank --profile NAME`` ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
 that profile into ``data/orders-<hash8>.npz``, the file the later chapters load.
 """
@@ -55,12 +58,33 @@ def _profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variant(pairs: list[str]) -> dict:
+    """``--variant KEY=VALUE`` options as keywords, each value read as YAML (0.01 is a number)."""
+    import yaml
+
+    from .config import ConfigError
+
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--variant {pair!r}: write KEY=VALUE, e.g. --variant kind=vit")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def _config(args: argparse.Namespace) -> int:
-    from .config import dump_yaml
+    from .config import ConfigError, dump_yaml
     from .stages import from_profile
 
-    print(f"# python -m copkit {args.stage} --config <this file>; made from the {args.profile} profile", flush=True)
-    print(dump_yaml(from_profile(args.stage, args.profile, args.seed, args.data_dir)), end="")
+    try:
+        config = from_profile(args.stage, args.profile, args.seed, args.data_dir, **_variant(args.variant))
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    variant = "".join(f" --variant {v}" for v in args.variant)
+    print(f"# python -m copkit {args.stage} --config <this file>; made from the {args.profile} profile{variant}", flush=True)
+    print(dump_yaml(config), end="")
     return 0
 
 
@@ -96,7 +120,7 @@ def _stage(args: argparse.Namespace) -> int:
         elif args.profile:
             if args.command == "rank":
                 return _profile_orders(args)
-            config = from_profile(args.command, args.profile, args.seed, args.data_dir)
+            config = from_profile(args.command, args.profile, args.seed, args.data_dir, **_variant(args.variant))
             if "<hash8>" in repr(config):
                 raise ConfigError(f"{args.command} needs run folders a profile cannot name; write a config: "
                                   f"python -m copkit config {args.command} --profile {args.profile} > my.yaml")
@@ -158,6 +182,11 @@ _HELP = {
 }
 
 
+_VARIANT_HELP = ("with --profile: which of the chapter's trainings (repeatable): train-comae lambda_c=0.01, "
+                 "experiment=main|mirror|planted; train-cmar phase=mar|finetune|scratch; "
+                 "train-cvit kind=vit|rvit|cvit|pruned")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .stages import STAGES
 
@@ -171,12 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0, help="with --profile: the seed")
         p.add_argument("--data-dir", default="data", help="with --profile: where runs and artifacts go")
         p.add_argument("--device", default="auto", help="with rank --profile: auto, cpu, cuda")
+        p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help=_VARIANT_HELP)
         p.set_defaults(func=_stage)
     p = sub.add_parser("config", help="print a stage's configuration as a profile makes it")
     p.add_argument("stage", choices=list(STAGES))
     p.add_argument("--profile", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="data")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help=_VARIANT_HELP)
     p.set_defaults(func=_config)
     p = sub.add_parser("data", help="find, check (and if needed install or download) Fashion-MNIST",
                        description="Look for Fashion-MNIST in $COPKIT_DATA, data/fashion-mnist and "

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from timm.models.vision_transformer import Block
@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from .diffloss import DiffLoss
 from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, random_orders
+from .train import Recipe, TrainConfig
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -60,9 +61,9 @@ __all__ = [
     "ORDER_SOURCES",
     "training_orders",
     "mar_step_fn",
-    "make_optimizer",
-    "run_config",
-    "fit_mar",
+    "MARData",
+    "RECIPE",
+    "PHASES",
     "from_profile",
     "generation_orders",
     "generate",
@@ -200,6 +201,12 @@ class MAR(nn.Module):
                                  cfg.time_freq, cfg.learn_sigma)
         for p in (self.class_emb.weight, self.fake_latent, self.mask_token, self.enc_pos, self.dec_pos, self.diff_pos):
             nn.init.normal_(p, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`), as MAR trains:
+        the class embedding, the position embeddings and the whole diffusion head."""
+        return {n for n, _ in self.named_parameters()
+                if n.startswith(("diffloss.", "class_emb.", "enc_pos", "dec_pos", "diff_pos"))}
 
     def condition(self, labels: Tensor, drop: Tensor | None = None) -> Tensor:
         """The class embedding, or the fake latent where ``drop`` is true (B,) -> (B, w)."""
@@ -399,72 +406,62 @@ def _global(rows: Tensor | None, part) -> Tensor | None:
     return out
 
 
-def make_optimizer(model: MAR, lr: float, weight_decay: float, betas: tuple[float, float]) -> dict:
-    """MAR's AdamW: weight decay on the transformer's matrices only (not on biases, norms,
-    embeddings, position embeddings or the diffusion head)."""
-    decay, rest = [], []
-    for name, p in model.named_parameters():
-        plain = p.dim() >= 2 and not name.startswith(("diffloss.", "class_emb", "enc_pos", "dec_pos", "diff_pos"))
-        (decay if plain else rest).append(p)
-    return {"mar": torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                      {"params": rest, "weight_decay": 0.0}], lr=lr, betas=betas)}
+@dataclass(frozen=True, eq=False)
+class MARData:
+    """What a MAR / CMAR trains on (:data:`RECIPE`): images (n, C, H, W) and labels (n,), anything
+    indexed by a tensor of indices; the order ``kind`` (``"random"``: MAR; ``"descending"``: CMAR;
+    ``"ascending"``: Table 4's ablation) with the images' collapse orders (n, N) and CMAR's
+    ``random_fraction``; ``tokenizer`` (images -> (B, N, d)) and its token ``stride`` in pixels
+    (None: pixel patches, p = 4). ``kind`` and ``random_fraction`` are part of the run's hash."""
+
+    images: Any
+    labels: Tensor
+    kind: str = "random"
+    collapse: Tensor | None = None
+    random_fraction: float = 0.1
+    tokenizer: Callable[[Tensor], Tensor] | None = None
+    stride: int = 4
 
 
-def run_config(cfg: MARConfig, tc, data: dict, kind: str, random_fraction: float, init: str | None) -> dict:
-    """Everything that determines a trained MAR / CMAR (its run folder is named by the hash):
-    the model, the training, the data, the order kind, and the hash of the run it was
-    fine-tuned from (None: from scratch)."""
-    return {"model": "mar", "mar": cfg, "train": tc, "data": data, "orders": kind,
-            "random_fraction": random_fraction if kind != "random" else None, "init": init}
+def _step(model: MAR, cfg: MARConfig, tc, data: MARData):
+    return mar_step_fn(model, data.images, data.labels, tc.batch_size, tc.seed, data.kind, data.collapse,
+                       data.random_fraction, tokenizer=data.tokenizer, stride=data.stride)
 
 
-def fit_mar(cfg: MARConfig, tc, images: Tensor, labels: Tensor, data_dir, data: dict, kind: str = "random",
-            collapse: Tensor | None = None, random_fraction: float = 0.1, init: tuple[str, dict] | None = None,
-            device: torch.device | str = "cpu", desc: str = "MAR", progress: bool = True,
-            tokenizer: Callable[[Tensor], Tensor] | None = None, stride: int = 4) -> tuple[MAR, list[dict], str]:
-    """Train MAR (``kind="random"``) or CMAR (``"descending"``; ``"ascending"`` for Table 4's
-    ablation) on images (n, 1, 28, 28) with their collapse orders (n, N), from scratch or
-    fine-tuned from ``init = (run hash, state dict)``; resumes or loads a finished run from
-    ``data_dir/runs/mar-<hash8>``. Returns the model (EMA weights, eval mode), the run's metrics and
-    the run's hash (the ``init`` of a fine-tune). ``tokenizer`` and ``stride``: see :func:`mar_step_fn`
-    (pixel patches by default)."""
-    from .train import config_hash, load_weights, run_folder, train
+#: How :func:`copkit.train.fit` trains MAR and CMAR (:func:`mar_step_fn`, one optimiser "mar"), from
+#: scratch or fine-tuned (``fit(..., init=(run hash, state dict))``); runs in
+#: ``<data_dir>/runs/mar-<hash8>``, named also by the order kind, the random fraction of the
+#: collapse kinds and the run fine-tuned from.
+#:
+#: :meta hide-value:
+RECIPE = Recipe(name="mar", module="mar", build=lambda cfg, data: MAR(cfg), step=_step,
+                hashed=lambda data: {"orders": data.kind, "init": None,
+                                     "random_fraction": data.random_fraction if data.kind != "random" else None})
 
-    config = run_config(cfg, tc, data, kind, random_fraction, init[0] if init else None)
-    folder = run_folder(data_dir, "mar", config)
-    torch.manual_seed(tc.seed)
-    model = MAR(cfg).to(device)
-    if init is not None:
-        model.load_state_dict(init[1])
-    opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.betas)
-    step_fn = mar_step_fn(model, images, labels, tc.batch_size, tc.seed, kind, collapse, random_fraction,
-                          tokenizer=tokenizer, stride=stride)
-    hist = train({"mar": model}, opt, step_fn, tc, folder, config=config, device=device, desc=desc, progress=progress)
-    load_weights(folder, "mar", model, ema=True)
-    return model.eval(), hist, config_hash(config)
+#: The MAR trainings of a profile (:func:`from_profile`), MAR from scratch, MAR -> CMAR fine-tuning,
+#: CMAR from scratch (MAR's recipe with ``scratch_steps``).
+PHASES = ("mar", "finetune", "scratch")
 
 
-def from_profile(sizes, seed: int, stage: str = "mar") -> tuple[MARConfig, "object"]:
-    """The MAR configuration and the training configuration of one ``stage`` (``"mar"``: MAR from
-    scratch, ``"finetune"``: MAR -> CMAR, ``"scratch"``: CMAR from scratch, MAR's recipe with the
-    profile's ``scratch_steps``) of a profile's :class:`copkit.profiles.CmarSizes`."""
-    from .train import TrainConfig
-
+def from_profile(sizes, seed: int, *, phase: str = "mar") -> tuple[MARConfig, "TrainConfig"]:
+    """The MAR configuration and the training configuration of one ``phase`` (:data:`PHASES`) of a
+    profile's :class:`copkit.profiles.CmarSizes`, for one seed. Every chapter and
+    ``python -m copkit config train-cmar`` take them from here."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown MAR phase {phase!r}; use one of {', '.join(PHASES)}")
     cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth, heads=sizes.heads,
                     buffer=sizes.buffer, head_width=sizes.head_width, head_depth=sizes.head_depth,
                     diffusion_batch_mul=sizes.diffusion_batch_mul, mask_ratio_min=sizes.mask_ratio_min)
-    if stage in ("mar", "scratch"):
-        tc = TrainConfig(steps=sizes.mar_steps if stage == "mar" else sizes.scratch_steps, batch_size=sizes.batch_size, lr=sizes.lr,
-                         warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
+    if phase in ("mar", "scratch"):
+        tc = TrainConfig(steps=sizes.mar_steps if phase == "mar" else sizes.scratch_steps, batch_size=sizes.batch_size,
+                         lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
                          grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
                          precision=sizes.precision, compile=sizes.compile)
-    elif stage == "finetune":  # the paper's recipe: linear warm-up over the first 10%, then cosine to 0
+    else:  # the paper's recipe: linear warm-up over the first 10%, then cosine to 0
         tc = TrainConfig(steps=sizes.finetune_steps, batch_size=sizes.batch_size, lr=sizes.finetune_lr,
                          warmup_steps=max(1, sizes.finetune_steps // 10), ema_decay=sizes.ema_decay,
                          weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
                          precision=sizes.precision, compile=sizes.compile)
-    else:
-        raise ValueError(f"unknown stage {stage!r}; use 'mar', 'finetune' or 'scratch'")
     return cfg, tc
 
 

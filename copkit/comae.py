@@ -32,9 +32,9 @@ e*_n. Choices the paper leaves open, made here and stated in Chapter 2:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ from timm.models.eva import EvaBlock
 from torch import Tensor, nn
 
 from .tokens import GRID, gather_tokens
+from .train import Recipe
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -60,12 +61,11 @@ __all__ = [
     "mask_entropy",
     "others_index",
     "saved_lambda",
-    "run_dir",
     "comae_step_fn",
-    "make_optimizers",
     "evaluate",
-    "fit_comae",
-    "run_config",
+    "CoMAEData",
+    "RECIPE",
+    "EXPERIMENTS",
     "from_profile",
     "artifact_config",
     "fashion_mnist_data",
@@ -260,6 +260,11 @@ class CoMAE(nn.Module):
     def g_parameters(self) -> list[nn.Parameter]:
         return list(self.g.parameters())
 
+    def no_weight_decay(self) -> set[str]:
+        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`): the target
+        queries q_n of f and g."""
+        return {"f.q", "g.q"}
+
     # ---------------------------------------------------------------- the equations
     def select(self, tokens: Tensor, target: Tensor) -> Tensor:
         """Eq. 2: the mask w_n (B, N) of target ``target`` (B,) for tokens (B, N, d)."""
@@ -373,19 +378,6 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
     return step_fn
 
 
-def make_optimizers(model: CoMAE, lr: float, weight_decay: float, betas: tuple[float, float]) -> dict:
-    """One AdamW per network; no weight decay on biases, norms, embeddings and the temperature."""
-
-    def groups(params: list[nn.Parameter]) -> list[dict]:
-        decay, rest = [], []
-        for p in params:
-            (decay if p.dim() >= 2 and p is not model.f.q and p is not model.g.q else rest).append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-    return {"f": torch.optim.AdamW(groups(model.f_parameters()), lr=lr, betas=betas),
-            "g": torch.optim.AdamW(groups(model.g_parameters()), lr=lr, betas=betas)}
-
-
 @torch.no_grad()
 def evaluate(model: CoMAE, tokens: Tensor, seed: int = 0, bins: int = 20) -> dict:
     """Validation numbers for a batch of images (B, N, d): L_r with every target, H_mask and a
@@ -412,56 +404,60 @@ def evaluate(model: CoMAE, tokens: Tensor, seed: int = 0, bins: int = 20) -> dic
             "w_hist": (hist / hist.sum()).tolist(), "w_mean": float(values.mean())}
 
 
-def run_dir(data_dir: str | Path, cfg: CoMAEConfig, tc: "TrainConfig", data: dict) -> Path:
-    """``<data_dir>/runs/comae-<hash8>``: the folder of the run that ``(cfg, tc, data)`` defines."""
-    from .train import config_hash
+@dataclass(frozen=True, eq=False)
+class CoMAEData:
+    """What a CoMAE trains on (:data:`RECIPE`): ``tokens`` (n, N, d), anything indexed by a tensor of
+    image indices (a tensor, or a :class:`copkit.tokenizer.TokenSource` over images read from disk),
+    and ``val_tokens`` (m, N, d), the held-out images :func:`evaluate` scores during training."""
 
-    return Path(data_dir) / "runs" / f"comae-{config_hash(run_config(cfg, tc, data))[:8]}"
-
-
-def fit_comae(cfg: CoMAEConfig, tc: "TrainConfig", train_tokens: Tensor, val_tokens: Tensor, data_dir: str | Path,
-              data: dict, device: torch.device | str = "cpu", desc: str = "CoMAE",
-              progress: bool = True) -> tuple[CoMAE, list[dict]]:
-    """Train a CoMAE with the alternating step in :func:`run_dir`, resuming it if it holds a
-    checkpoint (a finished run is only loaded). Validation numbers (:func:`evaluate`, raw weights)
-    are logged every ``tc.eval_every`` steps. Returns the model holding its EMA weights, and the
-    metrics.
-
-    ``data`` names the data the tokens came from; it is part of the hashed run configuration.
-    """
-    from .train import load_weights, train
-
-    folder = run_dir(data_dir, cfg, tc, data)
-
-    torch.manual_seed(tc.seed)
-    model = CoMAE(cfg).to(device)
-    opts = make_optimizers(model, tc.lr, tc.weight_decay, tc.betas)
-    train_tokens, val_tokens = train_tokens.to(device), val_tokens.to(device)
-    hist = train({"comae": model}, opts, comae_step_fn(model, train_tokens, tc.batch_size, tc.seed), tc, folder,
-                 config=run_config(cfg, tc, data), evaluate=lambda step: evaluate(model, val_tokens),
-                 device=device, desc=desc, progress=progress)
-    load_weights(folder, "comae", model, ema=True)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    model.eval()
-    return model, hist
+    tokens: Any
+    val_tokens: Tensor
 
 
-def run_config(cfg: CoMAEConfig, tc: "TrainConfig", data: dict) -> dict:
-    """Everything that determines a trained CoMAE: what its artifact hash is computed from."""
-    return {"model": "comae", "comae": cfg, "train": tc, "data": data}
+def _step(model: CoMAE, cfg: CoMAEConfig, tc: "TrainConfig", data: CoMAEData):
+    return comae_step_fn(model, data.tokens.to(next(model.parameters()).device), tc.batch_size, tc.seed)
 
 
-def from_profile(sizes, lambda_c: float, seed: int, steps: int | None = None) -> tuple[CoMAEConfig, "TrainConfig"]:
+def _evaluate(model: CoMAE, data: CoMAEData) -> dict:
+    return evaluate(model, data.val_tokens.to(next(model.parameters()).device))
+
+
+#: How :func:`copkit.train.fit` trains a CoMAE, with the alternating step (:func:`comae_step_fn`), two
+#: optimisers ("f": the selector and the temperature; "g": the reconstructor), validation numbers
+#: (:func:`evaluate`, raw weights) every ``eval_every`` steps; runs in ``<data_dir>/runs/comae-<hash8>``.
+#:
+#: :meta hide-value:
+RECIPE = Recipe(name="comae", module="comae", build=lambda cfg, data: CoMAE(cfg), step=_step,
+                parameters=lambda m: {"f": [*m.f.named_parameters(prefix="f"), ("log_tau", m.log_tau)],
+                                      "g": list(m.g.named_parameters(prefix="g"))},
+                evaluate=_evaluate)
+
+#: The CoMAE trainings of a profile (:func:`from_profile`). ``main`` is Chapter 2's (and the photo
+#: CoMAE of Chapter 3), ``mirror`` the mirrored Fashion-MNIST experiment (``mirror_steps``),
+#: ``planted`` the planted truth of mirrored 8 x 8 white noise in 2 x 2 patches (a 4 x 4 grid of
+#: 4-dim tokens, every target of an image in Eq. 6, narrower networks; ``planted_steps``).
+EXPERIMENTS = ("main", "mirror", "planted")
+
+
+def from_profile(sizes, seed: int, *, lambda_c: float | None = None,
+                 experiment: str = "main") -> tuple[CoMAEConfig, "TrainConfig"]:
     """The CoMAE and training configurations of a profile (:class:`copkit.profiles.ComaeSizes`)
-    for one weight of L_c and one seed; ``steps`` overrides the profile's training length."""
+    for one seed, one weight of L_c (None: :func:`saved_lambda`, the paper's 0.01) and one of the
+    :data:`EXPERIMENTS`. Every chapter and ``python -m copkit config train-comae`` take them from here."""
     from .train import TrainConfig
 
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown CoMAE experiment {experiment!r}; use one of {', '.join(EXPERIMENTS)}")
+    lam = saved_lambda(sizes) if lambda_c is None else lambda_c
     cfg = CoMAEConfig(enc_width=sizes.enc_width, enc_depth=sizes.enc_depth, enc_heads=sizes.enc_heads,
                       dec_width=sizes.dec_width, dec_depth=sizes.dec_depth, dec_heads=sizes.dec_heads,
-                      targets_per_image=sizes.targets_per_image, sigma=sizes.sigma, lambda_c=lambda_c,
-                      contrastive=lambda_c > 0)
-    tc = TrainConfig(steps=steps or sizes.steps, batch_size=sizes.batch_size, lr=sizes.lr,
+                      targets_per_image=sizes.targets_per_image, sigma=sizes.sigma, lambda_c=lam,
+                      contrastive=lam > 0)
+    if experiment == "planted":
+        cfg = replace(cfg, grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=32,
+                      dec_depth=2, dec_heads=2, targets_per_image=16)
+    steps = {"main": sizes.steps, "mirror": sizes.mirror_steps, "planted": sizes.planted_steps}[experiment]
+    tc = TrainConfig(steps=steps, batch_size=sizes.batch_size, lr=sizes.lr,
                      warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed,
                      eval_every=sizes.eval_every, log_every=10, ckpt_every=max(sizes.eval_every, 50),
                      precision=sizes.precision, compile=sizes.compile)
@@ -477,7 +473,7 @@ def artifact_config(sizes, lambda_c: float, seeds: list[int], data: dict) -> dic
     """What the saved CoMAE of a profile is named by: the setting, the seeds it was chosen from and
     the rule that chose it (lowest validation L_r). A later chapter rebuilds this from the profile
     alone and loads the artifact when the hash matches."""
-    cfg, tc = from_profile(sizes, lambda_c, seed=0)
+    cfg, tc = from_profile(sizes, 0, lambda_c=lambda_c)
     from .train import _jsonable
 
     train = {k: v for k, v in _jsonable(tc).items() if k != "seed"}
@@ -500,7 +496,7 @@ def load_profile_comae(sizes, data_dir: str | Path, seed: int = 0,
 
     lam = saved_lambda(sizes)
     config = artifact_config(sizes, lam, [s + seed for s in sizes.seeds], fashion_mnist_data(sizes))
-    model = CoMAE(from_profile(sizes, lam, 0)[0])
+    model = CoMAE(from_profile(sizes, 0, lambda_c=lam)[0])
     meta = load_artifact(data_dir, "comae", config, model)
     if meta is None:
         raise FileNotFoundError(

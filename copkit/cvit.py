@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .tokens import GRID, N_TOKENS, PATCH, gather_tokens
-from .train import to_device
+from .train import Recipe, TrainConfig, to_device
 
 if TYPE_CHECKING:
     from .dist import Shard
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
-    "PrunedViT", "build_model", "cvit_step_fn", "run_config", "run_dir", "fit_cvit", "kept_pixels",
+    "PrunedViT", "build_model", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "kept_pixels",
 ]
 
 #: the model kinds of Table 5 and how each is trained
@@ -89,16 +89,6 @@ class CViTConfig:
             raise ValueError(f"max_drop must be in [0, 1), got {self.max_drop}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-
-    @classmethod
-    def for_kind(cls, kind: str, sizes) -> "CViTConfig":
-        """The configuration of one Table 5 model (``vit``, ``rvit``, ``cvit``, ``pruned``) at a
-        profile's sizes (:class:`copkit.profiles.CvitSizes`)."""
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
-        drop = MODEL_KINDS[kind]
-        return cls(width=sizes.width, depth=sizes.depth, heads=sizes.heads, mlp_ratio=sizes.mlp_ratio,
-                   train_drop=drop, schedule="none" if drop == "none" else sizes.schedule, max_drop=sizes.max_drop)
 
 
 def make_vit(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
@@ -330,6 +320,10 @@ class PrunedViT(nn.Module):
             raise ValueError(f"stages must be increasing block indices in [1, {depth}), got {self.stages}")
         self.scorers = nn.ModuleList(_KeepScore(vit.embed_dim) for _ in self.stages)
 
+    def no_weight_decay(self) -> set[str]:
+        """The wrapped ViT's exemptions from weight decay (timm's: position embedding, class token)."""
+        return {f"vit.{name}" for name in self.vit.no_weight_decay()}
+
     def forward(self, images: Tensor, n_keep: int | None = None, generator: torch.Generator | None = None,
                 return_kept: bool = False, shard: Shard | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Logits (B, classes) with ``n_keep`` patch tokens left after the last stage (None: all).
@@ -414,53 +408,52 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
     return step_fn
 
 
-def _optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
-    decay, rest = [], []
-    for name, p in model.named_parameters():
-        (rest if p.ndim < 2 or name.endswith(("pos_embed", "cls_token")) else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                             lr=lr, betas=betas)
+@dataclass(frozen=True, eq=False)
+class CViTData:
+    """What a classifier of Table 5 trains on (:data:`RECIPE`): images (n, C, H, W) (a tensor, or a
+    source indexed by a tensor of indices: :class:`copkit.imagefolder.ImageFolderImages`), labels
+    (n,), the collapse orders (n, N) for CViT, and a local file of pretrained ``weights`` for
+    ``CViTConfig.timm_model`` (None: the hub, online). Tensors are moved to the training device."""
+
+    images: Any
+    labels: Tensor
+    orders: Tensor | None = None
+    weights: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.images) != self.labels.shape[0] or (self.orders is not None and self.orders.shape[0] != len(self.images)):
+            raise ValueError(f"images ({len(self.images)}), labels ({self.labels.shape[0]}) and orders "
+                             f"({None if self.orders is None else self.orders.shape[0]}) must have the same length")
 
 
-def run_config(cfg: CViTConfig, tc, data: dict) -> dict:
-    """Everything that determines a trained classifier of Table 5: what its run's hash is computed from."""
-    return {"model": "cvit", "cvit": cfg, "train": tc, "data": data}
+def _step(model: nn.Module, cfg: CViTConfig, tc, data: CViTData):
+    device = next(model.parameters()).device
+    images = data.images.to(device) if isinstance(data.images, Tensor) else data.images
+    orders = data.orders.to(device) if data.orders is not None and cfg.train_drop == "collapse" else None
+    return cvit_step_fn(model, cfg, images, data.labels.to(device), orders, tc.batch_size, tc.seed)
 
 
-def run_dir(data_dir: str | Path, cfg: CViTConfig, tc, data: dict) -> Path:
-    """``<data_dir>/runs/cvit-<hash8>``: the folder of the (Table 5) run that ``(cfg, tc, data)`` defines."""
-    from .train import config_hash
+#: How :func:`copkit.train.fit` trains ViT / RViT / CViT / the pruner of Table 5 (:func:`cvit_step_fn`,
+#: one optimiser "model"); runs in ``<data_dir>/runs/cvit-<hash8>``.
+#:
+#: :meta hide-value:
+RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model(cfg, data.weights), step=_step)
 
-    return Path(data_dir) / "runs" / f"cvit-{config_hash(run_config(cfg, tc, data))[:8]}"
 
-
-def fit_cvit(cfg: CViTConfig, tc, images: Tensor, labels: Tensor, orders: Tensor | None, data_dir: str | Path,
-             data: dict, device: torch.device | str = "cpu", desc: str = "CViT",
-             progress: bool = True, weights: str | Path | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train one classifier of Sec. 3.4 / Table 5 with :func:`copkit.train.train` in
-    :func:`run_dir` (a finished run is only loaded, an interrupted one resumed); returns the model
-    holding its EMA weights, in eval mode, and the run's metrics. ``data`` names the training
-    data (and, for CViT, the CoMAE whose orders it used; with pretrained ``weights``, their file's
-    hash); it is part of the hashed configuration. ``images`` may be any source indexed by a tensor
-    of indices (:class:`copkit.imagefolder.ImageFolderImages`); tensors are moved to ``device``."""
-    from .train import load_weights, train
-
-    if len(images) != labels.shape[0] or (orders is not None and orders.shape[0] != len(images)):
-        raise ValueError(f"images ({len(images)}), labels ({labels.shape[0]}) and orders "
-                         f"({None if orders is None else orders.shape[0]}) must have the same length")
-    folder = run_dir(data_dir, cfg, tc, data)
-    torch.manual_seed(tc.seed)
-    model = build_model(cfg, weights).to(device)
-    opt = {"model": _optimizer(model, tc.lr, tc.weight_decay, tc.betas)}
-    if isinstance(images, Tensor):
-        images = images.to(device)
-    labels = labels.to(device)
-    orders = orders.to(device) if orders is not None else None
-    hist = train({"model": model}, opt, cvit_step_fn(model, cfg, images, labels, orders, tc.batch_size, tc.seed),
-                 tc, folder, config=run_config(cfg, tc, data), device=device, desc=desc, progress=progress)
-    load_weights(folder, "model", model, ema=True)
-    model.eval()
-    return model, hist
+def from_profile(sizes, seed: int, *, kind: str = "cvit") -> tuple[CViTConfig, TrainConfig]:
+    """The configuration of one Table 5 model (``kind``: ``vit``, ``rvit``, ``cvit``, ``pruned``;
+    :data:`MODEL_KINDS`) at a profile's sizes (:class:`copkit.profiles.CvitSizes`) and its training:
+    ``epochs`` passes over the profile's training images (all 60,000 when None), one seed. Every
+    chapter and ``python -m copkit config train-cvit`` take them from here."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
+    drop = MODEL_KINDS[kind]
+    cfg = CViTConfig(width=sizes.width, depth=sizes.depth, heads=sizes.heads, mlp_ratio=sizes.mlp_ratio,
+                     train_drop=drop, schedule="none" if drop == "none" else sizes.schedule, max_drop=sizes.max_drop)
+    tc = TrainConfig(steps=sizes.epochs * (sizes.train_images or 60000) // sizes.batch_size, batch_size=sizes.batch_size,
+                     lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed, log_every=25,
+                     ckpt_every=200, precision=sizes.precision, compile=sizes.compile)
+    return cfg, tc
 
 
 def kept_pixels(keep: Tensor, grid: int = GRID, patch: int = PATCH) -> Tensor:

@@ -5,14 +5,17 @@ little on 28x28 grey images and cannot be downloaded here)."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .tokens import N_TOKENS
+from .train import Recipe, TrainConfig
 
-__all__ = ["topk_accuracy", "FeatureNet", "classifier_step_fn", "fit_feature_net", "knn_radii", "precision_recall", "GenerativeScores"]
+__all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn", "FeatureNetData", "RECIPE",
+           "from_profile", "knn_radii", "precision_recall", "GenerativeScores"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
@@ -30,6 +33,15 @@ def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
 
 
 # ------------------------------------------------------------------------------ the feature network
+@dataclass(frozen=True)
+class FeatureNetConfig:
+    """The feature network's sizes (part of its run's hash)."""
+
+    n_classes: int = 10
+    width: int = 16  #: channels of the first convolution (then 2x, 4x)
+    features: int = 128  #: the penultimate layer: the feature space of FID and precision / recall
+
+
 class FeatureNet(nn.Module):
     """A small CNN classifier of 28x28 grey images (in [-1, 1]); its penultimate layer is the
     feature space of FID and precision / recall, its softmax the classifier of the Inception Score.
@@ -48,6 +60,10 @@ class FeatureNet(nn.Module):
 
     def features(self, images: Tensor) -> Tensor:
         return self.body(images)
+
+    def no_weight_decay(self) -> set[str]:
+        """No matrix is exempt from weight decay (:func:`copkit.train.weight_decay_groups`)."""
+        return set()
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.body(images))
@@ -190,19 +206,24 @@ class GenerativeScores:
                 "precision": precision, "recall": recall}
 
 
-def fit_feature_net(images: Tensor, labels: Tensor, tc, data_dir, data: dict, device: torch.device | str = "cpu",
-                    progress: bool = True) -> tuple[FeatureNet, list[dict]]:
-    """Train (or load, when ``data_dir/runs`` holds the finished run of this configuration) the
-    feature network on labelled images; returns it in eval mode with its EMA weights, and the
-    run's metrics. ``tc`` is a :class:`copkit.train.TrainConfig`; ``data`` names the images."""
-    from .train import load_weights, run_folder, train
+@dataclass(frozen=True, eq=False)
+class FeatureNetData:
+    """What the feature network trains on (:data:`RECIPE`): labelled images (n, 1, 28, 28) in [-1, 1]."""
 
-    config = {"model": "featurenet", "net": {"width": 16, "features": 128}, "train": tc, "data": data}
-    folder = run_folder(data_dir, "featurenet", config)
-    torch.manual_seed(tc.seed)
-    net = FeatureNet(width=16, features=128).to(device)
-    opt = {"net": torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)}
-    hist = train({"net": net}, opt, classifier_step_fn(net, images, labels, tc.batch_size, tc.seed), tc, folder,
-                 config=config, device=device, desc="feature network", progress=progress)
-    load_weights(folder, "net", net, ema=True)
-    return net.eval(), hist
+    images: Tensor
+    labels: Tensor
+
+
+#: How :func:`copkit.train.fit` trains the feature network (:func:`classifier_step_fn`, one optimiser
+#: "net"); runs in ``<data_dir>/runs/featurenet-<hash8>``.
+#:
+#: :meta hide-value:
+RECIPE = Recipe(name="featurenet", module="net", build=lambda cfg, data: FeatureNet(cfg.n_classes, cfg.width, cfg.features),
+                step=lambda net, cfg, tc, data: classifier_step_fn(net, data.images, data.labels, tc.batch_size, tc.seed))
+
+
+def from_profile(sizes, seed: int) -> tuple[FeatureNetConfig, TrainConfig]:
+    """The feature network and its training at a profile's :class:`copkit.profiles.CmarSizes`
+    (``classifier_steps``), one seed: what Chapter 4 scores its samples with."""
+    return FeatureNetConfig(), TrainConfig(steps=sizes.classifier_steps, batch_size=64, lr=2e-3, warmup_steps=20,
+                                           ema_decay=0.99, weight_decay=0.05, seed=seed, log_every=20, ckpt_every=200)

@@ -1,8 +1,8 @@
 """The stages of the method as configured runs: what ``python -m copkit <stage> --config FILE`` does.
 
 Each stage is a frozen dataclass read strictly from a YAML or TOML file (:mod:`copkit.config`) and a
-function that runs it by calling the same library functions the chapters call (``fit_comae``,
-``compute_orders``, ``fit_mar``, ``generate``, ``fit_cvit``, ``sweep``), so the book and the command
+function that runs it by calling the same library functions the chapters call (:func:`copkit.train.fit`
+with a model's ``RECIPE``, ``compute_orders``, ``generate``, ``sweep``), so the book and the command
 line cannot drift. Every stage runs under ``torchrun`` as well as alone (:mod:`copkit.dist`);
 training stages resume from their run folder's checkpoint and write their metrics as JSON lines
 there (``<data_dir>/runs/<model>-<hash8>/metrics.jsonl``).
@@ -15,7 +15,10 @@ there (``<data_dir>/runs/<model>-<hash8>/metrics.jsonl``).
 - ``eval-cvit``: top-1 / top-5 over mask ratios, AuC and the knee, as JSON.
 
 A stage's file may also be made from a profile: ``python -m copkit config <stage> --profile cpu``
-prints the configuration the book's chapter uses at that profile, ready to edit.
+prints the configuration the book's chapter uses at that profile, ready to edit; its model and
+training sections come from the model's ``from_profile(sizes, seed, **variant)``, the same call the
+chapters make (``--variant lambda_c=0``, ``--variant phase=finetune``, ``--variant kind=vit``: see
+:func:`from_profile`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from .config import ConfigError, build
 from .cvit import CViTConfig
 from .io import DamagedFileError
 from .tokens import PATCH
-from .train import TrainConfig
+from .train import TrainConfig, fit
 
 __all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar", "TrainCvit",
            "EvalCvit", "STAGES", "load_images", "run_stage", "from_profile"]
@@ -171,7 +174,7 @@ class TrainComae:
 
 
 def train_comae(cfg: TrainComae) -> Path:
-    from .comae import fit_comae, run_dir
+    from . import comae
     from .tokenizer import TokenSource
 
     dev = _device(cfg.device)
@@ -189,8 +192,8 @@ def train_comae(cfg: TrainComae) -> Path:
         train_tokens = _Prefix(src, n - cfg.val_images)
         val_tokens = src[n - cfg.val_images:n]
     data = {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer), "val_images": cfg.val_images}
-    fit_comae(cfg.model, cfg.train, train_tokens, val_tokens, cfg.data_dir, data, device=dev, desc="CoMAE")
-    folder = run_dir(cfg.data_dir, cfg.model, cfg.train, data)
+    folder = fit(comae.RECIPE, cfg.model, cfg.train, comae.CoMAEData(train_tokens, val_tokens), data, cfg.data_dir,
+                 device=dev, desc="CoMAE").folder
     _say(f"CoMAE run: {folder} (checkpoint.safetensors, metrics.jsonl)")
     return folder
 
@@ -303,8 +306,8 @@ def _check_architecture(model: MARConfig, init: MARConfig, run: str) -> None:
 
 
 def train_cmar(cfg: TrainCmar) -> Path:
-    from .cmar import fit_mar, run_config
-    from .train import load_tensors, run_folder, _under
+    from . import cmar
+    from .train import load_tensors, _under
 
     dev = _device(cfg.device)
     images, labels, channels = load_images(cfg.data)
@@ -323,11 +326,9 @@ def train_cmar(cfg: TrainCmar) -> Path:
         tensors, _ = load_tensors(Path(cfg.init_run) / "checkpoint.safetensors")
         init = (meta["config_hash"], _under(tensors, "ema.mar."))
     data = {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer), "orders_comae": comae_hash}
-    fit_mar(cfg.model, cfg.train, images, labels, cfg.data_dir, data, cfg.kind, collapse=collapse,
-            random_fraction=cfg.random_fraction, init=init, device=dev, desc=f"MAR ({cfg.kind})",
-            tokenizer=tok.encode, stride=tok.stride)
-    folder = run_folder(cfg.data_dir, "mar", run_config(cfg.model, cfg.train, data, cfg.kind, cfg.random_fraction,
-                                                       init[0] if init else None))
+    mar_data = cmar.MARData(images, labels, cfg.kind, collapse, cfg.random_fraction, tok.encode, tok.stride)
+    folder = fit(cmar.RECIPE, cfg.model, cfg.train, mar_data, data, cfg.data_dir, init=init, device=dev,
+                 desc=f"MAR ({cfg.kind})").folder
     _say(f"MAR run: {folder}")
     return folder
 
@@ -418,7 +419,7 @@ class TrainCvit:
 
 
 def train_cvit(cfg: TrainCvit) -> Path:
-    from .cvit import fit_cvit, run_dir
+    from .cvit import RECIPE, CViTData
 
     dev = _device(cfg.device)
     images, labels, channels = load_images(cfg.data)
@@ -427,9 +428,9 @@ def train_cvit(cfg: TrainCvit) -> Path:
     orders, comae_hash = _orders_for(cfg.orders, len(images))
     data = {**cfg.data.describe(), "orders_comae": comae_hash,
             "weights_sha256": _file_digest(cfg.weights) if cfg.weights else None}
-    fit_cvit(cfg.model, cfg.train, images, labels, orders if cfg.model.train_drop == "collapse" else None,
-             cfg.data_dir, data, device=dev, desc=f"ViT ({cfg.model.train_drop})", weights=cfg.weights)
-    folder = run_dir(cfg.data_dir, cfg.model, cfg.train, data)
+    cvit_data = CViTData(images, labels, orders if cfg.model.train_drop == "collapse" else None, cfg.weights)
+    folder = fit(RECIPE, cfg.model, cfg.train, cvit_data, data, cfg.data_dir, device=dev,
+                 desc=f"ViT ({cfg.model.train_drop})").folder
     _say(f"classifier run: {folder}")
     return folder
 
@@ -501,34 +502,51 @@ def run_stage(name: str, config: Any) -> Path:
     return runner(config)
 
 
-def from_profile(stage: str, profile: str | Path, seed: int = 0, data_dir: str = "data") -> Any:
-    """The configuration of ``stage`` that the book's chapter uses at ``profile`` (seed ``seed``)."""
+#: the variants of each training stage, as ``from_profile`` keywords: the model module's
+#: ``from_profile`` takes them
+_VARIANTS = {"train-comae": ("lambda_c", "experiment"), "train-cmar": ("phase",), "train-cvit": ("kind",)}
+
+
+def from_profile(stage: str, profile: str | Path, seed: int = 0, data_dir: str = "data", **variant: Any) -> Any:
+    """The configuration of ``stage`` that the book's chapter uses at ``profile`` (seed ``seed``).
+
+    A training stage's model and training sections are the model module's
+    ``from_profile(sizes, seed, **variant)``, exactly what the chapters train with:
+    ``train-comae`` takes ``lambda_c`` (None: the saved CoMAE's, the paper's 0.01) and
+    ``experiment`` (:data:`copkit.comae.EXPERIMENTS`), ``train-cmar`` ``phase``
+    (:data:`copkit.cmar.PHASES`; the collapse phases train CMAR on descending orders, the fine-tune
+    from a MAR run), ``train-cvit`` ``kind`` (:data:`copkit.cvit.MODEL_KINDS`).
+    """
     from . import cmar, comae, cvit
     from .profiles import get_profile
 
+    unknown = set(variant) - set(_VARIANTS.get(stage, ()))
+    if unknown:
+        known = ", ".join(_VARIANTS.get(stage, ())) or "none"
+        raise ConfigError(f"{stage} has no variant {', '.join(sorted(unknown))}; its variants: {known}")
     p = get_profile(profile)
     fm = DataConfig()
     if stage == "train-comae":
-        lam = comae.saved_lambda(p.comae)
-        mcfg, tc = comae.from_profile(p.comae, lam, seed)
+        mcfg, tc = comae.from_profile(p.comae, seed, **variant)
         n = (p.comae.train_images or 60000) - 5000  # the chapter's training images; it validates on later ones
         return TrainComae(model=mcfg, train=tc, data=replace(fm, limit=n + p.comae.val_images),
                           val_images=p.comae.val_images, data_dir=data_dir)
     if stage == "rank":
         return Rank(comae_run=f"{data_dir}/runs/comae-<hash8>", out=f"{data_dir}/orders.npz", data=replace(fm, split="all"))
     if stage == "train-cmar":
-        mcfg, tc = cmar.from_profile(p.cmar, seed, "mar")
-        return TrainCmar(model=mcfg, train=tc, data=replace(fm, limit=p.cmar.train_images), data_dir=data_dir)
+        mcfg, tc = cmar.from_profile(p.cmar, seed, **variant)
+        phase = variant.get("phase", "mar")
+        collapse = {} if phase == "mar" else {"kind": "descending", "orders": f"{data_dir}/orders.npz"}
+        init = {"init_run": f"{data_dir}/runs/mar-<hash8>"} if phase == "finetune" else {}
+        return TrainCmar(model=mcfg, train=tc, data=replace(fm, limit=p.cmar.train_images), data_dir=data_dir,
+                         **collapse, **init)
     if stage == "sample-cmar":
         return SampleCmar(mar_run=f"{data_dir}/runs/mar-<hash8>", out="samples.npz", per_class=10,
                           steps=p.cmar.gen_steps, cfg_scale=p.cmar.cfg_scale, diffusion_steps=p.cmar.diffusion_steps)
     if stage == "train-cvit":
-        mcfg = cvit.CViTConfig.for_kind("cvit", p.cvit)
-        n = p.cvit.train_images or 60000
-        tc = TrainConfig(steps=p.cvit.epochs * n // p.cvit.batch_size, batch_size=p.cvit.batch_size, lr=p.cvit.lr,
-                         warmup_steps=p.cvit.warmup_steps, ema_decay=p.cvit.ema_decay, seed=seed, precision=p.cvit.precision,
-                         compile=p.cvit.compile)
-        return TrainCvit(model=mcfg, train=tc, data=replace(fm, limit=n), orders=f"{data_dir}/orders.npz",
+        mcfg, tc = cvit.from_profile(p.cvit, seed, **variant)
+        orders = f"{data_dir}/orders.npz" if mcfg.train_drop == "collapse" else None
+        return TrainCvit(model=mcfg, train=tc, data=replace(fm, limit=p.cvit.train_images or 60000), orders=orders,
                          data_dir=data_dir)
     if stage == "eval-cvit":
         return EvalCvit(cvit_run=f"{data_dir}/runs/cvit-<hash8>", out="cvit-eval.json",

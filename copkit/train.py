@@ -22,6 +22,12 @@
 :func:`train` owns the update; a model supplies ``step_fn(step, generator) -> (loss, key, logs)``
 that computes one batch's loss and names the optimiser (``key``) that takes the step, which is how
 alternating optimisation (CoMAE's f and g) is expressed.
+
+:func:`fit` is the one entry that trains any model of the book: each model module exposes a
+:class:`Recipe` (``copkit.comae.RECIPE``, ``copkit.cmar.RECIPE``, ``copkit.cvit.RECIPE``,
+``copkit.metrics.RECIPE``) and a ``from_profile(sizes, seed, **variant) -> (model config,
+TrainConfig)``; ``fit`` does the rest (run folder, seeding, the network, AdamW with the one
+parameter-group rule of :func:`weight_decay_groups`, :func:`train`, EMA weights, eval mode).
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -64,6 +71,11 @@ __all__ = [
     "save_artifact",
     "compile_blocks",
     "load_artifact",
+    "weight_decay_groups",
+    "optimizers",
+    "Recipe",
+    "Fitted",
+    "fit",
 ]
 
 
@@ -96,6 +108,9 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and {self.batch_size}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer, got {self.seed!r}; a model's from_profile takes (sizes, seed, "
+                            "**variant): give lambda_c=, experiment=, phase= or kind= by name")
 
 
 class TrainingDiverged(RuntimeError):
@@ -548,3 +563,126 @@ def load_artifact(data_dir: str | Path, name: str, config: Any, module: nn.Modul
         first = str(err).strip().splitlines()[0]
         raise DamagedFileError(path, f"its tensors do not fit {type(module).__name__} ({first})", remedy) from err
     return meta
+
+
+# ------------------------------------------------------------------------------ one entry for every model
+def weight_decay_groups(named_parameters: Iterable[tuple[str, Tensor]], no_weight_decay: Iterable[str],
+                        weight_decay: float) -> list[dict]:
+    """The book's one AdamW parameter-group rule: **decay every parameter with ndim >= 2 whose name
+    is not in the model's ``no_weight_decay()`` set; nothing else decays** (biases, norms, scalars
+    and the exempted embeddings, position embeddings and queries).
+
+    This is timm's convention (``timm.optim.param_groups_weight_decay`` with a model's
+    ``no_weight_decay()``, which timm's ``VisionTransformer`` defines); it is written out here
+    because the order matters: the decayed group comes first, then the rest, both always present
+    and each in the order of ``named_parameters``. The book's checkpoints store the optimiser
+    state in that order, and gradient clipping sums the norms in it.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3))
+        >>> [[p.shape for p in g["params"]] for g in weight_decay_groups(net.named_parameters(), (), 0.05)]
+        [[torch.Size([3, 2])], [torch.Size([3]), torch.Size([3]), torch.Size([3])]]
+    """
+    exempt = set(no_weight_decay)
+    decay, rest = [], []
+    for name, p in named_parameters:
+        (decay if p.ndim >= 2 and name not in exempt else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What :func:`fit` needs to know about one kind of model; every model module exposes one
+    (``RECIPE``). ``data`` is the module's own data holder (tokens, images, orders, ...).
+
+    Attributes:
+        name: the run folder's prefix (``<data_dir>/runs/<name>-<hash8>``) and the key of the model
+            configuration in the hashed run configuration.
+        module: the key of the network's weights in the checkpoint (``model.<module>.``, ``ema.<module>.``).
+        build: ``(model config, data) -> nn.Module`` with fresh weights (drawn after ``fit`` seeded torch).
+        step: ``(network, model config, TrainConfig, data) -> step_fn`` for :func:`train`.
+        parameters: ``network -> {optimiser key: [(name, parameter), ...]}``, the parameters each
+            optimiser steps, in order (CoMAE: ``"f"``, the selector then the temperature, and
+            ``"g"``); None: one optimiser keyed ``module`` over ``named_parameters()``. The order is
+            the optimiser's (its checkpointed state is indexed by it; clipping sums norms in it).
+        evaluate: ``(network, data) -> dict`` of validation numbers, logged every
+            ``TrainConfig.eval_every`` steps and at the end; None: no evaluation.
+        hashed: ``data -> dict`` of training choices held in ``data`` that are part of the run's
+            hash (MAR's order kind); None: none.
+    """
+
+    name: str
+    module: str
+    build: Callable[[Any, Any], nn.Module]
+    step: Callable[[nn.Module, Any, TrainConfig, Any], Callable]
+    parameters: Callable[[nn.Module], Mapping[str, list[tuple[str, Tensor]]]] | None = None
+    evaluate: Callable[[nn.Module, Any], dict] | None = None
+    hashed: Callable[[Any], dict] | None = None
+
+    def run_config(self, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, Any],
+                   init: str | None = None) -> dict:
+        """Everything that determines the trained model, what its run folder is named by: the model
+        configuration, the training, ``tag`` (what the data is), the recipe's hashed choices and,
+        for a fine-tune, the hash of the run it starts from."""
+        config = {"model": self.name, self.name: cfg, "train": tc, "data": dict(tag)}
+        if self.hashed is not None:
+            config.update(self.hashed(data))
+        if init is not None:
+            config["init"] = init
+        return config
+
+
+@dataclass
+class Fitted:
+    """What :func:`fit` returns."""
+
+    model: nn.Module  #: the EMA weights, in eval mode, on the training device
+    metrics: list[dict]  #: the JSON lines of the run's metrics.jsonl
+    config: dict  #: the run configuration (:meth:`Recipe.run_config`)
+    hash: str  #: its :func:`config_hash` (64 hex digits); the run folder is named by the first 8
+    folder: Path  #: ``<data_dir>/runs/<name>-<hash8>``: checkpoint, metrics, config.json
+
+
+def optimizers(recipe: Recipe, model: nn.Module, tc: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """The AdamW optimisers of a model, by key (``recipe.parameters``), each with the groups of
+    :func:`weight_decay_groups` for the model's ``no_weight_decay()`` (none when it has no such
+    method), ``tc.weight_decay``, ``tc.lr`` and ``tc.betas``: what :func:`fit` trains with."""
+    params = recipe.parameters(model) if recipe.parameters else {recipe.module: list(model.named_parameters())}
+    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    return {key: torch.optim.AdamW(weight_decay_groups(named, exempt, tc.weight_decay), lr=tc.lr, betas=tc.betas)
+            for key, named in params.items()}
+
+
+def fit(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, Any], data_dir: str | Path,
+        init: tuple[str, Mapping[str, Tensor]] | None = None, device: torch.device | str = "cpu",
+        desc: str | None = None, progress: bool = True, stop_after: int | None = None) -> Fitted:
+    """Train a model of kind ``recipe`` (configuration ``cfg``) with ``tc`` on ``data`` into its
+    run folder ``<data_dir>/runs/<recipe.name>-<hash8>`` (:func:`run_folder` of
+    :meth:`Recipe.run_config`), resuming from its checkpoint when it holds one (a finished run is
+    only loaded), and return the network holding its EMA weights, in eval mode.
+
+    In this order: ``torch.manual_seed(tc.seed)``; ``recipe.build`` on ``device``; the weights of
+    ``init = (run hash, state dict)`` when fine-tuning (the hash joins the run configuration);
+    one AdamW per optimiser key with the groups of :func:`weight_decay_groups` (the model's
+    ``no_weight_decay()`` exemptions), ``tc.lr`` and ``tc.betas``; :func:`train` with
+    ``recipe.step`` and ``recipe.evaluate``; then the EMA weights from the checkpoint. Parameters a
+    step function froze for a step (CoMAE's g on f's turns) are left trainable as they were.
+    ``tag`` describes the data (what it is, how many images, the CoMAE of its orders) and is part of
+    the hash; ``stop_after`` stops after that many steps as if killed (for tests).
+    """
+    config = recipe.run_config(cfg, tc, data, tag, init[0] if init is not None else None)
+    digest = config_hash(config)
+    folder = run_folder(data_dir, recipe.name, config)
+    torch.manual_seed(tc.seed)
+    model = recipe.build(cfg, data).to(device)
+    if init is not None:
+        model.load_state_dict(init[1])
+    trainable = [p.requires_grad for p in model.parameters()]
+    evaluate = None if recipe.evaluate is None else (lambda step: recipe.evaluate(model, data))
+    metrics = train({recipe.module: model}, optimizers(recipe, model, tc), recipe.step(model, cfg, tc, data), tc,
+                    folder, config=config, evaluate=evaluate, desc=desc or recipe.name, stop_after=stop_after,
+                    device=device, progress=progress)
+    for p, flag in zip(model.parameters(), trainable):
+        p.requires_grad_(flag)
+    load_weights(folder, recipe.module, model, ema=True)
+    return Fitted(model.eval(), metrics, config, digest, folder)

@@ -128,7 +128,7 @@ def test_config_command_prints_what_the_profile_makes(capsys):
     assert main(["config", "train-comae", "--profile", "smoke"]) == 0
     cfg = build(TrainComae, yaml.safe_load(capsys.readouterr().out))
     p = get_profile("smoke").comae
-    assert (cfg.model, cfg.train) == from_profile(p, 0.01, 0)  # the chapter's own configuration
+    assert (cfg.model, cfg.train) == from_profile(p, 0, lambda_c=0.01)  # the chapter's own configuration
 
 
 def test_cli_refuses_a_bad_file_with_the_key(tmp_path, capsys):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from copkit.comae import (CoMAE, CoMAEConfig, comae_step_fn, contrastive_loss, inject_noise, make_optimizers,
-                          mask_entropy, noise_keep, others_index)
+from copkit.comae import (RECIPE, CoMAE, CoMAEConfig, comae_step_fn, contrastive_loss, inject_noise, mask_entropy,
+                          noise_keep, others_index)
 from copkit.tokens import hflip_index, patchify
-from copkit.train import TrainConfig, load_tensors, train
+from copkit.train import TrainConfig, load_tensors, optimizers, train
 
 SMALL = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=2, enc_heads=2, dec_width=16, dec_depth=2,
                     dec_heads=2, targets_per_image=4)
@@ -103,7 +103,7 @@ def test_masks_equal_a_loop_over_targets():
 def _train(cfg, tokens, steps, run_dir, stop_after=None, lr=3e-3, batch=16, seed=0):
     m = small_model(seed, cfg)
     tc = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=10, ckpt_every=3, log_every=1, seed=seed)
-    opts = make_optimizers(m, tc.lr, tc.weight_decay, tc.betas)
+    opts = optimizers(RECIPE, m, tc)
     hist = train({"comae": m}, opts, comae_step_fn(m, tokens, batch, seed), tc, run_dir, {"c": cfg, "t": tc},
                  stop_after=stop_after, progress=False)
     return m, hist

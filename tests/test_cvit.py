@@ -11,11 +11,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from copkit.curves import auc, knee, sweep, sweep_ratios
-from copkit.cvit import (N_TOKENS, CViTConfig, PrunedViT, drop_ratio_cdf, drop_ratio_pdf, fit_cvit, forward_keep,
-                         make_vit, n_keep, run_dir, sample_drop_ratio, stage_counts)
+from copkit.cvit import (RECIPE, CViTConfig, CViTData, PrunedViT, drop_ratio_cdf, drop_ratio_pdf, forward_keep,
+                         make_vit, n_keep, sample_drop_ratio, stage_counts)
 from copkit.efficiency import vit_flops
+from copkit.tokens import N_TOKENS
 from copkit.tokens import patchify, random_flip
-from copkit.train import TrainConfig
+from copkit.train import TrainConfig, config_hash, fit
 
 
 @pytest.fixture(scope="module")
@@ -209,21 +210,23 @@ def test_sweep_ratios_hold_table5_columns():
     assert {0.3, 0.5, 0.78} <= set(r.tolist())
 
 
-def test_fit_cvit_trains_resumes_and_loads(tmp_path):
+def test_fit_trains_cvit_resumes_and_loads(tmp_path):
     x, y = images(128, seed=9), torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(9))
     orders = random_keep(128, N_TOKENS, seed=10)
     cfg = CViTConfig(width=16, depth=2, heads=2, train_drop="collapse")
     tc = TrainConfig(steps=6, batch_size=32, lr=1e-3, seed=0, ckpt_every=3, log_every=1)
-    data = {"test": 1}
-    model, hist = fit_cvit(cfg, tc, x, y, orders, tmp_path, data, progress=False)
-    assert (run_dir(tmp_path, cfg, tc, data) / "checkpoint.safetensors").exists()
-    assert len([r for r in hist if "loss" in r]) == 6 and 1 <= min(r["kept"] for r in hist) <= 49
-    again, _ = fit_cvit(cfg, tc, x, y, orders, tmp_path, data, progress=False)  # loaded, not retrained
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    tag = {"test": 1}
+    run = fit(RECIPE, cfg, tc, CViTData(x, y, orders), tag, tmp_path, progress=False)
+    assert run.folder == tmp_path / "runs" / f"cvit-{run.hash[:8]}" and (run.folder / "checkpoint.safetensors").exists()
+    assert len([r for r in run.metrics if "loss" in r]) == 6 and 1 <= min(r["kept"] for r in run.metrics) <= 49
+    again = fit(RECIPE, cfg, tc, CViTData(x, y, orders), tag, tmp_path, progress=False)  # loaded, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), again.model.state_dict().values()))
     with pytest.raises(ValueError, match="collapse orders"):
-        fit_cvit(cfg, tc, x, y, None, tmp_path, data, progress=False)
-    assert run_dir(tmp_path, CViTConfig(width=16, depth=2, heads=2, train_drop="random"), tc, data) != run_dir(
-        tmp_path, cfg, tc, data)
+        fit(RECIPE, cfg, tc, CViTData(x, y, None), tag, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="must have the same length"):
+        CViTData(x, y[:-1], orders)
+    rvit = RECIPE.run_config(CViTConfig(width=16, depth=2, heads=2, train_drop="random"), tc, None, tag)
+    assert config_hash(rvit) != run.hash
 
 
 def test_pretrained_timm_vit_from_a_local_file(tmp_path):

@@ -139,7 +139,7 @@ def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_pa
         dataset_orders(sizes, tmp_path, n_train=3, n_test=2)
     lam = saved_lambda(sizes)
     torch.manual_seed(0)
-    model = CoMAE(from_profile(sizes, lam, 0)[0]).eval()
+    model = CoMAE(from_profile(sizes, 0, lambda_c=lam)[0]).eval()
     config = artifact_config(sizes, lam, list(sizes.seeds), fashion_mnist_data(sizes))
     save_artifact(tmp_path, "comae", config, model, {"seed": 0})
     train, test, digest = dataset_orders(sizes, tmp_path, n_train=6, n_test=4, progress=False)

@@ -130,29 +130,32 @@ def test_every_profile_builds_its_models(name):
     from copkit.profiles import get_profile
 
     p = get_profile(name)
-    cfg, tc = comae.from_profile(p.comae, 0.01, 0)
-    assert tc.precision == p.comae.precision
-    comae.CoMAE(cfg)
-    for stage in ("mar", "finetune", "scratch"):
-        mcfg, mtc = cmar.from_profile(p.cmar, 0, stage)
+    for experiment in comae.EXPERIMENTS:
+        cfg, tc = comae.from_profile(p.comae, 0, experiment=experiment)
+        assert tc.precision == p.comae.precision
+        comae.CoMAE(cfg)
+    for phase in cmar.PHASES:
+        mcfg, mtc = cmar.from_profile(p.cmar, 0, phase=phase)
         assert mtc.precision == p.cmar.precision
     cmar.MAR(mcfg)
     for kind in cvit.MODEL_KINDS:
-        cvit.build_model(cvit.CViTConfig.for_kind(kind, p.cvit))
+        vcfg, vtc = cvit.from_profile(p.cvit, 0, kind=kind)
+        assert vtc.precision == p.cvit.precision
+        cvit.build_model(vcfg)
 
 
 def test_bf16_training_step_on_the_cpu(tmp_path):
     """precision = "bf16": the forward runs under autocast, the weights and optimiser stay float32."""
-    from copkit.comae import CoMAEConfig, fit_comae
-    from copkit.train import TrainConfig
+    from copkit.comae import RECIPE, CoMAEConfig, CoMAEData
+    from copkit.train import TrainConfig, fit
 
     cfg = CoMAEConfig(grid=(3, 3), token_dim=4, enc_width=8, enc_depth=1, enc_heads=2, dec_width=8, dec_depth=1,
                       dec_heads=2, targets_per_image=3)
     tokens = torch.randn(16, 9, 4, generator=torch.Generator().manual_seed(0))
     tc = TrainConfig(steps=4, batch_size=4, lr=1e-2, precision="bf16")
-    model, hist = fit_comae(cfg, tc, tokens, tokens[:4], tmp_path, {"t": 1}, progress=False)
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in hist if "loss" in r)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
+    run = fit(RECIPE, cfg, tc, CoMAEData(tokens, tokens[:4]), {"t": 1}, tmp_path, progress=False)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in run.metrics if "loss" in r)
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
     with pytest.raises(ValueError, match="precision must be"):
         TrainConfig(steps=1, batch_size=1, precision="fp16")
 
@@ -192,7 +195,7 @@ def test_every_cvit_step_runs_under_bf16_autocast(kind):
     from copkit import cvit
     from copkit.profiles import get_profile
 
-    cfg = cvit.CViTConfig.for_kind(kind, get_profile("smoke").cvit)
+    cfg = cvit.from_profile(get_profile("smoke").cvit, 0, kind=kind)[0]
     torch.manual_seed(0)
     model = cvit.build_model(cfg)
     g = torch.Generator().manual_seed(0)

@@ -42,8 +42,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from copkit.comae import CoMAE, CoMAEConfig  # noqa: E402
-from copkit.cvit import CViTConfig, make_vit, n_keep  # noqa: E402
+from copkit import comae as comae_mod, cvit as cvit_mod  # noqa: E402
+from copkit.comae import CoMAE  # noqa: E402
+from copkit.cvit import make_vit, n_keep  # noqa: E402
 from copkit.efficiency import OpCount, best_time, count_flops, throughput, vit_flops  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
@@ -67,8 +68,7 @@ def matmul_flops(dev: torch.device, sync, n: int | None = None, dtype=torch.floa
 
 def bench_masks(profile: str, dev: torch.device, sync, images: int) -> dict:
     p = get_profile(profile).comae
-    cfg = CoMAEConfig(enc_width=p.enc_width, enc_depth=p.enc_depth, enc_heads=p.enc_heads, dec_width=p.dec_width,
-                      dec_depth=p.dec_depth, dec_heads=p.dec_heads)
+    cfg = comae_mod.from_profile(p, 0)[0]  # the profile's CoMAE, as the chapters train it
     torch.manual_seed(0)
     model = CoMAE(cfg).to(dev).eval()
     x, _ = load_fashion_mnist("test", limit=images)
@@ -125,7 +125,7 @@ def bench_cvit(profile: str, dev: torch.device, images: int) -> dict:
     """CViT's classifier at keep ratios 1.0, 0.5, 0.22: images/s in one run, and FLOP ratios."""
     p = get_profile(profile).cvit
     torch.manual_seed(0)
-    vit = make_vit(CViTConfig(width=p.width, depth=p.depth, heads=p.heads, mlp_ratio=p.mlp_ratio)).to(dev).eval()
+    vit = make_vit(cvit_mod.from_profile(p, 0, kind="vit")[0]).to(dev).eval()
     x, _ = load_fashion_mnist("test", limit=images)
     keeps = {1.0: N_TOKENS, 0.5: n_keep(0.5), 0.22: n_keep(0.78)}
     ips = throughput(vit, list(keeps.values()), x)
@@ -172,31 +172,26 @@ def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> 
 
 
 def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: torch.Tensor):
-    """The profile's ``name`` model (comae, mar, cvit), its training step function, optimisers by
-    key and TrainConfig, on ``dev``, for a few steps on the images ``x`` (in [-1, 1]) and labels ``y``."""
+    """The profile's ``name`` model (comae, mar, cvit) as copkit.train.fit builds it: the network of
+    its ``from_profile`` configuration, the recipe's step function, its optimisers by key and the
+    TrainConfig, on ``dev``, for a few steps on the images ``x`` (in [-1, 1]) and labels ``y``."""
     from copkit import cmar, comae, cvit
+    from copkit.train import optimizers
 
     p = get_profile(profile)
-    torch.manual_seed(0)
     if name == "comae":
-        cfg, tc = comae.from_profile(p.comae, 0.01, 0)
-        model = CoMAE(cfg).to(dev)
-        fn = comae.comae_step_fn(model, patchify(x, 4).to(dev), tc.batch_size, 0)
-        return model, fn, comae.make_optimizers(model, tc.lr, tc.weight_decay, tc.betas), tc
-    if name == "mar":
-        cfg, tc = cmar.from_profile(p.cmar, 0)
-        model = cmar.MAR(cfg).to(dev)
-        fn = cmar.mar_step_fn(model, x, y, tc.batch_size, 0)
-        return model, fn, cmar.make_optimizer(model, tc.lr, tc.weight_decay, tc.betas), tc
-    from copkit.stages import from_profile
-
-    stage = from_profile("train-cvit", profile)  # the profile's CViT and its training, as the stage runs them
-    cfg, tc = stage.model, stage.train
-    model = cvit.build_model(cfg).to(dev)
-    g = torch.Generator().manual_seed(0)
-    orders = torch.stack([torch.randperm(N_TOKENS, generator=g) for _ in range(len(x))])
-    fn = cvit.cvit_step_fn(model, cfg, x.to(dev), y.to(dev), orders.to(dev), tc.batch_size, 0)
-    return model, fn, {"model": cvit._optimizer(model, tc.lr, tc.weight_decay, tc.betas)}, tc
+        module, (cfg, tc) = comae, comae.from_profile(p.comae, 0)
+        data = comae.CoMAEData(patchify(x, 4).to(dev), patchify(x[:8], 4))
+    elif name == "mar":
+        module, (cfg, tc) = cmar, cmar.from_profile(p.cmar, 0)
+        data = cmar.MARData(x, y)
+    else:
+        module, (cfg, tc) = cvit, cvit.from_profile(p.cvit, 0)
+        g = torch.Generator().manual_seed(0)
+        data = cvit.CViTData(x, y, torch.stack([torch.randperm(N_TOKENS, generator=g) for _ in range(len(x))]))
+    torch.manual_seed(0)
+    model = module.RECIPE.build(cfg, data).to(dev)
+    return model, module.RECIPE.step(model, cfg, tc, data), optimizers(module.RECIPE, model, tc), tc
 
 
 def _train_steps(fn, opts, tc, dev: torch.device, first: int, n: int) -> None:
