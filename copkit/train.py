@@ -332,17 +332,25 @@ def _save_checkpoint(path: Path, modules, emas, optimizers, step: int, meta: dic
     save_tensors(path, tensors, {**meta, "step": step, "optimizers": opt_meta})
 
 
-def _load_checkpoint(path: Path, modules, emas, optimizers, device) -> tuple[int, dict]:
+def _load_checkpoint(path: Path, modules, emas, optimizers, device, digest: str) -> tuple[int, dict]:
+    """Resume from ``path``: the checkpoint must have been written by the configuration whose hash
+    is ``digest`` (checked before any weight is loaded, so a foreign checkpoint is named as such)."""
     # Read on the host: load_state_dict copies weights and optimiser moments to the parameters'
     # device but leaves each optimiser's ``step`` count on the host, as a fresh optimiser keeps it
     # (a step count on a GPU would make every optimiser step wait for the GPU to read it).
     tensors, meta = load_tensors(path, device="cpu")
-    for name, m in modules.items():
-        m.load_state_dict(_under(tensors, f"model.{name}."))
-        emas[name].shadow = {k: v.to(device) for k, v in _under(tensors, f"ema.{name}.").items()}
-    for key, opt in optimizers.items():
-        _load_optimizer(opt, f"opt.{key}", tensors, meta["optimizers"][key])
-    return int(meta["step"]), meta
+    if meta.get("config_hash") != digest:
+        raise DamagedFileError(path, f"written by another configuration (hash {str(meta.get('config_hash', '?'))[:8]}, "
+                                     f"this run {digest[:8]})")
+    try:
+        for name, m in modules.items():
+            m.load_state_dict(_under(tensors, f"model.{name}."))
+            emas[name].shadow = {k: v.to(device) for k, v in _under(tensors, f"ema.{name}.").items()}
+        for key, opt in optimizers.items():
+            _load_optimizer(opt, f"opt.{key}", tensors, meta["optimizers"][key])
+        return int(meta["step"]), meta
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise DamagedFileError(path, f"its tensors do not fit this run's networks ({type(err).__name__}: {err})") from err
 
 
 def train(
@@ -386,10 +394,7 @@ def train(
     emas = {name: EMA(m, cfg.ema_decay) for name, m in modules.items()}
     start = 0
     if ckpt.exists():
-        start, meta = _load_checkpoint(ckpt, modules, emas, optimizers, device)
-        if meta.get("config_hash") != digest:
-            raise ValueError(f"{ckpt} was written by another configuration (hash {meta.get('config_hash', '?')[:8]}, "
-                             f"this run {digest[:8]}); delete {run_dir} to start over")
+        start, meta = _load_checkpoint(ckpt, modules, emas, optimizers, device, digest)
         if main:  # lines logged after the checkpoint belong to steps that will be run again
             kept = [r for r in read_metrics(metrics_path) if r["step"] < start or (r["step"] == start and r.get("eval"))]
             atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -515,9 +520,13 @@ class _Step(nn.Module):
 def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = True) -> dict:
     """Load the (EMA or raw) weights of ``name`` from a run's checkpoint into ``module``; returns the
     checkpoint's metadata."""
-    tensors, meta = load_tensors(Path(run_dir) / "checkpoint.safetensors")
+    path = Path(run_dir) / "checkpoint.safetensors"
+    tensors, meta = load_tensors(path)
     prefix = f"{'ema' if ema else 'model'}.{name}."
-    module.load_state_dict(_under(tensors, prefix))
+    try:
+        module.load_state_dict(_under(tensors, prefix))
+    except RuntimeError as err:
+        raise DamagedFileError(path, f"its {name!r} weights do not fit this network ({err})") from err
     return meta
 
 

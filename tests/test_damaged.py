@@ -16,7 +16,8 @@ from torch import nn
 from copkit.config import ConfigError
 from copkit.io import DamagedFileError, remedy_for
 from copkit.orders import _npz_bytes, compute_orders, load_orders, merge_shards
-from copkit.train import artifact_path, load_artifact, load_tensors, save_artifact, save_tensors
+from copkit.train import (TrainConfig, artifact_path, load_artifact, load_tensors, load_weights, save_artifact,
+                          save_tensors, train)
 
 GARBAGE = bytes(range(256)) * 3
 
@@ -214,3 +215,25 @@ def test_train_comae_with_a_truncated_checkpoint_says_what_to_do(tmp_path, capsy
     assert main(["rank", "--config", str(rank)]) == 2
     err = capsys.readouterr().err
     assert f"error: {run / 'config.json'}: is not readable JSON" in err and f"Delete the run folder {run}" in err
+
+
+def test_a_foreign_checkpoint_in_a_run_folder_is_named_before_any_weight_is_loaded(tmp_path):
+    """A valid checkpoint of another model in the run folder: the error names the file and the fix,
+    whether its configuration differs or only its networks do (never a raw load_state_dict error)."""
+    def run(width: int, config: dict, steps: int = 2):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(width, width)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        x = torch.randn(8, width)
+        step = lambda t, g: (net(x).pow(2).mean(), "net", {})  # noqa: E731
+        return train({"net": net}, {"net": opt}, step, TrainConfig(steps=steps, batch_size=8), tmp_path, config,
+                     progress=False)
+
+    run(2, {"model": "a"})
+    with pytest.raises(DamagedFileError, match="another configuration") as err:
+        run(3, {"model": "b"}, steps=4)
+    assert err.value.path == tmp_path / "checkpoint.safetensors" and "Delete the run folder" in str(err.value)
+    with pytest.raises(DamagedFileError, match="do not fit"):
+        run(3, {"model": "a"}, steps=4)  # the same configuration hash, other networks
+    with pytest.raises(DamagedFileError, match="do not fit"):
+        load_weights(tmp_path, "net", torch.nn.Linear(3, 3))
