@@ -268,7 +268,7 @@ def test_cli_config_is_what_the_chapters_train(profile, capsys):
             assert config_hash(cfg.model) == config_hash(model) and config_hash(cfg.train) == config_hash(tc)
             assert cfg.train.seed == seed
     sample = build(SampleCmar, _printed(capsys, "sample-cmar", "--profile", profile))
-    assert (sample.steps, sample.cfg, sample.diffusion_steps) == (p.cmar.gen_steps, p.cmar.cfg, p.cmar.diffusion_steps)
+    assert (sample.steps, sample.cfg_scale, sample.diffusion_steps) == (p.cmar.gen_steps, p.cmar.cfg_scale, p.cmar.diffusion_steps)
     evaluation = build(EvalCvit, _printed(capsys, "eval-cvit", "--profile", profile))
     assert (evaluation.ratios, evaluation.data.limit) == (p.cvit.ratios, p.cvit.test_images)
 
