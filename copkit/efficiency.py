@@ -9,6 +9,9 @@ whole forward and times it, so that both sides are measured the same way in the 
 - :func:`vit_flops`: one image's forward through a ViT that keeps ``keep`` patch tokens
   (:func:`copkit.cvit.forward_keep`) or through the pruning baseline (:class:`copkit.cvit.PrunedViT`);
 - :func:`attention_saving`: the paper's figure, ``1 - keep^2``, the attention-matrix term only;
+- :func:`keep_costs`: per mask ratio, the whole forward's FLOPs, the attention-matrix share and
+  the paper's figure side by side; :func:`order_cost`: what the collapse order itself costs;
+  :func:`paper_scale_costs`: the same count at the paper's ViT-B scale, on the meta device;
 - :class:`OpCount`: the ATen operators a call runs (on a GPU each launches at least one kernel);
 - :func:`best_time`: the best of a few timed calls after a warm-up;
 - :func:`throughput`: images per second of a ViT at several kept-token counts, interleaved;
@@ -24,14 +27,17 @@ import time
 from typing import Any, Callable, Sequence
 
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .cvit import PrunedViT, forward_keep
+from .cvit import PrunedViT, forward_keep, n_keep
+from .rank import collapse_order
 
-__all__ = ["count_flops", "vit_flops", "attention_saving", "OpCount", "best_time", "throughput", "step_rate"]
+__all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost", "paper_scale_costs", "OpCount",
+           "best_time", "throughput", "step_rate"]
 
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -145,3 +151,64 @@ def step_rate(step: Callable[[int], Any], steps: int, first: int = 0, warmup: in
         step(t)
     sync()
     return steps / (time.perf_counter() - t0)
+
+
+def keep_costs(model: nn.Module, ratios: Sequence[float], pruned: nn.Module | None = None,
+               in_chans: int = 1, img_size: int = 28) -> dict[str, dict[str, float]]:
+    """What keeping the top of the order saves, per mask ratio (Sec. 5's claim, counted whole).
+
+    For each ratio r (keys ``f"{r:.2f}"``), with k = :func:`copkit.cvit.n_keep` (r) patches kept:
+    ``kept``; ``flops`` of one image's whole forward (:func:`vit_flops`) and ``ratio_to_full``
+    against all patches; ``attention_share``, the share of those FLOPs in the attention matrix
+    (4 T^2 d per block for T = k + 1 tokens with the class token, d the width: the two products
+    q k^T and attn v); ``paper_attention_saving``, the paper's ``1 - keep^2``; and, given a
+    ``pruned`` model (:class:`copkit.cvit.PrunedViT`), its ``pruned_flops`` at the same final count.
+    """
+    n = model.patch_embed.num_patches
+    width, depth = model.embed_dim, len(model.blocks)
+    full = vit_flops(model, None, in_chans, img_size)
+    out = {}
+    for r in ratios:
+        k = n_keep(float(r), n)
+        f = vit_flops(model, k, in_chans, img_size)
+        row = {"kept": k, "flops": f, "ratio_to_full": f / full,
+               "attention_share": depth * 4 * (k + 1) ** 2 * width / f,
+               "paper_attention_saving": attention_saving(k / n)}
+        if pruned is not None:
+            row["pruned_flops"] = vit_flops(pruned, k, in_chans, img_size)
+        out[f"{float(r):.2f}"] = row
+    return out
+
+
+@torch.no_grad()
+def order_cost(comae: nn.Module, tokens: Tensor, count: int = 4) -> tuple[float, float]:
+    """What the collapse order of one image costs: (FLOPs per image, images per second), for
+    CoMAE's masks of every target (one selector pass per target) and PageRank
+    (:func:`copkit.rank.collapse_order`) over ``tokens`` (B, N, d); FLOPs counted on the first
+    ``count`` images in float32 (the count ignores PageRank's few small products)."""
+    flops = count_flops(comae.masks, tokens[:count], autocast=False) / min(count, len(tokens))
+    seconds = best_time(lambda: collapse_order(comae.masks(tokens)), repeat=1)
+    return flops, len(tokens) / seconds
+
+
+def paper_scale_costs(widths: Sequence[int] = (64, 256), keep: int = 56, img_size: int = 256,
+                      patch: int = 16) -> dict[str, float]:
+    """The end-to-end count at the paper's scale, on the meta device (no memory, no compute):
+    ViT-B/16 on a 256 px image (256 patches), all patches and ``keep`` of them (56: 22%), against
+    the collapse order computed by CoMAE's selector, taken as a 12-block timm encoder of each
+    width over the same patches, run once per target (256 passes per image). GFLOP per image:
+    ``vit_b_gflop_full``, ``vit_b_gflop_keep{keep}``, and per width ``order_gflop_width{w}`` and
+    ``end_to_end_ratio_width{w}`` (order + ViT-B at ``keep``, over ViT-B on all patches). The
+    tokenizer that makes CoMAE's input is not counted."""
+    n = (img_size // patch) ** 2
+    with torch.device("meta"):
+        vit_b = VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=768, depth=12, num_heads=12)
+        encoders = {w: VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=w, depth=12,
+                                         num_heads=max(1, w // 64)) for w in widths}
+    full, kept = vit_flops(vit_b, None, 3, img_size), vit_flops(vit_b, keep, 3, img_size)
+    out = {"vit_b_gflop_full": full / 1e9, f"vit_b_gflop_keep{keep}": kept / 1e9}
+    for w, enc in encoders.items():
+        order = n * vit_flops(enc, None, 3, img_size)
+        out[f"order_gflop_width{w}"] = order / 1e9
+        out[f"end_to_end_ratio_width{w}"] = (order + kept) / full
+    return out

@@ -49,3 +49,39 @@ def test_best_time_calls_once_to_warm_up_then_repeat_times():
     calls = []
     assert best_time(lambda: calls.append(1), repeat=4) >= 0
     assert len(calls) == 5
+
+
+def _by_hand(n_patches: int, patch_dim: int, d: int, depth: int, mlp: int, classes: int, keep: int) -> int:
+    """A timm ViT's forward FLOPs from its shapes: every patch embedded, then ``keep`` patch tokens
+    and the class token through each block (qkv, q k^T, attn v, proj, MLP), then the head."""
+    t = keep + 1
+    block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * mlp * d
+    return 2 * n_patches * patch_dim * d + depth * block + 2 * d * classes
+
+
+def test_keep_costs_against_flops_counted_by_hand():
+    from copkit.cvit import CViTConfig, make_vit
+    from copkit.efficiency import keep_costs
+
+    torch.manual_seed(0)
+    vit = make_vit(CViTConfig(width=32, depth=2, heads=2, mlp_ratio=4.0))
+    costs = keep_costs(vit, [0.0, 0.5, 0.78])
+    assert [c["kept"] for c in costs.values()] == [49, 25, 11]
+    for c in costs.values():
+        k = c["kept"]
+        assert c["flops"] == _by_hand(49, 16, 32, 2, 4, 10, k)
+        assert c["ratio_to_full"] == pytest.approx(c["flops"] / _by_hand(49, 16, 32, 2, 4, 10, 49))
+        assert c["attention_share"] == pytest.approx(2 * 4 * (k + 1) ** 2 * 32 / _by_hand(49, 16, 32, 2, 4, 10, k))
+        assert c["paper_attention_saving"] == pytest.approx(1 - (k / 49) ** 2)
+
+
+def test_paper_scale_costs_match_vit_b_by_hand():
+    from copkit.efficiency import paper_scale_costs
+
+    out = paper_scale_costs(widths=(64,), keep=56)
+    assert out["vit_b_gflop_full"] * 1e9 == pytest.approx(_by_hand(256, 768, 768, 12, 4, 1000, 256))
+    assert out["vit_b_gflop_keep56"] * 1e9 == pytest.approx(_by_hand(256, 768, 768, 12, 4, 1000, 56))
+    order = 256 * _by_hand(256, 768, 64, 12, 4, 1000, 256)  # one selector pass per target
+    assert out["order_gflop_width64"] * 1e9 == pytest.approx(order)
+    assert out["end_to_end_ratio_width64"] == pytest.approx((order + _by_hand(256, 768, 768, 12, 4, 1000, 56))
+                                                            / _by_hand(256, 768, 768, 12, 4, 1000, 256))
