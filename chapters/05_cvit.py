@@ -63,7 +63,6 @@ from IPython.display import Markdown, display
 from scipy import stats
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
-from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
 from copkit import viz  # noqa: E402
 from copkit.comae import load_profile_comae  # noqa: E402
@@ -71,10 +70,10 @@ from copkit.curves import auc, knee, sweep, sweep_ratios  # noqa: E402
 from copkit.cvit import (MODEL_KINDS, RECIPE, CViTConfig, CViTData, cvit_step_fn, drop_ratio_cdf,  # noqa: E402
                          drop_ratio_pdf, forward_keep, from_profile, make_vit, n_keep, sample_drop_ratio)
 from copkit.data import CLASSES, load_fashion_mnist  # noqa: E402
-from copkit.efficiency import attention_saving, best_time, count_flops, step_rate, throughput, vit_flops  # noqa: E402
+from copkit.efficiency import attention_saving, keep_costs, order_cost, paper_scale_costs, step_rate, throughput  # noqa: E402
 from copkit.orders import dataset_orders  # noqa: E402
 from copkit.profiles import get_profile, pick_device  # noqa: E402
-from copkit.rank import collapse_order, ranks  # noqa: E402
+from copkit.rank import ranks  # noqa: E402
 from copkit.results import (claim, direction_verdict, in_words, markdown_table, mean_sd, summary,  # noqa: E402
                             tolerance_verdict, welch_text, write_results)
 from copkit.tokens import GRID, N_TOKENS, PATCH, patchify  # noqa: E402
@@ -163,13 +162,9 @@ display(Markdown(
 draws = sample_drop_ratio(100_000, torch.Generator().manual_seed(seed), C.max_drop, C.schedule).numpy()
 ks = stats.kstest(draws, lambda r: drop_ratio_cdf(r, C.max_drop))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-axes[0].hist(draws, bins=60, density=True, alpha=0.6, label="100,000 draws")
-grid_r = np.linspace(0.005, C.max_drop, 400)
-axes[0].plot(grid_r, drop_ratio_pdf(grid_r, C.max_drop), "k", lw=1.4, label="stated density $p(r)$")
-axes[0].set_ylim(0, 3)
+viz.density_check(draws, lambda r: drop_ratio_pdf(r, C.max_drop), (0.005, C.max_drop), axes[0], ylim=3,
+                  label="stated density $p(r)$")
 axes[0].set_xlabel("drop ratio r")
-axes[0].set_ylabel("density")
-axes[0].legend(fontsize=8)
 kept = np.array([n_keep(float(r)) for r in draws[:20000]])
 axes[1].hist(kept, bins=np.arange(0.5, 50.5), density=True, alpha=0.7)
 axes[1].set_xlabel("patches kept (of 49)")
@@ -288,19 +283,10 @@ print(f"{len(EVALS)} evaluations x {len(seeds)} seeds x {len(ratios)} ratios on 
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Fig. 8 analogue: top-1 (left) and top-5 (right) accuracy against the share of patches removed, mean and range over seeds; dots mark each model's Kneedle knee, the dotted line the paper's 78%.", "name": "fig-ch5-fig8"}, "image": {"alt": "Two plots of accuracy falling with the mask ratio, one shaded band per model: ViT, DynamicViT-style, ViT+C, RViT and CViT."}}
 colors = dict(zip(MAIN, ["tab:gray", "tab:purple", "tab:orange", "tab:blue", "tab:red"]))
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-for name in MAIN:
-    viz.seed_band(ratios, top1[name], axes[0], label=name, color=colors[name])
-    viz.seed_band(ratios, top5[name], axes[1], label=name, color=colors[name])
-    viz.knee_marker(ratios, top1[name].mean(0), knees[name][:, 0], axes[0], color=colors[name])
-for ax, what in zip(axes, ("top-1", "top-5")):
-    ax.axvline(0.78, color="k", ls=":", lw=0.8)
-    ax.set_xlabel("mask ratio (share of the 49 patches removed)")
-    ax.set_ylabel(f"{what} accuracy (%)")
-    ax.grid(alpha=0.3)
-axes[0].legend(fontsize=8, loc="lower left")
-axes[0].set_title("top-1; dots: Kneedle knee (mean over seeds, bar: range)", fontsize=9)
-axes[1].set_title("top-5; dotted: the paper's 78%", fontsize=9)
+fig = viz.mask_ratio_curves(ratios, {n: top1[n] for n in MAIN}, {n: top5[n] for n in MAIN},
+                            {n: knees[n][:, 0] for n in MAIN}, colors, mark=0.78, n_patches=N_TOKENS)
+fig.axes[0].set_title("top-1; dots: Kneedle knee (mean over seeds, bar: range)", fontsize=9)
+fig.axes[1].set_title("top-5; dotted: the paper's 78%", fontsize=9)
 plt.show()
 
 # %% [markdown]
@@ -441,15 +427,8 @@ plt.show()
 
 # %%
 cvit_model, pruned_model = models["cvit"][0], models["pruned"][0]
-full_flops = vit_flops(cvit_model)
-flop_table = {}
-for r in (0.0, 0.3, 0.5, 0.78, 0.99):
-    k = n_keep(r)
-    f = vit_flops(cvit_model, k)
-    att = C.depth * 4 * (k + 1) ** 2 * C.width  # the attention matrix, 4 T^2 d per block, T with the class token
-    flop_table[f"{r:.2f}"] = {"kept": k, "flops": f, "ratio_to_full": f / full_flops, "attention_share": att / f,
-                              "paper_attention_saving": attention_saving(k / N_TOKENS),
-                              "pruned_flops": vit_flops(pruned_model, k)}
+flop_table = keep_costs(cvit_model, (0.0, 0.3, 0.5, 0.78, 0.99), pruned=pruned_model)
+full_flops = flop_table["0.00"]["flops"]
 display(Markdown(markdown_table(
     ["mask ratio", "patches kept", "GFLOP/image, whole forward", "vs all 49", "attention-matrix share",
      "paper's saving $1-\\mathrm{keep}^2$", "our whole-model saving", "DynamicViT-style GFLOP"],
@@ -461,10 +440,7 @@ bench_x = x_test[:min(1000, len(x_test))]
 ips = throughput(cvit_model, [N_TOKENS, n_keep(0.5), k22], bench_x)
 # the order: CoMAE masks (every target of every image) and PageRank, counted and timed the same way
 comae, _ = load_profile_comae(PROFILE.comae, data_dir, seed, dev)
-tok = patchify(bench_x[:256], PATCH).to(dev)
-with torch.no_grad():
-    order_flops = count_flops(comae.masks, tok[:4], autocast=False) / 4
-    order_ips = len(tok) / best_time(lambda: collapse_order(comae.masks(tok)), repeat=1)
+order_flops, order_ips = order_cost(comae, patchify(bench_x[:256], PATCH).to(dev))
 f22 = flop_table["0.78"]["flops"]
 e2e_flops = (order_flops + f22) / full_flops
 e2e_time = (1 / order_ips + 1 / ips[k22]) / (1 / ips[N_TOKENS])
@@ -488,20 +464,13 @@ display(Markdown(markdown_table(
 # CoMAE's input tokens is not counted.
 
 # %%
-with torch.device("meta"):
-    vit_b = VisionTransformer(img_size=256, patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    encoders = {w: VisionTransformer(img_size=256, patch_size=16, embed_dim=w, depth=12, num_heads=max(1, w // 64))
-                for w in (64, 256)}
-vb_full, vb_22 = vit_flops(vit_b, None, in_chans=3, img_size=256), vit_flops(vit_b, 56, in_chans=3, img_size=256)
-paper_scale = {"vit_b_gflop_full": vb_full / 1e9, "vit_b_gflop_keep56": vb_22 / 1e9}
-rows = [["ViT-B/16, 256 patches", f"{vb_full / 1e9:.1f}", "1.00"],
-        ["ViT-B/16, 56 patches (22%)", f"{vb_22 / 1e9:.1f}", f"{vb_22 / vb_full:.2f}"]]
-for w, enc in encoders.items():
-    of = 256 * vit_flops(enc, None, in_chans=3, img_size=256)  # one selector pass per target
-    paper_scale[f"order_gflop_width{w}"] = of / 1e9
-    paper_scale[f"end_to_end_ratio_width{w}"] = (of + vb_22) / vb_full
-    rows += [[f"collapse order, selector width {w} (256 passes)", f"{of / 1e9:.0f}", f"{of / vb_full:.1f}"],
-             [f"**order + ViT-B at 22%, width {w}**", f"**{(of + vb_22) / 1e9:.0f}**", f"**{(of + vb_22) / vb_full:.1f}**"]]
+paper_scale = paper_scale_costs(widths=(64, 256), keep=56)
+vb_full, vb_22 = paper_scale["vit_b_gflop_full"], paper_scale["vit_b_gflop_keep56"]
+rows = [["ViT-B/16, 256 patches", f"{vb_full:.1f}", "1.00"], ["ViT-B/16, 56 patches (22%)", f"{vb_22:.1f}", f"{vb_22 / vb_full:.2f}"]]
+for w in (64, 256):
+    of = paper_scale[f"order_gflop_width{w}"]
+    rows += [[f"collapse order, selector width {w} (256 passes)", f"{of:.0f}", f"{of / vb_full:.1f}"],
+             [f"**order + ViT-B at 22%, width {w}**", f"**{of + vb_22:.0f}**", f"**{(of + vb_22) / vb_full:.1f}**"]]
 display(Markdown(markdown_table(["", "GFLOP per image", "vs ViT-B, all 256 patches"], rows)))
 scale_lo, scale_hi = sorted((paper_scale["end_to_end_ratio_width64"], paper_scale["end_to_end_ratio_width256"]))
 

@@ -6,17 +6,19 @@ chapter can compose panels and a reader can reuse one panel alone.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib import patheffects
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
 __all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
+           "mask_ratio_curves", "density_check",
            "knee_marker", "training_curve", "draw_collapse"]
 
 
@@ -173,6 +175,47 @@ def knee_marker(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
         kx = float(k.mean())
         ky = float(np.interp(kx, x, y))
         ax.errorbar([kx], [ky], xerr=[[kx - k.min()], [k.max() - kx]], fmt="o", color=color, ms=6, mec="k", capsize=3)
+    return ax
+
+
+def mask_ratio_curves(ratios: Sequence[float] | np.ndarray, top1: Mapping[str, np.ndarray],
+                      top5: Mapping[str, np.ndarray], knees: Mapping[str, np.ndarray] | None = None,
+                      colors: Mapping[str, str] | None = None, mark: float | None = None,
+                      n_patches: int | None = None) -> Figure:
+    """Fig. 8's two panels: top-1 (left) and top-5 (right) accuracy in percent against the mask
+    ratio, one :func:`seed_band` per model (``top1[name]``, ``top5[name]``: (seeds, ratios)), each
+    model's Kneedle knees (``knees[name]``: the seeds' mask ratios) as a :func:`knee_marker` on
+    its mean top-1 curve, and a dotted line at ``mark`` (the paper's 78%)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    colors = colors or {}
+    for name in top1:
+        seed_band(ratios, top1[name], axes[0], label=name, color=colors.get(name))
+        seed_band(ratios, top5[name], axes[1], label=name, color=colors.get(name))
+        if knees is not None:
+            knee_marker(ratios, np.asarray(top1[name]).mean(0), knees[name], axes[0], color=colors.get(name))
+    what = f"share of the {n_patches} patches removed" if n_patches else "share of patches removed"
+    for ax, acc in zip(axes, ("top-1", "top-5")):
+        if mark is not None:
+            ax.axvline(mark, color="k", ls=":", lw=0.8)
+        ax.set_xlabel(f"mask ratio ({what})")
+        ax.set_ylabel(f"{acc} accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def density_check(draws: np.ndarray, pdf: Callable[[np.ndarray], np.ndarray], support: tuple[float, float], ax: Axes | None = None,
+                  ylim: float | None = None, label: str = "stated density") -> Axes:
+    """A sampler against its density: a normalised histogram of ``draws`` with ``pdf(x)`` drawn
+    over it on ``support`` (the drop-ratio sampler of Sec. 3.4 against :func:`copkit.cvit.drop_ratio_pdf`)."""
+    ax = ax or plt.gca()
+    ax.hist(draws, bins=60, density=True, alpha=0.6, label=f"{len(draws):,} draws")
+    x = np.linspace(*support, 400)
+    ax.plot(x, pdf(x), "k", lw=1.4, label=label)
+    if ylim is not None:
+        ax.set_ylim(0, ylim)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
     return ax
 
 

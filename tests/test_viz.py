@@ -64,3 +64,29 @@ def test_training_curve_is_a_moving_average_of_the_training_rows():
     assert list(steps) == [10 * i for i in range(6, 60)]
     few = [{"step": i, "loss": float(i)} for i in range(6)]  # 6 rows: the window shrinks to 6 // 4 = 1
     assert np.array_equal(viz.training_curve(few, window=10)[1], np.arange(6.0))
+
+
+def test_mask_ratio_curves_draw_one_band_per_model_and_the_knees():
+    r = np.linspace(0, 0.99, 12)
+    top1 = {"A": np.stack([80 - 50 * r, 82 - 50 * r]), "B": np.stack([70 - 60 * r] * 2)}
+    top5 = {k: v + 10 for k, v in top1.items()}
+    fig = viz.mask_ratio_curves(r, top1, top5, {"A": np.array([0.5, 0.7]), "B": np.array([np.nan, np.nan])},
+                                {"A": "tab:red", "B": "tab:blue"}, mark=0.78, n_patches=49)
+    left, right = fig.axes
+    means = [line.get_ydata() for line in left.get_lines() if line.get_label().startswith(("A", "B"))]
+    assert np.allclose(means[0], top1["A"].mean(0)) and np.allclose(means[1], top1["B"].mean(0))
+    knee = [c for c in left.containers]  # one errorbar for A (B found no knee)
+    assert len(knee) == 1 and np.allclose(knee[0].lines[0].get_xdata(), [0.6])
+    assert np.allclose(knee[0].lines[0].get_ydata(), [np.interp(0.6, r, top1["A"].mean(0))])
+    assert "49 patches" in right.get_xlabel() and any(np.allclose(line.get_xdata(), 0.78) for line in right.get_lines())
+    plt.close(fig)
+
+
+def test_density_check_histogram_is_a_density_beside_the_pdf():
+    draws = np.random.default_rng(0).uniform(0, 1, 5000)
+    ax = viz.density_check(draws, lambda x: np.ones_like(x), (0.0, 1.0))
+    heights = np.array([p.get_height() for p in ax.patches])
+    widths = np.array([p.get_width() for p in ax.patches])
+    assert np.sum(heights * widths) == pytest.approx(1.0)
+    assert np.allclose(ax.get_lines()[0].get_ydata(), 1.0)
+    plt.close(ax.figure)
