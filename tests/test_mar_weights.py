@@ -150,7 +150,7 @@ def test_converted_run_is_sampled_and_fine_tuned_by_the_stages(tmp_path, capsys)
 
     out = tmp_path / "data"
     write(tmp_path / "s.yaml", f"mar_run: {run}\nout: {out}/samples.npz\ntokenizer: {{kind: pixels, patch: 4}}\n"
-          "classes: [3, 999]\nper_class: 1\nsteps: 2\ndiffusion_steps: 3\ncfg: 2.0\ndevice: cpu\n")
+          "classes: [3, 999]\nper_class: 1\nsteps: 2\ndiffusion_steps: 3\ncfg_scale: 2.0\ndevice: cpu\n")
     assert main(["sample-cmar", "--config", str(tmp_path / "s.yaml")]) == 0
     with np.load(out / "samples.npz") as z:
         assert z["images"].shape == (2, 3, 8, 8) and z["labels"].tolist() == [3, 999]
