@@ -33,12 +33,24 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+import torch.distributed
+import yaml
+from safetensors.torch import save_file
+
+from . import dist
+from .config import ConfigError, dump_yaml, load
+from .data import DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist
+from .io import DamagedFileError
+from .mar_weights import convert_mar_checkpoint
+from .orders import dataset_orders
+from .profiles import PROFILES, get_profile
+from .stages import STAGES, from_profile, run_stage
+
 __all__ = ["main"]
 
 
 def _data(args: argparse.Namespace) -> int:
-    from .data import DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist
-
     try:
         folder = find_fashion_mnist(args.root, download=not args.no_download, install=not args.no_install)
         for split in ("train", "test"):
@@ -52,18 +64,12 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _profiles(args: argparse.Namespace) -> int:
-    from .profiles import PROFILES
-
     print(json.dumps({k: p.as_dict() for k, p in PROFILES.items()}, indent=2))
     return 0
 
 
 def _variant(pairs: list[str]) -> dict:
     """``--variant KEY=VALUE`` options as keywords, each value read as YAML (0.01 is a number)."""
-    import yaml
-
-    from .config import ConfigError
-
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -74,9 +80,6 @@ def _variant(pairs: list[str]) -> dict:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from .config import ConfigError, dump_yaml
-    from .stages import from_profile
-
     try:
         config = from_profile(args.stage, args.profile, args.seed, args.data_dir, **_variant(args.variant))
     except (ConfigError, ValueError) as err:
@@ -90,11 +93,6 @@ def _config(args: argparse.Namespace) -> int:
 
 def _profile_orders(args: argparse.Namespace) -> int:
     """``rank --profile``: the Fashion-MNIST orders file the chapters use (copkit.orders.dataset_orders)."""
-    from . import dist
-    from .io import DamagedFileError
-    from .orders import dataset_orders
-    from .profiles import get_profile
-
     dev = dist.local_device(args.device)
     dist.setup(dev)
     try:
@@ -109,10 +107,6 @@ def _profile_orders(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load
-    from .io import DamagedFileError
-    from .stages import STAGES, from_profile, run_stage
-
     cls, _ = STAGES[args.command]
     try:
         if args.config:
@@ -131,19 +125,12 @@ def _stage(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        from . import dist
-
         if dist.world_size() > 1:
-            import torch.distributed
-
             torch.distributed.destroy_process_group()
     return 0
 
 
 def _convert_vae(args: argparse.Namespace) -> int:
-    import torch
-    from safetensors.torch import save_file
-
     src, dst = Path(args.src), Path(args.dst)
     if dst.suffix != ".safetensors":
         print("error: the output must end in .safetensors", file=sys.stderr)
@@ -161,8 +148,6 @@ def _convert_vae(args: argparse.Namespace) -> int:
 
 
 def _convert_mar(args: argparse.Namespace) -> int:
-    from .mar_weights import convert_mar_checkpoint
-
     try:
         out = convert_mar_checkpoint(args.src, args.out, args.heads)
     except (FileNotFoundError, ValueError) as err:
@@ -188,8 +173,6 @@ _VARIANT_HELP = ("with --profile: which of the chapter's trainings (repeatable):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .stages import STAGES
-
     parser = argparse.ArgumentParser(prog="python -m copkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

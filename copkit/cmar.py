@@ -34,18 +34,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from .diffloss import DiffLoss
-from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, random_orders
-from .train import Recipe, TrainConfig
-
-if TYPE_CHECKING:
-    from .dist import Shard
+from .dist import Shard
+from .dist import shard as process_shard
+from .rank import class_mean_order, collapse_order, ranks
+from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, patchify, random_orders, unpatchify
+from .train import Recipe, TrainConfig, batch_indices, host_generator, take
 
 __all__ = [
     "MARConfig",
@@ -245,16 +246,12 @@ class MAR(nn.Module):
         With a ``shard`` (:class:`copkit.dist.Shard`) the inputs are this process's rows of a
         global batch; the label drops, the timesteps and the noise are drawn for the whole global
         batch and cut, as one process would draw them."""
-        from .dist import Shard
-
         b, n, d = tokens.shape
         shard = shard or Shard.whole(b)
         if orders.shape != (b, n) or shard.size != b:
             raise ValueError(f"orders must be (batch, tokens) = {(b, n)} and the shard {b} rows; got "
                              f"{tuple(orders.shape)} and {shard.size}")
         if mask_ratio is None:
-            from .train import host_generator
-
             mask_ratio = sample_mask_ratio(host_generator(generator), self.cfg.mask_ratio_min)
         r = mask_ratio
         m = min(n, max(1, math.ceil(n * r)))
@@ -333,8 +330,6 @@ def adaptive_collapse(comae: nn.Module, damping: float = 0.85) -> Callable[[Tens
     ranks the patches of the current canvas (revealed tokens plus a draft of the hidden ones) with
     PageRank, and the hidden head of the MAR order is sorted so that the best-ranked hidden patch
     sits at its end, i.e. is revealed next. The revealed tail is left as it is."""
-    from .rank import collapse_order, ranks
-
     def adapt(canvas: Tensor, orders: Tensor, masked: int) -> Tensor:
         r = ranks(collapse_order(comae.masks(canvas), damping=damping))  # 0 = best
         hidden = orders[:, :masked]
@@ -373,10 +368,6 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
     ``images`` is anything indexed by a tensor of indices (a tensor, or images read from disk:
     :class:`copkit.imagefolder.ImageFolderImages`). Under torchrun each process reads and computes only
     its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
-    from .dist import shard as process_shard
-    from .tokens import patchify
-    from .train import batch_indices, take
-
     device = next(model.parameters()).device
     encode = tokenizer or (lambda x: patchify(x, 4))
     part = process_shard(batch_size)
@@ -481,8 +472,6 @@ def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n
     Collapse orders enter reversed for ``descending`` (CMAR, :func:`mar_order`). The adaptive order
     is :func:`adaptive_collapse`, passed to :meth:`MAR.sample`.
     """
-    from .rank import class_mean_order
-
     if source == "random":
         return random_orders(len(labels), n_tokens, generator=generator).to(labels.device)
     if source not in ORDER_SOURCES:
@@ -511,10 +500,6 @@ def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torc
     ``orders`` is a (n, N) tensor or a function ``(batch labels, generator) -> orders``.
     ``decode`` turns tokens into images (default: 4 x 4 pixel patches of 28 x 28 images; the KL-16
     VAE's decoder for the paper's setting, :meth:`copkit.tokenizer.KLTokenizer.decode`)."""
-    from tqdm import tqdm
-
-    from .tokens import unpatchify
-
     decode = decode or (lambda t: unpatchify(t, PATCH, (1, SIDE, SIDE)))
 
     device = next(model.parameters()).device

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +42,10 @@ from timm.layers import Mlp, RotaryEmbeddingCat
 from timm.models.eva import EvaBlock
 from torch import Tensor, nn
 
+from .dist import Shard
+from .dist import shard as process_shard
 from .tokens import GRID, gather_tokens
-from .train import Recipe
-
-if TYPE_CHECKING:
-    from .dist import Shard
-    from .train import TrainConfig
+from .train import Recipe, TrainConfig, _jsonable, artifact_path, batch_indices, load_artifact, take
 
 __all__ = [
     "CoMAEConfig",
@@ -294,8 +292,6 @@ class CoMAE(nn.Module):
         targets and the noise are drawn for the whole global batch and cut to these rows, so
         that the processes together draw what one process would.
         """
-        from .dist import Shard
-
         b, n, d = tokens.shape
         shard = shard or Shard.whole(b)
         if shard.size != b:
@@ -359,9 +355,6 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
     (keys ``"f"`` and ``"g"``) rather than one with frozen groups: each keeps moments and weight
     decay for its own network only, so a network is left exactly as it was on the other's steps.
     """
-    from .dist import shard as process_shard
-    from .train import batch_indices, take
-
     device = next(model.parameters()).device
     part = process_shard(batch_size)
 
@@ -444,8 +437,6 @@ def from_profile(sizes, seed: int, *, lambda_c: float | None = None,
     """The CoMAE and training configurations of a profile (:class:`copkit.profiles.ComaeSizes`)
     for one seed, one weight of L_c (None: :func:`saved_lambda`, the paper's 0.01) and one of the
     :data:`EXPERIMENTS`. Every chapter and ``python -m copkit config train-comae`` take them from here."""
-    from .train import TrainConfig
-
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown CoMAE experiment {experiment!r}; use one of {', '.join(EXPERIMENTS)}")
     lam = saved_lambda(sizes) if lambda_c is None else lambda_c
@@ -474,7 +465,6 @@ def artifact_config(sizes, lambda_c: float, seeds: list[int], data: dict) -> dic
     the rule that chose it (lowest validation L_r). A later chapter rebuilds this from the profile
     alone and loads the artifact when the hash matches."""
     cfg, tc = from_profile(sizes, 0, lambda_c=lambda_c)
-    from .train import _jsonable
 
     train = {k: v for k, v in _jsonable(tc).items() if k != "seed"}
     return {"model": "comae", "comae": cfg, "train": train, "data": data, "seeds": list(seeds),
@@ -492,8 +482,6 @@ def load_profile_comae(sizes, data_dir: str | Path, seed: int = 0,
     """The CoMAE Chapter 2 saved for a profile (the paper's L_c weight, best of the profile's
     seeds), rebuilt from the profile alone and loaded when its hash matches. Raises
     FileNotFoundError saying how to make it when there is none."""
-    from .train import artifact_path, load_artifact
-
     lam = saved_lambda(sizes)
     config = artifact_config(sizes, lam, [s + seed for s in sizes.seeds], fashion_mnist_data(sizes))
     model = CoMAE(from_profile(sizes, 0, lambda_c=lam)[0])

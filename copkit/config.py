@@ -22,6 +22,8 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar, Union
 
+import yaml
+
 __all__ = ["ConfigError", "read_config", "build", "load", "to_dict", "dump_yaml"]
 
 T = TypeVar("T")
@@ -43,8 +45,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
     elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:
@@ -172,6 +172,4 @@ def to_dict(obj: Any) -> Any:
 
 def dump_yaml(obj: Any) -> str:
     """A dataclass as YAML that :func:`build` reads back to an equal object."""
-    import yaml
-
     return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None, width=100)

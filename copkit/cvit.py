@@ -29,18 +29,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from .tokens import GRID, N_TOKENS, PATCH, gather_tokens
-from .train import Recipe, TrainConfig, to_device
-
-if TYPE_CHECKING:
-    from .dist import Shard
+from .dist import Shard
+from .dist import shard as process_shard
+from .tokens import GRID, N_TOKENS, PATCH, flip_batch, gather_tokens
+from .train import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
 
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
@@ -103,12 +104,9 @@ def make_vit(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
     grid) and gives it a new head of ``cfg.classes`` outputs when the class count differs.
     """
     if cfg.timm_model is None:
-        from timm.models.vision_transformer import VisionTransformer
-
         return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch, in_chans=cfg.in_chans,
                                  num_classes=cfg.classes, embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads,
                                  mlp_ratio=cfg.mlp_ratio, global_pool="token", class_token=True)
-    import timm
 
     overlay = {}
     if weights is not None:
@@ -373,10 +371,6 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
     the batch from :func:`sample_drop_ratio`, then the kept set: the top of the collapse order
     (CViT), a random subset (RViT), all patches (ViT) or the learned pruner's choice; cross-entropy.
     The draws happen in a fixed sequence from the step's generator (flip, ratio, random order)."""
-    from .dist import shard as process_shard
-    from .tokens import flip_batch
-    from .train import batch_indices, host_generator, take
-
     if cfg.train_drop == "collapse" and orders is None:
         raise ValueError("CViT (train_drop='collapse') needs the collapse orders of the training images")
     device = next(model.parameters()).device

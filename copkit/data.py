@@ -22,8 +22,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import skimage.color
+import skimage.data
+import skimage.transform
+import skimage.util
 import torch
 from torch import Tensor
+from torchvision.datasets import FashionMNIST
 
 __all__ = [
     "CLASSES",
@@ -262,8 +267,6 @@ def _apt_install() -> str | None:
 
 def _mirror() -> tuple[str, int]:
     """Host and port of torchvision's first Fashion-MNIST mirror."""
-    from torchvision.datasets import FashionMNIST
-
     url = urlparse(FashionMNIST.mirrors[0])
     return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
 
@@ -278,8 +281,6 @@ def _online(timeout: float = 5.0) -> bool:
 
 
 def _download(target: Path) -> None:
-    from torchvision.datasets import FashionMNIST
-
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)
     try:
@@ -341,10 +342,6 @@ PHOTOS: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket",
 
 
 def _photo_array(name: str, gray: bool) -> np.ndarray:
-    import skimage.color
-    import skimage.data
-    import skimage.util
-
     if name not in PHOTOS:
         raise ValueError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
     img = skimage.util.img_as_float(getattr(skimage.data, name)())
@@ -367,8 +364,6 @@ def photo(name: str, size: int, gray: bool = True) -> Tensor:
 
     Returns a float32 tensor (1 or 3, size, size) in [-1, 1]. ``name`` is one of :data:`PHOTOS`.
     """
-    import skimage.transform
-
     img = _photo_array(name, gray)
     h, w = img.shape[:2]
     s = min(h, w)
@@ -383,8 +378,6 @@ def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = 
 
     A stand-in data set of natural image patches for fitting token statistics to a photo.
     """
-    import skimage.transform
-
     img = _photo_array(name, gray)
     h, w = img.shape[:2]
     new = (max(size, round(h * scale)), max(size, round(w * scale)))

@@ -23,6 +23,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import Tensor
 
+from .profiles import pick_device
+
 __all__ = ["Shard", "setup", "rank", "world_size", "is_main", "barrier", "shard", "all_mean", "local_device"]
 
 
@@ -77,8 +79,6 @@ def barrier() -> None:
 def local_device(preference: str = "auto") -> torch.device:
     """The device of this process: under torchrun with CUDA, GPU ``LOCAL_RANK``; otherwise
     :func:`copkit.profiles.pick_device`."""
-    from .profiles import pick_device
-
     dev = pick_device(preference)
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))

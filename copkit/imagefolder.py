@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
 
 __all__ = ["ImageFolderImages", "center_crop"]
 
 
 def center_crop(size: int):
     """The transform: shorter side to ``size`` (bicubic, anti-aliased), center crop, [-1, 1]."""
-    from torchvision import transforms
-
     return transforms.Compose([
         transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
         transforms.CenterCrop(size),
@@ -44,8 +44,6 @@ class ImageFolderImages:
     """
 
     def __init__(self, root: str | Path, size: int = 256, limit: int | None = None, workers: int = 8) -> None:
-        from torchvision.datasets import ImageFolder
-
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist: give the folder that holds one "

@@ -30,6 +30,9 @@ import torch
 from torch import Tensor
 
 from .cmar import MAR, MARConfig
+from .io import atomic_write_json
+from .stages import _file_digest
+from .train import _jsonable, config_hash, save_tensors
 
 __all__ = ["MAR_HEADS", "read_mar_checkpoint", "convert_state_dict", "config_from_mar", "convert_mar_checkpoint"]
 
@@ -141,10 +144,6 @@ def convert_mar_checkpoint(src: str | Path, out: str | Path, heads: int | None =
     """Convert MAR's checkpoint ``src`` into the run folder ``out`` (see the module docstring);
     returns ``out``. The weights are checked by loading them strictly into a fresh
     :class:`~copkit.cmar.MAR`; a checkpoint without ``model_ema`` uses ``model`` for both."""
-    from .io import atomic_write_json
-    from .stages import _file_digest
-    from .train import _jsonable, config_hash, save_tensors
-
     ckpt = read_mar_checkpoint(src)
     raw = convert_state_dict(ckpt["model"])
     ema = convert_state_dict(ckpt["model_ema"]) if isinstance(ckpt.get("model_ema"), dict) else raw

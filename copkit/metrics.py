@@ -10,9 +10,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
 
+from .dist import shard as process_shard
 from .tokens import N_TOKENS
-from .train import Recipe, TrainConfig
+from .train import Recipe, TrainConfig, batch_indices, host_generator, take
 
 __all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn", "FeatureNetData", "RECIPE",
            "from_profile", "knn_radii", "precision_recall", "GenerativeScores"]
@@ -95,9 +98,6 @@ class _Logits(nn.Module):
 def classifier_step_fn(net: FeatureNet, images: Tensor, labels: Tensor, batch_size: int, seed: int):
     """A cross-entropy training step for :func:`copkit.train.train`, with random horizontal flips
     and one-pixel shifts so that the features do not hinge on exact pixel positions."""
-    from .dist import shard as process_shard
-    from .train import batch_indices, host_generator, take
-
     device = next(net.parameters()).device
     part = process_shard(batch_size)
 
@@ -163,8 +163,6 @@ class GenerativeScores:
     def __init__(self, net: nn.Module, reference: Tensor, batch_size: int = 500, k: int = 3) -> None:
         """``net``: a classifier with ``.features(images)`` (n, f), ``num_features`` = f, and
         logits from ``net(images)``, such as :class:`FeatureNet`."""
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
         self.net, self.batch_size, self.k = net.eval(), batch_size, k
         self.image_shape = tuple(reference.shape[1:])
         self.device = next(net.parameters()).device
@@ -184,8 +182,6 @@ class GenerativeScores:
     @torch.no_grad()
     def __call__(self, images: Tensor) -> dict[str, float]:
         """The scores of generated images (n, 1, 28, 28) in [-1, 1]."""
-        from torchmetrics.image.inception import InceptionScore
-
         if images.ndim != 4 or images.shape[1:] != self.image_shape:
             raise ValueError(f"expected images (n, {', '.join(map(str, self.image_shape))}) like the reference; "
                              f"got {tuple(images.shape)}")

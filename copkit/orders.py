@@ -21,8 +21,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from . import dist
+from .comae import load_profile_comae
+from .data import load_fashion_mnist
 from .io import DamagedFileError, atomic_write_bytes
 from .rank import collapse_order
+from .tokens import patchify
 
 __all__ = ["compute_orders", "merge_shards", "load_orders", "dataset_orders"]
 
@@ -73,8 +77,6 @@ def compute_orders(model, tokens, out: str | Path, comae_hash: str, split: Seque
     With ``stop_after_shards`` the run stops after writing that many new shards, as if killed,
     and returns None; otherwise the shards are merged into ``out`` and its path returned.
     """
-    from . import dist
-
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
@@ -169,10 +171,6 @@ def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str
     smoke profile) ranks only those images into ``orders-<hash8>-<n_train>-<n_test>.npz``. A file
     from another CoMAE is never used: the hash names the CoMAE that made it.
     """
-    from .comae import load_profile_comae
-    from .data import load_fashion_mnist
-    from .tokens import patchify
-
     data_dir = Path(data_dir)
     model, meta = load_profile_comae(comae_sizes, data_dir, seed, device)
     digest = meta["config_hash"]

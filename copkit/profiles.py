@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .config import load
+
 __all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "Profile", "PROFILES", "get_profile", "load_profile", "pick_device"]
 
 
@@ -152,8 +154,6 @@ _FILES = Path(__file__).parent / "configs"
 def load_profile(path: str | Path) -> Profile:
     """A profile from a YAML or TOML file (the book's own are ``copkit/configs/<name>.yaml``):
     every key checked by :func:`copkit.config.build`, so a misspelt size is an error, not a default."""
-    from .config import load
-
     return load(Profile, path)
 
 

@@ -30,8 +30,8 @@ import json
 import re
 import subprocess
 import time
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np

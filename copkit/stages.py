@@ -24,22 +24,32 @@ chapters make (``--variant lambda_c=0``, ``--variant phase=finetune``, ``--varia
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 from torch import Tensor
+from torchvision.utils import make_grid, save_image
 
-from .cmar import MARConfig
-from .comae import CoMAEConfig
+from . import cmar, comae, cvit, dist
+from .cmar import MAR, MARConfig, generate, generation_orders
+from .comae import CoMAE, CoMAEConfig
 from .config import ConfigError, build
-from .cvit import CViTConfig
-from .io import DamagedFileError
+from .curves import auc, knee, sweep, sweep_ratios
+from .cvit import RECIPE, CViTConfig, CViTData, PrunedViT, build_model
+from .data import load_fashion_mnist
+from .imagefolder import ImageFolderImages
+from .io import DamagedFileError, atomic_write_bytes, atomic_write_json
+from .orders import compute_orders, load_orders
+from .profiles import get_profile
+from .tokenizer import TokenSource, make_tokenizer
 from .tokens import PATCH
-from .train import TrainConfig, fit
+from .train import TrainConfig, _under, fit, load_tensors, load_weights
 
 __all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar", "TrainCvit",
            "EvalCvit", "STAGES", "load_images", "run_stage", "from_profile"]
@@ -81,11 +91,8 @@ def load_images(data: DataConfig) -> tuple[Any, Tensor, int]:
     """(images, labels, channels): a tensor for Fashion-MNIST, a :class:`~copkit.imagefolder.ImageFolderImages`
     for a folder (both indexed by a tensor of indices)."""
     if data.source == "fashion-mnist":
-        from .data import load_fashion_mnist
-
         x, y = load_fashion_mnist(data.split, root=data.root, limit=data.limit)
         return x, y, 1
-    from .imagefolder import ImageFolderImages
 
     if data.root is None:
         raise ConfigError("data.root: the image folder is required for source 'imagefolder'")
@@ -94,8 +101,6 @@ def load_images(data: DataConfig) -> tuple[Any, Tensor, int]:
 
 
 def _tokenizer(cfg: TokenizerConfig, channels: int, device: torch.device):
-    from .tokenizer import make_tokenizer
-
     return make_tokenizer(cfg.kind, cfg.patch, channels, cfg.vae, cfg.scale, device)
 
 
@@ -142,8 +147,6 @@ def _run_model(run: str | Path, section: str, cls: type, make, weights: str, dev
     """A trained run's model: its configuration (``config.json``'s ``section``, read strictly into
     ``cls``), the network ``make(config)`` with the run's EMA weights of ``weights``, in eval mode
     on ``device``. Returns (model, config, the run's config hash)."""
-    from .train import load_weights
-
     meta = _read_run(run)
     cfg = build(cls, meta["config"][section], f"{Path(run).name}.{section}")
     model = make(cfg)
@@ -152,8 +155,6 @@ def _run_model(run: str | Path, section: str, cls: type, make, weights: str, dev
 
 
 def _device(name: str) -> torch.device:
-    from . import dist
-
     dev = dist.local_device(name)
     dist.setup(dev)
     return dev
@@ -174,9 +175,6 @@ class TrainComae:
 
 
 def train_comae(cfg: TrainComae) -> Path:
-    from . import comae
-    from .tokenizer import TokenSource
-
     dev = _device(cfg.device)
     images, _, channels = load_images(cfg.data)
     tok = _tokenizer(cfg.tokenizer, channels, dev)
@@ -223,8 +221,6 @@ def _tokenizer_id(cfg: TokenizerConfig) -> dict:
 
 
 def _say(text: str) -> None:
-    from . import dist
-
     if dist.is_main():
         print(text, flush=True)
 
@@ -245,16 +241,11 @@ class Rank:
 
 def load_comae_run(run: str | Path, device: torch.device | str = "cpu"):
     """(CoMAE with the run's EMA weights, the run's config hash)."""
-    from .comae import CoMAE
-
     model, _, digest = _run_model(run, "comae", CoMAEConfig, CoMAE, "comae", device)
     return model, digest
 
 
 def rank(cfg: Rank) -> Path:
-    from .orders import compute_orders
-    from .tokenizer import TokenSource
-
     dev = _device(cfg.device)
     model, digest = load_comae_run(cfg.comae_run, dev)
     images, _, channels = load_images(cfg.data)
@@ -268,8 +259,6 @@ def rank(cfg: Rank) -> Path:
 
 
 def _orders_for(path: str | None, n: int) -> tuple[Tensor | None, str | None]:
-    from .orders import load_orders
-
     if path is None:
         return None, None
     orders, _, digest = load_orders(path)
@@ -306,9 +295,6 @@ def _check_architecture(model: MARConfig, init: MARConfig, run: str) -> None:
 
 
 def train_cmar(cfg: TrainCmar) -> Path:
-    from . import cmar
-    from .train import load_tensors, _under
-
     dev = _device(cfg.device)
     images, labels, channels = load_images(cfg.data)
     tok = _tokenizer(cfg.tokenizer, channels, dev)
@@ -355,10 +341,6 @@ class SampleCmar:
 
 
 def sample_cmar(cfg: SampleCmar) -> Path:
-    from . import dist
-    from .cmar import MAR, generate, generation_orders
-    from .io import atomic_write_bytes
-
     dev = _device(cfg.device)
     model, mcfg, _ = _run_model(cfg.mar_run, "mar", MARConfig, MAR, "mar", dev)
     channels = mcfg.token_dim // cfg.tokenizer.patch ** 2 if cfg.tokenizer.kind == "pixels" else 3
@@ -386,8 +368,6 @@ def sample_cmar(cfg: SampleCmar) -> Path:
         gathered = [torch.empty_like(send) for _ in range(dist.world_size())]
         torch.distributed.all_gather(gathered, send)
     if dist.is_main():
-        import io
-
         out = Path(cfg.out)
         allpix = torch.cat([g.cpu() for g in gathered])
         buf = io.BytesIO()
@@ -400,8 +380,6 @@ def sample_cmar(cfg: SampleCmar) -> Path:
 
 
 def _grid_png(pixels: Tensor, path: Path) -> None:
-    from torchvision.utils import make_grid, save_image
-
     save_image(make_grid(pixels.float() / 255.0, nrow=8), str(path))
 
 
@@ -419,8 +397,6 @@ class TrainCvit:
 
 
 def train_cvit(cfg: TrainCvit) -> Path:
-    from .cvit import RECIPE, CViTData
-
     dev = _device(cfg.device)
     images, labels, channels = load_images(cfg.data)
     if channels != cfg.model.in_chans:
@@ -450,10 +426,6 @@ class EvalCvit:
 
 
 def eval_cvit(cfg: EvalCvit) -> Path:
-    from .curves import auc, knee, sweep, sweep_ratios
-    from .cvit import build_model
-    from .io import atomic_write_json
-
     dev = _device(cfg.device)
     make = lambda c: _timm_skeleton(c) if c.timm_model else build_model(c)  # noqa: E731 - the checkpoint fills every weight
     model, _, _ = _run_model(cfg.cvit_run, "cvit", CViTConfig, make, "model", dev)
@@ -464,7 +436,6 @@ def eval_cvit(cfg: EvalCvit) -> Path:
     k = knee(res["ratios"], res["top1"])
     result = {**res, "auc": auc(res["ratios"], res["top1"]), "knee_ratio": k[0], "knee_top1": k[1],
               "run": str(cfg.cvit_run), "order": cfg.order}
-    from . import dist
 
     if dist.is_main():
         atomic_write_json(cfg.out, result)
@@ -474,10 +445,6 @@ def eval_cvit(cfg: EvalCvit) -> Path:
 
 def _timm_skeleton(mcfg: CViTConfig):
     """The timm model of a pretrained run with random weights (the run's checkpoint fills them)."""
-    import timm
-
-    from .cvit import PrunedViT
-
     vit = timm.create_model(mcfg.timm_model, pretrained=False, num_classes=mcfg.classes, img_size=mcfg.img_size,
                             in_chans=mcfg.in_chans, patch_drop_rate=0.0)
     return PrunedViT(vit) if mcfg.train_drop == "learned" else vit
@@ -517,9 +484,6 @@ def from_profile(stage: str, profile: str | Path, seed: int = 0, data_dir: str =
     (:data:`copkit.cmar.PHASES`; the collapse phases train CMAR on descending orders, the fine-tune
     from a MAR run), ``train-cvit`` ``kind`` (:data:`copkit.cvit.MODEL_KINDS`).
     """
-    from . import cmar, comae, cvit
-    from .profiles import get_profile
-
     unknown = set(variant) - set(_VARIANTS.get(stage, ()))
     if unknown:
         known = ", ".join(_VARIANTS.get(stage, ())) or "none"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .tokens import PATCH, patchify, unpatchify
@@ -132,8 +133,6 @@ def load_kl16(path: str | Path, config: dict[str, Any] | None = None, device: to
     or ``vae.``) are converted with diffusers' ``convert_ldm_vae_checkpoint``; diffusers' own layout
     loads as it is. Every weight of the model must be filled and every key of the file used.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no VAE weights at {path}: give the path of MAR's KL-16 VAE as safetensors "

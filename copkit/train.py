@@ -45,9 +45,13 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
+from timm.models.eva import EvaBlock
+from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # the plain bar: it renders as text in executed notebooks (no widgets)
 
+from . import dist
 from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -383,8 +387,6 @@ def train(
     Returns:
         The run's metrics (the JSON lines of ``run_dir/metrics.jsonl``).
     """
-    from . import dist
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "checkpoint.safetensors"
@@ -415,8 +417,6 @@ def train(
 
     run_step = step_fn
     if dist.world_size() > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         dev = torch.device(device)
         # find_unused_parameters: CoMAE's alternating steps leave one network without gradients.
         run_step = DistributedDataParallel(_Step(modules, step_fn), device_ids=[dev.index] if dev.type == "cuda" else None,
@@ -493,9 +493,6 @@ def compile_blocks(module: nn.Module) -> int:
     Regional compilation: the blocks (timm's ``Block`` and ``EvaBlock``) hold nearly all the FLOPs
     of every model here, compile once per distinct block shape, and leave the Python around them
     (masking, gathering, the random draws) eager. A block already compiled is left alone."""
-    from timm.models.eva import EvaBlock
-    from timm.models.vision_transformer import Block
-
     blocks = [m for m in module.modules() if isinstance(m, (Block, EvaBlock))]
     for blk in blocks:
         if getattr(blk, "_compiled_call_impl", None) is None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
-from matplotlib import patheffects
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
