@@ -53,7 +53,7 @@ from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import DEQUANTIZATION_VARIANCE, GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, in_words, markdown_table, mean_sd, summary, write_results
-from copkit.tokens import grid_shape, patchify, random_orders, unpatchify
+from copkit.tokens import PATCH, grid_shape, patchify, random_orders, unpatchify
 
 started = time.perf_counter()
 P = get_profile(profile)
@@ -72,7 +72,7 @@ print(f"profile={P.name} ({P.description}); computing on {calc}")
 # picture of a token is the token.
 
 # %% mystnb={"figure": {"caption": "One Fashion-MNIST test image per class, cut into the 7 x 7 grid of 4 x 4-pixel patches that are the tokens of every chapter.", "name": "fig-ch1-patch-grid"}, "image": {"alt": "Ten small grey-scale clothing images, from T-shirt to ankle boot, each overlaid with an orange 7 by 7 grid."}}
-p = 4
+p = PATCH
 train_x, train_y = load_fashion_mnist("train", limit=P.entropy.fit_images)
 test_x, test_y = load_fashion_mnist("test")
 grid = grid_shape(28, 28, p)

@@ -56,7 +56,7 @@ from copkit.comae import RECIPE, CoMAE, CoMAEData, artifact_config, fashion_mnis
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
-from copkit.tokens import hflip_index, patchify
+from copkit.tokens import GRID, PATCH, hflip_index, patchify
 from copkit.train import config_hash, fit, load_artifact, save_artifact
 
 started = time.perf_counter()
@@ -76,7 +76,7 @@ print(f"profile={PROFILE.name}; device={dev}; seeds={[s + seed for s in P.seeds]
 
 # %%
 x_all, y_all = load_fashion_mnist("train")
-tokens_all = patchify(x_all, 4)
+tokens_all = patchify(x_all, PATCH)
 n_train = (P.train_images or 60000) - 5000
 train_tokens = tokens_all[:n_train]
 val_tokens = tokens_all[55000:55000 + P.val_images]
@@ -290,12 +290,12 @@ targets = [10, 17, 24, 31, 38]
 picks = [int((val_labels == c).nonzero()[0]) for c in (0, 7, 9)]
 fig, axes = plt.subplots(len(picks), len(targets) + 1, figsize=(1.9 * (len(targets) + 1), 1.9 * len(picks)))
 for r, i in enumerate(picks):
-    masks_i = best_model.masks(patchify(val_images[i:i + 1], 4).to(dev))[0].cpu()
+    masks_i = best_model.masks(patchify(val_images[i:i + 1], PATCH).to(dev))[0].cpu()
     viz.show_image(val_images[i], axes[r, 0], CLASSES[int(val_labels[i])])
     for c, t in enumerate(targets):
         own = torch.zeros(N, dtype=torch.bool)
         own[t] = True
-        viz.token_map(masks_i[t], (7, 7), axes[r, c + 1], image=val_images[i], observed=own, cmap="viridis",
+        viz.token_map(masks_i[t], (GRID, GRID), axes[r, c + 1], image=val_images[i], observed=own, cmap="viridis",
                       vmin=0, vmax=1, alpha=0.7, title=f"target {t}" if r == 0 else None)
 fig.suptitle(f"Masks of five targets (lambda={with_lc}, seed {best_seed})", y=1.0)
 fig.tight_layout()
@@ -340,10 +340,10 @@ for lam in (0.0, 0.01, 0.1, 1.0):
 mirror_x = x_all[:n_train].clone()
 mirror_x[..., 14:] = torch.flip(mirror_x[..., :14], dims=[-1])
 mirror_tag = {**data_tag, "dataset": "fashion-mnist mirrored (right half = left half flipped)"}
-mirror_tok = patchify(mirror_x, 4)
+mirror_tok = patchify(mirror_x, PATCH)
 mirror_val = val_images[:512].clone()
 mirror_val[..., 14:] = torch.flip(mirror_val[..., :14], dims=[-1])
-mirror_val_tok = patchify(mirror_val, 4)
+mirror_val_tok = patchify(mirror_val, PATCH)
 fm_lams = (with_lc, 0.1)
 fm_mirror = {}
 for lam in dict.fromkeys(fm_lams):

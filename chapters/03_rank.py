@@ -66,7 +66,7 @@ from copkit.entropy import GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, ranks, transition
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
-from copkit.tokens import patchify, random_orders
+from copkit.tokens import GRID, PATCH, patchify, random_orders
 from copkit.train import fit
 
 started = time.perf_counter()
@@ -86,7 +86,7 @@ print(f"profile={PROFILE.name}; device={dev}; CoMAE {comae_meta['config_hash'][:
 
 # %% mystnb={"figure": {"caption": "One CoMAE mask graph: an ankle boot, its 49 x 49 matrix of mask values $A_{ij} = w_{ij}$, and the PageRank score of each patch drawn over the image.", "name": "fig-ch3-graph"}, "image": {"alt": "Left: an ankle boot; middle: a square heat map of mask values; right: the boot tinted by the PageRank score of each patch."}}
 test_x, test_y = load_fashion_mnist("test", limit=R.images)
-tokens = patchify(test_x, 4)
+tokens = patchify(test_x, PATCH)
 t0 = time.perf_counter()
 masks = comae.masks(tokens.to(dev)).cpu().double()
 mask_seconds = time.perf_counter() - t0
@@ -106,7 +106,7 @@ axes[1].set_xlabel("patch j (relied on)")
 axes[1].set_ylabel("target i")
 axes[1].set_title("$A_{ij} = w_{ij}$", fontsize=9)
 plt.colorbar(im, ax=axes[1], fraction=0.046)
-viz.token_map(pagerank(masks[i0]).scores, (7, 7), axes[2], image=test_x[i0], cmap="magma", alpha=0.7,
+viz.token_map(pagerank(masks[i0]).scores, (GRID, GRID), axes[2], image=test_x[i0], cmap="magma", alpha=0.7,
               colorbar=True, title="PageRank score")
 plt.show()
 
@@ -211,7 +211,7 @@ display(Markdown(markdown_table(["change", "Kendall τ vs default order"],
 
 # %%
 train_x, _ = load_fashion_mnist("train", limit=PROFILE.entropy.fit_images)
-gauss = GaussianTokens.fit(patchify(train_x, 4))
+gauss = GaussianTokens.fit(patchify(train_x, PATCH))
 h0 = gauss.marginal_entropies()
 given = gauss.conditional_entropy(torch.eye(N, dtype=torch.bool))  # [j, i] = H(e_i | e_j)
 influence = (h0.unsqueeze(0) - given).T.clone()  # [i, j] = I(e_i; e_j)
@@ -345,7 +345,7 @@ display(Markdown(markdown_table(
 fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
 for c, ax in enumerate(axes.flat):
     i = int((test_y == c).nonzero()[0])
-    viz.draw_collapse(test_x[i], orders[i], (7, 7), top=11, ax=ax, title=CLASSES[c])
+    viz.draw_collapse(test_x[i], orders[i], (GRID, GRID), top=11, ax=ax, title=CLASSES[c])
 fig.suptitle("Collapse orders of one test image per class (first 11 patches joined)", y=1.0)
 fig.tight_layout()
 plt.show()
@@ -356,17 +356,17 @@ crops = torch.cat([photo_crops(name, PROFILE.entropy.photo_crops // len(photo_na
                    for name in photo_names])
 crops = crops[torch.randperm(len(crops), generator=torch.Generator().manual_seed(seed))]
 photo_tag = {"dataset": "scikit-image photo crops", "photos": list(photo_names), "crops": len(crops), "size": 28,
-             "scale": 0.25, "patch": 4, "seed": seed}
+             "scale": 0.25, "patch": PATCH, "seed": seed}
 photo_cfg, photo_tc = from_profile(PROFILE.comae, seed, lambda_c=0.01)
-photo_comae = fit(RECIPE, photo_cfg, photo_tc, CoMAEData(patchify(crops[:-64], 4), patchify(crops[-64:-32], 4)), photo_tag,
+photo_comae = fit(RECIPE, photo_cfg, photo_tc, CoMAEData(patchify(crops[:-64], PATCH), patchify(crops[-64:-32], PATCH)), photo_tag,
                   data_dir, device=dev, desc="CoMAE on photo crops").model
 
 # %% mystnb={"figure": {"caption": "Collapse orders of ten held-out photo crops, from a CoMAE trained on crops of scikit-image's photos.", "name": "fig-ch3-photo-orders"}, "image": {"alt": "Ten grey crops of photographs, each with circles and a line marking the first eleven patches of its order."}}
 held_out = crops[-10:]
-photo_orders = collapse_order(photo_comae.masks(patchify(held_out, 4).to(dev)).cpu().double())
+photo_orders = collapse_order(photo_comae.masks(patchify(held_out, PATCH).to(dev)).cpu().double())
 fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
 for k, ax in enumerate(axes.flat):
-    viz.draw_collapse(held_out[k], photo_orders[k], (7, 7), top=11, ax=ax)
+    viz.draw_collapse(held_out[k], photo_orders[k], (GRID, GRID), top=11, ax=ax)
 fig.suptitle("Collapse orders of held-out photo crops (CoMAE trained on photo crops)", y=1.0)
 fig.tight_layout()
 plt.show()
@@ -411,7 +411,7 @@ tau_same, tau_diff = summary(same), summary(diff)
 v_tau, p_tau = direction_verdict(same, diff, "higher")
 
 top = 11
-obj = (patchify(test_x, 4) > -0.8).any(-1)  # a patch holding any pixel brighter than 10% grey
+obj = (patchify(test_x, PATCH) > -0.8).any(-1)  # a patch holding any pixel brighter than 10% grey
 top_share = obj.gather(1, orders[:, :top]).double().mean(1)
 asc_share = obj.gather(1, orders.flip(1)[:, :top]).double().mean(1)
 base_share = obj.double().mean(1)  # what a random order's top 22% holds on average

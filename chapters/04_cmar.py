@@ -74,7 +74,7 @@ from copkit.metrics import GenerativeScores, topk_accuracy
 from copkit.orders import dataset_orders
 from copkit.profiles import get_profile, pick_device
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
-from copkit.tokens import patchify, unpatchify
+from copkit.tokens import PATCH, SIDE, patchify, unpatchify
 from copkit.train import config_hash, fit
 
 started = time.perf_counter()
@@ -88,7 +88,7 @@ train_x, train_y = load_fashion_mnist("train", limit=S.train_images)
 test_x, test_y = load_fashion_mnist("test")
 train_orders, _, comae_hash = dataset_orders(PROFILE.comae, data_dir, dev, seed, n_train=len(train_x), n_test=0)
 N = train_orders.shape[1]
-data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x), "patch": 4,
+data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x), "patch": PATCH,
         "orders_by_comae": comae_hash}
 print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images with collapse orders from CoMAE "
       f"{comae_hash[:8]}; seeds {SEEDS}")
@@ -109,10 +109,10 @@ visible = N - int(np.ceil(N * 0.78))
 for j, i in enumerate(show):
     for row, (name, order) in enumerate([("MAR (random)", torch.randperm(N, generator=g)),
                                          ("CMAR (collapse)", mar_order(train_orders[i][None])[0])]):
-        tok = patchify(train_x[i:i + 1], 4).clone()
+        tok = patchify(train_x[i:i + 1], PATCH).clone()
         hidden = order[:N - visible]
         tok[0, hidden] = 0.0  # mid-grey: hidden
-        viz.show_image(unpatchify(tok, 4, (1, 28, 28))[0], axes[row, j], title=f"{name}\n{CLASSES[int(train_y[i])]}")
+        viz.show_image(unpatchify(tok, PATCH, (1, SIDE, SIDE))[0], axes[row, j], title=f"{name}\n{CLASSES[int(train_y[i])]}")
 plt.suptitle(f"what the model sees at mask ratio 0.78 ({visible} of {N} patches)", fontsize=10)
 plt.show()
 
@@ -384,7 +384,7 @@ for name in ("MAR", "CMAR"):
     orders = order_fn(source, desc_)(snap_labels.to(dev), g)
     frames = []
     model.sample(snap_labels.to(dev), orders, S.gen_steps, S.cfg_scale, diffusion_steps=S.diffusion_steps, generator=g,
-                 callback=lambda s_, t, o, m: frames.append(unpatchify(t, 4, (1, 28, 28)).clamp(-1, 1).cpu()))
+                 callback=lambda s_, t, o, m: frames.append(unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
     snaps[name] = torch.stack(frames)  # (steps, 4, 1, 28, 28)
 fig, axes = plt.subplots(8, S.gen_steps, figsize=(1.1 * S.gen_steps, 9))
 for r in range(8):
@@ -412,7 +412,7 @@ plt.show()
 reveal = sorted({0, 1, 2, 4, 6, 8, 11, 16, 22, 30, 40, N - 1})
 ui = torch.arange(S.uncertainty_images)
 u_x, u_y = test_x[ui].to(dev), test_y[ui].to(dev)
-u_tokens = patchify(u_x, 4)
+u_tokens = patchify(u_x, PATCH)
 _, u_collapse, _ = dataset_orders(PROFILE.comae, data_dir, dev, seed, n_train=0, n_test=S.uncertainty_images)
 u_collapse = u_collapse.to(dev)
 unc = {}

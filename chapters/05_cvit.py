@@ -219,7 +219,7 @@ print(f"{params:,} parameters; keep all 49 vs timm's vit(x): max |diff| {full_di
 
 # %% tags=["remove-stderr"]
 KINDS = {"vit": "ViT", "rvit": "RViT", "cvit": "CViT", "pruned": "DynamicViT-style"}
-base_data = {"dataset": "fashion-mnist", "split": "train", "train_images": len(x_train), "patch": 4}
+base_data = {"dataset": "fashion-mnist", "split": "train", "train_images": len(x_train), "patch": PATCH}
 models = {k: [] for k in KINDS}
 train_log = []
 for s in seeds:
@@ -393,18 +393,8 @@ print(f"share of kept patches on the object at 22%: collapse order {share_c:.1%}
       f"pruning baseline {100 * (pred_p == y_test).double().mean():.1f}%")
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "What CViT and the pruning baseline keep at 78% masking: one test image per class with the removed patches shaded and each model's prediction (top rows), and how often each patch is kept, per class (bottom rows).", "name": "fig-ch5-kept"}, "image": {"alt": "Four rows of ten panels: clothing images with blue shading over the removed patches, then heat maps of how often each patch is kept."}}
-chosen = {"CViT": (test_orders[:, :k22], pred_c), "pruned": (kept_p, pred_p)}
-fig, axes = plt.subplots(4, 10, figsize=(15, 6.6))
-for c in range(10):
-    i = int((y_test == c).nonzero()[0])
-    for row, (who, (keep, pred)) in enumerate(chosen.items()):
-        verdict = f"{who}: {CLASSES[int(pred[i])]} {'✓' if pred[i] == c else '✗'}"
-        viz.kept_patches(x_test[i], keep[i], (GRID, GRID), axes[row, c],
-                         title=f"{CLASSES[c]}\n{verdict}" if row == 0 else verdict)
-        freq = viz.keep_frequency(keep[y_test == c], N_TOKENS)
-        viz.token_map(freq, (GRID, GRID), axes[row + 2, c], vmin=0, vmax=1)
-axes[2, 0].set_ylabel("collapse top 22%", fontsize=8)
-axes[3, 0].set_ylabel("pruner's 22%", fontsize=8)
+fig = viz.kept_by_class(x_test, y_test, {"CViT": (test_orders[:, :k22], pred_c), "pruner": (kept_p, pred_p)},
+                        CLASSES, (GRID, GRID))
 fig.suptitle("Shaded: patches removed at 78% masking. Bottom rows: how often a patch is kept, per class", y=1.0)
 fig.tight_layout()
 plt.show()

@@ -359,7 +359,7 @@ def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: in
 
 def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int, kind: str = "random",
                 collapse: Tensor | None = None, random_fraction: float = 0.1, flip: bool = True,
-                tokenizer: Callable[[Tensor], Tensor] | None = None, stride: int = 4):
+                tokenizer: Callable[[Tensor], Tensor] | None = None, stride: int = PATCH):
     """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, C, H, W),
     a random horizontal flip with the collapse orders flipped alongside, tokens (pixel patches
     p = 4 unless a ``tokenizer`` (images -> (B, N, d)) with token ``stride`` in pixels is given),
@@ -369,7 +369,7 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
     :class:`copkit.imagefolder.ImageFolderImages`). Under torchrun each process reads and computes only
     its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
     device = next(model.parameters()).device
-    encode = tokenizer or (lambda x: patchify(x, 4))
+    encode = tokenizer or (lambda x: patchify(x, PATCH))
     part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
@@ -411,7 +411,7 @@ class MARData:
     collapse: Tensor | None = None
     random_fraction: float = 0.1
     tokenizer: Callable[[Tensor], Tensor] | None = None
-    stride: int = 4
+    stride: int = PATCH
 
 
 def _step(model: MAR, cfg: MARConfig, tc, data: MARData):

@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 __all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
-           "mask_ratio_curves", "density_check",
+           "mask_ratio_curves", "density_check", "kept_by_class",
            "knee_marker", "training_curve", "draw_collapse"]
 
 
@@ -217,6 +217,28 @@ def density_check(draws: np.ndarray, pdf: Callable[[np.ndarray], np.ndarray], su
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     return ax
+
+
+def kept_by_class(images: Tensor, labels: Tensor, chosen: Mapping[str, tuple[Tensor, Tensor]],
+                  classes: Sequence[str], grid: tuple[int, int]) -> Figure:
+    """What each model keeps, class by class (Fig. 4 / Fig. 8 style): one column per class. For
+    every entry ``name: (keep, pred)`` of ``chosen`` (kept token indices (n, k) and predicted
+    labels (n,) of all ``images``), a top row shows the class's first image with the patches
+    not kept shaded (:func:`kept_patches`) and ``name``'s prediction, right or wrong; a bottom row
+    shows, over all images of the class, how often each patch is kept (:func:`keep_frequency`)."""
+    rows, cols = len(chosen), len(classes)
+    n_tokens = grid[0] * grid[1]
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.5 * cols, 1.65 * 2 * rows), squeeze=False)
+    for c in range(cols):
+        of_class = labels == c
+        i = int(of_class.nonzero()[0])
+        for row, (name, (keep, pred)) in enumerate(chosen.items()):
+            said = f"{name}: {classes[int(pred[i])]} {'✓' if pred[i] == c else '✗'}"
+            kept_patches(images[i], keep[i], grid, axes[row, c], title=f"{classes[c]}\n{said}" if row == 0 else said)
+            token_map(keep_frequency(keep[of_class], n_tokens), grid, axes[rows + row, c], vmin=0, vmax=1)
+    for row, name in enumerate(chosen):
+        axes[rows + row, 0].set_ylabel(f"{name}: kept", fontsize=8)
+    return fig
 
 
 def training_curve(history: Sequence[Mapping[str, float]], key: str = "loss",

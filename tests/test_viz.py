@@ -90,3 +90,17 @@ def test_density_check_histogram_is_a_density_beside_the_pdf():
     assert np.sum(heights * widths) == pytest.approx(1.0)
     assert np.allclose(ax.get_lines()[0].get_ydata(), 1.0)
     plt.close(ax.figure)
+
+
+def test_kept_by_class_shows_each_classes_first_image_and_its_keep_frequency():
+    images = torch.zeros(6, 1, 28, 28)
+    labels = torch.tensor([1, 0, 1, 0, 2, 2])
+    keep = torch.tensor([[0, 1], [0, 2], [3, 4], [0, 5], [6, 7], [6, 8]])
+    pred = torch.tensor([1, 1, 1, 0, 2, 0])
+    fig = viz.kept_by_class(images, labels, {"M": (keep, pred)}, ["a", "b", "c"], (7, 7))
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert axes[0, 0].get_title() == "a\nM: b ✗" and axes[0, 1].get_title() == "b\nM: b ✓"
+    freq = axes[1, 0].images[-1].get_array()  # class 0: images 1 and 3 keep {0, 2} and {0, 5}
+    expect = viz.keep_frequency(keep[labels == 0], 49).reshape(7, 7)
+    assert np.allclose(np.asarray(freq), expect) and expect[0, 0] == 1.0 and expect[0, 2] == 0.5
+    plt.close(fig)

@@ -181,7 +181,7 @@ def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: to
     p = get_profile(profile)
     if name == "comae":
         module, (cfg, tc) = comae, comae.from_profile(p.comae, 0)
-        data = comae.CoMAEData(patchify(x, 4).to(dev), patchify(x[:8], 4))
+        data = comae.CoMAEData(patchify(x, PATCH).to(dev), patchify(x[:8], PATCH))
     elif name == "mar":
         module, (cfg, tc) = cmar, cmar.from_profile(p.cmar, 0)
         data = cmar.MARData(x, y)
