@@ -67,17 +67,17 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, i
 from copkit import viz  # noqa: E402
 from copkit.comae import load_profile_comae  # noqa: E402
 from copkit.curves import auc, knee, sweep, sweep_ratios  # noqa: E402
-from copkit.cvit import (MODEL_KINDS, RECIPE, CViTConfig, CViTData, cvit_step_fn, drop_ratio_cdf,  # noqa: E402
+from copkit.cvit import (MODEL_KINDS, RECIPE, CViTConfig, CViTData, drop_ratio_cdf,  # noqa: E402
                          drop_ratio_pdf, forward_keep, from_profile, make_vit, n_keep, sample_drop_ratio)
 from copkit.data import CLASSES, load_fashion_mnist  # noqa: E402
-from copkit.efficiency import attention_saving, keep_costs, order_cost, paper_scale_costs, step_rate, throughput  # noqa: E402
+from copkit.efficiency import attention_saving, keep_costs, order_cost, paper_scale_costs, throughput, train_rate  # noqa: E402
 from copkit.orders import dataset_orders  # noqa: E402
 from copkit.profiles import get_profile, pick_device  # noqa: E402
 from copkit.rank import ranks  # noqa: E402
 from copkit.results import (claim, direction_verdict, in_words, markdown_table, mean_sd, summary,  # noqa: E402
                             tolerance_verdict, welch_text, write_results)
 from copkit.tokens import GRID, N_TOKENS, PATCH, patchify  # noqa: E402
-from copkit.train import fit, step_generator  # noqa: E402
+from copkit.train import TrainConfig, fit  # noqa: E402
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -101,32 +101,22 @@ print(f"collapse orders from CoMAE {comae_hash[:8]}: train {tuple(train_orders.s
 # **Sizing the `cpu` profile.** Its width, depth and training length were chosen by timing
 # training steps before anything else. The next cell repeats that measurement on this machine, with
 # this run's threads: a few training steps on full images (batches of the `cpu` profile's size),
-# the step `copkit.train` runs (`copkit.cvit.cvit_step_fn`) with an AdamW update, timed by
-# `copkit.efficiency.step_rate`, for a timm ViT with 6 blocks of width 192 and for the `cpu`
-# profile's ViT.
+# the step `copkit.train` runs (`copkit.cvit.cvit_step_fn`) with the AdamW update `copkit.train.fit`
+# would make, timed by `copkit.efficiency.train_rate`, for a timm ViT with 6 blocks of width 192
+# and for the `cpu` profile's ViT.
 
 # %%
-def training_images_per_s(cfg: CViTConfig, batch: int, steps: int = 5) -> float:
-    """Training images per second on the CPU of a ViT on full images (one warm-up step, then ``steps``)."""
-    model = make_vit(cfg).train()
-    step_fn = cvit_step_fn(model, cfg, x_train, y_train, None, batch, seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step(t: int) -> None:
-        loss = step_fn(t, step_generator(seed, t))[0]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return batch * step_rate(step, steps)
+def training_images_per_s(cfg: CViTConfig, tc: TrainConfig) -> float:
+    """Training images per second of a ViT on full images, as copkit.train steps it (5 timed steps)."""
+    return tc.batch_size * train_rate(RECIPE, cfg, tc, CViTData(x_train, y_train), steps=5)
 
 
 CPU, GPU = get_profile("cpu").cvit, get_profile("gpu").cvit
-small = from_profile(CPU, seed, kind="vit")[0]
+small, small_tc = from_profile(CPU, seed, kind="vit")
 big = dataclasses.replace(small, width=192, depth=6, heads=3, mlp_ratio=4.0)
 with torch.random.fork_rng(devices=[]):  # leaves the global random state of the rest of the chapter as it was
     torch.manual_seed(seed)
-    rate_big, rate_small = training_images_per_s(big, CPU.batch_size), training_images_per_s(small, CPU.batch_size)
+    rate_big, rate_small = training_images_per_s(big, small_tc), training_images_per_s(small, small_tc)
     small_params = sum(p.numel() for p in make_vit(small).parameters())
 n_trainings = len(MODEL_KINDS) * len(CPU.seeds)
 cpu_steps = CPU.epochs * CPU.train_images // CPU.batch_size

@@ -85,3 +85,35 @@ def test_paper_scale_costs_match_vit_b_by_hand():
     assert out["order_gflop_width64"] * 1e9 == pytest.approx(order)
     assert out["end_to_end_ratio_width64"] == pytest.approx((order + _by_hand(256, 768, 768, 12, 4, 1000, 56))
                                                             / _by_hand(256, 768, 768, 12, 4, 1000, 256))
+
+
+def test_train_steps_take_the_updates_copkit_train_takes(tmp_path):
+    """train_steps without clipping is train's update: the same weights after the same steps."""
+    import dataclasses
+
+    from copkit.cvit import RECIPE, CViTData, from_profile
+    from copkit.efficiency import train_rate, train_steps
+    from copkit.profiles import get_profile
+    from copkit.train import optimizers, train
+
+    g = torch.Generator().manual_seed(0)
+    data = CViTData(torch.rand(32, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (32,), generator=g))
+    cfg, tc = from_profile(get_profile("smoke").cvit, 0, kind="vit")
+    tc = dataclasses.replace(tc, steps=3, batch_size=8, grad_clip=None, ckpt_every=100)
+    nets = []
+    for run in ("ours", "train"):
+        torch.manual_seed(0)
+        model = RECIPE.build(cfg, data)
+        fn, opts = RECIPE.step(model, cfg, tc, data), optimizers(RECIPE, model, tc)
+        for o in opts.values():  # train sets the scheduled learning rate; fix it to the same constant
+            for group in o.param_groups:
+                group["lr"] = tc.lr
+        if run == "ours":
+            train_steps(fn, opts, tc, "cpu", 0, 3, seed=tc.seed)
+        else:
+            train({RECIPE.module: model}, opts, fn, dataclasses.replace(tc, warmup_steps=0, final_lr=tc.lr),
+                  tmp_path, {"t": 1}, progress=False)
+        nets.append(model)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+    assert train_rate(RECIPE, cfg, tc, data, steps=2) > 0

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from copkit import comae as comae_mod, cvit as cvit_mod  # noqa: E402
 from copkit.comae import CoMAE  # noqa: E402
 from copkit.cvit import make_vit, n_keep  # noqa: E402
-from copkit.efficiency import OpCount, best_time, count_flops, throughput, vit_flops  # noqa: E402
+from copkit.efficiency import OpCount, best_time, count_flops, throughput, train_steps, vit_flops  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
@@ -159,13 +159,13 @@ def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> 
     """Training steps per second of the profile's CoMAE (alternating f and g steps, as trained)."""
     x, y = load_fashion_mnist("train", limit=2048)
     model, fn, opts, tc = _training("comae", profile, dev, x, y)
-    _train_steps(fn, opts, tc, dev, 0, 4)
+    train_steps(fn, opts, tc, dev, 0, 4)
     sync()
     t0 = time.perf_counter()
-    _train_steps(fn, opts, tc, dev, 4, 20)
+    train_steps(fn, opts, tc, dev, 4, 20)
     sync()
     seconds = (time.perf_counter() - t0) / 20
-    flops = count_flops(_train_steps, fn, opts, tc, dev, 100, 2) / 2  # one f step and one g step
+    flops = count_flops(train_steps, fn, opts, tc, dev, 100, 2) / 2  # one f step and one g step
     return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": model.cfg.targets_per_image,
             "precision": tc.precision, "steps_per_s": 1 / seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
             "fraction_of_matmul": flops / seconds / peak}
@@ -192,19 +192,6 @@ def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: to
     torch.manual_seed(0)
     model = module.RECIPE.build(cfg, data).to(dev)
     return model, module.RECIPE.step(model, cfg, tc, data), optimizers(module.RECIPE, model, tc), tc
-
-
-def _train_steps(fn, opts, tc, dev: torch.device, first: int, n: int) -> None:
-    """Steps ``first`` .. ``first + n - 1``: the forward under the profile's precision (bfloat16
-    autocast for "bf16", as copkit.train.train runs it), backward, the step's optimiser."""
-    from copkit.train import step_generator
-
-    for t in range(first, first + n):
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            loss, key, _ = fn(t, step_generator(0, t, dev))
-        opts[key].zero_grad(set_to_none=True)
-        loss.backward()
-        opts[key].step()
 
 
 def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
@@ -256,11 +243,11 @@ def bench_compile(profile: str, dev: torch.device, sync, steps: int = 20) -> dic
             blocks = compile_blocks(model) if mode == "compiled" else 0
             t0 = time.perf_counter()
             # warm-up: MAR's varying mask ratios give several shapes; compiling happens here
-            _train_steps(fn, opts, tc, dev, 0, 8)
+            train_steps(fn, opts, tc, dev, 0, 8)
             sync()
             warm = time.perf_counter() - t0
             t0 = time.perf_counter()
-            _train_steps(fn, opts, tc, dev, 8, steps)
+            train_steps(fn, opts, tc, dev, 8, steps)
             sync()
             row[mode] = {"steps_per_s": steps / (time.perf_counter() - t0), "warmup_s": warm, "blocks": blocks}
             del model, opts
