@@ -231,6 +231,15 @@ display(Markdown(markdown_table(
      for r in train_log])))
 
 # %% [markdown]
+# How to read the training table: the loss and accuracy are averaged over the last tenth of the
+# logged steps, and they are measured *with that batch's drops*, so RViT's and CViT's numbers mix
+# easy batches (few patches gone) with hard ones (almost all gone) and sit below ViT's for that
+# reason alone. They say whether a run trained at all, not how good it is: the sweep below
+# evaluates every model on the same test images at each mask ratio, with the EMA weights. A run
+# whose loss is still falling at the end has not converged, and its numbers below measure a
+# budget, not a method.
+
+# %% [markdown]
 # (ch5-fig8)=
 # ## Accuracy against the share of patches removed (Fig. 8 analogue)
 #
@@ -330,6 +339,20 @@ display(Markdown(markdown_table(["model", *(f"T{k}@{int(r * 100)}" for r in COLS
 # %% [markdown]
 # (ch5-knees)=
 # ### The AuC ranking and the knees
+#
+# Two summaries of each curve follow. The first is the ranking of the five models by mean AuC,
+# ours beside the paper's, with Kendall's $\tau$ between the two rankings: 1 when they agree
+# entirely, -1 when one is the other reversed. The second is where each curve bends. Kneedle
+# rescales the curve to the unit square, takes its distance below the straight line from the
+# first point to the last, and reports the mask ratio where that distance peaks: the point after
+# which removing more patches starts to cost accuracy quickly. The paper reads 78% off CViT's curve
+# there, and that is where the book's headline 22% comes from.
+#
+# Two cautions before reading the table. A knee is a property of the curve's shape, so a model
+# whose curve is flat (at chance, or nearly so) can still get one, and a noisy curve can get it
+# anywhere. With a handful of seeds, each seed's knee is listed: if they scatter, the mean means
+# little. And a knee near 78% only supports the paper if the other models' knees fall somewhere
+# else; the table puts every model's knee side by side for that reason.
 
 # %%
 paper_rank = sorted(PAPER, key=lambda n: -PAPER[n][8])
@@ -362,6 +385,15 @@ display(Markdown(f"{ranking}\n\n{knee_table}\n\nKendall τ between the two AuC r
 # prediction (first seed). Second row: the same for the pruning baseline's own choice. The last two
 # rows count, over all test images of a class, how often each patch is among the kept 11: the
 # collapse order's top, then the pruning baseline's.
+#
+# Three numbers come with the picture. The **object share** is the fraction of kept patches that
+# hold any part of the garment (a patch with at least one pixel brighter than 10% grey); on
+# Fashion-MNIST the background is black, so a random subset lands on the object about as often as
+# the object fills the image, and an order that finds the garment should do better than that. The
+# **fixed share** asks how image-specific the orders are: if the top 11 slots of the training
+# images' orders pile onto the same 11 positions, the collapse order is close to one order for
+# all images, and CViT is close to a model that always looks at the same place. The last number
+# counts the test images whose top 11 is exactly that fixed set.
 
 # %%
 k22 = n_keep(0.78)
