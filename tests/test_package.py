@@ -23,3 +23,19 @@ def test_api_page_documents_every_module():
     modules = {m.name for m in pkgutil.iter_modules(copkit.__path__) if not m.name.startswith("_")}
     page = (Path(__file__).resolve().parents[1] / "book" / "api.md").read_text()
     assert set(re.findall(r"automodule:: copkit\.(\w+)", page)) == modules
+
+
+def test_no_reference_to_a_markdown_file_outside_the_repository():
+    """What a reader needs is in a docstring or a page of the book: every ``*.md`` file that the
+    code, chapters, executed book, configs and README name exists in the repository."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    have = {p.name for p in root.rglob("*.md") if ".venv" not in p.parts and ".scratch" not in p.parts}
+    sources = [*root.glob("copkit/**/*.py"), *root.glob("chapters/*.py"), *root.glob("tools/*.py"),
+               *root.glob("scripts/*"), *root.glob("book/*.md"), *root.glob("book/*.ipynb"), *root.glob("configs/**/*"),
+               root / "README.md", root / "Makefile", root / "_config.yml"]
+    missing = {(str(p.relative_to(root)), name) for p in sources if p.is_file()
+               for name in re.findall(r"[A-Za-z0-9_\-]+\.md\b", p.read_text(errors="ignore")) if name not in have}
+    assert not missing
