@@ -336,6 +336,17 @@ def _save_checkpoint(path: Path, modules, emas, optimizers, step: int, meta: dic
     save_tensors(path, tensors, {**meta, "step": step, "optimizers": opt_meta})
 
 
+def _load_state(module: nn.Module, state: Mapping[str, Tensor], path: Path, remedy: str | None = None) -> None:
+    """``module.load_state_dict(state)`` from the file ``path``; tensors that do not fit the module
+    (the code changed under the file, or the file is another model's) raise
+    :class:`copkit.io.DamagedFileError` naming the file, not a raw load_state_dict error."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise DamagedFileError(path, f"its tensors do not fit {type(module).__name__} ({first})", remedy) from err
+
+
 def _load_checkpoint(path: Path, modules, emas, optimizers, device, digest: str) -> tuple[int, dict]:
     """Resume from ``path``: the checkpoint must have been written by the configuration whose hash
     is ``digest`` (checked before any weight is loaded, so a foreign checkpoint is named as such)."""
@@ -346,15 +357,15 @@ def _load_checkpoint(path: Path, modules, emas, optimizers, device, digest: str)
     if meta.get("config_hash") != digest:
         raise DamagedFileError(path, f"written by another configuration (hash {str(meta.get('config_hash', '?'))[:8]}, "
                                      f"this run {digest[:8]})")
+    for name, m in modules.items():
+        _load_state(m, _under(tensors, f"model.{name}."), path)
+        emas[name].shadow = {k: v.to(device) for k, v in _under(tensors, f"ema.{name}.").items()}
     try:
-        for name, m in modules.items():
-            m.load_state_dict(_under(tensors, f"model.{name}."))
-            emas[name].shadow = {k: v.to(device) for k, v in _under(tensors, f"ema.{name}.").items()}
         for key, opt in optimizers.items():
             _load_optimizer(opt, f"opt.{key}", tensors, meta["optimizers"][key])
-        return int(meta["step"]), meta
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise DamagedFileError(path, f"its tensors do not fit this run's networks ({type(err).__name__}: {err})") from err
+    except (KeyError, ValueError) as err:
+        raise DamagedFileError(path, f"its optimiser state does not fit this run's ({type(err).__name__}: {err})") from err
+    return int(meta["step"]), meta
 
 
 def train(
@@ -520,10 +531,7 @@ def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = 
     path = Path(run_dir) / "checkpoint.safetensors"
     tensors, meta = load_tensors(path)
     prefix = f"{'ema' if ema else 'model'}.{name}."
-    try:
-        module.load_state_dict(_under(tensors, prefix))
-    except RuntimeError as err:
-        raise DamagedFileError(path, f"its {name!r} weights do not fit this network ({err})") from err
+    _load_state(module, _under(tensors, prefix), path)
     return meta
 
 
@@ -563,11 +571,7 @@ def load_artifact(data_dir: str | Path, name: str, config: Any, module: nn.Modul
     tensors, meta = load_tensors(path, remedy=remedy)
     if meta.get("config_hash") != config_hash(config):
         return None
-    try:
-        module.load_state_dict(tensors)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise DamagedFileError(path, f"its tensors do not fit {type(module).__name__} ({first})", remedy) from err
+    _load_state(module, tensors, path, remedy)
     return meta
 
 
