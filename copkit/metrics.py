@@ -14,7 +14,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
 from .dist import shard as process_shard
-from .tokens import N_TOKENS
+from .tokens import SIDE
 from .train import Recipe, TrainConfig, batch_indices, host_generator, take
 
 __all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn", "FeatureNetData", "RECIPE",
@@ -57,7 +57,7 @@ class FeatureNet(nn.Module):
             nn.Conv2d(1, width, 3, padding=1), nn.GELU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Flatten(), nn.Linear(4 * width * N_TOKENS, features), nn.GELU(),
+            nn.Flatten(), nn.Linear(4 * width * (SIDE // 4) ** 2, features), nn.GELU(),  # the last 7 x 7 map
         )
         self.head = nn.Linear(features, n_classes)
 
