@@ -29,6 +29,18 @@ def cut(path: Path, keep: float = 0.5) -> Path:
     return path
 
 
+#: how much of a file each kind of truncation keeps
+KEEP = {"half": 0.5, "header": 0.02, "tail": 0.98}
+
+
+def damage_file(path: Path, damage: str) -> Path:
+    """Damage ``path`` one way: truncated (:data:`KEEP`), overwritten with garbage, or emptied."""
+    if damage in KEEP:
+        return cut(path, KEEP[damage])
+    path.write_bytes({"garbage": GARBAGE, "empty": b""}[damage])
+    return path
+
+
 def raises_damaged(path: Path, call, *remedy_words: str) -> DamagedFileError:
     with pytest.raises(DamagedFileError) as info:
         call()
@@ -53,14 +65,7 @@ def test_intact_file_still_reads(checkpoint):
 
 @pytest.mark.parametrize("damage", ["half", "header", "garbage", "empty"])
 def test_damaged_checkpoint_names_the_run_folder(checkpoint, damage):
-    if damage == "half":
-        cut(checkpoint, 0.5)
-    elif damage == "header":
-        cut(checkpoint, 0.02)
-    elif damage == "garbage":
-        checkpoint.write_bytes(GARBAGE)
-    else:
-        checkpoint.write_bytes(b"")
+    damage_file(checkpoint, damage)
     err = raises_damaged(checkpoint, lambda: load_tensors(checkpoint),
                          f"Delete the run folder {checkpoint.parent}", "training starts over")
     assert "truncated or corrupt" in err.problem
@@ -120,14 +125,7 @@ def test_intact_orders_still_read(tmp_path):
 @pytest.mark.parametrize("damage", ["half", "tail", "garbage", "empty"])
 def test_damaged_orders_file(tmp_path, damage):
     path = _orders_file(tmp_path / "orders-hhhhhhhh.npz", n=200)
-    if damage == "half":
-        cut(path, 0.5)
-    elif damage == "tail":
-        cut(path, 0.98)
-    elif damage == "garbage":
-        path.write_bytes(GARBAGE)
-    else:
-        path.write_bytes(b"")
+    damage_file(path, damage)
     raises_damaged(path, lambda: load_orders(path), f"Delete {path}", "make orders")
 
 
