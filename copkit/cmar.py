@@ -204,10 +204,11 @@ class MAR(nn.Module):
             nn.init.normal_(p, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
-        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`), as MAR trains:
-        the class embedding, the position embeddings and the whole diffusion head."""
-        return {n for n, _ in self.named_parameters()
-                if n.startswith(("diffloss.", "class_emb.", "enc_pos", "dec_pos", "diff_pos"))}
+        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`), as MAR trains
+        (its ``misc.add_weight_decay``: every parameter of the diffusion head, and outside it every
+        1-D parameter and bias). The class embedding, the fake latent, the mask token and the
+        position embeddings are decayed."""
+        return {n for n, _ in self.named_parameters() if n.startswith("diffloss.")}
 
     def condition(self, labels: Tensor, drop: Tensor | None = None) -> Tensor:
         """The class embedding, or the fake latent where ``drop`` is true (B,) -> (B, w)."""

@@ -48,6 +48,14 @@ class Diffusion:
         #: the original step each of these steps stands for (the network is conditioned on it)
         self.timesteps = torch.arange(len(betas)) if timesteps is None else timesteps
         self.posterior_var = self.betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+        # Every coefficient the steps use is computed here in float64 and cast only when applied, as
+        # MAR's (improved DDPM's) tables are: 1 - alpha_bar in float32 loses digits near t = 0.
+        self.sqrt_alpha_bar = self.alpha_bar.sqrt()
+        self.sqrt_one_minus_alpha_bar = (1 - self.alpha_bar).sqrt()
+        self.sqrt_recip_alpha_bar = (1 / self.alpha_bar).sqrt()
+        self.sqrt_recipm1_alpha_bar = (1 / self.alpha_bar - 1).sqrt()
+        self.posterior_coef_x0 = self.alpha_bar_prev.sqrt() * self.betas / (1 - self.alpha_bar)
+        self.posterior_coef_xt = (1 - self.betas).sqrt() * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
         self.log_betas = torch.log(self.betas)
         self._on_device: dict[tuple[str, torch.device], Tensor] = {}  # tables copied to a device, by name
         #: log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)
@@ -75,8 +83,7 @@ class Diffusion:
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
-        ab = self._at("alpha_bar", t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        return self._at("sqrt_alpha_bar", t, x0) * x0 + self._at("sqrt_one_minus_alpha_bar", t, x0) * noise
 
     def _at(self, table: str, t: Tensor, like: Tensor) -> Tensor:
         """The table named ``table`` (an attribute: ``alpha_bar``, ``betas``, ...) at ``t``, as a column
@@ -100,14 +107,12 @@ class Diffusion:
         return frac * hi + (1 - frac) * lo
 
     def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-        ab = self._at("alpha_bar", t, x)
-        return (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) = sqrt(1/ab) x_t - sqrt(1/ab - 1) eps."""
+        return self._at("sqrt_recip_alpha_bar", t, x) * x - self._at("sqrt_recipm1_alpha_bar", t, x) * eps
 
     def posterior_mean(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
         """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 - ab_prev) / (1 - ab) x_t."""
-        ab, ab_prev, beta = (self._at(name, t, x) for name in ("alpha_bar", "alpha_bar_prev", "betas"))
-        return (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+        return self._at("posterior_coef_x0", t, x) * x0 + self._at("posterior_coef_xt", t, x) * x
 
     def vb_bits(self, x0: Tensor, x: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:
         """The variational bound term that trains the learned variance (improved DDPM, L_vlb), per
@@ -127,11 +132,10 @@ class Diffusion:
         """One DDPM reverse step from step index ``i`` given the predicted noise: the posterior mean
         of q(x_{i-1} | x_i, x0_hat) plus temperature-scaled noise with the posterior variance, or
         with the learned variance (:meth:`learned_log_var`) when the network's ``v`` is given."""
-        ab, ab_prev, beta = (float(v_[i]) for v_ in (self.alpha_bar, self.alpha_bar_prev, self.betas))
-        x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        x0 = float(self.sqrt_recip_alpha_bar[i]) * x - float(self.sqrt_recipm1_alpha_bar[i]) * eps
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
-        mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
+        mean = float(self.posterior_coef_x0[i]) * x0 + float(self.posterior_coef_xt[i]) * x
         if i == 0:
             return mean
         if v is None:

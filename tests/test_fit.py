@@ -136,15 +136,17 @@ def test_comae_groups_exempt_the_target_queries_and_split_f_from_g():
     assert "f.blocks.0.attn.qkv.weight" in groups["f"][0] and "g.head.out.weight" in groups["g"][0]
 
 
-def test_mar_groups_exempt_embeddings_positions_and_the_diffusion_head():
+def test_mar_groups_follow_mars_add_weight_decay():
+    """MAR's own rule (misc.add_weight_decay in its repository): no decay for a 1-D parameter, a
+    bias or anything with 'diffloss' in its name; everything else decays, the class and position
+    embeddings included."""
     torch.manual_seed(0)
     model = cmar.MAR(cmar.from_profile(get_profile("smoke").cmar, 0)[0])
     (decay, rest), = _groups(cmar.RECIPE, model).values()
-    matrices = {n for n, p in model.named_parameters() if p.ndim >= 2}
-    head = {n for n in matrices if n.startswith("diffloss.")}
-    assert head and matrices - decay == {"class_emb.weight", "enc_pos", "dec_pos", "diff_pos"} | head
-    assert {"fake_latent", "mask_token", "z_proj.weight", "encoder.0.attn.qkv.weight"} <= decay  # MAR decays these
-    assert not any(n.endswith(".bias") for n in decay)
+    mars = {n for n, p in model.named_parameters()
+            if not (p.ndim == 1 or n.endswith(".bias") or "diffloss" in n)}
+    assert decay == mars and rest == {n for n, _ in model.named_parameters()} - mars
+    assert {"class_emb.weight", "enc_pos", "dec_pos", "diff_pos", "fake_latent", "mask_token"} <= decay
 
 
 @pytest.mark.parametrize("kind", ["vit", "pruned"])
