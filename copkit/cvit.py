@@ -46,7 +46,7 @@ from .train import Recipe, TrainConfig, batch_indices, host_generator, take, to_
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
-    "PrunedViT", "build_model", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "kept_pixels",
+    "PrunedViT", "build_model", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "kept_pixels",
 ]
 
 #: the model kinds of Table 5 and how each is trained
@@ -71,6 +71,9 @@ class CViTConfig:
     schedule: str = "cosine"
     max_drop: float = 0.99  #: r_max: the largest drop ratio drawn in training (Sec. 3.4: 0-99%)
     flip: bool = True  #: random horizontal flip, orders flipped alongside (copkit.tokens.flip_order)
+    #: random translation of each batch by up to ``shift`` pixels (zero-filled), the base ViT's
+    #: augmentation; 0 for the collapse-ordered models, whose orders are fixed to the patch grid
+    shift: int = field(default=0, metadata={"hash_if_set": True})
     label_smoothing: float = 0.0
     img_size: int = 28
     patch: int = PATCH
@@ -90,6 +93,8 @@ class CViTConfig:
             raise ValueError(f"max_drop must be in [0, 1), got {self.max_drop}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.shift < 0 or (self.shift and self.train_drop == "collapse"):
+            raise ValueError(f"shift must be >= 0, and 0 for CViT (its orders name fixed patches); got {self.shift}")
 
 
 def make_vit(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
@@ -365,6 +370,17 @@ def build_model(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module
 
 
 # ----------------------------------------------------------------------------------- training
+def shift_batch(images: Tensor, shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """The batch translated by (dy, dx), each drawn uniformly from -shift..shift, the uncovered
+    border filled with the background (-1, black in [-1, 1])."""
+    dy, dx = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=generator))
+    h, w = images.shape[-2:]
+    out = torch.full_like(images, -1.0)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        images[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
 def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tensor, orders: Tensor | None,
                  batch_size: int, seed: int) -> Callable[[int, torch.Generator], tuple[Tensor, str, dict]]:
     """One training step for :func:`copkit.train.train`: a batch, a random flip, one drop ratio for
@@ -384,6 +400,8 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
         if cfg.flip:
             flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
             x, o = flip_batch(x, o, flips, cfg.patch)
+        if cfg.shift:
+            x = shift_batch(x, cfg.shift, host_generator(gen))
         ratio = float(sample_drop_ratio(1, host_generator(gen), cfg.max_drop, cfg.schedule)[0])
         k = n_keep(ratio, n_tokens)
         if cfg.train_drop == "learned":

@@ -380,6 +380,7 @@ def train(
     stop_after: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    evaluate_ema: bool = False,
 ) -> list[dict]:
     """Train until ``cfg.steps``, resuming from ``run_dir/checkpoint.safetensors`` if present.
 
@@ -394,6 +395,8 @@ def train(
         evaluate: called with the step every ``cfg.eval_every`` steps and at the end; what it
             returns is logged (with ``"eval": True``).
         stop_after: return after this many steps (a checkpoint is written there), as if killed.
+        evaluate_ema: evaluate the EMA weights (what is kept and shipped) instead of the live ones;
+            the live weights are put back before training goes on.
 
     Returns:
         The run's metrics (the JSON lines of ``run_dir/metrics.jsonl``).
@@ -442,12 +445,23 @@ def train(
         m.train()
         if cfg.compile:
             compile_blocks(m)
-    t0 = time.perf_counter()
-    if evaluate is not None and start == 0 and end > 0:
+    def evaluation(step: int) -> None:
         if main:
-            log({"step": 0, "eval": True, **evaluate(0)})  # the untrained model, for curves that start at 0
+            live = {n: {k: v.detach().clone() for k, v in m.state_dict().items()}
+                    for n, m in modules.items()} if evaluate_ema else {}
+            if evaluate_ema:
+                for n, m in modules.items():
+                    emas[n].copy_to(m)
+            log({"step": step, "eval": True, **evaluate(step)})
+            if evaluate_ema:
+                for n, m in modules.items():
+                    m.load_state_dict(live[n])
         for m in modules.values():
             m.train()
+
+    t0 = time.perf_counter()
+    if evaluate is not None and start == 0 and end > 0:
+        evaluation(0)  # the untrained model, for curves that start at 0
     for step in bar:
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr)
         for opt in optimizers.values():
@@ -484,10 +498,7 @@ def train(
             log(record)
             bar.set_postfix(loss=f"{mean_loss.item():.4f}", refresh=False)
         if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            if main:
-                log({"step": done, "eval": True, **evaluate(done)})
-            for m in modules.values():
-                m.train()
+            evaluation(done)
         if saving:
             checkpoint(done)
     bar.close()
@@ -665,7 +676,8 @@ def optimizers(recipe: Recipe, model: nn.Module, tc: TrainConfig) -> dict[str, t
 
 def fit(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, Any], data_dir: str | Path,
         init: tuple[str, Mapping[str, Tensor]] | None = None, device: torch.device | str = "cpu",
-        desc: str | None = None, progress: bool = True, stop_after: int | None = None) -> Fitted:
+        desc: str | None = None, progress: bool = True, stop_after: int | None = None,
+        evaluate_ema: bool = False) -> Fitted:
     """Train a model of kind ``recipe`` (configuration ``cfg``) with ``tc`` on ``data`` into its
     run folder ``<data_dir>/runs/<recipe.name>-<hash8>`` (:func:`run_folder` of
     :meth:`Recipe.run_config`), resuming from its checkpoint when it holds one (a finished run is
@@ -678,7 +690,8 @@ def fit(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, 
     ``recipe.step`` and ``recipe.evaluate``; then the EMA weights from the checkpoint. Parameters a
     step function froze for a step (CoMAE's g on f's turns) are left trainable as they were.
     ``tag`` describes the data (what it is, how many images, the CoMAE of its orders) and is part of
-    the hash; ``stop_after`` stops after that many steps as if killed (for tests).
+    the hash; ``stop_after`` stops after that many steps as if killed (for tests);
+    ``evaluate_ema`` evaluates the EMA weights (:func:`train`).
     """
     config = recipe.run_config(cfg, tc, data, tag, init[0] if init is not None else None)
     digest = config_hash(config)
@@ -691,7 +704,7 @@ def fit(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, 
     evaluate = None if recipe.evaluate is None else (lambda step: recipe.evaluate(model, data))
     metrics = train({recipe.module: model}, optimizers(recipe, model, tc), recipe.step(model, cfg, tc, data), tc,
                     folder, config=config, evaluate=evaluate, desc=desc or recipe.name, stop_after=stop_after,
-                    device=device, progress=progress)
+                    device=device, progress=progress, evaluate_ema=evaluate_ema)
     for p, flag in zip(model.parameters(), trainable):
         p.requires_grad_(flag)
     load_weights(folder, recipe.module, model, ema=True)
