@@ -1,0 +1,347 @@
+"""The book's base models: trained once to convergence (``make pretrain``, ``python -m copkit
+pretrain``), shipped in ``data/pretrained/``, and loaded by the chapters, which fine-tune and
+evaluate from them, as the paper starts from the released MAR-B and an ImageNet-21k ViT-B.
+
+- :func:`read_config`: the one config file (``copkit/configs/pretrain.yaml``; a smaller
+  ``pretrain-smoke.yaml`` for the tests), one section per model;
+- :func:`plan`: what :func:`copkit.train.fit` needs to train one of them (recipe, configurations,
+  data, the data's description);
+- :func:`pretrain`: trains them (resumably, in ``<data_dir>/runs/``), measures each on the test
+  images and writes ``<name>-<hash8>.safetensors`` with a ``.json`` (config, hash, commit, steps,
+  epochs, seconds, machine, final metrics) and the learning curve ``.metrics.jsonl`` beside it;
+- :func:`load` returns a shipped model in eval mode, :func:`generate` samples the shipped MAR,
+  :func:`summary` is what ``book/results/pretrained.json`` holds.
+
+The names: ``classifier`` (:class:`copkit.metrics.FeatureNet`, the FID features and class-agreement
+classifier), ``vit`` (timm's ViT, :mod:`copkit.cvit`), ``mar`` (:class:`copkit.cmar.MAR` in random
+order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in and come out as
+:mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from copkit import cmar, comae, cvit
+from copkit import metrics as feature_net
+from copkit.data import load_fashion_mnist, photo_crops
+from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text
+from copkit.tokens import PATCH, patchify
+from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_hash, fit, load_tensors, read_metrics,
+                          save_tensors)
+
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "read_config", "Plan", "plan", "pretrain", "path_of", "load", "info",
+           "generate", "summary", "total_seconds"]
+
+CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
+SMOKE_CONFIG = Path(__file__).parent / "configs" / "pretrain-smoke.yaml"
+#: the kind of network each name is; CoMAE sections may take any name starting with "comae"
+KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
+_SECTION_KEYS = {"model", "train", "sampling", "data"}
+_TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"steps", "seed"} | {"epochs"}
+HOW = "make pretrain (python -m copkit pretrain)"
+
+
+def _kind(name: str) -> str:
+    if name in KINDS:
+        return KINDS[name]
+    if name.startswith("comae"):
+        return "comae"
+    raise ValueError(f"unknown base model {name!r}: the names are {', '.join(KINDS)} and comae*")
+
+
+def read_config(path: str | Path | None = None) -> dict:
+    """The pretraining config (``path``; default :data:`CONFIG`), checked strictly: a section per
+    model with ``model`` (the network's configuration fields), ``train`` (:class:`TrainConfig`
+    fields, ``epochs`` instead of steps) and, for some kinds, ``sampling`` and ``data``."""
+    path = Path(path or CONFIG)
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        raise ValueError(f"{path}: not a pretraining config (a mapping with 'data' and one section per model)")
+    for name, section in raw.items():
+        if name in ("name", "data"):
+            continue
+        _kind(name)
+        if not isinstance(section, dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS:
+            raise ValueError(f"{path}: section {name!r} needs 'model' and 'train' (and at most {sorted(_SECTION_KEYS)})")
+        unknown = set(section["train"]) - _TRAIN_KEYS
+        if unknown or "epochs" not in section["train"]:
+            raise ValueError(f"{path}: {name}.train needs 'epochs' and takes {sorted(_TRAIN_KEYS)}; "
+                             f"unknown: {sorted(unknown)}")
+    return raw
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """One base model's training, as :func:`copkit.train.fit` takes it, and what measures it."""
+
+    name: str
+    recipe: Recipe
+    cfg: Any
+    tc: TrainConfig
+    data: Any
+    tag: dict
+    epochs: float
+    test: tuple[Tensor, Tensor]  #: test images and labels (or tokens, for a CoMAE)
+    section: dict
+
+
+def _split(config: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    d = config["data"]
+    x, y = load_fashion_mnist("train")
+    val = d["val_images"]
+    n = d["train_images"] or len(x) - val
+    if n + val > len(x):
+        raise ValueError(f"train_images {n} + val_images {val} exceed the 60,000 training images")
+    tx, ty = load_fashion_mnist("test", limit=d.get("test_images"))
+    return x[:n], y[:n], x[len(x) - val:], y[len(y) - val:], tx, ty
+
+
+def _top1(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> float:
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        hits = sum(int((net(x[s:s + batch].to(device)).argmax(1).cpu() == y[s:s + batch]).sum())
+                   for s in range(0, len(x), batch))
+    return hits / len(x)
+
+
+def _mar_val_loss(model: cmar.MAR, x: Tensor, y: Tensor, draws: int = 2) -> dict:
+    """MAR's training loss on held-out images, with fixed draws (masks, noise, timesteps), so the
+    curve moves only with the weights."""
+    step = cmar.mar_step_fn(model, x, y, len(x), seed=12345)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        losses = [float(step(t, torch.Generator(device=device).manual_seed(t))[0]) for t in range(draws)]
+    return {"val_loss": sum(losses) / draws}
+
+
+def plan(name: str, config: dict | str | Path | None = None, seed: int = 0) -> Plan:
+    """What training base model ``name`` of ``config`` (a path or a read config; default
+    :data:`CONFIG`) needs: the recipe (with a validation evaluation of the EMA weights), the model
+    and training configurations, the data and its description (part of the run's hash)."""
+    config = config if isinstance(config, dict) else read_config(config)
+    if name not in config:
+        raise ValueError(f"{name!r} is not in the pretraining config; it has {[k for k in config if k not in ('name', 'data')]}")
+    section, kind = config[name], _kind(name)
+    tx, ty, vx, vy, test_x, test_y = _split(config)
+    tag = {"dataset": "fashion-mnist", "split": "train", "train_images": len(tx), "val_images": len(vx),
+           "val": "the last val_images of the training split"}
+    model_cfg = dict(section["model"])
+    if kind == "featurenet":
+        cfg = feature_net.FeatureNetConfig(**model_cfg)
+        data = feature_net.FeatureNetData(tx, ty)
+        recipe = replace(feature_net.RECIPE, evaluate=lambda net, d: {"val_top1": _top1(net, vx, vy)})
+        n, test = len(tx), (test_x, test_y)
+    elif kind == "vit":
+        cfg = cvit.CViTConfig(train_drop="none", schedule="none", **model_cfg)
+        data = cvit.CViTData(tx, ty)
+        recipe = replace(cvit.RECIPE, evaluate=lambda net, d: {"val_top1": _top1(net, vx, vy)})
+        n, test = len(tx), (test_x, test_y)
+    elif kind == "mar":
+        cfg = cmar.MARConfig(**model_cfg)
+        data = cmar.MARData(tx, ty)
+        ex, ey = vx[:1000], vy[:1000]
+        recipe = replace(cmar.RECIPE, evaluate=lambda net, d: _mar_val_loss(net, ex, ey))
+        n, test = len(tx), (test_x, test_y)
+    else:
+        source = section.get("data", {"source": "fashion-mnist"})
+        if source.get("source") == "photos":
+            names = tuple(source["photos"])
+            per = source["crops"] // len(names)
+            crops = torch.cat([photo_crops(p, per, 28, scale=0.25, seed=seed) for p in names])
+            held = torch.cat([photo_crops(p, 200, 28, scale=0.25, seed=seed + 1000) for p in names])
+            tokens, val_tokens, test_tokens = patchify(crops, PATCH), patchify(held[:512], PATCH), patchify(held[512:], PATCH)
+            tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops), "size": 28,
+                   "scale": 0.25, "held_out": "crops of seed + 1000"}
+        else:
+            tokens, val_tokens, test_tokens = patchify(tx, PATCH), patchify(vx[:512], PATCH), patchify(test_x, PATCH)
+        cfg = comae.CoMAEConfig(**{k: tuple(v) if k == "grid" else v for k, v in model_cfg.items()})
+        data = comae.CoMAEData(tokens, val_tokens)
+        recipe = comae.RECIPE
+        n, test = len(tokens), (test_tokens, torch.zeros(len(test_tokens), dtype=torch.long))
+    train = dict(section["train"])
+    epochs = train.pop("epochs")
+    tc = TrainConfig(steps=max(1, int(epochs * n) // train["batch_size"]), seed=seed, **train)
+    return Plan(name, recipe, cfg, tc, data, tag, epochs, test, section)
+
+
+def _run_hash(p: Plan) -> str:
+    return config_hash(p.recipe.run_config(p.cfg, p.tc, p.data, p.tag))
+
+
+def path_of(name: str, config: dict | str | Path | None = None, folder: str | Path = "data/pretrained") -> Path:
+    """Where the shipped weights of ``name`` for ``config`` are: ``<folder>/<name>-<hash8>.safetensors``,
+    the hash being that of the training run the config defines."""
+    return Path(folder) / f"{name}-{_run_hash(plan(name, config))[:8]}.safetensors"
+
+
+def total_seconds(records: list[dict]) -> float:
+    """Training seconds summed over a run's sessions: ``seconds`` restarts at 0 after each resume,
+    so each session's last logged value is added up (time after a session's last log is lost)."""
+    total, last = 0.0, 0.0
+    for r in records:
+        if "seconds" not in r:
+            continue
+        if r["seconds"] < last:
+            total += last
+        last = r["seconds"]
+    return total + last
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _final_metrics(p: Plan, model: nn.Module, records: list[dict], config: dict, folder: Path,
+                   device: torch.device | str) -> dict:
+    evals = [r for r in records if r.get("eval")]
+    kind = _kind(p.name)
+    if kind in ("featurenet", "vit"):
+        return {"test_top1": _top1(model, *p.test), "val_top1": evals[-1]["val_top1"]}
+    if kind == "comae":
+        curve = [r["L_r"] for r in evals if "L_r" in r]
+        fifth = [r for r in evals if r["step"] >= 0.8 * p.tc.steps]
+        change = abs(fifth[-1]["L_r"] - fifth[0]["L_r"]) / fifth[0]["L_r"] if len(fifth) > 1 else float("nan")
+        test = comae.evaluate(model, p.test[0][:2000].to(device))
+        return {"val_L_r": curve[-1], "val_L_r_change_last_fifth": change, "test_L_r": test["L_r"],
+                "test_H_mask": test.get("H_mask")}
+    # MAR: 1,000 samples (the config's sampler), scored by the shipped classifier of the same config
+    s = p.section["sampling"]
+    classifier = load("classifier", device, config, folder)
+    labels = torch.arange(s["samples"]) % 10
+    scores = feature_net.GenerativeScores(classifier, p.test[0].to(device))
+    out = {"val_loss": evals[-1]["val_loss"]}
+    for key, scale in (("cfg", s["cfg_scale"]), ("nocfg", 1.0)):
+        images = generate_with(model, labels, scale, seed=0, sampling=s)
+        out[f"class_agreement_{key}"] = _top1(classifier, images, labels)
+        out[f"fid_{key}"] = scores(images)["fid"]
+    real_x = load_fashion_mnist("train")[0][:s["samples"]]
+    out["fid_floor"] = scores(real_x)["fid"]
+    return out
+
+
+def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, sampling: dict,
+                  progress: bool = False) -> Tensor:
+    """Images of a MAR for ``labels`` in random orders with the sampler settings ``sampling``
+    (``gen_steps``, ``diffusion_steps``, ``temperature``)."""
+    g = torch.Generator().manual_seed(seed)
+    orders = cmar.generation_orders("random", labels, g)
+    return cmar.generate(model, labels, orders, seed, steps=sampling["gen_steps"],
+                         diffusion_steps=sampling["diffusion_steps"], cfg_scale=cfg_scale,
+                         temperature=sampling.get("temperature", 1.0), progress=progress)
+
+
+def pretrain(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
+             folder: str | Path = "data/pretrained", device: torch.device | str = "cpu",
+             progress: bool = True) -> dict[str, Path]:
+    """Train the base models ``names`` (default: every one in ``config``, in its order: the
+    classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
+    interrupted run), and write each one's weights, description and learning curve to ``folder``.
+    Returns the weight files by name. A model already shipped for this config is not trained again."""
+    cfg_path = Path(config or CONFIG)
+    config = read_config(cfg_path)
+    names = names or [k for k in config if k not in ("name", "data")]
+    out = {}
+    for name in names:
+        p = plan(name, config)
+        digest = _run_hash(p)
+        target = Path(folder) / f"{name}-{digest[:8]}.safetensors"
+        if target.exists() and target.with_suffix(".json").exists():
+            out[name] = target
+            continue
+        fitted = fit(p.recipe, p.cfg, p.tc, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
+                     progress=progress, evaluate_ema=True)
+        records = read_metrics(fitted.folder / "metrics.jsonl")
+        final = _final_metrics(p, fitted.model, records, config, Path(folder), device)
+        meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
+                "config": _jsonable(fitted.config), "pretrain_config": cfg_path.name, "commit": _commit(),
+                "steps": p.tc.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
+                "machine": _machine(), "metrics": final,
+                "command": f"python -m copkit pretrain --only {name}" + (
+                    "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG else f" --config {cfg_path.name}")}
+        curve = target.with_name(f"{target.stem}.metrics.jsonl")
+        atomic_write_text(curve, "".join(json.dumps(r) + "\n" for r in records))
+        save_tensors(target, fitted.model.state_dict(), meta)
+        atomic_write_json(target.with_suffix(".json"), meta)
+        out[name] = target
+    return out
+
+
+def _build(p: Plan) -> nn.Module:
+    return p.recipe.build(p.cfg, p.data)
+
+
+def info(name: str, config: str | Path | dict | None = None, folder: str | Path = "data/pretrained") -> dict:
+    """The description of a shipped model (its ``.json``): config, hash, steps, seconds, metrics."""
+    path = path_of(name, config, folder)
+    if not path.with_suffix(".json").exists():
+        raise FileNotFoundError(f"no shipped {name} at {path.with_suffix('.json')}: make it with {HOW}"
+                                f"{' --only ' + name}")
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def load(name: str, device: torch.device | str = "cpu", config: str | Path | dict | None = None,
+         folder: str | Path = "data/pretrained") -> nn.Module:
+    """The shipped base model ``name`` in eval mode on ``device``. A missing file, a damaged one or
+    one made by another config (its recorded hash differs) raises an error naming the file and
+    ``make pretrain``."""
+    p = plan(name, config)
+    digest = _run_hash(p)
+    path = Path(folder) / f"{name}-{digest[:8]}.safetensors"
+    remedy = f"Delete {path} and make it again with {HOW} --only {name}."
+    if not path.exists():
+        raise FileNotFoundError(f"no shipped {name} at {path} (for this pretraining config): make it with "
+                                f"{HOW} --only {name}")
+    tensors, meta = load_tensors(path, remedy=remedy)
+    if meta.get("config_hash") != digest:
+        raise DamagedFileError(path, f"it was made by another configuration (hash {str(meta.get('config_hash'))[:8]}, "
+                                     f"expected {digest[:8]})", remedy)
+    torch.manual_seed(0)
+    model = _build(p)
+    _load_state(model, tensors, path, remedy)
+    return model.to(device).eval()
+
+
+def generate(name: str, labels: Tensor, cfg_scale: float, seed: int, device: torch.device | str = "cpu",
+             config: str | Path | dict | None = None, folder: str | Path = "data/pretrained",
+             sampling: dict | None = None) -> Tensor:
+    """Images (B, 1, 28, 28) in [-1, 1] of the shipped generator ``name`` ("mar") for ``labels``
+    (B,), with classifier-free guidance ``cfg_scale`` (1: none), random orders and the sampler of
+    the config's ``sampling`` section unless ``sampling`` is given; deterministic in ``seed``."""
+    if _kind(name) != "mar":
+        raise ValueError(f"{name!r} is not a generator; generate() takes 'mar'")
+    cfg = read_config(config) if not isinstance(config, dict) else config
+    model = load(name, device, cfg, folder)
+    return generate_with(model, labels, cfg_scale, seed, sampling or cfg[name]["sampling"])
+
+
+def summary(config: str | Path | dict | None = None, folder: str | Path = "data/pretrained") -> dict:
+    """What ``book/results/pretrained.json`` holds: for every model of the config, its file, hash,
+    steps, epochs, training seconds, final metrics and the command that makes it."""
+    cfg = read_config(config) if not isinstance(config, dict) else config
+    models = {}
+    for name in (k for k in cfg if k not in ("name", "data")):
+        meta = info(name, cfg, folder)
+        models[name] = {k: meta[k] for k in ("file", "config_hash", "steps", "epochs", "train_seconds", "metrics",
+                                             "command")}
+        models[name]["hash"] = models[name].pop("config_hash")
+    return {"models": models}
