@@ -17,7 +17,7 @@ JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
 SITE_CONFIG = $$($(PY) tools/site_config.py)
 
-.PHONY: help setup data book chapters site test unit smoke site-check check-site bench orders gpu-book device-kit clean
+.PHONY: help setup data pretrain book chapters site test unit smoke site-check check-site bench orders gpu-book device-kit clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
@@ -25,6 +25,7 @@ help:
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
 	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
 	@echo "make data   find Fashion-MNIST (or install / download it) and check it"
+	@echo "make pretrain  train the base models (copkit/configs/pretrain.yaml) -> data/pretrained/ [ONLY=name]"
 	@echo "make orders collapse orders of all Fashion-MNIST images from the saved CoMAE -> data/orders-<hash8>.npz"
 	@echo "make gpu-book  the whole book at PROFILE=gpu on one CUDA GPU (scripts/gpu_book.sh)"
 	@echo "make device-kit  wheels and data for a GPU machine without network -> .device/ (scripts/device_book.sh runs there)"
@@ -44,6 +45,12 @@ setup: $(STAMP)
 data: setup
 	$(PY) -m copkit data
 
+# The base models the chapters start from, trained once and committed in data/pretrained/ (resumes an
+# interrupted run from data/runs/; a model already there is not trained again). ONLY=vit trains one.
+ONLY ?=
+pretrain: data
+	$(PY) -m copkit pretrain $(foreach n,$(ONLY),--only $(n)) $(if $(ONLY),,--results book/results/pretrained.json)
+
 # Execute the chapters into book/ (committed, with outputs).
 chapters: data
 	$(PY) tools/run_chapters.py --profile $(PROFILE) --device $(DEVICE) --out book $(CHAPTERS)
@@ -61,6 +68,7 @@ unit: data
 
 # Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
 smoke: data
+	$(PY) -m copkit pretrain --config smoke --data-dir .scratch/data --out .scratch/pretrained --results .scratch/pretrained.json
 	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --out .scratch/book --data-dir .scratch/data
 
 # The committed book must build without a warning; built into .scratch/site, not book/_build.

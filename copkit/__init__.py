@@ -20,6 +20,7 @@ The method:
 Training and running:
 
 - :mod:`copkit.train`       the one training loop: schedule, EMA, safetensors checkpoints, resume
+- :mod:`copkit.pretrained`  the base models: trained once (``make pretrain``), shipped, loaded
 - :mod:`copkit.dist`        torchrun: process groups, shards of the global batch
 - :mod:`copkit.profiles`    the sizes of the ``smoke``, ``cpu`` and ``gpu`` profiles, device selection
 - :mod:`copkit.config`      strict YAML/TOML configuration files

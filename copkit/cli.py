@@ -14,6 +14,7 @@ profile of the book; every stage runs alone or under torchrun
 Helpers:
 
     config        print a stage's configuration as a profile makes it (a file to start from)
+    pretrain      train the book's base models, ship them in data/pretrained/ ([--only NAME] [--config smoke|FILE])
     data          find Fashion-MNIST (install or download it if missing), check every file, say where it is
     profiles      print the sizes of the smoke / cpu / gpu profiles
     convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
@@ -38,13 +39,13 @@ import torch.distributed
 import yaml
 from safetensors.torch import save_file
 
-from . import dist
+from . import dist, pretrained
 from .config import ConfigError, dump_yaml, load
 from .data import DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist
-from .io import DamagedFileError
+from .io import DamagedFileError, atomic_write_json
 from .mar_weights import convert_mar_checkpoint
 from .orders import dataset_orders
-from .profiles import PROFILES, get_profile
+from .profiles import PROFILES, get_profile, pick_device
 from .stages import STAGES, from_profile, run_stage
 
 __all__ = ["main"]
@@ -172,6 +173,28 @@ _VARIANT_HELP = ("with --profile: which of the chapter's trainings (repeatable):
                  "train-cvit kind=vit|rvit|cvit|pruned")
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    config = {"full": pretrained.CONFIG, "smoke": pretrained.SMOKE_CONFIG}.get(args.config, args.config)
+    try:
+        names = pretrained.read_config(config)
+        unknown = [n for n in args.only if n not in names or n in ("name", "data")]
+        if unknown:
+            print(f"error: {', '.join(unknown)} not in {config}; it trains "
+                  f"{', '.join(k for k in names if k not in ('name', 'data'))}", file=sys.stderr)
+            return 2
+        out = pretrained.pretrain(args.only or None, config, args.data_dir, args.out, pick_device(args.device))
+        if args.results:
+            atomic_write_json(args.results, pretrained.summary(config, args.out))
+    except (DataNotFoundError, DamagedFileError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, path in out.items():
+        meta = json.loads(path.with_suffix(".json").read_text())
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items() if isinstance(v, float))
+        print(f"{name}: {path} ({meta['steps']} steps, {meta['train_seconds'] / 60:.1f} min): {shown}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m copkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,6 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-download", action="store_true", help="never try to download")
     p.add_argument("--no-install", action="store_true", help="never try to install the Debian package")
     p.set_defaults(func=_data)
+    p = sub.add_parser("pretrain", help="train the base models and ship them in data/pretrained/",
+                       description=(pretrained.__doc__ or "").strip().split("\n\n")[0])
+    p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
+    p.add_argument("--config", default="full", help="full (copkit/configs/pretrain.yaml), smoke, or a file")
+    p.add_argument("--data-dir", default="data", help="where the training runs go (<data-dir>/runs/)")
+    p.add_argument("--out", default="data/pretrained", help="where the shipped weights go")
+    p.add_argument("--results", default=None, help="also write the summary of every shipped model of the config here "
+                   "(JSON: book/results/pretrained.json); every one must be shipped")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.set_defaults(func=_pretrain)
     p = sub.add_parser("profiles", help="print the profiles' sizes")
     p.set_defaults(func=_profiles)
     p = sub.add_parser("convert-vae", help="MAR's kl16.ckpt -> .safetensors (tensors only)")

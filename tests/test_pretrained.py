@@ -1,0 +1,137 @@
+"""copkit.pretrained: the base models' config, training into shipped files, and reading them back,
+on a tiny config (the real Fashion-MNIST, a few hundred images); `make test` runs the smoke config."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from copkit import pretrained
+from copkit.cli import main
+from copkit.data import load_fashion_mnist
+from copkit.io import DamagedFileError
+
+
+def _tiny(tmp_path, **data):
+    cfg = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
+    cfg["data"] = {"train_images": 192, "val_images": 64, "test_images": 64, **data}
+    cfg["mar"]["sampling"]["samples"] = 20
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pretrained")
+    config = _tiny(tmp)
+    out = pretrained.pretrain(config=config, data_dir=tmp / "data", folder=tmp / "shipped", progress=False)
+    return config, tmp / "shipped", out
+
+
+def test_every_model_is_shipped_with_its_description_and_curve(shipped):
+    config, folder, out = shipped
+    assert set(out) == {"classifier", "vit", "mar"}
+    for name, path in out.items():
+        meta = json.loads(path.with_suffix(".json").read_text())
+        assert path.name == f"{name}-{meta['config_hash'][:8]}.safetensors" == meta["file"]
+        assert meta["steps"] == 192 // 64 and meta["epochs"] == 1 and meta["train_seconds"] > 0
+        assert {"config", "commit", "machine", "metrics", "command"} <= set(meta)
+        curve = [json.loads(line) for line in path.with_name(f"{path.stem}.metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in curve if r.get("eval")] == [0, 3]  # eval_every 8 > 3 steps: start and end
+    summary = pretrained.summary(config, folder)
+    assert set(summary["models"]["mar"]) == {"file", "hash", "steps", "epochs", "train_seconds", "metrics", "command"}
+    m = summary["models"]
+    assert 0 <= m["classifier"]["metrics"]["test_top1"] <= 1 and 0 <= m["vit"]["metrics"]["test_top1"] <= 1
+    assert {"class_agreement_cfg", "class_agreement_nocfg", "fid_cfg", "fid_floor"} <= set(m["mar"]["metrics"])
+
+
+def test_shipped_metrics_are_what_the_loaded_models_score(shipped):
+    """test_top1 recomputed independently from the loaded file on the same 64 test images."""
+    config, folder, _ = shipped
+    x, y = load_fashion_mnist("test", limit=64)
+    for name in ("classifier", "vit"):
+        model = pretrained.load(name, config=config, folder=folder)
+        assert not model.training
+        logits = model(x)
+        assert logits.shape == (64, 10)
+        top1 = (logits.argmax(1) == y).float().mean().item()
+        assert top1 == pytest.approx(pretrained.info(name, config, folder)["metrics"]["test_top1"], abs=1e-9)
+
+
+def test_generate_gives_images_in_range_deterministic_in_the_seed(shipped):
+    config, folder, _ = shipped
+    labels = torch.tensor([0, 3, 7])
+    a = pretrained.generate("mar", labels, 3.0, seed=5, config=config, folder=folder)
+    b = pretrained.generate("mar", labels, 3.0, seed=5, config=config, folder=folder)
+    c = pretrained.generate("mar", labels, 3.0, seed=6, config=config, folder=folder)
+    assert a.shape == (3, 1, 28, 28) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="not a generator"):
+        pretrained.generate("vit", labels, 3.0, 0, config=config, folder=folder)
+
+
+def test_a_second_call_loads_instead_of_training(shipped):
+    config, folder, out = shipped
+    stamp = out["vit"].stat().st_mtime_ns
+    assert pretrained.pretrain(["vit"], config=config, data_dir=folder.parent / "data", folder=folder,
+                               progress=False)["vit"] == out["vit"]
+    assert out["vit"].stat().st_mtime_ns == stamp
+
+
+def test_missing_damaged_and_foreign_files_name_the_file_and_make_pretrain(shipped, tmp_path):
+    config, folder, out = shipped
+    with pytest.raises(FileNotFoundError, match="make pretrain"):
+        pretrained.load("vit", config=config, folder=tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    target = copy / out["vit"].name
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(DamagedFileError, match=f"{target.name}.*make pretrain"):
+        pretrained.load("vit", config=config, folder=copy)
+    # the classifier's file under the ViT's name: another configuration's weights
+    shutil.copy(out["classifier"], target)
+    with pytest.raises(DamagedFileError, match="another configuration.*make pretrain"):
+        pretrained.load("vit", config=config, folder=copy)
+    # another config (more training images) expects another file
+    with pytest.raises(FileNotFoundError, match="vit-"):
+        pretrained.load("vit", config=_tiny(tmp_path, train_images=128), folder=folder)
+
+
+def test_validation_images_are_held_out_of_training(tmp_path):
+    p = pretrained.plan("classifier", _tiny(tmp_path))
+    x, _ = load_fashion_mnist("train")
+    assert torch.equal(p.data.images, x[:192]) and p.tag["train_images"] == 192 and p.tag["val_images"] == 64
+    assert p.test[0].shape == (64, 1, 28, 28)
+
+
+def test_config_is_read_strictly(tmp_path):
+    cfg = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
+    cfg["vit"]["train"]["epoch"] = 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="epoch"):
+        pretrained.read_config(bad)
+    cfg = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
+    cfg["resnet"] = cfg["vit"]
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="unknown base model 'resnet'"):
+        pretrained.read_config(bad)
+
+
+def test_total_seconds_adds_the_sessions_of_a_resumed_run():
+    records = [{"step": 0, "seconds": 1.0}, {"step": 10, "seconds": 5.0}, {"step": 10, "eval": True},
+               {"step": 20, "seconds": 2.0}, {"step": 30, "seconds": 4.0}]
+    assert pretrained.total_seconds(records) == 9.0
+
+
+def test_cli_rejects_an_unknown_name(capsys):
+    assert main(["pretrain", "--only", "nope", "--config", "smoke"]) == 2
+    assert "nope not in" in capsys.readouterr().err
+
+
+def test_the_full_config_reads():
+    cfg = pretrained.read_config()
+    assert {"classifier", "vit", "mar"} <= set(cfg)
