@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import platform
 import sys
 import time
@@ -46,6 +48,7 @@ from copkit import comae as comae_mod, cvit as cvit_mod  # noqa: E402
 from copkit.comae import CoMAE  # noqa: E402
 from copkit.cvit import make_vit, n_keep  # noqa: E402
 from copkit.efficiency import OpCount, best_time, count_flops, throughput, train_steps, vit_flops  # noqa: E402
+from copkit.train import optimizers  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
@@ -176,7 +179,6 @@ def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: to
     its ``from_profile`` configuration, the recipe's step function, its optimisers by key and the
     TrainConfig, on ``dev``, for a few steps on the images ``x`` (in [-1, 1]) and labels ``y``."""
     from copkit import cmar, comae, cvit
-    from copkit.train import optimizers
 
     p = get_profile(profile)
     if name == "comae":
@@ -200,7 +202,6 @@ def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> 
     step, each the difference of a run of ``4 + steps`` steps and one of 4, so that start-up costs
     cancel. The models are small, so on a GPU a step costs its operators' launches more than their
     FLOPs: microseconds per operator is what sizes the `gpu` profile's step counts."""
-    import dataclasses
     import tempfile
 
     from copkit.train import train
@@ -253,6 +254,47 @@ def bench_compile(profile: str, dev: torch.device, sync, steps: int = 20) -> dic
             del model, opts
         row["speedup"] = row["compiled"]["steps_per_s"] / row["eager"]["steps_per_s"]
         row["precision"] = tc.precision
+        out[name] = row
+    return out
+
+
+def bench_pretrain(dev: torch.device, sync, peak: float, batches: tuple[int, ...] = (32, 64, 128, 256),
+                   steps: int = 6) -> dict:
+    """Training images/s of each base model of ``make pretrain``: at the `cpu` profile's chapter
+    setting it replaced ("before": the chapters trained each model from scratch at that size), at
+    copkit/configs/pretrain.yaml's setting ("after"), and over batch sizes at the pretrain width,
+    with the seconds one epoch of 55,000 images costs and the share of the large-matmul limit.
+    The smallest epoch cost among the batches is what the config's batch size was chosen by."""
+    from copkit import cmar, cvit, metrics, pretrained
+    from copkit.efficiency import train_rate
+
+    p = get_profile("cpu")
+    before = {"classifier": metrics.from_profile(p.cmar, 0), "vit": cvit.from_profile(p.cvit, 0, kind="vit"),
+              "mar": cmar.from_profile(p.cmar, 0)}
+    config = pretrained.read_config()
+    out = {}
+    for name in (n for n in config if n not in ("name", "data")):
+        plan = pretrained.plan(name, config)
+        data = plan.data
+        if isinstance(data, comae_mod.CoMAEData):
+            data = comae_mod.CoMAEData(data.tokens[:4096], data.val_tokens)
+        else:
+            data = dataclasses.replace(data, images=data.images[:4096], labels=data.labels[:4096])
+
+        def rate(cfg, tc) -> dict:
+            r = train_rate(plan.recipe, cfg, tc, data, steps=steps, device=dev, sync=sync) * tc.batch_size
+            torch.manual_seed(0)
+            model = plan.recipe.build(cfg, data).to(dev).train()
+            opts = optimizers(plan.recipe, model, tc)
+            fn = plan.recipe.step(model, cfg, tc, data)
+            flops = count_flops(train_steps, fn, opts, tc, dev, 0, 2) / 2 / tc.batch_size
+            return {"batch": tc.batch_size, "images_per_s": r, "epoch_s": 55000 / r, "gflop_per_image": flops / 1e9,
+                    "fraction_of_matmul": flops * r / peak}
+
+        row = {"after": rate(plan.cfg, plan.tc),
+               "batches": [rate(plan.cfg, dataclasses.replace(plan.tc, batch_size=b)) for b in batches]}
+        if name in before:
+            row["before"] = rate(*before[name])
         out[name] = row
     return out
 
@@ -316,6 +358,16 @@ def bench_paper(dev: torch.device, sync) -> dict:
     return out
 
 
+def print_pretrain(rows: dict) -> None:
+    for name, r in rows.items():
+        old = r.get("before")
+        was = f"{old['images_per_s']:,.0f} (batch {old['batch']}) -> " if old else ""
+        best = min(r["batches"], key=lambda b: b["epoch_s"])
+        print(f"| {name} training images/s: cpu profile -> pretrain config; cheapest epoch | {was}"
+              f"{r['after']['images_per_s']:,.0f} (batch {r['after']['batch']}, {r['after']['fraction_of_matmul']:.1%} "
+              f"of matmul); batch {best['batch']}: {best['epoch_s']:.0f} s |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
@@ -324,9 +376,18 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "book" / "results" / "bench.json"))
     ap.add_argument("--skip-paper", action="store_true", help="skip the paper-size step timings (a few minutes on a CPU)")
     ap.add_argument("--skip-compile", action="store_true", help="skip eager vs torch.compile (compiling takes minutes)")
+    ap.add_argument("--only-pretrain", action="store_true",
+                    help="only the base models' training speed (before / after / batch sizes), merged into --out")
     args = ap.parse_args()
     dev = pick_device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if args.only_pretrain:
+        result = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+        result["pretrain"] = bench_pretrain(dev, sync, matmul_flops(dev, sync))
+        result["pretrain_commit"] = git_commit(ROOT)
+        atomic_write_json(args.out, result)
+        print_pretrain(result["pretrain"])
+        return 0
     result = {
         "commit": git_commit(ROOT), "device": str(dev), "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
@@ -343,6 +404,7 @@ def main() -> int:
         result["compile"] = bench_compile(args.profile, dev, sync)
     if not args.skip_paper:
         result["paper"] = bench_paper(dev, sync)
+    result["pretrain"] = bench_pretrain(dev, sync, result["comae_masks"]["matmul_gflops"] * 1e9)
     atomic_write_json(args.out, result)
     m = result["comae_masks"]
     print(f"device {dev} ({result['gpu'] or result['cpu']}, {result['threads']} threads), commit {result['commit'][:12]}")
@@ -381,6 +443,7 @@ def main() -> int:
         what = f"{r['steps']:,} steps at batch {r['batch']}" if "steps" in r else f"{r['images']:,} images"
         print(f"| paper size, {name} ({what}): hours on this device / H200 at {ASSUMED_MFU:.0%} MFU | "
               f"{r['hours_this_device']:,.0f} / {r['h200_hours_at_assumed_mfu']:,.1f} |")
+    print_pretrain(result["pretrain"])
     print(f"written to {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}")
     return 0
 
