@@ -174,7 +174,7 @@ _VARIANT_HELP = ("with --profile: which of the chapter's trainings (repeatable):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    config = {"full": pretrained.CONFIG, "smoke": pretrained.SMOKE_CONFIG}.get(args.config, args.config)
+    config = pretrained.config_path(args.config)
     try:
         names = pretrained.read_config(config)
         unknown = [n for n in args.only if n not in names or n in ("name", "data")]

@@ -449,7 +449,16 @@ def _step(model: nn.Module, cfg: CViTConfig, tc, data: CViTData):
 #: one optimiser "model"); runs in ``<data_dir>/runs/cvit-<hash8>``.
 #:
 #: :meta hide-value:
-RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model(cfg, data.weights), step=_step)
+def _start(model: nn.Module, state) -> None:
+    """A fine-tune's starting weights: a model's own, or a plain ViT's into the pruner's ViT."""
+    if isinstance(model, PrunedViT) and not any(k.startswith("vit.") for k in state):
+        model.vit.load_state_dict(state)
+    else:
+        model.load_state_dict(state)
+
+
+RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model(cfg, data.weights), step=_step,
+                start=_start)
 
 
 def from_profile(sizes, seed: int, *, kind: str = "cvit") -> tuple[CViTConfig, TrainConfig]:

@@ -20,6 +20,7 @@ order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in a
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -39,7 +40,7 @@ from copkit.tokens import PATCH, patchify
 from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_hash, fit, load_tensors, read_metrics,
                           save_tensors)
 
-__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "read_config", "Plan", "plan", "pretrain", "path_of", "load", "info",
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
            "generate", "summary", "total_seconds"]
 
 CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
@@ -59,11 +60,18 @@ def _kind(name: str) -> str:
     raise ValueError(f"unknown base model {name!r}: the names are {', '.join(KINDS)} and comae*")
 
 
+def config_path(config: str | Path | None = None) -> Path:
+    """The file of a pretraining config: ``"full"`` or None (:data:`CONFIG`), ``"smoke"``
+    (:data:`SMOKE_CONFIG`), or a path."""
+    return {None: CONFIG, "full": CONFIG, "smoke": SMOKE_CONFIG}.get(config, config) if not isinstance(config, Path) \
+        else config
+
+
 def read_config(path: str | Path | None = None) -> dict:
-    """The pretraining config (``path``; default :data:`CONFIG`), checked strictly: a section per
+    """The pretraining config (``path``: :func:`config_path`), checked strictly: a section per
     model with ``model`` (the network's configuration fields), ``train`` (:class:`TrainConfig`
     fields, ``epochs`` instead of steps) and, for some kinds, ``sampling`` and ``data``."""
-    path = Path(path or CONFIG)
+    path = Path(config_path(path))
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
         raise ValueError(f"{path}: not a pretraining config (a mapping with 'data' and one section per model)")
@@ -97,12 +105,16 @@ class Plan:
 
 def _split(config: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     d = config["data"]
+    return _split_of(d["train_images"], d["val_images"], d.get("test_images"))
+
+
+@functools.lru_cache(maxsize=2)
+def _split_of(n: int | None, val: int, test: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     x, y = load_fashion_mnist("train")
-    val = d["val_images"]
-    n = d["train_images"] or len(x) - val
+    n = n or len(x) - val
     if n + val > len(x):
         raise ValueError(f"train_images {n} + val_images {val} exceed the 60,000 training images")
-    tx, ty = load_fashion_mnist("test", limit=d.get("test_images"))
+    tx, ty = load_fashion_mnist("test", limit=test)
     return x[:n], y[:n], x[len(x) - val:], y[len(y) - val:], tx, ty
 
 
@@ -257,7 +269,7 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
     classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
     interrupted run), and write each one's weights, description and learning curve to ``folder``.
     Returns the weight files by name. A model already shipped for this config is not trained again."""
-    cfg_path = Path(config or CONFIG)
+    cfg_path = Path(config_path(config))
     config = read_config(cfg_path)
     names = names or [k for k in config if k not in ("name", "data")]
     out = {}
@@ -284,6 +296,22 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
         atomic_write_json(target.with_suffix(".json"), meta)
         out[name] = target
     return out
+
+
+def base(profile: Any, name: str, data_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
+    """A chapter's base model: the shipped ``name`` of the profile's pretraining config
+    (``profile.pretrain``) from ``<data_dir>/pretrained/``, in eval mode, and the hash of its
+    training run (what a fine-tune from it is named by: ``fit(..., init=(hash, state dict))``)."""
+    folder = Path(data_dir) / "pretrained"
+    model = load(name, device, profile.pretrain, folder)
+    return model, info(name, profile.pretrain, folder)["config_hash"]
+
+
+def curve(name: str, config: str | Path | dict | None = None, folder: str | Path = "data/pretrained") -> list[dict]:
+    """The learning curve shipped beside ``name``: the records of its training run's metrics.jsonl
+    (training rows with ``loss``; evaluation rows marked ``eval`` with the held-out numbers)."""
+    path = path_of(name, config, folder)
+    return read_metrics(path.with_name(f"{path.stem}.metrics.jsonl"))
 
 
 def _build(p: Plan) -> nn.Module:

@@ -143,6 +143,9 @@ class Profile:
     rank: RankSizes
     cmar: CmarSizes
     cvit: CvitSizes
+    #: the base models the chapters start from: the pretraining config (copkit.pretrained:
+    #: "full", "smoke" or a file) whose shipped models are in ``<data_dir>/pretrained/``
+    pretrain: str = "full"
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -630,6 +630,9 @@ class Recipe:
             ``TrainConfig.eval_every`` steps and at the end; None: no evaluation.
         hashed: ``data -> dict`` of training choices held in ``data`` that are part of the run's
             hash (MAR's order kind); None: none.
+        start: ``(network, state dict) -> None`` loads the weights a fine-tune starts from
+            (``fit(..., init=...)``); None: ``load_state_dict`` (strict). The pruning baseline
+            takes a plain ViT's weights into its ViT, its keep-score heads left as built.
     """
 
     name: str
@@ -639,6 +642,7 @@ class Recipe:
     parameters: Callable[[nn.Module], Mapping[str, list[tuple[str, Tensor]]]] | None = None
     evaluate: Callable[[nn.Module, Any], dict] | None = None
     hashed: Callable[[Any], dict] | None = None
+    start: Callable[[nn.Module, Mapping[str, Tensor]], None] | None = None
 
     def run_config(self, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, Any],
                    init: str | None = None) -> dict:
@@ -699,7 +703,7 @@ def fit(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, tag: Mapping[str, 
     torch.manual_seed(tc.seed)
     model = recipe.build(cfg, data).to(device)
     if init is not None:
-        model.load_state_dict(init[1])
+        (recipe.start or (lambda net, state: net.load_state_dict(state)))(model, init[1])
     trainable = [p.requires_grad for p in model.parameters()]
     evaluate = None if recipe.evaluate is None else (lambda step: recipe.evaluate(model, data))
     metrics = train({recipe.module: model}, optimizers(recipe, model, tc), recipe.step(model, cfg, tc, data), tc,

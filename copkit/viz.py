@@ -6,7 +6,7 @@ chapter can compose panels and a reader can reuse one panel alone.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,7 +19,7 @@ from torch import Tensor
 
 __all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
            "mask_ratio_curves", "density_check", "kept_by_class",
-           "knee_marker", "training_curve", "draw_collapse"]
+           "knee_marker", "training_curve", "learning_curve", "draw_collapse"]
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -174,7 +174,9 @@ def knee_marker(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     if k.size:
         kx = float(k.mean())
         ky = float(np.interp(kx, x, y))
-        ax.errorbar([kx], [ky], xerr=[[kx - k.min()], [k.max() - kx]], fmt="o", color=color, ms=6, mec="k", capsize=3)
+        # clipped at 0: the mean of equal knees can round a hair past them
+        span = [[max(kx - k.min(), 0.0)], [max(k.max() - kx, 0.0)]]
+        ax.errorbar([kx], [ky], xerr=span, fmt="o", color=color, ms=6, mec="k", capsize=3)
     return ax
 
 
@@ -257,6 +259,26 @@ def training_curve(history: Sequence[Mapping[str, float]], key: str = "loss",
     values = np.array([r[key] for r in rows], dtype=float)
     k = max(1, min(window, len(values) // 4))
     return steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid")
+
+
+def learning_curve(history: Sequence[Mapping[str, Any]], eval_key: str, ax: Axes | None = None,
+                   title: str | None = None, key: str = "loss", window: int = 50) -> Axes:
+    """A base model's learning curve: the smoothed training ``key`` (:func:`training_curve`) on
+    the left axis and the held-out ``eval_key`` of its evaluation rows on the right, over steps.
+    Whether the held-out curve has flattened at the end is what "converged" means in this book."""
+    ax = ax or plt.gca()
+    steps, values = training_curve(history, key, window)
+    ax.plot(steps, values, color="tab:gray", lw=1, label=f"training {key} (moving mean)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"training {key}")
+    evals = [r for r in history if r.get("eval") and eval_key in r]
+    right = ax.twinx()
+    right.plot([r["step"] for r in evals], [r[eval_key] for r in evals], "o-", color="tab:blue", ms=3,
+               label=f"held-out {eval_key}")
+    right.set_ylabel(f"held-out {eval_key}", color="tab:blue")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
 
 
 def draw_collapse(image: Tensor, order: Tensor | np.ndarray, grid: tuple[int, int], top: int,

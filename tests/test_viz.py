@@ -104,3 +104,13 @@ def test_kept_by_class_shows_each_classes_first_image_and_its_keep_frequency():
     expect = viz.keep_frequency(keep[labels == 0], 49).reshape(7, 7)
     assert np.allclose(np.asarray(freq), expect) and expect[0, 0] == 1.0 and expect[0, 2] == 0.5
     plt.close(fig)
+
+
+def test_knee_marker_takes_equal_knees_whose_mean_rounds_past_them():
+    """Three equal knees of 0.1: their float mean is 0.10000000000000002, past the minimum."""
+    k = np.array([0.1, 0.1, 0.1])
+    assert k.mean() > k.min()
+    fig, ax = plt.subplots()
+    viz.knee_marker(np.linspace(0, 1, 11), np.linspace(100, 0, 11), k, ax)
+    assert len(ax.lines) >= 1
+    plt.close(fig)
