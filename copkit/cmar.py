@@ -18,8 +18,10 @@ https://github.com/LTH14/mar):
   prediction.
 - **generation** (:meth:`MAR.sample`): MAR's cosine schedule over S steps (after step s,
   ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear CFG
-  schedule ``1 + (cfg_scale - 1)(N - masked)/N``, DDPM sampling respaced to a few steps, temperature on
-  the per-step noise. CMAR's order at generation time is an argument: any (B, N) order, or an
+  schedule ``1 + (cfg_scale - 1)(N - mask_len)/N`` with MAR's ``mask_len`` (the tokens left masked
+  after the step, at least 1: the last step, which reveals all, is guided with
+  ``1 + (cfg_scale - 1)(N - 1)/N``, never the full scale), DDPM sampling respaced to a few steps,
+  temperature on the per-step noise. CMAR's order at generation time is an argument: any (B, N) order, or an
   ``adapt`` callback that re-orders the still-hidden patches after every step.
 
 Departures from the official code, on purpose and stated in Chapter 4: pixel tokens (4x4 patches of
@@ -133,9 +135,13 @@ def reveal_schedule(n_tokens: int, steps: int) -> list[int]:
 
 
 def cfg_schedule(cfg_scale: float, masked: int, n_tokens: int, kind: str = "linear") -> float:
-    """MAR's guidance scale at a step that leaves ``masked`` tokens hidden: ``linear`` grows from 1
-    to ``cfg_scale`` as tokens are revealed, ``1 + (cfg_scale - 1)(N - masked)/N``; ``constant`` is
-    ``cfg_scale``."""
+    """MAR's guidance scale at a step after which ``masked`` tokens stay hidden: ``linear`` grows
+    with the revealed tokens, ``1 + (cfg_scale - 1)(N - masked)/N``; ``constant`` is ``cfg_scale``.
+
+    MAR's ``sample_tokens`` passes its ``mask_len``, the count its next step keeps masked, which is
+    clamped to at least 1 even on the last step (where every token is revealed all the same), so
+    MAR never guides with the full ``cfg_scale``: its last step uses ``1 + (cfg_scale - 1)(N - 1)/N``.
+    :meth:`MAR.sample` passes ``max(masked_count_after(...), 1)``, which is that ``mask_len``."""
     if kind == "linear":
         return 1.0 + (cfg_scale - 1.0) * (n_tokens - masked) / n_tokens
     if kind == "constant":
@@ -279,7 +285,7 @@ class MAR(nn.Module):
 
         After step s exactly the last ``N - masked(s)`` entries of the order are revealed
         (:func:`masked_count_after`). ``cfg_scale`` != 1 guides with the fake class on a doubled batch,
-        the scale following ``cfg_kind``.
+        the scale following ``cfg_kind`` (:func:`cfg_schedule` with MAR's ``mask_len``, at least 1).
 
         ``adapt(canvas, orders, masked)``, when given, is asked before every step for new orders:
         the canvas holds the revealed tokens and a quick draft (``draft_steps`` diffusion steps) of
@@ -307,7 +313,8 @@ class MAR(nn.Module):
                                        torch.cat([visible, visible])).chunk(2)
             else:
                 z, zu = self.forward_z(tokens, cond, visible), None
-            scale = cfg_schedule(cfg_scale, nxt, n, cfg_kind) if guided else 1.0
+            # MAR's mask_len: what stays masked after this step, at least 1 (on the last step too)
+            scale = cfg_schedule(cfg_scale, max(nxt, 1), n, cfg_kind) if guided else 1.0
             if adapt is not None and masked > 1:
                 hidden = orders[:, :masked]
                 draft = self.diffloss.sample(pick(z, hidden), draft_steps, temperature, scale,

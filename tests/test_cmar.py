@@ -91,6 +91,38 @@ def test_cfg_schedule_linear_and_constant():
         cfg_schedule(3.0, 1, 4, "cosine")
 
 
+def mar_cfg_iters(n: int, steps: int, cfg: float) -> list[float]:
+    """The guidance scale of each step of MAR's ``sample_tokens`` (models/mar.py, cfg_schedule
+    "linear"), re-implemented: ``mask_len`` is floor(N cos(pi/2 (step+1)/S)) clamped to
+    [1, masked - 1] in float32 tensors, on every step including the last, and the scale is
+    1 + (cfg - 1)(N - mask_len)/N."""
+    masked, out = torch.tensor([float(n)]), []
+    for step in range(steps):
+        mask_len = torch.tensor([float(np.floor(n * np.cos(math.pi / 2.0 * (step + 1) / steps)))])
+        mask_len = torch.maximum(torch.tensor([1.0]), torch.minimum(masked - 1, mask_len))
+        out.append(float(1 + (cfg - 1) * (n - mask_len[0]) / n))
+        masked = mask_len
+    return out
+
+
+@pytest.mark.parametrize("grid,steps", [((2, 2), 4), ((2, 2), 1), ((7, 7), 8), ((4, 4), 16), ((16, 16), 64)])
+def test_sampling_guides_every_step_as_mar_including_the_last(grid, steps):
+    model = tiny(grid).eval()
+    n = grid[0] * grid[1]
+    seen = []
+
+    def record(z, steps_, temperature, cfg_scale, z_uncond=None, generator=None, clip=None):
+        seen.append(cfg_scale)
+        return torch.zeros(len(z), 16)
+
+    model.diffloss.sample = record
+    orders = random_orders(2, n, generator=torch.Generator().manual_seed(0))
+    model.sample(torch.tensor([0, 1]), orders, steps=steps, cfg_scale=2.9, diffusion_steps=2)
+    want = mar_cfg_iters(n, steps, 2.9)
+    np.testing.assert_allclose(seen, want, rtol=1e-6)
+    assert seen[-1] == pytest.approx(1 + 1.9 * (n - 1) / n)  # not the full scale: MAR's mask_len is 1 there
+
+
 def test_cfg_scale_one_equals_the_conditional_model():
     torch.manual_seed(0)
     head = DiffLoss(16, 8, 16, 2, train_steps=100)
