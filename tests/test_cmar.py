@@ -11,7 +11,7 @@ from scipy import stats
 from copkit.cmar import (MAR, MARConfig, adaptive_collapse, cfg_schedule, mar_order, masked_count_after, mix_orders,
                          reveal_schedule, sample_mask_ratio, training_orders)
 from copkit.diffloss import DiffLoss
-from copkit.diffusion import Diffusion, cosine_alpha_bar
+from copkit.diffusion import Diffusion, cosine_alpha_bar, spaced_steps
 from copkit.tokens import flip_batch, patchify, random_orders
 
 
@@ -180,6 +180,45 @@ def test_cosine_schedule_and_forward_noising_match_the_closed_form():
     r = d.respaced(100)
     torch.testing.assert_close(r.alpha_bar, d.alpha_bar[r.timesteps])
     torch.testing.assert_close(d.respaced(1000).betas, d.betas)
+
+
+def space_timesteps(num_timesteps: int, section_counts: str) -> set[int]:
+    """improved DDPM's respacing as MAR's diffusion/respace.py has it, re-implemented for the test
+    (comma-separated section counts; each section of the steps strided by (size - 1)/(count - 1),
+    the running index rounded with Python's round)."""
+    counts = [int(c) for c in section_counts.split(",")]
+    size_per, extra = divmod(num_timesteps, len(counts))
+    start, steps = 0, []
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        assert size >= count
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        cur = 0.0
+        for _ in range(count):
+            steps.append(start + round(cur))
+            cur += stride
+        start += size
+    return set(steps)
+
+
+def test_respacing_keeps_the_steps_mar_keeps():
+    d = Diffusion.cosine(1000)
+    differ = []
+    for k in range(1, 1001):
+        want = sorted(space_timesteps(1000, str(k)))
+        assert spaced_steps(1000, k) == want, k
+        if torch.linspace(0, 999, k).round().long().unique().tolist() != want:
+            differ.append(k)
+    assert 21 in differ and len(differ) > 100  # the rule copkit used before differs for many k (not 25, 50, 100)
+    assert not {25, 50, 100, 250} & set(differ)
+    r = d.respaced(21)
+    assert r.timesteps.tolist() == sorted(space_timesteps(1000, "21")) and int(r.timesteps[10]) == 499
+    # SpacedDiffusion's betas: 1 - alpha_bar / the previous kept alpha_bar (1 before the first)
+    ab = d.alpha_bar[r.timesteps]
+    torch.testing.assert_close(r.betas, 1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), rtol=0, atol=0)
+    assert spaced_steps(100, 1) == [0] and spaced_steps(100, 100) == list(range(100))
+    with pytest.raises(ValueError):
+        d.respaced(1001)
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
