@@ -367,17 +367,21 @@ def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: in
 
 def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int, kind: str = "random",
                 collapse: Tensor | None = None, random_fraction: float = 0.1, flip: bool = True,
-                tokenizer: Callable[[Tensor], Tensor] | None = None, stride: int = PATCH):
+                tokenizer: Callable[..., Tensor] | None = None, stride: int = PATCH):
     """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, C, H, W),
     a random horizontal flip with the collapse orders flipped alongside, tokens (pixel patches
-    p = 4 unless a ``tokenizer`` (images -> (B, N, d)) with token ``stride`` in pixels is given),
-    the batch's orders (:func:`training_orders`) and :meth:`MAR.loss`.
+    p = 4 unless a ``tokenizer`` with token ``stride`` in pixels is given), the batch's orders
+    (:func:`training_orders`) and :meth:`MAR.loss`.
+
+    ``tokenizer(images, generator, shard)`` -> (B, N, d) is a :class:`copkit.tokenizer.Tokenizer`'s
+    ``encode``, given the step's generator and this process's shard: the KL-16 VAE draws its tokens
+    from its posterior with them, as MAR trains, and training stays deterministic and resumable.
 
     ``images`` is anything indexed by a tensor of indices (a tensor, or images read from disk:
     :class:`copkit.imagefolder.ImageFolderImages`). Under torchrun each process reads and computes only
     its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
     device = next(model.parameters()).device
-    encode = tokenizer or (lambda x: patchify(x, PATCH))
+    encode = tokenizer or (lambda x, generator=None, shard=None: patchify(x, PATCH))
     part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
@@ -389,7 +393,7 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
             flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
             x, o = flip_batch(x, o, flips, stride)
         orders = part.cut(training_orders(kind, _global(o, part), part.total, model.cfg.n_tokens, random_fraction, gen))
-        loss = model.loss(encode(x), y, orders, gen, shard=part)
+        loss = model.loss(encode(x, gen, part), y, orders, gen, shard=part)
         return loss, "mar", {}
 
     return step_fn
@@ -410,15 +414,16 @@ class MARData:
     """What a MAR / CMAR trains on (:data:`RECIPE`): images (n, C, H, W) and labels (n,), anything
     indexed by a tensor of indices; the order ``kind`` (``"random"``: MAR; ``"descending"``: CMAR;
     ``"ascending"``: Table 4's ablation) with the images' collapse orders (n, N) and CMAR's
-    ``random_fraction``; ``tokenizer`` (images -> (B, N, d)) and its token ``stride`` in pixels
-    (None: pixel patches, p = 4). ``kind`` and ``random_fraction`` are part of the run's hash."""
+    ``random_fraction``; ``tokenizer`` (a :class:`copkit.tokenizer.Tokenizer`'s ``encode``,
+    :func:`mar_step_fn`) and its token ``stride`` in pixels (None: pixel patches, p = 4). ``kind``
+    and ``random_fraction`` are part of the run's hash."""
 
     images: Any
     labels: Tensor
     kind: str = "random"
     collapse: Tensor | None = None
     random_fraction: float = 0.1
-    tokenizer: Callable[[Tensor], Tensor] | None = None
+    tokenizer: Callable[..., Tensor] | None = None
     stride: int = PATCH
 
 
