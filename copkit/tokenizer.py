@@ -109,8 +109,12 @@ class KLTokenizer:
         """Images (B, 3, H, W) in [-1, 1] -> tokens (B, H W / 256, c), row by row: ``scale`` times
         the posterior's mode, or with a ``generator`` times a draw mean + std * eps from it. With a
         ``shard`` (:class:`copkit.dist.Shard`) the images are this process's rows of a global batch
-        and eps is drawn for the whole global batch and cut, as one process would draw it."""
-        dist = self.vae.encode(images).latent_dist
+        and eps is drawn for the whole global batch and cut, as one process would draw it.
+
+        The VAE runs in float32 even inside a training step's bfloat16 autocast: MAR encodes
+        outside its autocast (engine_mar.py, main_cache.py)."""
+        with torch.autocast(images.device.type, enabled=False):
+            dist = self.vae.encode(images.float()).latent_dist
         mean = dist.mean.flatten(2).transpose(1, 2)
         if generator is None:
             return mean * self.scale

@@ -98,6 +98,15 @@ def test_kl_tokenizer_scales_latents_as_mar(vae):
     assert len(src) == 3 and torch.equal(src[torch.tensor([2, 0])], tok.encode(x[[2, 0]]))
 
 
+def test_kl_tokenizer_encodes_in_float32_under_a_bf16_training_step(vae):
+    tok = KLTokenizer(vae)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # copkit.train's step with precision "bf16"
+        inside = tok.encode(x, torch.Generator().manual_seed(0))
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, tok.encode(x, torch.Generator().manual_seed(0)), rtol=0, atol=0)
+
+
 class PlantedVAE(nn.Module):
     """A stand-in for the VAE with a planted posterior: the same mean and log-variance (c, h, w) for
     every image, returned as diffusers' DiagonalGaussianDistribution (what AutoencoderKL returns)."""
