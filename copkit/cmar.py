@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -183,7 +184,10 @@ class MARConfig:
 
 class MAR(nn.Module):
     """MAR's bidirectional encoder-decoder (timm ``Block`` modules) with a class-embedding buffer, a learned
-    fake class for CFG, and the per-token :class:`~copkit.diffloss.DiffLoss` head."""
+    fake class for CFG, and the per-token :class:`~copkit.diffloss.DiffLoss` head.
+
+    Every LayerNorm has eps 1e-6: the blocks get ``norm_layer=partial(nn.LayerNorm, eps=1e-6)`` as
+    MAR's ``mar_base`` / ``mar_large`` / ``mar_huge`` pass it (timm's default differs across versions)."""
 
     def __init__(self, cfg: MARConfig) -> None:
         super().__init__()
@@ -194,14 +198,15 @@ class MAR(nn.Module):
         self.z_proj = nn.Linear(cfg.token_dim, w)
         self.z_proj_ln = nn.LayerNorm(w, eps=1e-6)
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
-        self.encoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, proj_drop=cfg.dropout,
-                                           attn_drop=cfg.dropout) for _ in range(cfg.enc_depth))
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.encoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm,
+                                           proj_drop=cfg.dropout, attn_drop=cfg.dropout) for _ in range(cfg.enc_depth))
         self.enc_norm = nn.LayerNorm(w, eps=1e-6)
         self.dec_embed = nn.Linear(w, w)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, w))
         self.dec_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
-        self.decoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, proj_drop=cfg.dropout,
-                                           attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
+        self.decoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm,
+                                           proj_drop=cfg.dropout, attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
         self.dec_norm = nn.LayerNorm(w, eps=1e-6)
         self.diff_pos = nn.Parameter(torch.zeros(1, n, w))
         self.diffloss = DiffLoss(cfg.token_dim, w, cfg.head_width, cfg.head_depth, cfg.diffusion_steps,

@@ -22,6 +22,19 @@ def tiny(grid=(2, 2), **kw) -> MAR:
     return MAR(cfg)
 
 
+def test_every_layer_norm_has_mars_eps():
+    # MAR's mar_base / mar_large / mar_huge give the blocks norm_layer=partial(nn.LayerNorm, eps=1e-6);
+    # z_proj_ln and the diffusion head's norms are nn.LayerNorm(..., eps=1e-6) in MAR too
+    model = MAR(MARConfig(grid=(2, 2), width=16, enc_depth=2, dec_depth=2, heads=2, buffer=2, head_width=16, head_depth=1))
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
+    blocks = [n for n in norms if n.startswith(("encoder.", "decoder."))]
+    assert len(blocks) == 2 * 4  # norm1 and norm2 of each of the 2 + 2 blocks
+    for name, m in norms.items():
+        assert m.eps == 1e-6, name
+    for name in blocks:
+        assert type(norms[name]) is torch.nn.LayerNorm, name  # torch's, as MAR's partial(nn.LayerNorm)
+
+
 def test_training_masks_the_head_of_the_order_and_sees_the_tail():
     model = tiny()
     tokens = torch.arange(4.0)[None, :, None].expand(1, 4, 16).clone()  # token i holds the value i
