@@ -204,7 +204,9 @@ plt.show()
 # Sampling follows MAR: $S$ steps, after step $s$ the first $\lfloor N\cos(\frac{\pi}{2}\frac{s+1}{S})\rfloor$
 # entries of the order stay hidden (at least one token revealed per step), the revealed tokens drawn by
 # the diffusion head with respaced DDPM steps, and with CFG a linear scale
-# $1 + (\text{cfg} - 1)\,(N - \text{masked})/N$, the unconditional branch using the learned fake class.
+# $1 + (\text{cfg} - 1)\,(N - \text{masked})/N$, with masked counted as MAR does: what stays hidden
+# after the step, but at least 1, so the last step is guided with $1 + (\text{cfg} - 1)(N - 1)/N$;
+# the unconditional branch uses the learned fake class.
 # All models are sampled with their EMA weights. Classes are balanced. Every score is computed
 # once per (model run, setting, sample size, seed) and kept beside the run, so re-running the
 # chapter only re-draws what changed.

@@ -18,8 +18,10 @@ https://github.com/LTH14/mar):
   prediction.
 - **generation** (:meth:`MAR.sample`): MAR's cosine schedule over S steps (after step s,
   ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear CFG
-  schedule ``1 + (cfg_scale - 1)(N - masked)/N``, DDPM sampling respaced to a few steps, temperature on
-  the per-step noise. CMAR's order at generation time is an argument: any (B, N) order, or an
+  schedule ``1 + (cfg_scale - 1)(N - mask_len)/N`` with MAR's ``mask_len`` (the tokens left masked
+  after the step, at least 1: the last step, which reveals all, is guided with
+  ``1 + (cfg_scale - 1)(N - 1)/N``, never the full scale), DDPM sampling respaced to a few steps,
+  temperature on the per-step noise. CMAR's order at generation time is an argument: any (B, N) order, or an
   ``adapt`` callback that re-orders the still-hidden patches after every step.
 
 Departures from the official code, on purpose and stated in Chapter 4: pixel tokens (4x4 patches of
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -133,9 +136,13 @@ def reveal_schedule(n_tokens: int, steps: int) -> list[int]:
 
 
 def cfg_schedule(cfg_scale: float, masked: int, n_tokens: int, kind: str = "linear") -> float:
-    """MAR's guidance scale at a step that leaves ``masked`` tokens hidden: ``linear`` grows from 1
-    to ``cfg_scale`` as tokens are revealed, ``1 + (cfg_scale - 1)(N - masked)/N``; ``constant`` is
-    ``cfg_scale``."""
+    """MAR's guidance scale at a step after which ``masked`` tokens stay hidden: ``linear`` grows
+    with the revealed tokens, ``1 + (cfg_scale - 1)(N - masked)/N``; ``constant`` is ``cfg_scale``.
+
+    MAR's ``sample_tokens`` passes its ``mask_len``, the count its next step keeps masked, which is
+    clamped to at least 1 even on the last step (where every token is revealed all the same), so
+    MAR never guides with the full ``cfg_scale``: its last step uses ``1 + (cfg_scale - 1)(N - 1)/N``.
+    :meth:`MAR.sample` passes ``max(masked_count_after(...), 1)``, which is that ``mask_len``."""
     if kind == "linear":
         return 1.0 + (cfg_scale - 1.0) * (n_tokens - masked) / n_tokens
     if kind == "constant":
@@ -177,7 +184,10 @@ class MARConfig:
 
 class MAR(nn.Module):
     """MAR's bidirectional encoder-decoder (timm ``Block`` modules) with a class-embedding buffer, a learned
-    fake class for CFG, and the per-token :class:`~copkit.diffloss.DiffLoss` head."""
+    fake class for CFG, and the per-token :class:`~copkit.diffloss.DiffLoss` head.
+
+    Every LayerNorm has eps 1e-6: the blocks get ``norm_layer=partial(nn.LayerNorm, eps=1e-6)`` as
+    MAR's ``mar_base`` / ``mar_large`` / ``mar_huge`` pass it (timm's default differs across versions)."""
 
     def __init__(self, cfg: MARConfig) -> None:
         super().__init__()
@@ -188,14 +198,15 @@ class MAR(nn.Module):
         self.z_proj = nn.Linear(cfg.token_dim, w)
         self.z_proj_ln = nn.LayerNorm(w, eps=1e-6)
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
-        self.encoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, proj_drop=cfg.dropout,
-                                           attn_drop=cfg.dropout) for _ in range(cfg.enc_depth))
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.encoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm,
+                                           proj_drop=cfg.dropout, attn_drop=cfg.dropout) for _ in range(cfg.enc_depth))
         self.enc_norm = nn.LayerNorm(w, eps=1e-6)
         self.dec_embed = nn.Linear(w, w)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, w))
         self.dec_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
-        self.decoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, proj_drop=cfg.dropout,
-                                           attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
+        self.decoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm,
+                                           proj_drop=cfg.dropout, attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
         self.dec_norm = nn.LayerNorm(w, eps=1e-6)
         self.diff_pos = nn.Parameter(torch.zeros(1, n, w))
         self.diffloss = DiffLoss(cfg.token_dim, w, cfg.head_width, cfg.head_depth, cfg.diffusion_steps,
@@ -279,7 +290,7 @@ class MAR(nn.Module):
 
         After step s exactly the last ``N - masked(s)`` entries of the order are revealed
         (:func:`masked_count_after`). ``cfg_scale`` != 1 guides with the fake class on a doubled batch,
-        the scale following ``cfg_kind``.
+        the scale following ``cfg_kind`` (:func:`cfg_schedule` with MAR's ``mask_len``, at least 1).
 
         ``adapt(canvas, orders, masked)``, when given, is asked before every step for new orders:
         the canvas holds the revealed tokens and a quick draft (``draft_steps`` diffusion steps) of
@@ -307,7 +318,8 @@ class MAR(nn.Module):
                                        torch.cat([visible, visible])).chunk(2)
             else:
                 z, zu = self.forward_z(tokens, cond, visible), None
-            scale = cfg_schedule(cfg_scale, nxt, n, cfg_kind) if guided else 1.0
+            # MAR's mask_len: what stays masked after this step, at least 1 (on the last step too)
+            scale = cfg_schedule(cfg_scale, max(nxt, 1), n, cfg_kind) if guided else 1.0
             if adapt is not None and masked > 1:
                 hidden = orders[:, :masked]
                 draft = self.diffloss.sample(pick(z, hidden), draft_steps, temperature, scale,
@@ -360,17 +372,21 @@ def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: in
 
 def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int, kind: str = "random",
                 collapse: Tensor | None = None, random_fraction: float = 0.1, flip: bool = True,
-                tokenizer: Callable[[Tensor], Tensor] | None = None, stride: int = PATCH):
+                tokenizer: Callable[..., Tensor] | None = None, stride: int = PATCH):
     """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, C, H, W),
     a random horizontal flip with the collapse orders flipped alongside, tokens (pixel patches
-    p = 4 unless a ``tokenizer`` (images -> (B, N, d)) with token ``stride`` in pixels is given),
-    the batch's orders (:func:`training_orders`) and :meth:`MAR.loss`.
+    p = 4 unless a ``tokenizer`` with token ``stride`` in pixels is given), the batch's orders
+    (:func:`training_orders`) and :meth:`MAR.loss`.
+
+    ``tokenizer(images, generator, shard)`` -> (B, N, d) is a :class:`copkit.tokenizer.Tokenizer`'s
+    ``encode``, given the step's generator and this process's shard: the KL-16 VAE draws its tokens
+    from its posterior with them, as MAR trains, and training stays deterministic and resumable.
 
     ``images`` is anything indexed by a tensor of indices (a tensor, or images read from disk:
     :class:`copkit.imagefolder.ImageFolderImages`). Under torchrun each process reads and computes only
     its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
     device = next(model.parameters()).device
-    encode = tokenizer or (lambda x: patchify(x, PATCH))
+    encode = tokenizer or (lambda x, generator=None, shard=None: patchify(x, PATCH))
     part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
@@ -382,7 +398,7 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
             flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
             x, o = flip_batch(x, o, flips, stride)
         orders = part.cut(training_orders(kind, _global(o, part), part.total, model.cfg.n_tokens, random_fraction, gen))
-        loss = model.loss(encode(x), y, orders, gen, shard=part)
+        loss = model.loss(encode(x, gen, part), y, orders, gen, shard=part)
         return loss, "mar", {}
 
     return step_fn
@@ -403,15 +419,16 @@ class MARData:
     """What a MAR / CMAR trains on (:data:`RECIPE`): images (n, C, H, W) and labels (n,), anything
     indexed by a tensor of indices; the order ``kind`` (``"random"``: MAR; ``"descending"``: CMAR;
     ``"ascending"``: Table 4's ablation) with the images' collapse orders (n, N) and CMAR's
-    ``random_fraction``; ``tokenizer`` (images -> (B, N, d)) and its token ``stride`` in pixels
-    (None: pixel patches, p = 4). ``kind`` and ``random_fraction`` are part of the run's hash."""
+    ``random_fraction``; ``tokenizer`` (a :class:`copkit.tokenizer.Tokenizer`'s ``encode``,
+    :func:`mar_step_fn`) and its token ``stride`` in pixels (None: pixel patches, p = 4). ``kind``
+    and ``random_fraction`` are part of the run's hash."""
 
     images: Any
     labels: Tensor
     kind: str = "random"
     collapse: Tensor | None = None
     random_fraction: float = 0.1
-    tokenizer: Callable[[Tensor], Tensor] | None = None
+    tokenizer: Callable[..., Tensor] | None = None
     stride: int = PATCH
 
 

@@ -315,21 +315,21 @@ class CoMAE(nn.Module):
 
     # ---------------------------------------------------------------- all masks of an image
     @torch.inference_mode()
-    def masks(self, tokens: Tensor, chunk: int = 64, autocast: bool | None = None,
+    def masks(self, tokens: Tensor, chunk: int = 64, autocast: bool = False,
               logits: bool = False) -> Tensor:
         """The masks of every target of every image: (B, N, N), row n = w_n, diagonal 0.
 
         All N targets of ``chunk`` images go through f as one batch of chunk * N sequences (no
-        Python loop over targets); ``chunk`` bounds the memory. On CUDA the forward runs under
-        bfloat16 autocast unless ``autocast=False``. Returns float32 on the input's device.
+        Python loop over targets); ``chunk`` bounds the memory. The forward runs in float32 on
+        every device, also inside a caller's autocast: the collapse order ranks these values, and
+        bfloat16 would rank near-tied scores by its rounding. ``autocast=True`` asks for bfloat16
+        autocast (faster on a GPU, for timing). Returns float32 on the input's device.
         With ``logits=True`` the pre-normalisation values are returned instead (diagonal -inf),
         which rank a mask's entries without the ties of saturated w.
         """
         was_training = self.training
         self.eval()
         b, n, d = tokens.shape
-        if autocast is None:
-            autocast = tokens.device.type == "cuda"
         target = torch.arange(n, device=tokens.device)
         out = torch.empty(b, n, n, device=tokens.device, dtype=torch.float32)
         eye = torch.eye(n, dtype=torch.bool, device=tokens.device)

@@ -7,7 +7,7 @@ This is what MAR keeps in its ``diffusion/`` package (taken from improved DDPM, 
 - :func:`cosine_alpha_bar`: the cosine schedule alpha_bar(t);
 - :class:`Diffusion`: betas and their tables in float64, :meth:`~Diffusion.q_sample` (forward
   noising in closed form), :meth:`~Diffusion.posterior_mean` and the posterior variance,
-  :meth:`~Diffusion.respaced` (a few evenly spaced steps for sampling),
+  :meth:`~Diffusion.respaced` (a few spaced steps for sampling, :func:`spaced_steps`),
   :meth:`~Diffusion.learned_log_var` (improved DDPM's learned range), :meth:`~Diffusion.vb_bits`
   (the L_vlb term) and :meth:`~Diffusion.p_step` (one reverse step);
 - :func:`gaussian_kl` and :func:`discretized_gaussian_log_likelihood`, the two pieces of L_vlb.
@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cosine_alpha_bar", "Diffusion", "gaussian_kl", "discretized_gaussian_log_likelihood"]
+__all__ = ["cosine_alpha_bar", "spaced_steps", "Diffusion", "gaussian_kl", "discretized_gaussian_log_likelihood"]
 
 
 def cosine_alpha_bar(t: Tensor | float, steps: int = 1000, s: float = 0.008) -> Tensor:
@@ -32,13 +32,36 @@ def cosine_alpha_bar(t: Tensor | float, steps: int = 1000, s: float = 0.008) -> 
     return f(t) / f(torch.zeros((), dtype=torch.float64))
 
 
+def spaced_steps(steps: int, k: int) -> list[int]:
+    """The ``k`` of ``steps`` steps MAR samples with: improved DDPM's ``space_timesteps(steps, "k")``
+    (one section), which MAR's ``create_diffusion(timestep_respacing="k")`` calls. The stride
+    (steps - 1)/(k - 1) is accumulated in floating point from 0 and each running sum rounded with
+    Python's ``round`` (half to even); k = 1 keeps step 0. Ascending, without repeats.
+
+    This is not ``linspace(0, steps - 1, k).round()``: the accumulated sum drifts from i * stride,
+    which decides the exact halves (steps = 1000, k = 21: 499.5 becomes 499 here, 500 by linspace).
+
+    >>> spaced_steps(1000, 5)
+    [0, 250, 500, 749, 999]
+    """
+    if not 1 <= k <= steps:
+        raise ValueError(f"respaced steps must be in 1..{steps}; got {k}")
+    stride = (steps - 1) / (k - 1) if k > 1 else 1
+    at, keep = 0.0, set()
+    for _ in range(k):
+        keep.add(round(at))
+        at += stride
+    return sorted(keep)
+
+
 class Diffusion:
     """A discrete Gaussian diffusion with the cosine schedule (MAR's DiffLoss uses 1000 steps to
     train and a respaced subset to sample).
 
     ``betas[t] = min(1 - alpha_bar(t+1)/alpha_bar(t), 0.999)`` for t = 0..T-1 and
-    ``alpha_bar_t = prod_{s<=t} (1 - betas[s])``. :meth:`respaced` keeps ``k`` evenly spaced steps
-    and recomputes betas from the kept alpha_bars, as improved DDPM's respacing does.
+    ``alpha_bar_t = prod_{s<=t} (1 - betas[s])``. :meth:`respaced` keeps the ``k`` steps MAR keeps
+    (:func:`spaced_steps`) and recomputes betas from the kept alpha_bars, as improved DDPM's
+    ``SpacedDiffusion`` does.
     """
 
     def __init__(self, betas: Tensor, timesteps: Tensor | None = None) -> None:
@@ -73,10 +96,9 @@ class Diffusion:
         return len(self.betas)
 
     def respaced(self, k: int) -> "Diffusion":
-        """``k`` evenly spaced steps of this diffusion (k = steps: the same diffusion)."""
-        if not 1 <= k <= self.steps:
-            raise ValueError(f"respaced steps must be in 1..{self.steps}; got {k}")
-        keep = torch.linspace(0, self.steps - 1, k).round().long().unique()
+        """``k`` steps of this diffusion, those MAR keeps (:func:`spaced_steps`; k = steps: the same
+        diffusion). Each kept step's beta is 1 - alpha_bar / alpha_bar of the previous kept step."""
+        keep = torch.tensor(spaced_steps(self.steps, k))
         ab = self.alpha_bar[keep]
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
         return Diffusion(1 - ab / prev, self.timesteps[keep])

@@ -188,7 +188,7 @@ def order_cost(comae: nn.Module, tokens: Tensor, count: int = 4) -> tuple[float,
     CoMAE's masks of every target (one selector pass per target) and PageRank
     (:func:`copkit.rank.collapse_order`) over ``tokens`` (B, N, d); FLOPs counted on the first
     ``count`` images in float32 (the count ignores PageRank's few small products)."""
-    flops = count_flops(comae.masks, tokens[:count], autocast=False) / min(count, len(tokens))
+    flops = count_flops(comae.masks, tokens[:count]) / min(count, len(tokens))
     seconds = best_time(lambda: collapse_order(comae.masks(tokens)), repeat=1)
     return flops, len(tokens) / seconds
 

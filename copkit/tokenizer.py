@@ -3,7 +3,8 @@
 - :class:`PixelTokenizer`: p x p pixel patches (:func:`copkit.tokens.patchify`); the book's default.
 - :class:`KLTokenizer`: the paper's tokenizer, the KL-regularised VAE with 16 latent channels at
   stride 16 that MAR uses (256 x 256 -> a 16 x 16 grid of 16-dim tokens), through diffusers'
-  ``AutoencoderKL``. Latents are multiplied by 0.2325 as MAR does (and divided before decoding).
+  ``AutoencoderKL``. Latents are multiplied by 0.2325 as MAR does (and divided before decoding);
+  training draws them from the VAE's posterior, as MAR trains, everything else takes its mode.
   :func:`load_kl16` reads its weights from a local safetensors file, in diffusers' key layout or
   in the original (LDM / MAR ``kl16.ckpt``) one, which is converted with diffusers' own converter.
 
@@ -26,6 +27,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from .dist import Shard
 from .tokens import PATCH, patchify, unpatchify
 
 __all__ = ["Tokenizer", "PixelTokenizer", "KLTokenizer", "KL16_CONFIG", "MAR_LATENT_SCALE", "kl16_vae",
@@ -55,7 +57,11 @@ class Tokenizer(Protocol):
     stride: int  #: pixels per token along each side
     token_dim: int
 
-    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+    def encode(self, images: Tensor, generator: torch.Generator | None = None, shard: Shard | None = None) -> Tensor:
+        """Images -> tokens (B, N, d). A tokenizer that draws (the KL-16 VAE's posterior sample)
+        draws from ``generator``, for the whole global batch of a ``shard``; without a generator
+        the tokens are deterministic."""
+        ...
 
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor: ...
 
@@ -74,8 +80,8 @@ class PixelTokenizer:
         self.channels = channels
         self.token_dim = channels * patch * patch
 
-    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Images (B, C, H, W) -> tokens (B, H W / p^2, C p^2)."""
+    def encode(self, images: Tensor, generator: torch.Generator | None = None, shard: Shard | None = None) -> Tensor:
+        """Images (B, C, H, W) -> tokens (B, H W / p^2, C p^2) (nothing is drawn)."""
         return patchify(images, self.stride)
 
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -87,22 +93,34 @@ class KLTokenizer:
     """A diffusers ``AutoencoderKL`` as a tokenizer: the latent (B, c, h, w) times ``scale`` is the
     grid of h w tokens of dimension c (row by row, as :func:`copkit.tokens.patchify` orders them).
 
-    ``encode`` takes the posterior's mean, or a sample with ``sample=True`` (MAR trains on samples).
+    ``encode`` draws from the VAE's posterior when given a generator (the training step's: MAR
+    trains on ``posterior.sample() * 0.2325``, engine_mar.py), and takes its mode (the mean)
+    without one (CoMAE, the collapse orders, anything that must be deterministic).
     """
 
-    def __init__(self, vae: nn.Module, scale: float = MAR_LATENT_SCALE, sample: bool = False) -> None:
+    def __init__(self, vae: nn.Module, scale: float = MAR_LATENT_SCALE) -> None:
         self.vae = vae.eval().requires_grad_(False)
         self.scale = scale
-        self.sample = sample
         self.token_dim = int(vae.config.latent_channels)
         self.stride = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
-    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> tokens (B, H W / 256, c): the scaled latent, row by row."""
-        dist = self.vae.encode(images).latent_dist
-        z = dist.sample(generator=generator) if self.sample else dist.mode()
-        return (z * self.scale).flatten(2).transpose(1, 2)
+    def encode(self, images: Tensor, generator: torch.Generator | None = None, shard: Shard | None = None) -> Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> tokens (B, H W / 256, c), row by row: ``scale`` times
+        the posterior's mode, or with a ``generator`` times a draw mean + std * eps from it. With a
+        ``shard`` (:class:`copkit.dist.Shard`) the images are this process's rows of a global batch
+        and eps is drawn for the whole global batch and cut, as one process would draw it.
+
+        The VAE runs in float32 even inside a training step's bfloat16 autocast: MAR encodes
+        outside its autocast (engine_mar.py, main_cache.py)."""
+        with torch.autocast(images.device.type, enabled=False):
+            dist = self.vae.encode(images.float()).latent_dist
+        mean = dist.mean.flatten(2).transpose(1, 2)
+        if generator is None:
+            return mean * self.scale
+        shard = shard or Shard.whole(len(images))
+        eps = torch.randn((shard.total, *mean.shape[1:]), generator=generator, device=mean.device, dtype=mean.dtype)
+        return (mean + dist.std.flatten(2).transpose(1, 2) * shard.cut(eps)) * self.scale
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:

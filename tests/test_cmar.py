@@ -11,7 +11,7 @@ from scipy import stats
 from copkit.cmar import (MAR, MARConfig, adaptive_collapse, cfg_schedule, mar_order, masked_count_after, mix_orders,
                          reveal_schedule, sample_mask_ratio, training_orders)
 from copkit.diffloss import DiffLoss
-from copkit.diffusion import Diffusion, cosine_alpha_bar
+from copkit.diffusion import Diffusion, cosine_alpha_bar, spaced_steps
 from copkit.tokens import flip_batch, patchify, random_orders
 
 
@@ -20,6 +20,19 @@ def tiny(grid=(2, 2), **kw) -> MAR:
     cfg = MARConfig(grid=grid, width=16, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=16, head_depth=1,
                     diffusion_steps=100, diffusion_batch_mul=2, **kw)
     return MAR(cfg)
+
+
+def test_every_layer_norm_has_mars_eps():
+    # MAR's mar_base / mar_large / mar_huge give the blocks norm_layer=partial(nn.LayerNorm, eps=1e-6);
+    # z_proj_ln and the diffusion head's norms are nn.LayerNorm(..., eps=1e-6) in MAR too
+    model = MAR(MARConfig(grid=(2, 2), width=16, enc_depth=2, dec_depth=2, heads=2, buffer=2, head_width=16, head_depth=1))
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
+    blocks = [n for n in norms if n.startswith(("encoder.", "decoder."))]
+    assert len(blocks) == 2 * 4  # norm1 and norm2 of each of the 2 + 2 blocks
+    for name, m in norms.items():
+        assert m.eps == 1e-6, name
+    for name in blocks:
+        assert type(norms[name]) is torch.nn.LayerNorm, name  # torch's, as MAR's partial(nn.LayerNorm)
 
 
 def test_training_masks_the_head_of_the_order_and_sees_the_tail():
@@ -91,6 +104,38 @@ def test_cfg_schedule_linear_and_constant():
         cfg_schedule(3.0, 1, 4, "cosine")
 
 
+def mar_cfg_iters(n: int, steps: int, cfg: float) -> list[float]:
+    """The guidance scale of each step of MAR's ``sample_tokens`` (models/mar.py, cfg_schedule
+    "linear"), re-implemented: ``mask_len`` is floor(N cos(pi/2 (step+1)/S)) clamped to
+    [1, masked - 1] in float32 tensors, on every step including the last, and the scale is
+    1 + (cfg - 1)(N - mask_len)/N."""
+    masked, out = torch.tensor([float(n)]), []
+    for step in range(steps):
+        mask_len = torch.tensor([float(np.floor(n * np.cos(math.pi / 2.0 * (step + 1) / steps)))])
+        mask_len = torch.maximum(torch.tensor([1.0]), torch.minimum(masked - 1, mask_len))
+        out.append(float(1 + (cfg - 1) * (n - mask_len[0]) / n))
+        masked = mask_len
+    return out
+
+
+@pytest.mark.parametrize("grid,steps", [((2, 2), 4), ((2, 2), 1), ((7, 7), 8), ((4, 4), 16), ((16, 16), 64)])
+def test_sampling_guides_every_step_as_mar_including_the_last(grid, steps):
+    model = tiny(grid).eval()
+    n = grid[0] * grid[1]
+    seen = []
+
+    def record(z, steps_, temperature, cfg_scale, z_uncond=None, generator=None, clip=None):
+        seen.append(cfg_scale)
+        return torch.zeros(len(z), 16)
+
+    model.diffloss.sample = record
+    orders = random_orders(2, n, generator=torch.Generator().manual_seed(0))
+    model.sample(torch.tensor([0, 1]), orders, steps=steps, cfg_scale=2.9, diffusion_steps=2)
+    want = mar_cfg_iters(n, steps, 2.9)
+    np.testing.assert_allclose(seen, want, rtol=1e-6)
+    assert seen[-1] == pytest.approx(1 + 1.9 * (n - 1) / n)  # not the full scale: MAR's mask_len is 1 there
+
+
 def test_cfg_scale_one_equals_the_conditional_model():
     torch.manual_seed(0)
     head = DiffLoss(16, 8, 16, 2, train_steps=100)
@@ -148,6 +193,45 @@ def test_cosine_schedule_and_forward_noising_match_the_closed_form():
     r = d.respaced(100)
     torch.testing.assert_close(r.alpha_bar, d.alpha_bar[r.timesteps])
     torch.testing.assert_close(d.respaced(1000).betas, d.betas)
+
+
+def space_timesteps(num_timesteps: int, section_counts: str) -> set[int]:
+    """improved DDPM's respacing as MAR's diffusion/respace.py has it, re-implemented for the test
+    (comma-separated section counts; each section of the steps strided by (size - 1)/(count - 1),
+    the running index rounded with Python's round)."""
+    counts = [int(c) for c in section_counts.split(",")]
+    size_per, extra = divmod(num_timesteps, len(counts))
+    start, steps = 0, []
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        assert size >= count
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        cur = 0.0
+        for _ in range(count):
+            steps.append(start + round(cur))
+            cur += stride
+        start += size
+    return set(steps)
+
+
+def test_respacing_keeps_the_steps_mar_keeps():
+    d = Diffusion.cosine(1000)
+    differ = []
+    for k in range(1, 1001):
+        want = sorted(space_timesteps(1000, str(k)))
+        assert spaced_steps(1000, k) == want, k
+        if torch.linspace(0, 999, k).round().long().unique().tolist() != want:
+            differ.append(k)
+    assert 21 in differ and len(differ) > 100  # the rule copkit used before differs for many k (not 25, 50, 100)
+    assert not {25, 50, 100, 250} & set(differ)
+    r = d.respaced(21)
+    assert r.timesteps.tolist() == sorted(space_timesteps(1000, "21")) and int(r.timesteps[10]) == 499
+    # SpacedDiffusion's betas: 1 - alpha_bar / the previous kept alpha_bar (1 before the first)
+    ab = d.alpha_bar[r.timesteps]
+    torch.testing.assert_close(r.betas, 1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), rtol=0, atol=0)
+    assert spaced_steps(100, 1) == [0] and spaced_steps(100, 100) == list(range(100))
+    with pytest.raises(ValueError):
+        d.respaced(1001)
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():

@@ -1,6 +1,7 @@
 """CoMAE against hand computations, leakage, the alternation, the batched masks, and a planted
 truth (mirror-symmetric images)."""
 
+import inspect
 import math
 
 import numpy as np
@@ -98,6 +99,22 @@ def test_masks_equal_a_loop_over_targets():
     logits = m.masks(tokens, logits=True)
     assert torch.all(torch.isneginf(logits.diagonal(dim1=1, dim2=2)))
     assert torch.allclose((torch.tanh(logits) + 1) / 2 * ~torch.eye(16, dtype=torch.bool), batched, atol=1e-6)
+
+
+def test_masks_rank_in_float32_unless_bfloat16_is_asked():
+    # the default is float32 on every device (before, None: bfloat16 autocast on CUDA)
+    assert inspect.signature(CoMAE.masks).parameters["autocast"].default is False
+    m = small_model(2).eval()
+    tokens = torch.randn(3, 16, 4)
+    eye = torch.eye(16, dtype=torch.bool)
+    with torch.no_grad():  # a plain float32 forward of f over every (image, target)
+        plain = m.f(tokens.repeat_interleave(16, dim=0), torch.arange(16).repeat(3)).reshape(3, 16, 16)
+    plain = plain.masked_fill(eye, 0.0)
+    assert torch.equal(m.masks(tokens), plain)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast does not reach the ranking
+        assert torch.equal(m.masks(tokens), plain)
+    asked = m.masks(tokens, autocast=True)  # bfloat16 only when asked
+    assert not torch.equal(asked, plain) and torch.allclose(asked, plain, atol=0.05)
 
 
 def _train(cfg, tokens, steps, run_dir, stop_after=None, lr=3e-3, batch=16, seed=0):

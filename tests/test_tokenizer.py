@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 diffusers = pytest.importorskip("diffusers")
 
+from copkit.cmar import MAR, MARConfig, mar_step_fn
+from copkit.dist import Shard
 from copkit.tokenizer import (KL16_CONFIG, MAR_LATENT_SCALE, KLTokenizer, PixelTokenizer, TokenSource, kl16_vae,
                               load_kl16)
+from copkit.train import step_generator
 
 #: MAR's KL-16 layout (5 levels: stride 16, 2 residual blocks per level, 16 latent channels),
 #: narrower so that the test is fast.
@@ -91,6 +96,80 @@ def test_kl_tokenizer_scales_latents_as_mar(vae):
         torch.testing.assert_close(tok.decode(tokens, (2, 2)), vae.decode(z).sample, rtol=1e-5, atol=1e-5)
     src = TokenSource(x, tok)
     assert len(src) == 3 and torch.equal(src[torch.tensor([2, 0])], tok.encode(x[[2, 0]]))
+
+
+def test_kl_tokenizer_encodes_in_float32_under_a_bf16_training_step(vae):
+    tok = KLTokenizer(vae)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # copkit.train's step with precision "bf16"
+        inside = tok.encode(x, torch.Generator().manual_seed(0))
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, tok.encode(x, torch.Generator().manual_seed(0)), rtol=0, atol=0)
+
+
+class PlantedVAE(nn.Module):
+    """A stand-in for the VAE with a planted posterior: the same mean and log-variance (c, h, w) for
+    every image, returned as diffusers' DiagonalGaussianDistribution (what AutoencoderKL returns)."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
+        super().__init__()
+        self.mean, self.logvar = mean, logvar
+        self.config = SimpleNamespace(latent_channels=mean.shape[0], block_out_channels=[1] * 5)
+
+    def encode(self, x: torch.Tensor):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        params = torch.cat([self.mean, self.logvar])[None].expand(len(x), -1, -1, -1)
+        return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(params))
+
+
+def planted() -> tuple[KLTokenizer, torch.Tensor, torch.Tensor]:
+    """The tokenizer of a planted VAE (3 channels on a 2 x 2 grid), and the tokens' mean and sd (N, c)."""
+    mean = torch.randn(3, 2, 2, generator=torch.Generator().manual_seed(0))
+    logvar = torch.linspace(-3.0, 1.0, 12).reshape(3, 2, 2)
+    mu = mean.flatten(1).T * MAR_LATENT_SCALE
+    sd = torch.exp(0.5 * logvar).flatten(1).T * MAR_LATENT_SCALE
+    return KLTokenizer(PlantedVAE(mean, logvar)), mu, sd
+
+
+def test_kl_tokens_are_posterior_draws_with_a_generator_and_the_mode_without():
+    tok, mu, sd = planted()
+    x = torch.zeros(20000, 3, 1, 1)  # the planted VAE ignores the pixels
+    assert torch.equal(tok.encode(x[:5]), mu.expand(5, -1, -1))  # no generator: the mode, deterministic
+    draws = tok.encode(x, torch.Generator().manual_seed(1))
+    z = (draws - mu) / sd  # MAR's posterior.sample() * 0.2325: (mean + std * eps) * 0.2325
+    assert z.mean(0).abs().max() < 5 / 20000 ** 0.5
+    assert (z.std(0) - 1).abs().max() < 0.03
+    from scipy import stats
+
+    assert stats.kstest(z.flatten().numpy(), "norm").pvalue > 1e-3
+    assert torch.equal(draws, tok.encode(x, torch.Generator().manual_seed(1)))  # the same generator, the same draws
+    # a process's rows of a global batch get the rows one process drawing the whole batch would
+    whole = tok.encode(x[:16], torch.Generator().manual_seed(2))
+    torch.testing.assert_close(tok.encode(x[4:8], torch.Generator().manual_seed(2), Shard(4, 8, 16)), whole[4:8],
+                               rtol=0, atol=0)
+
+
+def test_mar_trains_on_posterior_draws_from_the_step_generator():
+    tok, mu, _ = planted()
+    seen = []
+
+    def encode(images, generator=None, shard=None):
+        tokens = tok.encode(images, generator, shard)
+        seen.append(tokens)
+        return tokens
+
+    torch.manual_seed(0)
+    model = MAR(MARConfig(grid=(2, 2), token_dim=3, n_classes=2, width=16, enc_depth=1, dec_depth=1, heads=2, buffer=1,
+                          head_width=16, head_depth=1, diffusion_steps=10))
+    images, labels = torch.zeros(8, 3, 32, 32), torch.tensor([0, 1] * 4)
+    step = mar_step_fn(model, images, labels, 4, seed=0, tokenizer=encode, stride=16)
+    loss_a = step(3, step_generator(0, 3, "cpu"))[0]
+    loss_b = step(3, step_generator(0, 3, "cpu"))[0]
+    assert torch.equal(loss_a, loss_b) and torch.equal(seen[0], seen[1])  # resumable: the step's generator decides
+    step(4, step_generator(0, 4, "cpu"))
+    assert not torch.equal(seen[0], seen[2])  # another step, other draws
+    assert not torch.allclose(seen[0], mu.expand(4, -1, -1))  # not the mode
 
 
 def test_errors_and_the_ckpt_conversion(tmp_path, vae):
