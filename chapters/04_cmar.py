@@ -63,8 +63,7 @@ import torch
 from IPython.display import Markdown, display
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
-from copkit import metrics as feature_net
-from copkit import viz
+from copkit import pretrained, viz
 from copkit.cmar import (RECIPE, MARData, adaptive_collapse, from_profile, generate, generation_orders,
                          hidden_uncertainty, mar_order, reveal_schedule)
 from copkit.comae import load_profile_comae
@@ -121,7 +120,8 @@ plt.show()
 #
 # FID is usually measured on Inception-v3 features of 299-pixel photographs; on 28x28 grey
 # clothes those features mean little, and no weights can be downloaded here. As is common for
-# small data sets, the scores use a classifier trained on Fashion-MNIST: FID on its 128-dimensional
+# small data sets, the scores use a classifier trained on Fashion-MNIST (the shipped base model of
+# `make pretrain`, trained until its held-out accuracy flattened): FID on its 128-dimensional
 # penultimate features (torchmetrics' `FrechetInceptionDistance` with the classifier as
 # `feature`), the Inception Score {cite}`salimans2016is` on its softmax, precision and recall
 # {cite}`kynkaanniemi2019pr` ($k = 3$) on the same features. The reference is the 10,000 test images. The numbers are
@@ -129,16 +129,11 @@ plt.show()
 # models carry over.
 
 # %% tags=["remove-stderr"]
-clf_cfg, clf_tc = feature_net.from_profile(S, seed)
-clf_data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x)}
-clf_run = fit(feature_net.RECIPE, clf_cfg, clf_tc, feature_net.FeatureNetData(train_x, train_y), clf_data, data_dir,
-              device=dev, desc="feature network")
-net = clf_run.model
+net, net_hash = pretrained.base(PROFILE, "classifier", data_dir, dev)
 with torch.no_grad():
     test_logits = torch.cat([net(test_x[s:s + 1000].to(dev)).cpu() for s in range(0, len(test_x), 1000)])
 clf_acc = topk_accuracy(test_logits, test_y)
 scores = GenerativeScores(net, test_x)
-net_hash = clf_run.hash
 floor = {}
 for n in (S.samples, S.sweep_samples):
     idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:n]
@@ -154,48 +149,55 @@ sample shrinks, so these are the best scores a perfect generator could reach at 
                       for n, v in floor.items()])))
 
 # %% [markdown]
-# ## Training MAR, and CMAR three ways
+# ## The base MAR, and three fine-tunes of it
 #
-# - **MAR**: random orders, from scratch;
-# - **CMAR**: MAR fine-tuned on collapse orders (descending: best patches generated first), 10% of
-#   the sequences random, with the paper's fine-tuning schedule (linear warm-up over the first 10%
-#   of the steps, cosine to 0) at a lower learning rate;
-# - **CMAR, ascending**: the same fine-tuning with the order reversed (Table 4);
-# - **CMAR from scratch**: collapse orders from the start, with MAR's budget (not in the paper; it
-#   tells whether the order helps learning itself).
+# The paper fine-tunes the released MAR-B. Here the base is a small MAR trained once in random
+# order until its held-out diffusion loss flattened (`make pretrain`, shipped in
+# `data/pretrained/`). From it, for each seed, the same fine-tuning (the paper's schedule: linear
+# warm-up over the first 10% of the steps, then cosine to 0, at a lower learning rate) along three
+# orders:
 #
-# Every image is flipped at random, its order flipped with it. Each model is trained with
-# several seeds; the fine-tunes start from the MAR of the same seed.
+# - **MAR**: random orders again: the control, a base trained exactly as long as the others;
+# - **CMAR**: collapse orders, descending (best patches generated first), 10% of the sequences random;
+# - **CMAR, ascending**: the same with the order reversed (Table 4).
+#
+# Every image is flipped at random, its order flipped with it. The same seed draws the same
+# batches, flips and masks in all three, so each comparison between them is paired by seed.
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The base MAR's training: the diffusion loss (grey, moving mean) and the loss on 1,000 held-out training images with fixed draws (blue).", "name": "fig-ch4-base-mar"}, "image": {"alt": "A falling grey training-loss curve and a blue held-out loss curve that flattens towards the end."}}
+base_mar, base_hash = pretrained.base(PROFILE, "mar", data_dir, dev)
+base_info = pretrained.info("mar", PROFILE.pretrain, Path(data_dir) / "pretrained")
+fig, ax = plt.subplots(figsize=(7, 3))
+viz.learning_curve(pretrained.curve("mar", PROFILE.pretrain, Path(data_dir) / "pretrained"), "val_loss", ax,
+                   title=f"base MAR {base_info['file']}")
+plt.show()
+bm = base_info["metrics"]
+display(Markdown(
+    f"The base MAR trained {base_info['epochs']} epochs ({base_info['steps']:,} steps, "
+    f"{base_info['train_seconds'] / 60:.0f} minutes). On {pretrained.read_config(PROFILE.pretrain)['mar']['sampling']['samples']:,} "
+    f"samples the classifier gives the conditioning class to {bm['class_agreement_cfg']:.1%} with CFG and "
+    f"{bm['class_agreement_nocfg']:.1%} without; FID {bm['fid_cfg']:.1f} with CFG against a real-image floor of "
+    f"{bm['fid_floor']:.1f} at that size."))
 
 # %% tags=["hide-output"]
 runs, curves, run_hash = {}, {}, {}
 for s in SEEDS:
-    mar_cfg, tc = from_profile(S, s, phase="mar")
-    mar = fit(RECIPE, mar_cfg, tc, MARData(train_x, train_y), data, data_dir, device=dev, desc=f"MAR seed {s}")
-    runs[("MAR", s)], curves[("MAR", s)], run_hash[("MAR", s)] = mar.model, mar.metrics, mar.hash
     ft_cfg, ft = from_profile(S, s, phase="finetune")
-    for name, kind in (("CMAR", "descending"), ("CMAR ascending", "ascending")):
-        run = fit(RECIPE, ft_cfg, ft, MARData(train_x, train_y, kind, train_orders), data, data_dir,
-                  init=(mar.hash, mar.model.state_dict()), device=dev, desc=f"{name} seed {s}")
+    for name, kind in (("MAR", "random"), ("CMAR", "descending"), ("CMAR ascending", "ascending")):
+        run = fit(RECIPE, ft_cfg, ft, MARData(train_x, train_y, kind, train_orders if kind != "random" else None), data,
+                  data_dir, init=(base_hash, base_mar.state_dict()), device=dev, desc=f"{name} seed {s}")
         runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = run.model, run.metrics, run.hash
-    sc_cfg, tc_scratch = from_profile(S, s, phase="scratch")
-    run = fit(RECIPE, sc_cfg, tc_scratch, MARData(train_x, train_y, "descending", train_orders), data, data_dir,
-              device=dev, desc=f"CMAR scratch seed {s}")
-    runs[("CMAR scratch", s)], curves[("CMAR scratch", s)], run_hash[("CMAR scratch", s)] = run.model, run.metrics, run.hash
 
-# %% mystnb={"figure": {"caption": "Diffusion loss during training, smoothed: MAR and CMAR from scratch (left), CMAR fine-tuned from MAR along descending and ascending collapse orders (right); one curve per seed.", "name": "fig-ch4-training"}, "image": {"alt": "Two line plots of the loss falling with the training step, curves coloured by model."}}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-colors = {"MAR": "C0", "CMAR": "C3", "CMAR ascending": "C2", "CMAR scratch": "C1"}
+# %% mystnb={"figure": {"caption": "Diffusion loss while fine-tuning the base MAR, smoothed, one curve per seed: random order (MAR), descending and ascending collapse orders.", "name": "fig-ch4-training"}, "image": {"alt": "A line plot of the loss against the training step, curves coloured by model."}}
+fig, ax = plt.subplots(figsize=(7, 3.4))
+colors = {"MAR": "C0", "CMAR": "C3", "CMAR ascending": "C2"}
 for (name, s), h in curves.items():
     x, y = viz.training_curve(h)
-    ax = axes[0] if name in ("MAR", "CMAR scratch") else axes[1]
     ax.plot(x, y, color=colors[name], lw=1, label=name if s == SEEDS[0] else None)
-axes[0].set_title("from scratch")
-axes[1].set_title("fine-tuned from MAR")
-for ax in axes:
-    ax.set_xlabel("step")
-    ax.set_ylabel("diffusion loss (smoothed)")
-    ax.legend()
+ax.set_title("fine-tuned from the base MAR")
+ax.set_xlabel("step")
+ax.set_ylabel("diffusion loss (smoothed)")
+ax.legend()
 plt.show()
 
 # %% [markdown]
@@ -214,7 +216,8 @@ plt.show()
 # %%
 print("tokens revealed per step:", reveal_schedule(N, S.gen_steps))
 # the scores depend on the trained runs and the feature network; the sampling settings are in each key
-scores_id = config_hash({"runs": {f"{n} {s}": h for (n, s), h in run_hash.items()}, "net": net_hash})
+# "sampler": 2: MAR's last-step CFG scale and respaced steps (older caches scored another sampler)
+scores_id = config_hash({"runs": {f"{n} {s}": h for (n, s), h in run_hash.items()}, "net": net_hash, "sampler": 2})
 cache_path = Path(data_dir) / "runs" / f"cmar-scores-{scores_id[:8]}.json"
 cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
 
@@ -243,7 +246,7 @@ def score(model_name, s, source, scale, n, descending=True, adaptive=False):
 comae, _ = load_profile_comae(PROFILE.comae, data_dir, seed, dev)
 # The models of the tables: (name, trained run, order source, descending)
 SETUPS = {"MAR": ("MAR", "random", True), "MAR+C": ("MAR", "class-image", True),
-          "CMAR": ("CMAR", "class-image", True), "CMAR scratch": ("CMAR scratch", "class-image", True),
+          "CMAR": ("CMAR", "class-image", True),
           "CMAR ascending": ("CMAR ascending", "class-image", False)}
 
 # %% [markdown]
@@ -301,7 +304,7 @@ PAPER_T2 = {"MAR": {"fid": 7.114, "is": 194.50, "pre": 0.784, "rec": 0.571, "fid
             "CMAR": {"fid": 7.213, "is": 190.92, "pre": 0.781, "rec": 0.572, "fid_cfg": 5.928, "is_cfg": 280.55,
                      "pre_cfg": 0.818, "rec_cfg": 0.576}}
 table2 = {}
-for name in ("MAR", "MAR+C", "CMAR", "CMAR scratch"):
+for name in ("MAR", "MAR+C", "CMAR"):
     run, source, desc_ = SETUPS[name]
     table2[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS] for c in (1.0, S.cfg_scale)}
 lines = []
@@ -352,10 +355,10 @@ display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.
 #
 # Ten images per class (rows) from one seed of each model, CFG at the headline scale.
 
-# %% mystnb={"figure": {"caption": "Samples: ten images per class (rows) from one seed of each model, CFG at the headline scale.", "name": "fig-ch4-samples"}, "image": {"alt": "Five 10 by 10 grids of generated clothing images, one per model, each row one class."}}
+# %% mystnb={"figure": {"caption": "Samples: ten images per class (rows) from one seed of each model, CFG at the headline scale.", "name": "fig-ch4-samples"}, "image": {"alt": "Four 10 by 10 grids of generated clothing images, one per model, each row one class."}}
 grid_labels = torch.arange(10).repeat_interleave(10)
-fig, axes = plt.subplots(1, 5, figsize=(16, 3.6))
-for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR scratch", "CMAR ascending")):
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
+for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR ascending")):
     run, source, desc_ = SETUPS[name]
     imgs = generate(runs[(run, SEEDS[0])], grid_labels, order_fn(source, desc_), seed=7, steps=S.gen_steps,
                     diffusion_steps=S.diffusion_steps, cfg_scale=S.cfg_scale, progress=False)

@@ -135,3 +135,21 @@ def test_cli_rejects_an_unknown_name(capsys):
 def test_the_full_config_reads():
     cfg = pretrained.read_config()
     assert {"classifier", "vit", "mar"} <= set(cfg)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_every_profile_fine_tunes_networks_of_its_base_models_sizes(profile):
+    """The chapters load the base models' weights into the networks their profile sizes: the two
+    must agree, or loading fails (or, worse, the profile's numbers describe another network)."""
+    from dataclasses import asdict
+
+    from copkit import cmar, cvit
+    from copkit.profiles import get_profile
+
+    p = get_profile(profile)
+    base = pretrained.read_config(p.pretrain)
+    vit, _ = cvit.from_profile(p.cvit, 0, kind="vit")
+    assert {k: v for k, v in base["vit"]["model"].items() if k != "shift"} == \
+        {k: asdict(vit)[k] for k in base["vit"]["model"] if k != "shift"}
+    mar, _ = cmar.from_profile(p.cmar, 0, phase="finetune")
+    assert base["mar"]["model"] == {k: asdict(mar)[k] for k in base["mar"]["model"]}
