@@ -68,7 +68,7 @@ unit: data
 
 # Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
 smoke: data
-	$(PY) -m copkit pretrain --config smoke --data-dir .scratch/data --out .scratch/data/pretrained --results .scratch/pretrained.json
+	$(PY) -m copkit pretrain --config smoke --data-dir .scratch/data --out .scratch/data/pretrained --results .scratch/book/results/pretrained.json
 	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --out .scratch/book --data-dir .scratch/data
 
 # The committed book must build without a warning; built into .scratch/site, not book/_build.

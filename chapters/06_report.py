@@ -83,6 +83,43 @@ display(Markdown(
                  for ch, cid, c in headlines(results))))
 
 # %% [markdown]
+# (report-base-models)=
+# ## The base models
+#
+# The chapters fine-tune and evaluate from base models trained once (`make pretrain`, from
+# `copkit/configs/pretrain.yaml`) and shipped in `data/pretrained/`, each with its configuration
+# hash, training log and final numbers. The table is `pretrained.json`, which `make pretrain`
+# writes from the shipped files; the targets are the book's, set before training.
+
+# %% tags=["remove-input"]
+TARGETS = {("classifier", "test_top1"): (">=", 0.92), ("vit", "test_top1"): (">=", 0.90),
+           ("mar", "class_agreement_cfg"): (">=", 0.85), ("mar", "class_agreement_nocfg"): (">=", 0.70),
+           ("mar", "fid_cfg"): ("<=", 30.0), ("comae", "val_L_r_change_last_fifth"): ("<", 0.02)}
+pretrained_file = Path(results_dir) / "pretrained.json"
+if pretrained_file.exists():
+    base_models = json.loads(pretrained_file.read_text())["models"]
+
+    def shown(name: str, key: str, value: float) -> str:
+        fraction = not any(t in key for t in ("fid", "L_r", "loss", "H_mask"))  # the rest are shares in [0, 1]
+        text = f"{value:.1%}" if fraction and "change" not in key else f"{value:.4g}"
+        target = TARGETS.get((name, key))
+        if target is None:
+            return f"{key} {text}"
+        op, bound = target
+        met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
+        return f"{key} {text} ({'meets' if met else 'misses'} {op} {bound:g})"
+
+    display(Markdown(markdown_table(
+        ["model", "command", "file (hash)", "steps", "epochs", "training time", "final numbers"],
+        [[name, f"`{m['command']}`", f"`{m['file']}`", f"{m['steps']:,}", f"{m['epochs']:g}",
+          f"{m['train_seconds'] / 60:.0f} min",
+          "; ".join(shown(name, k, v) for k, v in m["metrics"].items() if isinstance(v, (int, float)))]
+         for name, m in base_models.items()])))
+else:
+    display(Markdown(f"No `{pretrained_file.name}` beside the results files: run `make pretrain`, which trains "
+                     "(or finds) the base models and writes it."))
+
+# %% [markdown]
 # ## Every claim
 
 # %% tags=["full-width", "remove-input"]
