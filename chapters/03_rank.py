@@ -59,24 +59,21 @@ from IPython.display import Markdown, display
 from scipy.stats import kendalltau, spearmanr
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
-from copkit import viz
-from copkit.comae import RECIPE, CoMAEData, from_profile, load_profile_comae
-from copkit.data import CLASSES, load_fashion_mnist, photo_crops
+from copkit import pretrained, viz
+from copkit.data import CLASSES, load_fashion_mnist
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, ranks, transition
 from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
 from copkit.tokens import GRID, PATCH, patchify, random_orders
-from copkit.train import fit
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
 R = PROFILE.rank
 dev = pick_device(device)
 plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
-comae, comae_meta = load_profile_comae(PROFILE.comae, data_dir, seed, dev)
-print(f"profile={PROFILE.name}; device={dev}; CoMAE {comae_meta['config_hash'][:8]} "
-      f"(seed {comae_meta['info']['seed']} of Chapter 2)")
+comae, comae_hash = pretrained.base(PROFILE, "comae", data_dir, dev)
+print(f"profile={PROFILE.name}; device={dev}; the shipped CoMAE {comae_hash[:8]} (make pretrain)")
 
 # %% [markdown]
 # ## The graphs
@@ -338,8 +335,8 @@ display(Markdown(markdown_table(
 #
 # Circles are larger the earlier a patch comes; the first 22% (11 of 49) patches are joined in
 # order, the first marked by a square. First Fashion-MNIST, then natural images: a CoMAE of the
-# same size trained (at this profile's length, the paper's $L_c$ weight) on random 28 x 28 crops
-# of scikit-image's photos, ranking crops it has not seen.
+# same size, shipped with the base models (`make pretrain`), trained on random 28 x 28 crops of
+# scikit-image's photos, ranking crops it has not seen.
 
 # %% mystnb={"figure": {"caption": "Fig. 4 analogue: the collapse order of one test image per class. Circles are larger the earlier a patch comes; the first 11 patches (22%) are joined in order, the first marked by a square.", "name": "fig-ch3-fig4"}, "image": {"alt": "Ten clothing images, one per class, each with circles on its patches and a line joining the first eleven."}}
 fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
@@ -350,19 +347,13 @@ fig.suptitle("Collapse orders of one test image per class (first 11 patches join
 fig.tight_layout()
 plt.show()
 
-# %% tags=["hide-output"]
-photo_names = ("camera", "astronaut", "coffee", "chelsea", "rocket")
-crops = torch.cat([photo_crops(name, PROFILE.entropy.photo_crops // len(photo_names), 28, scale=0.25, seed=seed)
-                   for name in photo_names])
-crops = crops[torch.randperm(len(crops), generator=torch.Generator().manual_seed(seed))]
-photo_tag = {"dataset": "scikit-image photo crops", "photos": list(photo_names), "crops": len(crops), "size": 28,
-             "scale": 0.25, "patch": PATCH, "seed": seed}
-photo_cfg, photo_tc = from_profile(PROFILE.comae, seed, lambda_c=0.01)
-photo_comae = fit(RECIPE, photo_cfg, photo_tc, CoMAEData(patchify(crops[:-64], PATCH), patchify(crops[-64:-32], PATCH)), photo_tag,
-                  data_dir, device=dev, desc="CoMAE on photo crops").model
+# %%
+photo_comae, photo_hash = pretrained.base(PROFILE, "comae_photo", data_dir, dev)
+photo_plan = pretrained.plan("comae_photo", PROFILE.pretrain)  # its held-out crops (another seed than its training)
+print(f"the shipped photo CoMAE {photo_hash[:8]}: {photo_plan.tag['crops']:,} crops of {', '.join(photo_plan.tag['photos'])}")
 
 # %% mystnb={"figure": {"caption": "Collapse orders of ten held-out photo crops, from a CoMAE trained on crops of scikit-image's photos.", "name": "fig-ch3-photo-orders"}, "image": {"alt": "Ten grey crops of photographs, each with circles and a line marking the first eleven patches of its order."}}
-held_out = crops[-10:]
+held_out = photo_plan.test[0][:10]
 photo_orders = collapse_order(photo_comae.masks(patchify(held_out, PATCH).to(dev)).cpu().double())
 fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
 for k, ax in enumerate(axes.flat):

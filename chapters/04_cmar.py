@@ -66,7 +66,6 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, i
 from copkit import pretrained, viz
 from copkit.cmar import (RECIPE, MARData, adaptive_collapse, from_profile, generate, generation_orders,
                          hidden_uncertainty, mar_order, reveal_schedule)
-from copkit.comae import load_profile_comae
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
 from copkit.metrics import GenerativeScores, topk_accuracy
@@ -85,7 +84,7 @@ SEEDS = [s + seed for s in S.seeds]
 
 train_x, train_y = load_fashion_mnist("train", limit=S.train_images)
 test_x, test_y = load_fashion_mnist("test")
-train_orders, _, comae_hash = dataset_orders(PROFILE.comae, data_dir, dev, seed, n_train=len(train_x), n_test=0)
+train_orders, _, comae_hash = dataset_orders(PROFILE, data_dir, dev, n_train=len(train_x), n_test=0)
 N = train_orders.shape[1]
 data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x), "patch": PATCH,
         "orders_by_comae": comae_hash}
@@ -243,7 +242,7 @@ def score(model_name, s, source, scale, n, descending=True, adaptive=False):
     return cache[key]
 
 
-comae, _ = load_profile_comae(PROFILE.comae, data_dir, seed, dev)
+comae, _ = pretrained.base(PROFILE, "comae", data_dir, dev)
 # The models of the tables: (name, trained run, order source, descending)
 SETUPS = {"MAR": ("MAR", "random", True), "MAR+C": ("MAR", "class-image", True),
           "CMAR": ("CMAR", "class-image", True),
@@ -418,7 +417,7 @@ reveal = sorted({0, 1, 2, 4, 6, 8, 11, 16, 22, 30, 40, N - 1})
 ui = torch.arange(S.uncertainty_images)
 u_x, u_y = test_x[ui].to(dev), test_y[ui].to(dev)
 u_tokens = patchify(u_x, PATCH)
-_, u_collapse, _ = dataset_orders(PROFILE.comae, data_dir, dev, seed, n_train=0, n_test=S.uncertainty_images)
+_, u_collapse, _ = dataset_orders(PROFILE, data_dir, dev, n_train=0, n_test=S.uncertainty_images)
 u_collapse = u_collapse.to(dev)
 unc = {}
 for s in SEEDS:

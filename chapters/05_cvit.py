@@ -66,7 +66,6 @@ from scipy import stats
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 
 from copkit import pretrained, viz  # noqa: E402
-from copkit.comae import load_profile_comae  # noqa: E402
 from copkit.curves import auc, knee, sweep, sweep_ratios  # noqa: E402
 from copkit.cvit import (RECIPE, CViTData, drop_ratio_cdf, drop_ratio_pdf, forward_keep,  # noqa: E402
                          from_profile, make_vit, n_keep, sample_drop_ratio)
@@ -89,7 +88,7 @@ plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
 x_train, y_train = load_fashion_mnist("train", limit=C.train_images)
 x_test, y_test = load_fashion_mnist("test", limit=C.test_images)
 t0 = time.perf_counter()
-train_orders, test_orders, comae_hash = dataset_orders(PROFILE.comae, data_dir, dev, seed, len(x_train), len(x_test))
+train_orders, test_orders, comae_hash = dataset_orders(PROFILE, data_dir, dev, len(x_train), len(x_test))
 orders_seconds = time.perf_counter() - t0
 steps = C.epochs * len(x_train) // C.batch_size
 print(f"profile={PROFILE.name}; device={dev}; threads={torch.get_num_threads()}; seeds {seeds}")
@@ -446,7 +445,7 @@ display(Markdown(markdown_table(
 bench_x = x_test[:min(1000, len(x_test))]
 ips = throughput(cvit_model, [N_TOKENS, n_keep(0.5), k22], bench_x)
 # the order: CoMAE masks (every target of every image) and PageRank, counted and timed the same way
-comae, _ = load_profile_comae(PROFILE.comae, data_dir, seed, dev)
+comae, _ = pretrained.base(PROFILE, "comae", data_dir, dev)
 order_flops, order_ips = order_cost(comae, patchify(bench_x[:256], PATCH).to(dev))
 f22 = flop_table["0.78"]["flops"]
 e2e_flops = (order_flops + f22) / full_flops

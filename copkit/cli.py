@@ -97,8 +97,7 @@ def _profile_orders(args: argparse.Namespace) -> int:
     dev = dist.local_device(args.device)
     dist.setup(dev)
     try:
-        train, test, digest = dataset_orders(get_profile(args.profile).comae, args.data_dir, dev, args.seed,
-                                             subset_limit=0)
+        train, test, digest = dataset_orders(get_profile(args.profile), args.data_dir, dev, subset_limit=0)
     except (FileNotFoundError, DamagedFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from .dist import Shard
 from .dist import shard as process_shard
-from .tokens import GRID, gather_tokens
+from .tokens import GRID, gather_tokens, hflip_index
 from .train import Recipe, TrainConfig, _jsonable, artifact_path, batch_indices, load_artifact, take
 
 __all__ = [
@@ -68,6 +68,8 @@ __all__ = [
     "artifact_config",
     "fashion_mnist_data",
     "load_profile_comae",
+    "mirror_image",
+    "mirror_hits",
 ]
 
 
@@ -491,3 +493,25 @@ def load_profile_comae(sizes, data_dir: str | Path, seed: int = 0,
             f"no trained CoMAE for these sizes at {artifact_path(data_dir, 'comae', config)}; make it by running "
             "Chapter 2 with the same profile first: make chapters CHAPTERS=02_comae PROFILE=<profile>")
     return model.to(device).eval(), meta
+
+
+def mirror_image(images: Tensor) -> Tensor:
+    """Images whose right half is their left half mirrored (the planted truth of the mirror test):
+    each patch off the centre column then has an exact, flipped copy at its mirror position."""
+    out = images.clone()
+    w = images.shape[-1]
+    out[..., w - w // 2:] = torch.flip(images[..., :w // 2], dims=[-1])
+    return out
+
+
+@torch.no_grad()
+def mirror_hits(model: CoMAE, tokens: Tensor, grid_w: int, skip_centre: bool = True) -> float:
+    """The share of targets whose largest mask value (read before the [0, 1] squashing, so without
+    ties) is on the target's mirror patch, on mirror-symmetric ``tokens`` (B, N, d) of a grid
+    ``grid_w`` wide; ``skip_centre`` leaves out the targets on a centre column (their own mirror).
+    Chance is 1 / (N - 1)."""
+    n = tokens.shape[1]
+    top = model.masks(tokens, logits=True).argmax(-1).cpu()
+    mirror = hflip_index(n, grid_w)
+    keep = mirror != torch.arange(n) if skip_centre else torch.ones(n, dtype=torch.bool)
+    return float((top[:, keep] == mirror[keep]).float().mean())

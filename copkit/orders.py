@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from . import dist
-from .comae import load_profile_comae
+from . import dist, pretrained
 from .data import load_fashion_mnist
 from .io import DamagedFileError, atomic_write_bytes
 from .rank import collapse_order
@@ -156,10 +155,11 @@ def load_orders(path: str | Path, comae_hash: str | None = None) -> tuple[np.nda
     return orders, split, made_by
 
 
-def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str = "cpu", seed: int = 0,
+def dataset_orders(profile, data_dir: str | Path, device: torch.device | str = "cpu",
                    n_train: int | None = None, n_test: int | None = None, subset_limit: int = 7000,
                    progress: bool = True) -> tuple[Tensor, Tensor, str]:
-    """Collapse orders of Fashion-MNIST for the CoMAE a profile saved (Chapter 2), loaded or made.
+    """Collapse orders of Fashion-MNIST by the shipped CoMAE of a profile's base models
+    (:func:`copkit.pretrained.base` ``(profile, "comae", data_dir)``: ``make pretrain``), loaded or made.
 
     Returns ``(train_orders, test_orders, comae_hash)``: long tensors (n, 49), best patch first,
     for the first ``n_train`` training and ``n_test`` test images (None: all of them), in the
@@ -172,8 +172,7 @@ def dataset_orders(comae_sizes, data_dir: str | Path, device: torch.device | str
     from another CoMAE is never used: the hash names the CoMAE that made it.
     """
     data_dir = Path(data_dir)
-    model, meta = load_profile_comae(comae_sizes, data_dir, seed, device)
-    digest = meta["config_hash"]
+    model, digest = pretrained.base(profile, "comae", data_dir, device)
     full = data_dir / f"orders-{digest[:8]}.npz"
     x_train, _ = load_fashion_mnist("train")
     x_test, _ = load_fashion_mnist("test")

@@ -99,7 +99,7 @@ class Plan:
     data: Any
     tag: dict
     epochs: float
-    test: tuple[Tensor, Tensor]  #: test images and labels (or tokens, for a CoMAE)
+    test: tuple[Tensor, Tensor]  #: test images and labels (held-out photo crops and zeros, for the photo CoMAE)
     section: dict
 
 
@@ -171,15 +171,15 @@ def plan(name: str, config: dict | str | Path | None = None, seed: int = 0) -> P
             per = source["crops"] // len(names)
             crops = torch.cat([photo_crops(p, per, 28, scale=0.25, seed=seed) for p in names])
             held = torch.cat([photo_crops(p, 200, 28, scale=0.25, seed=seed + 1000) for p in names])
-            tokens, val_tokens, test_tokens = patchify(crops, PATCH), patchify(held[:512], PATCH), patchify(held[512:], PATCH)
+            tokens, val_tokens, test_images = patchify(crops, PATCH), patchify(held[:512], PATCH), held[512:]
             tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops), "size": 28,
                    "scale": 0.25, "held_out": "crops of seed + 1000"}
         else:
-            tokens, val_tokens, test_tokens = patchify(tx, PATCH), patchify(vx[:512], PATCH), patchify(test_x, PATCH)
+            tokens, val_tokens, test_images = patchify(tx, PATCH), patchify(vx[:512], PATCH), test_x
         cfg = comae.CoMAEConfig(**{k: tuple(v) if k == "grid" else v for k, v in model_cfg.items()})
         data = comae.CoMAEData(tokens, val_tokens)
         recipe = comae.RECIPE
-        n, test = len(tokens), (test_tokens, torch.zeros(len(test_tokens), dtype=torch.long))
+        n, test = len(tokens), (test_images, torch.zeros(len(test_images), dtype=torch.long))
     train = dict(section["train"])
     epochs = train.pop("epochs")
     tc = TrainConfig(steps=max(1, int(epochs * n) // train["batch_size"]), seed=seed, **train)
@@ -230,12 +230,17 @@ def _final_metrics(p: Plan, model: nn.Module, records: list[dict], config: dict,
     if kind in ("featurenet", "vit"):
         return {"test_top1": _top1(model, *p.test), "val_top1": evals[-1]["val_top1"]}
     if kind == "comae":
-        curve = [r["L_r"] for r in evals if "L_r" in r]
-        fifth = [r for r in evals if r["step"] >= 0.8 * p.tc.steps]
-        change = abs(fifth[-1]["L_r"] - fifth[0]["L_r"]) / fifth[0]["L_r"] if len(fifth) > 1 else float("nan")
-        test = comae.evaluate(model, p.test[0][:2000].to(device))
-        return {"val_L_r": curve[-1], "val_L_r_change_last_fifth": change, "test_L_r": test["L_r"],
-                "test_H_mask": test.get("H_mask")}
+        curve = [r["val_L_r"] for r in evals]
+        fifth = [r["val_L_r"] for r in evals if r["step"] >= 0.8 * p.tc.steps]
+        # the relative change of the held-out L_r over the last fifth of training (< 2%: converged)
+        change = abs(fifth[-1] - fifth[0]) / fifth[0] if len(fifth) > 1 else None  # None: one evaluation there
+        images = p.test[0][:1000]
+        test = comae.evaluate(model, patchify(images, PATCH).to(device))
+        mirrored = patchify(comae.mirror_image(images[:500]), PATCH).to(device)
+        return {"val_L_r": curve[-1], "val_L_r_change_last_fifth": change, "test_L_r": test["val_L_r"],
+                "test_H_mask": test["val_H_mask"],
+                # not trained on mirrored images: does the CoMAE find an exact copy when one is there?
+                "mirror_hit_rate": comae.mirror_hits(model, mirrored, model.cfg.grid[1])}
     # MAR: 1,000 samples (the config's sampler), scored by the shipped classifier of the same config
     s = p.section["sampling"]
     classifier = load("classifier", device, config, folder)

@@ -127,25 +127,22 @@ def test_shards_resume_to_the_same_file(tmp_path):
 
 @pytest.mark.fashion_mnist
 def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_path):
-    from copkit.comae import CoMAE, artifact_config, fashion_mnist_data, from_profile, saved_lambda
+    from copkit import pretrained
     from copkit.data import load_fashion_mnist
     from copkit.orders import dataset_orders
     from copkit.profiles import get_profile
     from copkit.tokens import patchify
-    from copkit.train import save_artifact
 
-    sizes = get_profile("smoke").comae
-    with pytest.raises(FileNotFoundError, match="Chapter 2"):
-        dataset_orders(sizes, tmp_path, n_train=3, n_test=2)
-    lam = saved_lambda(sizes)
-    torch.manual_seed(0)
-    model = CoMAE(from_profile(sizes, 0, lambda_c=lam)[0]).eval()
-    config = artifact_config(sizes, lam, list(sizes.seeds), fashion_mnist_data(sizes))
-    save_artifact(tmp_path, "comae", config, model, {"seed": 0})
-    train, test, digest = dataset_orders(sizes, tmp_path, n_train=6, n_test=4, progress=False)
+    profile = get_profile("smoke")
+    with pytest.raises(FileNotFoundError, match="make pretrain"):
+        dataset_orders(profile, tmp_path, n_train=3, n_test=2)
+    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained", progress=False)
+    model = pretrained.load("comae", config="smoke", folder=tmp_path / "pretrained")
+    train, test, digest = dataset_orders(profile, tmp_path, n_train=6, n_test=4, progress=False)
     x_train, _ = load_fashion_mnist("train", limit=6)
     x_test, _ = load_fashion_mnist("test", limit=4)
     assert torch.equal(train, collapse_order(model.masks(patchify(x_train, 4))))
     assert torch.equal(test, collapse_order(model.masks(patchify(x_test, 4))))
+    assert digest == pretrained.info("comae", "smoke", tmp_path / "pretrained")["config_hash"]
     assert (tmp_path / f"orders-{digest[:8]}-6-4.npz").exists()  # a small request ranks only what it asks for
     assert not (tmp_path / f"orders-{digest[:8]}.npz").exists()

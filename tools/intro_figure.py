@@ -33,14 +33,14 @@ def main() -> int:
     import torch
 
     from copkit import viz
-    from copkit.comae import load_profile_comae
+    from copkit import pretrained
     from copkit.data import CLASSES, load_fashion_mnist
     from copkit.profiles import get_profile
     from copkit.rank import collapse_order
     from copkit.tokens import GRID, PATCH, SIDE, patchify, unpatchify
 
     profile = get_profile(args.profile)
-    comae, meta = load_profile_comae(profile.comae, args.data_dir, 0, "cpu")
+    comae, digest = pretrained.base(profile, "comae", args.data_dir, "cpu")
     x, y = load_fashion_mnist("test", limit=1000)
     picks = [int((y == int(c)).nonzero()[0]) for c in args.classes.split(",")]
     images = x[picks]
@@ -63,7 +63,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, metadata={"Software": None})
-    print(f"{out} (CoMAE {meta['config_hash'][:8]}, profile {args.profile})")
+    print(f"{out} (CoMAE {digest[:8]}, profile {args.profile})")
     return 0
 
 
