@@ -67,6 +67,26 @@ def test_eq7_by_hand():
     assert mask_entropy(w, torch.tensor([1, 2])).item() == pytest.approx(direct_own, rel=1e-6)
 
 
+@pytest.mark.parametrize("grid, width, heads", [((7, 7), 32, 2), ((4, 4), 32, 2), ((7, 7), 64, 4), ((4, 4), 16, 2)])
+def test_rope_similarity_falls_with_grid_distance(grid, width, heads):
+    """The rotary table f and g use: a constant query and key rotated to positions 0 and p score
+    strictly less as p moves away from 0 along the first row and along the first column (no band
+    wraps past pi within the grid, so no far patch looks near)."""
+    from timm.layers import apply_rot_embed_cat
+
+    cfg = CoMAEConfig(grid=grid, enc_width=width, enc_heads=heads, dec_width=width, dec_heads=heads)
+    m = CoMAE(cfg)
+    for net in (m.f, m.g):
+        rope = net.rope  # (N, 2 * head_dim)
+        hd = rope.shape[1] // 2
+        rotated = apply_rot_embed_cat(torch.ones(1, 1, rope.shape[0], hd), rope)[0, 0]  # (N, hd)
+        score = rotated @ rotated[0]  # the attention score of position 0 with every position
+        h, w = grid
+        row, col = score[:w], score[::w][:h]
+        assert torch.all(row[1:] < row[:-1]), row.tolist()
+        assert torch.all(col[1:] < col[:-1]), col.tolist()
+
+
 def test_no_leakage_of_the_target():
     m = small_model()
     tokens = torch.randn(5, 16, 4, requires_grad=True)
