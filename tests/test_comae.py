@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from copkit.comae import (RECIPE, CoMAE, CoMAEConfig, comae_step_fn, contrastive_loss, inject_noise, mask_entropy,
+from copkit.comae import (RECIPE, CoMAE, CoMAEConfig, CoMAEData, comae_step_fn, contrastive_loss, inject_noise, mask_entropy,
                           noise_keep, others_index)
 from copkit.tokens import hflip_index, patchify
-from copkit.train import TrainConfig, load_tensors, optimizers, train
+from copkit.train import TrainConfig, fit, load_tensors, optimizers, train
 
 SMALL = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=2, enc_heads=2, dec_width=16, dec_depth=2,
                     dec_heads=2, targets_per_image=4)
@@ -156,18 +156,48 @@ def test_comae_resume_equals_uninterrupted(tmp_path):
     assert meta["step"] == 8 and "model.comae.f.q" in tensors and "opt.g.0.exp_avg" in tensors
 
 
-def test_mirror_patch_is_found(tmp_path):
-    """Planted truth: white-noise images whose right half mirrors the left half. A target patch is
-    independent of every patch but its mirror, which holds the target exactly (flipped), so the
-    right mask keeps the mirror patch and nothing else. Chance level for "the largest weight is on
-    the mirror" is 1/15; after a short training it must hold for more than half the targets."""
+def _vflip_index(n_tokens, grid_w):
+    """Where each token lands when the image is flipped top-bottom (row r -> rows - 1 - r)."""
+    idx = torch.arange(n_tokens)
+    rows = n_tokens // grid_w
+    return (rows - 1 - idx // grid_w) * grid_w + idx % grid_w
+
+
+#: the planted-truth training: every knob the test does not set is CoMAEConfig's default (sigma too)
+PLANTED = dict(grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=32, dec_depth=2,
+               dec_heads=2, targets_per_image=16, lambda_c=1.0)
+PLANTED_STEPS, PLANTED_BATCH = 400, 16
+#: What the median of three seeds must beat (chance is 1/15). Measured with this training (sigma 0.7):
+#: median 58% left-right (37-94%), 80% top-bottom (48-85%); before the sigma fix, 18% and 32%.
+PLANTED_MEDIAN = 0.3
+
+
+def _planted_hit_rate(direction, seed, tmp_path):
+    """Train on white-noise 8 x 8 images whose one half mirrors the other (2 x 2 patches, a 4 x 4
+    grid of 4-dim tokens) and return the share of held-out targets whose largest mask logit is on
+    the mirror patch (chance: 1/15)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(3000, 1, 8, 8, generator=g)
-    x[..., 4:] = torch.flip(x[..., :4], dims=[-1])
-    tokens = patchify(x, 2)  # 4 x 4 grid of 4-dim tokens
-    cfg = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=32, dec_depth=2,
-                      dec_heads=2, targets_per_image=16, lambda_c=1.0, sigma=0.4)
-    m, hist = _train(cfg, tokens[:2500], 400, tmp_path, batch=16)
-    logits = m.masks(tokens[2500:], logits=True)
-    hit = (logits.argmax(-1) == hflip_index(16, 4)).float().mean().item()
-    assert hit > 0.5, f"mirror patch has the largest weight for {hit:.0%} of targets"
+    x = torch.randn(2600, 1, 8, 8, generator=g)
+    if direction == "left-right":
+        x[..., 4:] = torch.flip(x[..., :4], dims=[-1])
+        mirror = hflip_index(16, 4)
+    else:
+        x[..., 4:, :] = torch.flip(x[..., :4, :], dims=[-2])
+        mirror = _vflip_index(16, 4)
+    tokens = patchify(x, 2)
+    tc = TrainConfig(steps=PLANTED_STEPS, batch_size=PLANTED_BATCH, lr=3e-3, warmup_steps=10, ema_decay=0.99,
+                     seed=seed, ckpt_every=10**6)
+    model = fit(RECIPE, CoMAEConfig(**PLANTED), tc, CoMAEData(tokens[:2500], tokens[2500:2532]),
+                {"planted": direction}, tmp_path, progress=False).model
+    logits = model.masks(tokens[2500:], logits=True)
+    return (logits.argmax(-1) == mirror).float().mean().item()
+
+
+@pytest.mark.parametrize("direction", ["left-right", "top-bottom"])
+def test_mirror_patch_is_found(direction, tmp_path):
+    """Planted truth: a target patch is independent of every patch but its mirror, which holds it
+    exactly (flipped), so the right mask keeps the mirror patch above the rest. Over three seeds
+    the median must put the largest weight on the mirror for most targets (see the threshold)."""
+    torch.set_num_threads(1)
+    hits = [_planted_hit_rate(direction, seed, tmp_path / str(seed)) for seed in (0, 1, 2)]
+    assert sorted(hits)[1] > PLANTED_MEDIAN, f"{direction}: mirror found for {[f'{h:.0%}' for h in hits]} of targets"
