@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,7 +44,7 @@ from torch import Tensor, nn
 from .dist import Shard
 from .dist import shard as process_shard
 from .tokens import GRID, gather_tokens, hflip_index
-from .train import Recipe, TrainConfig, _jsonable, artifact_path, batch_indices, load_artifact, take
+from .train import Recipe, TrainConfig, batch_indices, take
 
 __all__ = [
     "CoMAEConfig",
@@ -66,9 +65,7 @@ __all__ = [
     "RECIPE",
     "EXPERIMENTS",
     "from_profile",
-    "artifact_config",
     "fashion_mnist_data",
-    "load_profile_comae",
     "mirror_image",
     "mirror_hits",
 ]
@@ -99,6 +96,13 @@ class CoMAEConfig:
     tau_init: float = 0.1  #: initial temperature of Eq. 6 (learned)
     targets_per_image: int = 8  #: K targets sampled per image per step (K = N: the paper's Eq. 6)
     contrastive: bool = True  #: False: the ablation without L_c (Table 1)
+    #: training steps at the start in which only g learns (f keeps its initial, nearly uniform
+    #: masks), before the alternation begins. Not in the paper, which leaves the schedule open:
+    #: f moves faster than g and can close the one informative patch before g has learned to use
+    #: it, after which f gets no signal to reopen it. Measured on the planted mirror (4 x 4 grid,
+    #: 3 seeds x 2 directions, 400 steps, sigma 0.7): median hit rate 81% (worst 54%) with 100
+    #: such steps, against 69% (worst 37%) without.
+    g_warmup_steps: int = 100
 
     @property
     def n_tokens(self) -> int:
@@ -388,8 +392,9 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
     ``tokens`` is anything indexed by a tensor of image indices that gives (B, N, d) tokens: a
     tensor, or a :class:`copkit.tokenizer.TokenSource` over images read from disk.
 
-    Even steps update f (and the temperature) with L = L_r + lambda_c L_c, the reconstructor held
-    fixed; odd steps update g with L_r, the masks computed without gradient. Two AdamW optimisers
+    The first ``cfg.g_warmup_steps`` steps update g only; after them, even steps update f (and
+    the temperature) with L = L_r + lambda_c L_c, the reconstructor held fixed, and odd steps
+    update g with L_r, the masks computed without gradient. Two AdamW optimisers
     (keys ``"f"`` and ``"g"``) rather than one with frozen groups: each keeps moments and weight
     decay for its own network only, so a network is left exactly as it was on the other's steps.
     """
@@ -397,7 +402,7 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
     part = process_shard(batch_size)
 
     def step_fn(step: int, gen: torch.Generator):
-        f_turn = step % 2 == 0
+        f_turn = step % 2 == 0 and step >= model.cfg.g_warmup_steps
         for p in model.g_parameters():
             p.requires_grad_(not f_turn)  # f's step needs gradients through g, not of g
         x = take(tokens, part.cut(batch_indices(len(tokens), batch_size, step, seed)), device)
@@ -481,7 +486,7 @@ def from_profile(sizes, seed: int, *, lambda_c: float | None = None,
     cfg = CoMAEConfig(enc_width=sizes.enc_width, enc_depth=sizes.enc_depth, enc_heads=sizes.enc_heads,
                       dec_width=sizes.dec_width, dec_depth=sizes.dec_depth, dec_heads=sizes.dec_heads,
                       targets_per_image=sizes.targets_per_image, sigma=sizes.sigma, lambda_c=lam,
-                      contrastive=lam > 0)
+                      contrastive=lam > 0, g_warmup_steps=sizes.g_warmup_steps)
     if experiment == "planted":
         cfg = replace(cfg, grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=32,
                       dec_depth=2, dec_heads=2, targets_per_image=16)
@@ -498,37 +503,10 @@ def saved_lambda(sizes) -> float:
     return 0.01 if 0.01 in sizes.lambdas else max(sizes.lambdas)
 
 
-def artifact_config(sizes, lambda_c: float, seeds: list[int], data: dict) -> dict:
-    """What the saved CoMAE of a profile is named by: the setting, the seeds it was chosen from and
-    the rule that chose it (lowest validation L_r). A later chapter rebuilds this from the profile
-    alone and loads the artifact when the hash matches."""
-    cfg, tc = from_profile(sizes, 0, lambda_c=lambda_c)
-
-    train = {k: v for k, v in _jsonable(tc).items() if k != "seed"}
-    return {"model": "comae", "comae": cfg, "train": train, "data": data, "seeds": list(seeds),
-            "selected_by": "lowest validation L_r at the end of training"}
-
-
 def fashion_mnist_data(sizes) -> dict:
     """The data description (part of every hash) of a profile's Fashion-MNIST CoMAE runs."""
     return {"dataset": "fashion-mnist", "split": "train", "train_images": (sizes.train_images or 60000) - 5000,
             "patch": 4}
-
-
-def load_profile_comae(sizes, data_dir: str | Path, seed: int = 0,
-                       device: torch.device | str = "cpu") -> tuple[CoMAE, dict]:
-    """The CoMAE Chapter 2 saved for a profile (the paper's L_c weight, best of the profile's
-    seeds), rebuilt from the profile alone and loaded when its hash matches. Raises
-    FileNotFoundError saying how to make it when there is none."""
-    lam = saved_lambda(sizes)
-    config = artifact_config(sizes, lam, [s + seed for s in sizes.seeds], fashion_mnist_data(sizes))
-    model = CoMAE(from_profile(sizes, 0, lambda_c=lam)[0])
-    meta = load_artifact(data_dir, "comae", config, model)
-    if meta is None:
-        raise FileNotFoundError(
-            f"no trained CoMAE for these sizes at {artifact_path(data_dir, 'comae', config)}; make it by running "
-            "Chapter 2 with the same profile first: make chapters CHAPTERS=02_comae PROFILE=<profile>")
-    return model.to(device).eval(), meta
 
 
 def mirror_image(images: Tensor) -> Tensor:

@@ -57,6 +57,10 @@ class ComaeSizes:
     val_images: int  #: validation images scored at each evaluation
     mirror_steps: int  #: training steps of the mirrored Fashion-MNIST experiment
     planted_steps: int  #: training steps of the planted-truth (mirrored noise) experiment
+    #: steps at the start in which only g learns (copkit.comae.CoMAEConfig.g_warmup_steps)
+    g_warmup_steps: int = 100
+    #: seeds of the planted-truth runs at each L_c weight (cheap: a 4 x 4 grid)
+    planted_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
     compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
