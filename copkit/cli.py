@@ -181,6 +181,10 @@ def _pretrain(args: argparse.Namespace) -> int:
             print(f"error: {', '.join(unknown)} not in {config}; it trains "
                   f"{', '.join(k for k in names if k not in ('name', 'data'))}", file=sys.stderr)
             return 2
+        if args.park:
+            for path in pretrained.park(args.only or None, config, args.data_dir, args.out):
+                print(f"parked {path}")
+            return 0
         out = pretrained.pretrain(args.only or None, config, args.data_dir, args.out, pick_device(args.device))
         if args.results:
             atomic_write_json(args.results, pretrained.summary(config, args.out))
@@ -232,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="also write the summary of every shipped model of the config here "
                    "(JSON: book/results/pretrained.json); every one must be shipped")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--park", action="store_true", help="copy unfinished runs into <out>/unfinished/ (committed), "
+                   "where a later pretrain on another machine resumes them; trains nothing")
     p.set_defaults(func=_pretrain)
     p = sub.add_parser("profiles", help="print the profiles' sizes")
     p.set_defaults(func=_profiles)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import shutil
 import subprocess
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -41,7 +42,8 @@ from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_ha
                           save_tensors)
 
 __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
-           "generate", "summary", "total_seconds"]
+           "generate", "summary", "total_seconds", "park",
+           "run_folder_of"]
 
 CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
 SMOKE_CONFIG = Path(__file__).parent / "configs" / "pretrain-smoke.yaml"
@@ -60,17 +62,22 @@ def _kind(name: str) -> str:
     raise ValueError(f"unknown base model {name!r}: the names are {', '.join(KINDS)} and comae*")
 
 
-def config_path(config: str | Path | None = None) -> Path:
+def config_path(config: str | Path | dict | None = None) -> Path | None:
     """The file of a pretraining config: ``"full"`` or None (:data:`CONFIG`), ``"smoke"``
-    (:data:`SMOKE_CONFIG`), or a path."""
-    return {None: CONFIG, "full": CONFIG, "smoke": SMOKE_CONFIG}.get(config, config) if not isinstance(config, Path) \
-        else config
+    (:data:`SMOKE_CONFIG`), or a path; None for a config already read (a dict)."""
+    if isinstance(config, dict):
+        return None
+    if isinstance(config, Path):
+        return config
+    return {None: CONFIG, "full": CONFIG, "smoke": SMOKE_CONFIG}.get(config, Path(config) if config else None)
 
 
-def read_config(path: str | Path | None = None) -> dict:
+def read_config(path: str | Path | dict | None = None) -> dict:
     """The pretraining config (``path``: :func:`config_path`), checked strictly: a section per
     model with ``model`` (the network's configuration fields), ``train`` (:class:`TrainConfig`
     fields, ``epochs`` instead of steps) and, for some kinds, ``sampling`` and ``data``."""
+    if isinstance(path, dict):  # already read
+        return path
     path = Path(config_path(path))
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
@@ -267,6 +274,29 @@ def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, 
                          temperature=sampling.get("temperature", 1.0), progress=progress)
 
 
+def run_folder_of(name: str, config: dict | str | Path | None, data_dir: str | Path) -> Path:
+    """The training run folder of base model ``name``: ``<data_dir>/runs/<kind>-<hash8>``."""
+    p = plan(name, config)
+    return Path(data_dir) / "runs" / f"{p.recipe.name}-{_run_hash(p)[:8]}"
+
+
+def park(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
+         folder: str | Path = "data/pretrained") -> list[Path]:
+    """Copy the run folders of base models not yet shipped (checkpoint, metrics, config) into
+    ``<folder>/unfinished/``, which is committed, so that a fresh clone's :func:`pretrain` resumes
+    them instead of starting over. Returns the copies."""
+    cfg = read_config(config)
+    out = []
+    for name in names or [k for k in cfg if k not in ("name", "data")]:
+        run = run_folder_of(name, cfg, data_dir)
+        if (run / "checkpoint.safetensors").exists() and not path_of(name, cfg, folder).exists():
+            target = Path(folder) / "unfinished" / run.name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(run, target)
+            out.append(target)
+    return out
+
+
 def pretrain(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
              folder: str | Path = "data/pretrained", device: torch.device | str = "cpu",
              progress: bool = True) -> dict[str, Path]:
@@ -274,8 +304,8 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
     classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
     interrupted run), and write each one's weights, description and learning curve to ``folder``.
     Returns the weight files by name. A model already shipped for this config is not trained again."""
-    cfg_path = Path(config_path(config))
-    config = read_config(cfg_path)
+    cfg_path = config_path(config)
+    config = read_config(config)
     names = names or [k for k in config if k not in ("name", "data")]
     out = {}
     for name in names:
@@ -285,20 +315,27 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
         if target.exists() and target.with_suffix(".json").exists():
             out[name] = target
             continue
+        run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
+        parked = Path(folder) / "unfinished" / run.name
+        if parked.exists() and not (run / "checkpoint.safetensors").exists():
+            shutil.copytree(parked, run, dirs_exist_ok=True)  # a run interrupted elsewhere (park) resumes
         fitted = fit(p.recipe, p.cfg, p.tc, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
                      progress=progress, evaluate_ema=True)
         records = read_metrics(fitted.folder / "metrics.jsonl")
         final = _final_metrics(p, fitted.model, records, config, Path(folder), device)
         meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
-                "config": _jsonable(fitted.config), "pretrain_config": cfg_path.name, "commit": _commit(),
+                "config": _jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
+                "commit": _commit(),
                 "steps": p.tc.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
                 "machine": _machine(), "metrics": final,
                 "command": f"python -m copkit pretrain --only {name}" + (
-                    "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG else f" --config {cfg_path.name}")}
+                    "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG
+                    else f" --config {cfg_path.name if cfg_path else config.get('name')}")}
         curve = target.with_name(f"{target.stem}.metrics.jsonl")
         atomic_write_text(curve, "".join(json.dumps(r) + "\n" for r in records))
         save_tensors(target, fitted.model.state_dict(), meta)
         atomic_write_json(target.with_suffix(".json"), meta)
+        shutil.rmtree(parked, ignore_errors=True)
         out[name] = target
     return out
 

@@ -18,6 +18,7 @@ def _tiny(tmp_path, **data):
     cfg = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
     cfg["data"] = {"train_images": 192, "val_images": 64, "test_images": 64, **data}
     cfg["mar"]["sampling"]["samples"] = 20
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("comae")}  # trained in test_rank's orders test
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -153,3 +154,22 @@ def test_every_profile_fine_tunes_networks_of_its_base_models_sizes(profile):
         {k: asdict(vit)[k] for k in base["vit"]["model"] if k != "shift"}
     mar, _ = cmar.from_profile(p.cmar, 0, phase="finetune")
     assert base["mar"]["model"] == {k: asdict(mar)[k] for k in base["mar"]["model"]}
+
+
+def test_a_parked_unfinished_run_resumes_on_another_machine(tmp_path):
+    """Interrupted on one machine (stop_after), parked into the shipped folder, resumed from there
+    on a fresh data folder: the shipped weights equal an uninterrupted training's."""
+    from copkit.train import fit
+
+    config = pretrained.read_config(_tiny(tmp_path))
+    p = pretrained.plan("vit", config)
+    fit(p.recipe, p.cfg, p.tc, p.data, p.tag, tmp_path / "a", progress=False, evaluate_ema=True, stop_after=1)
+    parked = pretrained.park(["vit"], config, tmp_path / "a", tmp_path / "shipped")
+    assert [x.name for x in parked] == [pretrained.run_folder_of("vit", config, tmp_path / "a").name]
+    resumed = pretrained.pretrain(["vit"], config, tmp_path / "b", tmp_path / "shipped", progress=False)["vit"]
+    assert not (tmp_path / "shipped" / "unfinished" / parked[0].name).exists()  # gone once shipped
+    whole = pretrained.pretrain(["vit"], config, tmp_path / "c", tmp_path / "whole", progress=False)["vit"]
+    a, b = pretrained.load("vit", config=config, folder=tmp_path / "shipped"), pretrained.load("vit", config=config,
+                                                                                             folder=tmp_path / "whole")
+    assert resumed.name == whole.name
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
