@@ -472,7 +472,7 @@ RECIPE = Recipe(name="comae", module="comae", build=lambda cfg, data: CoMAE(cfg)
 #: CoMAE of Chapter 3), ``mirror`` the mirrored Fashion-MNIST experiment (``mirror_steps``),
 #: ``planted`` the planted truth of mirrored 8 x 8 white noise in 2 x 2 patches (a 4 x 4 grid of
 #: 4-dim tokens, every target of an image in Eq. 6, narrower networks; ``planted_steps``).
-EXPERIMENTS = ("main", "mirror", "planted")
+EXPERIMENTS = ("main", "mirror", "planted", "planted-long")
 
 
 def from_profile(sizes, seed: int, *, lambda_c: float | None = None,
@@ -487,10 +487,11 @@ def from_profile(sizes, seed: int, *, lambda_c: float | None = None,
                       dec_width=sizes.dec_width, dec_depth=sizes.dec_depth, dec_heads=sizes.dec_heads,
                       targets_per_image=sizes.targets_per_image, sigma=sizes.sigma, lambda_c=lam,
                       contrastive=lam > 0, g_warmup_steps=sizes.g_warmup_steps)
-    if experiment == "planted":
+    if experiment.startswith("planted"):
         cfg = replace(cfg, grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=32,
                       dec_depth=2, dec_heads=2, targets_per_image=16)
-    steps = {"main": sizes.steps, "mirror": sizes.mirror_steps, "planted": sizes.planted_steps}[experiment]
+    steps = {"main": sizes.steps, "mirror": sizes.mirror_steps, "planted": sizes.planted_steps,
+             "planted-long": sizes.planted_long_steps}[experiment]
     tc = TrainConfig(steps=steps, batch_size=sizes.batch_size, lr=sizes.lr,
                      warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed,
                      eval_every=sizes.eval_every, log_every=10, ckpt_every=max(sizes.eval_every, 50),

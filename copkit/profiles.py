@@ -61,6 +61,8 @@ class ComaeSizes:
     g_warmup_steps: int = 100
     #: seeds of the planted-truth runs at each L_c weight (cheap: a 4 x 4 grid)
     planted_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    #: the planted truth again at the paper's weight, trained this long (it needs more steps)
+    planted_long_steps: int = 1600
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
     compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
