@@ -14,7 +14,7 @@ from copkit.tokens import hflip_index, patchify
 from copkit.train import TrainConfig, fit, load_tensors, optimizers, train
 
 SMALL = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=2, enc_heads=2, dec_width=16, dec_depth=2,
-                    dec_heads=2, targets_per_image=4)
+                    dec_heads=2, targets_per_image=4, g_warmup_steps=0)
 
 
 def small_model(seed=0, cfg=SMALL):
@@ -160,6 +160,14 @@ def test_alternation_updates_one_network_per_step(tmp_path):
     assert any(not torch.equal(snap[0][n], snap[1][n]) for n in g_names)
     assert all(torch.equal(snap[1][n], snap[2][n]) for n in g_names)
     assert any(not torch.equal(snap[1][n], snap[2][n]) for n in f_names)
+
+
+def test_g_learns_alone_for_the_warm_up_steps_then_the_alternation_starts(tmp_path):
+    from dataclasses import replace
+
+    tokens = torch.randn(64, 16, 4)
+    m, hist = _train(replace(SMALL, g_warmup_steps=3), tokens, 6, tmp_path)
+    assert [r["opt"] for r in hist if not r.get("eval")] == ["g", "g", "g", "g", "f", "g"]
 
 
 def test_comae_resume_equals_uninterrupted(tmp_path):
