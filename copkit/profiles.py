@@ -110,6 +110,11 @@ class CmarSizes:
     classifier_steps: int  #: the feature network's training steps
     uncertainty_images: int  #: images behind the teaser's uncertainty curves
     uncertainty_draws: int  #: samples of the hidden tokens per step and image
+    #: the sampler settings Chapter 4 chooses from, by FID of the base MAR against held-out training
+    #: images (empty: the single value above)
+    sampler_gen_steps: tuple[int, ...] = ()
+    sampler_diffusion_steps: tuple[int, ...] = ()
+    sampler_temperatures: tuple[float, ...] = ()
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
     compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
