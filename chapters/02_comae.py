@@ -124,7 +124,7 @@ print(f"train tokens {tuple(train_tokens.shape)}, validation tokens {tuple(val_t
 # - *The target's own mask entry* $w_{n,n}$ means nothing. We leave it out of $L_c$'s cosine
 #   similarities (otherwise masks could differ by that entry alone) and out of $H_{mask}$.
 # - *Eq. 6 over all $N$ targets* needs $N$ forward passes per image; we draw $K$ targets per
-#   image per step and apply Eq. 6 to those $K$ masks ($K = N$ at the `gpu` profile).
+#   image per step and apply Eq. 6 to those $K$ masks (the value of $K$ is printed below).
 # - $H_{mask}$'s scale depends on $N$: its largest value, all entries at $1/e$, is $(N-1)/e$
 #   (17.7 for our 49 patches, 93.8 for the paper's 256). We report it raw and per mask entry.
 
