@@ -58,6 +58,7 @@ __all__ = [
     "mask_entropy",
     "others_index",
     "grid_rope",
+    "ROPE_TEMPERATURE",
     "saved_lambda",
     "comae_step_fn",
     "evaluate",

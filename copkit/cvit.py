@@ -445,10 +445,6 @@ def _step(model: nn.Module, cfg: CViTConfig, tc, data: CViTData):
     return cvit_step_fn(model, cfg, images, data.labels.to(device), orders, tc.batch_size, tc.seed)
 
 
-#: How :func:`copkit.train.fit` trains ViT / RViT / CViT / the pruner of Table 5 (:func:`cvit_step_fn`,
-#: one optimiser "model"); runs in ``<data_dir>/runs/cvit-<hash8>``.
-#:
-#: :meta hide-value:
 def _start(model: nn.Module, state) -> None:
     """A fine-tune's starting weights: a model's own, or a plain ViT's into the pruner's ViT."""
     if isinstance(model, PrunedViT) and not any(k.startswith("vit.") for k in state):
@@ -457,6 +453,10 @@ def _start(model: nn.Module, state) -> None:
         model.load_state_dict(state)
 
 
+#: How :func:`copkit.train.fit` trains ViT / RViT / CViT / the pruner of Table 5 (:func:`cvit_step_fn`,
+#: one optimiser "model"); runs in ``<data_dir>/runs/cvit-<hash8>``.
+#:
+#: :meta hide-value:
 RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model(cfg, data.weights), step=_step,
                 start=_start)
 

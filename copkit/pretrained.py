@@ -45,7 +45,9 @@ __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "config_path", "read_config", "bas
            "generate", "summary", "total_seconds", "park",
            "run_folder_of"]
 
+#: The book's pretraining config (``"full"``): every base model, sized for a 2-core CPU.
 CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
+#: The same sections at smoke size (``"smoke"``): what ``make test`` trains from scratch.
 SMOKE_CONFIG = Path(__file__).parent / "configs" / "pretrain-smoke.yaml"
 #: the kind of network each name is; CoMAE sections may take any name starting with "comae"
 KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
@@ -74,7 +76,7 @@ def config_path(config: str | Path | dict | None = None) -> Path | None:
 
 def read_config(path: str | Path | dict | None = None) -> dict:
     """The pretraining config (``path``: :func:`config_path`), checked strictly: a section per
-    model with ``model`` (the network's configuration fields), ``train`` (:class:`TrainConfig`
+    model with ``model`` (the network's configuration fields), ``train`` (:class:`copkit.train.TrainConfig`
     fields, ``epochs`` instead of steps) and, for some kinds, ``sampling`` and ``data``."""
     if isinstance(path, dict):  # already read
         return path
