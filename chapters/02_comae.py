@@ -170,6 +170,10 @@ for lam in P.lambdas:
 train_seconds = time.perf_counter() - t_train
 
 
+def lam_label(lam: float) -> str:
+    return "without $L_c$" if lam == 0 else f"$\\lambda$ = {lam}"
+
+
 def evals(hist):
     return [r for r in hist if r.get("eval")]
 
@@ -187,18 +191,8 @@ print(f"{len(runs)} runs ready in {train_seconds:.0f} s (runs found in {data_dir
 
 # %% mystnb={"figure": {"caption": "Fig. 6 analogue: validation reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per weight of L_c; both quantities fall during training."}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for lam in P.lambdas:
-    hs = [evals(runs[lam, s + seed][1]) for s in P.seeds]
-    steps = [r["step"] for r in hs[0]]
-    label = "without $L_c$" if lam == 0 else f"$\\lambda$ = {lam}"
-    viz.seed_band(steps, [[r["val_L_r"] for r in h] for h in hs], axes[0], label=label)
-    viz.seed_band(steps, [[r["val_H_mask"] for r in h] for h in hs], axes[1], label=label)
-axes[0].set_ylabel("$L_r$ (validation)")
-axes[1].set_ylabel("$H_{mask}$ (validation)")
-for ax in axes:
-    ax.set_xlabel("training step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+viz.eval_panels({lam_label(lam): [evals(runs[lam, s + seed][1]) for s in P.seeds] for lam in P.lambdas},
+                ("val_L_r", "val_H_mask"), axes, ("$L_r$ (validation)", "$H_{mask}$ (validation)"))
 fig.suptitle("Reconstruction loss and mask entropy over training (bands: min-max over seeds)", y=1.02)
 plt.show()
 
@@ -244,7 +238,7 @@ for ax, lam in zip(np.atleast_1d(axes), P.lambdas):
     edges = np.linspace(0, 1, len(ev[0]["w_hist"]) + 1)
     for r, style in ((ev[0], ":"), (ev[len(ev) // 2], "--"), (ev[-1], "-")):
         ax.stairs(r["w_hist"], edges, label=f"step {r['step']}", linestyle=style, lw=1.5)
-    ax.set_title("without $L_c$" if lam == 0 else f"$\\lambda$ = {lam}", fontsize=9)
+    ax.set_title(lam_label(lam), fontsize=9)
     ax.set_xlabel("mask value $w$")
     ax.legend(fontsize=7)
 np.atleast_1d(axes)[0].set_ylabel("share of mask entries")
@@ -368,18 +362,10 @@ display(Markdown(markdown_table(
 long_pair = {"comae": pretrained.info("comae", PROFILE.pretrain, shipped_dir),
              "comae0": pretrained.info("comae0", PROFILE.pretrain, shipped_dir)}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-for name, meta in long_pair.items():
-    rows_ = [r for r in pretrained.curve(name, PROFILE.pretrain, shipped_dir) if r.get("eval")]
-    lam_ = meta["config"]["comae"]["lambda_c"]
-    for ax, key in zip(axes, ("val_L_r", "val_H_mask")):
-        ax.plot([r["step"] for r in rows_], [r[key] for r in rows_], "o-", ms=3,
-                label="without $L_c$" if lam_ == 0 else f"$\\lambda$ = {lam_}")
-axes[0].set_ylabel("$L_r$ (held out)")
-axes[1].set_ylabel("$H_{mask}$ (held out)")
-for ax in axes:
-    ax.set_xlabel("training step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+viz.eval_panels({lam_label(meta["config"]["comae"]["lambda_c"]):
+                 [[r for r in pretrained.curve(name, PROFILE.pretrain, shipped_dir) if r.get("eval")]]
+                 for name, meta in long_pair.items()},
+                ("val_L_r", "val_H_mask"), axes, ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
 plt.show()
 display(Markdown(markdown_table(
     ["shipped", "$L_c$ weight", "epochs", "training time", "held-out $L_r$", "change over the last fifth",

@@ -42,7 +42,7 @@ from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_ha
                           save_tensors)
 
 __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
-           "generate", "summary", "total_seconds", "park",
+           "generate", "summary", "total_seconds", "park", "run_hash",
            "run_folder_of"]
 
 #: The book's pretraining config (``"full"``): every base model, sized for a 2-core CPU.
@@ -199,10 +199,23 @@ def _run_hash(p: Plan) -> str:
     return config_hash(p.recipe.run_config(p.cfg, p.tc, p.data, p.tag))
 
 
+_DIGESTS: dict[tuple[str, str], str] = {}
+
+
+def run_hash(name: str, config: dict | str | Path | None = None, p: Plan | None = None) -> str:
+    """The hash of the training run that ``config`` defines for ``name`` (what names its shipped
+    file and its run folder), from its plan ``p`` if given. Remembered per name and config, since
+    building a plan loads its data (and, for the photo CoMAE, crops it)."""
+    key = (name, json.dumps(read_config(config), sort_keys=True))
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _run_hash(p or plan(name, config))
+    return _DIGESTS[key]
+
+
 def path_of(name: str, config: dict | str | Path | None = None, folder: str | Path = "data/pretrained") -> Path:
     """Where the shipped weights of ``name`` for ``config`` are: ``<folder>/<name>-<hash8>.safetensors``,
     the hash being that of the training run the config defines."""
-    return Path(folder) / f"{name}-{_run_hash(plan(name, config))[:8]}.safetensors"
+    return Path(folder) / f"{name}-{run_hash(name, config)[:8]}.safetensors"
 
 
 def total_seconds(records: list[dict]) -> float:
@@ -278,8 +291,8 @@ def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, 
 
 def run_folder_of(name: str, config: dict | str | Path | None, data_dir: str | Path) -> Path:
     """The training run folder of base model ``name``: ``<data_dir>/runs/<kind>-<hash8>``."""
-    p = plan(name, config)
-    return Path(data_dir) / "runs" / f"{p.recipe.name}-{_run_hash(p)[:8]}"
+    recipe = {"featurenet": feature_net.RECIPE, "vit": cvit.RECIPE, "mar": cmar.RECIPE, "comae": comae.RECIPE}[_kind(name)]
+    return Path(data_dir) / "runs" / f"{recipe.name}-{run_hash(name, config)[:8]}"
 
 
 def park(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
@@ -312,7 +325,7 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
     out = {}
     for name in names:
         p = plan(name, config)
-        digest = _run_hash(p)
+        digest = run_hash(name, config, p)
         target = Path(folder) / f"{name}-{digest[:8]}.safetensors"
         if target.exists() and target.with_suffix(".json").exists():
             out[name] = target
@@ -377,7 +390,7 @@ def load(name: str, device: torch.device | str = "cpu", config: str | Path | dic
     one made by another config (its recorded hash differs) raises an error naming the file and
     ``make pretrain``."""
     p = plan(name, config)
-    digest = _run_hash(p)
+    digest = run_hash(name, config, p)
     path = Path(folder) / f"{name}-{digest[:8]}.safetensors"
     remedy = f"Delete {path} and make it again with {HOW} --only {name}."
     if not path.exists():

@@ -19,7 +19,7 @@ from torch import Tensor
 
 __all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
            "mask_ratio_curves", "density_check", "kept_by_class",
-           "knee_marker", "training_curve", "learning_curve", "draw_collapse"]
+           "knee_marker", "training_curve", "learning_curve", "eval_panels", "draw_collapse"]
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -158,7 +158,7 @@ def seed_band(x: Sequence[float] | np.ndarray, runs: Sequence[Sequence[float]] |
     """Mean over seeds as a line, min-max over seeds as a band; ``runs`` is (seeds, len(x))."""
     ax = ax or plt.gca()
     y = np.asarray(runs, dtype=float)
-    (line,) = ax.plot(x, y.mean(0), label=f"{label} ({y.shape[0]} seeds)" if label else None, color=color, lw=1.6)
+    (line,) = ax.plot(x, y.mean(0), label=f"{label} ({y.shape[0]} seeds)" if label and y.shape[0] > 1 else label, color=color, lw=1.6)
     if y.shape[0] > 1:
         ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
     return ax
@@ -279,6 +279,24 @@ def learning_curve(history: Sequence[Mapping[str, Any]], eval_key: str, ax: Axes
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def eval_panels(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], keys: Sequence[str],
+                axes: Sequence[Axes], ylabels: Sequence[str] | None = None) -> Sequence[Axes]:
+    """Held-out curves of several settings side by side: one panel per metric in ``keys``, one
+    line per setting of ``runs`` (label -> the evaluation rows of each seed's run, all evaluated at
+    the same steps), the mean over seeds with a min-max band (:func:`seed_band`)."""
+    for label, seeds in runs.items():
+        steps = [r["step"] for r in seeds[0]]
+        for ax, key in zip(axes, keys):
+            seed_band(steps, [[r[key] for r in rows] for rows in seeds], ax, label=label)
+    for i, ax in enumerate(axes):
+        if ylabels:
+            ax.set_ylabel(ylabels[i])
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return axes
 
 
 def draw_collapse(image: Tensor, order: Tensor | np.ndarray, grid: tuple[int, int], top: int,

@@ -173,3 +173,19 @@ def test_a_parked_unfinished_run_resumes_on_another_machine(tmp_path):
                                                                                              folder=tmp_path / "whole")
     assert resumed.name == whole.name
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_shipped_models_hash_is_computed_from_one_plan(shipped, monkeypatch):
+    """base() loads the model (one plan, which loads or crops its data) and reads its description:
+    the description, path and run folder reuse the hash instead of building the plan again."""
+    config, folder, _ = shipped
+    cfg = pretrained.read_config(config)
+    cfg["vit"]["train"]["lr"] *= 0.5  # a config not seen yet in this process: nothing remembered
+    expected = pretrained._run_hash(pretrained.plan("vit", cfg))
+    calls = []
+    real = pretrained.plan
+    monkeypatch.setattr(pretrained, "plan", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert pretrained.run_hash("vit", cfg) == expected and len(calls) == 1
+    assert pretrained.path_of("vit", cfg, folder).name == f"vit-{expected[:8]}.safetensors"
+    assert pretrained.run_folder_of("vit", cfg, "d").name == f"cvit-{expected[:8]}"
+    assert len(calls) == 1

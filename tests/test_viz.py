@@ -114,3 +114,17 @@ def test_knee_marker_takes_equal_knees_whose_mean_rounds_past_them():
     viz.knee_marker(np.linspace(0, 1, 11), np.linspace(100, 0, 11), k, ax)
     assert len(ax.lines) >= 1
     plt.close(fig)
+
+
+def test_eval_panels_draw_the_seed_mean_per_setting_and_metric():
+    rows = lambda offset: [{"step": s, "a": s + offset, "b": -s - offset} for s in (0, 10, 20)]  # noqa: E731
+    fig, axes = plt.subplots(1, 2)
+    viz.eval_panels({"two seeds": [rows(0), rows(2)], "one run": [rows(5)]}, ("a", "b"), axes, ("A", "B"))
+    for ax, sign in zip(axes, (1, -1)):
+        lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
+        assert set(lines) == {"two seeds (2 seeds)", "one run"}  # a single run is not called "1 seeds"
+        assert np.allclose(lines["two seeds (2 seeds)"], sign * (np.array([0, 10, 20]) + 1))  # mean of offsets 0, 2
+        assert np.allclose(lines["one run"], sign * (np.array([0, 10, 20]) + 5))
+        assert len(ax.collections) == 1  # the band of the two seeds only
+    assert [ax.get_ylabel() for ax in axes] == ["A", "B"]
+    plt.close(fig)
