@@ -59,12 +59,21 @@ from IPython.display import Markdown, display
 from scipy.stats import kendalltau, spearmanr
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
-from copkit import pretrained, viz
+from copkit import pretrained, stats, viz
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, ranks, transition
-from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
+from copkit.results import (
+    claim,
+    decide,
+    in_words,
+    markdown_table,
+    mean_sd,
+    summary,
+    tested,
+    write_results,
+)
 from copkit.tokens import GRID, PATCH, patchify, random_orders
 
 started = time.perf_counter()
@@ -399,7 +408,16 @@ while len(same) < R.kendall_pairs or len(diff) < R.kendall_pairs:
     if len(bucket) < R.kendall_pairs:
         bucket.append(kendalltau(pos[a], pos[b]).statistic)
 tau_same, tau_diff = summary(same), summary(diff)
-v_tau, p_tau = direction_verdict(same, diff, "higher")
+# The control for class consistency: is an image's order closer to its own class's mean order (the
+# image itself left out) than to the population's mean order? An order that ignores the image, or
+# one shared by every image, is as close to both, whatever tau between two images says.
+totals = np.zeros((10, N))
+np.add.at(totals, labels, pos)
+counts_c = np.bincount(labels, minlength=10)[:, None]
+class_mean = (totals[labels] - pos) / np.maximum(counts_c[labels] - 1, 1)  # leave-one-out
+global_mean = (pos.sum(0) - pos) / (len(pos) - 1)
+tau_class = np.array([kendalltau(pos[i], class_mean[i]).statistic for i in range(len(pos))])
+tau_global = np.array([kendalltau(pos[i], global_mean[i]).statistic for i in range(len(pos))])
 
 top = 11
 obj = (patchify(test_x, PATCH) > -0.8).any(-1)  # a patch holding any pixel brighter than 10% grey
@@ -407,10 +425,11 @@ top_share = obj.gather(1, orders[:, :top]).double().mean(1)
 asc_share = obj.gather(1, orders.flip(1)[:, :top]).double().mean(1)
 base_share = obj.double().mean(1)  # what a random order's top 22% holds on average
 first_background = float((~obj.gather(1, orders[:, :1])).double().mean())
-v_obj, p_obj = direction_verdict(top_share.numpy(), base_share.numpy(), "higher")
 display(Markdown(markdown_table(["measure", "value"], [
     ["Kendall τ between orders of two images of the same class", f"{mean_sd(tau_same, 3)} ({tau_same['n']} pairs)"],
     ["... of different classes", f"{mean_sd(tau_diff, 3)} ({tau_diff['n']} pairs)"],
+    ["Kendall τ between an image's order and its class's mean order", mean_sd(tau_class, 3)],
+    ["... and the mean order of all images", mean_sd(tau_global, 3)],
     ["share of the top 22% patches on the object, collapse order", mean_sd(top_share.numpy(), 3)],
     ["... ascending order (lowest score first)", mean_sd(asc_share.numpy(), 3)],
     ["... a random order (the image's object share)", mean_sd(base_share.numpy(), 3)],
@@ -430,42 +449,64 @@ claims = {
     "eq11-15.derivation": claim("the Neumann series, fixed point and PageRank identities of Sec. 6",
         {"eq14_residual": worst_fp, "eq15_max_abs_diff": worst_15, "networkx_max_abs_diff": nx_diff,
          "neumann_error_after_120_terms": max(ch["errors"][-1] for ch in checks.values())},
-        "reproduced", f"On {R.images} CoMAE and {R.random_graphs} random graphs the identities hold to {max(worst_fp, worst_15):.1e}, "
-        f"and PageRank matches networkx to {nx_diff:.1e}.", section="ch3-proof"),
+        "reproduced" if max(worst_fp, worst_15, nx_diff) < 1e-4 else "not reproduced",
+        f"On {R.images} CoMAE and {R.random_graphs} random graphs the identities hold to {max(worst_fp, worst_15):.1e}, "
+        f"and PageRank matches networkx to {nx_diff:.1e}.", section="ch3-proof", exact=True),
     "sec6.order_invariant_to_beta_scale": claim("scaling beta does not change the order",
-        {k: v["order_unchanged_by_10x_beta"] for k, v in checks.items()}, "reproduced",
-        "Scaling the teleport by 10 left every order unchanged; against the default order, Kendall's tau is "
-        + ", ".join(f"{v['mean']:.3f} for {k}" for k, v in sensitivity.items()) + ".", section="ch3-proof"),
+        {k: v["order_unchanged_by_10x_beta"] for k, v in checks.items()},
+        "reproduced" if all(v["order_unchanged_by_10x_beta"] for v in checks.values()) else "not reproduced",
+        ("Scaling the teleport by 10 left every order unchanged" if all(v["order_unchanged_by_10x_beta"] for v in
+         checks.values()) else "Scaling the teleport by 10 changed some orders")
+        + "; against the default order, Kendall's tau is "
+        + ", ".join(f"{v['mean']:.3f} for {k}" for k, v in sensitivity.items()) + ".", section="ch3-proof", exact=True),
     "theorem.pagerank_area_vs_greedy": claim("ordering by PageRank minimises the collapse entropy",
         {"gap_exact_influence": gap_exact, "gap_mean_comae_graph": gap_comae, "gap_comae_per_image_mean": gap_image,
-         "area_greedy": g_area, "area_random": rand_area},
+         "area_greedy": g_area, "area_random": rand_area, "criterion": {"reproduced_below": 0.1, "partly_below": 0.5}},
         theorem_verdict, f"On the exact Gaussian model, PageRank on the exact influence graph closes "
         f"{1 - gap_exact:.0%} of the gap between random and greedy orders (gap {gap_exact:.2f}); the mean CoMAE graph's order "
-        f"has gap {gap_comae:.2f}.", section="ch3-optimality", headline=True),
+        f"has gap {gap_comae:.2f} (reproduced below a gap of 0.1, partly below 0.5).", section="ch3-optimality",
+        headline=True, exact=True),
     "assumption2.submodularity": claim("H_c is monotone and approximately submodular",
-        {"violation_rate": violation_rate, "negative_gain_rate": negative_rate, "triples": R.submodularity_triples},
+        {"violation_rate": violation_rate, "negative_gain_rate": negative_rate, "triples": R.submodularity_triples,
+         "criterion": {"reproduced_below": 0.05, "partly_below": 0.25}},
         "reproduced" if violation_rate < 0.05 and negative_rate < 0.05 else "partly" if violation_rate < 0.25 else "not reproduced",
         f"Gains grew with the observed set in {violation_rate:.1%} of random triples (nearly submodular) but were negative in "
-        f"{negative_rate:.0%} (not monotone: observing a near-certain patch removes its negative entropy from H_c).", section="ch3-assumptions"),
+        f"{negative_rate:.0%} (not monotone: observing a near-certain patch removes its negative entropy from H_c); each "
+        "violation is an exact counterexample on the Gaussian model (reproduced below 5% of each, partly below 25% "
+        "violations).", section="ch3-assumptions", exact=True),
     "assumption1.gain_tracks_pagerank": claim("the marginal gain of a patch is proportional to its PageRank score",
-        {f"spearman_after_{k}": v for k, v in assumption1.items()},
+        {**{f"spearman_after_{k}": v for k, v in assumption1.items()},
+         "criterion": {"reproduced_above_at_every_step": 0.7, "partly_above_at_one": 0.3}},
         "reproduced" if min(assumption1.values()) > 0.7 else "partly" if max(assumption1.values()) > 0.3 else "not reproduced",
         "Spearman correlation between exact gains and exact-influence PageRank scores: "
-        + ", ".join(f"{v:.2f} after {k}" for k, v in assumption1.items()) + " greedy patches.", section="ch3-assumptions"),
+        + ", ".join(f"{v:.2f} after {k}" for k, v in assumption1.items())
+        + " greedy patches (reproduced above 0.7 at every step, partly above 0.3 at one).", section="ch3-assumptions",
+        exact=True),
     "dag.acyclic": claim("the mask graph is a directed acyclic graph", dag,
-        "not reproduced" if dag[0.5]["acyclic_share"] < 0.5 else "partly",
+        "reproduced" if dag[0.5]["acyclic_share"] == 1 else "partly" if dag[0.5]["acyclic_share"] >= 0.5
+        else "not reproduced",
         f"Above 0.5, {dag[0.5]['mutual_share']:.0%} of the edges are mutual and {dag[0.5]['acyclic_share']:.0%} of graphs "
-        "are acyclic: the graphs are dense and cyclic.", section="ch3-dag"),
-    "fig5.class_consistency": claim("orders are consistent within a class", {"same": tau_same, "different": tau_diff, "welch_p": p_tau},
-        v_tau, f"Kendall tau {tau_same['mean']:.3f} within a class vs {tau_diff['mean']:.3f} across classes (Welch p = {p_tau:.1g}); "
-        "orders of any two images are already similar, so the class adds little.", section="ch3-fig5"),
-    "fig4.top22_on_object": claim("the top of the collapse order falls on the object",
+        "are acyclic (each cyclic graph is a counterexample; partly when at least half are acyclic).", section="ch3-dag",
+        exact=True),
+    "fig5.class_consistency": tested("orders are consistent within a class",
+        {"tau_same_class_pairs": tau_same, "tau_different_class_pairs": tau_diff, "tau_to_class_mean": summary(tau_class),
+         "tau_to_population_mean": summary(tau_global)},
+        stats.paired(tau_class, tau_global, unit="test images"), "higher",
+        f"An image's order has Kendall tau {tau_class.mean():.3f} with its class's mean order and {tau_global.mean():.3f} "
+        f"with the mean order of all images; between two images it is {tau_same['mean']:.3f} within a class and "
+        f"{tau_diff['mean']:.3f} across classes.", section="ch3-fig5"),
+    "fig4.top22_on_object": tested("the top of the collapse order falls on the object",
         {"collapse": summary(top_share.numpy()), "ascending": summary(asc_share.numpy()), "random": summary(base_share.numpy()),
-         "welch_p": p_obj}, v_obj,
-        f"{top_share.mean():.0%} of the top 22% patches are on the object, against {base_share.mean():.0%} for a random order "
-        f"and {asc_share.mean():.0%} for the ascending order; {first_background:.0%} of the orders start on the background.",
+         "first_patch_on_background": first_background},
+        # the same image two ways: the collapse order's top 22%, and what a random order's top 22% holds on
+        # average on that image (exactly its share of object patches)
+        stats.paired(top_share.numpy(), base_share.numpy(), unit="test images"), "higher",
+        f"{top_share.mean():.0%} of the top 22% patches are on the object, against {base_share.mean():.0%} expected of a "
+        f"random order on the same images and {asc_share.mean():.0%} for the ascending order; {first_background:.0%} of "
+        f"the orders start on the background, where a random first patch would be on it for {1 - base_share.mean():.0%}.",
         section="ch3-fig4", headline=True),
 }
+claims = decide(claims, "03_rank", results_dir)
 metrics = {"images": R.images, "masks_seconds": mask_seconds, "sensitivity_kendall": sensitivity,
            "areas_nats": areas, "random_area_nats": rand_area, "comae_per_image_area_nats": per_image_area,
            "runtime_s": time.perf_counter() - started}

@@ -63,15 +63,34 @@ import torch
 from IPython.display import Markdown, display
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
-from copkit import pretrained, viz
-from copkit.cmar import (RECIPE, MARData, adaptive_collapse, from_profile, generate, generation_orders,
-                         hidden_uncertainty, mar_order, reveal_schedule)
+from copkit import pretrained, stats, viz
+from copkit.cmar import (
+    RECIPE,
+    MARData,
+    adaptive_collapse,
+    from_profile,
+    generate,
+    generation_orders,
+    hidden_uncertainty,
+    mar_order,
+    reveal_schedule,
+)
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
 from copkit.metrics import GenerativeScores, topk_accuracy
 from copkit.orders import dataset_orders
 from copkit.profiles import get_profile, pick_device
-from copkit.results import claim, direction_verdict, in_words, markdown_table, mean_sd, summary, write_results
+from copkit.results import (
+    claim,
+    decide,
+    in_words,
+    markdown_table,
+    mean_sd,
+    summary,
+    test_text,
+    tested,
+    write_results,
+)
 from copkit.tokens import PATCH, SIDE, patchify, unpatchify
 from copkit.train import config_hash, fit
 
@@ -481,16 +500,18 @@ def fid_values(table, name, scale):
 fid_mar, fid_cmar = fid_values(table2, "MAR", S.cfg_scale), fid_values(table2, "CMAR", S.cfg_scale)
 fid_marc = fid_values(table2, "MAR+C", S.cfg_scale)
 fid_mar0, fid_cmar0 = fid_values(table2, "MAR", 1.0), fid_values(table2, "CMAR", 1.0)
-v_cfg, p_cfg = direction_verdict(fid_cmar, fid_mar, "lower")
-v_nocfg, p_nocfg = direction_verdict(fid_cmar0, fid_mar0, "higher")  # the paper: without CFG CMAR is worse
-v_marc, p_marc = direction_verdict(fid_marc, fid_mar, "lower")
+# Every comparison below is paired by seed: the models of one seed are fine-tuned from the same base
+# MAR with the same data order and sampled with the same noise, or are one model sampled two ways.
+t_cfg = stats.paired(fid_cmar, fid_mar)
+t_nocfg = stats.paired(fid_cmar0, fid_mar0)  # the paper: without CFG CMAR is worse
+t_marc = stats.paired(fid_marc, fid_mar)  # one MAR, two generation orders
 fid_asc, fid_desc = fid_values(table4, "CMAR ascending", S.cfg_scale), fid_values(table4, "CMAR", S.cfg_scale)
-v_t4, p_t4 = direction_verdict(fid_desc, fid_asc, "lower")
+t_t4 = stats.paired(fid_desc, fid_asc)
 cmar_by_cfg = {c: summary([v["fid"] for v in table3["CMAR"][c]]) for c in S.cfg_scales}
 best_cfg = min(cmar_by_cfg, key=lambda c: cmar_by_cfg[c]["mean"])
 lo_cfg, hi_cfg = min(S.cfg_scales), max(S.cfg_scales)
-v_t3, p_t3 = direction_verdict([v["fid"] for v in table3["CMAR"][lo_cfg]], [v["fid"] for v in table3["CMAR"][hi_cfg]],
-                               "lower")  # the paper: FID rises from the lowest to the highest scale
+# one CMAR sampled at two scales; the paper: FID rises from the lowest to the highest scale
+t_t3 = stats.paired([v["fid"] for v in table3["CMAR"][lo_cfg]], [v["fid"] for v in table3["CMAR"][hi_cfg]])
 
 
 def unc_areas(name):
@@ -498,8 +519,8 @@ def unc_areas(name):
 
 
 u_rand, u_coll, u_cmar = unc_areas("MAR, random order"), unc_areas("MAR, collapse order"), unc_areas("CMAR, collapse order")
-v_unc, p_unc = direction_verdict(u_coll, u_rand, "lower")  # the order alone: the same MAR, two orders
-_, p_unc_cmar = direction_verdict(u_cmar, u_rand, "lower")
+t_unc = stats.paired(u_coll, u_rand)  # the order alone: the same MAR, two orders
+t_unc_cmar = stats.paired(u_cmar, u_rand)
 
 
 def s_(vals):
@@ -507,32 +528,31 @@ def s_(vals):
 
 
 claims = {
-    "table2.cmar_vs_mar.fid_cfg": claim({"MAR": 5.997, "CMAR": 5.928}, {"MAR": s_(fid_mar), "CMAR": s_(fid_cmar), "welch_p": p_cfg},
-        v_cfg, f"With CFG {S.cfg_scale}, CMAR's FID is {mean_sd(fid_cmar, 3)} against MAR's {mean_sd(fid_mar, 3)} over "
-        f"{len(SEEDS)} seeds (Welch p = {p_cfg:.2g}; the paper: 5.928 against 5.997).", section="ch4-table2", headline=True),
-    "table2.cmar_vs_mar.fid_no_cfg": claim({"MAR": 7.114, "CMAR": 7.213, "note": "CMAR worse without CFG"},
-        {"MAR": s_(fid_mar0), "CMAR": s_(fid_cmar0), "welch_p": p_nocfg}, v_nocfg,
-        f"Without CFG the paper has CMAR worse than MAR; ours: CMAR {np.mean(fid_cmar0):.3f} vs MAR {np.mean(fid_mar0):.3f} "
-        f"(p = {p_nocfg:.2g}).", section="ch4-table2"),
-    "table2.mar_c_vs_mar.fid_cfg": claim({"MAR": 5.997, "MAR+C": 5.956}, {"MAR": s_(fid_mar), "MAR+C": s_(fid_marc),
-        "welch_p": p_marc}, v_marc,
-        f"Sampling the unchanged MAR in collapse order gives FID {np.mean(fid_marc):.3f} against {np.mean(fid_mar):.3f} "
-        f"in random order (p = {p_marc:.2g}).", section="ch4-table2"),
-    "table3.cmar.cfg_scale": claim({2.9: 5.913, 3.0: 5.928, 3.1: 5.933}, {**{str(c): v for c, v in cmar_by_cfg.items()},
-        "welch_p_lowest_vs_highest": p_t3}, v_t3,
+    "table2.cmar_vs_mar.fid_cfg": tested({"MAR": 5.997, "CMAR": 5.928}, {"MAR": s_(fid_mar), "CMAR": s_(fid_cmar)},
+        t_cfg, "lower", f"With CFG {S.cfg_scale}, CMAR's FID is {mean_sd(fid_cmar, 3)} against MAR's {mean_sd(fid_mar, 3)} "
+        "(the paper: 5.928 against 5.997).", paper_effect=5.928 - 5.997, section="ch4-table2", headline=True),
+    "table2.cmar_vs_mar.fid_no_cfg": tested({"MAR": 7.114, "CMAR": 7.213, "note": "CMAR worse without CFG"},
+        {"MAR": s_(fid_mar0), "CMAR": s_(fid_cmar0)}, t_nocfg, "higher",
+        f"Without CFG the paper has CMAR worse than MAR; ours: CMAR {np.mean(fid_cmar0):.3f} against MAR "
+        f"{np.mean(fid_mar0):.3f}.", paper_effect=7.213 - 7.114, section="ch4-table2"),
+    "table2.mar_c_vs_mar.fid_cfg": tested({"MAR": 5.997, "MAR+C": 5.956}, {"MAR": s_(fid_mar), "MAR+C": s_(fid_marc)},
+        t_marc, "lower", f"Sampling the unchanged MAR in collapse order gives FID {np.mean(fid_marc):.3f} against "
+        f"{np.mean(fid_mar):.3f} in random order.", paper_effect=5.956 - 5.997, section="ch4-table2"),
+    "table3.cmar.cfg_scale": tested({2.9: 5.913, 3.0: 5.928, 3.1: 5.933}, {str(c): v for c, v in cmar_by_cfg.items()},
+        t_t3, "lower",
         f"The paper's FID rises slightly from CFG 2.9 to 3.1; ours for CMAR is {cmar_by_cfg[lo_cfg]['mean']:.3f} at {lo_cfg} "
-        f"and {cmar_by_cfg[hi_cfg]['mean']:.3f} at {hi_cfg} (p = {p_t3:.2g}), lowest at {best_cfg}; a wider sweep on "
-        "another data set, so only the trend compares.", section="ch4-table3-4"),
-    "table4.descending_vs_ascending.fid": claim({"ascending": 6.005, "descending": 5.928},
-        {"ascending": s_(fid_asc), "descending": s_(fid_desc), "welch_p": p_t4}, v_t4,
+        f"and {cmar_by_cfg[hi_cfg]['mean']:.3f} at {hi_cfg}, lowest at {best_cfg}; a wider sweep on another data set, so "
+        "only the trend compares.", paper_effect=5.913 - 5.933, section="ch4-table3-4"),
+    "table4.descending_vs_ascending.fid": tested({"ascending": 6.005, "descending": 5.928},
+        {"ascending": s_(fid_asc), "descending": s_(fid_desc)}, t_t4, "lower",
         f"Generating the best-ranked patches first gives FID {np.mean(fid_desc):.3f} against {np.mean(fid_asc):.3f} "
-        f"for the worst first (p = {p_t4:.2g}).", section="ch4-table3-4"),
-    "fig1.uncertainty_collapse": claim("revealing patches in collapse order collapses the uncertainty of the rest faster",
+        "for the worst first.", paper_effect=5.928 - 6.005, section="ch4-table3-4"),
+    "fig1.uncertainty_collapse": tested("revealing patches in collapse order collapses the uncertainty of the rest faster",
         {"MAR_random_order": s_(u_rand), "MAR_collapse_order": s_(u_coll), "CMAR_collapse_order": s_(u_cmar),
-         "welch_p_MAR_collapse_vs_random": p_unc, "welch_p_CMAR_collapse_vs_MAR_random": p_unc_cmar}, v_unc,
+         "CMAR_collapse_minus_MAR_random": stats.claim_row(t_unc_cmar, expect="lower")}, t_unc, "lower",
         f"With the same MAR, the summed variance of the hidden pixels averaged over the reveal curve is "
-        f"{np.mean(u_coll):.2f} along the images' collapse orders against {np.mean(u_rand):.2f} along random orders "
-        f"(p = {p_unc:.2g}); CMAR along the collapse order: {np.mean(u_cmar):.2f} (p = {p_unc_cmar:.2g} against MAR random).",
+        f"{np.mean(u_coll):.2f} along the images' collapse orders against {np.mean(u_rand):.2f} along random orders; "
+        f"CMAR along the collapse order: {np.mean(u_cmar):.2f} ({test_text(t_unc_cmar)} against MAR in random order).",
         section="ch4-fig1", headline=True),
     "sec3.3.generation_order": claim("not specified: CMAR has no image to rank at generation time",
         {k: v for k, v in order_choice.items()}, "not testable",
@@ -551,6 +571,7 @@ metrics = {"feature_net_top1": clf_acc[1], "feature_net_top5": clf_acc[5],
            "uncertainty_reveal": reveal, "uncertainty": {k: [u.mean(0).tolist() for u in us] for k, us in unc.items()},
            "samples_per_seed": S.samples, "sweep_samples_per_seed": S.sweep_samples,
            "runtime_s": time.perf_counter() - started}
+claims = decide(claims, "04_cmar", results_dir)
 path = write_results(results_dir, "04_cmar", profile=PROFILE.name, device=str(dev), seeds=SEEDS, claims=claims,
                      metrics=metrics)
 display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`; the chapter ran in {time.perf_counter() - started:.0f} s; "

@@ -22,12 +22,31 @@
 # (`book/results/<chapter>.json`, one per chapter, each naming the profile, the device and the
 # commit that produced it) and the run times papermill recorded in the executed notebooks.
 #
-# Verdicts: **reproduced** (the effect is there, in the paper's direction, beyond the spread over
-# seeds), **partly** (the direction holds but not significantly, or only part of the claim
-# holds), **not reproduced** (the opposite, or no effect), **not testable** (the paper leaves it
-# open, or it needs what this scale cannot give). Our numbers come from Fashion-MNIST at the
-# profile named beside them; the paper's from ImageNet. Where scales differ, only directions
-# and orders of magnitude compare.
+# How a verdict is reached (`copkit.stats`, `copkit.results`):
+#
+# - A claim that rests on seeds or samples is tested once: a **paired** t-test where one trained
+#   model (or one seed's fine-tunes of the same base) is measured two ways, **Welch's** t-test
+#   where the two sides are independent trainings, a **one-sample** test against the paper's number,
+#   or an **equivalence** test where the claim is that two numbers are equal within a stated margin.
+#   Each test gives an effect in the claim's units with a 95% interval (over seeds or over test
+#   images, whichever the replicates are; the table says which).
+# - All tested claims of the book form one family. Their p-values are adjusted together with
+#   Holm's step-down correction, which keeps the chance of *any* false verdict in the book under 5%.
+# - **reproduced**: the effect has the paper's direction (or lies within the margin) and its
+#   Holm-adjusted p is below 0.05. **not reproduced**: the opposite, equally significant.
+#   **inconclusive**: anything else; a sign that is not significant decides nothing.
+#   **partly**: only where the chapter stated a weaker criterion with the claim before measuring
+#   (e.g. "within 3 points") and the claim's whole 95% interval meets it.
+# - A claim that two statements of the paper make with one comparison is counted once (an
+#   *alias*). Claims decided by an exact computation (an identity checked to rounding, a FLOP
+#   count, a counterexample) carry no test; claims this scale cannot test say so.
+# - Beside each test: the smallest true effect it could have detected with 80% power at the level
+#   Holm asks of the strongest claim (0.05 divided by the number of tested claims), from its own
+#   standard error, next to the paper's effect in the same units. Where the paper's effect is
+#   smaller, our seeds could not have seen it, and "inconclusive" means exactly that.
+#
+# Our numbers come from Fashion-MNIST at the profile named beside them; the paper's from
+# ImageNet. Where scales differ, only directions and orders of magnitude compare.
 
 # %% tags=["parameters"]
 profile = "cpu"  # the profile the other chapters ran with (only printed here)
@@ -43,13 +62,33 @@ from pathlib import Path
 import torch
 from IPython.display import Markdown, display
 
-from copkit.results import (VERDICTS, brief, headlines, markdown_table, read_results, section_labels,
-                            verdict_counts)
+from copkit.results import (
+    VERDICTS,
+    book_verdicts,
+    brief,
+    headlines,
+    markdown_table,
+    read_results,
+    section_labels,
+    test_text,
+    verdict_counts,
+)
 
 results = read_results(results_dir)
 if not results:
     raise FileNotFoundError(f"no results files in {Path(results_dir).resolve()}: execute the chapters first "
                             "(make chapters, or make book)")
+# The verdicts over the whole book, from every chapter's tests together (a chapter decided its own
+# against the other chapters' files as they were when it ran; where one of those changed since,
+# the verdict here is the one that counts, and the table marks the difference).
+book = book_verdicts(results)
+ran_with = {}
+for chapter, r in results.items():
+    for cid, row in book[chapter].items():
+        c = r["claims"][cid]
+        if c["verdict"] != row["verdict"]:
+            ran_with[chapter, cid] = c["verdict"]
+        c["verdict"], c["test"] = row["verdict"], row
 TITLES = {"01_entropy": "1. Patch entropy", "02_comae": "2. CoMAE", "03_rank": "3. Patch ranking",
           "04_cmar": "4. CMAR", "05_cvit": "5. CViT"}
 labels = {chapter: section_labels(Path(notebooks_dir) / f"{chapter}.ipynb") for chapter in results}
@@ -120,11 +159,47 @@ else:
                      "(or finds) the base models and writes it."))
 
 # %% [markdown]
+# (report-tests)=
+# ## The tests, and what they could detect
+#
+# Every tested claim: the paper's effect in our units where it states one, ours with its 95%
+# interval, the test, the raw and the Holm-adjusted p, and the smallest effect the test could
+# detect with 80% power at the level Holm asks of the strongest claim.
+
+# %% tags=["full-width", "remove-input"]
+rows = []
+for chapter, r in results.items():
+    for cid, c in r["claims"].items():
+        t = c.get("test")
+        if t is None or t.get("alias_of"):
+            continue
+        lo, hi = t["ci"] or (None, None)
+        mde = t.get("mde_family")
+        rows.append([f"`{cid}`", "–" if t.get("paper_effect") is None else f"{t['paper_effect']:+.3g}",
+                     "–" if t["effect"] is None else f"{t['effect']:+.3g}",
+                     "–" if lo is None or hi is None else f"[{lo:+.3g}, {hi:+.3g}]",
+                     f"{t['test']} ({t['n'] if not isinstance(t['n'], list) else ' + '.join(map(str, t['n']))} {t['unit']})",
+                     "–" if t["p"] is None else f"{t['p']:.2g}", "–" if t["p_holm"] is None else f"{t['p_holm']:.2g}",
+                     "–" if mde is None else f"{mde:.3g}", f"**{c['verdict']}**"
+                     + (f" (the chapter, run before: {ran_with[chapter, cid]})" if (chapter, cid) in ran_with else "")])
+family = next((c["test"]["family"] for r in results.values() for c in r["claims"].values() if c.get("test")), 0)
+n_seen = sum(1 for row in rows if row[1] != "–" and row[7] != "–" and abs(float(row[1])) >= float(row[7]))
+n_paper = sum(1 for row in rows if row[1] != "–" and row[7] != "–")
+display(Markdown(
+    markdown_table(["claim", "paper's effect", "ours", "95% interval", "test", "p", "Holm p", "detectable (80%)",
+                    "verdict"], rows)
+    + f"\n\n{family} tested claims form the family; of the {n_paper} whose paper states an effect in our units and whose "
+      f"test has a standard error, the paper's effect is at least the detectable one for {n_seen}: for the others an "
+      "inconclusive verdict says that our seeds are too few to see an effect of the paper's size, not that it is absent."))
+
+# %% [markdown]
 # ## Every claim
 
 # %% tags=["full-width", "remove-input"]
 for chapter, r in results.items():
-    rows = [[f"`{cid}`", brief(c["paper"]), brief(c["ours"]), f"**{c['verdict']}**", c["why"], shown_in(chapter, c)]
+    rows = [[f"`{cid}`", brief(c["paper"]), brief(c["ours"]), f"**{c['verdict']}**",
+             c["why"] + ("" if c.get("test") is None else f" (the same test as `{c['test']['alias_of']}`)"
+                         if c["test"].get("alias_of") else f" ({test_text(c['test'])})"), shown_in(chapter, c)]
             for cid, c in r["claims"].items()]
     display(Markdown(
         f"### {TITLES.get(chapter, chapter)}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, "

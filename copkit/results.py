@@ -7,21 +7,34 @@ A results file holds, for one chapter run::
      "profile": "cpu",               # the profile it ran under (copkit.profiles)
      "device": "cpu", "commit": "<sha>", "written": "<time>",
      "seeds": [0],                   # the seeds its measurements span
-     "claims": {"eq1.order_invariant": {"paper": ..., "ours": {...}, "verdict": "...",
-                "why": "...", "section": "ch1-eq1", "headline": true}},
+     "claims": {"table1.x": {"paper": ..., "ours": {...}, "verdict": "...", "why": "...",
+                             "test": {...},  # tested claims: copkit.stats.claim_row, filled
+                             "section": "ch1-eq1", "headline": true}},
      "metrics": {...}}               # everything else the chapter measured, for the record
 
-A claim is made once, with :func:`claim`: the paper's value, ours (usually a :func:`summary` over
-seeds), one of :data:`VERDICTS` and a sentence saying why, written from the measured numbers. The
-chapter's closing prose (:func:`in_words`), the results file and the report page all read that one
-object. Claim ids name the paper's table, figure or equation first. ``section`` (optional) is the
-label of the chapter section that shows the claim, a MyST target ``(ch1-eq1)=`` above its heading;
-the report links to it. ``headline`` (optional) marks the claims the report's summary leads with.
-Files are written atomically.
+A claim is made once, and one of three ways:
+
+- :func:`tested`: a claim that rests on seeds or samples. It carries its test
+  (:func:`copkit.stats.claim_row`: test, raw ``p``, ``effect`` with its 95% interval, the expected
+  direction, a partial criterion stated before measuring) and gets its verdict from
+  :func:`decide`, which applies Holm's correction over every tested claim of the book
+  (:func:`copkit.stats.fill`): "reproduced" or "not reproduced" only when significant after it,
+  "inconclusive" otherwise, "partly" only from the stated partial criterion;
+- :func:`alias`: the same test as another claim of the chapter, counted once;
+- :func:`claim`: a claim with no sampling variation: "not testable", or decided by an exact
+  computation (``exact=True``: an identity checked numerically, a count).
+
+``why`` is one sentence written from the measured numbers; the chapter's closing prose
+(:func:`in_words`), the results file and the report page all read that one object. Claim ids
+name the paper's table, figure or equation first. ``section`` (optional) is the label of the
+chapter section that shows the claim, a MyST target ``(ch1-eq1)=`` above its heading; the report
+links to it. ``headline`` (optional) marks the claims the report's summary leads with. Files are
+written atomically.
 
 Text helpers: :func:`mean_sd` (one way to write "mean ± sd"), :func:`markdown_table` (a table
-for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters), and
-:func:`claims_list`, :func:`in_words`, :func:`verdict_counts` for claims.
+for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters),
+:func:`test_text` (a test's outcome in words), and :func:`claims_list`, :func:`in_words`,
+:func:`verdict_counts` for claims.
 """
 
 from __future__ import annotations
@@ -35,17 +48,19 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import ttest_ind
 
+from . import stats
 from .data import project_root
 from .io import atomic_write_json
 
-__all__ = ["VERDICTS", "summary", "claim", "direction_verdict", "tolerance_verdict", "welch_text", "git_commit", "write_results",
-           "read_results", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS", "in_words", "verdict_counts",
-           "headlines", "section_labels"]
+__all__ = ["VERDICTS", "summary", "claim", "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit",
+           "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS",
+           "in_words", "verdict_counts", "headlines", "section_labels"]
 
-#: The verdicts a claim can have, from agreeing with the paper to not testable at this scale.
-VERDICTS = ("reproduced", "partly", "not reproduced", "not testable")
+#: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
+#: (:data:`copkit.stats.VERDICTS`).
+VERDICTS = stats.VERDICTS
+_KEYS = {"paper", "ours", "verdict", "why", "section", "headline", "test", "exact"}
 _LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
@@ -57,30 +72,12 @@ def summary(values: Iterable[float] | float) -> dict[str, float | int]:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
 
 
-def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str | None = None,
-          headline: bool = False) -> dict[str, Any]:
-    """One row of the reproducibility report: the paper's value, ours, a verdict and why.
-
-    Args:
-        paper: the paper's number, or a sentence when it states no number.
-        ours: our measurement: a dict, or values summarised with :func:`summary`.
-        verdict: one of :data:`VERDICTS`.
-        why: one sentence saying why the verdict.
-        section: the label of the section that shows the claim (a MyST target such as
-            ``ch1-eq1``, written ``(ch1-eq1)=`` above the heading); stored only when given.
-        headline: one of the claims that matter most, which the report's summary leads with;
-            stored only when true.
-
-    Example:
-        >>> claim(4.267, [4.1, 4.3], "partly", "lower, not significant.", section="ch2-table1")["section"]
-        'ch2-table1'
-    """
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+def _row(paper: Any, ours: dict | float, verdict: str | None, why: str, section: str | None,
+         headline: bool) -> dict[str, Any]:
     if not why or not why.strip():
         raise ValueError("a claim needs a one-sentence reason")
-    row = {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours),
-           "verdict": verdict, "why": why.strip()}
+    row = {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours), "verdict": verdict,
+           "why": why.strip()}
     if section is not None:
         if not isinstance(section, str) or not _LABEL.fullmatch(section):
             raise ValueError(f"section must be a label of lower-case letters, digits, '-', '_' or '.', got {section!r}")
@@ -90,45 +87,148 @@ def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str |
     return row
 
 
-def direction_verdict(a: Iterable[float], b: Iterable[float], expect: str, alpha: float = 0.05) -> tuple[str, float]:
-    """Does ``a`` come out ``expect`` ("lower" or "higher") than ``b``, across seeds?
+def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str | None = None,
+          headline: bool = False, *, exact: bool = False) -> dict[str, Any]:
+    """A claim decided without a statistical test.
 
-    Welch's t-test on the two sets of per-seed values: ``"reproduced"`` when the difference has
-    the expected sign and p < alpha, ``"partly"`` when the sign is right but p >= alpha, ``"not
-    reproduced"`` when the sign is wrong. Returns (verdict, p).
+    Args:
+        paper: the paper's number, or a sentence when it states no number.
+        ours: our measurement: a dict, or values summarised with :func:`summary`.
+        verdict: "not testable" (the paper leaves it open, or this scale cannot test it); or, with
+            ``exact``, "reproduced" / "not reproduced" / "partly" from a computation without
+            sampling variation. A claim that rests on seeds or samples is made with :func:`tested`.
+        why: one sentence saying why the verdict.
+        section: the label of the section that shows the claim (a MyST target such as
+            ``ch1-eq1``, written ``(ch1-eq1)=`` above the heading); stored only when given.
+        headline: one of the claims that matter most, which the report's summary leads with;
+            stored only when true.
+        exact: the verdict comes from an exact computation (an identity checked numerically to
+            rounding, a property of a finite object), stored as ``"exact": true``.
+
+    Example:
+        >>> claim(4.267, [4.1, 4.3], "not testable", "N differs.", section="ch2-table1")["section"]
+        'ch2-table1'
     """
-    if expect not in ("lower", "higher"):
-        raise ValueError(f"expect must be 'lower' or 'higher', got {expect!r}")
-    a, b = np.asarray(list(a), float), np.asarray(list(b), float)
-    right_sign = a.mean() < b.mean() if expect == "lower" else a.mean() > b.mean()
-    p = float(ttest_ind(a, b, equal_var=False).pvalue) if min(a.size, b.size) > 1 else float("nan")
-    if not right_sign:
-        return "not reproduced", p
-    return ("reproduced" if p < alpha else "partly"), p
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if verdict != "not testable" and not exact:
+        raise ValueError(f"a {verdict!r} verdict needs a test (copkit.results.tested) or an exact computation "
+                         "(exact=True)")
+    if verdict == "inconclusive":
+        raise ValueError("an exact computation decides; 'inconclusive' comes from a test (copkit.results.tested)")
+    row = _row(paper, ours, verdict, why, section, headline)
+    if exact:
+        row["exact"] = True
+    return row
 
 
-def tolerance_verdict(diff: float, tight: float, loose: float) -> str:
-    """``"reproduced"`` when ``|diff| <= tight``, ``"partly"`` when ``|diff| <= loose``, else
-    ``"not reproduced"``: for claims that state a number rather than a direction.
+def tested(paper: Any, ours: dict | float, record: stats.Record | None, expect: str, why: str, *,
+           partial: stats.Partial | None = None, paper_effect: float | None = None, section: str | None = None,
+           headline: bool = False) -> dict[str, Any]:
+    """A claim that rests on seeds or samples, with its test (a :class:`copkit.stats.Record` from
+    :func:`copkit.stats.welch`, :func:`~copkit.stats.paired`, :func:`~copkit.stats.one_sample`
+    or :func:`~copkit.stats.equivalence`; None when the data cannot test it), the direction it
+    expects of the effect ("lower", "higher", or "equal" for an equivalence record), an optional
+    :class:`copkit.stats.Partial` criterion stated before measuring, and the paper's own effect in
+    the same units. Its verdict is left to :func:`decide`.
 
-    >>> [tolerance_verdict(d, 0.07, 0.2) for d in (0.05, -0.1, 0.3)]
-    ['reproduced', 'partly', 'not reproduced']
+    >>> from copkit.stats import welch
+    >>> c = tested("lower", [1.0, 2.0], welch([1.0, 2.0, 1.5], [3.0, 4.0, 3.5]), "lower", "Lower by 2.")
+    >>> c["verdict"], c["test"]["test"], c["test"]["effect"]
+    (None, 'welch t', -2.0)
     """
-    return "reproduced" if abs(diff) <= tight else "partly" if abs(diff) <= loose else "not reproduced"
+    row = _row(paper, ours, None, why, section, headline)
+    row["test"] = stats.claim_row(record, expect=expect, partial=partial, paper_effect=paper_effect)
+    return row
 
 
-def welch_text(p: float | None, n: int) -> str:
-    """A Welch p-value over ``n`` seeds as a claim says it: ``"Welch p = 0.012 over 3 seeds"``, or
-    ``"one seed, no test"`` when there is no p (None or NaN). A p that two significant digits would
-    round to 0.05 gets three, so that the text never shows 0.05 for a p just on either side of it.
+def alias(primary: str, paper: Any, ours: dict | float, why: str, section: str | None = None,
+          headline: bool = False) -> dict[str, Any]:
+    """A claim of the paper that is the same test as the chapter's claim ``primary`` (e.g. "RViT's
+    AuC beats ViT's" and "ViT's AuC is below RViT's"): it shares that claim's outcome and is not
+    counted again in the book's correction."""
+    row = _row(paper, ours, None, why, section, headline)
+    row["test"] = stats.claim_row(alias_of=primary)
+    return row
 
-    >>> welch_text(0.01234, 3), welch_text(0.0496, 3), welch_text(float("nan"), 1)
-    ('Welch p = 0.012 over 3 seeds', 'Welch p = 0.0496 over 3 seeds', 'one seed, no test')
-    """
+
+tested.__test__ = alias.__test__ = False  # not pytest tests, though named like them
+
+
+def _family(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every tested claim of the chapters' results, keyed ``chapter/claim``, aliases pointing the same way."""
+    rows = {}
+    for chapter, r in results.items():
+        for cid, c in r["claims"].items():
+            if c.get("test") is None:
+                continue
+            row = dict(c["test"])
+            if row.get("alias_of") is not None:
+                row = {"alias_of": f"{chapter}/{row['alias_of']}"}
+            rows[f"{chapter}/{cid}"] = row
+    return rows
+
+
+def book_verdicts(results: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, dict[str, dict]]:
+    """The tests of every tested claim of the book, filled by :func:`copkit.stats.fill` over them
+    all (Holm's ``p_holm``, the ``family`` size, ``mde_family`` and the ``verdict``): by chapter,
+    by claim id. What the report shows, whatever the chapters wrote when they ran."""
+    filled = stats.fill(_family(results), alpha)
+    out: dict[str, dict[str, dict]] = {chapter: {} for chapter in results}
+    for key, row in filled.items():
+        chapter, cid = key.split("/", 1)
+        if row.get("alias_of"):
+            row = dict(row, alias_of=row["alias_of"].split("/", 1)[1])
+        out[chapter][cid] = row
+    return out
+
+
+def decide(claims: Mapping[str, Mapping[str, Any]], chapter: str, results_dir: str | Path,
+           alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """The chapter's claims with the verdicts of their tests, decided over the whole book: the
+    family for Holm's correction is these claims and the tested claims of the other chapters'
+    results files in ``results_dir`` (as they last ran). A chapter run alone is thus judged as in
+    the book; the report recomputes the verdicts from all the files together, and says where a
+    chapter's differ (when another chapter's numbers changed after it ran)."""
+    others = {ch: r for ch, r in read_results(results_dir).items() if ch != chapter}
+    filled = book_verdicts({**others, chapter: {"claims": claims}}, alpha)[chapter]
+    out = {}
+    for cid, c in claims.items():
+        c = dict(c)
+        if cid in filled:
+            c["test"], c["verdict"] = filled[cid], filled[cid]["verdict"]
+        out[cid] = c
+    return out
+
+
+def _p(p: float | None) -> str:
+    """A p-value in two significant digits, three where two would show 0.05 for a p beside it."""
     if p is None or not np.isfinite(p):
-        return "one seed, no test"
+        return "none"
     shown = f"{p:.2g}"
-    return f"Welch p = {shown if shown != '0.05' else f'{p:.3g}'} over {n} seeds"
+    return shown if shown != "0.05" else f"{p:.3g}"
+
+
+def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
+    """A test's outcome as a claim says it: the test, the effect with its 95% interval, the number
+    of replicates and p (and Holm's p with the family size, once :func:`decide` filled them).
+
+    >>> from copkit.stats import paired
+    >>> test_text(paired([1.0, 2.0, 3.0], [0.5, 1.1, 2.6]))
+    'paired t over 3 seeds: +0.60 (95% interval -0.06 to +1.26), p = 0.059'
+    """
+    r = row.as_dict() if isinstance(row, stats.Record) else row
+    if r.get("test") is None:
+        return "no test"
+    n = r["n"]
+    over = f"{n[0]} and {n[1]} {r['unit']}" if isinstance(n, (list, tuple)) else f"{n} {r['unit']}"
+    lo, hi = r["ci"] or (None, None)
+    interval = ("no interval" if lo is None or hi is None
+                else f"95% interval {lo:+.{digits}f} to {hi:+.{digits}f}")
+    text = f"{r['test']} over {over}: {r['effect']:+.{digits}f} ({interval}), p = {_p(r['p'])}"
+    if r.get("p_holm") is not None:
+        text += f", Holm p = {_p(r['p_holm'])} over the book's {r['family']} tested claims"
+    return text
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -155,12 +255,77 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+_NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?%?")
+
+
+def _numbers(obj: Any, out: list[float]) -> None:
+    if isinstance(obj, bool) or obj is None:
+        return
+    if isinstance(obj, (int, float, np.integer, np.floating)):
+        out.append(float(obj))
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if k != "why":
+                _numbers(k, out) if not isinstance(k, str) else _numbers(_float(k), out)
+                _numbers(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _numbers(v, out)
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def unsupported_numbers(text: str, data: Any) -> list[str]:
+    """The numbers in ``text`` that no number in ``data`` (a results payload, its ``why``
+    sentences left out) rounds to as written: ``0.93`` is supported by 0.9258, ``66%`` by 0.6629
+    (or by 66.3), ``-5.7`` by 5.73 (a difference said with its sign), ``34%`` by 0.66 (the rest of a
+    share); ``1.4e-15`` within 5%. What a chapter says in a claim must come from what it measured
+    and wrote down, never typed in; an empty list means it did.
+
+    >>> unsupported_numbers("66% of the top 22% patches, against 0.63 (p = 0.012)", {"a": 0.6629, "b": [0.22, 0.631],
+    ...                                                                              "p": 0.0121})
+    []
+    >>> unsupported_numbers("a gain of 4.2 points", {"gain": 3.9})
+    ['4.2']
+    """
+    values: list[float] = []
+    _numbers(data, values)
+    have = np.unique(np.concatenate([np.abs(v) for v in (np.array(values), 100 * np.array(values),
+                                                         1 - np.array(values), 100 * (1 - np.array(values)))]
+                                    ) if values else np.array([]))
+    bad = []
+    for m in _NUMBER.finditer(text):
+        token = m.group(0).replace(",", "").replace("\u2212", "-").rstrip("%")
+        x = abs(float(token))
+        mantissa = token.split("e")[0]
+        decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        tol = x * 0.05 if "e" in token else 0.5 * 10.0 ** -decimals + 1e-9
+        if not have.size or np.abs(have - x).min() > tol:
+            bad.append(m.group(0))
+    return bad
+
+
 def write_results(results_dir: str | Path, chapter: str, *, profile: str, device: str,
                   seeds: list[int], claims: dict[str, dict], metrics: dict[str, Any]) -> Path:
     """Write ``<results_dir>/<chapter>.json`` atomically and return its path."""
     for cid, c in claims.items():
-        if not {"paper", "ours", "verdict", "why"} <= set(c) <= {"paper", "ours", "verdict", "why", "section", "headline"}:
-            raise ValueError(f"claim {cid!r} must be made with copkit.results.claim()")
+        if not {"paper", "ours", "verdict", "why"} <= set(c) <= _KEYS:
+            raise ValueError(f"claim {cid!r} must be made with copkit.results.claim(), tested() or alias()")
+        if c["verdict"] is None:
+            raise ValueError(f"claim {cid!r} has no verdict yet: decide the chapter's claims first "
+                             "(copkit.results.decide)")
+    numbers = {"claims": claims, "metrics": metrics, "seeds": seeds}
+    for cid, c in claims.items():
+        said = c["why"] + ("" if c.get("test") is None or c["test"].get("alias_of") else " " + test_text(c["test"]))
+        typed = unsupported_numbers(said, numbers)
+        if typed:
+            raise ValueError(f"claim {cid!r} says {', '.join(typed)}, which no number in its results file supports: "
+                             "write the sentence from measured (or the paper's) values stored with the claim")
     payload = {
         "chapter": chapter,
         "profile": profile,
@@ -250,21 +415,27 @@ def brief(value: Any) -> str:
     return str(value)
 
 
+test_text.__test__ = False
+
+
 def claims_list(claims: Mapping[str, Mapping[str, Any]]) -> str:
     """The claims as a Markdown list, one line each: id, verdict, why.
 
-    >>> print(claims_list({"fig5.x": claim(1, 2.0, "partly", "Close.")}))
-    - **fig5.x** (partly): Close.
+    >>> print(claims_list({"fig5.x": claim(1, 2.0, "not testable", "N differs.")}))
+    - **fig5.x** (not testable): N differs.
     """
     return "\n".join(f"- **{cid}** ({c['verdict']}): {c['why']}" for cid, c in claims.items())
 
 
 #: How :func:`in_words` introduces each verdict.
 VERDICT_WORDS = {
-    "reproduced": "**Agrees** (the paper's direction beyond the spread over seeds, or within the stated tolerance).",
-    "partly": "**Partly** (the paper's direction but not significant, within the looser tolerance only, or only part "
-              "of the claim).",
-    "not reproduced": "**Disagrees.**",
+    "reproduced": "**Agrees**: the paper's direction (or its value, within the margin stated with the claim), "
+                  "significant after Holm's correction over every tested claim of the book; or an exact computation.",
+    "partly": "**Partly**: the full claim is not shown, but the weaker criterion stated with it before measuring holds.",
+    "not reproduced": "**Disagrees**: the opposite direction (or outside the stated margin), significant after the "
+                      "correction; or an exact computation.",
+    "inconclusive": "**Inconclusive**: not significant after Holm's correction over the book's tested claims; these "
+                    "data do not decide either way.",
     "not testable": "**Not testable at this scale.**",
 }
 
@@ -273,25 +444,32 @@ def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str
     """The closing prose of a chapter: its claims grouped by verdict, each said by its own ``why``.
 
     For each verdict that has claims, in the order of :data:`VERDICTS`, a line saying what the
-    verdict means (:data:`VERDICT_WORDS`), then one list item per claim. Nothing is stated twice:
-    the sentences are the claims' reasons, as the results file and the report have them. With
-    ``links``, a claim that names its ``section`` ends with a MyST reference to it (which shows the
-    section's title).
+    verdict means (:data:`VERDICT_WORDS`), then one list item per claim: its ``why``, and for a
+    tested claim its test in words (:func:`test_text`; for an alias, the claim it shares). Nothing
+    is stated twice: the sentences are the claims' own, as the results file and the report have
+    them. With ``links``, a claim that names its ``section`` ends with a MyST reference to it
+    (which shows the section's title).
 
-    >>> print(in_words({"a": claim(1, 2.0, "partly", "A is close."), "b": claim(1, 1.0, "reproduced", "B holds.")},
-    ...                links=False))
-    **Agrees** (the paper's direction beyond the spread over seeds, or within the stated tolerance).
+    >>> print(in_words({"a": claim(1, 2.0, "not testable", "A differs."),
+    ...                 "b": claim(1, 1.0, "reproduced", "B holds.", exact=True)}, links=False))
+    **Agrees**: the paper's direction (or its value, within the margin stated with the claim), significant after Holm's correction over every tested claim of the book; or an exact computation.
     <BLANKLINE>
     - B holds.
     <BLANKLINE>
-    **Partly** (the paper's direction but not significant, within the looser tolerance only, or only part of the claim).
+    **Not testable at this scale.**
     <BLANKLINE>
-    - A is close.
+    - A differs.
     """
     groups = []
     for verdict in VERDICTS:
-        said = [c["why"] + (f" (see {{ref}}`{c['section']}`)" if links and c.get("section") else "")
-                for c in claims.values() if c["verdict"] == verdict]
+        said = []
+        for c in claims.values():
+            if c["verdict"] != verdict:
+                continue
+            t = c.get("test")
+            how = ("" if t is None else f" (the same test as `{t['alias_of']}`)" if t.get("alias_of")
+                   else f" ({test_text(t)})")
+            said.append(c["why"] + how + (f" (see {{ref}}`{c['section']}`)" if links and c.get("section") else ""))
         if said:
             groups.append(VERDICT_WORDS[verdict] + "\n\n" + "\n".join(f"- {w}" for w in said))
     return "\n\n".join(groups)

@@ -1,11 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from copkit.io import atomic_write_json, atomic_write_text
 from copkit.profiles import PROFILES, get_profile, pick_device
-from copkit.results import claim, summary, write_results
+from copkit import stats
+from copkit.results import alias, claim, decide, in_words, read_results, summary, tested, write_results
 
 
 def test_summary_matches_numpy_definitions():
@@ -21,11 +23,11 @@ def test_claim_refuses_unknown_verdict_and_empty_reason():
     with pytest.raises(ValueError, match="verdict must be one of"):
         claim(1.0, 2.0, "sort of", "because")
     with pytest.raises(ValueError, match="one-sentence reason"):
-        claim(1.0, 2.0, "partly", "  ")
+        claim(1.0, 2.0, "not testable", "  ")
 
 
 def test_write_results_shape(tmp_path):
-    c = {"table1.contrastive.mask_entropy": claim(4.267, [4.1, 4.3, 4.2], "partly", "close, 3 seeds.")}
+    c = {"table1.contrastive.mask_entropy": claim(4.267, [4.1, 4.3, 4.2], "not testable", "N differs, 3 seeds.")}
     path = write_results(tmp_path, "02_x", profile="smoke", device="cpu", seeds=[0, 1, 2], claims=c,
                          metrics={"loss": torch.tensor([1.0, 2.0]), "area_nats": torch.tensor(3.5)})
     got = json.loads(path.read_text())
@@ -38,13 +40,13 @@ def test_write_results_shape(tmp_path):
 
 
 def test_claim_section_is_optional_stored_and_written(tmp_path):
-    plain = claim(1.0, 2.0, "partly", "because.")
+    plain = claim(1.0, 2.0, "not testable", "because.")
     assert "section" not in plain
-    linked = claim(1.0, 2.0, "partly", "because.", section="ch3-dag")
+    linked = claim(1.0, 2.0, "not testable", "because.", section="ch3-dag")
     assert linked["section"] == "ch3-dag"
     for bad in ("", "Ch3 DAG", "#ch3-dag", 3):
         with pytest.raises(ValueError, match="section must be a label"):
-            claim(1.0, 2.0, "partly", "because.", section=bad)
+            claim(1.0, 2.0, "not testable", "because.", section=bad)
     path = write_results(tmp_path, "03_x", profile="smoke", device="cpu", seeds=[0],
                          claims={"dag.acyclic": linked, "eq1": plain}, metrics={})
     got = json.loads(path.read_text())["claims"]
@@ -90,17 +92,6 @@ def test_cli_data_reports_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data, "project_root", lambda: tmp_path)
     assert main(["data", "--no-download"]) == 1
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
-
-
-def test_direction_verdict():
-    from copkit.results import direction_verdict
-
-    assert direction_verdict([1.0, 1.1, 0.9], [3.0, 3.1, 2.9], "lower")[0] == "reproduced"
-    assert direction_verdict([1.0, 1.1, 0.9], [3.0, 3.1, 2.9], "higher")[0] == "not reproduced"
-    verdict, p = direction_verdict([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], "lower")
-    assert verdict == "partly" and p > 0.05
-    with pytest.raises(ValueError):
-        direction_verdict([1.0], [2.0], "smaller")
 
 
 def test_git_commit_ignores_book_outputs(tmp_path):
@@ -239,8 +230,9 @@ def test_markdown_table_shape_escaping_and_ragged_rows():
 def test_in_words_groups_claims_by_verdict_in_order_and_says_each_once():
     from copkit.results import VERDICT_WORDS, in_words
 
-    claims = {"x": claim(1, 1.0, "not reproduced", "X fails."), "y": claim(1, 1.0, "reproduced", "Y holds.", section="ch9-y"),
-              "z": claim(1, 1.0, "reproduced", "Z holds.")}
+    claims = {"x": claim(1, 1.0, "not reproduced", "X fails.", exact=True),
+              "y": claim(1, 1.0, "reproduced", "Y holds.", section="ch9-y", exact=True),
+              "z": claim(1, 1.0, "reproduced", "Z holds.", exact=True)}
     lines = in_words(claims).splitlines()
     assert lines == [VERDICT_WORDS["reproduced"], "", "- Y holds. (see {ref}`ch9-y`)", "- Z holds.", "",
                      VERDICT_WORDS["not reproduced"], "", "- X fails."]
@@ -254,26 +246,18 @@ def test_in_words_groups_claims_by_verdict_in_order_and_says_each_once():
 def test_headline_flag_is_stored_only_when_true_and_counted(tmp_path):
     from copkit.results import headlines, read_results, verdict_counts
 
-    plain, head = claim(1, 2.0, "partly", "p."), claim(1, 2.0, "reproduced", "h.", headline=True)
+    plain, head = claim(1, 2.0, "partly", "p.", exact=True), claim(1, 2.0, "reproduced", "h.", headline=True, exact=True)
     assert "headline" not in plain and head["headline"] is True
     write_results(tmp_path, "02_x", profile="smoke", device="cpu", seeds=[0], claims={"a": plain, "b": head}, metrics={})
     write_results(tmp_path, "01_y", profile="smoke", device="cpu", seeds=[0],
-                  claims={"c": claim(1, 2.0, "partly", "q.")}, metrics={})
+                  claims={"c": claim(1, 2.0, "partly", "q.", exact=True)}, metrics={})
     (tmp_path / "runtimes-smoke.json").write_text("{}")  # not a chapter's results file
     results = read_results(tmp_path)
     assert list(results) == ["01_y", "02_x"]
     counts = verdict_counts(results)
-    assert dict(counts["02_x"]) == {"reproduced": 1, "partly": 1, "not reproduced": 0, "not testable": 0}
-    assert dict(counts["01_y"]) == {"reproduced": 0, "partly": 1, "not reproduced": 0, "not testable": 0}
+    assert dict(counts["02_x"]) == {"reproduced": 1, "partly": 1, "not reproduced": 0, "inconclusive": 0, "not testable": 0}
+    assert dict(counts["01_y"]) == {"reproduced": 0, "partly": 1, "not reproduced": 0, "inconclusive": 0, "not testable": 0}
     assert [(ch, cid) for ch, cid, _ in headlines(results)] == [("02_x", "b")]
-
-
-def test_tolerance_verdict_edges():
-    from copkit.results import tolerance_verdict
-
-    assert tolerance_verdict(0.07, 0.07, 0.2) == "reproduced"  # the bounds are inclusive
-    assert tolerance_verdict(-0.2, 0.07, 0.2) == "partly"
-    assert tolerance_verdict(0.2001, 0.07, 0.2) == "not reproduced"
 
 
 def test_section_labels_reads_markdown_targets_only(tmp_path):
@@ -286,3 +270,50 @@ def test_section_labels_reads_markdown_targets_only(tmp_path):
     path.write_text(json.dumps(nb))
     assert section_labels(path) == {"ch5-table5", "ch5-knees"}
     assert section_labels(tmp_path / "missing.ipynb") == set()
+
+
+def test_a_verdict_other_than_not_testable_needs_a_test_or_an_exact_computation():
+    with pytest.raises(ValueError, match="needs a test"):
+        claim(1.0, [1.0, 1.2], "reproduced", "the sign is right.")
+    with pytest.raises(ValueError, match="comes from a test"):
+        claim(1.0, 2.0, "inconclusive", "unclear.", exact=True)
+    assert claim(0.0, 1e-12, "reproduced", "identity to rounding.", exact=True)["exact"] is True
+
+
+def test_decide_applies_holm_over_every_chapter_and_counts_an_alias_once(tmp_path):
+    """Planted p-values: the Holm threshold of a claim depends on the other chapters' claims."""
+    rng = np.random.default_rng(0)
+    big = stats.welch(rng.normal(0, 1, 40), rng.normal(3, 1, 40))  # p ~ 1e-20: reproduced whatever the family
+    near = stats.one_sample([0.30, 0.32, 0.35, 0.33, 0.31, 0.36], 0.3)  # p ~ 0.02: only alone
+    assert 0.0125 < near.p < 0.05  # significant alone, not once multiplied by 4
+    other = {"z.big": tested("lower", 1.0, big, "lower", "B is lower.")}
+    mine = {"a.near": tested(0.3, 1.0, near, "higher", "A is higher."),
+            "a.same": alias("a.near", 0.3, 1.0, "The same comparison read the other way."),
+            "a.none": claim("open", 1.0, "not testable", "Not here.")}
+    decided = decide(mine, "02_a", tmp_path)  # no other results yet: a family of one
+    assert decided["a.near"]["verdict"] == "reproduced" and decided["a.near"]["test"]["family"] == 1
+    assert decided["a.same"]["verdict"] == "reproduced" and decided["a.same"]["test"]["alias_of"] == "a.near"
+    assert decided["a.none"]["verdict"] == "not testable" and "test" not in decided["a.none"]
+    for k in range(3):  # three more tested claims elsewhere in the book: Holm multiplies the smaller p's
+        other[f"z.null{k}"] = tested("higher", 1.0, stats.welch([1.0, 2.0, 3.0], [1.1, 2.2, 2.9]), "higher", "Null.")
+    write_results(tmp_path, "01_z", profile="smoke", device="cpu", seeds=[0],
+                  claims=decide(other, "01_z", tmp_path), metrics={})
+    decided = decide(mine, "02_a", tmp_path)
+    t = decided["a.near"]["test"]
+    assert t["family"] == 5 and t["p_holm"] == pytest.approx(min(1.0, 4 * near.p))  # second smallest of five
+    assert decided["a.near"]["verdict"] == decided["a.same"]["verdict"] == "inconclusive"
+    assert read_results(tmp_path)["01_z"]["claims"]["z.big"]["verdict"] == "reproduced"
+    text = in_words(decided, links=False)
+    assert "Inconclusive" in text and "Holm p = " in text and "the same test as `a.near`" in text
+    with pytest.raises(ValueError, match="no verdict yet"):
+        write_results(tmp_path, "02_a", profile="smoke", device="cpu", seeds=[0], claims=mine, metrics={})
+
+
+def test_a_claim_cannot_say_a_number_it_did_not_measure(tmp_path):
+    said = claim(0.78, {"mean": 0.9012, "std": 0.0, "n": 3}, "not testable", "The knee is at 0.90, 12 points past.")
+    with pytest.raises(ValueError, match="says 12, which no number"):
+        write_results(tmp_path, "05_x", profile="smoke", device="cpu", seeds=[0], claims={"k": said}, metrics={})
+    said = claim(0.78, {"mean": 0.9012, "std": 0.0, "n": 3}, "not testable", "The knee is at 0.90, 12 points past.")
+    write_results(tmp_path, "05_x", profile="smoke", device="cpu", seeds=[0], claims={"k": said},
+                  metrics={"gap_points": 12.1})  # a measured number anywhere in the file supports it
+    assert not list(tmp_path.glob("*.tmp*"))
