@@ -56,6 +56,8 @@ from copkit.comae import (
     RECIPE,
     CoMAE,
     CoMAEData,
+    contrastive_loss,
+    logit_variance_split,
     fashion_mnist_data,
     from_profile,
     mirror_hits,
@@ -353,7 +355,7 @@ mirror_x = mirror_image(x_all[:n_train])
 mirror_tag = {**data_tag, "dataset": "fashion-mnist mirrored (right half = left half flipped)"}
 mirror_tok = patchify(mirror_x, PATCH)
 mirror_val_tok = patchify(mirror_image(val_images[:512]), PATCH)
-fm_lams = (with_lc, 0.1)
+fm_lams = (*P.lambdas, *P.sweep_lambdas)
 fm_mirror = {}
 for lam in dict.fromkeys(fm_lams):
     m, _, _ = train_setting(lam, seed, mirror_tok, mirror_val_tok[:P.val_images], "mirror", mirror_tag)
@@ -367,6 +369,90 @@ display(Markdown(markdown_table(
      [f"mirrored noise, 4 x 4, {P.planted_long_steps} steps", 0.01, len(planted_long),
       f"{np.median(planted_long):.1%} ({min(planted_long):.0%}-{max(planted_long):.0%})", f"{1 / 15:.1%}"],
      *(["mirrored Fashion-MNIST, 7 x 7", lam, 1, f"{hit:.1%}", f"{1 / 48:.1%}"] for lam, hit in fm_mirror.items())])))
+
+# %% [markdown]
+# (ch2-diagnostics)=
+# ## Diagnostics: how much of a mask belongs to its image, and what the temperature does
+#
+# A ranker is only useful if its masks depend on the image. The selector's output for one image
+# is a table of logits, one per target and position; over many images it is a three-way array,
+# and its variance splits exactly into what depends on the **position** alone, on the **target**,
+# on the **image**, and on their combinations. The share of every term that involves the image is
+# the part of the masks that an order fixed in advance could not have. We report it for each
+# weight of $L_c$, from the first seed's run at this chapter's length (beside its mirror hit
+# rates from the section above), and for the shipped CoMAE.
+
+# %% tags=["hide-output"]
+s0 = P.seeds[0] + seed
+sweep_lams = list(dict.fromkeys([*P.lambdas, *P.sweep_lambdas]))
+sweep_runs = {lam: runs[lam, s0] if (lam, s0) in runs else train_setting(lam, s0, train_tokens, val_tokens)
+              for lam in sweep_lams}
+split = {lam: logit_variance_split(r[0], val_tokens.to(dev)) for lam, r in sweep_runs.items()}
+split_shipped = logit_variance_split(best_model, val_tokens.to(dev))
+shipped_steps = pretrained.info("comae", PROFILE.pretrain, shipped_dir)["steps"]
+fraction = P.steps / shipped_steps
+
+# %%
+SPLIT_KEYS = ("position", "target", "targetxposition", "image_specific")
+display(Markdown(markdown_table(
+    ["$L_c$ weight", "steps", "planted mirror (median of seeds)", "mirrored Fashion-MNIST",
+     *(f"share: {k.replace('x', ' × ').replace('_', '-')}" for k in SPLIT_KEYS)],
+    [*([lam, P.steps, f"{np.median(planted[lam]):.0%}" if lam in planted else "–",
+        f"{fm_mirror[lam]:.0%}" if lam in fm_mirror else "–", *(f"{split[lam][k]:.1%}" for k in SPLIT_KEYS)]
+       for lam in sweep_lams),
+     [f"shipped ({shipped_lambda})", f"{shipped_steps:,}", "–", "–", *(f"{split_shipped[k]:.1%}" for k in SPLIT_KEYS)]])
+    + f"\n\nThe sweep's runs are {fraction:.1%} of the shipped CoMAE's length (first seed; validation images). "
+      "The shares are of the variance of f's logits over images, targets and positions; the image-specific share "
+      "adds the image's main effect and its interactions."))
+
+# %% [markdown]
+# **The temperature of Eq. 6 can only shrink.** The positive pair of each row of $L_c$ is a mask
+# with itself, whose cosine similarity is 1, the largest any pair can have. Writing $s_{ij}$ for
+# the similarities and $p_{ij}$ for the softmax over $j$ at temperature $\tau$,
+# $\partial L_c / \partial (1/\tau) = -\frac{1}{K}\sum_i \big(1 - \sum_j p_{ij} s_{ij}\big) \le 0$:
+# raising $1/\tau$ never increases the loss, so gradient descent lowers $\tau$ whatever the masks
+# are, and stops only when every mask of an image is the same. As $\tau$ falls, the softmax
+# concentrates on the positive pair, and $L_c$ and its gradient on the masks fade: the pressure
+# that makes the masks of different targets differ weakens as training goes on. Below: $\tau$
+# over training, and $L_c$ with the norm of its gradient on the masks of validation images (first
+# seed, the paper's weight) at temperatures along that path.
+
+# %% mystnb={"figure": {"caption": "Left: the learned temperature of Eq. 6 over training, per weight of $L_c$ (first seed). Right: $L_c$ and the norm of its gradient on the masks, for fixed masks, at temperatures along the path.", "name": "fig-ch2-temperature"}, "image": {"alt": "Left: temperature curves over training steps. Right: the loss and its gradient norm against the temperature, on a log axis."}}
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+tau_path = {}
+for lam in sweep_lams:
+    if lam == 0:
+        continue  # without L_c nothing trains the temperature
+    rows_ = [r for r in sweep_runs[lam][1] if "tau" in r and "loss" in r]
+    tau_path[lam] = ([r["step"] for r in rows_], [r["tau"] for r in rows_])
+    axes[0].plot(*tau_path[lam], label=lam_label(lam))
+axes[0].set_xlabel("training step")
+axes[0].set_ylabel("temperature $\\tau$")
+axes[0].legend(fontsize=8)
+g_ = torch.Generator().manual_seed(0)
+w_all = sweep_runs[with_lc][0].masks(val_tokens.to(dev)).cpu()
+t_idx = torch.rand(len(w_all), N, generator=g_).argsort(1)[:, :P.targets_per_image]
+w_k = torch.gather(w_all, 1, t_idx[..., None].expand(-1, -1, N))
+taus = np.geomspace(min(tau_path[with_lc][1]) / 2, max(tau_path[with_lc][1]), 12)
+lc_curve = []
+for tau in taus:
+    wv = w_k.clone().requires_grad_(True)
+    lt = torch.tensor(float(tau), requires_grad=True)
+    loss_c = contrastive_loss(wv, t_idx, lt)
+    g_w, g_t = torch.autograd.grad(loss_c, (wv, lt))
+    lc_curve.append({"tau": float(tau), "L_c": float(loss_c), "grad_norm": float(g_w.norm()),
+                     "dL_dlog_tau": float(g_t) * float(tau)})
+axes[1].plot(taus, [r["L_c"] for r in lc_curve], "o-", ms=3, label="$L_c$")
+axes[1].plot(taus, [r["grad_norm"] for r in lc_curve], "s-", ms=3, label="gradient norm on the masks")
+axes[1].set_xscale("log")
+axes[1].set_xlabel("temperature $\\tau$")
+axes[1].legend(fontsize=8)
+for ax in axes:
+    ax.grid(alpha=0.3)
+plt.show()
+shrinks = all(r["dL_dlog_tau"] >= 0 for r in lc_curve)
+print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} (smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
+      f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} at weight {with_lc}")
 
 # %% [markdown]
 # (ch2-long)=
@@ -448,6 +534,10 @@ metrics = {
                                      "median": float(np.median(planted_long))},
     "fashion_mnist_mirror_hit_rate": {str(k): v for k, v in fm_mirror.items()},
     "target_mask_cosine_similarity": {str(lam): summary(similarity[lam]) for lam in P.lambdas},
+    "diagnostics": {"logit_variance_shares": {str(lam): v for lam, v in split.items()},
+                    "logit_variance_shares_shipped": split_shipped, "sweep_fraction_of_shipped_length": fraction,
+                    "temperature_path": {str(lam): {"step": st, "tau": tv} for lam, (st, tv) in tau_path.items()},
+                    "contrastive_vs_temperature": lc_curve},
     "shipped": {name: {"file": m["file"], "lambda_c": m["config"]["comae"]["lambda_c"], **m["metrics"]}
                 for name, m in long_pair.items()},
     "runtime_s": time.perf_counter() - started,
@@ -466,6 +556,10 @@ display(Markdown(in_words(claims) + f"""
   {len(planted_seeds)} seeds, after {P.planted_steps} steps, and {np.median(planted_long):.0%} at the paper's weight
   after {P.planted_long_steps} steps (chance {1 / 15:.0%}); on mirrored
   Fashion-MNIST for {', '.join(f'{v:.0%} (weight {k})' for k, v in fm_mirror.items())} (chance {1 / 48:.0%}).
+- **Image-specific share** of the selector's logits (see {{ref}}`ch2-diagnostics`):
+  {', '.join(f"{split[lam]['image_specific']:.0%} (weight {lam})" for lam in sweep_lams)} after {P.steps} steps,
+  {split_shipped['image_specific']:.0%} for the shipped CoMAE; the learned temperature fell from
+  {tau_path[with_lc][1][0]:.3f} to {tau_path[with_lc][1][-1]:.3f} at weight {with_lc}.
 - The shipped CoMAE that ranks the data set is `{long_pair['comae']['file']}` (weight {shipped_lambda}). Profile `{PROFILE.name}`; the chapter ran in
   {time.perf_counter() - started:.0f} s; results in `{path.name}`.
 """))

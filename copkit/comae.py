@@ -47,6 +47,7 @@ from .tokens import GRID, gather_tokens, hflip_index
 from .train import Recipe, TrainConfig, batch_indices, take
 
 __all__ = [
+    "logit_variance_split",
     "CoMAEConfig",
     "Selector",
     "Reconstructor",
@@ -531,3 +532,23 @@ def mirror_hits(model: CoMAE, tokens: Tensor, grid_w: int, skip_centre: bool = T
     mirror = hflip_index(n, grid_w)
     keep = mirror != torch.arange(n) if skip_centre else torch.ones(n, dtype=torch.bool)
     return float((top[:, keep] == mirror[keep]).float().mean())
+
+
+def logit_variance_split(model: CoMAE, tokens: Tensor, chunk: int = 64) -> dict[str, float]:
+    """How much of the selector's output is specific to the image: the variance of f's logits
+    x[image, target, position] (:meth:`CoMAE.masks` with ``logits=True``) split into position,
+    target, image and their interactions (:func:`copkit.stats.variance_shares`), with
+    ``image_specific`` the share of every term that involves the image. 0 would mean one fixed set
+    of masks for every image (the masks of a target depend only on where it is); 1 that nothing is
+    shared. Each mask's own entry, which f also outputs but the mask does not use, is set to the
+    mean of that mask's other logits so that the array stays complete.
+    """
+    from copkit.stats import variance_shares
+
+    x = model.masks(tokens, chunk=chunk, logits=True).double()
+    eye = torch.eye(x.shape[-1], dtype=torch.bool, device=x.device)
+    fill = x.masked_fill(eye, 0.0).sum(-1, keepdim=True) / (x.shape[-1] - 1)
+    x = torch.where(eye, fill.expand_as(x), x)
+    shares = variance_shares(x.cpu().numpy(), ("image", "target", "position"))
+    shares["image_specific"] = sum(v for k, v in shares.items() if "image" in k)
+    return shares

@@ -63,6 +63,9 @@ class ComaeSizes:
     planted_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     #: the planted truth again at the paper's weight, trained this long (it needs more steps)
     planted_long_steps: int = 1600
+    #: more weights of L_c, trained from the first seed only: the sensitivity sweep of Chapter 2's
+    #: diagnostics (mirror hit rate and image-specific share at each weight)
+    sweep_lambdas: tuple[float, ...] = (0.1, 1.0)
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
     compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 

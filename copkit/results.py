@@ -228,6 +228,10 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     text = f"{r['test']} over {over}: {r['effect']:+.{digits}f} ({interval}), p = {_p(r['p'])}"
     if r.get("p_holm") is not None:
         text += f", Holm p = {_p(r['p_holm'])} over the book's {r['family']} tested claims"
+    mde = r.get("mde_family") if r.get("mde_family") is not None else r.get("mde")
+    if mde is not None and r.get("paper_effect") is not None:
+        text += (f"; the smallest effect it could detect with 80% power is {mde:.{digits}g}, the paper's is "
+                 f"{r['paper_effect']:+.{digits}g}")
     return text
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "min_detectable_effect",
     "one_sample",
     "paired",
+    "variance_shares",
     "power",
     "verdict",
     "welch",
@@ -382,6 +383,38 @@ def bootstrap_ci(data: Any, stat: Callable[..., np.ndarray] | None = None, *, n_
     boots = np.concatenate(vals)
     lo, hi = np.quantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])
     return Interval(est, float(lo), float(hi), confidence, unit, int(n_boot))
+
+
+def variance_shares(x: Any, names: tuple[str, str, str] = ("a", "b", "c")) -> dict[str, float]:
+    """How the variance of a complete three-way array splits into main effects and interactions.
+
+    ``x`` (I, J, K) is decomposed as x = m + a_i + b_j + c_k + ab_ij + ac_ik + bc_jk + abc_ijk, each
+    term the mean over the other axes with the lower-order terms removed (the balanced ANOVA
+    decomposition). The terms are orthogonal, so their sums of squares add up to the total: the
+    shares returned, keyed by ``names`` joined with "x" ("a", "axb", "axbxc", ...), sum to 1.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(5, 1, 1)) + np.zeros((5, 4, 3))  # varies along the first axis only
+    >>> round(variance_shares(x, ("image", "target", "position"))["image"], 12)
+    1.0
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 3 or min(x.shape) < 1 or not np.all(np.isfinite(x)):
+        raise ValueError(f"need a finite three-way array, got shape {x.shape}")
+    m = x.mean()
+    a = x.mean((1, 2), keepdims=True) - m
+    b = x.mean((0, 2), keepdims=True) - m
+    c = x.mean((0, 1), keepdims=True) - m
+    ab = x.mean(2, keepdims=True) - m - a - b
+    ac = x.mean(1, keepdims=True) - m - a - c
+    bc = x.mean(0, keepdims=True) - m - b - c
+    abc = x - m - a - b - c - ab - ac - bc
+    total = float(((x - m) ** 2).sum())
+    na, nb, nc = names
+    terms = {na: a, nb: b, nc: c, f"{na}x{nb}": ab, f"{na}x{nc}": ac, f"{nb}x{nc}": bc, f"{na}x{nb}x{nc}": abc}
+    if total == 0:
+        return {k: 0.0 for k in terms}
+    return {k: float((np.broadcast_to(t, x.shape) ** 2).sum() / total) for k, t in terms.items()}
 
 
 def holm(pvalues: Mapping[str, float]) -> dict[str, float]:

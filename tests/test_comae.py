@@ -227,3 +227,42 @@ def test_mirror_patch_is_found(direction, tmp_path):
     torch.set_num_threads(1)
     hits = [_planted_hit_rate(direction, seed, tmp_path / str(seed)) for seed in (0, 1, 2)]
     assert sorted(hits)[1] > PLANTED_MEDIAN, f"{direction}: mirror found for {[f'{h:.0%}' for h in hits]} of targets"
+
+
+def test_logit_variance_split_is_zero_image_share_for_an_image_blind_selector():
+    """A selector whose logits ignore the image (zeroed token embedding) has no image-specific share."""
+    from copkit.comae import CoMAE, CoMAEConfig, logit_variance_split
+
+    torch.manual_seed(0)
+    cfg = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=1, enc_heads=2, dec_width=16, dec_depth=1,
+                      dec_heads=2, targets_per_image=4)
+    model = CoMAE(cfg)
+    tokens = torch.randn(6, 16, 4)
+    shares = logit_variance_split(model, tokens)
+    assert sum(v for k, v in shares.items() if k != "image_specific") == pytest.approx(1.0, abs=1e-9)
+    assert shares["image_specific"] > 0.01  # a random selector sees its input
+    with torch.no_grad():
+        for p in model.f.parameters():
+            if p.dim() >= 2 and p.shape[-1] == 4:  # the token embedding's weight: the only way in for the image
+                p.zero_()
+    blind = logit_variance_split(model, tokens)
+    assert blind["image_specific"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_contrastive_loss_never_rewards_a_larger_temperature():
+    """Eq. 6's positive pair is a mask with itself (cosine 1, the largest): dL_c/dtau >= 0 for any
+    masks, so gradient descent can only shrink the learned temperature; 0 when all masks agree."""
+    from copkit.comae import contrastive_loss
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        w = torch.rand(3, 5, 12, generator=g) ** 3
+        targets = torch.rand(3, 12, generator=g).argsort(1)[:, :5]
+        tau = torch.tensor(float(torch.empty(()).uniform_(0.01, 1.0, generator=g)), requires_grad=True)
+        (grad,) = torch.autograd.grad(contrastive_loss(w, targets, tau), tau)
+        assert grad >= -1e-6
+    same = torch.ones(2, 4, 9, dtype=torch.float64)
+    same[..., 4:8] = 0.0  # every mask leaves out every target's entry: identical once their own is zeroed
+    tau = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(contrastive_loss(same, torch.tensor([[4, 5, 6, 7]] * 2), tau), tau)
+    assert abs(float(grad)) < 1e-9  # identical masks: nothing to gain

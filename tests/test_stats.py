@@ -460,3 +460,29 @@ def test_fill_counts_each_claim_once_and_is_json():
         fill({"a": rows["vit.auc"], "b": claim_row(alias_of="a"), "c": claim_row(alias_of="b")})
     with pytest.raises(ValueError):
         claim_row(welch([1.0, 2.0], [3.0, 4.0]), expect="higher", alias_of="a")
+
+
+def test_variance_shares_recover_planted_components_and_sum_to_one():
+    from copkit.stats import variance_shares
+
+    rng = np.random.default_rng(3)
+    i, j, k = 30, 8, 6
+    pos = rng.normal(0, 2.0, (1, 1, k))  # a shared pattern over positions
+    img = rng.normal(0, 1.0, (i, 1, 1))
+    inter = rng.normal(0, 0.5, (i, 1, k))  # image-specific patterns over positions
+    x = 5.0 + pos + img + inter
+    s = variance_shares(x, ("image", "target", "position"))
+    assert sum(s.values()) == pytest.approx(1.0, abs=1e-12)
+    assert s["target"] == pytest.approx(0.0, abs=1e-12) and s["imagextarget"] == pytest.approx(0.0, abs=1e-12)
+    assert s["imagextargetxposition"] == pytest.approx(0.0, abs=1e-12)
+    # brute force: each share is the sum of squares of the centred planted term over the total
+    c_pos, c_img = pos - pos.mean(), img - img.mean()
+    c_inter = inter - inter.mean(0, keepdims=True) - inter.mean(2, keepdims=True) + inter.mean()
+    total = ((x - x.mean()) ** 2).sum()
+    assert s["position"] == pytest.approx((np.broadcast_to(c_pos + (inter.mean(0, keepdims=True) - inter.mean()),
+                                                           x.shape) ** 2).sum() / total)
+    assert s["image"] == pytest.approx((np.broadcast_to(c_img + (inter.mean(2, keepdims=True) - inter.mean()),
+                                                        x.shape) ** 2).sum() / total)
+    assert s["imagexposition"] == pytest.approx((np.broadcast_to(c_inter, x.shape) ** 2).sum() / total)
+    with pytest.raises(ValueError, match="three-way"):
+        variance_shares(np.zeros((3, 3)))

@@ -67,3 +67,16 @@ def test_random_orders_are_permutations():
     assert not torch.equal(o[0], o[1])
     assert torch.equal(o, random_orders(20, 49, seed=3))
 
+
+
+def test_centre_out_order_is_sorted_by_distance_from_the_centre():
+    from copkit.tokens import centre_out_order
+
+    for grid in ((7, 7), (4, 4), (3, 5)):
+        order = centre_out_order(grid)
+        h, w = grid
+        assert sorted(order.tolist()) == list(range(h * w))  # a permutation
+        dist = [((i // w - (h - 1) / 2) ** 2 + (i % w - (w - 1) / 2) ** 2) for i in order.tolist()]
+        assert dist == sorted(dist)  # nearest first, brute force over every token
+    assert centre_out_order((7, 7))[0] == 24  # the middle patch of the 7x7 grid
+    assert set(centre_out_order((4, 4))[:4].tolist()) == {5, 6, 9, 10}  # the four middle patches of an even grid
