@@ -136,10 +136,18 @@ def _unit(unit: str) -> str:
     return unit
 
 
+def _has_spread(se: float, scale: float) -> bool:
+    """A standard error that is more than floating-point rounding of values of size ``scale``:
+    replicates that are equal up to rounding (knees on a grid, identical runs) carry no spread,
+    and a t statistic over a rounding error would be a huge, meaningless number."""
+    return math.isfinite(se) and se > 1e-9 * max(1.0, abs(scale))
+
+
 def _t_record(test: str, effect: float, se: float, df: float, n: int | tuple[int, int], unit: str,
-              confidence: float) -> Record:
-    """p and interval of a t statistic ``effect / se`` on ``df`` degrees of freedom."""
-    if not (df > 0 and se > 0 and math.isfinite(se)):
+              confidence: float, scale: float = 0.0) -> Record:
+    """p and interval of a t statistic ``effect / se`` on ``df`` degrees of freedom; ``scale`` is
+    the size of the values the effect came from (see :func:`_has_spread`)."""
+    if not (df > 0 and _has_spread(se, max(abs(effect), abs(scale)))):
         # Fewer than two replicates, or every replicate identical: no spread to judge against.
         return Record(test, _NAN, float(effect), (_NAN, _NAN), n, unit, "t", confidence, float(se), float(df))
     t = effect / se
@@ -180,7 +188,8 @@ def welch(a: Iterable[float], b: Iterable[float], *, unit: str = "seeds", confid
     vb = b.var(ddof=1) / b.size if b.size > 1 else _NAN
     se = math.sqrt(va + vb) if a.size > 1 and b.size > 1 else _NAN
     df = ((va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))) if se > 0 else _NAN
-    rec = _t_record("welch t", a.mean() - b.mean(), se, df, (a.size, b.size), _unit(unit), confidence)
+    rec = _t_record("welch t", a.mean() - b.mean(), se, df, (a.size, b.size), _unit(unit), confidence,
+                    max(np.abs(a).max(), np.abs(b).max()))
     return _with_bootstrap(rec, (a, b), n_boot, seed) if ci == "bootstrap" and math.isfinite(rec.p) else rec
 
 
@@ -198,7 +207,8 @@ def one_sample(values: Iterable[float], reference: float, *, unit: str = "seeds"
     v = _vec(values, "values")
     reference = float(reference)
     se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else _NAN
-    rec = _t_record("one-sample t", v.mean() - reference, se, v.size - 1, v.size, _unit(unit), confidence)
+    rec = _t_record("one-sample t", v.mean() - reference, se, v.size - 1, v.size, _unit(unit), confidence,
+                    float(np.abs(v).max()))
     return _with_bootstrap(rec, v - reference, n_boot, seed) if ci == "bootstrap" and math.isfinite(rec.p) else rec
 
 
@@ -257,7 +267,8 @@ def paired(a: Iterable[float], b: Iterable[float], *, method: str = "t", unit: s
     unit = _unit(unit)
     if method == "t":
         se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else _NAN
-        rec = _t_record("paired t", effect, se, d.size - 1, d.size, unit, confidence)
+        rec = _t_record("paired t", effect, se, d.size - 1, d.size, unit, confidence,
+                        max(np.abs(a).max(), np.abs(b).max()))
         if ci == "bootstrap" and math.isfinite(rec.p):
             rec = _with_bootstrap(rec, np.column_stack([a, b]), n_boot, seed)
         return rec
@@ -315,7 +326,7 @@ def equivalence(test_record: Record, margin: float) -> Record:
     if test_record.ci_method == "sign-flip inversion":
         raise ValueError("equivalence needs a t-test's record (its standard error and degrees of freedom)")
     se, df, e = test_record.se, test_record.df, test_record.effect
-    if not (math.isfinite(se) and se > 0 and math.isfinite(df)):
+    if not (math.isfinite(df) and _has_spread(se, e)) or math.isnan(test_record.p):
         p = _NAN  # a t-test without spread: nothing to test, as for the record itself
     elif abs(e) <= m:
         p = max(float(st.t.sf((e + m) / se, df)), float(st.t.cdf((e - m) / se, df)))

@@ -486,3 +486,18 @@ def test_variance_shares_recover_planted_components_and_sum_to_one():
     assert s["imagexposition"] == pytest.approx((np.broadcast_to(c_inter, x.shape) ** 2).sum() / total)
     with pytest.raises(ValueError, match="three-way"):
         variance_shares(np.zeros((3, 3)))
+
+
+def test_replicates_equal_up_to_rounding_carry_no_spread():
+    """Knees on a grid: three seeds at 0.825, one of them off by a rounding error. A t statistic
+    over that error would be astronomically 'significant'; the test says it cannot judge."""
+    from copkit.stats import equivalence
+
+    knees = np.array([0.825, 0.825, 0.825 + 1e-16 * 5])
+    r = one_sample(knees, 0.78)
+    assert np.isnan(r.p) and r.effect == pytest.approx(0.045)
+    assert np.isnan(equivalence(r, 0.07).p)
+    assert verdict("equal", equivalence(r, 0.07), None) == "inconclusive"
+    assert np.isnan(paired(knees, knees - 0.1).p)
+    real = one_sample([0.80, 0.825, 0.85], 0.78)  # a real spread is still tested
+    assert 0 < real.p < 1
