@@ -466,6 +466,7 @@ worst_15 = max(ch["eq15_max_abs_diff"] for ch in checks.values())
 claims = {
     "eq11-15.derivation": claim("the Neumann series, fixed point and PageRank identities of Sec. 6",
         {"eq14_residual": worst_fp, "eq15_max_abs_diff": worst_15, "networkx_max_abs_diff": nx_diff,
+         "comae_graphs": R.images, "random_graphs": R.random_graphs,
          "neumann_error_after_120_terms": max(ch["errors"][-1] for ch in checks.values())},
         "reproduced" if max(worst_fp, worst_15, nx_diff) < 1e-4 else "not reproduced",
         f"On {R.images} CoMAE and {R.random_graphs} random graphs the identities hold to {max(worst_fp, worst_15):.1e}, "
@@ -516,7 +517,7 @@ claims = {
         f"{tau_diff['mean']:.3f} across classes.", section="ch3-fig5"),
     "fig4.top22_on_object": tested("the top of the collapse order falls on the object",
         {"collapse": summary(top_share.numpy()), "ascending": summary(asc_share.numpy()), "random": summary(base_share.numpy()),
-         "first_patch_on_background": first_background},
+         "first_patch_on_background": first_background, "top_patches": top, "top_share_of_patches": top / N},
         # the same image two ways: the collapse order's top 22%, and what a random order's top 22% holds on
         # average on that image (exactly its share of object patches)
         stats.paired(top_share.numpy(), base_share.numpy(), unit="test images"), "higher",
