@@ -190,6 +190,8 @@ fig, ax = plt.subplots(figsize=(7, 3))
 viz.learning_curve(pretrained.curve("mar", PROFILE.pretrain, Path(data_dir) / "pretrained"), "val_loss", ax,
                    title=f"base MAR {base_info['file']}")
 plt.show()
+
+# %%
 bm = base_info["metrics"]
 display(Markdown(
     f"The base MAR trained {base_info['epochs']} epochs ({base_info['steps']:,} steps, "

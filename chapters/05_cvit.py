@@ -140,6 +140,8 @@ base_curve = pretrained.curve("vit", PROFILE.pretrain, Path(data_dir) / "pretrai
 fig, ax = plt.subplots(figsize=(7, 3))
 viz.learning_curve(base_curve, "val_top1", ax, title=f"base ViT {base_info['file']}")
 plt.show()
+
+# %%
 held = [r["val_top1"] for r in base_curve if r.get("eval")]
 last_fifth = [r["val_top1"] for r in base_curve if r.get("eval") and r["step"] >= 0.8 * base_info["steps"]]
 display(Markdown(
