@@ -152,7 +152,7 @@ def alias(primary: str, paper: Any, ours: dict | float, why: str, section: str |
     return row
 
 
-tested.__test__ = alias.__test__ = False  # not pytest tests, though named like them
+tested.__test__ = False  # not a pytest test, though named like one
 
 
 def _family(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -270,7 +270,7 @@ def _numbers(obj: Any, out: list[float]) -> None:
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
             if k != "why":
-                _numbers(k, out) if not isinstance(k, str) else _numbers(_float(k), out)
+                _numbers(_float(k) if isinstance(k, str) else k, out)  # keys such as "0.5" are numbers too
                 _numbers(v, out)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
@@ -299,9 +299,8 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     """
     values: list[float] = []
     _numbers(data, values)
-    have = np.unique(np.concatenate([np.abs(v) for v in (np.array(values), 100 * np.array(values),
-                                                         1 - np.array(values), 100 * (1 - np.array(values)))]
-                                    ) if values else np.array([]))
+    v = np.array(values)
+    have = np.abs(np.concatenate([v, 100 * v, 1 - v, 100 * (1 - v)]))  # as written, in %, the rest, the rest in %
     bad = []
     for m in _NUMBER.finditer(text):
         token = m.group(0).replace(",", "").replace("\u2212", "-").rstrip("%")
