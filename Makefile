@@ -1,5 +1,5 @@
 # The two commands: `make book` and `make test`. Everything else is a step of theirs.
-#   make book PROFILE=cpu|smoke|gpu DEVICE=auto|cpu|cuda  [CHAPTERS="01_entropy ..."]
+#   make book PROFILE=cpu|smoke|gpu DEVICE=auto|cpu|cuda  [CHAPTERS="01_entropy ..."] [JOBS=2]
 #   make test            unit tests, every chapter at smoke into .scratch/, the site with -W
 #   make check-site      the built site in headless Chromium: pages, links, figures, search
 SHELL := /bin/bash
@@ -12,6 +12,8 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 DEVICE ?= auto
 CHAPTERS ?=
+# chapters run at once, each with cpus/JOBS threads (the report and performance pages after the others)
+JOBS ?= 2
 STAMP := $(VENV)/.installed-stamp
 JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
@@ -26,7 +28,7 @@ help:
 	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
 	@echo "make data   find Fashion-MNIST (or install / download it) and check it"
 	@echo "make pretrain  train the base models (copkit/configs/pretrain.yaml) -> data/pretrained/ [ONLY=name]"
-	@echo "make orders collapse orders of all Fashion-MNIST images from the saved CoMAE -> data/orders-<hash8>.npz"
+	@echo "make orders collapse orders of all Fashion-MNIST images from the shipped CoMAE -> data/pretrained/orders-<hash8>.npz"
 	@echo "make gpu-book  the whole book at PROFILE=gpu on one CUDA GPU (scripts/gpu_book.sh)"
 	@echo "make device-kit  wheels and data for a GPU machine without network -> .device/ (scripts/device_book.sh runs there)"
 	@echo "make bench  speed measurements (CoMAE masks/s vs the matmul limit, Gaussian model) -> book/results/bench.json"
@@ -53,7 +55,7 @@ pretrain: data
 
 # Execute the chapters into book/ (committed, with outputs).
 chapters: data
-	$(PY) tools/run_chapters.py --profile $(PROFILE) --device $(DEVICE) --out book $(CHAPTERS)
+	$(PY) tools/run_chapters.py --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS) --out book $(CHAPTERS)
 
 site: setup
 	$(JB) build . --config $(SITE_CONFIG) --path-output book -W -n --keep-going
@@ -69,7 +71,7 @@ unit: data
 # Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
 smoke: data
 	$(PY) -m copkit pretrain --config smoke --data-dir .scratch/data --out .scratch/data/pretrained --results .scratch/book/results/pretrained.json
-	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --out .scratch/book --data-dir .scratch/data
+	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --jobs $(JOBS) --out .scratch/book --data-dir .scratch/data
 
 # The committed book must build without a warning; built into .scratch/site, not book/_build.
 site-check: setup

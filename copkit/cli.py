@@ -24,7 +24,7 @@ Helpers:
 (``--variant kind=vit``: Chapter 5's ViT); the same option works with a stage's ``--profile``.
 
 ``rank --profile NAME`` ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
-that profile into ``data/orders-<hash8>.npz``, the file the later chapters load.
+that profile into ``data/pretrained/orders-<hash8>.npz`` (shipped), the file the later chapters load.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def _profile_orders(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if dist.is_main():
-        print(f"collapse orders of {len(train) + len(test)} images: {Path(args.data_dir) / f'orders-{digest[:8]}.npz'}")
+        print(f"collapse orders of {len(train) + len(test)} images: "
+              f"{Path(args.data_dir) / 'pretrained' / f'orders-{digest[:8]}.npz'}")
     return 0
 
 

@@ -165,15 +165,19 @@ def dataset_orders(profile, data_dir: str | Path, device: torch.device | str = "
     for the first ``n_train`` training and ``n_test`` test images (None: all of them), in the
     order of :func:`copkit.data.load_fashion_mnist`.
 
-    The full file ``orders-<hash8>.npz`` (``make orders``) is used whenever it exists. Otherwise a
-    request for more than ``subset_limit`` images ranks the whole data set into it (resumably: a
-    killed run continues), since the next chapter will want it too, and a smaller request (the
-    smoke profile) ranks only those images into ``orders-<hash8>-<n_train>-<n_test>.npz``. A file
-    from another CoMAE is never used: the hash names the CoMAE that made it.
+    The full file ``orders-<hash8>.npz`` is shipped beside the CoMAE in ``<data_dir>/pretrained/``
+    (``make orders`` makes it) and used whenever it exists; one in ``<data_dir>/`` (an earlier
+    cache) is used too. Otherwise a request for more than ``subset_limit`` images ranks the whole
+    data set into ``pretrained/`` (resumably: a killed run continues), since the next chapter will
+    want it too, and a smaller request (the smoke profile) ranks only those images into
+    ``<data_dir>/orders-<hash8>-<n_train>-<n_test>.npz``. A file from another CoMAE is never used:
+    the hash names the CoMAE that made it.
     """
     data_dir = Path(data_dir)
     model, digest = pretrained.base(profile, "comae", data_dir, device)
-    full = data_dir / f"orders-{digest[:8]}.npz"
+    name = f"orders-{digest[:8]}.npz"
+    full = next((p for p in (data_dir / "pretrained" / name, data_dir / name) if p.exists()),
+                data_dir / "pretrained" / name)
     x_train, _ = load_fashion_mnist("train")
     x_test, _ = load_fashion_mnist("test")
     a = len(x_train) if n_train is None else min(n_train, len(x_train))

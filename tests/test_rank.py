@@ -146,3 +146,26 @@ def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_pa
     assert digest == pretrained.info("comae", "smoke", tmp_path / "pretrained")["config_hash"]
     assert (tmp_path / f"orders-{digest[:8]}-6-4.npz").exists()  # a small request ranks only what it asks for
     assert not (tmp_path / f"orders-{digest[:8]}.npz").exists()
+
+
+@pytest.mark.fashion_mnist
+def test_dataset_orders_read_the_shipped_file_beside_the_comae(tmp_path):
+    """A full orders file in <data_dir>/pretrained/ (shipped) is read, not recomputed: planted
+    orders (each image's order is its index's rotation) come back for the requested images."""
+    from copkit import pretrained
+    from copkit.orders import _npz_bytes, dataset_orders
+    from copkit.profiles import get_profile
+
+    profile = get_profile("smoke")
+    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained", progress=False)
+    digest = pretrained.info("comae", "smoke", tmp_path / "pretrained")["config_hash"]
+    n_train, n_test = 60_000, 10_000
+    planted = np.stack([np.roll(np.arange(49), -(i % 49)) for i in range(n_train + n_test)]).astype(np.uint8)
+    split = np.array(["train"] * n_train + ["test"] * n_test)
+    (tmp_path / "pretrained" / f"orders-{digest[:8]}.npz").write_bytes(
+        _npz_bytes(orders=planted, split=split, comae_hash=np.array(digest)))
+    train, test, got = dataset_orders(profile, tmp_path, n_train=5, n_test=3, progress=False)
+    assert got == digest
+    assert torch.equal(train, torch.from_numpy(planted[:5].astype(np.int64)))
+    assert torch.equal(test, torch.from_numpy(planted[n_train:n_train + 3].astype(np.int64)))
+    assert not list(tmp_path.glob("orders-*"))  # nothing ranked
