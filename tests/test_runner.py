@@ -57,6 +57,61 @@ def test_runner_executes_and_reports(tmp_path):
     assert entry["seconds"] > 0 and entry["device"] in ("cpu", "cuda", "mps")
 
 
+TIMED = '''# %% tags=["parameters"]
+profile = "cpu"
+
+# %%
+import os, pathlib, time
+stamp = pathlib.Path(os.environ["STAMPS"]) / "{name}"
+stamp.write_text(f"{{time.time()}}")
+time.sleep({sleep})
+stamp.write_text(f"{{stamp.read_text()}} {{time.time()}} {{os.environ.get('OMP_NUM_THREADS')}}")
+'''
+
+SUMMARY = '''# %% tags=["parameters"]
+profile = "cpu"
+
+# %%
+import os, pathlib
+stamps = {p.name: p.read_text().split() for p in pathlib.Path(os.environ["STAMPS"]).iterdir()}
+assert set(stamps) == {"01_a", "02_b"} and all(len(v) == 3 for v in stamps.values()), stamps
+'''
+
+
+def test_runner_jobs_run_chapters_at_once_and_the_summary_after_them(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "stamps").mkdir()
+    (tmp_path / "src" / "01_a.py").write_text(TIMED.format(name="01_a", sleep=4))
+    (tmp_path / "src" / "02_b.py").write_text(TIMED.format(name="02_b", sleep=4))
+    (tmp_path / "src" / "06_report.py").write_text(SUMMARY)  # fails unless both others have finished
+    monkeypatch.setenv("STAMPS", str(tmp_path / "stamps"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke", "--jobs", "2",
+         "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (a0, a1, threads), (b0, b1, _) = ((tmp_path / "stamps" / n).read_text().split() for n in ("01_a", "02_b"))
+    assert float(a0) < float(b1) and float(b0) < float(a1)  # the two sleeps overlapped
+    import os
+    assert threads == str(max(1, (os.cpu_count() or 1) // 2))
+    runtimes = json.loads((tmp_path / "out" / "results" / "runtimes-smoke.json").read_text())
+    assert list(runtimes["chapters"]) == ["01_a", "02_b", "06_report"]  # every entry kept under the lock
+    assert all((tmp_path / "out" / f"{n}.ipynb").exists() for n in ("01_a", "02_b", "06_report"))
+
+
+def test_schedule_puts_the_longest_first_and_the_summaries_last():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from run_chapters import schedule
+    finally:
+        sys.path.pop(0)
+    names = ["01_entropy", "02_comae", "03_rank", "04_cmar", "06_report", "07_performance", "08_new"]
+    parallel, last = schedule(names, {"01_entropy": 38, "02_comae": 1479, "03_rank": 141, "04_cmar": 1357})
+    assert parallel == ["08_new", "02_comae", "04_cmar", "03_rank", "01_entropy"]  # unknown time: first
+    assert last == ["06_report", "07_performance"]
+
+
 def test_runner_refuses_a_chapter_without_parameters(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "01_plain.py").write_text("# %%\nprint(1)\n")

@@ -7,7 +7,14 @@ Exit status 1 when any chapter failed. The seconds each chapter took, and the de
 it ran on, go to <out>/results/runtimes-<profile>.json (updated chapter by chapter; the
 performance chapter renders every profile's file).
 
-    python tools/run_chapters.py --profile cpu --out book
+With ``--jobs J`` the chapters run J at a time, each in its own process with cpus/J threads
+(``OMP_NUM_THREADS``, unless set), the longest first by the last recorded run times; the
+summary pages (``SUMMARIES``: the report and performance chapters read every other chapter's
+results) run after all others. Small models on a few cores are bound by per-operator overhead,
+so two chapters on one thread each finish sooner than one after the other on two. Each chapter's
+output goes to .scratch/logs/<name>.log.
+
+    python tools/run_chapters.py --profile cpu --out book --jobs 2
     python tools/run_chapters.py --profile smoke --out .scratch/book 01_entropy
 """
 
@@ -15,19 +22,25 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import io
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import tokenize
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
 SCRATCH = ROOT / ".scratch"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+#: pages that read every other chapter's results files: with --jobs they run after all the others
+SUMMARIES = ("06_report", "07_performance")
 
 
 def chapter_sources(folder: Path, only: list[str]) -> list[Path]:
@@ -156,10 +169,27 @@ def machine(device: str) -> dict:
     return info
 
 
+@contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on ``path`` (created): chapters running at once update one file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def record_runtime(results_dir: Path, profile: str, name: str, seconds: float, host: dict) -> Path:
-    """Add one chapter's run time to ``results_dir/runtimes-<profile>.json`` (atomically), keeping
-    the other chapters' entries."""
+    """Add one chapter's run time to ``results_dir/runtimes-<profile>.json`` (atomically, under a
+    lock), keeping the other chapters' entries."""
     path = results_dir / f"runtimes-{profile}.json"
+    with _locked(SCRATCH / "locks" / f"runtimes-{profile}.lock"):
+        return _record_runtime(path, profile, name, seconds, host)
+
+
+def _record_runtime(path: Path, profile: str, name: str, seconds: float, host: dict) -> Path:
     data = {"profile": profile, "chapters": {}}
     if path.exists():
         try:
@@ -171,11 +201,36 @@ def record_runtime(results_dir: Path, profile: str, name: str, seconds: float, h
         "seconds": round(seconds, 1), **host,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     data["chapters"] = dict(sorted(data["chapters"].items()))
-    results_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def schedule(names: list[str], last_seconds: dict[str, float]) -> tuple[list[str], list[str]]:
+    """(chapters to run at once, longest first by ``last_seconds`` (unknown: first), summary pages to
+    run after them, in order)."""
+    summaries = [n for n in names if n in SUMMARIES]
+    rest = sorted((n for n in names if n not in SUMMARIES), key=lambda n: -last_seconds.get(n, float("inf")))
+    return rest, summaries
+
+
+def run_child(name: str, argv: list[str], threads: int) -> tuple[bool, float]:
+    """One chapter in its own process (this script, one chapter, --jobs 1) with ``threads`` threads;
+    its output goes to .scratch/logs/<name>.log."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    log = SCRATCH / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call([sys.executable, __file__, *argv, "--jobs", "1", name], stdout=out,
+                               stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    if code:
+        print(f"--- {name} failed; the end of {os.path.relpath(log)}:\n"
+              + "\n".join(log.read_text().splitlines()[-25:]), flush=True)
+    return code == 0, seconds
 
 
 def main() -> int:
@@ -188,8 +243,13 @@ def main() -> int:
     parser.add_argument("--chapters-dir", default=str(CHAPTERS), help="where the jupytext sources are")
     parser.add_argument("--data-dir", default=str(ROOT / "data"),
                         help="where chapters keep trained runs and artifacts (make test uses .scratch/data)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="chapters run at once, each with cpus/jobs threads (summary pages after the others)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
 
+    began = time.perf_counter()
     out_dir = (ROOT / args.out).resolve()
     # Paths relative to chapters/ (the kernel's working directory), so that no machine's folders are
     # written into the executed notebooks.
@@ -205,6 +265,28 @@ def main() -> int:
     print(f"executing {len(sources)} chapter(s), profile={args.profile}, device={args.device}, "
           f"into {os.path.relpath(out_dir)}/", flush=True)
     report = []
+    if args.jobs > 1 and len(sources) > 1:
+        argv = ["--profile", args.profile, "--device", args.device, "--out", str(out_dir),
+                "--chapters-dir", str(chapters_dir), "--data-dir", str(Path(args.data_dir).resolve())]
+        if args.timeout:
+            argv += ["--timeout", str(args.timeout)]
+        runtimes = out_dir / "results" / f"runtimes-{args.profile}.json"
+        last = {k: v["seconds"] for k, v in json.loads(runtimes.read_text()).get("chapters", {}).items()} \
+            if runtimes.exists() else {}
+        parallel, summaries = schedule([s.stem for s in sources], last)
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        print(f"{args.jobs} at once ({threads} thread(s) each): {', '.join(parallel)}; then {', '.join(summaries) or '-'}"
+              f"; logs in {os.path.relpath(SCRATCH / 'logs')}/", flush=True)
+
+        def one(name: str) -> tuple[str, bool, float]:
+            ok, seconds = run_child(name, argv, threads)
+            print(f"{name} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
+            return name, ok, seconds
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            report += list(pool.map(one, parallel))
+        report += [one(name) for name in summaries]
+        sources = []
     host = machine(args.device)
     for i, src in enumerate(sources, 1):
         print(f"[{i}/{len(sources)}] {src.stem} ...", flush=True)
@@ -218,6 +300,7 @@ def main() -> int:
         print(f"{name:<27} {'ok' if ok else 'FAILED':<10} {seconds:7.1f}")
     total = sum(s for _, _, s in report)
     print(f"{'total':<27} {'':<10} {total:7.1f}")
+    print(f"{'wall':<27} {'':<10} {time.perf_counter() - began:7.1f}")
     failed = [name for name, ok, _ in report if not ok]
     if failed:
         print(f"\n{len(failed)} chapter(s) failed: {', '.join(failed)}", file=sys.stderr)
