@@ -63,6 +63,7 @@ from copkit import pretrained, stats, viz
 from copkit.comae import logit_variance_split
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.entropy import GaussianTokens, curve_area
+from copkit.orders import dataset_orders
 from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, ranks, transition
 from copkit.results import (
@@ -454,6 +455,38 @@ display(Markdown(markdown_table(["measure", "value"], [
     ["images whose collapse order starts on a background patch", f"{first_background:.3f}"]])))
 
 # %% [markdown]
+# ### Over the whole data set
+#
+# `make orders` ranks every Fashion-MNIST image with this same CoMAE, once, into the orders file
+# shipped beside it (`data/pretrained/orders-<hash8>.npz`; Chapters 4 and 5 train on it). The same
+# measures over all of its images, training and test:
+
+# %%
+all_train, all_test, _ = dataset_orders(PROFILE, data_dir, dev, n_train=R.dataset_images, n_test=R.dataset_images)
+all_orders = torch.cat([all_train, all_test])
+all_x = torch.cat([load_fashion_mnist("train", limit=len(all_train))[0], load_fashion_mnist("test", limit=len(all_test))[0]])
+all_obj = (patchify(all_x, PATCH) > -0.8).any(-1)
+del all_x
+overlap = min(len(all_test), len(orders))
+whole = {
+    "images": len(all_orders),
+    "distinct_orders": len(torch.unique(all_orders, dim=0)),
+    "distinct_first_patches": len(torch.unique(all_orders[:, 0])),
+    "top22_on_object": float(all_obj.gather(1, all_orders[:, :top]).double().mean()),
+    "random_expectation": float(all_obj.double().mean()),
+    "first_patch_on_background": float((~all_obj.gather(1, all_orders[:, :1])).double().mean()),
+    "same_as_this_chapter": float((all_test[:overlap] == orders[:overlap]).all(1).double().mean()),
+}
+display(Markdown(markdown_table(["measure, over every image of the orders file", "value"], [
+    ["images (training + test)", f"{whole['images']:,}"],
+    ["distinct orders", f"{whole['distinct_orders']:,}"],
+    ["distinct first patches (of 49)", whole["distinct_first_patches"]],
+    ["share of the top 22% patches on the object, collapse order", f"{whole['top22_on_object']:.3f}"],
+    ["... a random order (the images' object share)", f"{whole['random_expectation']:.3f}"],
+    ["orders that start on a background patch", f"{whole['first_patch_on_background']:.3f}"],
+    [f"test orders equal to this chapter's own ({overlap:,} images)", f"{whole['same_as_this_chapter']:.3f}"]])))
+
+# %% [markdown]
 # ## What this chapter found
 
 # %%
@@ -517,7 +550,8 @@ claims = {
         f"{tau_diff['mean']:.3f} across classes.", section="ch3-fig5"),
     "fig4.top22_on_object": tested("the top of the collapse order falls on the object",
         {"collapse": summary(top_share.numpy()), "ascending": summary(asc_share.numpy()), "random": summary(base_share.numpy()),
-         "first_patch_on_background": first_background, "top_patches": top, "top_share_of_patches": top / N},
+         "first_patch_on_background": first_background, "top_patches": top, "top_share_of_patches": top / N,
+         "every_image_of_the_orders_file": whole},
         # the same image two ways: the collapse order's top 22%, and what a random order's top 22% holds on
         # average on that image (exactly its share of object patches)
         stats.paired(top_share.numpy(), base_share.numpy(), unit="test images"), "higher",

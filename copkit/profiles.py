@@ -79,6 +79,8 @@ class RankSizes:
     random_orders: int  #: random orders behind the random prefix-curve band
     submodularity_triples: int  #: (S, T, j) triples for the submodularity check
     kendall_pairs: int  #: image pairs per group (same class / different class)
+    #: training and test images each read from the shipped orders file (None: all 60,000 + 10,000)
+    dataset_images: int | None = None
 
 
 @dataclass(frozen=True)
