@@ -472,6 +472,8 @@ viz.eval_panels({lam_label(meta["config"]["comae"]["lambda_c"]):
                  for name, meta in long_pair.items()},
                 ("val_L_r", "val_H_mask"), axes, ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
 plt.show()
+
+# %%
 display(Markdown(markdown_table(
     ["shipped", "$L_c$ weight", "epochs", "training time", "held-out $L_r$", "change over the last fifth",
      "test $H_{mask}$", "mirror hit rate (mirrored test images)"],

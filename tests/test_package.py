@@ -39,3 +39,26 @@ def test_no_reference_to_a_markdown_file_outside_the_repository():
     missing = {(str(p.relative_to(root)), name) for p in sources if p.is_file()
                for name in re.findall(r"[A-Za-z0-9_\-]+\.md\b", p.read_text(errors="ignore")) if name not in have}
     assert not missing
+
+
+def test_a_named_figure_cell_displays_no_markdown():
+    """myst-nb gives a cell's figure name to every output of the cell: a named-figure cell that
+    also displays Markdown makes a duplicate target, and the strict site build fails. Every
+    chapter source and executed notebook keeps its Markdown in a cell of its own."""
+    import json
+    from pathlib import Path
+
+    import jupytext
+
+    root = Path(__file__).resolve().parents[1]
+    notebooks = [(p, jupytext.read(p, fmt="py:percent")) for p in sorted(root.glob("chapters/[0-9][0-9]_*.py"))]
+    notebooks += [(p, json.loads(p.read_text())) for p in sorted(root.glob("book/[0-9][0-9]_*.ipynb"))]
+    bad = []
+    for path, nb in notebooks:
+        for cell in nb["cells"]:
+            name = cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name")
+            source = "".join(cell["source"])
+            shown = [o for o in cell.get("outputs", []) if "text/markdown" in o.get("data", {})]
+            if name and ("display(Markdown(" in source or shown):
+                bad.append(f"{path.name}: {name}")
+    assert not bad, f"named figures whose cell also displays Markdown: {bad}"
