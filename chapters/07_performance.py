@@ -86,6 +86,35 @@ else:
     display(Markdown("This bench file predates the CoMAE training section: run `make bench`."))
 
 # %% [markdown]
+# ## Training the base models
+#
+# The base models of `make pretrain` (`copkit/configs/pretrain.yaml`) are trained once for the
+# whole book. For each: training images per second at the `cpu` profile's chapter setting it
+# replaced ("before": each chapter once trained its own model from scratch at that size), at the
+# pretrain setting ("after"), and the seconds one epoch of 55,000 images costs over batch sizes at
+# the pretrain width. The "before" models are the chapters' smaller ones, so their images per
+# second say less than the epoch costs. The cheapest batch is not always the config's: a smaller
+# batch takes more optimiser steps per epoch (the CoMAEs train at 16), and the config was set
+# before this table was measured. The share of the matmul limit is the counted FLOPs per image
+# times the images per second.
+
+# %%
+if "pretrain" in bench:
+    rows = []
+    for name, r in bench["pretrain"].items():
+        old, new = r.get("before"), r["after"]
+        best = min(r["batches"], key=lambda b: b["epoch_s"])
+        rows.append(f"| {name} | " + (f"{old['images_per_s']:,.0f} (batch {old['batch']})" if old else "–")
+                    + f" | {new['images_per_s']:,.0f} (batch {new['batch']}) | {new['fraction_of_matmul']:.1%} | "
+                    + ", ".join(f"{b['batch']}: {b['epoch_s']:.0f} s" for b in r["batches"])
+                    + f" | {best['batch']} |")
+    display(Markdown(f"Measured at commit `{bench.get('pretrain_commit', bench['commit'])[:12]}`.\n\n"
+                     "| base model | images/s before | images/s after | after, share of matmul limit | "
+                     "epoch seconds by batch | cheapest batch |\n|---|---|---|---|---|---|\n" + "\n".join(rows)))
+else:
+    display(Markdown("Not measured yet: run `python tools/bench.py --only-pretrain` on an idle machine."))
+
+# %% [markdown]
 # ## What one training step costs, in operators
 #
 # Each model's training step as `copkit.train.train` runs it (the profile's precision, gradient

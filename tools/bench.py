@@ -264,7 +264,8 @@ def bench_pretrain(dev: torch.device, sync, peak: float, batches: tuple[int, ...
     setting it replaced ("before": the chapters trained each model from scratch at that size), at
     copkit/configs/pretrain.yaml's setting ("after"), and over batch sizes at the pretrain width,
     with the seconds one epoch of 55,000 images costs and the share of the large-matmul limit.
-    The smallest epoch cost among the batches is what the config's batch size was chosen by."""
+    The cheapest epoch is not always the config's batch: a smaller batch takes more optimiser steps
+    per epoch, which the short CoMAE runs needed more than speed."""
     from copkit import cmar, cvit, metrics, pretrained
     from copkit.efficiency import train_rate
 
