@@ -181,9 +181,10 @@ rows.append(["PageRank vs `networkx.pagerank`, 20 CoMAE graphs, max abs diff", f
 display(Markdown(markdown_table(["check", "CoMAE graphs", "random graphs"], rows)))
 
 # %% [markdown]
-# Every algebraic step holds to machine precision: the argument's *derivation* is sound. What the
-# order does depend on is the damping and the teleport distribution (Kendall's $\tau$ against the
-# default order, mean over the CoMAE graphs). The last row drops PageRank altogether and orders the
+# Every algebraic step holds to machine precision: the argument's *derivation* is sound. The order
+# cannot depend on the teleport's scale, but it may depend on the damping and on the teleport's
+# shape; how much it does on these graphs is Kendall's $\tau$ against the default order, mean over
+# the CoMAE graphs (1: the same order). The last row drops PageRank altogether and orders the
 # patches by the column mean of $A$, how much the other targets rely on each patch: where its
 # $\tau$ is close to 1, the walk adds little beyond this one step on these graphs.
 
