@@ -74,3 +74,16 @@ def test_math_facts_in_chromium(tmp_path):
     assert facts["no-mathjax"]["raw"] == [r"\(H(x_i) = \log \sigma_i\)", r"\[ r = (1 - c)\beta + c P r \]"]
     assert facts["stray"]["typeset"] == 2 and len(facts["stray"]["stray"]) == 1
     assert r"$\alpha_i$" in facts["stray"]["stray"][0]
+
+
+def test_a_redirect_page_is_followed_not_loaded(tmp_path):
+    """The root index.html is a meta refresh: loading it in the browser races its navigation (a
+    document without a body mid-check), so the check reads its target instead, and fails when the
+    target is missing."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/intro.html" />\n')
+    (tmp_path / "book" / "intro.html").write_text("<html><body><p>intro</p></body></html>")
+    (tmp_path / "book" / "old.html").write_text('<META HTTP-EQUIV="refresh" CONTENT="0; URL=gone.html#top">')
+    assert check_site.redirect_target(tmp_path, "index.html") == "book/intro.html"
+    assert check_site.redirect_target(tmp_path, "book/old.html") == "book/gone.html"
+    assert check_site.redirect_target(tmp_path, "book/intro.html") is None

@@ -31,6 +31,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -69,6 +70,18 @@ def site_pages(html: Path) -> list[str]:
             continue
         pages.append(rel.as_posix())
     return pages
+
+
+def redirect_target(html: Path, page: str) -> str | None:
+    """The page a pure redirect (``<meta http-equiv="Refresh" content="0; url=...">``, the root
+    index.html that Jupyter Book writes) sends the browser to, relative to the site's root; None
+    for an ordinary page. A browser check of a redirect would race its navigation, so the check
+    follows the target instead (every page is checked in its own right)."""
+    text = (html / page).read_text(errors="ignore")[:2000]
+    m = re.search(r'<meta\s+http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"', text, re.IGNORECASE)
+    if not m:
+        return None
+    return (Path(page).parent / m.group(1).split("#")[0]).as_posix()
 
 
 def notebook_expectations(html: Path, page: str) -> tuple[int, int]:
@@ -130,7 +143,7 @@ MATH_FACTS = r"""async (timeoutMs) => {
     }
   }
   const skip = 'pre, code, script, style, textarea, mjx-container, .math, .highlight';
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+  const walker = document.createTreeWalker(document.body || document.documentElement, NodeFilter.SHOW_TEXT, {acceptNode: n =>
       n.parentElement && n.parentElement.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
   const latex = /\\\(|\\\[|\$\$|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$/;
   const stray = [];
@@ -193,6 +206,11 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
 
             for rel in pages:
                 errors.clear()
+                target = redirect_target(html, rel)
+                if target is not None:
+                    if not (html / target).is_file():
+                        failures.append(f"{rel}: redirects to {target}, which does not exist")
+                    continue
                 response = page.goto(base + rel, wait_until="load", timeout=timeout_ms)
                 if response is None or response.status != 200:
                     failures.append(f"{rel}: HTTP {None if response is None else response.status}")
