@@ -76,7 +76,7 @@ from copkit.results import (
     tested,
     write_results,
 )
-from copkit.tokens import GRID, PATCH, patchify, random_orders
+from copkit.tokens import GRID, PATCH, object_patches, patchify, random_orders
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -440,7 +440,7 @@ tau_class = np.array([kendalltau(pos[i], class_mean[i]).statistic for i in range
 tau_global = np.array([kendalltau(pos[i], global_mean[i]).statistic for i in range(len(pos))])
 
 top = 11
-obj = (patchify(test_x, PATCH) > -0.8).any(-1)  # a patch holding any pixel brighter than 10% grey
+obj = object_patches(test_x)  # a patch holding any pixel brighter than 10% grey
 top_share = obj.gather(1, orders[:, :top]).double().mean(1)
 asc_share = obj.gather(1, orders.flip(1)[:, :top]).double().mean(1)
 base_share = obj.double().mean(1)  # what a random order's top 22% holds on average
@@ -466,7 +466,7 @@ display(Markdown(markdown_table(["measure", "value"], [
 all_train, all_test, _ = dataset_orders(PROFILE, data_dir, dev, n_train=R.dataset_images, n_test=R.dataset_images)
 all_orders = torch.cat([all_train, all_test])
 all_x = torch.cat([load_fashion_mnist("train", limit=len(all_train))[0], load_fashion_mnist("test", limit=len(all_test))[0]])
-all_obj = (patchify(all_x, PATCH) > -0.8).any(-1)
+all_obj = object_patches(all_x)
 del all_x
 overlap = min(len(all_test), len(orders))
 whole = {

@@ -105,7 +105,7 @@ from copkit.results import (  # noqa: E402
     tested,
     write_results,
 )
-from copkit.tokens import GRID, N_TOKENS, PATCH, centre_out_order, patchify  # noqa: E402
+from copkit.tokens import GRID, N_TOKENS, PATCH, centre_out_order, object_patches, patchify  # noqa: E402
 from copkit.train import fit  # noqa: E402
 
 started = time.perf_counter()
@@ -432,7 +432,7 @@ with torch.no_grad():
     pred_c = forward_keep(cvit0, x_test.to(dev), test_orders[:, :k22].to(dev)).argmax(1).cpu()
     logits_p, kept_p = pruned0(x_test.to(dev), n_keep=k22, return_kept=True)
     pred_p, kept_p = logits_p.argmax(1).cpu(), kept_p.cpu()
-obj = (patchify(x_test, PATCH) > -0.8).any(-1)  # a patch holding any pixel brighter than 10% grey
+obj = object_patches(x_test)  # a patch holding any pixel brighter than 10% grey
 share_c = obj.gather(1, test_orders[:, :k22]).double().mean().item()
 share_p = obj.gather(1, kept_p).double().mean().item()
 slots = torch.bincount(train_orders[:, :k22].reshape(-1), minlength=N_TOKENS).double()

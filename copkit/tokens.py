@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders", "centre_out_order", "flip_batch", "random_flip"]
+__all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders", "centre_out_order", "object_patches", "flip_batch", "random_flip"]
 
 
 #: The book's tokens, 28 x 28 Fashion-MNIST images cut into 4 x 4 patches, a 7 x 7 grid of
@@ -157,6 +157,19 @@ def centre_out_order(grid: tuple[int, int]) -> Tensor:
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     d = (yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2
     return torch.argsort(d.reshape(-1), stable=True)
+
+
+def object_patches(images: Tensor, p: int = PATCH, level: float = -0.8) -> Tensor:
+    """Which patches of images in [-1, 1] lie on the object: a (B, N) bool tensor, True where a
+    patch holds any pixel brighter than ``level`` (-0.8 is 10% grey: Fashion-MNIST's items on
+    their black background). A random order's first k patches hold, on average, this mask's mean
+    share of object patches: the reference for the object share of an order's top.
+
+    >>> img = -torch.ones(1, 1, 8, 8); img[0, 0, 5, 1] = 0.0
+    >>> object_patches(img, 4).tolist()
+    [[False, False, True, False]]
+    """
+    return (patchify(images, p) > level).any(-1)
 
 
 def flip_batch(images: Tensor, orders: Tensor | None, flip: Tensor, p: int = 4) -> tuple[Tensor, Tensor | None]:
