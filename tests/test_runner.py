@@ -2,6 +2,7 @@
 the output folder; a good chapter lands with its parameters injected."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,6 @@ def test_runner_jobs_run_chapters_at_once_and_the_summary_after_them(tmp_path, m
     assert res.returncode == 0, res.stdout + res.stderr
     (a0, a1, threads), (b0, b1, _) = ((tmp_path / "stamps" / n).read_text().split() for n in ("01_a", "02_b"))
     assert float(a0) < float(b1) and float(b0) < float(a1)  # the two sleeps overlapped
-    import os
     assert threads == str(max(1, (os.cpu_count() or 1) // 2))
     runtimes = json.loads((tmp_path / "out" / "results" / "runtimes-smoke.json").read_text())
     assert list(runtimes["chapters"]) == ["01_a", "02_b", "06_report"]  # every entry kept under the lock

@@ -181,30 +181,30 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def read_runtimes(results_dir: Path, profile: str) -> dict:
+    """``results_dir/runtimes-<profile>.json``, or an empty record when it is missing or unreadable."""
+    path = results_dir / f"runtimes-{profile}.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"profile": profile, "chapters": {}}
+
+
 def record_runtime(results_dir: Path, profile: str, name: str, seconds: float, host: dict) -> Path:
     """Add one chapter's run time to ``results_dir/runtimes-<profile>.json`` (atomically, under a
     lock), keeping the other chapters' entries."""
     path = results_dir / f"runtimes-{profile}.json"
     with _locked(SCRATCH / "locks" / f"runtimes-{profile}.lock"):
-        return _record_runtime(path, profile, name, seconds, host)
-
-
-def _record_runtime(path: Path, profile: str, name: str, seconds: float, host: dict) -> Path:
-    data = {"profile": profile, "chapters": {}}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            pass
-    data["profile"] = profile
-    data.setdefault("chapters", {})[name] = {
-        "seconds": round(seconds, 1), **host,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    data["chapters"] = dict(sorted(data["chapters"].items()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+        data = read_runtimes(results_dir, profile)
+        data["profile"] = profile
+        data.setdefault("chapters", {})[name] = {
+            "seconds": round(seconds, 1), **host,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        data["chapters"] = dict(sorted(data["chapters"].items()))
+        results_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
     return path
 
 
@@ -214,6 +214,25 @@ def schedule(names: list[str], last_seconds: dict[str, float]) -> tuple[list[str
     summaries = [n for n in names if n in SUMMARIES]
     rest = sorted((n for n in names if n not in SUMMARIES), key=lambda n: -last_seconds.get(n, float("inf")))
     return rest, summaries
+
+
+def run_parallel(names: list[str], argv: list[str], jobs: int, last_seconds: dict[str, float]
+                 ) -> list[tuple[str, bool, float]]:
+    """The chapters ``names``, ``jobs`` at a time (:func:`schedule`), each by :func:`run_child`
+    with cpus/jobs threads; the summary pages after all others. (name, ok, seconds) of each."""
+    parallel, summaries = schedule(names, last_seconds)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    print(f"{jobs} at once ({threads} thread(s) each): {', '.join(parallel)}; then {', '.join(summaries) or '-'}"
+          f"; logs in {os.path.relpath(SCRATCH / 'logs')}/", flush=True)
+
+    def one(name: str) -> tuple[str, bool, float]:
+        ok, seconds = run_child(name, argv, threads)
+        print(f"{name} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
+        return name, ok, seconds
+
+    with ThreadPoolExecutor(jobs) as pool:
+        report = list(pool.map(one, parallel))
+    return report + [one(name) for name in summaries]
 
 
 def run_child(name: str, argv: list[str], threads: int) -> tuple[bool, float]:
@@ -270,31 +289,17 @@ def main() -> int:
                 "--chapters-dir", str(chapters_dir), "--data-dir", str(Path(args.data_dir).resolve())]
         if args.timeout:
             argv += ["--timeout", str(args.timeout)]
-        runtimes = out_dir / "results" / f"runtimes-{args.profile}.json"
-        last = {k: v["seconds"] for k, v in json.loads(runtimes.read_text()).get("chapters", {}).items()} \
-            if runtimes.exists() else {}
-        parallel, summaries = schedule([s.stem for s in sources], last)
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        print(f"{args.jobs} at once ({threads} thread(s) each): {', '.join(parallel)}; then {', '.join(summaries) or '-'}"
-              f"; logs in {os.path.relpath(SCRATCH / 'logs')}/", flush=True)
-
-        def one(name: str) -> tuple[str, bool, float]:
-            ok, seconds = run_child(name, argv, threads)
-            print(f"{name} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
-            return name, ok, seconds
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            report += list(pool.map(one, parallel))
-        report += [one(name) for name in summaries]
-        sources = []
-    host = machine(args.device)
-    for i, src in enumerate(sources, 1):
-        print(f"[{i}/{len(sources)}] {src.stem} ...", flush=True)
-        ok, seconds = run(src, out_dir, params, args.timeout)
-        report.append((src.stem, ok, seconds))
-        if ok:
-            record_runtime(out_dir / "results", args.profile, src.stem, seconds, host)
-        print(f"[{i}/{len(sources)}] {src.stem} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
+        last = {k: v["seconds"] for k, v in read_runtimes(out_dir / "results", args.profile).get("chapters", {}).items()}
+        report = run_parallel([s.stem for s in sources], argv, args.jobs, last)
+    else:
+        host = machine(args.device)
+        for i, src in enumerate(sources, 1):
+            print(f"[{i}/{len(sources)}] {src.stem} ...", flush=True)
+            ok, seconds = run(src, out_dir, params, args.timeout)
+            report.append((src.stem, ok, seconds))
+            if ok:
+                record_runtime(out_dir / "results", args.profile, src.stem, seconds, host)
+            print(f"[{i}/{len(sources)}] {src.stem} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
     print("\nchapter                     status     seconds")
     for name, ok, seconds in report:
         print(f"{name:<27} {'ok' if ok else 'FAILED':<10} {seconds:7.1f}")
