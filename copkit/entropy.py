@@ -135,22 +135,37 @@ class GaussianTokens:
         blocks = self.cov.reshape(n, d, n, d).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
         return 0.5 * (d * _LOG_2PIE + _logdet_spd(blocks))
 
-    def _observed_mask(self, observed: Tensor) -> Tensor:
+    def _observed_mask(self, observed: Tensor | np.ndarray | list) -> Tensor:
+        """``observed`` as a bool mask (N,) or (B, N). The rule: a **bool** tensor (or list, or
+        array) is a mask, True = observed; an **integer** one is a 1-d list of distinct token
+        indices in 0..N-1. Anything else is refused, and so is an integer list of length N holding
+        only 0s and 1s: it reads as a 0/1 mask as well as indices (pass ``mask.bool()``)."""
+        n = self.n_tokens
         observed = torch.as_tensor(observed, device=self.mean.device)
-        if observed.dtype != torch.bool:
-            mask = torch.zeros(self.n_tokens, dtype=torch.bool, device=self.mean.device)
-            mask[observed.long()] = True
-            return mask
-        if observed.shape[-1] != self.n_tokens:
-            raise ValueError(f"observed mask must end in N={self.n_tokens}, got {tuple(observed.shape)}")
-        return observed
+        if observed.numel() == 0 and observed.dim() == 1:  # [] : nothing observed
+            return torch.zeros(n, dtype=torch.bool, device=self.mean.device)
+        if observed.dtype == torch.bool:
+            if observed.dim() not in (1, 2) or observed.shape[-1] != n:
+                raise ValueError(f"observed: a bool mask must be (N,) or (B, N) with N={n}, got {tuple(observed.shape)}")
+            return observed
+        if observed.is_floating_point() or observed.is_complex() or observed.dim() != 1:
+            raise ValueError(f"observed: give a bool mask (N,) or (B, N), or a 1-d integer tensor of token indices; "
+                             f"got {observed.dtype} of shape {tuple(observed.shape)}")
+        if len(observed) == n and bool(((observed == 0) | (observed == 1)).all()):
+            raise ValueError(f"observed: an integer tensor of N={n} zeros and ones is ambiguous (a 0/1 mask or "
+                             "indices?); pass a bool mask (observed.bool()) or distinct token indices")
+        if bool(((observed < 0) | (observed >= n)).any()) or len(observed.unique()) != len(observed):
+            raise ValueError(f"observed: token indices must be distinct and in 0..{n - 1}, got {observed.tolist()}")
+        mask = torch.zeros(n, dtype=torch.bool, device=self.mean.device)
+        mask[observed.long()] = True
+        return mask
 
     def conditional_entropy(self, observed: Tensor) -> Tensor:
         """H(e_n | e_S) for every token n, given the observed set S (Definition 1's terms).
 
         Args:
             observed: a bool mask (N,) or a batch of masks (B, N), True = observed; or a 1-d
-                tensor of observed token indices.
+                integer tensor of distinct observed token indices (the rule: :meth:`_observed_mask`).
 
         Returns:
             (N,) or (B, N) float64 nats; ``-inf`` at observed tokens (a known value has no
@@ -289,7 +304,7 @@ class GaussianTokens:
 
         Args:
             tokens: (N, d) tokens of one image (only the observed ones are read).
-            observed: bool mask (N,) or indices of the observed tokens.
+            observed: bool mask (N,) or distinct integer indices of the observed tokens.
 
         Returns:
             The pair ``(mean, cov)``. ``mean``, shape (N, d), is the observed tokens themselves
@@ -297,6 +312,8 @@ class GaussianTokens:
             (N d, N d), is ``Sigma_{U|S}`` on the unobserved coordinates and zero on the observed ones.
         """
         mask = self._observed_mask(observed)
+        if mask.dim() != 1:
+            raise ValueError(f"observed: one image's mask (N,) here, got {tuple(mask.shape)}")
         d = self.dim
         s = mask.repeat_interleave(d)
         x = tokens.to(torch.float64).reshape(-1)

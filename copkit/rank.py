@@ -40,8 +40,8 @@ def _teleport(a: Tensor, teleport: Tensor | None) -> Tensor:
     if teleport is None:
         return torch.full((b, n), 1.0 / n, dtype=a.dtype, device=a.device)
     t = torch.as_tensor(teleport, dtype=a.dtype, device=a.device).expand(b, n)
-    if (t < 0).any() or not (t.sum(-1) > 0).all():
-        raise ValueError("teleport must be non-negative with a positive sum")
+    if not torch.isfinite(t).all() or (t < 0).any() or not (t.sum(-1) > 0).all():
+        raise ValueError("teleport must be finite and non-negative with a positive sum")
     return t / t.sum(-1, keepdim=True)
 
 
@@ -50,9 +50,16 @@ def _check(a: Tensor) -> tuple[Tensor, bool]:
     a = a.unsqueeze(0) if single else a
     if a.dim() != 3 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"A must be (N, N) or (B, N, N), got {tuple(a.shape)}")
+    if not torch.isfinite(a).all():
+        raise ValueError("A must be finite: it holds NaN or infinite weights (allowed: finite values >= 0)")
     if (a < 0).any():
-        raise ValueError("A must be non-negative (mask values)")
+        raise ValueError("A must be non-negative (mask values): allowed are finite values >= 0")
     return a, single
+
+
+def _check_damping(damping: float) -> None:
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0.0 < damping < 1.0:
+        raise ValueError(f"damping must be a number in (0, 1) (the paper's 0.85), got {damping!r}")
 
 
 def transition(a: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,8 +76,8 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
     """Batched PageRank by power iteration on any device.
 
     Args:
-        a: (N, N) or (B, N, N) non-negative weights, a[i, j] = how much i relies on j.
-        damping: c in r = (1 - c) beta + c P r.
+        a: (N, N) or (B, N, N) finite non-negative weights, a[i, j] = how much i relies on j.
+        damping: c in r = (1 - c) beta + c P r, in (0, 1).
         teleport: beta, (N,) or (B, N), normalised here; uniform by default (personalised otherwise).
         tol: stop when every graph's L1 change is below N * tol (networkx's rule).
         check_every: test that every ``check_every`` iterations (default: each one on the CPU,
@@ -85,6 +92,9 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
         >>> pagerank(a).scores.argmax().item()
         2
     """
+    _check_damping(damping)
+    if not tol > 0 or max_iter < 1:
+        raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
     a, single = _check(a)
     a = a.double() if a.dtype != torch.float64 and a.device.type != "mps" else a
     p, dangling = transition(a)
@@ -114,6 +124,7 @@ def pagerank_solve(a: Tensor, damping: float = 0.85, teleport: Tensor | None = N
     >>> torch.allclose(pagerank_solve(a), pagerank(a).scores.double(), atol=1e-8)
     True
     """
+    _check_damping(damping)
     a, single = _check(a)
     a = a.double()
     p, dangling = transition(a)
