@@ -27,7 +27,7 @@ from .io import DamagedFileError, atomic_write_bytes
 from .rank import collapse_order
 from .tokens import patchify
 
-__all__ = ["compute_orders", "merge_shards", "load_orders", "dataset_orders"]
+__all__ = ["SPLITS", "compute_orders", "merge_shards", "load_orders", "dataset_orders"]
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -135,12 +135,18 @@ def merge_shards(parts: str | Path, out: str | Path, comae_hash: str, n: int, sp
                                                     comae_hash=np.array(comae_hash)))
 
 
-def load_orders(path: str | Path, comae_hash: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+#: the split names an orders file may hold: Fashion-MNIST's (and "all"), an image folder's val
+SPLITS = ("train", "test", "all", "val")
+
+
+def load_orders(path: str | Path, comae_hash: str | None = None,
+                splits: Sequence[str] | None = SPLITS) -> tuple[np.ndarray, np.ndarray, str]:
     """(orders uint8 (n, N), split (n,), comae_hash) from an orders file; with ``comae_hash`` the
     file must have been made by that CoMAE.
 
-    A truncated, corrupt or foreign file raises :class:`copkit.io.DamagedFileError` naming it and
-    how to make it again.
+    Every row must be a permutation of 0..N-1 and every split one of ``splits`` (None: any name,
+    for an image folder's own sub-folder names). A truncated, corrupt or foreign file, or one that
+    breaks these rules, raises :class:`copkit.io.DamagedFileError` naming it and how to make it again.
     """
     path = Path(path)
     z = _read(path, _ORDERS_KEYS)
@@ -149,6 +155,14 @@ def load_orders(path: str | Path, comae_hash: str | None = None) -> tuple[np.nda
         raise DamagedFileError(path, f"orders {orders.dtype} {orders.shape}, split {split.shape}, comae_hash "
                                      f"{z['comae_hash'].shape}: not the uint8 (n, N) orders, (n,) split and one hash "
                                      "of an orders file")
+    n_tokens = orders.shape[1]
+    if len(orders) and not (np.sort(orders, axis=1) == np.arange(n_tokens, dtype=orders.dtype)).all():
+        bad = int(np.flatnonzero((np.sort(orders, axis=1) != np.arange(n_tokens)).any(1))[0])
+        raise DamagedFileError(path, f"row {bad} of its orders is not a permutation of 0..{n_tokens - 1} "
+                                     f"({orders[bad].tolist()})")
+    if splits is not None and not set(np.unique(split).tolist()) <= set(splits):
+        unknown = sorted(set(np.unique(split).tolist()) - set(splits))
+        raise DamagedFileError(path, f"its split names {unknown} are not among the known splits {list(splits)}")
     made_by = str(z["comae_hash"])
     if comae_hash is not None and made_by != comae_hash:
         raise ValueError(f"{path} was made by CoMAE {made_by[:8]}, expected {comae_hash[:8]}")
@@ -183,7 +197,7 @@ def dataset_orders(profile, data_dir: str | Path, device: torch.device | str = "
     a = len(x_train) if n_train is None else min(n_train, len(x_train))
     b = len(x_test) if n_test is None else min(n_test, len(x_test))
     if full.exists():
-        orders, split, _ = load_orders(full, digest)
+        orders, split, _ = load_orders(full, digest, splits=("train", "test"))
         train, test = orders[split == "train"], orders[split == "test"]
     else:
         whole = a + b > subset_limit
@@ -193,6 +207,6 @@ def dataset_orders(profile, data_dir: str | Path, device: torch.device | str = "
             tokens = patchify(torch.cat([x_train[:ta], x_test[:tb]]), 4)
             split = np.array(["train"] * ta + ["test"] * tb)
             compute_orders(model, tokens, out, digest, split, shard_size=2048, device=device, progress=progress)
-        orders, split, _ = load_orders(out, digest)
+        orders, split, _ = load_orders(out, digest, splits=("train", "test"))
         train, test = orders[split == "train"], orders[split == "test"]
     return (torch.from_numpy(train[:a].astype(np.int64)), torch.from_numpy(test[:b].astype(np.int64)), digest)

@@ -261,7 +261,7 @@ def rank(cfg: Rank) -> Path:
 def _orders_for(path: str | None, n: int) -> tuple[Tensor | None, str | None]:
     if path is None:
         return None, None
-    orders, _, digest = load_orders(path)
+    orders, _, digest = load_orders(path, splits=None)  # the split is not read here: an image folder's names
     if len(orders) != n:
         raise ConfigError(f"orders: {path} holds {len(orders)} orders but the data has {n} images; rank the same data")
     return torch.from_numpy(orders.astype(np.int64)), digest

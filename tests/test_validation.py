@@ -84,3 +84,44 @@ def test_entropy_masks_and_indices_are_told_apart():
     assert _MODEL.conditional_entropy(mask.repeat(3, 1)).shape == (3, _N)  # a batch of masks
     with pytest.raises(ValueError, match="one image's mask"):
         _MODEL.conditional(torch.zeros(_N, 1), mask.repeat(3, 1))
+
+
+# ------------------------------------------------------------------------------------ orders files
+def _orders(orders, split=None):
+    import numpy as np
+
+    orders = np.asarray(orders, dtype=np.uint8)
+    return orders, np.array(split or ["train"] * len(orders))
+
+
+ORDERS_BAD = [
+    ("index 200", _orders([[0, 1, 2, 200], [3, 2, 1, 0]]), r"row 0 of its orders is not a permutation of 0\.\.3"),
+    ("a duplicate patch", _orders([[0, 1, 2, 3], [3, 3, 1, 0]]), r"row 1 of its orders is not a permutation"),
+    ("a misspelt split", _orders([[0, 1, 2, 3], [3, 2, 1, 0]], ["train", "tset"]),
+     r"split names \['tset'\] are not among the known splits"),
+]
+
+
+@pytest.mark.parametrize("what, arrays, message", ORDERS_BAD, ids=[c[0] for c in ORDERS_BAD])
+def test_orders_files_are_checked(tmp_path, what, arrays, message):
+    import numpy as np
+
+    from copkit.io import DamagedFileError
+    from copkit.orders import _npz_bytes, load_orders
+
+    path = tmp_path / "orders-hhhhhhhh.npz"
+    path.write_bytes(_npz_bytes(orders=arrays[0], split=arrays[1], comae_hash=np.array("h" * 64)))
+    with pytest.raises(DamagedFileError, match=message) as err:
+        load_orders(path)
+    assert str(path) in str(err.value)
+
+
+def test_an_image_folders_own_split_names_are_read_when_asked(tmp_path):
+    import numpy as np
+
+    from copkit.orders import _npz_bytes, load_orders
+
+    path = tmp_path / "orders.npz"
+    path.write_bytes(_npz_bytes(orders=np.array([[1, 0]], np.uint8), split=np.array(["validation"]),
+                                comae_hash=np.array("h")))
+    assert load_orders(path, splits=None)[1].tolist() == ["validation"]
