@@ -148,7 +148,9 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:  # the dataclass's own checks (__post_init__)
-        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+        msg = str(err)
+        key = msg.split(":", 1)[0]  # "steps: must be ..." names a field: section.steps
+        raise ConfigError(f"{where}.{msg}" if where and key in fields else f"{where or cls.__name__}: {msg}") from None
 
 
 def load(cls: type[T], path: str | Path) -> T:

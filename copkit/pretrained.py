@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import platform
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from copkit import cmar, comae, cvit
 from copkit import metrics as feature_net
+from copkit.config import ConfigError, build
 from copkit.data import load_fashion_mnist, photo_crops
 from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text
 from copkit.tokens import PATCH, patchify
@@ -54,6 +56,10 @@ KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
 _SECTION_KEYS = {"model", "train", "sampling", "data"}
 _TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"steps", "seed"} | {"epochs"}
 HOW = "make pretrain (python -m copkit pretrain)"
+#: each kind's network configuration, and the fields pretraining sets itself (not in the config)
+_MODEL_CONFIGS: dict[str, tuple[type, dict]] = {
+    "featurenet": (feature_net.FeatureNetConfig, {}), "vit": (cvit.CViTConfig, {"train_drop": "none", "schedule": "none"}),
+    "mar": (cmar.MARConfig, {}), "comae": (comae.CoMAEConfig, {})}
 
 
 def _kind(name: str) -> str:
@@ -81,20 +87,76 @@ def read_config(path: str | Path | dict | None = None) -> dict:
     if isinstance(path, dict):  # already read
         return path
     path = Path(config_path(path))
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
-        raise ValueError(f"{path}: not a pretraining config (a mapping with 'data' and one section per model)")
-    for name, section in raw.items():
-        if name in ("name", "data"):
-            continue
-        _kind(name)
-        if not isinstance(section, dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS:
-            raise ValueError(f"{path}: section {name!r} needs 'model' and 'train' (and at most {sorted(_SECTION_KEYS)})")
-        unknown = set(section["train"]) - _TRAIN_KEYS
-        if unknown or "epochs" not in section["train"]:
-            raise ValueError(f"{path}: {name}.train needs 'epochs' and takes {sorted(_TRAIN_KEYS)}; "
-                             f"unknown: {sorted(unknown)}")
+        raise ConfigError(f"{path}: not a pretraining config (a mapping with 'data' and one section per model)")
+    try:
+        _check_counts(raw["data"], "data", {"train_images": True, "val_images": False, "test_images": True})
+        for name, section in raw.items():
+            if name in ("name", "data"):
+                continue
+            try:
+                kind = _kind(name)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            if not isinstance(section, dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS \
+                    or not all(isinstance(section[k], dict) for k in section):
+                raise ConfigError(f"section {name!r} needs the mappings 'model' and 'train' (and at most "
+                                  f"{sorted(_SECTION_KEYS)})")
+            unknown = set(section["train"]) - _TRAIN_KEYS
+            if unknown or "epochs" not in section["train"]:
+                raise ConfigError(f"{name}.train needs 'epochs' and takes {sorted(_TRAIN_KEYS)}; "
+                                  f"unknown: {sorted(unknown)}")
+            _check_section(name, kind, section)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return raw
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_counts(section: dict, where: str, keys: dict[str, bool]) -> None:
+    """``keys``: name -> whether null is allowed; each an int >= 1 (a missing nullable key is null)."""
+    unknown = set(section) - set(keys)
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys: {', '.join(keys)}")
+    for key, nullable in keys.items():
+        value = section.get(key)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.{key}: must be an int >= 1{' or null' if nullable else ''}, got {value!r}")
+
+
+def _check_section(name: str, kind: str, section: dict) -> None:
+    """One model's section, with ranges as well as types: ``epochs`` a number > 0, the other
+    ``train`` keys :class:`copkit.train.TrainConfig`'s (``lr`` finite > 0, ``batch_size`` >= 1),
+    the ``model`` keys the network configuration's, ``sampling`` the sampler's."""
+    train = section["train"]
+    if not _number(train["epochs"]) or train["epochs"] <= 0:
+        raise ConfigError(f"{name}.train.epochs: must be a number > 0 (passes over the training images), "
+                          f"got {train['epochs']!r}")
+    if not _number(train.get("lr", 1.0)) or train.get("lr", 1.0) <= 0:
+        raise ConfigError(f"{name}.train.lr: must be a finite number > 0, got {train['lr']!r}")
+    build(TrainConfig, {**{k: v for k, v in train.items() if k != "epochs"}, "steps": 1}, f"{name}.train")
+    cls, fixed = _MODEL_CONFIGS[kind]
+    clash = sorted(set(section["model"]) & set(fixed))
+    if clash:
+        raise ConfigError(f"{name}.model.{clash[0]}: set by pretraining ({fixed[clash[0]]!r}), not a key of the config")
+    build(cls, {**section["model"], **fixed}, f"{name}.model")
+    sampling = section.get("sampling")
+    if sampling is not None:
+        _check_counts({k: v for k, v in sampling.items() if k not in ("cfg_scale", "temperature")}, f"{name}.sampling",
+                      {"samples": False, "gen_steps": False, "diffusion_steps": False})
+        if not _number(sampling.get("cfg_scale")) or sampling["cfg_scale"] < 0:
+            raise ConfigError(f"{name}.sampling.cfg_scale: must be a finite number >= 0, got {sampling.get('cfg_scale')!r}")
+        if not _number(sampling.get("temperature", 1.0)) or sampling.get("temperature", 1.0) <= 0:
+            raise ConfigError(f"{name}.sampling.temperature: must be a finite number > 0, got {sampling['temperature']!r}")
 
 
 @dataclass(frozen=True, eq=False)

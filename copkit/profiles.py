@@ -12,7 +12,8 @@ repeated in a chapter; the command line (``python -m copkit <stage> --profile ..
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -20,6 +21,52 @@ import torch
 from .config import load
 
 __all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "Profile", "PROFILES", "get_profile", "load_profile", "pick_device"]
+
+
+# ------------------------------------------------------------------------------------ ranges
+#: counts that may be 0 (every other int size is a count >= 1; a seed is any int >= 0)
+_ZERO_OK = {"warmup_steps", "g_warmup_steps", "eval_every", "seeds", "planted_seeds"}
+#: float sizes that must be > 0, and those in a unit interval ((low, high, high included))
+_POSITIVE = {"lr", "finetune_lr", "sigma", "mlp_ratio", "sampler_temperatures"}
+_UNIT = {"ema_decay": (0.0, 1.0, False), "mask_ratio_min": (0.0, 1.0, True), "max_drop": (0.0, 1.0, False)}
+#: lists that must hold at least one value (the others may be empty: the single value is used)
+_NON_EMPTY = {"seeds", "lambdas", "planted_seeds", "cfg_scales"}
+_PRECISIONS = ("fp32", "bf16")
+
+
+def _allowed(name: str, value: object) -> str | None:
+    """What ``name`` allows, when ``value`` (one value, or one entry of a list) is outside it; else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        low = 0 if name in _ZERO_OK else 1
+        return None if value >= low else f"an int >= {low}"
+    if isinstance(value, float):
+        if name in _UNIT:
+            lo, hi, closed = _UNIT[name]
+            ok = math.isfinite(value) and lo <= value and (value <= hi if closed else value < hi)
+            return None if ok else f"a number in [{lo:g}, {hi:g}{']' if closed else ')'}"
+        if name in _POSITIVE:
+            return None if math.isfinite(value) and value > 0 else "a finite number > 0"
+        return None if math.isfinite(value) and value >= 0 else "a finite number >= 0"
+    if name == "precision" and value not in _PRECISIONS:
+        return f"one of {', '.join(_PRECISIONS)}"
+    return None
+
+
+def _check_ranges(sizes: object) -> None:
+    """A size outside its range raises ``ValueError("<key>: must be ..., got ...")`` (the
+    configuration reader adds the section and the file), so a negative batch or ``fit_images: -5``
+    stops here instead of meaning something else deep in a chapter."""
+    for f in fields(sizes):
+        value = getattr(sizes, f.name)
+        if f.name in _NON_EMPTY and isinstance(value, tuple) and not value:
+            raise ValueError(f"{f.name}: must list at least one value, got []")
+        for v in value if isinstance(value, tuple) else (value,):
+            allowed = _allowed(f.name, v)
+            if allowed:
+                null = " or null" if f.type and "None" in str(f.type) else ""
+                raise ValueError(f"{f.name}: must be {allowed}{null}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -30,6 +77,9 @@ class EntropySizes:
     per_class_images: int | None  #: images per class for the class-wise models (None: all 6,000)
     random_orders: int  #: random orders behind the mean and band of the random prefix curve
     photo_crops: int  #: random crops of the photo that its token model is fitted to
+
+    def __post_init__(self) -> None:
+        _check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -69,6 +119,9 @@ class ComaeSizes:
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
     compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
+    def __post_init__(self) -> None:
+        _check_ranges(self)
+
 
 @dataclass(frozen=True)
 class RankSizes:
@@ -81,6 +134,9 @@ class RankSizes:
     kendall_pairs: int  #: image pairs per group (same class / different class)
     #: training and test images each read from the shipped orders file (None: all 60,000 + 10,000)
     dataset_images: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -123,6 +179,9 @@ class CmarSizes:
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
     compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
 
+    def __post_init__(self) -> None:
+        _check_ranges(self)
+
 
 @dataclass(frozen=True)
 class CvitSizes:
@@ -146,6 +205,9 @@ class CvitSizes:
     seeds: tuple[int, ...]
     precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
     compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
+
+    def __post_init__(self) -> None:
+        _check_ranges(self)
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,89 @@ def test_an_image_folders_own_split_names_are_read_when_asked(tmp_path):
     path.write_bytes(_npz_bytes(orders=np.array([[1, 0]], np.uint8), split=np.array(["validation"]),
                                 comae_hash=np.array("h")))
     assert load_orders(path, splits=None)[1].tolist() == ["validation"]
+
+
+# ------------------------------------------------------------------------------------ profile fields
+def _edited_yaml(tmp_path, source, edit):
+    import yaml
+
+    data = yaml.safe_load(source.read_text())
+    edit(data)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _set(section, key, value):
+    def edit(data):
+        target = data
+        for part in section.split("."):
+            target = target[part]
+        target[key] = value
+    return edit
+
+
+PROFILE_BAD = [
+    ("fit_images -5", _set("entropy", "fit_images", -5), r"entropy\.fit_images: must be an int >= 1 or null, got -5"),
+    ("steps 0", _set("comae", "steps", 0), r"comae\.steps: must be an int >= 1, got 0"),
+    ("lr NaN", _set("comae", "lr", math.nan), r"comae\.lr: must be a finite number > 0, got nan"),
+    ("lr 0", _set("cmar", "finetune_lr", 0.0), r"cmar\.finetune_lr: must be a finite number > 0"),
+    ("an empty seed list", _set("cvit", "seeds", []), r"cvit\.seeds: must list at least one value"),
+    ("a negative seed", _set("cmar", "seeds", [0, -1]), r"cmar\.seeds: must be an int >= 0, got \(0, -1\)"),
+    ("a negative batch size", _set("cmar", "batch_size", -16), r"cmar\.batch_size: must be an int >= 1, got -16"),
+    ("ema_decay 1", _set("cvit", "ema_decay", 1.0), r"cvit\.ema_decay: must be a number in \[0, 1\)"),
+    ("mask_ratio_min 2", _set("cmar", "mask_ratio_min", 2.0), r"cmar\.mask_ratio_min: must be a number in \[0, 1\]"),
+    ("a negative cfg scale", _set("cmar", "cfg_scales", [2.0, -1.0]), r"cmar\.cfg_scales: must be a finite number >= 0"),
+    ("an ill-typed size", _set("rank", "images", "many"), r"rank\.images: expected int, got str"),
+    ("an unknown key", _set("cvit", "widht", 3), r"cvit\.widht: unknown key"),
+]
+
+
+@pytest.mark.parametrize("what, edit, message", PROFILE_BAD, ids=[c[0] for c in PROFILE_BAD])
+def test_profile_fields_are_checked_with_key_and_file(tmp_path, what, edit, message):
+    from copkit.config import ConfigError
+    from copkit.profiles import _FILES, get_profile
+
+    path = _edited_yaml(tmp_path, _FILES / "smoke.yaml", edit)
+    with pytest.raises(ConfigError, match=message) as err:
+        get_profile(str(path))
+    assert str(err.value).startswith(f"{path}: ")
+
+
+# ------------------------------------------------------------------------------------ pretrain config
+PRETRAIN_BAD = [
+    ("epochs 0", _set("vit.train", "epochs", 0), r"vit\.train\.epochs: must be a number > 0.*got 0"),
+    ("epochs -3", _set("mar.train", "epochs", -3), r"mar\.train\.epochs: must be a number > 0"),
+    ("epochs a string", _set("mar.train", "epochs", "two"), r"mar\.train\.epochs: must be a number > 0"),
+    ("batch size 0", _set("classifier.train", "batch_size", 0), r"classifier\.train: steps must be >= 0 and batch_size >= 1"),
+    ("lr NaN", _set("vit.train", "lr", math.nan), r"vit\.train\.lr: must be a finite number > 0"),
+    ("lr -1", _set("vit.train", "lr", -1.0), r"vit\.train\.lr: must be a finite number > 0"),
+    ("an ill-typed train key", _set("vit.train", "warmup_steps", "2"), r"vit\.train\.warmup_steps: expected int"),
+    ("an unknown model key", _set("vit.model", "widht", 32), r"vit\.model\.widht: unknown key"),
+    ("an ill-typed model key", _set("mar.model", "width", 32.5), r"mar\.model\.width: expected int, got float"),
+    ("a fixed model key", _set("vit.model", "train_drop", "random"), r"vit\.model\.train_drop: set by pretraining"),
+    ("train_images -5", _set("data", "train_images", -5), r"data\.train_images: must be an int >= 1 or null"),
+    ("val_images null", _set("data", "val_images", None), r"data\.val_images: must be an int >= 1, got None"),
+    ("an unknown data key", _set("data", "test_imgs", 3), r"data\.test_imgs: unknown key"),
+    ("no samples", _set("mar.sampling", "samples", 0), r"mar\.sampling\.samples: must be an int >= 1"),
+    ("cfg_scale NaN", _set("mar.sampling", "cfg_scale", math.nan), r"mar\.sampling\.cfg_scale: must be a finite"),
+]
+
+
+@pytest.mark.parametrize("what, edit, message", PRETRAIN_BAD, ids=[c[0] for c in PRETRAIN_BAD])
+def test_pretrain_config_fields_are_checked_with_key_and_file(tmp_path, what, edit, message):
+    from copkit import pretrained
+
+    path = _edited_yaml(tmp_path, pretrained.SMOKE_CONFIG, edit)
+    with pytest.raises(ValueError, match=message) as err:
+        pretrained.read_config(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_a_garbage_pretrain_config_names_its_file(tmp_path):
+    from copkit import pretrained
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: {train_images: [1,\n")
+    with pytest.raises(ValueError, match=f"{path}: not valid YAML"):
+        pretrained.read_config(path)
