@@ -34,10 +34,12 @@ from MAR's released checkpoints (:mod:`copkit.mar_weights`) use it.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import numbers
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from timm.models.vision_transformer import Block
@@ -71,6 +73,7 @@ __all__ = [
     "from_profile",
     "generation_orders",
     "generate",
+    "image_generators",
     "hidden_uncertainty",
 ]
 
@@ -282,7 +285,8 @@ class MAR(nn.Module):
 
     @torch.no_grad()
     def sample(self, labels: Tensor, orders: Tensor, steps: int = 16, cfg_scale: float = 1.0, cfg_kind: str = "linear",
-               temperature: float = 1.0, diffusion_steps: int = 100, generator: torch.Generator | None = None,
+               temperature: float = 1.0, diffusion_steps: int = 100,
+               generator: torch.Generator | Sequence[torch.Generator] | None = None,
                adapt: Callable[[Tensor, Tensor, int], Tensor] | None = None, draft_steps: int = 10,
                callback: Callable[[int, Tensor, Tensor, int], None] | None = None) -> Tensor:
         """Generate tokens (B, N, d) for ``labels`` along ``orders`` (MAR's convention: the tail is
@@ -297,6 +301,10 @@ class MAR(nn.Module):
         the hidden ones, and the callback may reorder only the hidden head ``orders[:, :masked]``
         (:func:`adaptive_collapse` re-ranks it with CoMAE). ``callback(step, tokens, orders,
         masked)`` sees the state after every step.
+
+        ``generator`` is one generator for the batch, or one per image (:func:`image_generators`):
+        then every random draw of an image comes from its own generator, so the image does not
+        depend on the rest of the batch.
         """
         b, n = orders.shape
         d = self.cfg.token_dim
@@ -308,6 +316,18 @@ class MAR(nn.Module):
 
         def pick(t: Tensor, index: Tensor) -> Tensor:
             return gather_tokens(t, index).reshape(-1, t.shape[-1])
+
+        per_image = isinstance(generator, (list, tuple))
+        shared = None if per_image else generator
+
+        def noise(k: int, diffusion: int) -> dict:
+            """The head's noise for k new tokens of each image, image by image from its generator
+            (as keywords: none with one shared generator, which the head draws from itself)."""
+            if not per_image:
+                return {}
+            t = self.diffloss.noise_draws(diffusion)
+            return {"noise": torch.stack([torch.randn(t, k, d, generator=g, device=orders.device) for g in generator],
+                                         1).reshape(t, b * k, d)}
 
         masked = n
         for s in range(steps):
@@ -323,14 +343,16 @@ class MAR(nn.Module):
             if adapt is not None and masked > 1:
                 hidden = orders[:, :masked]
                 draft = self.diffloss.sample(pick(z, hidden), draft_steps, temperature, scale,
-                                             pick(zu, hidden) if guided else None, generator, clip)
+                                             pick(zu, hidden) if guided else None, shared, clip,
+                                             **noise(masked, draft_steps))
                 canvas = tokens.scatter(1, hidden[..., None].expand(-1, -1, d), draft.reshape(b, masked, d))
                 orders = adapt(canvas, orders, masked)
                 if not torch.equal(orders[:, masked:], visible):
                     raise ValueError("adapt must keep the revealed tail of the orders in place")
             new = orders[:, nxt:masked]  # revealed at this step
             out = self.diffloss.sample(pick(z, new), diffusion_steps, temperature, scale,
-                                       pick(zu, new) if guided else None, generator, clip)
+                                       pick(zu, new) if guided else None, shared, clip,
+                                       **noise(masked - nxt, diffusion_steps))
             tokens = tokens.scatter(1, new[..., None].expand(-1, -1, d), out.reshape(b, masked - nxt, d))
             masked = nxt
             if callback is not None:
@@ -509,16 +531,35 @@ def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n
     return mar_order(chosen, descending).to(labels.device)
 
 
+def image_generators(seed: int, labels: Tensor, device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per image, seeded by (``seed``, its label, how many images of that label come
+    before it): the k-th image of a class is drawn the same whatever else is in the batch."""
+    seen: dict[int, int] = {}
+    out = []
+    for y in labels.tolist():
+        k = seen[y] = seen.get(y, -1) + 1
+        digest = hashlib.sha256(f"{seed}:{y}:{k}".encode()).digest()
+        out.append(torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+    return out
+
+
 @torch.no_grad()
 def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torch.Generator], Tensor], seed: int,
              steps: int, diffusion_steps: int, cfg_scale: float = 1.0, temperature: float = 1.0, batch_size: int = 500,
              adapt: Callable | None = None, progress: bool = True, desc: str = "sampling",
-             decode: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+             decode: Callable[[Tensor], Tensor] | None = None,
+             generators: Sequence[torch.Generator] | None = None) -> Tensor:
     """Images (n, 1, 28, 28) in [-1, 1] for ``labels`` (n,), generated in batches from one seed.
     ``orders`` is a (n, N) tensor or a function ``(batch labels, generator) -> orders``.
     ``decode`` turns tokens into images (default: 4 x 4 pixel patches of 28 x 28 images; the KL-16
-    VAE's decoder for the paper's setting, :meth:`copkit.tokenizer.KLTokenizer.decode`)."""
+    VAE's decoder for the paper's setting, :meth:`copkit.tokenizer.KLTokenizer.decode`).
+    With ``generators`` (one per image, :func:`image_generators`) each image draws its noise from
+    its own generator instead of the seed's shared one."""
     decode = decode or (lambda t: unpatchify(t, PATCH, (1, SIDE, SIDE)))
+    if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not 0 <= cfg_scale < math.inf:
+        raise ValueError(f"cfg_scale must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")
+    if generators is not None and len(generators) != len(labels):
+        raise ValueError(f"generators: one per image, got {len(generators)} for {len(labels)} labels")
 
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -527,7 +568,7 @@ def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torc
         y = labels[s:s + batch_size].to(device)
         o = orders(y, g) if callable(orders) else orders[s:s + batch_size].to(device)
         tokens = model.sample(y, o, steps, cfg_scale, temperature=temperature, diffusion_steps=diffusion_steps,
-                              generator=g, adapt=adapt)
+                              generator=g if generators is None else list(generators[s:s + batch_size]), adapt=adapt)
         out.append(decode(tokens).clamp(-1, 1).cpu())
     return torch.cat(out)
 

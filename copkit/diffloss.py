@@ -121,11 +121,18 @@ class DiffLoss(nn.Module):
     @torch.no_grad()
     def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg_scale: float = 1.0,
                z_uncond: Tensor | None = None, generator: torch.Generator | None = None,
-               clip: float | None = 1.0) -> Tensor:
+               clip: float | None = 1.0, noise: Tensor | None = None) -> Tensor:
         """Tokens (M, d) for the conditions z (M, c). With ``z_uncond`` the noise prediction is
-        guided, eps = eps_u + cfg_scale (eps_c - eps_u) (``cfg_scale`` = 1 is the conditional model)."""
+        guided, eps = eps_u + cfg_scale (eps_c - eps_u) (``cfg_scale`` = 1 is the conditional model).
+
+        The starting point and each step's noise are drawn from ``generator``, or taken from
+        ``noise`` (K + 1, M, d) when given, K being the respaced steps (:meth:`noise_draws`)."""
         diff = self.diffusion.respaced(steps)
-        x = torch.randn(len(z), self.token_dim, generator=generator, device=z.device, dtype=z.dtype)
+        if noise is not None and noise.shape != (diff.steps + 1, len(z), self.token_dim):
+            raise ValueError(f"noise must be {(diff.steps + 1, len(z), self.token_dim)}, got {tuple(noise.shape)}")
+        draws = iter(noise) if noise is not None else None
+        x = next(draws) if draws else torch.randn(len(z), self.token_dim, generator=generator, device=z.device,
+                                                  dtype=z.dtype)
         guided = z_uncond is not None and cfg_scale != 1.0
         c = self.net.cond(torch.cat([z, z_uncond]) if guided else z)
         d = self.token_dim
@@ -139,8 +146,12 @@ class DiffLoss(nn.Module):
                 out = self.net.denoise(x, temb, c)
                 eps = out[:, :d]
             v = out[:, d:] if self.learn_sigma else None
-            noise = torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype)
-            x = diff.p_step(x, i, eps, noise, temperature, clip, v)
+            eta = next(draws) if draws else torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype)
+            x = diff.p_step(x, i, eps, eta, temperature, clip, v)
         return x
+
+    def noise_draws(self, steps: int) -> int:
+        """How many (M, d) noise draws :meth:`sample` with ``steps`` makes: the respaced steps + 1."""
+        return self.diffusion.respaced(steps).steps + 1
 
 
