@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
     p.add_argument("--config", default="full", help="full (copkit/configs/pretrain.yaml), smoke, or a file")
     p.add_argument("--data-dir", default="data", help="where the training runs go (<data-dir>/runs/)")
-    p.add_argument("--out", default="data/pretrained", help="where the shipped weights go")
+    p.add_argument("--out", default=None, help="where the shipped weights go (default: data/pretrained of the "
+                   "repository, or $COPKIT_PRETRAINED)")
     p.add_argument("--results", default=None, help="also write the summary of every shipped model of the config here "
                    "(JSON: book/results/pretrained.json); every one must be shipped")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")

@@ -21,8 +21,10 @@ order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in a
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
+import os
 import platform
 import shutil
 import subprocess
@@ -39,11 +41,11 @@ from copkit import metrics as feature_net
 from copkit.config import ConfigError, build
 from copkit.data import load_fashion_mnist, photo_crops
 from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text
-from copkit.tokens import PATCH, patchify
+from copkit.tokens import PATCH, patchify, random_orders
 from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_hash, fit, load_tensors, read_metrics,
                           save_tensors)
 
-__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "sha256_of", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
            "generate", "summary", "total_seconds", "park", "run_hash",
            "run_folder_of"]
 
@@ -60,6 +62,55 @@ HOW = "make pretrain (python -m copkit pretrain)"
 _MODEL_CONFIGS: dict[str, tuple[type, dict]] = {
     "featurenet": (feature_net.FeatureNetConfig, {}), "vit": (cvit.CViTConfig, {"train_drop": "none", "schedule": "none"}),
     "mar": (cmar.MARConfig, {}), "comae": (comae.CoMAEConfig, {})}
+
+
+#: the repository copkit is in (its data/pretrained holds the shipped models), when it is a checkout
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def shipped_folder(folder: str | Path | None = None) -> Path:
+    """Where the shipped models are: ``folder`` when given; else ``$COPKIT_PRETRAINED``; else
+    ``data/pretrained`` of the repository copkit is imported from (whatever the working folder);
+    else, for an installed copkit, ``data/pretrained`` of the working folder."""
+    if folder is not None:
+        return Path(folder)
+    if os.environ.get("COPKIT_PRETRAINED"):
+        return Path(os.environ["COPKIT_PRETRAINED"])
+    repo = REPOSITORY / "data" / "pretrained"
+    return repo if repo.is_dir() else Path("data/pretrained")
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (64 hex digits), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _make_command(name: str, config: str | Path | dict | None, folder: Path) -> str:
+    """The command that makes the shipped ``name`` of ``config`` in ``folder``."""
+    path = config_path(config)
+    which = "" if path in (None, CONFIG) else " --config smoke" if path == SMOKE_CONFIG else f" --config {path}"
+    out = "" if folder.resolve() == shipped_folder().resolve() else f" --out {folder}"
+    return f"python -m copkit pretrain --only {name}{which}{out}"
+
+
+def _remedy(path: Path, name: str, config: str | Path | dict | None) -> str:
+    """What to do about a damaged shipped file: restore it from git when it is committed, else make it again
+    (asked only once a file is found damaged: it runs git)."""
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
+                                 capture_output=True, check=False).returncode == 0
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True,
+                             text=True, check=False).stdout.strip() if tracked else ""
+    except OSError:
+        tracked, top = False, ""
+    if tracked and top:
+        return (f"It is a shipped file: restore it with `git checkout -- {path.resolve().relative_to(Path(top).resolve())}` "
+                f"(in {top}).")
+    return f"Delete {path.name} and make it again with {HOW}: `{_make_command(name, config, path.parent)}`."
 
 
 def _kind(name: str) -> str:
@@ -274,9 +325,10 @@ def run_hash(name: str, config: dict | str | Path | None = None, p: Plan | None 
     return _DIGESTS[key]
 
 
-def path_of(name: str, config: dict | str | Path | None = None, folder: str | Path = "data/pretrained") -> Path:
+def path_of(name: str, config: dict | str | Path | None = None, folder: str | Path | None = None) -> Path:
     """Where the shipped weights of ``name`` for ``config`` are: ``<folder>/<name>-<hash8>.safetensors``,
     the hash being that of the training run the config defines."""
+    folder = shipped_folder(folder)
     return Path(folder) / f"{name}-{run_hash(name, config)[:8]}.safetensors"
 
 
@@ -358,10 +410,11 @@ def run_folder_of(name: str, config: dict | str | Path | None, data_dir: str | P
 
 
 def park(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
-         folder: str | Path = "data/pretrained") -> list[Path]:
+         folder: str | Path | None = None) -> list[Path]:
     """Copy the run folders of base models not yet shipped (checkpoint, metrics, config) into
     ``<folder>/unfinished/``, which is committed, so that a fresh clone's :func:`pretrain` resumes
     them instead of starting over. Returns the copies."""
+    folder = shipped_folder(folder)
     cfg = read_config(config)
     out = []
     for name in names or [k for k in cfg if k not in ("name", "data")]:
@@ -375,12 +428,13 @@ def park(names: list[str] | None = None, config: str | Path | None = None, data_
 
 
 def pretrain(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
-             folder: str | Path = "data/pretrained", device: torch.device | str = "cpu",
+             folder: str | Path | None = None, device: torch.device | str = "cpu",
              progress: bool = True) -> dict[str, Path]:
     """Train the base models ``names`` (default: every one in ``config``, in its order: the
     classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
     interrupted run), and write each one's weights, description and learning curve to ``folder``.
     Returns the weight files by name. A model already shipped for this config is not trained again."""
+    folder = shipped_folder(folder)
     cfg_path = config_path(config)
     config = read_config(config)
     names = names or [k for k in config if k not in ("name", "data")]
@@ -411,7 +465,12 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
         curve = target.with_name(f"{target.stem}.metrics.jsonl")
         atomic_write_text(curve, "".join(json.dumps(r) + "\n" for r in records))
         save_tensors(target, fitted.model.state_dict(), meta)
-        atomic_write_json(target.with_suffix(".json"), meta)
+        described = {}  # the description, with the weights' SHA-256 after their name (load checks it)
+        for key, value in meta.items():
+            described[key] = value
+            if key == "file":
+                described["sha256"] = sha256_of(target)
+        atomic_write_json(target.with_suffix(".json"), described)
         shutil.rmtree(parked, ignore_errors=True)
         out[name] = target
     return out
@@ -426,9 +485,10 @@ def base(profile: Any, name: str, data_dir: str | Path, device: torch.device | s
     return model, info(name, profile.pretrain, folder)["config_hash"]
 
 
-def curve(name: str, config: str | Path | dict | None = None, folder: str | Path = "data/pretrained") -> list[dict]:
+def curve(name: str, config: str | Path | dict | None = None, folder: str | Path | None = None) -> list[dict]:
     """The learning curve shipped beside ``name``: the records of its training run's metrics.jsonl
     (training rows with ``loss``; evaluation rows marked ``eval`` with the held-out numbers)."""
+    folder = shipped_folder(folder)
     path = path_of(name, config, folder)
     return read_metrics(path.with_name(f"{path.stem}.metrics.jsonl"))
 
@@ -437,53 +497,114 @@ def _build(p: Plan) -> nn.Module:
     return p.recipe.build(p.cfg, p.data)
 
 
-def info(name: str, config: str | Path | dict | None = None, folder: str | Path = "data/pretrained") -> dict:
-    """The description of a shipped model (its ``.json``): config, hash, steps, seconds, metrics."""
+def _description(name: str, config: str | Path | dict | None, folder: str | Path | None) -> tuple[Path, dict]:
+    """(weights path, the ``.json`` beside it), the ``.json`` checked: readable, and recording the
+    hash the config makes (the one its file is named by); else an error naming it and the remedy."""
     path = path_of(name, config, folder)
-    if not path.with_suffix(".json").exists():
-        raise FileNotFoundError(f"no shipped {name} at {path.with_suffix('.json')}: make it with {HOW}"
-                                f"{' --only ' + name}")
-    return json.loads(path.with_suffix(".json").read_text())
+    described = path.with_suffix(".json")
+    if not described.exists():
+        raise FileNotFoundError(f"no shipped {name} at {described}: make it with {HOW}: "
+                                f"`{_make_command(name, config, path.parent)}`")
+    try:
+        meta = json.loads(described.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise DamagedFileError(described, f"is not readable JSON ({type(err).__name__}: {err})",
+                               _remedy(described, name, config)) from None
+    digest = run_hash(name, config)
+    if not isinstance(meta, dict) or meta.get("config_hash") != digest or meta.get("file") != path.name:
+        got = meta.get("config_hash") if isinstance(meta, dict) else None
+        raise DamagedFileError(described, f"does not describe {path.name}: it records config_hash {str(got)[:8]}, "
+                                          f"the config makes {digest[:8]}", _remedy(described, name, config))
+    return path, meta
+
+
+def info(name: str, config: str | Path | dict | None = None, folder: str | Path | None = None) -> dict:
+    """The description of a shipped model (its ``.json``): config, hash, the weights' sha256, steps,
+    seconds, metrics; checked to describe the file the config names."""
+    return _description(name, config, folder)[1]
 
 
 def load(name: str, device: torch.device | str = "cpu", config: str | Path | dict | None = None,
-         folder: str | Path = "data/pretrained") -> nn.Module:
-    """The shipped base model ``name`` in eval mode on ``device``. A missing file, a damaged one or
-    one made by another config (its recorded hash differs) raises an error naming the file and
-    ``make pretrain``."""
+         folder: str | Path | None = None) -> nn.Module:
+    """The shipped base model ``name`` in eval mode on ``device``, from ``folder`` (default:
+    :func:`shipped_folder`, found whatever the working folder). A missing file, a damaged one, one
+    made by another config (its recorded hash differs), a ``.json`` that is damaged or describes
+    another file, or weights whose SHA-256 is not the one their ``.json`` records raise an error
+    naming the file and the remedy: ``git checkout -- <file>`` for a committed file, the
+    ``pretrain`` command otherwise. (A ``.json`` written before the SHA-256 was recorded is not
+    checked for it.)"""
     p = plan(name, config)
     digest = run_hash(name, config, p)
-    path = Path(folder) / f"{name}-{digest[:8]}.safetensors"
-    remedy = f"Delete {path} and make it again with {HOW} --only {name}."
+    path = shipped_folder(folder) / f"{name}-{digest[:8]}.safetensors"
     if not path.exists():
         raise FileNotFoundError(f"no shipped {name} at {path} (for this pretraining config): make it with "
-                                f"{HOW} --only {name}")
+                                f"{HOW}: `{_make_command(name, config, path.parent)}`")
+    remedy = _remedy(path, name, config)
     tensors, meta = load_tensors(path, remedy=remedy)
     if meta.get("config_hash") != digest:
         raise DamagedFileError(path, f"it was made by another configuration (hash {str(meta.get('config_hash'))[:8]}, "
                                      f"expected {digest[:8]})", remedy)
+    _, described = _description(name, config, path.parent)
+    if "sha256" in described and sha256_of(path) != described["sha256"]:
+        raise DamagedFileError(path, f"its SHA-256 is not the one {path.with_suffix('.json').name} records "
+                                     f"({described['sha256'][:12]}...): its bytes changed", remedy)
     torch.manual_seed(0)
     model = _build(p)
     _load_state(model, tensors, path, remedy)
     return model.to(device).eval()
 
 
-def generate(name: str, labels: Tensor, cfg_scale: float, seed: int, device: torch.device | str = "cpu",
-             config: str | Path | dict | None = None, folder: str | Path = "data/pretrained",
+def _labels(labels: Any, n_classes: int) -> Tensor:
+    """``labels`` (a 1-d integer tensor, array or list) as a long tensor, checked."""
+    try:
+        y = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"labels: must be class indices (ints 0-{n_classes - 1}), got {labels!r}") from err
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {y.dtype} values {y.flatten()[:8].tolist()}")
+    if y.dim() != 1 or len(y) == 0:
+        raise ValueError(f"labels: must be a non-empty 1-d list of ints 0-{n_classes - 1}, got shape {tuple(y.shape)}")
+    if bool(((y < 0) | (y >= n_classes)).any()):
+        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {sorted(set(y[(y < 0) | (y >= n_classes)].tolist()))}")
+    return y.long()
+
+
+def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int, device: torch.device | str = "cpu",
+             config: str | Path | dict | None = None, folder: str | Path | None = None,
              sampling: dict | None = None) -> Tensor:
     """Images (B, 1, 28, 28) in [-1, 1] of the shipped generator ``name`` ("mar") for ``labels``
-    (B,), with classifier-free guidance ``cfg_scale`` (1: none), random orders and the sampler of
-    the config's ``sampling`` section unless ``sampling`` is given; deterministic in ``seed``."""
+    (B,: ints 0-9, a tensor or a list), with classifier-free guidance ``cfg_scale`` (finite, >= 0;
+    1: none), random orders and the sampler of the config's ``sampling`` section unless
+    ``sampling`` is given.
+
+    Deterministic in ``seed``, image by image: each image's order and noise come from a generator
+    of its own, seeded by (``seed``, its label, how many images of that label precede it)
+    (:func:`copkit.cmar.image_generators`), so the same seed and label give the same image
+    whatever else is in the batch. (:func:`generate_with`, which the chapters and the shipped
+    metrics use, draws a batch from one shared generator.)"""
     if _kind(name) != "mar":
         raise ValueError(f"{name!r} is not a generator; generate() takes 'mar'")
+    if isinstance(cfg_scale, bool) or not _number(cfg_scale) or cfg_scale < 0:
+        raise ValueError(f"cfg_scale: must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: must be an int, got {seed!r}")
     cfg = read_config(config) if not isinstance(config, dict) else config
+    n_classes = cfg[name]["model"].get("n_classes", 10)
+    y = _labels(labels, n_classes)
     model = load(name, device, cfg, folder)
-    return generate_with(model, labels, cfg_scale, seed, sampling or cfg[name]["sampling"])
+    s = sampling or cfg[name]["sampling"]
+    dev = next(model.parameters()).device
+    generators = cmar.image_generators(seed, y, dev)
+    orders = torch.cat([random_orders(1, model.cfg.n_tokens, generator=g) for g in generators])
+    return cmar.generate(model, y, orders, seed, steps=s["gen_steps"], diffusion_steps=s["diffusion_steps"],
+                         cfg_scale=cfg_scale, temperature=s.get("temperature", 1.0), progress=False,
+                         generators=generators)
 
 
-def summary(config: str | Path | dict | None = None, folder: str | Path = "data/pretrained") -> dict:
+def summary(config: str | Path | dict | None = None, folder: str | Path | None = None) -> dict:
     """What ``book/results/pretrained.json`` holds: for every model of the config, its file, hash,
     steps, epochs, training seconds, final metrics and the command that makes it."""
+    folder = shipped_folder(folder)
     cfg = read_config(config) if not isinstance(config, dict) else config
     models = {}
     for name in (k for k in cfg if k not in ("name", "data")):

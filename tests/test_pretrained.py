@@ -189,3 +189,79 @@ def test_a_shipped_models_hash_is_computed_from_one_plan(shipped, monkeypatch):
     assert pretrained.path_of("vit", cfg, folder).name == f"vit-{expected[:8]}.safetensors"
     assert pretrained.run_folder_of("vit", cfg, "d").name == f"cvit-{expected[:8]}"
     assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------ found from anywhere, verified
+def test_the_shipped_folder_is_found_from_any_working_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("COPKIT_PRETRAINED", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert pretrained.shipped_folder() == pretrained.REPOSITORY / "data" / "pretrained"
+    assert pretrained.path_of("vit").is_file()  # the committed file, though data/ is not under the working folder
+    monkeypatch.setenv("COPKIT_PRETRAINED", str(tmp_path / "mine"))
+    assert pretrained.shipped_folder() == tmp_path / "mine"
+    assert pretrained.shipped_folder("elsewhere") == pretrained.Path("elsewhere")
+
+
+def test_the_environment_folder_is_loaded_from(shipped, tmp_path, monkeypatch):
+    config, folder, _ = shipped
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COPKIT_PRETRAINED", str(folder))
+    assert not pretrained.load("vit", config=config).training
+
+
+def test_every_committed_description_records_its_weights_sha256():
+    for described in sorted((pretrained.REPOSITORY / "data" / "pretrained").glob("*.json")):
+        meta = json.loads(described.read_text())
+        assert meta["sha256"] == pretrained.sha256_of(described.with_name(meta["file"])), described.name
+
+
+def test_pretrain_records_the_sha256_and_load_checks_it(shipped, tmp_path):
+    config, folder, out = shipped
+    for path in out.values():
+        assert json.loads(path.with_suffix(".json").read_text())["sha256"] == pretrained.sha256_of(path)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    target = copy / out["vit"].name
+    data = bytearray(target.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last weight: the file still reads
+    target.write_bytes(bytes(data))
+    with pytest.raises(DamagedFileError, match=f"{target.name}: its SHA-256 is not the one .* records.*make pretrain"):
+        pretrained.load("vit", config=config, folder=copy)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[:40], "is not readable JSON"),
+    (lambda text: "garbage {", "is not readable JSON"),
+    (lambda text: text.replace('"config_hash": "', '"config_hash": "deadbeef', 1), "does not describe .*records config_hash deadbeef"),
+    (lambda text: "[1, 2]", "does not describe"),
+])
+def test_a_damaged_or_edited_description_names_the_file_and_the_remedy(shipped, tmp_path, damage, message):
+    config, folder, out = shipped
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    described = copy / out["vit"].with_suffix(".json").name
+    described.write_text(damage(described.read_text()))
+    for call in (lambda: pretrained.load("vit", config=config, folder=copy),
+                 lambda: pretrained.info("vit", config, copy)):
+        with pytest.raises(DamagedFileError, match=f"{described.name}: {message}") as err:
+            call()
+        assert "python -m copkit pretrain --only vit --config" in str(err.value) and str(copy) in str(err.value)
+        assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_committed_file_is_restored_with_git_checkout():
+    path = pretrained.path_of("vit")
+    remedy = pretrained._remedy(path, "vit", None)
+    assert f"git checkout -- data/pretrained/{path.name}" in remedy
+
+
+def test_generate_is_the_same_image_whatever_the_batch(shipped):
+    """An image depends on (seed, its label, how many of that label precede it) only: up to the
+    rounding of batched matrix products, a sub-batch or another batch gives it again."""
+    config, folder, _ = shipped
+    whole = pretrained.generate("mar", [3, 7, 3, 0, 9], 3.0, seed=5, config=config, folder=folder)
+    threes = pretrained.generate("mar", [3, 3], 3.0, seed=5, config=config, folder=folder)
+    mixed = pretrained.generate("mar", torch.tensor([0, 1, 9, 7]), 3.0, seed=5, config=config, folder=folder)
+    torch.testing.assert_close(threes, whole[[0, 2]], rtol=0, atol=1e-4)
+    torch.testing.assert_close(mixed[[0, 2, 3]], whole[[3, 4, 1]], rtol=0, atol=1e-4)
+    assert (whole[0] - whole[2]).abs().max() > 0.1  # the second 3 is another image

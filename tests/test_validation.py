@@ -211,3 +211,32 @@ def test_a_garbage_pretrain_config_names_its_file(tmp_path):
     path.write_text("data: {train_images: [1,\n")
     with pytest.raises(ValueError, match=f"{path}: not valid YAML"):
         pretrained.read_config(path)
+
+
+# ------------------------------------------------------------------------------------ generate
+GENERATE_BAD = [
+    ("label 10", dict(labels=[0, 10]), r"labels: must be ints 0-9, got \[10\]"),
+    ("label -1", dict(labels=torch.tensor([-1, 3])), r"labels: must be ints 0-9, got \[-1\]"),
+    ("float labels", dict(labels=torch.tensor([1.0, 2.0])), r"labels: must be ints 0-9, got torch\.float32"),
+    ("a float list", dict(labels=[1.5]), r"labels: must be ints 0-9"),
+    ("bool labels", dict(labels=torch.tensor([True])), r"labels: must be ints 0-9"),
+    ("2-d labels", dict(labels=torch.zeros(2, 3, dtype=torch.long)), r"labels: must be a non-empty 1-d list.*\(2, 3\)"),
+    ("an empty batch", dict(labels=[]), r"labels: must be .*ints 0-9"),
+    ("an empty tensor", dict(labels=torch.zeros(0, dtype=torch.long)), r"labels: must be a non-empty 1-d list"),
+    ("not labels", dict(labels="cat"), r"labels: must be class indices"),
+    ("cfg_scale NaN", dict(cfg_scale=math.nan), r"cfg_scale: must be a finite number >= 0"),
+    ("cfg_scale inf", dict(cfg_scale=math.inf), r"cfg_scale: must be a finite number >= 0"),
+    ("cfg_scale -1", dict(cfg_scale=-1.0), r"cfg_scale: must be a finite number >= 0"),
+    ("cfg_scale a string", dict(cfg_scale="3"), r"cfg_scale: must be a finite number >= 0"),
+    ("a float seed", dict(seed=1.5), r"seed: must be an int"),
+]
+
+
+@pytest.mark.parametrize("what, change, message", GENERATE_BAD, ids=[c[0] for c in GENERATE_BAD])
+def test_generate_refuses(what, change, message):
+    """Refused before any weight is loaded (the shipped MAR is not read)."""
+    from copkit import pretrained
+
+    kwargs = {"labels": [0, 3], "cfg_scale": 3.0, "seed": 0, **change}
+    with pytest.raises(ValueError, match=message):
+        pretrained.generate("mar", kwargs["labels"], kwargs["cfg_scale"], kwargs["seed"], folder="/nonexistent")
