@@ -1,8 +1,8 @@
-"""``python -m copkit <command>`` (or the ``copkit`` script): the library's command line.
+"""The command line of copkit: python -m copkit <command> (or the copkit script).
 
 The method's stages, each from a configuration file (YAML or TOML, read strictly) or from a
 profile of the book; every stage runs alone or under torchrun
-(``torchrun --nproc_per_node=8 -m copkit train-comae --config configs/paper/train-comae.toml``):
+(torchrun --nproc_per_node=8 -m copkit train-comae --config configs/paper/train-comae.toml):
 
     train-comae   train CoMAE                              (--config FILE | --profile NAME)
     rank          collapse orders of a data set            (--config FILE | --profile NAME)
@@ -20,57 +20,55 @@ Helpers:
     convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
     convert-mar   MAR's checkpoint-last.pth -> a run folder for train-cmar's init_run (weights only)
 
-``config <stage> --profile NAME --variant KEY=VALUE`` picks one of the chapter's trainings
-(``--variant kind=vit``: Chapter 5's ViT); the same option works with a stage's ``--profile``.
+"config <stage> --profile NAME --variant KEY=VALUE" picks one of the chapter's trainings
+("--variant kind=vit": Chapter 5's ViT); the same option works with a stage's --profile.
 
-``rank --profile NAME`` ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
-that profile into ``data/pretrained/orders-<hash8>.npz`` (shipped), the file the later chapters load.
+"rank --profile NAME" ranks all 70,000 Fashion-MNIST images with the CoMAE Chapter 2 saved for
+that profile into data/pretrained/orders-<hash8>.npz (shipped), the file the later chapters load.
+
+An error prints one line, "error: ...", and exits with status 2; --debug (or COPKIT_DEBUG=1)
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import sys
 from pathlib import Path
 
-import torch
-import torch.distributed
-import yaml
-from safetensors.torch import save_file
-
-from . import dist, pretrained
-from .config import ConfigError, dump_yaml, load
-from .data import DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist
-from .io import DamagedFileError, atomic_write_json
-from .mar_weights import convert_mar_checkpoint
-from .orders import dataset_orders
-from .profiles import PROFILES, get_profile, pick_device
-from .stages import STAGES, from_profile, run_stage
+# torch, the models and the data are imported by the commands that use them, so that --help and
+# a mistyped option answer at once.
 
 __all__ = ["main"]
 
 
 def _data(args: argparse.Namespace) -> int:
-    try:
-        folder = find_fashion_mnist(args.root, download=not args.no_download, install=not args.no_install)
-        for split in ("train", "test"):
-            x, y = load_fashion_mnist(split, root=folder)
-            print(f"fashion-mnist {split}: {x.shape[0]} images {tuple(x.shape[1:])}, {int(y.max()) + 1} classes")
-    except (DataNotFoundError, IDXFormatError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    from .data import find_fashion_mnist, load_fashion_mnist
+
+    folder = find_fashion_mnist(args.root, download=not args.no_download, install=not args.no_install)
+    for split in ("train", "test"):
+        x, y = load_fashion_mnist(split, root=folder)
+        print(f"fashion-mnist {split}: {x.shape[0]} images {tuple(x.shape[1:])}, {int(y.max()) + 1} classes")
     print(f"fashion-mnist found in {folder}")
     return 0
 
 
 def _profiles(args: argparse.Namespace) -> int:
+    from .profiles import PROFILES
+
     print(json.dumps({k: p.as_dict() for k, p in PROFILES.items()}, indent=2))
     return 0
 
 
 def _variant(pairs: list[str]) -> dict:
     """``--variant KEY=VALUE`` options as keywords, each value read as YAML (0.01 is a number)."""
+    import yaml
+
+    from .config import ConfigError
+
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -81,11 +79,10 @@ def _variant(pairs: list[str]) -> dict:
 
 
 def _config(args: argparse.Namespace) -> int:
-    try:
-        config = from_profile(args.stage, args.profile, args.seed, args.data_dir, **_variant(args.variant))
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from .config import dump_yaml
+    from .stages import from_profile
+
+    config = from_profile(args.stage, args.profile, args.seed, args.data_dir, **_variant(args.variant))
     variant = "".join(f" --variant {v}" for v in args.variant)
     print(f"# python -m copkit {args.stage} --config <this file>; made from the {args.profile} profile{variant}", flush=True)
     print(dump_yaml(config), end="")
@@ -94,13 +91,13 @@ def _config(args: argparse.Namespace) -> int:
 
 def _profile_orders(args: argparse.Namespace) -> int:
     """``rank --profile``: the Fashion-MNIST orders file the chapters use (copkit.orders.dataset_orders)."""
+    from . import dist
+    from .orders import dataset_orders
+    from .profiles import get_profile
+
     dev = dist.local_device(args.device)
     dist.setup(dev)
-    try:
-        train, test, digest = dataset_orders(get_profile(args.profile), args.data_dir, dev, subset_limit=0)
-    except (FileNotFoundError, DamagedFileError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    train, test, digest = dataset_orders(get_profile(args.profile), args.data_dir, dev, subset_limit=0)
     if dist.is_main():
         print(f"collapse orders of {len(train) + len(test)} images: "
               f"{Path(args.data_dir) / 'pretrained' / f'orders-{digest[:8]}.npz'}")
@@ -108,6 +105,15 @@ def _profile_orders(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    from . import dist
+    from .config import ConfigError, load
+    from .profiles import pick_device
+    from .stages import STAGES, from_profile, run_stage
+
+    try:  # a device that does not exist is named now, before any data is read
+        pick_device(args.device)
+    except ValueError as err:
+        raise ValueError(f"--device {args.device}: {err}") from None
     cls, _ = STAGES[args.command]
     try:
         if args.config:
@@ -122,49 +128,64 @@ def _stage(args: argparse.Namespace) -> int:
         else:
             raise ConfigError(f"{args.command}: give --config FILE (YAML or TOML) or --profile NAME")
         run_stage(args.command, config)
-    except (ConfigError, FileNotFoundError, DamagedFileError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     finally:
         if dist.world_size() > 1:
+            import torch.distributed
+
             torch.distributed.destroy_process_group()
     return 0
 
 
 def _convert_vae(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import save_file
+
     src, dst = Path(args.src), Path(args.dst)
     if dst.suffix != ".safetensors":
-        print("error: the output must end in .safetensors", file=sys.stderr)
-        return 2
+        raise ValueError(f"the output {dst} must end in .safetensors")
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} does not exist: give the path of MAR's VAE checkpoint (kl16.ckpt)")
     # weights_only: the unpickler accepts tensors and plain containers only, never code.
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        found = [line.split("Unsupported global: ")[1].split(" was not")[0] for line in str(err).splitlines()
+                 if "Unsupported global: " in line]
+        why = f"it refers to {found[0]}" if found else type(err).__name__
+        raise ValueError(f"{src} cannot be read as tensors only ({why}): it is "
+                         "not a PyTorch checkpoint of weights, or it holds code or objects, which copkit never "
+                         "unpickles; give MAR's kl16.ckpt") from err
     state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        print(f"error: {src} holds no state dict of tensors (looked at 'model', 'state_dict' and the top level)",
-              file=sys.stderr)
-        return 2
+        raise ValueError(f"{src} holds no state dict of tensors (looked at 'model', 'state_dict' and the top level)")
     save_file({k: v.contiguous() for k, v in state.items()}, str(dst))
     print(f"{len(state)} tensors: {dst}")
     return 0
 
 
 def _convert_mar(args: argparse.Namespace) -> int:
-    try:
-        out = convert_mar_checkpoint(args.src, args.out, args.heads)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from .mar_weights import convert_mar_checkpoint
+
+    out = convert_mar_checkpoint(args.src, args.out, args.heads)
     print(f"MAR run: {out} (use it as train-cmar's init_run or sample-cmar's mar_run)")
     return 0
 
 
-_HELP = {
-    "train-comae": "train CoMAE",
-    "rank": "collapse orders of a data set",
-    "train-cmar": "train MAR or CMAR",
-    "sample-cmar": "sample from a trained MAR / CMAR",
-    "train-cvit": "train ViT / RViT / CViT / the pruner",
-    "eval-cvit": "accuracy over mask ratios, AuC, knee",
+#: the stages (copkit.stages.STAGES, which imports torch): name -> (short help, description)
+_STAGES = {
+    "train-comae": ("train CoMAE", "Train CoMAE on the configured images and tokenizer; the last val_images images "
+                    "are held out for validation. The run goes to <data_dir>/runs/comae-<hash8>/."),
+    "rank": ("collapse orders of a data set", "The collapse order of every image of the data, from the CoMAE of a "
+             "train-comae run, into one .npz file. With --profile NAME: all 70,000 Fashion-MNIST images from the "
+             "shipped CoMAE of that profile, into data/pretrained/orders-<hash8>.npz."),
+    "train-cmar": ("train MAR or CMAR", "Train MAR (kind random) or CMAR (kind descending; ascending is the "
+                   "ablation of Table 4), from scratch or fine-tuned from a MAR run (init_run)."),
+    "sample-cmar": ("sample from a trained MAR / CMAR", "Sample per_class images of every class (or of classes) "
+                    "from a MAR or CMAR run: an .npz of uint8 images and labels, and a PNG grid beside it."),
+    "train-cvit": ("train ViT / RViT / CViT / the pruner", "Train a classifier; model.train_drop picks ViT (none), "
+                   "RViT (random), CViT (collapse) or the pruning baseline (learned)."),
+    "eval-cvit": ("accuracy over mask ratios, AuC, knee", "Top-1 and top-5 accuracy of a train-cvit run over mask "
+                  "ratios, the area under the curve (AuC) and the Kneedle knee, as JSON."),
 }
 
 
@@ -174,24 +195,23 @@ _VARIANT_HELP = ("with --profile: which of the chapter's trainings (repeatable):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from . import pretrained
+    from .io import atomic_write_json
+    from .profiles import pick_device
+
     config = pretrained.config_path(args.config)
-    try:
-        names = pretrained.read_config(config)
-        unknown = [n for n in args.only if n not in names or n in ("name", "data")]
-        if unknown:
-            print(f"error: {', '.join(unknown)} not in {config}; it trains "
-                  f"{', '.join(k for k in names if k not in ('name', 'data'))}", file=sys.stderr)
-            return 2
-        if args.park:
-            for path in pretrained.park(args.only or None, config, args.data_dir, args.out):
-                print(f"parked {path}")
-            return 0
-        out = pretrained.pretrain(args.only or None, config, args.data_dir, args.out, pick_device(args.device))
-        if args.results:
-            atomic_write_json(args.results, pretrained.summary(config, args.out))
-    except (DataNotFoundError, DamagedFileError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    names = pretrained.read_config(config)
+    unknown = [n for n in args.only if n not in names or n in ("name", "data")]
+    if unknown:
+        raise ValueError(f"--only: {', '.join(unknown)} not in {config}; it trains "
+                         f"{', '.join(k for k in names if k not in ('name', 'data'))}")
+    if args.park:
+        for path in pretrained.park(args.only or None, config, args.data_dir, args.out):
+            print(f"parked {path}")
+        return 0
+    out = pretrained.pretrain(args.only or None, config, args.data_dir, args.out, pick_device(args.device))
+    if args.results:
+        atomic_write_json(args.results, pretrained.summary(config, args.out))
     for name, path in out.items():
         meta = json.loads(path.with_suffix(".json").read_text())
         shown = ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items() if isinstance(v, float))
@@ -199,27 +219,36 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+#: what a user can fix (a bad option, file or value): one line and status 2; anything else is a bug
+_USER_ERRORS = (ValueError, OSError, pickle.UnpicklingError)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m copkit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (cls, _) in STAGES.items():
-        p = sub.add_parser(name, help=_HELP[name], description=(cls.__doc__ or "").strip())
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (also: COPKIT_DEBUG=1)")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (short, description) in _STAGES.items():
+        p = sub.add_parser(name, help=short, description=description, parents=[debug])
         p.add_argument("--config", help="the stage's configuration file (.yaml, .yml or .toml)")
         p.add_argument("--profile", help="or: the configuration a profile of the book makes (smoke, cpu, gpu, a file)")
         p.add_argument("--seed", type=int, default=0, help="with --profile: the seed")
         p.add_argument("--data-dir", default="data", help="with --profile: where runs and artifacts go")
-        p.add_argument("--device", default="auto", help="with rank --profile: auto, cpu, cuda")
+        p.add_argument("--device", default="auto", help="with rank --profile: auto, cpu, cuda[:i], mps")
         p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help=_VARIANT_HELP)
         p.set_defaults(func=_stage)
-    p = sub.add_parser("config", help="print a stage's configuration as a profile makes it")
-    p.add_argument("stage", choices=list(STAGES))
-    p.add_argument("--profile", default="cpu")
+    p = sub.add_parser("config", help="print a stage's configuration as a profile makes it", parents=[debug],
+                       description="Print the configuration of a stage that the book's chapter uses at a profile, "
+                       "as YAML: a file to edit and pass to the stage's --config.")
+    p.add_argument("stage", choices=list(_STAGES))
+    p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or a profile file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help=_VARIANT_HELP)
     p.set_defaults(func=_config)
-    p = sub.add_parser("data", help="find, check (and if needed install or download) Fashion-MNIST",
+    p = sub.add_parser("data", help="find, check (and if needed install or download) Fashion-MNIST", parents=[debug],
                        description="Look for Fashion-MNIST in $COPKIT_DATA, data/fashion-mnist and "
                        "/usr/share/datasets/fashion-mnist; if it is in none, install the Debian package "
                        "dataset-fashion-mnist (with apt-get, as root or through password-less sudo), then "
@@ -228,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-download", action="store_true", help="never try to download")
     p.add_argument("--no-install", action="store_true", help="never try to install the Debian package")
     p.set_defaults(func=_data)
-    p = sub.add_parser("pretrain", help="train the base models and ship them in data/pretrained/",
-                       description=(pretrained.__doc__ or "").strip().split("\n\n")[0])
+    p = sub.add_parser("pretrain", help="train the base models and ship them in data/pretrained/", parents=[debug],
+                       description="Train the book's base models once to convergence (the classifier, the ViT, "
+                       "MAR and the CoMAEs of copkit/configs/pretrain.yaml) and ship each one's weights, description "
+                       "and learning curve in data/pretrained/. An interrupted training resumes; a model already "
+                       "shipped is not trained again.")
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
     p.add_argument("--config", default="full", help="full (copkit/configs/pretrain.yaml), smoke, or a file")
     p.add_argument("--data-dir", default="data", help="where the training runs go (<data-dir>/runs/)")
@@ -237,23 +269,43 @@ def main(argv: list[str] | None = None) -> int:
                    "repository, or $COPKIT_PRETRAINED)")
     p.add_argument("--results", default=None, help="also write the summary of every shipped model of the config here "
                    "(JSON: book/results/pretrained.json); every one must be shipped")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:i], mps")
     p.add_argument("--park", action="store_true", help="copy unfinished runs into <out>/unfinished/ (committed), "
                    "where a later pretrain on another machine resumes them; trains nothing")
     p.set_defaults(func=_pretrain)
-    p = sub.add_parser("profiles", help="print the profiles' sizes")
+    p = sub.add_parser("profiles", help="print the profiles' sizes", parents=[debug])
     p.set_defaults(func=_profiles)
-    p = sub.add_parser("convert-vae", help="MAR's kl16.ckpt -> .safetensors (tensors only)")
-    p.add_argument("src")
-    p.add_argument("dst")
+    p = sub.add_parser("convert-vae", help="MAR's kl16.ckpt -> .safetensors (tensors only)", parents=[debug])
+    p.add_argument("src", help="MAR's VAE checkpoint (kl16.ckpt)")
+    p.add_argument("dst", help="the .safetensors file to write")
     p.set_defaults(func=_convert_vae)
-    p = sub.add_parser("convert-mar", help="MAR's checkpoint-last.pth -> a MAR run folder (weights only)")
+    p = sub.add_parser("convert-mar", help="MAR's checkpoint-last.pth -> a MAR run folder (weights only)",
+                       parents=[debug])
     p.add_argument("src", help="MAR's checkpoint (e.g. pretrained_models/mar/mar_base/checkpoint-last.pth)")
     p.add_argument("out", help="the run folder to write (e.g. data/runs/mar-b-released)")
     p.add_argument("--heads", type=int, default=None, help="attention heads, when args.model is not MAR's name")
     p.set_defaults(func=_convert_mar)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error prints ``error: ...`` (one line) and returns 2, or, with
+    ``--debug`` or ``COPKIT_DEBUG=1``, raises with its traceback."""
+    args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("COPKIT_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except _USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        print(f"error: {type(err).__name__}: {err} (an internal error of copkit; run again "
+              "with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -228,3 +228,83 @@ def test_the_paper_configs_load_into_their_stages():
         cfg = load(cls, f)
         if hasattr(cfg, "model") and hasattr(cfg.model, "grid"):
             assert tuple(cfg.model.grid) == (16, 16) and cfg.model.token_dim == 16  # the KL-16 grid: N = 256
+
+
+# ---------------------------------------------------------------------------------- one-line errors, fast help
+def _pickled_with_code(path: Path) -> Path:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    torch.save({"model": Evil()}, path)
+    return path
+
+
+CLI_ERRORS = [
+    ("an unknown profile", lambda tmp: ["train-comae", "--profile", "nosuch"], r"unknown profile 'nosuch'; choose one of smoke"),
+    ("a bogus variant", lambda tmp: ["train-comae", "--profile", "smoke", "--variant", "experiment=bogus"],
+     r"unknown CoMAE experiment 'bogus'; use one of main"),
+    ("a bogus variant of config", lambda tmp: ["config", "train-comae", "--profile", "smoke", "--variant",
+                                               "experiment=bogus"], r"unknown CoMAE experiment 'bogus'"),
+    ("an unknown device", lambda tmp: ["rank", "--profile", "cpu", "--device", "nosuch"],
+     r"--device nosuch: unknown device 'nosuch'; use auto, cpu"),
+    ("convert-vae on a missing file", lambda tmp: ["convert-vae", str(tmp / "kl16.ckpt"), str(tmp / "vae.safetensors")],
+     r"kl16\.ckpt does not exist"),
+    ("convert-vae on a pickle with code", lambda tmp: ["convert-vae", str(_pickled_with_code(tmp / "evil.ckpt")),
+                                                       str(tmp / "vae.safetensors")],
+     r"evil\.ckpt cannot be read as tensors only \(it refers to GLOBAL .*print\)"),
+    ("convert-vae on garbage", lambda tmp: ["convert-vae", str(write(tmp / "junk.ckpt", "not a checkpoint")),
+                                            str(tmp / "vae.safetensors")], r"junk\.ckpt cannot be read as tensors only"),
+    ("an unknown pretrain name", lambda tmp: ["pretrain", "--only", "nope", "--config", "smoke"], r"nope not in"),
+]
+if not torch.cuda.is_available():
+    CLI_ERRORS.append(("cuda without CUDA", lambda tmp: ["rank", "--profile", "cpu", "--device", "cuda"],
+                       r"--device cuda: device 'cuda' was asked for but torch sees no CUDA GPU"))
+
+
+@pytest.mark.parametrize("what, argv, message", CLI_ERRORS, ids=[c[0] for c in CLI_ERRORS])
+def test_a_command_line_error_is_one_line_with_status_2(tmp_path, capsys, monkeypatch, what, argv, message):
+    import re
+
+    from copkit.cli import main
+
+    monkeypatch.delenv("COPKIT_DEBUG", raising=False)
+    args = argv(tmp_path)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "this ran" not in captured.out
+    (line,) = captured.err.splitlines()
+    assert line.startswith("error: ") and re.search(message, line), line
+    assert not (tmp_path / "vae.safetensors").exists()
+    with pytest.raises((ValueError, OSError)):  # --debug (or COPKIT_DEBUG=1): the exception and its traceback
+        main(["--debug", *args])
+    monkeypatch.setenv("COPKIT_DEBUG", "1")
+    with pytest.raises((ValueError, OSError)):
+        main(args)
+
+
+def test_debug_goes_after_the_command_too(capsys):
+    from copkit.cli import main
+
+    with pytest.raises(ValueError, match="unknown profile"):
+        main(["train-comae", "--profile", "nosuch", "--debug"])
+
+
+def test_help_is_fast_plain_and_imports_no_torch():
+    """`python -m copkit --help` imports neither torch nor the models (it answered in 6-12 s), and
+    its texts are plain words, not docstring markup."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['copkit', '--help']\n"
+            "try:\n    runpy.run_module('copkit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip().endswith("NO TORCH") and "train-comae" in out and "``" not in out
+    from copkit.cli import _STAGES, _parser
+    from copkit.stages import STAGES
+
+    assert list(_STAGES) == list(STAGES)  # the help's list of stages is the library's
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert "``" not in p.format_help() and ":mod:" not in p.format_help(), name

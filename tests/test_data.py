@@ -275,7 +275,7 @@ def test_data_command_installs_then_checks(tmp_path, monkeypatch, capsys):
     m2 = Machine(tmp_path / "b", monkeypatch, root=True)
     monkeypatch.setattr(data, "_SYSTEM_DIR", tmp_path / "b" / "none")
     monkeypatch.setattr(data, "project_root", lambda: tmp_path / "b")
-    assert main(["data", "--no-install", "--no-download"]) == 1
+    assert main(["data", "--no-install", "--no-download"]) == 2
     assert m2.calls == []
     assert "Get it in one of three ways" in capsys.readouterr().err
 

@@ -90,7 +90,7 @@ def test_cli_data_reports_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COPKIT_DATA", str(tmp_path))
     monkeypatch.setattr(data, "_SYSTEM_DIR", tmp_path / "none")
     monkeypatch.setattr(data, "project_root", lambda: tmp_path)
-    assert main(["data", "--no-download"]) == 1
+    assert main(["data", "--no-download"]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 
 
