@@ -24,6 +24,7 @@ SITE_CONFIG = $$($(PY) tools/site_config.py)
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
 	@echo "make test   set up, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
+	@echo "make chapters  execute the chapters (PROFILE=$(PROFILE) DEVICE=$(DEVICE) [CHAPTERS=...] JOBS=$(JOBS)) into book/, without building the site"
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
 	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
 	@echo "make data   find Fashion-MNIST (or install / download it) and check it"
