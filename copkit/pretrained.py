@@ -93,7 +93,9 @@ def _make_command(name: str, config: str | Path | dict | None, folder: Path) -> 
     """The command that makes the shipped ``name`` of ``config`` in ``folder``."""
     path = config_path(config)
     which = "" if path in (None, CONFIG) else " --config smoke" if path == SMOKE_CONFIG else f" --config {path}"
-    out = "" if folder.resolve() == shipped_folder().resolve() else f" --out {folder}"
+    # a folder <data_dir>/pretrained (the chapters' convention, e.g. .scratch/data at smoke) names its runs' folder too
+    out = "" if folder.resolve() == shipped_folder().resolve() else \
+        f"{f' --data-dir {folder.parent}' if folder.name == 'pretrained' else ''} --out {folder}"
     return f"python -m copkit pretrain --only {name}{which}{out}"
 
 
