@@ -1,15 +1,23 @@
-"""Atomic file writes (a reader never sees a half-written file, even after a kill), and the one
-error for a file copkit wrote that is damaged or foreign (:class:`DamagedFileError`)."""
+"""Atomic file writes (a reader never sees a half-written file, even after a kill), folder locks
+(one training at a time in a run folder), the one error for a file copkit wrote that is damaged or
+foreign (:class:`DamagedFileError`), and the fault-injection points the tests kill processes at
+(:func:`fault_point`)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
+import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "DamagedFileError", "remedy_for"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "DamagedFileError", "remedy_for",
+           "folder_lock", "fault_point"]
 
 
 class DamagedFileError(ValueError):
@@ -50,16 +58,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
     The folder is created if needed. Either the old file or the complete new one is on disk at any
-    moment, never a prefix of the new one.
+    moment, never a prefix of the new one. The temporary file (``.<name>.<pid>.<random>.tmp``) of
+    a writer that was killed is removed by the next write of the same file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point("write", path.name)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -75,3 +86,79 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """:func:`atomic_write_bytes` for an object serialised as indented JSON (NaN refused)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete the temporary files of earlier writes of ``path`` whose process is gone (killed
+    between writing and renaming); a live writer's file is left alone."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+_held = threading.local()  # the folders this thread holds locked: folder -> depth
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "training") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the ``with`` block, so that one
+    process at a time trains into a run folder.
+
+    A second process (or thread) that asks for a folder in use prints one line to stderr saying
+    what it waits for, then waits until the folder is free; the same thread may take a lock it
+    holds again. The lock is ``flock`` on the folder itself (no lock file is left behind), and the
+    kernel releases it when its process ends, killed or not, so a lock never outlives its holder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield folder
+        finally:
+            depth[key] -= 1
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting: another {what} is using {folder}; this one goes on when that one ends "
+                  "(Ctrl-C to stop waiting)", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        depth[key] = 1
+        try:
+            yield folder
+        finally:
+            depth.pop(key, None)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def fault_point(kind: str, key: str | int) -> None:
+    """Fault injection for the tests (``tests/test_faults.py``): when ``$COPKIT_FAULT`` is
+    ``"<kind>:<key>"`` this process kills itself with SIGKILL here, as a power cut or the OOM
+    killer would; with ``"<kind>:<key>:stop"`` it stops itself with SIGSTOP (to be resumed with
+    SIGCONT). Points: ``step:<k>`` after training step k (before its checkpoint), ``shard:<k>``
+    after the k-th new shard of collapse orders, ``write:<file name>`` inside an atomic write,
+    after the temporary file is complete and before it replaces the file. Unset: does nothing."""
+    fault = os.environ.get("COPKIT_FAULT")
+    if not fault:
+        return
+    target, _, action = fault.partition(f"{kind}:{key}")
+    if target or action not in ("", ":stop"):
+        return
+    os.kill(os.getpid(), signal.SIGSTOP if action == ":stop" else signal.SIGKILL)

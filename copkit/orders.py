@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import dist, pretrained
 from .data import load_fashion_mnist
-from .io import DamagedFileError, atomic_write_bytes
+from .io import DamagedFileError, atomic_write_bytes, fault_point
 from .rank import collapse_order
 from .tokens import patchify
 
@@ -101,6 +101,7 @@ def compute_orders(model, tokens, out: str | Path, comae_hash: str, split: Seque
         atomic_write_bytes(path, _npz_bytes(orders=order, start=np.int64(a), stop=np.int64(b),
                                             comae_hash=np.array(comae_hash)))
         written += 1
+        fault_point("shard", written)  # tests kill a ranking here ($COPKIT_FAULT=shard:<k>)
     bar.close()
     dist.barrier()
     if dist.is_main():

@@ -40,7 +40,7 @@ from copkit import cmar, comae, cvit
 from copkit import metrics as feature_net
 from copkit.config import ConfigError, build
 from copkit.data import load_fashion_mnist, photo_crops
-from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text
+from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text, folder_lock
 from copkit.tokens import PATCH, patchify, random_orders
 from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_hash, fit, load_tensors, read_metrics,
                           save_tensors)
@@ -435,7 +435,9 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
     """Train the base models ``names`` (default: every one in ``config``, in its order: the
     classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
     interrupted run), and write each one's weights, description and learning curve to ``folder``.
-    Returns the weight files by name. A model already shipped for this config is not trained again."""
+    Returns the weight files by name. A model already shipped for this config is not trained again.
+    Each model is trained and written with its run folder locked (:func:`copkit.io.folder_lock`):
+    a second pretrain of the same model waits for the first, then finds it shipped."""
     folder = shipped_folder(folder)
     cfg_path = config_path(config)
     config = read_config(config)
@@ -449,33 +451,44 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
             out[name] = target
             continue
         run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
-        parked = Path(folder) / "unfinished" / run.name
-        if parked.exists() and not (run / "checkpoint.safetensors").exists():
-            shutil.copytree(parked, run, dirs_exist_ok=True)  # a run interrupted elsewhere (park) resumes
-        fitted = fit(p.recipe, p.cfg, p.tc, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
-                     progress=progress, evaluate_ema=True)
-        records = read_metrics(fitted.folder / "metrics.jsonl")
-        final = _final_metrics(p, fitted.model, records, config, Path(folder), device)
-        meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
-                "config": _jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
-                "commit": _commit(),
-                "steps": p.tc.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
-                "machine": _machine(), "metrics": final,
-                "command": f"python -m copkit pretrain --only {name}" + (
-                    "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG
-                    else f" --config {cfg_path.name if cfg_path else config.get('name')}")}
-        curve = target.with_name(f"{target.stem}.metrics.jsonl")
-        atomic_write_text(curve, "".join(json.dumps(r) + "\n" for r in records))
-        save_tensors(target, fitted.model.state_dict(), meta)
-        described = {}  # the description, with the weights' SHA-256 after their name (load checks it)
-        for key, value in meta.items():
-            described[key] = value
-            if key == "file":
-                described["sha256"] = sha256_of(target)
-        atomic_write_json(target.with_suffix(".json"), described)
-        shutil.rmtree(parked, ignore_errors=True)
+        with folder_lock(run, f"pretrain of {name}"):  # a second pretrain waits, then finds it shipped
+            if not (target.exists() and target.with_suffix(".json").exists()):
+                _ship(p, config, cfg_path, digest, target, data_dir, device, progress)
         out[name] = target
     return out
+
+
+def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Path, data_dir: str | Path,
+          device: torch.device | str, progress: bool) -> None:
+    """Train base model ``p.name`` (resuming its run, or a parked one) and write its weights
+    ``target``, their description (``.json``, with their SHA-256) and the learning curve beside them."""
+    name, folder = p.name, target.parent
+    run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
+    parked = folder / "unfinished" / run.name
+    if parked.exists() and not (run / "checkpoint.safetensors").exists():
+        shutil.copytree(parked, run, dirs_exist_ok=True)  # a run interrupted elsewhere (park) resumes
+    fitted = fit(p.recipe, p.cfg, p.tc, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
+                 progress=progress, evaluate_ema=True)
+    records = read_metrics(fitted.folder / "metrics.jsonl")
+    final = _final_metrics(p, fitted.model, records, config, folder, device)
+    meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
+            "config": _jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
+            "commit": _commit(),
+            "steps": p.tc.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
+            "machine": _machine(), "metrics": final,
+            "command": f"python -m copkit pretrain --only {name}" + (
+                "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG
+                else f" --config {cfg_path.name if cfg_path else config.get('name')}")}
+    curve = target.with_name(f"{target.stem}.metrics.jsonl")
+    atomic_write_text(curve, "".join(json.dumps(r) + "\n" for r in records))
+    save_tensors(target, fitted.model.state_dict(), meta)
+    described = {}  # the description, with the weights' SHA-256 after their name (load checks it)
+    for key, value in meta.items():
+        described[key] = value
+        if key == "file":
+            described["sha256"] = sha256_of(target)
+    atomic_write_json(target.with_suffix(".json"), described)
+    shutil.rmtree(parked, ignore_errors=True)
 
 
 def base(profile: Any, name: str, data_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:

@@ -12,6 +12,9 @@
   checkpoint, and raises :class:`TrainingDiverged` (on CUDA the check runs at logging and
   checkpoint steps only, so that the inner loop never waits for the GPU; a checkpoint is never
   written after a non-finite loss);
+- one training at a time in a run folder: a second process that trains into a folder in use
+  waits for it (one line says so; :func:`copkit.io.folder_lock`), then resumes from where the
+  first one ended, so records are never written twice;
 - under ``torchrun`` the step runs in every process through DistributedDataParallel, each
   process on its :func:`copkit.dist.shard` of the global batch; only rank 0 logs, shows progress
   and writes checkpoints, and every process resumes from the same checkpoint (:mod:`copkit.dist`);
@@ -52,7 +55,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # the plain bar: it renders as text in executed notebooks (no widgets)
 
 from . import dist
-from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text, fault_point, folder_lock
 
 __all__ = [
     "TrainConfig",
@@ -310,12 +313,24 @@ def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: Mapping[st
 
 
 # ------------------------------------------------------------------------------ the loop
-def read_metrics(path: str | Path) -> list[dict]:
-    """The JSON lines of a metrics file, as dicts (an absent file reads as no lines)."""
+def read_metrics(path: str | Path, partial_ok: bool = False) -> list[dict]:
+    """The JSON lines of a metrics file, as dicts (an absent file reads as no lines). With
+    ``partial_ok`` a last line without its newline (a process killed while appending it) is
+    dropped; otherwise any unreadable line is a :class:`copkit.io.DamagedFileError`."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    if partial_ok and text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DamagedFileError(path, f"line {number} is not JSON") from None
+    return records
 
 
 def _under(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -395,14 +410,30 @@ def train(
         evaluate: called with the step every ``cfg.eval_every`` steps and at the end; what it
             returns is logged (with ``"eval": True``).
         stop_after: return after this many steps (a checkpoint is written there), as if killed.
+            (``$COPKIT_FAULT=step:<k>`` kills the process after step k, before its checkpoint:
+            :func:`copkit.io.fault_point`.)
         evaluate_ema: evaluate the EMA weights (what is kept and shipped) instead of the live ones;
             the live weights are put back before training goes on.
 
     Returns:
         The run's metrics (the JSON lines of ``run_dir/metrics.jsonl``).
+
+    The run folder is locked while it trains (:func:`copkit.io.folder_lock`): a second training
+    into it waits, with one line on stderr, and then resumes from the checkpoint the first left.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():  # the other processes of a torchrun wait for rank 0 at the first barrier
+        with folder_lock(run_dir):
+            return _train(modules, optimizers, step_fn, cfg, run_dir, config, evaluate, desc, stop_after, device,
+                          progress, evaluate_ema)
+    return _train(modules, optimizers, step_fn, cfg, run_dir, config, evaluate, desc, stop_after, device, progress,
+                  evaluate_ema)
+
+
+def _train(modules, optimizers, step_fn, cfg: TrainConfig, run_dir: Path, config: Any, evaluate, desc: str,
+           stop_after: int | None, device: torch.device | str, progress: bool, evaluate_ema: bool) -> list[dict]:
+    """:func:`train`'s loop, with the run folder held."""
     ckpt = run_dir / "checkpoint.safetensors"
     metrics_path = run_dir / "metrics.jsonl"
     digest = config_hash(config)
@@ -412,7 +443,8 @@ def train(
     if ckpt.exists():
         start, meta = _load_checkpoint(ckpt, modules, emas, optimizers, device, digest)
         if main:  # lines logged after the checkpoint belong to steps that will be run again
-            kept = [r for r in read_metrics(metrics_path) if r["step"] < start or (r["step"] == start and r.get("eval"))]
+            kept = [r for r in read_metrics(metrics_path, partial_ok=True)
+                    if r["step"] < start or (r["step"] == start and r.get("eval"))]
             atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
     elif main:
         atomic_write_json(run_dir / "config.json", {"config_hash": digest, "config": _jsonable(config)})
@@ -499,6 +531,7 @@ def train(
             bar.set_postfix(loss=f"{mean_loss.item():.4f}", refresh=False)
         if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
             evaluation(done)
+        fault_point("step", done)
         if saving:
             checkpoint(done)
     bar.close()
