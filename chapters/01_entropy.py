@@ -15,7 +15,7 @@
 # # 1. Patch collapse, measured exactly
 #
 # *Source:* [`chapters/01_entropy.py`](../chapters/01_entropy.py), a jupytext script: open it in JupyterLab as a
-# notebook, or run it with `python tools/run_chapters.py 01_entropy --profile smoke`.
+# notebook, or run it with `python tools/run_chapters.py 01_entropy --profile smoke` (into `.scratch/book/smoke/`).
 #
 # [*The Collapse of Patches*](https://arxiv.org/abs/2511.22281) (Guo et al., 2025) starts from one observation: once some
 # patches of an image are known, the others become less uncertain, and some patches make the rest

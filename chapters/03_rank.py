@@ -15,7 +15,7 @@
 # # 3. From masks to a collapse order: PageRank, and the proof checked with numbers
 #
 # *Source:* [`chapters/03_rank.py`](../chapters/03_rank.py), a jupytext script: open it in JupyterLab as a
-# notebook, or run it with `python tools/run_chapters.py 03_rank --profile smoke`.
+# notebook, or run it with `python tools/run_chapters.py 03_rank --profile smoke` (into `.scratch/book/smoke/`).
 #
 # CoMAE (Chapter 2) gives, for every patch $i$ of an image, a mask $w_i$: how much $i$ relies on
 # each other patch. Stacked, the masks form a weighted directed graph $A_{ij} = w_{ij}$. The paper

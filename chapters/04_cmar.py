@@ -15,7 +15,7 @@
 # # 4. CMAR: generating patches in collapse order
 #
 # *Source:* [`chapters/04_cmar.py`](../chapters/04_cmar.py), a jupytext script: open it in JupyterLab as a
-# notebook, or run it with `python tools/run_chapters.py 04_cmar --profile smoke`.
+# notebook, or run it with `python tools/run_chapters.py 04_cmar --profile smoke` (into `.scratch/book/smoke/`).
 #
 # MAR {cite}`li2024mar` generates an image as a sequence of continuous tokens. A bidirectional
 # transformer looks at the tokens generated so far and, for every token still missing, produces a

@@ -15,7 +15,7 @@
 # # 5. CViT: classifying from the top of the collapse order
 #
 # *Source:* [`chapters/05_cvit.py`](../chapters/05_cvit.py), a jupytext script: open it in JupyterLab as a
-# notebook, or run it with `python tools/run_chapters.py 05_cvit --profile smoke`.
+# notebook, or run it with `python tools/run_chapters.py 05_cvit --profile smoke` (into `.scratch/book/smoke/`).
 #
 # If the collapse order puts first the patches the others depend on, a classifier that sees only
 # the top of the order should lose little. The paper tests this with **CViT** (Sec. 3.4): a ViT {cite}`dosovitskiy2021vit`

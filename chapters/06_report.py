@@ -15,7 +15,7 @@
 # # 6. Reproducibility report
 #
 # *Source:* [`chapters/06_report.py`](../chapters/06_report.py), a jupytext script: open it in JupyterLab as a
-# notebook, or run it with `python tools/run_chapters.py 06_report --profile smoke`.
+# notebook, or run it with `python tools/run_chapters.py 06_report --profile smoke` (into `.scratch/book/smoke/`).
 #
 # Every claim of the paper that a chapter tested, with the paper's number, ours, and a verdict.
 # Nothing here is typed by hand: this page reads the results files the chapters wrote

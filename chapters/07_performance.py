@@ -15,7 +15,7 @@
 # # 7. Performance
 #
 # *Source:* [`chapters/07_performance.py`](../chapters/07_performance.py), a jupytext script: open it in JupyterLab as a
-# notebook, or run it with `python tools/run_chapters.py 07_performance --profile smoke`.
+# notebook, or run it with `python tools/run_chapters.py 07_performance --profile smoke` (into `.scratch/book/smoke/`).
 #
 # How fast the pieces of `copkit` run, and against what limit. The numbers are those `make bench`
 # last wrote to `book/results/bench.json` (`tools/bench.py`; never part of the tests), rendered here

@@ -31,6 +31,12 @@ chapter section that shows the claim, a MyST target ``(ch1-eq1)=`` above its hea
 links to it. ``headline`` (optional) marks the claims the report's summary leads with. Files are
 written atomically.
 
+The committed book holds one profile's results (:func:`book_profile`, ``cpu``). A chapter run at
+another profile with the default ``results_dir`` (``../book/results``, e.g. in JupyterLab) writes
+its file beside the runner's output for that profile instead, ``.scratch/book/<profile>/results/``
+(:func:`results_folder`), so the book is never overwritten by accident; ``tools/run_chapters.py
+--out book`` sets ``COPKIT_WRITE_BOOK=1`` to write there on purpose.
+
 Text helpers: :func:`mean_sd` (one way to write "mean ± sd"), :func:`markdown_table` (a table
 for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters),
 :func:`test_text` (a test's outcome in words), and :func:`claims_list`, :func:`in_words`,
@@ -40,6 +46,7 @@ for ``IPython.display.Markdown``), :func:`brief` (any results value in a few cha
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -53,7 +60,7 @@ from . import stats
 from .data import project_root
 from .io import atomic_write_json
 
-__all__ = ["VERDICTS", "summary", "claim", "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit",
+__all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim", "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit",
            "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS",
            "in_words", "verdict_counts", "headlines", "section_labels"]
 
@@ -313,9 +320,43 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     return bad
 
 
+#: the profile of the committed book when its results files record none
+BOOK_PROFILE = "cpu"
+
+
+def book_profile(root: str | Path | None = None) -> str:
+    """The profile the committed book was executed with: the one most of its chapters' results
+    files (``<root>/book/results/NN_name.json``) record; :data:`BOOK_PROFILE` when none does."""
+    folder = Path(root or project_root()) / "book" / "results"
+    recorded = Counter()
+    for path in folder.glob("[0-9][0-9]_*.json"):
+        try:
+            profile = json.loads(path.read_text()).get("profile")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(profile, str):
+            recorded[profile] += 1
+    return recorded.most_common(1)[0][0] if recorded else BOOK_PROFILE
+
+
+def results_folder(results_dir: str | Path, profile: str) -> Path:
+    """Where results of ``profile`` asked to go to ``results_dir`` are written: ``results_dir``,
+    except the committed book's ``book/results`` at a profile other than :func:`book_profile`
+    (unless ``$COPKIT_WRITE_BOOK`` is 1): then ``.scratch/book/<profile>/results`` of the project,
+    where ``tools/run_chapters.py --profile <profile>`` writes too."""
+    root = project_root()
+    book = (root / "book" / "results").resolve()
+    if Path(results_dir).resolve() != book or os.environ.get("COPKIT_WRITE_BOOK") == "1" \
+            or profile == book_profile(root):
+        return Path(results_dir)
+    return root / ".scratch" / "book" / Path(str(profile)).stem / "results"
+
+
 def write_results(results_dir: str | Path, chapter: str, *, profile: str, device: str,
                   seeds: list[int], claims: dict[str, dict], metrics: dict[str, Any]) -> Path:
-    """Write ``<results_dir>/<chapter>.json`` atomically and return its path."""
+    """Write ``<results_dir>/<chapter>.json`` atomically and return its path; the book's results
+    folder at another profile than the book's is replaced by that profile's scratch folder
+    (:func:`results_folder`, said in one printed line)."""
     for cid, c in claims.items():
         if not {"paper", "ours", "verdict", "why"} <= set(c) <= _KEYS:
             raise ValueError(f"claim {cid!r} must be made with copkit.results.claim(), tested() or alias()")
@@ -339,7 +380,11 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
         "claims": _plain(claims),
         "metrics": _plain(metrics),
     }
-    return atomic_write_json(Path(results_dir) / f"{chapter}.json", payload)
+    folder = results_folder(results_dir, profile)
+    if folder != Path(results_dir):
+        print(f"profile {profile} is not the book's ({book_profile()}): results go to {folder}, not {results_dir}",
+              flush=True)
+    return atomic_write_json(folder / f"{chapter}.json", payload)
 
 
 def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +318,29 @@ def test_a_claim_cannot_say_a_number_it_did_not_measure(tmp_path):
     write_results(tmp_path, "05_x", profile="smoke", device="cpu", seeds=[0], claims={"k": said},
                   metrics={"gap_points": 12.1})  # a measured number anywhere in the file supports it
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_chapter_at_another_profile_writes_beside_the_book_not_into_it(tmp_path, monkeypatch, capsys):
+    from copkit.results import book_profile, results_folder
+
+    (tmp_path / "_toc.yml").write_text("root: intro\n")  # a project (copkit.data.project_root finds it)
+    (tmp_path / "copkit").mkdir()
+    (tmp_path / "chapters").mkdir()
+    book = tmp_path / "book" / "results"
+    book.mkdir(parents=True)
+    for name in ("01_a", "02_b"):
+        (book / f"{name}.json").write_text(json.dumps({"chapter": name, "profile": "cpu"}))
+    monkeypatch.chdir(tmp_path / "chapters")  # as JupyterLab runs a chapter
+    monkeypatch.delenv("COPKIT_WRITE_BOOK", raising=False)
+    assert book_profile() == "cpu"
+    scratch = tmp_path / ".scratch" / "book" / "smoke" / "results"
+    assert results_folder("../book/results", "smoke") == scratch
+    assert results_folder("../book/results", "cpu") == Path("../book/results")
+    assert results_folder(tmp_path / "elsewhere", "smoke") == tmp_path / "elsewhere"
+    c = {"x": claim(1.0, [1.0], "not testable", "N differs.")}
+    path = write_results("../book/results", "01_a", profile="smoke", device="cpu", seeds=[0], claims=c, metrics={})
+    assert path == scratch / "01_a.json" and json.loads(path.read_text())["profile"] == "smoke"
+    assert json.loads((book / "01_a.json").read_text())["profile"] == "cpu"  # the book's file is untouched
+    assert "results go to" in capsys.readouterr().out
+    monkeypatch.setenv("COPKIT_WRITE_BOOK", "1")  # tools/run_chapters.py --out book
+    assert results_folder("../book/results", "smoke") == Path("../book/results")

@@ -146,3 +146,95 @@ def test_parameters_shown_once_with_the_injected_values_and_the_comments():
     plain = {"cells": [cell('profile = "cpu"\n', ["parameters"]), cell("print(profile)", [])]}
     parameters_once(plain)
     assert plain["cells"][0]["metadata"]["tags"] == ["parameters"]
+
+
+# ------------------------------------------------------------------ the book is never overwritten by accident
+def _tools():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import run_chapters
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    return run_chapters
+
+
+def _fake_root(tmp_path: Path, book_profile: str = "cpu") -> Path:
+    """A copy of the runner in a project whose committed book was executed at ``book_profile``."""
+    root = tmp_path / "project"
+    (root / "tools").mkdir(parents=True)
+    (root / "tools" / "run_chapters.py").write_text((ROOT / "tools" / "run_chapters.py").read_text())
+    (root / "copkit").symlink_to(ROOT / "copkit")  # the profiles' files
+    (root / "book" / "results").mkdir(parents=True)
+    (root / "book" / "results" / "01_good.json").write_text(json.dumps({"chapter": "01_good", "profile": book_profile}))
+    (root / "src").mkdir()
+    (root / "src" / "01_good.py").write_text(GOOD)
+    return root
+
+
+def test_the_book_profile_and_the_default_output_folder(tmp_path):
+    rc = _tools()
+    root = _fake_root(tmp_path, "gpu")
+    assert rc.book_profile(root) == "gpu"
+    assert rc.book_profile(tmp_path / "nothing") == rc.BOOK_PROFILE == "cpu"
+    assert rc.book_profile(ROOT) == "cpu"  # what the committed book records
+    assert rc.default_out("cpu", None, "cpu") == "book"
+    assert rc.default_out("smoke", None, "cpu") == ".scratch/book/smoke"
+    assert rc.default_out("cpu", Path("cpu.yaml"), "cpu") == ".scratch/book/cpu"  # a file is never the book's
+
+
+def test_a_run_at_another_profile_leaves_the_book_alone(tmp_path):
+    root = _fake_root(tmp_path)
+    before = sorted(p.relative_to(root) for p in (root / "book").rglob("*"))
+    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", "smoke",
+                          "--chapters-dir", str(root / "src")], capture_output=True, text=True, cwd=root, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(p.relative_to(root) for p in (root / "book").rglob("*")) == before
+    out = root / ".scratch" / "book" / "smoke"
+    assert "into .scratch/book/smoke/" in res.stdout
+    assert (out / "01_good.ipynb").exists() and (out / "results" / "runtimes-smoke.json").exists()
+    assert not list((root / ".scratch" / "running").iterdir())  # this run's staging folder is gone
+
+
+def test_a_profile_file_is_accepted_and_a_bad_one_refused_in_one_line(tmp_path):
+    root = _fake_root(tmp_path)
+    mine = tmp_path / "my.yaml"
+    mine.write_text((ROOT / "copkit" / "configs" / "smoke.yaml").read_text())
+    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", str(mine),
+                          "--chapters-dir", str(root / "src")], capture_output=True, text=True, cwd=root, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    nb = json.loads((root / ".scratch" / "book" / "my" / "01_good.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "profile is " in text and text.strip().endswith("my.yaml")  # a path relative to the chapters' folder
+    assert (root / ".scratch" / "book" / "my" / "results" / "runtimes-my.json").exists()
+    for bad, says in ((tmp_path / "none.yaml", "no such file"), (tmp_path / "p.txt", "give smoke, cpu, gpu")):
+        res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", str(bad)],
+                             capture_output=True, text=True, cwd=root, timeout=120)
+        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((ROOT / "copkit" / "configs" / "smoke.yaml").read_text() + "\nbogus_key: 1\n")
+    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", str(broken)],
+                         capture_output=True, text=True, cwd=root, timeout=120)
+    assert res.returncode == 2 and "bogus_key" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+SLOW = '''# %% tags=["parameters"]
+profile = "cpu"
+
+# %%
+import time
+time.sleep(3)
+print("slept")
+'''
+
+
+def test_two_runs_of_one_chapter_at_once_do_not_clash(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "01_slow.py").write_text(SLOW)
+    runs = [subprocess.Popen([sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke",
+                              "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / f"out{i}")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+            for i in range(2)]
+    for i, proc in enumerate(runs):
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        assert (tmp_path / f"out{i}" / "01_slow.ipynb").exists()

@@ -14,8 +14,18 @@ results) run after all others. Small models on a few cores are bound by per-oper
 so two chapters on one thread each finish sooner than one after the other on two. Each chapter's
 output goes to .scratch/logs/<name>.log.
 
+The committed book is never overwritten by accident: without ``--out``, the chapters go to book/
+only at the profile the book was executed with (the one its results files record: cpu), and to
+.scratch/book/<profile>/ at any other profile or with a profile file (``--profile my.yaml``, an
+edited copy of copkit/configs/cpu.yaml); ``--out book`` writes into the book whatever the profile.
+Without ``--data-dir``, trained runs go to data/ for the profiles that start from the shipped base
+models (``pretrain: full``) and to .scratch/data/ for the others (smoke: ``make smoke`` pretrains
+there). Every run stages its notebooks in a folder of its own under .scratch/running/, so two runs
+of one chapter at once do not clash (their trainings wait for each other: copkit.io.folder_lock).
+
     python tools/run_chapters.py --profile cpu --out book --jobs 2
-    python tools/run_chapters.py --profile smoke --out .scratch/book 01_entropy
+    python tools/run_chapters.py --profile smoke 01_entropy          # into .scratch/book/smoke/
+    python tools/run_chapters.py --profile my.yaml 01_entropy        # into .scratch/book/my/
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tokenize
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +53,68 @@ SCRATCH = ROOT / ".scratch"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 #: pages that read every other chapter's results files: with --jobs they run after all the others
 SUMMARIES = ("06_report", "07_performance")
+#: the book's own profiles (copkit/configs/<name>.yaml); any other --profile is a profile file
+NAMED = ("smoke", "cpu", "gpu")
+#: the book's profile when its results files record none (copkit.results.BOOK_PROFILE)
+BOOK_PROFILE = "cpu"
+
+
+def book_profile(root: Path = ROOT) -> str:
+    """The profile the committed book was executed with: the one most of book/results/NN_name.json
+    record (as copkit.results.book_profile, without importing copkit); BOOK_PROFILE if none does."""
+    counts: dict[str, int] = {}
+    for path in (root / "book" / "results").glob("[0-9][0-9]_*.json"):
+        try:
+            profile = json.loads(path.read_text()).get("profile")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(profile, str):
+            counts[profile] = counts.get(profile, 0) + 1
+    return max(counts, key=lambda k: counts[k]) if counts else BOOK_PROFILE
+
+
+def resolve_profile(value: str) -> tuple[str, str, Path | None]:
+    """(name, label, file) of ``--profile``: a named profile is (name, name, None); a profile file
+    (.yaml, .yml, .toml) is checked now (strictly, as the chapters read it) and is (absolute path,
+    file stem, path). ValueError in one line otherwise."""
+    if value in NAMED:
+        return value, value, None
+    path = Path(value).expanduser().resolve()
+    if path.suffix not in (".yaml", ".yml", ".toml"):
+        raise ValueError(f"--profile {value}: give {', '.join(NAMED)} or a profile file (.yaml or .toml, "
+                         "a copy of copkit/configs/cpu.yaml)")
+    if not path.is_file():
+        raise ValueError(f"--profile {value}: no such file")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from copkit.profiles import load_profile
+
+        load_profile(path)
+    except Exception as err:  # a config error: one line, naming the key and the file
+        raise ValueError(f"--profile {value}: {str(err).splitlines()[0]}") from None
+    finally:
+        sys.path.remove(str(ROOT))
+    return str(path), path.stem, path
+
+
+def default_out(label: str, profile_file: Path | None, book: str) -> str:
+    """The output folder when no --out is given: book at the book's own named profile, else
+    .scratch/book/<label> (a profile file is never the book's, whatever name it gives itself)."""
+    return "book" if profile_file is None and label == book else str(Path(".scratch") / "book" / label)
+
+
+def pretrain_config(name: str, file: Path | None) -> str:
+    """The ``pretrain`` key of a profile (which base models its chapters start from); "full" when absent."""
+    import yaml
+
+    path = file or ROOT / "copkit" / "configs" / f"{name}.yaml"
+    if path.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(path.read_text())
+    else:
+        data = yaml.safe_load(path.read_text())
+    return str((data or {}).get("pretrain", "full"))
 
 
 def chapter_sources(folder: Path, only: list[str]) -> list[Path]:
@@ -113,12 +187,24 @@ def parameters_once(nb: dict) -> dict:
 
 
 def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bool, float]:
+    """Execute one chapter into ``out_dir/<name>.ipynb`` (see the module's docstring); (ok, seconds).
+    Its notebooks are staged in a folder of this run's own, removed afterwards."""
+    name = src.stem
+    (SCRATCH / "running").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH / "running"))  # this run's own staging folder
+    try:
+        return _run_in(src, work, out_dir, params, timeout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_in(src: Path, work: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bool, float]:
+    """:func:`run` with its notebooks staged in ``work``."""
     import papermill as pm
 
     name = src.stem
-    staged = SCRATCH / "in" / f"{name}.ipynb"
-    running = SCRATCH / "running" / f"{name}.ipynb"
-    running.parent.mkdir(parents=True, exist_ok=True)
+    staged = work / f"{name}.in.ipynb"
+    running = work / f"{name}.ipynb"
     declared = to_notebook(src, staged)
     start = time.perf_counter()
     try:
@@ -129,7 +215,7 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
     except pm.PapermillExecutionError as err:
         failed = SCRATCH / "failed" / f"{name}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(running, failed)
+        shutil.move(running, failed)
         source = "\n".join("      | " + line for line in err.source.splitlines()[:15])
         print(f"\nFAILED: chapter {name}, cell {err.cell_index} (execution count {err.exec_count}): "
               f"{err.ename}: {err.evalue}\n{source}\n"
@@ -142,7 +228,9 @@ def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bo
     parameters_once(nb)
     running.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.replace(running, out_dir / f"{name}.ipynb")
+    done = out_dir / f".{name}.ipynb.{os.getpid()}.tmp"  # same file system as out_dir: the rename is atomic
+    shutil.move(running, done)
+    os.replace(done, out_dir / f"{name}.ipynb")
     return True, time.perf_counter() - start
 
 
@@ -202,7 +290,7 @@ def record_runtime(results_dir: Path, profile: str, name: str, seconds: float, h
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         data["chapters"] = dict(sorted(data["chapters"].items()))
         results_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(tmp, path)
     return path
@@ -255,25 +343,43 @@ def run_child(name: str, argv: list[str], threads: int) -> tuple[bool, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="*", help="chapter names (default: all), e.g. 01_entropy")
-    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
+    parser.add_argument("--profile", default="cpu",
+                        help="smoke, cpu or gpu (copkit/configs/<name>.yaml), or a profile file such as my.yaml")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="book", help="folder for the executed notebooks")
+    parser.add_argument("--out", default=None,
+                        help="folder for the executed notebooks and results (default: book at the book's own "
+                             "profile, else .scratch/book/<profile>); --out book writes into the book at any profile")
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     parser.add_argument("--chapters-dir", default=str(CHAPTERS), help="where the jupytext sources are")
-    parser.add_argument("--data-dir", default=str(ROOT / "data"),
-                        help="where chapters keep trained runs and artifacts (make test uses .scratch/data)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where chapters keep trained runs and artifacts (default: data for profiles that start "
+                             "from the shipped base models, else .scratch/data, where make smoke pretrains)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="chapters run at once, each with cpus/jobs threads (summary pages after the others)")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    try:
+        profile, label, profile_file = resolve_profile(args.profile)
+    except ValueError as err:
+        parser.error(str(err))
 
     began = time.perf_counter()
+    book = book_profile()
+    if args.out is None:
+        args.out = default_out(label, profile_file, book)
     out_dir = (ROOT / args.out).resolve()
+    if out_dir == (ROOT / "book").resolve():
+        os.environ["COPKIT_WRITE_BOOK"] = "1"  # asked for: copkit.results writes into book/results
+        if label != book:
+            print(f"writing profile {label} into book/ (executed at {book}), as --out book asks", flush=True)
+    if args.data_dir is None:
+        args.data_dir = str(ROOT / ("data" if pretrain_config(label, profile_file) == "full" else ".scratch/data"))
     # Paths relative to chapters/ (the kernel's working directory), so that no machine's folders are
     # written into the executed notebooks.
     chapters_dir = Path(args.chapters_dir).resolve()
-    params = {"profile": args.profile, "device": args.device,
+    params = {"profile": profile if profile_file is None else os.path.relpath(profile_file, chapters_dir),
+              "device": args.device,
               "results_dir": os.path.relpath(out_dir / "results", chapters_dir),
               "notebooks_dir": os.path.relpath(out_dir, chapters_dir),
               "data_dir": os.path.relpath(Path(args.data_dir).resolve(), chapters_dir)}
@@ -281,15 +387,15 @@ def main() -> int:
     if not sources:
         print(f"no chapters (NN_name.py) in {args.chapters_dir}", file=sys.stderr)
         return 1
-    print(f"executing {len(sources)} chapter(s), profile={args.profile}, device={args.device}, "
+    print(f"executing {len(sources)} chapter(s), profile={label}, device={args.device}, "
           f"into {os.path.relpath(out_dir)}/", flush=True)
     report = []
     if args.jobs > 1 and len(sources) > 1:
-        argv = ["--profile", args.profile, "--device", args.device, "--out", str(out_dir),
+        argv = ["--profile", profile, "--device", args.device, "--out", str(out_dir),
                 "--chapters-dir", str(chapters_dir), "--data-dir", str(Path(args.data_dir).resolve())]
         if args.timeout:
             argv += ["--timeout", str(args.timeout)]
-        last = {k: v["seconds"] for k, v in read_runtimes(out_dir / "results", args.profile).get("chapters", {}).items()}
+        last = {k: v["seconds"] for k, v in read_runtimes(out_dir / "results", label).get("chapters", {}).items()}
         report = run_parallel([s.stem for s in sources], argv, args.jobs, last)
     else:
         host = machine(args.device)
@@ -298,7 +404,7 @@ def main() -> int:
             ok, seconds = run(src, out_dir, params, args.timeout)
             report.append((src.stem, ok, seconds))
             if ok:
-                record_runtime(out_dir / "results", args.profile, src.stem, seconds, host)
+                record_runtime(out_dir / "results", label, src.stem, seconds, host)
             print(f"[{i}/{len(sources)}] {src.stem} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
     print("\nchapter                     status     seconds")
     for name, ok, seconds in report:
