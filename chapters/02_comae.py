@@ -15,7 +15,7 @@
 # # 2. CoMAE: learning which patches each patch needs
 #
 # *Source:* [`chapters/02_comae.py`](../chapters/02_comae.py), a jupytext script: open it in JupyterLab as a
-# notebook, or run it with `python tools/run_chapters.py 02_comae --profile smoke`.
+# notebook, or run it with `python tools/run_chapters.py 02_comae --profile smoke` (into `.scratch/book/smoke/`).
 #
 # Chapter 1 computed, for a Gaussian model, exactly how much each patch tells about the others.
 # Real images are not Gaussian, and the paper learns the same information with a masked

@@ -7,6 +7,7 @@ The method:
 - :mod:`copkit.tokens`      images <-> patch tokens, the book's patch size and grid, gathering, flips
 - :mod:`copkit.entropy`     exact conditional entropies of a Gaussian token model (Eq. 1, Def. 1 / Eq. 8)
 - :mod:`copkit.comae`       CoMAE: selector, noise injection, reconstructor, losses, masks (Eq. 2-7)
+- :mod:`copkit.planted`     planted truths that score a CoMAE's selector: a mirror, image-specific pairs
 - :mod:`copkit.rank`        PageRank on the mask graph and collapse orders (Sec. 3.2, Eq. 11-15)
 - :mod:`copkit.orders`      collapse orders of a whole data set, in resumable shards
 - :mod:`copkit.diffusion`   Gaussian diffusion for MAR's head: schedule, posterior, respacing, L_vlb

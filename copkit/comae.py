@@ -32,7 +32,7 @@ e*_n. Choices the paper leaves open, made here and stated in Chapter 2:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ from .train import Recipe, TrainConfig, batch_indices, take
 __all__ = [
     "logit_variance_split",
     "CoMAEConfig",
+    "READOUTS",
     "Selector",
     "Reconstructor",
     "CoMAE",
@@ -71,6 +72,10 @@ __all__ = [
     "mirror_image",
     "mirror_hits",
 ]
+
+
+#: The selector's readouts (:attr:`CoMAEConfig.readout`).
+READOUTS = ("cls", "token")
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,10 @@ class CoMAEConfig:
     sigma: float = 0.7
     lambda_c: float = 0.01  #: weight of L_c in L = L_r + lambda_c L_c
     tau_init: float = 0.1  #: initial temperature of Eq. 6 (learned)
+    #: a floor under the learned temperature (CLIP clamps its logit scale the same way; not in the
+    #: paper). Learned freely, the temperature only shrinks, and once every pair of masks differs a
+    #: little L_c is near 0 and stops pressing the masks apart (see Chapter 2).
+    tau_min: float = field(default=0.0, metadata={"hash_if_set": True})
     targets_per_image: int = 8  #: K targets sampled per image per step (K = N: the paper's Eq. 6)
     contrastive: bool = True  #: False: the ablation without L_c (Table 1)
     #: training steps at the start in which only g learns (f keeps its initial, nearly uniform
@@ -105,6 +114,22 @@ class CoMAEConfig:
     #: 3 seeds x 2 directions, 400 steps, sigma 0.7): median hit rate 81% (worst 54%) with 100
     #: such steps, against 69% (worst 37%) without.
     g_warmup_steps: int = 100
+    #: Where the selector's mask is read from (:class:`Selector`). ``"cls"``: the paper's Sec. 8, a
+    #: linear map of the [cls] output to all N logits. ``"token"`` (not in the paper): that map plus a
+    #: pointer term between the [cls] output (which carries the target's q_n) and patch i's own output
+    #: h_i. With "cls" the mask can depend on *which* target it serves but hardly on *where* things
+    #: are in this image: the [cls] output is a weighted sum of values that carry content only (RoPE
+    #: rotates queries and keys, not values), so no output records where a content was seen.
+    #: Chapter 2 measures both on planted truths.
+    readout: str = field(default="cls", metadata={"hash_if_set": True})
+    #: A learned absolute position embedding added to every token of f and g, beside RoPE (not in
+    #: the paper, which names RoPE alone): it puts position into the values, so a token's output
+    #: knows where it is.
+    pos_embed: bool = field(default=False, metadata={"hash_if_set": True})
+
+    def __post_init__(self) -> None:
+        if self.readout not in READOUTS:
+            raise ValueError(f"CoMAEConfig.readout must be one of {', '.join(map(repr, READOUTS))}, got {self.readout!r}")
 
     @property
     def n_tokens(self) -> int:
@@ -218,6 +243,10 @@ class _GridViT(nn.Module):
         self.q = nn.Parameter(torch.zeros(n, width))  # target embedding q_n
         nn.init.trunc_normal_(self.special, std=0.02)
         nn.init.trunc_normal_(self.q, std=0.02)
+        # absolute positions (CoMAEConfig.pos_embed): in the values too, not only in RoPE's rotations
+        self.pos = nn.Parameter(torch.zeros(n, width)) if cfg.pos_embed else None
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos, std=0.02)
         self.register_buffer("rope", grid_rope(width // heads, cfg.grid), persistent=False)  # (N, 2 * head_dim)
         self.register_buffer("others", others_index(n), persistent=False)  # (N, N-1)
         self.blocks = nn.ModuleList(
@@ -225,22 +254,42 @@ class _GridViT(nn.Module):
         )
         self.norm = nn.LayerNorm(width)
 
-    def body(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
-        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns the first output (B, width)."""
+    def encode(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
+        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns every output (B, N, width):
+        the special token's first, then the kept tokens' in that order."""
         keep = self.others[target]  # (B, N-1)
-        x = torch.cat([(self.special + self.q[target]).unsqueeze(1), self.embed(kept_tokens)], dim=1)
+        e = self.embed(kept_tokens)
+        if self.pos is not None:
+            e = e + self.pos[keep]
+        x = torch.cat([(self.special + self.q[target]).unsqueeze(1), e], dim=1)
         rope = self.rope[keep].unsqueeze(1).to(x.dtype)  # (B, 1, N-1, 2 hd): per-image positions
         for blk in self.blocks:
             x = blk(x, rope=rope)
-        return self.norm(x[:, 0])
+        return self.norm(x)
+
+    def body(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
+        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns the first output (B, width)."""
+        return self.encode(kept_tokens, target)[:, 0]
 
 
 class Selector(_GridViT):
-    """f (Eq. 2): w_n = f({e_i}_{i != n}; q_n) in [0, 1]^N."""
+    """f (Eq. 2): w_n = f({e_i}_{i != n}; q_n) in [0, 1]^N.
+
+    The logits are read as :attr:`CoMAEConfig.readout` says. ``"cls"`` (the paper's Sec. 8) maps the
+    [cls] output h_0 linearly to N logits: x_i = u_i . h_0 + b_i, one learned vector u_i per
+    position. ``"token"`` adds a pointer term from patch i's own output h_i,
+    x_i = u_i . h_0 + b_i + (W_q h_0) . (W_k h_i) / sqrt(width), so that where a content sits in this
+    image can raise its logit. W_k starts at 0, so an untrained "token" selector is the literal one.
+    """
 
     def __init__(self, cfg: CoMAEConfig) -> None:
         super().__init__(cfg, cfg.enc_width, cfg.enc_depth, cfg.enc_heads)
+        self.readout = cfg.readout
         self.head = nn.Linear(cfg.enc_width, cfg.n_tokens)
+        if cfg.readout == "token":
+            self.point_q = nn.Linear(cfg.enc_width, cfg.enc_width, bias=False)
+            self.point_k = nn.Linear(cfg.enc_width, cfg.enc_width, bias=False)
+            nn.init.zeros_(self.point_k.weight)
 
     def logits(self, tokens: Tensor, target: Tensor) -> Tensor:
         """The pre-normalisation outputs x of f: w = (tanh(x) + 1) / 2. (B, N)
@@ -248,7 +297,13 @@ class Selector(_GridViT):
         The map is increasing, so x orders the entries of a mask exactly as w does, also where
         w has saturated at 1 in floating point.
         """
-        return self.head(self.body(gather_tokens(tokens, self.others[target]), target))
+        keep = self.others[target]
+        if self.readout == "cls":
+            return self.head(self.body(gather_tokens(tokens, keep), target))
+        h = self.encode(gather_tokens(tokens, keep), target)  # (B, N, width): [cls] first, then keep's
+        q = self.point_q(h[:, 0]).unsqueeze(1)  # (B, 1, width)
+        point = (self.point_k(h[:, 1:]) * q).sum(-1) / math.sqrt(h.shape[-1])  # (B, N-1), in keep's order
+        return self.head(h[:, 0]).scatter_add(1, keep, point)
 
     def forward(self, tokens: Tensor, target: Tensor) -> Tensor:
         """tokens (B, N, d), target (B,) -> w (B, N)."""
@@ -324,7 +379,8 @@ class CoMAE(nn.Module):
 
     @property
     def tau(self) -> Tensor:
-        return self.log_tau.exp()
+        """The temperature of Eq. 6: exp(log_tau), not below ``cfg.tau_min``."""
+        return self.log_tau.exp().clamp(min=self.cfg.tau_min)
 
     def losses(self, tokens: Tensor, generator: torch.Generator, grad_f: bool = True,
                shard: Shard | None = None) -> dict[str, Tensor]:

@@ -1,0 +1,240 @@
+"""Planted truths for CoMAE: token sets whose informative patch per target is known by construction.
+
+A CoMAE is meant to find, for each target patch of an image, the patches it depends on. On real
+images nobody knows those; here they are planted, so a trained selector can be scored against them.
+Every token is *flat* (its d values are equal): the reconstructor g never sees the mask, and can tell
+a kept token from one replaced by the Gaussian noise of Eq. 3 only by its content, which for a flat
+token it can (noise is not flat). On white-noise tokens clean and noised look alike, and a truth built
+from them would test g's guessing rather than f's finding.
+
+- ``"mirror"`` (a *positional* truth): the top half of the grid holds flat levels drawn at random and
+  the bottom half mirrors it top to bottom, so target n's one informative patch is its mirror, at the
+  same place in every image. A selector that ignores the image can find it.
+- ``"dipole"`` (an *image-specific* truth): every token is 0 except two, at positions drawn per
+  image, which hold a flat level and its negative. Each of the two is predictable from the other
+  alone (its negative), and where the other is changes from image to image. Every target of the
+  image, also an empty one, is minus the sum of the others, so g needs no count of what it sees.
+- ``"pair"``: the same with one level on both. Now g must first tell a pair target (one flat patch
+  visible) from an empty one (two visible) before the partner helps, and under the L1 loss of Eq. 5
+  it predicts 0 until it can (2 of N targets have a partner, so 0 is the median).
+- ``"pairs"``: the same with three pairs of distinct levels, so that more targets have a partner.
+- ``"matching"``: every patch is in one of N/2 pairs (a random perfect matching, a distinct level per
+  pair). Here the partner alone does not tell g the target: only the whole image says which visible
+  level has lost its twin, so the truth plants a dependency on the image, not on one patch.
+
+:func:`partner_hits` scores a selector: the share of targets with a planted partner whose largest
+mask logit (:meth:`copkit.comae.CoMAE.masks`, before squashing, so without ties) is on it. Chance
+is 1 / (N - 1). :func:`partner_error` says whether g learned to use the partner at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["KINDS", "VARIANTS", "Planted", "planted", "partner_hits", "partner_error", "chance", "fit_planted", "planted_configs", "summarize"]
+
+#: The planted truths :func:`planted` makes.
+KINDS = ("mirror", "dipole", "pair", "pairs", "matching")
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Tokens (n, N, d) and, for each image and target, its planted partner (n, N) (-1: none)."""
+
+    tokens: Tensor
+    partners: Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, idx) -> "Planted":
+        return Planted(self.tokens[idx], self.partners[idx])
+
+
+def _flat(levels: Tensor, token_dim: int) -> Tensor:
+    return levels.unsqueeze(-1).expand(*levels.shape, token_dim).contiguous()
+
+
+def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim: int = 4,
+            seed: int = 0) -> Planted:
+    """``n_images`` images of the planted truth ``kind`` (:data:`KINDS`) on a ``grid`` of flat tokens.
+
+    ``"mirror"``: levels uniform in [-2, 2] on the top rows, mirrored onto the bottom rows (the
+    grid needs an even number of rows); every target's partner is its mirror. ``"pair"``: two
+    positions drawn per image hold one level, of random sign and size uniform in [1, 2]; every
+    other token is 0 and has no partner (-1); ``"dipole"`` puts its negative on the second position.
+    ``"pairs"``: three pairs at positions drawn per image,
+    three distinct levels from +-0.5, +-1.25, +-2. ``"matching"``: a random perfect matching of the N
+    patches, pair k at the k-th of N/2 levels evenly spaced over [-2, 2] (shuffled per image).
+
+    >>> p = planted("pair", 3, grid=(4, 4), token_dim=2)
+    >>> [int((row >= 0).sum()) for row in p.partners]
+    [2, 2, 2]
+    >>> m = planted("mirror", 2, grid=(4, 4), token_dim=1)
+    >>> bool((m.tokens[0, m.partners[0]] == m.tokens[0]).all())
+    True
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown planted truth {kind!r}; use one of {', '.join(KINDS)}")
+    rows, cols = grid
+    n = rows * cols
+    if n_images < 1 or token_dim < 1 or rows < 2 or cols < 1:
+        raise ValueError(f"planted needs n_images >= 1, token_dim >= 1 and a grid of 2 rows or more; "
+                         f"got n_images={n_images}, token_dim={token_dim}, grid={grid}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.arange(n)
+    if kind == "mirror":
+        if rows % 2:
+            raise ValueError(f"the mirror truth needs an even number of grid rows, got grid={grid}")
+        mirror = (rows - 1 - idx // cols) * cols + idx % cols
+        levels = torch.rand(n_images, n, generator=g) * 4 - 2
+        levels[:, n // 2:] = levels[:, mirror[n // 2:]]
+        return Planted(_flat(levels, token_dim), mirror.expand(n_images, n).clone())
+    if kind == "pairs":  # three pairs of distinct, well-separated levels on an empty image
+        k = 3
+        pos = torch.rand(n_images, n, generator=g).argsort(1)[:, :2 * k]
+        cand = torch.cat([torch.linspace(0.5, 2, k), -torch.linspace(0.5, 2, k)])
+        lv = cand[torch.rand(n_images, 2 * k, generator=g).argsort(1)[:, :k]]  # (n, k) distinct
+        levels = torch.zeros(n_images, n)
+        levels.scatter_(1, pos[:, :k], lv)
+        levels.scatter_(1, pos[:, k:], lv)
+        partners = torch.full((n_images, n), -1, dtype=torch.long)
+        partners.scatter_(1, pos[:, :k], pos[:, k:])
+        partners.scatter_(1, pos[:, k:], pos[:, :k])
+        return Planted(_flat(levels, token_dim), partners)
+    if kind == "matching":
+        perm = torch.rand(n_images, n, generator=g).argsort(1)  # a random perfect matching per image
+        a, b = perm[:, : n // 2], perm[:, n // 2:]
+        lv = torch.linspace(-2, 2, n // 2)  # a distinct level per pair
+        lv = lv[torch.rand(n_images, n // 2, generator=g).argsort(1)]
+        levels = torch.zeros(n_images, n)
+        levels.scatter_(1, a, lv)
+        levels.scatter_(1, b, lv)
+        partners = torch.zeros(n_images, n, dtype=torch.long)
+        partners.scatter_(1, a, b)
+        partners.scatter_(1, b, a)
+        return Planted(_flat(levels, token_dim), partners)
+    pos = torch.rand(n_images, n, generator=g).argsort(1)[:, :2]  # two distinct positions per image
+    level = (torch.rand(n_images, generator=g) + 1) * (torch.randint(0, 2, (n_images,), generator=g) * 2 - 1)
+    levels = torch.zeros(n_images, n)
+    sign = torch.tensor([1.0, -1.0 if kind == "dipole" else 1.0])
+    levels.scatter_(1, pos, level[:, None] * sign)
+    partners = torch.full((n_images, n), -1, dtype=torch.long)
+    partners.scatter_(1, pos, pos.flip(1))
+    return Planted(_flat(levels, token_dim), partners)
+
+
+def chance(n_tokens: int) -> float:
+    """The hit rate of a selector that points at a random other patch: 1 / (N - 1)."""
+    return 1.0 / (n_tokens - 1)
+
+
+@torch.no_grad()
+def partner_hits(model, data: Planted, per_image: bool = False) -> float | Tensor:
+    """The share of targets with a planted partner whose largest mask logit is on that partner.
+
+    ``model`` is a :class:`copkit.comae.CoMAE`; the logits are :meth:`~copkit.comae.CoMAE.masks`
+    with ``logits=True`` (the target's own entry is -inf there, so it never wins). With
+    ``per_image`` the share is returned per image (n,) instead of over all targets.
+    """
+    top = model.masks(data.tokens.to(next(model.parameters()).device), logits=True).argmax(-1).cpu()
+    has = data.partners >= 0
+    hit = (top == data.partners) & has
+    if per_image:
+        return hit.sum(1).float() / has.sum(1).clamp(min=1).float()
+    return float(hit.sum() / has.sum())
+
+
+def fit_planted(kind: str, cfg, tc, data_dir, n_train: int = 4000, n_test: int = 500,
+                progress: bool = False, device: str = "cpu"):
+    """Train a CoMAE (``cfg``, a :class:`copkit.comae.CoMAEConfig` whose grid and token size the
+    truth takes) on ``n_train`` images of the planted truth ``kind`` with :func:`copkit.train.fit`
+    (``tc``, run folder under ``data_dir``), and score it on ``n_test`` fresh images (another
+    seed of :func:`planted`). Returns ``(fitted, hit rate)``.
+    """
+    from .comae import RECIPE, CoMAEData
+    from .train import fit
+
+    data = planted(kind, n_train, cfg.grid, cfg.token_dim, seed=0)
+    test = planted(kind, n_test, cfg.grid, cfg.token_dim, seed=1)
+    fitted = fit(RECIPE, cfg, tc, CoMAEData(data.tokens, test.tokens[:64]),
+                 {"planted": kind, "images": n_train, "grid": list(cfg.grid)}, data_dir,
+                 progress=progress, device=device)
+    return fitted, partner_hits(fitted.model, test)
+
+
+#: The selector variants tried on the planted truths (fields of :class:`copkit.comae.CoMAEConfig`):
+#: the paper's literal selector, an absolute position embedding beside RoPE, the per-token readout,
+#: and both.
+VARIANTS: dict[str, dict] = {
+    "literal": {},
+    "pos": {"pos_embed": True},
+    "token": {"readout": "token"},
+    "pos+token": {"pos_embed": True, "readout": "token"},
+}
+
+
+def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float = 0.01,
+                    grid: tuple[int, int] = (6, 6), **overrides):
+    """The CoMAE and training configurations of a planted-truth run: the shipped CoMAEs' sizes
+    (selector 32 wide, reconstructor 64, two blocks each, K = 8 targets per image, sigma 0.7, 100
+    steps of g first), 2 x 2 flat patches (d = 4) on ``grid``, batch 16 at lr 3e-3, with the
+    :data:`VARIANTS` entry ``variant`` and any further CoMAEConfig ``overrides``."""
+    from .comae import CoMAEConfig
+    from .train import TrainConfig
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown selector variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    cfg = CoMAEConfig(grid=grid, token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=64,
+                      dec_depth=2, dec_heads=4, targets_per_image=8, sigma=0.7, lambda_c=lambda_c,
+                      contrastive=lambda_c > 0, **{**VARIANTS[variant], **overrides})
+    tc = TrainConfig(steps=steps, batch_size=16, lr=3e-3, warmup_steps=50, ema_decay=0.99, seed=seed,
+                     eval_every=max(steps // 4, 1), log_every=50, ckpt_every=500)
+    return cfg, tc
+
+
+@torch.no_grad()
+def partner_error(model, data: Planted, seed: int = 0) -> dict[str, float]:
+    """Whether the reconstructor uses what the selector keeps: L_r (Eq. 5) on the targets with a
+    partner, with the model's own masks and a fixed draw of the noise of Eq. 3, beside the L_r of
+    predicting 0 for them (what a reconstructor that learned nothing of the partner does best under L1)."""
+    device = next(model.parameters()).device
+    tokens = data.tokens.to(device)
+    b, n, d = tokens.shape
+    rows, cols = (data.partners >= 0).nonzero(as_tuple=True)
+    w = model.masks(tokens)[rows, cols]
+    x = tokens[rows]
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    target = cols.to(device)
+    pred = torch.cat([model.reconstruct(x[s:s + 2048], target[s:s + 2048], w[s:s + 2048], noise[s:s + 2048])
+                      for s in range(0, len(rows), 2048)])
+    truth = x[torch.arange(len(rows), device=device), target]
+    return {"partner_L_r": float((truth - pred).abs().sum(-1).mean()),
+            "zero_L_r": float(truth.abs().sum(-1).mean())}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One line per setting (selector variant, truth, L_c weight, further config fields, steps) of
+    planted-truth runs (the rows ``tools/planted_sweep.py`` writes): the seeds, the median, lowest and
+    highest hit rate, the untrained selector's median hit rate, chance, and the median L_r on the
+    partnered targets beside that of predicting 0."""
+    import json
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["variant"], r["kind"], r["lambda_c"], json.dumps(r.get("set", {}), sort_keys=True), r["steps"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (variant, kind, lam, extra, steps), rs in groups.items():
+        hits = [r["hit"] for r in rs]
+        out.append({"variant": variant, "kind": kind, "lambda_c": lam, "set": json.loads(extra), "steps": steps,
+                    "seeds": sorted(r["seed"] for r in rs), "median": statistics.median(hits), "min": min(hits),
+                    "max": max(hits), "init_median": statistics.median(r["init_hit"] for r in rs),
+                    "chance": rs[0]["chance"],
+                    "partner_L_r": statistics.median(r["partner_L_r"] for r in rs),
+                    "zero_L_r": statistics.median(r["zero_L_r"] for r in rs)})
+    return out

@@ -1,0 +1,76 @@
+"""The planted truths (copkit.planted) against their construction, and the hit rate against
+selectors whose answers are known: one that points at every partner, one that points at a fixed
+other patch, one that points at random."""
+
+import pytest
+import torch
+
+from copkit.planted import KINDS, Planted, chance, partner_hits, planted
+
+
+class _FixedMasks(torch.nn.Module):
+    """A stand-in with CoMAE's masks(): returns the logits it was given (diagonal -inf)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.x = logits
+
+    def masks(self, tokens, logits=False):
+        eye = torch.eye(self.x.shape[-1], dtype=torch.bool)
+        return self.x.masked_fill(eye, -float("inf"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_partner_holds_the_target_exactly_and_nothing_else_does(kind):
+    p = planted(kind, 50, grid=(6, 6), token_dim=4, seed=3)
+    assert p.tokens.shape == (50, 36, 4) and p.partners.shape == (50, 36)
+    assert bool((p.tokens == p.tokens[..., :1]).all()), "tokens are flat"
+    rows, cols = torch.nonzero(p.partners >= 0, as_tuple=True)
+    partner = p.partners[rows, cols]
+    assert bool((partner != cols).all())
+    sign = -1 if kind == "dipole" else 1
+    assert torch.equal(p.tokens[rows, cols], sign * p.tokens[rows, partner])
+    assert torch.equal(p.partners[rows, partner], cols), "the partner relation is symmetric"
+    if kind in ("pair", "pairs", "dipole"):
+        assert bool(((p.partners >= 0).sum(1) == {"pair": 2, "pairs": 6, "dipole": 2}[kind]).all())
+        assert bool((p.tokens[p.partners < 0] == 0).all())
+        assert bool((p.tokens[p.partners >= 0].abs() >= {"pair": 1, "pairs": 0.5, "dipole": 1}[kind]).all()), "the pair stands out of the empty image"
+        # the positions vary per image: 50 images of a 36-patch grid hold many distinct pairs
+        assert len({tuple(sorted(r.nonzero().flatten().tolist())) for r in (p.partners >= 0)}) > 40
+    elif kind == "matching":
+        assert bool((p.partners >= 0).all())
+        assert bool((p.tokens[:, :, 0].sort(1).values[:, ::2] == p.tokens[:, :, 0].sort(1).values[:, 1::2]).all())
+        assert len(set(p.tokens[0, :, 0].tolist())) == 18, "a distinct level per pair"
+    else:
+        assert bool((p.partners == p.partners[0]).all()), "the mirror is the same for every image"
+
+
+def test_hit_rate_of_known_selectors():
+    p = planted("pair", 200, seed=0)
+    n = 36
+    oracle = torch.zeros(200, n, n)
+    has = p.partners >= 0
+    rows, cols = has.nonzero(as_tuple=True)
+    oracle[rows, cols, p.partners[rows, cols]] = 1.0
+    assert partner_hits(_FixedMasks(oracle), p) == 1.0
+    # always the patch after the target: hits only where the partner happens to be there
+    nxt = torch.zeros(200, n, n)
+    nxt[:, torch.arange(n), (torch.arange(n) + 1) % n] = 1.0
+    expected = float(((p.partners == (torch.arange(n) + 1) % n) & has).sum() / has.sum())
+    assert partner_hits(_FixedMasks(nxt), p) == pytest.approx(expected)
+    # random logits: chance, 1 / (N - 1), within a binomial interval over 400 targets
+    rnd = torch.rand(200, n, n, generator=torch.Generator().manual_seed(1))
+    assert abs(partner_hits(_FixedMasks(rnd), p) - chance(n)) < 4 * (chance(n) / 400) ** 0.5
+    per = partner_hits(_FixedMasks(oracle), p, per_image=True)
+    assert per.shape == (200,) and bool((per == 1).all())
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown planted truth 'mirrors'"):
+        planted("mirrors", 3)
+    with pytest.raises(ValueError, match="even number of grid rows"):
+        planted("mirror", 3, grid=(5, 6))
+    with pytest.raises(ValueError, match="n_images"):
+        planted("pair", 0)
+    assert isinstance(planted("pair", 4)[1:3], Planted) and len(planted("pair", 4)[1:3]) == 2
