@@ -379,7 +379,7 @@ class CoMAE(nn.Module):
 
     @property
     def tau(self) -> Tensor:
-        """The temperature of Eq. 6: exp(log_tau), not below ``cfg.tau_min``."""
+        """exp(log_tau), the temperature of Eq. 6, not below ``cfg.tau_min``."""
         return self.log_tau.exp().clamp(min=self.cfg.tau_min)
 
     def losses(self, tokens: Tensor, generator: torch.Generator, grad_f: bool = True,

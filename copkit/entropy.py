@@ -165,7 +165,7 @@ class GaussianTokens:
 
         Args:
             observed: a bool mask (N,) or a batch of masks (B, N), True = observed; or a 1-d
-                integer tensor of distinct observed token indices (the rule: :meth:`_observed_mask`).
+                integer tensor of distinct observed token indices (the rule: ``GaussianTokens._observed_mask``).
 
         Returns:
             (N,) or (B, N) float64 nats; ``-inf`` at observed tokens (a known value has no

@@ -136,7 +136,7 @@ def merge_shards(parts: str | Path, out: str | Path, comae_hash: str, n: int, sp
                                                     comae_hash=np.array(comae_hash)))
 
 
-#: the split names an orders file may hold: Fashion-MNIST's (and "all"), an image folder's val
+#: The split names an orders file may hold, Fashion-MNIST's (and "all") and an image folder's val.
 SPLITS = ("train", "test", "all", "val")
 
 

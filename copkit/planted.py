@@ -10,6 +10,9 @@ from them would test g's guessing rather than f's finding.
 - ``"mirror"`` (a *positional* truth): the top half of the grid holds flat levels drawn at random and
   the bottom half mirrors it top to bottom, so target n's one informative patch is its mirror, at the
   same place in every image. A selector that ignores the image can find it.
+- ``"flip"`` (*image-specific*, dense): each image mirrors either top-bottom (every level positive)
+  or left-right (every level negative), drawn per image; every target's partner is its mirror under
+  the image's own flip, which the sign of any patch tells.
 - ``"dipole"`` (an *image-specific* truth): every token is 0 except two, at positions drawn per
   image, which hold a flat level and its negative. Each of the two is predictable from the other
   alone (its negative), and where the other is changes from image to image. Every target of the
@@ -37,7 +40,7 @@ from torch import Tensor
 __all__ = ["KINDS", "VARIANTS", "Planted", "planted", "partner_hits", "partner_error", "chance", "fit_planted", "planted_configs", "summarize"]
 
 #: The planted truths :func:`planted` makes.
-KINDS = ("mirror", "dipole", "pair", "pairs", "matching")
+KINDS = ("mirror", "flip", "dipole", "pair", "pairs", "matching")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,18 @@ def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim:
         levels = torch.rand(n_images, n, generator=g) * 4 - 2
         levels[:, n // 2:] = levels[:, mirror[n // 2:]]
         return Planted(_flat(levels, token_dim), mirror.expand(n_images, n).clone())
+    if kind == "flip":
+        if rows % 2 or cols % 2:
+            raise ValueError(f"the flip truth needs an even number of grid rows and columns, got grid={grid}")
+        tb = (rows - 1 - idx // cols) * cols + idx % cols
+        lr = idx - idx % cols + (cols - 1 - idx % cols)
+        top = torch.rand(n_images, generator=g) < 0.5  # this image mirrors top-bottom, else left-right
+        mirror = torch.where(top[:, None], tb, lr)
+        levels = torch.rand(n_images, n, generator=g) * 1.5 + 0.5
+        first = torch.where(top[:, None], idx < n // 2, idx % cols < cols // 2)
+        levels = torch.where(first, levels, levels.gather(1, mirror))
+        levels = levels * torch.where(top, 1.0, -1.0)[:, None]  # the sign says which mirror
+        return Planted(_flat(levels, token_dim), mirror)
     if kind == "pairs":  # three pairs of distinct, well-separated levels on an empty image
         k = 3
         pos = torch.rand(n_images, n, generator=g).argsort(1)[:, :2 * k]

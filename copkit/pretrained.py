@@ -595,7 +595,7 @@ def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
     Deterministic in ``seed``, image by image: each image's order and noise come from a generator
     of its own, seeded by (``seed``, its label, how many images of that label precede it)
     (:func:`copkit.cmar.image_generators`), so the same seed and label give the same image
-    whatever else is in the batch. (:func:`generate_with`, which the chapters and the shipped
+    whatever else is in the batch. (``generate_with``, which the chapters and the shipped
     metrics use, draws a batch from one shared generator.)"""
     if _kind(name) != "mar":
         raise ValueError(f"{name!r} is not a generator; generate() takes 'mar'")

@@ -42,6 +42,11 @@ def test_partner_holds_the_target_exactly_and_nothing_else_does(kind):
         assert bool((p.partners >= 0).all())
         assert bool((p.tokens[:, :, 0].sort(1).values[:, ::2] == p.tokens[:, :, 0].sort(1).values[:, 1::2]).all())
         assert len(set(p.tokens[0, :, 0].tolist())) == 18, "a distinct level per pair"
+    elif kind == "flip":
+        tb, lr = planted("mirror", 1).partners[0], torch.arange(36).reshape(6, 6).flip(1).reshape(-1)
+        is_tb = (p.partners == tb).all(1)
+        assert bool((is_tb | (p.partners == lr).all(1)).all()) and 0 < int(is_tb.sum()) < 50
+        assert torch.equal(p.tokens[:, 0, 0] > 0, is_tb), "the sign tells which mirror"
     else:
         assert bool((p.partners == p.partners[0]).all()), "the mirror is the same for every image"
 

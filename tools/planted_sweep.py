@@ -1,8 +1,11 @@
 """Train CoMAE selector variants on the planted truths (copkit.planted) over seeds and record each
-run's hit rate: the evidence behind CoMAEConfig.readout / pos_embed (Chapter 2 shows the table).
+run's hit rate, the untrained selector's, and whether g used the partner (copkit.planted.partner_error):
+the evidence behind CoMAEConfig.readout / pos_embed / tau_min (data/pretrained/planted-sweep.json holds
+the runs made so far; copkit.planted.summarize turns them into one line per setting).
 
     python tools/planted_sweep.py --out data/runs/planted-sweep.json --jobs 2
-        [--variants literal token ...] [--kinds mirror pair] [--seeds 0 1 2] [--steps 2000]
+        [--variants literal pos+token ...] [--kinds mirror dipole] [--seeds 0 1 2] [--steps 2000]
+        [--lambda-c 1.0] [--set tau_min=0.1 g_warmup_steps=1000]
 
 Each run is one process thread; --jobs runs that many at once. Results are written atomically after
 every run, and a run already in the output file is not trained again (resume after a kill).
@@ -46,7 +49,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="data/runs/planted-sweep.json")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    ap.add_argument("--kinds", nargs="+", default=["mirror", "pair"])
+    ap.add_argument("--kinds", nargs="+", default=["mirror", "dipole"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lambda-c", type=float, default=0.01)
