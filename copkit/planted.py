@@ -203,9 +203,9 @@ def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float 
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown selector variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    cfg = CoMAEConfig(grid=grid, token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=64,
-                      dec_depth=2, dec_heads=4, targets_per_image=8, sigma=0.7, lambda_c=lambda_c,
-                      contrastive=lambda_c > 0, **{**VARIANTS[variant], **overrides})
+    sizes = dict(grid=grid, token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=64, dec_depth=2,
+                 dec_heads=4, targets_per_image=8, sigma=0.7, lambda_c=lambda_c, contrastive=lambda_c > 0)
+    cfg = CoMAEConfig(**{**sizes, **VARIANTS[variant], **overrides})
     tc = TrainConfig(steps=steps, batch_size=16, lr=3e-3, warmup_steps=50, ema_decay=0.99, seed=seed,
                      eval_every=max(steps // 4, 1), log_every=50, ckpt_every=500)
     return cfg, tc

@@ -79,3 +79,21 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="n_images"):
         planted("pair", 0)
     assert isinstance(planted("pair", 4)[1:3], Planted) and len(planted("pair", 4)[1:3]) == 2
+
+
+def test_shipped_sweep_reads_and_summarises():
+    """data/pretrained/planted-sweep.json (tools/planted_sweep.py's runs) has every field summarize
+    needs, one row per (setting, seed), and rates that are shares."""
+    import json
+    from pathlib import Path
+
+    from copkit.planted import VARIANTS, summarize
+
+    rows = json.loads((Path(__file__).resolve().parents[1] / "data/pretrained/planted-sweep.json").read_text())["rows"]
+    keys = [(r["variant"], r["kind"], r["lambda_c"], json.dumps(r["set"], sort_keys=True), r["steps"], r["seed"])
+            for r in rows]
+    assert len(keys) == len(set(keys))
+    for line in summarize(rows):
+        assert line["variant"] in VARIANTS and line["kind"] in KINDS
+        assert 0 <= line["min"] <= line["median"] <= line["max"] <= 1
+        assert line["chance"] == pytest.approx(chance(36))
