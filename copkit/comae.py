@@ -255,8 +255,9 @@ class _GridViT(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     def encode(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
-        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns every output (B, N, width):
-        the special token's first, then the kept tokens' in that order."""
+        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns every output of the last
+        block, before the final norm (B, N, width): the special token's first, then the kept tokens'
+        in that order."""
         keep = self.others[target]  # (B, N-1)
         e = self.embed(kept_tokens)
         if self.pos is not None:
@@ -265,11 +266,11 @@ class _GridViT(nn.Module):
         rope = self.rope[keep].unsqueeze(1).to(x.dtype)  # (B, 1, N-1, 2 hd): per-image positions
         for blk in self.blocks:
             x = blk(x, rope=rope)
-        return self.norm(x)
+        return x
 
     def body(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
         """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns the first output (B, width)."""
-        return self.encode(kept_tokens, target)[:, 0]
+        return self.norm(self.encode(kept_tokens, target)[:, 0])
 
 
 class Selector(_GridViT):
@@ -300,7 +301,7 @@ class Selector(_GridViT):
         keep = self.others[target]
         if self.readout == "cls":
             return self.head(self.body(gather_tokens(tokens, keep), target))
-        h = self.encode(gather_tokens(tokens, keep), target)  # (B, N, width): [cls] first, then keep's
+        h = self.norm(self.encode(gather_tokens(tokens, keep), target))  # (B, N, width): [cls], then keep's
         q = self.point_q(h[:, 0]).unsqueeze(1)  # (B, 1, width)
         point = (self.point_k(h[:, 1:]) * q).sum(-1) / math.sqrt(h.shape[-1])  # (B, N-1), in keep's order
         return self.head(h[:, 0]).scatter_add(1, keep, point)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .tokens import hflip_index
+
 __all__ = ["KINDS", "VARIANTS", "Planted", "planted", "partner_hits", "partner_error", "chance", "fit_planted", "planted_configs", "summarize"]
 
 #: The planted truths :func:`planted` makes.
@@ -59,6 +61,18 @@ class Planted:
 
 def _flat(levels: Tensor, token_dim: int) -> Tensor:
     return levels.unsqueeze(-1).expand(*levels.shape, token_dim).contiguous()
+
+
+def _paired(n: int, a: Tensor, b: Tensor, level_a: Tensor, level_b: Tensor, token_dim: int) -> Planted:
+    """Images of N = ``n`` tokens, 0 but at positions ``a`` and ``b`` (n_images, k), which hold
+    ``level_a`` and ``level_b`` and are each other's partners (every other token: -1, none)."""
+    levels = torch.zeros(a.shape[0], n)
+    levels.scatter_(1, a, level_a)
+    levels.scatter_(1, b, level_b)
+    partners = torch.full((a.shape[0], n), -1, dtype=torch.long)
+    partners.scatter_(1, a, b)
+    partners.scatter_(1, b, a)
+    return Planted(_flat(levels, token_dim), partners)
 
 
 def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim: int = 4,
@@ -89,18 +103,17 @@ def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim:
                          f"got n_images={n_images}, token_dim={token_dim}, grid={grid}")
     g = torch.Generator().manual_seed(seed)
     idx = torch.arange(n)
+    tb = (rows - 1 - idx // cols) * cols + idx % cols  # where each patch lands flipped top-bottom
     if kind == "mirror":
         if rows % 2:
             raise ValueError(f"the mirror truth needs an even number of grid rows, got grid={grid}")
-        mirror = (rows - 1 - idx // cols) * cols + idx % cols
         levels = torch.rand(n_images, n, generator=g) * 4 - 2
-        levels[:, n // 2:] = levels[:, mirror[n // 2:]]
-        return Planted(_flat(levels, token_dim), mirror.expand(n_images, n).clone())
+        levels[:, n // 2:] = levels[:, tb[n // 2:]]
+        return Planted(_flat(levels, token_dim), tb.expand(n_images, n).clone())
     if kind == "flip":
         if rows % 2 or cols % 2:
             raise ValueError(f"the flip truth needs an even number of grid rows and columns, got grid={grid}")
-        tb = (rows - 1 - idx // cols) * cols + idx % cols
-        lr = idx - idx % cols + (cols - 1 - idx % cols)
+        lr = hflip_index(n, cols)
         top = torch.rand(n_images, generator=g) < 0.5  # this image mirrors top-bottom, else left-right
         mirror = torch.where(top[:, None], tb, lr)
         levels = torch.rand(n_images, n, generator=g) * 1.5 + 0.5
@@ -113,33 +126,17 @@ def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim:
         pos = torch.rand(n_images, n, generator=g).argsort(1)[:, :2 * k]
         cand = torch.cat([torch.linspace(0.5, 2, k), -torch.linspace(0.5, 2, k)])
         lv = cand[torch.rand(n_images, 2 * k, generator=g).argsort(1)[:, :k]]  # (n, k) distinct
-        levels = torch.zeros(n_images, n)
-        levels.scatter_(1, pos[:, :k], lv)
-        levels.scatter_(1, pos[:, k:], lv)
-        partners = torch.full((n_images, n), -1, dtype=torch.long)
-        partners.scatter_(1, pos[:, :k], pos[:, k:])
-        partners.scatter_(1, pos[:, k:], pos[:, :k])
-        return Planted(_flat(levels, token_dim), partners)
+        return _paired(n, pos[:, :k], pos[:, k:], lv, lv, token_dim)
     if kind == "matching":
         perm = torch.rand(n_images, n, generator=g).argsort(1)  # a random perfect matching per image
         a, b = perm[:, : n // 2], perm[:, n // 2:]
         lv = torch.linspace(-2, 2, n // 2)  # a distinct level per pair
         lv = lv[torch.rand(n_images, n // 2, generator=g).argsort(1)]
-        levels = torch.zeros(n_images, n)
-        levels.scatter_(1, a, lv)
-        levels.scatter_(1, b, lv)
-        partners = torch.zeros(n_images, n, dtype=torch.long)
-        partners.scatter_(1, a, b)
-        partners.scatter_(1, b, a)
-        return Planted(_flat(levels, token_dim), partners)
+        return _paired(n, a, b, lv, lv, token_dim)
     pos = torch.rand(n_images, n, generator=g).argsort(1)[:, :2]  # two distinct positions per image
     level = (torch.rand(n_images, generator=g) + 1) * (torch.randint(0, 2, (n_images,), generator=g) * 2 - 1)
-    levels = torch.zeros(n_images, n)
-    sign = torch.tensor([1.0, -1.0 if kind == "dipole" else 1.0])
-    levels.scatter_(1, pos, level[:, None] * sign)
-    partners = torch.full((n_images, n), -1, dtype=torch.long)
-    partners.scatter_(1, pos, pos.flip(1))
-    return Planted(_flat(levels, token_dim), partners)
+    other = -level if kind == "dipole" else level
+    return _paired(n, pos[:, :1], pos[:, 1:], level[:, None], other[:, None], token_dim)
 
 
 def chance(n_tokens: int) -> float:
