@@ -210,7 +210,11 @@ def test_the_environment_folder_is_loaded_from(shipped, tmp_path, monkeypatch):
 
 
 def test_every_committed_description_records_its_weights_sha256():
-    for described in sorted((pretrained.REPOSITORY / "data" / "pretrained").glob("*.json")):
+    """Every model description (a .json beside its .safetensors; planted-sweep.json is a results file)."""
+    described_models = sorted(p for p in (pretrained.REPOSITORY / "data" / "pretrained").glob("*.json")
+                              if p.with_suffix(".safetensors").exists())
+    assert len(described_models) >= 6
+    for described in described_models:
         meta = json.loads(described.read_text())
         assert meta["sha256"] == pretrained.sha256_of(described.with_name(meta["file"])), described.name
 
