@@ -64,7 +64,7 @@ def _read(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
 
 def compute_orders(model, tokens, out: str | Path, comae_hash: str, split: Sequence[str] | np.ndarray,
                    shard_size: int = 4096, device: torch.device | str = "cpu", damping: float = 0.85,
-                   chunk: int = 64, stop_after_shards: int | None = None, progress: bool = True) -> Path | None:
+                   chunk: int | None = None, stop_after_shards: int | None = None, progress: bool = True) -> Path | None:
     """Compute and store the collapse order of every image.
 
     ``tokens`` is a tensor (n, N, d) or any source sliced into such batches

@@ -234,7 +234,7 @@ class Rank:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shard_size: int = 4096
-    chunk: int = 64  #: images whose N masks go through f together
+    chunk: int | None = None  #: images whose N masks go through f together (None: comae.masks_chunk)
     damping: float = 0.85
     device: str = "auto"
 
