@@ -190,11 +190,12 @@ VARIANTS: dict[str, dict] = {
 
 
 def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float = 0.01,
-                    grid: tuple[int, int] = (6, 6), **overrides):
+                    grid: tuple[int, int] = (6, 6), train: dict | None = None, **overrides):
     """The CoMAE and training configurations of a planted-truth run: the shipped CoMAEs' sizes
     (selector 32 wide, reconstructor 64, two blocks each, K = 8 targets per image, sigma 0.7, 100
     steps of g first), 2 x 2 flat patches (d = 4) on ``grid``, batch 16 at lr 3e-3, with the
-    :data:`VARIANTS` entry ``variant`` and any further CoMAEConfig ``overrides``."""
+    :data:`VARIANTS` entry ``variant``, any further CoMAEConfig ``overrides`` and TrainConfig
+    fields ``train`` (e.g. ``{"batch_size": 4}``)."""
     from .comae import CoMAEConfig
     from .train import TrainConfig
 
@@ -203,8 +204,8 @@ def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float 
     sizes = dict(grid=grid, token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=64, dec_depth=2,
                  dec_heads=4, targets_per_image=8, sigma=0.7, lambda_c=lambda_c, contrastive=lambda_c > 0)
     cfg = CoMAEConfig(**{**sizes, **VARIANTS[variant], **overrides})
-    tc = TrainConfig(steps=steps, batch_size=16, lr=3e-3, warmup_steps=50, ema_decay=0.99, seed=seed,
-                     eval_every=max(steps // 4, 1), log_every=50, ckpt_every=500)
+    tc = TrainConfig(**{**dict(steps=steps, batch_size=16, lr=3e-3, warmup_steps=50, ema_decay=0.99, seed=seed,
+                               eval_every=max(steps // 4, 1), log_every=50, ckpt_every=500), **(train or {})})
     return cfg, tc
 
 
@@ -229,7 +230,8 @@ def partner_error(model, data: Planted, seed: int = 0) -> dict[str, float]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """One line per setting (selector variant, truth, L_c weight, further config fields, steps) of
+    """One line per setting (selector variant, truth, L_c weight, further config fields (``set``, with
+    TrainConfig fields under ``"train"``), steps) of
     planted-truth runs (the rows ``tools/planted_sweep.py`` writes): the seeds, the median, lowest and
     highest hit rate, the untrained selector's median hit rate, chance, and the median L_r on the
     partnered targets beside that of predicting 0."""
@@ -238,7 +240,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (r["variant"], r["kind"], r["lambda_c"], json.dumps(r.get("set", {}), sort_keys=True), r["steps"])
+        extra = {**r.get("set", {}), **({"train": r["train"]} if r.get("train") else {})}
+        key = (r["variant"], r["kind"], r["lambda_c"], json.dumps(extra, sort_keys=True), r["steps"])
         groups.setdefault(key, []).append(r)
     out = []
     for (variant, kind, lam, extra, steps), rs in groups.items():

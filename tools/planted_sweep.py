@@ -5,7 +5,7 @@ the runs made so far; copkit.planted.summarize turns them into one line per sett
 
     python tools/planted_sweep.py --out data/runs/planted-sweep.json --jobs 2
         [--variants literal pos+token ...] [--kinds mirror dipole] [--seeds 0 1 2] [--steps 2000]
-        [--lambda-c 1.0] [--set tau_min=0.1 g_warmup_steps=1000]
+        [--lambda-c 1.0] [--set tau_min=0.1 g_warmup_steps=1000] [--train batch_size=4]
 
 Each run is one process thread; --jobs runs that many at once. Results are written atomically after
 every run, and a run already in the output file is not trained again (resume after a kill).
@@ -28,21 +28,21 @@ from copkit.planted import VARIANTS, planted_configs  # noqa: E402
 
 
 def one(variant: str, kind: str, seed: int, steps: int, lambda_c: float, data_dir: str,
-        overrides: dict) -> dict:
+        overrides: dict, train: dict) -> dict:
     import torch
 
     from copkit.comae import CoMAE
     from copkit.planted import chance, fit_planted, partner_error, partner_hits, planted
 
     torch.set_num_threads(1)
-    cfg, tc = planted_configs(variant, seed, steps=steps, lambda_c=lambda_c, **overrides)
+    cfg, tc = planted_configs(variant, seed, steps=steps, lambda_c=lambda_c, train=train, **overrides)
     test = planted(kind, 500, cfg.grid, cfg.token_dim, seed=1)
     torch.manual_seed(seed)  # the untrained selector fit starts from: a content-sensitive readout can start above chance
     init_hit = partner_hits(CoMAE(cfg), test)
     t0 = time.time()
     fitted, hit = fit_planted(kind, cfg, tc, data_dir)
     return {"variant": variant, "kind": kind, "seed": seed, "steps": steps, "lambda_c": lambda_c,
-            "set": overrides, "hit": hit, "init_hit": init_hit, **partner_error(fitted.model, test), "chance": chance(cfg.n_tokens), "seconds": time.time() - t0, "run": fitted.hash[:8]}
+            "set": overrides, **({"train": train} if train else {}), "hit": hit, "init_hit": init_hit, **partner_error(fitted.model, test), "chance": chance(cfg.n_tokens), "seconds": time.time() - t0, "run": fitted.hash[:8]}
 
 
 def main(argv=None) -> int:
@@ -57,17 +57,22 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="CoMAEConfig fields for every run (JSON values), e.g. g_warmup_steps=1000")
+    ap.add_argument("--train", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="TrainConfig fields for every run (JSON values), e.g. batch_size=4")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    rows = json.loads(out.read_text()) if out.exists() else []
+    saved = json.loads(out.read_text()) if out.exists() else []
+    rows = saved["rows"] if isinstance(saved, dict) else saved  # the shipped file: {"about": ..., "rows": [...]}
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.set)}
-    key = json.dumps(overrides, sort_keys=True)
-    done = {(r["variant"], r["kind"], r["seed"], r["steps"], r["lambda_c"], json.dumps(r.get("set", {}), sort_keys=True))
+    train = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.train)}
+    key = json.dumps({**overrides, **({"train": train} if train else {})}, sort_keys=True)
+    done = {(r["variant"], r["kind"], r["seed"], r["steps"], r["lambda_c"],
+             json.dumps({**r.get("set", {}), **({"train": r["train"]} if r.get("train") else {})}, sort_keys=True))
             for r in rows}
     todo = [(v, k, s) for s in a.seeds for v in a.variants for k in a.kinds
             if (v, k, s, a.steps, a.lambda_c, key) not in done]
     with ProcessPoolExecutor(a.jobs) as pool:
-        futs = [pool.submit(one, v, k, s, a.steps, a.lambda_c, a.data_dir, overrides) for v, k, s in todo]
+        futs = [pool.submit(one, v, k, s, a.steps, a.lambda_c, a.data_dir, overrides, train) for v, k, s in todo]
         for f in as_completed(futs):
             r = f.result()
             rows.append(r)
@@ -75,7 +80,7 @@ def main(argv=None) -> int:
                   f"(chance {r['chance']:.1%}) {r['seconds']:.0f} s", flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows, indent=1))
+            tmp.write_text(json.dumps({**saved, "rows": rows} if isinstance(saved, dict) else rows, indent=1))
             os.replace(tmp, out)
     return 0
 
