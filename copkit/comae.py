@@ -127,10 +127,17 @@ class CoMAEConfig:
     #: the paper, which names RoPE alone): it puts position into the values, so a token's output
     #: knows where it is.
     pos_embed: bool = field(default=False, metadata={"hash_if_set": True})
+    #: The mask value f starts from: its output weights are drawn small (std 0.02) and its bias set to
+    #: atanh(2 m - 1) (not in the paper, which does not say how f starts). 0 leaves PyTorch's default initialisation, masks near 0.5. Starting
+    #: nearly closed, f opens what L_r needs; starting half open, L_r's mild preference for every clean
+    #: token opens them all (see Chapter 2).
+    mask_init: float = field(default=0.0, metadata={"hash_if_set": True})
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
             raise ValueError(f"CoMAEConfig.readout must be one of {', '.join(map(repr, READOUTS))}, got {self.readout!r}")
+        if not 0.0 <= self.mask_init < 1.0:
+            raise ValueError(f"CoMAEConfig.mask_init must be in [0, 1) (0: default start), got {self.mask_init!r}")
 
     @property
     def n_tokens(self) -> int:
@@ -288,6 +295,9 @@ class Selector(_GridViT):
         super().__init__(cfg, cfg.enc_width, cfg.enc_depth, cfg.enc_heads)
         self.readout = cfg.readout
         self.head = nn.Linear(cfg.enc_width, cfg.n_tokens)
+        if cfg.mask_init:  # every mask starts near mask_init: small weights (timm's head init), the bias at it
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.constant_(self.head.bias, math.atanh(2.0 * cfg.mask_init - 1.0))
         if cfg.readout == "token":
             self.point_q = nn.Linear(cfg.enc_width, cfg.enc_width, bias=False)
             self.point_k = nn.Linear(cfg.enc_width, cfg.enc_width, bias=False)

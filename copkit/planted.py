@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .tokens import hflip_index
 
-__all__ = ["KINDS", "VARIANTS", "Planted", "planted", "partner_hits", "partner_error", "chance", "fit_planted", "planted_configs", "summarize"]
+__all__ = ["KINDS", "VARIANTS", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error", "chance", "fit_planted", "planted_configs", "summarize"]
 
 #: The planted truths :func:`planted` makes.
 KINDS = ("mirror", "flip", "dipole", "pair", "pairs", "matching")
@@ -158,6 +158,18 @@ def partner_hits(model, data: Planted, per_image: bool = False) -> float | Tenso
     if per_image:
         return hit.sum(1).float() / has.sum(1).clamp(min=1).float()
     return float(hit.sum() / has.sum())
+
+
+@torch.no_grad()
+def partner_ranks(model, data: Planted) -> Tensor:
+    """For every target with a planted partner, how many other patches have a larger mask logit
+    than the partner (0: the partner has the largest, a hit of :func:`partner_hits`), as a 1-D
+    tensor over those targets. Its share at or below k - 1 says whether the partner is among the
+    k patches a mask keeps most."""
+    x = model.masks(data.tokens.to(next(model.parameters()).device), logits=True).cpu()
+    has = data.partners >= 0
+    at_partner = x.gather(2, data.partners.clamp(min=0).unsqueeze(-1))
+    return (x > at_partner).sum(-1)[has]
 
 
 def fit_planted(kind: str, cfg, tc, data_dir, n_train: int = 4000, n_test: int = 500,

@@ -105,6 +105,23 @@ def test_no_leakage_of_the_target():
     assert (g_pred.abs().sum(-1)[other] > 0).all() and (g_w.abs().sum(-1)[other] > 0).all()
 
 
+@pytest.mark.parametrize("start", [0.05, 0.1, 0.3])
+def test_mask_init_sets_where_the_masks_start(start):
+    """An untrained selector's masks all sit near ``mask_init`` (its output bias is atanh(2 m - 1),
+    its weights small); the config refuses a start outside [0, 1) and keeps the default hash."""
+    from dataclasses import replace
+
+    from copkit.train import config_hash
+
+    m = small_model(cfg=replace(SMALL, mask_init=start, readout="token", pos_embed=True))
+    w = m.masks(torch.randn(8, 16, 4))
+    off = w[:, ~torch.eye(16, dtype=torch.bool)]
+    assert off.mean().item() == pytest.approx(start, abs=0.01) and off.std().item() < 0.05
+    assert config_hash(replace(SMALL, mask_init=0.0)) == config_hash(SMALL)
+    with pytest.raises(ValueError, match="mask_init"):
+        replace(SMALL, mask_init=1.0)
+
+
 def test_masks_equal_a_loop_over_targets():
     m = small_model(1)
     tokens = torch.randn(3, 16, 4)

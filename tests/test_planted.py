@@ -97,3 +97,29 @@ def test_shipped_sweep_reads_and_summarises():
         assert line["variant"] in VARIANTS and line["kind"] in KINDS
         assert 0 <= line["min"] <= line["median"] <= line["max"] <= 1
         assert line["chance"] == pytest.approx(chance(36))
+
+
+def test_partner_ranks_count_larger_logits_than_the_partner():
+    """A stub model with planted logits: the rank is the number of other patches scoring above the partner."""
+    import torch
+
+    from copkit.planted import Planted, partner_hits, partner_ranks
+
+    class Stub(torch.nn.Module):
+        def __init__(self, x):
+            super().__init__()
+            self.x = x
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def masks(self, tokens, logits=False):
+            return self.x
+
+    n = 4
+    x = torch.tensor([[[-9., 3., 2., 1.],    # target 0, partner 2: one above (3)
+                       [5., -9., 1., 0.],    # target 1, partner 0: none above
+                       [0., 1., -9., 2.],    # target 2, no partner
+                       [3., 2., 1., -9.]]])  # target 3, partner 2: two above
+    partners = torch.tensor([[2, 0, -1, 2]])
+    data = Planted(torch.zeros(1, n, 1), partners)
+    assert partner_ranks(Stub(x), data).tolist() == [1, 0, 2]
+    assert partner_hits(Stub(x), data) == pytest.approx(1 / 3)

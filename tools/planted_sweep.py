@@ -32,7 +32,7 @@ def one(variant: str, kind: str, seed: int, steps: int, lambda_c: float, data_di
     import torch
 
     from copkit.comae import CoMAE
-    from copkit.planted import chance, fit_planted, partner_error, partner_hits, planted
+    from copkit.planted import chance, fit_planted, partner_error, partner_hits, partner_ranks, planted
 
     torch.set_num_threads(1)
     cfg, tc = planted_configs(variant, seed, steps=steps, lambda_c=lambda_c, train=train, **overrides)
@@ -41,8 +41,11 @@ def one(variant: str, kind: str, seed: int, steps: int, lambda_c: float, data_di
     init_hit = partner_hits(CoMAE(cfg), test)
     t0 = time.time()
     fitted, hit = fit_planted(kind, cfg, tc, data_dir)
+    ranks = partner_ranks(fitted.model, test)
     return {"variant": variant, "kind": kind, "seed": seed, "steps": steps, "lambda_c": lambda_c,
-            "set": overrides, **({"train": train} if train else {}), "hit": hit, "init_hit": init_hit, **partner_error(fitted.model, test), "chance": chance(cfg.n_tokens), "seconds": time.time() - t0, "run": fitted.hash[:8]}
+            "set": overrides, **({"train": train} if train else {}), "hit": hit,
+            "top3": float((ranks < 3).float().mean()), "init_hit": init_hit, **partner_error(fitted.model, test),
+            "chance": chance(cfg.n_tokens), "seconds": time.time() - t0, "run": fitted.hash[:8]}
 
 
 def main(argv=None) -> int:
