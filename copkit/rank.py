@@ -22,7 +22,7 @@ from torch import Tensor
 from .tokens import flip_order
 
 __all__ = ["PageRank", "transition", "pagerank", "pagerank_solve", "collapse_order", "ranks", "keep_top",
-           "class_mean_order", "flip_order"]
+           "class_mean_order", "flip_order", "fixed_order", "top_overlap", "footrule", "order_diversity"]
 
 
 @dataclass
@@ -186,4 +186,74 @@ def class_mean_order(orders: Tensor, labels: Tensor, n_classes: int) -> Tensor:
         sel = labels == c
         if sel.any():
             out[c] = torch.sort(r[sel].mean(0), stable=True).indices
+    return out
+
+
+# ------------------------------------------------------------------ how much orders depend on the image
+def fixed_order(orders: Tensor) -> Tensor:
+    """The one order closest to every image's: the patches by mean rank over ``orders`` (B, N)
+    (Borda's count; ties keep the lower index first). (N,) long.
+
+    >>> fixed_order(torch.tensor([[2, 0, 1], [2, 1, 0], [0, 2, 1]])).tolist()
+    [2, 0, 1]
+    """
+    return torch.sort(ranks(orders).double().mean(0), stable=True).indices
+
+
+def top_overlap(orders: Tensor, reference: Tensor, keep: int | float) -> Tensor:
+    """Per order of ``orders`` (B, N), the share of its first ``keep`` patches (:func:`keep_top`)
+    that are also among the first ``keep`` of ``reference`` (N,) or (B, N). (B,) float in [0, 1].
+
+    >>> top_overlap(torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]]), torch.tensor([0, 2, 1, 3]), 2).tolist()
+    [0.5, 0.5]
+    """
+    n = orders.shape[-1]
+    mine = torch.zeros(orders.shape, dtype=torch.bool).scatter_(-1, keep_top(orders, keep), True)
+    ref = torch.zeros((n,) if reference.dim() == 1 else reference.shape, dtype=torch.bool)
+    ref.scatter_(-1, keep_top(reference, keep), True)
+    return (mine & ref).sum(-1).double() / keep_top(orders[:1], keep).shape[-1]
+
+
+def footrule(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman's footrule between orders ``a`` and ``b`` (..., N), sum over patches of the distance
+    between the patch's two places, divided by its mean over independent uniformly random orders,
+    (N^2 - 1) / 3: 0 for equal orders, 1 on average for unrelated ones, up to about 1.5 for reversed.
+
+    >>> float(footrule(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])))
+    0.0
+    >>> float(footrule(torch.tensor([0, 1, 2]), torch.tensor([2, 1, 0])))
+    1.5
+    """
+    n = a.shape[-1]
+    return (ranks(a) - ranks(b)).abs().sum(-1).double() / ((n * n - 1) / 3)
+
+
+def order_diversity(orders: Tensor, labels: Tensor | None = None, keep: float = 0.22, pairs: int = 5000,
+                    seed: int = 0) -> dict[str, float]:
+    """How much the collapse orders of images (B, N) differ from image to image.
+
+    Returns ``distinct_first`` (different first patches), ``distinct_top`` (different sets of the
+    first ``keep`` patches), ``fixed_overlap`` (mean share of an image's first ``keep`` patches that
+    the best single order, :func:`fixed_order`, also puts first; 1 = one order for all),
+    ``footrule`` (mean :func:`footrule` between ``pairs`` random pairs of images; 0 = one order, 1 =
+    unrelated orders) and, given ``labels``, ``footrule_within`` and ``footrule_across`` over pairs of
+    the same class and of different classes.
+    """
+    b = orders.shape[0]
+    if b < 2:
+        raise ValueError(f"order_diversity compares images: give at least 2 orders, got {b}")
+    top = torch.sort(keep_top(orders, keep), dim=-1).values
+    out = {"images": float(b), "keep": float(top.shape[-1]),
+           "distinct_first": float(orders[:, 0].unique().numel()),
+           "distinct_top": float(top.unique(dim=0).shape[0]),
+           "fixed_overlap": float(top_overlap(orders, fixed_order(orders), keep).mean())}
+    g = torch.Generator().manual_seed(seed)
+    i, j = torch.randint(0, b, (2, pairs), generator=g)
+    j = torch.where(i == j, (j + 1) % b, j)
+    dist = footrule(orders[i], orders[j])
+    out["footrule"] = float(dist.mean())
+    if labels is not None:
+        same = labels[i] == labels[j]
+        out["footrule_within"] = float(dist[same].mean()) if same.any() else float("nan")
+        out["footrule_across"] = float(dist[~same].mean()) if (~same).any() else float("nan")
     return out

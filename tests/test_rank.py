@@ -169,3 +169,58 @@ def test_dataset_orders_read_the_shipped_file_beside_the_comae(tmp_path):
     assert torch.equal(train, torch.from_numpy(planted[:5].astype(np.int64)))
     assert torch.equal(test, torch.from_numpy(planted[n_train:n_train + 3].astype(np.int64)))
     assert not list(tmp_path.glob("orders-*"))  # nothing ranked
+
+
+# ------------------------------------------------------------------ order diversity
+def test_footrule_is_one_on_average_over_all_pairs_of_orders():
+    """Brute force over every pair of the 4! orders of 4 patches: the mean is exactly 1."""
+    import itertools
+
+    from copkit.rank import footrule
+
+    perms = torch.tensor(list(itertools.permutations(range(4))))
+    a, b = perms.repeat_interleave(len(perms), 0), perms.repeat(len(perms), 1)
+    assert float(footrule(a, b).mean()) == pytest.approx(1.0)
+    assert float(footrule(perms, perms).max()) == 0.0
+
+
+def test_fixed_order_recovers_a_planted_order_under_noise():
+    from copkit.rank import fixed_order, ranks
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randperm(25, generator=g)
+    noisy = ranks(base).double() + torch.randn(400, 25, generator=g) * 2.0  # each image: base order, jittered
+    orders = torch.sort(noisy, dim=-1).indices
+    assert torch.equal(fixed_order(orders), base)
+
+
+def test_top_overlap_against_a_brute_force_count():
+    from copkit.rank import top_overlap
+
+    g = torch.Generator().manual_seed(1)
+    orders = torch.stack([torch.randperm(10, generator=g) for _ in range(30)])
+    ref = torch.randperm(10, generator=g)
+    got = top_overlap(orders, ref, 4)
+    want = [len(set(o[:4].tolist()) & set(ref[:4].tolist())) / 4 for o in orders]
+    assert got.tolist() == pytest.approx(want)
+
+
+def test_order_diversity_tells_one_order_from_unrelated_orders():
+    from copkit.rank import order_diversity
+
+    g = torch.Generator().manual_seed(2)
+    one = torch.randperm(49, generator=g).repeat(200, 1)
+    same = order_diversity(one, torch.arange(200) % 10)
+    assert same["distinct_first"] == 1 and same["distinct_top"] == 1 and same["fixed_overlap"] == 1.0
+    assert same["footrule"] == 0.0 and same["footrule_within"] == 0.0
+    rand = order_diversity(torch.stack([torch.randperm(49, generator=g) for _ in range(200)]), torch.arange(200) % 10)
+    assert rand["footrule"] == pytest.approx(1.0, abs=0.03)
+    assert rand["footrule_within"] == pytest.approx(1.0, abs=0.06)
+    assert rand["fixed_overlap"] < 0.5 and rand["distinct_top"] == 200
+    # class-specific orders: within a class one order, across classes unrelated ones
+    per_class = torch.stack([torch.randperm(49, generator=g) for _ in range(10)])
+    labels = torch.arange(200) % 10
+    cls = order_diversity(per_class[labels], labels)
+    assert cls["footrule_within"] == 0.0 and cls["footrule_across"] == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(ValueError, match="at least 2"):
+        order_diversity(one[:1])
