@@ -1,11 +1,12 @@
 """Atomic file writes (a reader never sees a half-written file, even after a kill), folder locks
 (one training at a time in a run folder), the one error for a file copkit wrote that is damaged or
-foreign (:class:`DamagedFileError`), and the fault-injection points the tests kill processes at
-(:func:`fault_point`)."""
+foreign (:class:`DamagedFileError`), the SHA-256 of a file (:func:`file_sha256`), and the
+fault-injection points the tests kill processes at (:func:`fault_point`)."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "DamagedFileError", "remedy_for",
-           "folder_lock", "fault_point"]
+           "file_sha256", "folder_lock", "fault_point"]
 
 
 class DamagedFileError(ValueError):
@@ -105,6 +106,16 @@ def _remove_orphans(path: Path) -> None:
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (64 hex digits), read in 1 MiB chunks: what a shipped model's
+    description records, and (its first 16 digits) what names a weights or VAE file in a run's hash."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 _held = threading.local()  # the folders this thread holds locked: folder -> depth

@@ -30,8 +30,7 @@ import torch
 from torch import Tensor
 
 from .cmar import MAR, MARConfig
-from .io import atomic_write_json
-from .stages import _file_digest
+from .io import atomic_write_json, file_sha256
 from .train import _jsonable, config_hash, save_tensors
 
 __all__ = ["MAR_HEADS", "read_mar_checkpoint", "convert_state_dict", "config_from_mar", "convert_mar_checkpoint"]
@@ -155,7 +154,7 @@ def convert_mar_checkpoint(src: str | Path, out: str | Path, heads: int | None =
         except RuntimeError as err:
             raise ValueError(f"{src}: its {name} does not fit {cfg}: {err}") from None
     config = {"model": "mar", "mar": cfg,
-              "converted_from": {"file": Path(src).name, "sha256": _file_digest(src), "epoch": ckpt.get("epoch"),
+              "converted_from": {"file": Path(src).name, "sha256": file_sha256(src)[:16], "epoch": ckpt.get("epoch"),
                                  "ema": ema is not raw}}
     out = Path(out)
     tensors = {**{f"model.mar.{k}": v for k, v in raw.items()}, **{f"ema.mar.{k}": v for k, v in ema.items()}}

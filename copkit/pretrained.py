@@ -21,7 +21,6 @@ order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in a
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -40,12 +39,12 @@ from copkit import cmar, comae, cvit
 from copkit import metrics as feature_net
 from copkit.config import ConfigError, build
 from copkit.data import load_fashion_mnist, photo_crops
-from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text, folder_lock
+from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text, file_sha256, folder_lock
 from copkit.tokens import PATCH, patchify, random_orders
 from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_hash, fit, load_tensors, read_metrics,
                           save_tensors)
 
-__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "sha256_of", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
            "generate", "summary", "total_seconds", "park", "run_hash",
            "run_folder_of"]
 
@@ -78,15 +77,6 @@ def shipped_folder(folder: str | Path | None = None) -> Path:
         return Path(os.environ["COPKIT_PRETRAINED"])
     repo = REPOSITORY / "data" / "pretrained"
     return repo if repo.is_dir() else Path("data/pretrained")
-
-
-def sha256_of(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes (64 hex digits), read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _make_command(name: str, config: str | Path | dict | None, folder: Path) -> str:
@@ -486,7 +476,7 @@ def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Pat
     for key, value in meta.items():
         described[key] = value
         if key == "file":
-            described["sha256"] = sha256_of(target)
+            described["sha256"] = file_sha256(target)
     atomic_write_json(target.with_suffix(".json"), described)
     shutil.rmtree(parked, ignore_errors=True)
 
@@ -560,7 +550,7 @@ def load(name: str, device: torch.device | str = "cpu", config: str | Path | dic
         raise DamagedFileError(path, f"it was made by another configuration (hash {str(meta.get('config_hash'))[:8]}, "
                                      f"expected {digest[:8]})", remedy)
     _, described = _description(name, config, path.parent)
-    if "sha256" in described and sha256_of(path) != described["sha256"]:
+    if "sha256" in described and file_sha256(path) != described["sha256"]:
         raise DamagedFileError(path, f"its SHA-256 is not the one {path.with_suffix('.json').name} records "
                                      f"({described['sha256'][:12]}...): its bytes changed", remedy)
     torch.manual_seed(0)

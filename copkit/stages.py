@@ -23,7 +23,6 @@ chapters make (``--variant lambda_c=0``, ``--variant phase=finetune``, ``--varia
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass, field, fields, replace
@@ -44,7 +43,7 @@ from .curves import auc, knee, sweep, sweep_ratios
 from .cvit import RECIPE, CViTConfig, CViTData, PrunedViT, build_model
 from .data import load_fashion_mnist
 from .imagefolder import ImageFolderImages
-from .io import DamagedFileError, atomic_write_bytes, atomic_write_json
+from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, file_sha256
 from .orders import compute_orders, load_orders
 from .profiles import get_profile
 from .tokenizer import TokenSource, make_tokenizer
@@ -116,14 +115,6 @@ def _check_tokens(model_cfg, grid: tuple[int, int], token_dim: int, where: str) 
         raise ConfigError(f"{where}: grid {tuple(model_cfg.grid)} and token_dim {model_cfg.token_dim} do not match the "
                           f"data and tokenizer, which give grid {grid} and token_dim {token_dim}; set "
                           f"{where}.grid = {list(grid)} and {where}.token_dim = {token_dim}")
-
-
-def _file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _read_run(run: str | Path) -> dict:
@@ -217,7 +208,7 @@ class _Prefix:
 def _tokenizer_id(cfg: TokenizerConfig) -> dict:
     if cfg.kind == "pixels":
         return {"kind": "pixels", "patch": cfg.patch}
-    return {"kind": cfg.kind, "scale": cfg.scale, "vae_sha256": _file_digest(cfg.vae) if cfg.vae else None}
+    return {"kind": cfg.kind, "scale": cfg.scale, "vae_sha256": file_sha256(cfg.vae)[:16] if cfg.vae else None}
 
 
 def _say(text: str) -> None:
@@ -403,7 +394,7 @@ def train_cvit(cfg: TrainCvit) -> Path:
         raise ConfigError(f"model.in_chans: the images have {channels} channels, the config says {cfg.model.in_chans}")
     orders, comae_hash = _orders_for(cfg.orders, len(images))
     data = {**cfg.data.describe(), "orders_comae": comae_hash,
-            "weights_sha256": _file_digest(cfg.weights) if cfg.weights else None}
+            "weights_sha256": file_sha256(cfg.weights)[:16] if cfg.weights else None}
     cvit_data = CViTData(images, labels, orders if cfg.model.train_drop == "collapse" else None, cfg.weights)
     folder = fit(RECIPE, cfg.model, cfg.train, cvit_data, data, cfg.data_dir, device=dev,
                  desc=f"ViT ({cfg.model.train_drop})").folder

@@ -235,3 +235,17 @@ def test_a_foreign_checkpoint_in_a_run_folder_is_named_before_any_weight_is_load
         run(3, {"model": "a"}, steps=4)  # the same configuration hash, other networks
     with pytest.raises(DamagedFileError, match="do not fit"):
         load_weights(tmp_path, "net", torch.nn.Linear(3, 3))
+
+
+def test_file_sha256_is_the_digest_of_the_whole_file_across_chunks(tmp_path):
+    """The one digest of a file (shipped models' descriptions, the weights and VAE files a run's
+    hash names): a file longer than the 1 MiB read chunk hashes as its whole bytes do."""
+    import hashlib
+
+    from copkit.io import file_sha256
+
+    data = bytes(range(256)) * 5000  # 1.22 MiB: two chunks
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "g").write_bytes(data[:-1] + b"\x00")
+    assert file_sha256(tmp_path / "g") != file_sha256(tmp_path / "f")
