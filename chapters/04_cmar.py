@@ -75,6 +75,7 @@ from copkit.cmar import (
     mar_order,
     reveal_schedule,
 )
+from copkit.config import config_hash
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
 from copkit.metrics import GenerativeScores, topk_accuracy
@@ -92,7 +93,7 @@ from copkit.results import (
     write_results,
 )
 from copkit.tokens import PATCH, SIDE, patchify, unpatchify
-from copkit.train import config_hash, fit
+from copkit.train import fit
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)

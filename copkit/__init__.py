@@ -20,7 +20,9 @@ The method:
 
 Training and running:
 
-- :mod:`copkit.train`       the one training loop: schedule, EMA, safetensors checkpoints, resume
+- :mod:`copkit.recipe`      what a model hands to training: Recipe, TrainConfig, optimisers, a step's batch
+- :mod:`copkit.train`       the one training loop and its step: schedule, clipping, EMA, resume; fit
+- :mod:`copkit.checkpoint`  a run's files: its folder, safetensors checkpoints, metrics lines
 - :mod:`copkit.pretrained`  the base models: trained once (``make pretrain``), shipped, loaded
 - :mod:`copkit.dist`        torchrun: process groups, shards of the global batch
 - :mod:`copkit.profiles`    the sizes of the ``smoke``, ``cpu`` and ``gpu`` profiles, device selection

@@ -51,7 +51,7 @@ from .dist import Shard
 from .dist import shard as process_shard
 from .rank import class_mean_order, collapse_order, ranks
 from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, patchify, random_orders, unpatchify
-from .train import Recipe, TrainConfig, batch_indices, host_generator, take
+from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
 
 __all__ = [
     "MARConfig",
@@ -218,7 +218,7 @@ class MAR(nn.Module):
             nn.init.normal_(p, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
-        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`), as MAR trains
+        """Matrices AdamW does not decay (:func:`copkit.recipe.weight_decay_groups`), as MAR trains
         (its ``misc.add_weight_decay``: every parameter of the diffusion head, and outside it every
         1-D parameter and bias). The class embedding, the fake latent, the mask token and the
         position embeddings are decayed."""

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from .dist import Shard
 from .dist import shard as process_shard
 from .tokens import GRID, gather_tokens, hflip_index
-from .train import Recipe, TrainConfig, batch_indices, take
+from .recipe import Recipe, TrainConfig, batch_indices, take
 
 __all__ = [
     "logit_variance_split",
@@ -359,7 +359,7 @@ class CoMAE(nn.Module):
         return list(self.g.parameters())
 
     def no_weight_decay(self) -> set[str]:
-        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`): the target
+        """Matrices AdamW does not decay (:func:`copkit.recipe.weight_decay_groups`): the target
         queries q_n of f and g."""
         return {"f.q", "g.q"}
 

@@ -41,12 +41,12 @@ from torch import Tensor, nn
 from .dist import Shard
 from .dist import shard as process_shard
 from .tokens import GRID, N_TOKENS, PATCH, flip_batch, gather_tokens
-from .train import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
+from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
 
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
-    "PrunedViT", "build_model", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "kept_pixels",
+    "PrunedViT", "build_model", "timm_skeleton", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "kept_pixels",
 ]
 
 #: the model kinds of Table 5 and how each is trained
@@ -366,6 +366,14 @@ def build_model(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module
     """The network of a Table 5 configuration: a timm ViT (:func:`make_vit`), wrapped in
     :class:`PrunedViT` for ``"learned"``."""
     vit = make_vit(cfg, weights)
+    return PrunedViT(vit) if cfg.train_drop == "learned" else vit
+
+
+def timm_skeleton(cfg: CViTConfig) -> nn.Module:
+    """The network of a configuration with a ``timm_model``, its weights random instead of the
+    pretrained ones (nothing is downloaded): for a run's checkpoint to fill, or to time a step."""
+    vit = timm.create_model(cfg.timm_model, pretrained=False, num_classes=cfg.classes, img_size=cfg.img_size,
+                            in_chans=cfg.in_chans, patch_drop_rate=0.0)
     return PrunedViT(vit) if cfg.train_drop == "learned" else vit
 
 

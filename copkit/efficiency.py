@@ -16,7 +16,8 @@ whole forward and times it, so that both sides are measured the same way in the 
 - :func:`best_time`: the best of a few timed calls after a warm-up;
 - :func:`throughput`: images per second of a ViT at several kept-token counts, interleaved;
 - :func:`step_rate`: steps per second of any step function; :func:`train_steps` and
-  :func:`train_rate`: training steps as :mod:`copkit.train` computes them, and their rate.
+  :func:`train_rate`: training steps exactly as :func:`copkit.train.train` takes them
+  (:class:`copkit.train.StepRunner`), and their rate.
 
 Counting conventions: matrix products only, a multiply-add is 2 FLOPs; norms, softmax and
 activations are not counted.
@@ -25,7 +26,7 @@ activations are not counted.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -36,7 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .cvit import PrunedViT, forward_keep, n_keep
 from .rank import collapse_order
-from .train import Recipe, TrainConfig, optimizers, step_generator
+from .recipe import Recipe, TrainConfig
+from .train import StepRunner
 
 __all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost", "paper_scale_costs", "OpCount",
            "best_time", "throughput", "step_rate", "train_steps", "train_rate"]
@@ -216,28 +218,22 @@ def paper_scale_costs(widths: Sequence[int] = (64, 256), keep: int = 56, img_siz
     return out
 
 
-def train_steps(step_fn: Callable, optimizers: Mapping[str, torch.optim.Optimizer], tc: TrainConfig,
-                device: torch.device | str, first: int, n: int, seed: int = 0) -> None:
-    """Training steps ``first`` .. ``first + n - 1`` as :func:`copkit.train.train` computes them: the
-    step's draws from :func:`copkit.train.step_generator` (``seed``, t), the forward under bfloat16
-    autocast when ``tc.precision`` is "bf16", backward, and the update of the optimiser the step
-    names. Without clipping, EMA, logging or checkpoints: what a step costs, for timing and counting."""
-    device = torch.device(device)
+def train_steps(runner: StepRunner, first: int, n: int) -> None:
+    """Training steps ``first`` .. ``first + n - 1`` taken by ``runner``
+    (:class:`copkit.train.StepRunner`): exactly the steps :func:`copkit.train.train` takes, the
+    learning-rate schedule, the forward under the configured precision, clipping, the update and
+    the EMA included, without the loop's finite-loss check, logging and checkpoints. What a step
+    costs, for timing and counting."""
     for t in range(first, first + n):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            loss, key, _ = step_fn(t, step_generator(seed, t, device))
-        optimizers[key].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers[key].step()
+        runner(t)
 
 
-def train_rate(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, steps: int = 5, warmup: int = 1,
+def train_rate(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, steps: int = 5, warmup: int = 1,
                device: torch.device | str = "cpu", sync: Callable[[], None] = lambda: None) -> float:
-    """Training steps per second of a fresh model of ``recipe`` (configuration ``cfg``) on ``data``,
-    with the optimisers :func:`copkit.train.fit` gives it (:func:`copkit.train.optimizers`) and the
-    steps of :func:`train_steps`: ``warmup`` untimed steps, then ``steps`` timed ones
-    (:func:`step_rate`). Multiply by ``tc.batch_size`` for images per second."""
-    model = recipe.build(cfg, data).to(device).train()
-    step_fn = recipe.step(model, cfg, tc, data)
-    opts = optimizers(recipe, model, tc)
-    return step_rate(lambda t: train_steps(step_fn, opts, tc, device, t, 1, tc.seed), steps, warmup=warmup, sync=sync)
+    """Training steps per second of a fresh model of ``recipe`` (configuration ``model_cfg``) on
+    ``data``, made as :func:`copkit.train.fit` makes it (:meth:`copkit.recipe.Recipe.setup`) and
+    stepped as it trains it (:class:`copkit.train.StepRunner`): ``warmup`` untimed steps, then
+    ``steps`` timed ones (:func:`step_rate`). Multiply by ``train_cfg.batch_size`` for images per
+    second."""
+    runner = StepRunner.of(recipe.setup(model_cfg, train_cfg, data, device), train_cfg, device)
+    return step_rate(runner, steps, warmup=warmup, sync=sync)

@@ -22,7 +22,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "Dama
 
 
 class DamagedFileError(ValueError):
-    """A file copkit reads back (a checkpoint, an artifact, an orders file, a run's ``config.json``)
+    """A file copkit reads back (a checkpoint, a shipped model, an orders file, a run's ``config.json``)
     is truncated, corrupt, or not one copkit wrote.
 
     The message names the file, what is wrong with it and what to do; ``path``, ``problem`` and

@@ -31,7 +31,8 @@ from torch import Tensor
 
 from .cmar import MAR, MARConfig
 from .io import atomic_write_json, file_sha256
-from .train import _jsonable, config_hash, save_tensors
+from .checkpoint import save_tensors
+from .config import config_hash, jsonable
 
 __all__ = ["MAR_HEADS", "read_mar_checkpoint", "convert_state_dict", "config_from_mar", "convert_mar_checkpoint"]
 
@@ -159,5 +160,5 @@ def convert_mar_checkpoint(src: str | Path, out: str | Path, heads: int | None =
     out = Path(out)
     tensors = {**{f"model.mar.{k}": v for k, v in raw.items()}, **{f"ema.mar.{k}": v for k, v in ema.items()}}
     save_tensors(out / "checkpoint.safetensors", tensors, {"converted_from": config["converted_from"]})
-    atomic_write_json(out / "config.json", {"config_hash": config_hash(config), "config": _jsonable(config)})
+    atomic_write_json(out / "config.json", {"config_hash": config_hash(config), "config": jsonable(config)})
     return out

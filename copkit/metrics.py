@@ -15,7 +15,7 @@ from torchmetrics.image.inception import InceptionScore
 
 from .dist import shard as process_shard
 from .tokens import SIDE
-from .train import Recipe, TrainConfig, batch_indices, host_generator, take
+from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
 
 __all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn", "FeatureNetData", "RECIPE",
            "from_profile", "knn_radii", "precision_recall", "GenerativeScores"]
@@ -65,7 +65,7 @@ class FeatureNet(nn.Module):
         return self.body(images)
 
     def no_weight_decay(self) -> set[str]:
-        """No matrix is exempt from weight decay (:func:`copkit.train.weight_decay_groups`)."""
+        """No matrix is exempt from weight decay (:func:`copkit.recipe.weight_decay_groups`)."""
         return set()
 
     def forward(self, images: Tensor) -> Tensor:

@@ -41,8 +41,10 @@ from copkit.config import ConfigError, build
 from copkit.data import load_fashion_mnist, photo_crops
 from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text, file_sha256, folder_lock
 from copkit.tokens import PATCH, patchify, random_orders
-from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_hash, fit, load_tensors, read_metrics,
-                          save_tensors)
+from copkit.checkpoint import load_state, load_tensors, read_metrics, save_tensors
+from copkit.config import config_hash, jsonable
+from copkit.recipe import Recipe, TrainConfig
+from copkit.train import fit
 
 __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
            "generate", "summary", "total_seconds", "park", "run_hash",
@@ -125,7 +127,7 @@ def config_path(config: str | Path | dict | None = None) -> Path | None:
 
 def read_config(path: str | Path | dict | None = None) -> dict:
     """The pretraining config (``path``: :func:`config_path`), checked strictly: a section per
-    model with ``model`` (the network's configuration fields), ``train`` (:class:`copkit.train.TrainConfig`
+    model with ``model`` (the network's configuration fields), ``train`` (:class:`copkit.recipe.TrainConfig`
     fields, ``epochs`` instead of steps) and, for some kinds, ``sampling`` and ``data``."""
     if isinstance(path, dict):  # already read
         return path
@@ -178,7 +180,7 @@ def _check_counts(section: dict, where: str, keys: dict[str, bool]) -> None:
 
 def _check_section(name: str, kind: str, section: dict) -> None:
     """One model's section, with ranges as well as types: ``epochs`` a number > 0, the other
-    ``train`` keys :class:`copkit.train.TrainConfig`'s (``lr`` finite > 0, ``batch_size`` >= 1),
+    ``train`` keys :class:`copkit.recipe.TrainConfig`'s (``lr`` finite > 0, ``batch_size`` >= 1),
     the ``model`` keys the network configuration's, ``sampling`` the sampler's."""
     train = section["train"]
     if not _number(train["epochs"]) or train["epochs"] <= 0:
@@ -462,7 +464,7 @@ def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Pat
     records = read_metrics(fitted.folder / "metrics.jsonl")
     final = _final_metrics(p, fitted.model, records, config, folder, device)
     meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
-            "config": _jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
+            "config": jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
             "commit": _commit(),
             "steps": p.tc.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
             "machine": _machine(), "metrics": final,
@@ -555,7 +557,7 @@ def load(name: str, device: torch.device | str = "cpu", config: str | Path | dic
                                      f"({described['sha256'][:12]}...): its bytes changed", remedy)
     torch.manual_seed(0)
     model = _build(p)
-    _load_state(model, tensors, path, remedy)
+    load_state(model, tensors, path, remedy)
     return model.to(device).eval()
 
 

@@ -116,8 +116,8 @@ class ComaeSizes:
     #: more weights of L_c, trained from the first seed only: the sensitivity sweep of Chapter 2's
     #: diagnostics (mirror hit rate and image-specific share at each weight)
     sweep_lambdas: tuple[float, ...] = (0.1, 1.0)
-    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
-    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
+    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.recipe.TrainConfig.precision)
+    compile: bool = False  #: compile the transformer blocks (copkit.recipe.TrainConfig.compile)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -176,8 +176,8 @@ class CmarSizes:
     sampler_gen_steps: tuple[int, ...] = ()
     sampler_diffusion_steps: tuple[int, ...] = ()
     sampler_temperatures: tuple[float, ...] = ()
-    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
-    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
+    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.recipe.TrainConfig.precision)
+    compile: bool = False  #: compile the transformer blocks (copkit.recipe.TrainConfig.compile)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -203,8 +203,8 @@ class CvitSizes:
     test_images: int | None  #: test images of the mask-ratio sweep (None: all 10,000)
     ratios: int  #: evenly spaced mask ratios of the sweep from 0 to 0.99 (0.3, 0.5, 0.78 are added)
     seeds: tuple[int, ...]
-    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
-    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
+    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.recipe.TrainConfig.precision)
+    compile: bool = False  #: compile the transformer blocks (copkit.recipe.TrainConfig.compile)
 
     def __post_init__(self) -> None:
         _check_ranges(self)

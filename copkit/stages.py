@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
@@ -40,7 +39,7 @@ from .cmar import MAR, MARConfig, generate, generation_orders
 from .comae import CoMAE, CoMAEConfig
 from .config import ConfigError, build
 from .curves import auc, knee, sweep, sweep_ratios
-from .cvit import RECIPE, CViTConfig, CViTData, PrunedViT, build_model
+from .cvit import RECIPE, CViTConfig, CViTData, build_model, timm_skeleton
 from .data import load_fashion_mnist
 from .imagefolder import ImageFolderImages
 from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, file_sha256
@@ -48,7 +47,9 @@ from .orders import compute_orders, load_orders
 from .profiles import get_profile
 from .tokenizer import TokenSource, make_tokenizer
 from .tokens import PATCH
-from .train import TrainConfig, _under, fit, load_tensors, load_weights
+from .checkpoint import load_weights, run_weights
+from .recipe import TrainConfig
+from .train import fit
 
 __all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar", "TrainCvit",
            "EvalCvit", "STAGES", "load_images", "run_stage", "from_profile"]
@@ -300,8 +301,7 @@ def train_cmar(cfg: TrainCmar) -> Path:
         meta = _read_run(cfg.init_run)
         _check_architecture(cfg.model, build(MARConfig, meta["config"]["mar"], f"{Path(cfg.init_run).name}.mar"),
                             cfg.init_run)
-        tensors, _ = load_tensors(Path(cfg.init_run) / "checkpoint.safetensors")
-        init = (meta["config_hash"], _under(tensors, "ema.mar."))
+        init = (meta["config_hash"], run_weights(cfg.init_run, cmar.RECIPE.module)[0])
     data = {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer), "orders_comae": comae_hash}
     mar_data = cmar.MARData(images, labels, cfg.kind, collapse, cfg.random_fraction, tok.encode, tok.stride)
     folder = fit(cmar.RECIPE, cfg.model, cfg.train, mar_data, data, cfg.data_dir, init=init, device=dev,
@@ -418,7 +418,7 @@ class EvalCvit:
 
 def eval_cvit(cfg: EvalCvit) -> Path:
     dev = _device(cfg.device)
-    make = lambda c: _timm_skeleton(c) if c.timm_model else build_model(c)  # noqa: E731 - the checkpoint fills every weight
+    make = lambda c: timm_skeleton(c) if c.timm_model else build_model(c)  # noqa: E731 - the checkpoint fills every weight
     model, _, _ = _run_model(cfg.cvit_run, "cvit", CViTConfig, make, "model", dev)
     images, labels, _ = load_images(cfg.data)
     orders, _ = _orders_for(cfg.orders, len(images))
@@ -432,13 +432,6 @@ def eval_cvit(cfg: EvalCvit) -> Path:
         atomic_write_json(cfg.out, result)
         print(f"AuC {result['auc']:.2f}, knee at {k[0]:.2f} masked ({k[1]:.1f}% top-1): {cfg.out}")
     return Path(cfg.out)
-
-
-def _timm_skeleton(mcfg: CViTConfig):
-    """The timm model of a pretrained run with random weights (the run's checkpoint fills them)."""
-    vit = timm.create_model(mcfg.timm_model, pretrained=False, num_classes=mcfg.classes, img_size=mcfg.img_size,
-                            in_chans=mcfg.in_chans, patch_drop_rate=0.0)
-    return PrunedViT(vit) if mcfg.train_drop == "learned" else vit
 
 
 #: stage name -> (configuration class, runner)

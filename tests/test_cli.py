@@ -144,7 +144,7 @@ def test_every_stage_on_an_image_folder(tmp_path, imgs):
     from copkit.cli import main
     from copkit.imagefolder import ImageFolderImages
     from copkit.orders import load_orders
-    from copkit.train import read_metrics
+    from copkit.checkpoint import read_metrics
 
     out = tmp_path / "out"
     assert main(["train-comae", "--config", str(write(tmp_path / "c.toml", TINY_COMAE.format(out=out, imgs=imgs, steps=4)))]) == 0
@@ -193,7 +193,7 @@ def test_every_stage_on_an_image_folder(tmp_path, imgs):
 def test_train_stage_resumes_to_the_same_weights(tmp_path, imgs, monkeypatch):
     import copkit.train as train_mod
     from copkit.cli import main
-    from copkit.train import load_tensors, read_metrics
+    from copkit.checkpoint import load_tensors, read_metrics
 
     def run(folder: str) -> Path:
         assert main(["train-comae", "--config", str(write(tmp_path / f"{folder}.toml", TINY_COMAE.format(

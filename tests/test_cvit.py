@@ -16,7 +16,9 @@ from copkit.cvit import (RECIPE, CViTConfig, CViTData, PrunedViT, drop_ratio_cdf
 from copkit.efficiency import vit_flops
 from copkit.tokens import N_TOKENS
 from copkit.tokens import patchify, random_flip
-from copkit.train import TrainConfig, config_hash, fit
+from copkit.config import config_hash
+from copkit.recipe import TrainConfig
+from copkit.train import fit
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A damaged or foreign checkpoint, artifact, orders file or run config gets one error,
+"""A damaged or foreign checkpoint, orders file or run config gets one error,
 copkit.io.DamagedFileError, naming the file and what to do, never a raw SafetensorError, zip or JSON
 traceback. Each reader is fed truncated files, garbage bytes and well-formed files of another kind."""
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
+from copkit.checkpoint import load_tensors, load_weights, save_tensors
 from copkit.config import ConfigError
 from copkit.io import DamagedFileError, remedy_for
 from copkit.orders import _npz_bytes, compute_orders, load_orders, merge_shards
-from copkit.train import (TrainConfig, artifact_path, load_artifact, load_tensors, load_weights, save_artifact,
-                          save_tensors, train)
+from copkit.recipe import TrainConfig
+from copkit.train import train
 
 GARBAGE = bytes(range(256)) * 3
 
@@ -87,26 +87,6 @@ def test_foreign_safetensors_is_refused(tmp_path):
 def test_missing_file_is_still_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_tensors(tmp_path / "nothing.safetensors")
-
-
-def test_artifact_damaged_or_foreign(tmp_path):
-    config = {"model": "linear", "size": 4}
-    save_artifact(tmp_path, "probe", config, nn.Linear(4, 2), {"acc": 0.5})
-    path = artifact_path(tmp_path, "probe", config)
-    assert load_artifact(tmp_path, "probe", config, nn.Linear(4, 2))["info"] == {"acc": 0.5}
-    assert load_artifact(tmp_path, "probe", {"model": "linear", "size": 5}, nn.Linear(4, 2)) is None  # other config
-    # tensors that do not fit the module the same config builds (code changed under the file)
-    with pytest.raises(DamagedFileError, match=r"do not fit Linear") as info:
-        load_artifact(tmp_path, "probe", config, nn.Linear(3, 2))
-    assert info.value.path == path and path.with_suffix(".json").name in str(info.value)
-    for damage in ("half", "garbage"):
-        if damage == "half":
-            save_artifact(tmp_path, "probe", config, nn.Linear(4, 2), {})
-            cut(path)
-        else:
-            path.write_bytes(GARBAGE)
-        raises_damaged(path, lambda: load_artifact(tmp_path, "probe", config, nn.Linear(4, 2)),
-                       f"Delete {path}", path.with_suffix(".json").name, "saves the probe artifact")
 
 
 # ------------------------------------------------------------------------------ orders

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from copkit.train import load_tensors
+from copkit.checkpoint import load_tensors
 
 from test_cli import TINY_COMAE, make_image_folder, write
 

@@ -87,33 +87,34 @@ def test_paper_scale_costs_match_vit_b_by_hand():
                                                             / _by_hand(256, 768, 768, 12, 4, 1000, 256))
 
 
-def test_train_steps_take_the_updates_copkit_train_takes(tmp_path):
-    """train_steps without clipping is train's update: the same weights after the same steps."""
+def test_train_steps_are_the_steps_copkit_train_takes(tmp_path):
+    """The steps the bench times are train's: after the same steps, with clipping, the warm-up and
+    cosine schedule and the EMA, the weights and their EMA equal those of train's checkpoint."""
     import dataclasses
 
+    from copkit.checkpoint import load_tensors
     from copkit.cvit import RECIPE, CViTData, from_profile
     from copkit.efficiency import train_rate, train_steps
     from copkit.profiles import get_profile
-    from copkit.train import optimizers, train
+    from copkit.train import StepRunner, cosine_lr, train
 
     g = torch.Generator().manual_seed(0)
     data = CViTData(torch.rand(32, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (32,), generator=g))
     cfg, tc = from_profile(get_profile("smoke").cvit, 0, kind="vit")
-    tc = dataclasses.replace(tc, steps=3, batch_size=8, grad_clip=None, ckpt_every=100)
-    nets = []
-    for run in ("ours", "train"):
-        torch.manual_seed(0)
-        model = RECIPE.build(cfg, data)
-        fn, opts = RECIPE.step(model, cfg, tc, data), optimizers(RECIPE, model, tc)
-        for o in opts.values():  # train sets the scheduled learning rate; fix it to the same constant
-            for group in o.param_groups:
-                group["lr"] = tc.lr
-        if run == "ours":
-            train_steps(fn, opts, tc, "cpu", 0, 3, seed=tc.seed)
-        else:
-            train({RECIPE.module: model}, opts, fn, dataclasses.replace(tc, warmup_steps=0, final_lr=tc.lr),
-                  tmp_path, {"t": 1}, progress=False)
-        nets.append(model)
-    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
-        assert torch.equal(a, b)
+    tc = dataclasses.replace(tc, steps=3, batch_size=8, warmup_steps=2, grad_clip=0.05, ckpt_every=100)
+    ours = StepRunner.of(RECIPE.setup(cfg, tc, data), tc)
+    train_steps(ours, 0, 3)
+    theirs = RECIPE.setup(cfg, tc, data)
+    train({RECIPE.module: theirs.model}, theirs.optimizers, theirs.step_fn, tc, tmp_path, {"t": 1}, progress=False)
+    saved, _ = load_tensors(tmp_path / "checkpoint.safetensors")
+    model = ours.modules[RECIPE.module]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[f"model.model.{k}"]), k
+        assert torch.equal(ours.emas["model"].shadow[k], saved[f"ema.model.{k}"]), k
+    assert ours.lr == pytest.approx(cosine_lr(2, 3, tc.lr, 2))  # the schedule's rate at the last step
+    # the clipping is in the timed step: without it the same steps end elsewhere
+    unclipped = dataclasses.replace(tc, grad_clip=None)
+    other = StepRunner.of(RECIPE.setup(cfg, unclipped, data), unclipped)
+    train_steps(other, 0, 3)
+    assert not all(torch.equal(a, b) for a, b in zip(other.modules["model"].parameters(), model.parameters()))
     assert train_rate(RECIPE, cfg, tc, data, steps=2) > 0

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from copkit.io import fault_point, folder_lock
-from copkit.train import load_tensors, read_metrics
+from copkit.checkpoint import load_tensors, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,8 @@ def rank():
 
 def finetune():
     from copkit import metrics
-    from copkit.train import TrainConfig, fit
+    from copkit.recipe import TrainConfig
+    from copkit.train import fit
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (64,), generator=g)
     cfg, data = metrics.FeatureNetConfig(width=4, features=8), metrics.FeatureNetData(x, y)

@@ -16,7 +16,10 @@ from copkit.cli import main
 from copkit.config import build
 from copkit.profiles import get_profile
 from copkit.stages import EvalCvit, SampleCmar, TrainCmar, TrainComae, TrainCvit
-from copkit.train import TrainConfig, config_hash, fit, load_tensors, optimizers
+from copkit.checkpoint import load_tensors
+from copkit.config import config_hash
+from copkit.recipe import TrainConfig, optimizers
+from copkit.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("smoke", "cpu", "gpu")

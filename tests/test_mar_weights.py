@@ -135,7 +135,7 @@ def test_checkpoint_is_read_weights_only_and_refuses_code(tmp_path):
 
 def test_converted_run_is_sampled_and_fine_tuned_by_the_stages(tmp_path, capsys):
     from copkit.cli import main
-    from copkit.train import load_tensors
+    from copkit.checkpoint import load_tensors
 
     src = save_mar_checkpoint(tmp_path / "checkpoint-last.pth")
     run = tmp_path / "data" / "runs" / "mar-released"

@@ -139,7 +139,8 @@ def test_every_profile_builds_its_models(name):
 def test_bf16_training_step_on_the_cpu(tmp_path):
     """precision = "bf16": the forward runs under autocast, the weights and optimiser stay float32."""
     from copkit.comae import RECIPE, CoMAEConfig, CoMAEData
-    from copkit.train import TrainConfig, fit
+    from copkit.recipe import TrainConfig
+    from copkit.train import fit
 
     cfg = CoMAEConfig(grid=(3, 3), token_dim=4, enc_width=8, enc_depth=1, enc_heads=2, dec_width=8, dec_depth=1,
                       dec_heads=2, targets_per_image=3)
@@ -155,7 +156,7 @@ def test_bf16_training_step_on_the_cpu(tmp_path):
 def _step_under_bf16(step_fn, model) -> None:
     """Two steps of ``step_fn`` with the forward under bfloat16 autocast, as copkit.train runs
     precision = "bf16": the loss is a finite float32 and every gradient is finite."""
-    from copkit.train import step_generator
+    from copkit.recipe import step_generator
 
     for t in range(2):
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -9,8 +9,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from copkit.train import (EMA, TrainConfig, TrainingDiverged, batch_indices, config_hash, cosine_lr, load_tensors,
-                          read_metrics, save_tensors, train)
+from copkit.checkpoint import load_tensors, read_metrics, save_tensors
+from copkit.config import config_hash
+from copkit.recipe import TrainConfig, batch_indices
+from copkit.train import EMA, TrainingDiverged, cosine_lr, train
 
 
 def test_cosine_schedule_closed_form():
@@ -130,7 +132,7 @@ def test_resume_refuses_another_config(tmp_path):
 
 
 def test_host_generator_keeps_cpu_draws_and_moves_gpu_ones_to_the_host():
-    from copkit.train import host_generator, step_generator
+    from copkit.recipe import host_generator, step_generator
 
     g = step_generator(3, 7)
     assert host_generator(g) is g and host_generator(None) is None  # the CPU runs draw exactly as before

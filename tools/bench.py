@@ -44,11 +44,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from copkit import comae as comae_mod, cvit as cvit_mod  # noqa: E402
+from copkit import cmar as cmar_mod, comae as comae_mod, cvit as cvit_mod  # noqa: E402
 from copkit.comae import CoMAE  # noqa: E402
 from copkit.cvit import make_vit, n_keep  # noqa: E402
 from copkit.efficiency import OpCount, best_time, count_flops, throughput, train_steps, vit_flops  # noqa: E402
-from copkit.train import optimizers  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
@@ -56,6 +55,7 @@ from copkit.profiles import get_profile, pick_device  # noqa: E402
 from copkit.rank import collapse_order, pagerank  # noqa: E402
 from copkit.results import git_commit  # noqa: E402
 from copkit.tokens import N_TOKENS, PATCH, patchify, random_orders  # noqa: E402
+from copkit.train import StepRunner  # noqa: E402
 
 
 def matmul_flops(dev: torch.device, sync, n: int | None = None, dtype=torch.float32) -> float:
@@ -145,39 +145,39 @@ ASSUMED_MFU = 0.40
 IMAGENET_IMAGES = 1_281_167 + 50_000
 
 
-def _step_cost(step, sync, dev: torch.device, precision: str, repeat: int = 2) -> tuple[float, float]:
-    """(seconds, FLOPs) of one forward + backward ``step()`` (which returns a loss); on a GPU the
-    forward runs under bfloat16 autocast where ``precision`` is "bf16", as copkit.train runs it; on a
-    CPU in float32, the faster there."""
-    def run():
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16" and dev.type == "cuda"):
-            loss = step()
-        loss.backward()
-
-    seconds = best_time(run, repeat=repeat, sync=sync)
-    return seconds, float(count_flops(run))
+def _paper_step(recipe, model_cfg, train_cfg, data, batch: int, dev: torch.device, sync) -> tuple[float, float]:
+    """(seconds, FLOPs) of one training step of a paper-size model at a small ``batch``, taken as
+    copkit.train.train takes it (copkit.train.StepRunner: the configured precision, clipping, the
+    update, the EMA), made as copkit.train.fit makes it (copkit.recipe.Recipe.setup)."""
+    tc = dataclasses.replace(train_cfg, batch_size=batch, compile=False)
+    runner = StepRunner.of(recipe.setup(model_cfg, tc, data, dev), tc, dev)
+    seconds = best_time(lambda: runner(0), repeat=1, sync=sync)
+    return seconds, float(count_flops(runner, 0))
 
 
 def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> dict:
-    """Training steps per second of the profile's CoMAE (alternating f and g steps, as trained)."""
+    """Training steps per second of the profile's CoMAE (alternating f and g steps), each step as
+    copkit.train.train takes it (copkit.train.StepRunner: schedule, clipping, the update, the EMA)."""
     x, y = load_fashion_mnist("train", limit=2048)
-    model, fn, opts, tc = _training("comae", profile, dev, x, y)
-    train_steps(fn, opts, tc, dev, 0, 4)
+    trainee, tc = _training("comae", profile, dev, x, y)
+    runner = StepRunner.of(trainee, tc, dev)
+    train_steps(runner, 0, 4)
     sync()
     t0 = time.perf_counter()
-    train_steps(fn, opts, tc, dev, 4, 20)
+    train_steps(runner, 4, 20)
     sync()
     seconds = (time.perf_counter() - t0) / 20
-    flops = count_flops(train_steps, fn, opts, tc, dev, 100, 2) / 2  # one f step and one g step
-    return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": model.cfg.targets_per_image,
+    flops = count_flops(train_steps, runner, 100, 2) / 2  # one f step and one g step
+    return {"profile": profile, "batch_images": tc.batch_size, "targets_per_image": trainee.model.cfg.targets_per_image,
             "precision": tc.precision, "steps_per_s": 1 / seconds, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
             "fraction_of_matmul": flops / seconds / peak}
 
 
 def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: torch.Tensor):
-    """The profile's ``name`` model (comae, mar, cvit) as copkit.train.fit builds it: the network of
-    its ``from_profile`` configuration, the recipe's step function, its optimisers by key and the
-    TrainConfig, on ``dev``, for a few steps on the images ``x`` (in [-1, 1]) and labels ``y``."""
+    """The profile's ``name`` model (comae, mar, cvit) as copkit.train.fit makes it
+    (copkit.recipe.Recipe.setup: the network of its ``from_profile`` configuration, its optimisers
+    and step function), and the TrainConfig, on ``dev``, for a few steps on the images ``x`` (in
+    [-1, 1]) and labels ``y``: (trainee, TrainConfig)."""
     from copkit import cmar, comae, cvit
 
     p = get_profile(profile)
@@ -191,9 +191,7 @@ def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: to
         module, (cfg, tc) = cvit, cvit.from_profile(p.cvit, 0)
         g = torch.Generator().manual_seed(0)
         data = cvit.CViTData(x, y, torch.stack([torch.randperm(N_TOKENS, generator=g) for _ in range(len(x))]))
-    torch.manual_seed(0)
-    model = module.RECIPE.build(cfg, data).to(dev)
-    return model, module.RECIPE.step(model, cfg, tc, data), optimizers(module.RECIPE, model, tc), tc
+    return module.RECIPE.setup(cfg, tc, data, dev), tc
 
 
 def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
@@ -209,14 +207,15 @@ def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> 
     x, y = load_fashion_mnist("train", limit=2048)
 
     def run(name: str, n: int, count: bool) -> tuple[float, int, object]:
-        model, fn, opts, tc = _training(name, profile, dev, x, y)
+        trainee, tc = _training(name, profile, dev, x, y)
         tc = dataclasses.replace(tc, steps=n, ckpt_every=10**9, compile=False)
         counter = OpCount()
         with tempfile.TemporaryDirectory() as d:
             sync()
             t0 = time.perf_counter()
             with counter if count else contextlib.nullcontext():
-                train({name: model}, opts, fn, tc, d, {"bench": name}, device=dev, progress=False)
+                train({name: trainee.model}, trainee.optimizers, trainee.step_fn, tc, d, {"bench": name}, device=dev,
+                      progress=False)
             sync()
             return time.perf_counter() - t0, counter.ops, tc
 
@@ -232,26 +231,26 @@ def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> 
 
 
 def bench_compile(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
-    """Training steps/s of the profile's CoMAE and MAR, eager and with compiled blocks."""
-    from copkit.train import compile_blocks
-
+    """Training steps/s of the profile's CoMAE and MAR, eager and with compiled blocks (the
+    TrainConfig's ``compile``, as a profile sets it), each step as copkit.train.train takes it."""
     x, y = load_fashion_mnist("train", limit=2048)
     out = {}
     for name in ("comae", "mar"):
         row = {}
         for mode in ("eager", "compiled"):
-            model, fn, opts, tc = _training(name, profile, dev, x, y)
-            blocks = compile_blocks(model) if mode == "compiled" else 0
+            trainee, tc = _training(name, profile, dev, x, y)
+            runner = StepRunner.of(trainee, dataclasses.replace(tc, compile=mode == "compiled"), dev)
             t0 = time.perf_counter()
             # warm-up: MAR's varying mask ratios give several shapes; compiling happens here
-            train_steps(fn, opts, tc, dev, 0, 8)
+            train_steps(runner, 0, 8)
             sync()
             warm = time.perf_counter() - t0
             t0 = time.perf_counter()
-            train_steps(fn, opts, tc, dev, 8, steps)
+            train_steps(runner, 8, steps)
             sync()
-            row[mode] = {"steps_per_s": steps / (time.perf_counter() - t0), "warmup_s": warm, "blocks": blocks}
-            del model, opts
+            row[mode] = {"steps_per_s": steps / (time.perf_counter() - t0), "warmup_s": warm,
+                         "blocks": runner.compiled}
+            del trainee, runner
         row["speedup"] = row["compiled"]["steps_per_s"] / row["eager"]["steps_per_s"]
         row["precision"] = tc.precision
         out[name] = row
@@ -284,11 +283,8 @@ def bench_pretrain(dev: torch.device, sync, peak: float, batches: tuple[int, ...
 
         def rate(cfg, tc) -> dict:
             r = train_rate(plan.recipe, cfg, tc, data, steps=steps, device=dev, sync=sync) * tc.batch_size
-            torch.manual_seed(0)
-            model = plan.recipe.build(cfg, data).to(dev).train()
-            opts = optimizers(plan.recipe, model, tc)
-            fn = plan.recipe.step(model, cfg, tc, data)
-            flops = count_flops(train_steps, fn, opts, tc, dev, 0, 2) / 2 / tc.batch_size
+            runner = StepRunner.of(plan.recipe.setup(cfg, tc, data, dev), tc, dev)
+            flops = count_flops(train_steps, runner, 0, 2) / 2 / tc.batch_size
             return {"batch": tc.batch_size, "images_per_s": r, "epoch_s": 55000 / r, "gflop_per_image": flops / 1e9,
                     "fraction_of_matmul": flops * r / peak}
 
@@ -301,16 +297,14 @@ def bench_pretrain(dev: torch.device, sync, peak: float, batches: tuple[int, ...
 
 
 def bench_paper(dev: torch.device, sync) -> dict:
-    """Hours of the paper-size configurations, from one timed and counted step each."""
-    from copkit.cmar import MAR
+    """Hours of the paper-size configurations, from one timed and counted training step each, on
+    random data of the configured shapes (the tokens a VAE would give, for MAR)."""
     from copkit.config import load
-    from copkit.cvit import forward_keep
-    from copkit.stages import STAGES, _timm_skeleton
-    from copkit.train import step_generator
+    from copkit.stages import STAGES
+    from copkit.tokens import patchify
 
     folder = ROOT / "configs" / "paper"
     out = {}
-    g = lambda: step_generator(0, 0, dev)  # noqa: E731
 
     def record(name: str, cfg, batch: int, seconds: float, flops: float, steps: int, unit_batch: int) -> None:
         per_step_s, per_step_flops = seconds * unit_batch / batch, flops * unit_batch / batch
@@ -321,12 +315,12 @@ def bench_paper(dev: torch.device, sync) -> dict:
                      "h200_hours_at_assumed_mfu": per_step_flops * steps / (ASSUMED_MFU * H200_BF16_DENSE) / 3600}
 
     c = load(STAGES["train-comae"][0], folder / "train-comae.toml")
-    torch.manual_seed(0)
-    comae = CoMAE(c.model).to(dev)
-    tokens = torch.randn(1, c.model.n_tokens, c.model.token_dim, device=dev)
-    seconds, flops = _step_cost(lambda: comae.losses(tokens, g())["loss"], sync, dev, c.train.precision, repeat=1)
+    tokens = torch.randn(1, c.model.n_tokens, c.model.token_dim)
+    seconds, flops = _paper_step(comae_mod.RECIPE, c.model, c.train, comae_mod.CoMAEData(tokens, tokens), 1, dev, sync)
     record("train-comae", c, 1, seconds, flops, c.train.steps, c.train.batch_size)
-    comae.eval()
+    torch.manual_seed(0)
+    comae = CoMAE(c.model).to(dev).eval()
+    tokens = tokens.to(dev)
     seconds = best_time(lambda: comae.masks(tokens, chunk=1), repeat=1, sync=sync)
     flops = count_flops(comae.masks, tokens, chunk=1)
     out["rank-imagenet"] = {"config": "configs/paper/rank.toml", "images": IMAGENET_IMAGES,
@@ -335,25 +329,20 @@ def bench_paper(dev: torch.device, sync) -> dict:
     del comae
     for name in ("train-mar", "train-cmar"):
         m = load(STAGES["train-cmar"][0], folder / f"{name}.toml")
-        torch.manual_seed(0)
-        mar = MAR(m.model).to(dev)
-        b = 2
-        tok = torch.randn(b, m.model.n_tokens, m.model.token_dim, device=dev)
-        labels = torch.zeros(b, dtype=torch.long, device=dev)
-        orders = torch.stack([torch.randperm(m.model.n_tokens) for _ in range(b)]).to(dev)
-        seconds, flops = _step_cost(lambda: mar.loss(tok, labels, orders, g(), mask_ratio=0.85), sync, dev,
-                                    m.train.precision, repeat=1)
+        b, (h, w) = 2, m.model.grid
+        latents = torch.randn(b, m.model.token_dim, h, w)  # what the VAE makes of b images: one token per position
+        orders = torch.stack([torch.randperm(m.model.n_tokens) for _ in range(b)])
+        data = cmar_mod.MARData(latents, torch.zeros(b, dtype=torch.long), m.kind, orders, m.random_fraction,
+                                tokenizer=lambda x, generator=None, shard=None: patchify(x, 1), stride=1)
+        seconds, flops = _paper_step(cmar_mod.RECIPE, m.model, m.train, data, b, dev, sync)
         record(name, m, b, seconds, flops, m.train.steps, m.train.batch_size)
-        del mar
     v = load(STAGES["train-cvit"][0], folder / "train-cvit.toml")
-    torch.manual_seed(0)
-    vit = _timm_skeleton(v.model).to(dev)
     b = 2
-    x = torch.randn(b, 3, v.model.img_size, v.model.img_size, device=dev)
-    keep = torch.arange(vit.patch_embed.num_patches // 2, device=dev).expand(b, -1)  # the mean kept share is ~0.64
-    y = torch.zeros(b, dtype=torch.long, device=dev)
-    seconds, flops = _step_cost(lambda: torch.nn.functional.cross_entropy(forward_keep(vit, x, keep), y), sync, dev,
-                                v.train.precision, repeat=1)
+    images = torch.randn(b, 3, v.model.img_size, v.model.img_size)
+    orders = torch.stack([torch.randperm((v.model.img_size // v.model.patch) ** 2) for _ in range(b)])
+    skeleton = dataclasses.replace(cvit_mod.RECIPE, build=lambda cfg, data: cvit_mod.timm_skeleton(cfg))  # no download
+    seconds, flops = _paper_step(skeleton, v.model, v.train, cvit_mod.CViTData(images, torch.zeros(b, dtype=torch.long),
+                                                                                orders), b, dev, sync)
     record("train-cvit", v, b, seconds, flops, v.train.steps, v.train.batch_size)
     out["assumption"] = {"h200_bf16_dense_flops": H200_BF16_DENSE, "assumed_mfu": ASSUMED_MFU}
     return out

@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
-from bench import _training  # noqa: E402  (the profile's models and step functions, as the bench builds them)
+from bench import _training  # noqa: E402  (the profile's models, optimisers and step functions, as fit makes them)
 
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
@@ -52,16 +52,17 @@ def check_training(name: str, profile: str, dev: torch.device, log: SyncLog, x: 
                    steps: int = 8) -> int:
     """Syncs in the steps of ``name``'s training on images ``x`` and labels ``y``, strictly between
     its first and last step."""
-    model, fn, opts, tc = _training(name, profile, dev, x, y)
+    trainee, tc = _training(name, profile, dev, x, y)
     tc = dataclasses.replace(tc, steps=steps, log_every=10**9, ckpt_every=10**9, compile=False)
     before = len(log.found)
 
     def step_fn(step: int, gen: torch.Generator):
         log.label = f"{name} step {step}" if 0 < step < steps - 1 else None
-        return fn(step, gen)
+        return trainee.step_fn(step, gen)
 
     with tempfile.TemporaryDirectory() as d:
-        train({name: model}, opts, step_fn, tc, d, {"sync-check": name}, device=dev, progress=False)
+        train({name: trainee.model}, trainee.optimizers, step_fn, tc, d, {"sync-check": name}, device=dev,
+              progress=False)
     log.label = None
     return len(log.found) - before
 
