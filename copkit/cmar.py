@@ -51,6 +51,7 @@ from .dist import Shard
 from .dist import shard as process_shard
 from .rank import class_mean_order, collapse_order, ranks
 from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, patchify, random_orders, unpatchify
+from .profiles import BaseSizes, CmarSizes
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
 
 __all__ = [
@@ -474,12 +475,19 @@ RECIPE = Recipe(name="mar", module="mar", build=lambda cfg, data: MAR(cfg), step
 PHASES = ("mar", "finetune", "scratch")
 
 
-def from_profile(sizes, seed: int, *, phase: str = "mar") -> tuple[MARConfig, "TrainConfig"]:
+def from_profile(sizes: CmarSizes | BaseSizes, seed: int, *, phase: str = "mar") -> tuple[MARConfig, TrainConfig]:
     """The MAR configuration and the training configuration of one ``phase`` (:data:`PHASES`) of a
     profile's :class:`copkit.profiles.CmarSizes`, for one seed. Every chapter and
-    ``python -m copkit config train-cmar`` take them from here."""
+    ``python -m copkit config train-cmar`` take them from here.
+
+    With the ``mar`` section of the pretraining config (:class:`copkit.profiles.BaseSizes`) and
+    ``phase="mar"``: the base MAR the fine-tunes start from, trained from scratch in random order."""
     if phase not in PHASES:
         raise ValueError(f"unknown MAR phase {phase!r}; use one of {', '.join(PHASES)}")
+    if isinstance(sizes, BaseSizes):
+        if phase != "mar":
+            raise ValueError(f"the base model is MAR trained from scratch (phase 'mar'); {phase!r} is not a base")
+        return sizes.configs(MARConfig, seed)
     cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth, heads=sizes.heads,
                     buffer=sizes.buffer, head_width=sizes.head_width, head_depth=sizes.head_depth,
                     diffusion_batch_mul=sizes.diffusion_batch_mul, mask_ratio_min=sizes.mask_ratio_min)

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from .dist import Shard
 from .dist import shard as process_shard
 from .tokens import GRID, N_TOKENS, PATCH, flip_batch, gather_tokens
+from .profiles import BaseSizes, CvitSizes
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
 
 __all__ = [
@@ -469,14 +470,21 @@ RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model
                 start=_start)
 
 
-def from_profile(sizes, seed: int, *, kind: str = "cvit") -> tuple[CViTConfig, TrainConfig]:
+def from_profile(sizes: CvitSizes | BaseSizes, seed: int, *, kind: str = "cvit") -> tuple[CViTConfig, TrainConfig]:
     """The configuration of one Table 5 model (``kind``: ``vit``, ``rvit``, ``cvit``, ``pruned``;
     :data:`MODEL_KINDS`) at a profile's sizes (:class:`copkit.profiles.CvitSizes`) and its training:
     ``epochs`` passes over the profile's training images (all 60,000 when None), one seed. Every
-    chapter and ``python -m copkit config train-cvit`` take them from here."""
+    chapter and ``python -m copkit config train-cvit`` take them from here.
+
+    With the ``vit`` section of the pretraining config (:class:`copkit.profiles.BaseSizes`) and
+    ``kind="vit"``: the base ViT every kind fine-tunes, trained on full images."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
     drop = MODEL_KINDS[kind]
+    if isinstance(sizes, BaseSizes):
+        if drop != "none":
+            raise ValueError(f"the base model is a plain ViT (kind 'vit'); {kind!r} fine-tunes it")
+        return sizes.configs(CViTConfig, seed, train_drop=drop, schedule="none")
     cfg = CViTConfig(width=sizes.width, depth=sizes.depth, heads=sizes.heads, mlp_ratio=sizes.mlp_ratio,
                      train_drop=drop, schedule="none" if drop == "none" else sizes.schedule, max_drop=sizes.max_drop)
     tc = TrainConfig(steps=sizes.epochs * (sizes.train_images or 60000) // sizes.batch_size, batch_size=sizes.batch_size,

@@ -15,6 +15,7 @@ from torchmetrics.image.inception import InceptionScore
 
 from .dist import shard as process_shard
 from .tokens import SIDE
+from .profiles import BaseSizes
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
 
 __all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn", "FeatureNetData", "RECIPE",
@@ -218,8 +219,8 @@ RECIPE = Recipe(name="featurenet", module="net", build=lambda cfg, data: Feature
                 step=lambda net, cfg, tc, data: classifier_step_fn(net, data.images, data.labels, tc.batch_size, tc.seed))
 
 
-def from_profile(sizes, seed: int) -> tuple[FeatureNetConfig, TrainConfig]:
-    """The feature network and its training at a profile's :class:`copkit.profiles.CmarSizes`
-    (``classifier_steps``), one seed: what Chapter 4 scores its samples with."""
-    return FeatureNetConfig(), TrainConfig(steps=sizes.classifier_steps, batch_size=64, lr=2e-3, warmup_steps=20,
-                                           ema_decay=0.99, weight_decay=0.05, seed=seed, log_every=20, ckpt_every=200)
+def from_profile(sizes: BaseSizes, seed: int) -> tuple[FeatureNetConfig, TrainConfig]:
+    """The feature network and its training for one seed, from its sizes: the ``classifier``
+    section of the pretraining config (:class:`copkit.profiles.BaseSizes`). It is only ever a base
+    model: Chapter 4 scores its samples with the shipped one (:mod:`copkit.pretrained`)."""
+    return sizes.configs(FeatureNetConfig, seed)

@@ -15,7 +15,7 @@ evaluate from them, as the paper starts from the released MAR-B and an ImageNet-
 The names: ``classifier`` (:class:`copkit.metrics.FeatureNet`, the FID features and class-agreement
 classifier), ``vit`` (timm's ViT, :mod:`copkit.cvit`), ``mar`` (:class:`copkit.cmar.MAR` in random
 order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in and come out as
-:mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1].
+:mod:`copkit.data` gives them: (B, 1, SIDE, SIDE) in [-1, 1] (:data:`copkit.tokens.SIDE`: 28).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -37,13 +38,13 @@ from torch import Tensor, nn
 
 from copkit import cmar, comae, cvit
 from copkit import metrics as feature_net
-from copkit.config import ConfigError, build
+from copkit.checkpoint import load_state, load_tensors, read_metrics, save_tensors
+from copkit.config import ConfigError, build, config_hash, jsonable
 from copkit.data import load_fashion_mnist, photo_crops
 from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text, file_sha256, folder_lock
-from copkit.tokens import PATCH, patchify, random_orders
-from copkit.checkpoint import load_state, load_tensors, read_metrics, save_tensors
-from copkit.config import config_hash, jsonable
+from copkit.profiles import BaseSizes
 from copkit.recipe import Recipe, TrainConfig
+from copkit.tokens import PATCH, SIDE, patchify, random_orders
 from copkit.train import fit
 
 __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
@@ -59,10 +60,6 @@ KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
 _SECTION_KEYS = {"model", "train", "sampling", "data"}
 _TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"steps", "seed"} | {"epochs"}
 HOW = "make pretrain (python -m copkit pretrain)"
-#: each kind's network configuration, and the fields pretraining sets itself (not in the config)
-_MODEL_CONFIGS: dict[str, tuple[type, dict]] = {
-    "featurenet": (feature_net.FeatureNetConfig, {}), "vit": (cvit.CViTConfig, {"train_drop": "none", "schedule": "none"}),
-    "mar": (cmar.MARConfig, {}), "comae": (comae.CoMAEConfig, {})}
 
 
 #: the repository copkit is in (its data/pretrained holds the shipped models), when it is a checkout
@@ -189,11 +186,10 @@ def _check_section(name: str, kind: str, section: dict) -> None:
     if not _number(train.get("lr", 1.0)) or train.get("lr", 1.0) <= 0:
         raise ConfigError(f"{name}.train.lr: must be a finite number > 0, got {train['lr']!r}")
     build(TrainConfig, {**{k: v for k, v in train.items() if k != "epochs"}, "steps": 1}, f"{name}.train")
-    cls, fixed = _MODEL_CONFIGS[kind]
-    clash = sorted(set(section["model"]) & set(fixed))
-    if clash:
-        raise ConfigError(f"{name}.model.{clash[0]}: set by pretraining ({fixed[clash[0]]!r}), not a key of the config")
-    build(cls, {**section["model"], **fixed}, f"{name}.model")
+    try:  # the model's configuration, as plan() makes it
+        _KINDS[kind].configs(_sizes(section, images=1), seed=0)
+    except ConfigError as err:
+        raise ConfigError(f"{name}.{err}") from None
     sampling = section.get("sampling")
     if sampling is not None:
         _check_counts({k: v for k, v in sampling.items() if k not in ("cfg_scale", "temperature")}, f"{name}.sampling",
@@ -210,13 +206,43 @@ class Plan:
 
     name: str
     recipe: Recipe
-    cfg: Any
-    tc: TrainConfig
+    model_cfg: Any
+    train_cfg: TrainConfig
     data: Any
     tag: dict
     epochs: float
     test: tuple[Tensor, Tensor]  #: test images and labels (held-out photo crops and zeros, for the photo CoMAE)
     section: dict
+
+
+@dataclass(frozen=True, eq=False)
+class _Images:
+    """A base model's images, (images, labels) each, and their description (part of the run's hash)."""
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    tag: dict
+
+
+def _images(config: dict, section: dict, seed: int) -> _Images:
+    """The images of a section: its ``data`` source's (scikit-image photo crops, unlabelled), or
+    Fashion-MNIST's split of the config's ``data`` section (validation: the last ``val_images``
+    training images)."""
+    source = section.get("data", {"source": "fashion-mnist"})
+    if source.get("source") == "photos":
+        names = tuple(source["photos"])
+        per = source["crops"] // len(names)
+        crops = torch.cat([photo_crops(p, per, SIDE, scale=0.25, seed=seed) for p in names])
+        held = torch.cat([photo_crops(p, 200, SIDE, scale=0.25, seed=seed + 1000) for p in names])
+        unlabelled = lambda x: (x, torch.zeros(len(x), dtype=torch.long))  # noqa: E731
+        tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops), "size": SIDE,
+               "scale": 0.25, "held_out": "crops of seed + 1000"}
+        return _Images(unlabelled(crops), unlabelled(held[:512]), unlabelled(held[512:]), tag)
+    tx, ty, vx, vy, test_x, test_y = _split(config)
+    tag = {"dataset": "fashion-mnist", "split": "train", "train_images": len(tx), "val_images": len(vx),
+           "val": "the last val_images of the training split"}
+    return _Images((tx, ty), (vx, vy), (test_x, test_y), tag)
 
 
 def _split(config: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -232,6 +258,12 @@ def _split_of(n: int | None, val: int, test: int | None) -> tuple[Tensor, Tensor
         raise ValueError(f"train_images {n} + val_images {val} exceed the 60,000 training images")
     tx, ty = load_fashion_mnist("test", limit=test)
     return x[:n], y[:n], x[len(x) - val:], y[len(y) - val:], tx, ty
+
+
+def _sizes(section: dict, images: int) -> BaseSizes:
+    """A section as the model modules' ``from_profile`` take it, for ``images`` training images."""
+    train = {k: v for k, v in section["train"].items() if k != "epochs"}
+    return BaseSizes(section["model"], train, section["train"]["epochs"], images)
 
 
 def _top1(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> float:
@@ -252,58 +284,97 @@ def _mar_val_loss(model: cmar.MAR, x: Tensor, y: Tensor, draws: int = 2) -> dict
     return {"val_loss": sum(losses) / draws}
 
 
+def _classifier_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, folder: Path,
+                        device: torch.device | str) -> dict:
+    return {"test_top1": _top1(model, *p.test), "val_top1": evals[-1]["val_top1"]}
+
+
+def _comae_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, folder: Path,
+                   device: torch.device | str) -> dict:
+    curve = [r["val_L_r"] for r in evals]
+    fifth = [r["val_L_r"] for r in evals if r["step"] >= 0.8 * p.train_cfg.steps]
+    # the relative change of the held-out L_r over the last fifth of training (< 2%: converged)
+    change = abs(fifth[-1] - fifth[0]) / fifth[0] if len(fifth) > 1 else None  # None: one evaluation there
+    images = p.test[0][:1000]
+    test = comae.evaluate(model, patchify(images, PATCH).to(device))
+    mirrored = patchify(comae.mirror_image(images[:500]), PATCH).to(device)
+    return {"val_L_r": curve[-1], "val_L_r_change_last_fifth": change, "test_L_r": test["val_L_r"],
+            "test_H_mask": test["val_H_mask"],
+            # not trained on mirrored images: does the CoMAE find an exact copy when one is there?
+            "mirror_hit_rate": comae.mirror_hits(model, mirrored, model.cfg.grid[1])}
+
+
+def _mar_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, folder: Path,
+                 device: torch.device | str) -> dict:
+    """1,000 samples (the config's sampler), scored by the shipped classifier of the same config."""
+    s = p.section["sampling"]
+    classifier = load("classifier", device, config, folder)
+    labels = torch.arange(s["samples"]) % 10
+    scores = feature_net.GenerativeScores(classifier, p.test[0].to(device))
+    out = {"val_loss": evals[-1]["val_loss"]}
+    for key, scale in (("cfg", s["cfg_scale"]), ("nocfg", 1.0)):
+        images = generate_with(model, labels, scale, seed=0, sampling=s)
+        out[f"class_agreement_{key}"] = _top1(classifier, images, labels)
+        out[f"fid_{key}"] = scores(images)["fid"]
+    real_x = load_fashion_mnist("train")[0][:s["samples"]]
+    out["fid_floor"] = scores(real_x)["fid"]
+    return out
+
+
+def _top1_eval(images: _Images) -> Callable:
+    return lambda net, data: {"val_top1": _top1(net, *images.val)}
+
+
+def _mar_eval(images: _Images) -> Callable:
+    x, y = images.val[0][:1000], images.val[1][:1000]
+    return lambda net, data: _mar_val_loss(net, x, y)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """One kind of base model: the module that makes it (its ``RECIPE``, and its ``from_profile``
+    given the section as :class:`copkit.profiles.BaseSizes` with ``variant``), its data holder of
+    the images, its validation evaluation (None: the recipe's own) and its final metrics."""
+
+    module: ModuleType
+    variant: dict
+    data: Callable[[_Images], Any]
+    evaluate: Callable[[_Images], Callable] | None
+    final: Callable[..., dict]
+
+    def configs(self, sizes: BaseSizes, seed: int) -> tuple[Any, TrainConfig]:
+        return self.module.from_profile(sizes, seed, **self.variant)
+
+
+_KINDS = {
+    "featurenet": _Kind(feature_net, {}, lambda im: feature_net.FeatureNetData(*im.train), _top1_eval,
+                        _classifier_metrics),
+    "vit": _Kind(cvit, {"kind": "vit"}, lambda im: cvit.CViTData(*im.train), _top1_eval, _classifier_metrics),
+    "mar": _Kind(cmar, {"phase": "mar"}, lambda im: cmar.MARData(*im.train), _mar_eval, _mar_metrics),
+    "comae": _Kind(comae, {}, lambda im: comae.CoMAEData(patchify(im.train[0], PATCH), patchify(im.val[0][:512], PATCH)),
+                   None, _comae_metrics),
+}
+
+
 def plan(name: str, config: dict | str | Path | None = None, seed: int = 0) -> Plan:
     """What training base model ``name`` of ``config`` (a path or a read config; default
     :data:`CONFIG`) needs: the recipe (with a validation evaluation of the EMA weights), the model
-    and training configurations, the data and its description (part of the run's hash)."""
+    and training configurations (the model module's ``from_profile`` of the section), the data
+    and its description (part of the run's hash)."""
     config = config if isinstance(config, dict) else read_config(config)
     if name not in config:
-        raise ValueError(f"{name!r} is not in the pretraining config; it has {[k for k in config if k not in ('name', 'data')]}")
-    section, kind = config[name], _kind(name)
-    tx, ty, vx, vy, test_x, test_y = _split(config)
-    tag = {"dataset": "fashion-mnist", "split": "train", "train_images": len(tx), "val_images": len(vx),
-           "val": "the last val_images of the training split"}
-    model_cfg = dict(section["model"])
-    if kind == "featurenet":
-        cfg = feature_net.FeatureNetConfig(**model_cfg)
-        data = feature_net.FeatureNetData(tx, ty)
-        recipe = replace(feature_net.RECIPE, evaluate=lambda net, d: {"val_top1": _top1(net, vx, vy)})
-        n, test = len(tx), (test_x, test_y)
-    elif kind == "vit":
-        cfg = cvit.CViTConfig(train_drop="none", schedule="none", **model_cfg)
-        data = cvit.CViTData(tx, ty)
-        recipe = replace(cvit.RECIPE, evaluate=lambda net, d: {"val_top1": _top1(net, vx, vy)})
-        n, test = len(tx), (test_x, test_y)
-    elif kind == "mar":
-        cfg = cmar.MARConfig(**model_cfg)
-        data = cmar.MARData(tx, ty)
-        ex, ey = vx[:1000], vy[:1000]
-        recipe = replace(cmar.RECIPE, evaluate=lambda net, d: _mar_val_loss(net, ex, ey))
-        n, test = len(tx), (test_x, test_y)
-    else:
-        source = section.get("data", {"source": "fashion-mnist"})
-        if source.get("source") == "photos":
-            names = tuple(source["photos"])
-            per = source["crops"] // len(names)
-            crops = torch.cat([photo_crops(p, per, 28, scale=0.25, seed=seed) for p in names])
-            held = torch.cat([photo_crops(p, 200, 28, scale=0.25, seed=seed + 1000) for p in names])
-            tokens, val_tokens, test_images = patchify(crops, PATCH), patchify(held[:512], PATCH), held[512:]
-            tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops), "size": 28,
-                   "scale": 0.25, "held_out": "crops of seed + 1000"}
-        else:
-            tokens, val_tokens, test_images = patchify(tx, PATCH), patchify(vx[:512], PATCH), test_x
-        cfg = comae.CoMAEConfig(**{k: tuple(v) if k == "grid" else v for k, v in model_cfg.items()})
-        data = comae.CoMAEData(tokens, val_tokens)
-        recipe = comae.RECIPE
-        n, test = len(tokens), (test_images, torch.zeros(len(test_images), dtype=torch.long))
-    train = dict(section["train"])
-    epochs = train.pop("epochs")
-    tc = TrainConfig(steps=max(1, int(epochs * n) // train["batch_size"]), seed=seed, **train)
-    return Plan(name, recipe, cfg, tc, data, tag, epochs, test, section)
+        raise ValueError(f"{name!r} is not in the pretraining config; it has "
+                         f"{[k for k in config if k not in ('name', 'data')]}")
+    section, kind = config[name], _KINDS[_kind(name)]
+    images = _images(config, section, seed)
+    sizes = _sizes(section, len(images.train[0]))
+    model_cfg, train_cfg = kind.configs(sizes, seed)
+    recipe = kind.module.RECIPE if kind.evaluate is None else replace(kind.module.RECIPE, evaluate=kind.evaluate(images))
+    return Plan(name, recipe, model_cfg, train_cfg, kind.data(images), images.tag, sizes.epochs, images.test, section)
 
 
 def _run_hash(p: Plan) -> str:
-    return config_hash(p.recipe.run_config(p.cfg, p.tc, p.data, p.tag))
+    return config_hash(p.recipe.run_config(p.model_cfg, p.train_cfg, p.data, p.tag))
 
 
 _DIGESTS: dict[tuple[str, str], str] = {}
@@ -353,39 +424,6 @@ def _machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def _final_metrics(p: Plan, model: nn.Module, records: list[dict], config: dict, folder: Path,
-                   device: torch.device | str) -> dict:
-    evals = [r for r in records if r.get("eval")]
-    kind = _kind(p.name)
-    if kind in ("featurenet", "vit"):
-        return {"test_top1": _top1(model, *p.test), "val_top1": evals[-1]["val_top1"]}
-    if kind == "comae":
-        curve = [r["val_L_r"] for r in evals]
-        fifth = [r["val_L_r"] for r in evals if r["step"] >= 0.8 * p.tc.steps]
-        # the relative change of the held-out L_r over the last fifth of training (< 2%: converged)
-        change = abs(fifth[-1] - fifth[0]) / fifth[0] if len(fifth) > 1 else None  # None: one evaluation there
-        images = p.test[0][:1000]
-        test = comae.evaluate(model, patchify(images, PATCH).to(device))
-        mirrored = patchify(comae.mirror_image(images[:500]), PATCH).to(device)
-        return {"val_L_r": curve[-1], "val_L_r_change_last_fifth": change, "test_L_r": test["val_L_r"],
-                "test_H_mask": test["val_H_mask"],
-                # not trained on mirrored images: does the CoMAE find an exact copy when one is there?
-                "mirror_hit_rate": comae.mirror_hits(model, mirrored, model.cfg.grid[1])}
-    # MAR: 1,000 samples (the config's sampler), scored by the shipped classifier of the same config
-    s = p.section["sampling"]
-    classifier = load("classifier", device, config, folder)
-    labels = torch.arange(s["samples"]) % 10
-    scores = feature_net.GenerativeScores(classifier, p.test[0].to(device))
-    out = {"val_loss": evals[-1]["val_loss"]}
-    for key, scale in (("cfg", s["cfg_scale"]), ("nocfg", 1.0)):
-        images = generate_with(model, labels, scale, seed=0, sampling=s)
-        out[f"class_agreement_{key}"] = _top1(classifier, images, labels)
-        out[f"fid_{key}"] = scores(images)["fid"]
-    real_x = load_fashion_mnist("train")[0][:s["samples"]]
-    out["fid_floor"] = scores(real_x)["fid"]
-    return out
-
-
 def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, sampling: dict,
                   progress: bool = False) -> Tensor:
     """Images of a MAR for ``labels`` in random orders with the sampler settings ``sampling``
@@ -399,8 +437,7 @@ def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, 
 
 def run_folder_of(name: str, config: dict | str | Path | None, data_dir: str | Path) -> Path:
     """The training run folder of base model ``name``: ``<data_dir>/runs/<kind>-<hash8>``."""
-    recipe = {"featurenet": feature_net.RECIPE, "vit": cvit.RECIPE, "mar": cmar.RECIPE, "comae": comae.RECIPE}[_kind(name)]
-    return Path(data_dir) / "runs" / f"{recipe.name}-{run_hash(name, config)[:8]}"
+    return Path(data_dir) / "runs" / f"{_KINDS[_kind(name)].module.RECIPE.name}-{run_hash(name, config)[:8]}"
 
 
 def park(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
@@ -459,14 +496,15 @@ def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Pat
     parked = folder / "unfinished" / run.name
     if parked.exists() and not (run / "checkpoint.safetensors").exists():
         shutil.copytree(parked, run, dirs_exist_ok=True)  # a run interrupted elsewhere (park) resumes
-    fitted = fit(p.recipe, p.cfg, p.tc, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
+    fitted = fit(p.recipe, p.model_cfg, p.train_cfg, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
                  progress=progress, evaluate_ema=True)
     records = read_metrics(fitted.folder / "metrics.jsonl")
-    final = _final_metrics(p, fitted.model, records, config, folder, device)
+    final = _KINDS[_kind(name)].final(p, fitted.model, [r for r in records if r.get("eval")], config, folder,
+                                      device)
     meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
             "config": jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
             "commit": _commit(),
-            "steps": p.tc.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
+            "steps": p.train_cfg.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
             "machine": _machine(), "metrics": final,
             "command": f"python -m copkit pretrain --only {name}" + (
                 "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG
@@ -501,7 +539,7 @@ def curve(name: str, config: str | Path | dict | None = None, folder: str | Path
 
 
 def _build(p: Plan) -> nn.Module:
-    return p.recipe.build(p.cfg, p.data)
+    return p.recipe.build(p.model_cfg, p.data)
 
 
 def _description(name: str, config: str | Path | dict | None, folder: str | Path | None) -> tuple[Path, dict]:

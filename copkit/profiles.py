@@ -5,7 +5,9 @@
 - ``gpu``:   full size on one GPU.
 
 The sizes live in ``copkit/configs/<profile>.yaml``, read into the dataclasses below (strictly: an
-unknown or ill-typed key is an error). A chapter takes the profile's name (or the path of a profile
+unknown or ill-typed key is an error). The base models the chapters start from have sizes of their
+own, a section each of the pretraining config (:class:`BaseSizes`, :mod:`copkit.pretrained`); each
+model module's ``from_profile(sizes, seed, **variant)`` takes either kind of sizes. A chapter takes the profile's name (or the path of a profile
 file of one's own) as a papermill parameter and reads its sizes from here, so a size is never
 repeated in a chapter; the command line (``python -m copkit <stage> --profile ...``) reads the same.
 """
@@ -15,12 +17,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
-from .config import load
+from .config import ConfigError, build, load
+from .recipe import TrainConfig
 
-__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "Profile", "PROFILES", "get_profile", "load_profile", "pick_device"]
+__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "BaseSizes", "Profile", "PROFILES",
+           "get_profile", "load_profile", "pick_device"]
 
 
 # ------------------------------------------------------------------------------------ ranges
@@ -168,7 +173,6 @@ class CmarSizes:
     samples: int  #: generated images per model, setting and seed for the headline tables
     sweep_samples: int  #: per model, scale and seed for the CFG and order sweeps
     seeds: tuple[int, ...]
-    classifier_steps: int  #: the feature network's training steps
     uncertainty_images: int  #: images behind the teaser's uncertainty curves
     uncertainty_draws: int  #: samples of the hidden tokens per step and image
     #: the sampler settings Chapter 4 chooses from, by FID of the base MAR against held-out training
@@ -208,6 +212,38 @@ class CvitSizes:
 
     def __post_init__(self) -> None:
         _check_ranges(self)
+
+
+@dataclass(frozen=True)
+class BaseSizes:
+    """One base model's section of the pretraining config (``copkit/configs/pretrain.yaml``, read by
+    :func:`copkit.pretrained.read_config`), as the model modules' ``from_profile`` take it.
+
+    ``model`` holds fields of the network's configuration, ``train`` fields of
+    :class:`copkit.recipe.TrainConfig` but ``steps`` and ``seed``; the training passes ``epochs``
+    times over ``images`` training images (:attr:`steps`)."""
+
+    model: Mapping[str, Any]
+    train: Mapping[str, Any]
+    epochs: float
+    images: int
+
+    @property
+    def steps(self) -> int:
+        """``epochs * images // batch_size`` training steps, at least 1."""
+        return max(1, int(self.epochs * self.images) // self.train["batch_size"])
+
+    def configs(self, model_class: type, seed: int, **fixed: Any) -> tuple[Any, TrainConfig]:
+        """(model configuration, TrainConfig) for one ``seed``: ``model`` read strictly into
+        ``model_class`` (:func:`copkit.config.build`), with the fields ``fixed`` that the model's
+        module sets for its base model (the section may not name them), and ``train`` with
+        :attr:`steps` and ``seed``. A :class:`copkit.config.ConfigError` names the key
+        (``model.widht: unknown key; ...``)."""
+        clash = sorted(set(self.model) & set(fixed))
+        if clash:
+            raise ConfigError(f"model.{clash[0]}: set by pretraining ({fixed[clash[0]]!r}), not a key of the config")
+        return (build(model_class, {**self.model, **fixed}, "model"),
+                build(TrainConfig, {**self.train, "steps": self.steps, "seed": seed}, "train"))
 
 
 @dataclass(frozen=True)

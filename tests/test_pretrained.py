@@ -163,7 +163,7 @@ def test_a_parked_unfinished_run_resumes_on_another_machine(tmp_path):
 
     config = pretrained.read_config(_tiny(tmp_path))
     p = pretrained.plan("vit", config)
-    fit(p.recipe, p.cfg, p.tc, p.data, p.tag, tmp_path / "a", progress=False, evaluate_ema=True, stop_after=1)
+    fit(p.recipe, p.model_cfg, p.train_cfg, p.data, p.tag, tmp_path / "a", progress=False, evaluate_ema=True, stop_after=1)
     parked = pretrained.park(["vit"], config, tmp_path / "a", tmp_path / "shipped")
     assert [x.name for x in parked] == [pretrained.run_folder_of("vit", config, tmp_path / "a").name]
     resumed = pretrained.pretrain(["vit"], config, tmp_path / "b", tmp_path / "shipped", progress=False)["vit"]
@@ -217,6 +217,47 @@ def test_every_committed_description_records_its_weights_sha256():
     for described in described_models:
         meta = json.loads(described.read_text())
         assert meta["sha256"] == file_sha256(described.with_name(meta["file"])), described.name
+
+
+def test_every_shipped_model_is_named_by_the_run_its_section_makes():
+    """The shipped files are found by the hash of the training run their section of the
+    pretraining config defines: however that configuration is made (through the model module's
+    from_profile), each one's description records exactly that run and its hash."""
+    from copkit.config import config_hash, jsonable
+
+    config = pretrained.read_config()
+    names = [k for k in config if k not in ("name", "data")]
+    assert len(names) >= 6
+    for name in names:
+        p = pretrained.plan(name, config)
+        run = p.recipe.run_config(p.model_cfg, p.train_cfg, p.data, p.tag)
+        described = json.loads(pretrained.path_of(name).with_suffix(".json").read_text())
+        assert described["config_hash"] == config_hash(run) == pretrained.run_hash(name, config), name
+        assert described["config"] == jsonable(run), name
+
+
+def test_base_models_take_their_configurations_from_their_modules_from_profile():
+    from copkit import cmar, cvit
+    from copkit import metrics as feature_net
+    from copkit.config import ConfigError
+    from copkit.profiles import BaseSizes
+
+    config = pretrained.read_config("smoke")
+    section = config["vit"]
+    train = {k: v for k, v in section["train"].items() if k != "epochs"}
+    sizes = BaseSizes(section["model"], train, 2, 1024)
+    model, tc = cvit.from_profile(sizes, 3, kind="vit")
+    assert (model.train_drop, model.schedule, model.width, model.shift) == ("none", "none", 32, 2)
+    assert (tc.steps, tc.seed, tc.batch_size, tc.eval_every) == (2 * 1024 // 64, 3, 64, 8)
+    assert pretrained.plan("vit", config).model_cfg == cvit.from_profile(sizes, 0, kind="vit")[0]
+    with pytest.raises(ValueError, match="plain ViT"):
+        cvit.from_profile(sizes, 0, kind="cvit")
+    with pytest.raises(ConfigError, match=r"model\.train_drop: set by pretraining \('none'\)"):
+        cvit.from_profile(BaseSizes({**section["model"], "train_drop": "random"}, train, 1, 64), 0, kind="vit")
+    with pytest.raises(ValueError, match="phase 'mar'"):
+        cmar.from_profile(BaseSizes(config["mar"]["model"], train, 1, 64), 0, phase="finetune")
+    net, _ = feature_net.from_profile(BaseSizes(config["classifier"]["model"], train, 1, 64), 0)
+    assert (net.width, net.features) == (8, 32)
 
 
 def test_pretrain_records_the_sha256_and_load_checks_it(shipped, tmp_path):
