@@ -68,6 +68,7 @@ from copkit.cmar import (
     RECIPE,
     MARData,
     adaptive_collapse,
+    fashion_mnist_data,
     from_profile,
     generate,
     generation_orders,
@@ -107,8 +108,7 @@ val_x = load_fashion_mnist("train")[0][55000:]  # held-out training images: the 
 test_x, test_y = load_fashion_mnist("test")
 train_orders, _, comae_hash = dataset_orders(PROFILE, data_dir, dev, n_train=len(train_x), n_test=0)
 N = train_orders.shape[1]
-data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x), "patch": PATCH,
-        "orders_by_comae": comae_hash}
+data = fashion_mnist_data(len(train_x), comae_hash)  # what names the runs, as train-cmar names them
 print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images with collapse orders from CoMAE "
       f"{comae_hash[:8]}; seeds {SEEDS}")
 

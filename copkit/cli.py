@@ -18,7 +18,7 @@ Helpers:
     data          find Fashion-MNIST (install or download it if missing), check every file, say where it is
     profiles      print the sizes of the smoke / cpu / gpu profiles
     convert-vae   MAR's kl16.ckpt -> safetensors (a pickle read weights-only: tensors, no code)
-    convert-mar   MAR's checkpoint-last.pth -> a run folder for train-cmar's init_run (weights only)
+    convert-mar   MAR's checkpoint-last.pth -> a run folder for train-cmar's init (weights only)
 
 "config <stage> --profile NAME --variant KEY=VALUE" picks one of the chapter's trainings
 ("--variant kind=vit": Chapter 5's ViT); the same option works with a stage's --profile.
@@ -79,12 +79,21 @@ def _variant(pairs: list[str]) -> dict:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from .config import dump_yaml
-    from .stages import from_profile
+    from .config import config_hash, dump_yaml
+    from .stages import chapter_config, run_config
 
-    config = from_profile(args.stage, args.profile, args.seed, args.data_dir, **_variant(args.variant))
+    config = chapter_config(args.stage, args.profile, args.seed, args.data_dir, **_variant(args.variant))
     variant = "".join(f" --variant {v}" for v in args.variant)
     print(f"# python -m copkit {args.stage} --config <this file>; made from the {args.profile} profile{variant}", flush=True)
+    if args.stage.startswith("train-"):
+        try:
+            run = run_config(config)
+        except (OSError, ValueError) as err:  # the base models' hashes need Fashion-MNIST
+            print(f"# (its run folder cannot be named here: {err})")
+        else:
+            digest = config_hash(run)
+            print(f"# trains the chapter's run {Path(args.data_dir) / 'runs' / run['model']}-{digest[:8]} "
+                  f"(run hash {digest})")
     print(dump_yaml(config), end="")
     return 0
 
@@ -105,10 +114,12 @@ def _profile_orders(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from . import dist
     from .config import ConfigError, load
     from .profiles import pick_device
-    from .stages import STAGES, from_profile, run_stage
+    from .stages import STAGES, chapter_config, run_stage
 
     try:  # a device that does not exist is named now, before any data is read
         pick_device(args.device)
@@ -121,12 +132,14 @@ def _stage(args: argparse.Namespace) -> int:
         elif args.profile:
             if args.command == "rank":
                 return _profile_orders(args)
-            config = from_profile(args.command, args.profile, args.seed, args.data_dir, **_variant(args.variant))
+            config = chapter_config(args.command, args.profile, args.seed, args.data_dir, **_variant(args.variant))
             if "<hash8>" in repr(config):
                 raise ConfigError(f"{args.command} needs run folders a profile cannot name; write a config: "
                                   f"python -m copkit config {args.command} --profile {args.profile} > my.yaml")
         else:
             raise ConfigError(f"{args.command}: give --config FILE (YAML or TOML) or --profile NAME")
+        if getattr(args, "init", None) is not None:  # train-cmar, train-cvit: what the fine-tune starts from
+            config = dataclasses.replace(config, init=None if args.init.lower() in ("", "none") else args.init)
         run_stage(args.command, config)
     finally:
         if dist.world_size() > 1:
@@ -167,7 +180,7 @@ def _convert_mar(args: argparse.Namespace) -> int:
     from .mar_weights import convert_mar_checkpoint
 
     out = convert_mar_checkpoint(args.src, args.out, args.heads)
-    print(f"MAR run: {out} (use it as train-cmar's init_run or sample-cmar's mar_run)")
+    print(f"MAR run: {out} (use it as train-cmar's init or sample-cmar's mar_run)")
     return 0
 
 
@@ -179,19 +192,21 @@ _STAGES = {
              "train-comae run, into one .npz file. With --profile NAME: all 70,000 Fashion-MNIST images from the "
              "shipped CoMAE of that profile, into data/pretrained/orders-<hash8>.npz."),
     "train-cmar": ("train MAR or CMAR", "Train MAR (kind random) or CMAR (kind descending; ascending is the "
-                   "ablation of Table 4), from scratch or fine-tuned from a MAR run (init_run)."),
+                   "ablation of Table 4), from scratch or fine-tuned (init: the shipped base MAR, pretrained:mar, or a MAR "
+                   "run). With --profile: Chapter 4's fine-tune of the shipped base MAR."),
     "sample-cmar": ("sample from a trained MAR / CMAR", "Sample per_class images of every class (or of classes) "
                     "from a MAR or CMAR run: an .npz of uint8 images and labels, and a PNG grid beside it."),
     "train-cvit": ("train ViT / RViT / CViT / the pruner", "Train a classifier; model.train_drop picks ViT (none), "
-                   "RViT (random), CViT (collapse) or the pruning baseline (learned)."),
+                   "RViT (random), CViT (collapse) or the pruning baseline (learned). With --profile: Chapter 5's "
+                   "fine-tune of the shipped base ViT (init: pretrained:vit)."),
     "eval-cvit": ("accuracy over mask ratios, AuC, knee", "Top-1 and top-5 accuracy of a train-cvit run over mask "
                   "ratios, the area under the curve (AuC) and the Kneedle knee, as JSON."),
 }
 
 
 _VARIANT_HELP = ("with --profile: which of the chapter's trainings (repeatable): train-comae lambda_c=0.01, "
-                 "experiment=main|mirror|planted; train-cmar phase=mar|finetune|scratch; "
-                 "train-cvit kind=vit|rvit|cvit|pruned")
+                 "experiment=main|mirror|planted; train-cmar phase=finetune|mar|scratch, "
+                 "kind=descending|random|ascending; train-cvit kind=vit|rvit|cvit|pruned")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -238,6 +253,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", default="data", help="with --profile: where runs and artifacts go")
         p.add_argument("--device", default="auto", help="with rank --profile: auto, cpu, cuda[:i], mps")
         p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE", help=_VARIANT_HELP)
+        if name in ("train-cmar", "train-cvit"):
+            p.add_argument("--init", metavar="FROM", help="fine-tune from pretrained:NAME (a shipped base model, e.g. "
+                           f"pretrained:{'mar' if name == 'train-cmar' else 'vit'}) or a run folder; none: from "
+                           "scratch (replaces the configuration's init)")
         p.set_defaults(func=_stage)
     p = sub.add_parser("config", help="print a stage's configuration as a profile makes it", parents=[debug],
                        description="Print the configuration of a stage that the book's chapter uses at a profile, "

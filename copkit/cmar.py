@@ -72,6 +72,7 @@ __all__ = [
     "RECIPE",
     "PHASES",
     "from_profile",
+    "fashion_mnist_data",
     "generation_orders",
     "generate",
     "image_generators",
@@ -469,6 +470,16 @@ def _step(model: MAR, cfg: MARConfig, tc, data: MARData):
 RECIPE = Recipe(name="mar", module="mar", build=lambda cfg, data: MAR(cfg), step=_step,
                 hashed=lambda data: {"orders": data.kind, "init": None,
                                      "random_fraction": data.random_fraction if data.kind != "random" else None})
+
+def fashion_mnist_data(images: int, orders_comae: str | None, patch: int = PATCH) -> dict:
+    """The data description (part of every run's hash) of MAR / CMAR trained on the first
+    ``images`` Fashion-MNIST training images in ``patch`` x ``patch`` pixel tokens, with the
+    collapse orders of the CoMAE whose hash is ``orders_comae``: Chapter 4's, and ``train-cmar``'s
+    on the same data. The orders' CoMAE is named for every order kind, the random-order control
+    included, so that the three fine-tunes of one seed are named by the same data."""
+    return {"dataset": "fashion-mnist", "split": "train", "images": images, "patch": patch,
+            "orders_by_comae": orders_comae}
+
 
 #: The MAR trainings of a profile (:func:`from_profile`), MAR from scratch, MAR -> CMAR fine-tuning,
 #: CMAR from scratch (MAR's recipe with ``scratch_steps``).

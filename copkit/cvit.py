@@ -47,7 +47,7 @@ from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take, to
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
-    "PrunedViT", "build_model", "timm_skeleton", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "kept_pixels",
+    "PrunedViT", "build_model", "timm_skeleton", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "fashion_mnist_data", "kept_pixels",
 ]
 
 #: the model kinds of Table 5 and how each is trained
@@ -491,6 +491,15 @@ def from_profile(sizes: CvitSizes | BaseSizes, seed: int, *, kind: str = "cvit")
                      lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed, log_every=25,
                      ckpt_every=200, precision=sizes.precision, compile=sizes.compile)
     return cfg, tc
+
+
+def fashion_mnist_data(images: int, orders_comae: str | None = None, patch: int = PATCH) -> dict:
+    """The data description (part of every run's hash) of a Table 5 model trained on the first
+    ``images`` Fashion-MNIST training images in ``patch`` x ``patch`` patches; for CViT, with the
+    collapse orders of the CoMAE whose hash is ``orders_comae`` (the other kinds use no orders):
+    Chapter 5's, and ``train-cvit``'s on the same data."""
+    data = {"dataset": "fashion-mnist", "split": "train", "train_images": images, "patch": patch}
+    return data if orders_comae is None else {**data, "orders_comae": orders_comae}
 
 
 def kept_pixels(keep: Tensor, grid: int = GRID, patch: int = PATCH) -> Tensor:

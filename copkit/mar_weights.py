@@ -12,7 +12,7 @@ MAR saves ``checkpoint-last.pth``, a pickle of ``model`` and ``model_ema`` (stat
   which no shape shows, from ``args.model`` or given), with MAR's own diffusion head: timestep
   embedding of 256 frequencies, learned variance, no clipping of the predicted latent;
 - writes a run folder (:func:`convert_mar_checkpoint`: ``checkpoint.safetensors`` with the raw and
-  EMA weights, then ``config.json``) that ``train-cmar``'s ``init_run`` and ``sample-cmar``'s
+  EMA weights, then ``config.json``) that ``train-cmar``'s ``init`` and ``sample-cmar``'s
   ``mar_run`` take like a run trained here.
 
 Command line: ``copkit convert-mar checkpoint-last.pth data/runs/mar-b-released``.

@@ -27,7 +27,7 @@ from .io import DamagedFileError, atomic_write_bytes, fault_point
 from .rank import collapse_order
 from .tokens import patchify
 
-__all__ = ["SPLITS", "compute_orders", "merge_shards", "load_orders", "dataset_orders"]
+__all__ = ["SPLITS", "compute_orders", "merge_shards", "load_orders", "orders_digest", "dataset_orders"]
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -54,7 +54,7 @@ def _read(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
             if missing:
                 raise DamagedFileError(path, f"lacks {', '.join(missing)} (holds {', '.join(z.files) or 'nothing'}): "
                                              "not a file of collapse orders")
-            out = {k: z[k] for k in z.files}
+            out = {k: z[k] for k in keys}
     except (FileNotFoundError, DamagedFileError):
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
@@ -170,11 +170,17 @@ def load_orders(path: str | Path, comae_hash: str | None = None,
     return orders, split, made_by
 
 
+def orders_digest(path: str | Path) -> str:
+    """The hash of the CoMAE that made an orders file, read without reading its orders."""
+    return str(_read(Path(path), ("comae_hash",))["comae_hash"])
+
+
 def dataset_orders(profile, data_dir: str | Path, device: torch.device | str = "cpu",
                    n_train: int | None = None, n_test: int | None = None, subset_limit: int = 7000,
-                   progress: bool = True) -> tuple[Tensor, Tensor, str]:
+                   progress: bool = True, comae: str = "comae") -> tuple[Tensor, Tensor, str]:
     """Collapse orders of Fashion-MNIST by the shipped CoMAE of a profile's base models
-    (:func:`copkit.pretrained.base` ``(profile, "comae", data_dir)``: ``make pretrain``), loaded or made.
+    (:func:`copkit.pretrained.base` ``(profile, comae, data_dir)``: ``make pretrain``; ``profile``
+    may be the pretraining config itself), loaded or made.
 
     Returns ``(train_orders, test_orders, comae_hash)``: long tensors (n, 49), best patch first,
     for the first ``n_train`` training and ``n_test`` test images (None: all of them), in the
@@ -189,7 +195,7 @@ def dataset_orders(profile, data_dir: str | Path, device: torch.device | str = "
     the hash names the CoMAE that made it.
     """
     data_dir = Path(data_dir)
-    model, digest = pretrained.base(profile, "comae", data_dir, device)
+    model, digest = pretrained.base(profile, comae, data_dir, device)
     name = f"orders-{digest[:8]}.npz"
     full = next((p for p in (data_dir / "pretrained" / name, data_dir / name) if p.exists()),
                 data_dir / "pretrained" / name)

@@ -47,7 +47,7 @@ from copkit.recipe import Recipe, TrainConfig
 from copkit.tokens import PATCH, SIDE, patchify, random_orders
 from copkit.train import fit
 
-__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path", "read_config", "kind_of", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
            "generate", "summary", "total_seconds", "park", "run_hash",
            "run_folder_of"]
 
@@ -104,7 +104,9 @@ def _remedy(path: Path, name: str, config: str | Path | dict | None) -> str:
     return f"Delete {path.name} and make it again with {HOW}: `{_make_command(name, config, path.parent)}`."
 
 
-def _kind(name: str) -> str:
+def kind_of(name: str) -> str:
+    """The kind of network base model ``name`` is (:data:`KINDS`; a name starting with "comae" is a
+    CoMAE); ValueError for any other name."""
     if name in KINDS:
         return KINDS[name]
     if name.startswith("comae"):
@@ -141,7 +143,7 @@ def read_config(path: str | Path | dict | None = None) -> dict:
             if name in ("name", "data"):
                 continue
             try:
-                kind = _kind(name)
+                kind = kind_of(name)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
             if not isinstance(section, dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS \
@@ -365,7 +367,7 @@ def plan(name: str, config: dict | str | Path | None = None, seed: int = 0) -> P
     if name not in config:
         raise ValueError(f"{name!r} is not in the pretraining config; it has "
                          f"{[k for k in config if k not in ('name', 'data')]}")
-    section, kind = config[name], _KINDS[_kind(name)]
+    section, kind = config[name], _KINDS[kind_of(name)]
     images = _images(config, section, seed)
     sizes = _sizes(section, len(images.train[0]))
     model_cfg, train_cfg = kind.configs(sizes, seed)
@@ -437,7 +439,7 @@ def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, 
 
 def run_folder_of(name: str, config: dict | str | Path | None, data_dir: str | Path) -> Path:
     """The training run folder of base model ``name``: ``<data_dir>/runs/<kind>-<hash8>``."""
-    return Path(data_dir) / "runs" / f"{_KINDS[_kind(name)].module.RECIPE.name}-{run_hash(name, config)[:8]}"
+    return Path(data_dir) / "runs" / f"{_KINDS[kind_of(name)].module.RECIPE.name}-{run_hash(name, config)[:8]}"
 
 
 def park(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
@@ -499,9 +501,9 @@ def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Pat
     fitted = fit(p.recipe, p.model_cfg, p.train_cfg, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
                  progress=progress, evaluate_ema=True)
     records = read_metrics(fitted.folder / "metrics.jsonl")
-    final = _KINDS[_kind(name)].final(p, fitted.model, [r for r in records if r.get("eval")], config, folder,
+    final = _KINDS[kind_of(name)].final(p, fitted.model, [r for r in records if r.get("eval")], config, folder,
                                       device)
-    meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
+    meta = {"name": name, "kind": kind_of(name), "file": target.name, "config_hash": digest,
             "config": jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
             "commit": _commit(),
             "steps": p.train_cfg.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
@@ -522,12 +524,14 @@ def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Pat
 
 
 def base(profile: Any, name: str, data_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
-    """A chapter's base model: the shipped ``name`` of the profile's pretraining config
-    (``profile.pretrain``) from ``<data_dir>/pretrained/``, in eval mode, and the hash of its
-    training run (what a fine-tune from it is named by: ``fit(..., init=(hash, state dict))``)."""
+    """A chapter's (or a stage's) base model: the shipped ``name`` of the profile's pretraining
+    config (``profile.pretrain``; or ``profile`` is that config itself, "full", "smoke" or a file)
+    from ``<data_dir>/pretrained/``, in eval mode, and the hash of its training run (what a
+    fine-tune from it is named by: ``fit(..., init=(hash, state dict))``)."""
     folder = Path(data_dir) / "pretrained"
-    model = load(name, device, profile.pretrain, folder)
-    return model, info(name, profile.pretrain, folder)["config_hash"]
+    config = getattr(profile, "pretrain", profile)
+    model = load(name, device, config, folder)
+    return model, info(name, config, folder)["config_hash"]
 
 
 def curve(name: str, config: str | Path | dict | None = None, folder: str | Path | None = None) -> list[dict]:
@@ -627,7 +631,7 @@ def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
     (:func:`copkit.cmar.image_generators`), so the same seed and label give the same image
     whatever else is in the batch. (``generate_with``, which the chapters and the shipped
     metrics use, draws a batch from one shared generator.)"""
-    if _kind(name) != "mar":
+    if kind_of(name) != "mar":
         raise ValueError(f"{name!r} is not a generator; generate() takes 'mar'")
     if isinstance(cfg_scale, bool) or not _number(cfg_scale) or cfg_scale < 0:
         raise ValueError(f"cfg_scale: must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")

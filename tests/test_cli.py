@@ -190,6 +190,97 @@ def test_every_stage_on_an_image_folder(tmp_path, imgs):
     assert len(val) == 8 and val.labels.tolist() == [0] * 4 + [1] * 4
 
 
+@pytest.mark.fashion_mnist
+def test_a_stage_fine_tunes_a_shipped_base_model_into_the_run_its_config_names(tmp_path, capsys):
+    """``init: pretrained:vit`` starts from the shipped base ViT of the stage's pretraining config
+    (here a tiny one, shipped into <data_dir>/pretrained as make smoke does): the run folder is the
+    one run_config names, the run records the base's hash, and at learning rate 0 the trained
+    weights are the base's. ``--init none`` trains the same configuration from scratch, another run."""
+    import dataclasses
+
+    import yaml
+
+    from copkit import pretrained
+    from copkit.checkpoint import load_weights
+    from copkit.cli import main
+    from copkit.config import config_hash
+    from copkit.cvit import build_model
+    from copkit.stages import chapter_config, run_config, run_stage
+
+    base = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
+    tiny = write(tmp_path / "tiny.yaml", yaml.safe_dump({"name": "tiny", "vit": base["vit"],
+                                                        "data": {"train_images": 128, "val_images": 64,
+                                                                 "test_images": 64}}))
+    data_dir = tmp_path / "data"
+    pretrained.pretrain(["vit"], tiny, data_dir, data_dir / "pretrained", progress=False)
+    cfg = chapter_config("train-cvit", "smoke", kind="vit", data_dir=str(data_dir))
+    cfg = dataclasses.replace(cfg, pretrain=str(tiny), device="cpu", data=dataclasses.replace(cfg.data, limit=128),
+                              train=dataclasses.replace(cfg.train, steps=2, lr=0.0, warmup_steps=0))
+    assert cfg.init == "pretrained:vit"
+    folder = run_stage("train-cvit", cfg)
+    meta = json.loads((folder / "config.json").read_text())
+    assert folder.name == f"cvit-{config_hash(run_config(cfg))[:8]}" and meta["config_hash"] == config_hash(run_config(cfg))
+    assert meta["config"]["init"] == pretrained.run_hash("vit", tiny)
+    trained = build_model(cfg.model)
+    load_weights(folder, "model", trained)
+    shipped = pretrained.load("vit", config=tiny, folder=data_dir / "pretrained")
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), shipped.state_dict().values()))
+    capsys.readouterr()
+    before = set((data_dir / "runs").glob("cvit-*"))  # the base ViT's pretraining run and the fine-tune
+    assert main(["train-cvit", "--config", str(write(tmp_path / "v.yaml", dump_yaml(cfg))), "--init", "none"]) == 0
+    (scratch,) = set((data_dir / "runs").glob("cvit-*")) - before
+    assert "init" not in json.loads((scratch / "config.json").read_text())["config"]
+
+
+@pytest.mark.fashion_mnist
+def test_a_profile_cmar_stage_trains_on_the_shipped_comaes_orders_from_the_shipped_mar(tmp_path):
+    """train-cmar as Chapter 4 runs it: ``orders: pretrained:comae`` ranks the training images with
+    the shipped CoMAE (as the chapter's copkit.orders.dataset_orders does), ``init: pretrained:mar``
+    starts from the shipped MAR, and both hashes name the run, in the folder run_config names."""
+    import dataclasses
+
+    import yaml
+
+    from copkit import pretrained
+    from copkit.config import config_hash
+    from copkit.stages import chapter_config, run_config, run_stage
+
+    base = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
+    tiny = write(tmp_path / "tiny.yaml", yaml.safe_dump({
+        "name": "tiny", "classifier": base["classifier"], "mar": base["mar"], "comae": base["comae"],
+        "data": {"train_images": 128, "val_images": 64, "test_images": 64}}))
+    data_dir = tmp_path / "data"
+    pretrained.pretrain(None, tiny, data_dir, data_dir / "pretrained", progress=False)
+    cfg = chapter_config("train-cmar", "smoke", data_dir=str(data_dir))
+    cfg = dataclasses.replace(cfg, pretrain=str(tiny), device="cpu", data=dataclasses.replace(cfg.data, limit=64),
+                              train=dataclasses.replace(cfg.train, steps=2))
+    assert (cfg.kind, cfg.init, cfg.orders) == ("descending", "pretrained:mar", "pretrained:comae")
+    folder = run_stage("train-cmar", cfg)
+    run = json.loads((folder / "config.json").read_text())
+    assert folder.name == f"mar-{config_hash(run_config(cfg))[:8]}" and run["config_hash"] == config_hash(run_config(cfg))
+    comae_hash = pretrained.run_hash("comae", tiny)
+    assert run["config"]["init"] == pretrained.run_hash("mar", tiny)
+    assert run["config"]["data"] == {"dataset": "fashion-mnist", "split": "train", "images": 64, "patch": 4,
+                                     "orders_by_comae": comae_hash}
+    assert (data_dir / f"orders-{comae_hash[:8]}-64-0.npz").is_file()  # the chapters' cache of the orders
+
+
+@pytest.mark.fashion_mnist
+def test_data_start_skips_the_first_images():
+    """The chapters validate on Fashion-MNIST's held-out training images (55,000 on):
+    ``start`` names them for the stages, and ``limit`` counts after it."""
+    from copkit.data import load_fashion_mnist
+    from copkit.stages import DataConfig, load_images
+
+    x, y, _ = load_images(DataConfig(start=55_000, limit=16))
+    all_x, all_y = load_fashion_mnist("train")
+    assert torch.equal(x, all_x[55_000:55_016]) and torch.equal(y, all_y[55_000:55_016])
+    assert len(load_images(DataConfig(start=59_990))[0]) == 10
+    assert DataConfig(limit=100).fashion_mnist_train() == 100 and DataConfig(start=5).fashion_mnist_train() is None
+    with pytest.raises(ValueError, match="start must be >= 0, and 0 for an image folder"):
+        DataConfig(source="imagefolder", start=3)
+
+
 def test_train_stage_resumes_to_the_same_weights(tmp_path, imgs, monkeypatch):
     import copkit.train as train_mod
     from copkit.cli import main

@@ -3,6 +3,7 @@ weights in eval mode, puts exactly the expected parameters in each AdamW group; 
 trains with the configuration ``python -m copkit config <stage> --profile <p>`` prints."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -276,6 +277,128 @@ def test_cli_config_is_what_the_chapters_train(profile, capsys):
     assert (sample.steps, sample.cfg_scale, sample.diffusion_steps) == (p.cmar.gen_steps, p.cmar.cfg_scale, p.cmar.diffusion_steps)
     evaluation = build(EvalCvit, _printed(capsys, "eval-cvit", "--profile", profile))
     assert (evaluation.ratios, evaluation.data.limit) == (p.cvit.ratios, p.cvit.test_images)
+
+
+# ------------------------------------------------------------------------------ one run, one hash
+def _bound(scope: ast.AST, name: str) -> ast.AST | None:
+    """The value ``name`` is bound to in ``scope`` (``name = value``, or an element of ``a, name =
+    value``: then the call itself), or the default of a parameter ``name``; None if neither."""
+    if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = scope.args.args[len(scope.args.args) - len(scope.args.defaults):]
+        for arg, default in zip(args, scope.args.defaults):
+            if arg.arg == name:
+                return default
+    for node in _scope_nodes(scope, _SCOPES + _COMPREHENSIONS):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if (isinstance(t, ast.Name) and t.id == name) or (
+                        isinstance(t, ast.Tuple) and any(isinstance(e, ast.Name) and e.id == name for e in t.elts)):
+                    return node.value
+    return None
+
+
+def _comes_from(tree: ast.Module, scope: ast.AST, expr: ast.AST, call: str) -> bool:
+    """Whether ``expr`` is a call of ``call``, or a name bound (in ``scope`` or at module level)
+    to one, or to a conditional expression of such calls."""
+    if isinstance(expr, ast.Name):
+        value = _bound(scope, expr.id) or _bound(tree, expr.id)
+        return value is not None and _comes_from(tree, tree, value, call)
+    if isinstance(expr, ast.Call):
+        return _call_name(expr) == call
+    return False
+
+
+@pytest.mark.parametrize("chapter", ["02_comae.py", "04_cmar.py", "05_cvit.py"])
+def test_chapters_name_their_data_and_base_model_as_the_stages_do(chapter):
+    """What the test below rebuilds of each chapter is what the chapter does: its Fashion-MNIST
+    trainings describe their data with the model module's ``fashion_mnist_data`` (the function the
+    stages call), and its fine-tunes start from ``pretrained.base``, whose hash names the run."""
+    tree = ast.parse((ROOT / "chapters" / chapter).read_text())
+    scopes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    fits = [(scope, c) for scope in scopes for c in _scope_nodes(scope)
+            if isinstance(c, ast.Call) and _call_name(c) == "fit"]
+    assert fits
+    for scope, call in fits:
+        tag = call.args[4]
+        assert _comes_from(tree, scope, tag, "fashion_mnist_data"), (
+            f"{chapter} line {call.lineno}: the data description {ast.unparse(tag)!r} is not fashion_mnist_data's")
+        init = next((k.value for k in call.keywords if k.arg == "init"), None)
+        if init is not None:
+            assert isinstance(init, ast.Tuple) and _comes_from(tree, scope, init.elts[0], "base"), (
+                f"{chapter} line {call.lineno}: the run it fine-tunes is not named by pretrained.base's hash")
+
+
+def _chapter_runs(p, seed: int):
+    """(stage, variant, run configuration) of every Fashion-MNIST training of Chapters 2, 4 and 5
+    at profile ``p``, made by the calls those chapters make (the test above checks that they make
+    them): the model's from_profile, its fashion_mnist_data, the shipped CoMAE that ranked the
+    orders (copkit.orders.dataset_orders) and the shipped base model of the fine-tunes."""
+    from copkit import pretrained
+
+    comae_hash = pretrained.run_hash("comae", p.pretrain)
+    for lam in sorted({*p.comae.lambdas, *p.comae.sweep_lambdas, 0.01}):
+        model, tc = comae.from_profile(p.comae, seed, lambda_c=lam)
+        yield "train-comae", {"lambda_c": lam}, comae.RECIPE.run_config(model, tc, None,
+                                                                        comae.fashion_mnist_data(p.comae))
+    model, tc = cmar.from_profile(p.cmar, seed, phase="finetune")
+    base = pretrained.run_hash("mar", p.pretrain)
+    images = min(60000, p.cmar.train_images or 55000)  # len(load_fashion_mnist("train", limit=...))
+    for kind in ("random", "descending", "ascending"):
+        data = cmar.MARData(torch.zeros(0), torch.zeros(0), kind)
+        yield "train-cmar", {"kind": kind}, cmar.RECIPE.run_config(
+            model, tc, data, cmar.fashion_mnist_data(images, comae_hash), base)
+    base = pretrained.run_hash("vit", p.pretrain)
+    images = min(60000, p.cvit.train_images or 60000)
+    for kind in cvit.MODEL_KINDS:
+        model, tc = cvit.from_profile(p.cvit, seed, kind=kind)
+        yield "train-cvit", {"kind": kind}, cvit.RECIPE.run_config(
+            model, tc, None, cvit.fashion_mnist_data(images, comae_hash if kind == "cvit" else None), base)
+
+
+@pytest.mark.fashion_mnist
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_chapter_training_is_the_run_its_stage_prints_and_trains(profile, capsys):
+    """One run, one hash: for every training stage, every profile and every Fashion-MNIST training
+    a chapter runs, the hash of the whole run configuration (model, training, data, the orders'
+    CoMAE, the base model fine-tuned) equals the run ``python -m copkit config <stage> --profile
+    <p>`` prints, and the run the printed file trains (copkit.stages.run_config). The
+    configurations of the shipped base models (cpu and gpu) are pinned to their files by
+    test_pretrained; at smoke they name what make smoke trains."""
+    from copkit.stages import run_config
+
+    p = get_profile(profile)
+    seen = set()
+    for seed in (0, 2):
+        for stage, variant, chapter_run in _chapter_runs(p, seed):
+            flags = [f"--variant={k}={v}" for k, v in variant.items()]
+            assert main(["config", stage, "--profile", profile, "--seed", str(seed), *flags]) == 0
+            out = capsys.readouterr().out
+            printed = re.search(r"^# trains the chapter's run (\S+) \(run hash ([0-9a-f]{64})\)$", out, re.M)
+            cfg = build(_STAGE_CLASS[stage], yaml.safe_load(out))
+            assert printed and printed[2] == config_hash(chapter_run) == config_hash(run_config(cfg)), (stage, variant)
+            assert printed[1].endswith(f"{chapter_run['model']}-{printed[2][:8]}")
+            seen.add(stage)
+    assert seen == set(_STAGE_CLASS)
+
+
+def test_the_stages_default_to_the_chapters_fine_tunes():
+    """What ``python -m copkit train-cmar --profile p`` and ``train-cvit`` train without a variant:
+    Chapter 4's CMAR and Chapter 5's CViT, fine-tuned from the shipped base models on the shipped
+    CoMAE's orders; MAR from scratch needs none of them."""
+    from copkit.stages import chapter_config
+
+    mar = chapter_config("train-cmar", "smoke")
+    assert (mar.kind, mar.init, mar.orders, mar.pretrain) == ("descending", "pretrained:mar", "pretrained:comae", "smoke")
+    assert mar.data.limit == get_profile("smoke").cmar.train_images
+    assert chapter_config("train-cmar", "cpu").data.limit == 55000  # the held-out 5,000 are not trained on
+    control = chapter_config("train-cmar", "cpu", kind="random")
+    assert (control.kind, control.orders) == ("random", "pretrained:comae")  # Chapter 4 names the orders' CoMAE
+    scratch = chapter_config("train-cmar", "cpu", phase="mar")
+    assert (scratch.kind, scratch.init, scratch.orders) == ("random", None, None)
+    vit = chapter_config("train-cvit", "cpu", kind="rvit")
+    assert (vit.init, vit.orders, vit.pretrain) == ("pretrained:vit", None, "full")
+    comae_stage = chapter_config("train-comae", "smoke")
+    assert (comae_stage.data.limit, comae_stage.val_data.start) == (1000, 55000)
 
 
 def test_cvit_stage_and_chapter_agree_on_logging_and_checkpoints(capsys):

@@ -1,7 +1,7 @@
 """copkit.mar_weights: a checkpoint in the layout MAR's code saves (module names and shapes as
 LTH14/mar's MAR and SimpleMLPAdaLN make them, written out here by hand) converts into a run that
 loads strictly, computes MAR's diffusion head, refuses what it cannot place, and is taken by
-train-cmar (init_run) and sample-cmar (mar_run)."""
+train-cmar (init) and sample-cmar (mar_run)."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_converted_run_is_sampled_and_fine_tuned_by_the_stages(tmp_path, capsys)
     model = ("model: {grid: [2, 2], token_dim: 48, n_classes: 1000, width: 32, enc_depth: 2, dec_depth: 1, "
              "heads: 4, buffer: 2, head_width: 24, head_depth: 2, time_freq: 256, learn_sigma: true, "
              "clip_x0: false, dropout: 0.1}\n")
-    common = (f"data_dir: {out}\ndevice: cpu\ninit_run: {run}\ndata: {{source: imagefolder, root: {imgs}, "
+    common = (f"data_dir: {out}\ndevice: cpu\ninit: {run}\ndata: {{source: imagefolder, root: {imgs}, "
               "image_size: 8}\ntokenizer: {kind: pixels, patch: 4}\ntrain: {steps: 2, batch_size: 4, lr: 1.0e-4}\n")
     bad = write(tmp_path / "bad.yaml", common + model.replace("heads: 4", "heads: 2"))
     capsys.readouterr()
