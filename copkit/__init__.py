@@ -33,7 +33,7 @@ Training and running:
 
 Data:
 
-- :mod:`copkit.data`        Fashion-MNIST (IDX files), scikit-image photos, Gaussian random fields
+- :mod:`copkit.data`        Fashion-MNIST (IDX files), scikit-image photos
 - :mod:`copkit.imagefolder` a folder tree of images (ImageNet) read from disk
 - :mod:`copkit.tokenizer`   pixel patches, or MAR's KL-16 VAE latents
 

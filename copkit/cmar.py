@@ -456,8 +456,8 @@ class MARData:
     stride: int = PATCH
 
 
-def _step(model: MAR, cfg: MARConfig, tc, data: MARData):
-    return mar_step_fn(model, data.images, data.labels, tc.batch_size, tc.seed, data.kind, data.collapse,
+def _step(model: MAR, model_cfg: MARConfig, train_cfg: TrainConfig, data: MARData):
+    return mar_step_fn(model, data.images, data.labels, train_cfg.batch_size, train_cfg.seed, data.kind, data.collapse,
                        data.random_fraction, tokenizer=data.tokenizer, stride=data.stride)
 
 
@@ -470,6 +470,7 @@ def _step(model: MAR, cfg: MARConfig, tc, data: MARData):
 RECIPE = Recipe(name="mar", module="mar", build=lambda cfg, data: MAR(cfg), step=_step,
                 hashed=lambda data: {"orders": data.kind, "init": None,
                                      "random_fraction": data.random_fraction if data.kind != "random" else None})
+
 
 def fashion_mnist_data(images: int, orders_comae: str | None, patch: int = PATCH) -> dict:
     """The data description (part of every run's hash) of MAR / CMAR trained on the first
@@ -499,20 +500,20 @@ def from_profile(sizes: CmarSizes | BaseSizes, seed: int, *, phase: str = "mar")
         if phase != "mar":
             raise ValueError(f"the base model is MAR trained from scratch (phase 'mar'); {phase!r} is not a base")
         return sizes.configs(MARConfig, seed)
-    cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth, heads=sizes.heads,
-                    buffer=sizes.buffer, head_width=sizes.head_width, head_depth=sizes.head_depth,
-                    diffusion_batch_mul=sizes.diffusion_batch_mul, mask_ratio_min=sizes.mask_ratio_min)
+    model_cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth, heads=sizes.heads,
+                          buffer=sizes.buffer, head_width=sizes.head_width, head_depth=sizes.head_depth,
+                          diffusion_batch_mul=sizes.diffusion_batch_mul, mask_ratio_min=sizes.mask_ratio_min)
     if phase in ("mar", "scratch"):
-        tc = TrainConfig(steps=sizes.mar_steps if phase == "mar" else sizes.scratch_steps, batch_size=sizes.batch_size,
-                         lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
-                         grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
-                         precision=sizes.precision, compile=sizes.compile)
+        train_cfg = TrainConfig(steps=sizes.mar_steps if phase == "mar" else sizes.scratch_steps, batch_size=sizes.batch_size,
+                                lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
+                                grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
+                                precision=sizes.precision, compile=sizes.compile)
     else:  # the paper's recipe: linear warm-up over the first 10%, then cosine to 0
-        tc = TrainConfig(steps=sizes.finetune_steps, batch_size=sizes.batch_size, lr=sizes.finetune_lr,
-                         warmup_steps=max(1, sizes.finetune_steps // 10), ema_decay=sizes.ema_decay,
-                         weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
-                         precision=sizes.precision, compile=sizes.compile)
-    return cfg, tc
+        train_cfg = TrainConfig(steps=sizes.finetune_steps, batch_size=sizes.batch_size, lr=sizes.finetune_lr,
+                                warmup_steps=max(1, sizes.finetune_steps // 10), ema_decay=sizes.ema_decay,
+                                weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
+                                precision=sizes.precision, compile=sizes.compile)
+    return model_cfg, train_cfg
 
 
 # --------------------------------------------------------------------------------- generation

@@ -40,14 +40,14 @@ from torch import Tensor, nn
 
 from .dist import Shard
 from .dist import shard as process_shard
-from .tokens import GRID, N_TOKENS, PATCH, flip_batch, gather_tokens
+from .tokens import N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens
 from .profiles import BaseSizes, CvitSizes
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
 
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
-    "PrunedViT", "build_model", "timm_skeleton", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "fashion_mnist_data", "kept_pixels",
+    "PrunedViT", "build_model", "timm_skeleton", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "fashion_mnist_data",
 ]
 
 #: the model kinds of Table 5 and how each is trained
@@ -76,7 +76,7 @@ class CViTConfig:
     #: augmentation; 0 for the collapse-ordered models, whose orders are fixed to the patch grid
     shift: int = field(default=0, metadata={"hash_if_set": True})
     label_smoothing: float = 0.0
-    img_size: int = 28
+    img_size: int = SIDE
     patch: int = PATCH
     classes: int = 10
     #: a timm model name (e.g. "vit_base_patch16_224.augreg_in21k", the paper's IN-21k ViT-B/16) to
@@ -447,11 +447,12 @@ class CViTData:
                              f"({None if self.orders is None else self.orders.shape[0]}) must have the same length")
 
 
-def _step(model: nn.Module, cfg: CViTConfig, tc, data: CViTData):
+def _step(model: nn.Module, model_cfg: CViTConfig, train_cfg: TrainConfig, data: CViTData):
     device = next(model.parameters()).device
     images = data.images.to(device) if isinstance(data.images, Tensor) else data.images
-    orders = data.orders.to(device) if data.orders is not None and cfg.train_drop == "collapse" else None
-    return cvit_step_fn(model, cfg, images, data.labels.to(device), orders, tc.batch_size, tc.seed)
+    orders = data.orders.to(device) if data.orders is not None and model_cfg.train_drop == "collapse" else None
+    return cvit_step_fn(model, model_cfg, images, data.labels.to(device), orders, train_cfg.batch_size,
+                        train_cfg.seed)
 
 
 def _start(model: nn.Module, state) -> None:
@@ -485,12 +486,14 @@ def from_profile(sizes: CvitSizes | BaseSizes, seed: int, *, kind: str = "cvit")
         if drop != "none":
             raise ValueError(f"the base model is a plain ViT (kind 'vit'); {kind!r} fine-tunes it")
         return sizes.configs(CViTConfig, seed, train_drop=drop, schedule="none")
-    cfg = CViTConfig(width=sizes.width, depth=sizes.depth, heads=sizes.heads, mlp_ratio=sizes.mlp_ratio,
-                     train_drop=drop, schedule="none" if drop == "none" else sizes.schedule, max_drop=sizes.max_drop)
-    tc = TrainConfig(steps=sizes.epochs * (sizes.train_images or 60000) // sizes.batch_size, batch_size=sizes.batch_size,
-                     lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed, log_every=25,
-                     ckpt_every=200, precision=sizes.precision, compile=sizes.compile)
-    return cfg, tc
+    model_cfg = CViTConfig(width=sizes.width, depth=sizes.depth, heads=sizes.heads, mlp_ratio=sizes.mlp_ratio,
+                           train_drop=drop, schedule="none" if drop == "none" else sizes.schedule,
+                           max_drop=sizes.max_drop)
+    train_cfg = TrainConfig(steps=sizes.epochs * (sizes.train_images or 60000) // sizes.batch_size,
+                            batch_size=sizes.batch_size, lr=sizes.lr, warmup_steps=sizes.warmup_steps,
+                            ema_decay=sizes.ema_decay, seed=seed, log_every=25, ckpt_every=200,
+                            precision=sizes.precision, compile=sizes.compile)
+    return model_cfg, train_cfg
 
 
 def fashion_mnist_data(images: int, orders_comae: str | None = None, patch: int = PATCH) -> dict:
@@ -500,13 +503,3 @@ def fashion_mnist_data(images: int, orders_comae: str | None = None, patch: int 
     Chapter 5's, and ``train-cvit``'s on the same data."""
     data = {"dataset": "fashion-mnist", "split": "train", "train_images": images, "patch": patch}
     return data if orders_comae is None else {**data, "orders_comae": orders_comae}
-
-
-def kept_pixels(keep: Tensor, grid: int = GRID, patch: int = PATCH) -> Tensor:
-    """A (B, grid*patch, grid*patch) bool image, True on the pixels of the kept patches; for
-    drawing what a model sees (the Fig. 4 / Fig. 8 style pictures of kept patches)."""
-    b = keep.shape[0]
-    m = torch.zeros(b, grid * grid, dtype=torch.bool, device=keep.device)
-    m.scatter_(1, keep.long(), True)
-    m = m.reshape(b, grid, grid)
-    return m.repeat_interleave(patch, 1).repeat_interleave(patch, 2)

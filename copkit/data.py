@@ -1,4 +1,4 @@
-"""The data the book runs on: Fashion-MNIST, scikit-image's photos, and Gaussian random fields.
+"""The data the book runs on: Fashion-MNIST and scikit-image's photos.
 
 Fashion-MNIST is read straight from its IDX files (optionally gzipped) with numpy. They are looked
 for, in order, in ``$COPKIT_DATA``, ``data/fashion-mnist`` of the project, and
@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torchvision.datasets import FashionMNIST
 
+from .tokens import SIDE
+
 __all__ = [
     "CLASSES",
     "PHOTOS",
@@ -41,8 +43,6 @@ __all__ = [
     "project_root",
     "photo",
     "photo_crops",
-    "field_covariance",
-    "gaussian_field",
 ]
 
 #: The ten Fashion-MNIST class names, by label.
@@ -300,8 +300,8 @@ def _load_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise IDXFormatError(
             f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} labels"
         )
-    if images.shape[1:] != (28, 28):
-        raise IDXFormatError(f"{img_path}: images are {images.shape[1:]}, Fashion-MNIST's are (28, 28)")
+    if images.shape[1:] != (SIDE, SIDE):
+        raise IDXFormatError(f"{img_path}: images are {images.shape[1:]}, Fashion-MNIST's are ({SIDE}, {SIDE})")
     if labels.size and labels.max() >= len(CLASSES):
         raise IDXFormatError(f"{lab_path}: label {labels.max()} outside 0..{len(CLASSES) - 1}")
     return images, labels
@@ -388,40 +388,3 @@ def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = 
     crops = np.stack([img[t: t + size, l: l + size] for t, l in zip(tops, lefts)])
     x = crops[:, None] if crops.ndim == 3 else crops.transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) * 2.0 - 1.0)
-
-
-# --------------------------------------------------------------------------------------- fields
-def field_covariance(size: int, length_scale: float = 3.0, kernel: str = "exponential",
-                     variance: float = 1.0, nugget: float = 1e-4) -> Tensor:
-    """Covariance of a stationary Gaussian random field on a size x size pixel grid (float64).
-
-    ``Cov(x_a, x_b) = variance * k(|a - b| / length_scale) + nugget * [a == b]``, with
-    ``k(r) = exp(-r)`` (``"exponential"``, rough fields) or ``exp(-r^2 / 2)``
-    (``"squared_exponential"``, smooth ones). Pixels are in raster order, so the result is (size^2, size^2).
-    """
-    ij = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"), -1)
-    ij = ij.reshape(-1, 2).double()
-    r = torch.cdist(ij, ij) / length_scale
-    if kernel == "exponential":
-        k = torch.exp(-r)
-    elif kernel == "squared_exponential":
-        k = torch.exp(-0.5 * r**2)
-    else:
-        raise ValueError(f"kernel must be 'exponential' or 'squared_exponential', got {kernel!r}")
-    return variance * k + nugget * torch.eye(size * size, dtype=torch.float64)
-
-
-def gaussian_field(n: int, size: int, cov: Tensor | None = None, seed: int = 0, **kwargs) -> Tensor:
-    """``n`` samples of a zero-mean Gaussian random field with a known covariance: (n, 1, size, size).
-
-    ``cov`` is the (size^2, size^2) pixel covariance; by default :func:`field_covariance` with
-    ``kwargs``. Because the covariance is known exactly, entropies computed from it are ground truth.
-    """
-    if cov is None:
-        cov = field_covariance(size, **kwargs)
-    if cov.shape != (size * size, size * size):
-        raise ValueError(f"cov must be ({size * size}, {size * size}) for a {size}x{size} field, got {tuple(cov.shape)}")
-    chol = torch.linalg.cholesky(cov.double())
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, size * size, generator=g, dtype=torch.float64)
-    return (z @ chol.T).float().reshape(n, 1, size, size)

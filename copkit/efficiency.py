@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .cvit import PrunedViT, forward_keep, n_keep
 from .rank import collapse_order
+from .tokens import SIDE
 from .recipe import Recipe, TrainConfig
 from .train import StepRunner
 
@@ -57,7 +58,7 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
-def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_size: int = 28) -> int:
+def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_size: int = SIDE) -> int:
     """FLOPs of one image's whole forward with ``keep`` patch tokens (None: all): the first
     ``keep`` patches through :func:`copkit.cvit.forward_keep` for a timm ViT (which tokens does not
     change the count), or the pruner's own choice for a :class:`copkit.cvit.PrunedViT`. Counted in
@@ -158,7 +159,7 @@ def step_rate(step: Callable[[int], Any], steps: int, first: int = 0, warmup: in
 
 
 def keep_costs(model: nn.Module, ratios: Sequence[float], pruned: nn.Module | None = None,
-               in_chans: int = 1, img_size: int = 28) -> dict[str, dict[str, float]]:
+               in_chans: int = 1, img_size: int = SIDE) -> dict[str, dict[str, float]]:
     """What keeping the top of the order saves, per mask ratio (Sec. 5's claim, counted whole).
 
     For each ratio r (keys ``f"{r:.2f}"``), with k = :func:`copkit.cvit.n_keep` (r) patches kept:

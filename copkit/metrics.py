@@ -216,7 +216,8 @@ class FeatureNetData:
 #:
 #: :meta hide-value:
 RECIPE = Recipe(name="featurenet", module="net", build=lambda cfg, data: FeatureNet(cfg.n_classes, cfg.width, cfg.features),
-                step=lambda net, cfg, tc, data: classifier_step_fn(net, data.images, data.labels, tc.batch_size, tc.seed))
+                step=lambda net, model_cfg, train_cfg, data: classifier_step_fn(net, data.images, data.labels,
+                                                                                train_cfg.batch_size, train_cfg.seed))
 
 
 def from_profile(sizes: BaseSizes, seed: int) -> tuple[FeatureNetConfig, TrainConfig]:

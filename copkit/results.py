@@ -39,7 +39,7 @@ its file beside the runner's output for that profile instead, ``.scratch/book/<p
 
 Text helpers: :func:`mean_sd` (one way to write "mean ± sd"), :func:`markdown_table` (a table
 for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters),
-:func:`test_text` (a test's outcome in words), and :func:`claims_list`, :func:`in_words`,
+:func:`test_text` (a test's outcome in words), and :func:`in_words`,
 :func:`verdict_counts` for claims.
 """
 
@@ -61,7 +61,7 @@ from .data import project_root
 from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim", "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit",
-           "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS",
+           "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief", "VERDICT_WORDS",
            "in_words", "verdict_counts", "headlines", "section_labels"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
@@ -464,15 +464,6 @@ def brief(value: Any) -> str:
 
 
 test_text.__test__ = False
-
-
-def claims_list(claims: Mapping[str, Mapping[str, Any]]) -> str:
-    """The claims as a Markdown list, one line each: id, verdict, why.
-
-    >>> print(claims_list({"fig5.x": claim(1, 2.0, "not testable", "N differs.")}))
-    - **fig5.x** (not testable): N differs.
-    """
-    return "\n".join(f"- **{cid}** ({c['verdict']}): {c['why']}" for cid, c in claims.items())
 
 
 #: How :func:`in_words` introduces each verdict.

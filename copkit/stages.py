@@ -466,12 +466,12 @@ class SampleCmar:
 
 def sample_cmar(cfg: SampleCmar) -> Path:
     dev = _device(cfg.device)
-    model, mcfg, _ = _run_model(cfg.mar_run, "mar", MARConfig, MAR, "mar", dev)
-    channels = mcfg.token_dim // cfg.tokenizer.patch ** 2 if cfg.tokenizer.kind == "pixels" else 3
+    model, model_cfg, _ = _run_model(cfg.mar_run, "mar", MARConfig, MAR, "mar", dev)
+    channels = model_cfg.token_dim // cfg.tokenizer.patch ** 2 if cfg.tokenizer.kind == "pixels" else 3
     tok = _tokenizer(cfg.tokenizer, channels, dev)
-    if tok.token_dim != mcfg.token_dim:
-        raise ConfigError(f"tokenizer: gives {tok.token_dim}-dim tokens, the MAR was trained on {mcfg.token_dim}")
-    classes = cfg.classes if cfg.classes is not None else tuple(range(mcfg.n_classes))
+    if tok.token_dim != model_cfg.token_dim:
+        raise ConfigError(f"tokenizer: gives {tok.token_dim}-dim tokens, the MAR was trained on {model_cfg.token_dim}")
+    classes = cfg.classes if cfg.classes is not None else tuple(range(model_cfg.n_classes))
     labels = torch.tensor(classes, dtype=torch.long).repeat_interleave(cfg.per_class)
     try:
         part = dist.shard(len(labels))
@@ -481,10 +481,10 @@ def sample_cmar(cfg: SampleCmar) -> Path:
     if cfg.order != "random":
         images, collapse_labels, _ = load_images(cfg.data)
         collapse, _ = _orders_for(cfg.orders, len(collapse_labels))
-    orders = lambda y, g: generation_orders(cfg.order, y, g, mcfg.n_tokens, collapse, collapse_labels)  # noqa: E731
+    orders = lambda y, g: generation_orders(cfg.order, y, g, model_cfg.n_tokens, collapse, collapse_labels)  # noqa: E731
     mine = generate(model, part.cut(labels), orders, cfg.seed + dist.rank(), cfg.steps, cfg.diffusion_steps,
                     cfg.cfg_scale, cfg.temperature, cfg.batch_size, progress=dist.is_main(),
-                    decode=lambda t: tok.decode(t, mcfg.grid))
+                    decode=lambda t: tok.decode(t, model_cfg.grid))
     pixels = ((mine + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     gathered = [pixels]
     if dist.world_size() > 1:  # process r generated its share with seed + r; rank 0 writes them all
@@ -658,31 +658,31 @@ def chapter_config(stage: str, profile: str | Path, seed: int = 0, data_dir: str
     p = get_profile(profile)
     fm = DataConfig()
     if stage == "train-comae":
-        mcfg, tc = comae.from_profile(p.comae, seed, **variant)
+        model_cfg, train_cfg = comae.from_profile(p.comae, seed, **variant)
         n = (p.comae.train_images or 60000) - 5000  # the chapter's training images; it validates on held-out ones
-        return TrainComae(model=mcfg, train=tc, data=replace(fm, limit=n), val_images=p.comae.val_images,
+        return TrainComae(model=model_cfg, train=train_cfg, data=replace(fm, limit=n), val_images=p.comae.val_images,
                           val_data=replace(fm, start=_HELD_OUT), data_dir=data_dir)
     if stage == "rank":
         return Rank(comae_run=f"{data_dir}/runs/comae-<hash8>", out=f"{data_dir}/orders.npz", data=replace(fm, split="all"))
     if stage == "train-cmar":
         kind = variant.pop("kind", None)
         phase = variant.setdefault("phase", "finetune")
-        mcfg, tc = cmar.from_profile(p.cmar, seed, **variant)
+        model_cfg, train_cfg = cmar.from_profile(p.cmar, seed, **variant)
         kind = kind or ("random" if phase == "mar" else "descending")
         if kind not in cmar.ORDER_KINDS:
             raise ConfigError(f"train-cmar: kind must be one of {', '.join(cmar.ORDER_KINDS)}; got {kind!r}")
         # Chapter 4 names the orders' CoMAE for all three fine-tunes, the random-order control too
         orders = None if phase == "mar" and kind == "random" else f"{PRETRAINED}comae"
-        return TrainCmar(model=mcfg, train=tc, data=replace(fm, limit=p.cmar.train_images or _HELD_OUT), kind=kind,
+        return TrainCmar(model=model_cfg, train=train_cfg, data=replace(fm, limit=p.cmar.train_images or _HELD_OUT), kind=kind,
                          orders=orders, init=f"{PRETRAINED}mar" if phase == "finetune" else None,
                          pretrain=p.pretrain, data_dir=data_dir)
     if stage == "sample-cmar":
         return SampleCmar(mar_run=f"{data_dir}/runs/mar-<hash8>", out="samples.npz", per_class=10,
                           steps=p.cmar.gen_steps, cfg_scale=p.cmar.cfg_scale, diffusion_steps=p.cmar.diffusion_steps)
     if stage == "train-cvit":
-        mcfg, tc = cvit.from_profile(p.cvit, seed, **variant)
-        orders = f"{PRETRAINED}comae" if mcfg.train_drop == "collapse" else None
-        return TrainCvit(model=mcfg, train=tc, data=replace(fm, limit=p.cvit.train_images or 60000), orders=orders,
+        model_cfg, train_cfg = cvit.from_profile(p.cvit, seed, **variant)
+        orders = f"{PRETRAINED}comae" if model_cfg.train_drop == "collapse" else None
+        return TrainCvit(model=model_cfg, train=train_cfg, data=replace(fm, limit=p.cvit.train_images or 60000), orders=orders,
                          init=f"{PRETRAINED}vit", pretrain=p.pretrain, data_dir=data_dir)
     if stage == "eval-cvit":
         return EvalCvit(cvit_run=f"{data_dir}/runs/cvit-<hash8>", out="cvit-eval.json",

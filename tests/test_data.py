@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from copkit import data
-from copkit.data import (CLASSES, DataNotFoundError, IDXFormatError, find_fashion_mnist, gaussian_field,
-                         field_covariance, load_fashion_mnist, photo, photo_crops, read_idx)
+from copkit.data import (CLASSES, DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist, photo,
+                         photo_crops, read_idx)
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, cut: int = 0) -> Path:
@@ -304,14 +304,6 @@ def test_photos_and_crops():
     assert torch.equal(crops, photo_crops("coffee", 7, 28, seed=1))
     with pytest.raises(ValueError, match="unknown photo 'lena'"):
         photo("lena", 8)
-
-
-def test_gaussian_field_has_its_covariance():
-    cov = field_covariance(4, length_scale=1.5, kernel="squared_exponential")
-    x = gaussian_field(40000, 4, cov=cov, seed=2).reshape(40000, 16).double()
-    assert torch.allclose(torch.cov(x.T), cov, atol=0.04)
-    with pytest.raises(ValueError, match="cov must be"):
-        gaussian_field(2, 5, cov=cov)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")

@@ -6,10 +6,55 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
-from copkit.data import gaussian_field
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.tokens import patchify, random_orders
+
+
+# ------------------------------------------------------------------ Gaussian random fields: a known truth
+def field_covariance(size: int, length_scale: float = 3.0, kernel: str = "exponential",
+                     variance: float = 1.0, nugget: float = 1e-4) -> Tensor:
+    """Covariance of a stationary Gaussian random field on a size x size pixel grid (float64).
+
+    ``Cov(x_a, x_b) = variance * k(|a - b| / length_scale) + nugget * [a == b]``, with
+    ``k(r) = exp(-r)`` (``"exponential"``, rough fields) or ``exp(-r^2 / 2)``
+    (``"squared_exponential"``, smooth ones). Pixels are in raster order, so the result is (size^2, size^2).
+    """
+    ij = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"), -1)
+    ij = ij.reshape(-1, 2).double()
+    r = torch.cdist(ij, ij) / length_scale
+    if kernel == "exponential":
+        k = torch.exp(-r)
+    elif kernel == "squared_exponential":
+        k = torch.exp(-0.5 * r**2)
+    else:
+        raise ValueError(f"kernel must be 'exponential' or 'squared_exponential', got {kernel!r}")
+    return variance * k + nugget * torch.eye(size * size, dtype=torch.float64)
+
+
+def gaussian_field(n: int, size: int, cov: Tensor | None = None, seed: int = 0, **kwargs) -> Tensor:
+    """``n`` samples of a zero-mean Gaussian random field with a known covariance: (n, 1, size, size).
+
+    ``cov`` is the (size^2, size^2) pixel covariance; by default :func:`field_covariance` with
+    ``kwargs``. Because the covariance is known exactly, entropies computed from it are ground truth.
+    """
+    if cov is None:
+        cov = field_covariance(size, **kwargs)
+    if cov.shape != (size * size, size * size):
+        raise ValueError(f"cov must be ({size * size}, {size * size}) for a {size}x{size} field, got {tuple(cov.shape)}")
+    chol = torch.linalg.cholesky(cov.double())
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, size * size, generator=g, dtype=torch.float64)
+    return (z @ chol.T).float().reshape(n, 1, size, size)
+
+
+def test_gaussian_field_has_its_covariance():
+    cov = field_covariance(4, length_scale=1.5, kernel="squared_exponential")
+    x = gaussian_field(40000, 4, cov=cov, seed=2).reshape(40000, 16).double()
+    assert torch.allclose(torch.cov(x.T), cov, atol=0.04)
+    with pytest.raises(ValueError, match="cov must be"):
+        gaussian_field(2, 5, cov=cov)
 
 
 def random_spd(nd: int, seed: int) -> np.ndarray:
@@ -128,8 +173,6 @@ def test_greedy_beats_raster_and_random_on_a_fitted_model():
 
 
 def test_fit_recovers_a_known_covariance_and_stays_positive_definite():
-    from copkit.data import field_covariance
-
     cov = field_covariance(8, length_scale=2.0)
     images = gaussian_field(20000, 8, cov=cov, seed=1)
     model = GaussianTokens.fit(patchify(images, 4), eps=1e-6)

@@ -182,16 +182,16 @@ def _training(name: str, profile: str, dev: torch.device, x: torch.Tensor, y: to
 
     p = get_profile(profile)
     if name == "comae":
-        module, (cfg, tc) = comae, comae.from_profile(p.comae, 0)
+        module, (model_cfg, train_cfg) = comae, comae.from_profile(p.comae, 0)
         data = comae.CoMAEData(patchify(x, PATCH).to(dev), patchify(x[:8], PATCH))
     elif name == "mar":
-        module, (cfg, tc) = cmar, cmar.from_profile(p.cmar, 0)
+        module, (model_cfg, train_cfg) = cmar, cmar.from_profile(p.cmar, 0)
         data = cmar.MARData(x, y)
     else:
-        module, (cfg, tc) = cvit, cvit.from_profile(p.cvit, 0)
+        module, (model_cfg, train_cfg) = cvit, cvit.from_profile(p.cvit, 0)
         g = torch.Generator().manual_seed(0)
         data = cvit.CViTData(x, y, torch.stack([torch.randperm(N_TOKENS, generator=g) for _ in range(len(x))]))
-    return module.RECIPE.setup(cfg, tc, data, dev), tc
+    return module.RECIPE.setup(model_cfg, train_cfg, data, dev), train_cfg
 
 
 def bench_step_costs(profile: str, dev: torch.device, sync, steps: int = 20) -> dict:
