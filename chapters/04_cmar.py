@@ -438,7 +438,7 @@ for name in ("MAR", "CMAR"):
     frames = []
     model.sample(snap_labels.to(dev), orders, GEN_STEPS, S.cfg_scale, temperature=TEMPERATURE,
                  diffusion_steps=DIFFUSION_STEPS, generator=g,
-                 callback=lambda s_, t, o, m: frames.append(unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
+                 callback=lambda s_, t, o, m, add=frames.append: add(unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
     snaps[name] = torch.stack(frames)  # (steps, 4, 1, 28, 28)
 fig, axes = plt.subplots(8, GEN_STEPS, figsize=(1.1 * GEN_STEPS, 9))
 for r in range(8):

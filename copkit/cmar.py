@@ -49,10 +49,20 @@ from tqdm import tqdm
 from .diffloss import DiffLoss
 from .dist import Shard
 from .dist import shard as process_shard
-from .rank import class_mean_order, collapse_order, ranks
-from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, patchify, random_orders, unpatchify
 from .profiles import BaseSizes, CmarSizes
+from .rank import class_mean_order, collapse_order, ranks
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
+from .tokens import (
+    GRID,
+    N_TOKENS,
+    PATCH,
+    SIDE,
+    flip_batch,
+    gather_tokens,
+    patchify,
+    random_orders,
+    unpatchify,
+)
 
 __all__ = [
     "MARConfig",

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 
 from .dist import Shard
 from .dist import shard as process_shard
-from .tokens import GRID, gather_tokens, hflip_index
 from .profiles import BaseSizes
 from .recipe import Recipe, TrainConfig, batch_indices, take
+from .tokens import GRID, gather_tokens, hflip_index
 
 __all__ = [
     "logit_variance_split",

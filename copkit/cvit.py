@@ -40,9 +40,9 @@ from torch import Tensor, nn
 
 from .dist import Shard
 from .dist import shard as process_shard
-from .tokens import N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens
 from .profiles import BaseSizes, CvitSizes
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
+from .tokens import N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens
 
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",

@@ -385,6 +385,6 @@ def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = 
     rng = np.random.default_rng(seed)
     tops = rng.integers(0, new[0] - size + 1, n)
     lefts = rng.integers(0, new[1] - size + 1, n)
-    crops = np.stack([img[t: t + size, l: l + size] for t, l in zip(tops, lefts)])
+    crops = np.stack([img[t: t + size, left: left + size] for t, left in zip(tops, lefts)])
     x = crops[:, None] if crops.ndim == 3 else crops.transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) * 2.0 - 1.0)

@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .cvit import PrunedViT, forward_keep, n_keep
 from .rank import collapse_order
-from .tokens import SIDE
 from .recipe import Recipe, TrainConfig
+from .tokens import SIDE
 from .train import StepRunner
 
 __all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost", "paper_scale_costs", "OpCount",

@@ -29,10 +29,10 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .cmar import MAR, MARConfig
-from .io import atomic_write_json, file_sha256
 from .checkpoint import save_tensors
+from .cmar import MAR, MARConfig
 from .config import config_hash, jsonable
+from .io import atomic_write_json, file_sha256
 
 __all__ = ["MAR_HEADS", "read_mar_checkpoint", "convert_state_dict", "config_from_mar", "convert_mar_checkpoint"]
 

@@ -14,9 +14,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
 from .dist import shard as process_shard
-from .tokens import SIDE
 from .profiles import BaseSizes
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
+from .tokens import SIDE
 
 __all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn", "FeatureNetData", "RECIPE",
            "from_profile", "knn_radii", "precision_recall", "GenerativeScores"]

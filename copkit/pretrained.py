@@ -41,7 +41,13 @@ from copkit import metrics as feature_net
 from copkit.checkpoint import load_state, load_tensors, read_metrics, save_tensors
 from copkit.config import ConfigError, build, config_hash, jsonable
 from copkit.data import load_fashion_mnist, photo_crops
-from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text, file_sha256, folder_lock
+from copkit.io import (
+    DamagedFileError,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    folder_lock,
+)
 from copkit.profiles import BaseSizes
 from copkit.recipe import Recipe, TrainConfig
 from copkit.tokens import PATCH, SIDE, patchify, random_orders

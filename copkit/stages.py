@@ -38,6 +38,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from . import cmar, comae, cvit, dist, pretrained
+from .checkpoint import load_weights, run_weights
 from .cmar import MAR, MARConfig, generate, generation_orders
 from .comae import CoMAE, CoMAEConfig
 from .config import ConfigError, build
@@ -48,10 +49,9 @@ from .imagefolder import ImageFolderImages
 from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, file_sha256
 from .orders import compute_orders, dataset_orders, load_orders, orders_digest
 from .profiles import get_profile
+from .recipe import Recipe, TrainConfig
 from .tokenizer import TokenSource, make_tokenizer
 from .tokens import PATCH
-from .checkpoint import load_weights, run_weights
-from .recipe import Recipe, TrainConfig
 from .train import fit
 
 __all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar", "TrainCvit",

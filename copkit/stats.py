@@ -379,9 +379,11 @@ def bootstrap_ci(data: Any, stat: Callable[..., np.ndarray] | None = None, *, n_
             raise ValueError("data must be a non-empty, finite 1-d or 2-d array")
         if stat is None:
             if x.ndim == 1:
-                stat = lambda s: s.mean(axis=1)
+                def stat(s):
+                    return s.mean(axis=1)
             elif x.shape[1] == 2:
-                stat = lambda s: (s[..., 0] - s[..., 1]).mean(axis=1)
+                def stat(s):
+                    return (s[..., 0] - s[..., 1]).mean(axis=1)
             else:
                 raise ValueError("give stat for rows of more than two columns")
         est = float(np.asarray(stat(x[None])).reshape(-1)[0])

@@ -37,11 +37,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # the plain bar: it renders as text in executed notebooks (no widgets)
 
 from . import dist
-from .checkpoint import (CHECKPOINT, METRICS, append_metrics, load_weights, read_metrics, resume, run_folder,
-                         save_checkpoint)
+from .checkpoint import (
+    CHECKPOINT,
+    METRICS,
+    append_metrics,
+    load_weights,
+    read_metrics,
+    resume,
+    run_folder,
+    save_checkpoint,
+)
 from .config import config_hash
 from .io import fault_point, folder_lock
-from .recipe import Recipe, Trainee, TrainConfig, step_generator
+from .recipe import Recipe, TrainConfig, Trainee, step_generator
 
 __all__ = ["TrainingDiverged", "cosine_lr", "EMA", "compile_blocks", "StepRunner", "train", "Fitted", "fit"]
 

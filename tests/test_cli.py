@@ -105,7 +105,7 @@ def test_yaml_and_toml_give_the_same_config(tmp_path):
 
 
 def test_profiles_are_files_read_strictly(tmp_path):
-    from copkit.profiles import PROFILES, _FILES, get_profile, load_profile
+    from copkit.profiles import _FILES, PROFILES, get_profile, load_profile
 
     for name, profile in PROFILES.items():
         assert load_profile(_FILES / f"{name}.yaml") == profile
@@ -141,10 +141,10 @@ def test_cli_refuses_a_bad_file_with_the_key(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------- the stages
 def test_every_stage_on_an_image_folder(tmp_path, imgs):
+    from copkit.checkpoint import read_metrics
     from copkit.cli import main
     from copkit.imagefolder import ImageFolderImages
     from copkit.orders import load_orders
-    from copkit.checkpoint import read_metrics
 
     out = tmp_path / "out"
     assert main(["train-comae", "--config", str(write(tmp_path / "c.toml", TINY_COMAE.format(out=out, imgs=imgs, steps=4)))]) == 0
@@ -283,8 +283,8 @@ def test_data_start_skips_the_first_images():
 
 def test_train_stage_resumes_to_the_same_weights(tmp_path, imgs, monkeypatch):
     import copkit.train as train_mod
-    from copkit.cli import main
     from copkit.checkpoint import load_tensors, read_metrics
+    from copkit.cli import main
 
     def run(folder: str) -> Path:
         assert main(["train-comae", "--config", str(write(tmp_path / f"{folder}.toml", TINY_COMAE.format(

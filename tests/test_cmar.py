@@ -8,8 +8,18 @@ import pytest
 import torch
 from scipy import stats
 
-from copkit.cmar import (MAR, MARConfig, adaptive_collapse, cfg_schedule, mar_order, masked_count_after, mix_orders,
-                         reveal_schedule, sample_mask_ratio, training_orders)
+from copkit.cmar import (
+    MAR,
+    MARConfig,
+    adaptive_collapse,
+    cfg_schedule,
+    mar_order,
+    masked_count_after,
+    mix_orders,
+    reveal_schedule,
+    sample_mask_ratio,
+    training_orders,
+)
 from copkit.diffloss import DiffLoss
 from copkit.diffusion import Diffusion, cosine_alpha_bar, spaced_steps
 from copkit.tokens import flip_batch, patchify, random_orders

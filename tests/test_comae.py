@@ -8,11 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from copkit.comae import (RECIPE, CoMAE, CoMAEConfig, CoMAEData, comae_step_fn, contrastive_loss, inject_noise, mask_entropy,
-                          noise_keep, others_index)
-from copkit.tokens import hflip_index, patchify
 from copkit.checkpoint import load_tensors
+from copkit.comae import (
+    RECIPE,
+    CoMAE,
+    CoMAEConfig,
+    CoMAEData,
+    comae_step_fn,
+    contrastive_loss,
+    inject_noise,
+    mask_entropy,
+    noise_keep,
+    others_index,
+)
 from copkit.recipe import TrainConfig, optimizers
+from copkit.tokens import hflip_index, patchify
 from copkit.train import fit, train
 
 SMALL = CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=2, enc_heads=2, dec_width=16, dec_depth=2,

@@ -10,14 +10,24 @@ from scipy import integrate, stats
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from copkit.curves import auc, knee, sweep, sweep_ratios
-from copkit.cvit import (RECIPE, CViTConfig, CViTData, PrunedViT, drop_ratio_cdf, drop_ratio_pdf, forward_keep,
-                         make_vit, n_keep, sample_drop_ratio, stage_counts)
-from copkit.efficiency import vit_flops
-from copkit.tokens import N_TOKENS
-from copkit.tokens import patchify, random_flip
 from copkit.config import config_hash
+from copkit.curves import auc, knee, sweep, sweep_ratios
+from copkit.cvit import (
+    RECIPE,
+    CViTConfig,
+    CViTData,
+    PrunedViT,
+    drop_ratio_cdf,
+    drop_ratio_pdf,
+    forward_keep,
+    make_vit,
+    n_keep,
+    sample_drop_ratio,
+    stage_counts,
+)
+from copkit.efficiency import vit_flops
 from copkit.recipe import TrainConfig
+from copkit.tokens import N_TOKENS, patchify, random_flip
 from copkit.train import fit
 
 

@@ -170,8 +170,9 @@ def test_remedies_by_kind():
 def test_train_comae_with_a_truncated_checkpoint_says_what_to_do(tmp_path, capsys):
     """The issue's case: `python -m copkit train-comae` over a run folder whose checkpoint a kill or
     a full disk cut short used to stop with a raw SafetensorError."""
-    from copkit.cli import main
     from test_cli import TINY_COMAE, make_image_folder
+
+    from copkit.cli import main
 
     imgs = make_image_folder(tmp_path / "imgs", per_class=(4, 2), size=(32, 32))
     config = tmp_path / "c.toml"

@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from copkit import data
-from copkit.data import (CLASSES, DataNotFoundError, IDXFormatError, find_fashion_mnist, load_fashion_mnist, photo,
-                         photo_crops, read_idx)
+from copkit.data import (
+    CLASSES,
+    DataNotFoundError,
+    IDXFormatError,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    photo,
+    photo_crops,
+    read_idx,
+)
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, cut: int = 0) -> Path:

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cli import TINY_COMAE, make_image_folder, write
 
 from copkit.checkpoint import load_tensors
-
-from test_cli import TINY_COMAE, make_image_folder, write
 
 DATA = "data: {{source: imagefolder, root: {imgs}, image_size: 32}}\n"
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from copkit.io import fault_point, folder_lock
 from copkit.checkpoint import load_tensors, read_metrics
+from copkit.io import fault_point, folder_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,13 +13,12 @@ import torch
 import yaml
 
 from copkit import cmar, comae, cvit, metrics
-from copkit.cli import main
-from copkit.config import build
-from copkit.profiles import get_profile
-from copkit.stages import EvalCvit, SampleCmar, TrainCmar, TrainComae, TrainCvit
 from copkit.checkpoint import load_tensors
-from copkit.config import config_hash
+from copkit.cli import main
+from copkit.config import build, config_hash
+from copkit.profiles import get_profile
 from copkit.recipe import TrainConfig, optimizers
+from copkit.stages import EvalCvit, SampleCmar, TrainCmar, TrainComae, TrainCvit
 from copkit.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]

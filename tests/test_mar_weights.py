@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_cli import make_image_folder, write
 
 from copkit.cmar import MAR, MARConfig
-from copkit.mar_weights import config_from_mar, convert_mar_checkpoint, convert_state_dict, read_mar_checkpoint
-from test_cli import make_image_folder, write
+from copkit.mar_weights import config_from_mar, convert_state_dict, read_mar_checkpoint
 
 W, DEPTH_E, DEPTH_D, BUF, N, D, HW, HD, FREQ = 32, 2, 1, 2, 4, 48, 24, 2, 256  # D: 4x4 RGB pixel patches
 
@@ -134,8 +134,8 @@ def test_checkpoint_is_read_weights_only_and_refuses_code(tmp_path):
 
 
 def test_converted_run_is_sampled_and_fine_tuned_by_the_stages(tmp_path, capsys):
-    from copkit.cli import main
     from copkit.checkpoint import load_tensors
+    from copkit.cli import main
 
     src = save_mar_checkpoint(tmp_path / "checkpoint-last.pth")
     run = tmp_path / "data" / "runs" / "mar-released"

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from copkit.rank import class_mean_order, collapse_order, flip_order, keep_top, pagerank, pagerank_solve, ranks
+from copkit.rank import (
+    class_mean_order,
+    collapse_order,
+    flip_order,
+    keep_top,
+    pagerank,
+    pagerank_solve,
+    ranks,
+)
 from copkit.tokens import hflip_index
 
 

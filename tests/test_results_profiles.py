@@ -5,10 +5,19 @@ import numpy as np
 import pytest
 import torch
 
+from copkit import stats
 from copkit.io import atomic_write_json, atomic_write_text
 from copkit.profiles import PROFILES, get_profile, pick_device
-from copkit import stats
-from copkit.results import alias, claim, decide, in_words, read_results, summary, tested, write_results
+from copkit.results import (
+    alias,
+    claim,
+    decide,
+    in_words,
+    read_results,
+    summary,
+    tested,
+    write_results,
+)
 
 
 def test_summary_matches_numpy_definitions():

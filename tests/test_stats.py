@@ -466,7 +466,7 @@ def test_variance_shares_recover_planted_components_and_sum_to_one():
     from copkit.stats import variance_shares
 
     rng = np.random.default_rng(3)
-    i, j, k = 30, 8, 6
+    i, k = 30, 6
     pos = rng.normal(0, 2.0, (1, 1, k))  # a shared pattern over positions
     img = rng.normal(0, 1.0, (i, 1, 1))
     inter = rng.normal(0, 0.5, (i, 1, k))  # image-specific patterns over positions

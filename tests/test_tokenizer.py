@@ -14,9 +14,16 @@ diffusers = pytest.importorskip("diffusers")
 
 from copkit.cmar import MAR, MARConfig, mar_step_fn
 from copkit.dist import Shard
-from copkit.tokenizer import (KL16_CONFIG, MAR_LATENT_SCALE, KLTokenizer, PixelTokenizer, TokenSource, kl16_vae,
-                              load_kl16)
 from copkit.recipe import step_generator
+from copkit.tokenizer import (
+    KL16_CONFIG,
+    MAR_LATENT_SCALE,
+    KLTokenizer,
+    PixelTokenizer,
+    TokenSource,
+    kl16_vae,
+    load_kl16,
+)
 
 #: MAR's KL-16 layout (5 levels: stride 16, 2 residual blocks per level, 16 latent channels),
 #: narrower so that the test is fast.

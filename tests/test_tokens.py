@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from copkit.tokens import flip_order, grid_coords, hflip_index, object_patches, patchify, random_orders, unpatchify
+from copkit.tokens import (
+    flip_order,
+    grid_coords,
+    hflip_index,
+    object_patches,
+    patchify,
+    random_orders,
+    unpatchify,
+)
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -44,11 +44,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from copkit import cmar as cmar_mod, comae as comae_mod, cvit as cvit_mod  # noqa: E402
+from copkit import cmar as cmar_mod  # noqa: E402
+from copkit import comae as comae_mod
+from copkit import cvit as cvit_mod
 from copkit.comae import CoMAE  # noqa: E402
 from copkit.cvit import make_vit, n_keep  # noqa: E402
-from copkit.efficiency import OpCount, best_time, count_flops, throughput, train_steps, vit_flops  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
+from copkit.efficiency import OpCount, best_time, count_flops, throughput, train_steps, vit_flops  # noqa: E402
 from copkit.entropy import GaussianTokens  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
 from copkit.profiles import get_profile, pick_device  # noqa: E402
@@ -281,19 +283,29 @@ def bench_pretrain(dev: torch.device, sync, peak: float, batches: tuple[int, ...
         else:
             data = dataclasses.replace(data, images=data.images[:4096], labels=data.labels[:4096])
 
-        def rate(model_cfg, tc) -> dict:
-            r = train_rate(plan.recipe, model_cfg, tc, data, steps=steps, device=dev, sync=sync) * tc.batch_size
-            runner = StepRunner.of(plan.recipe.setup(model_cfg, tc, data, dev), tc, dev)
+        def rate(recipe, model_cfg, tc, data) -> dict:
+            r = train_rate(recipe, model_cfg, tc, data, steps=steps, device=dev, sync=sync) * tc.batch_size
+            runner = StepRunner.of(recipe.setup(model_cfg, tc, data, dev), tc, dev)
             flops = count_flops(train_steps, runner, 0, 2) / 2 / tc.batch_size
             return {"batch": tc.batch_size, "images_per_s": r, "epoch_s": 55000 / r, "gflop_per_image": flops / 1e9,
                     "fraction_of_matmul": flops * r / peak}
 
-        row = {"after": rate(plan.model_cfg, plan.train_cfg),
-               "batches": [rate(plan.model_cfg, dataclasses.replace(plan.train_cfg, batch_size=b)) for b in batches]}
+        row = {"after": rate(plan.recipe, plan.model_cfg, plan.train_cfg, data),
+               "batches": [rate(plan.recipe, plan.model_cfg, dataclasses.replace(plan.train_cfg, batch_size=b), data)
+                           for b in batches]}
         if name in before:
-            row["before"] = rate(*before[name])
+            row["before"] = rate(plan.recipe, *before[name], data)
         out[name] = row
     return out
+
+
+def _masks_cost(model_cfg, tokens: torch.Tensor, dev: torch.device, sync) -> tuple[float, float]:
+    """(seconds, FLOPs) of the masks of every target of one image (``tokens`` (1, N, d)) by a
+    fresh CoMAE of ``model_cfg``: what ranking one image costs."""
+    torch.manual_seed(0)
+    comae = CoMAE(model_cfg).to(dev).eval()
+    seconds = best_time(lambda: comae.masks(tokens, chunk=1), repeat=1, sync=sync)
+    return seconds, float(count_flops(comae.masks, tokens, chunk=1))
 
 
 def bench_paper(dev: torch.device, sync) -> dict:
@@ -318,15 +330,10 @@ def bench_paper(dev: torch.device, sync) -> dict:
     tokens = torch.randn(1, c.model.n_tokens, c.model.token_dim)
     seconds, flops = _paper_step(comae_mod.RECIPE, c.model, c.train, comae_mod.CoMAEData(tokens, tokens), 1, dev, sync)
     record("train-comae", c, 1, seconds, flops, c.train.steps, c.train.batch_size)
-    torch.manual_seed(0)
-    comae = CoMAE(c.model).to(dev).eval()
-    tokens = tokens.to(dev)
-    seconds = best_time(lambda: comae.masks(tokens, chunk=1), repeat=1, sync=sync)
-    flops = count_flops(comae.masks, tokens, chunk=1)
+    seconds, flops = _masks_cost(c.model, tokens.to(dev), dev, sync)
     out["rank-imagenet"] = {"config": "configs/paper/rank.toml", "images": IMAGENET_IMAGES,
                             "gflop_per_image": flops / 1e9, "hours_this_device": seconds * IMAGENET_IMAGES / 3600,
                             "h200_hours_at_assumed_mfu": flops * IMAGENET_IMAGES / (ASSUMED_MFU * H200_BF16_DENSE) / 3600}
-    del comae
     for name in ("train-mar", "train-cmar"):
         m = load(STAGES["train-cmar"][0], folder / f"{name}.toml")
         b, (h, w) = 2, m.model.grid

@@ -32,8 +32,7 @@ def main() -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    from copkit import viz
-    from copkit import pretrained
+    from copkit import pretrained, viz
     from copkit.data import CLASSES, load_fashion_mnist
     from copkit.profiles import get_profile
     from copkit.rank import collapse_order
