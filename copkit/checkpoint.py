@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from .config import config_hash, jsonable
 from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["CHECKPOINT", "METRICS", "run_folder", "save_tensors", "load_tensors", "load_state", "save_checkpoint",
-           "resume", "run_weights", "load_weights", "append_metrics", "read_metrics"]
+__all__ = ["CHECKPOINT", "METRICS", "run_folder", "save_tensors", "load_tensors", "load_state",
+           "save_checkpoint", "resume", "run_weights", "load_weights", "append_metrics",
+           "read_metrics"]
 
 CHECKPOINT = "checkpoint.safetensors"  #: a run folder's checkpoint
 METRICS = "metrics.jsonl"  #: a run folder's metrics, one JSON line per logged step
@@ -44,7 +45,8 @@ def run_folder(data_dir: str | Path, name: str, config: Any) -> Path:
 
 
 # ------------------------------------------------------------------------------ safetensors files
-def save_tensors(path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]) -> Path:
+def save_tensors(path: str | Path, tensors: Mapping[str, Tensor],
+                 metadata: Mapping[str, Any]) -> Path:
     """Write tensors and JSON metadata into one safetensors file, atomically."""
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     blob = st_save(data, metadata={"json": json.dumps(jsonable(metadata), sort_keys=True)})
@@ -65,21 +67,25 @@ def load_tensors(path: str | Path, device: torch.device | str = "cpu",
         with safe_open(str(path), framework="pt", device=str(device)) as fh:
             raw = (fh.metadata() or {}).get("json")
             if raw is None:
-                raise DamagedFileError(path, "a safetensors file without copkit's metadata: not a checkpoint or "
-                                             "model file copkit wrote", remedy)
+                raise DamagedFileError(path, "a safetensors file without copkit's metadata: not a "
+                                             "checkpoint or model file copkit wrote", remedy)
             meta = json.loads(raw)
             if not isinstance(meta, dict):
-                raise DamagedFileError(path, "its metadata is not a JSON object: not a file copkit wrote", remedy)
+                raise DamagedFileError(path, "its metadata is not a JSON object: not a file copkit "
+                                             "wrote", remedy)
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (FileNotFoundError, DamagedFileError):
         raise
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
-        raise DamagedFileError(path, f"cannot be read, it is truncated or corrupt ({type(err).__name__}: {err})",
+    # JSONDecodeError is a ValueError
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise DamagedFileError(path, "cannot be read, it is truncated or corrupt "
+                                     f"({type(err).__name__}: {err})",
                                remedy) from err
     return tensors, meta
 
 
-def load_state(module: nn.Module, state: Mapping[str, Tensor], path: str | Path, remedy: str | None = None) -> None:
+def load_state(module: nn.Module, state: Mapping[str, Tensor], path: str | Path,
+               remedy: str | None = None) -> None:
     """``module.load_state_dict(state)``, for tensors read from the file ``path``; tensors that do
     not fit the module (the code changed under the file, or the file is another model's) raise
     :class:`copkit.io.DamagedFileError` naming the file, not a raw load_state_dict error."""
@@ -87,7 +93,8 @@ def load_state(module: nn.Module, state: Mapping[str, Tensor], path: str | Path,
         module.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise DamagedFileError(path, f"its tensors do not fit {type(module).__name__} ({first})", remedy) from err
+        raise DamagedFileError(path, f"its tensors do not fit {type(module).__name__} ({first})",
+                               remedy) from err
 
 
 def _under(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -108,7 +115,8 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[st
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: Mapping[str, Tensor], meta: dict) -> None:
+def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: Mapping[str, Tensor],
+                    meta: dict) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "."):
@@ -125,7 +133,8 @@ def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: Mapping[st
 
 
 def save_checkpoint(run_dir: str | Path, modules: Mapping[str, nn.Module], emas: Mapping[str, Any],
-                    optimizers: Mapping[str, torch.optim.Optimizer], step: int, config: Any) -> Path:
+                    optimizers: Mapping[str, torch.optim.Optimizer], step: int,
+                    config: Any) -> Path:
     """Write ``run_dir/checkpoint.safetensors`` atomically: for each network ``name`` its weights
     (``model.<name>.``) and EMA weights (``ema.<name>.``, from ``emas[name].shadow``), each
     optimiser's moments (``opt.<key>.``), and as metadata the run configuration, its hash, the
@@ -139,12 +148,14 @@ def save_checkpoint(run_dir: str | Path, modules: Mapping[str, nn.Module], emas:
         t, m = _optimizer_tensors(opt, f"opt.{key}")
         tensors.update(t)
         opt_meta[key] = m
-    meta = {"config_hash": config_hash(config), "config": jsonable(config), "step": step, "optimizers": opt_meta}
+    meta = {"config_hash": config_hash(config), "config": jsonable(config), "step": step,
+            "optimizers": opt_meta}
     return save_tensors(Path(run_dir) / CHECKPOINT, tensors, meta)
 
 
-def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module], emas: Mapping[str, Any],
-           optimizers: Mapping[str, torch.optim.Optimizer], device: torch.device | str, main: bool = True) -> int:
+def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module],
+           emas: Mapping[str, Any], optimizers: Mapping[str, torch.optim.Optimizer],
+           device: torch.device | str, main: bool = True) -> int:
     """The step a run starts from: its checkpoint's, with the networks, EMA weights and optimisers
     loaded from it; or 0 for a new run, whose ``config.json`` is written. Only the ``main`` process
     writes: ``config.json``, and the metrics with the lines logged after the checkpoint dropped
@@ -157,7 +168,8 @@ def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module], e
     digest = config_hash(config)
     if not path.exists():
         if main:
-            atomic_write_json(run_dir / "config.json", {"config_hash": digest, "config": jsonable(config)})
+            atomic_write_json(run_dir / "config.json",
+                              {"config_hash": digest, "config": jsonable(config)})
             metrics.unlink(missing_ok=True)
         return 0
     # Read on the host: load_state_dict copies weights and optimiser moments to the parameters'
@@ -165,8 +177,9 @@ def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module], e
     # (a step count on a GPU would make every optimiser step wait for the GPU to read it).
     tensors, meta = load_tensors(path, device="cpu")
     if meta.get("config_hash") != digest:
-        raise DamagedFileError(path, f"written by another configuration (hash {str(meta.get('config_hash', '?'))[:8]}, "
-                                     f"this run {digest[:8]})")
+        raise DamagedFileError(path, "written by another configuration (hash "
+                                     f"{str(meta.get('config_hash', '?'))[:8]}, this run "
+                                     f"{digest[:8]})")
     for name, m in modules.items():
         load_state(m, _under(tensors, f"model.{name}."), path)
         emas[name].shadow = {k: v.to(device) for k, v in _under(tensors, f"ema.{name}.").items()}
@@ -174,7 +187,8 @@ def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module], e
         for key, opt in optimizers.items():
             _load_optimizer(opt, f"opt.{key}", tensors, meta["optimizers"][key])
     except (KeyError, ValueError) as err:
-        raise DamagedFileError(path, f"its optimiser state does not fit this run's ({type(err).__name__}: {err})") from err
+        raise DamagedFileError(path, "its optimiser state does not fit this run's "
+                                     f"({type(err).__name__}: {err})") from err
     step = int(meta["step"])
     if main:
         kept = [r for r in read_metrics(metrics, partial_ok=True)
@@ -191,8 +205,8 @@ def run_weights(run_dir: str | Path, name: str, ema: bool = True) -> tuple[dict[
 
 
 def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = True) -> dict:
-    """Load the (EMA or raw) weights of ``name`` from a run's checkpoint into ``module``; returns the
-    checkpoint's metadata."""
+    """Load the (EMA or raw) weights of ``name`` from a run's checkpoint into ``module``; returns
+    the checkpoint's metadata."""
     state, meta = run_weights(run_dir, name, ema)
     load_state(module, state, Path(run_dir) / CHECKPOINT)
     return meta

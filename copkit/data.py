@@ -108,8 +108,8 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     if have != expected:
         what = "truncated" if have < expected else "longer than its header says"
         raise IDXFormatError(
-            f"{path}: file is {what}: header says {' x '.join(map(str, dims))} = {expected} bytes of "
-            f"data, found {have}. Delete it and get a fresh copy."
+            f"{path}: file is {what}: header says {' x '.join(map(str, dims))} = {expected} bytes "
+            f"of data, found {have}. Delete it and get a fresh copy."
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -158,11 +158,11 @@ def _not_found(looked: list[Path], reason: str) -> DataNotFoundError:
         "Get it in one of three ways:\n"
         "  1. Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
         f"(puts the files in {_SYSTEM_DIR});\n"
-        "  2. copy train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz\n"
-        "     and t10k-labels-idx1-ubyte.gz into data/fashion-mnist/ of the book, or into a folder\n"
-        "     named by the environment variable COPKIT_DATA;\n"
-        "  3. on a machine that is online, run `python -m copkit data`: torchvision downloads them\n"
-        "     into data/fashion-mnist/.\n"
+        "  2. copy train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz\n     and t10k-labels-idx1-ubyte.gz into data/fashion-mnist/ of "
+        "the book, or into a folder\n     named by the environment variable COPKIT_DATA;\n"
+        "  3. on a machine that is online, run `python -m copkit data`: torchvision downloads "
+        "them\n     into data/fashion-mnist/.\n"
         f"({reason})"
     )
 
@@ -236,7 +236,8 @@ def _euid() -> int:
 def _run(cmd: list[str], quiet: bool = False) -> int:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     out = subprocess.DEVNULL if quiet else None
-    return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False).returncode
+    return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                          check=False).returncode
 
 
 def _say(line: str) -> None:
@@ -255,7 +256,8 @@ def _apt_install() -> str | None:
     else:
         return "not root, and sudo asks for a password (or is missing)"
     how = "as root" if not prefix else "through sudo"
-    _say(f"Fashion-MNIST: installing the Debian package {_APT_PACKAGE} {how} (apt-get update, apt-get install -y)")
+    _say(f"Fashion-MNIST: installing the Debian package {_APT_PACKAGE} {how} (apt-get update, "
+         "apt-get install -y)")
     rc = _run([*prefix, "apt-get", "update", "-qq"])
     if rc != 0:
         return f"`apt-get update` failed with exit status {rc}"
@@ -298,10 +300,12 @@ def _load_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     labels = read_idx(lab_path, 1)
     if images.shape[0] != labels.shape[0]:
         raise IDXFormatError(
-            f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} labels"
+            f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} "
+            "labels"
         )
     if images.shape[1:] != (SIDE, SIDE):
-        raise IDXFormatError(f"{img_path}: images are {images.shape[1:]}, Fashion-MNIST's are ({SIDE}, {SIDE})")
+        raise IDXFormatError(f"{img_path}: images are {images.shape[1:]}, Fashion-MNIST's are "
+                             f"({SIDE}, {SIDE})")
     if labels.size and labels.max() >= len(CLASSES):
         raise IDXFormatError(f"{lab_path}: label {labels.max()} outside 0..{len(CLASSES) - 1}")
     return images, labels
@@ -338,7 +342,8 @@ def load_fashion_mnist(
 
 # --------------------------------------------------------------------------------------- photos
 #: The scikit-image photos :func:`photo` can load.
-PHOTOS: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochemistry")
+PHOTOS: tuple[str,
+              ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochemistry")
 
 
 def _photo_array(name: str, gray: bool) -> np.ndarray:
@@ -373,8 +378,10 @@ def photo(name: str, size: int, gray: bool = True) -> Tensor:
     return _to_tensor(np.clip(img, 0.0, 1.0))
 
 
-def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = True, seed: int = 0) -> Tensor:
-    """``n`` random size x size crops of a photo first resized by ``scale``: (n, C, size, size) in [-1, 1].
+def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = True,
+                seed: int = 0) -> Tensor:
+    """``n`` random size x size crops of a photo first resized by ``scale``: (n, C, size, size) in
+    [-1, 1].
 
     A stand-in data set of natural image patches for fitting token statistics to a photo.
     """

@@ -4,10 +4,12 @@ The paper's efficiency claim (Sec. 5) is a FLOP figure for attention alone; the 
 whole forward and times it, so that both sides are measured the same way in the chapters and in
 ``make bench`` (``tools/bench.py``):
 
-- :func:`count_flops`: the FLOPs of any call, counted by ``torch.utils.flop_counter.FlopCounterMode``
-  with attention through the math kernel (the fused CPU kernel counts as zero in torch 2.13-2.14);
+- :func:`count_flops`: the FLOPs of any call, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` with attention through the math kernel (the fused CPU
+  kernel counts as zero in torch 2.13-2.14);
 - :func:`vit_flops`: one image's forward through a ViT that keeps ``keep`` patch tokens
-  (:func:`copkit.cvit.forward_keep`) or through the pruning baseline (:class:`copkit.cvit.PrunedViT`);
+  (:func:`copkit.cvit.forward_keep`) or through the pruning baseline
+  (:class:`copkit.cvit.PrunedViT`);
 - :func:`attention_saving`: the paper's figure, ``1 - keep^2``, the attention-matrix term only;
 - :func:`keep_costs`: per mask ratio, the whole forward's FLOPs, the attention-matrix share and
   the paper's figure side by side; :func:`order_cost`: what the collapse order itself costs;
@@ -41,8 +43,9 @@ from .recipe import Recipe, TrainConfig
 from .tokens import SIDE
 from .train import StepRunner
 
-__all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost", "paper_scale_costs", "OpCount",
-           "best_time", "throughput", "step_rate", "train_steps", "train_rate"]
+__all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost",
+           "paper_scale_costs", "OpCount", "best_time", "throughput", "step_rate", "train_steps",
+           "train_rate"]
 
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -58,11 +61,13 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
-def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_size: int = SIDE) -> int:
+def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1,
+              img_size: int = SIDE) -> int:
     """FLOPs of one image's whole forward with ``keep`` patch tokens (None: all): the first
     ``keep`` patches through :func:`copkit.cvit.forward_keep` for a timm ViT (which tokens does not
     change the count), or the pruner's own choice for a :class:`copkit.cvit.PrunedViT`. Counted in
-    eval mode without gradients, on the model's device (the meta device counts without computing)."""
+    eval mode without gradients, on the model's device (the meta device counts without
+    computing)."""
     device = next(model.parameters()).device
     x = torch.zeros(1, in_chans, img_size, img_size, device=device)
     was_training = model.training
@@ -73,7 +78,8 @@ def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_
         else:
             n = model.patch_embed.num_patches
             flops = count_flops(forward_keep, model, x,
-                                None if keep is None or keep == n else torch.arange(keep, device=device))
+                                None if keep is None or keep == n
+                                else torch.arange(keep, device=device))
     model.train(was_training)
     return flops
 
@@ -117,7 +123,8 @@ def throughput(model: nn.Module, keeps: Sequence[int], images: Tensor, repeat: i
 
 class OpCount(TorchDispatchMode):
     """Counts the ATen operators run under it (``with OpCount() as c: ...; c.ops``); on a GPU each
-    launches at least one kernel, so a small model's step costs its operators more than its FLOPs."""
+    launches at least one kernel, so a small model's step costs its operators more than its
+    FLOPs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,7 +135,8 @@ class OpCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def best_time(fn: Callable[[], Any], repeat: int = 3, sync: Callable[[], None] = lambda: None) -> float:
+def best_time(fn: Callable[[], Any], repeat: int = 3,
+              sync: Callable[[], None] = lambda: None) -> float:
     """Seconds of the fastest of ``repeat`` calls of ``fn()``, after one untimed warm-up call;
     ``sync`` waits for the device (``torch.cuda.synchronize`` on a GPU)."""
     fn()
@@ -207,7 +215,8 @@ def paper_scale_costs(widths: Sequence[int] = (64, 256), keep: int = 56, img_siz
     tokenizer that makes CoMAE's input is not counted."""
     n = (img_size // patch) ** 2
     with torch.device("meta"):
-        vit_b = VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=768, depth=12, num_heads=12)
+        vit_b = VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=768, depth=12,
+                                  num_heads=12)
         encoders = {w: VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=w, depth=12,
                                          num_heads=max(1, w // 64)) for w in widths}
     full, kept = vit_flops(vit_b, None, 3, img_size), vit_flops(vit_b, keep, 3, img_size)
@@ -229,8 +238,9 @@ def train_steps(runner: StepRunner, first: int, n: int) -> None:
         runner(t)
 
 
-def train_rate(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, steps: int = 5, warmup: int = 1,
-               device: torch.device | str = "cpu", sync: Callable[[], None] = lambda: None) -> float:
+def train_rate(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, steps: int = 5,
+               warmup: int = 1, device: torch.device | str = "cpu",
+               sync: Callable[[], None] = lambda: None) -> float:
     """Training steps per second of a fresh model of ``recipe`` (configuration ``model_cfg``) on
     ``data``, made as :func:`copkit.train.fit` makes it (:meth:`copkit.recipe.Recipe.setup`) and
     stepped as it trains it (:class:`copkit.train.StepRunner`): ``warmup`` untimed steps, then

@@ -53,9 +53,9 @@ from copkit.recipe import Recipe, TrainConfig
 from copkit.tokens import PATCH, SIDE, patchify, random_orders
 from copkit.train import fit
 
-__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path", "read_config", "kind_of", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
-           "generate", "summary", "total_seconds", "park", "run_hash",
-           "run_folder_of"]
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path",
+           "read_config", "kind_of", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load",
+           "info", "generate", "summary", "total_seconds", "park", "run_hash", "run_folder_of"]
 
 #: The book's pretraining config (``"full"``): every base model, sized for a 2-core CPU.
 CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
@@ -87,27 +87,31 @@ def shipped_folder(folder: str | Path | None = None) -> Path:
 def _make_command(name: str, config: str | Path | dict | None, folder: Path) -> str:
     """The command that makes the shipped ``name`` of ``config`` in ``folder``."""
     path = config_path(config)
-    which = "" if path in (None, CONFIG) else " --config smoke" if path == SMOKE_CONFIG else f" --config {path}"
-    # a folder <data_dir>/pretrained (the chapters' convention, e.g. .scratch/data at smoke) names its runs' folder too
+    which = ("" if path in (None, CONFIG) else " --config smoke" if path == SMOKE_CONFIG
+             else f" --config {path}")
+    # a folder <data_dir>/pretrained (the chapters' convention, e.g. .scratch/data at smoke) names
+    # its runs' folder too
     out = "" if folder.resolve() == shipped_folder().resolve() else \
         f"{f' --data-dir {folder.parent}' if folder.name == 'pretrained' else ''} --out {folder}"
     return f"python -m copkit pretrain --only {name}{which}{out}"
 
 
 def _remedy(path: Path, name: str, config: str | Path | dict | None) -> str:
-    """What to do about a damaged shipped file: restore it from git when it is committed, else make it again
-    (asked only once a file is found damaged: it runs git)."""
+    """What to do about a damaged shipped file: restore it from git when it is committed, else make
+    it again (asked only once a file is found damaged: it runs git)."""
     try:
         tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
                                  capture_output=True, check=False).returncode == 0
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True,
-                             text=True, check=False).stdout.strip() if tracked else ""
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
+                             capture_output=True, text=True,
+                             check=False).stdout.strip() if tracked else ""
     except OSError:
         tracked, top = False, ""
     if tracked and top:
-        return (f"It is a shipped file: restore it with `git checkout -- {path.resolve().relative_to(Path(top).resolve())}` "
-                f"(in {top}).")
-    return f"Delete {path.name} and make it again with {HOW}: `{_make_command(name, config, path.parent)}`."
+        return ("It is a shipped file: restore it with `git checkout -- "
+                f"{path.resolve().relative_to(Path(top).resolve())}` (in {top}).")
+    return (f"Delete {path.name} and make it again with {HOW}: "
+            f"`{_make_command(name, config, path.parent)}`.")
 
 
 def kind_of(name: str) -> str:
@@ -127,13 +131,15 @@ def config_path(config: str | Path | dict | None = None) -> Path | None:
         return None
     if isinstance(config, Path):
         return config
-    return {None: CONFIG, "full": CONFIG, "smoke": SMOKE_CONFIG}.get(config, Path(config) if config else None)
+    return {None: CONFIG, "full": CONFIG,
+            "smoke": SMOKE_CONFIG}.get(config, Path(config) if config else None)
 
 
 def read_config(path: str | Path | dict | None = None) -> dict:
     """The pretraining config (``path``: :func:`config_path`), checked strictly: a section per
-    model with ``model`` (the network's configuration fields), ``train`` (:class:`copkit.recipe.TrainConfig`
-    fields, ``epochs`` instead of steps) and, for some kinds, ``sampling`` and ``data``."""
+    model with ``model`` (the network's configuration fields), ``train``
+    (:class:`copkit.recipe.TrainConfig` fields, ``epochs`` instead of steps) and, for some kinds,
+    ``sampling`` and ``data``."""
     if isinstance(path, dict):  # already read
         return path
     path = Path(config_path(path))
@@ -142,9 +148,11 @@ def read_config(path: str | Path | dict | None = None) -> dict:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
-        raise ConfigError(f"{path}: not a pretraining config (a mapping with 'data' and one section per model)")
+        raise ConfigError(f"{path}: not a pretraining config (a mapping with 'data' and one "
+                          "section per model)")
     try:
-        _check_counts(raw["data"], "data", {"train_images": True, "val_images": False, "test_images": True})
+        _check_counts(raw["data"], "data",
+                      {"train_images": True, "val_images": False, "test_images": True})
         for name, section in raw.items():
             if name in ("name", "data"):
                 continue
@@ -152,10 +160,11 @@ def read_config(path: str | Path | dict | None = None) -> dict:
                 kind = kind_of(name)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
-            if not isinstance(section, dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS \
+            if not isinstance(section,
+                              dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS \
                     or not all(isinstance(section[k], dict) for k in section):
-                raise ConfigError(f"section {name!r} needs the mappings 'model' and 'train' (and at most "
-                                  f"{sorted(_SECTION_KEYS)})")
+                raise ConfigError(f"section {name!r} needs the mappings 'model' and 'train' (and "
+                                  f"at most {sorted(_SECTION_KEYS)})")
             unknown = set(section["train"]) - _TRAIN_KEYS
             if unknown or "epochs" not in section["train"]:
                 raise ConfigError(f"{name}.train needs 'epochs' and takes {sorted(_TRAIN_KEYS)}; "
@@ -171,16 +180,19 @@ def _number(value: Any) -> bool:
 
 
 def _check_counts(section: dict, where: str, keys: dict[str, bool]) -> None:
-    """``keys``: name -> whether null is allowed; each an int >= 1 (a missing nullable key is null)."""
+    """``keys``: name -> whether null is allowed; each an int >= 1 (a missing nullable key is
+    null)."""
     unknown = set(section) - set(keys)
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys: {', '.join(keys)}")
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys: "
+                          f"{', '.join(keys)}")
     for key, nullable in keys.items():
         value = section.get(key)
         if value is None and nullable:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where}.{key}: must be an int >= 1{' or null' if nullable else ''}, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be an int >= "
+                              f"1{' or null' if nullable else ''}, got {value!r}")
 
 
 def _check_section(name: str, kind: str, section: dict) -> None:
@@ -189,23 +201,27 @@ def _check_section(name: str, kind: str, section: dict) -> None:
     the ``model`` keys the network configuration's, ``sampling`` the sampler's."""
     train = section["train"]
     if not _number(train["epochs"]) or train["epochs"] <= 0:
-        raise ConfigError(f"{name}.train.epochs: must be a number > 0 (passes over the training images), "
-                          f"got {train['epochs']!r}")
+        raise ConfigError(f"{name}.train.epochs: must be a number > 0 (passes over the training "
+                          f"images), got {train['epochs']!r}")
     if not _number(train.get("lr", 1.0)) or train.get("lr", 1.0) <= 0:
         raise ConfigError(f"{name}.train.lr: must be a finite number > 0, got {train['lr']!r}")
-    build(TrainConfig, {**{k: v for k, v in train.items() if k != "epochs"}, "steps": 1}, f"{name}.train")
+    build(TrainConfig, {**{k: v for k, v in train.items() if k != "epochs"}, "steps": 1},
+          f"{name}.train")
     try:  # the model's configuration, as plan() makes it
         _KINDS[kind].configs(_sizes(section, images=1), seed=0)
     except ConfigError as err:
         raise ConfigError(f"{name}.{err}") from None
     sampling = section.get("sampling")
     if sampling is not None:
-        _check_counts({k: v for k, v in sampling.items() if k not in ("cfg_scale", "temperature")}, f"{name}.sampling",
+        _check_counts({k: v for k, v in sampling.items() if k not in ("cfg_scale", "temperature")},
+                      f"{name}.sampling",
                       {"samples": False, "gen_steps": False, "diffusion_steps": False})
         if not _number(sampling.get("cfg_scale")) or sampling["cfg_scale"] < 0:
-            raise ConfigError(f"{name}.sampling.cfg_scale: must be a finite number >= 0, got {sampling.get('cfg_scale')!r}")
+            raise ConfigError(f"{name}.sampling.cfg_scale: must be a finite number >= 0, got "
+                              f"{sampling.get('cfg_scale')!r}")
         if not _number(sampling.get("temperature", 1.0)) or sampling.get("temperature", 1.0) <= 0:
-            raise ConfigError(f"{name}.sampling.temperature: must be a finite number > 0, got {sampling['temperature']!r}")
+            raise ConfigError(f"{name}.sampling.temperature: must be a finite number > 0, got "
+                              f"{sampling['temperature']!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,13 +235,15 @@ class Plan:
     data: Any
     tag: dict
     epochs: float
-    test: tuple[Tensor, Tensor]  #: test images and labels (held-out photo crops and zeros, for the photo CoMAE)
+    #: test images and labels (held-out photo crops and zeros, for the photo CoMAE)
+    test: tuple[Tensor, Tensor]
     section: dict
 
 
 @dataclass(frozen=True, eq=False)
 class _Images:
-    """A base model's images, (images, labels) each, and their description (part of the run's hash)."""
+    """A base model's images, (images, labels) each, and their description (part of the run's
+    hash)."""
 
     train: tuple[Tensor, Tensor]
     val: tuple[Tensor, Tensor]
@@ -244,12 +262,12 @@ def _images(config: dict, section: dict, seed: int) -> _Images:
         crops = torch.cat([photo_crops(p, per, SIDE, scale=0.25, seed=seed) for p in names])
         held = torch.cat([photo_crops(p, 200, SIDE, scale=0.25, seed=seed + 1000) for p in names])
         unlabelled = lambda x: (x, torch.zeros(len(x), dtype=torch.long))  # noqa: E731
-        tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops), "size": SIDE,
-               "scale": 0.25, "held_out": "crops of seed + 1000"}
+        tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops),
+               "size": SIDE, "scale": 0.25, "held_out": "crops of seed + 1000"}
         return _Images(unlabelled(crops), unlabelled(held[:512]), unlabelled(held[512:]), tag)
     tx, ty, vx, vy, test_x, test_y = _split(config)
-    tag = {"dataset": "fashion-mnist", "split": "train", "train_images": len(tx), "val_images": len(vx),
-           "val": "the last val_images of the training split"}
+    tag = {"dataset": "fashion-mnist", "split": "train", "train_images": len(tx),
+           "val_images": len(vx), "val": "the last val_images of the training split"}
     return _Images((tx, ty), (vx, vy), (test_x, test_y), tag)
 
 
@@ -259,7 +277,8 @@ def _split(config: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor
 
 
 @functools.lru_cache(maxsize=2)
-def _split_of(n: int | None, val: int, test: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _split_of(n: int | None, val: int,
+              test: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     x, y = load_fashion_mnist("train")
     n = n or len(x) - val
     if n + val > len(x):
@@ -288,7 +307,8 @@ def _mar_val_loss(model: cmar.MAR, x: Tensor, y: Tensor, draws: int = 2) -> dict
     step = cmar.mar_step_fn(model, x, y, len(x), seed=12345)
     device = next(model.parameters()).device
     with torch.no_grad():
-        losses = [float(step(t, torch.Generator(device=device).manual_seed(t))[0]) for t in range(draws)]
+        losses = [float(step(t, torch.Generator(device=device).manual_seed(t))[0])
+                  for t in range(draws)]
     return {"val_loss": sum(losses) / draws}
 
 
@@ -302,7 +322,8 @@ def _comae_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, f
     curve = [r["val_L_r"] for r in evals]
     fifth = [r["val_L_r"] for r in evals if r["step"] >= 0.8 * p.train_cfg.steps]
     # the relative change of the held-out L_r over the last fifth of training (< 2%: converged)
-    change = abs(fifth[-1] - fifth[0]) / fifth[0] if len(fifth) > 1 else None  # None: one evaluation there
+    # None: one evaluation there
+    change = abs(fifth[-1] - fifth[0]) / fifth[0] if len(fifth) > 1 else None
     images = p.test[0][:1000]
     test = comae.evaluate(model, patchify(images, PATCH).to(device))
     mirrored = patchify(comae.mirror_image(images[:500]), PATCH).to(device)
@@ -355,12 +376,16 @@ class _Kind:
 
 
 _KINDS = {
-    "featurenet": _Kind(feature_net, {}, lambda im: feature_net.FeatureNetData(*im.train), _top1_eval,
-                        _classifier_metrics),
-    "vit": _Kind(cvit, {"kind": "vit"}, lambda im: cvit.CViTData(*im.train), _top1_eval, _classifier_metrics),
-    "mar": _Kind(cmar, {"phase": "mar"}, lambda im: cmar.MARData(*im.train), _mar_eval, _mar_metrics),
-    "comae": _Kind(comae, {}, lambda im: comae.CoMAEData(patchify(im.train[0], PATCH), patchify(im.val[0][:512], PATCH)),
-                   None, _comae_metrics),
+    "featurenet": _Kind(feature_net, {}, lambda im: feature_net.FeatureNetData(*im.train),
+                        _top1_eval, _classifier_metrics),
+    "vit": _Kind(cvit, {"kind": "vit"}, lambda im: cvit.CViTData(*im.train), _top1_eval,
+                 _classifier_metrics),
+    "mar": _Kind(cmar, {"phase": "mar"}, lambda im: cmar.MARData(*im.train), _mar_eval,
+                 _mar_metrics),
+    "comae": _Kind(comae, {},
+                   lambda im: comae.CoMAEData(patchify(im.train[0], PATCH),
+                                              patchify(im.val[0][:512], PATCH)), None,
+                   _comae_metrics),
 }
 
 
@@ -377,8 +402,10 @@ def plan(name: str, config: dict | str | Path | None = None, seed: int = 0) -> P
     images = _images(config, section, seed)
     sizes = _sizes(section, len(images.train[0]))
     model_cfg, train_cfg = kind.configs(sizes, seed)
-    recipe = kind.module.RECIPE if kind.evaluate is None else replace(kind.module.RECIPE, evaluate=kind.evaluate(images))
-    return Plan(name, recipe, model_cfg, train_cfg, kind.data(images), images.tag, sizes.epochs, images.test, section)
+    recipe = (kind.module.RECIPE if kind.evaluate is None
+              else replace(kind.module.RECIPE, evaluate=kind.evaluate(images)))
+    return Plan(name, recipe, model_cfg, train_cfg, kind.data(images), images.tag, sizes.epochs,
+                images.test, section)
 
 
 def _run_hash(p: Plan) -> str:
@@ -398,9 +425,11 @@ def run_hash(name: str, config: dict | str | Path | None = None, p: Plan | None 
     return _DIGESTS[key]
 
 
-def path_of(name: str, config: dict | str | Path | None = None, folder: str | Path | None = None) -> Path:
-    """Where the shipped weights of ``name`` for ``config`` are: ``<folder>/<name>-<hash8>.safetensors``,
-    the hash being that of the training run the config defines."""
+def path_of(name: str, config: dict | str | Path | None = None,
+            folder: str | Path | None = None) -> Path:
+    """Where the shipped weights of ``name`` for ``config`` are:
+    ``<folder>/<name>-<hash8>.safetensors``, the hash being that of the training run the config
+    defines."""
     folder = shipped_folder(folder)
     return Path(folder) / f"{name}-{run_hash(name, config)[:8]}.safetensors"
 
@@ -420,14 +449,15 @@ def total_seconds(records: list[dict]) -> float:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    return {"platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -445,11 +475,12 @@ def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, 
 
 def run_folder_of(name: str, config: dict | str | Path | None, data_dir: str | Path) -> Path:
     """The training run folder of base model ``name``: ``<data_dir>/runs/<kind>-<hash8>``."""
-    return Path(data_dir) / "runs" / f"{_KINDS[kind_of(name)].module.RECIPE.name}-{run_hash(name, config)[:8]}"
+    return (Path(data_dir) / "runs"
+            / f"{_KINDS[kind_of(name)].module.RECIPE.name}-{run_hash(name, config)[:8]}")
 
 
-def park(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
-         folder: str | Path | None = None) -> list[Path]:
+def park(names: list[str] | None = None, config: str | Path | None = None,
+         data_dir: str | Path = "data", folder: str | Path | None = None) -> list[Path]:
     """Copy the run folders of base models not yet shipped (checkpoint, metrics, config) into
     ``<folder>/unfinished/``, which is committed, so that a fresh clone's :func:`pretrain` resumes
     them instead of starting over. Returns the copies."""
@@ -466,9 +497,9 @@ def park(names: list[str] | None = None, config: str | Path | None = None, data_
     return out
 
 
-def pretrain(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
-             folder: str | Path | None = None, device: torch.device | str = "cpu",
-             progress: bool = True) -> dict[str, Path]:
+def pretrain(names: list[str] | None = None, config: str | Path | None = None,
+             data_dir: str | Path = "data", folder: str | Path | None = None,
+             device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Path]:
     """Train the base models ``names`` (default: every one in ``config``, in its order: the
     classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
     interrupted run), and write each one's weights, description and learning curve to ``folder``.
@@ -488,32 +519,36 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
             out[name] = target
             continue
         run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
-        with folder_lock(run, f"pretrain of {name}"):  # a second pretrain waits, then finds it shipped
+        # a second pretrain waits, then finds it shipped
+        with folder_lock(run, f"pretrain of {name}"):
             if not (target.exists() and target.with_suffix(".json").exists()):
                 _ship(p, config, cfg_path, digest, target, data_dir, device, progress)
         out[name] = target
     return out
 
 
-def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Path, data_dir: str | Path,
-          device: torch.device | str, progress: bool) -> None:
+def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Path,
+          data_dir: str | Path, device: torch.device | str, progress: bool) -> None:
     """Train base model ``p.name`` (resuming its run, or a parked one) and write its weights
-    ``target``, their description (``.json``, with their SHA-256) and the learning curve beside them."""
+    ``target``, their description (``.json``, with their SHA-256) and the learning curve beside
+    them."""
     name, folder = p.name, target.parent
     run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
     parked = folder / "unfinished" / run.name
     if parked.exists() and not (run / "checkpoint.safetensors").exists():
-        shutil.copytree(parked, run, dirs_exist_ok=True)  # a run interrupted elsewhere (park) resumes
-    fitted = fit(p.recipe, p.model_cfg, p.train_cfg, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
-                 progress=progress, evaluate_ema=True)
+        # a run interrupted elsewhere (park) resumes
+        shutil.copytree(parked, run, dirs_exist_ok=True)
+    fitted = fit(p.recipe, p.model_cfg, p.train_cfg, p.data, p.tag, data_dir, device=device,
+                 desc=f"pretrain {name}", progress=progress, evaluate_ema=True)
     records = read_metrics(fitted.folder / "metrics.jsonl")
-    final = _KINDS[kind_of(name)].final(p, fitted.model, [r for r in records if r.get("eval")], config, folder,
+    final = _KINDS[kind_of(name)].final(p, fitted.model, [r for r in records if r.get("eval")],
+                                        config, folder,
                                       device)
     meta = {"name": name, "kind": kind_of(name), "file": target.name, "config_hash": digest,
-            "config": jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
-            "commit": _commit(),
-            "steps": p.train_cfg.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
-            "machine": _machine(), "metrics": final,
+            "config": jsonable(fitted.config),
+            "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
+            "commit": _commit(), "steps": p.train_cfg.steps, "epochs": p.epochs,
+            "train_seconds": total_seconds(records), "machine": _machine(), "metrics": final,
             "command": f"python -m copkit pretrain --only {name}" + (
                 "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG
                 else f" --config {cfg_path.name if cfg_path else config.get('name')}")}
@@ -529,7 +564,8 @@ def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Pat
     shutil.rmtree(parked, ignore_errors=True)
 
 
-def base(profile: Any, name: str, data_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
+def base(profile: Any, name: str, data_dir: str | Path,
+         device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
     """A chapter's (or a stage's) base model: the shipped ``name`` of the profile's pretraining
     config (``profile.pretrain``; or ``profile`` is that config itself, "full", "smoke" or a file)
     from ``<data_dir>/pretrained/``, in eval mode, and the hash of its training run (what a
@@ -540,7 +576,8 @@ def base(profile: Any, name: str, data_dir: str | Path, device: torch.device | s
     return model, info(name, config, folder)["config_hash"]
 
 
-def curve(name: str, config: str | Path | dict | None = None, folder: str | Path | None = None) -> list[dict]:
+def curve(name: str, config: str | Path | dict | None = None,
+          folder: str | Path | None = None) -> list[dict]:
     """The learning curve shipped beside ``name``: the records of its training run's metrics.jsonl
     (training rows with ``loss``; evaluation rows marked ``eval`` with the held-out numbers)."""
     folder = shipped_folder(folder)
@@ -552,7 +589,8 @@ def _build(p: Plan) -> nn.Module:
     return p.recipe.build(p.model_cfg, p.data)
 
 
-def _description(name: str, config: str | Path | dict | None, folder: str | Path | None) -> tuple[Path, dict]:
+def _description(name: str, config: str | Path | dict | None,
+                 folder: str | Path | None) -> tuple[Path, dict]:
     """(weights path, the ``.json`` beside it), the ``.json`` checked: readable, and recording the
     hash the config makes (the one its file is named by); else an error naming it and the remedy."""
     path = path_of(name, config, folder)
@@ -566,14 +604,17 @@ def _description(name: str, config: str | Path | dict | None, folder: str | Path
         raise DamagedFileError(described, f"is not readable JSON ({type(err).__name__}: {err})",
                                _remedy(described, name, config)) from None
     digest = run_hash(name, config)
-    if not isinstance(meta, dict) or meta.get("config_hash") != digest or meta.get("file") != path.name:
+    if (not isinstance(meta, dict) or meta.get("config_hash") != digest
+        or meta.get("file") != path.name):
         got = meta.get("config_hash") if isinstance(meta, dict) else None
-        raise DamagedFileError(described, f"does not describe {path.name}: it records config_hash {str(got)[:8]}, "
-                                          f"the config makes {digest[:8]}", _remedy(described, name, config))
+        raise DamagedFileError(described, f"does not describe {path.name}: it records config_hash "
+                                          f"{str(got)[:8]}, the config makes {digest[:8]}",
+                               _remedy(described, name, config))
     return path, meta
 
 
-def info(name: str, config: str | Path | dict | None = None, folder: str | Path | None = None) -> dict:
+def info(name: str, config: str | Path | dict | None = None,
+         folder: str | Path | None = None) -> dict:
     """The description of a shipped model (its ``.json``): config, hash, the weights' sha256, steps,
     seconds, metrics; checked to describe the file the config names."""
     return _description(name, config, folder)[1]
@@ -592,17 +633,19 @@ def load(name: str, device: torch.device | str = "cpu", config: str | Path | dic
     digest = run_hash(name, config, p)
     path = shipped_folder(folder) / f"{name}-{digest[:8]}.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"no shipped {name} at {path} (for this pretraining config): make it with "
-                                f"{HOW}: `{_make_command(name, config, path.parent)}`")
+        raise FileNotFoundError(f"no shipped {name} at {path} (for this pretraining config): make "
+                                f"it with {HOW}: `{_make_command(name, config, path.parent)}`")
     remedy = _remedy(path, name, config)
     tensors, meta = load_tensors(path, remedy=remedy)
     if meta.get("config_hash") != digest:
-        raise DamagedFileError(path, f"it was made by another configuration (hash {str(meta.get('config_hash'))[:8]}, "
-                                     f"expected {digest[:8]})", remedy)
+        raise DamagedFileError(path, "it was made by another configuration (hash "
+                                     f"{str(meta.get('config_hash'))[:8]}, expected {digest[:8]})",
+                               remedy)
     _, described = _description(name, config, path.parent)
     if "sha256" in described and file_sha256(path) != described["sha256"]:
-        raise DamagedFileError(path, f"its SHA-256 is not the one {path.with_suffix('.json').name} records "
-                                     f"({described['sha256'][:12]}...): its bytes changed", remedy)
+        raise DamagedFileError(path, f"its SHA-256 is not the one {path.with_suffix('.json').name} "
+                                     f"records ({described['sha256'][:12]}...): its bytes changed",
+                               remedy)
     torch.manual_seed(0)
     model = _build(p)
     load_state(model, tensors, path, remedy)
@@ -614,19 +657,23 @@ def _labels(labels: Any, n_classes: int) -> Tensor:
     try:
         y = torch.as_tensor(labels)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"labels: must be class indices (ints 0-{n_classes - 1}), got {labels!r}") from err
+        raise ValueError(f"labels: must be class indices (ints 0-{n_classes - 1}), got "
+                         f"{labels!r}") from err
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {y.dtype} values {y.flatten()[:8].tolist()}")
+        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {y.dtype} values "
+                         f"{y.flatten()[:8].tolist()}")
     if y.dim() != 1 or len(y) == 0:
-        raise ValueError(f"labels: must be a non-empty 1-d list of ints 0-{n_classes - 1}, got shape {tuple(y.shape)}")
+        raise ValueError(f"labels: must be a non-empty 1-d list of ints 0-{n_classes - 1}, got "
+                         f"shape {tuple(y.shape)}")
     if bool(((y < 0) | (y >= n_classes)).any()):
-        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {sorted(set(y[(y < 0) | (y >= n_classes)].tolist()))}")
+        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got "
+                         f"{sorted(set(y[(y < 0) | (y >= n_classes)].tolist()))}")
     return y.long()
 
 
-def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int, device: torch.device | str = "cpu",
-             config: str | Path | dict | None = None, folder: str | Path | None = None,
-             sampling: dict | None = None) -> Tensor:
+def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
+             device: torch.device | str = "cpu", config: str | Path | dict | None = None,
+             folder: str | Path | None = None, sampling: dict | None = None) -> Tensor:
     """Images (B, 1, 28, 28) in [-1, 1] of the shipped generator ``name`` ("mar") for ``labels``
     (B,: ints 0-9, a tensor or a list), with classifier-free guidance ``cfg_scale`` (finite, >= 0;
     1: none), random orders and the sampler of the config's ``sampling`` section unless
@@ -640,7 +687,8 @@ def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
     if kind_of(name) != "mar":
         raise ValueError(f"{name!r} is not a generator; generate() takes 'mar'")
     if isinstance(cfg_scale, bool) or not _number(cfg_scale) or cfg_scale < 0:
-        raise ValueError(f"cfg_scale: must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")
+        raise ValueError("cfg_scale: must be a finite number >= 0 (1: no guidance), got "
+                         f"{cfg_scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed: must be an int, got {seed!r}")
     cfg = read_config(config) if not isinstance(config, dict) else config
@@ -651,8 +699,9 @@ def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
     dev = next(model.parameters()).device
     generators = cmar.image_generators(seed, y, dev)
     orders = torch.cat([random_orders(1, model.cfg.n_tokens, generator=g) for g in generators])
-    return cmar.generate(model, y, orders, seed, steps=s["gen_steps"], diffusion_steps=s["diffusion_steps"],
-                         cfg_scale=cfg_scale, temperature=s.get("temperature", 1.0), progress=False,
+    return cmar.generate(model, y, orders, seed, steps=s["gen_steps"],
+                         diffusion_steps=s["diffusion_steps"], cfg_scale=cfg_scale,
+                         temperature=s.get("temperature", 1.0), progress=False,
                          generators=generators)
 
 
@@ -664,7 +713,9 @@ def summary(config: str | Path | dict | None = None, folder: str | Path | None =
     models = {}
     for name in (k for k in cfg if k not in ("name", "data")):
         meta = info(name, cfg, folder)
-        models[name] = {k: meta[k] for k in ("file", "config_hash", "steps", "epochs", "train_seconds", "metrics",
+        models[name] = {k: meta[k]
+                        for k in ("file", "config_hash", "steps", "epochs", "train_seconds",
+                                  "metrics",
                                              "command")}
         models[name]["hash"] = models[name].pop("config_hash")
     return {"models": models}

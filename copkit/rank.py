@@ -21,8 +21,8 @@ from torch import Tensor
 
 from .tokens import flip_order
 
-__all__ = ["PageRank", "transition", "pagerank", "pagerank_solve", "collapse_order", "ranks", "keep_top",
-           "class_mean_order", "flip_order"]
+__all__ = ["PageRank", "transition", "pagerank", "pagerank_solve", "collapse_order", "ranks",
+           "keep_top", "class_mean_order", "flip_order"]
 
 
 @dataclass
@@ -51,14 +51,16 @@ def _check(a: Tensor) -> tuple[Tensor, bool]:
     if a.dim() != 3 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"A must be (N, N) or (B, N, N), got {tuple(a.shape)}")
     if not torch.isfinite(a).all():
-        raise ValueError("A must be finite: it holds NaN or infinite weights (allowed: finite values >= 0)")
+        raise ValueError("A must be finite: it holds NaN or infinite weights (allowed: finite "
+                         "values >= 0)")
     if (a < 0).any():
         raise ValueError("A must be non-negative (mask values): allowed are finite values >= 0")
     return a, single
 
 
 def _check_damping(damping: float) -> None:
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0.0 < damping < 1.0:
+    if (isinstance(damping, bool) or not isinstance(damping, (int, float))
+        or not 0.0 < damping < 1.0):
         raise ValueError(f"damping must be a number in (0, 1) (the paper's 0.85), got {damping!r}")
 
 
@@ -78,7 +80,8 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
     Args:
         a: (N, N) or (B, N, N) finite non-negative weights, a[i, j] = how much i relies on j.
         damping: c in r = (1 - c) beta + c P r, in (0, 1).
-        teleport: beta, (N,) or (B, N), normalised here; uniform by default (personalised otherwise).
+        teleport: beta, (N,) or (B, N), normalised here; uniform by default (personalised
+            otherwise).
         tol: stop when every graph's L1 change is below N * tol (networkx's rule).
         check_every: test that every ``check_every`` iterations (default: each one on the CPU,
             every 16th elsewhere, since reading the test's answer makes the host wait for a GPU).
@@ -94,7 +97,8 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
     """
     _check_damping(damping)
     if not tol > 0 or max_iter < 1:
-        raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
+        raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol!r}, "
+                         f"max_iter={max_iter!r}")
     a, single = _check(a)
     a = a.double() if a.dtype != torch.float64 and a.device.type != "mps" else a
     p, dangling = transition(a)
@@ -113,12 +117,14 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
             break
     scores = r / r.sum(-1, keepdim=True)
     conv = delta < n * tol
-    return PageRank(scores[0] if single else scores, it, delta[0] if single else delta, conv[0] if single else conv)
+    return PageRank(scores[0] if single else scores, it, delta[0] if single else delta,
+                    conv[0] if single else conv)
 
 
 def pagerank_solve(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None) -> Tensor:
-    """The exact PageRank: solve (I - c P~) r = (1 - c) beta with a linear solver, where P~ is P with
-    each dangling column replaced by beta. For checking :func:`pagerank`; (N,) or (B, N), sums to 1.
+    """The exact PageRank: solve (I - c P~) r = (1 - c) beta with a linear solver, where P~ is P
+    with each dangling column replaced by beta. For checking :func:`pagerank`; (N,) or (B, N), sums
+    to 1.
 
     >>> a = torch.rand(5, 5, generator=torch.Generator().manual_seed(0)).fill_diagonal_(0)
     >>> torch.allclose(pagerank_solve(a), pagerank(a).scores.double(), atol=1e-8)
@@ -136,7 +142,8 @@ def pagerank_solve(a: Tensor, damping: float = 0.85, teleport: Tensor | None = N
     return r[0] if single else r
 
 
-def collapse_order(masks: Tensor, damping: float = 0.85, teleport: Tensor | None = None, **kwargs) -> Tensor:
+def collapse_order(masks: Tensor, damping: float = 0.85, teleport: Tensor | None = None,
+                   **kwargs) -> Tensor:
     """The collapse order of each image: patches by descending PageRank score, (N,) or (B, N) long.
 
     Ties keep the lower index first (a stable sort), so the order is deterministic.
@@ -158,12 +165,14 @@ def ranks(order: Tensor) -> Tensor:
         [1, 2, 0]
     """
     out = torch.empty_like(order)
-    out.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order).contiguous())
+    out.scatter_(-1, order,
+                 torch.arange(order.shape[-1], device=order.device).expand_as(order).contiguous())
     return out
 
 
 def keep_top(order: Tensor, keep: int | float) -> Tensor:
-    """The first ``keep`` token indices of each order (an int, or a fraction of N rounded to at least 1).
+    """The first ``keep`` token indices of each order (an int, or a fraction of N rounded to at
+    least 1).
 
     >>> keep_top(torch.tensor([[4, 0, 3, 1, 2]]), 0.4).tolist()
     [[4, 0]]

@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TrainConfig", "Recipe", "Trainee", "weight_decay_groups", "optimizers", "batch_indices", "to_device",
-           "take", "step_generator", "host_generator"]
+__all__ = ["TrainConfig", "Recipe", "Trainee", "weight_decay_groups", "optimizers", "batch_indices",
+           "to_device", "take", "step_generator", "host_generator"]
 
 
 @dataclass(frozen=True)
@@ -49,22 +49,25 @@ class TrainConfig:
     #: "fp32", or "bf16": the step's forward under bfloat16 autocast (CUDA; weights and optimiser
     #: stay float32). Hashed only when not "fp32", so runs made before the field keep their names.
     precision: str = dataclasses.field(default="fp32", metadata={"hash_if_set": True})
-    #: compile every transformer block of the trained networks (:func:`copkit.train.compile_blocks`); hashed
-    #: only when set, since compiled kernels round differently
+    #: compile every transformer block of the trained networks
+    #: (:func:`copkit.train.compile_blocks`); hashed only when set, since compiled kernels round
+    #: differently
     compile: bool = dataclasses.field(default=False, metadata={"hash_if_set": True})
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.steps < 0 or self.batch_size < 1:
-            raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and {self.batch_size}")
+            raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and "
+                             f"{self.batch_size}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise TypeError(f"seed must be an integer, got {self.seed!r}; a model's from_profile takes "
-                            "(sizes, seed, **variant): give lambda_c=, experiment=, phase= or kind= by name")
+            raise TypeError(f"seed must be an integer, got {self.seed!r}; a model's from_profile "
+                            "takes (sizes, seed, **variant): give lambda_c=, experiment=, phase= "
+                            "or kind= by name")
 
 
-def weight_decay_groups(named_parameters: Iterable[tuple[str, Tensor]], no_weight_decay: Iterable[str],
-                        weight_decay: float) -> list[dict]:
+def weight_decay_groups(named_parameters: Iterable[tuple[str, Tensor]],
+                        no_weight_decay: Iterable[str], weight_decay: float) -> list[dict]:
     """The book's one AdamW parameter-group rule: **decay every parameter with ndim >= 2 whose name
     is not in the model's ``no_weight_decay()`` set; nothing else decays** (biases, norms, scalars
     and the exempted embeddings, position embeddings and queries).
@@ -77,7 +80,8 @@ def weight_decay_groups(named_parameters: Iterable[tuple[str, Tensor]], no_weigh
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3))
-        >>> [[p.shape for p in g["params"]] for g in weight_decay_groups(net.named_parameters(), (), 0.05)]
+        >>> groups = weight_decay_groups(net.named_parameters(), (), 0.05)
+        >>> [[p.shape for p in g["params"]] for g in groups]
         [[torch.Size([3, 2])], [torch.Size([3]), torch.Size([3]), torch.Size([3])]]
     """
     exempt = set(no_weight_decay)
@@ -87,14 +91,16 @@ def weight_decay_groups(named_parameters: Iterable[tuple[str, Tensor]], no_weigh
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def optimizers(recipe: Recipe, model: nn.Module, train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+def optimizers(recipe: Recipe, model: nn.Module,
+               train_cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     """The AdamW optimisers of a model, by key (``recipe.parameters``), each with the groups of
     :func:`weight_decay_groups` for the model's ``no_weight_decay()`` (none when it has no such
     method), and the ``weight_decay``, ``lr`` and ``betas`` of ``train_cfg``."""
-    params = recipe.parameters(model) if recipe.parameters else {recipe.module: list(model.named_parameters())}
+    params = (recipe.parameters(model) if recipe.parameters
+              else {recipe.module: list(model.named_parameters())})
     exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
-    return {key: torch.optim.AdamW(weight_decay_groups(named, exempt, train_cfg.weight_decay), lr=train_cfg.lr,
-                                   betas=train_cfg.betas)
+    return {key: torch.optim.AdamW(weight_decay_groups(named, exempt, train_cfg.weight_decay),
+                                   lr=train_cfg.lr, betas=train_cfg.betas)
             for key, named in params.items()}
 
 
@@ -111,15 +117,19 @@ class Trainee:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What :func:`copkit.train.fit` needs to know about one kind of model; every model module exposes one
-    (``RECIPE``). ``data`` is the module's own data holder (tokens, images, orders, ...).
+    """What :func:`copkit.train.fit` needs to know about one kind of model; every model module
+    exposes one (``RECIPE``). ``data`` is the module's own data holder (tokens, images, orders,
+    ...).
 
     Attributes:
         name: the run folder's prefix (``<data_dir>/runs/<name>-<hash8>``) and the key of the model
             configuration in the hashed run configuration.
-        module: the key of the network's weights in the checkpoint (``model.<module>.``, ``ema.<module>.``).
-        build: ``(model config, data) -> nn.Module`` with fresh weights (drawn after torch is seeded).
-        step: ``(network, model config, TrainConfig, data) -> step_fn`` for :func:`copkit.train.train`.
+        module: the key of the network's weights in the checkpoint (``model.<module>.``,
+            ``ema.<module>.``).
+        build: ``(model config, data) -> nn.Module`` with fresh weights (drawn after torch is
+            seeded).
+        step: ``(network, model config, TrainConfig, data) -> step_fn``
+            for :func:`copkit.train.train`.
         parameters: ``network -> {optimiser key: [(name, parameter), ...]}``, the parameters each
             optimiser steps, in order (CoMAE: ``"f"``, the selector then the temperature, and
             ``"g"``); None: one optimiser keyed ``module`` over ``named_parameters()``. The order is
@@ -129,8 +139,8 @@ class Recipe:
         hashed: ``data -> dict`` of training choices held in ``data`` that are part of the run's
             hash (MAR's order kind); None: none.
         start: ``(network, state dict) -> None`` loads the weights a fine-tune starts from
-            (``copkit.train.fit(..., init=...)``); None: ``load_state_dict`` (strict). The pruning baseline
-            takes a plain ViT's weights into its ViT, its keep-score heads left as built.
+            (``copkit.train.fit(..., init=...)``); None: ``load_state_dict`` (strict). The pruning
+            baseline takes a plain ViT's weights into its ViT, its keep-score heads left as built.
     """
 
     name: str
@@ -154,7 +164,8 @@ class Recipe:
             config["init"] = init
         return config
 
-    def setup(self, model_cfg: Any, train_cfg: TrainConfig, data: Any, device: torch.device | str = "cpu",
+    def setup(self, model_cfg: Any, train_cfg: TrainConfig, data: Any,
+              device: torch.device | str = "cpu",
               init: Mapping[str, Tensor] | None = None) -> Trainee:
         """The one place a network of this kind is made ready to train, in this order:
         ``torch.manual_seed(train_cfg.seed)``; the network (``build``) on ``device``; the weights
@@ -169,7 +180,7 @@ class Recipe:
 
 
 
-# ------------------------------------------------------------------------------ a step's batch and draws
+# ------------------------------------------------------------------------- a step's batch and draws
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
     """The example indices of training step ``step``: epochs are seeded permutations of range(n),
     cut into ``n // batch_size`` full batches (the remainder is dropped for that epoch)."""

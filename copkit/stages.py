@@ -1,11 +1,12 @@
-"""The stages of the method as configured runs: what ``python -m copkit <stage> --config FILE`` does.
+"""The stages of the method as configured runs: what ``python -m copkit <stage> --config FILE``
+does.
 
 Each stage is a frozen dataclass read strictly from a YAML or TOML file (:mod:`copkit.config`) and a
-function that runs it by calling the same library functions the chapters call (:func:`copkit.train.fit`
-with a model's ``RECIPE``, ``compute_orders``, ``generate``, ``sweep``), so the book and the command
-line cannot drift. Every stage runs under ``torchrun`` as well as alone (:mod:`copkit.dist`);
-training stages resume from their run folder's checkpoint and write their metrics as JSON lines
-there (``<data_dir>/runs/<model>-<hash8>/metrics.jsonl``).
+function that runs it by calling the same library functions the chapters call
+(:func:`copkit.train.fit` with a model's ``RECIPE``, ``compute_orders``, ``generate``, ``sweep``),
+so the book and the command line cannot drift. Every stage runs under ``torchrun`` as well as alone
+(:mod:`copkit.dist`); training stages resume from their run folder's checkpoint and write their
+metrics as JSON lines there (``<data_dir>/runs/<model>-<hash8>/metrics.jsonl``).
 
 - ``train-comae``: CoMAE on the configured images and tokenizer;
 - ``rank``: the collapse order of every image, from a CoMAE run, into one .npz file;
@@ -15,13 +16,14 @@ there (``<data_dir>/runs/<model>-<hash8>/metrics.jsonl``).
 - ``eval-cvit``: top-1 / top-5 over mask ratios, AuC and the knee, as JSON.
 
 A stage's file may also be made from a profile: ``python -m copkit config <stage> --profile cpu``
-prints the configuration the book's chapter uses at that profile, ready to edit (:func:`chapter_config`;
-``--variant lambda_c=0``, ``--variant kind=random``, ``--variant kind=vit``). Its model and training
-sections come from the model's ``from_profile(sizes, seed, **variant)``, the same call the chapters
-make; it starts from the same shipped base model (``init: pretrained:vit``) and the same collapse
-orders (``orders: pretrained:comae``), and describes its data as the chapter does, so a training
-stage made from a profile trains the very run the chapter trains, in the same run folder
-(:func:`run_config`, which ``config`` prints).
+prints the configuration the book's chapter uses at that profile, ready to edit
+(:func:`chapter_config`; ``--variant lambda_c=0``, ``--variant kind=random``,
+``--variant kind=vit``). Its model and training sections come from the model's
+``from_profile(sizes, seed, **variant)``, the same call the chapters make; it starts from the same
+shipped base model (``init: pretrained:vit``) and the same collapse orders
+(``orders: pretrained:comae``), and describes its data as the chapter does, so a training stage made
+from a profile trains the very run the chapter trains, in the same run folder (:func:`run_config`,
+which ``config`` prints).
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ from .tokenizer import TokenSource, make_tokenizer
 from .tokens import PATCH
 from .train import fit
 
-__all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar", "TrainCvit",
-           "EvalCvit", "STAGES", "PRETRAINED", "load_images", "run_config", "run_stage", "chapter_config"]
+__all__ = ["DataConfig", "TokenizerConfig", "TrainComae", "Rank", "TrainCmar", "SampleCmar",
+           "TrainCvit", "EvalCvit", "STAGES", "PRETRAINED", "load_images", "run_config",
+           "run_stage", "chapter_config"]
 
 #: how a stage names a shipped base model (``init: pretrained:vit``) or the collapse orders of
 #: Fashion-MNIST by a shipped CoMAE (``orders: pretrained:comae``), of its ``pretrain`` config
@@ -67,11 +70,14 @@ _FASHION_MNIST = {"train": 60_000, "test": 10_000, "all": 70_000}
 # ------------------------------------------------------------------------------------ sections
 @dataclass(frozen=True)
 class DataConfig:
-    """Which images: Fashion-MNIST (in memory) or a folder tree such as ImageNet (read from disk)."""
+    """Which images: Fashion-MNIST (in memory) or a folder tree such as ImageNet (read from
+    disk)."""
 
     source: str = "fashion-mnist"  #: "fashion-mnist" or "imagefolder"
-    root: str | None = None  #: fashion-mnist: the IDX folder (None: search); imagefolder: the folder of splits
-    split: str = "train"  #: fashion-mnist: train, test or all; imagefolder: the sub-folder of root (train, val)
+    #: fashion-mnist: the IDX folder (None: search); imagefolder: the folder of splits
+    root: str | None = None
+    #: fashion-mnist: train, test or all; imagefolder: the sub-folder of root (train, val)
+    split: str = "train"
     image_size: int = 256  #: imagefolder: side of the center crop
     limit: int | None = None  #: only the first images (after ``start``)
     workers: int = 8  #: imagefolder: decoding threads
@@ -81,7 +87,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.source not in ("fashion-mnist", "imagefolder"):
-            raise ValueError(f"source must be 'fashion-mnist' or 'imagefolder', got {self.source!r}")
+            raise ValueError("source must be 'fashion-mnist' or 'imagefolder', got "
+                             f"{self.source!r}")
         if self.start < 0 or (self.start and self.source != "fashion-mnist"):
             raise ValueError(f"start must be >= 0, and 0 for an image folder; got {self.start}")
 
@@ -89,14 +96,16 @@ class DataConfig:
         """What names the data in a run's hash."""
         return {"source": self.source, "split": self.split, "limit": self.limit,
                 **({"start": self.start} if self.start else {}),
-                **({"image_size": self.image_size, "root": str(self.root)} if self.source == "imagefolder" else {})}
+                **({"image_size": self.image_size, "root": str(self.root)}
+                   if self.source == "imagefolder" else {})}
 
     def fashion_mnist_train(self) -> int | None:
         """How many images this names when it is the chapters' data, Fashion-MNIST's training
         split from its first image (the first ``limit``); None for any other data."""
         if self.source != "fashion-mnist" or self.split != "train" or self.start:
             return None
-        return _FASHION_MNIST["train"] if self.limit is None else min(self.limit, _FASHION_MNIST["train"])
+        return (_FASHION_MNIST["train"] if self.limit is None
+                else min(self.limit, _FASHION_MNIST["train"]))
 
 
 @dataclass(frozen=True)
@@ -110,8 +119,9 @@ class TokenizerConfig:
 
 
 def load_images(data: DataConfig) -> tuple[Any, Tensor, int]:
-    """(images, labels, channels): a tensor for Fashion-MNIST, a :class:`~copkit.imagefolder.ImageFolderImages`
-    for a folder (both indexed by a tensor of indices)."""
+    """(images, labels, channels): a tensor for Fashion-MNIST,
+    a :class:`~copkit.imagefolder.ImageFolderImages` for a folder (both indexed by a tensor of
+    indices)."""
     if data.source == "fashion-mnist":
         x, y = load_fashion_mnist(data.split, root=data.root,
                                   limit=None if data.limit is None else data.start + data.limit)
@@ -119,7 +129,8 @@ def load_images(data: DataConfig) -> tuple[Any, Tensor, int]:
 
     if data.root is None:
         raise ConfigError("data.root: the image folder is required for source 'imagefolder'")
-    images = ImageFolderImages(Path(data.root) / data.split, data.image_size, data.limit, data.workers)
+    images = ImageFolderImages(Path(data.root) / data.split, data.image_size, data.limit,
+                               data.workers)
     return images, images.labels, 3
 
 
@@ -136,29 +147,35 @@ def _grid(data: DataConfig, tok, images) -> tuple[int, int]:
 
 def _check_tokens(model_cfg, grid: tuple[int, int], token_dim: int, where: str) -> None:
     if tuple(model_cfg.grid) != grid or model_cfg.token_dim != token_dim:
-        raise ConfigError(f"{where}: grid {tuple(model_cfg.grid)} and token_dim {model_cfg.token_dim} do not match the "
-                          f"data and tokenizer, which give grid {grid} and token_dim {token_dim}; set "
-                          f"{where}.grid = {list(grid)} and {where}.token_dim = {token_dim}")
+        raise ConfigError(f"{where}: grid {tuple(model_cfg.grid)} and token_dim "
+                          f"{model_cfg.token_dim} do not match the data and tokenizer, which give "
+                          f"grid {grid} and token_dim {token_dim}; set {where}.grid = {list(grid)} "
+                          f"and {where}.token_dim = {token_dim}")
 
 
 def _read_run(run: str | Path) -> dict:
     """A finished run folder's ``config.json`` (``config_hash`` and ``config``), checked."""
     path = Path(run) / "config.json"
     if not path.is_file():
-        raise ConfigError(f"{run} is not a finished run folder (no config.json); give the folder a train stage printed")
+        raise ConfigError(f"{run} is not a finished run folder (no config.json); give the folder a "
+                          "train stage printed")
     if not (Path(run) / "checkpoint.safetensors").is_file():
         raise ConfigError(f"{run} has no checkpoint.safetensors")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
-        raise DamagedFileError(path, f"is not readable JSON, it is truncated or corrupt ({type(err).__name__}: {err})") \
+        raise DamagedFileError(path, "is not readable JSON, it is truncated or corrupt "
+                                     f"({type(err).__name__}: {err})") \
             from err
-    if not (isinstance(meta, dict) and isinstance(meta.get("config_hash"), str) and isinstance(meta.get("config"), dict)):
-        raise DamagedFileError(path, "holds no config_hash and config: not the config.json of a copkit run")
+    if (not (isinstance(meta, dict) and isinstance(meta.get("config_hash"), str)
+             and isinstance(meta.get("config"), dict))):
+        raise DamagedFileError(path, "holds no config_hash and config: not the config.json of a "
+                                     "copkit run")
     return meta
 
 
-def _run_model(run: str | Path, section: str, cls: type, make, weights: str, device: torch.device | str):
+def _run_model(run: str | Path, section: str, cls: type, make, weights: str,
+               device: torch.device | str):
     """A trained run's model: its configuration (``config.json``'s ``section``, read strictly into
     ``cls``), the network ``make(config)`` with the run's EMA weights of ``weights``, in eval mode
     on ``device``. Returns (model, config, the run's config hash)."""
@@ -198,8 +215,10 @@ def _comae_data(cfg: TrainComae) -> dict:
     n = cfg.data.fashion_mnist_train()
     if n is not None and cfg.tokenizer.kind == "pixels":
         train = n - (cfg.val_images if cfg.val_data is None else 0)
-        return {"dataset": "fashion-mnist", "split": "train", "train_images": train, "patch": cfg.tokenizer.patch}
-    return {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer), "val_images": cfg.val_images,
+        return {"dataset": "fashion-mnist", "split": "train", "train_images": train,
+                "patch": cfg.tokenizer.patch}
+    return {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer),
+            "val_images": cfg.val_images,
             **({"val_data": cfg.val_data.describe()} if cfg.val_data is not None else {})}
 
 
@@ -212,20 +231,22 @@ def train_comae(cfg: TrainComae) -> Path:
     _check_tokens(cfg.model, _grid(cfg.data, tok, images), tok.token_dim, "model")
     if cfg.val_data is None:
         if not 0 < cfg.val_images < len(images):
-            raise ConfigError(f"val_images: must be between 1 and {len(images) - 1} (the data has {len(images)} images)")
+            raise ConfigError(f"val_images: must be between 1 and {len(images) - 1} (the data has "
+                              f"{len(images)} images)")
         n = len(images) - cfg.val_images
         val_images = images[n:]
     else:
         n, val_images = len(images), load_images(cfg.val_data)[0][:cfg.val_images]
         if not 0 < cfg.val_images <= len(val_images):
-            raise ConfigError(f"val_images: must be between 1 and the {len(val_images)} images of val_data")
+            raise ConfigError(f"val_images: must be between 1 and the {len(val_images)} images of "
+                              "val_data")
     if isinstance(images, Tensor) and cfg.tokenizer.kind == "pixels":
         train_tokens, val_tokens = tok.encode(images[:n]), tok.encode(val_images)
     else:
         train_tokens = _Prefix(TokenSource(images, tok, dev), n)
         val_tokens = TokenSource(val_images, tok, dev)[0:len(val_images)]
-    folder = fit(comae.RECIPE, cfg.model, cfg.train, comae.CoMAEData(train_tokens, val_tokens), run["data"],
-                 cfg.data_dir, device=dev, desc="CoMAE").folder
+    folder = fit(comae.RECIPE, cfg.model, cfg.train, comae.CoMAEData(train_tokens, val_tokens),
+                 run["data"], cfg.data_dir, device=dev, desc="CoMAE").folder
     _say(f"CoMAE run: {folder} (checkpoint.safetensors, metrics.jsonl)")
     return folder
 
@@ -251,7 +272,8 @@ class _Prefix:
 def _tokenizer_id(cfg: TokenizerConfig) -> dict:
     if cfg.kind == "pixels":
         return {"kind": "pixels", "patch": cfg.patch}
-    return {"kind": cfg.kind, "scale": cfg.scale, "vae_sha256": file_sha256(cfg.vae)[:16] if cfg.vae else None}
+    return {"kind": cfg.kind, "scale": cfg.scale,
+            "vae_sha256": file_sha256(cfg.vae)[:16] if cfg.vae else None}
 
 
 def _say(text: str) -> None:
@@ -286,8 +308,9 @@ def rank(cfg: Rank) -> Path:
     tok = _tokenizer(cfg.tokenizer, channels, dev)
     _check_tokens(model.cfg, _grid(cfg.data, tok, images), tok.token_dim, "comae_run's model")
     split = np.array([cfg.data.split] * len(images))
-    out = compute_orders(model, TokenSource(images, tok, dev), cfg.out, digest, split, shard_size=cfg.shard_size,
-                         device=dev, damping=cfg.damping, chunk=cfg.chunk)
+    out = compute_orders(model, TokenSource(images, tok, dev), cfg.out, digest, split,
+                         shard_size=cfg.shard_size, device=dev, damping=cfg.damping,
+                         chunk=cfg.chunk)
     _say(f"collapse orders of {len(images)} images: {out}")
     return Path(cfg.out)
 
@@ -295,15 +318,18 @@ def rank(cfg: Rank) -> Path:
 def _orders_for(path: str | None, n: int) -> tuple[Tensor | None, str | None]:
     if path is None:
         return None, None
-    orders, _, digest = load_orders(path, splits=None)  # the split is not read here: an image folder's names
+    # the split is not read here: an image folder's names
+    orders, _, digest = load_orders(path, splits=None)
     if len(orders) != n:
-        raise ConfigError(f"orders: {path} holds {len(orders)} orders but the data has {n} images; rank the same data")
+        raise ConfigError(f"orders: {path} holds {len(orders)} orders but the data has {n} images; "
+                          "rank the same data")
     return torch.from_numpy(orders.astype(np.int64)), digest
 
 
-# ------------------------------------------------------------------------------------ fine-tunes and orders
+# ---------------------------------------------------------------------------- fine-tunes and orders
 def _shipped(ref: str | None, kind: str | None = None, where: str = "init") -> str | None:
-    """NAME of a ``pretrained:NAME`` reference (checked to be a base model of ``kind``), else None."""
+    """NAME of a ``pretrained:NAME`` reference (checked to be a base model of ``kind``), else
+    None."""
     if ref is None or not ref.startswith(PRETRAINED):
         return None
     name = ref[len(PRETRAINED):]
@@ -326,7 +352,8 @@ def _init_hash(init: str | None, pretrain: str, kind: str) -> str | None:
 
 
 def _orders_hash(orders: str | None, pretrain: str) -> str | None:
-    """The hash of the CoMAE that made the collapse orders: a shipped CoMAE's, or an orders file's."""
+    """The hash of the CoMAE that made the collapse orders: a shipped CoMAE's, or an orders
+    file's."""
     if orders is None:
         return None
     name = _shipped(orders, "comae", "orders")
@@ -336,38 +363,41 @@ def _orders_hash(orders: str | None, pretrain: str) -> str | None:
 def _load_orders(orders: str | None, pretrain: str, data: DataConfig, data_dir: str, n: int,
                  device: torch.device) -> Tensor | None:
     """The collapse orders of the ``n`` training images: the rank stage's file, or for
-    ``pretrained:NAME`` those of Fashion-MNIST by the shipped CoMAE (:func:`copkit.orders.dataset_orders`,
-    made when missing), as the chapters read them."""
+    ``pretrained:NAME`` those of Fashion-MNIST by the shipped CoMAE
+    (:func:`copkit.orders.dataset_orders`, made when missing), as the chapters read them."""
     name = _shipped(orders, "comae", "orders")
     if name is None:
         return _orders_for(orders, n)[0]
     if data.fashion_mnist_train() is None:
-        raise ConfigError(f"orders: {orders} orders Fashion-MNIST's training images; this data is not "
-                          "(give the rank stage's file of it)")
+        raise ConfigError(f"orders: {orders} orders Fashion-MNIST's training images; this data is "
+                          "not (give the rank stage's file of it)")
     return dataset_orders(pretrain, data_dir, device, n_train=n, n_test=0, comae=name)[0]
 
 
 #: what a fine-tune may change of the network it starts from (the rest is the architecture)
-_TRAINING_FIELDS = {MARConfig: {"diffusion_batch_mul", "mask_ratio_min", "label_drop", "dropout", "clip_x0"},
-                    CViTConfig: {"train_drop", "schedule", "max_drop", "flip", "shift", "label_smoothing"}}
+_TRAINING_FIELDS = {MARConfig: {"diffusion_batch_mul", "mask_ratio_min", "label_drop", "dropout",
+                                "clip_x0"},
+                    CViTConfig: {"train_drop", "schedule", "max_drop", "flip", "shift",
+                                 "label_smoothing"}}
 
 
 def _check_architecture(model_cfg: Any, start: Any, where: str) -> None:
     """``model_cfg`` must have the architecture of ``start``, the configuration of the network a
     fine-tune starts from (``where``): every field but those a fine-tune may change."""
     cls = type(model_cfg)
-    differ = [f"model.{f.name} = {getattr(model_cfg, f.name)!r} here, {getattr(start, f.name)!r} in {where}"
-              for f in fields(cls) if f.name not in _TRAINING_FIELDS[cls]
+    differ = [f"model.{f.name} = {getattr(model_cfg, f.name)!r} here, {getattr(start, f.name)!r} "
+              f"in {where}" for f in fields(cls) if f.name not in _TRAINING_FIELDS[cls]
               and getattr(model_cfg, f.name) != getattr(start, f.name)]
     if differ:
-        raise ConfigError("init: the model must have the architecture of the network it starts from: "
-                          + "; ".join(differ))
+        raise ConfigError("init: the model must have the architecture of the network it starts "
+                          "from: " + "; ".join(differ))
 
 
-def _init_weights(init: str, pretrain: str, data_dir: str, recipe: Recipe, kind: str, model_cfg: Any,
-                  device: torch.device) -> dict[str, Tensor]:
+def _init_weights(init: str, pretrain: str, data_dir: str, recipe: Recipe, kind: str,
+                  model_cfg: Any, device: torch.device) -> dict[str, Tensor]:
     """The weights a fine-tune starts from (a shipped base model's of ``kind``, or a run's EMA
-    weights), after checking that ``model_cfg`` has the architecture of the network they belong to."""
+    weights), after checking that ``model_cfg`` has the architecture of the network they belong
+    to."""
     name = _shipped(init, kind)
     if name:
         model, _ = pretrained.base(pretrain, name, data_dir, device)
@@ -376,7 +406,9 @@ def _init_weights(init: str, pretrain: str, data_dir: str, recipe: Recipe, kind:
     else:
         meta = _read_run(init)
         state = run_weights(init, recipe.module)[0]
-    _check_architecture(model_cfg, build(type(model_cfg), meta["config"][recipe.name], f"{init}.{recipe.name}"), init)
+    _check_architecture(model_cfg,
+                        build(type(model_cfg), meta["config"][recipe.name],
+                              f"{init}.{recipe.name}"), init)
     return state
 
 
@@ -385,13 +417,14 @@ def _check_count(data: DataConfig, images: Any) -> None:
     files must hold it."""
     n = data.fashion_mnist_train()
     if n is not None and len(images) != n:
-        raise ConfigError(f"data: Fashion-MNIST's training split holds {len(images)} images here, not {n}: "
-                          "its files are not the whole data set")
+        raise ConfigError(f"data: Fashion-MNIST's training split holds {len(images)} images here, "
+                          f"not {n}: its files are not the whole data set")
 
 
 @dataclass(frozen=True)
 class TrainCmar:
-    """``train-cmar``: ``kind`` "random" is MAR, "descending" CMAR, "ascending" Table 4's ablation."""
+    """``train-cmar``: ``kind`` "random" is MAR, "descending" CMAR, "ascending" Table 4's
+    ablation."""
 
     model: MARConfig
     train: TrainConfig
@@ -418,7 +451,8 @@ def _cmar_data(cfg: TrainCmar) -> dict:
     n, digest = cfg.data.fashion_mnist_train(), _orders_hash(cfg.orders, cfg.pretrain)
     if n is not None and cfg.tokenizer.kind == "pixels":
         return cmar.fashion_mnist_data(n, digest, cfg.tokenizer.patch)
-    return {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer), "orders_comae": digest}
+    return {**cfg.data.describe(), "tokenizer": _tokenizer_id(cfg.tokenizer),
+            "orders_comae": digest}
 
 
 def train_cmar(cfg: TrainCmar) -> Path:
@@ -429,16 +463,21 @@ def train_cmar(cfg: TrainCmar) -> Path:
     tok = _tokenizer(cfg.tokenizer, channels, dev)
     _check_tokens(cfg.model, _grid(cfg.data, tok, images), tok.token_dim, "model")
     if int(labels.max()) >= cfg.model.n_classes:
-        raise ConfigError(f"model.n_classes: the data has {int(labels.max()) + 1} classes, the model {cfg.model.n_classes}")
+        raise ConfigError(f"model.n_classes: the data has {int(labels.max()) + 1} classes, the "
+                          f"model {cfg.model.n_classes}")
     if cfg.kind != "random" and cfg.orders is None:
-        raise ConfigError(f"orders: kind {cfg.kind!r} needs the collapse orders of the training images (rank stage)")
-    collapse = None if cfg.kind == "random" else _load_orders(cfg.orders, cfg.pretrain, cfg.data, cfg.data_dir,
+        raise ConfigError(f"orders: kind {cfg.kind!r} needs the collapse orders of the training "
+                          "images (rank stage)")
+    collapse = None if cfg.kind == "random" else _load_orders(cfg.orders, cfg.pretrain, cfg.data,
+                                                              cfg.data_dir,
                                                                len(images), dev)
     init = None if cfg.init is None else (
-        run["init"], _init_weights(cfg.init, cfg.pretrain, cfg.data_dir, cmar.RECIPE, "mar", cfg.model, dev))
-    mar_data = cmar.MARData(images, labels, cfg.kind, collapse, cfg.random_fraction, tok.encode, tok.stride)
-    folder = fit(cmar.RECIPE, cfg.model, cfg.train, mar_data, run["data"], cfg.data_dir, init=init, device=dev,
-                 desc=f"MAR ({cfg.kind})").folder
+        run["init"],
+        _init_weights(cfg.init, cfg.pretrain, cfg.data_dir, cmar.RECIPE, "mar", cfg.model, dev))
+    mar_data = cmar.MARData(images, labels, cfg.kind, collapse, cfg.random_fraction, tok.encode,
+                            tok.stride)
+    folder = fit(cmar.RECIPE, cfg.model, cfg.train, mar_data, run["data"], cfg.data_dir, init=init,
+                 device=dev, desc=f"MAR ({cfg.kind})").folder
     _say(f"MAR run: {folder}")
     return folder
 
@@ -454,7 +493,8 @@ class SampleCmar:
     classes: tuple[int, ...] | None = None
     order: str = "random"  #: random, class-mean or class-image (the latter two need orders + data)
     orders: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)  #: the images the orders belong to (their labels)
+    #: the images the orders belong to (their labels)
+    data: DataConfig = field(default_factory=DataConfig)
     steps: int = 64  #: MAR's num_iter
     cfg_scale: float = 3.0  #: classifier-free guidance (1: none)
     temperature: float = 1.0
@@ -467,10 +507,12 @@ class SampleCmar:
 def sample_cmar(cfg: SampleCmar) -> Path:
     dev = _device(cfg.device)
     model, model_cfg, _ = _run_model(cfg.mar_run, "mar", MARConfig, MAR, "mar", dev)
-    channels = model_cfg.token_dim // cfg.tokenizer.patch ** 2 if cfg.tokenizer.kind == "pixels" else 3
+    channels = (model_cfg.token_dim // cfg.tokenizer.patch ** 2 if cfg.tokenizer.kind == "pixels"
+                else 3)
     tok = _tokenizer(cfg.tokenizer, channels, dev)
     if tok.token_dim != model_cfg.token_dim:
-        raise ConfigError(f"tokenizer: gives {tok.token_dim}-dim tokens, the MAR was trained on {model_cfg.token_dim}")
+        raise ConfigError(f"tokenizer: gives {tok.token_dim}-dim tokens, the MAR was trained on "
+                          f"{model_cfg.token_dim}")
     classes = cfg.classes if cfg.classes is not None else tuple(range(model_cfg.n_classes))
     labels = torch.tensor(classes, dtype=torch.long).repeat_interleave(cfg.per_class)
     try:
@@ -481,10 +523,11 @@ def sample_cmar(cfg: SampleCmar) -> Path:
     if cfg.order != "random":
         images, collapse_labels, _ = load_images(cfg.data)
         collapse, _ = _orders_for(cfg.orders, len(collapse_labels))
-    orders = lambda y, g: generation_orders(cfg.order, y, g, model_cfg.n_tokens, collapse, collapse_labels)  # noqa: E731
-    mine = generate(model, part.cut(labels), orders, cfg.seed + dist.rank(), cfg.steps, cfg.diffusion_steps,
-                    cfg.cfg_scale, cfg.temperature, cfg.batch_size, progress=dist.is_main(),
-                    decode=lambda t: tok.decode(t, model_cfg.grid))
+    orders = lambda y, g: generation_orders(  # noqa: E731
+        cfg.order, y, g, model_cfg.n_tokens, collapse, collapse_labels)
+    mine = generate(model, part.cut(labels), orders, cfg.seed + dist.rank(), cfg.steps,
+                    cfg.diffusion_steps, cfg.cfg_scale, cfg.temperature, cfg.batch_size,
+                    progress=dist.is_main(), decode=lambda t: tok.decode(t, model_cfg.grid))
     pixels = ((mine + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     gathered = [pixels]
     if dist.world_size() > 1:  # process r generated its share with seed + r; rank 0 writes them all
@@ -509,7 +552,8 @@ def _grid_png(pixels: Tensor, path: Path) -> None:
 
 @dataclass(frozen=True)
 class TrainCvit:
-    """``train-cvit``: ``model.train_drop`` picks ViT (none), RViT (random), CViT (collapse) or the pruner (learned)."""
+    """``train-cvit``: ``model.train_drop`` picks ViT (none), RViT (random), CViT (collapse) or the
+    pruner (learned)."""
 
     model: CViTConfig
     train: TrainConfig
@@ -517,7 +561,8 @@ class TrainCvit:
     #: the collapse orders of the training images (CViT): the rank stage's file, or
     #: ``pretrained:comae`` (Fashion-MNIST's, by the shipped CoMAE)
     orders: str | None = None
-    weights: str | None = None  #: local pretrained weights for model.timm_model (None: the hub, online)
+    #: local pretrained weights for model.timm_model (None: the hub, online)
+    weights: str | None = None
     #: fine-tune from: ``pretrained:vit`` (the shipped base ViT) or a train-cvit run folder;
     #: None: from scratch (or from ``model.timm_model``'s weights)
     init: str | None = None
@@ -533,7 +578,8 @@ def _cvit_data(cfg: TrainCvit) -> dict:
     images (:func:`copkit.cvit.fashion_mnist_data`), the whole configuration otherwise."""
     n, digest = cfg.data.fashion_mnist_train(), _orders_hash(cfg.orders, cfg.pretrain)
     if n is not None and cfg.weights is None:
-        return cvit.fashion_mnist_data(n, digest if cfg.model.train_drop == "collapse" else None, cfg.model.patch)
+        return cvit.fashion_mnist_data(n, digest if cfg.model.train_drop == "collapse" else None,
+                                       cfg.model.patch)
     return {**cfg.data.describe(), "orders_comae": digest,
             "weights_sha256": file_sha256(cfg.weights)[:16] if cfg.weights else None}
 
@@ -544,15 +590,19 @@ def train_cvit(cfg: TrainCvit) -> Path:
     images, labels, channels = load_images(cfg.data)
     _check_count(cfg.data, images)
     if channels != cfg.model.in_chans:
-        raise ConfigError(f"model.in_chans: the images have {channels} channels, the config says {cfg.model.in_chans}")
+        raise ConfigError(f"model.in_chans: the images have {channels} channels, the config says "
+                          f"{cfg.model.in_chans}")
     if cfg.model.train_drop == "collapse" and cfg.orders is None:
-        raise ConfigError("orders: CViT (model.train_drop collapse) needs the collapse orders of the training images")
+        raise ConfigError("orders: CViT (model.train_drop collapse) needs the collapse orders of "
+                          "the training images")
     orders = _load_orders(cfg.orders, cfg.pretrain, cfg.data, cfg.data_dir, len(images), dev) \
         if cfg.model.train_drop == "collapse" else None
     init = None if cfg.init is None else (
-        run["init"], _init_weights(cfg.init, cfg.pretrain, cfg.data_dir, RECIPE, "vit", cfg.model, dev))
-    folder = fit(RECIPE, cfg.model, cfg.train, CViTData(images, labels, orders, cfg.weights), run["data"], cfg.data_dir,
-                 init=init, device=dev, desc=f"ViT ({cfg.model.train_drop})").folder
+        run["init"],
+        _init_weights(cfg.init, cfg.pretrain, cfg.data_dir, RECIPE, "vit", cfg.model, dev))
+    folder = fit(RECIPE, cfg.model, cfg.train, CViTData(images, labels, orders, cfg.weights),
+                 run["data"], cfg.data_dir, init=init, device=dev,
+                 desc=f"ViT ({cfg.model.train_drop})").folder
     _say(f"classifier run: {folder}")
     return folder
 
@@ -570,7 +620,8 @@ def run_config(cfg: TrainComae | TrainCmar | TrainCvit) -> dict:
         return cmar.RECIPE.run_config(cfg.model, cfg.train, choices, _cmar_data(cfg),
                                       _init_hash(cfg.init, cfg.pretrain, "mar"))
     if isinstance(cfg, TrainCvit):
-        return RECIPE.run_config(cfg.model, cfg.train, None, _cvit_data(cfg), _init_hash(cfg.init, cfg.pretrain, "vit"))
+        return RECIPE.run_config(cfg.model, cfg.train, None, _cvit_data(cfg),
+                                 _init_hash(cfg.init, cfg.pretrain, "vit"))
     raise TypeError(f"{type(cfg).__name__} is not a training stage's configuration")
 
 
@@ -590,7 +641,8 @@ class EvalCvit:
 
 def eval_cvit(cfg: EvalCvit) -> Path:
     dev = _device(cfg.device)
-    make = lambda c: timm_skeleton(c) if c.timm_model else build_model(c)  # noqa: E731 - the checkpoint fills every weight
+    # the checkpoint fills every weight
+    make = lambda c: timm_skeleton(c) if c.timm_model else build_model(c)  # noqa: E731
     model, _, _ = _run_model(cfg.cvit_run, "cvit", CViTConfig, make, "model", dev)
     images, labels, _ = load_images(cfg.data)
     orders, _ = _orders_for(cfg.orders, len(images))
@@ -627,14 +679,17 @@ def run_stage(name: str, config: Any) -> Path:
 
 #: the variants of each training stage: the model module's ``from_profile`` keywords, and for
 #: train-cmar the order ``kind`` of the fine-tune
-_VARIANTS = {"train-comae": ("lambda_c", "experiment"), "train-cmar": ("phase", "kind"), "train-cvit": ("kind",)}
+_VARIANTS = {"train-comae": ("lambda_c", "experiment"), "train-cmar": ("phase", "kind"),
+             "train-cvit": ("kind",)}
 #: the images Chapters 2 and 4 train on: Fashion-MNIST's training split but its last 5,000
 _HELD_OUT = 55_000
 
 
-def chapter_config(stage: str, profile: str | Path, seed: int = 0, data_dir: str = "data", **variant: Any) -> Any:
+def chapter_config(stage: str, profile: str | Path, seed: int = 0, data_dir: str = "data",
+                   **variant: Any) -> Any:
     """The configuration of ``stage`` that the book's chapter runs at ``profile`` (seed ``seed``),
-    with its runs in ``data_dir``: what ``python -m copkit config <stage> --profile <profile>`` prints.
+    with its runs in ``data_dir``: what ``python -m copkit config <stage> --profile <profile>``
+    prints.
 
     A training stage's model and training sections are the model module's
     ``from_profile(sizes, seed, **variant)``, exactly what the chapter trains with, and the rest
@@ -654,37 +709,46 @@ def chapter_config(stage: str, profile: str | Path, seed: int = 0, data_dir: str
     unknown = set(variant) - set(_VARIANTS.get(stage, ()))
     if unknown:
         known = ", ".join(_VARIANTS.get(stage, ())) or "none"
-        raise ConfigError(f"{stage} has no variant {', '.join(sorted(unknown))}; its variants: {known}")
+        raise ConfigError(f"{stage} has no variant {', '.join(sorted(unknown))}; its variants: "
+                          f"{known}")
     p = get_profile(profile)
     fm = DataConfig()
     if stage == "train-comae":
         model_cfg, train_cfg = comae.from_profile(p.comae, seed, **variant)
-        n = (p.comae.train_images or 60000) - 5000  # the chapter's training images; it validates on held-out ones
-        return TrainComae(model=model_cfg, train=train_cfg, data=replace(fm, limit=n), val_images=p.comae.val_images,
-                          val_data=replace(fm, start=_HELD_OUT), data_dir=data_dir)
+        # the chapter's training images; it validates on held-out ones
+        n = (p.comae.train_images or 60000) - 5000
+        return TrainComae(model=model_cfg, train=train_cfg, data=replace(fm, limit=n),
+                          val_images=p.comae.val_images, val_data=replace(fm, start=_HELD_OUT),
+                          data_dir=data_dir)
     if stage == "rank":
-        return Rank(comae_run=f"{data_dir}/runs/comae-<hash8>", out=f"{data_dir}/orders.npz", data=replace(fm, split="all"))
+        return Rank(comae_run=f"{data_dir}/runs/comae-<hash8>", out=f"{data_dir}/orders.npz",
+                    data=replace(fm, split="all"))
     if stage == "train-cmar":
         kind = variant.pop("kind", None)
         phase = variant.setdefault("phase", "finetune")
         model_cfg, train_cfg = cmar.from_profile(p.cmar, seed, **variant)
         kind = kind or ("random" if phase == "mar" else "descending")
         if kind not in cmar.ORDER_KINDS:
-            raise ConfigError(f"train-cmar: kind must be one of {', '.join(cmar.ORDER_KINDS)}; got {kind!r}")
+            raise ConfigError(f"train-cmar: kind must be one of {', '.join(cmar.ORDER_KINDS)}; got "
+                              f"{kind!r}")
         # Chapter 4 names the orders' CoMAE for all three fine-tunes, the random-order control too
         orders = None if phase == "mar" and kind == "random" else f"{PRETRAINED}comae"
-        return TrainCmar(model=model_cfg, train=train_cfg, data=replace(fm, limit=p.cmar.train_images or _HELD_OUT), kind=kind,
+        return TrainCmar(model=model_cfg, train=train_cfg,
+                         data=replace(fm, limit=p.cmar.train_images or _HELD_OUT), kind=kind,
                          orders=orders, init=f"{PRETRAINED}mar" if phase == "finetune" else None,
                          pretrain=p.pretrain, data_dir=data_dir)
     if stage == "sample-cmar":
         return SampleCmar(mar_run=f"{data_dir}/runs/mar-<hash8>", out="samples.npz", per_class=10,
-                          steps=p.cmar.gen_steps, cfg_scale=p.cmar.cfg_scale, diffusion_steps=p.cmar.diffusion_steps)
+                          steps=p.cmar.gen_steps, cfg_scale=p.cmar.cfg_scale,
+                          diffusion_steps=p.cmar.diffusion_steps)
     if stage == "train-cvit":
         model_cfg, train_cfg = cvit.from_profile(p.cvit, seed, **variant)
         orders = f"{PRETRAINED}comae" if model_cfg.train_drop == "collapse" else None
-        return TrainCvit(model=model_cfg, train=train_cfg, data=replace(fm, limit=p.cvit.train_images or 60000), orders=orders,
+        return TrainCvit(model=model_cfg, train=train_cfg,
+                         data=replace(fm, limit=p.cvit.train_images or 60000), orders=orders,
                          init=f"{PRETRAINED}vit", pretrain=p.pretrain, data_dir=data_dir)
     if stage == "eval-cvit":
         return EvalCvit(cvit_run=f"{data_dir}/runs/cvit-<hash8>", out="cvit-eval.json",
-                        data=DataConfig(split="test", limit=p.cvit.test_images), ratios=p.cvit.ratios)
+                        data=DataConfig(split="test", limit=p.cvit.test_images),
+                        ratios=p.cvit.ratios)
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")

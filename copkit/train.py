@@ -51,14 +51,16 @@ from .config import config_hash
 from .io import fault_point, folder_lock
 from .recipe import Recipe, TrainConfig, Trainee, step_generator
 
-__all__ = ["TrainingDiverged", "cosine_lr", "EMA", "compile_blocks", "StepRunner", "train", "Fitted", "fit"]
+__all__ = ["TrainingDiverged", "cosine_lr", "EMA", "compile_blocks", "StepRunner", "train",
+           "Fitted", "fit"]
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept on disk."""
 
 
-def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, final_lr: float = 0.0) -> float:
+def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0,
+              final_lr: float = 0.0) -> float:
     """Learning rate at ``step``: linear warm-up from base/warmup to ``base_lr`` over
     ``warmup_steps``, then half a cosine from ``base_lr`` down to ``final_lr`` at ``total_steps``.
 
@@ -90,8 +92,8 @@ class EMA:
         state = module.state_dict()
         floats = [k for k, v in state.items() if v.dtype.is_floating_point]
         if floats:  # one fused call for all floating-point tensors (few kernel launches on a GPU)
-            torch._foreach_lerp_([self.shadow[k] for k in floats], [state[k].detach() for k in floats],
-                                 1.0 - self.decay)
+            torch._foreach_lerp_([self.shadow[k] for k in floats],
+                                 [state[k].detach() for k in floats], 1.0 - self.decay)
         for k, v in state.items():
             if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
@@ -139,24 +141,29 @@ class StepRunner:
     applies it; calling the runner does both.
     """
 
-    def __init__(self, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+    def __init__(self, modules: Mapping[str, nn.Module],
+                 optimizers: Mapping[str, torch.optim.Optimizer],
                  step_fn: Callable[[int, torch.Generator], tuple[Tensor, str, dict[str, Any]]],
                  train_cfg: TrainConfig, device: torch.device | str = "cpu") -> None:
         self.modules, self.optimizers, self.train_cfg = dict(modules), dict(optimizers), train_cfg
         self.device = torch.device(device)
         self.emas = {name: EMA(m, train_cfg.ema_decay) for name, m in self.modules.items()}
         self.step_fn = step_fn
-        if dist.world_size() > 1:  # find_unused_parameters: CoMAE's alternating steps leave a network idle
+        # find_unused_parameters: CoMAE's alternating steps leave a network idle
+        if dist.world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_fn = DistributedDataParallel(_Step(self.modules, step_fn), device_ids=ids,
                                                    find_unused_parameters=True)
-        self.compiled = sum(compile_blocks(m) for m in self.modules.values()) if train_cfg.compile else 0
+        self.compiled = (sum(compile_blocks(m) for m in self.modules.values()) if train_cfg.compile
+                         else 0)
         self.lr = train_cfg.lr  #: the learning rate of the last step's forward
 
     @classmethod
-    def of(cls, trainee: Trainee, train_cfg: TrainConfig, device: torch.device | str = "cpu") -> StepRunner:
+    def of(cls, trainee: Trainee, train_cfg: TrainConfig,
+           device: torch.device | str = "cpu") -> StepRunner:
         """The runner of a network made by :meth:`copkit.recipe.Recipe.setup`."""
-        return cls({trainee.name: trainee.model}, trainee.optimizers, trainee.step_fn, train_cfg, device)
+        return cls({trainee.name: trainee.model}, trainee.optimizers, trainee.step_fn, train_cfg,
+                   device)
 
     def forward(self, step: int) -> tuple[Tensor, str, dict[str, Any]]:
         """Step ``step``'s (loss, optimiser key, logs), nothing updated yet: every optimiser's
@@ -232,16 +239,17 @@ def train(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    args = (modules, optimizers, step_fn, train_cfg, run_dir, config, evaluate, desc, stop_after, device, progress,
-            evaluate_ema)
+    args = (modules, optimizers, step_fn, train_cfg, run_dir, config, evaluate, desc, stop_after,
+            device, progress, evaluate_ema)
     if dist.is_main():  # the other processes of a torchrun wait for rank 0 at the first barrier
         with folder_lock(run_dir):
             return _train(*args)
     return _train(*args)
 
 
-def _train(modules, optimizers, step_fn, train_cfg: TrainConfig, run_dir: Path, config: Any, evaluate,
-           desc: str, stop_after: int | None, device, progress: bool, evaluate_ema: bool) -> list[dict]:
+def _train(modules, optimizers, step_fn, train_cfg: TrainConfig, run_dir: Path, config: Any,
+           evaluate, desc: str, stop_after: int | None, device, progress: bool,
+           evaluate_ema: bool) -> list[dict]:
     """:func:`train`'s loop, with the run folder held."""
     main = dist.is_main()
     runner = StepRunner(modules, optimizers, step_fn, train_cfg, device)
@@ -259,8 +267,8 @@ def _train(modules, optimizers, step_fn, train_cfg: TrainConfig, run_dir: Path, 
             m.train()
 
     end = train_cfg.steps if stop_after is None else min(train_cfg.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=train_cfg.steps, desc=desc, disable=not (progress and main),
-               mininterval=5.0, dynamic_ncols=False, ncols=100)
+    bar = tqdm(range(start, end), initial=start, total=train_cfg.steps, desc=desc,
+               disable=not (progress and main), mininterval=5.0, dynamic_ncols=False, ncols=100)
     sync_free = runner.device.type == "cuda"  # read the loss at logging and checkpoint steps only
     for m in modules.values():
         m.train()
@@ -278,9 +286,10 @@ def _train(modules, optimizers, step_fn, train_cfg: TrainConfig, run_dir: Path, 
                 bar.close()
                 kept = run_dir / CHECKPOINT
                 raise TrainingDiverged(
-                    f"{desc}: the loss became {mean_loss.item()} at step {step}; no update was applied and the "
-                    f"last good checkpoint ({kept if kept.exists() else 'none yet'}) is kept. Lower the learning "
-                    f"rate (now {train_cfg.lr}) or check the data.")
+                    f"{desc}: the loss became {mean_loss.item()} at step {step}; no update was "
+                    "applied and the last good checkpoint "
+                    f"({kept if kept.exists() else 'none yet'}) is kept. Lower the learning rate "
+                    f"(now {train_cfg.lr}) or check the data.")
         runner.update(loss, key)
         if logging:
             log({"step": step, "lr": runner.lr, "opt": key, "loss": mean_loss.item(),
@@ -304,7 +313,8 @@ def _evaluated(evaluate: Callable[[int], dict], step: int, runner: StepRunner, e
     """``evaluate(step)``; with ``ema``, of the EMA weights, the live ones put back afterwards."""
     if not ema:
         return evaluate(step)
-    live = {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in runner.modules.items()}
+    live = {n: {k: v.detach().clone() for k, v in m.state_dict().items()}
+            for n, m in runner.modules.items()}
     for n, m in runner.modules.items():
         runner.emas[n].copy_to(m)
     out = evaluate(step)
@@ -313,7 +323,7 @@ def _evaluated(evaluate: Callable[[int], dict], step: int, runner: StepRunner, e
     return out
 
 
-# ------------------------------------------------------------------------------ one entry for every model
+# ------------------------------------------------------------------------ one entry for every model
 @dataclass
 class Fitted:
     """What :func:`fit` returns."""
@@ -321,7 +331,8 @@ class Fitted:
     model: nn.Module  #: the EMA weights, in eval mode, on the training device
     metrics: list[dict]  #: the JSON lines of the run's metrics.jsonl
     config: dict  #: the run configuration (:meth:`copkit.recipe.Recipe.run_config`)
-    hash: str  #: its :func:`copkit.config.config_hash` (64 hex digits); the run folder is named by the first 8
+    #: its :func:`copkit.config.config_hash` (64 hex digits); the run folder is named by the first 8
+    hash: str
     folder: Path  #: ``<data_dir>/runs/<name>-<hash8>``: checkpoint, metrics, config.json
 
 
@@ -330,27 +341,31 @@ def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: 
         device: torch.device | str = "cpu", desc: str | None = None, progress: bool = True,
         stop_after: int | None = None, evaluate_ema: bool = False) -> Fitted:
     """Train a model of kind ``recipe`` (configuration ``model_cfg``) with ``train_cfg`` on ``data``
-    into its run folder ``<data_dir>/runs/<recipe.name>-<hash8>`` (:func:`copkit.checkpoint.run_folder`
-    of :meth:`copkit.recipe.Recipe.run_config`), resuming from its checkpoint when it holds one (a finished run
-    is only loaded), and return the network holding its EMA weights, in eval mode.
+    into its run folder ``<data_dir>/runs/<recipe.name>-<hash8>``
+    (:func:`copkit.checkpoint.run_folder` of :meth:`copkit.recipe.Recipe.run_config`), resuming from
+    its checkpoint when it holds one (a finished run is only loaded), and return the network holding
+    its EMA weights, in eval mode.
 
-    The network is made by :meth:`copkit.recipe.Recipe.setup` (from the weights of ``init = (run hash, state
-    dict)`` when fine-tuning; the hash joins the run configuration) and trained by :func:`train`
-    with ``recipe.evaluate``; then its EMA weights are read from the checkpoint. Parameters a step
-    function froze for a step (CoMAE's g on f's turns) are left trainable as they were. ``tag``
-    describes the data (what it is, how many images, the CoMAE of its orders) and is part of the
-    hash; ``stop_after`` stops after that many steps as if killed (for tests); ``evaluate_ema``
-    evaluates the EMA weights (:func:`train`).
+    The network is made by :meth:`copkit.recipe.Recipe.setup` (from the weights of
+    ``init = (run hash, state dict)`` when fine-tuning; the hash joins the run configuration) and
+    trained by :func:`train` with ``recipe.evaluate``; then its EMA weights are read from the
+    checkpoint. Parameters a step function froze for a step (CoMAE's g on f's turns) are left
+    trainable as they were. ``tag`` describes the data (what it is, how many images, the CoMAE of
+    its orders) and is part of the hash; ``stop_after`` stops after that many steps as if killed
+    (for tests); ``evaluate_ema`` evaluates the EMA weights (:func:`train`).
     """
-    config = recipe.run_config(model_cfg, train_cfg, data, tag, init[0] if init is not None else None)
+    config = recipe.run_config(model_cfg, train_cfg, data, tag,
+                               init[0] if init is not None else None)
     folder = run_folder(data_dir, recipe.name, config)
-    trainee = recipe.setup(model_cfg, train_cfg, data, device, init[1] if init is not None else None)
+    trainee = recipe.setup(model_cfg, train_cfg, data, device,
+                           init[1] if init is not None else None)
     model = trainee.model
     trainable = [p.requires_grad for p in model.parameters()]
     evaluate = None if recipe.evaluate is None else (lambda step: recipe.evaluate(model, data))
-    metrics = train({trainee.name: model}, trainee.optimizers, trainee.step_fn, train_cfg, folder, config=config,
-                    evaluate=evaluate, desc=desc or recipe.name, stop_after=stop_after, device=device,
-                    progress=progress, evaluate_ema=evaluate_ema)
+    metrics = train({trainee.name: model}, trainee.optimizers, trainee.step_fn, train_cfg, folder,
+                    config=config, evaluate=evaluate, desc=desc or recipe.name,
+                    stop_after=stop_after, device=device, progress=progress,
+                    evaluate_ema=evaluate_ema)
     for p, flag in zip(model.parameters(), trainable):
         p.requires_grad_(flag)
     load_weights(folder, recipe.module, model, ema=True)

@@ -49,8 +49,8 @@ def test_no_reference_to_a_markdown_file_outside_the_repository():
         if b"\0" in data:  # a binary file (weights, orders, images)
             continue
         text = data.decode("utf-8", errors="ignore")
-        missing |= {(str(path.relative_to(root)), name) for name in re.findall(r"[A-Za-z0-9_\-]+\.md\b", text)
-                    if name not in have}
+        missing |= {(str(path.relative_to(root)), name)
+                    for name in re.findall(r"[A-Za-z0-9_\-]+\.md\b", text) if name not in have}
     assert len(tracked) > 100 and not missing
 
 
@@ -64,8 +64,10 @@ def test_a_named_figure_cell_displays_no_markdown():
     import jupytext
 
     root = Path(__file__).resolve().parents[1]
-    notebooks = [(p, jupytext.read(p, fmt="py:percent")) for p in sorted(root.glob("chapters/[0-9][0-9]_*.py"))]
-    notebooks += [(p, json.loads(p.read_text())) for p in sorted(root.glob("book/[0-9][0-9]_*.ipynb"))]
+    notebooks = [(p, jupytext.read(p, fmt="py:percent"))
+                 for p in sorted(root.glob("chapters/[0-9][0-9]_*.py"))]
+    notebooks += [(p, json.loads(p.read_text()))
+                  for p in sorted(root.glob("book/[0-9][0-9]_*.ipynb"))]
     bad = []
     for path, nb in notebooks:
         for cell in nb["cells"]:
@@ -75,3 +77,23 @@ def test_a_named_figure_cell_displays_no_markdown():
             if name and ("display(Markdown(" in source or shown):
                 bad.append(f"{path.name}: {name}")
     assert not bad, f"named figures whose cell also displays Markdown: {bad}"
+
+
+def test_make_test_runs_the_linter_as_pyproject_configures_it():
+    """`make test` starts with ruff over the whole repository, at the line length and rules that
+    pyproject.toml gives it."""
+    import shutil
+    import subprocess
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ruff = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["line-length"] == 100 and {"E", "F", "I"} <= set(ruff["lint"]["select"])
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    plan = subprocess.run(["make", "-n", "-B", "test"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    lint = [i for i, line in enumerate(plan) if line.endswith("-m ruff check .")]
+    tests = [i for i, line in enumerate(plan) if "-m pytest" in line]
+    assert lint and tests and lint[0] < tests[0]
