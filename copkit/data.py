@@ -39,6 +39,7 @@ __all__ = [
     "IDXFormatError",
     "read_idx",
     "find_fashion_mnist",
+    "fashion_mnist_files",
     "load_fashion_mnist",
     "project_root",
     "photo",
@@ -131,6 +132,18 @@ def _file_in(folder: Path, stem: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def fashion_mnist_files(folder: str | os.PathLike) -> list[Path]:
+    """The four IDX files of Fashion-MNIST in ``folder`` (each gzipped or not), in the order train
+    images, train labels, test images, test labels; FileNotFoundError naming a missing one."""
+    out = []
+    for stem in (s for pair in _FILES.values() for s in pair):
+        found = _file_in(Path(folder), stem)
+        if found is None:
+            raise FileNotFoundError(f"{folder} holds no {stem} (or {stem}.gz)")
+        out.append(found)
+    return out
 
 
 def _complete(folder: Path) -> Path | None:

@@ -107,6 +107,20 @@ def test_search_order_env_var_first(tmp_path, monkeypatch):
     assert find_fashion_mnist() == tmp_path / "env" / "fashion-mnist"
 
 
+def test_the_four_files_are_named_gzipped_or_not(tmp_path):
+    from copkit.data import fashion_mnist_files
+
+    fake_fashion_mnist(tmp_path / "a")
+    fake_fashion_mnist(tmp_path / "b", gz=False)
+    assert [p.name for p in fashion_mnist_files(tmp_path / "a")] == [
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz"]
+    assert [p.parent for p in fashion_mnist_files(tmp_path / "b")] == [tmp_path / "b"] * 4
+    (tmp_path / "b" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="holds no t10k-labels-idx1-ubyte"):
+        fashion_mnist_files(tmp_path / "b")
+
+
 def test_torchvision_layout_is_found(tmp_path):
     fake_fashion_mnist(tmp_path / "FashionMNIST" / "raw", gz=False)
     assert find_fashion_mnist(tmp_path) == tmp_path / "FashionMNIST" / "raw"

@@ -132,7 +132,7 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
 
-    from copkit.data import _FILES, _file_in, find_fashion_mnist
+    from copkit.data import fashion_mnist_files, find_fashion_mnist
 
     needed = closure(book_roots())
     carry = to_carry(needed, image_packages())
@@ -147,8 +147,7 @@ def main() -> int:
         download(carry, tmp / "wheels")
         src = find_fashion_mnist()
         (tmp / "fashion-mnist").mkdir()
-        for stem in (s for pair in _FILES.values() for s in pair):
-            f = _file_in(src, stem)
+        for f in fashion_mnist_files(src):
             shutil.copyfile(f, tmp / "fashion-mnist" / f.name)
         wheels = sorted(p.name for p in (tmp / "wheels").glob("*.whl"))
         kit = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
