@@ -15,7 +15,7 @@ evaluate from them, as the paper starts from the released MAR-B and an ImageNet-
 The names: ``classifier`` (:class:`copkit.metrics.FeatureNet`, the FID features and class-agreement
 classifier), ``vit`` (timm's ViT, :mod:`copkit.cvit`), ``mar`` (:class:`copkit.cmar.MAR` in random
 order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in and come out as
-:mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1] (28: :data:`copkit.tokens.SIDE`).
+:mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1] (28: ``copkit.tokens.SIDE``).
 """
 
 from __future__ import annotations

@@ -168,7 +168,8 @@ class StepRunner:
     def forward(self, step: int) -> tuple[Tensor, str, dict[str, Any]]:
         """Step ``step``'s (loss, optimiser key, logs), nothing updated yet: every optimiser's
         learning rate set to the schedule's (:func:`cosine_lr`, kept in ``lr``), the step's draws
-        from :func:`step_generator` (seed, step), the forward under the precision's autocast."""
+        from :func:`copkit.recipe.step_generator` (seed, step), the forward under the
+        precision's autocast."""
         tc = self.train_cfg
         self.lr = cosine_lr(step, tc.steps, tc.lr, tc.warmup_steps, tc.final_lr)
         for opt in self.optimizers.values():
