@@ -1,6 +1,6 @@
 # The two commands: `make book` and `make test`. Everything else is a step of theirs.
 #   make book PROFILE=cpu|smoke|gpu DEVICE=auto|cpu|cuda  [CHAPTERS="01_entropy ..."] [JOBS=2]
-#   make test            unit tests, every chapter at smoke into .scratch/, the site with -W
+#   make test            ruff, unit tests, every chapter at smoke into .scratch/, the site with -W
 #   make check-site      the built site in headless Chromium: pages, links, figures, search
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -19,11 +19,11 @@ JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
 SITE_CONFIG = $$($(PY) tools/site_config.py)
 
-.PHONY: help setup data pretrain book chapters site test unit smoke site-check check-site bench orders gpu-book device-kit clean
+.PHONY: help setup data pretrain book chapters site test lint unit smoke site-check check-site bench orders gpu-book device-kit clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
-	@echo "make test   set up, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
+	@echo "make test   set up, ruff, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
 	@echo "make chapters  execute the chapters (PROFILE=$(PROFILE) DEVICE=$(DEVICE) [CHAPTERS=...] JOBS=$(JOBS)) into book/, without building the site"
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
 	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
@@ -65,6 +65,11 @@ site: setup
 book: chapters
 	$(MAKE) --no-print-directory site
 
+# ruff, as pyproject.toml configures it: pyflakes, pycodestyle at 100 columns, the import order,
+# bugbear (the chapters are jupytext sources: their cell headers are not wrapped).
+lint: setup
+	$(PY) -m ruff check .
+
 # After `data`: some tests read the real Fashion-MNIST.
 unit: data
 	$(PY) -m pytest
@@ -86,7 +91,7 @@ site-check: setup
 check-site: site-check
 	$(PY) tools/check_site.py .scratch/site/_build/html --out .scratch/site-check
 
-test: unit smoke site-check
+test: lint unit smoke site-check
 	@echo "make test: all passed"
 
 # Collapse orders of all 70,000 Fashion-MNIST images from the profile's saved CoMAE (resumable):

@@ -62,7 +62,7 @@ from copkit.results import (
     tested,
     write_results,
 )
-from copkit.tokens import PATCH, grid_shape, patchify, random_orders, unpatchify
+from copkit.tokens import PATCH, SIDE, grid_shape, patchify, random_orders, unpatchify
 
 started = time.perf_counter()
 P = get_profile(profile)
@@ -84,7 +84,7 @@ print(f"profile={P.name} ({P.description}); computing on {calc}")
 p = PATCH
 train_x, train_y = load_fashion_mnist("train", limit=P.entropy.fit_images)
 test_x, test_y = load_fashion_mnist("test")
-grid = grid_shape(28, 28, p)
+grid = grid_shape(SIDE, SIDE, p)
 tokens = patchify(train_x, p)
 N, d = tokens.shape[1:]
 print(f"{train_x.shape[0]} training images -> tokens {tuple(tokens.shape)}: N={N} tokens of d={d} on a {grid[0]}x{grid[1]} grid")
@@ -159,10 +159,10 @@ for col, k in enumerate(ks):
     viz.token_map(torch.where(observed, 0.0, h), grid, axes[0, col], image=example, observed=observed,
                   vmin=hmin, vmax=hmax, alpha=1.0, title=f"k={k}: $H_c$={hc:.0f}")
     mean, _ = model.conditional(ex_tokens, observed.to(calc))
-    viz.show_image(unpatchify(mean.float().cpu(), p, (1, 28, 28)), axes[1, col])
+    viz.show_image(unpatchify(mean.float().cpu(), p, (1, SIDE, SIDE)), axes[1, col])
     draws = model.sample_conditional(ex_tokens, observed.to(calc), 2, seed=seed + k).float().cpu()
     for r in range(2):
-        viz.show_image(unpatchify(draws[r], p, (1, 28, 28)), axes[2 + r, col])
+        viz.show_image(unpatchify(draws[r], p, (1, SIDE, SIDE)), axes[2 + r, col])
 for r, label in enumerate(["entropy left", "conditional mean", "a draw", "another draw"]):
     axes[r, 0].set_ylabel(label, fontsize=9)
 fig.suptitle("Observing the first k patches of the greedy order", y=1.0)
@@ -294,7 +294,7 @@ print(f"Spearman correlation between the classes' orders: mean {off_diag.mean():
 # correlations that fall off with distance.
 
 # %% mystnb={"figure": {"caption": "The same model on 28 x 28 crops of scikit-image's camera photo: the greedy order on a crop, the entropy of each patch before anything is observed, and the prefix curves of the orders.", "name": "fig-ch1-photo"}, "image": {"alt": "Left: a grey crop of a photograph with numbered patches spread over the grid; middle: a fairly even entropy map; right: prefix curves with the greedy order lowest."}}
-crops = photo_crops("camera", P.entropy.photo_crops, 28, scale=0.25, seed=seed)
+crops = photo_crops("camera", P.entropy.photo_crops, SIDE, scale=0.25, seed=seed)
 photo_model = GaussianTokens.fit(patchify(crops, p).to(calc))
 photo_curves, photo_areas = order_table(photo_model, P.entropy.random_orders, seed)
 photo_greedy = photo_model.greedy_order().cpu()

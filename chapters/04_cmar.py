@@ -68,6 +68,7 @@ from copkit.cmar import (
     RECIPE,
     MARData,
     adaptive_collapse,
+    fashion_mnist_data,
     from_profile,
     generate,
     generation_orders,
@@ -75,6 +76,7 @@ from copkit.cmar import (
     mar_order,
     reveal_schedule,
 )
+from copkit.config import config_hash
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
 from copkit.metrics import GenerativeScores, topk_accuracy
@@ -92,7 +94,7 @@ from copkit.results import (
     write_results,
 )
 from copkit.tokens import PATCH, SIDE, patchify, unpatchify
-from copkit.train import config_hash, fit
+from copkit.train import fit
 
 started = time.perf_counter()
 PROFILE = get_profile(profile)
@@ -106,8 +108,7 @@ val_x = load_fashion_mnist("train")[0][55000:]  # held-out training images: the 
 test_x, test_y = load_fashion_mnist("test")
 train_orders, _, comae_hash = dataset_orders(PROFILE, data_dir, dev, n_train=len(train_x), n_test=0)
 N = train_orders.shape[1]
-data = {"dataset": "fashion-mnist", "split": "train", "images": len(train_x), "patch": PATCH,
-        "orders_by_comae": comae_hash}
+data = fashion_mnist_data(len(train_x), comae_hash)  # what names the runs, as train-cmar names them
 print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images with collapse orders from CoMAE "
       f"{comae_hash[:8]}; seeds {SEEDS}")
 
@@ -437,7 +438,7 @@ for name in ("MAR", "CMAR"):
     frames = []
     model.sample(snap_labels.to(dev), orders, GEN_STEPS, S.cfg_scale, temperature=TEMPERATURE,
                  diffusion_steps=DIFFUSION_STEPS, generator=g,
-                 callback=lambda s_, t, o, m: frames.append(unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
+                 callback=lambda s_, t, o, m, add=frames.append: add(unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
     snaps[name] = torch.stack(frames)  # (steps, 4, 1, 28, 28)
 fig, axes = plt.subplots(8, GEN_STEPS, figsize=(1.1 * GEN_STEPS, 9))
 for r in range(8):

@@ -76,6 +76,7 @@ from copkit.cvit import (  # noqa: E402
     CViTData,
     drop_ratio_cdf,
     drop_ratio_pdf,
+    fashion_mnist_data,
     forward_keep,
     from_profile,
     make_vit,
@@ -235,13 +236,12 @@ print(f"{params:,} parameters; keep all 49 vs timm's vit(x): max |diff| {full_di
 
 # %% tags=["remove-stderr"]
 KINDS = {"vit": "ViT", "rvit": "RViT", "cvit": "CViT", "pruned": "DynamicViT-style"}
-base_data = {"dataset": "fashion-mnist", "split": "train", "train_images": len(x_train), "patch": PATCH}
 models = {k: [] for k in KINDS}
 train_log = []
 for s in seeds:
     for kind, label in KINDS.items():
         cfg, tc = from_profile(C, s, kind=kind)
-        data = {**base_data, "orders_comae": comae_hash} if kind == "cvit" else base_data
+        data = fashion_mnist_data(len(x_train), comae_hash if kind == "cvit" else None)
         run = fit(RECIPE, cfg, tc, CViTData(x_train, y_train, train_orders if kind == "cvit" else None), data, data_dir,
                   init=(base_hash, base_vit.state_dict()), device=dev, desc=f"{label} seed {s}")
         model, hist = run.model, run.metrics

@@ -17,19 +17,19 @@ https://github.com/LTH14/mar):
   the decoder output, a cosine noise schedule over 1000 steps (:mod:`copkit.diffusion`), epsilon
   prediction.
 - **generation** (:meth:`MAR.sample`): MAR's cosine schedule over S steps (after step s,
-  ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear CFG
-  schedule ``1 + (cfg_scale - 1)(N - mask_len)/N`` with MAR's ``mask_len`` (the tokens left masked
-  after the step, at least 1: the last step, which reveals all, is guided with
+  ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear
+  CFG schedule ``1 + (cfg_scale - 1)(N - mask_len)/N`` with MAR's ``mask_len`` (the tokens left
+  masked after the step, at least 1: the last step, which reveals all, is guided with
   ``1 + (cfg_scale - 1)(N - 1)/N``, never the full scale), DDPM sampling respaced to a few steps,
-  temperature on the per-step noise. CMAR's order at generation time is an argument: any (B, N) order, or an
-  ``adapt`` callback that re-orders the still-hidden patches after every step.
+  temperature on the per-step noise. CMAR's order at generation time is an argument: any (B, N)
+  order, or an ``adapt`` callback that re-orders the still-hidden patches after every step.
 
 Departures from the official code, on purpose and stated in Chapter 4: pixel tokens (4x4 patches of
-28x28 Fashion-MNIST, d = 16) instead of KL-16 VAE latents; the diffusion head predicts epsilon with a
-fixed variance (the posterior variance) instead of also learning it with the VLB term; the predicted
-clean token is clipped to the pixel range [-1, 1] when sampling. MAR's own head is one setting away
-(``time_freq=256, learn_sigma=True, clip_x0=False``): the paper's configs and the weights converted
-from MAR's released checkpoints (:mod:`copkit.mar_weights`) use it.
+28x28 Fashion-MNIST, d = 16) instead of KL-16 VAE latents; the diffusion head predicts epsilon with
+a fixed variance (the posterior variance) instead of also learning it with the VLB term; the
+predicted clean token is clipped to the pixel range [-1, 1] when sampling. MAR's own head is one
+setting away (``time_freq=256, learn_sigma=True, clip_x0=False``): the paper's configs and the
+weights converted from MAR's released checkpoints (:mod:`copkit.mar_weights`) use it.
 """
 
 from __future__ import annotations
@@ -49,9 +49,20 @@ from tqdm import tqdm
 from .diffloss import DiffLoss
 from .dist import Shard
 from .dist import shard as process_shard
+from .profiles import BaseSizes, CmarSizes
 from .rank import class_mean_order, collapse_order, ranks
-from .tokens import GRID, N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens, patchify, random_orders, unpatchify
-from .train import Recipe, TrainConfig, batch_indices, host_generator, take
+from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
+from .tokens import (
+    GRID,
+    N_TOKENS,
+    PATCH,
+    SIDE,
+    flip_batch,
+    gather_tokens,
+    patchify,
+    random_orders,
+    unpatchify,
+)
 
 __all__ = [
     "MARConfig",
@@ -71,6 +82,7 @@ __all__ = [
     "RECIPE",
     "PHASES",
     "from_profile",
+    "fashion_mnist_data",
     "generation_orders",
     "generate",
     "image_generators",
@@ -92,7 +104,8 @@ def mar_order(collapse: Tensor, descending: bool = True) -> Tensor:
     return collapse.flip(-1) if descending else collapse.clone()
 
 
-def mix_orders(orders: Tensor, random_fraction: float, generator: torch.Generator | None = None) -> Tensor:
+def mix_orders(orders: Tensor, random_fraction: float,
+               generator: torch.Generator | None = None) -> Tensor:
     """CMAR's regularisation (Sec. 3.3): each sequence keeps its order, or with probability
     ``random_fraction`` (the paper's 10%) gets a random one."""
     b, n = orders.shape
@@ -102,13 +115,15 @@ def mix_orders(orders: Tensor, random_fraction: float, generator: torch.Generato
 
 
 # ----------------------------------------------------------------------------- schedules
-def sample_mask_ratio(generator: torch.Generator | None = None, minimum: float = 0.7, mode: float = 1.0,
-                      scale: float = 0.25) -> float:
+def sample_mask_ratio(generator: torch.Generator | None = None, minimum: float = 0.7,
+                      mode: float = 1.0, scale: float = 0.25) -> float:
     """MAR's training mask ratio: a normal with mean ``mode`` and sd ``scale`` truncated to
     [``minimum``, 1] (inverse-CDF sampling). MAR uses minimum 0.7, mode 1, scale 0.25."""
     normal = torch.distributions.Normal(0.0, 1.0)
-    lo, hi = normal.cdf(torch.tensor((minimum - mode) / scale)), normal.cdf(torch.tensor((1.0 - mode) / scale))
-    u = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu").cpu()
+    lo, hi = normal.cdf(torch.tensor((minimum - mode)
+                                     / scale)), normal.cdf(torch.tensor((1.0 - mode) / scale))
+    u = torch.rand((), generator=generator,
+                   device=generator.device if generator is not None else "cpu").cpu()
     return float((mode + scale * normal.icdf(lo + u * (hi - lo))).clamp(minimum, 1.0))
 
 
@@ -129,7 +144,8 @@ def reveal_schedule(n_tokens: int, steps: int) -> list[int]:
     [1, 3, 5, 6, 7, 9, 9, 9]
     """
     if not 1 <= steps <= n_tokens:
-        raise ValueError(f"steps must be between 1 and the number of tokens ({n_tokens}); got {steps}")
+        raise ValueError(f"steps must be between 1 and the number of tokens ({n_tokens}); got "
+                         f"{steps}")
     masked, out = n_tokens, []
     for s in range(steps):
         nxt = masked_count_after(s, steps, n_tokens, masked)
@@ -144,7 +160,8 @@ def cfg_schedule(cfg_scale: float, masked: int, n_tokens: int, kind: str = "line
 
     MAR's ``sample_tokens`` passes its ``mask_len``, the count its next step keeps masked, which is
     clamped to at least 1 even on the last step (where every token is revealed all the same), so
-    MAR never guides with the full ``cfg_scale``: its last step uses ``1 + (cfg_scale - 1)(N - 1)/N``.
+    MAR never guides with the full ``cfg_scale``: its last step uses
+    ``1 + (cfg_scale - 1)(N - 1)/N``.
     :meth:`MAR.sample` passes ``max(masked_count_after(...), 1)``, which is that ``mask_len``."""
     if kind == "linear":
         return 1.0 + (cfg_scale - 1.0) * (n_tokens - masked) / n_tokens
@@ -178,7 +195,8 @@ class MARConfig:
     # variance, and no clipping of the predicted clean token (VAE latents are not bounded).
     time_freq: int | None = field(default=None, metadata={"hash_if_set": True})  #: None: head_width
     learn_sigma: bool = field(default=False, metadata={"hash_if_set": True})
-    clip_x0: bool = field(default=True, metadata={"hash_if_set": True})  #: clip x0 to [-1, 1] when sampling
+    #: clip x0 to [-1, 1] when sampling
+    clip_x0: bool = field(default=True, metadata={"hash_if_set": True})
 
     @property
     def n_tokens(self) -> int:
@@ -186,11 +204,12 @@ class MARConfig:
 
 
 class MAR(nn.Module):
-    """MAR's bidirectional encoder-decoder (timm ``Block`` modules) with a class-embedding buffer, a learned
-    fake class for CFG, and the per-token :class:`~copkit.diffloss.DiffLoss` head.
+    """MAR's bidirectional encoder-decoder (timm ``Block`` modules) with a class-embedding buffer, a
+    learned fake class for CFG, and the per-token :class:`~copkit.diffloss.DiffLoss` head.
 
     Every LayerNorm has eps 1e-6: the blocks get ``norm_layer=partial(nn.LayerNorm, eps=1e-6)`` as
-    MAR's ``mar_base`` / ``mar_large`` / ``mar_huge`` pass it (timm's default differs across versions)."""
+    MAR's ``mar_base`` / ``mar_large`` / ``mar_huge`` pass it (timm's default differs across
+    versions)."""
 
     def __init__(self, cfg: MARConfig) -> None:
         super().__init__()
@@ -202,23 +221,26 @@ class MAR(nn.Module):
         self.z_proj_ln = nn.LayerNorm(w, eps=1e-6)
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
         norm = partial(nn.LayerNorm, eps=1e-6)
-        self.encoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm,
-                                           proj_drop=cfg.dropout, attn_drop=cfg.dropout) for _ in range(cfg.enc_depth))
+        self.encoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True,
+                                           norm_layer=norm, proj_drop=cfg.dropout,
+                                           attn_drop=cfg.dropout) for _ in range(cfg.enc_depth))
         self.enc_norm = nn.LayerNorm(w, eps=1e-6)
         self.dec_embed = nn.Linear(w, w)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, w))
         self.dec_pos = nn.Parameter(torch.zeros(1, cfg.buffer + n, w))
-        self.decoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm,
-                                           proj_drop=cfg.dropout, attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
+        self.decoder = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio, qkv_bias=True,
+                                           norm_layer=norm, proj_drop=cfg.dropout,
+                                           attn_drop=cfg.dropout) for _ in range(cfg.dec_depth))
         self.dec_norm = nn.LayerNorm(w, eps=1e-6)
         self.diff_pos = nn.Parameter(torch.zeros(1, n, w))
-        self.diffloss = DiffLoss(cfg.token_dim, w, cfg.head_width, cfg.head_depth, cfg.diffusion_steps,
-                                 cfg.time_freq, cfg.learn_sigma)
-        for p in (self.class_emb.weight, self.fake_latent, self.mask_token, self.enc_pos, self.dec_pos, self.diff_pos):
+        self.diffloss = DiffLoss(cfg.token_dim, w, cfg.head_width, cfg.head_depth,
+                                 cfg.diffusion_steps, cfg.time_freq, cfg.learn_sigma)
+        for p in (self.class_emb.weight, self.fake_latent, self.mask_token, self.enc_pos,
+                  self.dec_pos, self.diff_pos):
             nn.init.normal_(p, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
-        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`), as MAR trains
+        """Matrices AdamW does not decay (:func:`copkit.recipe.weight_decay_groups`), as MAR trains
         (its ``misc.add_weight_decay``: every parameter of the diffusion head, and outside it every
         1-D parameter and bias). The class embedding, the fake latent, the mask token and the
         position embeddings are decayed."""
@@ -252,8 +274,9 @@ class MAR(nn.Module):
             y = blk(y)
         return self.dec_norm(y)[:, nb:] + self.diff_pos
 
-    def loss(self, tokens: Tensor, labels: Tensor, orders: Tensor, generator: torch.Generator | None = None,
-             mask_ratio: float | None = None, shard: Shard | None = None) -> Tensor:
+    def loss(self, tokens: Tensor, labels: Tensor, orders: Tensor,
+             generator: torch.Generator | None = None, mask_ratio: float | None = None,
+             shard: Shard | None = None) -> Tensor:
         """MAR's training loss on a batch: tokens (B, N, d), labels (B,), orders (B, N) in MAR's
         convention (the head is masked). ``mask_ratio`` defaults to a draw of
         :func:`sample_mask_ratio` from [``mask_ratio_min``, 1], one per (global) batch.
@@ -264,28 +287,33 @@ class MAR(nn.Module):
         b, n, d = tokens.shape
         shard = shard or Shard.whole(b)
         if orders.shape != (b, n) or shard.size != b:
-            raise ValueError(f"orders must be (batch, tokens) = {(b, n)} and the shard {b} rows; got "
-                             f"{tuple(orders.shape)} and {shard.size}")
+            raise ValueError(f"orders must be (batch, tokens) = {(b, n)} and the shard {b} rows; "
+                             f"got {tuple(orders.shape)} and {shard.size}")
         if mask_ratio is None:
             mask_ratio = sample_mask_ratio(host_generator(generator), self.cfg.mask_ratio_min)
         r = mask_ratio
         m = min(n, max(1, math.ceil(n * r)))
         masked, visible = orders[:, :m], orders[:, m:]
-        drop = shard.cut(torch.rand(shard.total, generator=generator, device=tokens.device)) < self.cfg.label_drop
+        drop = (shard.cut(torch.rand(shard.total, generator=generator,
+                                     device=tokens.device)) < self.cfg.label_drop)
         z = self.forward_z(tokens, self.condition(labels, drop), visible)
         k = self.cfg.diffusion_batch_mul
         zm = gather_tokens(z, masked).reshape(b * m, -1)
         xm = gather_tokens(tokens, masked).reshape(b * m, -1)
         # rows are (copy j, image i, masked token t): drawn for every image of the global batch
-        t = torch.randint(0, self.diffloss.diffusion.steps, (k, shard.total, m), generator=generator,
-                          device=tokens.device)
-        noise = torch.randn((k, shard.total, m, d), generator=generator, device=tokens.device, dtype=tokens.dtype)
-        t, noise = t[:, shard.start:shard.stop].reshape(-1), noise[:, shard.start:shard.stop].reshape(-1, d)
+        t = torch.randint(0, self.diffloss.diffusion.steps, (k, shard.total, m),
+                          generator=generator, device=tokens.device)
+        noise = torch.randn((k, shard.total, m, d), generator=generator, device=tokens.device,
+                            dtype=tokens.dtype)
+        t, noise = t[:,
+                     shard.start:shard.stop].reshape(-1), noise[:,
+                                                                shard.start:shard.stop].reshape(-1,
+                                                                                                d)
         return self.diffloss(xm.repeat(k, 1), zm.repeat(k, 1), generator, t=t, noise=noise).mean()
 
     @torch.no_grad()
-    def sample(self, labels: Tensor, orders: Tensor, steps: int = 16, cfg_scale: float = 1.0, cfg_kind: str = "linear",
-               temperature: float = 1.0, diffusion_steps: int = 100,
+    def sample(self, labels: Tensor, orders: Tensor, steps: int = 16, cfg_scale: float = 1.0,
+               cfg_kind: str = "linear", temperature: float = 1.0, diffusion_steps: int = 100,
                generator: torch.Generator | Sequence[torch.Generator] | None = None,
                adapt: Callable[[Tensor, Tensor, int], Tensor] | None = None, draft_steps: int = 10,
                callback: Callable[[int, Tensor, Tensor, int], None] | None = None) -> Tensor:
@@ -293,8 +321,9 @@ class MAR(nn.Module):
         generated first).
 
         After step s exactly the last ``N - masked(s)`` entries of the order are revealed
-        (:func:`masked_count_after`). ``cfg_scale`` != 1 guides with the fake class on a doubled batch,
-        the scale following ``cfg_kind`` (:func:`cfg_schedule` with MAR's ``mask_len``, at least 1).
+        (:func:`masked_count_after`). ``cfg_scale`` != 1 guides with the fake class on a doubled
+        batch, the scale following ``cfg_kind`` (:func:`cfg_schedule` with MAR's ``mask_len``, at
+        least 1).
 
         ``adapt(canvas, orders, masked)``, when given, is asked before every step for new orders:
         the canvas holds the revealed tokens and a quick draft (``draft_steps`` diffusion steps) of
@@ -326,7 +355,8 @@ class MAR(nn.Module):
             if not per_image:
                 return {}
             t = self.diffloss.noise_draws(diffusion)
-            return {"noise": torch.stack([torch.randn(t, k, d, generator=g, device=orders.device) for g in generator],
+            return {"noise": torch.stack([torch.randn(t, k, d, generator=g, device=orders.device)
+                                          for g in generator],
                                          1).reshape(t, b * k, d)}
 
         masked = n
@@ -345,7 +375,8 @@ class MAR(nn.Module):
                 draft = self.diffloss.sample(pick(z, hidden), draft_steps, temperature, scale,
                                              pick(zu, hidden) if guided else None, shared, clip,
                                              **noise(masked, draft_steps))
-                canvas = tokens.scatter(1, hidden[..., None].expand(-1, -1, d), draft.reshape(b, masked, d))
+                canvas = tokens.scatter(1, hidden[..., None].expand(-1, -1, d),
+                                        draft.reshape(b, masked, d))
                 orders = adapt(canvas, orders, masked)
                 if not torch.equal(orders[:, masked:], visible):
                     raise ValueError("adapt must keep the revealed tail of the orders in place")
@@ -353,14 +384,16 @@ class MAR(nn.Module):
             out = self.diffloss.sample(pick(z, new), diffusion_steps, temperature, scale,
                                        pick(zu, new) if guided else None, shared, clip,
                                        **noise(masked - nxt, diffusion_steps))
-            tokens = tokens.scatter(1, new[..., None].expand(-1, -1, d), out.reshape(b, masked - nxt, d))
+            tokens = tokens.scatter(1, new[..., None].expand(-1, -1, d),
+                                    out.reshape(b, masked - nxt, d))
             masked = nxt
             if callback is not None:
                 callback(s, tokens, orders, masked)
         return tokens
 
 
-def adaptive_collapse(comae: nn.Module, damping: float = 0.85) -> Callable[[Tensor, Tensor, int], Tensor]:
+def adaptive_collapse(comae: nn.Module,
+                      damping: float = 0.85) -> Callable[[Tensor, Tensor, int], Tensor]:
     """CMAR's order decided while generating (option (c) of Chapter 4): before each step CoMAE
     ranks the patches of the current canvas (revealed tokens plus a draft of the hidden ones) with
     PageRank, and the hidden head of the MAR order is sorted so that the best-ranked hidden patch
@@ -378,8 +411,8 @@ def adaptive_collapse(comae: nn.Module, damping: float = 0.85) -> Callable[[Tens
 ORDER_KINDS = ("random", "descending", "ascending")
 
 
-def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: int, random_fraction: float,
-                    generator: torch.Generator | None = None) -> Tensor:
+def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: int,
+                    random_fraction: float, generator: torch.Generator | None = None) -> Tensor:
     """The MAR orders of one training batch: ``random`` (MAR), or the images' collapse orders
     ``descending`` (CMAR: best patches generated first) or ``ascending`` (Table 4's ablation), a
     ``random_fraction`` of the sequences replaced by random orders (CMAR's 10%)."""
@@ -389,14 +422,16 @@ def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: in
         raise ValueError(f"unknown order kind {kind!r}; use one of {ORDER_KINDS}")
     if collapse is None:
         raise ValueError(f"order kind {kind!r} needs the images' collapse orders")
-    return mix_orders(mar_order(collapse, descending=kind == "descending"), random_fraction, generator)
+    return mix_orders(mar_order(collapse, descending=kind == "descending"), random_fraction,
+                      generator)
 
 
-def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int, kind: str = "random",
-                collapse: Tensor | None = None, random_fraction: float = 0.1, flip: bool = True,
-                tokenizer: Callable[..., Tensor] | None = None, stride: int = PATCH):
-    """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, C, H, W),
-    a random horizontal flip with the collapse orders flipped alongside, tokens (pixel patches
+def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int,
+                kind: str = "random", collapse: Tensor | None = None, random_fraction: float = 0.1,
+                flip: bool = True, tokenizer: Callable[..., Tensor] | None = None,
+                stride: int = PATCH):
+    """One training step of MAR / CMAR for :func:`copkit.train.train`: a batch of images (n, C, H,
+    W), a random horizontal flip with the collapse orders flipped alongside, tokens (pixel patches
     p = 4 unless a ``tokenizer`` with token ``stride`` in pixels is given), the batch's orders
     (:func:`training_orders`) and :meth:`MAR.loss`.
 
@@ -405,8 +440,8 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
     from its posterior with them, as MAR trains, and training stays deterministic and resumable.
 
     ``images`` is anything indexed by a tensor of indices (a tensor, or images read from disk:
-    :class:`copkit.imagefolder.ImageFolderImages`). Under torchrun each process reads and computes only
-    its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
+    :class:`copkit.imagefolder.ImageFolderImages`). Under torchrun each process reads and computes
+    only its :func:`copkit.dist.shard` of the batch; every draw is made for the global batch."""
     device = next(model.parameters()).device
     encode = tokenizer or (lambda x, generator=None, shard=None: patchify(x, PATCH))
     part = process_shard(batch_size)
@@ -419,7 +454,8 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
         if flip:
             flips = part.cut(torch.rand(part.total, generator=gen, device=gen.device) < 0.5)
             x, o = flip_batch(x, o, flips, stride)
-        orders = part.cut(training_orders(kind, _global(o, part), part.total, model.cfg.n_tokens, random_fraction, gen))
+        orders = part.cut(training_orders(kind, _global(o, part), part.total, model.cfg.n_tokens,
+                                          random_fraction, gen))
         loss = model.loss(encode(x, gen, part), y, orders, gen, shard=part)
         return loss, "mar", {}
 
@@ -454,9 +490,10 @@ class MARData:
     stride: int = PATCH
 
 
-def _step(model: MAR, cfg: MARConfig, tc, data: MARData):
-    return mar_step_fn(model, data.images, data.labels, tc.batch_size, tc.seed, data.kind, data.collapse,
-                       data.random_fraction, tokenizer=data.tokenizer, stride=data.stride)
+def _step(model: MAR, model_cfg: MARConfig, train_cfg: TrainConfig, data: MARData):
+    return mar_step_fn(model, data.images, data.labels, train_cfg.batch_size, train_cfg.seed,
+                       data.kind, data.collapse, data.random_fraction, tokenizer=data.tokenizer,
+                       stride=data.stride)
 
 
 #: How :func:`copkit.train.fit` trains MAR and CMAR (:func:`mar_step_fn`, one optimiser "mar"), from
@@ -467,43 +504,71 @@ def _step(model: MAR, cfg: MARConfig, tc, data: MARData):
 #: :meta hide-value:
 RECIPE = Recipe(name="mar", module="mar", build=lambda cfg, data: MAR(cfg), step=_step,
                 hashed=lambda data: {"orders": data.kind, "init": None,
-                                     "random_fraction": data.random_fraction if data.kind != "random" else None})
+                                     "random_fraction": data.random_fraction
+                                     if data.kind != "random" else None})
+
+
+def fashion_mnist_data(images: int, orders_comae: str | None, patch: int = PATCH) -> dict:
+    """The data description (part of every run's hash) of MAR / CMAR trained on the first
+    ``images`` Fashion-MNIST training images in ``patch`` x ``patch`` pixel tokens, with the
+    collapse orders of the CoMAE whose hash is ``orders_comae``: Chapter 4's, and ``train-cmar``'s
+    on the same data. The orders' CoMAE is named for every order kind, the random-order control
+    included, so that the three fine-tunes of one seed are named by the same data."""
+    return {"dataset": "fashion-mnist", "split": "train", "images": images, "patch": patch,
+            "orders_by_comae": orders_comae}
+
 
 #: The MAR trainings of a profile (:func:`from_profile`), MAR from scratch, MAR -> CMAR fine-tuning,
 #: CMAR from scratch (MAR's recipe with ``scratch_steps``).
 PHASES = ("mar", "finetune", "scratch")
 
 
-def from_profile(sizes, seed: int, *, phase: str = "mar") -> tuple[MARConfig, "TrainConfig"]:
+def from_profile(sizes: CmarSizes | BaseSizes, seed: int, *,
+                 phase: str = "mar") -> tuple[MARConfig, TrainConfig]:
     """The MAR configuration and the training configuration of one ``phase`` (:data:`PHASES`) of a
     profile's :class:`copkit.profiles.CmarSizes`, for one seed. Every chapter and
-    ``python -m copkit config train-cmar`` take them from here."""
+    ``python -m copkit config train-cmar`` take them from here.
+
+    With the ``mar`` section of the pretraining config (:class:`copkit.profiles.BaseSizes`) and
+    ``phase="mar"``: the base MAR the fine-tunes start from, trained from scratch in random
+    order."""
     if phase not in PHASES:
         raise ValueError(f"unknown MAR phase {phase!r}; use one of {', '.join(PHASES)}")
-    cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth, heads=sizes.heads,
-                    buffer=sizes.buffer, head_width=sizes.head_width, head_depth=sizes.head_depth,
-                    diffusion_batch_mul=sizes.diffusion_batch_mul, mask_ratio_min=sizes.mask_ratio_min)
+    if isinstance(sizes, BaseSizes):
+        if phase != "mar":
+            raise ValueError(f"the base model is MAR trained from scratch (phase 'mar'); {phase!r} "
+                             "is not a base")
+        return sizes.configs(MARConfig, seed)
+    model_cfg = MARConfig(width=sizes.width, enc_depth=sizes.enc_depth, dec_depth=sizes.dec_depth,
+                          heads=sizes.heads, buffer=sizes.buffer, head_width=sizes.head_width,
+                          head_depth=sizes.head_depth,
+                          diffusion_batch_mul=sizes.diffusion_batch_mul,
+                          mask_ratio_min=sizes.mask_ratio_min)
     if phase in ("mar", "scratch"):
-        tc = TrainConfig(steps=sizes.mar_steps if phase == "mar" else sizes.scratch_steps, batch_size=sizes.batch_size,
-                         lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, weight_decay=0.02,
-                         grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
-                         precision=sizes.precision, compile=sizes.compile)
+        train_cfg = TrainConfig(steps=sizes.mar_steps if phase == "mar" else sizes.scratch_steps,
+                                batch_size=sizes.batch_size, lr=sizes.lr,
+                                warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay,
+                                weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10,
+                                ckpt_every=200, precision=sizes.precision, compile=sizes.compile)
     else:  # the paper's recipe: linear warm-up over the first 10%, then cosine to 0
-        tc = TrainConfig(steps=sizes.finetune_steps, batch_size=sizes.batch_size, lr=sizes.finetune_lr,
-                         warmup_steps=max(1, sizes.finetune_steps // 10), ema_decay=sizes.ema_decay,
-                         weight_decay=0.02, grad_clip=3.0, seed=seed, log_every=10, ckpt_every=200,
-                         precision=sizes.precision, compile=sizes.compile)
-    return cfg, tc
+        train_cfg = TrainConfig(steps=sizes.finetune_steps, batch_size=sizes.batch_size,
+                                lr=sizes.finetune_lr,
+                                warmup_steps=max(1, sizes.finetune_steps // 10),
+                                ema_decay=sizes.ema_decay, weight_decay=0.02, grad_clip=3.0,
+                                seed=seed, log_every=10, ckpt_every=200, precision=sizes.precision,
+                                compile=sizes.compile)
+    return model_cfg, train_cfg
 
 
 # --------------------------------------------------------------------------------- generation
 ORDER_SOURCES = ("random", "class-mean", "class-image")
 
 
-def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n_tokens: int = N_TOKENS,
-                      collapse: Tensor | None = None, collapse_labels: Tensor | None = None,
-                      descending: bool = True) -> Tensor:
-    """The MAR orders to generate ``labels`` with, when no image exists yet (Chapter 4 compares them):
+def generation_orders(source: str, labels: Tensor, generator: torch.Generator,
+                      n_tokens: int = N_TOKENS, collapse: Tensor | None = None,
+                      collapse_labels: Tensor | None = None, descending: bool = True) -> Tensor:
+    """The MAR orders to generate ``labels`` with, when no image exists yet (Chapter 4 compares
+    them):
 
     - ``random``: MAR's random orders;
     - ``class-mean``: the class's mean collapse order (:func:`copkit.rank.class_mean_order`);
@@ -517,21 +582,25 @@ def generation_orders(source: str, labels: Tensor, generator: torch.Generator, n
     if source not in ORDER_SOURCES:
         raise ValueError(f"unknown order source {source!r}; use one of {ORDER_SOURCES}")
     if collapse is None or collapse_labels is None:
-        raise ValueError(f"order source {source!r} needs the training images' collapse orders and labels")
+        raise ValueError(f"order source {source!r} needs the training images' collapse orders and "
+                         "labels")
     if source == "class-mean":
-        chosen = class_mean_order(collapse, collapse_labels, int(collapse_labels.max()) + 1)[labels.cpu()]
+        chosen = class_mean_order(collapse, collapse_labels,
+                                  int(collapse_labels.max()) + 1)[labels.cpu()]
     else:
         chosen = torch.empty(len(labels), collapse.shape[1], dtype=torch.long)
         for c in labels.unique().tolist():
             pool = (collapse_labels == c).nonzero().flatten()
             where = (labels == c).nonzero().flatten().cpu()
-            pick = torch.randint(0, len(pool), (len(where),), generator=torch.Generator().manual_seed(
+            pick = torch.randint(0, len(pool), (len(where),),
+                                 generator=torch.Generator().manual_seed(
                 int(torch.randint(0, 2**31, (), generator=generator, device=generator.device))))
             chosen[where] = collapse[pool[pick]]
     return mar_order(chosen, descending).to(labels.device)
 
 
-def image_generators(seed: int, labels: Tensor, device: torch.device | str = "cpu") -> list[torch.Generator]:
+def image_generators(seed: int, labels: Tensor,
+                     device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One generator per image, seeded by (``seed``, its label, how many images of that label come
     before it): the k-th image of a class is drawn the same whatever else is in the batch."""
     seen: dict[int, int] = {}
@@ -539,15 +608,17 @@ def image_generators(seed: int, labels: Tensor, device: torch.device | str = "cp
     for y in labels.tolist():
         k = seen[y] = seen.get(y, -1) + 1
         digest = hashlib.sha256(f"{seed}:{y}:{k}".encode()).digest()
-        out.append(torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+        out.append(torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8],
+                                                                             "little") >> 1))
     return out
 
 
 @torch.no_grad()
-def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torch.Generator], Tensor], seed: int,
-             steps: int, diffusion_steps: int, cfg_scale: float = 1.0, temperature: float = 1.0, batch_size: int = 500,
-             adapt: Callable | None = None, progress: bool = True, desc: str = "sampling",
-             decode: Callable[[Tensor], Tensor] | None = None,
+def generate(model: MAR, labels: Tensor,
+             orders: Tensor | Callable[[Tensor, torch.Generator], Tensor], seed: int, steps: int,
+             diffusion_steps: int, cfg_scale: float = 1.0, temperature: float = 1.0,
+             batch_size: int = 500, adapt: Callable | None = None, progress: bool = True,
+             desc: str = "sampling", decode: Callable[[Tensor], Tensor] | None = None,
              generators: Sequence[torch.Generator] | None = None) -> Tensor:
     """Images (n, 1, 28, 28) in [-1, 1] for ``labels`` (n,), generated in batches from one seed.
     ``orders`` is a (n, N) tensor or a function ``(batch labels, generator) -> orders``.
@@ -556,26 +627,33 @@ def generate(model: MAR, labels: Tensor, orders: Tensor | Callable[[Tensor, torc
     With ``generators`` (one per image, :func:`image_generators`) each image draws its noise from
     its own generator instead of the seed's shared one."""
     decode = decode or (lambda t: unpatchify(t, PATCH, (1, SIDE, SIDE)))
-    if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not 0 <= cfg_scale < math.inf:
-        raise ValueError(f"cfg_scale must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")
+    if (isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real)
+        or not 0 <= cfg_scale < math.inf):
+        raise ValueError("cfg_scale must be a finite number >= 0 (1: no guidance), got "
+                         f"{cfg_scale!r}")
     if generators is not None and len(generators) != len(labels):
-        raise ValueError(f"generators: one per image, got {len(generators)} for {len(labels)} labels")
+        raise ValueError(f"generators: one per image, got {len(generators)} for {len(labels)} "
+                         "labels")
 
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for s in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, mininterval=5.0, ncols=100):
+    for s in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress,
+                  mininterval=5.0, ncols=100):
         y = labels[s:s + batch_size].to(device)
         o = orders(y, g) if callable(orders) else orders[s:s + batch_size].to(device)
-        tokens = model.sample(y, o, steps, cfg_scale, temperature=temperature, diffusion_steps=diffusion_steps,
-                              generator=g if generators is None else list(generators[s:s + batch_size]), adapt=adapt)
+        tokens = model.sample(y, o, steps, cfg_scale, temperature=temperature,
+                              diffusion_steps=diffusion_steps,
+                              generator=g if generators is None
+                              else list(generators[s:s + batch_size]), adapt=adapt)
         out.append(decode(tokens).clamp(-1, 1).cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
-def hidden_uncertainty(model: MAR, tokens: Tensor, labels: Tensor, orders: Tensor, reveal: list[int], draws: int,
-                       generator: torch.Generator, diffusion_steps: int) -> Tensor:
+def hidden_uncertainty(model: MAR, tokens: Tensor, labels: Tensor, orders: Tensor,
+                       reveal: list[int], draws: int, generator: torch.Generator,
+                       diffusion_steps: int) -> Tensor:
     """How uncertain the still-hidden tokens are as an image is revealed along ``orders`` (MAR's
     convention): for each count k in ``reveal``, the last k entries of the order are given (the
     real tokens), every hidden token is drawn ``draws`` times from the model, and the summed

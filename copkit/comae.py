@@ -43,8 +43,9 @@ from torch import Tensor, nn
 
 from .dist import Shard
 from .dist import shard as process_shard
+from .profiles import BaseSizes
+from .recipe import Recipe, TrainConfig, batch_indices, take
 from .tokens import GRID, gather_tokens, hflip_index
-from .train import Recipe, TrainConfig, batch_indices, take
 
 __all__ = [
     "logit_variance_split",
@@ -374,7 +375,7 @@ class CoMAE(nn.Module):
         return list(self.g.parameters())
 
     def no_weight_decay(self) -> set[str]:
-        """Matrices AdamW does not decay (:func:`copkit.train.weight_decay_groups`): the target
+        """Matrices AdamW does not decay (:func:`copkit.recipe.weight_decay_groups`): the target
         queries q_n of f and g."""
         return {"f.q", "g.q"}
 
@@ -569,6 +570,8 @@ def from_profile(sizes, seed: int, *, lambda_c: float | None = None,
     """The CoMAE and training configurations of a profile (:class:`copkit.profiles.ComaeSizes`)
     for one seed, one weight of L_c (None: :func:`saved_lambda`, the paper's 0.01) and one of the
     :data:`EXPERIMENTS`. Every chapter and ``python -m copkit config train-comae`` take them from here."""
+    if isinstance(sizes, BaseSizes):  # a base CoMAE: its section of the pretraining config sets lambda_c
+        return sizes.configs(CoMAEConfig, seed)
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown CoMAE experiment {experiment!r}; use one of {', '.join(EXPERIMENTS)}")
     lam = saved_lambda(sizes) if lambda_c is None else lambda_c

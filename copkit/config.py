@@ -1,7 +1,7 @@
 """Configuration files: YAML or TOML into typed, frozen dataclasses, strictly.
 
 Every configuration of the library is a dataclass (:class:`copkit.comae.CoMAEConfig`,
-:class:`copkit.train.TrainConfig`, the profiles of :mod:`copkit.profiles`, the stages of
+:class:`copkit.recipe.TrainConfig`, the profiles of :mod:`copkit.profiles`, the stages of
 :mod:`copkit.cli`). :func:`build` fills one from a mapping read from a file and refuses
 
 - a key the dataclass does not have (``model.widht: unknown key; known keys: ...``),
@@ -9,13 +9,18 @@ Every configuration of the library is a dataclass (:class:`copkit.comae.CoMAECon
 - a required key that is missing,
 
 naming the key by its dotted path, so a typo never silently falls back to a default.
-``tuple`` fields take lists, ``float`` fields take integers, ``X | None`` fields take ``null`` (YAML)
-or may be left out when their default is None (TOML has no null).
+``tuple`` fields take lists, ``float`` fields take integers, ``X | None`` fields take ``null``
+(YAML) or may be left out when their default is None (TOML has no null).
+
+:func:`config_hash` names what a configuration makes: a training run's folder
+(:func:`copkit.checkpoint.run_folder`) and a shipped model's file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tomllib
 import types
 import typing
@@ -24,7 +29,8 @@ from typing import Any, Mapping, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "read_config", "build", "load", "to_dict", "dump_yaml"]
+__all__ = ["ConfigError", "read_config", "build", "load", "to_dict", "dump_yaml", "jsonable",
+           "config_hash"]
 
 T = TypeVar("T")
 
@@ -54,7 +60,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got "
+                          f"{type(data).__name__}")
     return data
 
 
@@ -82,8 +89,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                           f"{type(value).__name__} {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a section (a mapping of keys) for {tp.__name__}, got "
-                              f"{type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a section (a mapping of keys) for {tp.__name__}, "
+                              f"got {type(value).__name__} {value!r}")
         return build(tp, value, where)
     if origin is tuple:
         args = typing.get_args(tp)
@@ -100,7 +107,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} "
+                              f"{value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -123,14 +131,14 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """The dataclass ``cls`` filled from ``data``, every value checked against its field's type.
 
     Example:
-        >>> from copkit.train import TrainConfig
+        >>> from copkit.recipe import TrainConfig
         >>> build(TrainConfig, {"steps": 10, "batch_size": 4, "betas": [0.9, 0.99]}).betas
         (0.9, 0.99)
         >>> build(TrainConfig, {"steps": 10, "batch_size": 4, "lr_": 1.0})
         Traceback (most recent call last):
         ...
         copkit.config.ConfigError: lr_: unknown key; known keys: steps, batch_size, lr, warmup_steps, final_lr, weight_decay, betas, ema_decay, grad_clip, seed, log_every, ckpt_every, eval_every, precision, compile
-    """
+    """  # noqa: E501 - a doctest's expected output is one line
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
     prefix = f"{where}." if where else ""
@@ -150,7 +158,8 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     except (ValueError, TypeError) as err:  # the dataclass's own checks (__post_init__)
         msg = str(err)
         key = msg.split(":", 1)[0]  # "steps: must be ..." names a field: section.steps
-        raise ConfigError(f"{where}.{msg}" if where and key in fields else f"{where or cls.__name__}: {msg}") from None
+        raise ConfigError(f"{where}.{msg}" if where and key in fields
+                          else f"{where or cls.__name__}: {msg}") from None
 
 
 def load(cls: type[T], path: str | Path) -> T:
@@ -175,3 +184,47 @@ def to_dict(obj: Any) -> Any:
 def dump_yaml(obj: Any) -> str:
     """A dataclass as YAML that :func:`build` reads back to an equal object."""
     return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None, width=100)
+
+
+def jsonable(obj: Any) -> Any:
+    """A configuration (dataclasses, mappings, lists and tuples, paths; nested) as plain JSON
+    values.
+
+    A dataclass field marked ``hash_if_set`` in its metadata (added after runs were made with the
+    dataclass) is left out while it holds its default, so the configurations that existed before
+    the field keep their hashes.
+
+    Example:
+        >>> from copkit.recipe import TrainConfig
+        >>> "precision" in jsonable(TrainConfig(steps=1, batch_size=1))
+        False
+        >>> jsonable(TrainConfig(steps=1, batch_size=1, precision="bf16"))["precision"]
+        'bf16'
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("hash_if_set") and getattr(obj, f.name) == f.default)}
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def config_hash(config: Any) -> str:
+    """SHA-256 of a configuration (dataclasses and dicts, nested) in canonical JSON
+    (:func:`jsonable`, keys sorted): 64 hex digits.
+
+    Two configurations hash equal exactly when every field is equal; runs and shipped models are
+    named with the first 8 digits.
+
+    Example:
+        >>> config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+        True
+        >>> len(config_hash({"a": 1}))
+        64
+    """
+    text = json.dumps(jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

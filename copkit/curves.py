@@ -26,7 +26,8 @@ from .metrics import topk_accuracy
 __all__ = ["sweep_ratios", "sweep", "auc", "knee"]
 
 
-def sweep_ratios(points: int, extra: Sequence[float] = (0.3, 0.5, 0.78), top: float = 0.99) -> np.ndarray:
+def sweep_ratios(points: int, extra: Sequence[float] = (0.3, 0.5, 0.78),
+                 top: float = 0.99) -> np.ndarray:
     """The mask ratios of an evaluation: ``points`` evenly from 0 to ``top``, plus Table 5's
     columns (0.3, 0.5, 0.78), sorted and unique.
 
@@ -46,7 +47,8 @@ def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: 
     """Top-1 and top-5 accuracy (percent) at each mask ratio (Table 5, Fig. 8).
 
     Args:
-        model: a timm ViT (evaluated with :func:`~copkit.cvit.forward_keep`) or a :class:`~copkit.cvit.PrunedViT`.
+        model: a timm ViT (evaluated with :func:`~copkit.cvit.forward_keep`) or
+            a :class:`~copkit.cvit.PrunedViT`.
         data: (images (n, C, H, W) or anything sliced into such batches, labels (n,), collapse
             orders (n, N) best first, or None).
         ratios: mask ratios in [0, 1]; each keeps :func:`~copkit.cvit.n_keep` patches.
@@ -59,10 +61,12 @@ def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: 
     """
     images, labels, orders = data
     if order_source not in ("collapse", "random", "learned"):
-        raise ValueError(f"order_source must be 'collapse', 'random' or 'learned', got {order_source!r}")
+        raise ValueError("order_source must be 'collapse', 'random' or 'learned', got "
+                         f"{order_source!r}")
     pruned = isinstance(model, PrunedViT)
     if pruned != (order_source == "learned"):
-        raise ValueError("order_source='learned' goes with a PrunedViT, and a PrunedViT only with 'learned'")
+        raise ValueError("order_source='learned' goes with a PrunedViT, and a PrunedViT only with "
+                         "'learned'")
     if order_source == "collapse" and orders is None:
         raise ValueError("order_source='collapse' needs the collapse orders of the test images")
     n_tokens = (model.vit if pruned else model).patch_embed.num_patches
@@ -95,7 +99,8 @@ def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: 
 def _curve(ratios: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(ratios, dtype=float), np.asarray(values, dtype=float)
     if x.ndim != 1 or x.shape != y.shape or x.size < 2:
-        raise ValueError(f"need two 1-D sequences of the same length >= 2, got {x.shape} and {y.shape}")
+        raise ValueError(f"need two 1-D sequences of the same length >= 2, got {x.shape} and "
+                         f"{y.shape}")
     if not np.all(np.diff(x) > 0):
         raise ValueError("mask ratios must be strictly increasing")
     return x, y
@@ -112,7 +117,8 @@ def auc(ratios: Sequence[float], top1: Sequence[float]) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
 
 
-def knee(ratios: Sequence[float], top1: Sequence[float], sensitivity: float = 1.0) -> tuple[float, float]:
+def knee(ratios: Sequence[float], top1: Sequence[float],
+         sensitivity: float = 1.0) -> tuple[float, float]:
     """The knee of a top-1 curve (Sec. 5, Fig. 8): ``kneed.KneeLocator`` (Kneedle, Satopaa et al.
     2011) with ``curve="concave", direction="decreasing"`` on mask ratio ascending. Returns
     (mask ratio, top-1 there); (nan, nan) when Kneedle finds no knee.

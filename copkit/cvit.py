@@ -40,13 +40,15 @@ from torch import Tensor, nn
 
 from .dist import Shard
 from .dist import shard as process_shard
-from .tokens import GRID, N_TOKENS, PATCH, flip_batch, gather_tokens
-from .train import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
+from .profiles import BaseSizes, CvitSizes
+from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take, to_device
+from .tokens import N_TOKENS, PATCH, SIDE, flip_batch, gather_tokens
 
 __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
-    "PrunedViT", "build_model", "shift_batch", "cvit_step_fn", "CViTData", "RECIPE", "from_profile", "kept_pixels",
+    "PrunedViT", "build_model", "timm_skeleton", "shift_batch", "cvit_step_fn", "CViTData",
+    "RECIPE", "from_profile", "fashion_mnist_data",
 ]
 
 #: the model kinds of Table 5 and how each is trained
@@ -56,11 +58,13 @@ _SCHEDULES = ("cosine", "uniform", "none")
 
 @dataclass(frozen=True)
 class CViTConfig:
-    """A classifier of the CViT chapter: the timm ViT's size and how patches are dropped in training.
+    """A classifier of the CViT chapter: the timm ViT's size and how patches are dropped in
+    training.
 
     ``train_drop``: ``"none"`` (ViT), ``"random"`` (RViT), ``"collapse"`` (CViT) or ``"learned"``
     (the pruning baseline, :class:`PrunedViT`). ``schedule``: the drop-ratio distribution of
-    :func:`sample_drop_ratio` (``"cosine"``: the paper's reading; ``"uniform"``; ``"none"``: no drop).
+    :func:`sample_drop_ratio` (``"cosine"``: the paper's reading; ``"uniform"``; ``"none"``: no
+    drop).
     """
 
     width: int = 64
@@ -70,23 +74,26 @@ class CViTConfig:
     train_drop: str = "collapse"
     schedule: str = "cosine"
     max_drop: float = 0.99  #: r_max: the largest drop ratio drawn in training (Sec. 3.4: 0-99%)
-    flip: bool = True  #: random horizontal flip, orders flipped alongside (copkit.tokens.flip_order)
+    #: random horizontal flip, orders flipped alongside (copkit.tokens.flip_order)
+    flip: bool = True
     #: random translation of each batch by up to ``shift`` pixels (zero-filled), the base ViT's
     #: augmentation; 0 for the collapse-ordered models, whose orders are fixed to the patch grid
     shift: int = field(default=0, metadata={"hash_if_set": True})
     label_smoothing: float = 0.0
-    img_size: int = 28
+    img_size: int = SIDE
     patch: int = PATCH
     classes: int = 10
     #: a timm model name (e.g. "vit_base_patch16_224.augreg_in21k", the paper's IN-21k ViT-B/16) to
     #: start from pretrained weights (:func:`make_vit`); width, depth, heads and mlp_ratio are then
     #: the pretrained model's. None: a ViT of the sizes above from scratch.
     timm_model: str | None = field(default=None, metadata={"hash_if_set": True})
-    in_chans: int = field(default=1, metadata={"hash_if_set": True})  #: image channels (3 for ImageNet)
+    #: image channels (3 for ImageNet)
+    in_chans: int = field(default=1, metadata={"hash_if_set": True})
 
     def __post_init__(self) -> None:
         if self.train_drop not in MODEL_KINDS.values():
-            raise ValueError(f"train_drop must be one of {sorted(MODEL_KINDS.values())}, got {self.train_drop!r}")
+            raise ValueError(f"train_drop must be one of {sorted(MODEL_KINDS.values())}, got "
+                             f"{self.train_drop!r}")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.max_drop < 1.0:
@@ -94,7 +101,8 @@ class CViTConfig:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.shift < 0 or (self.shift and self.train_drop == "collapse"):
-            raise ValueError(f"shift must be >= 0, and 0 for CViT (its orders name fixed patches); got {self.shift}")
+            raise ValueError("shift must be >= 0, and 0 for CViT (its orders name fixed patches); "
+                             f"got {self.shift}")
 
 
 def make_vit(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
@@ -110,27 +118,31 @@ def make_vit(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
     """
     if cfg.timm_model is None:
         return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch, in_chans=cfg.in_chans,
-                                 num_classes=cfg.classes, embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads,
-                                 mlp_ratio=cfg.mlp_ratio, global_pool="token", class_token=True)
+                                 num_classes=cfg.classes, embed_dim=cfg.width, depth=cfg.depth,
+                                 num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, global_pool="token",
+                                 class_token=True)
 
     overlay = {}
     if weights is not None:
         if not Path(weights).is_file():
-            raise FileNotFoundError(f"no weights file at {weights} for {cfg.timm_model}: give a local .safetensors "
-                                    "file of that model (timm's layout), or leave it out to fetch from the hub online")
+            raise FileNotFoundError(f"no weights file at {weights} for {cfg.timm_model}: give a "
+                                    "local .safetensors file of that model (timm's layout), or "
+                                    "leave it out to fetch from the hub online")
         overlay = {"file": str(weights)}
     try:
         vit = timm.create_model(cfg.timm_model, pretrained=True, pretrained_cfg_overlay=overlay,
-                                num_classes=cfg.classes, img_size=cfg.img_size, in_chans=cfg.in_chans,
-                                patch_drop_rate=0.0)
+                                num_classes=cfg.classes, img_size=cfg.img_size,
+                                in_chans=cfg.in_chans, patch_drop_rate=0.0)
     except (OSError, RuntimeError) as err:
         if weights is None:
-            raise RuntimeError(f"could not fetch the weights of {cfg.timm_model} from the hub ({err}); this machine "
-                               "may be offline: download them elsewhere and give the local file") from err
+            raise RuntimeError(f"could not fetch the weights of {cfg.timm_model} from the hub "
+                               f"({err}); this machine may be offline: download them elsewhere and "
+                               "give the local file") from err
         raise
     if vit.patch_embed.patch_size[0] != cfg.patch:
-        raise ValueError(f"{cfg.timm_model} has {vit.patch_embed.patch_size[0]}-pixel patches but the config says "
-                         f"patch = {cfg.patch}: the collapse orders would not line up with its tokens")
+        raise ValueError(f"{cfg.timm_model} has {vit.patch_embed.patch_size[0]}-pixel patches but "
+                         f"the config says patch = {cfg.patch}: the collapse orders would not line "
+                         "up with its tokens")
     return vit
 
 
@@ -147,12 +159,14 @@ def n_keep(ratio: float, n_tokens: int = N_TOKENS) -> int:
 
 
 def _check_vit(vit: nn.Module) -> None:
-    for name in ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens"):
+    for name in ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head",
+                 "num_prefix_tokens"):
         if not hasattr(vit, name):
-            raise TypeError(f"expected a timm VisionTransformer, got {type(vit).__name__} (no {name!r})")
+            raise TypeError(f"expected a timm VisionTransformer, got {type(vit).__name__} (no "
+                            f"{name!r})")
     if not isinstance(vit.patch_drop, nn.Identity):
-        raise ValueError("the ViT has timm's PatchDropout enabled (patch_drop_rate > 0), which would drop tokens "
-                         "again after ours; build it with patch_drop_rate=0")
+        raise ValueError("the ViT has timm's PatchDropout enabled (patch_drop_rate > 0), which "
+                         "would drop tokens again after ours; build it with patch_drop_rate=0")
 
 
 def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -202,7 +216,8 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
         if keep.shape[1] == 0:
             raise ValueError("keep must name at least one patch token")
         if keep.device.type == "cpu" and (int(keep.min()) < 0 or int(keep.max()) >= n):
-            raise ValueError(f"keep indices must lie in [0, {n}), got [{int(keep.min())}, {int(keep.max())}]")
+            raise ValueError(f"keep indices must lie in [0, {n}), got [{int(keep.min())}, "
+                             f"{int(keep.max())}]")
         keep = to_device(keep, t.device)
         t = torch.cat([prefix, gather_tokens(patches, keep.long())], dim=1)
     x = vit.norm(vit.blocks(vit.norm_pre(t)))
@@ -221,7 +236,8 @@ def drop_ratio_pdf(r: np.ndarray | float, max_drop: float = 0.99) -> np.ndarray:
 
 
 def drop_ratio_cdf(r: np.ndarray | float, max_drop: float = 0.99) -> np.ndarray:
-    """P(ratio <= r) of the cosine schedule (Sec. 3.4): (2 / pi) arccos(1 - r / r_max), clipped to [0, 1]."""
+    """P(ratio <= r) of the cosine schedule (Sec. 3.4): (2 / pi) arccos(1 - r / r_max), clipped to
+    [0, 1]."""
     s = np.clip(np.asarray(r, dtype=float) / max_drop, 0.0, 1.0)
     return 2.0 / math.pi * np.arccos(1.0 - s)
 
@@ -279,7 +295,8 @@ def stage_counts(n_tokens: int, final: int, stages: int) -> list[int]:
     if not 1 <= final <= n_tokens:
         raise ValueError(f"final keep count must be in [1, {n_tokens}], got {final}")
     f = final / n_tokens
-    return [max(final, int(math.floor(n_tokens * f ** (s / stages) + 0.5))) for s in range(1, stages + 1)]
+    return [max(final, int(math.floor(n_tokens * f ** (s / stages) + 0.5)))
+            for s in range(1, stages + 1)]
 
 
 class _KeepScore(nn.Module):
@@ -318,17 +335,21 @@ class PrunedViT(nn.Module):
         self.vit = vit
         depth = len(vit.blocks)
         self.stages = tuple(stages) if stages is not None else prune_stages(depth)
-        ok = self.stages and all(1 <= s < depth for s in self.stages) and list(self.stages) == sorted(set(self.stages))
+        ok = (self.stages and all(1 <= s < depth for s in self.stages)
+              and list(self.stages) == sorted(set(self.stages)))
         if not ok:
-            raise ValueError(f"stages must be increasing block indices in [1, {depth}), got {self.stages}")
+            raise ValueError(f"stages must be increasing block indices in [1, {depth}), got "
+                             f"{self.stages}")
         self.scorers = nn.ModuleList(_KeepScore(vit.embed_dim) for _ in self.stages)
 
     def no_weight_decay(self) -> set[str]:
-        """The wrapped ViT's exemptions from weight decay (timm's: position embedding, class token)."""
+        """The wrapped ViT's exemptions from weight decay (timm's: position embedding, class
+        token)."""
         return {f"vit.{name}" for name in self.vit.no_weight_decay()}
 
-    def forward(self, images: Tensor, n_keep: int | None = None, generator: torch.Generator | None = None,
-                return_kept: bool = False, shard: Shard | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, n_keep: int | None = None,
+                generator: torch.Generator | None = None, return_kept: bool = False,
+                shard: Shard | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Logits (B, classes) with ``n_keep`` patch tokens left after the last stage (None: all).
         In training mode a ``generator`` adds Gumbel noise to the scores (drawn for the global
         batch of ``shard`` and cut to these rows under torchrun). With ``return_kept`` also the
@@ -348,7 +369,8 @@ class PrunedViT(nn.Module):
                 noisy = scores
                 if self.training and generator is not None:
                     rows = shard.total if shard is not None else scores.shape[0]
-                    u = torch.rand((rows, *scores.shape[1:]), generator=generator, device=scores.device)
+                    u = torch.rand((rows, *scores.shape[1:]), generator=generator,
+                                   device=scores.device)
                     u = shard.cut(u) if shard is not None else u
                     noisy = scores - torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
                 top = noisy.topk(counts[s], dim=1).indices
@@ -369,6 +391,14 @@ def build_model(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module
     return PrunedViT(vit) if cfg.train_drop == "learned" else vit
 
 
+def timm_skeleton(cfg: CViTConfig) -> nn.Module:
+    """The network of a configuration with a ``timm_model``, its weights random instead of the
+    pretrained ones (nothing is downloaded): for a run's checkpoint to fill, or to time a step."""
+    vit = timm.create_model(cfg.timm_model, pretrained=False, num_classes=cfg.classes,
+                            img_size=cfg.img_size, in_chans=cfg.in_chans, patch_drop_rate=0.0)
+    return PrunedViT(vit) if cfg.train_drop == "learned" else vit
+
+
 # ----------------------------------------------------------------------------------- training
 def shift_batch(images: Tensor, shift: int, generator: torch.Generator | None = None) -> Tensor:
     """The batch translated by (dy, dx), each drawn uniformly from -shift..shift, the uncovered
@@ -381,14 +411,16 @@ def shift_batch(images: Tensor, shift: int, generator: torch.Generator | None = 
     return out
 
 
-def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tensor, orders: Tensor | None,
-                 batch_size: int, seed: int) -> Callable[[int, torch.Generator], tuple[Tensor, str, dict]]:
+def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tensor,
+                 orders: Tensor | None, batch_size: int,
+                 seed: int) -> Callable[[int, torch.Generator], tuple[Tensor, str, dict]]:
     """One training step for :func:`copkit.train.train`: a batch, a random flip, one drop ratio for
     the batch from :func:`sample_drop_ratio`, then the kept set: the top of the collapse order
     (CViT), a random subset (RViT), all patches (ViT) or the learned pruner's choice; cross-entropy.
     The draws happen in a fixed sequence from the step's generator (flip, ratio, random order)."""
     if cfg.train_drop == "collapse" and orders is None:
-        raise ValueError("CViT (train_drop='collapse') needs the collapse orders of the training images")
+        raise ValueError("CViT (train_drop='collapse') needs the collapse orders of the training "
+                         "images")
     device = next(model.parameters()).device
     n_tokens = (cfg.img_size // cfg.patch) ** 2
     part = process_shard(batch_size)
@@ -411,7 +443,8 @@ def cvit_step_fn(model: nn.Module, cfg: CViTConfig, images: Tensor, labels: Tens
         elif cfg.train_drop == "collapse":
             logits = forward_keep(model, x, o[:, :k])
         else:  # random
-            rand = part.cut(torch.rand(part.total, n_tokens, generator=gen, device=gen.device)).to(device)
+            rand = part.cut(torch.rand(part.total, n_tokens, generator=gen,
+                                       device=gen.device)).to(device)
             logits = forward_keep(model, x, rand.argsort(1)[:, :k])
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         acc = (logits.argmax(1) == y).float().mean()
@@ -433,16 +466,20 @@ class CViTData:
     weights: str | Path | None = None
 
     def __post_init__(self) -> None:
-        if len(self.images) != self.labels.shape[0] or (self.orders is not None and self.orders.shape[0] != len(self.images)):
-            raise ValueError(f"images ({len(self.images)}), labels ({self.labels.shape[0]}) and orders "
-                             f"({None if self.orders is None else self.orders.shape[0]}) must have the same length")
+        if (len(self.images) != self.labels.shape[0]
+            or (self.orders is not None and self.orders.shape[0] != len(self.images))):
+            raise ValueError(f"images ({len(self.images)}), labels ({self.labels.shape[0]}) and "
+                             f"orders ({None if self.orders is None else self.orders.shape[0]}) "
+                             "must have the same length")
 
 
-def _step(model: nn.Module, cfg: CViTConfig, tc, data: CViTData):
+def _step(model: nn.Module, model_cfg: CViTConfig, train_cfg: TrainConfig, data: CViTData):
     device = next(model.parameters()).device
     images = data.images.to(device) if isinstance(data.images, Tensor) else data.images
-    orders = data.orders.to(device) if data.orders is not None and cfg.train_drop == "collapse" else None
-    return cvit_step_fn(model, cfg, images, data.labels.to(device), orders, tc.batch_size, tc.seed)
+    orders = (data.orders.to(device) if data.orders is not None
+              and model_cfg.train_drop == "collapse" else None)
+    return cvit_step_fn(model, model_cfg, images, data.labels.to(device), orders,
+                        train_cfg.batch_size, train_cfg.seed)
 
 
 def _start(model: nn.Module, state) -> None:
@@ -453,35 +490,46 @@ def _start(model: nn.Module, state) -> None:
         model.load_state_dict(state)
 
 
-#: How :func:`copkit.train.fit` trains ViT / RViT / CViT / the pruner of Table 5 (:func:`cvit_step_fn`,
-#: one optimiser "model"); runs in ``<data_dir>/runs/cvit-<hash8>``.
+#: How :func:`copkit.train.fit` trains ViT / RViT / CViT / the pruner of Table 5
+#: (:func:`cvit_step_fn`, one optimiser "model"); runs in ``<data_dir>/runs/cvit-<hash8>``.
 #:
 #: :meta hide-value:
-RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model(cfg, data.weights), step=_step,
-                start=_start)
+RECIPE = Recipe(name="cvit", module="model", build=lambda cfg, data: build_model(cfg, data.weights),
+                step=_step, start=_start)
 
 
-def from_profile(sizes, seed: int, *, kind: str = "cvit") -> tuple[CViTConfig, TrainConfig]:
+def from_profile(sizes: CvitSizes | BaseSizes, seed: int, *,
+                 kind: str = "cvit") -> tuple[CViTConfig, TrainConfig]:
     """The configuration of one Table 5 model (``kind``: ``vit``, ``rvit``, ``cvit``, ``pruned``;
     :data:`MODEL_KINDS`) at a profile's sizes (:class:`copkit.profiles.CvitSizes`) and its training:
     ``epochs`` passes over the profile's training images (all 60,000 when None), one seed. Every
-    chapter and ``python -m copkit config train-cvit`` take them from here."""
+    chapter and ``python -m copkit config train-cvit`` take them from here.
+
+    With the ``vit`` section of the pretraining config (:class:`copkit.profiles.BaseSizes`) and
+    ``kind="vit"``: the base ViT every kind fine-tunes, trained on full images."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
     drop = MODEL_KINDS[kind]
-    cfg = CViTConfig(width=sizes.width, depth=sizes.depth, heads=sizes.heads, mlp_ratio=sizes.mlp_ratio,
-                     train_drop=drop, schedule="none" if drop == "none" else sizes.schedule, max_drop=sizes.max_drop)
-    tc = TrainConfig(steps=sizes.epochs * (sizes.train_images or 60000) // sizes.batch_size, batch_size=sizes.batch_size,
-                     lr=sizes.lr, warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed, log_every=25,
-                     ckpt_every=200, precision=sizes.precision, compile=sizes.compile)
-    return cfg, tc
+    if isinstance(sizes, BaseSizes):
+        if drop != "none":
+            raise ValueError(f"the base model is a plain ViT (kind 'vit'); {kind!r} fine-tunes it")
+        return sizes.configs(CViTConfig, seed, train_drop=drop, schedule="none")
+    model_cfg = CViTConfig(width=sizes.width, depth=sizes.depth, heads=sizes.heads,
+                           mlp_ratio=sizes.mlp_ratio, train_drop=drop,
+                           schedule="none" if drop == "none" else sizes.schedule,
+                           max_drop=sizes.max_drop)
+    train_cfg = TrainConfig(steps=sizes.epochs * (sizes.train_images or 60000) // sizes.batch_size,
+                            batch_size=sizes.batch_size, lr=sizes.lr,
+                            warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed,
+                            log_every=25, ckpt_every=200, precision=sizes.precision,
+                            compile=sizes.compile)
+    return model_cfg, train_cfg
 
 
-def kept_pixels(keep: Tensor, grid: int = GRID, patch: int = PATCH) -> Tensor:
-    """A (B, grid*patch, grid*patch) bool image, True on the pixels of the kept patches; for
-    drawing what a model sees (the Fig. 4 / Fig. 8 style pictures of kept patches)."""
-    b = keep.shape[0]
-    m = torch.zeros(b, grid * grid, dtype=torch.bool, device=keep.device)
-    m.scatter_(1, keep.long(), True)
-    m = m.reshape(b, grid, grid)
-    return m.repeat_interleave(patch, 1).repeat_interleave(patch, 2)
+def fashion_mnist_data(images: int, orders_comae: str | None = None, patch: int = PATCH) -> dict:
+    """The data description (part of every run's hash) of a Table 5 model trained on the first
+    ``images`` Fashion-MNIST training images in ``patch`` x ``patch`` patches; for CViT, with the
+    collapse orders of the CoMAE whose hash is ``orders_comae`` (the other kinds use no orders):
+    Chapter 5's, and ``train-cvit``'s on the same data."""
+    data = {"dataset": "fashion-mnist", "split": "train", "train_images": images, "patch": patch}
+    return data if orders_comae is None else {**data, "orders_comae": orders_comae}

@@ -1,4 +1,4 @@
-"""The data the book runs on: Fashion-MNIST, scikit-image's photos, and Gaussian random fields.
+"""The data the book runs on: Fashion-MNIST and scikit-image's photos.
 
 Fashion-MNIST is read straight from its IDX files (optionally gzipped) with numpy. They are looked
 for, in order, in ``$COPKIT_DATA``, ``data/fashion-mnist`` of the project, and
@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torchvision.datasets import FashionMNIST
 
+from .tokens import SIDE
+
 __all__ = [
     "CLASSES",
     "PHOTOS",
@@ -37,12 +39,11 @@ __all__ = [
     "IDXFormatError",
     "read_idx",
     "find_fashion_mnist",
+    "fashion_mnist_files",
     "load_fashion_mnist",
     "project_root",
     "photo",
     "photo_crops",
-    "field_covariance",
-    "gaussian_field",
 ]
 
 #: The ten Fashion-MNIST class names, by label.
@@ -108,8 +109,8 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     if have != expected:
         what = "truncated" if have < expected else "longer than its header says"
         raise IDXFormatError(
-            f"{path}: file is {what}: header says {' x '.join(map(str, dims))} = {expected} bytes of "
-            f"data, found {have}. Delete it and get a fresh copy."
+            f"{path}: file is {what}: header says {' x '.join(map(str, dims))} = {expected} bytes "
+            f"of data, found {have}. Delete it and get a fresh copy."
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -131,6 +132,18 @@ def _file_in(folder: Path, stem: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def fashion_mnist_files(folder: str | os.PathLike) -> list[Path]:
+    """The four IDX files of Fashion-MNIST in ``folder`` (each gzipped or not), in the order train
+    images, train labels, test images, test labels; FileNotFoundError naming a missing one."""
+    out = []
+    for stem in (s for pair in _FILES.values() for s in pair):
+        found = _file_in(Path(folder), stem)
+        if found is None:
+            raise FileNotFoundError(f"{folder} holds no {stem} (or {stem}.gz)")
+        out.append(found)
+    return out
 
 
 def _complete(folder: Path) -> Path | None:
@@ -158,11 +171,11 @@ def _not_found(looked: list[Path], reason: str) -> DataNotFoundError:
         "Get it in one of three ways:\n"
         "  1. Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
         f"(puts the files in {_SYSTEM_DIR});\n"
-        "  2. copy train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz\n"
-        "     and t10k-labels-idx1-ubyte.gz into data/fashion-mnist/ of the book, or into a folder\n"
-        "     named by the environment variable COPKIT_DATA;\n"
-        "  3. on a machine that is online, run `python -m copkit data`: torchvision downloads them\n"
-        "     into data/fashion-mnist/.\n"
+        "  2. copy train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz\n     and t10k-labels-idx1-ubyte.gz into data/fashion-mnist/ of "
+        "the book, or into a folder\n     named by the environment variable COPKIT_DATA;\n"
+        "  3. on a machine that is online, run `python -m copkit data`: torchvision downloads "
+        "them\n     into data/fashion-mnist/.\n"
         f"({reason})"
     )
 
@@ -236,7 +249,8 @@ def _euid() -> int:
 def _run(cmd: list[str], quiet: bool = False) -> int:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     out = subprocess.DEVNULL if quiet else None
-    return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False).returncode
+    return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                          check=False).returncode
 
 
 def _say(line: str) -> None:
@@ -255,7 +269,8 @@ def _apt_install() -> str | None:
     else:
         return "not root, and sudo asks for a password (or is missing)"
     how = "as root" if not prefix else "through sudo"
-    _say(f"Fashion-MNIST: installing the Debian package {_APT_PACKAGE} {how} (apt-get update, apt-get install -y)")
+    _say(f"Fashion-MNIST: installing the Debian package {_APT_PACKAGE} {how} (apt-get update, "
+         "apt-get install -y)")
     rc = _run([*prefix, "apt-get", "update", "-qq"])
     if rc != 0:
         return f"`apt-get update` failed with exit status {rc}"
@@ -298,10 +313,12 @@ def _load_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     labels = read_idx(lab_path, 1)
     if images.shape[0] != labels.shape[0]:
         raise IDXFormatError(
-            f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} labels"
+            f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} "
+            "labels"
         )
-    if images.shape[1:] != (28, 28):
-        raise IDXFormatError(f"{img_path}: images are {images.shape[1:]}, Fashion-MNIST's are (28, 28)")
+    if images.shape[1:] != (SIDE, SIDE):
+        raise IDXFormatError(f"{img_path}: images are {images.shape[1:]}, Fashion-MNIST's are "
+                             f"({SIDE}, {SIDE})")
     if labels.size and labels.max() >= len(CLASSES):
         raise IDXFormatError(f"{lab_path}: label {labels.max()} outside 0..{len(CLASSES) - 1}")
     return images, labels
@@ -338,7 +355,8 @@ def load_fashion_mnist(
 
 # --------------------------------------------------------------------------------------- photos
 #: The scikit-image photos :func:`photo` can load.
-PHOTOS: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochemistry")
+PHOTOS: tuple[str,
+              ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket", "immunohistochemistry")
 
 
 def _photo_array(name: str, gray: bool) -> np.ndarray:
@@ -373,8 +391,10 @@ def photo(name: str, size: int, gray: bool = True) -> Tensor:
     return _to_tensor(np.clip(img, 0.0, 1.0))
 
 
-def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = True, seed: int = 0) -> Tensor:
-    """``n`` random size x size crops of a photo first resized by ``scale``: (n, C, size, size) in [-1, 1].
+def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = True,
+                seed: int = 0) -> Tensor:
+    """``n`` random size x size crops of a photo first resized by ``scale``: (n, C, size, size) in
+    [-1, 1].
 
     A stand-in data set of natural image patches for fitting token statistics to a photo.
     """
@@ -385,43 +405,6 @@ def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = 
     rng = np.random.default_rng(seed)
     tops = rng.integers(0, new[0] - size + 1, n)
     lefts = rng.integers(0, new[1] - size + 1, n)
-    crops = np.stack([img[t: t + size, l: l + size] for t, l in zip(tops, lefts)])
+    crops = np.stack([img[t: t + size, left: left + size] for t, left in zip(tops, lefts)])
     x = crops[:, None] if crops.ndim == 3 else crops.transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) * 2.0 - 1.0)
-
-
-# --------------------------------------------------------------------------------------- fields
-def field_covariance(size: int, length_scale: float = 3.0, kernel: str = "exponential",
-                     variance: float = 1.0, nugget: float = 1e-4) -> Tensor:
-    """Covariance of a stationary Gaussian random field on a size x size pixel grid (float64).
-
-    ``Cov(x_a, x_b) = variance * k(|a - b| / length_scale) + nugget * [a == b]``, with
-    ``k(r) = exp(-r)`` (``"exponential"``, rough fields) or ``exp(-r^2 / 2)``
-    (``"squared_exponential"``, smooth ones). Pixels are in raster order, so the result is (size^2, size^2).
-    """
-    ij = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"), -1)
-    ij = ij.reshape(-1, 2).double()
-    r = torch.cdist(ij, ij) / length_scale
-    if kernel == "exponential":
-        k = torch.exp(-r)
-    elif kernel == "squared_exponential":
-        k = torch.exp(-0.5 * r**2)
-    else:
-        raise ValueError(f"kernel must be 'exponential' or 'squared_exponential', got {kernel!r}")
-    return variance * k + nugget * torch.eye(size * size, dtype=torch.float64)
-
-
-def gaussian_field(n: int, size: int, cov: Tensor | None = None, seed: int = 0, **kwargs) -> Tensor:
-    """``n`` samples of a zero-mean Gaussian random field with a known covariance: (n, 1, size, size).
-
-    ``cov`` is the (size^2, size^2) pixel covariance; by default :func:`field_covariance` with
-    ``kwargs``. Because the covariance is known exactly, entropies computed from it are ground truth.
-    """
-    if cov is None:
-        cov = field_covariance(size, **kwargs)
-    if cov.shape != (size * size, size * size):
-        raise ValueError(f"cov must be ({size * size}, {size * size}) for a {size}x{size} field, got {tuple(cov.shape)}")
-    chol = torch.linalg.cholesky(cov.double())
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, size * size, generator=g, dtype=torch.float64)
-    return (z @ chol.T).float().reshape(n, 1, size, size)

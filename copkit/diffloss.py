@@ -24,7 +24,8 @@ __all__ = ["timestep_embedding", "AdaLNMLP", "DiffLoss"]
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period)
+                      * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, dim % 2))
@@ -52,13 +53,14 @@ class AdaLNMLP(nn.Module):
     ``time_freq``: the size of the sinusoidal timestep embedding (MAR: 256; None: ``width``);
     ``out_dim``: ``token_dim``, or twice it when the variance is learned too (MAR)."""
 
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, time_freq: int | None = None,
-                 out_dim: int | None = None) -> None:
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int,
+                 time_freq: int | None = None, out_dim: int | None = None) -> None:
         super().__init__()
         self.width = width
         self.time_freq = time_freq or width
         self.inp = nn.Linear(token_dim, width)
-        self.time = nn.Sequential(nn.Linear(self.time_freq, width), nn.SiLU(), nn.Linear(width, width))
+        self.time = nn.Sequential(nn.Linear(self.time_freq, width), nn.SiLU(),
+                                  nn.Linear(width, width))
         self.cond = nn.Linear(cond_dim, width)
         self.blocks = nn.ModuleList(_ResBlock(width) for _ in range(depth))
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -93,46 +95,54 @@ class DiffLoss(nn.Module):
 
     With ``learn_sigma`` (as MAR) the denoiser also outputs ``v`` for the variance of each reverse
     step (:meth:`copkit.diffusion.Diffusion.learned_log_var`), trained by the variational bound
-    (:meth:`copkit.diffusion.Diffusion.vb_bits`) added to the squared error; sampling then uses that variance."""
+    (:meth:`copkit.diffusion.Diffusion.vb_bits`) added to the squared error; sampling then uses that
+    variance."""
 
-    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, train_steps: int = 1000,
-                 time_freq: int | None = None, learn_sigma: bool = False) -> None:
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int,
+                 train_steps: int = 1000, time_freq: int | None = None,
+                 learn_sigma: bool = False) -> None:
         super().__init__()
         self.token_dim = token_dim
         self.learn_sigma = learn_sigma
-        self.net = AdaLNMLP(token_dim, cond_dim, width, depth, time_freq, 2 * token_dim if learn_sigma else token_dim)
+        self.net = AdaLNMLP(token_dim, cond_dim, width, depth, time_freq,
+                            2 * token_dim if learn_sigma else token_dim)
         self.diffusion = Diffusion.cosine(train_steps)
 
     def forward(self, target: Tensor, z: Tensor, generator: torch.Generator | None = None,
                 t: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
-        """The loss of each row (target (M, d), condition z (M, c)) -> (M,); the timesteps ``t`` (M,)
-        and the noise (M, d) are drawn from ``generator`` unless given."""
+        """The loss of each row (target (M, d), condition z (M, c)) -> (M,); the timesteps ``t``
+        (M,) and the noise (M, d) are drawn from ``generator`` unless given."""
         if t is None:
-            t = torch.randint(0, self.diffusion.steps, (len(target),), generator=generator, device=target.device)
+            t = torch.randint(0, self.diffusion.steps, (len(target),), generator=generator,
+                              device=target.device)
         if noise is None:
-            noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+            noise = torch.randn(target.shape, generator=generator, device=target.device,
+                                dtype=target.dtype)
         x_t = self.diffusion.q_sample(target, t, noise)
         out = self.net(x_t, t, z)
         if not self.learn_sigma:
             return ((out - noise) ** 2).mean(dim=-1)
         eps, v = out.split(self.token_dim, dim=-1)
-        return ((eps - noise) ** 2).mean(dim=-1) + self.diffusion.vb_bits(target, x_t, t, eps.detach(), v)
+        return (((eps - noise) ** 2).mean(dim=-1)
+                + self.diffusion.vb_bits(target, x_t, t, eps.detach(), v))
 
     @torch.no_grad()
     def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg_scale: float = 1.0,
                z_uncond: Tensor | None = None, generator: torch.Generator | None = None,
                clip: float | None = 1.0, noise: Tensor | None = None) -> Tensor:
         """Tokens (M, d) for the conditions z (M, c). With ``z_uncond`` the noise prediction is
-        guided, eps = eps_u + cfg_scale (eps_c - eps_u) (``cfg_scale`` = 1 is the conditional model).
+        guided, eps = eps_u + cfg_scale (eps_c - eps_u) (``cfg_scale`` = 1 is the conditional
+        model).
 
         The starting point and each step's noise are drawn from ``generator``, or taken from
         ``noise`` (K + 1, M, d) when given, K being the respaced steps (:meth:`noise_draws`)."""
         diff = self.diffusion.respaced(steps)
         if noise is not None and noise.shape != (diff.steps + 1, len(z), self.token_dim):
-            raise ValueError(f"noise must be {(diff.steps + 1, len(z), self.token_dim)}, got {tuple(noise.shape)}")
+            raise ValueError(f"noise must be {(diff.steps + 1, len(z), self.token_dim)}, got "
+                             f"{tuple(noise.shape)}")
         draws = iter(noise) if noise is not None else None
-        x = next(draws) if draws else torch.randn(len(z), self.token_dim, generator=generator, device=z.device,
-                                                  dtype=z.dtype)
+        x = next(draws) if draws else torch.randn(len(z), self.token_dim, generator=generator,
+                                                  device=z.device, dtype=z.dtype)
         guided = z_uncond is not None and cfg_scale != 1.0
         c = self.net.cond(torch.cat([z, z_uncond]) if guided else z)
         d = self.token_dim
@@ -146,12 +156,14 @@ class DiffLoss(nn.Module):
                 out = self.net.denoise(x, temb, c)
                 eps = out[:, :d]
             v = out[:, d:] if self.learn_sigma else None
-            eta = next(draws) if draws else torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype)
+            eta = (next(draws) if draws
+                   else torch.randn(x.shape, generator=generator, device=z.device, dtype=z.dtype))
             x = diff.p_step(x, i, eps, eta, temperature, clip, v)
         return x
 
     def noise_draws(self, steps: int) -> int:
-        """How many (M, d) noise draws :meth:`sample` with ``steps`` makes: the respaced steps + 1."""
+        """How many (M, d) noise draws :meth:`sample` with ``steps`` makes: the respaced steps +
+        1."""
         return self.diffusion.respaced(steps).steps + 1
 
 

@@ -22,21 +22,24 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cosine_alpha_bar", "spaced_steps", "Diffusion", "gaussian_kl", "discretized_gaussian_log_likelihood"]
+__all__ = ["cosine_alpha_bar", "spaced_steps", "Diffusion", "gaussian_kl",
+           "discretized_gaussian_log_likelihood"]
 
 
 def cosine_alpha_bar(t: Tensor | float, steps: int = 1000, s: float = 0.008) -> Tensor:
-    """The cosine schedule (Nichol & Dhariwal 2021): alpha_bar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s))."""
+    """The cosine schedule (Nichol & Dhariwal 2021): alpha_bar(t) = f(t)/f(0), f(t) = cos^2(pi/2
+    (t/T + s)/(1 + s))."""
     t = torch.as_tensor(t, dtype=torch.float64)
     f = lambda u: torch.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
     return f(t) / f(torch.zeros((), dtype=torch.float64))
 
 
 def spaced_steps(steps: int, k: int) -> list[int]:
-    """The ``k`` of ``steps`` steps MAR samples with: improved DDPM's ``space_timesteps(steps, "k")``
-    (one section), which MAR's ``create_diffusion(timestep_respacing="k")`` calls. The stride
-    (steps - 1)/(k - 1) is accumulated in floating point from 0 and each running sum rounded with
-    Python's ``round`` (half to even); k = 1 keeps step 0. Ascending, without repeats.
+    """The ``k`` of ``steps`` steps MAR samples with: improved DDPM's
+    ``space_timesteps(steps, "k")`` (one section), which MAR's
+    ``create_diffusion(timestep_respacing="k")`` calls. The stride (steps - 1)/(k - 1) is
+    accumulated in floating point from 0 and each running sum rounded with Python's ``round`` (half
+    to even); k = 1 keeps step 0. Ascending, without repeats.
 
     This is not ``linspace(0, steps - 1, k).round()``: the accumulated sum drifts from i * stride,
     which decides the exact halves (steps = 1000, k = 21: 499.5 becomes 499 here, 500 by linspace).
@@ -78,12 +81,15 @@ class Diffusion:
         self.sqrt_recip_alpha_bar = (1 / self.alpha_bar).sqrt()
         self.sqrt_recipm1_alpha_bar = (1 / self.alpha_bar - 1).sqrt()
         self.posterior_coef_x0 = self.alpha_bar_prev.sqrt() * self.betas / (1 - self.alpha_bar)
-        self.posterior_coef_xt = (1 - self.betas).sqrt() * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+        self.posterior_coef_xt = ((1 - self.betas).sqrt() * (1 - self.alpha_bar_prev)
+                                  / (1 - self.alpha_bar))
         self.log_betas = torch.log(self.betas)
-        self._on_device: dict[tuple[str, torch.device], Tensor] = {}  # tables copied to a device, by name
+        # tables copied to a device, by name
+        self._on_device: dict[tuple[str, torch.device], Tensor] = {}
         #: log of the posterior variance, its first entry (0) replaced by the second (improved DDPM)
         pv = self.posterior_var
-        self.posterior_log_var_clipped = torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1 else self.log_betas
+        self.posterior_log_var_clipped = (torch.log(torch.cat([pv[1:2], pv[1:]])) if len(pv) > 1
+                                          else self.log_betas)
 
     @classmethod
     def cosine(cls, steps: int = 1000) -> "Diffusion":
@@ -104,13 +110,15 @@ class Diffusion:
         return Diffusion(1 - ab / prev, self.timesteps[keep])
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps."""
-        return self._at("sqrt_alpha_bar", t, x0) * x0 + self._at("sqrt_one_minus_alpha_bar", t, x0) * noise
+        """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t)
+        eps."""
+        return (self._at("sqrt_alpha_bar", t, x0) * x0
+                + self._at("sqrt_one_minus_alpha_bar", t, x0) * noise)
 
     def _at(self, table: str, t: Tensor, like: Tensor) -> Tensor:
-        """The table named ``table`` (an attribute: ``alpha_bar``, ``betas``, ...) at ``t``, as a column
-        in ``like``'s device and dtype, (M,) -> (M, 1). Each table is copied to a device once (a
-        host-to-GPU copy on every training step would make the host wait)."""
+        """The table named ``table`` (an attribute: ``alpha_bar``, ``betas``, ...) at ``t``, as a
+        column in ``like``'s device and dtype, (M,) -> (M, 1). Each table is copied to a device once
+        (a host-to-GPU copy on every training step would make the host wait)."""
         key = (table, like.device)
         if key not in self._on_device:
             self._on_device[key] = getattr(self, table).to(like.device)
@@ -129,11 +137,14 @@ class Diffusion:
         return frac * hi + (1 - frac) * lo
 
     def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) = sqrt(1/ab) x_t - sqrt(1/ab - 1) eps."""
-        return self._at("sqrt_recip_alpha_bar", t, x) * x - self._at("sqrt_recipm1_alpha_bar", t, x) * eps
+        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) = sqrt(1/ab) x_t -
+        sqrt(1/ab - 1) eps."""
+        return (self._at("sqrt_recip_alpha_bar", t, x) * x
+                - self._at("sqrt_recipm1_alpha_bar", t, x) * eps)
 
     def posterior_mean(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
-        """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 - ab_prev) / (1 - ab) x_t."""
+        """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 -
+        ab_prev) / (1 - ab) x_t."""
         return self._at("posterior_coef_x0", t, x) * x0 + self._at("posterior_coef_xt", t, x) * x
 
     def vb_bits(self, x0: Tensor, x: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:
@@ -171,7 +182,8 @@ def gaussian_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor
                   + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
 
 
-def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 255) -> Tensor:
+def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor,
+                                        bins: int = 255) -> Tensor:
     """log P(x) of data in [-1, 1] quantised to ``bins`` + 1 levels under N(mean, exp(log_scale)^2):
     the Gaussian mass of x's bin (width 2/bins), the outermost bins reaching to +-infinity (Ho et
     al. 2020, Sec. 3.3). The normal CDF is the tanh approximation improved DDPM uses."""
@@ -181,6 +193,7 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
     inv_std = torch.exp(-log_scale)
     upper, lower = cdf(inv_std * (x - mean + 1.0 / bins)), cdf(inv_std * (x - mean - 1.0 / bins))
     log = lambda p: torch.log(p.clamp(min=1e-12))  # noqa: E731
-    return torch.where(x < -0.999, log(upper), torch.where(x > 0.999, log(1.0 - lower), log(upper - lower)))
+    return torch.where(x < -0.999, log(upper),
+                       torch.where(x > 0.999, log(1.0 - lower), log(upper - lower)))
 
 

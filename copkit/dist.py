@@ -25,7 +25,8 @@ from torch import Tensor
 
 from .profiles import pick_device
 
-__all__ = ["Shard", "setup", "rank", "world_size", "is_main", "barrier", "shard", "all_mean", "local_device"]
+__all__ = ["Shard", "setup", "rank", "world_size", "is_main", "barrier", "shard", "all_mean",
+           "local_device"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class Shard:
 
 def world_size() -> int:
     """Processes in the run (1 without torchrun)."""
-    return torch_dist.get_world_size() if torch_dist.is_available() and torch_dist.is_initialized() else 1
+    return (torch_dist.get_world_size() if torch_dist.is_available()
+            and torch_dist.is_initialized() else 1)
 
 
 def rank() -> int:
@@ -103,8 +105,8 @@ def shard(total: int) -> Shard:
     """
     n, r = world_size(), rank()
     if total % n:
-        raise ValueError(f"the global batch of {total} does not split over {n} processes; use a batch size that is "
-                         f"a multiple of {n} (e.g. {total - total % n or n})")
+        raise ValueError(f"the global batch of {total} does not split over {n} processes; use a "
+                         f"batch size that is a multiple of {n} (e.g. {total - total % n or n})")
     per = total // n
     return Shard(r * per, (r + 1) * per, total)
 

@@ -4,10 +4,12 @@ The paper's efficiency claim (Sec. 5) is a FLOP figure for attention alone; the 
 whole forward and times it, so that both sides are measured the same way in the chapters and in
 ``make bench`` (``tools/bench.py``):
 
-- :func:`count_flops`: the FLOPs of any call, counted by ``torch.utils.flop_counter.FlopCounterMode``
-  with attention through the math kernel (the fused CPU kernel counts as zero in torch 2.13-2.14);
+- :func:`count_flops`: the FLOPs of any call, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` with attention through the math kernel (the fused CPU
+  kernel counts as zero in torch 2.13-2.14);
 - :func:`vit_flops`: one image's forward through a ViT that keeps ``keep`` patch tokens
-  (:func:`copkit.cvit.forward_keep`) or through the pruning baseline (:class:`copkit.cvit.PrunedViT`);
+  (:func:`copkit.cvit.forward_keep`) or through the pruning baseline
+  (:class:`copkit.cvit.PrunedViT`);
 - :func:`attention_saving`: the paper's figure, ``1 - keep^2``, the attention-matrix term only;
 - :func:`keep_costs`: per mask ratio, the whole forward's FLOPs, the attention-matrix share and
   the paper's figure side by side; :func:`order_cost`: what the collapse order itself costs;
@@ -16,7 +18,8 @@ whole forward and times it, so that both sides are measured the same way in the 
 - :func:`best_time`: the best of a few timed calls after a warm-up;
 - :func:`throughput`: images per second of a ViT at several kept-token counts, interleaved;
 - :func:`step_rate`: steps per second of any step function; :func:`train_steps` and
-  :func:`train_rate`: training steps as :mod:`copkit.train` computes them, and their rate.
+  :func:`train_rate`: training steps exactly as :func:`copkit.train.train` takes them
+  (:class:`copkit.train.StepRunner`), and their rate.
 
 Counting conventions: matrix products only, a multiply-add is 2 FLOPs; norms, softmax and
 activations are not counted.
@@ -25,7 +28,7 @@ activations are not counted.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -36,10 +39,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .cvit import PrunedViT, forward_keep, n_keep
 from .rank import collapse_order
-from .train import Recipe, TrainConfig, optimizers, step_generator
+from .recipe import Recipe, TrainConfig
+from .tokens import SIDE
+from .train import StepRunner
 
-__all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost", "paper_scale_costs", "OpCount",
-           "best_time", "throughput", "step_rate", "train_steps", "train_rate"]
+__all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost",
+           "paper_scale_costs", "OpCount", "best_time", "throughput", "step_rate", "train_steps",
+           "train_rate"]
 
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -55,11 +61,13 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
-def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_size: int = 28) -> int:
+def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1,
+              img_size: int = SIDE) -> int:
     """FLOPs of one image's whole forward with ``keep`` patch tokens (None: all): the first
     ``keep`` patches through :func:`copkit.cvit.forward_keep` for a timm ViT (which tokens does not
     change the count), or the pruner's own choice for a :class:`copkit.cvit.PrunedViT`. Counted in
-    eval mode without gradients, on the model's device (the meta device counts without computing)."""
+    eval mode without gradients, on the model's device (the meta device counts without
+    computing)."""
     device = next(model.parameters()).device
     x = torch.zeros(1, in_chans, img_size, img_size, device=device)
     was_training = model.training
@@ -70,7 +78,8 @@ def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1, img_
         else:
             n = model.patch_embed.num_patches
             flops = count_flops(forward_keep, model, x,
-                                None if keep is None or keep == n else torch.arange(keep, device=device))
+                                None if keep is None or keep == n
+                                else torch.arange(keep, device=device))
     model.train(was_training)
     return flops
 
@@ -114,7 +123,8 @@ def throughput(model: nn.Module, keeps: Sequence[int], images: Tensor, repeat: i
 
 class OpCount(TorchDispatchMode):
     """Counts the ATen operators run under it (``with OpCount() as c: ...; c.ops``); on a GPU each
-    launches at least one kernel, so a small model's step costs its operators more than its FLOPs."""
+    launches at least one kernel, so a small model's step costs its operators more than its
+    FLOPs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,7 +135,8 @@ class OpCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def best_time(fn: Callable[[], Any], repeat: int = 3, sync: Callable[[], None] = lambda: None) -> float:
+def best_time(fn: Callable[[], Any], repeat: int = 3,
+              sync: Callable[[], None] = lambda: None) -> float:
     """Seconds of the fastest of ``repeat`` calls of ``fn()``, after one untimed warm-up call;
     ``sync`` waits for the device (``torch.cuda.synchronize`` on a GPU)."""
     fn()
@@ -156,7 +167,7 @@ def step_rate(step: Callable[[int], Any], steps: int, first: int = 0, warmup: in
 
 
 def keep_costs(model: nn.Module, ratios: Sequence[float], pruned: nn.Module | None = None,
-               in_chans: int = 1, img_size: int = 28) -> dict[str, dict[str, float]]:
+               in_chans: int = 1, img_size: int = SIDE) -> dict[str, dict[str, float]]:
     """What keeping the top of the order saves, per mask ratio (Sec. 5's claim, counted whole).
 
     For each ratio r (keys ``f"{r:.2f}"``), with k = :func:`copkit.cvit.n_keep` (r) patches kept:
@@ -204,7 +215,8 @@ def paper_scale_costs(widths: Sequence[int] = (64, 256), keep: int = 56, img_siz
     tokenizer that makes CoMAE's input is not counted."""
     n = (img_size // patch) ** 2
     with torch.device("meta"):
-        vit_b = VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=768, depth=12, num_heads=12)
+        vit_b = VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=768, depth=12,
+                                  num_heads=12)
         encoders = {w: VisionTransformer(img_size=img_size, patch_size=patch, embed_dim=w, depth=12,
                                          num_heads=max(1, w // 64)) for w in widths}
     full, kept = vit_flops(vit_b, None, 3, img_size), vit_flops(vit_b, keep, 3, img_size)
@@ -216,28 +228,23 @@ def paper_scale_costs(widths: Sequence[int] = (64, 256), keep: int = 56, img_siz
     return out
 
 
-def train_steps(step_fn: Callable, optimizers: Mapping[str, torch.optim.Optimizer], tc: TrainConfig,
-                device: torch.device | str, first: int, n: int, seed: int = 0) -> None:
-    """Training steps ``first`` .. ``first + n - 1`` as :func:`copkit.train.train` computes them: the
-    step's draws from :func:`copkit.train.step_generator` (``seed``, t), the forward under bfloat16
-    autocast when ``tc.precision`` is "bf16", backward, and the update of the optimiser the step
-    names. Without clipping, EMA, logging or checkpoints: what a step costs, for timing and counting."""
-    device = torch.device(device)
+def train_steps(runner: StepRunner, first: int, n: int) -> None:
+    """Training steps ``first`` .. ``first + n - 1`` taken by ``runner``
+    (:class:`copkit.train.StepRunner`): exactly the steps :func:`copkit.train.train` takes, the
+    learning-rate schedule, the forward under the configured precision, clipping, the update and
+    the EMA included, without the loop's finite-loss check, logging and checkpoints. What a step
+    costs, for timing and counting."""
     for t in range(first, first + n):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            loss, key, _ = step_fn(t, step_generator(seed, t, device))
-        optimizers[key].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers[key].step()
+        runner(t)
 
 
-def train_rate(recipe: Recipe, cfg: Any, tc: TrainConfig, data: Any, steps: int = 5, warmup: int = 1,
-               device: torch.device | str = "cpu", sync: Callable[[], None] = lambda: None) -> float:
-    """Training steps per second of a fresh model of ``recipe`` (configuration ``cfg``) on ``data``,
-    with the optimisers :func:`copkit.train.fit` gives it (:func:`copkit.train.optimizers`) and the
-    steps of :func:`train_steps`: ``warmup`` untimed steps, then ``steps`` timed ones
-    (:func:`step_rate`). Multiply by ``tc.batch_size`` for images per second."""
-    model = recipe.build(cfg, data).to(device).train()
-    step_fn = recipe.step(model, cfg, tc, data)
-    opts = optimizers(recipe, model, tc)
-    return step_rate(lambda t: train_steps(step_fn, opts, tc, device, t, 1, tc.seed), steps, warmup=warmup, sync=sync)
+def train_rate(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, steps: int = 5,
+               warmup: int = 1, device: torch.device | str = "cpu",
+               sync: Callable[[], None] = lambda: None) -> float:
+    """Training steps per second of a fresh model of ``recipe`` (configuration ``model_cfg``) on
+    ``data``, made as :func:`copkit.train.fit` makes it (:meth:`copkit.recipe.Recipe.setup`) and
+    stepped as it trains it (:class:`copkit.train.StepRunner`): ``warmup`` untimed steps, then
+    ``steps`` timed ones (:func:`step_rate`). Multiply by ``train_cfg.batch_size`` for images per
+    second."""
+    runner = StepRunner.of(recipe.setup(model_cfg, train_cfg, data, device), train_cfg, device)
+    return step_rate(runner, steps, warmup=warmup, sync=sync)

@@ -8,7 +8,8 @@ known. For a Gaussian model of the N tokens (each of dimension d) this is exact:
 
 From it:
 
-- Definition 1 / Eq. 8, the collapse entropy of an observed set, H_c(S) = sum_{n not in S} H(e_n | e_S);
+- Definition 1 / Eq. 8, the collapse entropy of an observed set, H_c(S) = sum_{n not in S} H(e_n |
+  e_S);
 - the **prefix curve** of an order, H_c(S_k) for the first k patches of the order, k = 0..N, and its
   area, the order-dependent quantity an order should make small;
 - the chain-rule sum of Eq. 1, sum_k H(e_{o_k} | e_{o_1..o_{k-1}}), which equals the joint entropy
@@ -65,11 +66,13 @@ class GaussianTokens:
     the entropy 0.5 log(2 pi e (1 - 0.8^2)) nats, and Eq. 1 sums to the joint entropy in any order.
 
     >>> import math
-    >>> m = GaussianTokens(torch.zeros(2, 1), torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64))
+    >>> cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
+    >>> m = GaussianTokens(torch.zeros(2, 1), cov)
     >>> h = m.conditional_entropy(torch.tensor([True, False]))[1].item()
     >>> abs(h - 0.5 * math.log(2 * math.pi * math.e * 0.36)) < 1e-12
     True
-    >>> torch.allclose(m.chain_rule_sum(torch.tensor([0, 1])), m.chain_rule_sum(torch.tensor([1, 0])))
+    >>> torch.allclose(m.chain_rule_sum(torch.tensor([0, 1])),
+    ...                m.chain_rule_sum(torch.tensor([1, 0])))
     True
     """
 
@@ -85,7 +88,8 @@ class GaussianTokens:
             raise ValueError(f"mean must be (N, d), got {tuple(self.mean.shape)}")
         nd = self.mean.numel()
         if self.cov.shape != (nd, nd):
-            raise ValueError(f"cov must be ({nd}, {nd}) for a mean of shape {tuple(self.mean.shape)}, got {tuple(self.cov.shape)}")
+            raise ValueError(f"cov must be ({nd}, {nd}) for a mean of shape "
+                             f"{tuple(self.mean.shape)}, got {tuple(self.cov.shape)}")
         if not torch.allclose(self.cov, self.cov.T, rtol=1e-10, atol=1e-12):
             raise ValueError("cov must be symmetric")
         try:
@@ -146,16 +150,21 @@ class GaussianTokens:
             return torch.zeros(n, dtype=torch.bool, device=self.mean.device)
         if observed.dtype == torch.bool:
             if observed.dim() not in (1, 2) or observed.shape[-1] != n:
-                raise ValueError(f"observed: a bool mask must be (N,) or (B, N) with N={n}, got {tuple(observed.shape)}")
+                raise ValueError(f"observed: a bool mask must be (N,) or (B, N) with N={n}, got "
+                                 f"{tuple(observed.shape)}")
             return observed
         if observed.is_floating_point() or observed.is_complex() or observed.dim() != 1:
-            raise ValueError(f"observed: give a bool mask (N,) or (B, N), or a 1-d integer tensor of token indices; "
-                             f"got {observed.dtype} of shape {tuple(observed.shape)}")
+            raise ValueError("observed: give a bool mask (N,) or (B, N), or a 1-d integer tensor "
+                             f"of token indices; got {observed.dtype} of shape "
+                             f"{tuple(observed.shape)}")
         if len(observed) == n and bool(((observed == 0) | (observed == 1)).all()):
-            raise ValueError(f"observed: an integer tensor of N={n} zeros and ones is ambiguous (a 0/1 mask or "
-                             "indices?); pass a bool mask (observed.bool()) or distinct token indices")
-        if bool(((observed < 0) | (observed >= n)).any()) or len(observed.unique()) != len(observed):
-            raise ValueError(f"observed: token indices must be distinct and in 0..{n - 1}, got {observed.tolist()}")
+            raise ValueError(f"observed: an integer tensor of N={n} zeros and ones is ambiguous (a "
+                             "0/1 mask or indices?); pass a bool mask (observed.bool()) or "
+                             "distinct token indices")
+        if (bool(((observed < 0) | (observed >= n)).any())
+            or len(observed.unique()) != len(observed)):
+            raise ValueError(f"observed: token indices must be distinct and in 0..{n - 1}, got "
+                             f"{observed.tolist()}")
         mask = torch.zeros(n, dtype=torch.bool, device=self.mean.device)
         mask[observed.long()] = True
         return mask
@@ -165,7 +174,8 @@ class GaussianTokens:
 
         Args:
             observed: a bool mask (N,) or a batch of masks (B, N), True = observed; or a 1-d
-                integer tensor of distinct observed token indices (the rule: ``GaussianTokens._observed_mask``).
+                integer tensor of distinct observed token indices (the rule:
+                ``GaussianTokens._observed_mask``).
 
         Returns:
             (N,) or (B, N) float64 nats; ``-inf`` at observed tokens (a known value has no
@@ -205,7 +215,8 @@ class GaussianTokens:
         single = order.dim() == 1
         o = order.unsqueeze(0) if single else order
         expected = torch.arange(self.n_tokens, device=o.device)
-        if o.shape[-1] != self.n_tokens or not torch.equal(o.sort(-1).values, expected.expand_as(o)):
+        if (o.shape[-1] != self.n_tokens
+            or not torch.equal(o.sort(-1).values, expected.expand_as(o))):
             raise ValueError(f"an order must be a permutation of 0..{self.n_tokens - 1}")
         return o
 
@@ -234,7 +245,8 @@ class GaussianTokens:
             # Condition on e_j: C <- C - C_{:,j} C_jj^{-1} C_{j,:}, via L = chol(C_jj).
             col = c.reshape(bsz, n * d, n, d)[rows, :, j, :]  # (B, N d, d)
             chol = torch.linalg.cholesky(blocks[rows, j])  # (B, d, d)
-            x = torch.linalg.solve_triangular(chol, col.transpose(1, 2), upper=False)  # L^-1 C_{j,:}
+            # L^-1 C_{j,:}
+            x = torch.linalg.solve_triangular(chol, col.transpose(1, 2), upper=False)
             c.baddbmm_(x.transpose(1, 2), x, alpha=-1.0)
             observed[rows, j] = True
         return curve, steps
@@ -309,7 +321,8 @@ class GaussianTokens:
         Returns:
             The pair ``(mean, cov)``. ``mean``, shape (N, d), is the observed tokens themselves
             and ``mu_U + Sigma_US Sigma_SS^{-1} (x_S - mu_S)`` elsewhere; ``cov``, shape
-            (N d, N d), is ``Sigma_{U|S}`` on the unobserved coordinates and zero on the observed ones.
+            (N d, N d), is ``Sigma_{U|S}`` on the unobserved coordinates and zero on the observed
+            ones.
         """
         mask = self._observed_mask(observed)
         if mask.dim() != 1:

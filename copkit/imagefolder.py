@@ -43,15 +43,18 @@ class ImageFolderImages:
         workers: threads that decode a batch.
     """
 
-    def __init__(self, root: str | Path, size: int = 256, limit: int | None = None, workers: int = 8) -> None:
+    def __init__(self, root: str | Path, size: int = 256, limit: int | None = None,
+                 workers: int = 8) -> None:
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder {root} does not exist: give the folder that holds one "
-                                    "sub-folder of images per class (ImageNet's train/ or val/ layout)")
+            raise FileNotFoundError(f"image folder {root} does not exist: give the folder that "
+                                    "holds one sub-folder of images per class (ImageNet's train/ "
+                                    "or val/ layout)")
         try:
             self.dataset = ImageFolder(str(root), transform=center_crop(size))
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"{root}: {err} (expected <root>/<class>/<image>.JPEG)") from None
+            raise FileNotFoundError(f"{root}: {err} (expected "
+                                    "<root>/<class>/<image>.JPEG)") from None
         self.size = size
         self.n = len(self.dataset) if limit is None else min(limit, len(self.dataset))
         self.labels = torch.tensor(self.dataset.targets[:self.n], dtype=torch.long)
@@ -67,8 +70,10 @@ class ImageFolderImages:
     def __getitem__(self, idx: Tensor | slice | int) -> Tensor:
         if isinstance(idx, int):
             return self._one(range(self.n)[idx])
-        indices = range(self.n)[idx] if isinstance(idx, slice) else [int(i) for i in torch.as_tensor(idx).flatten()]
+        indices = (range(self.n)[idx] if isinstance(idx, slice)
+                   else [int(i) for i in torch.as_tensor(idx).flatten()])
         for i in indices:
             if not 0 <= i < self.n:
                 raise IndexError(f"image {i} out of range: the folder holds {self.n}")
-        return torch.stack(list(self._pool.map(self._one, indices))) if len(indices) else torch.empty(0, 3, self.size, self.size)
+        return (torch.stack(list(self._pool.map(self._one, indices))) if len(indices)
+                else torch.empty(0, 3, self.size, self.size))

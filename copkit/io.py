@@ -1,11 +1,12 @@
 """Atomic file writes (a reader never sees a half-written file, even after a kill), folder locks
 (one training at a time in a run folder), the one error for a file copkit wrote that is damaged or
-foreign (:class:`DamagedFileError`), and the fault-injection points the tests kill processes at
-(:func:`fault_point`)."""
+foreign (:class:`DamagedFileError`), the SHA-256 of a file (:func:`file_sha256`), and the
+fault-injection points the tests kill processes at (:func:`fault_point`)."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -16,13 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "DamagedFileError", "remedy_for",
-           "folder_lock", "fault_point"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "DamagedFileError",
+           "remedy_for", "file_sha256", "folder_lock", "fault_point"]
 
 
 class DamagedFileError(ValueError):
-    """A file copkit reads back (a checkpoint, an artifact, an orders file, a run's ``config.json``)
-    is truncated, corrupt, or not one copkit wrote.
+    """A file copkit reads back (a checkpoint, a shipped model, an orders file, a run's
+    ``config.json``) is truncated, corrupt, or not one copkit wrote.
 
     The message names the file, what is wrong with it and what to do; ``path``, ``problem`` and
     ``remedy`` hold the three parts.
@@ -42,15 +43,16 @@ def remedy_for(path: str | os.PathLike) -> str:
         return (f"Delete the run folder {path.parent} and run the command that trained it again "
                 "(the chapter, or `python -m copkit train-...`); training starts over.")
     if path.name.startswith("orders-") and path.suffix == ".npz":
-        return (f"Delete {path} and make it again: `make orders` (`python -m copkit rank --profile ...`), "
-                "or run the chapter that needs it, which makes a missing one.")
+        return (f"Delete {path} and make it again: `make orders` (`python -m copkit rank --profile "
+                "...`), or run the chapter that needs it, which makes a missing one.")
     if path.name.startswith("shard-") and path.suffix == ".npz":
-        return f"Delete {path} and run `python -m copkit rank` again: it computes the missing shard."
+        return (f"Delete {path} and run `python -m copkit rank` again: it computes the missing "
+                "shard.")
     if path.suffix == ".npz":
         return f"Delete {path} and run `python -m copkit rank` (the stage that makes it) again."
     if path.suffix == ".safetensors":
-        return (f"Delete {path} (and {path.with_suffix('.json').name} beside it) and re-run the chapter or "
-                "`python -m copkit` command that made it.")
+        return (f"Delete {path} (and {path.with_suffix('.json').name} beside it) and re-run the "
+                "chapter or `python -m copkit` command that made it.")
     return f"Delete {path} and re-run the command that made it."
 
 
@@ -64,7 +66,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -85,7 +88,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """:func:`atomic_write_bytes` for an object serialised as indented JSON (NaN refused)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return atomic_write_text(path,
+                             json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def _alive(pid: int) -> bool:
@@ -105,6 +109,17 @@ def _remove_orphans(path: Path) -> None:
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (64 hex digits), read in 1 MiB chunks: what a shipped model's
+    description records, and (its first 16 digits) what names a weights or VAE file in a run's
+    hash."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 _held = threading.local()  # the folders this thread holds locked: folder -> depth

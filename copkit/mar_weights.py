@@ -12,7 +12,7 @@ MAR saves ``checkpoint-last.pth``, a pickle of ``model`` and ``model_ema`` (stat
   which no shape shows, from ``args.model`` or given), with MAR's own diffusion head: timestep
   embedding of 256 frequencies, learned variance, no clipping of the predicted latent;
 - writes a run folder (:func:`convert_mar_checkpoint`: ``checkpoint.safetensors`` with the raw and
-  EMA weights, then ``config.json``) that ``train-cmar``'s ``init_run`` and ``sample-cmar``'s
+  EMA weights, then ``config.json``) that ``train-cmar``'s ``init`` and ``sample-cmar``'s
   ``mar_run`` take like a run trained here.
 
 Command line: ``copkit convert-mar checkpoint-last.pth data/runs/mar-b-released``.
@@ -29,12 +29,13 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from .checkpoint import save_tensors
 from .cmar import MAR, MARConfig
-from .io import atomic_write_json
-from .stages import _file_digest
-from .train import _jsonable, config_hash, save_tensors
+from .config import config_hash, jsonable
+from .io import atomic_write_json, file_sha256
 
-__all__ = ["MAR_HEADS", "read_mar_checkpoint", "convert_state_dict", "config_from_mar", "convert_mar_checkpoint"]
+__all__ = ["MAR_HEADS", "read_mar_checkpoint", "convert_state_dict", "config_from_mar",
+           "convert_mar_checkpoint"]
 
 #: heads of MAR's named models (models/mar.py); no tensor shape shows them
 MAR_HEADS = {"mar_base": 12, "mar_large": 16, "mar_huge": 16}
@@ -66,16 +67,18 @@ def read_mar_checkpoint(path: str | Path) -> dict[str, Any]:
     plain containers, plus ``argparse.Namespace`` for ``args`` (returned as a dict)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; give MAR's checkpoint (e.g. pretrained_models/mar/mar_base/"
-                                "checkpoint-last.pth)")
+        raise FileNotFoundError(f"{path}: no such file; give MAR's checkpoint (e.g. "
+                                "pretrained_models/mar/mar_base/checkpoint-last.pth)")
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # the weights-only unpickler names what it refused
-            raise ValueError(f"{path}: not a checkpoint torch's weights-only reader accepts: {err}") from None
+            raise ValueError(f"{path}: not a checkpoint torch's weights-only reader accepts: "
+                             f"{err}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise ValueError(f"{path}: not a MAR checkpoint (expected a dict with a 'model' state dict; MAR's "
-                         "main_mar.py writes model, model_ema, optimizer, epoch, scaler and args)")
+        raise ValueError(f"{path}: not a MAR checkpoint (expected a dict with a 'model' state "
+                         "dict; MAR's main_mar.py writes model, model_ema, optimizer, epoch, "
+                         "scaler and args)")
     args = ckpt.get("args")
     ckpt["args"] = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     return ckpt
@@ -95,7 +98,8 @@ def convert_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"keys of no MAR module: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        raise ValueError("keys of no MAR module: "
+                         f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
     return out
 
 
@@ -117,8 +121,8 @@ def config_from_mar(state: Mapping[str, Tensor], args: Mapping[str, Any] | None 
                          f"{args.get('model')!r}, none of {sorted(MAR_HEADS)}; give it (--heads)")
     n_classes, width = state["class_emb.weight"].shape
     if state["dec_embed.weight"].shape[0] != width:
-        raise ValueError(f"decoder width {state['dec_embed.weight'].shape[0]} != encoder width {width}: "
-                         "copkit.cmar.MAR has one width for both")
+        raise ValueError(f"decoder width {state['dec_embed.weight'].shape[0]} != encoder width "
+                         f"{width}: copkit.cmar.MAR has one width for both")
     n = state["diff_pos"].shape[1]
     side = math.isqrt(n)
     if side * side != n:
@@ -133,11 +137,13 @@ def config_from_mar(state: Mapping[str, Tensor], args: Mapping[str, Any] | None 
         enc_depth=_depth(state, "encoder."), dec_depth=_depth(state, "decoder."), heads=heads,
         mlp_ratio=state["encoder.0.mlp.fc1.weight"].shape[0] / width,
         buffer=state["enc_pos"].shape[1] - n,
-        head_width=state["diffloss.net.inp.weight"].shape[0], head_depth=_depth(state, "diffloss.net.blocks."),
+        head_width=state["diffloss.net.inp.weight"].shape[0],
+        head_depth=_depth(state, "diffloss.net.blocks."),
         diffusion_batch_mul=int(args.get("diffusion_batch_mul", 4)),
         mask_ratio_min=float(args.get("mask_ratio_min", 0.7)),
         label_drop=float(args.get("label_drop_prob", 0.1)), dropout=dropout,
-        time_freq=state["diffloss.net.time.0.weight"].shape[1], learn_sigma=out == 2 * token_dim, clip_x0=False)
+        time_freq=state["diffloss.net.time.0.weight"].shape[1], learn_sigma=out == 2 * token_dim,
+        clip_x0=False)
 
 
 def convert_mar_checkpoint(src: str | Path, out: str | Path, heads: int | None = None) -> Path:
@@ -155,10 +161,13 @@ def convert_mar_checkpoint(src: str | Path, out: str | Path, heads: int | None =
         except RuntimeError as err:
             raise ValueError(f"{src}: its {name} does not fit {cfg}: {err}") from None
     config = {"model": "mar", "mar": cfg,
-              "converted_from": {"file": Path(src).name, "sha256": _file_digest(src), "epoch": ckpt.get("epoch"),
-                                 "ema": ema is not raw}}
+              "converted_from": {"file": Path(src).name, "sha256": file_sha256(src)[:16],
+                                 "epoch": ckpt.get("epoch"), "ema": ema is not raw}}
     out = Path(out)
-    tensors = {**{f"model.mar.{k}": v for k, v in raw.items()}, **{f"ema.mar.{k}": v for k, v in ema.items()}}
-    save_tensors(out / "checkpoint.safetensors", tensors, {"converted_from": config["converted_from"]})
-    atomic_write_json(out / "config.json", {"config_hash": config_hash(config), "config": _jsonable(config)})
+    tensors = {**{f"model.mar.{k}": v for k, v in raw.items()},
+               **{f"ema.mar.{k}": v for k, v in ema.items()}}
+    save_tensors(out / "checkpoint.safetensors", tensors,
+                 {"converted_from": config["converted_from"]})
+    atomic_write_json(out / "config.json",
+                      {"config_hash": config_hash(config), "config": jsonable(config)})
     return out

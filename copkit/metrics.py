@@ -14,22 +14,26 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
 from .dist import shard as process_shard
+from .profiles import BaseSizes
+from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
 from .tokens import SIDE
-from .train import Recipe, TrainConfig, batch_indices, host_generator, take
 
-__all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn", "FeatureNetData", "RECIPE",
-           "from_profile", "knn_radii", "precision_recall", "GenerativeScores"]
+__all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn",
+           "FeatureNetData", "RECIPE", "from_profile", "knn_radii", "precision_recall",
+           "GenerativeScores"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
     """Fraction of rows whose label is among the ``k`` largest logits, for each ``k`` (a ``k`` of
     at least the number of classes counts every row).
 
-    >>> topk_accuracy(torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3]]), torch.tensor([1, 2]), ks=(1, 2))
+    >>> logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3]])
+    >>> topk_accuracy(logits, torch.tensor([1, 2]), ks=(1, 2))
     {1: 0.5, 2: 1.0}
     """
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"logits must be (n, classes) and labels (n,); got {tuple(logits.shape)} and {tuple(labels.shape)}")
+        raise ValueError(f"logits must be (n, classes) and labels (n,); got {tuple(logits.shape)} "
+                         f"and {tuple(labels.shape)}")
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hit = top == labels[:, None]
     return {k: hit[:, :k].any(dim=1).float().mean().item() for k in ks}
@@ -48,7 +52,8 @@ class FeatureNetConfig:
 class FeatureNet(nn.Module):
     """A small CNN classifier of 28x28 grey images (in [-1, 1]); its penultimate layer is the
     feature space of FID and precision / recall, its softmax the classifier of the Inception Score.
-    (Inception-v3 features mean little on 28x28 Fashion-MNIST, and no weights can be downloaded here.)"""
+    (Inception-v3 features mean little on 28x28 Fashion-MNIST, and no weights can be downloaded
+    here.)"""
 
     def __init__(self, n_classes: int = 10, width: int = 16, features: int = 128) -> None:
         super().__init__()
@@ -57,7 +62,8 @@ class FeatureNet(nn.Module):
             nn.Conv2d(1, width, 3, padding=1), nn.GELU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Flatten(), nn.Linear(4 * width * (SIDE // 4) ** 2, features), nn.GELU(),  # the last 7 x 7 map
+            # the last 7 x 7 map
+            nn.Flatten(), nn.Linear(4 * width * (SIDE // 4) ** 2, features), nn.GELU(),
         )
         self.head = nn.Linear(features, n_classes)
 
@@ -65,7 +71,7 @@ class FeatureNet(nn.Module):
         return self.body(images)
 
     def no_weight_decay(self) -> set[str]:
-        """No matrix is exempt from weight decay (:func:`copkit.train.weight_decay_groups`)."""
+        """No matrix is exempt from weight decay (:func:`copkit.recipe.weight_decay_groups`)."""
         return set()
 
     def forward(self, images: Tensor) -> Tensor:
@@ -160,13 +166,15 @@ class GenerativeScores:
     ['fid', 'inception_score', 'precision', 'recall']
     """
 
-    def __init__(self, net: nn.Module, reference: Tensor, batch_size: int = 500, k: int = 3) -> None:
+    def __init__(self, net: nn.Module, reference: Tensor, batch_size: int = 500,
+                 k: int = 3) -> None:
         """``net``: a classifier with ``.features(images)`` (n, f), ``num_features`` = f, and
         logits from ``net(images)``, such as :class:`FeatureNet`."""
         self.net, self.batch_size, self.k = net.eval(), batch_size, k
         self.image_shape = tuple(reference.shape[1:])
         self.device = next(net.parameters()).device
-        self.fid = FrechetInceptionDistance(feature=_Features(net), reset_real_features=False, normalize=True)
+        self.fid = FrechetInceptionDistance(feature=_Features(net), reset_real_features=False,
+                                            normalize=True)
         self.fid.to(self.device)
         with torch.no_grad():
             for s in range(0, len(reference), batch_size):
@@ -183,8 +191,8 @@ class GenerativeScores:
     def __call__(self, images: Tensor) -> dict[str, float]:
         """The scores of generated images (n, 1, 28, 28) in [-1, 1]."""
         if images.ndim != 4 or images.shape[1:] != self.image_shape:
-            raise ValueError(f"expected images (n, {', '.join(map(str, self.image_shape))}) like the reference; "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(f"expected images (n, {', '.join(map(str, self.image_shape))}) like "
+                             f"the reference; got {tuple(images.shape)}")
         self.fid.reset()  # keeps the reference features
         with warnings.catch_warnings():  # it warns that it keeps the logits: a few MB here
             warnings.filterwarnings("ignore", message="Metric `InceptionScore` will save")
@@ -204,22 +212,25 @@ class GenerativeScores:
 
 @dataclass(frozen=True, eq=False)
 class FeatureNetData:
-    """What the feature network trains on (:data:`RECIPE`): labelled images (n, 1, 28, 28) in [-1, 1]."""
+    """What the feature network trains on (:data:`RECIPE`): labelled images (n, 1, 28, 28) in [-1,
+    1]."""
 
     images: Tensor
     labels: Tensor
 
 
-#: How :func:`copkit.train.fit` trains the feature network (:func:`classifier_step_fn`, one optimiser
-#: "net"); runs in ``<data_dir>/runs/featurenet-<hash8>``.
+#: How :func:`copkit.train.fit` trains the feature network (:func:`classifier_step_fn`, one
+#: optimiser "net"); runs in ``<data_dir>/runs/featurenet-<hash8>``.
 #:
 #: :meta hide-value:
-RECIPE = Recipe(name="featurenet", module="net", build=lambda cfg, data: FeatureNet(cfg.n_classes, cfg.width, cfg.features),
-                step=lambda net, cfg, tc, data: classifier_step_fn(net, data.images, data.labels, tc.batch_size, tc.seed))
+RECIPE = Recipe(name="featurenet", module="net",
+                build=lambda cfg, data: FeatureNet(cfg.n_classes, cfg.width, cfg.features),
+                step=lambda net, model_cfg, train_cfg, data: classifier_step_fn(
+                    net, data.images, data.labels, train_cfg.batch_size, train_cfg.seed))
 
 
-def from_profile(sizes, seed: int) -> tuple[FeatureNetConfig, TrainConfig]:
-    """The feature network and its training at a profile's :class:`copkit.profiles.CmarSizes`
-    (``classifier_steps``), one seed: what Chapter 4 scores its samples with."""
-    return FeatureNetConfig(), TrainConfig(steps=sizes.classifier_steps, batch_size=64, lr=2e-3, warmup_steps=20,
-                                           ema_decay=0.99, weight_decay=0.05, seed=seed, log_every=20, ckpt_every=200)
+def from_profile(sizes: BaseSizes, seed: int) -> tuple[FeatureNetConfig, TrainConfig]:
+    """The feature network and its training for one seed, from its sizes: the ``classifier``
+    section of the pretraining config (:class:`copkit.profiles.BaseSizes`). It is only ever a base
+    model: Chapter 4 scores its samples with the shipped one (:mod:`copkit.pretrained`)."""
+    return sizes.configs(FeatureNetConfig, seed)

@@ -15,13 +15,12 @@ evaluate from them, as the paper starts from the released MAR-B and an ImageNet-
 The names: ``classifier`` (:class:`copkit.metrics.FeatureNet`, the FID features and class-agreement
 classifier), ``vit`` (timm's ViT, :mod:`copkit.cvit`), ``mar`` (:class:`copkit.cmar.MAR` in random
 order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in and come out as
-:mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1].
+:mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1] (28: ``copkit.tokens.SIDE``).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -38,16 +38,24 @@ from torch import Tensor, nn
 
 from copkit import cmar, comae, cvit
 from copkit import metrics as feature_net
-from copkit.config import ConfigError, build
+from copkit.checkpoint import load_state, load_tensors, read_metrics, save_tensors
+from copkit.config import ConfigError, build, config_hash, jsonable
 from copkit.data import load_fashion_mnist, photo_crops
-from copkit.io import DamagedFileError, atomic_write_json, atomic_write_text, folder_lock
-from copkit.tokens import PATCH, patchify, random_orders
-from copkit.train import (Recipe, TrainConfig, _jsonable, _load_state, config_hash, fit, load_tensors, read_metrics,
-                          save_tensors)
+from copkit.io import (
+    DamagedFileError,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    folder_lock,
+)
+from copkit.profiles import BaseSizes
+from copkit.recipe import Recipe, TrainConfig
+from copkit.tokens import PATCH, SIDE, patchify, random_orders
+from copkit.train import fit
 
-__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "sha256_of", "config_path", "read_config", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load", "info",
-           "generate", "summary", "total_seconds", "park", "run_hash",
-           "run_folder_of"]
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path",
+           "read_config", "kind_of", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load",
+           "info", "generate", "summary", "total_seconds", "park", "run_hash", "run_folder_of"]
 
 #: The book's pretraining config (``"full"``): every base model, sized for a 2-core CPU.
 CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
@@ -58,10 +66,6 @@ KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
 _SECTION_KEYS = {"model", "train", "sampling", "data"}
 _TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"steps", "seed"} | {"epochs"}
 HOW = "make pretrain (python -m copkit pretrain)"
-#: each kind's network configuration, and the fields pretraining sets itself (not in the config)
-_MODEL_CONFIGS: dict[str, tuple[type, dict]] = {
-    "featurenet": (feature_net.FeatureNetConfig, {}), "vit": (cvit.CViTConfig, {"train_drop": "none", "schedule": "none"}),
-    "mar": (cmar.MARConfig, {}), "comae": (comae.CoMAEConfig, {})}
 
 
 #: the repository copkit is in (its data/pretrained holds the shipped models), when it is a checkout
@@ -80,42 +84,39 @@ def shipped_folder(folder: str | Path | None = None) -> Path:
     return repo if repo.is_dir() else Path("data/pretrained")
 
 
-def sha256_of(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes (64 hex digits), read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _make_command(name: str, config: str | Path | dict | None, folder: Path) -> str:
     """The command that makes the shipped ``name`` of ``config`` in ``folder``."""
     path = config_path(config)
-    which = "" if path in (None, CONFIG) else " --config smoke" if path == SMOKE_CONFIG else f" --config {path}"
-    # a folder <data_dir>/pretrained (the chapters' convention, e.g. .scratch/data at smoke) names its runs' folder too
+    which = ("" if path in (None, CONFIG) else " --config smoke" if path == SMOKE_CONFIG
+             else f" --config {path}")
+    # a folder <data_dir>/pretrained (the chapters' convention, e.g. .scratch/data at smoke) names
+    # its runs' folder too
     out = "" if folder.resolve() == shipped_folder().resolve() else \
         f"{f' --data-dir {folder.parent}' if folder.name == 'pretrained' else ''} --out {folder}"
     return f"python -m copkit pretrain --only {name}{which}{out}"
 
 
 def _remedy(path: Path, name: str, config: str | Path | dict | None) -> str:
-    """What to do about a damaged shipped file: restore it from git when it is committed, else make it again
-    (asked only once a file is found damaged: it runs git)."""
+    """What to do about a damaged shipped file: restore it from git when it is committed, else make
+    it again (asked only once a file is found damaged: it runs git)."""
     try:
         tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
                                  capture_output=True, check=False).returncode == 0
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True,
-                             text=True, check=False).stdout.strip() if tracked else ""
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
+                             capture_output=True, text=True,
+                             check=False).stdout.strip() if tracked else ""
     except OSError:
         tracked, top = False, ""
     if tracked and top:
-        return (f"It is a shipped file: restore it with `git checkout -- {path.resolve().relative_to(Path(top).resolve())}` "
-                f"(in {top}).")
-    return f"Delete {path.name} and make it again with {HOW}: `{_make_command(name, config, path.parent)}`."
+        return ("It is a shipped file: restore it with `git checkout -- "
+                f"{path.resolve().relative_to(Path(top).resolve())}` (in {top}).")
+    return (f"Delete {path.name} and make it again with {HOW}: "
+            f"`{_make_command(name, config, path.parent)}`.")
 
 
-def _kind(name: str) -> str:
+def kind_of(name: str) -> str:
+    """The kind of network base model ``name`` is (:data:`KINDS`; a name starting with "comae" is a
+    CoMAE); ValueError for any other name."""
     if name in KINDS:
         return KINDS[name]
     if name.startswith("comae"):
@@ -130,13 +131,15 @@ def config_path(config: str | Path | dict | None = None) -> Path | None:
         return None
     if isinstance(config, Path):
         return config
-    return {None: CONFIG, "full": CONFIG, "smoke": SMOKE_CONFIG}.get(config, Path(config) if config else None)
+    return {None: CONFIG, "full": CONFIG,
+            "smoke": SMOKE_CONFIG}.get(config, Path(config) if config else None)
 
 
 def read_config(path: str | Path | dict | None = None) -> dict:
     """The pretraining config (``path``: :func:`config_path`), checked strictly: a section per
-    model with ``model`` (the network's configuration fields), ``train`` (:class:`copkit.train.TrainConfig`
-    fields, ``epochs`` instead of steps) and, for some kinds, ``sampling`` and ``data``."""
+    model with ``model`` (the network's configuration fields), ``train``
+    (:class:`copkit.recipe.TrainConfig` fields, ``epochs`` instead of steps) and, for some kinds,
+    ``sampling`` and ``data``."""
     if isinstance(path, dict):  # already read
         return path
     path = Path(config_path(path))
@@ -145,20 +148,23 @@ def read_config(path: str | Path | dict | None = None) -> dict:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
-        raise ConfigError(f"{path}: not a pretraining config (a mapping with 'data' and one section per model)")
+        raise ConfigError(f"{path}: not a pretraining config (a mapping with 'data' and one "
+                          "section per model)")
     try:
-        _check_counts(raw["data"], "data", {"train_images": True, "val_images": False, "test_images": True})
+        _check_counts(raw["data"], "data",
+                      {"train_images": True, "val_images": False, "test_images": True})
         for name, section in raw.items():
             if name in ("name", "data"):
                 continue
             try:
-                kind = _kind(name)
+                kind = kind_of(name)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
-            if not isinstance(section, dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS \
+            if not isinstance(section,
+                              dict) or not {"model", "train"} <= set(section) <= _SECTION_KEYS \
                     or not all(isinstance(section[k], dict) for k in section):
-                raise ConfigError(f"section {name!r} needs the mappings 'model' and 'train' (and at most "
-                                  f"{sorted(_SECTION_KEYS)})")
+                raise ConfigError(f"section {name!r} needs the mappings 'model' and 'train' (and "
+                                  f"at most {sorted(_SECTION_KEYS)})")
             unknown = set(section["train"]) - _TRAIN_KEYS
             if unknown or "epochs" not in section["train"]:
                 raise ConfigError(f"{name}.train needs 'epochs' and takes {sorted(_TRAIN_KEYS)}; "
@@ -174,42 +180,48 @@ def _number(value: Any) -> bool:
 
 
 def _check_counts(section: dict, where: str, keys: dict[str, bool]) -> None:
-    """``keys``: name -> whether null is allowed; each an int >= 1 (a missing nullable key is null)."""
+    """``keys``: name -> whether null is allowed; each an int >= 1 (a missing nullable key is
+    null)."""
     unknown = set(section) - set(keys)
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys: {', '.join(keys)}")
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys: "
+                          f"{', '.join(keys)}")
     for key, nullable in keys.items():
         value = section.get(key)
         if value is None and nullable:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where}.{key}: must be an int >= 1{' or null' if nullable else ''}, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be an int >= "
+                              f"1{' or null' if nullable else ''}, got {value!r}")
 
 
 def _check_section(name: str, kind: str, section: dict) -> None:
     """One model's section, with ranges as well as types: ``epochs`` a number > 0, the other
-    ``train`` keys :class:`copkit.train.TrainConfig`'s (``lr`` finite > 0, ``batch_size`` >= 1),
+    ``train`` keys :class:`copkit.recipe.TrainConfig`'s (``lr`` finite > 0, ``batch_size`` >= 1),
     the ``model`` keys the network configuration's, ``sampling`` the sampler's."""
     train = section["train"]
     if not _number(train["epochs"]) or train["epochs"] <= 0:
-        raise ConfigError(f"{name}.train.epochs: must be a number > 0 (passes over the training images), "
-                          f"got {train['epochs']!r}")
+        raise ConfigError(f"{name}.train.epochs: must be a number > 0 (passes over the training "
+                          f"images), got {train['epochs']!r}")
     if not _number(train.get("lr", 1.0)) or train.get("lr", 1.0) <= 0:
         raise ConfigError(f"{name}.train.lr: must be a finite number > 0, got {train['lr']!r}")
-    build(TrainConfig, {**{k: v for k, v in train.items() if k != "epochs"}, "steps": 1}, f"{name}.train")
-    cls, fixed = _MODEL_CONFIGS[kind]
-    clash = sorted(set(section["model"]) & set(fixed))
-    if clash:
-        raise ConfigError(f"{name}.model.{clash[0]}: set by pretraining ({fixed[clash[0]]!r}), not a key of the config")
-    build(cls, {**section["model"], **fixed}, f"{name}.model")
+    build(TrainConfig, {**{k: v for k, v in train.items() if k != "epochs"}, "steps": 1},
+          f"{name}.train")
+    try:  # the model's configuration, as plan() makes it
+        _KINDS[kind].configs(_sizes(section, images=1), seed=0)
+    except ConfigError as err:
+        raise ConfigError(f"{name}.{err}") from None
     sampling = section.get("sampling")
     if sampling is not None:
-        _check_counts({k: v for k, v in sampling.items() if k not in ("cfg_scale", "temperature")}, f"{name}.sampling",
+        _check_counts({k: v for k, v in sampling.items() if k not in ("cfg_scale", "temperature")},
+                      f"{name}.sampling",
                       {"samples": False, "gen_steps": False, "diffusion_steps": False})
         if not _number(sampling.get("cfg_scale")) or sampling["cfg_scale"] < 0:
-            raise ConfigError(f"{name}.sampling.cfg_scale: must be a finite number >= 0, got {sampling.get('cfg_scale')!r}")
+            raise ConfigError(f"{name}.sampling.cfg_scale: must be a finite number >= 0, got "
+                              f"{sampling.get('cfg_scale')!r}")
         if not _number(sampling.get("temperature", 1.0)) or sampling.get("temperature", 1.0) <= 0:
-            raise ConfigError(f"{name}.sampling.temperature: must be a finite number > 0, got {sampling['temperature']!r}")
+            raise ConfigError(f"{name}.sampling.temperature: must be a finite number > 0, got "
+                              f"{sampling['temperature']!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,13 +230,45 @@ class Plan:
 
     name: str
     recipe: Recipe
-    cfg: Any
-    tc: TrainConfig
+    model_cfg: Any
+    train_cfg: TrainConfig
     data: Any
     tag: dict
     epochs: float
-    test: tuple[Tensor, Tensor]  #: test images and labels (held-out photo crops and zeros, for the photo CoMAE)
+    #: test images and labels (held-out photo crops and zeros, for the photo CoMAE)
+    test: tuple[Tensor, Tensor]
     section: dict
+
+
+@dataclass(frozen=True, eq=False)
+class _Images:
+    """A base model's images, (images, labels) each, and their description (part of the run's
+    hash)."""
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    tag: dict
+
+
+def _images(config: dict, section: dict, seed: int) -> _Images:
+    """The images of a section: its ``data`` source's (scikit-image photo crops, unlabelled), or
+    Fashion-MNIST's split of the config's ``data`` section (validation: the last ``val_images``
+    training images)."""
+    source = section.get("data", {"source": "fashion-mnist"})
+    if source.get("source") == "photos":
+        names = tuple(source["photos"])
+        per = source["crops"] // len(names)
+        crops = torch.cat([photo_crops(p, per, SIDE, scale=0.25, seed=seed) for p in names])
+        held = torch.cat([photo_crops(p, 200, SIDE, scale=0.25, seed=seed + 1000) for p in names])
+        unlabelled = lambda x: (x, torch.zeros(len(x), dtype=torch.long))  # noqa: E731
+        tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops),
+               "size": SIDE, "scale": 0.25, "held_out": "crops of seed + 1000"}
+        return _Images(unlabelled(crops), unlabelled(held[:512]), unlabelled(held[512:]), tag)
+    tx, ty, vx, vy, test_x, test_y = _split(config)
+    tag = {"dataset": "fashion-mnist", "split": "train", "train_images": len(tx),
+           "val_images": len(vx), "val": "the last val_images of the training split"}
+    return _Images((tx, ty), (vx, vy), (test_x, test_y), tag)
 
 
 def _split(config: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -233,13 +277,20 @@ def _split(config: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor
 
 
 @functools.lru_cache(maxsize=2)
-def _split_of(n: int | None, val: int, test: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _split_of(n: int | None, val: int,
+              test: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     x, y = load_fashion_mnist("train")
     n = n or len(x) - val
     if n + val > len(x):
         raise ValueError(f"train_images {n} + val_images {val} exceed the 60,000 training images")
     tx, ty = load_fashion_mnist("test", limit=test)
     return x[:n], y[:n], x[len(x) - val:], y[len(y) - val:], tx, ty
+
+
+def _sizes(section: dict, images: int) -> BaseSizes:
+    """A section as the model modules' ``from_profile`` take it, for ``images`` training images."""
+    train = {k: v for k, v in section["train"].items() if k != "epochs"}
+    return BaseSizes(section["model"], train, section["train"]["epochs"], images)
 
 
 def _top1(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> float:
@@ -256,62 +307,109 @@ def _mar_val_loss(model: cmar.MAR, x: Tensor, y: Tensor, draws: int = 2) -> dict
     step = cmar.mar_step_fn(model, x, y, len(x), seed=12345)
     device = next(model.parameters()).device
     with torch.no_grad():
-        losses = [float(step(t, torch.Generator(device=device).manual_seed(t))[0]) for t in range(draws)]
+        losses = [float(step(t, torch.Generator(device=device).manual_seed(t))[0])
+                  for t in range(draws)]
     return {"val_loss": sum(losses) / draws}
+
+
+def _classifier_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, folder: Path,
+                        device: torch.device | str) -> dict:
+    return {"test_top1": _top1(model, *p.test), "val_top1": evals[-1]["val_top1"]}
+
+
+def _comae_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, folder: Path,
+                   device: torch.device | str) -> dict:
+    curve = [r["val_L_r"] for r in evals]
+    fifth = [r["val_L_r"] for r in evals if r["step"] >= 0.8 * p.train_cfg.steps]
+    # the relative change of the held-out L_r over the last fifth of training (< 2%: converged)
+    # None: one evaluation there
+    change = abs(fifth[-1] - fifth[0]) / fifth[0] if len(fifth) > 1 else None
+    images = p.test[0][:1000]
+    test = comae.evaluate(model, patchify(images, PATCH).to(device))
+    mirrored = patchify(comae.mirror_image(images[:500]), PATCH).to(device)
+    return {"val_L_r": curve[-1], "val_L_r_change_last_fifth": change, "test_L_r": test["val_L_r"],
+            "test_H_mask": test["val_H_mask"],
+            # not trained on mirrored images: does the CoMAE find an exact copy when one is there?
+            "mirror_hit_rate": comae.mirror_hits(model, mirrored, model.cfg.grid[1])}
+
+
+def _mar_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, folder: Path,
+                 device: torch.device | str) -> dict:
+    """1,000 samples (the config's sampler), scored by the shipped classifier of the same config."""
+    s = p.section["sampling"]
+    classifier = load("classifier", device, config, folder)
+    labels = torch.arange(s["samples"]) % 10
+    scores = feature_net.GenerativeScores(classifier, p.test[0].to(device))
+    out = {"val_loss": evals[-1]["val_loss"]}
+    for key, scale in (("cfg", s["cfg_scale"]), ("nocfg", 1.0)):
+        images = generate_with(model, labels, scale, seed=0, sampling=s)
+        out[f"class_agreement_{key}"] = _top1(classifier, images, labels)
+        out[f"fid_{key}"] = scores(images)["fid"]
+    real_x = load_fashion_mnist("train")[0][:s["samples"]]
+    out["fid_floor"] = scores(real_x)["fid"]
+    return out
+
+
+def _top1_eval(images: _Images) -> Callable:
+    return lambda net, data: {"val_top1": _top1(net, *images.val)}
+
+
+def _mar_eval(images: _Images) -> Callable:
+    x, y = images.val[0][:1000], images.val[1][:1000]
+    return lambda net, data: _mar_val_loss(net, x, y)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """One kind of base model: the module that makes it (its ``RECIPE``, and its ``from_profile``
+    given the section as :class:`copkit.profiles.BaseSizes` with ``variant``), its data holder of
+    the images, its validation evaluation (None: the recipe's own) and its final metrics."""
+
+    module: ModuleType
+    variant: dict
+    data: Callable[[_Images], Any]
+    evaluate: Callable[[_Images], Callable] | None
+    final: Callable[..., dict]
+
+    def configs(self, sizes: BaseSizes, seed: int) -> tuple[Any, TrainConfig]:
+        return self.module.from_profile(sizes, seed, **self.variant)
+
+
+_KINDS = {
+    "featurenet": _Kind(feature_net, {}, lambda im: feature_net.FeatureNetData(*im.train),
+                        _top1_eval, _classifier_metrics),
+    "vit": _Kind(cvit, {"kind": "vit"}, lambda im: cvit.CViTData(*im.train), _top1_eval,
+                 _classifier_metrics),
+    "mar": _Kind(cmar, {"phase": "mar"}, lambda im: cmar.MARData(*im.train), _mar_eval,
+                 _mar_metrics),
+    "comae": _Kind(comae, {},
+                   lambda im: comae.CoMAEData(patchify(im.train[0], PATCH),
+                                              patchify(im.val[0][:512], PATCH)), None,
+                   _comae_metrics),
+}
 
 
 def plan(name: str, config: dict | str | Path | None = None, seed: int = 0) -> Plan:
     """What training base model ``name`` of ``config`` (a path or a read config; default
     :data:`CONFIG`) needs: the recipe (with a validation evaluation of the EMA weights), the model
-    and training configurations, the data and its description (part of the run's hash)."""
+    and training configurations (the model module's ``from_profile`` of the section), the data
+    and its description (part of the run's hash)."""
     config = config if isinstance(config, dict) else read_config(config)
     if name not in config:
-        raise ValueError(f"{name!r} is not in the pretraining config; it has {[k for k in config if k not in ('name', 'data')]}")
-    section, kind = config[name], _kind(name)
-    tx, ty, vx, vy, test_x, test_y = _split(config)
-    tag = {"dataset": "fashion-mnist", "split": "train", "train_images": len(tx), "val_images": len(vx),
-           "val": "the last val_images of the training split"}
-    model_cfg = dict(section["model"])
-    if kind == "featurenet":
-        cfg = feature_net.FeatureNetConfig(**model_cfg)
-        data = feature_net.FeatureNetData(tx, ty)
-        recipe = replace(feature_net.RECIPE, evaluate=lambda net, d: {"val_top1": _top1(net, vx, vy)})
-        n, test = len(tx), (test_x, test_y)
-    elif kind == "vit":
-        cfg = cvit.CViTConfig(train_drop="none", schedule="none", **model_cfg)
-        data = cvit.CViTData(tx, ty)
-        recipe = replace(cvit.RECIPE, evaluate=lambda net, d: {"val_top1": _top1(net, vx, vy)})
-        n, test = len(tx), (test_x, test_y)
-    elif kind == "mar":
-        cfg = cmar.MARConfig(**model_cfg)
-        data = cmar.MARData(tx, ty)
-        ex, ey = vx[:1000], vy[:1000]
-        recipe = replace(cmar.RECIPE, evaluate=lambda net, d: _mar_val_loss(net, ex, ey))
-        n, test = len(tx), (test_x, test_y)
-    else:
-        source = section.get("data", {"source": "fashion-mnist"})
-        if source.get("source") == "photos":
-            names = tuple(source["photos"])
-            per = source["crops"] // len(names)
-            crops = torch.cat([photo_crops(p, per, 28, scale=0.25, seed=seed) for p in names])
-            held = torch.cat([photo_crops(p, 200, 28, scale=0.25, seed=seed + 1000) for p in names])
-            tokens, val_tokens, test_images = patchify(crops, PATCH), patchify(held[:512], PATCH), held[512:]
-            tag = {"dataset": "scikit-image photo crops", "photos": list(names), "crops": len(crops), "size": 28,
-                   "scale": 0.25, "held_out": "crops of seed + 1000"}
-        else:
-            tokens, val_tokens, test_images = patchify(tx, PATCH), patchify(vx[:512], PATCH), test_x
-        cfg = comae.CoMAEConfig(**{k: tuple(v) if k == "grid" else v for k, v in model_cfg.items()})
-        data = comae.CoMAEData(tokens, val_tokens)
-        recipe = comae.RECIPE
-        n, test = len(tokens), (test_images, torch.zeros(len(test_images), dtype=torch.long))
-    train = dict(section["train"])
-    epochs = train.pop("epochs")
-    tc = TrainConfig(steps=max(1, int(epochs * n) // train["batch_size"]), seed=seed, **train)
-    return Plan(name, recipe, cfg, tc, data, tag, epochs, test, section)
+        raise ValueError(f"{name!r} is not in the pretraining config; it has "
+                         f"{[k for k in config if k not in ('name', 'data')]}")
+    section, kind = config[name], _KINDS[kind_of(name)]
+    images = _images(config, section, seed)
+    sizes = _sizes(section, len(images.train[0]))
+    model_cfg, train_cfg = kind.configs(sizes, seed)
+    recipe = (kind.module.RECIPE if kind.evaluate is None
+              else replace(kind.module.RECIPE, evaluate=kind.evaluate(images)))
+    return Plan(name, recipe, model_cfg, train_cfg, kind.data(images), images.tag, sizes.epochs,
+                images.test, section)
 
 
 def _run_hash(p: Plan) -> str:
-    return config_hash(p.recipe.run_config(p.cfg, p.tc, p.data, p.tag))
+    return config_hash(p.recipe.run_config(p.model_cfg, p.train_cfg, p.data, p.tag))
 
 
 _DIGESTS: dict[tuple[str, str], str] = {}
@@ -327,9 +425,11 @@ def run_hash(name: str, config: dict | str | Path | None = None, p: Plan | None 
     return _DIGESTS[key]
 
 
-def path_of(name: str, config: dict | str | Path | None = None, folder: str | Path | None = None) -> Path:
-    """Where the shipped weights of ``name`` for ``config`` are: ``<folder>/<name>-<hash8>.safetensors``,
-    the hash being that of the training run the config defines."""
+def path_of(name: str, config: dict | str | Path | None = None,
+            folder: str | Path | None = None) -> Path:
+    """Where the shipped weights of ``name`` for ``config`` are:
+    ``<folder>/<name>-<hash8>.safetensors``, the hash being that of the training run the config
+    defines."""
     folder = shipped_folder(folder)
     return Path(folder) / f"{name}-{run_hash(name, config)[:8]}.safetensors"
 
@@ -349,49 +449,17 @@ def total_seconds(records: list[dict]) -> float:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    return {"platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def _final_metrics(p: Plan, model: nn.Module, records: list[dict], config: dict, folder: Path,
-                   device: torch.device | str) -> dict:
-    evals = [r for r in records if r.get("eval")]
-    kind = _kind(p.name)
-    if kind in ("featurenet", "vit"):
-        return {"test_top1": _top1(model, *p.test), "val_top1": evals[-1]["val_top1"]}
-    if kind == "comae":
-        curve = [r["val_L_r"] for r in evals]
-        fifth = [r["val_L_r"] for r in evals if r["step"] >= 0.8 * p.tc.steps]
-        # the relative change of the held-out L_r over the last fifth of training (< 2%: converged)
-        change = abs(fifth[-1] - fifth[0]) / fifth[0] if len(fifth) > 1 else None  # None: one evaluation there
-        images = p.test[0][:1000]
-        test = comae.evaluate(model, patchify(images, PATCH).to(device))
-        mirrored = patchify(comae.mirror_image(images[:500]), PATCH).to(device)
-        return {"val_L_r": curve[-1], "val_L_r_change_last_fifth": change, "test_L_r": test["val_L_r"],
-                "test_H_mask": test["val_H_mask"],
-                # not trained on mirrored images: does the CoMAE find an exact copy when one is there?
-                "mirror_hit_rate": comae.mirror_hits(model, mirrored, model.cfg.grid[1])}
-    # MAR: 1,000 samples (the config's sampler), scored by the shipped classifier of the same config
-    s = p.section["sampling"]
-    classifier = load("classifier", device, config, folder)
-    labels = torch.arange(s["samples"]) % 10
-    scores = feature_net.GenerativeScores(classifier, p.test[0].to(device))
-    out = {"val_loss": evals[-1]["val_loss"]}
-    for key, scale in (("cfg", s["cfg_scale"]), ("nocfg", 1.0)):
-        images = generate_with(model, labels, scale, seed=0, sampling=s)
-        out[f"class_agreement_{key}"] = _top1(classifier, images, labels)
-        out[f"fid_{key}"] = scores(images)["fid"]
-    real_x = load_fashion_mnist("train")[0][:s["samples"]]
-    out["fid_floor"] = scores(real_x)["fid"]
-    return out
 
 
 def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, sampling: dict,
@@ -407,12 +475,12 @@ def generate_with(model: cmar.MAR, labels: Tensor, cfg_scale: float, seed: int, 
 
 def run_folder_of(name: str, config: dict | str | Path | None, data_dir: str | Path) -> Path:
     """The training run folder of base model ``name``: ``<data_dir>/runs/<kind>-<hash8>``."""
-    recipe = {"featurenet": feature_net.RECIPE, "vit": cvit.RECIPE, "mar": cmar.RECIPE, "comae": comae.RECIPE}[_kind(name)]
-    return Path(data_dir) / "runs" / f"{recipe.name}-{run_hash(name, config)[:8]}"
+    return (Path(data_dir) / "runs"
+            / f"{_KINDS[kind_of(name)].module.RECIPE.name}-{run_hash(name, config)[:8]}")
 
 
-def park(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
-         folder: str | Path | None = None) -> list[Path]:
+def park(names: list[str] | None = None, config: str | Path | None = None,
+         data_dir: str | Path = "data", folder: str | Path | None = None) -> list[Path]:
     """Copy the run folders of base models not yet shipped (checkpoint, metrics, config) into
     ``<folder>/unfinished/``, which is committed, so that a fresh clone's :func:`pretrain` resumes
     them instead of starting over. Returns the copies."""
@@ -429,9 +497,9 @@ def park(names: list[str] | None = None, config: str | Path | None = None, data_
     return out
 
 
-def pretrain(names: list[str] | None = None, config: str | Path | None = None, data_dir: str | Path = "data",
-             folder: str | Path | None = None, device: torch.device | str = "cpu",
-             progress: bool = True) -> dict[str, Path]:
+def pretrain(names: list[str] | None = None, config: str | Path | None = None,
+             data_dir: str | Path = "data", folder: str | Path | None = None,
+             device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Path]:
     """Train the base models ``names`` (default: every one in ``config``, in its order: the
     classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
     interrupted run), and write each one's weights, description and learning curve to ``folder``.
@@ -451,31 +519,36 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None, d
             out[name] = target
             continue
         run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
-        with folder_lock(run, f"pretrain of {name}"):  # a second pretrain waits, then finds it shipped
+        # a second pretrain waits, then finds it shipped
+        with folder_lock(run, f"pretrain of {name}"):
             if not (target.exists() and target.with_suffix(".json").exists()):
                 _ship(p, config, cfg_path, digest, target, data_dir, device, progress)
         out[name] = target
     return out
 
 
-def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Path, data_dir: str | Path,
-          device: torch.device | str, progress: bool) -> None:
+def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Path,
+          data_dir: str | Path, device: torch.device | str, progress: bool) -> None:
     """Train base model ``p.name`` (resuming its run, or a parked one) and write its weights
-    ``target``, their description (``.json``, with their SHA-256) and the learning curve beside them."""
+    ``target``, their description (``.json``, with their SHA-256) and the learning curve beside
+    them."""
     name, folder = p.name, target.parent
     run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
     parked = folder / "unfinished" / run.name
     if parked.exists() and not (run / "checkpoint.safetensors").exists():
-        shutil.copytree(parked, run, dirs_exist_ok=True)  # a run interrupted elsewhere (park) resumes
-    fitted = fit(p.recipe, p.cfg, p.tc, p.data, p.tag, data_dir, device=device, desc=f"pretrain {name}",
-                 progress=progress, evaluate_ema=True)
+        # a run interrupted elsewhere (park) resumes
+        shutil.copytree(parked, run, dirs_exist_ok=True)
+    fitted = fit(p.recipe, p.model_cfg, p.train_cfg, p.data, p.tag, data_dir, device=device,
+                 desc=f"pretrain {name}", progress=progress, evaluate_ema=True)
     records = read_metrics(fitted.folder / "metrics.jsonl")
-    final = _final_metrics(p, fitted.model, records, config, folder, device)
-    meta = {"name": name, "kind": _kind(name), "file": target.name, "config_hash": digest,
-            "config": _jsonable(fitted.config), "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
-            "commit": _commit(),
-            "steps": p.tc.steps, "epochs": p.epochs, "train_seconds": total_seconds(records),
-            "machine": _machine(), "metrics": final,
+    final = _KINDS[kind_of(name)].final(p, fitted.model, [r for r in records if r.get("eval")],
+                                        config, folder,
+                                      device)
+    meta = {"name": name, "kind": kind_of(name), "file": target.name, "config_hash": digest,
+            "config": jsonable(fitted.config),
+            "pretrain_config": cfg_path.name if cfg_path else config.get("name"),
+            "commit": _commit(), "steps": p.train_cfg.steps, "epochs": p.epochs,
+            "train_seconds": total_seconds(records), "machine": _machine(), "metrics": final,
             "command": f"python -m copkit pretrain --only {name}" + (
                 "" if cfg_path == CONFIG else " --config smoke" if cfg_path == SMOKE_CONFIG
                 else f" --config {cfg_path.name if cfg_path else config.get('name')}")}
@@ -486,21 +559,25 @@ def _ship(p: Plan, config: dict, cfg_path: Path | None, digest: str, target: Pat
     for key, value in meta.items():
         described[key] = value
         if key == "file":
-            described["sha256"] = sha256_of(target)
+            described["sha256"] = file_sha256(target)
     atomic_write_json(target.with_suffix(".json"), described)
     shutil.rmtree(parked, ignore_errors=True)
 
 
-def base(profile: Any, name: str, data_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
-    """A chapter's base model: the shipped ``name`` of the profile's pretraining config
-    (``profile.pretrain``) from ``<data_dir>/pretrained/``, in eval mode, and the hash of its
-    training run (what a fine-tune from it is named by: ``fit(..., init=(hash, state dict))``)."""
+def base(profile: Any, name: str, data_dir: str | Path,
+         device: torch.device | str = "cpu") -> tuple[nn.Module, str]:
+    """A chapter's (or a stage's) base model: the shipped ``name`` of the profile's pretraining
+    config (``profile.pretrain``; or ``profile`` is that config itself, "full", "smoke" or a file)
+    from ``<data_dir>/pretrained/``, in eval mode, and the hash of its training run (what a
+    fine-tune from it is named by: ``fit(..., init=(hash, state dict))``)."""
     folder = Path(data_dir) / "pretrained"
-    model = load(name, device, profile.pretrain, folder)
-    return model, info(name, profile.pretrain, folder)["config_hash"]
+    config = getattr(profile, "pretrain", profile)
+    model = load(name, device, config, folder)
+    return model, info(name, config, folder)["config_hash"]
 
 
-def curve(name: str, config: str | Path | dict | None = None, folder: str | Path | None = None) -> list[dict]:
+def curve(name: str, config: str | Path | dict | None = None,
+          folder: str | Path | None = None) -> list[dict]:
     """The learning curve shipped beside ``name``: the records of its training run's metrics.jsonl
     (training rows with ``loss``; evaluation rows marked ``eval`` with the held-out numbers)."""
     folder = shipped_folder(folder)
@@ -509,10 +586,11 @@ def curve(name: str, config: str | Path | dict | None = None, folder: str | Path
 
 
 def _build(p: Plan) -> nn.Module:
-    return p.recipe.build(p.cfg, p.data)
+    return p.recipe.build(p.model_cfg, p.data)
 
 
-def _description(name: str, config: str | Path | dict | None, folder: str | Path | None) -> tuple[Path, dict]:
+def _description(name: str, config: str | Path | dict | None,
+                 folder: str | Path | None) -> tuple[Path, dict]:
     """(weights path, the ``.json`` beside it), the ``.json`` checked: readable, and recording the
     hash the config makes (the one its file is named by); else an error naming it and the remedy."""
     path = path_of(name, config, folder)
@@ -526,14 +604,17 @@ def _description(name: str, config: str | Path | dict | None, folder: str | Path
         raise DamagedFileError(described, f"is not readable JSON ({type(err).__name__}: {err})",
                                _remedy(described, name, config)) from None
     digest = run_hash(name, config)
-    if not isinstance(meta, dict) or meta.get("config_hash") != digest or meta.get("file") != path.name:
+    if (not isinstance(meta, dict) or meta.get("config_hash") != digest
+        or meta.get("file") != path.name):
         got = meta.get("config_hash") if isinstance(meta, dict) else None
-        raise DamagedFileError(described, f"does not describe {path.name}: it records config_hash {str(got)[:8]}, "
-                                          f"the config makes {digest[:8]}", _remedy(described, name, config))
+        raise DamagedFileError(described, f"does not describe {path.name}: it records config_hash "
+                                          f"{str(got)[:8]}, the config makes {digest[:8]}",
+                               _remedy(described, name, config))
     return path, meta
 
 
-def info(name: str, config: str | Path | dict | None = None, folder: str | Path | None = None) -> dict:
+def info(name: str, config: str | Path | dict | None = None,
+         folder: str | Path | None = None) -> dict:
     """The description of a shipped model (its ``.json``): config, hash, the weights' sha256, steps,
     seconds, metrics; checked to describe the file the config names."""
     return _description(name, config, folder)[1]
@@ -552,20 +633,22 @@ def load(name: str, device: torch.device | str = "cpu", config: str | Path | dic
     digest = run_hash(name, config, p)
     path = shipped_folder(folder) / f"{name}-{digest[:8]}.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"no shipped {name} at {path} (for this pretraining config): make it with "
-                                f"{HOW}: `{_make_command(name, config, path.parent)}`")
+        raise FileNotFoundError(f"no shipped {name} at {path} (for this pretraining config): make "
+                                f"it with {HOW}: `{_make_command(name, config, path.parent)}`")
     remedy = _remedy(path, name, config)
     tensors, meta = load_tensors(path, remedy=remedy)
     if meta.get("config_hash") != digest:
-        raise DamagedFileError(path, f"it was made by another configuration (hash {str(meta.get('config_hash'))[:8]}, "
-                                     f"expected {digest[:8]})", remedy)
+        raise DamagedFileError(path, "it was made by another configuration (hash "
+                                     f"{str(meta.get('config_hash'))[:8]}, expected {digest[:8]})",
+                               remedy)
     _, described = _description(name, config, path.parent)
-    if "sha256" in described and sha256_of(path) != described["sha256"]:
-        raise DamagedFileError(path, f"its SHA-256 is not the one {path.with_suffix('.json').name} records "
-                                     f"({described['sha256'][:12]}...): its bytes changed", remedy)
+    if "sha256" in described and file_sha256(path) != described["sha256"]:
+        raise DamagedFileError(path, f"its SHA-256 is not the one {path.with_suffix('.json').name} "
+                                     f"records ({described['sha256'][:12]}...): its bytes changed",
+                               remedy)
     torch.manual_seed(0)
     model = _build(p)
-    _load_state(model, tensors, path, remedy)
+    load_state(model, tensors, path, remedy)
     return model.to(device).eval()
 
 
@@ -574,19 +657,23 @@ def _labels(labels: Any, n_classes: int) -> Tensor:
     try:
         y = torch.as_tensor(labels)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"labels: must be class indices (ints 0-{n_classes - 1}), got {labels!r}") from err
+        raise ValueError(f"labels: must be class indices (ints 0-{n_classes - 1}), got "
+                         f"{labels!r}") from err
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {y.dtype} values {y.flatten()[:8].tolist()}")
+        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {y.dtype} values "
+                         f"{y.flatten()[:8].tolist()}")
     if y.dim() != 1 or len(y) == 0:
-        raise ValueError(f"labels: must be a non-empty 1-d list of ints 0-{n_classes - 1}, got shape {tuple(y.shape)}")
+        raise ValueError(f"labels: must be a non-empty 1-d list of ints 0-{n_classes - 1}, got "
+                         f"shape {tuple(y.shape)}")
     if bool(((y < 0) | (y >= n_classes)).any()):
-        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got {sorted(set(y[(y < 0) | (y >= n_classes)].tolist()))}")
+        raise ValueError(f"labels: must be ints 0-{n_classes - 1}, got "
+                         f"{sorted(set(y[(y < 0) | (y >= n_classes)].tolist()))}")
     return y.long()
 
 
-def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int, device: torch.device | str = "cpu",
-             config: str | Path | dict | None = None, folder: str | Path | None = None,
-             sampling: dict | None = None) -> Tensor:
+def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
+             device: torch.device | str = "cpu", config: str | Path | dict | None = None,
+             folder: str | Path | None = None, sampling: dict | None = None) -> Tensor:
     """Images (B, 1, 28, 28) in [-1, 1] of the shipped generator ``name`` ("mar") for ``labels``
     (B,: ints 0-9, a tensor or a list), with classifier-free guidance ``cfg_scale`` (finite, >= 0;
     1: none), random orders and the sampler of the config's ``sampling`` section unless
@@ -597,10 +684,11 @@ def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
     (:func:`copkit.cmar.image_generators`), so the same seed and label give the same image
     whatever else is in the batch. (``generate_with``, which the chapters and the shipped
     metrics use, draws a batch from one shared generator.)"""
-    if _kind(name) != "mar":
+    if kind_of(name) != "mar":
         raise ValueError(f"{name!r} is not a generator; generate() takes 'mar'")
     if isinstance(cfg_scale, bool) or not _number(cfg_scale) or cfg_scale < 0:
-        raise ValueError(f"cfg_scale: must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")
+        raise ValueError("cfg_scale: must be a finite number >= 0 (1: no guidance), got "
+                         f"{cfg_scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed: must be an int, got {seed!r}")
     cfg = read_config(config) if not isinstance(config, dict) else config
@@ -611,8 +699,9 @@ def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
     dev = next(model.parameters()).device
     generators = cmar.image_generators(seed, y, dev)
     orders = torch.cat([random_orders(1, model.cfg.n_tokens, generator=g) for g in generators])
-    return cmar.generate(model, y, orders, seed, steps=s["gen_steps"], diffusion_steps=s["diffusion_steps"],
-                         cfg_scale=cfg_scale, temperature=s.get("temperature", 1.0), progress=False,
+    return cmar.generate(model, y, orders, seed, steps=s["gen_steps"],
+                         diffusion_steps=s["diffusion_steps"], cfg_scale=cfg_scale,
+                         temperature=s.get("temperature", 1.0), progress=False,
                          generators=generators)
 
 
@@ -624,7 +713,9 @@ def summary(config: str | Path | dict | None = None, folder: str | Path | None =
     models = {}
     for name in (k for k in cfg if k not in ("name", "data")):
         meta = info(name, cfg, folder)
-        models[name] = {k: meta[k] for k in ("file", "config_hash", "steps", "epochs", "train_seconds", "metrics",
+        models[name] = {k: meta[k]
+                        for k in ("file", "config_hash", "steps", "epochs", "train_seconds",
+                                  "metrics",
                                              "command")}
         models[name]["hash"] = models[name].pop("config_hash")
     return {"models": models}

@@ -5,9 +5,12 @@
 - ``gpu``:   full size on one GPU.
 
 The sizes live in ``copkit/configs/<profile>.yaml``, read into the dataclasses below (strictly: an
-unknown or ill-typed key is an error). A chapter takes the profile's name (or the path of a profile
-file of one's own) as a papermill parameter and reads its sizes from here, so a size is never
-repeated in a chapter; the command line (``python -m copkit <stage> --profile ...``) reads the same.
+unknown or ill-typed key is an error). The base models the chapters start from have sizes of their
+own, a section each of the pretraining config (:class:`BaseSizes`, :mod:`copkit.pretrained`); each
+model module's ``from_profile(sizes, seed, **variant)`` takes either kind of sizes. A chapter takes
+the profile's name (or the path of a profile file of one's own) as a papermill parameter and reads
+its sizes from here, so a size is never repeated in a chapter; the command line
+(``python -m copkit <stage> --profile ...``) reads the same.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
-from .config import load
+from .config import ConfigError, build, load
+from .recipe import TrainConfig
 
-__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "Profile", "PROFILES", "get_profile", "load_profile", "pick_device"]
+__all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "BaseSizes",
+           "Profile", "PROFILES", "get_profile", "load_profile", "pick_device"]
 
 
 # ------------------------------------------------------------------------------------ ranges
@@ -28,14 +34,16 @@ __all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", 
 _ZERO_OK = {"warmup_steps", "g_warmup_steps", "eval_every", "seeds", "planted_seeds"}
 #: float sizes that must be > 0, and those in a unit interval ((low, high, high included))
 _POSITIVE = {"lr", "finetune_lr", "sigma", "mlp_ratio", "sampler_temperatures"}
-_UNIT = {"ema_decay": (0.0, 1.0, False), "mask_ratio_min": (0.0, 1.0, True), "max_drop": (0.0, 1.0, False)}
+_UNIT = {"ema_decay": (0.0, 1.0, False), "mask_ratio_min": (0.0, 1.0, True),
+         "max_drop": (0.0, 1.0, False)}
 #: lists that must hold at least one value (the others may be empty: the single value is used)
 _NON_EMPTY = {"seeds", "lambdas", "planted_seeds", "cfg_scales"}
 _PRECISIONS = ("fp32", "bf16")
 
 
 def _allowed(name: str, value: object) -> str | None:
-    """What ``name`` allows, when ``value`` (one value, or one entry of a list) is outside it; else None."""
+    """What ``name`` allows, when ``value`` (one value, or one entry of a list) is outside it; else
+    None."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -73,7 +81,8 @@ def _check_ranges(sizes: object) -> None:
 class EntropySizes:
     """Chapter 1 (exact Gaussian patch entropies)."""
 
-    fit_images: int | None  #: Fashion-MNIST training images the token model is fitted to (None: all 60,000)
+    #: Fashion-MNIST training images the token model is fitted to (None: all 60,000)
+    fit_images: int | None
     per_class_images: int | None  #: images per class for the class-wise models (None: all 6,000)
     random_orders: int  #: random orders behind the mean and band of the random prefix curve
     photo_crops: int  #: random crops of the photo that its token model is fitted to
@@ -116,8 +125,9 @@ class ComaeSizes:
     #: more weights of L_c, trained from the first seed only: the sensitivity sweep of Chapter 2's
     #: diagnostics (mirror hit rate and image-specific share at each weight)
     sweep_lambdas: tuple[float, ...] = (0.1, 1.0)
-    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
-    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
+    #: "bf16": training under bfloat16 autocast (copkit.recipe.TrainConfig.precision)
+    precision: str = "fp32"
+    compile: bool = False  #: compile the transformer blocks (copkit.recipe.TrainConfig.compile)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -168,7 +178,6 @@ class CmarSizes:
     samples: int  #: generated images per model, setting and seed for the headline tables
     sweep_samples: int  #: per model, scale and seed for the CFG and order sweeps
     seeds: tuple[int, ...]
-    classifier_steps: int  #: the feature network's training steps
     uncertainty_images: int  #: images behind the teaser's uncertainty curves
     uncertainty_draws: int  #: samples of the hidden tokens per step and image
     #: the sampler settings Chapter 4 chooses from, by FID of the base MAR against held-out training
@@ -176,8 +185,9 @@ class CmarSizes:
     sampler_gen_steps: tuple[int, ...] = ()
     sampler_diffusion_steps: tuple[int, ...] = ()
     sampler_temperatures: tuple[float, ...] = ()
-    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
-    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
+    #: "bf16": training under bfloat16 autocast (copkit.recipe.TrainConfig.precision)
+    precision: str = "fp32"
+    compile: bool = False  #: compile the transformer blocks (copkit.recipe.TrainConfig.compile)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -192,7 +202,9 @@ class CvitSizes:
     depth: int
     heads: int
     mlp_ratio: float
-    schedule: str  #: training drop-ratio distribution (copkit.cvit.sample_drop_ratio): "cosine" is the paper's reading
+    #  training drop-ratio distribution (copkit.cvit.sample_drop_ratio): "cosine" is the paper's
+    # reading
+    schedule: str
     max_drop: float  #: the largest training drop ratio (Sec. 3.4: 0-99%)
     epochs: int  #: passes over the train_images
     batch_size: int
@@ -203,11 +215,45 @@ class CvitSizes:
     test_images: int | None  #: test images of the mask-ratio sweep (None: all 10,000)
     ratios: int  #: evenly spaced mask ratios of the sweep from 0 to 0.99 (0.3, 0.5, 0.78 are added)
     seeds: tuple[int, ...]
-    precision: str = "fp32"  #: "bf16": training under bfloat16 autocast (copkit.train.TrainConfig.precision)
-    compile: bool = False  #: compile the transformer blocks (copkit.train.TrainConfig.compile)
+    #: "bf16": training under bfloat16 autocast (copkit.recipe.TrainConfig.precision)
+    precision: str = "fp32"
+    compile: bool = False  #: compile the transformer blocks (copkit.recipe.TrainConfig.compile)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
+
+
+@dataclass(frozen=True)
+class BaseSizes:
+    """One base model's section of the pretraining config (``copkit/configs/pretrain.yaml``, read by
+    :func:`copkit.pretrained.read_config`), as the model modules' ``from_profile`` take it.
+
+    ``model`` holds fields of the network's configuration, ``train`` fields of
+    :class:`copkit.recipe.TrainConfig` but ``steps`` and ``seed``; the training passes ``epochs``
+    times over ``images`` training images (:attr:`steps`)."""
+
+    model: Mapping[str, Any]
+    train: Mapping[str, Any]
+    epochs: float
+    images: int
+
+    @property
+    def steps(self) -> int:
+        """``epochs * images // batch_size`` training steps, at least 1."""
+        return max(1, int(self.epochs * self.images) // self.train["batch_size"])
+
+    def configs(self, model_class: type, seed: int, **fixed: Any) -> tuple[Any, TrainConfig]:
+        """(model configuration, TrainConfig) for one ``seed``: ``model`` read strictly into
+        ``model_class`` (:func:`copkit.config.build`), with the fields ``fixed`` that the model's
+        module sets for its base model (the section may not name them), and ``train`` with
+        :attr:`steps` and ``seed``. A :class:`copkit.config.ConfigError` names the key
+        (``model.widht: unknown key; ...``)."""
+        clash = sorted(set(self.model) & set(fixed))
+        if clash:
+            raise ConfigError(f"model.{clash[0]}: set by pretraining ({fixed[clash[0]]!r}), not a "
+                              "key of the config")
+        return (build(model_class, {**self.model, **fixed}, "model"),
+                build(TrainConfig, {**self.train, "steps": self.steps, "seed": seed}, "train"))
 
 
 @dataclass(frozen=True)
@@ -234,12 +280,15 @@ _FILES = Path(__file__).parent / "configs"
 
 def load_profile(path: str | Path) -> Profile:
     """A profile from a YAML or TOML file (the book's own are ``copkit/configs/<name>.yaml``):
-    every key checked by :func:`copkit.config.build`, so a misspelt size is an error, not a default."""
+    every key checked by :func:`copkit.config.build`, so a misspelt size is an error, not a
+    default."""
     return load(Profile, path)
 
 
 #: The book's profiles, read from ``copkit/configs/{smoke,cpu,gpu}.yaml``.
-PROFILES: dict[str, Profile] = {name: load_profile(_FILES / f"{name}.yaml") for name in ("smoke", "cpu", "gpu")}
+PROFILES: dict[str,
+               Profile] = {name: load_profile(_FILES / f"{name}.yaml")
+                           for name in ("smoke", "cpu", "gpu")}
 
 
 def get_profile(name: str | Path) -> Profile:
@@ -249,8 +298,8 @@ def get_profile(name: str | Path) -> Profile:
         return PROFILES[str(name)]
     if str(name).endswith((".yaml", ".yml", ".toml")):
         return load_profile(name)
-    raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)} or give a profile file "
-                     f"(.yaml or .toml, like {_FILES / 'cpu.yaml'})")
+    raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)} or give a "
+                     f"profile file (.yaml or .toml, like {_FILES / 'cpu.yaml'})")
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -267,9 +316,12 @@ def pick_device(preference: str = "auto") -> torch.device:
     except RuntimeError as err:
         raise ValueError(f"unknown device {preference!r}; use auto, cpu, cuda[:i] or mps") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use "
+                         "device='auto' or 'cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {preference!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s)")
+        raise ValueError(f"device {preference!r} does not exist: torch sees "
+                         f"{torch.cuda.device_count()} GPU(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but is not available; use device='auto' or 'cpu'")
+        raise ValueError("device 'mps' was asked for but is not available; use device='auto' or "
+                         "'cpu'")
     return dev

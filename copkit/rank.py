@@ -21,8 +21,9 @@ from torch import Tensor
 
 from .tokens import flip_order
 
-__all__ = ["PageRank", "transition", "pagerank", "pagerank_solve", "collapse_order", "ranks", "keep_top",
-           "class_mean_order", "flip_order", "fixed_order", "top_overlap", "footrule", "order_diversity"]
+__all__ = ["PageRank", "transition", "pagerank", "pagerank_solve", "collapse_order", "ranks",
+           "keep_top", "class_mean_order", "flip_order", "fixed_order", "top_overlap", "footrule",
+           "order_diversity"]
 
 
 @dataclass
@@ -51,14 +52,16 @@ def _check(a: Tensor) -> tuple[Tensor, bool]:
     if a.dim() != 3 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"A must be (N, N) or (B, N, N), got {tuple(a.shape)}")
     if not torch.isfinite(a).all():
-        raise ValueError("A must be finite: it holds NaN or infinite weights (allowed: finite values >= 0)")
+        raise ValueError("A must be finite: it holds NaN or infinite weights (allowed: finite "
+                         "values >= 0)")
     if (a < 0).any():
         raise ValueError("A must be non-negative (mask values): allowed are finite values >= 0")
     return a, single
 
 
 def _check_damping(damping: float) -> None:
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0.0 < damping < 1.0:
+    if (isinstance(damping, bool) or not isinstance(damping, (int, float))
+        or not 0.0 < damping < 1.0):
         raise ValueError(f"damping must be a number in (0, 1) (the paper's 0.85), got {damping!r}")
 
 
@@ -78,7 +81,8 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
     Args:
         a: (N, N) or (B, N, N) finite non-negative weights, a[i, j] = how much i relies on j.
         damping: c in r = (1 - c) beta + c P r, in (0, 1).
-        teleport: beta, (N,) or (B, N), normalised here; uniform by default (personalised otherwise).
+        teleport: beta, (N,) or (B, N), normalised here; uniform by default (personalised
+            otherwise).
         tol: stop when every graph's L1 change is below N * tol (networkx's rule).
         check_every: test that every ``check_every`` iterations (default: each one on the CPU,
             every 16th elsewhere, since reading the test's answer makes the host wait for a GPU).
@@ -94,7 +98,8 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
     """
     _check_damping(damping)
     if not tol > 0 or max_iter < 1:
-        raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
+        raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol!r}, "
+                         f"max_iter={max_iter!r}")
     a, single = _check(a)
     a = a.double() if a.dtype != torch.float64 and a.device.type != "mps" else a
     p, dangling = transition(a)
@@ -113,12 +118,14 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
             break
     scores = r / r.sum(-1, keepdim=True)
     conv = delta < n * tol
-    return PageRank(scores[0] if single else scores, it, delta[0] if single else delta, conv[0] if single else conv)
+    return PageRank(scores[0] if single else scores, it, delta[0] if single else delta,
+                    conv[0] if single else conv)
 
 
 def pagerank_solve(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None) -> Tensor:
-    """The exact PageRank: solve (I - c P~) r = (1 - c) beta with a linear solver, where P~ is P with
-    each dangling column replaced by beta. For checking :func:`pagerank`; (N,) or (B, N), sums to 1.
+    """The exact PageRank: solve (I - c P~) r = (1 - c) beta with a linear solver, where P~ is P
+    with each dangling column replaced by beta. For checking :func:`pagerank`; (N,) or (B, N), sums
+    to 1.
 
     >>> a = torch.rand(5, 5, generator=torch.Generator().manual_seed(0)).fill_diagonal_(0)
     >>> torch.allclose(pagerank_solve(a), pagerank(a).scores.double(), atol=1e-8)
@@ -136,7 +143,8 @@ def pagerank_solve(a: Tensor, damping: float = 0.85, teleport: Tensor | None = N
     return r[0] if single else r
 
 
-def collapse_order(masks: Tensor, damping: float = 0.85, teleport: Tensor | None = None, **kwargs) -> Tensor:
+def collapse_order(masks: Tensor, damping: float = 0.85, teleport: Tensor | None = None,
+                   **kwargs) -> Tensor:
     """The collapse order of each image: patches by descending PageRank score, (N,) or (B, N) long.
 
     Ties keep the lower index first (a stable sort), so the order is deterministic.
@@ -158,12 +166,14 @@ def ranks(order: Tensor) -> Tensor:
         [1, 2, 0]
     """
     out = torch.empty_like(order)
-    out.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order).contiguous())
+    out.scatter_(-1, order,
+                 torch.arange(order.shape[-1], device=order.device).expand_as(order).contiguous())
     return out
 
 
 def keep_top(order: Tensor, keep: int | float) -> Tensor:
-    """The first ``keep`` token indices of each order (an int, or a fraction of N rounded to at least 1).
+    """The first ``keep`` token indices of each order (an int, or a fraction of N rounded to at
+    least 1).
 
     >>> keep_top(torch.tensor([[4, 0, 3, 1, 2]]), 0.4).tolist()
     [[4, 0]]
@@ -189,7 +199,7 @@ def class_mean_order(orders: Tensor, labels: Tensor, n_classes: int) -> Tensor:
     return out
 
 
-# ------------------------------------------------------------------ how much orders depend on the image
+# ------------------------------------------------- how much orders depend on the image
 def fixed_order(orders: Tensor) -> Tensor:
     """The one order closest to every image's: the patches by mean rank over ``orders`` (B, N)
     (Borda's count; ties keep the lower index first). (N,) long.
@@ -204,7 +214,8 @@ def top_overlap(orders: Tensor, reference: Tensor, keep: int | float) -> Tensor:
     """Per order of ``orders`` (B, N), the share of its first ``keep`` patches (:func:`keep_top`)
     that are also among the first ``keep`` of ``reference`` (N,) or (B, N). (B,) float in [0, 1].
 
-    >>> top_overlap(torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]]), torch.tensor([0, 2, 1, 3]), 2).tolist()
+    >>> orders = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    >>> top_overlap(orders, torch.tensor([0, 2, 1, 3]), 2).tolist()
     [0.5, 0.5]
     """
     n = orders.shape[-1]
@@ -216,8 +227,9 @@ def top_overlap(orders: Tensor, reference: Tensor, keep: int | float) -> Tensor:
 
 def footrule(a: Tensor, b: Tensor) -> Tensor:
     """Spearman's footrule between orders ``a`` and ``b`` (..., N), sum over patches of the distance
-    between the patch's two places, divided by its mean over independent uniformly random orders,
-    (N^2 - 1) / 3: 0 for equal orders, 1 on average for unrelated ones, up to about 1.5 for reversed.
+    between the patch's two places, divided by its mean over independent uniformly random
+    orders, (N^2 - 1) / 3: 0 for equal orders, 1 on average for unrelated ones, up to about 1.5
+    for reversed ones.
 
     >>> float(footrule(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])))
     0.0
@@ -228,16 +240,16 @@ def footrule(a: Tensor, b: Tensor) -> Tensor:
     return (ranks(a) - ranks(b)).abs().sum(-1).double() / ((n * n - 1) / 3)
 
 
-def order_diversity(orders: Tensor, labels: Tensor | None = None, keep: float = 0.22, pairs: int = 5000,
-                    seed: int = 0) -> dict[str, float]:
+def order_diversity(orders: Tensor, labels: Tensor | None = None, keep: float = 0.22,
+                    pairs: int = 5000, seed: int = 0) -> dict[str, float]:
     """How much the collapse orders of images (B, N) differ from image to image.
 
     Returns ``distinct_first`` (different first patches), ``distinct_top`` (different sets of the
     first ``keep`` patches), ``fixed_overlap`` (mean share of an image's first ``keep`` patches that
     the best single order, :func:`fixed_order`, also puts first; 1 = one order for all),
-    ``footrule`` (mean :func:`footrule` between ``pairs`` random pairs of images; 0 = one order, 1 =
-    unrelated orders) and, given ``labels``, ``footrule_within`` and ``footrule_across`` over pairs of
-    the same class and of different classes.
+    ``footrule`` (mean :func:`footrule` between ``pairs`` random pairs of images; 0 = one order,
+    1 = unrelated orders) and, given ``labels``, ``footrule_within`` and ``footrule_across`` over
+    pairs of the same class and of different classes.
     """
     b = orders.shape[0]
     if b < 2:

@@ -39,7 +39,7 @@ its file beside the runner's output for that profile instead, ``.scratch/book/<p
 
 Text helpers: :func:`mean_sd` (one way to write "mean ± sd"), :func:`markdown_table` (a table
 for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters),
-:func:`test_text` (a test's outcome in words), and :func:`claims_list`, :func:`in_words`,
+:func:`test_text` (a test's outcome in words), and :func:`in_words`,
 :func:`verdict_counts` for claims.
 """
 
@@ -60,9 +60,10 @@ from . import stats
 from .data import project_root
 from .io import atomic_write_json
 
-__all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim", "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit",
-           "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS",
-           "in_words", "verdict_counts", "headlines", "section_labels"]
+__all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim",
+           "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit", "write_results",
+           "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief",
+           "VERDICT_WORDS", "in_words", "verdict_counts", "headlines", "section_labels"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -76,18 +77,20 @@ def summary(values: Iterable[float] | float) -> dict[str, float | int]:
     v = np.atleast_1d(np.asarray(values, dtype=float))
     if v.size == 0:
         raise ValueError("summary of no values")
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "n": int(v.size)}
 
 
 def _row(paper: Any, ours: dict | float, verdict: str | None, why: str, section: str | None,
          headline: bool) -> dict[str, Any]:
     if not why or not why.strip():
         raise ValueError("a claim needs a one-sentence reason")
-    row = {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours), "verdict": verdict,
-           "why": why.strip()}
+    row = {"paper": paper, "ours": ours if isinstance(ours, dict) else summary(ours),
+           "verdict": verdict, "why": why.strip()}
     if section is not None:
         if not isinstance(section, str) or not _LABEL.fullmatch(section):
-            raise ValueError(f"section must be a label of lower-case letters, digits, '-', '_' or '.', got {section!r}")
+            raise ValueError("section must be a label of lower-case letters, digits, '-', '_' or "
+                             f"'.', got {section!r}")
         row["section"] = section
     if headline:
         row["headline"] = True
@@ -119,10 +122,11 @@ def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str |
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if verdict != "not testable" and not exact:
-        raise ValueError(f"a {verdict!r} verdict needs a test (copkit.results.tested) or an exact computation "
-                         "(exact=True)")
+        raise ValueError(f"a {verdict!r} verdict needs a test (copkit.results.tested) or an exact "
+                         "computation (exact=True)")
     if verdict == "inconclusive":
-        raise ValueError("an exact computation decides; 'inconclusive' comes from a test (copkit.results.tested)")
+        raise ValueError("an exact computation decides; 'inconclusive' comes from a test "
+                         "(copkit.results.tested)")
     row = _row(paper, ours, verdict, why, section, headline)
     if exact:
         row["exact"] = True
@@ -130,8 +134,8 @@ def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str |
 
 
 def tested(paper: Any, ours: dict | float, record: stats.Record | None, expect: str, why: str, *,
-           partial: stats.Partial | None = None, paper_effect: float | None = None, section: str | None = None,
-           headline: bool = False) -> dict[str, Any]:
+           partial: stats.Partial | None = None, paper_effect: float | None = None,
+           section: str | None = None, headline: bool = False) -> dict[str, Any]:
     """A claim that rests on seeds or samples, with its test (a :class:`copkit.stats.Record` from
     :func:`copkit.stats.welch`, :func:`~copkit.stats.paired`, :func:`~copkit.stats.one_sample`
     or :func:`~copkit.stats.equivalence`; None when the data cannot test it), the direction it
@@ -140,7 +144,8 @@ def tested(paper: Any, ours: dict | float, record: stats.Record | None, expect: 
     the same units. Its verdict is left to :func:`decide`.
 
     >>> from copkit.stats import welch
-    >>> c = tested("lower", [1.0, 2.0], welch([1.0, 2.0, 1.5], [3.0, 4.0, 3.5]), "lower", "Lower by 2.")
+    >>> c = tested("lower", [1.0, 2.0], welch([1.0, 2.0, 1.5], [3.0, 4.0, 3.5]), "lower",
+    ...            "Lower by 2.")
     >>> c["verdict"], c["test"]["test"], c["test"]["effect"]
     (None, 'welch t', -2.0)
     """
@@ -163,7 +168,8 @@ tested.__test__ = False  # not a pytest test, though named like one
 
 
 def _family(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every tested claim of the chapters' results, keyed ``chapter/claim``, aliases pointing the same way."""
+    """Every tested claim of the chapters' results, keyed ``chapter/claim``, aliases pointing the
+    same way."""
     rows = {}
     for chapter, r in results.items():
         for cid, c in r["claims"].items():
@@ -176,7 +182,8 @@ def _family(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any
     return rows
 
 
-def book_verdicts(results: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, dict[str, dict]]:
+def book_verdicts(results: Mapping[str, Mapping[str, Any]],
+                  alpha: float = 0.05) -> dict[str, dict[str, dict]]:
     """The tests of every tested claim of the book, filled by :func:`copkit.stats.fill` over them
     all (Holm's ``p_holm``, the ``family`` size, ``mde_family`` and the ``verdict``): by chapter,
     by claim id. What the report shows, whatever the chapters wrote when they ran."""
@@ -237,8 +244,8 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
         text += f", Holm p = {_p(r['p_holm'])} over the book's {r['family']} tested claims"
     mde = r.get("mde_family") if r.get("mde_family") is not None else r.get("mde")
     if mde is not None and r.get("paper_effect") is not None:
-        text += (f"; the smallest effect it could detect with 80% power is {mde:.{digits}g}, the paper's is "
-                 f"{r['paper_effect']:+.{digits}g}")
+        text += (f"; the smallest effect it could detect with 80% power is {mde:.{digits}g}, the "
+                 f"paper's is {r['paper_effect']:+.{digits}g}")
     return text
 
 
@@ -248,7 +255,8 @@ def git_commit(cwd: str | Path | None = None) -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)book"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)book"],
                                cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -277,7 +285,8 @@ def _numbers(obj: Any, out: list[float]) -> None:
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
             if k != "why":
-                _numbers(_float(k) if isinstance(k, str) else k, out)  # keys such as "0.5" are numbers too
+                # keys such as "0.5" are numbers too
+                _numbers(_float(k) if isinstance(k, str) else k, out)
                 _numbers(v, out)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
@@ -298,8 +307,8 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     share); ``1.4e-15`` within 5%. What a chapter says in a claim must come from what it measured
     and wrote down, never typed in; an empty list means it did.
 
-    >>> unsupported_numbers("66% of the top 22% patches, against 0.63 (p = 0.012)", {"a": 0.6629, "b": [0.22, 0.631],
-    ...                                                                              "p": 0.0121})
+    >>> unsupported_numbers("66% of the top 22% patches, against 0.63 (p = 0.012)",
+    ...                     {"a": 0.6629, "b": [0.22, 0.631], "p": 0.0121})
     []
     >>> unsupported_numbers("a gain of 4.2 points", {"gain": 3.9})
     ['4.2']
@@ -307,7 +316,8 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     values: list[float] = []
     _numbers(data, values)
     v = np.array(values)
-    have = np.abs(np.concatenate([v, 100 * v, 1 - v, 100 * (1 - v)]))  # as written, in %, the rest, the rest in %
+    # as written, in %, the rest, the rest in %
+    have = np.abs(np.concatenate([v, 100 * v, 1 - v, 100 * (1 - v)]))
     bad = []
     for m in _NUMBER.finditer(text):
         token = m.group(0).replace(",", "").replace("\u2212", "-").rstrip("%")
@@ -359,17 +369,21 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
     (:func:`results_folder`, said in one printed line)."""
     for cid, c in claims.items():
         if not {"paper", "ours", "verdict", "why"} <= set(c) <= _KEYS:
-            raise ValueError(f"claim {cid!r} must be made with copkit.results.claim(), tested() or alias()")
+            raise ValueError(f"claim {cid!r} must be made with copkit.results.claim(), tested() or "
+                             "alias()")
         if c["verdict"] is None:
             raise ValueError(f"claim {cid!r} has no verdict yet: decide the chapter's claims first "
                              "(copkit.results.decide)")
     numbers = {"claims": claims, "metrics": metrics, "seeds": seeds}
     for cid, c in claims.items():
-        said = c["why"] + ("" if c.get("test") is None or c["test"].get("alias_of") else " " + test_text(c["test"]))
+        said = (c["why"]
+                + ("" if c.get("test") is None or c["test"].get("alias_of") else " "
+                   + test_text(c["test"])))
         typed = unsupported_numbers(said, numbers)
         if typed:
-            raise ValueError(f"claim {cid!r} says {', '.join(typed)}, which no number in its results file supports: "
-                             "write the sentence from measured (or the paper's) values stored with the claim")
+            raise ValueError(f"claim {cid!r} says {', '.join(typed)}, which no number in its "
+                             "results file supports: write the sentence from measured (or the "
+                             "paper's) values stored with the claim")
     payload = {
         "chapter": chapter,
         "profile": profile,
@@ -382,23 +396,25 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
     }
     folder = results_folder(results_dir, profile)
     if folder != Path(results_dir):
-        print(f"profile {profile} is not the book's ({book_profile()}): results go to {folder}, not {results_dir}",
-              flush=True)
+        print(f"profile {profile} is not the book's ({book_profile()}): results go to {folder}, "
+              f"not {results_dir}", flush=True)
     return atomic_write_json(folder / f"{chapter}.json", payload)
 
 
 def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Every chapter's results file in ``results_dir`` (``NN_name.json``), by chapter, in order."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("[0-9][0-9]_*.json"))}
+    return {p.stem: json.loads(p.read_text())
+            for p in sorted(Path(results_dir).glob("[0-9][0-9]_*.json"))}
 
 
 # ---------------------------------------------------------------------------------------------
 # Numbers and claims as text
 
 
-def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1, *, significant: bool = False,
-            show_n: bool = False) -> str:
-    """Measurements, or a :func:`summary` dict, as "mean ± sd"; the sd is the sample one (0 for one value).
+def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1, *,
+            significant: bool = False, show_n: bool = False) -> str:
+    """Measurements, or a :func:`summary` dict, as "mean ± sd"; the sd is the sample one (0 for one
+    value).
 
     ``digits`` decimals for both, or with ``significant`` that many significant digits for the mean
     and two for the sd; ``show_n`` adds the count.
@@ -431,7 +447,8 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     | a\\|b | 1 |
     """
     header = [str(h) for h in header]
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+             "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         cells = [str(c).replace("|", "\\|") for c in row]
         if len(cells) != len(header):
@@ -455,35 +472,31 @@ def brief(value: Any) -> str:
         return mean_sd(value, 4, significant=True, show_n=True)
     if isinstance(value, dict):
         items = list(value.items())
-        return "; ".join(f"{k}: {brief(v)}" for k, v in items[:4]) + ("; …" if len(items) > 4 else "")
+        return ("; ".join(f"{k}: {brief(v)}" for k, v in items[:4]) + ("; "
+                                                                       "…" if len(items) > 4
+                                                                       else ""))
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(brief(v) for v in value[:4]) + (", …" if len(value) > 4 else "") + "]"
+        return ("[" + ", ".join(brief(v) for v in value[:4]) + (", …" if len(value) > 4 else "")
+                + "]")
     return str(value)
 
 
 test_text.__test__ = False
 
 
-def claims_list(claims: Mapping[str, Mapping[str, Any]]) -> str:
-    """The claims as a Markdown list, one line each: id, verdict, why.
-
-    >>> print(claims_list({"fig5.x": claim(1, 2.0, "not testable", "N differs.")}))
-    - **fig5.x** (not testable): N differs.
-    """
-    return "\n".join(f"- **{cid}** ({c['verdict']}): {c['why']}" for cid, c in claims.items())
-
-
 #: How :func:`in_words` introduces each verdict.
 VERDICT_WORDS = {
-    "reproduced": "**Agrees**: the paper's direction (or its value, within the margin stated with the claim), "
-                  "significant after Holm's correction over every tested claim of the book; or an exact computation.",
-    "partly": "**Partly**: the full claim is not shown, but the weaker criterion stated with it before measuring holds.",
-    "not reproduced": "**Disagrees**: the opposite direction (or outside the stated margin), significant after the "
-                      "correction; or an exact computation.",
-    "inconclusive": "**Inconclusive**: not significant after Holm's correction over the book's tested claims; these "
-                    "data do not decide either way.",
+    "reproduced": "**Agrees**: the paper's direction (or its value, within the margin stated with "
+                  "the claim), significant after Holm's correction over every tested claim of the "
+                  "book; or an exact computation.",
+    "partly": "**Partly**: the full claim is not shown, but the weaker criterion stated with it "
+              "before measuring holds.",
+    "not reproduced": "**Disagrees**: the opposite direction (or outside the stated margin), "
+                      "significant after the correction; or an exact computation.",
+    "inconclusive": "**Inconclusive**: not significant after Holm's correction over the book's "
+                    "tested claims; these data do not decide either way.",
     "not testable": "**Not testable at this scale.**",
 }
 
@@ -507,7 +520,7 @@ def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str
     **Not testable at this scale.**
     <BLANKLINE>
     - A differs.
-    """
+    """  # noqa: E501 - a doctest's expected output is one line
     groups = []
     for verdict in VERDICTS:
         said = []
@@ -515,9 +528,11 @@ def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str
             if c["verdict"] != verdict:
                 continue
             t = c.get("test")
-            how = ("" if t is None else f" (the same test as `{t['alias_of']}`)" if t.get("alias_of")
-                   else f" ({test_text(t)})")
-            said.append(c["why"] + how + (f" (see {{ref}}`{c['section']}`)" if links and c.get("section") else ""))
+            how = ("" if t is None else f" (the same test as `{t['alias_of']}`)"
+                   if t.get("alias_of") else f" ({test_text(t)})")
+            said.append(c["why"] + how + (" (see "
+                                          f"{{ref}}`{c['section']}`)" if links and c.get("section")
+                                          else ""))
         if said:
             groups.append(VERDICT_WORDS[verdict] + "\n\n" + "\n".join(f"- {w}" for w in said))
     return "\n\n".join(groups)
@@ -541,8 +556,8 @@ def headlines(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, 
 
 
 def section_labels(notebook: str | Path) -> set[str]:
-    """The section labels, ``(label)=`` lines, of a notebook's markdown cells (none if it is missing):
-    the targets a claim's ``section`` may name."""
+    """The section labels, ``(label)=`` lines, of a notebook's markdown cells (none if it is
+    missing): the targets a claim's ``section`` may name."""
     path = Path(notebook)
     if not path.exists():
         return set()

@@ -16,9 +16,10 @@ an effect and its adjusted p into "reproduced", "not reproduced" or "inconclusiv
 sign alone. "partly" needs a :class:`Partial` criterion written with the claim before measuring.
 :func:`min_detectable_effect` says how large a true difference our number of seeds could see at
 80% power, to set beside the paper's effect (:func:`detectable_effect`: the same for a measured
-test, from its own standard error and degrees of freedom). :func:`claim_row` and :func:`fill` carry all of this
-as plain JSON-able dicts: chapters write rows with raw p-values, the report fills ``p_holm`` and
-the verdict across the whole book, counting each claim once (an alias shares its primary's test).
+test, from its own standard error and degrees of freedom). :func:`claim_row` and :func:`fill` carry
+all of this as plain JSON-able dicts: chapters write rows with raw p-values, the report fills
+``p_holm`` and the verdict across the whole book, counting each claim once (an alias shares its
+primary's test).
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ class Record:
         return {"test": self.test, "p": _num(self.p), "effect": _num(self.effect),
                 "ci": [_num(self.ci[0]), _num(self.ci[1])], "confidence": self.confidence,
                 "ci_method": self.ci_method, "unit": self.unit,
-                "n": list(self.n) if isinstance(self.n, tuple) else self.n, "se": _num(self.se), "df": _num(self.df),
-                "margin": _num(self.margin)}
+                "n": list(self.n) if isinstance(self.n, tuple) else self.n, "se": _num(self.se),
+                "df": _num(self.df), "margin": _num(self.margin)}
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,13 @@ def _t_record(test: str, effect: float, se: float, df: float, n: int | tuple[int
     the size of the values the effect came from (see :func:`_has_spread`)."""
     if not (df > 0 and _has_spread(se, max(abs(effect), abs(scale)))):
         # Fewer than two replicates, or every replicate identical: no spread to judge against.
-        return Record(test, _NAN, float(effect), (_NAN, _NAN), n, unit, "t", confidence, float(se), float(df))
+        return Record(test, _NAN, float(effect), (_NAN, _NAN), n, unit, "t", confidence, float(se),
+                      float(df))
     t = effect / se
     p = float(2 * st.t.sf(abs(t), df))
     half = float(st.t.ppf(0.5 + confidence / 2, df) * se)
-    return Record(test, p, float(effect), (float(effect - half), float(effect + half)), n, unit, "t",
-                  confidence, float(se), float(df))
+    return Record(test, p, float(effect), (float(effect - half), float(effect + half)), n, unit,
+                  "t", confidence, float(se), float(df))
 
 
 def _with_bootstrap(rec: Record, data: Any, n_boot: int, seed: int) -> Record:
@@ -188,13 +190,15 @@ def welch(a: Iterable[float], b: Iterable[float], *, unit: str = "seeds", confid
     vb = b.var(ddof=1) / b.size if b.size > 1 else _NAN
     se = math.sqrt(va + vb) if a.size > 1 and b.size > 1 else _NAN
     df = ((va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))) if se > 0 else _NAN
-    rec = _t_record("welch t", a.mean() - b.mean(), se, df, (a.size, b.size), _unit(unit), confidence,
-                    max(np.abs(a).max(), np.abs(b).max()))
-    return _with_bootstrap(rec, (a, b), n_boot, seed) if ci == "bootstrap" and math.isfinite(rec.p) else rec
+    rec = _t_record("welch t", a.mean() - b.mean(), se, df, (a.size, b.size), _unit(unit),
+                    confidence, max(np.abs(a).max(), np.abs(b).max()))
+    return (_with_bootstrap(rec, (a, b), n_boot, seed) if ci == "bootstrap"
+            and math.isfinite(rec.p) else rec)
 
 
-def one_sample(values: Iterable[float], reference: float, *, unit: str = "seeds", confidence: float = 0.95,
-               ci: str = "t", n_boot: int = 10_000, seed: int = 0) -> Record:
+def one_sample(values: Iterable[float], reference: float, *, unit: str = "seeds",
+               confidence: float = 0.95, ci: str = "t", n_boot: int = 10_000,
+               seed: int = 0) -> Record:
     """One-sample t-test of mean(values) - reference: our runs against the paper's number.
 
     Use it where the claim is the paper's value itself; ``effect`` is how far our mean is from it.
@@ -207,9 +211,10 @@ def one_sample(values: Iterable[float], reference: float, *, unit: str = "seeds"
     v = _vec(values, "values")
     reference = float(reference)
     se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else _NAN
-    rec = _t_record("one-sample t", v.mean() - reference, se, v.size - 1, v.size, _unit(unit), confidence,
-                    float(np.abs(v).max()))
-    return _with_bootstrap(rec, v - reference, n_boot, seed) if ci == "bootstrap" and math.isfinite(rec.p) else rec
+    rec = _t_record("one-sample t", v.mean() - reference, se, v.size - 1, v.size, _unit(unit),
+                    confidence, float(np.abs(v).max()))
+    return (_with_bootstrap(rec, v - reference, n_boot, seed) if ci == "bootstrap"
+            and math.isfinite(rec.p) else rec)
 
 
 #: Up to this many pairs the sign-flip test enumerates every sign pattern (2**16 = 65,536).
@@ -277,13 +282,15 @@ def paired(a: Iterable[float], b: Iterable[float], *, method: str = "t", unit: s
     if ci != "t":
         raise ValueError("the sign-flip test carries its own interval (by inverting the test)")
     if d.size < 2:  # (no spread is no obstacle here: n equal, positive differences give 2 / 2**n)
-        return Record("paired sign-flip", _NAN, effect, (_NAN, _NAN), d.size, unit, "sign-flip inversion", confidence)
+        return Record("paired sign-flip", _NAN, effect, (_NAN, _NAN), d.size, unit,
+                      "sign-flip inversion", confidence)
     signs, exact = _flip_signs(d.size, n_flips, seed)
     name = "paired sign-flip" + ("" if exact else f" ({n_flips} random flips)")
     p = _flip_p(d, signs)
     alpha = 1 - confidence
     lo, hi = -math.inf, math.inf
-    floor = _flip_p(np.ones(d.size), signs)  # the smallest p any data can give (2 / 2**n when exact)
+    # the smallest p any data can give (2 / 2**n when exact)
+    floor = _flip_p(np.ones(d.size), signs)
     if floor < alpha:
         span = float(np.ptp(d)) + float(np.abs(d).max()) + 1.0
 
@@ -293,7 +300,8 @@ def paired(a: Iterable[float], b: Iterable[float], *, method: str = "t", unit: s
                 outside = effect + 2 * (outside - effect)
             for _ in range(50):
                 mid = 0.5 * (inside + outside)
-                inside, outside = (mid, outside) if _flip_p(d - mid, signs) >= alpha else (inside, mid)
+                inside, outside = ((mid, outside) if _flip_p(d - mid, signs) >= alpha
+                                   else (inside, mid))
             return inside
 
         lo, hi = edge(-1.0), edge(1.0)
@@ -324,7 +332,8 @@ def equivalence(test_record: Record, margin: float) -> Record:
     if not m > 0:
         raise ValueError(f"margin must be positive, got {margin!r}")
     if test_record.ci_method == "sign-flip inversion":
-        raise ValueError("equivalence needs a t-test's record (its standard error and degrees of freedom)")
+        raise ValueError("equivalence needs a t-test's record (its standard error and degrees of "
+                         "freedom)")
     se, df, e = test_record.se, test_record.df, test_record.effect
     if not (math.isfinite(df) and _has_spread(se, e)) or math.isnan(test_record.p):
         p = _NAN  # a t-test without spread: nothing to test, as for the record itself
@@ -332,8 +341,8 @@ def equivalence(test_record: Record, margin: float) -> Record:
         p = max(float(st.t.sf((e + m) / se, df)), float(st.t.cdf((e - m) / se, df)))
     else:
         p = min(1.0, 2 * float(st.t.sf((abs(e) - m) / se, df)))
-    return Record(f"{test_record.test}, equal within {m:g}", p, e, test_record.ci, test_record.n, test_record.unit,
-                  test_record.ci_method, test_record.confidence, se, df, m)
+    return Record(f"{test_record.test}, equal within {m:g}", p, e, test_record.ci, test_record.n,
+                  test_record.unit, test_record.ci_method, test_record.confidence, se, df, m)
 
 
 def bootstrap_ci(data: Any, stat: Callable[..., np.ndarray] | None = None, *, n_boot: int = 10_000,
@@ -379,9 +388,11 @@ def bootstrap_ci(data: Any, stat: Callable[..., np.ndarray] | None = None, *, n_
             raise ValueError("data must be a non-empty, finite 1-d or 2-d array")
         if stat is None:
             if x.ndim == 1:
-                stat = lambda s: s.mean(axis=1)
+                def stat(s):
+                    return s.mean(axis=1)
             elif x.shape[1] == 2:
-                stat = lambda s: (s[..., 0] - s[..., 1]).mean(axis=1)
+                def stat(s):
+                    return (s[..., 0] - s[..., 1]).mean(axis=1)
             else:
                 raise ValueError("give stat for rows of more than two columns")
         est = float(np.asarray(stat(x[None])).reshape(-1)[0])
@@ -422,7 +433,8 @@ def variance_shares(x: Any, names: tuple[str, str, str] = ("a", "b", "c")) -> di
     abc = x - m - a - b - c - ab - ac - bc
     total = float(((x - m) ** 2).sum())
     na, nb, nc = names
-    terms = {na: a, nb: b, nc: c, f"{na}x{nb}": ab, f"{na}x{nc}": ac, f"{nb}x{nc}": bc, f"{na}x{nb}x{nc}": abc}
+    terms = {na: a, nb: b, nc: c, f"{na}x{nb}": ab, f"{na}x{nc}": ac, f"{nb}x{nc}": bc,
+             f"{na}x{nb}x{nc}": abc}
     if total == 0:
         return {k: 0.0 for k in terms}
     return {k: float((np.broadcast_to(t, x.shape) ** 2).sum() / total) for k, t in terms.items()}
@@ -518,7 +530,8 @@ def _ci(record: Record | Mapping[str, Any]) -> tuple[float | None, float | None]
     if ci is None:
         return None, None
     lo, hi = ci
-    return (None if lo is None or math.isnan(lo) else float(lo)), (None if hi is None or math.isnan(hi) else float(hi))
+    return (None if lo is None or math.isnan(lo)
+            else float(lo)), (None if hi is None or math.isnan(hi) else float(hi))
 
 
 def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm: float | None,
@@ -553,7 +566,8 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
     effect = _get(test_record, "effect")
     p = _NAN if p_holm is None else float(p_holm)
     significant = effect is not None and math.isfinite(effect) and p < alpha
-    margin = _get(test_record, "margin") if isinstance(test_record, Record) or "margin" in test_record else None
+    margin = (_get(test_record, "margin") if isinstance(test_record, Record)
+              or "margin" in test_record else None)
     if expect == "equal":
         if margin is None or not math.isfinite(margin):
             raise ValueError("an 'equal' claim needs a record from equivalence(), with its margin")
@@ -567,14 +581,16 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
     if right:
         return "reproduced"
     if partial is not None and not isinstance(partial, (bool, np.bool_, Partial)):
-        raise TypeError("partial must be a Partial stated with the claim, or its evaluated truth value")
-    if (partial(test_record) if isinstance(partial, Partial) else bool(partial)) if partial is not None else False:
+        raise TypeError("partial must be a Partial stated with the claim, or its evaluated truth "
+                        "value")
+    if ((partial(test_record) if isinstance(partial, Partial) else bool(partial))
+        if partial is not None else False):
         return "partly"
     return "not reproduced" if wrong else "inconclusive"
 
 
-def power(effect: float, sd: float, n: int | tuple[int, int], alpha: float = 0.05, paired: bool = False,
-          alternative: str = "two-sided") -> float:
+def power(effect: float, sd: float, n: int | tuple[int, int], alpha: float = 0.05,
+          paired: bool = False, alternative: str = "two-sided") -> float:
     """Power of the t-test to detect a true mean difference ``effect`` (exact, noncentral t).
 
     ``paired=True`` (or a one-sample test): ``n`` pairs whose differences have SD ``sd``, df
@@ -592,7 +608,8 @@ def power(effect: float, sd: float, n: int | tuple[int, int], alpha: float = 0.0
 
 
 def _power_ncp(ncp: float, df: float, alpha: float, alternative: str) -> float:
-    """Power of a t-test on ``df`` degrees of freedom when the true effect is ``ncp`` standard errors."""
+    """Power of a t-test on ``df`` degrees of freedom when the true effect is ``ncp`` standard
+    errors."""
     if alternative == "two-sided":
         tc = st.t.ppf(1 - alpha / 2, df)
         # The lower tail as sf at -ncp (the same by symmetry): scipy's nct.cdf returns NaN far out
@@ -629,8 +646,9 @@ def _design(n: int | tuple[int, int], paired: bool) -> tuple[int, float]:
     return int(na + nb - 2), math.sqrt(1 / na + 1 / nb)
 
 
-def min_detectable_effect(sd: float, n: int | tuple[int, int], alpha: float = 0.05, power: float = 0.8,
-                          paired: bool = False, alternative: str = "two-sided") -> float:
+def min_detectable_effect(sd: float, n: int | tuple[int, int], alpha: float = 0.05,
+                          power: float = 0.8, paired: bool = False,
+                          alternative: str = "two-sided") -> float:
     """The smallest true mean difference this many seeds would detect with the given power.
 
     Solves :func:`power` (exact, via the noncentral t of ``scipy.stats.nct``) for the effect, with
@@ -646,8 +664,8 @@ def min_detectable_effect(sd: float, n: int | tuple[int, int], alpha: float = 0.
     return ncp if math.isinf(ncp) else float(ncp * float(sd) * scale)
 
 
-def detectable_effect(test_record: Record | Mapping[str, Any], alpha: float = 0.05, power: float = 0.8,
-                      alternative: str = "two-sided") -> float:
+def detectable_effect(test_record: Record | Mapping[str, Any], alpha: float = 0.05,
+                      power: float = 0.8, alternative: str = "two-sided") -> float:
     """:func:`min_detectable_effect` for a measured t-test: the true effect its design (its
     degrees of freedom) would detect with the given power, if the spread were what we observed
     (its standard error). For Welch's test this uses Welch's degrees of freedom. The observed
@@ -655,7 +673,8 @@ def detectable_effect(test_record: Record | Mapping[str, Any], alpha: float = 0.
     without a standard error (the sign-flip test) or without spread.
 
     >>> r = paired([1.0, 2.0, 3.0], [0.5, 1.1, 2.6])
-    >>> round(detectable_effect(r) / r.se, 3)  # in standard errors: 3.264 sd / sqrt(3) = 3.264 sqrt(3) se
+    >>> # in standard errors: 3.264 sd / sqrt(3) = 3.264 sqrt(3) se
+    >>> round(detectable_effect(r) / r.se, 3)
     5.653
     """
     se, df = _get(test_record, "se"), _get(test_record, "df")
@@ -664,8 +683,9 @@ def detectable_effect(test_record: Record | Mapping[str, Any], alpha: float = 0.
     return float(_ncp_for(float(df), float(alpha), float(power), alternative) * se)
 
 
-def claim_row(test_record: Record | None = None, *, expect: str | None = None, partial: Partial | None = None,
-              paper_effect: float | None = None, alias_of: str | None = None) -> dict[str, Any]:
+def claim_row(test_record: Record | None = None, *, expect: str | None = None,
+              partial: Partial | None = None, paper_effect: float | None = None,
+              alias_of: str | None = None) -> dict[str, Any]:
     """One claim as a plain JSON-able dict, written when it is measured, before the book's family
     is known: the test, raw ``p``, ``effect`` with its ``ci`` and what the interval resampled or
     assumed, the expected direction, the partial criterion's name and whether it holds, and
@@ -685,12 +705,14 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None, p
     """
     if alias_of is not None:
         if test_record is not None or expect is not None or partial is not None:
-            raise ValueError("an alias carries nothing of its own: it shares its primary claim's test")
+            raise ValueError("an alias carries nothing of its own: it shares its primary claim's "
+                             "test")
         return {"alias_of": str(alias_of)}
     if expect not in EXPECT:
         raise ValueError(f"expect must be one of {EXPECT}, got {expect!r}")
     row: dict[str, Any] = {"test": None, "p": None, "effect": None, "ci": None, "confidence": None,
-                           "ci_method": None, "unit": None, "n": None, "se": None, "df": None, "margin": None}
+                           "ci_method": None, "unit": None, "n": None, "se": None, "df": None,
+                           "margin": None}
     if test_record is not None:
         row.update(test_record.as_dict())
     row.update({"expect": expect, "paper_effect": _num(paper_effect),
@@ -711,18 +733,20 @@ def fill(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str
     primary's record and outcome, with ``alias_of`` kept so the report can show the link; an alias
     of an alias, or of a claim that is not there, is an error. Rows come back in the given order.
 
-    >>> rows = {"vit.auc": claim_row(paired([0.74, 0.77, 0.73], [0.70, 0.72, 0.70]), expect="higher"),
+    >>> rows = {"vit.auc": claim_row(paired([0.74, 0.77, 0.73], [0.70, 0.72, 0.70]),
+    ...                              expect="higher"),
     ...         "rvit.auc": claim_row(alias_of="vit.auc"),
     ...         "fig9.gap": claim_row(welch([1.2, 0.8, 1.1], [1.0, 1.1, 0.9]), expect="lower")}
     >>> out = fill(rows)
     >>> [(k, r["family"], round(r["p_holm"], 3), r["verdict"]) for k, r in out.items()]
     [('vit.auc', 2, 0.04, 'reproduced'), ('rvit.auc', 2, 0.04, 'reproduced'), ('fig9.gap', 2, 0.819, 'inconclusive')]
-    """
+    """  # noqa: E501 - a doctest's expected output is one line
     primaries = {k: r for k, r in rows.items() if r.get("alias_of") is None}
     for k, r in rows.items():
         target = r.get("alias_of")
         if target is not None and target not in primaries:
-            raise ValueError(f"claim {k!r} is an alias of {target!r}, which is not a primary claim here")
+            raise ValueError(f"claim {k!r} is an alias of {target!r}, which is not a primary claim "
+                             "here")
     adjusted = holm({k: r.get("p") for k, r in primaries.items() if r.get("test") is not None})
     family = sum(not math.isnan(v) for v in adjusted.values())
     done: dict[str, dict[str, Any]] = {}
@@ -736,5 +760,6 @@ def fill(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str
             out.update(p_holm=_num(ph), family=family, mde_family=_num(mde),
                        verdict=verdict(r["expect"], r, ph, alpha, partial=r.get("partial_holds")))
         done[k] = out
-    return {k: (dict(done[r["alias_of"]], alias_of=r["alias_of"]) if r.get("alias_of") is not None else done[k])
+    return {k: (dict(done[r["alias_of"]], alias_of=r["alias_of"]) if r.get("alias_of") is not None
+                else done[k])
             for k, r in rows.items()}

@@ -10,7 +10,8 @@
 
 MAR's ``kl16.ckpt`` is a pickle; this library never unpickles a checkpoint it loads. Convert it once
 with ``python -m copkit convert-vae kl16.ckpt kl16.safetensors``, which reads it with
-``torch.load(weights_only=True)`` (tensors and plain containers only, no code) and writes safetensors.
+``torch.load(weights_only=True)`` (tensors and plain containers only, no code) and writes
+safetensors.
 
 :class:`TokenSource` turns an indexable source of images into one of tokens, which is what the
 training steps take, so the same step trains on a tensor of Fashion-MNIST patches or on ImageNet
@@ -30,8 +31,8 @@ from torch import Tensor, nn
 from .dist import Shard
 from .tokens import PATCH, patchify, unpatchify
 
-__all__ = ["Tokenizer", "PixelTokenizer", "KLTokenizer", "KL16_CONFIG", "MAR_LATENT_SCALE", "kl16_vae",
-           "load_kl16", "TokenSource", "make_tokenizer"]
+__all__ = ["Tokenizer", "PixelTokenizer", "KLTokenizer", "KL16_CONFIG", "MAR_LATENT_SCALE",
+           "kl16_vae", "load_kl16", "TokenSource", "make_tokenizer"]
 
 #: MAR's latent scale for the KL-16 VAE (tokens = latents x 0.2325).
 MAR_LATENT_SCALE = 0.2325
@@ -57,7 +58,8 @@ class Tokenizer(Protocol):
     stride: int  #: pixels per token along each side
     token_dim: int
 
-    def encode(self, images: Tensor, generator: torch.Generator | None = None, shard: Shard | None = None) -> Tensor:
+    def encode(self, images: Tensor, generator: torch.Generator | None = None,
+               shard: Shard | None = None) -> Tensor:
         """Images -> tokens (B, N, d). A tokenizer that draws (the KL-16 VAE's posterior sample)
         draws from ``generator``, for the whole global batch of a ``shard``; without a generator
         the tokens are deterministic."""
@@ -80,13 +82,15 @@ class PixelTokenizer:
         self.channels = channels
         self.token_dim = channels * patch * patch
 
-    def encode(self, images: Tensor, generator: torch.Generator | None = None, shard: Shard | None = None) -> Tensor:
+    def encode(self, images: Tensor, generator: torch.Generator | None = None,
+               shard: Shard | None = None) -> Tensor:
         """Images (B, C, H, W) -> tokens (B, H W / p^2, C p^2) (nothing is drawn)."""
         return patchify(images, self.stride)
 
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
         """Tokens on a ``grid`` of (h, w) patches -> images (B, C, h p, w p)."""
-        return unpatchify(tokens, self.stride, (self.channels, grid[0] * self.stride, grid[1] * self.stride))
+        return unpatchify(tokens, self.stride,
+                          (self.channels, grid[0] * self.stride, grid[1] * self.stride))
 
 
 class KLTokenizer:
@@ -105,7 +109,8 @@ class KLTokenizer:
         self.stride = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
-    def encode(self, images: Tensor, generator: torch.Generator | None = None, shard: Shard | None = None) -> Tensor:
+    def encode(self, images: Tensor, generator: torch.Generator | None = None,
+               shard: Shard | None = None) -> Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> tokens (B, H W / 256, c), row by row: ``scale`` times
         the posterior's mode, or with a ``generator`` times a draw mean + std * eps from it. With a
         ``shard`` (:class:`copkit.dist.Shard`) the images are this process's rows of a global batch
@@ -119,12 +124,14 @@ class KLTokenizer:
         if generator is None:
             return mean * self.scale
         shard = shard or Shard.whole(len(images))
-        eps = torch.randn((shard.total, *mean.shape[1:]), generator=generator, device=mean.device, dtype=mean.dtype)
+        eps = torch.randn((shard.total, *mean.shape[1:]), generator=generator, device=mean.device,
+                          dtype=mean.dtype)
         return (mean + dist.std.flatten(2).transpose(1, 2) * shard.cut(eps)) * self.scale
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
-        """Tokens (B, h w, c) on a ``grid`` of (h, w) -> images (B, 3, 16 h, 16 w) from the VAE's decoder."""
+        """Tokens (B, h w, c) on a ``grid`` of (h, w) -> images (B, 3, 16 h, 16 w) from the VAE's
+        decoder."""
         b, n, c = tokens.shape
         z = tokens.transpose(1, 2).reshape(b, c, *grid) / self.scale
         return self.vae.decode(z).sample
@@ -135,7 +142,8 @@ def kl16_vae(config: dict[str, Any] | None = None) -> nn.Module:
     try:
         from diffusers import AutoencoderKL
     except ImportError as err:
-        raise ImportError("the KL-16 tokenizer needs diffusers: pip install 'copkit[paper]' (or diffusers)") from err
+        raise ImportError("the KL-16 tokenizer needs diffusers: pip install 'copkit[paper]' (or "
+                          "diffusers)") from err
     return AutoencoderKL(**(config or KL16_CONFIG))
 
 
@@ -144,20 +152,25 @@ def _is_original_layout(keys: list[str]) -> bool:
     return any(re.search(r"(^|\.)(encoder|decoder)\.(down|up|mid)\.", k) for k in keys)
 
 
-def load_kl16(path: str | Path, config: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> nn.Module:
-    """MAR's KL-16 VAE (or one of layout ``config``) with the weights in the safetensors file ``path``.
+def load_kl16(path: str | Path, config: dict[str, Any] | None = None,
+              device: torch.device | str = "cpu") -> nn.Module:
+    """MAR's KL-16 VAE (or one of layout ``config``) with the weights in the safetensors file
+    ``path``.
 
-    Keys in the original layout (``encoder.down.0.block.0...``, optionally under ``first_stage_model.``
-    or ``vae.``) are converted with diffusers' ``convert_ldm_vae_checkpoint``; diffusers' own layout
-    loads as it is. Every weight of the model must be filled and every key of the file used.
+    Keys in the original layout (``encoder.down.0.block.0...``, optionally under
+    ``first_stage_model.`` or ``vae.``) are converted with diffusers'
+    ``convert_ldm_vae_checkpoint``; diffusers' own layout loads as it is. Every weight of the model
+    must be filled and every key of the file used.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no VAE weights at {path}: give the path of MAR's KL-16 VAE as safetensors "
-                                "(convert kl16.ckpt once with: python -m copkit convert-vae kl16.ckpt kl16.safetensors)")
+        raise FileNotFoundError(f"no VAE weights at {path}: give the path of MAR's KL-16 VAE as "
+                                "safetensors (convert kl16.ckpt once with: python -m copkit "
+                                "convert-vae kl16.ckpt kl16.safetensors)")
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: VAE weights are read from .safetensors only (never unpickled); convert it with "
-                         f"python -m copkit convert-vae {path} {path.with_suffix('.safetensors')}")
+        raise ValueError(f"{path}: VAE weights are read from .safetensors only (never unpickled); "
+                         f"convert it with python -m copkit convert-vae {path} "
+                         f"{path.with_suffix('.safetensors')}")
     config = dict(config or KL16_CONFIG)
     state = load_file(str(path))
     if _is_original_layout(list(state)):
@@ -168,21 +181,25 @@ def load_kl16(path: str | Path, config: dict[str, Any] | None = None, device: to
     try:
         missing, unexpected = vae.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a weight of another shape
-        raise ValueError(f"{path} does not fit the VAE layout: {str(err).splitlines()[-1].strip()}") from None
+        raise ValueError(f"{path} does not fit the VAE layout: "
+                         f"{str(err).splitlines()[-1].strip()}") from None
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit the VAE layout: {len(missing)} weights missing (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        raise ValueError(f"{path} does not fit the VAE layout: {len(missing)} weights missing "
+                         f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. "
+                         f"{unexpected[:3]})")
     return vae.to(device).eval()
 
 
 def make_tokenizer(kind: str, patch: int = PATCH, channels: int = 1, vae: str | None = None,
-                   scale: float = MAR_LATENT_SCALE, device: torch.device | str = "cpu") -> Tokenizer:
+                   scale: float = MAR_LATENT_SCALE,
+                   device: torch.device | str = "cpu") -> Tokenizer:
     """``"pixels"`` (p x p patches) or ``"kl16"`` (MAR's VAE from the file ``vae``)."""
     if kind == "pixels":
         return PixelTokenizer(patch, channels)
     if kind == "kl16":
         if not vae:
-            raise ValueError("tokenizer 'kl16' needs the path of the VAE weights (tokenizer.vae in the config)")
+            raise ValueError("tokenizer 'kl16' needs the path of the VAE weights (tokenizer.vae in "
+                             "the config)")
         return KLTokenizer(load_kl16(vae, device=device), scale)
     raise ValueError(f"unknown tokenizer {kind!r}; use 'pixels' or 'kl16'")
 
@@ -191,7 +208,8 @@ class TokenSource:
     """Images -> tokens on demand: ``source[idx]`` encodes ``images[idx]`` (a tensor of indices or
     a slice) on ``device``. ``len`` is the number of images."""
 
-    def __init__(self, images: Any, tokenizer: Tokenizer, device: torch.device | str = "cpu") -> None:
+    def __init__(self, images: Any, tokenizer: Tokenizer,
+                 device: torch.device | str = "cpu") -> None:
         self.images, self.tokenizer, self.device = images, tokenizer, torch.device(device)
 
     def __len__(self) -> int:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify", "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders", "centre_out_order", "object_patches", "flip_batch", "random_flip"]
+__all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify",
+           "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders",
+           "centre_out_order", "object_patches", "flip_batch", "random_flip"]
 
 
 #: The book's tokens, 28 x 28 Fashion-MNIST images cut into 4 x 4 patches, a 7 x 7 grid of
@@ -74,7 +76,8 @@ def patchify(images: Tensor, p: int) -> Tensor:
     if single:
         images = images.unsqueeze(0)
     if images.dim() != 4:
-        raise ValueError(f"expected images of shape (C, H, W) or (B, C, H, W), got {tuple(images.shape)}")
+        raise ValueError("expected images of shape (C, H, W) or (B, C, H, W), got "
+                         f"{tuple(images.shape)}")
     b, c, h, w = images.shape
     gh, gw = grid_shape(h, w, p)
     x = images.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
@@ -106,7 +109,8 @@ def unpatchify(tokens: Tensor, p: int, shape: tuple[int, int, int]) -> Tensor:
 
 
 def grid_coords(h: int, w: int) -> Tensor:
-    """(row, col) of each of the h*w tokens of an h x w grid, in raster order: a (h*w, 2) long tensor."""
+    """(row, col) of each of the h*w tokens of an h x w grid, in raster order: a (h*w, 2) long
+    tensor."""
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1)
 
@@ -138,9 +142,11 @@ def flip_order(order: Tensor, grid_w: int) -> Tensor:
     return hflip_index(order.shape[-1], grid_w, order.device)[order]
 
 
-def random_orders(n: int, n_tokens: int, seed: int = 0, generator: torch.Generator | None = None) -> Tensor:
+def random_orders(n: int, n_tokens: int, seed: int = 0,
+                  generator: torch.Generator | None = None) -> Tensor:
     """``n`` independent uniformly random orders of ``n_tokens`` tokens: a (n, n_tokens) long
-    tensor (MAR's orders), drawn from ``generator`` (on its device) or else a CPU one seeded by ``seed``."""
+    tensor (MAR's orders), drawn from ``generator`` (on its device) or else a CPU one seeded by
+    ``seed``."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     return torch.argsort(torch.rand(n, n_tokens, generator=g, device=g.device), dim=1)
 
@@ -154,7 +160,8 @@ def centre_out_order(grid: tuple[int, int]) -> Tensor:
     [4, 1, 3, 5, 7, 0, 2, 6, 8]
     """
     h, w = grid
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing="ij")
     d = (yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2
     return torch.argsort(d.reshape(-1), stable=True)
 
@@ -172,7 +179,8 @@ def object_patches(images: Tensor, p: int = PATCH, level: float = -0.8) -> Tenso
     return (patchify(images, p) > level).any(-1)
 
 
-def flip_batch(images: Tensor, orders: Tensor | None, flip: Tensor, p: int = 4) -> tuple[Tensor, Tensor | None]:
+def flip_batch(images: Tensor, orders: Tensor | None, flip: Tensor,
+               p: int = 4) -> tuple[Tensor, Tensor | None]:
     """Mirror the images (B, C, H, W) where ``flip`` (B,) is true, and map their orders (B, N) of
     p x p patch tokens with :func:`flip_order`, so that each order stays on the same content.
 

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-__all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
-           "mask_ratio_curves", "density_check", "kept_by_class",
+__all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order",
+           "prefix_curves", "seed_band", "mask_ratio_curves", "density_check", "kept_by_class",
            "knee_marker", "training_curve", "learning_curve", "eval_panels", "draw_collapse"]
 
 
@@ -44,7 +44,8 @@ def show_image(image: Tensor, ax: Axes | None = None, title: str | None = None) 
 def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
               image: Tensor | None = None, observed: Tensor | np.ndarray | None = None,
               cmap: str = "magma", vmin: float | None = None, vmax: float | None = None,
-              alpha: float = 0.75, colorbar: bool = False, title: str | None = None, frame: bool = True) -> Axes:
+              alpha: float = 0.75, colorbar: bool = False, title: str | None = None,
+              frame: bool = True) -> Axes:
     """A per-token quantity (N,) drawn as a heat map on the token grid.
 
     With ``image`` the map is laid over it. Tokens marked in ``observed`` are shown as the image
@@ -73,7 +74,8 @@ def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
     if obs is not None and frame:
         x0, y0 = extent[0], extent[3]
         for r, c in zip(*np.nonzero(obs)):
-            ax.add_patch(Rectangle((x0 + c * pw, y0 + r * ph), pw, ph, fill=False, ec="white", lw=1.2))
+            ax.add_patch(Rectangle((x0 + c * pw, y0 + r * ph), pw, ph, fill=False, ec="white",
+                                   lw=1.2))
     if colorbar:
         plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
@@ -82,13 +84,15 @@ def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
 
 
 def kept_patches(image: Tensor, keep: Tensor | np.ndarray | Sequence[int], grid: tuple[int, int],
-                 ax: Axes | None = None, color: str = "#2659d9", alpha: float = 0.55, title: str | None = None) -> Axes:
+                 ax: Axes | None = None, color: str = "#2659d9", alpha: float = 0.55,
+                 title: str | None = None) -> Axes:
     """The image with the patches *not* in ``keep`` (token indices) shaded: what a model that
     keeps only those tokens sees. Drawn with :func:`token_map` (kept tokens are its "observed")."""
     n = grid[0] * grid[1]
     observed = keep_frequency(np.asarray(_np(keep)).reshape(1, -1), n) > 0
     return token_map(np.ones(n), grid, ax=ax, image=image, observed=observed,
-                     cmap=ListedColormap([color]), vmin=0, vmax=1, alpha=alpha, title=title, frame=False)
+                     cmap=ListedColormap([color]), vmin=0, vmax=1, alpha=alpha, title=title,
+                     frame=False)
 
 
 def keep_frequency(keeps: Tensor | np.ndarray, n_tokens: int) -> np.ndarray:
@@ -124,8 +128,8 @@ def draw_order(order: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
             ph = pw = 1.0
         for k, t in enumerate(o[:numbers]):
             r, c = divmod(int(t), gw)
-            ax.text(c * pw + (pw - 1) / 2, r * ph + (ph - 1) / 2, str(k + 1), ha="center", va="center",
-                    fontsize=7, color="white", fontweight="bold",
+            ax.text(c * pw + (pw - 1) / 2, r * ph + (ph - 1) / 2, str(k + 1), ha="center",
+                    va="center", fontsize=7, color="white", fontweight="bold",
                     path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
     return ax
 
@@ -153,21 +157,26 @@ def prefix_curves(curves: Mapping[str, Tensor | np.ndarray], ax: Axes | None = N
     return ax
 
 
-def seed_band(x: Sequence[float] | np.ndarray, runs: Sequence[Sequence[float]] | np.ndarray, ax: Axes | None = None,
-              label: str | None = None, color: str | None = None) -> Axes:
+def seed_band(x: Sequence[float] | np.ndarray, runs: Sequence[Sequence[float]] | np.ndarray,
+              ax: Axes | None = None, label: str | None = None, color: str | None = None) -> Axes:
     """Mean over seeds as a line, min-max over seeds as a band; ``runs`` is (seeds, len(x))."""
     ax = ax or plt.gca()
     y = np.asarray(runs, dtype=float)
-    (line,) = ax.plot(x, y.mean(0), label=f"{label} ({y.shape[0]} seeds)" if label and y.shape[0] > 1 else label, color=color, lw=1.6)
+    (line,
+     ) = ax.plot(x, y.mean(0),
+                 label=f"{label} ({y.shape[0]} seeds)" if label and y.shape[0] > 1 else label,
+                 color=color, lw=1.6)
     if y.shape[0] > 1:
         ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
     return ax
 
 
-def knee_marker(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, knees: Sequence[float] | np.ndarray,
-                ax: Axes | None = None, color: str | None = None) -> Axes:
+def knee_marker(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+                knees: Sequence[float] | np.ndarray, ax: Axes | None = None,
+                color: str | None = None) -> Axes:
     """Where a curve bends, over seeds: a dot at the mean knee position (NaN = no knee found, left
-    out) on the curve ``y(x)``, with a bar spanning the seeds' knees; nothing when no seed has one."""
+    out) on the curve ``y(x)``, with a bar spanning the seeds' knees; nothing when no seed has
+    one."""
     ax = ax or plt.gca()
     k = np.asarray(knees, dtype=float)
     k = k[np.isfinite(k)]
@@ -194,7 +203,8 @@ def mask_ratio_curves(ratios: Sequence[float] | np.ndarray, top1: Mapping[str, n
         seed_band(ratios, top1[name], axes[0], label=name, color=colors.get(name))
         seed_band(ratios, top5[name], axes[1], label=name, color=colors.get(name))
         if knees is not None:
-            knee_marker(ratios, np.asarray(top1[name]).mean(0), knees[name], axes[0], color=colors.get(name))
+            knee_marker(ratios, np.asarray(top1[name]).mean(0), knees[name], axes[0],
+                        color=colors.get(name))
     what = f"share of the {n_patches} patches removed" if n_patches else "share of patches removed"
     for ax, acc in zip(axes, ("top-1", "top-5")):
         if mark is not None:
@@ -206,10 +216,12 @@ def mask_ratio_curves(ratios: Sequence[float] | np.ndarray, top1: Mapping[str, n
     return fig
 
 
-def density_check(draws: np.ndarray, pdf: Callable[[np.ndarray], np.ndarray], support: tuple[float, float], ax: Axes | None = None,
-                  ylim: float | None = None, label: str = "stated density") -> Axes:
+def density_check(draws: np.ndarray, pdf: Callable[[np.ndarray], np.ndarray],
+                  support: tuple[float, float], ax: Axes | None = None, ylim: float | None = None,
+                  label: str = "stated density") -> Axes:
     """A sampler against its density: a normalised histogram of ``draws`` with ``pdf(x)`` drawn
-    over it on ``support`` (the drop-ratio sampler of Sec. 3.4 against :func:`copkit.cvit.drop_ratio_pdf`)."""
+    over it on ``support`` (the drop-ratio sampler of Sec. 3.4
+    against :func:`copkit.cvit.drop_ratio_pdf`)."""
     ax = ax or plt.gca()
     ax.hist(draws, bins=60, density=True, alpha=0.6, label=f"{len(draws):,} draws")
     x = np.linspace(*support, 400)
@@ -236,8 +248,10 @@ def kept_by_class(images: Tensor, labels: Tensor, chosen: Mapping[str, tuple[Ten
         i = int(of_class.nonzero()[0])
         for row, (name, (keep, pred)) in enumerate(chosen.items()):
             said = f"{name}: {classes[int(pred[i])]} {'✓' if pred[i] == c else '✗'}"
-            kept_patches(images[i], keep[i], grid, axes[row, c], title=f"{classes[c]}\n{said}" if row == 0 else said)
-            token_map(keep_frequency(keep[of_class], n_tokens), grid, axes[rows + row, c], vmin=0, vmax=1)
+            kept_patches(images[i], keep[i], grid, axes[row, c],
+                         title=f"{classes[c]}\n{said}" if row == 0 else said)
+            token_map(keep_frequency(keep[of_class], n_tokens), grid, axes[rows + row, c], vmin=0,
+                      vmax=1)
     for row, name in enumerate(chosen):
         axes[rows + row, 0].set_ylabel(f"{name}: kept", fontsize=8)
     return fig
@@ -250,7 +264,8 @@ def training_curve(history: Sequence[Mapping[str, float]], key: str = "loss",
     (steps, moving average of ``key`` over ``window`` rows), each smoothed value at the step of its
     window's last row. The window shrinks to a quarter of the rows on short runs (at least 1).
 
-    >>> rows = [{"step": t, "loss": v} for t, v in enumerate([4.0, 2.0, 0.0, 2.0, 4.0, 2.0, 0.0, 2.0], 1)]
+    >>> losses = [4.0, 2.0, 0.0, 2.0, 4.0, 2.0, 0.0, 2.0]
+    >>> rows = [{"step": t, "loss": v} for t, v in enumerate(losses, 1)]
     >>> training_curve(rows + [{"step": 8, "eval": 1, "loss": 9.0}], window=2)
     (array([2, 3, 4, 5, 6, 7, 8]), array([3., 1., 1., 3., 3., 1., 1.]))
     """
@@ -273,8 +288,8 @@ def learning_curve(history: Sequence[Mapping[str, Any]], eval_key: str, ax: Axes
     ax.set_ylabel(f"training {key}")
     evals = [r for r in history if r.get("eval") and eval_key in r]
     right = ax.twinx()
-    right.plot([r["step"] for r in evals], [r[eval_key] for r in evals], "o-", color="tab:blue", ms=3,
-               label=f"held-out {eval_key}")
+    right.plot([r["step"] for r in evals], [r[eval_key] for r in evals], "o-", color="tab:blue",
+               ms=3, label=f"held-out {eval_key}")
     right.set_ylabel(f"held-out {eval_key}", color="tab:blue")
     if title:
         ax.set_title(title, fontsize=9)
@@ -300,7 +315,8 @@ def eval_panels(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], keys:
 
 
 def draw_collapse(image: Tensor, order: Tensor | np.ndarray, grid: tuple[int, int], top: int,
-                  ax: Axes | None = None, title: str | None = None, color: str = "tab:orange") -> Axes:
+                  ax: Axes | None = None, title: str | None = None,
+                  color: str = "tab:orange") -> Axes:
     """The paper's Fig. 4 style: a circle on every patch, larger the earlier it comes in the order,
     and the first ``top`` patches joined by a line in order (a square marks the first)."""
     ax = ax or plt.gca()
@@ -314,7 +330,8 @@ def draw_collapse(image: Tensor, order: Tensor | np.ndarray, grid: tuple[int, in
     pos[o] = np.arange(n)
     rows, cols = np.divmod(np.arange(n), gw)
     cx, cy = cols * pw + (pw - 1) / 2, rows * ph + (ph - 1) / 2
-    ax.scatter(cx, cy, s=4 + 60 * (1 - pos / (n - 1)) ** 2, facecolors="none", edgecolors=color, linewidths=0.8)
+    ax.scatter(cx, cy, s=4 + 60 * (1 - pos / (n - 1)) ** 2, facecolors="none", edgecolors=color,
+               linewidths=0.8)
     first = o[:top]
     ax.plot(cx[first], cy[first], color=color, lw=1.2, alpha=0.9)
     ax.scatter(cx[first[:1]], cy[first[:1]], marker="s", s=40, color=color)

@@ -25,8 +25,8 @@ def test_math_failures_name_what_is_wrong():
     raw = {"count": 2, "typeset": 0, "raw": [r"\(x^2\)", r"\[y\]"], "stray": [r"cost $\alpha$"],
            "waited": "MathJax never loaded"}
     got = check_site.math_failures("c.html", raw, must_have=False)
-    assert got == ["c.html: 2 of 2 equations not typeset (MathJax never loaded), first: '\\\\(x^2\\\\)'",
-                   "c.html: LaTeX left in the text: 'cost $\\\\alpha$'"]
+    assert got == ["c.html: 2 of 2 equations not typeset (MathJax never loaded), first: "
+                   "'\\\\(x^2\\\\)'", "c.html: LaTeX left in the text: 'cost $\\\\alpha$'"]
 
 
 def _mathjax_dir() -> Path | None:
@@ -41,7 +41,7 @@ PAGE = """<!DOCTYPE html><html><head>{script}</head><body><main>
 <p>Inline <span class="math notranslate nohighlight">\\(H(x_i) = \\log \\sigma_i\\)</span> and prose{extra}.</p>
 <div class="math notranslate nohighlight">\\[ r = (1 - c)\\beta + c P r \\]</div>
 <pre>a $\\alpha$ in code is fine</pre>
-</main></body></html>"""
+</main></body></html>"""  # noqa: E501 - the page's HTML, as a site has it
 SCRIPT = '<script defer src="_static/mathjax/tex-chtml.js"></script>'
 
 
@@ -55,12 +55,14 @@ def test_math_facts_in_chromium(tmp_path):
     (tmp_path / "_static" / "mathjax").symlink_to(_mathjax_dir())
     (tmp_path / "good.html").write_text(PAGE.format(script=SCRIPT, extra=""))
     (tmp_path / "no-mathjax.html").write_text(PAGE.format(script="", extra=""))
-    (tmp_path / "stray.html").write_text(PAGE.format(script=SCRIPT, extra=": a raw $\\alpha_i$ left over"))
+    (tmp_path
+     / "stray.html").write_text(PAGE.format(script=SCRIPT, extra=": a raw $\\alpha_i$ left over"))
     server, base = check_site.serve(tmp_path)
     facts = {}
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=check_site.CHROMIUM_ARGS, headless=True)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=check_site.CHROMIUM_ARGS,
+                                        headless=True)
             page = browser.new_page()
             for name in ("good", "no-mathjax", "stray"):
                 page.goto(f"{base}{name}.html", wait_until="load")
@@ -70,8 +72,10 @@ def test_math_facts_in_chromium(tmp_path):
         server.shutdown()
     assert facts["good"] == {"count": 2, "typeset": 2, "raw": [], "stray": [], "waited": "typeset"}
     assert check_site.math_failures("good.html", facts["good"], must_have=True) == []
-    assert facts["no-mathjax"]["typeset"] == 0 and facts["no-mathjax"]["waited"] == "MathJax never loaded"
-    assert facts["no-mathjax"]["raw"] == [r"\(H(x_i) = \log \sigma_i\)", r"\[ r = (1 - c)\beta + c P r \]"]
+    assert (facts["no-mathjax"]["typeset"] == 0
+            and facts["no-mathjax"]["waited"] == "MathJax never loaded")
+    assert (facts["no-mathjax"]["raw"] == [r"\(H(x_i) = \log \sigma_i\)",
+                                           r"\[ r = (1 - c)\beta + c P r \]"])
     assert facts["stray"]["typeset"] == 2 and len(facts["stray"]["stray"]) == 1
     assert r"$\alpha_i$" in facts["stray"]["stray"][0]
 
@@ -81,9 +85,11 @@ def test_a_redirect_page_is_followed_not_loaded(tmp_path):
     document without a body mid-check), so the check reads its target instead, and fails when the
     target is missing."""
     (tmp_path / "book").mkdir()
-    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/intro.html" />\n')
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; '
+                                         'url=book/intro.html" />\n')
     (tmp_path / "book" / "intro.html").write_text("<html><body><p>intro</p></body></html>")
-    (tmp_path / "book" / "old.html").write_text('<META HTTP-EQUIV="refresh" CONTENT="0; URL=gone.html#top">')
+    (tmp_path / "book" / "old.html").write_text('<META HTTP-EQUIV="refresh" CONTENT="0; '
+                                                'URL=gone.html#top">')
     assert check_site.redirect_target(tmp_path, "index.html") == "book/intro.html"
     assert check_site.redirect_target(tmp_path, "book/old.html") == "book/gone.html"
     assert check_site.redirect_target(tmp_path, "book/intro.html") is None

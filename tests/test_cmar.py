@@ -8,8 +8,18 @@ import pytest
 import torch
 from scipy import stats
 
-from copkit.cmar import (MAR, MARConfig, adaptive_collapse, cfg_schedule, mar_order, masked_count_after, mix_orders,
-                         reveal_schedule, sample_mask_ratio, training_orders)
+from copkit.cmar import (
+    MAR,
+    MARConfig,
+    adaptive_collapse,
+    cfg_schedule,
+    mar_order,
+    masked_count_after,
+    mix_orders,
+    reveal_schedule,
+    sample_mask_ratio,
+    training_orders,
+)
 from copkit.diffloss import DiffLoss
 from copkit.diffusion import Diffusion, cosine_alpha_bar, spaced_steps
 from copkit.tokens import flip_batch, patchify, random_orders
@@ -17,22 +27,24 @@ from copkit.tokens import flip_batch, patchify, random_orders
 
 def tiny(grid=(2, 2), **kw) -> MAR:
     torch.manual_seed(0)
-    cfg = MARConfig(grid=grid, width=16, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=16, head_depth=1,
-                    diffusion_steps=100, diffusion_batch_mul=2, **kw)
+    cfg = MARConfig(grid=grid, width=16, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=16,
+                    head_depth=1, diffusion_steps=100, diffusion_batch_mul=2, **kw)
     return MAR(cfg)
 
 
 def test_every_layer_norm_has_mars_eps():
-    # MAR's mar_base / mar_large / mar_huge give the blocks norm_layer=partial(nn.LayerNorm, eps=1e-6);
-    # z_proj_ln and the diffusion head's norms are nn.LayerNorm(..., eps=1e-6) in MAR too
-    model = MAR(MARConfig(grid=(2, 2), width=16, enc_depth=2, dec_depth=2, heads=2, buffer=2, head_width=16, head_depth=1))
+    # MAR's mar_base / mar_large / mar_huge give the blocks norm_layer=partial(nn.LayerNorm,
+    # eps=1e-6); z_proj_ln and the diffusion head's norms are nn.LayerNorm(..., eps=1e-6) in MAR too
+    model = MAR(MARConfig(grid=(2, 2), width=16, enc_depth=2, dec_depth=2, heads=2, buffer=2,
+                          head_width=16, head_depth=1))
     norms = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
     blocks = [n for n in norms if n.startswith(("encoder.", "decoder."))]
     assert len(blocks) == 2 * 4  # norm1 and norm2 of each of the 2 + 2 blocks
     for name, m in norms.items():
         assert m.eps == 1e-6, name
     for name in blocks:
-        assert type(norms[name]) is torch.nn.LayerNorm, name  # torch's, as MAR's partial(nn.LayerNorm)
+        # torch's, as MAR's partial(nn.LayerNorm)
+        assert type(norms[name]) is torch.nn.LayerNorm, name
 
 
 def test_training_masks_the_head_of_the_order_and_sees_the_tail():
@@ -53,7 +65,8 @@ def test_training_masks_the_head_of_the_order_and_sees_the_tail():
     model.forward_z, model.diffloss.forward = spy_z, spy_loss
     model.loss(tokens, torch.tensor([1]), order, mask_ratio=0.5)
     assert seen["visible"].tolist() == [[3, 1]]  # the tail is what the model sees
-    assert seen["targets"].tolist() == [2.0, 0.0] * 2  # the head is the loss's targets, diffusion_batch_mul = 2
+    # the head is the loss's targets, diffusion_batch_mul = 2
+    assert seen["targets"].tolist() == [2.0, 0.0] * 2
     model.loss(tokens, torch.tensor([1]), order, mask_ratio=0.7)  # ceil(4 * 0.7) = 3 masked
     assert seen["visible"].tolist() == [[1]]
 
@@ -68,14 +81,15 @@ def test_generation_reveals_the_tail_of_the_order_step_by_step():
         revealed1 = sorted((tokens.abs().sum(-1) > 0)[1].nonzero().flatten().tolist())
         log.append((masked, revealed, revealed1))
 
-    model.sample(torch.tensor([0, 1]), orders, steps=4, diffusion_steps=5, generator=torch.Generator().manual_seed(0),
-                 callback=callback)
+    model.sample(torch.tensor([0, 1]), orders, steps=4, diffusion_steps=5,
+                 generator=torch.Generator().manual_seed(0), callback=callback)
     # N = 4, S = 4: masked after each step floor(4 cos(pi/2 (s+1)/4)) = 3, 2, 1, then 0
     assert [m for m, _, _ in log] == [3, 2, 1, 0]
     for masked, r0, r1 in log:
         assert r0 == sorted(orders[0, masked:].tolist())  # exactly the last N - masked entries
         assert r1 == sorted(orders[1, masked:].tolist())
-    assert log[0][1] == [1] and log[0][2] == [2]  # the very first token generated is the order's last entry
+    # the very first token generated is the order's last entry
+    assert log[0][1] == [1] and log[0][2] == [2]
 
 
 @pytest.mark.parametrize("n", [1, 4, 16, 49, 64])
@@ -92,7 +106,9 @@ def test_masked_count_follows_the_cosine_formula():
     masked = n
     for s in range(steps - 1):
         nxt = masked_count_after(s, steps, n, masked)
-        assert nxt == max(1, min(masked - 1, math.floor(n * math.cos(math.pi / 2 * (s + 1) / steps))))
+        assert (nxt == max(1,
+                           min(masked - 1,
+                               math.floor(n * math.cos(math.pi / 2 * (s + 1) / steps)))))
         masked = nxt
 
 
@@ -118,7 +134,8 @@ def mar_cfg_iters(n: int, steps: int, cfg: float) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("grid,steps", [((2, 2), 4), ((2, 2), 1), ((7, 7), 8), ((4, 4), 16), ((16, 16), 64)])
+@pytest.mark.parametrize("grid,steps",
+                         [((2, 2), 4), ((2, 2), 1), ((7, 7), 8), ((4, 4), 16), ((16, 16), 64)])
 def test_sampling_guides_every_step_as_mar_including_the_last(grid, steps):
     model = tiny(grid).eval()
     n = grid[0] * grid[1]
@@ -133,7 +150,8 @@ def test_sampling_guides_every_step_as_mar_including_the_last(grid, steps):
     model.sample(torch.tensor([0, 1]), orders, steps=steps, cfg_scale=2.9, diffusion_steps=2)
     want = mar_cfg_iters(n, steps, 2.9)
     np.testing.assert_allclose(seen, want, rtol=1e-6)
-    assert seen[-1] == pytest.approx(1 + 1.9 * (n - 1) / n)  # not the full scale: MAR's mask_len is 1 there
+    # not the full scale: MAR's mask_len is 1 there
+    assert seen[-1] == pytest.approx(1 + 1.9 * (n - 1) / n)
 
 
 def test_cfg_scale_one_equals_the_conditional_model():
@@ -143,8 +161,10 @@ def test_cfg_scale_one_equals_the_conditional_model():
         torch.nn.init.normal_(p, std=0.3)
     z, zu = torch.randn(5, 8), torch.randn(5, 8)
     cond = head.sample(z, steps=10, generator=torch.Generator().manual_seed(3))
-    guided_at_one = head.sample(z, steps=10, cfg_scale=1.0 + 1e-9, z_uncond=zu, generator=torch.Generator().manual_seed(3))
-    guided = head.sample(z, steps=10, cfg_scale=3.0, z_uncond=zu, generator=torch.Generator().manual_seed(3))
+    guided_at_one = head.sample(z, steps=10, cfg_scale=1.0 + 1e-9, z_uncond=zu,
+                                generator=torch.Generator().manual_seed(3))
+    guided = head.sample(z, steps=10, cfg_scale=3.0, z_uncond=zu,
+                         generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(guided_at_one, cond, atol=1e-5, rtol=1e-5)
     assert (guided - cond).abs().max() > 1e-3  # guidance does something at other scales
 
@@ -176,19 +196,23 @@ def test_cosine_schedule_and_forward_noising_match_the_closed_form():
     # alpha_bar from the betas is the closed form cos^2 ratio (until the 0.999 clip near t = T)
     closed = cosine_alpha_bar(torch.arange(1, 1001, dtype=torch.float64), 1000)
     torch.testing.assert_close(d.alpha_bar[:990], closed[:990], rtol=1e-10, atol=1e-12)
-    # the closed-form jump q(x_t | x0) equals t one-step noisings sqrt(1 - b) x + sqrt(b) eps (in distribution)
+    # the closed-form jump q(x_t | x0) equals t one-step noisings sqrt(1 - b) x + sqrt(b) eps (in
+    # distribution)
     g = torch.Generator().manual_seed(0)
     x0 = torch.tensor([0.8, -0.5, 0.1]).double()
     for t in (0, 10, 300, 700):
         x = x0.expand(50_000, 3).clone()
         for s in range(t + 1):
             b = float(d.betas[s])
-            x = math.sqrt(1 - b) * x + math.sqrt(b) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+            x = (math.sqrt(1 - b) * x + math.sqrt(b)
+                 * torch.randn(x.shape, generator=g, dtype=torch.float64))
         ab = float(d.alpha_bar[t])
-        jump = d.q_sample(x0.expand(50_000, 3), torch.full((50_000,), t), torch.randn(50_000, 3, generator=g, dtype=torch.float64))
+        jump = d.q_sample(x0.expand(50_000, 3), torch.full((50_000,), t),
+                          torch.randn(50_000, 3, generator=g, dtype=torch.float64))
         for sample in (x, jump):
             torch.testing.assert_close(sample.mean(0), math.sqrt(ab) * x0, atol=0.01, rtol=0)
-            torch.testing.assert_close(sample.var(0), torch.full((3,), 1 - ab, dtype=torch.float64), atol=0.01, rtol=0.02)
+            torch.testing.assert_close(sample.var(0), torch.full((3,), 1 - ab, dtype=torch.float64),
+                                       atol=0.01, rtol=0.02)
     # respacing keeps alpha_bar at the kept steps; all steps is the same diffusion
     r = d.respaced(100)
     torch.testing.assert_close(r.alpha_bar, d.alpha_bar[r.timesteps])
@@ -222,13 +246,17 @@ def test_respacing_keeps_the_steps_mar_keeps():
         assert spaced_steps(1000, k) == want, k
         if torch.linspace(0, 999, k).round().long().unique().tolist() != want:
             differ.append(k)
-    assert 21 in differ and len(differ) > 100  # the rule copkit used before differs for many k (not 25, 50, 100)
+    # the rule copkit used before differs for many k (not 25, 50, 100)
+    assert 21 in differ and len(differ) > 100
     assert not {25, 50, 100, 250} & set(differ)
     r = d.respaced(21)
-    assert r.timesteps.tolist() == sorted(space_timesteps(1000, "21")) and int(r.timesteps[10]) == 499
+    assert (r.timesteps.tolist() == sorted(space_timesteps(1000, "21"))
+            and int(r.timesteps[10]) == 499)
     # SpacedDiffusion's betas: 1 - alpha_bar / the previous kept alpha_bar (1 before the first)
     ab = d.alpha_bar[r.timesteps]
-    torch.testing.assert_close(r.betas, 1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), rtol=0, atol=0)
+    torch.testing.assert_close(r.betas,
+                               1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), rtol=0,
+                               atol=0)
     assert spaced_steps(100, 1) == [0] and spaced_steps(100, 100) == list(range(100))
     with pytest.raises(ValueError):
         d.respaced(1001)
@@ -242,12 +270,14 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
 
     def fixed_loss():
         with torch.no_grad():
-            return model.loss(tokens, labels, orders, torch.Generator().manual_seed(123), mask_ratio=0.75).item()
+            return model.loss(tokens, labels, orders, torch.Generator().manual_seed(123),
+                              mask_ratio=0.75).item()
 
     before = fixed_loss()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for step in range(40):
-        loss = model.loss(tokens, labels, orders, torch.Generator().manual_seed(step), mask_ratio=0.75)
+        loss = model.loss(tokens, labels, orders, torch.Generator().manual_seed(step),
+                          mask_ratio=0.75)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -256,10 +286,15 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
 
 def test_sampling_with_a_fixed_seed_is_reproducible():
     model = tiny().eval()
-    orders, labels = random_orders(3, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2])
-    a = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
-    b = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(7))
-    c = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5, generator=torch.Generator().manual_seed(8))
+    orders, labels = random_orders(3, 4,
+                                   generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1,
+                                                                                              2])
+    a = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5,
+                     generator=torch.Generator().manual_seed(7))
+    b = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5,
+                     generator=torch.Generator().manual_seed(7))
+    c = model.sample(labels, orders, steps=3, cfg_scale=2.0, diffusion_steps=5,
+                     generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
@@ -274,7 +309,8 @@ def test_mask_ratio_is_mars_truncated_normal():
 
 def test_orders_reverse_mix_and_flip():
     collapse = torch.tensor([[5, 0, 3, 1, 2, 4]])
-    assert mar_order(collapse).tolist() == [[4, 2, 1, 3, 0, 5]]  # best patch (5) at the tail: generated first
+    # best patch (5) at the tail: generated first
+    assert mar_order(collapse).tolist() == [[4, 2, 1, 3, 0, 5]]
     assert mar_order(collapse, descending=False).tolist() == collapse.tolist()
     g = torch.Generator().manual_seed(0)
     many = collapse.expand(4000, 6)
@@ -316,17 +352,19 @@ def test_adaptive_order_reveals_the_best_hidden_patch_next_and_keeps_the_tail():
     orders = torch.tensor([[2, 0, 3, 1], [0, 3, 1, 2]])
     new = adapt(torch.randn(2, 4, 16), orders, masked=3)
     assert new[:, 3:].tolist() == orders[:, 3:].tolist()  # the revealed tail is untouched
-    assert new[0, 2].item() == 2  # the hub, still hidden, goes to the end of the head: revealed next
+    # the hub, still hidden, goes to the end of the head: revealed next
+    assert new[0, 2].item() == 2
     assert sorted(new[1, :3].tolist()) == [0, 1, 3]
     # and in a run: with the hub hidden, it is generated first
     model = tiny().eval()
     first = []
-    model.sample(torch.tensor([0]), torch.tensor([[2, 0, 3, 1]]), steps=4, diffusion_steps=3, adapt=adapt,
-                 draft_steps=2, callback=lambda s, t, o, m: first.append(o[0, m:].tolist()) if s == 0 else None)
+    model.sample(torch.tensor([0]), torch.tensor([[2, 0, 3, 1]]), steps=4, diffusion_steps=3,
+                 adapt=adapt, draft_steps=2,
+                 callback=lambda s, t, o, m: first.append(o[0, m:].tolist()) if s == 0 else None)
     assert first == [[2]]
 
 
-# ------------------------------------------------------ MAR's own head: learned variance (improved DDPM)
+# ------------------------------------------------- MAR's own head: learned variance (improved DDPM)
 def test_gaussian_kl_and_discretized_likelihood_match_exact_forms():
     from torch.distributions import Normal, kl_divergence
 
@@ -355,8 +393,10 @@ def test_learned_variance_spans_posterior_to_beta_and_the_bound_vanishes_at_the_
     ones = torch.ones(5, 3, dtype=torch.float64)
     post = torch.log(d.posterior_var[t.clamp(min=1)])  # clipped: step 0 takes step 1's
     torch.testing.assert_close(d.learned_log_var(t, -ones), post[:, None].expand(5, 3))
-    torch.testing.assert_close(d.learned_log_var(t, ones), torch.log(d.betas[t])[:, None].expand(5, 3))
-    torch.testing.assert_close(d.learned_log_var(t, 0 * ones), ((post + torch.log(d.betas[t])) / 2)[:, None].expand(5, 3))
+    torch.testing.assert_close(d.learned_log_var(t, ones),
+                               torch.log(d.betas[t])[:, None].expand(5, 3))
+    torch.testing.assert_close(d.learned_log_var(t, 0 * ones),
+                               ((post + torch.log(d.betas[t])) / 2)[:, None].expand(5, 3))
     # the exact noise and v = -1 give the true posterior: the KL term is 0 for t > 0
     g = torch.Generator().manual_seed(1)
     x0, eps = torch.rand(5, 3, generator=g) * 2 - 1, torch.randn(5, 3, generator=g)
@@ -366,7 +406,8 @@ def test_learned_variance_spans_posterior_to_beta_and_the_bound_vanishes_at_the_
     # v = +1 (variance beta, exact mean): KL of two Gaussians with one mean, in bits
     pv, beta = d.posterior_var[t[1:]].float(), d.betas[t[1:]].float()
     closed = 0.5 * (torch.log(beta / pv) + pv / beta - 1) / math.log(2)
-    torch.testing.assert_close(d.vb_bits(x0, xt, t, eps, torch.ones(5, 3))[1:], closed, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(d.vb_bits(x0, xt, t, eps, torch.ones(5, 3))[1:], closed, rtol=1e-4,
+                               atol=1e-6)
     assert vb[0] > 0  # t = 0: the decoder's negative log-likelihood of a quantised x0
 
 
@@ -380,12 +421,14 @@ def test_learned_variance_head_trains_and_samples():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(30):
-        loss = model.loss(tokens, labels, orders, torch.Generator().manual_seed(step), mask_ratio=0.75)
+        loss = model.loss(tokens, labels, orders, torch.Generator().manual_seed(step),
+                          mask_ratio=0.75)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert all(math.isfinite(v) for v in losses) and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert (all(math.isfinite(v) for v in losses) and np.mean(losses[-5:]) < 0.8
+            * np.mean(losses[:5]))
     assert net.out.weight.grad[16:].abs().sum() > 0  # the variance rows learn (from the bound)
     out = model.eval().sample(labels[:2], orders[:2], steps=2, cfg_scale=2.0, diffusion_steps=4,
                               generator=torch.Generator().manual_seed(0))
@@ -402,8 +445,12 @@ def test_v_of_minus_one_samples_like_the_fixed_variance():
 
 
 def test_clip_x0_bounds_samples_and_mars_head_does_not():
-    labels, orders = torch.tensor([0, 1, 2, 3]), random_orders(4, 4, generator=torch.Generator().manual_seed(0))
+    labels, orders = torch.tensor([0, 1, 2,
+                                   3]), random_orders(4, 4,
+                                                      generator=torch.Generator().manual_seed(0))
     for clip in (True, False):
-        model = tiny(clip_x0=clip).eval()  # zero-initialised head: eps = 0, x0 = x_t / sqrt(alpha_bar)
-        out = model.sample(labels, orders, steps=2, diffusion_steps=5, generator=torch.Generator().manual_seed(0))
+        # zero-initialised head: eps = 0, x0 = x_t / sqrt(alpha_bar)
+        model = tiny(clip_x0=clip).eval()
+        out = model.sample(labels, orders, steps=2, diffusion_steps=5,
+                           generator=torch.Generator().manual_seed(0))
         assert (out.abs().max() <= 1.0) == clip

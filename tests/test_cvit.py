@@ -10,20 +10,33 @@ from scipy import integrate, stats
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from copkit.config import config_hash
 from copkit.curves import auc, knee, sweep, sweep_ratios
-from copkit.cvit import (RECIPE, CViTConfig, CViTData, PrunedViT, drop_ratio_cdf, drop_ratio_pdf, forward_keep,
-                         make_vit, n_keep, sample_drop_ratio, stage_counts)
+from copkit.cvit import (
+    RECIPE,
+    CViTConfig,
+    CViTData,
+    PrunedViT,
+    drop_ratio_cdf,
+    drop_ratio_pdf,
+    forward_keep,
+    make_vit,
+    n_keep,
+    sample_drop_ratio,
+    stage_counts,
+)
 from copkit.efficiency import vit_flops
-from copkit.tokens import N_TOKENS
-from copkit.tokens import patchify, random_flip
-from copkit.train import TrainConfig, config_hash, fit
+from copkit.recipe import TrainConfig
+from copkit.tokens import N_TOKENS, patchify, random_flip
+from copkit.train import fit
 
 
 @pytest.fixture(scope="module")
 def vit():
     torch.manual_seed(0)
     m = make_vit(CViTConfig(width=32, depth=2, heads=4)).eval()
-    with torch.no_grad():  # timm zero-initialises the head; random weights make the logits informative
+    # timm zero-initialises the head; random weights make the logits informative
+    with torch.no_grad():
         m.head.weight.normal_(0, 0.5)
         m.head.bias.normal_(0, 0.5)
     return m
@@ -62,7 +75,8 @@ def test_dropped_forward_equals_timms_masked_attention(vit):
 
 def test_logits_do_not_depend_on_the_order_of_kept_indices(vit):
     x, keep = images(4), random_keep(4, 20, seed=1)
-    shuffled = keep.gather(1, torch.rand(4, 20, generator=torch.Generator().manual_seed(2)).argsort(1))
+    shuffled = keep.gather(1,
+                           torch.rand(4, 20, generator=torch.Generator().manual_seed(2)).argsort(1))
     assert not torch.equal(shuffled, keep)
     with torch.no_grad():
         assert torch.allclose(forward_keep(vit, x, keep), forward_keep(vit, x, shuffled), atol=1e-5)
@@ -104,7 +118,8 @@ def test_drop_ratio_sampler_matches_its_stated_density():
     for q in (0.1, 0.36, 0.8, 0.99):
         area, _ = integrate.quad(lambda v: float(drop_ratio_pdf(v, 0.99)), 0, q)
         assert area == pytest.approx(float(drop_ratio_cdf(q, 0.99)), abs=1e-6)
-    assert r.mean() == pytest.approx(0.99 * (1 - 2 / math.pi), abs=0.01)  # low ratios favoured: mean ~0.36
+    # low ratios favoured: mean ~0.36
+    assert r.mean() == pytest.approx(0.99 * (1 - 2 / math.pi), abs=0.01)
     assert torch.equal(sample_drop_ratio(5, torch.Generator().manual_seed(4)),
                        sample_drop_ratio(5, torch.Generator().manual_seed(4)))
 
@@ -124,9 +139,11 @@ def test_knee_matches_kneed_on_a_curve_with_a_known_knee():
     from kneed import KneeLocator
 
     x = np.linspace(0, 0.99, 34)
-    y = np.where(x <= 0.66, 80 - 5 * x, 80 - 5 * 0.66 - 230 * (x - 0.66))  # flat, then a cliff at 0.66
+    # flat, then a cliff at 0.66
+    y = np.where(x <= 0.66, 80 - 5 * x, 80 - 5 * 0.66 - 230 * (x - 0.66))
     r, acc = knee(x, y)
-    assert r == pytest.approx(float(KneeLocator(x, y, curve="concave", direction="decreasing").knee))
+    assert (r == pytest.approx(float(KneeLocator(x, y, curve="concave",
+                                                 direction="decreasing").knee)))
     assert r == pytest.approx(0.66, abs=0.031)  # the grid point at the bend
     assert acc == pytest.approx(y[np.argmin(abs(x - r))])
 
@@ -152,7 +169,8 @@ def test_flops_at_keep_1_are_timms_and_fall_as_counted_by_hand(vit):
 
 # ------------------------------------------------------------------------- sweep, flip, pruning
 def test_sweep_matches_a_per_image_brute_force(vit):
-    x, y = images(30, seed=5), torch.randint(0, 10, (30,), generator=torch.Generator().manual_seed(5))
+    x, y = images(30,
+                  seed=5), torch.randint(0, 10, (30,), generator=torch.Generator().manual_seed(5))
     orders = random_keep(30, N_TOKENS, seed=6)
     ratios = [0.0, 0.5, 0.78]
     out = sweep(vit, (x, y, orders), ratios, "collapse", batch_size=7)
@@ -182,7 +200,8 @@ def test_flip_keeps_the_order_on_the_content():
     for i in range(8):
         got = ftok[i, fo[i]].reshape(-1, 4, 4)
         want = tok[i, orders[i]].reshape(-1, 4, 4)
-        assert torch.equal(got, want.flip(-1) if i in flipped else want)  # k-th patch: same content, mirrored
+        # k-th patch: same content, mirrored
+        assert torch.equal(got, want.flip(-1) if i in flipped else want)
 
 
 def test_pruned_vit_keeps_the_asked_count_and_learns_its_scores():
@@ -198,7 +217,8 @@ def test_pruned_vit_keeps_the_asked_count_and_learns_its_scores():
     assert all(len(set(row.tolist())) == 11 for row in kept)
     model.train()
     model(x, n_keep=11, generator=torch.Generator().manual_seed(0)).sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.scorers.parameters() if p.ndim > 1)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.scorers.parameters()
+               if p.ndim > 1)
     assert stage_counts(49, 11, 3) == [30, 18, 11]
     full, pruned, dropped = vit_flops(model, None), vit_flops(model, 11), vit_flops(model.vit, 11)
     assert dropped < pruned < full
@@ -211,27 +231,33 @@ def test_sweep_ratios_hold_table5_columns():
 
 
 def test_fit_trains_cvit_resumes_and_loads(tmp_path):
-    x, y = images(128, seed=9), torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(9))
+    x, y = images(128,
+                  seed=9), torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(9))
     orders = random_keep(128, N_TOKENS, seed=10)
     cfg = CViTConfig(width=16, depth=2, heads=2, train_drop="collapse")
     tc = TrainConfig(steps=6, batch_size=32, lr=1e-3, seed=0, ckpt_every=3, log_every=1)
     tag = {"test": 1}
     run = fit(RECIPE, cfg, tc, CViTData(x, y, orders), tag, tmp_path, progress=False)
-    assert run.folder == tmp_path / "runs" / f"cvit-{run.hash[:8]}" and (run.folder / "checkpoint.safetensors").exists()
-    assert len([r for r in run.metrics if "loss" in r]) == 6 and 1 <= min(r["kept"] for r in run.metrics) <= 49
-    again = fit(RECIPE, cfg, tc, CViTData(x, y, orders), tag, tmp_path, progress=False)  # loaded, not retrained
-    assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), again.model.state_dict().values()))
+    assert (run.folder == tmp_path / "runs" / f"cvit-{run.hash[:8]}"
+            and (run.folder / "checkpoint.safetensors").exists())
+    assert (len([r for r in run.metrics if "loss" in r]) == 6
+            and 1 <= min(r["kept"] for r in run.metrics) <= 49)
+    # loaded, not retrained
+    again = fit(RECIPE, cfg, tc, CViTData(x, y, orders), tag, tmp_path, progress=False)
+    assert all(torch.equal(a, b)
+               for a, b in zip(run.model.state_dict().values(), again.model.state_dict().values()))
     with pytest.raises(ValueError, match="collapse orders"):
         fit(RECIPE, cfg, tc, CViTData(x, y, None), tag, tmp_path, progress=False)
     with pytest.raises(ValueError, match="must have the same length"):
         CViTData(x, y[:-1], orders)
-    rvit = RECIPE.run_config(CViTConfig(width=16, depth=2, heads=2, train_drop="random"), tc, None, tag)
+    rvit = RECIPE.run_config(CViTConfig(width=16, depth=2, heads=2, train_drop="random"), tc, None,
+                             tag)
     assert config_hash(rvit) != run.hash
 
 
 def test_pretrained_timm_vit_from_a_local_file(tmp_path):
-    """The paper starts CViT from a pretrained timm ViT-B/16; here a real timm architecture (ViT-Ti/16)
-    with random weights is saved to a file and loaded by name the same way."""
+    """The paper starts CViT from a pretrained timm ViT-B/16; here a real timm architecture
+    (ViT-Ti/16) with random weights is saved to a file and loaded by name the same way."""
     import timm
     from safetensors.torch import save_file
 
@@ -241,7 +267,8 @@ def test_pretrained_timm_vit_from_a_local_file(tmp_path):
     src = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
     path = tmp_path / "vit_tiny.safetensors"
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, path)
-    same = CViTConfig(timm_model="vit_tiny_patch16_224", img_size=224, patch=16, classes=1000, in_chans=3)
+    same = CViTConfig(timm_model="vit_tiny_patch16_224", img_size=224, patch=16, classes=1000,
+                      in_chans=3)
     vit = make_vit(same, weights=path).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
@@ -249,11 +276,13 @@ def test_pretrained_timm_vit_from_a_local_file(tmp_path):
         torch.testing.assert_close(forward_keep(vit, x, torch.arange(196).expand(2, -1)), src(x))
     # On CoMAE's grid at another resolution, with a new head: the blocks are the file's, the
     # position embeddings resized by timm, the head new.
-    vit = make_vit(CViTConfig(timm_model="vit_tiny_patch16_224", img_size=64, patch=16, classes=10, in_chans=3), path)
+    vit = make_vit(CViTConfig(timm_model="vit_tiny_patch16_224", img_size=64, patch=16, classes=10,
+                              in_chans=3), path)
     assert vit.pos_embed.shape == (1, 1 + 16, 192) and vit.head.out_features == 10
     torch.testing.assert_close(vit.blocks[3].mlp.fc1.weight, src.blocks[3].mlp.fc1.weight)
     assert vit(torch.randn(1, 3, 64, 64)).shape == (1, 10)
     with pytest.raises(ValueError, match="16-pixel patches"):
-        make_vit(CViTConfig(timm_model="vit_tiny_patch16_224", img_size=64, patch=8, classes=10, in_chans=3), path)
+        make_vit(CViTConfig(timm_model="vit_tiny_patch16_224", img_size=64, patch=8, classes=10,
+                            in_chans=3), path)
     with pytest.raises(FileNotFoundError, match="local .safetensors"):
         make_vit(same, weights=tmp_path / "missing.safetensors")

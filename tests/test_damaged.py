@@ -1,6 +1,7 @@
-"""A damaged or foreign checkpoint, artifact, orders file or run config gets one error,
+"""A damaged or foreign checkpoint, orders file or run config gets one error,
 copkit.io.DamagedFileError, naming the file and what to do, never a raw SafetensorError, zip or JSON
-traceback. Each reader is fed truncated files, garbage bytes and well-formed files of another kind."""
+traceback. Each reader is fed truncated files, garbage bytes and well-formed files of another
+kind."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
+from copkit.checkpoint import load_tensors, load_weights, save_tensors
 from copkit.config import ConfigError
 from copkit.io import DamagedFileError, remedy_for
 from copkit.orders import _npz_bytes, compute_orders, load_orders, merge_shards
-from copkit.train import (TrainConfig, artifact_path, load_artifact, load_tensors, load_weights, save_artifact,
-                          save_tensors, train)
+from copkit.recipe import TrainConfig
+from copkit.train import train
 
 GARBAGE = bytes(range(256)) * 3
 
@@ -55,7 +56,8 @@ def raises_damaged(path: Path, call, *remedy_words: str) -> DamagedFileError:
 @pytest.fixture
 def checkpoint(tmp_path) -> Path:
     run = tmp_path / "runs" / "comae-0123abcd"
-    return save_tensors(run / "checkpoint.safetensors", {"model.w": torch.arange(1000.0)}, {"step": 3})
+    return save_tensors(run / "checkpoint.safetensors", {"model.w": torch.arange(1000.0)},
+                        {"step": 3})
 
 
 def test_intact_file_still_reads(checkpoint):
@@ -89,31 +91,12 @@ def test_missing_file_is_still_file_not_found(tmp_path):
         load_tensors(tmp_path / "nothing.safetensors")
 
 
-def test_artifact_damaged_or_foreign(tmp_path):
-    config = {"model": "linear", "size": 4}
-    save_artifact(tmp_path, "probe", config, nn.Linear(4, 2), {"acc": 0.5})
-    path = artifact_path(tmp_path, "probe", config)
-    assert load_artifact(tmp_path, "probe", config, nn.Linear(4, 2))["info"] == {"acc": 0.5}
-    assert load_artifact(tmp_path, "probe", {"model": "linear", "size": 5}, nn.Linear(4, 2)) is None  # other config
-    # tensors that do not fit the module the same config builds (code changed under the file)
-    with pytest.raises(DamagedFileError, match=r"do not fit Linear") as info:
-        load_artifact(tmp_path, "probe", config, nn.Linear(3, 2))
-    assert info.value.path == path and path.with_suffix(".json").name in str(info.value)
-    for damage in ("half", "garbage"):
-        if damage == "half":
-            save_artifact(tmp_path, "probe", config, nn.Linear(4, 2), {})
-            cut(path)
-        else:
-            path.write_bytes(GARBAGE)
-        raises_damaged(path, lambda: load_artifact(tmp_path, "probe", config, nn.Linear(4, 2)),
-                       f"Delete {path}", path.with_suffix(".json").name, "saves the probe artifact")
-
-
 # ------------------------------------------------------------------------------ orders
 def _orders_file(path: Path, n: int = 6) -> Path:
     rng = np.random.default_rng(0)
     orders = np.stack([rng.permutation(16) for _ in range(n)]).astype(np.uint8)
-    path.write_bytes(_npz_bytes(orders=orders, split=np.array(["train"] * n), comae_hash=np.array("h" * 64)))
+    path.write_bytes(_npz_bytes(orders=orders, split=np.array(["train"] * n),
+                                comae_hash=np.array("h" * 64)))
     return path
 
 
@@ -141,7 +124,8 @@ def test_foreign_npz_is_not_an_orders_file(tmp_path):
     single = tmp_path / "single.npy"
     assert "single array" in raises_damaged(single, lambda: load_orders(single)).problem
     with open(path, "wb") as fh:  # an object array: only a pickle could read it
-        np.savez(fh, orders=np.array([{"a": 1}], dtype=object), split=np.array(["x"]), comae_hash=np.array("h"))
+        np.savez(fh, orders=np.array([{"a": 1}], dtype=object), split=np.array(["x"]),
+                 comae_hash=np.array("h"))
     raises_damaged(path, lambda: load_orders(path))
 
 
@@ -156,13 +140,17 @@ def test_damaged_shard_is_named(tmp_path):
     compute_orders(Uniform(), tokens, out, "h" * 64, ["train"] * 6, shard_size=3, progress=False)
     shard = tmp_path / "orders.npz.parts" / "shard-00001.npz"
     cut(shard)
-    raises_damaged(shard, lambda: compute_orders(Uniform(), tokens, out, "h" * 64, ["train"] * 6, shard_size=3,
+    raises_damaged(shard,
+                   lambda: compute_orders(Uniform(), tokens, out, "h" * 64, ["train"] * 6,
+                                          shard_size=3,
                                                  progress=False), f"Delete {shard}")
-    raises_damaged(shard, lambda: merge_shards(shard.parent, out, "h" * 64, 6, np.array(["train"] * 6)))
+    raises_damaged(shard,
+                   lambda: merge_shards(shard.parent, out, "h" * 64, 6, np.array(["train"] * 6)))
 
 
 # ------------------------------------------------------------------------------ run folders
-@pytest.mark.parametrize("content", [b"{\"config_hash\": \"ab", GARBAGE, b"[1, 2, 3]", b"{\"config\": {}}"])
+@pytest.mark.parametrize("content", [b"{\"config_hash\": \"ab", GARBAGE, b"[1, 2, 3]",
+                                     b"{\"config\": {}}"])
 def test_run_config_garbage(tmp_path, content):
     from copkit.stages import _read_run
 
@@ -170,7 +158,8 @@ def test_run_config_garbage(tmp_path, content):
     save_tensors(run / "checkpoint.safetensors", {"w": torch.zeros(1)}, {})
     (run / "config.json").write_bytes(content)
     raises_damaged(run / "config.json", lambda: _read_run(run), f"Delete the run folder {run}")
-    (run / "config.json").write_text(json.dumps({"config_hash": "ab" * 32, "config": {"model": {}}}))
+    (run
+     / "config.json").write_text(json.dumps({"config_hash": "ab" * 32, "config": {"model": {}}}))
     assert _read_run(run)["config_hash"] == "ab" * 32
     (run / "config.json").unlink()
     with pytest.raises(ConfigError, match="not a finished run folder"):
@@ -180,7 +169,8 @@ def test_run_config_garbage(tmp_path, content):
 def test_remedies_by_kind():
     assert "Delete the run folder /d/runs/x" in remedy_for("/d/runs/x/checkpoint.safetensors")
     assert "make orders" in remedy_for("/d/orders-12345678.npz")
-    assert "Delete /d/comae-12345678.safetensors (and comae-12345678.json" in remedy_for("/d/comae-12345678.safetensors")
+    assert ("Delete /d/comae-12345678.safetensors (and comae-12345678.json"
+            in remedy_for("/d/comae-12345678.safetensors"))
     err = DamagedFileError("/d/x.bin", "is odd")
     assert str(err) == "/d/x.bin: is odd. Delete /d/x.bin and re-run the command that made it."
     assert isinstance(err, ValueError)
@@ -190,8 +180,9 @@ def test_remedies_by_kind():
 def test_train_comae_with_a_truncated_checkpoint_says_what_to_do(tmp_path, capsys):
     """The issue's case: `python -m copkit train-comae` over a run folder whose checkpoint a kill or
     a full disk cut short used to stop with a raw SafetensorError."""
-    from copkit.cli import main
     from test_cli import TINY_COMAE, make_image_folder
+
+    from copkit.cli import main
 
     imgs = make_image_folder(tmp_path / "imgs", per_class=(4, 2), size=(32, 32))
     config = tmp_path / "c.toml"
@@ -202,36 +193,55 @@ def test_train_comae_with_a_truncated_checkpoint_says_what_to_do(tmp_path, capsy
     cut(run / "checkpoint.safetensors")
     assert main(["train-comae", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {run / 'checkpoint.safetensors'}: cannot be read, it is truncated or corrupt")
+    assert err.startswith(f"error: {run / 'checkpoint.safetensors'}: cannot be read, it is "
+                          "truncated or corrupt")
     assert f"Delete the run folder {run} and run the command that trained it again" in err
     assert "Traceback" not in err
     # a stage that reads the run: rank, with the run's config.json overwritten by garbage
     (run / "config.json").write_bytes(GARBAGE)
     rank = tmp_path / "r.yaml"
     rank.write_text(f"comae_run: {run}\nout: {tmp_path}/orders.npz\ndevice: cpu\n"
-                    f"data: {{source: imagefolder, root: {imgs}, image_size: 32}}\ntokenizer: {{kind: pixels, patch: 8}}\n")
+                    f"data: {{source: imagefolder, root: {imgs}, image_size: 32}}\ntokenizer: "
+                    "{kind: pixels, patch: 8}\n")
     assert main(["rank", "--config", str(rank)]) == 2
     err = capsys.readouterr().err
-    assert f"error: {run / 'config.json'}: is not readable JSON" in err and f"Delete the run folder {run}" in err
+    assert (f"error: {run / 'config.json'}: is not readable JSON" in err
+            and f"Delete the run folder {run}" in err)
 
 
 def test_a_foreign_checkpoint_in_a_run_folder_is_named_before_any_weight_is_loaded(tmp_path):
     """A valid checkpoint of another model in the run folder: the error names the file and the fix,
-    whether its configuration differs or only its networks do (never a raw load_state_dict error)."""
+    whether its configuration differs or only its networks do (never a raw load_state_dict
+    error)."""
     def run(width: int, config: dict, steps: int = 2):
         torch.manual_seed(0)
         net = torch.nn.Linear(width, width)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         x = torch.randn(8, width)
         step = lambda t, g: (net(x).pow(2).mean(), "net", {})  # noqa: E731
-        return train({"net": net}, {"net": opt}, step, TrainConfig(steps=steps, batch_size=8), tmp_path, config,
-                     progress=False)
+        return train({"net": net}, {"net": opt}, step, TrainConfig(steps=steps, batch_size=8),
+                     tmp_path, config, progress=False)
 
     run(2, {"model": "a"})
     with pytest.raises(DamagedFileError, match="another configuration") as err:
         run(3, {"model": "b"}, steps=4)
-    assert err.value.path == tmp_path / "checkpoint.safetensors" and "Delete the run folder" in str(err.value)
+    assert (err.value.path == tmp_path / "checkpoint.safetensors"
+            and "Delete the run folder" in str(err.value))
     with pytest.raises(DamagedFileError, match="do not fit"):
         run(3, {"model": "a"}, steps=4)  # the same configuration hash, other networks
     with pytest.raises(DamagedFileError, match="do not fit"):
         load_weights(tmp_path, "net", torch.nn.Linear(3, 3))
+
+
+def test_file_sha256_is_the_digest_of_the_whole_file_across_chunks(tmp_path):
+    """The one digest of a file (shipped models' descriptions, the weights and VAE files a run's
+    hash names): a file longer than the 1 MiB read chunk hashes as its whole bytes do."""
+    import hashlib
+
+    from copkit.io import file_sha256
+
+    data = bytes(range(256)) * 5000  # 1.22 MiB: two chunks
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "g").write_bytes(data[:-1] + b"\x00")
+    assert file_sha256(tmp_path / "g") != file_sha256(tmp_path / "f")

@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from copkit import data
-from copkit.data import (CLASSES, DataNotFoundError, IDXFormatError, find_fashion_mnist, gaussian_field,
-                         field_covariance, load_fashion_mnist, photo, photo_crops, read_idx)
+from copkit.data import (
+    CLASSES,
+    DataNotFoundError,
+    IDXFormatError,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    photo,
+    photo_crops,
+    read_idx,
+)
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, cut: int = 0) -> Path:
@@ -48,7 +56,8 @@ def test_read_idx_reads_what_was_written(tmp_path, suffix):
 
 def test_read_idx_rejects_truncated_file(tmp_path):
     f = write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8), cut=100)
-    with pytest.raises(IDXFormatError, match=r"train-images-idx3-ubyte: file is truncated: header says "
+    with pytest.raises(IDXFormatError,
+                       match=r"train-images-idx3-ubyte: file is truncated: header says "
                                              r"3 x 28 x 28 = 2352 bytes of data, found 2252"):
         read_idx(f, 3)
 
@@ -62,7 +71,8 @@ def test_read_idx_rejects_truncated_gzip(tmp_path):
 
 def test_read_idx_rejects_wrong_magic(tmp_path):
     f = write_idx(tmp_path / "x-labels", np.zeros(5, np.uint8), magic=0x00000803)
-    with pytest.raises(IDXFormatError, match=r"x-labels: wrong magic number 0x00000803, expected 0x00000801"):
+    with pytest.raises(IDXFormatError,
+                       match=r"x-labels: wrong magic number 0x00000803, expected 0x00000801"):
         read_idx(f, 1)
     g = tmp_path / "foreign"
     g.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
@@ -77,7 +87,8 @@ def test_load_from_a_root_scales_to_minus_one_one(tmp_path):
     assert torch.allclose(x[:, 0], torch.from_numpy(arrays["train"][0]).float() / 127.5 - 1)
     assert torch.equal(y, torch.from_numpy(arrays["train"][1]).long())
     xa, ya = load_fashion_mnist("all", root=tmp_path / "fm", limit=15)
-    assert xa.shape[0] == 15 and torch.equal(ya[12:], torch.from_numpy(arrays["test"][1][:3]).long())
+    assert (xa.shape[0] == 15
+            and torch.equal(ya[12:], torch.from_numpy(arrays["test"][1][:3]).long()))
     with pytest.raises(ValueError, match="split must be"):
         load_fashion_mnist("validation", root=tmp_path / "fm")
 
@@ -94,6 +105,20 @@ def test_search_order_env_var_first(tmp_path, monkeypatch):
     fake_fashion_mnist(tmp_path / "env" / "fashion-mnist")
     monkeypatch.setenv("COPKIT_DATA", str(tmp_path / "env"))
     assert find_fashion_mnist() == tmp_path / "env" / "fashion-mnist"
+
+
+def test_the_four_files_are_named_gzipped_or_not(tmp_path):
+    from copkit.data import fashion_mnist_files
+
+    fake_fashion_mnist(tmp_path / "a")
+    fake_fashion_mnist(tmp_path / "b", gz=False)
+    assert [p.name for p in fashion_mnist_files(tmp_path / "a")] == [
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz"]
+    assert [p.parent for p in fashion_mnist_files(tmp_path / "b")] == [tmp_path / "b"] * 4
+    (tmp_path / "b" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="holds no t10k-labels-idx1-ubyte"):
+        fashion_mnist_files(tmp_path / "b")
 
 
 def test_torchvision_layout_is_found(tmp_path):
@@ -120,7 +145,8 @@ def test_not_found_names_all_three_ways(tmp_path, monkeypatch):
     assert str(tmp_path / "nowhere") in msg
     # a failing download ends in the same message, with the reason
     monkeypatch.setattr(data, "_online", lambda: True)
-    monkeypatch.setattr(data, "_download", lambda target: (_ for _ in ()).throw(OSError("network is unreachable")))
+    monkeypatch.setattr(data, "_download",
+                        lambda target: (_ for _ in ()).throw(OSError("network is unreachable")))
     with pytest.raises(DataNotFoundError, match="download failed: OSError: network is unreachable"):
         find_fashion_mnist(download=True)
 
@@ -139,7 +165,8 @@ class Machine:
 
         def which(program):
             self.calls.append(("which", program))
-            return f"/usr/bin/{program}" if (program == "apt-get" and apt) or (program == "sudo" and sudo) else None
+            return (f"/usr/bin/{program}" if (program == "apt-get" and apt)
+                    or (program == "sudo" and sudo) else None)
 
         def run(cmd, quiet=False):
             self.calls.append(("run", " ".join(cmd)))
@@ -210,10 +237,12 @@ def test_passwordless_sudo_installs_through_sudo(tmp_path, monkeypatch):
     (dict(apt=False, root=True), [], "apt-get: no apt-get on this machine"),
     (dict(sudo=False), [], "apt-get: not root, and sudo asks for a password"),
     (dict(sudo="password"), ["sudo -n true"], "apt-get: not root, and sudo asks for a password"),
-    (dict(root=True, apt_fails="update"), APT[:1], "apt-get: `apt-get update` failed with exit status 100"),
+    (dict(root=True, apt_fails="update"), APT[:1],
+     "apt-get: `apt-get update` failed with exit status 100"),
     (dict(root=True, apt_fails="install"), APT,
      "apt-get: `apt-get install -y dataset-fashion-mnist` failed with exit status 100"),
-    (dict(sudo="nopasswd", apt_fails="install"), SUDO_APT, "apt-get install -y dataset-fashion-mnist` failed"),
+    (dict(sudo="nopasswd", apt_fails="install"), SUDO_APT,
+     "apt-get install -y dataset-fashion-mnist` failed"),
     (dict(root=True, package_files=False), APT, "apt-get: the package installed nothing into"),
 ])
 def test_without_apt_the_download_comes_next(tmp_path, monkeypatch, machine, commands, why):
@@ -271,7 +300,8 @@ def test_data_command_installs_then_checks(tmp_path, monkeypatch, capsys):
     assert main(["data"]) == 0
     assert m.commands() == APT
     out = capsys.readouterr()
-    assert "fashion-mnist train: 12 images (1, 28, 28)" in out.out and f"found in {m.system}" in out.out
+    assert ("fashion-mnist train: 12 images (1, 28, 28)" in out.out and "found in "
+                                                                        f"{m.system}" in out.out)
     m2 = Machine(tmp_path / "b", monkeypatch, root=True)
     monkeypatch.setattr(data, "_SYSTEM_DIR", tmp_path / "b" / "none")
     monkeypatch.setattr(data, "project_root", lambda: tmp_path / "b")
@@ -306,26 +336,20 @@ def test_photos_and_crops():
         photo("lena", 8)
 
 
-def test_gaussian_field_has_its_covariance():
-    cov = field_covariance(4, length_scale=1.5, kernel="squared_exponential")
-    x = gaussian_field(40000, 4, cov=cov, seed=2).reshape(40000, 16).double()
-    assert torch.allclose(torch.cov(x.T), cov, atol=0.04)
-    with pytest.raises(ValueError, match="cov must be"):
-        gaussian_field(2, 5, cov=cov)
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 @pytest.mark.parametrize("goal, users", [("test", ("-m pytest", "run_chapters.py")),
                                          ("book", ("run_chapters.py",)),
                                          ("unit", ("-m pytest",))])
 def test_make_gets_the_data_before_anything_reads_it(goal, users):
-    """`make test` and `make book` run `python -m copkit data` (which installs or downloads the data)
-    before the unit tests and the chapters that read it."""
+    """`make test` and `make book` run `python -m copkit data` (which installs or downloads the
+    data) before the unit tests and the chapters that read it."""
     root = Path(__file__).resolve().parents[1]
-    res = subprocess.run(["make", "-n", "-B", goal], cwd=root, capture_output=True, text=True, check=True)
+    res = subprocess.run(["make", "-n", "-B", goal], cwd=root, capture_output=True, text=True,
+                         check=True)
     lines = res.stdout.splitlines()
     data_step = [i for i, line in enumerate(lines) if line.endswith("-m copkit data")]
     assert data_step, res.stdout
     for user in users:
         first = next(i for i, line in enumerate(lines) if user in line)
-        assert data_step[0] < first, f"`make {goal}` runs {user!r} before `copkit data`:\n{res.stdout}"
+        assert data_step[0] < first, (
+            f"`make {goal}` runs {user!r} before `copkit data`:\n{res.stdout}")

@@ -11,18 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from copkit.train import load_tensors
-
 from test_cli import TINY_COMAE, make_image_folder, write
+
+from copkit.checkpoint import load_tensors
 
 DATA = "data: {{source: imagefolder, root: {imgs}, image_size: 32}}\n"
 
 
 def torchrun(nproc: int, *args: str, cwd: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "copkit", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "copkit", *args]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -47,7 +46,8 @@ def assert_same(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Every training stage once with 1 and once with 2 processes; the first CoMAE ranked both ways."""
+    """Every training stage once with 1 and once with 2 processes; the first CoMAE ranked both
+    ways."""
     root = tmp_path_factory.mktemp("dist")
     imgs = make_image_folder(root / "imgs")
     for nproc in (1, 2):
@@ -55,21 +55,27 @@ def runs(tmp_path_factory) -> Path:
         c = write(root / f"comae{nproc}.toml", TINY_COMAE.format(out=out, imgs=imgs, steps=4))
         torchrun(nproc, "train-comae", "--config", str(c), cwd=root)
         (comae_run,) = (root / "p1" / "runs").glob("comae-*")  # the same CoMAE for both rankings
-        r = write(root / f"rank{nproc}.yaml", f"comae_run: {comae_run}\nout: {out}/orders.npz\ndevice: cpu\n"
-                  f"shard_size: 5\n{DATA.format(imgs=imgs)}tokenizer: {{kind: pixels, patch: 8}}\n")
+        r = write(root / f"rank{nproc}.yaml",
+                  f"comae_run: {comae_run}\nout: {out}/orders.npz\ndevice: cpu\nshard_size: "
+                  f"5\n{DATA.format(imgs=imgs)}tokenizer: {{kind: pixels, patch: 8}}\n")
         torchrun(nproc, "rank", "--config", str(r), cwd=root)
-        m = write(root / f"mar{nproc}.yaml", f"data_dir: {out}\ndevice: cpu\nkind: descending\nrandom_fraction: 0.5\n"
-                  f"orders: {root}/p1/orders.npz\n{DATA.format(imgs=imgs)}tokenizer: {{kind: pixels, patch: 8}}\n"
-                  "model: {grid: [4, 4], token_dim: 192, n_classes: 2, width: 16, enc_depth: 1, dec_depth: 1, "
-                  "heads: 2, head_width: 16, head_depth: 1}\ntrain: {steps: 3, batch_size: 4, lr: 0.01, ema_decay: 0.5}\n")
+        m = write(root / f"mar{nproc}.yaml",
+                  f"data_dir: {out}\ndevice: cpu\nkind: descending\nrandom_fraction: 0.5\norders: "
+                  f"{root}/p1/orders.npz\n{DATA.format(imgs=imgs)}tokenizer: {{kind: pixels, "
+                  "patch: 8}\nmodel: {grid: [4, 4], token_dim: 192, n_classes: 2, width: 16, "
+                  "enc_depth: 1, dec_depth: 1, heads: 2, head_width: 16, head_depth: 1}\ntrain: "
+                  "{steps: 3, batch_size: 4, lr: 0.01, ema_decay: 0.5}\n")
         torchrun(nproc, "train-cmar", "--config", str(m), cwd=root)
         (mar_run,) = (root / "p1" / "runs").glob("mar-*")
-        smp = write(root / f"sample{nproc}.yaml", f"mar_run: {mar_run}\nout: {out}/samples.npz\ndevice: cpu\n"
-                    "tokenizer: {kind: pixels, patch: 8}\nper_class: 2\nsteps: 3\ndiffusion_steps: 3\n")
+        smp = write(root / f"sample{nproc}.yaml",
+                    f"mar_run: {mar_run}\nout: {out}/samples.npz\ndevice: cpu\ntokenizer: {{kind: "
+                    "pixels, patch: 8}\nper_class: 2\nsteps: 3\ndiffusion_steps: 3\n")
         torchrun(nproc, "sample-cmar", "--config", str(smp), cwd=root)
-        v = write(root / f"vit{nproc}.yaml", f"data_dir: {out}\ndevice: cpu\n{DATA.format(imgs=imgs)}"
-                  "model: {width: 16, depth: 2, heads: 2, img_size: 32, patch: 8, classes: 2, in_chans: 3, "
-                  "train_drop: random}\ntrain: {steps: 3, batch_size: 4, lr: 0.01, ema_decay: 0.5}\n")
+        v = write(root / f"vit{nproc}.yaml",
+                  f"data_dir: {out}\ndevice: cpu\n{DATA.format(imgs=imgs)}model: {{width: 16, "
+                  "depth: 2, heads: 2, img_size: 32, patch: 8, classes: 2, in_chans: 3, "
+                  "train_drop: random}\ntrain: {steps: 3, batch_size: 4, lr: 0.01, ema_decay: "
+                  "0.5}\n")
         torchrun(nproc, "train-cvit", "--config", str(v), cwd=root)
     return root
 
@@ -87,5 +93,6 @@ def test_two_processes_sample_every_label_once(runs):
 
 def test_two_processes_rank_like_one(runs):
     with np.load(runs / "p1" / "orders.npz") as a, np.load(runs / "p2" / "orders.npz") as b:
-        assert np.array_equal(a["orders"], b["orders"]) and str(a["comae_hash"]) == str(b["comae_hash"])
+        assert (np.array_equal(a["orders"], b["orders"])
+                and str(a["comae_hash"]) == str(b["comae_hash"]))
     assert not list((runs / "p2").glob("orders.npz.parts/*.tmp*"))

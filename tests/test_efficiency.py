@@ -1,4 +1,5 @@
-"""copkit.efficiency: FLOPs against closed forms, operator counts, and which steps step_rate runs."""
+"""copkit.efficiency: FLOPs against closed forms, operator counts, and which steps step_rate
+runs."""
 
 import pytest
 import torch
@@ -51,7 +52,8 @@ def test_best_time_calls_once_to_warm_up_then_repeat_times():
     assert len(calls) == 5
 
 
-def _by_hand(n_patches: int, patch_dim: int, d: int, depth: int, mlp: int, classes: int, keep: int) -> int:
+def _by_hand(n_patches: int, patch_dim: int, d: int, depth: int, mlp: int, classes: int,
+             keep: int) -> int:
     """A timm ViT's forward FLOPs from its shapes: every patch embedded, then ``keep`` patch tokens
     and the class token through each block (qkv, q k^T, attn v, proj, MLP), then the head."""
     t = keep + 1
@@ -71,7 +73,8 @@ def test_keep_costs_against_flops_counted_by_hand():
         k = c["kept"]
         assert c["flops"] == _by_hand(49, 16, 32, 2, 4, 10, k)
         assert c["ratio_to_full"] == pytest.approx(c["flops"] / _by_hand(49, 16, 32, 2, 4, 10, 49))
-        assert c["attention_share"] == pytest.approx(2 * 4 * (k + 1) ** 2 * 32 / _by_hand(49, 16, 32, 2, 4, 10, k))
+        assert (c["attention_share"] == pytest.approx(2 * 4 * (k + 1) ** 2 * 32
+                                                      / _by_hand(49, 16, 32, 2, 4, 10, k)))
         assert c["paper_attention_saving"] == pytest.approx(1 - (k / 49) ** 2)
 
 
@@ -80,40 +83,50 @@ def test_paper_scale_costs_match_vit_b_by_hand():
 
     out = paper_scale_costs(widths=(64,), keep=56)
     assert out["vit_b_gflop_full"] * 1e9 == pytest.approx(_by_hand(256, 768, 768, 12, 4, 1000, 256))
-    assert out["vit_b_gflop_keep56"] * 1e9 == pytest.approx(_by_hand(256, 768, 768, 12, 4, 1000, 56))
+    assert (out["vit_b_gflop_keep56"]
+            * 1e9 == pytest.approx(_by_hand(256, 768, 768, 12, 4, 1000, 56)))
     order = 256 * _by_hand(256, 768, 64, 12, 4, 1000, 256)  # one selector pass per target
     assert out["order_gflop_width64"] * 1e9 == pytest.approx(order)
-    assert out["end_to_end_ratio_width64"] == pytest.approx((order + _by_hand(256, 768, 768, 12, 4, 1000, 56))
-                                                            / _by_hand(256, 768, 768, 12, 4, 1000, 256))
+    assert out["end_to_end_ratio_width64"] == pytest.approx((order
+                                                             + _by_hand(256, 768, 768, 12, 4, 1000,
+                                                                        56))
+                                                            / _by_hand(256, 768, 768, 12, 4, 1000,
+                                                                       256))
 
 
-def test_train_steps_take_the_updates_copkit_train_takes(tmp_path):
-    """train_steps without clipping is train's update: the same weights after the same steps."""
+def test_train_steps_are_the_steps_copkit_train_takes(tmp_path):
+    """The steps the bench times are train's: after the same steps, with clipping, the warm-up and
+    cosine schedule and the EMA, the weights and their EMA equal those of train's checkpoint."""
     import dataclasses
 
+    from copkit.checkpoint import load_tensors
     from copkit.cvit import RECIPE, CViTData, from_profile
     from copkit.efficiency import train_rate, train_steps
     from copkit.profiles import get_profile
-    from copkit.train import optimizers, train
+    from copkit.train import StepRunner, cosine_lr, train
 
     g = torch.Generator().manual_seed(0)
-    data = CViTData(torch.rand(32, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (32,), generator=g))
+    data = CViTData(torch.rand(32, 1, 28, 28, generator=g) * 2 - 1,
+                    torch.randint(0, 10, (32,), generator=g))
     cfg, tc = from_profile(get_profile("smoke").cvit, 0, kind="vit")
-    tc = dataclasses.replace(tc, steps=3, batch_size=8, grad_clip=None, ckpt_every=100)
-    nets = []
-    for run in ("ours", "train"):
-        torch.manual_seed(0)
-        model = RECIPE.build(cfg, data)
-        fn, opts = RECIPE.step(model, cfg, tc, data), optimizers(RECIPE, model, tc)
-        for o in opts.values():  # train sets the scheduled learning rate; fix it to the same constant
-            for group in o.param_groups:
-                group["lr"] = tc.lr
-        if run == "ours":
-            train_steps(fn, opts, tc, "cpu", 0, 3, seed=tc.seed)
-        else:
-            train({RECIPE.module: model}, opts, fn, dataclasses.replace(tc, warmup_steps=0, final_lr=tc.lr),
-                  tmp_path, {"t": 1}, progress=False)
-        nets.append(model)
-    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
-        assert torch.equal(a, b)
+    tc = dataclasses.replace(tc, steps=3, batch_size=8, warmup_steps=2, grad_clip=0.05,
+                             ckpt_every=100)
+    ours = StepRunner.of(RECIPE.setup(cfg, tc, data), tc)
+    train_steps(ours, 0, 3)
+    theirs = RECIPE.setup(cfg, tc, data)
+    train({RECIPE.module: theirs.model}, theirs.optimizers, theirs.step_fn, tc, tmp_path, {"t": 1},
+          progress=False)
+    saved, _ = load_tensors(tmp_path / "checkpoint.safetensors")
+    model = ours.modules[RECIPE.module]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[f"model.model.{k}"]), k
+        assert torch.equal(ours.emas["model"].shadow[k], saved[f"ema.model.{k}"]), k
+    # the schedule's rate at the last step
+    assert ours.lr == pytest.approx(cosine_lr(2, 3, tc.lr, 2))
+    # the clipping is in the timed step: without it the same steps end elsewhere
+    unclipped = dataclasses.replace(tc, grad_clip=None)
+    other = StepRunner.of(RECIPE.setup(cfg, unclipped, data), unclipped)
+    train_steps(other, 0, 3)
+    assert (not all(torch.equal(a, b)
+                    for a, b in zip(other.modules["model"].parameters(), model.parameters())))
     assert train_rate(RECIPE, cfg, tc, data, steps=2) > 0

@@ -6,10 +6,59 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
-from copkit.data import gaussian_field
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.tokens import patchify, random_orders
+
+
+# ------------------------------------------------------------ Gaussian random fields: a known truth
+def field_covariance(size: int, length_scale: float = 3.0, kernel: str = "exponential",
+                     variance: float = 1.0, nugget: float = 1e-4) -> Tensor:
+    """Covariance of a stationary Gaussian random field on a size x size pixel grid (float64).
+
+    ``Cov(x_a, x_b) = variance * k(|a - b| / length_scale) + nugget * [a == b]``, with
+    ``k(r) = exp(-r)`` (``"exponential"``, rough fields) or ``exp(-r^2 / 2)``
+    (``"squared_exponential"``, smooth ones). Pixels are in raster order, so the result is (size^2,
+    size^2).
+    """
+    ij = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"), -1)
+    ij = ij.reshape(-1, 2).double()
+    r = torch.cdist(ij, ij) / length_scale
+    if kernel == "exponential":
+        k = torch.exp(-r)
+    elif kernel == "squared_exponential":
+        k = torch.exp(-0.5 * r**2)
+    else:
+        raise ValueError(f"kernel must be 'exponential' or 'squared_exponential', got {kernel!r}")
+    return variance * k + nugget * torch.eye(size * size, dtype=torch.float64)
+
+
+def gaussian_field(n: int, size: int, cov: Tensor | None = None, seed: int = 0, **kwargs) -> Tensor:
+    """``n`` samples of a zero-mean Gaussian random field with a known covariance: (n, 1, size,
+    size).
+
+    ``cov`` is the (size^2, size^2) pixel covariance; by default :func:`field_covariance` with
+    ``kwargs``. Because the covariance is known exactly, entropies computed from it are ground
+    truth.
+    """
+    if cov is None:
+        cov = field_covariance(size, **kwargs)
+    if cov.shape != (size * size, size * size):
+        raise ValueError(f"cov must be ({size * size}, {size * size}) for a {size}x{size} field, "
+                         f"got {tuple(cov.shape)}")
+    chol = torch.linalg.cholesky(cov.double())
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, size * size, generator=g, dtype=torch.float64)
+    return (z @ chol.T).float().reshape(n, 1, size, size)
+
+
+def test_gaussian_field_has_its_covariance():
+    cov = field_covariance(4, length_scale=1.5, kernel="squared_exponential")
+    x = gaussian_field(40000, 4, cov=cov, seed=2).reshape(40000, 16).double()
+    assert torch.allclose(torch.cov(x.T), cov, atol=0.04)
+    with pytest.raises(ValueError, match="cov must be"):
+        gaussian_field(2, 5, cov=cov)
 
 
 def random_spd(nd: int, seed: int) -> np.ndarray:
@@ -18,10 +67,12 @@ def random_spd(nd: int, seed: int) -> np.ndarray:
     return a @ a.T / nd + 0.1 * np.eye(nd)
 
 
-def numpy_conditional_entropy(cov: np.ndarray, n: int, d: int, observed: list[int], target: int) -> float:
+def numpy_conditional_entropy(cov: np.ndarray, n: int, d: int, observed: list[int],
+                              target: int) -> float:
     """1/2 log det(2 pi e Sigma_{n|S}) with the Schur complement written out with np.linalg.inv."""
     t = np.arange(target * d, (target + 1) * d)
-    s = np.concatenate([np.arange(i * d, (i + 1) * d) for i in observed]) if observed else np.array([], int)
+    s = (np.concatenate([np.arange(i * d, (i + 1) * d) for i in observed]) if observed
+         else np.array([], int))
     c = cov[np.ix_(t, t)]
     if s.size:
         c = c - cov[np.ix_(t, s)] @ np.linalg.inv(cov[np.ix_(s, s)]) @ cov[np.ix_(s, t)]
@@ -48,7 +99,8 @@ def test_conditional_entropy_matches_explicit_schur_complement(seed):
                 assert h[b, t].item() == pytest.approx(want, rel=1e-10, abs=1e-10)
     # an index list and a single mask give the same as the batch
     assert torch.allclose(model.conditional_entropy(torch.tensor([1, 4])),
-                          model.conditional_entropy(torch.tensor([False, True, False, False, True, False])))
+                          model.conditional_entropy(torch.tensor([False, True, False, False, True,
+                                                                  False])))
 
 
 def test_scalar_tokens_match_the_one_dimensional_closed_form():
@@ -56,12 +108,14 @@ def test_scalar_tokens_match_the_one_dimensional_closed_form():
     # H(e_1) = 1/2 log(2 pi e s1), H(e_1 | e_2) = 1/2 log(2 pi e s1 (1 - rho^2)).
     s1, s2, rho = 2.0, 0.5, 0.6
     c12 = rho * math.sqrt(s1 * s2)
-    model = GaussianTokens(torch.zeros(2, 1), torch.tensor([[s1, c12], [c12, s2]], dtype=torch.float64))
+    model = GaussianTokens(torch.zeros(2, 1),
+                           torch.tensor([[s1, c12], [c12, s2]], dtype=torch.float64))
     h0 = model.conditional_entropy(torch.tensor([False, False]))
     h1 = model.conditional_entropy(torch.tensor([False, True]))
     assert h0[0].item() == pytest.approx(0.5 * math.log(2 * math.pi * math.e * s1), rel=1e-12)
     assert h0[1].item() == pytest.approx(0.5 * math.log(2 * math.pi * math.e * s2), rel=1e-12)
-    assert h1[0].item() == pytest.approx(0.5 * math.log(2 * math.pi * math.e * s1 * (1 - rho**2)), rel=1e-12)
+    assert (h1[0].item() == pytest.approx(0.5 * math.log(2 * math.pi * math.e * s1 * (1 - rho**2)),
+                                          rel=1e-12))
     assert model.joint_entropy().item() == pytest.approx(
         0.5 * math.log((2 * math.pi * math.e) ** 2 * s1 * s2 * (1 - rho**2)), rel=1e-12)
 
@@ -83,7 +137,8 @@ def test_chain_rule_sum_is_the_same_for_every_order():
 
 def test_prefix_curve_matches_collapse_entropy_of_each_prefix():
     n, d = 7, 3
-    model = GaussianTokens(torch.randn(n, d, dtype=torch.float64), torch.from_numpy(random_spd(n * d, 3)))
+    model = GaussianTokens(torch.randn(n, d, dtype=torch.float64),
+                           torch.from_numpy(random_spd(n * d, 3)))
     order = torch.tensor([3, 0, 6, 1, 5, 2, 4])
     curve = model.prefix_curve(order)
     masks = torch.zeros(n + 1, n, dtype=torch.bool)
@@ -128,8 +183,6 @@ def test_greedy_beats_raster_and_random_on_a_fitted_model():
 
 
 def test_fit_recovers_a_known_covariance_and_stays_positive_definite():
-    from copkit.data import field_covariance
-
     cov = field_covariance(8, length_scale=2.0)
     images = gaussian_field(20000, 8, cov=cov, seed=1)
     model = GaussianTokens.fit(patchify(images, 4), eps=1e-6)

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
+from copkit.checkpoint import load_tensors, read_metrics
 from copkit.io import fault_point, folder_lock
-from copkit.train import load_tensors, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,8 @@ TINY_PRETRAIN = """name: tiny
 data: {train_images: 256, val_images: 64, test_images: 128}
 classifier:
   model: {width: 4, features: 8}
-  train: {epochs: 1, batch_size: 32, lr: 0.002, warmup_steps: 2, ema_decay: 0.9, eval_every: 4, log_every: 2,
-          ckpt_every: 4}
+  train: {epochs: 1, batch_size: 32, lr: 0.002, warmup_steps: 2, ema_decay: 0.9, eval_every: 4,
+          log_every: 2, ckpt_every: 4}
 """
 
 #: ``python -c DRIVER <task> <folder>``: pretrain | rank | finetune | reference (all three)
@@ -48,33 +48,36 @@ task, folder = sys.argv[1], Path(sys.argv[2])
 def pretrain():
     from copkit.cli import main
     (folder / "tiny.yaml").exists() or (folder / "tiny.yaml").write_text(TINY)
-    assert main(["pretrain", "--config", str(folder / "tiny.yaml"), "--data-dir", str(folder / "data"),
-                 "--out", str(folder / "data" / "pretrained"), "--device", "cpu"]) == 0
+    assert main(["pretrain", "--config", str(folder / "tiny.yaml"),
+                 "--data-dir", str(folder / "data"), "--out", str(folder / "data" / "pretrained"),
+                 "--device", "cpu"]) == 0
 
 def rank():
     import numpy as np
     from copkit import comae
     from copkit.orders import compute_orders
     torch.manual_seed(0)
-    cfg = comae.CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=8, enc_depth=1, enc_heads=2, dec_width=8,
-                            dec_depth=1, dec_heads=2, targets_per_image=3)
+    cfg = comae.CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=8, enc_depth=1, enc_heads=2,
+                            dec_width=8, dec_depth=1, dec_heads=2, targets_per_image=3)
     model = comae.CoMAE(cfg).eval()
     tokens = torch.randn(40, 16, 4, generator=torch.Generator().manual_seed(1))
-    compute_orders(model, tokens, folder / "orders.npz", "0" * 64, np.array(["train"] * 40), shard_size=8,
-                   chunk=8, progress=False)
+    compute_orders(model, tokens, folder / "orders.npz", "0" * 64, np.array(["train"] * 40),
+                   shard_size=8, chunk=8, progress=False)
 
 def finetune():
     from copkit import metrics
-    from copkit.train import TrainConfig, fit
+    from copkit.recipe import TrainConfig
+    from copkit.train import fit
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (64,), generator=g)
     cfg, data = metrics.FeatureNetConfig(width=4, features=8), metrics.FeatureNetData(x, y)
-    tc = lambda steps: TrainConfig(steps=steps, batch_size=8, lr=2e-3, warmup_steps=2, ema_decay=0.8, seed=3,
-                                   log_every=1, ckpt_every=2, eval_every=3)
+    tc = lambda steps: TrainConfig(steps=steps, batch_size=8, lr=2e-3, warmup_steps=2,
+                                   ema_decay=0.8, seed=3, log_every=1, ckpt_every=2, eval_every=3)
     base = fit(metrics.RECIPE, cfg, tc(2), data, {"tiny": "base"}, folder, progress=False)
     ft = fit(metrics.RECIPE, cfg, tc(7), data, {"tiny": "fine-tune"}, folder, progress=False,
              init=(base.hash, base.model.state_dict()))
-    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in ft.model.state_dict().values())).hexdigest()
+    weights = ft.model.state_dict().values()
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in weights)).hexdigest()
     print("weights", digest, ft.folder.name, flush=True)
 
 for step in {"pretrain": [pretrain], "rank": [rank], "finetune": [finetune],
@@ -92,17 +95,20 @@ def _env(fault: str | None = None) -> dict:
     return env
 
 
-def drive(task: str, folder: Path, fault: str | None = None, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+def drive(task: str, folder: Path, fault: str | None = None,
+          **popen) -> subprocess.CompletedProcess | subprocess.Popen:
     """Run ``task`` into ``folder`` in a fresh process (``popen``: started, not waited for)."""
     folder.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-c", DRIVER, task, str(folder)]
     if popen:
         return subprocess.Popen(args, env=_env(fault), cwd=folder, **popen)
-    return subprocess.run(args, env=_env(fault), cwd=folder, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, env=_env(fault), cwd=folder, capture_output=True, text=True,
+                          timeout=300)
 
 
 def killed(res: subprocess.CompletedProcess) -> None:
-    assert res.returncode == -signal.SIGKILL, f"expected a SIGKILL, got {res.returncode}: {res.stderr[-2000:]}"
+    assert res.returncode == -signal.SIGKILL, (
+        f"expected a SIGKILL, got {res.returncode}: {res.stderr[-2000:]}")
 
 
 def ok(res: subprocess.CompletedProcess) -> str:
@@ -150,7 +156,9 @@ def same_run_folders(a: Path, b: Path) -> None:
     assert runs_a == sorted(p.name for p in b.iterdir())
     for name in runs_a:
         same_tensors(a / name / "checkpoint.safetensors", b / name / "checkpoint.safetensors")
-        assert strip(read_metrics(a / name / "metrics.jsonl")) == strip(read_metrics(b / name / "metrics.jsonl"))
+        assert (strip(read_metrics(a / name
+                                   / "metrics.jsonl")) == strip(read_metrics(b / name
+                                                                             / "metrics.jsonl")))
 
 
 # ------------------------------------------------------------------ the points themselves
@@ -165,12 +173,15 @@ def test_fault_point_matches_exactly_and_a_dead_writers_temp_file_goes(tmp_path,
     (tmp_path / f".x.json.{dead.pid}.abc.tmp").write_text("{")  # a writer killed before its rename
     (tmp_path / f".x.json.{os.getpid()}.def.tmp").write_text("{")  # a live writer's file
     atomic_write_text(tmp_path / "x.json", "{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".x.json.{os.getpid()}.def.tmp", "x.json"]
+    assert (sorted(p.name
+                   for p in tmp_path.iterdir()) == [f".x.json.{os.getpid()}.def.tmp", "x.json"])
 
 
 def test_a_lock_of_a_killed_process_is_released(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom copkit.io import folder_lock\n"
-                               f"with folder_lock({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time\nfrom copkit.io import folder_lock\n"
+                               f"with folder_lock({str(tmp_path)!r}):\n    print('held', "
+                               "flush=True)\n    time.sleep(600)"],
                               env=_env(), stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     holder.kill()
@@ -182,33 +193,42 @@ def test_a_lock_of_a_killed_process_is_released(tmp_path):
 
 # ------------------------------------------------------------------ kill, then run again
 @pytest.mark.fashion_mnist
-def test_pretrain_killed_between_checkpoints_and_inside_a_write_resumes_to_the_same_model(tmp_path, reference):
+def test_pretrain_killed_between_checkpoints_and_inside_a_write_resumes_to_the_same_model(
+        tmp_path, reference):
     ref = reference[0] / "data"
     killed(drive("pretrain", tmp_path, "step:6"))  # after step 6; the last checkpoint is step 4's
-    killed(drive("pretrain", tmp_path, "write:checkpoint.safetensors"))  # its next checkpoint half-made
-    assert list((tmp_path / "data" / "runs").rglob(".checkpoint.safetensors.*.tmp"))  # what the kill left
+    # its next checkpoint half-made
+    killed(drive("pretrain", tmp_path, "write:checkpoint.safetensors"))
+    # what the kill left
+    assert list((tmp_path / "data" / "runs").rglob(".checkpoint.safetensors.*.tmp"))
     ok(drive("pretrain", tmp_path))
     no_partial_files(tmp_path)
     same_run_folders(ref / "runs", tmp_path / "data" / "runs")
     (shipped,) = (ref / "pretrained").glob("classifier-*.safetensors")
     mine = tmp_path / "data" / "pretrained" / shipped.name
     same_tensors(shipped, mine)
-    volatile = {"train_seconds", "machine", "sha256"}  # times, and the hash of a file whose metadata holds them
+    # times, and the hash of a file whose metadata holds them
+    volatile = {"train_seconds", "machine", "sha256"}
     a, b = (json.loads(p.with_suffix(".json").read_text()) for p in (shipped, mine))
-    assert {k: v for k, v in a.items() if k not in volatile} == {k: v for k, v in b.items() if k not in volatile}
+    assert ({k: v for k, v in a.items()
+             if k not in volatile} == {k: v for k, v in b.items() if k not in volatile})
     curve = f"{shipped.stem}.metrics.jsonl"
-    assert strip(read_metrics(ref / "pretrained" / curve)) == strip(read_metrics(mine.parent / curve))
+    assert (strip(read_metrics(ref / "pretrained"
+                               / curve)) == strip(read_metrics(mine.parent / curve)))
 
 
 def test_ranking_killed_resumes_to_the_same_orders(tmp_path, reference):
     killed(drive("rank", tmp_path, "shard:2"))
-    assert len(list((tmp_path / "orders.npz.parts").glob("shard-*.npz"))) == 2 and not (tmp_path / "orders.npz").exists()
-    killed(drive("rank", tmp_path, "write:orders.npz"))  # every shard made; killed writing the merged file
+    assert (len(list((tmp_path / "orders.npz.parts").glob("shard-*.npz"))) == 2
+            and not (tmp_path / "orders.npz").exists())
+    # every shard made; killed writing the merged file
+    killed(drive("rank", tmp_path, "write:orders.npz"))
     assert not (tmp_path / "orders.npz").exists()
     ok(drive("rank", tmp_path))
     no_partial_files(tmp_path)
     with np.load(reference[0] / "orders.npz") as a, np.load(tmp_path / "orders.npz") as b:
-        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+        assert (sorted(a.files) == sorted(b.files)
+                and all(np.array_equal(a[k], b[k]) for k in a.files))
 
 
 def test_fine_tune_killed_resumes_to_the_same_weights(tmp_path, reference):
@@ -222,21 +242,25 @@ def test_fine_tune_killed_resumes_to_the_same_weights(tmp_path, reference):
 
 # ------------------------------------------------------------------ two at once
 def test_two_fine_tunes_into_one_folder_at_once_give_one_run(tmp_path, reference):
-    first = drive("finetune", tmp_path, "step:4:stop", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = drive("finetune", tmp_path, "step:4:stop", stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while Path(f"/proc/{first.pid}/stat").read_text().split(")")[-1].split()[0] != "T":  # stopped at step 4
+    # stopped at step 4
+    while Path(f"/proc/{first.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
         assert first.poll() is None and time.time() < deadline, first.communicate()[1][-2000:]
         time.sleep(0.05)
     err = tmp_path.parent / f"{tmp_path.name}-second.err"
     with open(err, "w") as sink:
         second = drive("finetune", tmp_path, stdout=subprocess.PIPE, stderr=sink, text=True)
-        while "waiting: another training is using" not in err.read_text():  # one line, then it waits
+        # one line, then it waits
+        while "waiting: another training is using" not in err.read_text():
             assert second.poll() is None and time.time() < deadline, err.read_text()[-2000:]
             time.sleep(0.05)
         os.kill(first.pid, signal.SIGCONT)
         out_first, err_first = first.communicate(timeout=300)
         out_second, _ = second.communicate(timeout=300)
-    assert first.returncode == 0 and second.returncode == 0, err_first[-2000:] + err.read_text()[-2000:]
+    assert (first.returncode == 0
+            and second.returncode == 0), err_first[-2000:] + err.read_text()[-2000:]
     waited = [line for line in err.read_text().splitlines() if line.startswith("waiting:")]
     assert len(waited) == 1 and "runs/featurenet-" in waited[0]
     assert out_first.split() == out_second.split() == reference[1].split()[-3:]  # the same weights

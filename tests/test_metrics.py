@@ -28,7 +28,8 @@ class FirstPixels(nn.Module):
 
 
 def exact_gaussian_sample(n, mean, cov, seed):
-    """n points whose sample mean is exactly ``mean`` and whose unbiased covariance is exactly ``cov``."""
+    """n points whose sample mean is exactly ``mean`` and whose unbiased covariance is exactly
+    ``cov``."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, len(mean)))
     z -= z.mean(0)
@@ -48,12 +49,15 @@ def test_fid_equals_the_closed_form_for_two_gaussians():
     a, b = rng.standard_normal((d, d)), rng.standard_normal((d, d))
     cov1, cov2 = a @ a.T + 0.5 * np.eye(d), b @ b.T + 0.5 * np.eye(d)
     mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d) + 1.0
-    real, fake = exact_gaussian_sample(4000, mu1, cov1, 1), exact_gaussian_sample(3000, mu2, cov2, 2)
-    closed = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1 + cov2 - 2 * linalg.sqrtm(cov1 @ cov2).real))
+    real, fake = exact_gaussian_sample(4000, mu1, cov1,
+                                       1), exact_gaussian_sample(3000, mu2, cov2, 2)
+    closed = float(((mu1 - mu2) ** 2).sum()
+                   + np.trace(cov1 + cov2 - 2 * linalg.sqrtm(cov1 @ cov2).real))
     scores = GenerativeScores(FirstPixels(d), as_images(real))
     got = scores(as_images(fake))["fid"]
     assert got == pytest.approx(closed, rel=1e-3)
-    assert scores(as_images(real))["fid"] == pytest.approx(0.0, abs=1e-6)  # the reference is kept across calls
+    # the reference is kept across calls
+    assert scores(as_images(real))["fid"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_inception_score_of_a_known_classifier():
@@ -74,7 +78,8 @@ def test_precision_recall_match_brute_force():
     k = 3
 
     def radius(x, i):
-        return sorted(float((x[i] - x[j]).norm()) for j in range(len(x)))[k]  # 0th is the point itself
+        # 0th is the point itself
+        return sorted(float((x[i] - x[j]).norm()) for j in range(len(x)))[k]
 
     def covered(p, ref):
         return any(float((p - ref[j]).norm()) <= radius(ref, j) for j in range(len(ref)))
@@ -96,7 +101,8 @@ def test_topk_accuracy_against_a_loop():
     logits, labels = torch.randn(300, 10, generator=g), torch.randint(0, 10, (300,), generator=g)
     got = topk_accuracy(logits, labels, ks=(1, 3, 5))
     for k in (1, 3, 5):
-        hits = [labels[i].item() in sorted(range(10), key=lambda j: -logits[i, j].item())[:k] for i in range(300)]
+        hits = [labels[i].item() in sorted(range(10), key=lambda j: -logits[i, j].item())[:k]
+                for i in range(300)]
         assert got[k] == pytest.approx(sum(hits) / 300)
     with pytest.raises(ValueError):
         topk_accuracy(logits, labels[:5])

@@ -1,5 +1,7 @@
 """The package as a whole: its map (the package docstring) and the API page cover every module."""
 
+import pytest
+
 
 def test_package_docstring_lists_every_module():
     """The package's docstring is the map of copkit: every module is on it, and nothing else."""
@@ -26,19 +28,30 @@ def test_api_page_documents_every_module():
 
 
 def test_no_reference_to_a_markdown_file_outside_the_repository():
-    """What a reader needs is in a docstring or a page of the book: every ``*.md`` file that the
-    code, chapters, executed book, configs and README name exists in the repository."""
+    """What a reader needs is in a docstring or a page of the book: every ``*.md`` file that a
+    tracked text file of the repository names (code, chapters, the executed book, configs, tools'
+    lists, README) exists in the repository."""
     import re
+    import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    have = {p.name for p in root.rglob("*.md") if ".venv" not in p.parts and ".scratch" not in p.parts}
-    sources = [*root.glob("copkit/**/*.py"), *root.glob("chapters/*.py"), *root.glob("tools/*.py"),
-               *root.glob("scripts/*"), *root.glob("book/*.md"), *root.glob("book/*.ipynb"), *root.glob("configs/**/*"),
-               root / "README.md", root / "Makefile", root / "_config.yml"]
-    missing = {(str(p.relative_to(root)), name) for p in sources if p.is_file()
-               for name in re.findall(r"[A-Za-z0-9_\-]+\.md\b", p.read_text(errors="ignore")) if name not in have}
-    assert not missing
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: the tracked files are not known")
+    tracked = [root / name for name in listed.stdout.decode().split("\0") if name]
+    have = {p.name for p in tracked if p.suffix == ".md"}
+    missing = set()
+    for path in tracked:
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:  # a binary file (weights, orders, images)
+            continue
+        text = data.decode("utf-8", errors="ignore")
+        missing |= {(str(path.relative_to(root)), name)
+                    for name in re.findall(r"[A-Za-z0-9_\-]+\.md\b", text) if name not in have}
+    assert len(tracked) > 100 and not missing
 
 
 def test_a_named_figure_cell_displays_no_markdown():
@@ -51,8 +64,10 @@ def test_a_named_figure_cell_displays_no_markdown():
     import jupytext
 
     root = Path(__file__).resolve().parents[1]
-    notebooks = [(p, jupytext.read(p, fmt="py:percent")) for p in sorted(root.glob("chapters/[0-9][0-9]_*.py"))]
-    notebooks += [(p, json.loads(p.read_text())) for p in sorted(root.glob("book/[0-9][0-9]_*.ipynb"))]
+    notebooks = [(p, jupytext.read(p, fmt="py:percent"))
+                 for p in sorted(root.glob("chapters/[0-9][0-9]_*.py"))]
+    notebooks += [(p, json.loads(p.read_text()))
+                  for p in sorted(root.glob("book/[0-9][0-9]_*.ipynb"))]
     bad = []
     for path, nb in notebooks:
         for cell in nb["cells"]:
@@ -62,3 +77,23 @@ def test_a_named_figure_cell_displays_no_markdown():
             if name and ("display(Markdown(" in source or shown):
                 bad.append(f"{path.name}: {name}")
     assert not bad, f"named figures whose cell also displays Markdown: {bad}"
+
+
+def test_make_test_runs_the_linter_as_pyproject_configures_it():
+    """`make test` starts with ruff over the whole repository, at the line length and rules that
+    pyproject.toml gives it."""
+    import shutil
+    import subprocess
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ruff = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["line-length"] == 100 and {"E", "F", "I"} <= set(ruff["lint"]["select"])
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    plan = subprocess.run(["make", "-n", "-B", "test"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    lint = [i for i, line in enumerate(plan) if line.endswith("-m ruff check .")]
+    tests = [i for i, line in enumerate(plan) if "-m pytest" in line]
+    assert lint and tests and lint[0] < tests[0]

@@ -35,15 +35,21 @@ def test_partner_holds_the_target_exactly_and_nothing_else_does(kind):
     if kind in ("pair", "pairs", "dipole"):
         assert bool(((p.partners >= 0).sum(1) == {"pair": 2, "pairs": 6, "dipole": 2}[kind]).all())
         assert bool((p.tokens[p.partners < 0] == 0).all())
-        assert bool((p.tokens[p.partners >= 0].abs() >= {"pair": 1, "pairs": 0.5, "dipole": 1}[kind]).all()), "the pair stands out of the empty image"
+        least = {"pair": 1, "pairs": 0.5, "dipole": 1}[kind]
+        assert bool((p.tokens[p.partners >= 0].abs() >= least).all()), (
+            "the pair stands out of the empty image")
         # the positions vary per image: 50 images of a 36-patch grid hold many distinct pairs
         assert len({tuple(sorted(r.nonzero().flatten().tolist())) for r in (p.partners >= 0)}) > 40
     elif kind == "matching":
         assert bool((p.partners >= 0).all())
-        assert bool((p.tokens[:, :, 0].sort(1).values[:, ::2] == p.tokens[:, :, 0].sort(1).values[:, 1::2]).all())
+        assert bool((p.tokens[:, :,
+                              0].sort(1).values[:,
+                                                ::2] == p.tokens[:, :,
+                                                                 0].sort(1).values[:, 1::2]).all())
         assert len(set(p.tokens[0, :, 0].tolist())) == 18, "a distinct level per pair"
     elif kind == "flip":
-        tb, lr = planted("mirror", 1).partners[0], torch.arange(36).reshape(6, 6).flip(1).reshape(-1)
+        tb, lr = planted("mirror",
+                         1).partners[0], torch.arange(36).reshape(6, 6).flip(1).reshape(-1)
         is_tb = (p.partners == tb).all(1)
         assert bool((is_tb | (p.partners == lr).all(1)).all()) and 0 < int(is_tb.sum()) < 50
         assert torch.equal(p.tokens[:, 0, 0] > 0, is_tb), "the sign tells which mirror"
@@ -89,8 +95,10 @@ def test_shipped_sweep_reads_and_summarises():
 
     from copkit.planted import VARIANTS, summarize
 
-    rows = json.loads((Path(__file__).resolve().parents[1] / "data/pretrained/planted-sweep.json").read_text())["rows"]
-    keys = [(r["variant"], r["kind"], r["lambda_c"], json.dumps(r["set"], sort_keys=True), r["steps"], r["seed"])
+    rows = json.loads((Path(__file__).resolve().parents[1]
+                       / "data/pretrained/planted-sweep.json").read_text())["rows"]
+    keys = [(r["variant"], r["kind"], r["lambda_c"], json.dumps(r["set"], sort_keys=True),
+             r["steps"], r["seed"])
             for r in rows]
     assert len(keys) == len(set(keys))
     for line in summarize(rows):
@@ -100,7 +108,8 @@ def test_shipped_sweep_reads_and_summarises():
 
 
 def test_partner_ranks_count_larger_logits_than_the_partner():
-    """A stub model with planted logits: the rank is the number of other patches scoring above the partner."""
+    """A stub model with planted logits: the rank is the number of other patches scoring above
+    the partner."""
     import torch
 
     from copkit.planted import Planted, partner_hits, partner_ranks

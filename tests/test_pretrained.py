@@ -1,5 +1,6 @@
 """copkit.pretrained: the base models' config, training into shipped files, and reading them back,
-on a tiny config (the real Fashion-MNIST, a few hundred images); `make test` runs the smoke config."""
+on a tiny config (the real Fashion-MNIST, a few hundred images); `make test` runs the smoke
+config."""
 
 import json
 import shutil
@@ -11,14 +12,15 @@ import yaml
 from copkit import pretrained
 from copkit.cli import main
 from copkit.data import load_fashion_mnist
-from copkit.io import DamagedFileError
+from copkit.io import DamagedFileError, file_sha256
 
 
 def _tiny(tmp_path, **data):
     cfg = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
     cfg["data"] = {"train_images": 192, "val_images": 64, "test_images": 64, **data}
     cfg["mar"]["sampling"]["samples"] = 20
-    cfg = {k: v for k, v in cfg.items() if not k.startswith("comae")}  # trained in test_rank's orders test
+    # trained in test_rank's orders test
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("comae")}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -28,7 +30,8 @@ def _tiny(tmp_path, **data):
 def shipped(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pretrained")
     config = _tiny(tmp)
-    out = pretrained.pretrain(config=config, data_dir=tmp / "data", folder=tmp / "shipped", progress=False)
+    out = pretrained.pretrain(config=config, data_dir=tmp / "data", folder=tmp / "shipped",
+                              progress=False)
     return config, tmp / "shipped", out
 
 
@@ -40,13 +43,18 @@ def test_every_model_is_shipped_with_its_description_and_curve(shipped):
         assert path.name == f"{name}-{meta['config_hash'][:8]}.safetensors" == meta["file"]
         assert meta["steps"] == 192 // 64 and meta["epochs"] == 1 and meta["train_seconds"] > 0
         assert {"config", "commit", "machine", "metrics", "command"} <= set(meta)
-        curve = [json.loads(line) for line in path.with_name(f"{path.stem}.metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in curve if r.get("eval")] == [0, 3]  # eval_every 8 > 3 steps: start and end
+        curve = [json.loads(line)
+                 for line in path.with_name(f"{path.stem}.metrics.jsonl").read_text().splitlines()]
+        # eval_every 8 > 3 steps: start and end
+        assert [r["step"] for r in curve if r.get("eval")] == [0, 3]
     summary = pretrained.summary(config, folder)
-    assert set(summary["models"]["mar"]) == {"file", "hash", "steps", "epochs", "train_seconds", "metrics", "command"}
+    assert (set(summary["models"]["mar"]) == {"file", "hash", "steps", "epochs", "train_seconds",
+                                              "metrics", "command"})
     m = summary["models"]
-    assert 0 <= m["classifier"]["metrics"]["test_top1"] <= 1 and 0 <= m["vit"]["metrics"]["test_top1"] <= 1
-    assert {"class_agreement_cfg", "class_agreement_nocfg", "fid_cfg", "fid_floor"} <= set(m["mar"]["metrics"])
+    assert (0 <= m["classifier"]["metrics"]["test_top1"] <= 1
+            and 0 <= m["vit"]["metrics"]["test_top1"] <= 1)
+    assert ({"class_agreement_cfg", "class_agreement_nocfg", "fid_cfg",
+             "fid_floor"} <= set(m["mar"]["metrics"]))
 
 
 def test_shipped_metrics_are_what_the_loaded_models_score(shipped):
@@ -59,7 +67,8 @@ def test_shipped_metrics_are_what_the_loaded_models_score(shipped):
         logits = model(x)
         assert logits.shape == (64, 10)
         top1 = (logits.argmax(1) == y).float().mean().item()
-        assert top1 == pytest.approx(pretrained.info(name, config, folder)["metrics"]["test_top1"], abs=1e-9)
+        assert (top1 == pytest.approx(pretrained.info(name, config, folder)["metrics"]["test_top1"],
+                                      abs=1e-9))
 
 
 def test_generate_gives_images_in_range_deterministic_in_the_seed(shipped):
@@ -77,8 +86,8 @@ def test_generate_gives_images_in_range_deterministic_in_the_seed(shipped):
 def test_a_second_call_loads_instead_of_training(shipped):
     config, folder, out = shipped
     stamp = out["vit"].stat().st_mtime_ns
-    assert pretrained.pretrain(["vit"], config=config, data_dir=folder.parent / "data", folder=folder,
-                               progress=False)["vit"] == out["vit"]
+    assert pretrained.pretrain(["vit"], config=config, data_dir=folder.parent / "data",
+                               folder=folder, progress=False)["vit"] == out["vit"]
     assert out["vit"].stat().st_mtime_ns == stamp
 
 
@@ -104,7 +113,8 @@ def test_missing_damaged_and_foreign_files_name_the_file_and_make_pretrain(shipp
 def test_validation_images_are_held_out_of_training(tmp_path):
     p = pretrained.plan("classifier", _tiny(tmp_path))
     x, _ = load_fashion_mnist("train")
-    assert torch.equal(p.data.images, x[:192]) and p.tag["train_images"] == 192 and p.tag["val_images"] == 64
+    assert (torch.equal(p.data.images, x[:192]) and p.tag["train_images"] == 192
+            and p.tag["val_images"] == 64)
     assert p.test[0].shape == (64, 1, 28, 28)
 
 
@@ -123,8 +133,9 @@ def test_config_is_read_strictly(tmp_path):
 
 
 def test_total_seconds_adds_the_sessions_of_a_resumed_run():
-    records = [{"step": 0, "seconds": 1.0}, {"step": 10, "seconds": 5.0}, {"step": 10, "eval": True},
-               {"step": 20, "seconds": 2.0}, {"step": 30, "seconds": 4.0}]
+    records = [{"step": 0, "seconds": 1.0}, {"step": 10, "seconds": 5.0},
+               {"step": 10, "eval": True}, {"step": 20, "seconds": 2.0},
+               {"step": 30, "seconds": 4.0}]
     assert pretrained.total_seconds(records) == 9.0
 
 
@@ -163,14 +174,18 @@ def test_a_parked_unfinished_run_resumes_on_another_machine(tmp_path):
 
     config = pretrained.read_config(_tiny(tmp_path))
     p = pretrained.plan("vit", config)
-    fit(p.recipe, p.cfg, p.tc, p.data, p.tag, tmp_path / "a", progress=False, evaluate_ema=True, stop_after=1)
+    fit(p.recipe, p.model_cfg, p.train_cfg, p.data, p.tag, tmp_path / "a", progress=False,
+        evaluate_ema=True, stop_after=1)
     parked = pretrained.park(["vit"], config, tmp_path / "a", tmp_path / "shipped")
-    assert [x.name for x in parked] == [pretrained.run_folder_of("vit", config, tmp_path / "a").name]
-    resumed = pretrained.pretrain(["vit"], config, tmp_path / "b", tmp_path / "shipped", progress=False)["vit"]
+    assert ([x.name
+             for x in parked] == [pretrained.run_folder_of("vit", config, tmp_path / "a").name])
+    resumed = pretrained.pretrain(["vit"], config, tmp_path / "b", tmp_path / "shipped",
+                                  progress=False)["vit"]
     assert not (tmp_path / "shipped" / "unfinished" / parked[0].name).exists()  # gone once shipped
-    whole = pretrained.pretrain(["vit"], config, tmp_path / "c", tmp_path / "whole", progress=False)["vit"]
-    a, b = pretrained.load("vit", config=config, folder=tmp_path / "shipped"), pretrained.load("vit", config=config,
-                                                                                             folder=tmp_path / "whole")
+    whole = pretrained.pretrain(["vit"], config, tmp_path / "c", tmp_path / "whole",
+                                progress=False)["vit"]
+    a = pretrained.load("vit", config=config, folder=tmp_path / "shipped")
+    b = pretrained.load("vit", config=config, folder=tmp_path / "whole")
     assert resumed.name == whole.name
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -191,12 +206,13 @@ def test_a_shipped_models_hash_is_computed_from_one_plan(shipped, monkeypatch):
     assert len(calls) == 1
 
 
-# ------------------------------------------------------------------------------ found from anywhere, verified
+# -------------------------------------------------------------------- found from anywhere, verified
 def test_the_shipped_folder_is_found_from_any_working_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("COPKIT_PRETRAINED", raising=False)
     monkeypatch.chdir(tmp_path)
     assert pretrained.shipped_folder() == pretrained.REPOSITORY / "data" / "pretrained"
-    assert pretrained.path_of("vit").is_file()  # the committed file, though data/ is not under the working folder
+    # the committed file, though data/ is not under the working folder
+    assert pretrained.path_of("vit").is_file()
     monkeypatch.setenv("COPKIT_PRETRAINED", str(tmp_path / "mine"))
     assert pretrained.shipped_folder() == tmp_path / "mine"
     assert pretrained.shipped_folder("elsewhere") == pretrained.Path("elsewhere")
@@ -210,36 +226,86 @@ def test_the_environment_folder_is_loaded_from(shipped, tmp_path, monkeypatch):
 
 
 def test_every_committed_description_records_its_weights_sha256():
-    """Every model description (a .json beside its .safetensors; planted-sweep.json is a results file)."""
-    described_models = sorted(p for p in (pretrained.REPOSITORY / "data" / "pretrained").glob("*.json")
+    """Every model description (a .json beside its .safetensors; planted-sweep.json is a results
+    file)."""
+    described_models = sorted(p
+                              for p in (pretrained.REPOSITORY / "data"
+                                        / "pretrained").glob("*.json")
                               if p.with_suffix(".safetensors").exists())
     assert len(described_models) >= 6
     for described in described_models:
         meta = json.loads(described.read_text())
-        assert meta["sha256"] == pretrained.sha256_of(described.with_name(meta["file"])), described.name
+        assert meta["sha256"] == file_sha256(described.with_name(meta["file"])), described.name
+
+
+def test_every_shipped_model_is_named_by_the_run_its_section_makes():
+    """The shipped files are found by the hash of the training run their section of the
+    pretraining config defines: however that configuration is made (through the model module's
+    from_profile), each one's description records exactly that run and its hash."""
+    from copkit.config import config_hash, jsonable
+
+    config = pretrained.read_config()
+    names = [k for k in config if k not in ("name", "data")]
+    assert len(names) >= 6
+    for name in names:
+        p = pretrained.plan(name, config)
+        run = p.recipe.run_config(p.model_cfg, p.train_cfg, p.data, p.tag)
+        described = json.loads(pretrained.path_of(name).with_suffix(".json").read_text())
+        assert (described["config_hash"] == config_hash(run) == pretrained.run_hash(name,
+                                                                                    config)), name
+        assert described["config"] == jsonable(run), name
+
+
+def test_base_models_take_their_configurations_from_their_modules_from_profile():
+    from copkit import cmar, cvit
+    from copkit import metrics as feature_net
+    from copkit.config import ConfigError
+    from copkit.profiles import BaseSizes
+
+    config = pretrained.read_config("smoke")
+    section = config["vit"]
+    train = {k: v for k, v in section["train"].items() if k != "epochs"}
+    sizes = BaseSizes(section["model"], train, 2, 1024)
+    model, tc = cvit.from_profile(sizes, 3, kind="vit")
+    assert (model.train_drop, model.schedule, model.width, model.shift) == ("none", "none", 32, 2)
+    assert (tc.steps, tc.seed, tc.batch_size, tc.eval_every) == (2 * 1024 // 64, 3, 64, 8)
+    assert pretrained.plan("vit", config).model_cfg == cvit.from_profile(sizes, 0, kind="vit")[0]
+    with pytest.raises(ValueError, match="plain ViT"):
+        cvit.from_profile(sizes, 0, kind="cvit")
+    with pytest.raises(ConfigError, match=r"model\.train_drop: set by pretraining \('none'\)"):
+        cvit.from_profile(BaseSizes({**section["model"], "train_drop": "random"}, train, 1, 64), 0,
+                          kind="vit")
+    with pytest.raises(ValueError, match="phase 'mar'"):
+        cmar.from_profile(BaseSizes(config["mar"]["model"], train, 1, 64), 0, phase="finetune")
+    net, _ = feature_net.from_profile(BaseSizes(config["classifier"]["model"], train, 1, 64), 0)
+    assert (net.width, net.features) == (8, 32)
 
 
 def test_pretrain_records_the_sha256_and_load_checks_it(shipped, tmp_path):
     config, folder, out = shipped
     for path in out.values():
-        assert json.loads(path.with_suffix(".json").read_text())["sha256"] == pretrained.sha256_of(path)
+        assert json.loads(path.with_suffix(".json").read_text())["sha256"] == file_sha256(path)
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     target = copy / out["vit"].name
     data = bytearray(target.read_bytes())
     data[-3] ^= 0x01  # one bit of the last weight: the file still reads
     target.write_bytes(bytes(data))
-    with pytest.raises(DamagedFileError, match=f"{target.name}: its SHA-256 is not the one .* records.*make pretrain"):
+    with pytest.raises(DamagedFileError,
+                       match=f"{target.name}: its SHA-256 is not the one .* records.*make "
+                             "pretrain"):
         pretrained.load("vit", config=config, folder=copy)
 
 
 @pytest.mark.parametrize("damage, message", [
     (lambda text: text[:40], "is not readable JSON"),
     (lambda text: "garbage {", "is not readable JSON"),
-    (lambda text: text.replace('"config_hash": "', '"config_hash": "deadbeef', 1), "does not describe .*records config_hash deadbeef"),
+    (lambda text: text.replace('"config_hash": "', '"config_hash": "deadbeef', 1),
+     "does not describe .*records config_hash deadbeef"),
     (lambda text: "[1, 2]", "does not describe"),
 ])
-def test_a_damaged_or_edited_description_names_the_file_and_the_remedy(shipped, tmp_path, damage, message):
+def test_a_damaged_or_edited_description_names_the_file_and_the_remedy(shipped, tmp_path, damage,
+                                                                       message):
     config, folder, out = shipped
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
@@ -249,7 +315,8 @@ def test_a_damaged_or_edited_description_names_the_file_and_the_remedy(shipped, 
                  lambda: pretrained.info("vit", config, copy)):
         with pytest.raises(DamagedFileError, match=f"{described.name}: {message}") as err:
             call()
-        assert "python -m copkit pretrain --only vit --config" in str(err.value) and str(copy) in str(err.value)
+        assert ("python -m copkit pretrain --only vit --config" in str(err.value)
+                and str(copy) in str(err.value))
         assert len(str(err.value).splitlines()) == 1
 
 
@@ -265,7 +332,8 @@ def test_generate_is_the_same_image_whatever_the_batch(shipped):
     config, folder, _ = shipped
     whole = pretrained.generate("mar", [3, 7, 3, 0, 9], 3.0, seed=5, config=config, folder=folder)
     threes = pretrained.generate("mar", [3, 3], 3.0, seed=5, config=config, folder=folder)
-    mixed = pretrained.generate("mar", torch.tensor([0, 1, 9, 7]), 3.0, seed=5, config=config, folder=folder)
+    mixed = pretrained.generate("mar", torch.tensor([0, 1, 9, 7]), 3.0, seed=5, config=config,
+                                folder=folder)
     torch.testing.assert_close(threes, whole[[0, 2]], rtol=0, atol=1e-4)
     torch.testing.assert_close(mixed[[0, 2, 3]], whole[[3, 4, 1]], rtol=0, atol=1e-4)
     assert (whole[0] - whole[2]).abs().max() > 0.1  # the second 3 is another image

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from copkit.rank import class_mean_order, collapse_order, flip_order, keep_top, pagerank, pagerank_solve, ranks
+from copkit.rank import (
+    class_mean_order,
+    collapse_order,
+    flip_order,
+    keep_top,
+    pagerank,
+    pagerank_solve,
+    ranks,
+)
 from copkit.tokens import hflip_index
 
 
@@ -18,7 +26,8 @@ def nx_pagerank(a: np.ndarray, damping=0.85, teleport=None) -> np.ndarray:
             if a[i, j] > 0:
                 g.add_edge(i, j, weight=float(a[i, j]))  # i links to what it relies on
     pers = None if teleport is None else {i: float(teleport[i]) for i in range(n)}
-    pr = nx.pagerank(g, alpha=damping, personalization=pers, weight="weight", tol=1e-13, max_iter=10000)
+    pr = nx.pagerank(g, alpha=damping, personalization=pers, weight="weight", tol=1e-13,
+                     max_iter=10000)
     return np.array([pr[i] for i in range(n)])
 
 
@@ -33,10 +42,13 @@ def test_matches_networkx_on_50_random_weighted_graphs():
             a[rng.integers(n)] = 0  # a dangling patch
         graphs.append(a)
         teleport = rng.random(n) if k % 3 == 0 else None
-        ours = pagerank(torch.from_numpy(a), teleport=None if teleport is None else torch.from_numpy(teleport), tol=1e-13)
+        ours = pagerank(torch.from_numpy(a),
+                        teleport=None if teleport is None else torch.from_numpy(teleport),
+                        tol=1e-13)
         want = nx_pagerank(a, teleport=teleport)
         assert np.allclose(ours.scores.numpy(), want, atol=1e-6)
-        exact = pagerank_solve(torch.from_numpy(a), teleport=None if teleport is None else torch.from_numpy(teleport))
+        exact = pagerank_solve(torch.from_numpy(a),
+                               teleport=None if teleport is None else torch.from_numpy(teleport))
         assert np.allclose(exact.numpy(), want, atol=1e-6)
         assert bool(ours.converged)
 
@@ -82,9 +94,11 @@ def test_order_utilities():
     # ties: a graph whose scores are all equal gives the raster order
     assert torch.equal(collapse_order(torch.ones(4, 4) - torch.eye(4)), torch.arange(4))
     # class-mean order from orders where class 0 always starts with 3 and class 1 with 0
-    orders = torch.stack([torch.tensor([3, 0, 1, 2]), torch.tensor([3, 1, 0, 2]), torch.tensor([0, 1, 2, 3])])
+    orders = torch.stack([torch.tensor([3, 0, 1, 2]), torch.tensor([3, 1, 0, 2]),
+                          torch.tensor([0, 1, 2, 3])])
     cm = class_mean_order(orders, torch.tensor([0, 0, 1]), 3)
-    assert cm[0, 0] == 3 and torch.equal(cm[1], torch.tensor([0, 1, 2, 3])) and torch.equal(cm[2], torch.arange(4))
+    assert (cm[0, 0] == 3 and torch.equal(cm[1], torch.tensor([0, 1, 2, 3]))
+            and torch.equal(cm[2], torch.arange(4)))
 
 
 def test_flipping_commutes_with_ranking_for_a_flip_equivariant_score():
@@ -102,23 +116,27 @@ def test_shards_resume_to_the_same_file(tmp_path):
     from copkit.orders import compute_orders, load_orders, merge_shards
 
     torch.manual_seed(0)
-    model = CoMAE(CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=1, enc_heads=2, dec_width=16,
-                              dec_depth=1, dec_heads=2))
+    model = CoMAE(CoMAEConfig(grid=(4, 4), token_dim=4, enc_width=16, enc_depth=1, enc_heads=2,
+                              dec_width=16, dec_depth=1, dec_heads=2))
     tokens = torch.randn(50, 16, 4)
     split = np.array(["train"] * 40 + ["test"] * 10)
-    full = compute_orders(model, tokens, tmp_path / "full.npz", "h" * 64, split, shard_size=8, progress=False)
+    full = compute_orders(model, tokens, tmp_path / "full.npz", "h" * 64, split, shard_size=8,
+                          progress=False)
     assert compute_orders(model, tokens, tmp_path / "cut.npz", "h" * 64, split, shard_size=8,
                           stop_after_shards=3, progress=False) is None
     assert len(list((tmp_path / "cut.npz.parts").glob("*.npz"))) == 3
-    resumed = compute_orders(model, tokens, tmp_path / "cut.npz", "h" * 64, split, shard_size=8, progress=False)
+    resumed = compute_orders(model, tokens, tmp_path / "cut.npz", "h" * 64, split, shard_size=8,
+                             progress=False)
     a, sa, ha = load_orders(full, "h" * 64)
     b, sb, hb = load_orders(resumed)
     assert np.array_equal(a, b) and np.array_equal(sa, sb) and ha == hb and a.dtype == np.uint8
     assert np.array_equal(a, collapse_order(model.masks(tokens)).numpy())
     # a shard of another CoMAE is refused at merge time
-    other = compute_orders(model, tokens[:8], tmp_path / "other.npz", "x" * 64, split[:8], shard_size=8, progress=False)
+    other = compute_orders(model, tokens[:8], tmp_path / "other.npz", "x" * 64, split[:8],
+                           shard_size=8, progress=False)
     import shutil
-    shutil.copy(tmp_path / "other.npz.parts" / "shard-00000.npz", tmp_path / "cut.npz.parts" / "shard-00000.npz")
+    shutil.copy(tmp_path / "other.npz.parts" / "shard-00000.npz",
+                tmp_path / "cut.npz.parts" / "shard-00000.npz")
     with pytest.raises(ValueError, match="made by CoMAE xxxxxxxx, not hhhhhhhh"):
         merge_shards(tmp_path / "cut.npz.parts", tmp_path / "m.npz", "h" * 64, 50, split)
     with pytest.raises(ValueError, match="expected"):
@@ -136,7 +154,8 @@ def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_pa
     profile = get_profile("smoke")
     with pytest.raises(FileNotFoundError, match="make pretrain"):
         dataset_orders(profile, tmp_path, n_train=3, n_test=2)
-    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained", progress=False)
+    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained",
+                        progress=False)
     model = pretrained.load("comae", config="smoke", folder=tmp_path / "pretrained")
     train, test, digest = dataset_orders(profile, tmp_path, n_train=6, n_test=4, progress=False)
     x_train, _ = load_fashion_mnist("train", limit=6)
@@ -144,7 +163,8 @@ def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_pa
     assert torch.equal(train, collapse_order(model.masks(patchify(x_train, 4))))
     assert torch.equal(test, collapse_order(model.masks(patchify(x_test, 4))))
     assert digest == pretrained.info("comae", "smoke", tmp_path / "pretrained")["config_hash"]
-    assert (tmp_path / f"orders-{digest[:8]}-6-4.npz").exists()  # a small request ranks only what it asks for
+    # a small request ranks only what it asks for
+    assert (tmp_path / f"orders-{digest[:8]}-6-4.npz").exists()
     assert not (tmp_path / f"orders-{digest[:8]}.npz").exists()
 
 
@@ -157,7 +177,8 @@ def test_dataset_orders_read_the_shipped_file_beside_the_comae(tmp_path):
     from copkit.profiles import get_profile
 
     profile = get_profile("smoke")
-    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained", progress=False)
+    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained",
+                        progress=False)
     digest = pretrained.info("comae", "smoke", tmp_path / "pretrained")["config_hash"]
     n_train, n_test = 60_000, 10_000
     planted = ((np.arange(49)[None] + np.arange(n_train + n_test)[:, None]) % 49).astype(np.uint8)
@@ -189,7 +210,8 @@ def test_fixed_order_recovers_a_planted_order_under_noise():
 
     g = torch.Generator().manual_seed(0)
     base = torch.randperm(25, generator=g)
-    noisy = ranks(base).double() + torch.randn(400, 25, generator=g) * 2.0  # each image: base order, jittered
+    # each image: the base order, jittered
+    noisy = ranks(base).double() + torch.randn(400, 25, generator=g) * 2.0
     orders = torch.sort(noisy, dim=-1).indices
     assert torch.equal(fixed_order(orders), base)
 
@@ -211,9 +233,11 @@ def test_order_diversity_tells_one_order_from_unrelated_orders():
     g = torch.Generator().manual_seed(2)
     one = torch.randperm(49, generator=g).repeat(200, 1)
     same = order_diversity(one, torch.arange(200) % 10)
-    assert same["distinct_first"] == 1 and same["distinct_top"] == 1 and same["fixed_overlap"] == 1.0
+    assert same["distinct_first"] == 1 and same["distinct_top"] == 1
+    assert same["fixed_overlap"] == 1.0
     assert same["footrule"] == 0.0 and same["footrule_within"] == 0.0
-    rand = order_diversity(torch.stack([torch.randperm(49, generator=g) for _ in range(200)]), torch.arange(200) % 10)
+    unrelated = torch.stack([torch.randperm(49, generator=g) for _ in range(200)])
+    rand = order_diversity(unrelated, torch.arange(200) % 10)
     assert rand["footrule"] == pytest.approx(1.0, abs=0.03)
     assert rand["footrule_within"] == pytest.approx(1.0, abs=0.06)
     assert rand["fixed_overlap"] < 0.5 and rand["distinct_top"] == 200

@@ -5,16 +5,26 @@ import numpy as np
 import pytest
 import torch
 
+from copkit import stats
 from copkit.io import atomic_write_json, atomic_write_text
 from copkit.profiles import PROFILES, get_profile, pick_device
-from copkit import stats
-from copkit.results import alias, claim, decide, in_words, read_results, summary, tested, write_results
+from copkit.results import (
+    alias,
+    claim,
+    decide,
+    in_words,
+    read_results,
+    summary,
+    tested,
+    write_results,
+)
 
 
 def test_summary_matches_numpy_definitions():
     s = summary([1.0, 2.0, 4.0])
     assert s["n"] == 3 and s["mean"] == pytest.approx(7 / 3)
-    assert s["std"] == pytest.approx(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) ** 0.5 / 2 ** 0.5)
+    assert (s["std"] == pytest.approx(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2
+                                       + (4 - 7 / 3) ** 2) ** 0.5 / 2 ** 0.5))
     assert summary(5.0) == {"mean": 5.0, "std": 0.0, "n": 1}
     with pytest.raises(ValueError):
         summary([])
@@ -28,7 +38,8 @@ def test_claim_refuses_unknown_verdict_and_empty_reason():
 
 
 def test_write_results_shape(tmp_path):
-    c = {"table1.contrastive.mask_entropy": claim(4.267, [4.1, 4.3, 4.2], "not testable", "N differs, 3 seeds.")}
+    c = {"table1.contrastive.mask_entropy": claim(4.267, [4.1, 4.3, 4.2], "not testable",
+                                                  "N differs, 3 seeds.")}
     path = write_results(tmp_path, "02_x", profile="smoke", device="cpu", seeds=[0, 1, 2], claims=c,
                          metrics={"loss": torch.tensor([1.0, 2.0]), "area_nats": torch.tensor(3.5)})
     got = json.loads(path.read_text())
@@ -37,7 +48,8 @@ def test_write_results_shape(tmp_path):
     assert got["metrics"] == {"loss": [1.0, 2.0], "area_nats": 3.5}
     assert got["commit"]
     with pytest.raises(ValueError, match="must be made with copkit.results.claim"):
-        write_results(tmp_path, "bad", profile="smoke", device="cpu", seeds=[0], claims={"x": {"paper": 1}}, metrics={})
+        write_results(tmp_path, "bad", profile="smoke", device="cpu", seeds=[0],
+                      claims={"x": {"paper": 1}}, metrics={})
 
 
 def test_claim_section_is_optional_stored_and_written(tmp_path):
@@ -76,7 +88,8 @@ def test_profiles_and_devices():
         get_profile("huge")
     assert pick_device("cpu") == torch.device("cpu")
     auto = pick_device("auto")
-    assert auto.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    assert (auto.type == ("cuda" if torch.cuda.is_available() else "mps"
+                          if torch.backends.mps.is_available() else "cpu"))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no CUDA GPU"):
             pick_device("cuda")
@@ -137,12 +150,14 @@ def test_every_profile_builds_its_models(name):
 
 
 def test_bf16_training_step_on_the_cpu(tmp_path):
-    """precision = "bf16": the forward runs under autocast, the weights and optimiser stay float32."""
+    """precision = "bf16": the forward runs under autocast, the weights and optimiser stay
+    float32."""
     from copkit.comae import RECIPE, CoMAEConfig, CoMAEData
-    from copkit.train import TrainConfig, fit
+    from copkit.recipe import TrainConfig
+    from copkit.train import fit
 
-    cfg = CoMAEConfig(grid=(3, 3), token_dim=4, enc_width=8, enc_depth=1, enc_heads=2, dec_width=8, dec_depth=1,
-                      dec_heads=2, targets_per_image=3)
+    cfg = CoMAEConfig(grid=(3, 3), token_dim=4, enc_width=8, enc_depth=1, enc_heads=2, dec_width=8,
+                      dec_depth=1, dec_heads=2, targets_per_image=3)
     tokens = torch.randn(16, 9, 4, generator=torch.Generator().manual_seed(0))
     tc = TrainConfig(steps=4, batch_size=4, lr=1e-2, precision="bf16")
     run = fit(RECIPE, cfg, tc, CoMAEData(tokens, tokens[:4]), {"t": 1}, tmp_path, progress=False)
@@ -155,7 +170,7 @@ def test_bf16_training_step_on_the_cpu(tmp_path):
 def _step_under_bf16(step_fn, model) -> None:
     """Two steps of ``step_fn`` with the forward under bfloat16 autocast, as copkit.train runs
     precision = "bf16": the loss is a finite float32 and every gradient is finite."""
-    from copkit.train import step_generator
+    from copkit.recipe import step_generator
 
     for t in range(2):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -174,10 +189,11 @@ def test_every_mar_step_runs_under_bf16_autocast(kind):
     from copkit.cmar import MAR, MARConfig, mar_step_fn
 
     torch.manual_seed(0)
-    model = MAR(MARConfig(grid=(7, 7), width=16, enc_depth=1, dec_depth=1, heads=2, buffer=2, head_width=16,
-                          head_depth=1, diffusion_steps=50, diffusion_batch_mul=2))
+    model = MAR(MARConfig(grid=(7, 7), width=16, enc_depth=1, dec_depth=1, heads=2, buffer=2,
+                          head_width=16, head_depth=1, diffusion_steps=50, diffusion_batch_mul=2))
     g = torch.Generator().manual_seed(0)
-    images, labels = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (8,), generator=g)
+    images, labels = (torch.rand(8, 1, 28, 28, generator=g) * 2 - 1,
+                      torch.randint(0, 10, (8,), generator=g))
     collapse = torch.stack([torch.randperm(49, generator=g) for _ in range(8)])
     _step_under_bf16(mar_step_fn(model, images, labels, 4, 0, kind, collapse=collapse), model)
 
@@ -191,7 +207,8 @@ def test_every_cvit_step_runs_under_bf16_autocast(kind):
     torch.manual_seed(0)
     model = cvit.build_model(cfg)
     g = torch.Generator().manual_seed(0)
-    images, labels = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (8,), generator=g)
+    images, labels = (torch.rand(8, 1, 28, 28, generator=g) * 2 - 1,
+                      torch.randint(0, 10, (8,), generator=g))
     orders = torch.stack([torch.randperm(49, generator=g) for _ in range(8)])
     _step_under_bf16(cvit.cvit_step_fn(model, cfg, images, labels, orders, 4, 0), model)
 
@@ -202,7 +219,8 @@ def test_the_feature_classifier_step_runs_under_bf16_autocast():
     torch.manual_seed(0)
     net = FeatureNet()
     g = torch.Generator().manual_seed(0)
-    images, labels = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (8,), generator=g)
+    images, labels = (torch.rand(8, 1, 28, 28, generator=g) * 2 - 1,
+                      torch.randint(0, 10, (8,), generator=g))
     _step_under_bf16(classifier_step_fn(net, images, labels, 4, 0), net)
 
 
@@ -213,7 +231,8 @@ def test_mean_sd_is_the_sample_sd_of_the_values():
     assert mean_sd([1.0, 2.0, 3.0], 2) == "2.00 ± 1.00"
     assert mean_sd(summary([1.0, 2.0, 3.0]), 1, show_n=True) == "2.0 ± 1.0 (n=3)"
     assert mean_sd([7.0]) == "7.0 ± 0.0"
-    assert mean_sd({"mean": 12345.678, "std": 0.01234, "n": 2}, 3, significant=True) == "1.23e+04 ± 0.012"
+    assert (mean_sd({"mean": 12345.678, "std": 0.01234, "n": 2}, 3,
+                    significant=True) == "1.23e+04 ± 0.012")
 
 
 def test_markdown_table_shape_escaping_and_ragged_rows():
@@ -235,8 +254,8 @@ def test_in_words_groups_claims_by_verdict_in_order_and_says_each_once():
               "y": claim(1, 1.0, "reproduced", "Y holds.", section="ch9-y", exact=True),
               "z": claim(1, 1.0, "reproduced", "Z holds.", exact=True)}
     lines = in_words(claims).splitlines()
-    assert lines == [VERDICT_WORDS["reproduced"], "", "- Y holds. (see {ref}`ch9-y`)", "- Z holds.", "",
-                     VERDICT_WORDS["not reproduced"], "", "- X fails."]
+    assert lines == [VERDICT_WORDS["reproduced"], "", "- Y holds. (see {ref}`ch9-y`)", "- Z holds.",
+                     "", VERDICT_WORDS["not reproduced"], "", "- X fails."]
     text = in_words(claims, links=False)
     for c in claims.values():
         assert text.count(c["why"]) == 1
@@ -247,24 +266,29 @@ def test_in_words_groups_claims_by_verdict_in_order_and_says_each_once():
 def test_headline_flag_is_stored_only_when_true_and_counted(tmp_path):
     from copkit.results import headlines, read_results, verdict_counts
 
-    plain, head = claim(1, 2.0, "partly", "p.", exact=True), claim(1, 2.0, "reproduced", "h.", headline=True, exact=True)
+    plain, head = claim(1, 2.0, "partly", "p.",
+                        exact=True), claim(1, 2.0, "reproduced", "h.", headline=True, exact=True)
     assert "headline" not in plain and head["headline"] is True
-    write_results(tmp_path, "02_x", profile="smoke", device="cpu", seeds=[0], claims={"a": plain, "b": head}, metrics={})
+    write_results(tmp_path, "02_x", profile="smoke", device="cpu", seeds=[0],
+                  claims={"a": plain, "b": head}, metrics={})
     write_results(tmp_path, "01_y", profile="smoke", device="cpu", seeds=[0],
                   claims={"c": claim(1, 2.0, "partly", "q.", exact=True)}, metrics={})
     (tmp_path / "runtimes-smoke.json").write_text("{}")  # not a chapter's results file
     results = read_results(tmp_path)
     assert list(results) == ["01_y", "02_x"]
     counts = verdict_counts(results)
-    assert dict(counts["02_x"]) == {"reproduced": 1, "partly": 1, "not reproduced": 0, "inconclusive": 0, "not testable": 0}
-    assert dict(counts["01_y"]) == {"reproduced": 0, "partly": 1, "not reproduced": 0, "inconclusive": 0, "not testable": 0}
+    assert (dict(counts["02_x"]) == {"reproduced": 1, "partly": 1, "not reproduced": 0,
+                                     "inconclusive": 0, "not testable": 0})
+    assert (dict(counts["01_y"]) == {"reproduced": 0, "partly": 1, "not reproduced": 0,
+                                     "inconclusive": 0, "not testable": 0})
     assert [(ch, cid) for ch, cid, _ in headlines(results)] == [("02_x", "b")]
 
 
 def test_section_labels_reads_markdown_targets_only(tmp_path):
     from copkit.results import section_labels
 
-    nb = {"cells": [{"cell_type": "markdown", "source": ["(ch5-table5)=\n", "## Table 5\n", "see (not-a-label)= here\n"]},
+    nb = {"cells": [{"cell_type": "markdown",
+                     "source": ["(ch5-table5)=\n", "## Table 5\n", "see (not-a-label)= here\n"]},
                     {"cell_type": "code", "source": ["(ch5-code)=\n"]},
                     {"cell_type": "markdown", "source": "(ch5-knees)=\n### Knees"}]}
     path = tmp_path / "05_x.ipynb"
@@ -284,7 +308,8 @@ def test_a_verdict_other_than_not_testable_needs_a_test_or_an_exact_computation(
 def test_decide_applies_holm_over_every_chapter_and_counts_an_alias_once(tmp_path):
     """Planted p-values: the Holm threshold of a claim depends on the other chapters' claims."""
     rng = np.random.default_rng(0)
-    big = stats.welch(rng.normal(0, 1, 40), rng.normal(3, 1, 40))  # p ~ 1e-20: reproduced whatever the family
+    # p ~ 1e-20: reproduced whatever the family
+    big = stats.welch(rng.normal(0, 1, 40), rng.normal(3, 1, 40))
     near = stats.one_sample([0.30, 0.32, 0.35, 0.33, 0.31, 0.36], 0.3)  # p ~ 0.02: only alone
     assert 0.0125 < near.p < 0.05  # significant alone, not once multiplied by 4
     other = {"z.big": tested("lower", 1.0, big, "lower", "B is lower.")}
@@ -293,37 +318,48 @@ def test_decide_applies_holm_over_every_chapter_and_counts_an_alias_once(tmp_pat
             "a.none": claim("open", 1.0, "not testable", "Not here.")}
     decided = decide(mine, "02_a", tmp_path)  # no other results yet: a family of one
     assert decided["a.near"]["verdict"] == "reproduced" and decided["a.near"]["test"]["family"] == 1
-    assert decided["a.same"]["verdict"] == "reproduced" and decided["a.same"]["test"]["alias_of"] == "a.near"
+    assert (decided["a.same"]["verdict"] == "reproduced"
+            and decided["a.same"]["test"]["alias_of"] == "a.near")
     assert decided["a.none"]["verdict"] == "not testable" and "test" not in decided["a.none"]
-    for k in range(3):  # three more tested claims elsewhere in the book: Holm multiplies the smaller p's
-        other[f"z.null{k}"] = tested("higher", 1.0, stats.welch([1.0, 2.0, 3.0], [1.1, 2.2, 2.9]), "higher", "Null.")
+    # three more tested claims elsewhere in the book: Holm multiplies the smaller p's
+    for k in range(3):
+        other[f"z.null{k}"] = tested("higher", 1.0, stats.welch([1.0, 2.0, 3.0], [1.1, 2.2, 2.9]),
+                                     "higher", "Null.")
     write_results(tmp_path, "01_z", profile="smoke", device="cpu", seeds=[0],
                   claims=decide(other, "01_z", tmp_path), metrics={})
     decided = decide(mine, "02_a", tmp_path)
     t = decided["a.near"]["test"]
-    assert t["family"] == 5 and t["p_holm"] == pytest.approx(min(1.0, 4 * near.p))  # second smallest of five
+    # second smallest of five
+    assert t["family"] == 5 and t["p_holm"] == pytest.approx(min(1.0, 4 * near.p))
     assert decided["a.near"]["verdict"] == decided["a.same"]["verdict"] == "inconclusive"
     assert read_results(tmp_path)["01_z"]["claims"]["z.big"]["verdict"] == "reproduced"
     text = in_words(decided, links=False)
     assert "Inconclusive" in text and "Holm p = " in text and "the same test as `a.near`" in text
     with pytest.raises(ValueError, match="no verdict yet"):
-        write_results(tmp_path, "02_a", profile="smoke", device="cpu", seeds=[0], claims=mine, metrics={})
+        write_results(tmp_path, "02_a", profile="smoke", device="cpu", seeds=[0], claims=mine,
+                      metrics={})
 
 
 def test_a_claim_cannot_say_a_number_it_did_not_measure(tmp_path):
-    said = claim(0.78, {"mean": 0.9012, "std": 0.0, "n": 3}, "not testable", "The knee is at 0.90, 12 points past.")
+    said = claim(0.78, {"mean": 0.9012, "std": 0.0, "n": 3}, "not testable",
+                 "The knee is at 0.90, 12 points past.")
     with pytest.raises(ValueError, match="says 12, which no number"):
-        write_results(tmp_path, "05_x", profile="smoke", device="cpu", seeds=[0], claims={"k": said}, metrics={})
-    said = claim(0.78, {"mean": 0.9012, "std": 0.0, "n": 3}, "not testable", "The knee is at 0.90, 12 points past.")
+        write_results(tmp_path, "05_x", profile="smoke", device="cpu", seeds=[0],
+                      claims={"k": said}, metrics={})
+    said = claim(0.78, {"mean": 0.9012, "std": 0.0, "n": 3}, "not testable",
+                 "The knee is at 0.90, 12 points past.")
     write_results(tmp_path, "05_x", profile="smoke", device="cpu", seeds=[0], claims={"k": said},
-                  metrics={"gap_points": 12.1})  # a measured number anywhere in the file supports it
+                  # a measured number anywhere in the file supports it
+                  metrics={"gap_points": 12.1})
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_a_chapter_at_another_profile_writes_beside_the_book_not_into_it(tmp_path, monkeypatch, capsys):
+def test_a_chapter_at_another_profile_writes_beside_the_book_not_into_it(tmp_path, monkeypatch,
+                                                                         capsys):
     from copkit.results import book_profile, results_folder
 
-    (tmp_path / "_toc.yml").write_text("root: intro\n")  # a project (copkit.data.project_root finds it)
+    # a project (copkit.data.project_root finds it)
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
     (tmp_path / "copkit").mkdir()
     (tmp_path / "chapters").mkdir()
     book = tmp_path / "book" / "results"
@@ -338,9 +374,11 @@ def test_a_chapter_at_another_profile_writes_beside_the_book_not_into_it(tmp_pat
     assert results_folder("../book/results", "cpu") == Path("../book/results")
     assert results_folder(tmp_path / "elsewhere", "smoke") == tmp_path / "elsewhere"
     c = {"x": claim(1.0, [1.0], "not testable", "N differs.")}
-    path = write_results("../book/results", "01_a", profile="smoke", device="cpu", seeds=[0], claims=c, metrics={})
+    path = write_results("../book/results", "01_a", profile="smoke", device="cpu", seeds=[0],
+                         claims=c, metrics={})
     assert path == scratch / "01_a.json" and json.loads(path.read_text())["profile"] == "smoke"
-    assert json.loads((book / "01_a.json").read_text())["profile"] == "cpu"  # the book's file is untouched
+    # the book's file is untouched
+    assert json.loads((book / "01_a.json").read_text())["profile"] == "cpu"
     assert "results go to" in capsys.readouterr().out
     monkeypatch.setenv("COPKIT_WRITE_BOOK", "1")  # tools/run_chapters.py --out book
     assert results_folder("../book/results", "smoke") == Path("../book/results")

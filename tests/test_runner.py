@@ -50,8 +50,10 @@ def test_runner_executes_and_reports(tmp_path):
     text = "".join("".join(o.get("text", "")) for c in good["cells"] for o in c.get("outputs", []))
     assert "profile is smoke" in text
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in good["cells"])
-    shown = [c for c in good["cells"] if c["cell_type"] == "code" and "remove-cell" not in c["metadata"].get("tags", [])]
-    assert sum("profile = " in "".join(c["source"]) for c in shown) == 1  # the site shows the parameters once
+    shown = [c for c in good["cells"] if c["cell_type"] == "code"
+             and "remove-cell" not in c["metadata"].get("tags", [])]
+    # the site shows the parameters once
+    assert sum("profile = " in "".join(c["source"]) for c in shown) == 1
     runtimes = json.loads((tmp_path / "out" / "results" / "runtimes-smoke.json").read_text())
     assert runtimes["profile"] == "smoke" and list(runtimes["chapters"]) == ["01_good"]
     entry = runtimes["chapters"]["01_good"]
@@ -84,19 +86,23 @@ def test_runner_jobs_run_chapters_at_once_and_the_summary_after_them(tmp_path, m
     (tmp_path / "stamps").mkdir()
     (tmp_path / "src" / "01_a.py").write_text(TIMED.format(name="01_a", sleep=4))
     (tmp_path / "src" / "02_b.py").write_text(TIMED.format(name="02_b", sleep=4))
-    (tmp_path / "src" / "06_report.py").write_text(SUMMARY)  # fails unless both others have finished
+    # fails unless both others have finished
+    (tmp_path / "src" / "06_report.py").write_text(SUMMARY)
     monkeypatch.setenv("STAMPS", str(tmp_path / "stamps"))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     res = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke", "--jobs", "2",
-         "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
+        [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke", "--jobs",
+         "2", "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    (a0, a1, threads), (b0, b1, _) = ((tmp_path / "stamps" / n).read_text().split() for n in ("01_a", "02_b"))
+    (a0, a1,
+     threads), (b0, b1,
+                _) = ((tmp_path / "stamps" / n).read_text().split() for n in ("01_a", "02_b"))
     assert float(a0) < float(b1) and float(b0) < float(a1)  # the two sleeps overlapped
     assert threads == str(max(1, (os.cpu_count() or 1) // 2))
     runtimes = json.loads((tmp_path / "out" / "results" / "runtimes-smoke.json").read_text())
-    assert list(runtimes["chapters"]) == ["01_a", "02_b", "06_report"]  # every entry kept under the lock
+    # every entry kept under the lock
+    assert list(runtimes["chapters"]) == ["01_a", "02_b", "06_report"]
     assert all((tmp_path / "out" / f"{n}.ipynb").exists() for n in ("01_a", "02_b", "06_report"))
 
 
@@ -106,9 +112,12 @@ def test_schedule_puts_the_longest_first_and_the_summaries_last():
         from run_chapters import schedule
     finally:
         sys.path.pop(0)
-    names = ["01_entropy", "02_comae", "03_rank", "04_cmar", "06_report", "07_performance", "08_new"]
-    parallel, last = schedule(names, {"01_entropy": 38, "02_comae": 1479, "03_rank": 141, "04_cmar": 1357})
-    assert parallel == ["08_new", "02_comae", "04_cmar", "03_rank", "01_entropy"]  # unknown time: first
+    names = ["01_entropy", "02_comae", "03_rank", "04_cmar", "06_report", "07_performance",
+             "08_new"]
+    parallel, last = schedule(names,
+                              {"01_entropy": 38, "02_comae": 1479, "03_rank": 141, "04_cmar": 1357})
+    # unknown time: first
+    assert parallel == ["08_new", "02_comae", "04_cmar", "03_rank", "01_entropy"]
     assert last == ["06_report", "07_performance"]
 
 
@@ -128,19 +137,23 @@ def test_parameters_shown_once_with_the_injected_values_and_the_comments():
         sys.path.remove(str(ROOT / "tools"))
     cell = lambda src, tags: {"cell_type": "code", "metadata": {"tags": tags}, "source": src}  # noqa: E731
     nb = {"cells": [
-        cell('profile = "cpu"  # the sizes\nseed = 0  # offset\nsizes = {\n    "a": 1,\n}  # a dict\n', ["parameters"]),
-        cell('# Parameters\nprofile = "smoke"\nsizes = {"a": 2}\nextra = 3\n', ["injected-parameters"]),
+        cell('profile = "cpu"  # the sizes\nseed = 0  # offset\nsizes = {\n    "a": 1,\n}  # a '
+             'dict\n', ["parameters"]),
+        cell('# Parameters\nprofile = "smoke"\nsizes = {"a": 2}\nextra = 3\n',
+             ["injected-parameters"]),
         cell("print(profile)", []),
     ]}
     parameters_once(nb)
     orig, injected, rest = nb["cells"]
     assert orig["metadata"]["tags"] == ["parameters", "remove-cell"]
     assert injected["source"].splitlines() == [
-        "# Parameters of this run (papermill)", 'profile = "smoke"  # the sizes', "seed = 0  # offset",
+        "# Parameters of this run (papermill)", 'profile = "smoke"  # the sizes',
+        "seed = 0  # offset",
         'sizes = {"a": 2}  # a dict', "extra = 3"]
     scope = {}
     exec(injected["source"], scope)  # the shown cell alone sets every parameter to the run's values
-    assert (scope["profile"], scope["seed"], scope["sizes"], scope["extra"]) == ("smoke", 0, {"a": 2}, 3)
+    assert (scope["profile"], scope["seed"], scope["sizes"],
+            scope["extra"]) == ("smoke", 0, {"a": 2}, 3)
     assert rest["metadata"]["tags"] == []
     # run without papermill's injection (e.g. in JupyterLab): nothing changes
     plain = {"cells": [cell('profile = "cpu"\n', ["parameters"]), cell("print(profile)", [])]}
@@ -148,7 +161,7 @@ def test_parameters_shown_once_with_the_injected_values_and_the_comments():
     assert plain["cells"][0]["metadata"]["tags"] == ["parameters"]
 
 
-# ------------------------------------------------------------------ the book is never overwritten by accident
+# -------------------------------------------------------- the book is never overwritten by accident
 def _tools():
     sys.path.insert(0, str(ROOT / "tools"))
     try:
@@ -162,10 +175,12 @@ def _fake_root(tmp_path: Path, book_profile: str = "cpu") -> Path:
     """A copy of the runner in a project whose committed book was executed at ``book_profile``."""
     root = tmp_path / "project"
     (root / "tools").mkdir(parents=True)
-    (root / "tools" / "run_chapters.py").write_text((ROOT / "tools" / "run_chapters.py").read_text())
+    (root / "tools"
+     / "run_chapters.py").write_text((ROOT / "tools" / "run_chapters.py").read_text())
     (root / "copkit").symlink_to(ROOT / "copkit")  # the profiles' files
     (root / "book" / "results").mkdir(parents=True)
-    (root / "book" / "results" / "01_good.json").write_text(json.dumps({"chapter": "01_good", "profile": book_profile}))
+    (root / "book" / "results"
+     / "01_good.json").write_text(json.dumps({"chapter": "01_good", "profile": book_profile}))
     (root / "src").mkdir()
     (root / "src" / "01_good.py").write_text(GOOD)
     return root
@@ -179,14 +194,16 @@ def test_the_book_profile_and_the_default_output_folder(tmp_path):
     assert rc.book_profile(ROOT) == "cpu"  # what the committed book records
     assert rc.default_out("cpu", None, "cpu") == "book"
     assert rc.default_out("smoke", None, "cpu") == ".scratch/book/smoke"
-    assert rc.default_out("cpu", Path("cpu.yaml"), "cpu") == ".scratch/book/cpu"  # a file is never the book's
+    # a file is never the book's
+    assert rc.default_out("cpu", Path("cpu.yaml"), "cpu") == ".scratch/book/cpu"
 
 
 def test_a_run_at_another_profile_leaves_the_book_alone(tmp_path):
     root = _fake_root(tmp_path)
     before = sorted(p.relative_to(root) for p in (root / "book").rglob("*"))
-    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", "smoke",
-                          "--chapters-dir", str(root / "src")], capture_output=True, text=True, cwd=root, timeout=300)
+    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
+                          "smoke", "--chapters-dir", str(root / "src")], capture_output=True,
+                         text=True, cwd=root, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert sorted(p.relative_to(root) for p in (root / "book").rglob("*")) == before
     out = root / ".scratch" / "book" / "smoke"
@@ -199,22 +216,29 @@ def test_a_profile_file_is_accepted_and_a_bad_one_refused_in_one_line(tmp_path):
     root = _fake_root(tmp_path)
     mine = tmp_path / "my.yaml"
     mine.write_text((ROOT / "copkit" / "configs" / "smoke.yaml").read_text())
-    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", str(mine),
-                          "--chapters-dir", str(root / "src")], capture_output=True, text=True, cwd=root, timeout=300)
+    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
+                          str(mine), "--chapters-dir", str(root / "src")], capture_output=True,
+                         text=True, cwd=root, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     nb = json.loads((root / ".scratch" / "book" / "my" / "01_good.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
-    assert "profile is " in text and text.strip().endswith("my.yaml")  # a path relative to the chapters' folder
+    # a path relative to the chapters' folder
+    assert "profile is " in text and text.strip().endswith("my.yaml")
     assert (root / ".scratch" / "book" / "my" / "results" / "runtimes-my.json").exists()
-    for bad, says in ((tmp_path / "none.yaml", "no such file"), (tmp_path / "p.txt", "give smoke, cpu, gpu")):
-        res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", str(bad)],
+    for bad, says in ((tmp_path / "none.yaml", "no such file"),
+                      (tmp_path / "p.txt", "give smoke, cpu, gpu")):
+        res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
+                              str(bad)],
                              capture_output=True, text=True, cwd=root, timeout=120)
-        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert (res.returncode == 2 and says in res.stderr
+                and "Traceback" not in res.stderr), res.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text((ROOT / "copkit" / "configs" / "smoke.yaml").read_text() + "\nbogus_key: 1\n")
-    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", str(broken)],
+    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
+                          str(broken)],
                          capture_output=True, text=True, cwd=root, timeout=120)
-    assert res.returncode == 2 and "bogus_key" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert (res.returncode == 2 and "bogus_key" in res.stderr
+            and "Traceback" not in res.stderr), res.stderr
 
 
 SLOW = '''# %% tags=["parameters"]
@@ -230,9 +254,11 @@ print("slept")
 def test_two_runs_of_one_chapter_at_once_do_not_clash(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "01_slow.py").write_text(SLOW)
-    runs = [subprocess.Popen([sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke",
-                              "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / f"out{i}")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    runs = [subprocess.Popen([sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile",
+                              "smoke", "--chapters-dir", str(tmp_path / "src"), "--out",
+                              str(tmp_path / f"out{i}")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             cwd=tmp_path)
             for i in range(2)]
     for i, proc in enumerate(runs):
         out, _ = proc.communicate(timeout=300)

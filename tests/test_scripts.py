@@ -23,13 +23,17 @@ def _dist(site: Path, name: str, version: str, requires: list[str]) -> None:
     """A planted installed distribution: ``site/<name>-<version>.dist-info/METADATA``."""
     info = site / f"{name}-{version}.dist-info"
     info.mkdir(parents=True)
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *(f"Requires-Dist: {r}" for r in requires)]
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+             *(f"Requires-Dist: {r}" for r in requires)]
     (info / "METADATA").write_text("\n".join(lines) + "\n")
 
 
-def test_device_kit_walks_requirements_for_the_devices_python_and_carries_what_the_image_lacks(tmp_path, monkeypatch):
-    _dist(tmp_path, "kitroot", "1.0", ['kitdep>=1', 'kitold; python_version < "3.12"', 'kitnew; python_version >= "3.12"',
-                                       'kitwin; sys_platform == "win32"', 'kitextra; extra == "docs"'])
+def test_device_kit_walks_requirements_for_the_devices_python_and_carries_what_the_image_lacks(
+        tmp_path, monkeypatch):
+    _dist(tmp_path, "kitroot", "1.0",
+          ['kitdep>=1', 'kitold; python_version < "3.12"', 'kitnew; python_version >= "3.12"',
+                                       'kitwin; sys_platform == "win32"',
+           'kitextra; extra == "docs"'])
     _dist(tmp_path, "kitdep", "2.5", ["kitleaf", "kitimage"])
     _dist(tmp_path, "kitleaf", "0.3", [])
     _dist(tmp_path, "kitimage", "9.9", [])
@@ -40,14 +44,17 @@ def test_device_kit_walks_requirements_for_the_devices_python_and_carries_what_t
     found = device_kit.closure([Requirement("kitroot")])
     # Python 3.12 on Linux: kitold (< 3.12), kitwin and the extra's kitextra are not needed;
     # kitnew is needed but not installed here, so it has no version to pin.
-    assert found == {"kitroot": "1.0", "kitdep": "2.5", "kitleaf": "0.3", "kitimage": "9.9", "kitnew": None}
-    older = device_kit.closure([Requirement("kitroot")], {**device_kit.TARGET_ENV, "python_version": "3.11"})
+    assert (found == {"kitroot": "1.0", "kitdep": "2.5", "kitleaf": "0.3", "kitimage": "9.9",
+                      "kitnew": None})
+    older = device_kit.closure([Requirement("kitroot")],
+                               {**device_kit.TARGET_ENV, "python_version": "3.11"})
     assert "kitold" in older and "kitnew" not in older
     assert "kitextra" in device_kit.closure([Requirement("kitroot[docs]")])
 
     image = {"kitimage", "kitleaf", "timm"}
     carry = device_kit.to_carry({**found, "timm": "1.0.31"}, image)
-    assert carry == {"kitdep": "2.5", "kitnew": None, "kitroot": "1.0", "timm": "1.0.31"}  # timm: always carried
+    # timm: always carried
+    assert carry == {"kitdep": "2.5", "kitnew": None, "kitroot": "1.0", "timm": "1.0.31"}
 
 
 def test_the_image_list_reads_names_canonically(tmp_path):
@@ -55,17 +62,20 @@ def test_the_image_list_reads_names_canonically(tmp_path):
     f.write_text("# comment\nPyYAML\n\ntyping_extensions  # trailing comment\nNvidia-NCCL-cu13\n")
     assert device_kit.image_packages(f) == {"pyyaml", "typing-extensions", "nvidia-nccl-cu13"}
     have = device_kit.image_packages()
-    assert {"torch", "numpy", "matplotlib"} <= have and "papermill" not in have and "kneed" not in have
+    assert ({"torch", "numpy", "matplotlib"} <= have and "papermill" not in have
+            and "kneed" not in have)
 
 
 def test_the_book_needs_papermill_and_the_kernel_and_never_jupyter_book():
     needed = device_kit.closure(device_kit.book_roots())
-    assert {"papermill", "jupytext", "ipykernel", "nbclient", "kneed", "timm", "torch"} <= set(needed)
+    assert ({"papermill", "jupytext", "ipykernel", "nbclient", "kneed", "timm",
+             "torch"} <= set(needed))
     assert "jupyter-book" not in needed and "sphinx" not in needed
 
 
 def _env(**extra: str) -> dict:
-    return {**os.environ, "PY": sys.executable, "BOOK_PROFILE": "smoke", "BOOK_DEVICE": "cpu", **extra}
+    return {**os.environ, "PY": sys.executable, "BOOK_PROFILE": "smoke", "BOOK_DEVICE": "cpu",
+            **extra}
 
 
 @pytest.mark.fashion_mnist
@@ -73,8 +83,8 @@ def test_gpu_book_runs_the_chapters_asked_and_packs_only_what_it_made(tmp_path):
     out = tmp_path / "book"
     pack = tmp_path / "made.tar.gz"
     res = subprocess.run(["bash", "scripts/gpu_book.sh"], cwd=ROOT, capture_output=True, text=True,
-                         env=_env(OUT=str(out), PACK=str(pack), LOG=str(tmp_path / "run.log"), SKIP_BENCH="1",
-                                  BOOK_CHAPTERS="07_performance"))
+                         env=_env(OUT=str(out), PACK=str(pack), LOG=str(tmp_path / "run.log"),
+                                  SKIP_BENCH="1", BOOK_CHAPTERS="07_performance"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (out / "07_performance.ipynb").is_file() and not (out / "06_report.ipynb").exists()
     with tarfile.open(pack) as tar:
@@ -91,8 +101,10 @@ def test_gpu_book_refuses_an_unknown_chapter_before_running_any():
 
 
 def test_device_book_without_a_kit_says_how_to_make_one(tmp_path):
-    res = subprocess.run(["bash", "scripts/device_book.sh"], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "KIT": str(tmp_path / "none"), "OUT": str(tmp_path / "out")})
+    res = subprocess.run(["bash", "scripts/device_book.sh"], cwd=ROOT, capture_output=True,
+                         text=True,
+                         env={**os.environ, "KIT": str(tmp_path / "none"),
+                              "OUT": str(tmp_path / "out")})
     assert res.returncode == 2 and "make device-kit" in res.stderr
 
 
@@ -100,7 +112,8 @@ def test_sync_check_keeps_only_sync_warnings_inside_an_inner_step():
     from sync_check import SyncLog
 
     log = SyncLog()
-    log.show("called a synchronizing CUDA operation", UserWarning, "x.py", 1)  # a logging step: no label
+    # a logging step: no label
+    log.show("called a synchronizing CUDA operation", UserWarning, "x.py", 1)
     log.label = "mar step 3"
     log.show("some other warning", UserWarning, "x.py", 1)
     log.show("called a synchronizing CUDA operation", UserWarning, "x.py", 1)

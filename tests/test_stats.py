@@ -87,15 +87,18 @@ def test_welch_paired_one_sample_agree_with_scipy():
         a, b = rng.normal(1, 1, n_a), rng.normal(0, 2, n_b)
         r, ref = welch(a, b), st.ttest_ind(a, b, equal_var=False)
         assert r.test == "welch t" and r.n == (n_a, n_b) and r.unit == "seeds"
-        assert r.p == pytest.approx(ref.pvalue, rel=1e-10) and r.effect == pytest.approx(a.mean() - b.mean())
+        assert (r.p == pytest.approx(ref.pvalue, rel=1e-10)
+                and r.effect == pytest.approx(a.mean() - b.mean()))
         assert r.ci == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-9)
         b = a - rng.normal(0.5, 1, n_a)
         r, ref = paired(a, b, unit="test images"), st.ttest_rel(a, b)
         assert r.test == "paired t" and r.unit == "test images"
-        assert r.p == pytest.approx(ref.pvalue, rel=1e-10) and r.effect == pytest.approx((a - b).mean())
+        assert (r.p == pytest.approx(ref.pvalue, rel=1e-10)
+                and r.effect == pytest.approx((a - b).mean()))
         assert r.ci == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-9)
         r, ref = one_sample(a, 0.7), st.ttest_1samp(a, 0.7)
-        assert r.p == pytest.approx(ref.pvalue, rel=1e-10) and r.effect == pytest.approx(a.mean() - 0.7)
+        assert (r.p == pytest.approx(ref.pvalue, rel=1e-10)
+                and r.effect == pytest.approx(a.mean() - 0.7))
         assert r.ci == pytest.approx(tuple(np.array(ref.confidence_interval(0.95)) - 0.7), rel=1e-9)
 
 
@@ -141,7 +144,8 @@ def test_bootstrap_over_test_images_covers_at_about_the_nominal_rate():
     draws = 300
     x = rng.exponential(1.0, (draws, 80))  # skewed per-image scores, true mean 1
     cover = np.mean([(iv.low <= 1.0 <= iv.high) for iv in
-                     (bootstrap_ci(v, n_boot=1000, seed=i, unit="test images") for i, v in enumerate(x))])
+                     (bootstrap_ci(v, n_boot=1000, seed=i, unit="test images")
+                      for i, v in enumerate(x))])
     assert 0.89 <= cover <= 0.985  # percentile bootstrap at n = 80: nominal up to a small skew bias
 
 
@@ -153,17 +157,20 @@ def test_bootstrap_resamples_what_it_says():
     pairs = bootstrap_ci(np.column_stack([a, b]), n_boot=2000, seed=0, unit="test images")
     assert pairs.resampled == "test images" and pairs.estimate == pytest.approx((a - b).mean())
     t = paired(a, b).ci  # rows kept whole: the interval of the paired differences
-    assert pairs.low == pytest.approx(t[0], abs=0.01) and pairs.high == pytest.approx(t[1], abs=0.01)
+    assert (pairs.low == pytest.approx(t[0], abs=0.01)
+            and pairs.high == pytest.approx(t[1], abs=0.01))
     indep = bootstrap_ci((a, b), n_boot=2000, seed=0, unit="seeds")  # each side on its own
     w = welch(a, b).ci
-    assert indep.low == pytest.approx(w[0], abs=0.03) and indep.high == pytest.approx(w[1], abs=0.03)
+    assert (indep.low == pytest.approx(w[0], abs=0.03)
+            and indep.high == pytest.approx(w[1], abs=0.03))
     assert indep.high - indep.low > 4 * (pairs.high - pairs.low)
     # The record says which interval it carries; the same seed gives the same interval.
     r = paired(a, b, ci="bootstrap", unit="test images", n_boot=2000)
     assert r.ci_method == "percentile bootstrap over test images" and r.p == paired(a, b).p
     assert r.ci == paired(a, b, ci="bootstrap", unit="test images", n_boot=2000).ci
     median = bootstrap_ci(a, lambda s: np.median(s, axis=1), n_boot=500, unit="test images")
-    assert median.estimate == pytest.approx(np.median(a)) and median.low < np.median(a) < median.high
+    assert (median.estimate == pytest.approx(np.median(a))
+            and median.low < np.median(a) < median.high)
     with pytest.raises(ValueError):
         bootstrap_ci(a, unit="")
 
@@ -187,13 +194,15 @@ def test_sign_flip_cannot_reject_with_three_seeds_and_its_interval_inverts_the_t
     assert r.p == 0.25 and r.ci == (-math.inf, math.inf)  # 2 / 2**3: no 3 seeds can do better
     # No spread is no obstacle to flipping signs: 7 equal positive differences give 2 / 2**7.
     assert paired(np.full(7, 2.0), np.ones(7), method="sign-flip").p == pytest.approx(2 / 2**7)
-    assert math.isnan(paired(np.full(7, 2.0), np.ones(7)).p)  # while the t-test has no spread to use
+    # while the t-test has no spread to use
+    assert math.isnan(paired(np.full(7, 2.0), np.ones(7)).p)
     rng = np.random.default_rng(8)
     a, b = rng.normal(1.0, 1.0, 9), np.zeros(9)
     lo, hi = paired(a, b, method="sign-flip").ci
     assert lo < (a - b).mean() < hi
     eps = 1e-6 * (hi - lo)
-    for edge, inward in ((lo, eps), (hi, -eps)):  # just inside: not rejected; just outside: rejected
+    # just inside: not rejected; just outside: rejected
+    for edge, inward in ((lo, eps), (hi, -eps)):
         assert paired(a - (edge + inward), b, method="sign-flip").p >= 0.05
         assert paired(a - (edge - inward), b, method="sign-flip").p < 0.05
 
@@ -217,7 +226,8 @@ def test_a_zero_effect_is_inconclusive():
     a, b = rng.normal(0, 1, (200, 5)), rng.normal(0, 1, (200, 5))
     verdicts = [verdict("lower", r, r.p) for r in (welch(x, y) for x, y in zip(a, b))]
     assert "partly" not in verdicts
-    assert within(verdicts.count("inconclusive") / 200, 0.95, 200) and verdicts.count("inconclusive") >= 181
+    assert (within(verdicts.count("inconclusive") / 200, 0.95, 200)
+            and verdicts.count("inconclusive") >= 181)
     # Calibration on more draws: 95% inconclusive, a false "reproduced" alpha / 2 = 2.5%.
     a, b = rng.normal(0, 1, (4000, 4)), rng.normal(0, 1, (4000, 4))
     verdicts = [verdict("higher", r, r.p) for r in (paired(x, y) for x, y in zip(a, b))]
@@ -256,7 +266,8 @@ def test_a_stated_partial_criterion_gives_partly_only_when_it_holds():
     # The claim: top-1 reaches the paper's 78 (expect "higher" than 78), partly if within 2 points
     # (the criterion is on the effect, ours minus 78).
     within2 = Partial.ci_within(-2.0, 2.0, "within 2 points of the paper's 78")
-    close, far = one_sample(rng.normal(77.0, 0.2, 5), 78.0), one_sample(rng.normal(72.0, 0.2, 5), 78.0)
+    close, far = one_sample(rng.normal(77.0, 0.2, 5),
+                            78.0), one_sample(rng.normal(72.0, 0.2, 5), 78.0)
     assert close.p < 0.05 and far.p < 0.05 and close.effect < 0 and far.effect < 0
     assert verdict("higher", close, close.p, partial=within2) == "partly"
     assert verdict("higher", close, close.p) == "not reproduced"
@@ -298,7 +309,8 @@ def test_equivalence_p_is_tost_inside_the_margin_and_a_doubled_one_sided_p_outsi
             one = (st.ttest_1samp(d, 0.3, alternative="greater") if d.mean() > 0
                    else st.ttest_1samp(d, -0.3, alternative="less"))
             truth = min(1.0, 2 * one.pvalue)
-        assert r.p == pytest.approx(truth, rel=1e-10) and r.margin == 0.3 and r.effect == pytest.approx(d.mean())
+        assert (r.p == pytest.approx(truth, rel=1e-10) and r.margin == 0.3
+                and r.effect == pytest.approx(d.mean()))
     assert branches == {"inside", "outside"}
     assert math.isnan(equivalence(one_sample([1.0], 1.0), 0.1).p)
     with pytest.raises(ValueError):
@@ -316,7 +328,8 @@ def test_equal_within_a_margin_on_planted_data():
     assert verdict("equal", same, same.p) == "reproduced"
     assert verdict("equal", apart, apart.p) == "not reproduced"
     assert verdict("equal", few, few.p) == "inconclusive"
-    with pytest.raises(ValueError):  # an 'equal' claim needs its margin; a direction does not take one
+    # an 'equal' claim needs its margin; a direction does not take one
+    with pytest.raises(ValueError):
         verdict("equal", paired(base + 0.1, base), 0.01)
     with pytest.raises(ValueError):
         verdict("lower", same, same.p)
@@ -359,12 +372,15 @@ def test_min_detectable_effect_known_values():
     truth = optimize.brentq(lambda e: _power_by_definition(e, 3) - 0.8, 0.5, 10, xtol=1e-10)
     assert mde == pytest.approx(truth, rel=1e-6) and mde == pytest.approx(3.264, abs=1e-3)
     assert min_detectable_effect(2.0, 3, paired=True) == pytest.approx(2 * mde)
-    # Cohen's tables: d = 0.5 at 80% power needs 64 per group (63.77), and 34 for one sample (33.37).
+    # Cohen's tables: d = 0.5 at 80% power needs 64 per group (63.77), and 34 for one sample
+    # (33.37).
     assert min_detectable_effect(1.0, 63) > 0.5 > min_detectable_effect(1.0, 64)
-    assert min_detectable_effect(1.0, 33, paired=True) > 0.5 > min_detectable_effect(1.0, 34, paired=True)
+    assert (min_detectable_effect(1.0, 33,
+                                  paired=True) > 0.5 > min_detectable_effect(1.0, 34, paired=True))
     # Large n: the normal approximation (z_.975 + z_.8) sd / sqrt(n); small n: well above it.
     z = st.norm.ppf(0.975) + st.norm.ppf(0.8)
-    assert min_detectable_effect(1.0, 5000, paired=True) == pytest.approx(z / math.sqrt(5000), rel=2e-3)
+    assert (min_detectable_effect(1.0, 5000,
+                                  paired=True) == pytest.approx(z / math.sqrt(5000), rel=2e-3))
     assert mde > 1.9 * z / math.sqrt(3)
     assert min_detectable_effect(1.0, 1, paired=True) == math.inf
     assert power(mde, 1.0, 3, paired=True) == pytest.approx(0.8)
@@ -375,7 +391,9 @@ def test_min_detectable_effect_is_detected_80_percent_of_the_time():
     draws = 4000
     # paired, 5 seeds, sd of the differences 1.3, two-sided and one-sided
     for alternative, p_of in (("two-sided", lambda d: st.ttest_1samp(d, 0, axis=1).pvalue),
-                              ("one-sided", lambda d: st.ttest_1samp(d, 0, axis=1, alternative="greater").pvalue)):
+                              ("one-sided",
+                               lambda d: st.ttest_1samp(d, 0, axis=1,
+                                                        alternative="greater").pvalue)):
         e = min_detectable_effect(1.3, 5, paired=True, alternative=alternative)
         rate = np.mean(p_of(rng.normal(e, 1.3, (draws, 5))) < 0.05)
         assert within(rate, 0.8, draws)
@@ -391,7 +409,8 @@ def test_detectable_effect_of_a_measured_test_is_the_designs_min_detectable_effe
     a = rng.normal(0, 1, 4)
     b = a - rng.normal(0.2, 0.4, 4)
     r = paired(a, b)
-    assert detectable_effect(r) == pytest.approx(min_detectable_effect((a - b).std(ddof=1), 4, paired=True))
+    assert (detectable_effect(r) == pytest.approx(min_detectable_effect((a - b).std(ddof=1), 4,
+                                                                        paired=True)))
     assert detectable_effect(r.as_dict()) == pytest.approx(detectable_effect(r))
     # Welch with equal sizes and equal spreads has Student's df: the two-group design.
     x = np.array([0.0, 1.0, 2.0])
@@ -416,7 +435,8 @@ def test_holm_across_a_book_of_null_claims_keeps_the_family_wise_error():
         verdicts = [r["verdict"] for r in fill(rows).values()]
         any_reproduced += "reproduced" in verdicts
         any_directional += "reproduced" in verdicts or "not reproduced" in verdicts
-        any_uncorrected += any(verdict(r["expect"], r, r["p"]) == "reproduced" for r in rows.values())
+        any_uncorrected += any(verdict(r["expect"], r, r["p"]) == "reproduced"
+                               for r in rows.values())
     # Holm: any false directional verdict at most alpha (any false "reproduced" about alpha / 2).
     assert any_directional / books <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / books)
     assert any_reproduced / books <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / books)
@@ -431,11 +451,13 @@ def test_fill_counts_each_claim_once_and_is_json():
         "vit.auc": claim_row(paired(base + 0.03 + rng.normal(0, 0.005, 5), base), expect="higher"),
         "rvit.auc": claim_row(alias_of="vit.auc"),
         "table2.fid": claim_row(welch(rng.normal(10, 1, 3), rng.normal(10, 1, 3)), expect="lower",
-                                partial=Partial.ci_beyond(2.0, "lower", "FID not worse by 2"), paper_effect=-0.1),
+                                partial=Partial.ci_beyond(2.0, "lower", "FID not worse by 2"),
+                                paper_effect=-0.1),
         "fig9.one_seed": claim_row(one_sample([0.4], 0.5), expect="higher"),  # one run: no p
         "sec5.speed": claim_row(None, expect="higher"),  # not measured at this scale
     }
-    assert rows["table2.fid"]["partial_holds"] in (True, False) and rows["table2.fid"]["p_holm"] is None
+    assert (rows["table2.fid"]["partial_holds"] in (True, False)
+            and rows["table2.fid"]["p_holm"] is None)
     out = fill(rows)
     assert list(out) == list(rows)
     p = holm({"vit.auc": rows["vit.auc"]["p"], "table2.fid": rows["table2.fid"]["p"]})
@@ -448,7 +470,8 @@ def test_fill_counts_each_claim_once_and_is_json():
     assert fid["mde_family"] > fid["mde"] > 0.1
     assert out["vit.auc"]["verdict"] == "reproduced"
     assert out["rvit.auc"] == dict(out["vit.auc"], alias_of="vit.auc")
-    assert out["fig9.one_seed"]["verdict"] == "inconclusive" and out["fig9.one_seed"]["p_holm"] is None
+    assert (out["fig9.one_seed"]["verdict"] == "inconclusive"
+            and out["fig9.one_seed"]["p_holm"] is None)
     assert out["sec5.speed"]["verdict"] == "not testable"
     assert {"test", "p", "p_holm", "effect", "ci", "unit", "verdict"} <= set(out["table2.fid"])
     # Plain JSON (no NaN), and the same verdicts when read back from a results file.
@@ -466,24 +489,30 @@ def test_variance_shares_recover_planted_components_and_sum_to_one():
     from copkit.stats import variance_shares
 
     rng = np.random.default_rng(3)
-    i, j, k = 30, 8, 6
+    i, k = 30, 6
     pos = rng.normal(0, 2.0, (1, 1, k))  # a shared pattern over positions
     img = rng.normal(0, 1.0, (i, 1, 1))
     inter = rng.normal(0, 0.5, (i, 1, k))  # image-specific patterns over positions
     x = 5.0 + pos + img + inter
     s = variance_shares(x, ("image", "target", "position"))
     assert sum(s.values()) == pytest.approx(1.0, abs=1e-12)
-    assert s["target"] == pytest.approx(0.0, abs=1e-12) and s["imagextarget"] == pytest.approx(0.0, abs=1e-12)
+    assert (s["target"] == pytest.approx(0.0, abs=1e-12)
+            and s["imagextarget"] == pytest.approx(0.0, abs=1e-12))
     assert s["imagextargetxposition"] == pytest.approx(0.0, abs=1e-12)
     # brute force: each share is the sum of squares of the centred planted term over the total
     c_pos, c_img = pos - pos.mean(), img - img.mean()
     c_inter = inter - inter.mean(0, keepdims=True) - inter.mean(2, keepdims=True) + inter.mean()
     total = ((x - x.mean()) ** 2).sum()
-    assert s["position"] == pytest.approx((np.broadcast_to(c_pos + (inter.mean(0, keepdims=True) - inter.mean()),
-                                                           x.shape) ** 2).sum() / total)
-    assert s["image"] == pytest.approx((np.broadcast_to(c_img + (inter.mean(2, keepdims=True) - inter.mean()),
-                                                        x.shape) ** 2).sum() / total)
-    assert s["imagexposition"] == pytest.approx((np.broadcast_to(c_inter, x.shape) ** 2).sum() / total)
+    assert s["position"] == pytest.approx((np.broadcast_to(c_pos
+                                                           + (inter.mean(0, keepdims=True)
+                                                              - inter.mean()), x.shape) ** 2).sum()
+                                          / total)
+    assert s["image"] == pytest.approx((np.broadcast_to(c_img
+                                                        + (inter.mean(2, keepdims=True)
+                                                           - inter.mean()), x.shape) ** 2).sum()
+                                       / total)
+    assert (s["imagexposition"] == pytest.approx((np.broadcast_to(c_inter, x.shape) ** 2).sum()
+                                                 / total))
     with pytest.raises(ValueError, match="three-way"):
         variance_shares(np.zeros((3, 3)))
 

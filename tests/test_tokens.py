@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from copkit.tokens import flip_order, grid_coords, hflip_index, object_patches, patchify, random_orders, unpatchify
+from copkit.tokens import (
+    flip_order,
+    grid_coords,
+    hflip_index,
+    object_patches,
+    patchify,
+    random_orders,
+    unpatchify,
+)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -79,12 +87,14 @@ def test_centre_out_order_is_sorted_by_distance_from_the_centre():
         dist = [((i // w - (h - 1) / 2) ** 2 + (i % w - (w - 1) / 2) ** 2) for i in order.tolist()]
         assert dist == sorted(dist)  # nearest first, brute force over every token
     assert centre_out_order((7, 7))[0] == 24  # the middle patch of the 7x7 grid
-    assert set(centre_out_order((4, 4))[:4].tolist()) == {5, 6, 9, 10}  # the four middle patches of an even grid
+    # the four middle patches of an even grid
+    assert set(centre_out_order((4, 4))[:4].tolist()) == {5, 6, 9, 10}
 
 
 def test_object_patches_mark_the_patches_with_a_pixel_above_the_level():
     """Planted: a 28 x 28 black image with one bright pixel in patches 0 and 48 (its corners), a
-    pixel exactly at the level in patch 24 (not above it), and a dim one just above it in patch 9."""
+    pixel exactly at the level in patch 24 (not above it), and a dim one just above it in patch
+    9."""
     img = -torch.ones(2, 1, 28, 28)
     img[0, 0, 0, 3] = 1.0  # patch 0
     img[0, 0, 27, 27] = 0.5  # patch 48

@@ -1,5 +1,5 @@
-"""copkit.train: schedule, EMA, deterministic batches, atomic safetensors checkpoints, resume after a
-kill giving the same weights as an uninterrupted run, and a clean stop on a non-finite loss."""
+"""copkit.train: schedule, EMA, deterministic batches, atomic safetensors checkpoints, resume after
+a kill giving the same weights as an uninterrupted run, and a clean stop on a non-finite loss."""
 
 import json
 import math
@@ -9,8 +9,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from copkit.train import (EMA, TrainConfig, TrainingDiverged, batch_indices, config_hash, cosine_lr, load_tensors,
-                          read_metrics, save_tensors, train)
+from copkit.checkpoint import load_tensors, read_metrics, save_tensors
+from copkit.config import config_hash
+from copkit.recipe import TrainConfig, batch_indices
+from copkit.train import EMA, TrainingDiverged, cosine_lr, train
 
 
 def test_cosine_schedule_closed_form():
@@ -38,7 +40,8 @@ def test_batches_cover_each_epoch_once():
     seen = torch.cat([batch_indices(n, b, s, seed=3) for s in range(4)])  # one epoch = 4 batches
     assert seen.unique().numel() == 20
     assert torch.equal(batch_indices(n, b, 6, 3), batch_indices(n, b, 6, 3))
-    assert not torch.equal(batch_indices(n, b, 0, 3), batch_indices(n, b, 4, 3))  # next epoch reshuffled
+    # next epoch reshuffled
+    assert not torch.equal(batch_indices(n, b, 0, 3), batch_indices(n, b, 4, 3))
     with pytest.raises(ValueError, match="larger than the data set"):
         batch_indices(3, 5, 0, 0)
 
@@ -50,7 +53,8 @@ def test_config_hash_sensitive_to_every_field():
 
 
 def test_save_tensors_is_plain_safetensors(tmp_path):
-    path = save_tensors(tmp_path / "x.safetensors", {"a": torch.arange(3.0), "s": torch.tensor(2.0)}, {"k": [1, 2]})
+    path = save_tensors(tmp_path / "x.safetensors",
+                        {"a": torch.arange(3.0), "s": torch.tensor(2.0)}, {"k": [1, 2]})
     with safe_open(str(path), framework="pt") as fh:
         assert json.loads(fh.metadata()["json"]) == {"k": [1, 2]}
     t, meta = load_tensors(path)
@@ -83,10 +87,12 @@ def make_step(model, x, y, bs, seed, fail_at=None, nan_at=None):
 
 def run(tmp, steps, stop_after=None, fail_at=None, nan_at=None, ckpt_every=4):
     model, opt, x, y = problem()
-    cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-2, warmup_steps=2, ckpt_every=ckpt_every, log_every=1,
-                      eval_every=5, ema_decay=0.9)
-    hist = train({"net": model}, {"main": opt}, make_step(model, x, y, 8, cfg.seed, fail_at, nan_at), cfg, tmp,
-                 config={"cfg": cfg}, evaluate=lambda s: {"val": float(model(x).pow(2).mean().detach())},
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-2, warmup_steps=2, ckpt_every=ckpt_every,
+                      log_every=1, eval_every=5, ema_decay=0.9)
+    hist = train({"net": model}, {"main": opt},
+                 make_step(model, x, y, 8, cfg.seed, fail_at, nan_at), cfg, tmp,
+                 config={"cfg": cfg},
+                 evaluate=lambda s: {"val": float(model(x).pow(2).mean().detach())},
                  stop_after=stop_after, progress=False)
     return model, hist
 
@@ -125,15 +131,16 @@ def test_resume_refuses_another_config(tmp_path):
     model, opt, x, y = problem()
     cfg = TrainConfig(steps=6, batch_size=8, lr=5e-3)
     with pytest.raises(ValueError, match="written by another configuration"):
-        train({"net": model}, {"main": opt}, make_step(model, x, y, 8, 0), cfg, tmp_path, config={"cfg": cfg},
-              progress=False)
+        train({"net": model}, {"main": opt}, make_step(model, x, y, 8, 0), cfg, tmp_path,
+              config={"cfg": cfg}, progress=False)
 
 
 def test_host_generator_keeps_cpu_draws_and_moves_gpu_ones_to_the_host():
-    from copkit.train import host_generator, step_generator
+    from copkit.recipe import host_generator, step_generator
 
     g = step_generator(3, 7)
-    assert host_generator(g) is g and host_generator(None) is None  # the CPU runs draw exactly as before
+    # the CPU runs draw exactly as before
+    assert host_generator(g) is g and host_generator(None) is None
     if torch.cuda.is_available():
         cuda = step_generator(3, 7, "cuda")
         h = host_generator(cuda)

@@ -56,13 +56,15 @@ def test_training_curve_is_a_moving_average_of_the_training_rows():
     rng = np.random.default_rng(1)
     loss = rng.normal(size=60)
     rows = [{"step": 10 * i, "loss": float(v)} for i, v in enumerate(loss)]
-    rows.insert(30, {"step": 295, "eval": 1, "loss": 100.0})  # an evaluation row: not part of the curve
+    # an evaluation row: not part of the curve
+    rows.insert(30, {"step": 295, "eval": 1, "loss": 100.0})
     rows.insert(5, {"step": 45, "lr": 0.1})  # a row without the key
     steps, smooth = viz.training_curve(rows, window=7)
     loop = [loss[i - 6:i + 1].mean() for i in range(6, 60)]
     assert np.allclose(smooth, loop)
     assert list(steps) == [10 * i for i in range(6, 60)]
-    few = [{"step": i, "loss": float(i)} for i in range(6)]  # 6 rows: the window shrinks to 6 // 4 = 1
+    # 6 rows: the window shrinks to 6 // 4 = 1
+    few = [{"step": i, "loss": float(i)} for i in range(6)]
     assert np.array_equal(viz.training_curve(few, window=10)[1], np.arange(6.0))
 
 
@@ -70,15 +72,19 @@ def test_mask_ratio_curves_draw_one_band_per_model_and_the_knees():
     r = np.linspace(0, 0.99, 12)
     top1 = {"A": np.stack([80 - 50 * r, 82 - 50 * r]), "B": np.stack([70 - 60 * r] * 2)}
     top5 = {k: v + 10 for k, v in top1.items()}
-    fig = viz.mask_ratio_curves(r, top1, top5, {"A": np.array([0.5, 0.7]), "B": np.array([np.nan, np.nan])},
+    fig = viz.mask_ratio_curves(r, top1, top5,
+                                {"A": np.array([0.5, 0.7]), "B": np.array([np.nan, np.nan])},
                                 {"A": "tab:red", "B": "tab:blue"}, mark=0.78, n_patches=49)
     left, right = fig.axes
-    means = [line.get_ydata() for line in left.get_lines() if line.get_label().startswith(("A", "B"))]
+    means = [line.get_ydata() for line in left.get_lines()
+             if line.get_label().startswith(("A", "B"))]
     assert np.allclose(means[0], top1["A"].mean(0)) and np.allclose(means[1], top1["B"].mean(0))
     knee = [c for c in left.containers]  # one errorbar for A (B found no knee)
     assert len(knee) == 1 and np.allclose(knee[0].lines[0].get_xdata(), [0.6])
     assert np.allclose(knee[0].lines[0].get_ydata(), [np.interp(0.6, r, top1["A"].mean(0))])
-    assert "49 patches" in right.get_xlabel() and any(np.allclose(line.get_xdata(), 0.78) for line in right.get_lines())
+    assert ("49 "
+            "patches" in right.get_xlabel()
+            and any(np.allclose(line.get_xdata(), 0.78) for line in right.get_lines()))
     plt.close(fig)
 
 
@@ -119,11 +125,14 @@ def test_knee_marker_takes_equal_knees_whose_mean_rounds_past_them():
 def test_eval_panels_draw_the_seed_mean_per_setting_and_metric():
     rows = lambda offset: [{"step": s, "a": s + offset, "b": -s - offset} for s in (0, 10, 20)]  # noqa: E731
     fig, axes = plt.subplots(1, 2)
-    viz.eval_panels({"two seeds": [rows(0), rows(2)], "one run": [rows(5)]}, ("a", "b"), axes, ("A", "B"))
+    viz.eval_panels({"two seeds": [rows(0), rows(2)], "one run": [rows(5)]}, ("a", "b"), axes,
+                    ("A", "B"))
     for ax, sign in zip(axes, (1, -1)):
         lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
-        assert set(lines) == {"two seeds (2 seeds)", "one run"}  # a single run is not called "1 seeds"
-        assert np.allclose(lines["two seeds (2 seeds)"], sign * (np.array([0, 10, 20]) + 1))  # mean of offsets 0, 2
+        # a single run is not called "1 seeds"
+        assert set(lines) == {"two seeds (2 seeds)", "one run"}
+        # mean of offsets 0, 2
+        assert np.allclose(lines["two seeds (2 seeds)"], sign * (np.array([0, 10, 20]) + 1))
         assert np.allclose(lines["one run"], sign * (np.array([0, 10, 20]) + 5))
         assert len(ax.collections) == 1  # the band of the two seeds only
     assert [ax.get_ylabel() for ax in axes] == ["A", "B"]

@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
-SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_static", "_panels_static"}
+SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_static",
+             "_panels_static"}
 # Console errors that are not the site's: pydata-sphinx-theme logs this on a reader's first visit
 # (no mode stored yet) and falls back to "auto".
 HARMLESS = ("Got invalid theme mode: . Resetting to auto.",)
@@ -54,7 +55,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Serve ``folder`` on a free localhost port in a daemon thread; return the server and its URL."""
+    """Serve ``folder`` on a free localhost port in a daemon thread; return the server and its
+    URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -78,7 +80,8 @@ def redirect_target(html: Path, page: str) -> str | None:
     for an ordinary page. A browser check of a redirect would race its navigation, so the check
     follows the target instead (every page is checked in its own right)."""
     text = (html / page).read_text(errors="ignore")[:2000]
-    m = re.search(r'<meta\s+http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"', text, re.IGNORECASE)
+    m = re.search(r'<meta\s+http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"', text,
+                  re.IGNORECASE)
     if not m:
         return None
     return (Path(page).parent / m.group(1).split("#")[0]).as_posix()
@@ -97,7 +100,8 @@ def notebook_expectations(html: Path, page: str) -> tuple[int, int]:
         tags = cell.get("metadata", {}).get("tags", [])
         if {"remove-output", "remove-cell", "remove_output", "remove_cell"} & set(tags):
             continue
-        n = sum(1 for o in cell.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")
+        n = sum(1 for o in cell.get("outputs", [])
+                if o.get("output_type") in ("display_data", "execute_result")
                 and any(k.startswith("image/") for k in o.get("data", {})))
         images += n
         if n and cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption"):
@@ -123,11 +127,12 @@ PAGE_FACTS = """() => ({
   captioned: Array.from(document.querySelectorAll('figure')).filter(f =>
         f.querySelector('figcaption') && f.querySelector('figcaption').textContent.trim() &&
         f.querySelector('img') && (f.querySelector('img').getAttribute('alt') || '').trim()).length,
-})"""
+})"""  # noqa: E501 - JavaScript run in the page
 
 
 # Wait for MathJax (bundled in _static/mathjax by sphinx-mathjax-offline) to typeset the page, then
-# report its equations: how many, how many typeset, the untypeset ones and any LaTeX left in the text.
+# report its equations: how many, how many typeset, the untypeset ones and any LaTeX left in the
+# text.
 MATH_FACTS = r"""async (timeoutMs) => {
   const maths = Array.from(document.querySelectorAll('.math'));
   let waited = 'no equations';
@@ -155,7 +160,7 @@ MATH_FACTS = r"""async (timeoutMs) => {
           typeset: maths.filter(m => m.querySelector('mjx-container')).length,
           raw: maths.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.trim().slice(0, 80)),
           stray};
-}"""
+}"""  # noqa: E501 - JavaScript run in the page
 
 
 def math_failures(rel: str, facts: dict, must_have: bool) -> list[str]:
@@ -164,11 +169,12 @@ def math_failures(rel: str, facts: dict, must_have: bool) -> list[str]:
     without a single typeset equation."""
     out = []
     if facts["raw"]:
-        out.append(f"{rel}: {len(facts['raw'])} of {facts['count']} equations not typeset ({facts['waited']}), "
-                   f"first: {facts['raw'][0]!r}")
+        out.append(f"{rel}: {len(facts['raw'])} of {facts['count']} equations not typeset "
+                   f"({facts['waited']}), first: {facts['raw'][0]!r}")
     out += [f"{rel}: LaTeX left in the text: {text!r}" for text in facts["stray"][:5]]
     if must_have and not facts["typeset"]:
-        out.append(f"{rel}: no typeset equation (MathJax output) on the page that must show equations")
+        out.append(f"{rel}: no typeset equation (MathJax output) on the page that must show "
+                   "equations")
     return out
 
 
@@ -190,15 +196,16 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             # offline: only this server answers; everything else is refused at once
-            context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+            context.route("**/*",
+                          lambda route: route.continue_() if route.request.url.startswith(base)
                           else route.abort())
             page = context.new_page()
             errors: list[str] = []
 
             def on_console(msg):
                 url = (msg.location or {}).get("url", "")
-                if msg.type == "error" and (not url or url.startswith(base)) and "net::ERR_FAILED" not in msg.text \
-                        and msg.text not in HARMLESS:
+                if msg.type == "error" and (not url or url.startswith(base)) \
+                        and "net::ERR_FAILED" not in msg.text and msg.text not in HARMLESS:
                     errors.append(f"console: {msg.text}")
 
             page.on("console", on_console)
@@ -216,7 +223,8 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
                     failures.append(f"{rel}: HTTP {None if response is None else response.status}")
                     continue
                 try:
-                    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout_ms)
+                    page.wait_for_function("Array.from(document.images).every(i => i.complete)",
+                                           timeout=timeout_ms)
                 except Exception:  # reported below, image by image
                     pass
                 f = page.evaluate(PAGE_FACTS)
@@ -233,7 +241,8 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
                 want_images, want_captioned = notebook_expectations(html, rel)
                 shown = sum(1 for img in f["images"] if img["output"] and img["ok"])
                 if shown < want_images:
-                    failures.append(f"{rel}: shows {shown} output images, its notebook has {want_images}")
+                    failures.append(f"{rel}: shows {shown} output images, its notebook has "
+                                    f"{want_images}")
                 if f["captioned"] < want_captioned:
                     failures.append(f"{rel}: {f['captioned']} captioned figures with alt text, "
                                     f"its notebook asks for {want_captioned}")
@@ -256,9 +265,12 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
                     if not target_exists(html, path):
                         failures.append(f"{rel}: broken link {raw!r} (no file {path})")
                         continue
-                    target = path if path.endswith(".html") else (path.rstrip("/") + "/index.html" if path else "index.html")
-                    if fragment and target in facts and unquote(fragment) not in facts[target]["ids"]:
-                        failures.append(f"{rel}: broken anchor {raw!r} (no id {fragment!r} on {target})")
+                    target = (path if path.endswith(".html")
+                              else (path.rstrip("/") + "/index.html" if path else "index.html"))
+                    if (fragment and target in facts
+                        and unquote(fragment) not in facts[target]["ids"]):
+                        failures.append(f"{rel}: broken anchor {raw!r} (no id {fragment!r} on "
+                                        f"{target})")
 
             # search
             errors.clear()
@@ -287,32 +299,38 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
         server.shutdown()
     links = sum(len(f["links"]) for f in facts.values())
     images = sum(len(f["images"]) for f in facts.values())
-    print(f"checked {len(facts)} pages, {links} links ({len(checked)} distinct internal targets), {images} images, "
-          f"{equations} typeset equations, search for {query!r}: {hits} results, "
+    print(f"checked {len(facts)} pages, {links} links ({len(checked)} distinct internal targets), "
+          f"{images} images, {equations} typeset equations, search for {query!r}: {hits} results, "
           f"in {time.perf_counter() - started:.1f} s")
     return failures
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("html", help="the built site, e.g. .scratch/site/_build/html")
     parser.add_argument("--out", default=".scratch/site-check", help="folder for the screenshot")
-    parser.add_argument("--screenshot", default="03_rank", help="the page (file stem) to screenshot")
+    parser.add_argument("--screenshot", default="03_rank",
+                        help="the page (file stem) to screenshot")
     parser.add_argument("--query", default="PageRank", help="a word the search must find")
-    parser.add_argument("--math-page", default="01_entropy", help="the page (file stem) that must show typeset equations")
+    parser.add_argument("--math-page", default="01_entropy",
+                        help="the page (file stem) that must show typeset equations")
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-    parser.add_argument("--timeout", type=float, default=20.0, help="seconds allowed per page load or wait")
+    parser.add_argument("--timeout", type=float, default=20.0,
+                        help="seconds allowed per page load or wait")
     args = parser.parse_args()
 
     html = Path(args.html)
     if not (html / "index.html").exists():
-        print(f"{html} holds no built site (no index.html): build it first (make site-check)", file=sys.stderr)
+        print(f"{html} holds no built site (no index.html): build it first (make site-check)",
+              file=sys.stderr)
         return 1
     if not Path(args.chromium).exists() and not shutil.which(args.chromium):
-        print(f"no Chromium at {args.chromium}: apt-get install chromium (or set CHROMIUM)", file=sys.stderr)
+        print(f"no Chromium at {args.chromium}: apt-get install chromium (or set CHROMIUM)",
+              file=sys.stderr)
         return 1
-    failures = check(html, Path(args.out), args.chromium, args.screenshot, args.query, int(args.timeout * 1000),
-                     args.math_page)
+    failures = check(html, Path(args.out), args.chromium, args.screenshot, args.query,
+                     int(args.timeout * 1000), args.math_page)
     if failures:
         print(f"\n{len(failures)} problem(s):", file=sys.stderr)
         for f in failures:

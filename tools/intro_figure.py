@@ -19,11 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--out", default=str(ROOT / "book" / "figures" / "idea.png"))
-    parser.add_argument("--classes", default="9,0,8", help="one test image of each of these classes")
+    parser.add_argument("--classes", default="9,0,8",
+                        help="one test image of each of these classes")
     args = parser.parse_args()
 
     import matplotlib
@@ -32,8 +34,7 @@ def main() -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    from copkit import viz
-    from copkit import pretrained
+    from copkit import pretrained, viz
     from copkit.data import CLASSES, load_fashion_mnist
     from copkit.profiles import get_profile
     from copkit.rank import collapse_order

@@ -32,7 +32,14 @@ def one(variant: str, kind: str, seed: int, steps: int, lambda_c: float, data_di
     import torch
 
     from copkit.comae import CoMAE
-    from copkit.planted import chance, fit_planted, partner_error, partner_hits, partner_ranks, planted
+    from copkit.planted import (
+        chance,
+        fit_planted,
+        partner_error,
+        partner_hits,
+        partner_ranks,
+        planted,
+    )
 
     torch.set_num_threads(1)
     cfg, tc = planted_configs(variant, seed, steps=steps, lambda_c=lambda_c, train=train, **overrides)

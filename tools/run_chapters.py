@@ -81,8 +81,8 @@ def resolve_profile(value: str) -> tuple[str, str, Path | None]:
         return value, value, None
     path = Path(value).expanduser().resolve()
     if path.suffix not in (".yaml", ".yml", ".toml"):
-        raise ValueError(f"--profile {value}: give {', '.join(NAMED)} or a profile file (.yaml or .toml, "
-                         "a copy of copkit/configs/cpu.yaml)")
+        raise ValueError(f"--profile {value}: give {', '.join(NAMED)} or a profile file (.yaml or "
+                         ".toml, a copy of copkit/configs/cpu.yaml)")
     if not path.is_file():
         raise ValueError(f"--profile {value}: no such file")
     sys.path.insert(0, str(ROOT))
@@ -100,11 +100,13 @@ def resolve_profile(value: str) -> tuple[str, str, Path | None]:
 def default_out(label: str, profile_file: Path | None, book: str) -> str:
     """The output folder when no --out is given: book at the book's own named profile, else
     .scratch/book/<label> (a profile file is never the book's, whatever name it gives itself)."""
-    return "book" if profile_file is None and label == book else str(Path(".scratch") / "book" / label)
+    return ("book" if profile_file is None and label == book
+            else str(Path(".scratch") / "book" / label))
 
 
 def pretrain_config(name: str, file: Path | None) -> str:
-    """The ``pretrain`` key of a profile (which base models its chapters start from); "full" when absent."""
+    """The ``pretrain`` key of a profile (which base models its chapters start from); "full" when
+    absent."""
     import yaml
 
     path = file or ROOT / "copkit" / "configs" / f"{name}.yaml"
@@ -123,7 +125,8 @@ def chapter_sources(folder: Path, only: list[str]) -> list[Path]:
         wanted = {o.removesuffix(".py").split("/")[-1] for o in only}
         unknown = wanted - {s.stem for s in sources}
         if unknown:
-            sys.exit(f"no such chapter: {', '.join(sorted(unknown))} (have: {', '.join(s.stem for s in sources)})")
+            sys.exit(f"no such chapter: {', '.join(sorted(unknown))} (have: "
+                     f"{', '.join(s.stem for s in sources)})")
         sources = [s for s in sources if s.stem in wanted]
     return sources
 
@@ -147,7 +150,8 @@ def to_notebook(src: Path, dest: Path) -> set[str]:
 
 def _comments(source: str) -> dict[int, str]:
     """The comment ending each line of ``source``, by line number (1-based)."""
-    return {tok.start[0]: tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+    return {tok.start[0]: tok.string
+            for tok in tokenize.generate_tokens(io.StringIO(source).readline)
             if tok.type == tokenize.COMMENT}
 
 
@@ -164,13 +168,14 @@ def parameters_once(nb: dict) -> dict:
                 "injected-parameters" not in injected.get("metadata", {}).get("tags", []):
             continue
         src, inj = "".join(orig["source"]), "".join(injected["source"])
-        values = {node.targets[0].id: ast.get_source_segment(inj, node.value) for node in ast.parse(inj).body
-                  if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+        values = {node.targets[0].id: ast.get_source_segment(inj, node.value)
+                  for node in ast.parse(inj).body if isinstance(node, ast.Assign)
+                  and isinstance(node.targets[0], ast.Name)}
         lines, comments = src.splitlines(), _comments(src)
         out, done = [], 0
         for node in ast.parse(src).body:
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                    and node.targets[0].id in values):
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name) and node.targets[0].id in values):
                 continue
             name, end = node.targets[0].id, node.end_lineno
             out += lines[done:node.lineno - 1]
@@ -178,7 +183,8 @@ def parameters_once(nb: dict) -> dict:
             out.append(f"{name} = {values.pop(name)}" + (f"  {comment}" if comment else ""))
             done = end
         out += lines[done:]
-        out += [f"{name} = {value}" for name, value in values.items()]  # injected, not declared: kept
+        # injected, not declared: kept
+        out += [f"{name} = {value}" for name, value in values.items()]
         injected["source"] = "# Parameters of this run (papermill)\n" + "\n".join(out) + "\n"
         tags = orig.setdefault("metadata", {}).setdefault("tags", [])
         if "remove-cell" not in tags:
@@ -187,18 +193,20 @@ def parameters_once(nb: dict) -> dict:
 
 
 def run(src: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bool, float]:
-    """Execute one chapter into ``out_dir/<name>.ipynb`` (see the module's docstring); (ok, seconds).
-    Its notebooks are staged in a folder of this run's own, removed afterwards."""
+    """Execute one chapter into ``out_dir/<name>.ipynb`` (see the module's docstring); (ok,
+    seconds). Its notebooks are staged in a folder of this run's own, removed afterwards."""
     name = src.stem
     (SCRATCH / "running").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH / "running"))  # this run's own staging folder
+    # this run's own staging folder
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH / "running"))
     try:
         return _run_in(src, work, out_dir, params, timeout)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_in(src: Path, work: Path, out_dir: Path, params: dict, timeout: int | None) -> tuple[bool, float]:
+def _run_in(src: Path, work: Path, out_dir: Path, params: dict,
+            timeout: int | None) -> tuple[bool, float]:
     """:func:`run` with its notebooks staged in ``work``."""
     import papermill as pm
 
@@ -208,27 +216,32 @@ def _run_in(src: Path, work: Path, out_dir: Path, params: dict, timeout: int | N
     declared = to_notebook(src, staged)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(staged), str(running), parameters={k: v for k, v in params.items() if k in declared},
-                            kernel_name="python3",
-                            cwd=str(src.parent), progress_bar=sys.stderr.isatty() or bool(os.environ.get("CI")),
-                            execution_timeout=timeout, log_output=bool(os.environ.get("COPKIT_LOG_OUTPUT")))
+        pm.execute_notebook(str(staged), str(running),
+                            parameters={k: v for k, v in params.items() if k in declared},
+                            kernel_name="python3", cwd=str(src.parent),
+                            progress_bar=sys.stderr.isatty() or bool(os.environ.get("CI")),
+                            execution_timeout=timeout,
+                            log_output=bool(os.environ.get("COPKIT_LOG_OUTPUT")))
     except pm.PapermillExecutionError as err:
         failed = SCRATCH / "failed" / f"{name}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(running, failed)
         source = "\n".join("      | " + line for line in err.source.splitlines()[:15])
-        print(f"\nFAILED: chapter {name}, cell {err.cell_index} (execution count {err.exec_count}): "
-              f"{err.ename}: {err.evalue}\n{source}\n"
-              f"    the executed notebook with the traceback: {os.path.relpath(failed)}", flush=True)
+        print(f"\nFAILED: chapter {name}, cell {err.cell_index} (execution count "
+              f"{err.exec_count}): {err.ename}: {err.evalue}\n{source}\n"
+              f"    the executed notebook with the traceback: {os.path.relpath(failed)}",
+              flush=True)
         return False, time.perf_counter() - start
     # Name the source and the result instead of this machine's staging files.
     nb = json.loads(running.read_text())
-    nb["metadata"]["papermill"]["input_path"] = os.path.relpath(src, ROOT) if src.is_relative_to(ROOT) else src.name
+    nb["metadata"]["papermill"]["input_path"] = (os.path.relpath(src, ROOT)
+                                                 if src.is_relative_to(ROOT) else src.name)
     nb["metadata"]["papermill"]["output_path"] = f"{name}.ipynb"
     parameters_once(nb)
     running.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = out_dir / f".{name}.ipynb.{os.getpid()}.tmp"  # same file system as out_dir: the rename is atomic
+    # same file system as out_dir: the rename is atomic
+    done = out_dir / f".{name}.ipynb.{os.getpid()}.tmp"
     shutil.move(running, done)
     os.replace(done, out_dir / f"{name}.ipynb")
     return True, time.perf_counter() - start
@@ -238,7 +251,8 @@ def machine(device: str) -> dict:
     """The device a chapter run resolves ``device`` to, and the machine it runs on."""
     cpu = platform.processor() or platform.machine()
     try:  # Linux names the model
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip()
+                   for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
@@ -270,7 +284,8 @@ def _locked(path: Path):
 
 
 def read_runtimes(results_dir: Path, profile: str) -> dict:
-    """``results_dir/runtimes-<profile>.json``, or an empty record when it is missing or unreadable."""
+    """``results_dir/runtimes-<profile>.json``, or an empty record when it is missing or
+    unreadable."""
     path = results_dir / f"runtimes-{profile}.json"
     try:
         return json.loads(path.read_text())
@@ -297,10 +312,11 @@ def record_runtime(results_dir: Path, profile: str, name: str, seconds: float, h
 
 
 def schedule(names: list[str], last_seconds: dict[str, float]) -> tuple[list[str], list[str]]:
-    """(chapters to run at once, longest first by ``last_seconds`` (unknown: first), summary pages to
-    run after them, in order)."""
+    """(chapters to run at once, longest first by ``last_seconds`` (unknown: first), summary pages
+    to run after them, in order)."""
     summaries = [n for n in names if n in SUMMARIES]
-    rest = sorted((n for n in names if n not in SUMMARIES), key=lambda n: -last_seconds.get(n, float("inf")))
+    rest = sorted((n for n in names if n not in SUMMARIES),
+                  key=lambda n: -last_seconds.get(n, float("inf")))
     return rest, summaries
 
 
@@ -310,8 +326,9 @@ def run_parallel(names: list[str], argv: list[str], jobs: int, last_seconds: dic
     with cpus/jobs threads; the summary pages after all others. (name, ok, seconds) of each."""
     parallel, summaries = schedule(names, last_seconds)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    print(f"{jobs} at once ({threads} thread(s) each): {', '.join(parallel)}; then {', '.join(summaries) or '-'}"
-          f"; logs in {os.path.relpath(SCRATCH / 'logs')}/", flush=True)
+    print(f"{jobs} at once ({threads} thread(s) each): {', '.join(parallel)}; then "
+          f"{', '.join(summaries) or '-'}; logs in {os.path.relpath(SCRATCH / 'logs')}/",
+          flush=True)
 
     def one(name: str) -> tuple[str, bool, float]:
         ok, seconds = run_child(name, argv, threads)
@@ -341,21 +358,27 @@ def run_child(name: str, argv: list[str], threads: int) -> tuple[bool, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="*", help="chapter names (default: all), e.g. 01_entropy")
     parser.add_argument("--profile", default="cpu",
-                        help="smoke, cpu or gpu (copkit/configs/<name>.yaml), or a profile file such as my.yaml")
+                        help="smoke, cpu or gpu (copkit/configs/<name>.yaml), or a profile file "
+                             "such as my.yaml")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None,
-                        help="folder for the executed notebooks and results (default: book at the book's own "
-                             "profile, else .scratch/book/<profile>); --out book writes into the book at any profile")
+                        help="folder for the executed notebooks and results (default: book at the "
+                             "book's own profile, else .scratch/book/<profile>); --out book writes "
+                             "into the book at any profile")
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
-    parser.add_argument("--chapters-dir", default=str(CHAPTERS), help="where the jupytext sources are")
+    parser.add_argument("--chapters-dir", default=str(CHAPTERS),
+                        help="where the jupytext sources are")
     parser.add_argument("--data-dir", default=None,
-                        help="where chapters keep trained runs and artifacts (default: data for profiles that start "
-                             "from the shipped base models, else .scratch/data, where make smoke pretrains)")
+                        help="where chapters keep trained runs and artifacts (default: data for "
+                             "profiles that start from the shipped base models, else "
+                             ".scratch/data, where make smoke pretrains)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="chapters run at once, each with cpus/jobs threads (summary pages after the others)")
+                        help="chapters run at once, each with cpus/jobs threads (summary pages "
+                             "after the others)")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -372,14 +395,17 @@ def main() -> int:
     if out_dir == (ROOT / "book").resolve():
         os.environ["COPKIT_WRITE_BOOK"] = "1"  # asked for: copkit.results writes into book/results
         if label != book:
-            print(f"writing profile {label} into book/ (executed at {book}), as --out book asks", flush=True)
+            print(f"writing profile {label} into book/ (executed at {book}), as --out book asks",
+                  flush=True)
     if args.data_dir is None:
-        args.data_dir = str(ROOT / ("data" if pretrain_config(label, profile_file) == "full" else ".scratch/data"))
+        args.data_dir = str(ROOT
+                            / ("data" if pretrain_config(label, profile_file) == "full"
+                               else ".scratch/data"))
     # Paths relative to chapters/ (the kernel's working directory), so that no machine's folders are
     # written into the executed notebooks.
     chapters_dir = Path(args.chapters_dir).resolve()
-    params = {"profile": profile if profile_file is None else os.path.relpath(profile_file, chapters_dir),
-              "device": args.device,
+    params = {"profile": profile if profile_file is None
+              else os.path.relpath(profile_file, chapters_dir), "device": args.device,
               "results_dir": os.path.relpath(out_dir / "results", chapters_dir),
               "notebooks_dir": os.path.relpath(out_dir, chapters_dir),
               "data_dir": os.path.relpath(Path(args.data_dir).resolve(), chapters_dir)}
@@ -392,10 +418,12 @@ def main() -> int:
     report = []
     if args.jobs > 1 and len(sources) > 1:
         argv = ["--profile", profile, "--device", args.device, "--out", str(out_dir),
-                "--chapters-dir", str(chapters_dir), "--data-dir", str(Path(args.data_dir).resolve())]
+                "--chapters-dir", str(chapters_dir), "--data-dir",
+                str(Path(args.data_dir).resolve())]
         if args.timeout:
             argv += ["--timeout", str(args.timeout)]
-        last = {k: v["seconds"] for k, v in read_runtimes(out_dir / "results", label).get("chapters", {}).items()}
+        last = {k: v["seconds"]
+                for k, v in read_runtimes(out_dir / "results", label).get("chapters", {}).items()}
         report = run_parallel([s.stem for s in sources], argv, args.jobs, last)
     else:
         host = machine(args.device)
@@ -405,7 +433,8 @@ def main() -> int:
             report.append((src.stem, ok, seconds))
             if ok:
                 record_runtime(out_dir / "results", label, src.stem, seconds, host)
-            print(f"[{i}/{len(sources)}] {src.stem} {'done' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
+            print(f"[{i}/{len(sources)}] {src.stem} {'done' if ok else 'FAILED'} in {seconds:.1f} "
+                  "s", flush=True)
     print("\nchapter                     status     seconds")
     for name, ok, seconds in report:
         print(f"{name:<27} {'ok' if ok else 'FAILED':<10} {seconds:7.1f}")

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return out or None
@@ -32,8 +33,8 @@ def git(*args: str) -> str | None:
 
 def web_url(remote: str) -> str | None:
     """https://host/org/repo for a GitHub or GitLab remote (https or ssh form), else None."""
-    m = re.match(r"^(?:https?://(?:[^@/]+@)?|ssh://git@|git@)(github\.com|gitlab\.com)[:/]([^/]+)/([^/]+?)(?:\.git)?/?$",
-                 remote.strip())
+    m = re.match(r"^(?:https?://(?:[^@/]+@)?|ssh://git@|git@)(github\.com|gitlab\.com)"
+                 r"[:/]([^/]+)/([^/]+?)(?:\.git)?/?$", remote.strip())
     return f"https://{m.group(1)}/{m.group(2)}/{m.group(3)}" if m else None
 
 
@@ -54,8 +55,10 @@ def with_repository(config: dict, url: str, branch: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="the repository URL to use instead of `git remote get-url origin`")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url",
+                        help="the repository URL to use instead of `git remote get-url origin`")
     parser.add_argument("--out", default=str(ROOT / ".scratch" / "site-config" / "_config.yml"))
     args = parser.parse_args()
 
@@ -64,7 +67,8 @@ def main() -> int:
     url = web_url(remote) if remote else None
     if url is None:
         if remote:
-            print(f"site_config: origin {remote} is not on GitHub or GitLab: no launch buttons", file=sys.stderr)
+            print(f"site_config: origin {remote} is not on GitHub or GitLab: no launch buttons",
+                  file=sys.stderr)
         print(base.relative_to(ROOT))
         return 0
     import yaml

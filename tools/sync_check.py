@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import traceback
@@ -26,7 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
-from bench import _training  # noqa: E402  (the profile's models and step functions, as the bench builds them)
+# the profile's models, optimisers and step functions, as fit makes them
+from bench import _training  # noqa: E402
 
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
@@ -43,25 +43,26 @@ class SyncLog:
     def show(self, message, category, filename, lineno, file=None, line=None) -> None:
         if self.label is None or "synchroniz" not in str(message):
             return
-        frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
-                  if "copkit" in f.filename]
+        frames = [f"{Path(f.filename).name}:{f.lineno} "
+                  f"{f.name}" for f in traceback.extract_stack()[:-1] if "copkit" in f.filename]
         self.found.append({"where": self.label, "frames": frames[-4:]})
 
 
-def check_training(name: str, profile: str, dev: torch.device, log: SyncLog, x: torch.Tensor, y: torch.Tensor,
-                   steps: int = 8) -> int:
+def check_training(name: str, profile: str, dev: torch.device, log: SyncLog, x: torch.Tensor,
+                   y: torch.Tensor, steps: int = 8) -> int:
     """Syncs in the steps of ``name``'s training on images ``x`` and labels ``y``, strictly between
     its first and last step."""
-    model, fn, opts, tc = _training(name, profile, dev, x, y)
+    trainee, tc = _training(name, profile, dev, x, y)
     tc = dataclasses.replace(tc, steps=steps, log_every=10**9, ckpt_every=10**9, compile=False)
     before = len(log.found)
 
     def step_fn(step: int, gen: torch.Generator):
         log.label = f"{name} step {step}" if 0 < step < steps - 1 else None
-        return fn(step, gen)
+        return trainee.step_fn(step, gen)
 
     with tempfile.TemporaryDirectory() as d:
-        train({name: model}, opts, step_fn, tc, d, {"sync-check": name}, device=dev, progress=False)
+        train({name: trainee.model}, trainee.optimizers, step_fn, tc, d, {"sync-check": name},
+              device=dev, progress=False)
     log.label = None
     return len(log.found) - before
 
@@ -79,21 +80,25 @@ def check_sampling(profile: str, dev: torch.device, log: SyncLog) -> int:
     g = torch.Generator(device=dev).manual_seed(0)
     before = len(log.found)
     with torch.inference_mode():
-        model.sample(labels, orders, steps=2, cfg_scale=sizes.cfg_scale, diffusion_steps=4, generator=g)  # warm-up
-        log.label = "MAR.sample"
-        model.sample(labels, orders, steps=sizes.gen_steps, cfg_scale=sizes.cfg_scale, diffusion_steps=sizes.diffusion_steps,
+        # warm-up
+        model.sample(labels, orders, steps=2, cfg_scale=sizes.cfg_scale, diffusion_steps=4,
                      generator=g)
+        log.label = "MAR.sample"
+        model.sample(labels, orders, steps=sizes.gen_steps, cfg_scale=sizes.cfg_scale,
+                     diffusion_steps=sizes.diffusion_steps, generator=g)
         log.label = None
     return len(log.found) - before
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="gpu")
     ap.add_argument("--out", default=str(ROOT / "book" / "results" / "sync-check-gpu.json"))
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        print("tools/sync_check.py: no CUDA GPU here; CUDA's sync debug mode needs one", file=sys.stderr)
+        print("tools/sync_check.py: no CUDA GPU here; CUDA's sync debug mode needs one",
+              file=sys.stderr)
         return 2
     dev = torch.device("cuda")
     log = SyncLog()
@@ -109,8 +114,8 @@ def main() -> int:
             counts["MAR sampling"] = check_sampling(args.profile, dev, log)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    result = {"profile": args.profile, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "syncs": counts, "where": log.found[:50]}
+    result = {"profile": args.profile, "gpu": torch.cuda.get_device_name(),
+              "torch": torch.__version__, "syncs": counts, "where": log.found[:50]}
     atomic_write_json(args.out, result)
     for what, n in counts.items():
         print(f"{what:18s} {n:4d} host-device syncs")
