@@ -56,7 +56,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import stats
+from . import fmt, stats
 from .data import project_root
 from .io import atomic_write_json
 
@@ -209,16 +209,17 @@ def decide(claims: Mapping[str, Mapping[str, Any]], chapter: str, results_dir: s
 
 
 def _p(p: float | None) -> str:
-    """A p-value in two significant digits, three where two would show 0.05 for a p beside it."""
-    if p is None or not np.isfinite(p):
-        return "none"
-    shown = f"{p:.2g}"
-    return shown if shown != "0.05" else f"{p:.3g}"
+    """"= p" as :func:`copkit.fmt.pvalue` writes it ("< 1e-6" for a tiny p), "= none" where the test gave none."""
+    shown = "none" if p is None or not np.isfinite(p) else fmt.pvalue(p)
+    return shown if shown.startswith("<") else "= " + shown
 
 
 def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     """A test's outcome as a claim says it: the test, the effect with its 95% interval, the number
     of replicates and p (and Holm's p with the family size, once :func:`decide` filled them).
+    Numbers follow :mod:`copkit.fmt`: the effect and interval with ``digits`` decimals, p-values
+    by :func:`copkit.fmt.pvalue`, the detectable and the paper's effects to ``digits``
+    significant figures (never fewer than their integer digits).
 
     >>> from copkit.stats import paired
     >>> test_text(paired([1.0, 2.0, 3.0], [0.5, 1.1, 2.6]))
@@ -231,14 +232,14 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     over = f"{n[0]} and {n[1]} {r['unit']}" if isinstance(n, (list, tuple)) else f"{n} {r['unit']}"
     lo, hi = r["ci"] or (None, None)
     interval = ("no interval" if lo is None or hi is None
-                else f"95% interval {lo:+.{digits}f} to {hi:+.{digits}f}")
-    text = f"{r['test']} over {over}: {r['effect']:+.{digits}f} ({interval}), p = {_p(r['p'])}"
+                else f"95% interval {fmt.signed(lo, digits)} to {fmt.signed(hi, digits)}")
+    text = f"{r['test']} over {over}: {fmt.signed(r['effect'], digits)} ({interval}), p {_p(r['p'])}"
     if r.get("p_holm") is not None:
-        text += f", Holm p = {_p(r['p_holm'])} over the book's {r['family']} tested claims"
+        text += f", Holm p {_p(r['p_holm'])} over the book's {r['family']} tested claims"
     mde = r.get("mde_family") if r.get("mde_family") is not None else r.get("mde")
     if mde is not None and r.get("paper_effect") is not None:
-        text += (f"; the smallest effect it could detect with 80% power is {mde:.{digits}g}, the paper's is "
-                 f"{r['paper_effect']:+.{digits}g}")
+        text += (f"; the smallest effect it could detect with 80% power is {fmt.sig(mde, digits)}, the paper's is "
+                 f"{fmt.signed(r['paper_effect'], digits=digits)}")
     return text
 
 
@@ -295,7 +296,8 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     """The numbers in ``text`` that no number in ``data`` (a results payload, its ``why``
     sentences left out) rounds to as written: ``0.93`` is supported by 0.9258, ``66%`` by 0.6629
     (or by 66.3), ``-5.7`` by 5.73 (a difference said with its sign), ``34%`` by 0.66 (the rest of a
-    share); ``1.4e-15`` within 5%. What a chapter says in a claim must come from what it measured
+    share); ``1.4e-15`` within 5%; a bound, ``< 1e-6`` (how :func:`copkit.fmt.pvalue` writes a tiny
+    p), by any number below it. What a chapter says in a claim must come from what it measured
     and wrote down, never typed in; an empty list means it did.
 
     >>> unsupported_numbers("66% of the top 22% patches, against 0.63 (p = 0.012)", {"a": 0.6629, "b": [0.22, 0.631],
@@ -303,6 +305,8 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     []
     >>> unsupported_numbers("a gain of 4.2 points", {"gain": 3.9})
     ['4.2']
+    >>> unsupported_numbers("p < 1e-6, Holm p < 1e-6", {"p": 1.8e-69, "p_holm": 4.7e-68}), unsupported_numbers("p < 1e-6", {"p": 0.2})
+    ([], ['1e-6'])
     """
     values: list[float] = []
     _numbers(data, values)
@@ -315,7 +319,10 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
         mantissa = token.split("e")[0]
         decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
         tol = x * 0.05 if "e" in token else 0.5 * 10.0 ** -decimals + 1e-9
-        if not have.size or np.abs(have - x).min() > tol:
+        if re.search(r"<\s*$", text[:m.start()]):  # a bound: "< 1e-6"
+            if not have.size or have.min() >= x:
+                bad.append(m.group(0))
+        elif not have.size or np.abs(have - x).min() > tol:
             bad.append(m.group(0))
     return bad
 
@@ -400,21 +407,22 @@ def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1
             show_n: bool = False) -> str:
     """Measurements, or a :func:`summary` dict, as "mean ± sd"; the sd is the sample one (0 for one value).
 
-    ``digits`` decimals for both, or with ``significant`` that many significant digits for the mean
-    and two for the sd; ``show_n`` adds the count.
+    ``digits`` decimals for both (:func:`copkit.fmt.num`), or with ``significant`` that many
+    significant digits for the mean and two for the sd (:func:`copkit.fmt.sig`: never fewer than
+    the integer digits); ``show_n`` adds the count.
 
     >>> mean_sd([70.0, 71.0, 72.5])
     '71.2 ± 1.3'
     >>> mean_sd({"mean": 0.123456, "std": 0.0123, "n": 4}, 4, significant=True, show_n=True)
     '0.1235 ± 0.012 (n=4)'
-    >>> mean_sd(3.0, 2)
-    '3.00 ± 0.00'
+    >>> mean_sd(3.0, 2), mean_sd({"mean": 12345.678, "std": 8.04, "n": 3}, 3, significant=True)
+    ('3.00 ± 0.00', '12,346 ± 8.0')
     """
     s = dict(values) if isinstance(values, Mapping) else summary(values)
     if significant:
-        text = f"{s['mean']:.{digits}g} ± {s['std']:.2g}"
+        text = f"{fmt.sig(s['mean'], digits)} ± {fmt.sig(s['std'], 2)}"
     else:
-        text = f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+        text = f"{fmt.num(s['mean'], digits)} ± {fmt.num(s['std'], digits)}"
     return text + (f" (n={s['n']})" if show_n else "")
 
 
@@ -442,12 +450,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def brief(value: Any) -> str:
     """A results value in a few characters: ``mean ± sd (n=...)`` for a summary, four significant
-    digits for a float, the first four items of a dict or list, the rest as text.
+    digits for a float (:func:`copkit.fmt.sig`), the first four items of a dict or list, the rest
+    as text.
 
     >>> brief({"mean": 71.234, "std": 1.25, "n": 3})
     '71.23 ± 1.2 (n=3)'
-    >>> brief({"a": 0.5, "b": [1, 2, 3, 4, 5]})
-    'a: 0.5; b: [1, 2, 3, 4, …]'
+    >>> brief({"a": 0.5, "b": [1, 2, 3, 4, 5]}), brief(150_700_000.0), brief(-0.00001)
+    ('a: 0.5; b: [1, 2, 3, 4, …]', '150,700,000', '-1e-5')
     """
     if isinstance(value, dict) and {"mean", "std", "n"} <= set(value):
         if value["mean"] is None:
@@ -457,7 +466,8 @@ def brief(value: Any) -> str:
         items = list(value.items())
         return "; ".join(f"{k}: {brief(v)}" for k, v in items[:4]) + ("; …" if len(items) > 4 else "")
     if isinstance(value, float):
-        return f"{value:.4g}"
+        mantissa, e, exponent = fmt.sig(value, 4).partition("e")  # trailing zeros dropped, as "g" does
+        return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + e + exponent
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(brief(v) for v in value[:4]) + (", …" if len(value) > 4 else "") + "]"
     return str(value)
