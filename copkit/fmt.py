@@ -13,6 +13,7 @@ The rules, one function each:
 - :func:`share`: a share of a whole as a percentage (``81.2%``);
 - :func:`count`: a count, with thousands separators;
 - :func:`duration`: seconds as a reader says them (``41 s``, ``3.2 min``, ``1.5 h``, ``195 years``);
+- :func:`minutes`: seconds as minutes with one decimal, for a column of run times;
 - :func:`ordinal`: ``1st``, ``2nd``, ``3rd``, ``4th``.
 
 Every function writes a missing value (``None`` or NaN) as :data:`MISSING`.
@@ -31,7 +32,7 @@ import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = ["MISSING", "TINY", "HUGE", "num", "sig", "signed", "fid", "pvalue", "share", "count", "duration",
-           "ordinal", "compare", "comparison_errors", "ranking_moves", "tally"]
+           "minutes", "ordinal", "listing", "compare", "comparison_errors", "ranking_moves", "tally"]
 
 #: How a missing value (None, NaN) is written: an en dash.
 MISSING = "–"
@@ -199,6 +200,17 @@ def duration(seconds: float | None) -> str:
     return f"{sig(years, 2)} years"
 
 
+def minutes(seconds: float | None, decimals: int = 1) -> str:
+    """Seconds as minutes, one decimal, without a unit (for a column headed "min"): every page
+    that prints a run time in minutes prints it this way, so that two pages cannot round one
+    time differently.
+
+    >>> minutes(2178.7), minutes(13.9), minutes(4857.0)
+    ('36.3', '0.2', '81.0')
+    """
+    return MISSING if _missing(seconds) else num(float(seconds) / 60, decimals)
+
+
 def ordinal(n: int) -> str:
     """``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``21st``.
 
@@ -310,7 +322,7 @@ def ranking_moves(first: Mapping[str, float], second: Mapping[str, float], *, lo
     parts = []
     if kept:
         where = ", ".join(f"{ordinal(place_a[k])}" for k in kept)
-        parts.append(f"{_join(kept)} {'keeps its place' if len(kept) == 1 else 'keep their places'} ({where})")
+        parts.append(f"{listing(kept)} {'keeps its place' if len(kept) == 1 else 'keep their places'} ({where})")
     moves = [f"{k} {'moves ' if i == 0 else ''}from {ordinal(place_a[k])} to {ordinal(place_b[k])}"
              + (" place" if i == 0 else "") for i, k in enumerate(moved)]
     parts.append(", ".join(moves))
@@ -324,8 +336,15 @@ def _places(values: Mapping[str, float], lower_first: bool, show: Callable[[floa
     return {k: 1 + sum(sign * key[o] < sign * key[k] for o in key) for k in key}
 
 
-def _join(items: Sequence[str]) -> str:
+def listing(items: Iterable[str]) -> str:
+    """Items as a reader lists them: "a", "a and b", "a, b and c".
+
+    >>> listing(["a"]), listing(["a", "b"]), listing(["a", "b", "c"])
+    ('a', 'a and b', 'a, b and c')
+    """
     items = list(items)
+    if not items:
+        raise ValueError("nothing to list")
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
@@ -349,4 +368,4 @@ def tally(counts: Mapping[str, int] | Iterable[tuple[str, int]], *, of: int | No
         return f"0 of {of}" if of is not None else "none"
     words = [f"{count(n)}{f' of {count(of)}' if i == 0 and of is not None else ''} {what}"
              for i, (what, n) in enumerate(shown)]
-    return _join(words)
+    return listing(words)
