@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["MISSING", "TINY", "HUGE", "num", "sig", "signed", "fid", "pvalue", "share", "count", "duration",
            "minutes", "ordinal", "listing", "compare", "comparison_errors", "ranking_moves", "tally"]

@@ -62,7 +62,8 @@ from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim", "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit",
            "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS",
-           "in_words", "verdict_counts", "headlines", "section_labels"]
+           "in_words", "verdict_counts", "headlines", "section_labels", "PROFILE_ORDER", "read_runtimes",
+           "runtimes_table", "runtimes_hosts", "TABLE_CLASSES"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -399,6 +400,60 @@ def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("[0-9][0-9]_*.json"))}
 
 
+#: The order in which the book's profiles are shown; any other profile (a profile file) after them.
+PROFILE_ORDER = ("smoke", "cpu", "gpu")
+
+
+def read_runtimes(*folders: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The run times ``tools/run_chapters.py`` recorded: every ``runtimes-<profile>.json`` in
+    ``folders``, as {profile: {chapter: entry}} (an entry holds ``seconds``, ``device``, ``cpu``,
+    ``cpus``, ``omp_num_threads``, ``gpu``, ``finished``), profiles in :data:`PROFILE_ORDER`. The
+    first folder's file wins for a profile. The one source of every run time the book prints:
+    the introduction and README (``tools/runtimes_text.py``), the report and the performance page.
+    """
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("runtimes-*.json")):
+            r = json.loads(path.read_text())
+            found.setdefault(r.get("profile", path.stem.removeprefix("runtimes-")), dict(r.get("chapters", {})))
+    rank = {p: i for i, p in enumerate(PROFILE_ORDER)}
+    return {p: found[p] for p in sorted(found, key=lambda p: (rank.get(p, len(rank)), p))}
+
+
+def runtimes_table(runtimes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """Minutes per chapter (rows) for every profile (columns), and their total, as a Markdown
+    table; "not run" where a profile has no time for a chapter.
+
+    >>> print(runtimes_table({"smoke": {"01_a": {"seconds": 13.9}}, "cpu": {"01_a": {"seconds": 41.1},
+    ...                                                                  "02_b": {"seconds": 2178.7}}}))
+    | chapter | `smoke` (min) | `cpu` (min) |
+    |---|---|---|
+    | 01_a | 0.2 | 0.7 |
+    | 02_b | not run | 36.3 |
+    | **total** | **0.2** | **37.0** |
+    """
+    profiles = list(runtimes)
+    names = sorted({name for chapters in runtimes.values() for name in chapters})
+    rows = [[name, *(fmt.minutes(runtimes[p][name]["seconds"]) if name in runtimes[p] else "not run" for p in profiles)]
+            for name in names]
+    rows.append(["**total**", *(f"**{fmt.minutes(sum(c['seconds'] for c in runtimes[p].values()))}**" for p in profiles)])
+    return markdown_table(["chapter", *(f"`{p}` (min)" for p in profiles)], rows)
+
+
+def runtimes_hosts(chapters: Mapping[str, Mapping[str, Any]]) -> str:
+    """Where a profile's chapters ran, from their runtimes entries: each distinct device and
+    machine once, e.g. "cpu (AMD EPYC, 2 cores, OMP_NUM_THREADS=1)".
+
+    >>> runtimes_hosts({"01_a": {"device": "cpu", "cpu": "AMD EPYC", "cpus": 2, "omp_num_threads": "1"},
+    ...                 "02_b": {"device": "cuda", "gpu": "NVIDIA H200", "cpus": 16, "omp_num_threads": None}})
+    'cpu (AMD EPYC, 2 cores, OMP_NUM_THREADS=1); cuda (NVIDIA H200, 16 cores)'
+    """
+    hosts = {(c.get("device"), c.get("gpu") or c.get("cpu"), c.get("cpus"), c.get("omp_num_threads"))
+             for c in chapters.values()}
+    return "; ".join(f"{d} ({m or 'unknown machine'}, {n} cores" + (f", OMP_NUM_THREADS={t}" if t else "") + ")"
+                     for d, m, n, t in sorted(hosts, key=str))
+
+
 # ---------------------------------------------------------------------------------------------
 # Numbers and claims as text
 
@@ -426,17 +481,31 @@ def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1
     return text + (f" (n={s['n']})" if show_n else "")
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+#: The layouts the book's style sheet (``_static/copkit.css``) gives a table, by class:
+#: ``claims-table``, six columns whose last (a sentence, such as a claim's "why") takes a
+#: full-width line under the other five; ``dense-table``, many short numeric columns in smaller type.
+TABLE_CLASSES = ("claims-table", "dense-table")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], css_class: str | None = None) -> str:
     """A Markdown table, for ``IPython.display.Markdown``: one header row, then ``rows``.
 
     Cells are written with ``str()``; a ``|`` inside a cell is escaped so that it cannot split the
-    cell. Every row must have as many cells as the header.
+    cell. Every row must have as many cells as the header. ``css_class`` (one of
+    :data:`TABLE_CLASSES`) wraps the table in a MyST ``container`` of that class, which the
+    site's style sheet lays out so that the table fits the text column.
 
     >>> print(markdown_table(["model", "AuC"], [["CViT", "72.2"], ["a|b", 1]]))
     | model | AuC |
     |---|---|
     | CViT | 72.2 |
     | a\\|b | 1 |
+    >>> print(markdown_table(["a"], [[1]], css_class="dense-table"))
+    :::{container} dense-table
+    | a |
+    |---|
+    | 1 |
+    :::
     """
     header = [str(h) for h in header]
     lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |", "|" + "---|" * len(header)]
@@ -445,7 +514,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         if len(cells) != len(header):
             raise ValueError(f"row {i} has {len(cells)} cells, the header {len(header)}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    if css_class is None:
+        return "\n".join(lines)
+    if css_class not in TABLE_CLASSES:
+        raise ValueError(f"css_class must be one of {TABLE_CLASSES}, got {css_class!r}")
+    if css_class == "claims-table" and len(header) != 6:
+        raise ValueError(f"a claims-table has 6 columns (the last a sentence), got {len(header)}")
+    return "\n".join([f":::{{container}} {css_class}", *lines, ":::"])
 
 
 def brief(value: Any) -> str:
