@@ -330,7 +330,7 @@ display(Markdown(
        "of their first 8 patches lie on the background)")
     + ("; the background, known before anything is observed, comes last. " if last_bg > 0.5 else
        f"; only {fmt.share(last_bg, 0)} of their last 8 patches lie on the background. ")
-    + f"Classes with similar silhouettes share much of their order ({{term}}`Spearman correlation` of the patches' "
+    + "Classes with similar silhouettes share much of their order ({term}`Spearman correlation` of the patches' "
     "positions): the most alike are "
     + fmt.listing(f"{CLASSES[a]} and {CLASSES[b]} ({fmt.num(r, 2)})" for r, a, b in pairs[:3])
     + f"; {CLASSES[loner]} agrees least with every other class (at most {fmt.num(np.delete(rho[loner], loner).max(), 2)})."))
