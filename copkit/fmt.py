@@ -31,10 +31,10 @@ import math
 import re
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["MISSING", "TINY", "HUGE", "num", "sig", "signed", "fid", "pvalue", "share", "count", "duration",
+__all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "num", "sig", "signed", "fid", "pvalue", "share", "count", "duration",
            "minutes", "ordinal", "listing", "compare", "comparison_errors", "ranking_moves", "tally"]
 
-#: How a missing value (None, NaN) is written: an en dash.
+#: A missing value (None, NaN) is written as this en dash.
 MISSING = "–"
 #: Below this magnitude :func:`sig` writes a number in scientific form (``5.1e-6``).
 TINY = 1e-4
