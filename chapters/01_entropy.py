@@ -438,6 +438,6 @@ display(Markdown(in_words(claims) + f"""
 - **Orders depend on content.** Greedy orders of the ten class
   models agree with a mean Spearman correlation of {fmt.num(off_diag.mean(), 2)}: similar silhouettes share an order,
   different ones do not.
-- Profile `{P.name}`, {fmt.count(train_x.shape[0])} training images; results written to `{path.name}`;
-  the chapter ran in {fmt.duration(time.perf_counter() - started)}.
+- Profile `{P.name}`, {fmt.count(train_x.shape[0])} training images; results written to `{path.name}`.
+  How long the chapter takes is in `runtimes-{P.name}.json`, which the report and the introduction show.
 """))
