@@ -66,6 +66,7 @@ from IPython.display import Markdown, display
 
 from copkit import fmt
 from copkit.results import (
+    RUNTIME_READERS,
     VERDICTS,
     book_verdicts,
     brief,
@@ -231,14 +232,15 @@ for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
     pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
     r = results.get(nb_path.stem, {})
     ran = pm.get("parameters", {}).get("profile", r.get("profile", profile))  # a page without one: the book's
-    seconds = runtimes.get(ran, {}).get(nb_path.stem, {}).get("seconds")
+    seconds = None if nb_path.stem in RUNTIME_READERS else runtimes.get(ran, {}).get(nb_path.stem, {}).get("seconds")
     rows.append([TITLES.get(nb_path.stem, nb_path.stem),
                  str(pm["end_time"])[:16].replace("T", " ") if pm.get("end_time") else fmt.MISSING,
                  f"`{ran}`" if ran else fmt.MISSING, f"`{r['device']}`" if r.get("device") else fmt.MISSING,
                  fmt.minutes(seconds), f"`{r['commit'][:12]}`" if r.get("commit") else fmt.MISSING])
 display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit"], rows)
-                 + "\n\nPages that write no results file (this report, the performance chapter) have no device or "
-                   "commit of their own."))
+                 + "\n\nThis report and the performance chapter write no results file (no device or commit of their "
+                   "own), and take seconds: they read the runtimes file before their own time is recorded in it, so "
+                   "no page shows their minutes."))
 versions = {k: md.version(k) for k in ("torch", "timm", "torchmetrics", "kneed", "numpy", "scipy")}
 display(Markdown(f"Environment of this page: Python {platform.python_version()}, "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())

@@ -62,7 +62,7 @@ from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim", "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit",
            "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief", "claims_list", "VERDICT_WORDS",
-           "in_words", "verdict_counts", "headlines", "section_labels", "PROFILE_ORDER", "read_runtimes",
+           "in_words", "verdict_counts", "headlines", "section_labels", "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes",
            "runtimes_table", "runtimes_hosts", "TABLE_CLASSES"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
@@ -402,6 +402,10 @@ def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 #: The order in which the book's profiles are shown; any other profile (a profile file) after them.
 PROFILE_ORDER = ("smoke", "cpu", "gpu")
+#: The pages that read the runtimes files (the report, the performance chapter): each runs before
+#: its own time is recorded, so it would always show its previous run's; every table of run
+#: times leaves them out (they take seconds), and so all pages agree.
+RUNTIME_READERS = ("06_report", "07_performance")
 
 
 def read_runtimes(*folders: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -420,18 +424,21 @@ def read_runtimes(*folders: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     return {p: found[p] for p in sorted(found, key=lambda p: (rank.get(p, len(rank)), p))}
 
 
-def runtimes_table(runtimes: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+def runtimes_table(runtimes: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                   leave_out: Sequence[str] = RUNTIME_READERS) -> str:
     """Minutes per chapter (rows) for every profile (columns), and their total, as a Markdown
-    table; "not run" where a profile has no time for a chapter.
+    table; "not run" where a profile has no time for a chapter. The chapters in ``leave_out``
+    (:data:`RUNTIME_READERS`) are not shown nor counted.
 
     >>> print(runtimes_table({"smoke": {"01_a": {"seconds": 13.9}}, "cpu": {"01_a": {"seconds": 41.1},
-    ...                                                                  "02_b": {"seconds": 2178.7}}}))
+    ...                       "02_b": {"seconds": 2178.7}, "06_report": {"seconds": 9.1}}}))
     | chapter | `smoke` (min) | `cpu` (min) |
     |---|---|---|
     | 01_a | 0.2 | 0.7 |
     | 02_b | not run | 36.3 |
     | **total** | **0.2** | **37.0** |
     """
+    runtimes = {p: {k: v for k, v in c.items() if k not in leave_out} for p, c in runtimes.items()}
     profiles = list(runtimes)
     names = sorted({name for chapters in runtimes.values() for name in chapters})
     rows = [[name, *(fmt.minutes(runtimes[p][name]["seconds"]) if name in runtimes[p] else "not run" for p in profiles)]

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import runtimes_text  # noqa: E402
 
 from copkit import fmt  # noqa: E402
-from copkit.results import read_runtimes  # noqa: E402
+from copkit.results import RUNTIME_READERS, read_runtimes  # noqa: E402
 
 
 def _block(text: str) -> str:
@@ -33,6 +33,9 @@ def test_the_committed_pages_state_the_recorded_minutes(rel):
             for line in block.splitlines() if line.startswith("| 0")}
     profiles = list(runtimes)
     for chapter in sorted({c for p in runtimes.values() for c in p}):
+        if chapter in RUNTIME_READERS:  # they read the file before their own time is in it: no page shows it
+            assert chapter not in rows
+            continue
         for p, shown in zip(profiles, rows[chapter]):
             want = fmt.minutes(runtimes[p][chapter]["seconds"]) if chapter in runtimes[p] else "not run"
             assert shown == want, (rel, chapter, p)

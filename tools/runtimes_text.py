@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from copkit import fmt  # noqa: E402
-from copkit.results import PROFILE_ORDER, read_runtimes, runtimes_hosts, runtimes_table  # noqa: E402
-from run_chapters import SUMMARIES, schedule  # noqa: E402
+from copkit.results import PROFILE_ORDER, RUNTIME_READERS, read_runtimes, runtimes_hosts, runtimes_table  # noqa: E402
+from run_chapters import schedule  # noqa: E402
 
 #: the Markdown files that state run times, relative to the repository
 FILES = ("book/intro.md", "README.md")
@@ -39,8 +39,8 @@ JOBS = 2
 
 def lanes_seconds(seconds: dict[str, float], jobs: int = JOBS) -> float:
     """How long the chapters take ``jobs`` at a time, as ``tools/run_chapters.py`` schedules them:
-    the others longest first, each to the lane that frees first, then the summary pages one after
-    the other. A lower bound of the wall time (it leaves out starting the processes).
+    longest first, each to the lane that frees first (then the summary pages one after the other,
+    when ``seconds`` holds any). A lower bound of the wall time (it leaves out starting the processes).
 
     >>> lanes_seconds({"01_a": 10.0, "02_b": 30.0, "03_c": 25.0, "06_report": 2.0}, jobs=2)
     37.0
@@ -58,14 +58,15 @@ def render(results_dir: Path) -> str:
     if not runtimes:
         return f"No run times recorded yet (`{results_dir.relative_to(ROOT)}/runtimes-<profile>.json`)."
     lines = [runtimes_table(runtimes), ""]
-    where = "; ".join(f"`{p}` on {runtimes_hosts(c)}" for p, c in runtimes.items())
+    computing = {p: {k: v for k, v in c.items() if k not in RUNTIME_READERS} for p, c in runtimes.items()}
+    where = "; ".join(f"`{p}` on {runtimes_hosts(c)}" for p, c in computing.items())
     lines.append(f"Minutes per chapter as `tools/run_chapters.py` recorded them in "
                  f"`book/results/runtimes-<profile>.json` (the report and the performance chapter read the same "
-                 f"files): {where}.")
-    seconds = {p: {name: c["seconds"] for name, c in chapters.items()} for p, chapters in runtimes.items()}
+                 f"files, and take seconds themselves): {where}.")
+    seconds = {p: {name: c["seconds"] for name, c in chapters.items()} for p, chapters in computing.items()}
     if seconds:
-        lines.append(f"Two chapters at a time, as `make book` and `make test` run them (`JOBS={JOBS}`, "
-                     f"{fmt.listing(SUMMARIES)} after the others), the chapters take about "
+        lines.append(f"Two chapters at a time, as `make book` and `make test` run them (`JOBS={JOBS}`), "
+                     "the chapters take about "
                      + fmt.listing(f"{fmt.duration(lanes_seconds(s))} at `{p}`" for p, s in seconds.items())
                      + ", against " + fmt.listing(fmt.duration(sum(s.values())) for s in seconds.values())
                      + " one after the other.")
