@@ -234,7 +234,8 @@ for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
     ran = pm.get("parameters", {}).get("profile", r.get("profile", profile))  # a page without one: the book's
     seconds = None if nb_path.stem in RUNTIME_READERS else runtimes.get(ran, {}).get(nb_path.stem, {}).get("seconds")
     rows.append([TITLES.get(nb_path.stem, nb_path.stem),
-                 str(pm["end_time"])[:16].replace("T", " ") if pm.get("end_time") else fmt.MISSING,
+                 "this page" if nb_path.stem == "06_report"  # its notebook on disk is the previous run's
+                 else str(pm["end_time"])[:16].replace("T", " ") if pm.get("end_time") else fmt.MISSING,
                  f"`{ran}`" if ran else fmt.MISSING, f"`{r['device']}`" if r.get("device") else fmt.MISSING,
                  fmt.minutes(seconds), f"`{r['commit'][:12]}`" if r.get("commit") else fmt.MISSING])
 display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit"], rows)
