@@ -402,9 +402,9 @@ def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 #: The order in which the book's profiles are shown; any other profile (a profile file) after them.
 PROFILE_ORDER = ("smoke", "cpu", "gpu")
-#: The pages that read the runtimes files (the report, the performance chapter): each runs before
-#: its own time is recorded, so it would always show its previous run's; every table of run
-#: times leaves them out (they take seconds), and so all pages agree.
+#: The pages that read the runtimes files, the report and the performance chapter. Each runs
+#: before its own time is recorded, so it would always show its previous run's; every table of
+#: run times leaves them out (they take seconds), and so all pages agree.
 RUNTIME_READERS = ("06_report", "07_performance")
 
 
