@@ -533,12 +533,12 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], css_cla
 def brief(value: Any) -> str:
     """A results value in a few characters: ``mean ± sd (n=...)`` for a summary, four significant
     digits for a float (:func:`copkit.fmt.sig`), the first four items of a dict or list, the rest
-    as text.
+    as text (an ASCII arrow ``->`` as ``→``).
 
     >>> brief({"mean": 71.234, "std": 1.25, "n": 3})
     '71.23 ± 1.2 (n=3)'
-    >>> brief({"a": 0.5, "b": [1, 2, 3, 4, 5]}), brief(150_700_000.0), brief(-0.00001)
-    ('a: 0.5; b: [1, 2, 3, 4, …]', '150,700,000', '-1e-5')
+    >>> brief({"a": 0.5, "b": [1, 2, 3, 4, 5]}), brief(150_700_000.0), brief(-0.00001), brief("4.816 -> 4.267")
+    ('a: 0.5; b: [1, 2, 3, 4, …]', '150,700,000', '-1e-5', '4.816 → 4.267')
     """
     if isinstance(value, dict) and {"mean", "std", "n"} <= set(value):
         if value["mean"] is None:
@@ -552,7 +552,7 @@ def brief(value: Any) -> str:
         return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + e + exponent
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(brief(v) for v in value[:4]) + (", …" if len(value) > 4 else "") + "]"
-    return str(value)
+    return str(value).replace("->", "→")  # an arrow that a narrow cell cannot break into "- >"
 
 
 test_text.__test__ = False
