@@ -70,10 +70,18 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # The browser drops a response it no longer needs (a page left while its images load):
+        # the broken pipe is not the site's fault, and its traceback would bury the report.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     """Serve ``folder`` on a free localhost port in a daemon thread; return the server and its URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
@@ -390,6 +398,7 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
     failures += layout_bad
     for note in layout_known:
         print(f"known failure: {note}")
+    links = sum(len(f["links"]) for f in facts.values())
     images = sum(len(f["images"]) for f in facts.values())
     print(f"checked {len(facts)} pages, {links} links ({len(checked)} distinct internal targets), {images} images, "
           f"{equations} typeset equations, layout at 1280 px ({len(layout_bad)} failures, {len(layout_known)} known), "
