@@ -18,20 +18,20 @@
 # notebook, or run it with `python tools/run_chapters.py 01_entropy --profile smoke` (into `.scratch/book/smoke/`).
 #
 # [*The Collapse of Patches*](https://arxiv.org/abs/2511.22281) (Guo et al., 2025) starts from one observation: once some
-# patches of an image are known, the others become less uncertain, and some patches make the rest
-# collapse faster than others. The paper's models (CoMAE, PageRank) only *estimate* which patches
+# {term}`patches <patch>` of an image are known, the others become less uncertain, and some patches make the rest
+# {term}`collapse` faster than others. The paper's models ({term}`CoMAE`, {term}`PageRank`) only *estimate* which patches
 # those are. This chapter computes the same quantities **exactly**, for a model simple enough to
-# allow it: a Gaussian distribution over the 49 patch tokens of a Fashion-MNIST image. It is the
-# ground truth the later chapters are checked against.
+# allow it: a {term}`Gaussian <Gaussian model>` distribution over the 49 patch {term}`tokens <token>` of a Fashion-MNIST
+# image. It is the ground truth the later chapters are checked against.
 #
 # What this chapter shows, with numbers at the end:
 #
-# 1. how the uncertainty of every patch falls as patches are observed (entropy maps, and samples
+# 1. how the uncertainty of every patch falls as patches are observed ({term}`entropy` maps, and samples
 #    of the image given what is known);
-# 2. the **prefix curve** $H_c(S_k)$ of an order, and how far apart good and bad orders are;
+# 2. the {term}`prefix curve` $H_c(S_k)$ of an order, and how far apart good and bad orders are;
 # 3. that the paper's objective, Eq. 1, is the *same number for every order*, so the prefix
 #    curve, not Eq. 1, is what an order can improve;
-# 4. which patches come first in the best (greedy) order, per class and for a natural photo.
+# 4. which patches come first in the best ({term}`greedy <greedy order>`) order, per class and for a natural photo.
 
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
@@ -48,7 +48,7 @@ import torch
 from IPython.display import Markdown, display
 from scipy.stats import spearmanr
 
-from copkit import stats, viz
+from copkit import fmt, stats, viz
 from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import DEQUANTIZATION_VARIANCE, GaussianTokens, curve_area
 from copkit.profiles import get_profile, pick_device
@@ -62,7 +62,16 @@ from copkit.results import (
     tested,
     write_results,
 )
-from copkit.tokens import PATCH, SIDE, grid_shape, patchify, random_orders, unpatchify
+from copkit.tokens import (
+    PATCH,
+    SIDE,
+    grid_shape,
+    order_places_text,
+    patch_places,
+    patchify,
+    random_orders,
+    unpatchify,
+)
 
 started = time.perf_counter()
 P = get_profile(profile)
@@ -87,7 +96,8 @@ test_x, test_y = load_fashion_mnist("test")
 grid = grid_shape(SIDE, SIDE, p)
 tokens = patchify(train_x, p)
 N, d = tokens.shape[1:]
-print(f"{train_x.shape[0]} training images -> tokens {tuple(tokens.shape)}: N={N} tokens of d={d} on a {grid[0]}x{grid[1]} grid")
+print(f"{fmt.count(train_x.shape[0])} training images -> tokens {tuple(tokens.shape)}: N={N} tokens of d={d} "
+      f"on a {grid[0]}x{grid[1]} grid")
 
 fig, axes = plt.subplots(1, 10, figsize=(12, 1.6))
 for c, ax in enumerate(axes):
@@ -110,14 +120,14 @@ plt.show()
 # \Sigma_{n\mid S} = \Sigma_{nn} - \Sigma_{nS}\Sigma_{SS}^{-1}\Sigma_{Sn},
 # $$
 #
-# and `copkit.entropy` computes it with Cholesky factors, never an explicit inverse.
+# and `copkit.entropy` computes it with {term}`Cholesky factors <Cholesky factor>`, never an explicit inverse.
 #
 # **Regularisation.** Many border pixels of Fashion-MNIST are black in every image, so the sample
 # covariance is singular. We add $\varepsilon = (2/255)^2/12 \approx 5.1\times10^{-6}$ to its
 # diagonal: the variance of uniform noise over one 8-bit grey level. It treats each pixel as the
 # continuous value that rounds to the stored one, which makes every differential entropy finite.
 # The price is that a token that never varies has a very *negative* entropy (about
-# $16 \cdot \tfrac12\log(2\pi e\,\varepsilon) \approx -75$ nats): it is almost perfectly known
+# $16 \cdot \tfrac12\log(2\pi e\,\varepsilon) \approx -75$ {term}`nats`): it is almost perfectly known
 # before anything is observed. Entropies below are in nats and can be negative; differences
 # between orders are what matter.
 
@@ -125,8 +135,8 @@ plt.show()
 model = GaussianTokens.fit(tokens.to(calc), eps=DEQUANTIZATION_VARIANCE)
 marginal = model.marginal_entropies().cpu()
 joint = model.joint_entropy().item()
-print(f"eps = {DEQUANTIZATION_VARIANCE:.3g}; joint entropy H(e_1..e_N) = {joint:.2f} nats; "
-      f"sum of marginals H_c(empty set) = {marginal.sum().item():.2f} nats")
+print(f"eps = {fmt.sig(DEQUANTIZATION_VARIANCE, 2)}; joint entropy H(e_1..e_N) = {fmt.num(joint, 2)} nats; "
+      f"sum of marginals H_c(empty set) = {fmt.num(marginal.sum().item(), 2)} nats")
 
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.8))
 viz.show_image(train_x.mean(0), axes[0], "mean training image")
@@ -157,7 +167,7 @@ for col, k in enumerate(ks):
     h = model.conditional_entropy(observed.to(calc)).cpu()
     hc = h[~observed].sum().item()
     viz.token_map(torch.where(observed, 0.0, h), grid, axes[0, col], image=example, observed=observed,
-                  vmin=hmin, vmax=hmax, alpha=1.0, title=f"k={k}: $H_c$={hc:.0f}")
+                  vmin=hmin, vmax=hmax, alpha=1.0, title=f"k={k}: $H_c$={fmt.num(hc, 0)}")
     mean, _ = model.conditional(ex_tokens, observed.to(calc))
     viz.show_image(unpatchify(mean.float().cpu(), p, (1, SIDE, SIDE)), axes[1, col])
     draws = model.sample_conditional(ex_tokens, observed.to(calc), 2, seed=seed + k).float().cpu()
@@ -208,9 +218,40 @@ def order_table(m: GaussianTokens, n_random: int, rng_seed: int) -> tuple[dict, 
 
 def areas_markdown(areas: dict, title: str) -> str:
     """The orders' prefix-curve areas, lowest first; the random orders as mean ± sd."""
-    rows = [[f"random (mean ± sd of {len(a)})", mean_sd(a.numpy())] if a.dim() else [name, f"{a.item():.1f}"]
+    rows = [[f"random (mean ± sd of {len(a)})", mean_sd(a.numpy())] if a.dim() else [name, fmt.num(a.item(), 1)]
             for name, a in sorted(areas.items(), key=lambda kv: kv[1].mean().item())]
     return markdown_table([title, "area under $H_c(S_k)$ (nats)"], rows)
+
+
+def nats(v: float) -> str:
+    """An area as the tables print it."""
+    return fmt.num(v, 1)
+
+
+def spread_text(areas: dict) -> str:
+    """What the Fashion-MNIST table shows, each comparison written from its numbers."""
+    rand = areas["random"].numpy()
+    greedy, anti, rev = (areas[k].item() for k in ("greedy", "anti-greedy", "greedy reversed"))
+    text = (fmt.compare("The greedy order's area", greedy, f"the lowest of the {len(rand)} random orders'", rand.min(),
+                        nats) + ", and " + fmt.compare("the anti-greedy order's", anti, "the highest random one's",
+                                                       rand.max(), nats) + ". ")
+    text += fmt.compare("The greedy order *reversed*", rev, "the anti-greedy order", anti, nats)
+    if round(rev, 1) < round(anti, 1):
+        text += ": reversing the best order is not the same as choosing badly at every step."
+    else:
+        text += ": here reversing the best order is as bad as choosing badly at every step."
+    return text
+
+
+def photo_vs_fashion(fashion: dict, photo: dict) -> str:
+    """How the orders compare on the photo and on Fashion-MNIST, written from the two tables."""
+    mean = {d: {k: v.mean().item() for k, v in a.items()} for d, a in (("fashion", fashion), ("photo", photo))}
+    span = {d: max(m.values()) - min(m.values()) for d, m in mean.items()}
+    return (fmt.compare("The spread between the best and the worst order on the photo", span["photo"],
+                        "on Fashion-MNIST", span["fashion"], lambda v: f"{nats(v)} nats",
+                        words=("larger than", "smaller than"))
+            + ". Ranked by area, lowest first, from Fashion-MNIST to the photo (random: the mean of the random "
+            "orders): " + fmt.ranking_moves(mean["fashion"], mean["photo"], show=nats) + ".")
 
 
 curves, areas = order_table(model, P.entropy.random_orders, seed)
@@ -222,17 +263,15 @@ plt.show()
 # %%
 display(Markdown(areas_markdown(areas, "order (Fashion-MNIST)")))
 
-# %% [markdown]
-# The spread is large: the greedy order's area is far below any random order's, and the
-# anti-greedy order is far above. Notice also that the greedy order *reversed* is not the worst
-# order: reversing the best order is not the same as choosing badly at every step.
+# %% tags=["remove-input"]
+display(Markdown(spread_text(areas)))
 
 # %% [markdown]
 # (ch1-eq1)=
 # ## Eq. 1 cannot tell orders apart
 #
 # The paper's objective (Eq. 1) sums, over all patches, the entropy of each patch given the
-# patches ranked above it: $\sum_n H(e_n \mid \{e_i : R(e_i) > R(e_n)\})$. By the chain rule of
+# patches ranked above it: $\sum_n H(e_n \mid \{e_i : R(e_i) > R(e_n)\})$. By the {term}`chain rule` of
 # entropy, $H(a) + H(b \mid a) = H(a, b)$, so for *any* order this sum telescopes to the joint
 # entropy $H(e_1, \dots, e_N)$. We compute it term by term along several orders: the numbers agree
 # to the last digits. Minimising Eq. 1 over rankings is therefore vacuous; the order-dependent
@@ -246,9 +285,9 @@ eq1 = {name: model.chain_rule_sum(o.to(calc)).item() for name, o in eq1_orders.i
 eq1_values = np.array(list(eq1.values()))
 eq1_spread = float((eq1_values.max() - eq1_values.min()) / abs(joint))
 display(Markdown(markdown_table(["order", "Eq. 1, term by term (nats)"],
-                                [*([name, f"{v:.10f}"] for name, v in eq1.items()),
-                                 ["joint entropy, $\\tfrac12\\log\\det(2\\pi e\\Sigma)$", f"{joint:.10f}"]])))
-print(f"largest relative difference between orders: {eq1_spread:.1e}")
+                                [*([name, fmt.num(v, 10)] for name, v in eq1.items()),
+                                 ["joint entropy, $\\tfrac12\\log\\det(2\\pi e\\Sigma)$", fmt.num(joint, 10)]])))
+print(f"largest relative difference between orders: {fmt.sig(eq1_spread, 2)}")
 assert eq1_spread < 1e-6, "the chain rule must make Eq. 1 order-invariant"
 
 # %% [markdown]
@@ -259,7 +298,7 @@ assert eq1_spread < 1e-6, "the chain rule must make Eq. 1 order-invariant"
 # and draw each class's greedy order on the class's mean image (the number is the position in the
 # order; dark = early).
 
-# %% mystnb={"figure": {"caption": "The greedy order of a Gaussian fitted to each class, drawn on the class's mean image with its first 8 patches numbered: it starts inside the garment and leaves the background for last.", "name": "fig-ch1-class-orders"}, "image": {"alt": "Ten mean images, one per class, each with the numbers 1 to 8 on the first patches of its order, mostly on the garment."}}
+# %% mystnb={"figure": {"caption": "The greedy order of a Gaussian fitted to each class, drawn on the class's mean image with its first 8 patches numbered (dark = early).", "name": "fig-ch1-class-orders"}, "image": {"alt": "Ten mean images, one per class, each with the numbers 1 to 8 on the first patches of its order."}}
 class_orders = []
 class_means = []
 fig, axes = plt.subplots(2, 5, figsize=(11, 5.4))
@@ -278,15 +317,34 @@ positions = torch.stack([torch.argsort(o) for o in class_orders]).numpy()  # pos
 rho = spearmanr(positions.T).statistic
 off_diag = rho[~np.eye(10, dtype=bool)]
 i, j = np.unravel_index(np.argmin(rho), rho.shape)
-print(f"Spearman correlation between the classes' orders: mean {off_diag.mean():.2f}, "
-      f"max {off_diag.max():.2f}, min {rho[i, j]:.2f} ({CLASSES[i]} vs {CLASSES[j]})")
+print(f"Spearman correlation between the classes' orders: mean {fmt.num(off_diag.mean(), 2)}, "
+      f"max {fmt.num(off_diag.max(), 2)}, min {fmt.num(rho[i, j], 2)} ({CLASSES[i]} vs {CLASSES[j]})")
 
 # %% [markdown]
-# The greedy order starts inside the garment, where the pixels vary most from image to image and
-# predict their neighbours, and leaves the background, which is known before anything is
-# observed, to the end. Classes with similar silhouettes (shirt, pullover, coat) share most of
-# their order; trousers, sandals and bags differ.
-#
+# Where do the orders start? On each class's mean image a patch is *on the garment* when any of
+# its pixels is brighter than 10% grey (`copkit.tokens.object_patches`), *inside* it when its four
+# neighbours are on the garment too, and on its *edge* otherwise (`copkit.tokens.patch_places`).
+
+# %% tags=["remove-input"]
+class_places = order_places_text(torch.stack(class_orders), torch.stack(class_means), k=8,
+                                 words=("on the background", "on its edge", "inside the garment"), what="classes")
+places = torch.gather(patch_places(torch.stack(class_means)), 1, torch.stack(class_orders))
+first_bg, last_bg = (places[:, :8] == 0).float().mean().item(), (places[:, -8:] == 0).float().mean().item()
+pairs = sorted(((rho[a, b], a, b) for a in range(10) for b in range(a + 1, 10)), reverse=True)
+loner = int(np.argmin([np.delete(rho[c], c).max() for c in range(10)]))
+display(Markdown(
+    f"{class_places} "
+    + ("The garment comes first, inside it or on its edge, where the pixels vary most from image to image and predict "
+       "their neighbours" if first_bg < 0.1 else f"The orders do not keep to the garment at first ({fmt.share(first_bg, 0)} "
+       "of their first 8 patches lie on the background)")
+    + ("; the background, known before anything is observed, comes last. " if last_bg > 0.5 else
+       f"; only {fmt.share(last_bg, 0)} of their last 8 patches lie on the background. ")
+    + "Classes with similar silhouettes share much of their order ({term}`Spearman correlation` of the patches' "
+    "positions): the most alike are "
+    + fmt.listing(f"{CLASSES[a]} and {CLASSES[b]} ({fmt.num(r, 2)})" for r, a, b in pairs[:3])
+    + f"; {CLASSES[loner]} agrees least with every other class (at most {fmt.num(np.delete(rho[loner], loner).max(), 2)})."))
+
+# %% [markdown]
 # ## A natural photo
 #
 # The same model fitted to random 28 x 28 crops of scikit-image's *camera* photo (resized to a
@@ -315,10 +373,12 @@ display(Markdown(areas_markdown(photo_areas, "order (camera crops)")))
 
 # %% [markdown]
 # On the photo's smoother statistics the greedy order spreads its first patches over the grid:
-# each new patch lies away from those already known, where it still has something to tell. The
-# spread between orders is smaller than on Fashion-MNIST (no background to leave for last), but
-# the ranking of the orders is the same.
-#
+# each new patch lies away from those already known, where it still has something to tell.
+
+# %% tags=["remove-input"]
+display(Markdown(photo_vs_fashion(areas, photo_areas)))
+
+# %% [markdown]
 # ## What the Gaussian model captures, and what it cannot
 #
 # - **It captures** linear dependence between pixels: how much knowing one patch narrows down
@@ -346,8 +406,8 @@ claims = {
         ours={"relative_spread_across_orders": eq1_spread, "n_orders": len(eq1), "joint_entropy_nats": joint},
         verdict="not reproduced", exact=True,
         why=(f"By the chain rule Eq. 1 equals the joint entropy for every order: along {len(eq1)} orders (raster, "
-             f"greedy, anti-greedy, {len(eq1) - 3} random) the sum is {joint:.4f} nats each time, varying by "
-             f"{eq1_spread:.1e} relative, so it cannot rank orders; Definition 1 along the prefixes can."),
+             f"greedy, anti-greedy, {len(eq1) - 3} random) the sum is {fmt.num(joint, 4)} nats each time, varying by "
+             f"{fmt.sig(eq1_spread, 2)} relative, so it cannot rank orders; Definition 1 along the prefixes can."),
         section="ch1-eq1", headline=True,
     ),
     "def1.order_matters": tested(
@@ -358,11 +418,11 @@ claims = {
         record=stats.one_sample(areas["random"].numpy(), areas["greedy"].item(), unit="random orders"),
         expect="higher",
         why=(f"Under an exact Gaussian model of Fashion-MNIST tokens the greedy order's prefix-curve area is "
-             f"{areas['greedy'].item():.1f} nats against {mean_sd(rand)} for {rand['n']} random orders "
-             f"({greedy_vs_random_sd:.1f} standard deviations lower), raster {areas['raster'].item():.1f} and "
-             f"anti-greedy {areas['anti-greedy'].item():.1f}; on crops of the camera photo greedy "
-             f"{photo_areas['greedy'].mean().item():.1f}, raster {photo_areas['raster'].mean().item():.1f}, random "
-             f"{photo_areas['random'].mean().item():.1f}, anti-greedy {photo_areas['anti-greedy'].mean().item():.1f} nats."),
+             f"{nats(areas['greedy'].item())} nats against {mean_sd(rand)} for {rand['n']} random orders "
+             f"({fmt.num(greedy_vs_random_sd, 1)} standard deviations lower), raster {nats(areas['raster'].item())} and "
+             f"anti-greedy {nats(areas['anti-greedy'].item())}; on crops of the camera photo greedy "
+             f"{nats(photo_areas['greedy'].item())}, raster {nats(photo_areas['raster'].item())}, random "
+             f"{nats(photo_areas['random'].mean().item())}, anti-greedy {nats(photo_areas['anti-greedy'].item())} nats."),
         section="ch1-prefix-curve", headline=True,
     ),
 }
@@ -385,8 +445,8 @@ display(Markdown(in_words(claims) + f"""
 **Beside the paper's claims**
 
 - **Orders depend on content.** Greedy orders of the ten class
-  models agree with a mean Spearman correlation of {off_diag.mean():.2f}: similar silhouettes share an order,
+  models agree with a mean Spearman correlation of {fmt.num(off_diag.mean(), 2)}: similar silhouettes share an order,
   different ones do not.
-- Profile `{P.name}`, {train_x.shape[0]} training images; results written to `{path.name}`;
-  the chapter ran in {time.perf_counter() - started:.0f} s.
+- Profile `{P.name}`, {fmt.count(train_x.shape[0])} training images; results written to `{path.name}`.
+  How long the chapter takes is in `runtimes-{P.name}.json`, which the report and the introduction show.
 """))

@@ -20,27 +20,29 @@
 # Every claim of the paper that a chapter tested, with the paper's number, ours, and a verdict.
 # Nothing here is typed by hand: this page reads the results files the chapters wrote
 # (`book/results/<chapter>.json`, one per chapter, each naming the profile, the device and the
-# commit that produced it) and the run times papermill recorded in the executed notebooks.
+# commit that produced it), when papermill executed each chapter, and the run times
+# `tools/run_chapters.py` recorded (`book/results/runtimes-<profile>.json`, the file the
+# introduction and the performance chapter read too).
 #
 # How a verdict is reached (`copkit.stats`, `copkit.results`):
 #
-# - A claim that rests on seeds or samples is tested once: a **paired** t-test where one trained
-#   model (or one seed's fine-tunes of the same base) is measured two ways, **Welch's** t-test
-#   where the two sides are independent trainings, a **one-sample** test against the paper's number,
-#   or an **equivalence** test where the claim is that two numbers are equal within a stated margin.
-#   Each test gives an effect in the claim's units with a 95% interval (over seeds or over test
+# - A claim that rests on {term}`seeds <seed>` or samples is tested once: a {term}`paired t-test` where one trained
+#   model (or one seed's fine-tunes of the same base) is measured two ways, {term}`Welch's t-test <Welch>`
+#   where the two sides are independent trainings, a {term}`one-sample t-test` against the paper's number,
+#   or an {term}`equivalence test` where the claim is that two numbers are equal within a stated margin.
+#   Each test gives an {term}`effect` in the claim's units with a {term}`95% interval` (over seeds or over test
 #   images, whichever the replicates are; the table says which).
-# - All tested claims of the book form one family. Their p-values are adjusted together with
-#   Holm's step-down correction, which keeps the chance of *any* false verdict in the book under 5%.
+# - All tested claims of the book form one family. Their {term}`p-values <p-value>` are adjusted together with
+#   {term}`Holm`'s step-down correction, which keeps the chance of *any* false verdict in the book under 5%.
 # - **reproduced**: the effect has the paper's direction (or lies within the margin) and its
 #   Holm-adjusted p is below 0.05. **not reproduced**: the opposite, equally significant.
 #   **inconclusive**: anything else; a sign that is not significant decides nothing.
 #   **partly**: only where the chapter stated a weaker criterion with the claim before measuring
 #   (e.g. "within 3 points") and the claim's whole 95% interval meets it.
 # - A claim that two statements of the paper make with one comparison is counted once (an
-#   *alias*). Claims decided by an exact computation (an identity checked to rounding, a FLOP
+#   {term}`alias`). Claims decided by an exact computation (an identity checked to rounding, a FLOP
 #   count, a counterexample) carry no test; claims this scale cannot test say so.
-# - Beside each test: the smallest true effect it could have detected with 80% power at the level
+# - Beside each test: the smallest true effect it could have detected with 80% {term}`power` at the level
 #   Holm asks of the strongest claim (0.05 divided by the number of tested claims), from its own
 #   standard error, next to the paper's effect in the same units. Where the paper's effect is
 #   smaller, our seeds could not have seen it, and "inconclusive" means exactly that.
@@ -62,13 +64,16 @@ from pathlib import Path
 import torch
 from IPython.display import Markdown, display
 
+from copkit import fmt
 from copkit.results import (
+    RUNTIME_READERS,
     VERDICTS,
     book_verdicts,
     brief,
     headlines,
     markdown_table,
     read_results,
+    read_runtimes,
     section_labels,
     test_text,
     verdict_counts,
@@ -141,21 +146,22 @@ if pretrained_file.exists():
 
     def shown(name: str, key: str, value: float) -> str:
         fraction = not any(t in key for t in ("fid", "L_r", "loss", "H_mask"))  # the rest are shares in [0, 1]
-        text = f"{value:.1%}" if fraction and "change" not in key else f"{value:.4g}"
+        text = (fmt.fid(value) if "fid" in key else fmt.share(value) if fraction and "change" not in key
+                else fmt.sig(value, 3))
         target = TARGETS.get((name, key))
         if target is None:
             return f"{key} {text}"
         op, bound = target
         met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
-        return f"{key} {text} ({'meets' if met else 'misses'} {op} {bound:g})"
+        return f"{key} {text} ({'meets' if met else 'misses'} {op} {fmt.sig(bound, 2)})"
 
     display(Markdown(markdown_table(
         ["model", "command", "file (hash)", "steps", "epochs", "training time", "final numbers"],
-        [[name, f"`{m['command']}`", f"`{m['file']}`", f"{m['steps']:,}", f"{m['epochs']:g}",
-          f"{m['train_seconds'] / 60:.0f} min",
+        [[name, f"`{m['command']}`", f"`{m['file']}`", fmt.count(m['steps']), fmt.sig(m['epochs'], 2),
+          fmt.duration(m['train_seconds']),
           "; ".join(shown(name, k, v) for k, v in m["metrics"].items() if isinstance(v, (int, float)))]
          for name, m in base_models.items()])
-        + f"\n\nTogether {sum(m['train_seconds'] for m in base_models.values()) / 3600:.1f} hours of training time "
+        + f"\n\nTogether {fmt.num(sum(m['train_seconds'] for m in base_models.values()) / 3600, 1)} hours of training time "
           f"(summed over the models and their resumed sessions; each model's machine and threads are in its `.json`), "
           "against the book's budget of 8 CPU-hours."))
 else:
@@ -170,8 +176,8 @@ else:
 # interval, the test, the raw and the Holm-adjusted p, and the smallest effect the test could
 # detect with 80% power at the level Holm asks of the strongest claim.
 
-# %% tags=["full-width", "remove-input"]
-rows = []
+# %% tags=["remove-input"]
+rows, raw = [], []
 for chapter, r in results.items():
     for cid, c in r["claims"].items():
         t = c.get("test")
@@ -179,19 +185,19 @@ for chapter, r in results.items():
             continue
         lo, hi = t["ci"] or (None, None)
         mde = t.get("mde_family")
-        rows.append([f"`{cid}`", "–" if t.get("paper_effect") is None else f"{t['paper_effect']:+.3g}",
-                     "–" if t["effect"] is None else f"{t['effect']:+.3g}",
-                     "–" if lo is None or hi is None else f"[{lo:+.3g}, {hi:+.3g}]",
+        rows.append([f"`{cid}`", fmt.signed(t.get("paper_effect"), digits=3), fmt.signed(t["effect"], digits=3),
+                     fmt.MISSING if lo is None or hi is None
+                     else f"[{fmt.signed(lo, digits=3)}, {fmt.signed(hi, digits=3)}]",
                      f"{t['test']} ({t['n'] if not isinstance(t['n'], list) else ' + '.join(map(str, t['n']))} {t['unit']})",
-                     "–" if t["p"] is None else f"{t['p']:.2g}", "–" if t["p_holm"] is None else f"{t['p_holm']:.2g}",
-                     "–" if mde is None else f"{mde:.3g}", f"**{c['verdict']}**"
+                     fmt.pvalue(t["p"]), fmt.pvalue(t["p_holm"]), fmt.sig(mde, 3), f"**{c['verdict']}**"
                      + (f" (the chapter, run before: {ran_with[chapter, cid]})" if (chapter, cid) in ran_with else "")])
+        raw.append((t.get("paper_effect"), mde))
 family = next((c["test"]["family"] for r in results.values() for c in r["claims"].values() if c.get("test")), 0)
-n_seen = sum(1 for row in rows if row[1] != "–" and row[7] != "–" and abs(float(row[1])) >= float(row[7]))
-n_paper = sum(1 for row in rows if row[1] != "–" and row[7] != "–")
+n_seen = sum(1 for paper, mde in raw if paper is not None and mde is not None and abs(paper) >= mde)
+n_paper = sum(1 for paper, mde in raw if paper is not None and mde is not None)
 display(Markdown(
     markdown_table(["claim", "paper's effect", "ours", "95% interval", "test", "p", "Holm p", "detectable (80%)",
-                    "verdict"], rows)
+                    "verdict"], rows, css_class="dense-table")
     + f"\n\n{family} tested claims form the family; of the {n_paper} whose paper states an effect in our units and whose "
       f"test has a standard error, the paper's effect is at least the detectable one for {n_seen}: for the others an "
       "inconclusive verdict says that our seeds are too few to see an effect of the paper's size, not that it is absent."))
@@ -199,32 +205,43 @@ display(Markdown(
 # %% [markdown]
 # ## Every claim
 
-# %% tags=["full-width", "remove-input"]
+# %% tags=["remove-input"]
 for chapter, r in results.items():
-    rows = [[f"`{cid}`", brief(c["paper"]), brief(c["ours"]), f"**{c['verdict']}**",
+    rows = [[f"`{cid}`", brief(c["paper"]), brief(c["ours"]), f"**{c['verdict']}**", shown_in(chapter, c),
              c["why"] + ("" if c.get("test") is None else f" (the same test as `{c['test']['alias_of']}`)"
-                         if c["test"].get("alias_of") else f" ({test_text(c['test'])})"), shown_in(chapter, c)]
+                         if c["test"].get("alias_of") else f" ({test_text(c['test'])})")]
             for cid, c in r["claims"].items()]
     display(Markdown(
         f"### {TITLES.get(chapter, chapter)}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, "
-        f"commit `{r['commit'][:12]}`; [the chapter]({chapter}.ipynb) shows every number below with its figure, and "
-        "the last column links the section that shows each one.\n\n"
-        + markdown_table(["claim", "paper", "ours", "verdict", "why", "shown in"], rows)))
+        f"commit `{r['commit'][:12]}`; [the chapter]({chapter}.ipynb) shows every number below with its figure, "
+        "the column \"shown in\" links the section that shows each one, and the line under each claim says why its verdict.\n\n"
+        + markdown_table(["claim", "paper", "ours", "verdict", "shown in", "why"], rows, css_class="claims-table")))
 
 # %% [markdown]
 # ## Status: when and how each chapter ran
 #
-# From papermill's metadata in the executed notebooks, and the environment this page runs in.
+# When each page was executed, from papermill's metadata in the executed notebooks; how long each
+# chapter takes, from `runtimes-<profile>.json` (the run from the shipped base models with nothing
+# cached, the minutes the introduction and the performance chapter state; a later re-execution
+# that found its trained runs in `data/runs/` takes less); and the environment this page runs in.
 
 # %% tags=["remove-input"]
+runtimes = read_runtimes(results_dir)
 rows = []
 for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
     pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
     r = results.get(nb_path.stem, {})
-    rows.append([TITLES.get(nb_path.stem, nb_path.stem), str(pm.get("end_time", "?"))[:19].replace("T", " "),
-                 f"`{pm.get('parameters', {}).get('profile', r.get('profile', '?'))}`", f"`{r.get('device', '?')}`",
-                 f"{(pm.get('duration') or 0) / 60:.1f}", f"`{r.get('commit', '?')[:12]}`"])
-display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit"], rows)))
+    ran = pm.get("parameters", {}).get("profile", r.get("profile", profile))  # a page without one: the book's
+    seconds = None if nb_path.stem in RUNTIME_READERS else runtimes.get(ran, {}).get(nb_path.stem, {}).get("seconds")
+    rows.append([TITLES.get(nb_path.stem, nb_path.stem),
+                 "this page" if nb_path.stem == "06_report"  # its notebook on disk is the previous run's
+                 else str(pm["end_time"])[:16].replace("T", " ") if pm.get("end_time") else fmt.MISSING,
+                 f"`{ran}`" if ran else fmt.MISSING, f"`{r['device']}`" if r.get("device") else fmt.MISSING,
+                 fmt.minutes(seconds), f"`{r['commit'][:12]}`" if r.get("commit") else fmt.MISSING])
+display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit"], rows)
+                 + "\n\nThis report and the performance chapter write no results file (no device or commit of their "
+                   "own), and take seconds: they read the runtimes file before their own time is recorded in it, so "
+                   "no page shows their minutes."))
 versions = {k: md.version(k) for k in ("torch", "timm", "torchmetrics", "kneed", "numpy", "scipy")}
 display(Markdown(f"Environment of this page: Python {platform.python_version()}, "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())

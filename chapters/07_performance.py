@@ -21,8 +21,8 @@
 # last wrote to `book/results/bench.json` (`tools/bench.py`; never part of the tests), rendered here
 # as they are, with the machine and the commit that measured them. A speed means little alone, so
 # each is set beside a limit measured in the same run: a large matrix multiply on the same device
-# (the practical FLOP/s ceiling), networkx looping over the same graphs, or the FLOP ratio a token
-# drop could reach at best.
+# (the practical {term}`FLOP`/s ceiling, the {term}`matmul limit`), networkx looping over the same graphs, or the
+# FLOP ratio a token drop could reach at best.
 
 # %% tags=["parameters"]
 bench_file = "../book/results/bench.json"  # what make bench wrote
@@ -36,6 +36,9 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
+from copkit import fmt
+from copkit.results import RUNTIME_READERS, read_runtimes, runtimes_hosts, runtimes_table
+
 path = Path(bench_file)
 if not path.exists():
     raise FileNotFoundError(f"{path.resolve()} does not exist: run `make bench` first")
@@ -47,8 +50,8 @@ display(Markdown(f"Measured on `{bench['device']}` ({bench['cpu']}, {bench['thre
 # %% [markdown]
 # ## CoMAE masks and collapse orders
 #
-# `CoMAE.masks` runs the selector once per target patch, N times per image; the collapse order adds
-# a batched PageRank. The achieved FLOP/s is the selector's counted FLOPs per image times the
+# `CoMAE.masks` runs the selector once per target patch, N times per image; the {term}`collapse order` adds
+# a batched {term}`PageRank`. The achieved FLOP/s is the selector's counted FLOPs per image times the
 # images per second.
 
 # %%
@@ -56,12 +59,12 @@ m = bench["comae_masks"]
 display(Markdown(f"""
 | measure | value |
 |---|---|
-| images per second, masks of all {49} targets (`{m['profile']}` profile's CoMAE) | {m['images_per_s']:,.1f} |
-| collapse orders per second, end to end | {m['orders_per_s']:,.1f} |
-| GFLOP per image (counted) | {m['gflop_per_image']:.3f} |
-| achieved GFLOP/s | {m['achieved_gflops']:.1f} |
-| large-matmul GFLOP/s on the same device | {m['matmul_gflops']:.1f} |
-| fraction of the matmul limit | {m['fraction_of_matmul']:.1%} |
+| images per second, masks of all {49} targets (`{m['profile']}` profile's CoMAE) | {fmt.num(m['images_per_s'], 1)} |
+| collapse orders per second, end to end | {fmt.num(m['orders_per_s'], 1)} |
+| GFLOP per image (counted) | {fmt.sig(m['gflop_per_image'], 3)} |
+| achieved GFLOP/s | {fmt.num(m['achieved_gflops'], 1)} |
+| large-matmul GFLOP/s on the same device | {fmt.num(m['matmul_gflops'], 1)} |
+| share of the matmul limit | {fmt.share(m['fraction_of_matmul'])} |
 """))
 
 # %% [markdown]
@@ -77,10 +80,10 @@ if "comae_training" in bench:
     display(Markdown(f"""
 | measure | value |
 |---|---|
-| training steps per second (`{t['profile']}` profile: {t['batch_images']} images x {t['targets_per_image']} targets per step) | {t['steps_per_s']:.1f} |
-| GFLOP per step (forward and backward, counted) | {t['gflop_per_step']:.2f} |
-| achieved GFLOP/s | {t['achieved_gflops']:.1f} |
-| fraction of the matmul limit | {t['fraction_of_matmul']:.1%} |
+| training steps per second (`{t['profile']}` profile: {t['batch_images']} images x {t['targets_per_image']} targets per step) | {fmt.num(t['steps_per_s'], 1)} |
+| GFLOP per step (forward and backward, counted) | {fmt.sig(t['gflop_per_step'], 3)} |
+| achieved GFLOP/s | {fmt.num(t['achieved_gflops'], 1)} |
+| share of the matmul limit | {fmt.share(t['fraction_of_matmul'])} |
 """))
 else:
     display(Markdown("This bench file predates the CoMAE training section: run `make bench`."))
@@ -104,9 +107,9 @@ if "pretrain" in bench:
     for name, r in bench["pretrain"].items():
         old, new = r.get("before"), r["after"]
         best = min(r["batches"], key=lambda b: b["epoch_s"])
-        rows.append(f"| {name} | " + (f"{old['images_per_s']:,.0f} (batch {old['batch']})" if old else "–")
-                    + f" | {new['images_per_s']:,.0f} (batch {new['batch']}) | {new['fraction_of_matmul']:.1%} | "
-                    + ", ".join(f"{b['batch']}: {b['epoch_s']:.0f} s" for b in r["batches"])
+        rows.append(f"| {name} | " + (f"{fmt.num(old['images_per_s'], 0)} (batch {old['batch']})" if old else fmt.MISSING)
+                    + f" | {fmt.num(new['images_per_s'], 0)} (batch {new['batch']}) | {fmt.share(new['fraction_of_matmul'])} | "
+                    + ", ".join(f"{b['batch']}: {fmt.num(b['epoch_s'], 0)} s" for b in r["batches"])
                     + f" | {best['batch']} |")
     display(Markdown(f"Measured at commit `{bench.get('pretrain_commit', bench['commit'])[:12]}`.\n\n"
                      "| base model | images/s before | images/s after | after, share of matmul limit | "
@@ -118,16 +121,16 @@ else:
 # ## What one training step costs, in operators
 #
 # Each model's training step as `copkit.train.train` runs it (the profile's precision, gradient
-# clipping, the optimiser, the EMA), timed and its ATen operators counted, each the difference of
+# clipping, the optimiser, the {term}`EMA`), timed and its {term}`ATen operators <ATen operator>` counted, each the difference of
 # two runs of different lengths so that start-up costs cancel. Every operator is at least one
-# kernel launch on a GPU; the book's models are small, so there a step costs its launches more than
+# {term}`kernel launch` on a GPU; the book's models are small, so there a step costs its launches more than
 # its FLOPs, and microseconds per operator times a chapter's operators is how the `gpu` profile
 # is sized (`copkit/configs/gpu.yaml`).
 
 # %%
 if "step_costs" in bench:
-    rows = [f"| {name} | {r['batch']} | {r['precision']} | {r['ms_per_step']:.1f} | {r['ops_per_step']:,.0f} | "
-            f"{r['us_per_op']:.1f} |" for name, r in bench["step_costs"].items()]
+    rows = [f"| {name} | {r['batch']} | {r['precision']} | {fmt.num(r['ms_per_step'], 1)} | {fmt.num(r['ops_per_step'], 0)} | "
+            f"{fmt.num(r['us_per_op'], 1)} |" for name, r in bench["step_costs"].items()]
     display(Markdown("| training | batch | precision | ms per step | ATen operators per step | us per operator |\n"
                      "|---|---|---|---|---|---|\n" + "\n".join(rows)))
 else:
@@ -138,7 +141,7 @@ else:
 #
 # A launch-bound step is fast only while the host runs ahead of the GPU, queueing kernels. Reading
 # a value on the host, copying from ordinary (pageable) host memory, or a shape that depends on
-# data makes the host wait until the GPU has caught up: a host-device sync. `tools/sync_check.py`
+# data makes the host wait until the GPU has caught up: a {term}`host-device sync`. `tools/sync_check.py`
 # trains each model for a few steps, and samples with MAR, under CUDA's sync debug mode and counts
 # the syncs between the logging steps (which read the loss on purpose); `scripts/gpu_book.sh` runs
 # it on the GPU before the chapters.
@@ -156,7 +159,7 @@ else:
 # %% [markdown]
 # ## Does `torch.compile` pay?
 #
-# The same training steps, eager and with every transformer block compiled
+# The same training steps, eager and with every transformer block compiled ({term}`torch.compile`)
 # (`copkit.train.compile_blocks`, what a profile's `compile: true` switches on), after a warm-up
 # that pays for the compilation; its seconds are shown apart, since a short run may never earn
 # them back. A profile turns compilation on only where this table, measured on its device, says
@@ -164,8 +167,8 @@ else:
 
 # %%
 if "compile" in bench:
-    rows = [f"| {name} | {r['precision']} | {r['eager']['steps_per_s']:.1f} | {r['compiled']['steps_per_s']:.1f} | "
-            f"{r['speedup']:.2f}x | {r['compiled']['warmup_s']:.0f} s |" for name, r in bench["compile"].items()]
+    rows = [f"| {name} | {r['precision']} | {fmt.num(r['eager']['steps_per_s'], 1)} | {fmt.num(r['compiled']['steps_per_s'], 1)} | "
+            f"{fmt.num(r['speedup'], 2)}x | {fmt.duration(r['compiled']['warmup_s'])} |" for name, r in bench["compile"].items()]
     display(Markdown("| training | precision | steps/s eager | steps/s compiled | speed-up | compile warm-up |\n"
                      "|---|---|---|---|---|---|\n" + "\n".join(rows)))
 else:
@@ -178,7 +181,7 @@ else:
 # CoMAE 12 + 12 blocks, MAR-B, ViT-B/16). For each, one training step at a small batch was timed
 # and its FLOPs counted on the device above; both scale linearly to the configured batch and
 # number of steps. The hours on this device are that measurement extrapolated; the H200 hours
-# divide the counted FLOPs by an *assumed* 40% of the H200's dense bf16 peak, a typical share for
+# divide the counted FLOPs by an *assumed* 40% of the H200's dense {term}`bf16` peak (the {term}`MFU`), a typical share for
 # transformer training, not a measurement (run `make bench` on the GPU to replace it). The
 # collapse orders of ImageNet-1k are the paper-size CoMAE's `masks()` for all 1,331,167 images.
 
@@ -188,13 +191,21 @@ if "paper" in bench:
     for name, r in bench["paper"].items():
         if name == "assumption":
             continue
-        what = (f"{r['steps']:,} steps x {r['batch']} images, {r['tflop_per_step']:.1f} TFLOP/step" if "steps" in r
-                else f"{r['images']:,} images, {r['gflop_per_image']:.0f} GFLOP/image")
-        rows.append(f"| `{r['config']}` | {what} | {r['hours_this_device']:,.0f} | {r['h200_hours_at_assumed_mfu']:,.1f} |")
+        what = (f"{fmt.count(r['steps'])} steps x {fmt.count(r['batch'])} images, {fmt.num(r['tflop_per_step'], 1)} "
+                f"TFLOP/step" if "steps" in r else f"{fmt.count(r['images'])} images, {fmt.num(r['gflop_per_image'], 0)} GFLOP/image")
+        rows.append(f"| `{r['config']}` | {what} | {fmt.duration(r['hours_this_device'] * 3600)} | "
+                    f"{fmt.num(r['h200_hours_at_assumed_mfu'], 1)} |")
     a = bench["paper"]["assumption"]
-    display(Markdown("| configuration | work | hours on this device | H200 hours (assumed) |\n|---|---|---|---|\n"
-                     + "\n".join(rows) + f"\n\nH200: {a['h200_bf16_dense_flops'] / 1e12:.0f} TFLOP/s dense bf16 at "
-                     f"{a['assumed_mfu']:.0%} utilisation (assumed)."))
+    runs = {k: r for k, r in bench["paper"].items() if k != "assumption"}
+    longest = max(runs, key=lambda k: runs[k]["hours_this_device"])
+    display(Markdown("| configuration | work | time on this device | H200 hours (assumed) |\n|---|---|---|---|\n"
+                     + "\n".join(rows) + f"\n\nH200: {fmt.num(a['h200_bf16_dense_flops'] / 1e12, 0)} TFLOP/s dense bf16 at "
+                     f"{fmt.share(a['assumed_mfu'], 0)} utilisation (assumed). On this device ({bench['cpu']}, "
+                     f"{bench['threads']} threads) `{runs[longest]['config']}` alone would run for "
+                     f"{fmt.duration(runs[longest]['hours_this_device'] * 3600)}, against "
+                     f"{fmt.num(runs[longest]['h200_hours_at_assumed_mfu'], 0)} hours on one H200 at the assumed "
+                     "utilisation: the paper's setting needs GPUs, which is why the chapters work at Fashion-MNIST's "
+                     "size and the `gpu` profile exists."))
 else:
     display(Markdown("This bench file predates the paper-size section: run `make bench`."))
 
@@ -204,23 +215,23 @@ else:
 # Both on the CPU, whatever device the rest of the bench ran on: networkx has no GPU.
 
 # %%
-rows = [f"| {k[1:]} | {r['graphs']} | {r['copkit_s']:.3f} | {r['networkx_s']:.2f} | {r['speedup']:.0f}x | "
-        f"{r['max_abs_diff']:.1e} |" for k, r in bench["pagerank"].items()]
+rows = [f"| {k[1:]} | {fmt.count(r['graphs'])} | {fmt.num(r['copkit_s'], 3)} | {fmt.num(r['networkx_s'], 2)} | "
+        f"{fmt.num(r['speedup'], 0)}x | {fmt.sig(r['max_abs_diff'], 2)} |" for k, r in bench["pagerank"].items()]
 display(Markdown("| N | graphs | copkit (s) | networkx (s) | speed-up | max abs. difference |\n"
                  "|---|---|---|---|---|---|\n" + "\n".join(rows)))
 
 # %% [markdown]
 # ## The CViT classifier at fewer tokens
 #
-# Images per second keeping 100%, 50% and 22% of the 49 patch tokens, measured in one interleaved
+# Images per second of the {term}`CViT` classifier keeping 100%, 50% and 22% of the 49 patch {term}`tokens <token>`, measured in one interleaved
 # run, beside the ratio of whole-forward FLOPs: the speed-up that counting FLOPs predicts. A
 # measured speed-up can exceed it, when the shorter sequence's activations fit the caches better.
 
 # %%
 if "cvit" in bench:
     c = bench["cvit"]
-    rows = [f"| {float(r):.0%} | {k['tokens']} | {k['images_per_s']:,.0f} | {k['speedup']:.2f}x | {k['flop_ratio']:.2f}x |"
-            for r, k in c["keep"].items()]
+    rows = [f"| {fmt.share(float(r), 0)} | {k['tokens']} | {fmt.num(k['images_per_s'], 0)} | {fmt.num(k['speedup'], 2)}x | "
+            f"{fmt.num(k['flop_ratio'], 2)}x |" for r, k in c["keep"].items()]
     display(Markdown(f"`{c['profile']}` profile's ViT ({c['depth']} blocks of width {c['width']}), {c['images']} images\n\n"
                      "| keep | tokens | images/s | speed-up vs 100% | FLOP ratio |\n|---|---|---|---|---|\n"
                      + "\n".join(rows)))
@@ -234,47 +245,29 @@ else:
 
 # %%
 g = bench["gaussian_entropy"]
-display(Markdown(f"Fit to 60,000 images: {g['fit_60000_s']:.2f} s; greedy order: {g['greedy_order_s']:.2f} s; "
-                 f"prefix curves: {g['prefix_curves_per_s']:.1f} per second."))
+display(Markdown(f"Fit to 60,000 images: {fmt.num(g['fit_60000_s'], 2)} s; greedy order: {fmt.num(g['greedy_order_s'], 2)} s; "
+                 f"prefix curves: {fmt.num(g['prefix_curves_per_s'], 1)} per second."))
 
 # %% [markdown]
 # ## The book's own run times, per profile
 #
 # `tools/run_chapters.py` records the minutes each chapter took, with the device and machine, in
 # `runtimes-<profile>.json` beside the results files; every profile that has been run is shown (the
-# `smoke` times from `make test`'s run in `.scratch/book/results/` when that folder exists). A
-# chapter that found its trained runs in `data/runs/` only loaded them, so a time can be a
-# re-execution time; the README lists the times from scratch. Where no runtimes file exists yet,
-# the times come from papermill's metadata in the executed chapters.
+# `smoke` times from `make test`'s run in `.scratch/book/results/` where the book holds none). The
+# introduction, the README and the report state the same numbers from the same files
+# (`copkit.results.read_runtimes`; `tools/runtimes_text.py` writes them into the Markdown pages). A
+# chapter that found its trained runs in `data/runs/` only loaded them, so the `cpu` file keeps the
+# times of a run from the shipped base models with nothing cached.
 
 # %% tags=["hide-input"]
-runtimes = {}
-for folder in (Path(results_dir), Path(smoke_results_dir)):  # the first folder's file wins for a profile
-    for path in sorted(folder.glob("runtimes-*.json")):
-        r = json.loads(path.read_text())
-        runtimes.setdefault(r.get("profile", path.stem.removeprefix("runtimes-")), r.get("chapters", {}))
-order = {"smoke": 0, "cpu": 1, "gpu": 2}
-profiles = sorted(runtimes, key=lambda p: (order.get(p, 9), p))
-if profiles:
-    names = sorted({name for chapters in runtimes.values() for name in chapters})
-    head = "| chapter | " + " | ".join(f"`{p}` (min)" for p in profiles) + " |\n|---|" + "---|" * len(profiles)
-    rows = [f"| {name} | " + " | ".join(f"{runtimes[p][name]['seconds'] / 60:.1f}" if name in runtimes[p] else "not run"
-                                        for p in profiles) + " |" for name in names]
-    rows.append("| **total** | " + " | ".join(f"**{sum(c['seconds'] for c in runtimes[p].values()) / 60:.1f}**"
-                                              for p in profiles) + " |")
-    where = []
-    for p in profiles:
-        hosts = {(c.get("device"), c.get("gpu") or c.get("cpu"), c.get("cpus"), c.get("omp_num_threads"))
-                 for c in runtimes[p].values()}
-        where.append(f"`{p}`: " + "; ".join(f"{d} ({m or 'unknown machine'}, {n} cores"
-                                            + (f", OMP_NUM_THREADS={t}" if t else "") + ")" for d, m, n, t in sorted(hosts, key=str)))
-    missing = [p for p in order if p not in runtimes]
-    display(Markdown(head + "\n" + "\n".join(rows) + "\n\nMeasured on " + "; ".join(where) + "."
-                     + (f" Not measured yet: {', '.join(f'`{p}`' for p in missing)}." if missing else "")))
+runtimes = read_runtimes(results_dir, smoke_results_dir)  # the first folder's file wins for a profile
+if runtimes:
+    missing = [p for p in ("smoke", "cpu", "gpu") if p not in runtimes]
+    display(Markdown(runtimes_table(runtimes) + "\n\nThis page and the report take seconds; they read this file "
+                     "before their own time is recorded in it, so the table leaves them out. Measured on "
+                     + "; ".join(f"`{p}`: {runtimes_hosts({k: v for k, v in c.items() if k not in RUNTIME_READERS})}"
+                                 for p, c in runtimes.items()) + "."
+                     + (f" Not measured yet: {fmt.listing(f'`{p}`' for p in missing)}." if missing else "")))
 else:
-    rows = []
-    for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
-        pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
-        rows.append(f"| {nb_path.stem} | `{pm.get('parameters', {}).get('profile', '?')}` | {(pm.get('duration') or 0) / 60:.1f} |")
-    display(Markdown("No `runtimes-<profile>.json` yet; from papermill's metadata:\n\n"
-                     "| chapter | profile | minutes |\n|---|---|---|\n" + "\n".join(rows)))
+    display(Markdown(f"No `runtimes-<profile>.json` in `{results_dir}` yet: execute the chapters with "
+                     "`tools/run_chapters.py` (`make chapters`), which records them."))

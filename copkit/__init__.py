@@ -47,6 +47,8 @@ The book:
 
 - :mod:`copkit.results`     the results file every chapter writes, claims and verdicts, and their
   text (mean ± sd, tables, prose)
+- :mod:`copkit.fmt`         one rule for every number the book prints, and comparison sentences
+  written from their numbers
 - :mod:`copkit.stats`       tests, intervals, Holm, verdicts, power: the rules a verdict follows
 - :mod:`copkit.viz`         the book's figures
 - :mod:`copkit.io`          atomic writes

@@ -236,7 +236,7 @@ _VARIANT_HELP = ("with --profile: which of the chapter's trainings (repeatable):
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from . import pretrained
+    from . import fmt, pretrained
     from .io import atomic_write_json
     from .profiles import pick_device
 
@@ -256,10 +256,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         atomic_write_json(args.results, pretrained.summary(config, args.out))
     for name, path in out.items():
         meta = json.loads(path.with_suffix(".json").read_text())
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items()
+        shown = ", ".join(f"{k} {fmt.sig(v, 4)}" for k, v in meta["metrics"].items()
                           if isinstance(v, float))
-        print(f"{name}: {path} ({meta['steps']} steps, {meta['train_seconds'] / 60:.1f} min): "
-              f"{shown}")
+        print(f"{name}: {path} ({fmt.count(meta['steps'])} steps, "
+              f"{fmt.duration(meta['train_seconds'])}): {shown}")
     return 0
 
 

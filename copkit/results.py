@@ -56,14 +56,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import stats
+from . import fmt, stats
 from .data import project_root
 from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim",
            "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit", "write_results",
            "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief",
-           "VERDICT_WORDS", "in_words", "verdict_counts", "headlines", "section_labels"]
+           "VERDICT_WORDS", "in_words", "verdict_counts", "headlines", "section_labels",
+           "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes", "runtimes_table", "runtimes_hosts",
+           "TABLE_CLASSES"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -216,16 +218,18 @@ def decide(claims: Mapping[str, Mapping[str, Any]], chapter: str, results_dir: s
 
 
 def _p(p: float | None) -> str:
-    """A p-value in two significant digits, three where two would show 0.05 for a p beside it."""
-    if p is None or not np.isfinite(p):
-        return "none"
-    shown = f"{p:.2g}"
-    return shown if shown != "0.05" else f"{p:.3g}"
+    """"= p" as :func:`copkit.fmt.pvalue` writes it ("< 1e-6" for a tiny p), "= none" where the test
+    gave none."""
+    shown = "none" if p is None or not np.isfinite(p) else fmt.pvalue(p)
+    return shown if shown.startswith("<") else "= " + shown
 
 
 def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     """A test's outcome as a claim says it: the test, the effect with its 95% interval, the number
     of replicates and p (and Holm's p with the family size, once :func:`decide` filled them).
+    Numbers follow :mod:`copkit.fmt`: the effect and interval with ``digits`` decimals, p-values
+    by :func:`copkit.fmt.pvalue`, the detectable and the paper's effects to ``digits``
+    significant figures (never fewer than their integer digits).
 
     >>> from copkit.stats import paired
     >>> test_text(paired([1.0, 2.0, 3.0], [0.5, 1.1, 2.6]))
@@ -238,14 +242,14 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     over = f"{n[0]} and {n[1]} {r['unit']}" if isinstance(n, (list, tuple)) else f"{n} {r['unit']}"
     lo, hi = r["ci"] or (None, None)
     interval = ("no interval" if lo is None or hi is None
-                else f"95% interval {lo:+.{digits}f} to {hi:+.{digits}f}")
-    text = f"{r['test']} over {over}: {r['effect']:+.{digits}f} ({interval}), p = {_p(r['p'])}"
+                else f"95% interval {fmt.signed(lo, digits)} to {fmt.signed(hi, digits)}")
+    text = f"{r['test']} over {over}: {fmt.signed(r['effect'], digits)} ({interval}), p {_p(r['p'])}"
     if r.get("p_holm") is not None:
-        text += f", Holm p = {_p(r['p_holm'])} over the book's {r['family']} tested claims"
+        text += f", Holm p {_p(r['p_holm'])} over the book's {r['family']} tested claims"
     mde = r.get("mde_family") if r.get("mde_family") is not None else r.get("mde")
     if mde is not None and r.get("paper_effect") is not None:
-        text += (f"; the smallest effect it could detect with 80% power is {mde:.{digits}g}, the "
-                 f"paper's is {r['paper_effect']:+.{digits}g}")
+        text += (f"; the smallest effect it could detect with 80% power is {fmt.sig(mde, digits)}, "
+                 f"the paper's is {fmt.signed(r['paper_effect'], digits=digits)}")
     return text
 
 
@@ -304,7 +308,8 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     """The numbers in ``text`` that no number in ``data`` (a results payload, its ``why``
     sentences left out) rounds to as written: ``0.93`` is supported by 0.9258, ``66%`` by 0.6629
     (or by 66.3), ``-5.7`` by 5.73 (a difference said with its sign), ``34%`` by 0.66 (the rest of a
-    share); ``1.4e-15`` within 5%. What a chapter says in a claim must come from what it measured
+    share); ``1.4e-15`` within 5%; a bound, ``< 1e-6`` (how :func:`copkit.fmt.pvalue` writes a tiny
+    p), by any number below it. What a chapter says in a claim must come from what it measured
     and wrote down, never typed in; an empty list means it did.
 
     >>> unsupported_numbers("66% of the top 22% patches, against 0.63 (p = 0.012)",
@@ -312,6 +317,8 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
     []
     >>> unsupported_numbers("a gain of 4.2 points", {"gain": 3.9})
     ['4.2']
+    >>> unsupported_numbers("p < 1e-6, Holm p < 1e-6", {"p": 1.8e-69, "p_holm": 4.7e-68}), unsupported_numbers("p < 1e-6", {"p": 0.2})
+    ([], ['1e-6'])
     """
     values: list[float] = []
     _numbers(data, values)
@@ -325,7 +332,10 @@ def unsupported_numbers(text: str, data: Any) -> list[str]:
         mantissa = token.split("e")[0]
         decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
         tol = x * 0.05 if "e" in token else 0.5 * 10.0 ** -decimals + 1e-9
-        if not have.size or np.abs(have - x).min() > tol:
+        if re.search(r"<\s*$", text[:m.start()]):  # a bound: "< 1e-6"
+            if not have.size or have.min() >= x:
+                bad.append(m.group(0))
+        elif not have.size or np.abs(have - x).min() > tol:
             bad.append(m.group(0))
     return bad
 
@@ -407,6 +417,75 @@ def read_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
             for p in sorted(Path(results_dir).glob("[0-9][0-9]_*.json"))}
 
 
+#: The order in which the book's profiles are shown; any other profile (a profile file) after them.
+PROFILE_ORDER = ("smoke", "cpu", "gpu")
+#: The pages that read the runtimes files, the report and the performance chapter. Each runs
+#: before its own time is recorded, so it would always show its previous run's; every table of
+#: run times leaves them out (they take seconds), and so all pages agree.
+RUNTIME_READERS = ("06_report", "07_performance")
+
+
+def read_runtimes(*folders: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The run times ``tools/run_chapters.py`` recorded: every ``runtimes-<profile>.json`` in
+    ``folders``, as {profile: {chapter: entry}} (an entry holds ``seconds``, ``device``, ``cpu``,
+    ``cpus``, ``omp_num_threads``, ``gpu``, ``finished``), profiles in :data:`PROFILE_ORDER`. The
+    first folder's file wins for a profile. The one source of every run time the book prints:
+    the introduction and README (``tools/runtimes_text.py``), the report and the performance page.
+    """
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("runtimes-*.json")):
+            r = json.loads(path.read_text())
+            found.setdefault(r.get("profile", path.stem.removeprefix("runtimes-")),
+                             dict(r.get("chapters", {})))
+    rank = {p: i for i, p in enumerate(PROFILE_ORDER)}
+    return {p: found[p] for p in sorted(found, key=lambda p: (rank.get(p, len(rank)), p))}
+
+
+def runtimes_table(runtimes: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                   leave_out: Sequence[str] = RUNTIME_READERS) -> str:
+    """Minutes per chapter (rows) for every profile (columns), and their total, as a Markdown
+    table; "not run" where a profile has no time for a chapter. The chapters in ``leave_out``
+    (:data:`RUNTIME_READERS`) are not shown nor counted.
+
+    >>> print(runtimes_table({"smoke": {"01_a": {"seconds": 13.9}}, "cpu": {"01_a": {"seconds": 41.1},
+    ...                       "02_b": {"seconds": 2178.7}, "06_report": {"seconds": 9.1}}}))
+    | chapter | `smoke` (min) | `cpu` (min) |
+    |---|---|---|
+    | 01_a | 0.2 | 0.7 |
+    | 02_b | not run | 36.3 |
+    | **total** | **0.2** | **37.0** |
+    """
+    runtimes = {p: {k: v for k, v in c.items() if k not in leave_out} for p, c in runtimes.items()}
+    profiles = list(runtimes)
+    names = sorted({name for chapters in runtimes.values() for name in chapters})
+    rows = [[name,
+             *(fmt.minutes(runtimes[p][name]["seconds"]) if name in runtimes[p] else "not run"
+               for p in profiles)]
+            for name in names]
+    rows.append(["**total**",
+                 *(f"**{fmt.minutes(sum(c['seconds'] for c in runtimes[p].values()))}**"
+                   for p in profiles)])
+    return markdown_table(["chapter", *(f"`{p}` (min)" for p in profiles)], rows)
+
+
+def runtimes_hosts(chapters: Mapping[str, Mapping[str, Any]]) -> str:
+    """Where a profile's chapters ran, from their runtimes entries: each distinct device and
+    machine once, e.g. "cpu (AMD EPYC, 2 cores, OMP_NUM_THREADS=1)".
+
+    >>> runtimes_hosts({"01_a": {"device": "cpu", "cpu": "AMD EPYC", "cpus": 2, "omp_num_threads": "1"},
+    ...                 "02_b": {"device": "cuda", "gpu": "NVIDIA H200", "cpus": 16, "omp_num_threads": None}})
+    'cpu (AMD EPYC, 2 cores, OMP_NUM_THREADS=1); cuda (NVIDIA H200, 16 cores)'
+    """
+    hosts = {(c.get("device"), c.get("gpu") or c.get("cpu"), c.get("cpus"),
+              c.get("omp_num_threads"))
+             for c in chapters.values()}
+    return "; ".join(f"{d} ({m or 'unknown machine'}, {n} cores" + (", "
+                                                                    f"OMP_NUM_THREADS={t}" if t
+                                                                    else "") + ")"
+                     for d, m, n, t in sorted(hosts, key=str))
+
+
 # ---------------------------------------------------------------------------------------------
 # Numbers and claims as text
 
@@ -416,35 +495,52 @@ def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1
     """Measurements, or a :func:`summary` dict, as "mean ± sd"; the sd is the sample one (0 for one
     value).
 
-    ``digits`` decimals for both, or with ``significant`` that many significant digits for the mean
-    and two for the sd; ``show_n`` adds the count.
+    ``digits`` decimals for both (:func:`copkit.fmt.num`), or with ``significant`` that many
+    significant digits for the mean and two for the sd (:func:`copkit.fmt.sig`: never fewer than
+    the integer digits); ``show_n`` adds the count.
 
     >>> mean_sd([70.0, 71.0, 72.5])
     '71.2 ± 1.3'
     >>> mean_sd({"mean": 0.123456, "std": 0.0123, "n": 4}, 4, significant=True, show_n=True)
     '0.1235 ± 0.012 (n=4)'
-    >>> mean_sd(3.0, 2)
-    '3.00 ± 0.00'
+    >>> mean_sd(3.0, 2), mean_sd({"mean": 12345.678, "std": 8.04, "n": 3}, 3, significant=True)
+    ('3.00 ± 0.00', '12,346 ± 8.0')
     """
     s = dict(values) if isinstance(values, Mapping) else summary(values)
     if significant:
-        text = f"{s['mean']:.{digits}g} ± {s['std']:.2g}"
+        text = f"{fmt.sig(s['mean'], digits)} ± {fmt.sig(s['std'], 2)}"
     else:
-        text = f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+        text = f"{fmt.num(s['mean'], digits)} ± {fmt.num(s['std'], digits)}"
     return text + (f" (n={s['n']})" if show_n else "")
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+#: The layouts the book's style sheet (``_static/copkit.css``) gives a table, by class:
+#: ``claims-table``, six columns whose last (a sentence, such as a claim's "why") takes a
+#: full-width line under the other five; ``dense-table``, many short numeric columns in smaller
+#: type.
+TABLE_CLASSES = ("claims-table", "dense-table")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]],
+                   css_class: str | None = None) -> str:
     """A Markdown table, for ``IPython.display.Markdown``: one header row, then ``rows``.
 
     Cells are written with ``str()``; a ``|`` inside a cell is escaped so that it cannot split the
-    cell. Every row must have as many cells as the header.
+    cell. Every row must have as many cells as the header. ``css_class`` (one of
+    :data:`TABLE_CLASSES`) wraps the table in a MyST ``container`` of that class, which the
+    site's style sheet lays out so that the table fits the text column.
 
     >>> print(markdown_table(["model", "AuC"], [["CViT", "72.2"], ["a|b", 1]]))
     | model | AuC |
     |---|---|
     | CViT | 72.2 |
     | a\\|b | 1 |
+    >>> print(markdown_table(["a"], [[1]], css_class="dense-table"))
+    :::{container} dense-table
+    | a |
+    |---|
+    | 1 |
+    :::
     """
     header = [str(h) for h in header]
     lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
@@ -454,17 +550,24 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         if len(cells) != len(header):
             raise ValueError(f"row {i} has {len(cells)} cells, the header {len(header)}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    if css_class is None:
+        return "\n".join(lines)
+    if css_class not in TABLE_CLASSES:
+        raise ValueError(f"css_class must be one of {TABLE_CLASSES}, got {css_class!r}")
+    if css_class == "claims-table" and len(header) != 6:
+        raise ValueError(f"a claims-table has 6 columns (the last a sentence), got {len(header)}")
+    return "\n".join([f":::{{container}} {css_class}", *lines, ":::"])
 
 
 def brief(value: Any) -> str:
     """A results value in a few characters: ``mean ± sd (n=...)`` for a summary, four significant
-    digits for a float, the first four items of a dict or list, the rest as text.
+    digits for a float (:func:`copkit.fmt.sig`), the first four items of a dict or list, the rest
+    as text (an ASCII arrow ``->`` as ``→``).
 
     >>> brief({"mean": 71.234, "std": 1.25, "n": 3})
     '71.23 ± 1.2 (n=3)'
-    >>> brief({"a": 0.5, "b": [1, 2, 3, 4, 5]})
-    'a: 0.5; b: [1, 2, 3, 4, …]'
+    >>> brief({"a": 0.5, "b": [1, 2, 3, 4, 5]}), brief(150_700_000.0), brief(-0.00001), brief("4.816 -> 4.267")
+    ('a: 0.5; b: [1, 2, 3, 4, …]', '150,700,000', '-1e-5', '4.816 → 4.267')
     """
     if isinstance(value, dict) and {"mean", "std", "n"} <= set(value):
         if value["mean"] is None:
@@ -476,11 +579,13 @@ def brief(value: Any) -> str:
                                                                        "…" if len(items) > 4
                                                                        else ""))
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # trailing zeros dropped, as "g" does
+        mantissa, e, exponent = fmt.sig(value, 4).partition("e")
+        return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + e + exponent
     if isinstance(value, (list, tuple)):
         return ("[" + ", ".join(brief(v) for v in value[:4]) + (", …" if len(value) > 4 else "")
                 + "]")
-    return str(value)
+    return str(value).replace("->", "→")  # an arrow that a narrow cell cannot break into "- >"
 
 
 test_text.__test__ = False

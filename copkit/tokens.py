@@ -14,7 +14,8 @@ from torch import Tensor
 
 __all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify",
            "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders",
-           "centre_out_order", "object_patches", "flip_batch", "random_flip"]
+           "centre_out_order", "object_patches", "PLACES", "patch_places", "order_places_text",
+           "flip_batch", "random_flip"]
 
 
 #: The book's tokens, 28 x 28 Fashion-MNIST images cut into 4 x 4 patches, a 7 x 7 grid of
@@ -177,6 +178,69 @@ def object_patches(images: Tensor, p: int = PATCH, level: float = -0.8) -> Tenso
     [[False, False, True, False]]
     """
     return (patchify(images, p) > level).any(-1)
+
+
+#: The places :func:`patch_places` tells apart, by their code: 0, 1, 2.
+PLACES = ("background", "edge", "inside")
+
+
+def patch_places(images: Tensor, p: int = PATCH, level: float = -0.8) -> Tensor:
+    """Where each patch lies with respect to the object (:func:`object_patches`), a (B, N) long
+    tensor of codes into :data:`PLACES`: 0 on the background (no pixel above ``level``), 1 on
+    the object's edge (an object patch with a background patch, or the image's border, among its
+    four neighbours), 2 inside the object (all four neighbours on it too).
+
+    >>> img = -torch.ones(1, 1, 12, 12); img[0, 0, :, :9] = 0.0   # the object fills the left 9 columns
+    >>> patch_places(img, 3).reshape(4, 4).tolist()
+    [[1, 1, 1, 0], [1, 2, 1, 0], [1, 2, 1, 0], [1, 1, 1, 0]]
+    """
+    if images.ndim == 3:
+        images = images[None]
+    gh, gw = grid_shape(images.shape[-2], images.shape[-1], p)
+    on = object_patches(images, p, level).reshape(-1, gh, gw)
+    # beyond the border: not the object
+    padded = torch.nn.functional.pad(on, (1, 1, 1, 1), value=False)
+    neighbours = torch.stack([padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2],
+                              padded[:, 1:-1, 2:]])
+    inside = on & neighbours.all(0)
+    return (on.long() + inside.long()).reshape(on.shape[0], -1)
+
+
+def order_places_text(orders: Tensor, images: Tensor, k: int = 8, p: int = PATCH,
+                      level: float = -0.8, words: tuple[str, str, str] = ("on the "
+                                                                          "background",
+                                                                          "on its edge",
+                                                                          "inside the object"),
+                      what: str = "orders") -> str:
+    """Where orders start and end, as a sentence written from the counts: for each order
+    ``orders[i]`` (a permutation of the N patches) on its image ``images[i]``, the place
+    (:func:`patch_places`) of its first patch, of its first ``k`` and of its last ``k``.
+    ``words`` name the three places (background, edge, inside).
+
+    >>> img = -torch.ones(2, 1, 12, 12); img[:, 0, :, :9] = 0.0
+    >>> order_places_text(torch.tensor([list(range(16)), [5] + [i for i in range(16) if i != 5]]), img, k=2, p=3)
+    'The first patch lies inside the object for 1 of 2 orders and on its edge for 1; of their first 2 patches (4 in all): 1 inside the object, 3 on its edge and 0 on the background; of their last 2: 0 inside the object, 2 on its edge and 2 on the background.'
+    """
+    from .fmt import count, listing, tally
+
+    orders = torch.as_tensor(orders)
+    if orders.ndim != 2 or orders.shape[0] != images.shape[0]:
+        raise ValueError(f"need one order per image, got orders {tuple(orders.shape)} and images "
+                         f"{tuple(images.shape)}")
+    if not 1 <= k <= orders.shape[1]:
+        raise ValueError(f"k must be in 1..{orders.shape[1]}, got {k}")
+    places = torch.gather(patch_places(images, p, level), 1, orders.long())
+
+    def counts(codes: Tensor) -> list[tuple[str, int]]:  # inside, edge, background
+        return [(words[c], int((codes == c).sum())) for c in (2, 1, 0)]
+
+    n = orders.shape[0]
+    first = [(w, c) for w, c in counts(places[:, 0]) if c]
+    head = listing(f"{w} for {count(c)}" + (f" of {count(n)} {what}" if i == 0 else "")
+                   for i, (w, c) in enumerate(first))
+    return (f"The first patch lies {head}; of their first {k} patches ({count(n * k)} in all): "
+            f"{tally(counts(places[:, :k]), zeros=True)}; of their last {k}: "
+            f"{tally(counts(places[:, -k:]), zeros=True)}.")
 
 
 def flip_batch(images: Tensor, orders: Tensor | None, flip: Tensor,

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -231,8 +232,10 @@ def test_mean_sd_is_the_sample_sd_of_the_values():
     assert mean_sd([1.0, 2.0, 3.0], 2) == "2.00 ± 1.00"
     assert mean_sd(summary([1.0, 2.0, 3.0]), 1, show_n=True) == "2.0 ± 1.0 (n=3)"
     assert mean_sd([7.0]) == "7.0 ± 0.0"
-    assert (mean_sd({"mean": 12345.678, "std": 0.01234, "n": 2}, 3,
-                    significant=True) == "1.23e+04 ± 0.012")
+    # significant figures never drop integer digits, and never print scientific notation for them
+    assert (mean_sd({"mean": 12345.678, "std": 0.01234, "n": 2}, 3, significant=True)
+            == "12,346 ± 0.012")
+    assert mean_sd({"mean": -0.001, "std": 0.02, "n": 2}, 1) == "0.0 ± 0.0"
 
 
 def test_markdown_table_shape_escaping_and_ragged_rows():
@@ -352,6 +355,28 @@ def test_a_claim_cannot_say_a_number_it_did_not_measure(tmp_path):
                   # a measured number anywhere in the file supports it
                   metrics={"gap_points": 12.1})
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_tests_text_follows_the_books_number_rule(tmp_path):
+    """p below 1e-6 as "< 1e-6" (and the results file accepts that bound), a detectable effect of
+    hundreds without scientific notation, no "-0.00"."""
+    from copkit.results import test_text
+
+    rng = np.random.default_rng(0)
+    big = tested("higher", 1.0,
+                 stats.one_sample(100 + rng.normal(0, 1, 100), 0.0, unit="random orders"), "higher",
+                 "Far above.", paper_effect=-0.041)
+    wide = tested("lower", 1.0, stats.welch([100.0, 600.0, 350.0], [400.0, 90.0, 700.0]), "lower",
+                  "Noisy.", paper_effect=-0.077)
+    decided = decide({"big": big, "wide": wide}, "01_t", tmp_path)
+    text = test_text(decided["big"]["test"])
+    assert ", p < 1e-6, Holm p < 1e-6 over" in text and "= <" not in text
+    assert not re.search(r"\de[-+]?\d", text.replace("< 1e-6", ""))  # no other scientific notation
+    wide_text = test_text(decided["wide"]["test"])
+    assert ("e+" not in wide_text and re.search(r"could detect with 80% power is [\d,]{3,}, the "
+                                                r"paper's is -0.077", wide_text))
+    write_results(tmp_path, "01_t", profile="smoke", device="cpu", seeds=[0], claims=decided,
+                  metrics={"power": 0.8})
 
 
 def test_a_chapter_at_another_profile_writes_beside_the_book_not_into_it(tmp_path, monkeypatch,

@@ -2,10 +2,13 @@ import pytest
 import torch
 
 from copkit.tokens import (
+    PLACES,
     flip_order,
     grid_coords,
     hflip_index,
     object_patches,
+    order_places_text,
+    patch_places,
     patchify,
     random_orders,
     unpatchify,
@@ -105,3 +108,50 @@ def test_object_patches_mark_the_patches_with_a_pixel_above_the_level():
     assert got[0].nonzero().flatten().tolist() == [0, 9, 48]
     assert not got[1].any()  # an all-black image has no object
     assert object_patches(img, level=0.9)[0].nonzero().flatten().tolist() == [0]
+
+
+def _garment() -> torch.Tensor:
+    """A 28 x 28 image whose object is the 5 x 5 block of patches in rows and columns 1-5 (the
+    border ring of the 7 x 7 grid is background): patches inside it are rows/columns 2-4."""
+    img = -torch.ones(1, 1, 28, 28)
+    img[0, 0, 4:24, 4:24] = 0.5
+    return img
+
+
+def test_patch_places_by_brute_force_over_the_grid():
+    places = patch_places(_garment())[0].reshape(7, 7)
+    for r in range(7):
+        for c in range(7):
+            on = 1 <= r <= 5 and 1 <= c <= 5
+            inside = 2 <= r <= 4 and 2 <= c <= 4
+            assert places[r, c] == (2 if inside else 1 if on else 0), (r, c)
+    full = patch_places(torch.zeros(1, 1, 28, 28))[0].reshape(7, 7)  # an object filling the image
+    # the border is an edge
+    assert (full[1:-1, 1:-1] == 2).all() and (full[0] == 1).all() and (full[:, -1] == 1).all()
+    assert PLACES[0] == "background" and PLACES[2] == "inside"
+
+
+def test_order_places_text_says_where_orders_start_from_the_counts():
+    """Chapter 1 said the greedy order "starts inside the garment" while some orders start on
+    the silhouette's edge or the background: the sentence is now written from where they start."""
+    img = _garment().repeat(3, 1, 1, 1)
+    inside_first = [24] + [i for i in range(49) if i != 24]          # the centre: inside
+    # (1, 1): the block's corner, an edge
+    edge_first = [8] + [i for i in range(49) if i != 8]
+    background_first = [0] + [i for i in range(49) if i != 0]        # (0, 0): the background
+    text = order_places_text(torch.tensor([inside_first, edge_first, background_first]), img, k=1,
+                             words=("on the background", "on its edge", "inside the garment"),
+                             what="classes")
+    assert text.startswith("The first patch lies inside the garment for 1 of 3 classes, on its "
+                           "edge for 1 and on the background for 1;")
+    every_inside = torch.tensor([inside_first] * 3)
+    assert order_places_text(every_inside, img, k=1).startswith("The first patch lies inside the "
+                                                                "object for 3 of 3 orders;")
+    text = order_places_text(every_inside, img, k=9)
+    # first 9 of each: the centre (inside), then patches 0-7 (row 0 and (1, 0): background);
+    # last 9: 40 = (5, 5) (an edge), 41 and row 6 (background)
+    assert text.endswith("of their first 9 patches (27 in all): 3 inside the object, 0 on its edge "
+                         "and 24 on the background; of their last 9: 0 inside the object, 3 on its "
+                         "edge and 24 on the background.")
+    with pytest.raises(ValueError, match="one order per image"):
+        order_places_text(every_inside[:2], img)

@@ -14,6 +14,14 @@ Serves the site folder on localhost and, in Chromium:
   ``mjx-container`` inside every ``.math`` element) and no LaTeX left in the text (``\\(``,
   ``\\[``, or ``$...$`` around a command); one chapter (``--math-page``, Chapter 1) must show at
   least one typeset equation, so a site that lost its equations or its MathJax does not pass;
+- lays every page out at 1280 px wide, with every collapsed cell opened, and requires that no table
+  or code block is wider than the text column (the article's content box) or scrolls sideways,
+  that no raw MyST role or directive (``{ref}`...```, ``:::{container}``) is left in the text, and
+  that every figure (an image in a figure or a cell's output) is rendered at least
+  ``MIN_FIGURE_SHARE`` (60%) of the column wide. A page that cannot pass one of these until its
+  chapter is re-run is listed, by check and page, in :data:`KNOWN_FAILURES`: its failures are
+  reported as known, not as failures, and an entry that no longer fails is itself a failure (so
+  the list only shrinks);
 - searches for a word (``PageRank``) on the search page and requires results;
 - saves a screenshot of one chapter.
 
@@ -44,6 +52,15 @@ SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_sta
 # Console errors that are not the site's: pydata-sphinx-theme logs this on a reader's first visit
 # (no mode stored yet) and falls back to "auto".
 HARMLESS = ("Got invalid theme mode: . Resetting to auto.",)
+#: The smallest width of a rendered figure, as a share of the text column.
+MIN_FIGURE_SHARE = 0.6
+#: The layout checks, by name: what :func:`layout_failures` reports.
+LAYOUT_CHECKS = ("overflow", "raw-myst", "figure-width")
+#: Layout failures that only re-running a chapter can fix (its figures and outputs are made by the
+#: chapter, not by the style sheet), by (check, page): why. Reported as known, never skipped in
+#: silence; an entry whose page passes is a failure, so that the list is emptied as the chapters
+#: are re-run. Empty: every page of the current book passes every layout check.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
@@ -54,11 +71,19 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # The browser drops a response it no longer needs (a page left while its images load):
+        # the broken pipe is not the site's fault, and its traceback would bury the report.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     """Serve ``folder`` on a free localhost port in a daemon thread; return the server and its
     URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
@@ -163,6 +188,92 @@ MATH_FACTS = r"""async (timeoutMs) => {
 }"""  # noqa: E501 - JavaScript run in the page
 
 
+# Open every collapsed cell (hidden inputs and outputs), then measure the text column (the content
+# box of the article), every table and code block, the text for raw MyST, and every figure.
+LAYOUT_FACTS = r"""() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const cs = getComputedStyle(article);
+  const box = article.getBoundingClientRect();
+  const left = box.left + parseFloat(cs.paddingLeft) + parseFloat(cs.borderLeftWidth);
+  const right = box.right - parseFloat(cs.paddingRight) - parseFloat(cs.borderRightWidth);
+  const describe = el => (el.innerText || el.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 60);
+  const overflows = [];
+  for (const el of article.querySelectorAll('table, pre')) {
+    const r = el.getBoundingClientRect();
+    if (!r.width && !r.height) continue;
+    const scroller = el.tagName === 'TABLE' ? (el.closest('.pst-scrollable-table-container') || el.parentElement) : el;
+    const wide = Math.max(r.width, scroller.scrollWidth);
+    if (r.left < left - 1 || r.right > right + 1 || scroller.scrollWidth > scroller.clientWidth + 1)
+      overflows.push({tag: el.tagName.toLowerCase(), width: Math.round(wide), text: describe(el)});
+  }
+  const skip = 'pre, code, script, style, textarea, .highlight';
+  const raw = /\{[a-z][a-z0-9_:-]*\}`[^`]*`|(:::|```)\{[a-z][a-z0-9_:-]*\}/;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+      n.parentElement && n.parentElement.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  const roles = [];
+  while (walker.nextNode()) {
+    const m = walker.currentNode.textContent.match(raw);
+    if (m) roles.push(m[0].slice(0, 80));
+  }
+  const figures = Array.from(article.querySelectorAll('img')).filter(i => i.closest('figure, .cell_output, .output'))
+    .map(i => ({src: i.getAttribute('src') || '', alt: (i.getAttribute('alt') || '').slice(0, 60),
+                width: Math.round(i.getBoundingClientRect().width)}));
+  return {column: Math.round(right - left), overflows, roles, figures};
+}"""
+
+
+def layout_failures(rel: str, facts: dict,
+                    min_share: float = MIN_FIGURE_SHARE) -> list[tuple[str, str]]:
+    """What is wrong with a page's layout, from :data:`LAYOUT_FACTS`, as (check, message) pairs
+    with the check one of :data:`LAYOUT_CHECKS`: a table or code block wider than the text column
+    (or scrolling sideways), raw MyST left in the text, a figure narrower than ``min_share`` of
+    the column.
+
+    >>> layout_failures("a.html", {"column": 700, "overflows": [{"tag": "pre", "width": 900, "text": "x = 1"}],
+    ...                            "roles": ["{ref}`ch1-eq1`"], "figures": [{"src": "f.png", "alt": "a plot", "width": 400}]})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('overflow', "a.html: a pre 900 px wide in a 700 px column: 'x = 1'"),
+     ('raw-myst', "a.html: raw MyST in the text: '{ref}`ch1-eq1`'"),
+     ('figure-width', "a.html: a figure 400 px wide, 57% of the 700 px column (at least 60%): 'a plot'")]
+    """
+    out = [("overflow", f"{rel}: a {o['tag']} {o['width']} px wide in a {facts['column']} px "
+                        f"column: {o['text']!r}")
+           for o in facts["overflows"]]
+    out += [("raw-myst", f"{rel}: raw MyST in the text: {text!r}") for text in facts["roles"]]
+    column = facts["column"]
+    for f in facts["figures"]:
+        if column and f["width"] < min_share * column:
+            out.append(("figure-width",
+                        f"{rel}: a figure {f['width']} px wide, {f['width'] / column:.0%} of the "
+                                        f"{column} px column (at least {min_share:.0%}): "
+                                        f"{f['alt'] or f['src']!r}"))
+    return out
+
+
+def split_known(found: list[tuple[str, str, str]], known: dict[tuple[str, str], str]
+                ) -> tuple[list[str], list[str]]:
+    """(failures, known) from layout failures found as (check, page, message): a failure whose
+    (check, page) is in ``known`` is reported as known, with the reason; an entry of ``known``
+    that found nothing is a failure (remove it: the page passes now).
+
+    >>> split_known([("overflow", "a.html", "a.html: too wide"), ("overflow", "b.html", "b.html: too wide")],
+    ...             {("overflow", "a.html"): "until Chapter 2 is re-run", ("figure-width", "c.html"): "old"})
+    (['b.html: too wide', 'c.html: listed in KNOWN_FAILURES for figure-width but passes it now: remove the entry'], ['a.html: too wide (known: until Chapter 2 is re-run)'])
+    """
+    failures, noted = [], []
+    hit = set()
+    for check, page, message in found:
+        if (check, page) in known:
+            hit.add((check, page))
+            noted.append(f"{message} (known: {known[check, page]})")
+        else:
+            failures.append(message)
+    failures += [f"{page}: listed in KNOWN_FAILURES for {check} but passes it now: remove the entry"
+                 for check, page in known if (check, page) not in hit]
+    return failures, noted
+
+
 def math_failures(rel: str, facts: dict, must_have: bool) -> list[str]:
     """What is wrong with a page's equations, from :data:`MATH_FACTS`: untypeset ``.math`` elements
     (MathJax missing, blocked or failing), LaTeX left in the text, and, where ``must_have``, a page
@@ -188,6 +299,7 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
         return [f"no pages in {html}"]
     server, base = serve(html)
     facts: dict[str, dict] = {}
+    layout: list[tuple[str, str, str]] = []
     equations, math_seen = 0, False
     started = time.perf_counter()
     try:
@@ -235,6 +347,8 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
                 if Path(rel).stem == math_page:
                     math_seen = True
                 failures += [f"{rel}: {e}" for e in errors]
+                layout += [(check, rel, message)
+                           for check, message in layout_failures(rel, page.evaluate(LAYOUT_FACTS))]
                 for img in f["images"]:
                     if img["src"].startswith(base) and not img["ok"]:
                         failures.append(f"{rel}: image did not load: {img['src'][len(base):]}")
@@ -297,10 +411,15 @@ def check(html: Path, out: Path, chromium: str, screenshot_page: str, query: str
             browser.close()
     finally:
         server.shutdown()
+    layout_bad, layout_known = split_known(layout, KNOWN_FAILURES)
+    failures += layout_bad
+    for note in layout_known:
+        print(f"known failure: {note}")
     links = sum(len(f["links"]) for f in facts.values())
     images = sum(len(f["images"]) for f in facts.values())
     print(f"checked {len(facts)} pages, {links} links ({len(checked)} distinct internal targets), "
-          f"{images} images, {equations} typeset equations, search for {query!r}: {hits} results, "
+          f"{images} images, {equations} typeset equations, layout at 1280 px ({len(layout_bad)} "
+          f"failures, {len(layout_known)} known), search for {query!r}: {hits} results, "
           f"in {time.perf_counter() - started:.1f} s")
     return failures
 
