@@ -8,8 +8,8 @@ known. For a Gaussian model of the N tokens (each of dimension d) this is exact:
 
 From it:
 
-- Definition 1 / Eq. 8, the collapse entropy of an observed set, H_c(S) = sum_{n not in S} H(e_n |
-  e_S);
+- Definition 1 / Eq. 8, the collapse entropy of an observed set,
+  H_c(S) = sum_{n not in S} H(e_n | e_S);
 - the **prefix curve** of an order, H_c(S_k) for the first k patches of the order, k = 0..N, and its
   area, the order-dependent quantity an order should make small;
 - the chain-rule sum of Eq. 1, sum_k H(e_{o_k} | e_{o_1..o_{k-1}}), which equals the joint entropy
