@@ -87,14 +87,19 @@ def bench_masks(profile: str, dev: torch.device, sync, images: int) -> dict:
     x, _ = load_fashion_mnist("test", limit=images)
     tokens = patchify(x, PATCH).to(dev)
     seconds = best_time(lambda: model.masks(tokens), repeat=3, sync=sync)
+    # before comae.masks_chunk: 64 images per forward of f on every device
+    seconds_64 = best_time(lambda: model.masks(tokens, chunk=64), repeat=3, sync=sync)
     end_to_end = best_time(lambda: collapse_order(model.masks(tokens)), repeat=3, sync=sync)
     flops = count_flops(model.masks, tokens[:8]) / 8 * images
     # masks() runs in float32, as the orders need
     peak = matmul_flops(dev, sync, dtype=torch.float32)
     return {"profile": profile, "images": images, "seconds": seconds,
+            "chunk": comae_mod.masks_chunk(dev),
             "images_per_s": images / seconds, "masks_per_s": images * cfg.n_tokens / seconds,
             "gflop_per_image": flops / images / 1e9, "achieved_gflops": flops / seconds / 1e9,
             "matmul_gflops": peak / 1e9, "fraction_of_matmul": flops / seconds / peak,
+            "images_per_s_chunk64": images / seconds_64,
+            "fraction_of_matmul_chunk64": flops / seconds_64 / peak,
             "orders_per_s": images / end_to_end}
 
 
@@ -456,6 +461,9 @@ def main() -> int:
     print(f"| CoMAE masks(): GFLOP per image | {m['gflop_per_image']:.3f} |")
     print(f"| achieved GFLOP/s / large-matmul GFLOP/s | {m['achieved_gflops']:.1f} / "
           f"{m['matmul_gflops']:.1f} = {m['fraction_of_matmul']:.1%} |")
+    if "images_per_s_chunk64" in m:
+        print(f"| CoMAE masks() at 64 images per forward (before): images/s, share of matmul | "
+              f"{m['images_per_s_chunk64']:.1f}, {m['fraction_of_matmul_chunk64']:.1%} |")
     e = result["gaussian_entropy"]
     print(f"| Gaussian model: fit on 60,000 images | {e['fit_60000_s']:.2f} s |")
     print(f"| Gaussian model: greedy order | {e['greedy_order_s']:.2f} s |")
