@@ -581,15 +581,16 @@ claims["table5.vit.top1@78"] = tested(22.38, {**summary(at("ViT", 0.78)), "retai
     stats.one_sample(ret_vit, 0.5), "lower",
     f"A ViT trained on full images keeps {ret_vit.mean():.0%} of its above-chance accuracy with 78% of the patches "
     f"removed at random (the paper: {(22.38 - 0.1) / (82.91 - 0.1):.0%}); the claim is under half, partly under 80%.",
-    partial=stats.Partial.ci_beyond(0.3, "lower", "the 95% interval below 80% retained"), section="ch5-table5")
+    partial=stats.Partial.ci_beyond(0.3, "lower", "the 95% interval below 80% retained"),
+    smallest=0.05, section="ch5-table5")  # 5 points of retained accuracy would matter
 
 
 def compare(cid: str, paper: object, a: np.ndarray, b: np.ndarray, expect: str, other: str,
             why: Callable[[float], str], **kw) -> None:
     """A claim that ``a`` comes out ``expect`` than ``b``, paired by seed; ``why(d)`` says it from
-    the mean difference."""
+    the mean difference. Unless stated, 1 point (of top-1 or AuC) is the smallest effect that matters."""
     claims[cid] = tested(paper, {**summary(a), other: summary(b)}, stats.paired(a, b), expect, why(a.mean() - b.mean()),
-                         **kw)
+                         **{"smallest": 1.0, **kw})
 
 
 def pm(v: float, up: str, down: str) -> str:
@@ -623,7 +624,7 @@ claims["table5.dynamicvit.top1_equal_flops"] = tested("DynamicViT below CViT (Ta
     f"At equal compute, the pruner at 78% ({p78 / 1e9:.4f} GFLOP per image, CViT's cost at mask ratio "
     f"{ratio_at_p78:.2f}) reaches {at('DynamicViT-style', 0.78).mean():.1f}% top-1 against CViT's "
     f"{cvit_at_p78.mean():.1f}% there; CViT's order is not counted in this comparison (see the efficiency claims).",
-    section="ch5-efficiency")
+    smallest=1.0, section="ch5-efficiency")
 
 # %% [markdown]
 # ### The area under the accuracy curve
@@ -640,7 +641,7 @@ claims["table5.cvit.auc"] = tested(72.19, {**summary(aucs["CViT"]), "best_other"
     "best_other_auc": summary(aucs[best_other])}, stats.paired(aucs["CViT"], aucs[best_other]), "higher",
     f"CViT's AuC ({aucs['CViT'].mean():.1f}) ranks {our_rank.index('CViT') + 1} of {len(MAIN)}; the best other model, "
     f"{best_other}, has {aucs[best_other].mean():.1f} (the paper: CViT first, 72.19 against RViT's 70.86).",
-    paper_effect=72.19 - 70.86, section="ch5-table5", headline=True)
+    paper_effect=72.19 - 70.86, smallest=1.0, section="ch5-table5", headline=True)
 compare("table5.rvit.auc", 70.86, aucs["RViT"], aucs["ViT"], "higher", "vit", lambda d:
         f"Random drops in training {pm(d, 'raise', 'do not raise')} the AuC: RViT {aucs['RViT'].mean():.1f} against "
         f"ViT {aucs['ViT'].mean():.1f}, {d:+.1f} points (the paper: 70.86 against 57.16, {70.86 - 57.16:+.1f}).",
@@ -720,7 +721,7 @@ spec_why = (f"CViT's knee is at {np.mean(kc_r):.2f} and RViT's at {np.mean(kr_r)
 if both.sum() >= 2:
     claims["knee.specific_to_cvit"] = tested("the knee at 78% is CViT's (Fig. 8 reads it so)",
         {"cvit": summary(kc_r), "rvit": summary(kr_r)}, stats.paired(kc_r, kr_r), "higher", spec_why,
-        section="ch5-knees")
+        smallest=0.05, section="ch5-knees")  # knees 0.05 of mask ratio apart would matter
 else:
     claims["knee.specific_to_cvit"] = claim("the knee at 78% is CViT's (Fig. 8 reads it so)",
         {"seeds_with_both_knees": int(both.sum())}, "not testable", spec_why, section="ch5-knees")
@@ -745,7 +746,7 @@ claims["sec3.4.cvit.per_image_order"] = tested("CViT keeps the top of each image
     f"with one fixed order for all images, {said}. The content-blind centre-out order gives {centre.mean():.1f} "
     f"({test_text(t_centre)} for the image's own order against it).",
     partial=stats.Partial.ci_beyond(1.0, "higher", "the 95% interval of the gain above 1 AuC point"),
-    section="ch5-kept-22")
+    smallest=1.0, section="ch5-kept-22")
 
 # %% [markdown]
 # ### Efficiency

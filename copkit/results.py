@@ -61,8 +61,8 @@ from .data import project_root
 from .io import atomic_write_json
 
 __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summary", "claim",
-           "tested", "alias", "decide", "book_verdicts", "test_text", "git_commit", "write_results",
-           "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief",
+           "tested", "share_of_paper", "alias", "decide", "book_verdicts", "test_text", "git_commit",
+           "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief",
            "VERDICT_WORDS", "in_words", "verdict_counts", "headlines", "section_labels",
            "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes", "runtimes_table", "runtimes_hosts",
            "TABLE_CLASSES"]
@@ -137,7 +137,8 @@ def claim(paper: Any, ours: dict | float, verdict: str, why: str, section: str |
 
 def tested(paper: Any, ours: dict | float, record: stats.Record | None, expect: str, why: str, *,
            partial: stats.Partial | None = None, paper_effect: float | None = None,
-           section: str | None = None, headline: bool = False) -> dict[str, Any]:
+           smallest: float | None = None, section: str | None = None,
+           headline: bool = False) -> dict[str, Any]:
     """A claim that rests on seeds or samples, with its test (a :class:`copkit.stats.Record` from
     :func:`copkit.stats.welch`, :func:`~copkit.stats.paired`, :func:`~copkit.stats.one_sample`
     or :func:`~copkit.stats.equivalence`; None when the data cannot test it), the direction it
@@ -145,15 +146,47 @@ def tested(paper: Any, ours: dict | float, record: stats.Record | None, expect: 
     :class:`copkit.stats.Partial` criterion stated before measuring, and the paper's own effect in
     the same units. Its verdict is left to :func:`decide`.
 
+    A directional claim ("lower" or "higher") must state ``smallest``, the smallest effect that
+    would matter in the effect's units, before it is measured: an effect whose 95% interval lies
+    inside it is "negligible", and "reproduced" needs at least that effect
+    (:func:`copkit.stats.verdict`). An "equal" claim states its band in
+    :func:`copkit.stats.equivalence` instead.
+
     >>> from copkit.stats import welch
     >>> c = tested("lower", [1.0, 2.0], welch([1.0, 2.0, 1.5], [3.0, 4.0, 3.5]), "lower",
-    ...            "Lower by 2.")
+    ...            "Lower by 2.", smallest=0.5)
     >>> c["verdict"], c["test"]["test"], c["test"]["effect"]
     (None, 'welch t', -2.0)
     """
+    if expect in ("lower", "higher") and smallest is None:
+        raise ValueError(f"a {expect!r} claim needs smallest=, the smallest effect that would "
+                         "matter in the effect's units, stated before measuring (e.g. 0.05 of "
+                         "Kendall tau, 1 point of top-1)")
     row = _row(paper, ours, None, why, section, headline)
-    row["test"] = stats.claim_row(record, expect=expect, partial=partial, paper_effect=paper_effect)
+    row["test"] = stats.claim_row(record, expect=expect, partial=partial, paper_effect=paper_effect,
+                                  smallest=smallest)
     return row
+
+
+def share_of_paper(paper_effect: float, paper_scale: float = 1.0, our_scale: float = 1.0,
+                   share: float = 0.25) -> float:
+    """A smallest effect that would matter (``tested(..., smallest=...)``), as a share of the
+    paper's own effect carried to our scale in proportion: ``share * |paper_effect| * our_scale /
+    paper_scale``. With the default, an effect under a quarter of the paper's does not count as
+    reproducing it. ``paper_scale`` and ``our_scale`` are what the effect is relative to: the
+    baseline's value (an FID, a loss), or the number of mask entries (N - 1) for a sum over them.
+
+    >>> round(share_of_paper(5.928 - 5.997, paper_scale=5.997, our_scale=150.0), 3)  # 1.15% of 150 / 4
+    0.431
+    """
+    for name, v in (("paper_effect", paper_effect), ("paper_scale", paper_scale),
+                    ("our_scale", our_scale), ("share", share)):
+        if not np.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if paper_effect == 0 or paper_scale <= 0 or our_scale <= 0 or not 0 < share <= 1:
+        raise ValueError("share_of_paper needs a non-zero paper effect, positive scales and a "
+                         f"share in (0, 1]; got {paper_effect}, {paper_scale}, {our_scale}, {share}")
+    return float(share * abs(paper_effect) * our_scale / paper_scale)
 
 
 def alias(primary: str, paper: Any, ours: dict | float, why: str, section: str | None = None,
@@ -246,6 +279,8 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     text = f"{r['test']} over {over}: {fmt.signed(r['effect'], digits)} ({interval}), p {_p(r['p'])}"
     if r.get("p_holm") is not None:
         text += f", Holm p {_p(r['p_holm'])} over the book's {r['family']} tested claims"
+    if r.get("smallest") is not None:
+        text += f"; the smallest effect that matters was set at {fmt.sig(r['smallest'], digits)}"
     mde = r.get("mde_family") if r.get("mde_family") is not None else r.get("mde")
     if mde is not None and r.get("paper_effect") is not None:
         text += (f"; the smallest effect it could detect with 80% power is {fmt.sig(mde, digits)}, "
@@ -593,11 +628,15 @@ test_text.__test__ = False
 
 #: How :func:`in_words` introduces each verdict.
 VERDICT_WORDS = {
-    "reproduced": "**Agrees**: the paper's direction (or its value, within the margin stated with "
-                  "the claim), significant after Holm's correction over every tested claim of the "
-                  "book; or an exact computation.",
+    "reproduced": "**Agrees**: the paper's direction, by at least the smallest effect that would "
+                  "matter (or its value, within the margin stated with the claim), significant "
+                  "after Holm's correction over every tested claim of the book; or an exact "
+                  "computation.",
     "partly": "**Partly**: the full claim is not shown, but the weaker criterion stated with it "
               "before measuring holds.",
+    "negligible": "**Negligible**: the effect's 95% interval lies inside the smallest effect that "
+                  "would matter, stated with the claim before measuring; whatever its sign, it does "
+                  "not support the paper.",
     "not reproduced": "**Disagrees**: the opposite direction (or outside the stated margin), "
                       "significant after the correction; or an exact computation.",
     "inconclusive": "**Inconclusive**: not significant after Holm's correction over the book's "
@@ -618,7 +657,7 @@ def in_words(claims: Mapping[str, Mapping[str, Any]], links: bool = True) -> str
 
     >>> print(in_words({"a": claim(1, 2.0, "not testable", "A differs."),
     ...                 "b": claim(1, 1.0, "reproduced", "B holds.", exact=True)}, links=False))
-    **Agrees**: the paper's direction (or its value, within the margin stated with the claim), significant after Holm's correction over every tested claim of the book; or an exact computation.
+    **Agrees**: the paper's direction, by at least the smallest effect that would matter (or its value, within the margin stated with the claim), significant after Holm's correction over every tested claim of the book; or an exact computation.
     <BLANKLINE>
     - B holds.
     <BLANKLINE>

@@ -60,7 +60,9 @@ __all__ = [
 EXPECT = ("lower", "higher", "equal")
 _SIDES = ("lower", "higher")
 #: What :func:`verdict` and :func:`fill` can say. "not testable": no test was run (no record).
-VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not testable")
+#: "negligible": the effect's 95% interval lies inside the smallest effect that would matter, stated
+#: with a directional claim before measuring (:func:`verdict`): it does not support the paper.
+VERDICTS = ("reproduced", "partly", "negligible", "not reproduced", "inconclusive", "not testable")
 
 _NAN = float("nan")
 
@@ -535,7 +537,8 @@ def _ci(record: Record | Mapping[str, Any]) -> tuple[float | None, float | None]
 
 
 def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm: float | None,
-            alpha: float = 0.05, partial: Partial | bool | None = None) -> str:
+            alpha: float = 0.05, partial: Partial | bool | None = None,
+            smallest: float | None = None) -> str:
     """The verdict on one claim, from its effect and its Holm-adjusted p.
 
     - "reproduced": the effect has the expected sign and ``p_holm < alpha``; for
@@ -550,6 +553,15 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
       correction (or could not be run: NaN p), the data do not decide;
     - "not testable": no record at all.
 
+    ``smallest``, for a directional claim, is the smallest effect that would matter, in the effect's
+    units, stated with the claim before measuring (e.g. 5 points of object share, 0.05 of Kendall
+    tau). With it, "reproduced" and "not reproduced" also need ``|effect| >= smallest``, and a claim
+    whose whole 95% interval lies strictly inside ``(-smallest, +smallest)`` is "negligible": an
+    equivalence decision (the interval inside the band is the two one-sided tests at level 0.025
+    each), checked before "partly", and counted as *not* supporting the paper. A significant effect
+    of the right sign but below ``smallest``, whose interval still reaches past it, is
+    "inconclusive" (unless its partial criterion holds).
+
     The two-sided p with the sign of the effect makes a false "reproduced" at most ``alpha / 2``
     likely per claim, and a false directional verdict of either kind at most ``alpha``. For an
     "equal" claim each of "reproduced" and "not reproduced" is wrong at most ``alpha`` of the time
@@ -558,6 +570,9 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
     >>> r = {"effect": -0.3, "ci": [-0.9, 0.3]}
     >>> verdict("lower", r, 0.92), verdict("lower", r, 0.01), verdict("higher", r, 0.01)
     ('inconclusive', 'reproduced', 'not reproduced')
+    >>> small = {"effect": 0.01, "ci": [0.004, 0.016]}  # significant, but far below what matters
+    >>> verdict("higher", small, 0.001, smallest=0.05), verdict("higher", r, 0.01, smallest=0.5)
+    ('negligible', 'inconclusive')
     """
     if expect not in EXPECT:
         raise ValueError(f"expect must be one of {EXPECT}, got {expect!r}")
@@ -571,13 +586,26 @@ def verdict(expect: str, test_record: Record | Mapping[str, Any] | None, p_holm:
     if expect == "equal":
         if margin is None or not math.isfinite(margin):
             raise ValueError("an 'equal' claim needs a record from equivalence(), with its margin")
+        if smallest is not None:
+            raise ValueError("an 'equal' claim states its band as the equivalence margin, not as "
+                             "smallest")
         right = significant and abs(effect) <= margin
         wrong = significant and abs(effect) > margin
     else:
         if margin is not None and math.isfinite(margin):
             raise ValueError("an equivalence record answers an 'equal' claim, not a direction")
-        right = significant and (effect < 0 if expect == "lower" else effect > 0)
-        wrong = significant and (effect > 0 if expect == "lower" else effect < 0)
+        big = True
+        if smallest is not None:
+            m = float(smallest)
+            if not (math.isfinite(m) and m > 0):
+                raise ValueError(f"smallest (the smallest effect that would matter) must be a "
+                                 f"positive number in the effect's units, got {smallest!r}")
+            lo, hi = _ci(test_record)
+            if lo is not None and hi is not None and -m < lo and hi < m:
+                return "negligible"
+            big = effect is not None and math.isfinite(effect) and abs(effect) >= m
+        right = big and significant and (effect < 0 if expect == "lower" else effect > 0)
+        wrong = big and significant and (effect > 0 if expect == "lower" else effect < 0)
     if right:
         return "reproduced"
     if partial is not None and not isinstance(partial, (bool, np.bool_, Partial)):
@@ -685,7 +713,7 @@ def detectable_effect(test_record: Record | Mapping[str, Any], alpha: float = 0.
 
 def claim_row(test_record: Record | None = None, *, expect: str | None = None,
               partial: Partial | None = None, paper_effect: float | None = None,
-              alias_of: str | None = None) -> dict[str, Any]:
+              smallest: float | None = None, alias_of: str | None = None) -> dict[str, Any]:
     """One claim as a plain JSON-able dict, written when it is measured, before the book's family
     is known: the test, raw ``p``, ``effect`` with its ``ci`` and what the interval resampled or
     assumed, the expected direction, the partial criterion's name and whether it holds, and
@@ -694,6 +722,9 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None,
     detect at 80% power at alpha = 0.05 (:func:`detectable_effect`); :func:`fill` adds
     ``mde_family``, the same at the Bonferroni level alpha / family, which is what Holm asks of
     the claim with the smallest p (and at most what it asks of any other).
+
+    ``smallest``: for a directional claim, the smallest effect that would matter, stated before
+    measuring (see :func:`verdict`: "negligible" when the interval lies inside it).
 
     ``alias_of="vit.auc"`` makes a row that only points at another claim which is the same test
     (``rvit.auc`` and ``vit.auc``): it is not counted again, and shares that claim's outcome.
@@ -704,7 +735,8 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None,
     ('welch t', -3.0, None, None)
     """
     if alias_of is not None:
-        if test_record is not None or expect is not None or partial is not None:
+        if (test_record is not None or expect is not None or partial is not None
+                or smallest is not None):
             raise ValueError("an alias carries nothing of its own: it shares its primary claim's "
                              "test")
         return {"alias_of": str(alias_of)}
@@ -715,7 +747,15 @@ def claim_row(test_record: Record | None = None, *, expect: str | None = None,
                            "margin": None}
     if test_record is not None:
         row.update(test_record.as_dict())
+    if smallest is not None:
+        if expect == "equal":
+            raise ValueError("an 'equal' claim states its band as the equivalence margin "
+                             "(equivalence(record, margin)), not as smallest")
+        if not (math.isfinite(float(smallest)) and float(smallest) > 0):
+            raise ValueError(f"smallest (the smallest effect that would matter) must be a positive "
+                             f"number in the effect's units, got {smallest!r}")
     row.update({"expect": expect, "paper_effect": _num(paper_effect),
+                "smallest": _num(float(smallest)) if smallest is not None else None,
                 "mde": _num(detectable_effect(test_record)) if test_record is not None else None,
                 "partial": partial.name if partial is not None else None,
                 "partial_holds": (partial(test_record) if test_record is not None else False)
@@ -758,7 +798,8 @@ def fill(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str
             ph = adjusted[k]
             mde = detectable_effect(r, alpha / family) if family else _NAN
             out.update(p_holm=_num(ph), family=family, mde_family=_num(mde),
-                       verdict=verdict(r["expect"], r, ph, alpha, partial=r.get("partial_holds")))
+                       verdict=verdict(r["expect"], r, ph, alpha, partial=r.get("partial_holds"),
+                                       smallest=r.get("smallest")))
         done[k] = out
     return {k: (dict(done[r["alias_of"]], alias_of=r["alias_of"]) if r.get("alias_of") is not None
                 else done[k])

@@ -17,6 +17,7 @@ from copkit.results import (
     read_results,
     summary,
     tested,
+    verdict_counts,
     write_results,
 )
 
@@ -280,10 +281,10 @@ def test_headline_flag_is_stored_only_when_true_and_counted(tmp_path):
     results = read_results(tmp_path)
     assert list(results) == ["01_y", "02_x"]
     counts = verdict_counts(results)
-    assert (dict(counts["02_x"]) == {"reproduced": 1, "partly": 1, "not reproduced": 0,
-                                     "inconclusive": 0, "not testable": 0})
-    assert (dict(counts["01_y"]) == {"reproduced": 0, "partly": 1, "not reproduced": 0,
-                                     "inconclusive": 0, "not testable": 0})
+    assert (dict(counts["02_x"]) == {"reproduced": 1, "partly": 1, "negligible": 0,
+                                     "not reproduced": 0, "inconclusive": 0, "not testable": 0})
+    assert (dict(counts["01_y"]) == {"reproduced": 0, "partly": 1, "negligible": 0,
+                                     "not reproduced": 0, "inconclusive": 0, "not testable": 0})
     assert [(ch, cid) for ch, cid, _ in headlines(results)] == [("02_x", "b")]
 
 
@@ -315,8 +316,8 @@ def test_decide_applies_holm_over_every_chapter_and_counts_an_alias_once(tmp_pat
     big = stats.welch(rng.normal(0, 1, 40), rng.normal(3, 1, 40))
     near = stats.one_sample([0.30, 0.32, 0.35, 0.33, 0.31, 0.36], 0.3)  # p ~ 0.02: only alone
     assert 0.0125 < near.p < 0.05  # significant alone, not once multiplied by 4
-    other = {"z.big": tested("lower", 1.0, big, "lower", "B is lower.")}
-    mine = {"a.near": tested(0.3, 1.0, near, "higher", "A is higher."),
+    other = {"z.big": tested("lower", 1.0, big, "lower", "B is lower.", smallest=0.5)}
+    mine = {"a.near": tested(0.3, 1.0, near, "higher", "A is higher.", smallest=0.01),
             "a.same": alias("a.near", 0.3, 1.0, "The same comparison read the other way."),
             "a.none": claim("open", 1.0, "not testable", "Not here.")}
     decided = decide(mine, "02_a", tmp_path)  # no other results yet: a family of one
@@ -327,7 +328,7 @@ def test_decide_applies_holm_over_every_chapter_and_counts_an_alias_once(tmp_pat
     # three more tested claims elsewhere in the book: Holm multiplies the smaller p's
     for k in range(3):
         other[f"z.null{k}"] = tested("higher", 1.0, stats.welch([1.0, 2.0, 3.0], [1.1, 2.2, 2.9]),
-                                     "higher", "Null.")
+                                     "higher", "Null.", smallest=0.5)
     write_results(tmp_path, "01_z", profile="smoke", device="cpu", seeds=[0],
                   claims=decide(other, "01_z", tmp_path), metrics={})
     decided = decide(mine, "02_a", tmp_path)
@@ -341,6 +342,25 @@ def test_decide_applies_holm_over_every_chapter_and_counts_an_alias_once(tmp_pat
     with pytest.raises(ValueError, match="no verdict yet"):
         write_results(tmp_path, "02_a", profile="smoke", device="cpu", seeds=[0], claims=mine,
                       metrics={})
+
+
+def test_a_directional_claim_states_the_smallest_effect_that_matters(tmp_path):
+    """Stated before measuring: without it a directional claim is refused; with it a significant
+    but small effect is "negligible", said in words, and the tally counts it on its own."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.7, 0.1, 2000)
+    tiny = stats.paired(base + rng.normal(0.004, 0.02, 2000), base, unit="test images")
+    with pytest.raises(ValueError, match="smallest"):
+        tested("higher", 1.0, tiny, "higher", "A is higher.")
+    decided = decide({"t.tiny": tested("higher", 1.0, tiny, "higher", "A is barely higher.",
+                                       smallest=0.05)}, "01_n", tmp_path)
+    assert decided["t.tiny"]["verdict"] == "negligible"
+    text = in_words(decided, links=False)
+    assert (text.startswith("**Negligible**")
+            and "the smallest effect that matters was set at 0.05" in text)
+    write_results(tmp_path, "01_n", profile="smoke", device="cpu", seeds=[0], claims=decided,
+                  metrics={})
+    assert verdict_counts(read_results(tmp_path))["01_n"]["negligible"] == 1
 
 
 def test_a_claim_cannot_say_a_number_it_did_not_measure(tmp_path):
@@ -365,9 +385,9 @@ def test_a_tests_text_follows_the_books_number_rule(tmp_path):
     rng = np.random.default_rng(0)
     big = tested("higher", 1.0,
                  stats.one_sample(100 + rng.normal(0, 1, 100), 0.0, unit="random orders"), "higher",
-                 "Far above.", paper_effect=-0.041)
+                 "Far above.", paper_effect=-0.041, smallest=1.0)
     wide = tested("lower", 1.0, stats.welch([100.0, 600.0, 350.0], [400.0, 90.0, 700.0]), "lower",
-                  "Noisy.", paper_effect=-0.077)
+                  "Noisy.", paper_effect=-0.077, smallest=10.0)
     decided = decide({"big": big, "wide": wide}, "01_t", tmp_path)
     text = test_text(decided["big"]["test"])
     assert ", p < 1e-6, Holm p < 1e-6 over" in text and "= <" not in text

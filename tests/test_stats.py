@@ -351,6 +351,64 @@ def test_equivalence_error_rates_at_the_edges():
     assert v.count("not reproduced") / draws <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / draws)
 
 
+# --- the smallest effect that matters: "negligible" ---------------------------------------------
+
+def test_negligible_is_the_interval_inside_the_smallest_effect_that_matters():
+    rng = np.random.default_rng(30)
+    base = rng.normal(0.7, 0.1, 2000)
+    tiny = paired(base + rng.normal(0.005, 0.02, 2000), base, unit="test images")
+    lo, hi = tiny.ci
+    assert tiny.p < 1e-6 and 0 < lo < hi < 0.02  # significant, and far below 0.05
+    # Without a margin the tiny effect "reproduces"; with the margin it does not matter.
+    assert verdict("higher", tiny, tiny.p) == "reproduced"
+    assert verdict("higher", tiny, tiny.p, smallest=0.05) == "negligible"
+    assert verdict("lower", tiny, tiny.p, smallest=0.05) == "negligible"  # whatever its sign
+    # Checked before "partly": a weaker criterion cannot lift an effect that does not matter.
+    assert verdict("higher", tiny, tiny.p, partial=True, smallest=0.05) == "negligible"
+    # The interval reaches past the margin: not negligible, and too small to reproduce.
+    between = (tiny.effect + hi) / 2  # above the effect, below the interval's top
+    assert verdict("higher", tiny, tiny.p, smallest=between) == "inconclusive"
+    # An effect beyond the margin still reproduces (and contradicts the other direction).
+    big = paired(base + rng.normal(0.1, 0.02, 2000), base, unit="test images")
+    assert verdict("higher", big, big.p, smallest=0.05) == "reproduced"
+    assert verdict("lower", big, big.p, smallest=0.05) == "not reproduced"
+    with pytest.raises(ValueError, match="positive"):
+        verdict("higher", big, big.p, smallest=0.0)
+    with pytest.raises(ValueError, match="equivalence margin"):
+        verdict("equal", equivalence(big, 0.2), 0.01, smallest=0.05)
+
+
+def test_negligible_rates_match_the_two_one_sided_tests():
+    # Interval inside +-m is TOST at 0.025 a side: at a true effect on the margin, "negligible"
+    # at most 2.5% of the time; at a true zero with a wide margin, nearly always.
+    rng = np.random.default_rng(31)
+    draws, n, m = 3000, 10, 0.5
+    edge = [verdict("higher", r, r.p, smallest=m)
+            for r in (paired(x, np.zeros(n)) for x in rng.normal(m, 1.0, (draws, n)))]
+    assert edge.count("negligible") / draws <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / draws)
+    zero = [verdict("higher", r, r.p, smallest=3.0)
+            for r in (paired(x, np.zeros(n)) for x in rng.normal(0.0, 1.0, (draws, n)))]
+    # P(interval inside +-3) with sd 1, n 10: the t interval's half-width is below 3 - |mean|
+    # almost surely; the exact rate by simulation of the same statistic, independently:
+    x = rng.normal(0.0, 1.0, (200_000, n))
+    half = st.t.ppf(0.975, n - 1) * x.std(axis=1, ddof=1) / math.sqrt(n)
+    expected = float(np.mean(np.abs(x.mean(axis=1)) + half < 3.0))
+    assert within(zero.count("negligible") / draws, expected, draws)
+
+
+def test_fill_carries_the_smallest_effect_into_the_verdict():
+    rng = np.random.default_rng(32)
+    base = rng.normal(0.7, 0.1, 2000)
+    tiny = paired(base + rng.normal(0.005, 0.02, 2000), base, unit="test images")
+    rows = fill({"a": claim_row(tiny, expect="higher", smallest=0.05),
+                 "b": claim_row(tiny, expect="higher")})
+    assert rows["a"]["smallest"] == 0.05 and rows["a"]["verdict"] == "negligible"
+    assert rows["b"]["smallest"] is None and rows["b"]["verdict"] == "reproduced"
+    assert json.loads(json.dumps(rows)) == rows
+    with pytest.raises(ValueError, match="equivalence margin"):
+        claim_row(equivalence(tiny, 0.1), expect="equal", smallest=0.05)
+
+
 # --- power --------------------------------------------------------------------------------------
 
 def _power_by_definition(effect: float, n: int, alpha: float = 0.05) -> float:
