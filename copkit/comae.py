@@ -101,7 +101,10 @@ class CoMAEConfig:
     #: lambda_c 1, 400 steps, 3 seeds x 2 mirror directions): the mirror has the largest weight for
     #: median 69% of targets (worst 37%) at 0.7, vs 24% (worst 0%) at 0.4 and 53% (worst 31%) at 1.0.
     sigma: float = 0.7
-    lambda_c: float = 0.01  #: weight of L_c in L = L_r + lambda_c L_c
+    #: weight of L_c in L = L_r + lambda_c L_c: 0.01 is the paper's. The shipped CoMAEs use 1: on the
+    #: planted 6 x 6 mirror with K = N, every mask opens at 0.01 and at 0.1 and the partner is found
+    #: at chance, at 1 it is found (Chapter 2, ``data/pretrained/planted-sweep.json``).
+    lambda_c: float = 0.01
     tau_init: float = 0.1  #: initial temperature of Eq. 6 (learned)
     #: a floor under the learned temperature (CLIP clamps its logit scale the same way; not in the
     #: paper). Learned freely, the temperature only shrinks, and once every pair of masks differs a

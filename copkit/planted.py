@@ -39,7 +39,13 @@ from torch import Tensor
 
 from .tokens import hflip_index
 
-__all__ = ["KINDS", "VARIANTS", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error", "chance", "fit_planted", "planted_configs", "summarize"]
+__all__ = ["KINDS", "VARIANTS", "VARIANT_WORDS", "BAR", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error",
+           "chance", "fit_planted", "planted_configs", "summarize", "meets_bar", "setting_text", "load_sweep"]
+
+#: What a selector must do on a planted truth to count as finding it: within ``steps`` training
+#: steps on a 6 x 6 grid, over at least ``seeds`` seeds, the median seed puts the largest mask logit
+#: on the partner for at least ``median`` of the targets, and the worst seed for at least ``worst``.
+BAR = {"median": 0.8, "worst": 0.5, "steps": 2000, "seeds": 3}
 
 #: The planted truths :func:`planted` makes.
 KINDS = ("mirror", "flip", "dipole", "pair", "pairs", "matching")
@@ -199,6 +205,9 @@ VARIANTS: dict[str, dict] = {
     "token": {"readout": "token"},
     "pos+token": {"pos_embed": True, "readout": "token"},
 }
+#: The :data:`VARIANTS` in words, for tables.
+VARIANT_WORDS = {"literal": "the paper's ([cls] readout, RoPE only)", "pos": "+ position embedding",
+                 "token": "per-token readout", "pos+token": "per-token readout + position embedding"}
 
 
 def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float = 0.01,
@@ -265,3 +274,50 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "partner_L_r": statistics.median(r["partner_L_r"] for r in rs),
                     "zero_L_r": statistics.median(r["zero_L_r"] for r in rs)})
     return out
+
+
+def meets_bar(line: dict) -> bool:
+    """Whether a :func:`summarize` line clears :data:`BAR` (enough seeds, within its steps, median
+    and worst seed at or above the bar)."""
+    return (len(line["seeds"]) >= BAR["seeds"] and line["steps"] <= BAR["steps"]
+            and line["median"] >= BAR["median"] and line["min"] >= BAR["worst"])
+
+
+_SETTING_WORDS = {"targets_per_image": "K = {} targets per image", "tau_min": "temperature floor {}",
+                  "g_warmup_steps": "{} steps of g alone first", "mask_init": "masks start at {}",
+                  "enc_width": "selector width {}", "enc_depth": "selector depth {}",
+                  "enc_heads": "selector heads {}", "batch_size": "{} images per step"}
+
+
+def setting_text(line: dict) -> str:
+    """A :func:`summarize` line's training settings in words, beside :func:`planted_configs`'
+    defaults: "lambda_c 1, K = 36 targets per image, 4 images per step, ...".
+
+    >>> setting_text({"lambda_c": 1.0, "set": {"tau_min": 0.1, "train": {"batch_size": 4}}})
+    'lambda_c 1, temperature floor 0.1, 4 images per step'
+    """
+    extra = dict(line.get("set", {}))
+    train = extra.pop("train", {}) or {}
+    words = [f"lambda_c {line['lambda_c']:g}"]
+    for key, value in [*sorted(extra.items()), *sorted(train.items())]:
+        form = _SETTING_WORDS.get(key, key + " {}")
+        words.append(form.format(f"{value:g}" if isinstance(value, float) else value))
+    return ", ".join(words)
+
+
+def load_sweep(path=None) -> list[dict]:
+    """The planted-truth runs shipped in ``data/pretrained/planted-sweep.json`` (written by
+    ``tools/planted_sweep.py``), as rows for :func:`summarize`."""
+    import json
+    from pathlib import Path
+
+    from .data import project_root
+
+    file = Path(path) if path is not None else project_root() / "data" / "pretrained" / "planted-sweep.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{file} is missing: it ships with the repository (git checkout "
+                                "data/pretrained/planted-sweep.json), or rerun tools/planted_sweep.py")
+    rows = json.loads(file.read_text())["rows"]
+    if not rows:
+        raise ValueError(f"{file} holds no runs")
+    return rows

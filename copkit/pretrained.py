@@ -64,7 +64,9 @@ SMOKE_CONFIG = Path(__file__).parent / "configs" / "pretrain-smoke.yaml"
 #: the kind of network each name is; CoMAE sections may take any name starting with "comae"
 KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
 _SECTION_KEYS = {"model", "train", "sampling", "data"}
-_TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"steps", "seed"} | {"epochs"}
+#: ``seed`` (default 0) makes a replicate: the same section trained from another initialisation
+#: and data order (e.g. the replicate CoMAEs ``comae_s1``, ``comae_s2``)
+_TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"steps"} | {"epochs"}
 HOW = "make pretrain (python -m copkit pretrain)"
 
 
@@ -200,13 +202,17 @@ def _check_section(name: str, kind: str, section: dict) -> None:
     ``train`` keys :class:`copkit.recipe.TrainConfig`'s (``lr`` finite > 0, ``batch_size`` >= 1),
     the ``model`` keys the network configuration's, ``sampling`` the sampler's."""
     train = section["train"]
+    seed = train.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{name}.train.seed: must be an integer >= 0 (a replicate's seed), got "
+                          f"{seed!r}")
     if not _number(train["epochs"]) or train["epochs"] <= 0:
         raise ConfigError(f"{name}.train.epochs: must be a number > 0 (passes over the training "
                           f"images), got {train['epochs']!r}")
     if not _number(train.get("lr", 1.0)) or train.get("lr", 1.0) <= 0:
         raise ConfigError(f"{name}.train.lr: must be a finite number > 0, got {train['lr']!r}")
-    build(TrainConfig, {**{k: v for k, v in train.items() if k != "epochs"}, "steps": 1},
-          f"{name}.train")
+    build(TrainConfig, {**{k: v for k, v in train.items() if k not in ("epochs", "seed")},
+                        "steps": 1}, f"{name}.train")
     try:  # the model's configuration, as plan() makes it
         _KINDS[kind].configs(_sizes(section, images=1), seed=0)
     except ConfigError as err:
@@ -289,7 +295,7 @@ def _split_of(n: int | None, val: int,
 
 def _sizes(section: dict, images: int) -> BaseSizes:
     """A section as the model modules' ``from_profile`` take it, for ``images`` training images."""
-    train = {k: v for k, v in section["train"].items() if k != "epochs"}
+    train = {k: v for k, v in section["train"].items() if k not in ("epochs", "seed")}
     return BaseSizes(section["model"], train, section["train"]["epochs"], images)
 
 
@@ -393,12 +399,14 @@ def plan(name: str, config: dict | str | Path | None = None, seed: int = 0) -> P
     """What training base model ``name`` of ``config`` (a path or a read config; default
     :data:`CONFIG`) needs: the recipe (with a validation evaluation of the EMA weights), the model
     and training configurations (the model module's ``from_profile`` of the section), the data
-    and its description (part of the run's hash)."""
+    and its description (part of the run's hash). A section's ``train.seed`` replaces ``seed``.
+    """
     config = config if isinstance(config, dict) else read_config(config)
     if name not in config:
         raise ValueError(f"{name!r} is not in the pretraining config; it has "
                          f"{[k for k in config if k not in ('name', 'data')]}")
     section, kind = config[name], _KINDS[kind_of(name)]
+    seed = section["train"].get("seed", seed)
     images = _images(config, section, seed)
     sizes = _sizes(section, len(images.train[0]))
     model_cfg, train_cfg = kind.configs(sizes, seed)

@@ -132,3 +132,58 @@ def test_partner_ranks_count_larger_logits_than_the_partner():
     data = Planted(torch.zeros(1, n, 1), partners)
     assert partner_ranks(Stub(x), data).tolist() == [1, 0, 2]
     assert partner_hits(Stub(x), data) == pytest.approx(1 / 3)
+
+
+def test_the_bar_needs_three_seeds_within_the_steps_at_median_and_worst():
+    from copkit.planted import BAR, meets_bar
+
+    line = {"seeds": [0, 1, 2], "steps": BAR["steps"], "median": BAR["median"], "min": BAR["worst"]}
+    assert meets_bar(line)
+    assert not meets_bar({**line, "seeds": [0, 1]})
+    assert not meets_bar({**line, "steps": BAR["steps"] + 1})
+    assert not meets_bar({**line, "median": BAR["median"] - 1e-9})
+    assert not meets_bar({**line, "min": BAR["worst"] - 1e-9})
+
+
+def test_setting_text_names_every_knob_beside_the_defaults():
+    from copkit.planted import setting_text
+
+    line = {"lambda_c": 1.0, "set": {"g_warmup_steps": 1000, "targets_per_image": 36,
+                                     "tau_min": 0.1, "enc_width": 64,
+                                     "train": {"batch_size": 4, "lr": 0.001}}}
+    assert setting_text(line) == ("lambda_c 1, selector width 64, 1000 steps of g alone first, "
+                                  "K = 36 targets per image, temperature floor 0.1, "
+                                  "4 images per step, lr 0.001")
+    assert setting_text({"lambda_c": 0.01, "set": {}}) == "lambda_c 0.01"
+
+
+def test_shipped_sweep_finds_the_mirror_and_not_the_flip_with_the_books_schedule():
+    """What Chapter 2 reports, read from the shipped runs: with K = N, a temperature floor,
+    lambda_c 1 and g's warm-up, both selectors clear the bar on the positional mirror; no setting
+    clears it on the image-specific flip (if a new run does, this test and the chapter's text
+    must change together); the paper's literal settings miss even the mirror."""
+    from copkit.planted import load_sweep, meets_bar, summarize
+
+    lines = summarize(load_sweep())
+    fix = {"g_warmup_steps": 1000, "targets_per_image": 36, "tau_min": 0.1,
+           "train": {"batch_size": 4}}
+
+    def line(variant, kind, lam, setting):
+        (hit,) = [x for x in lines if (x["variant"], x["kind"], x["lambda_c"], x["set"])
+                  == (variant, kind, lam, setting)]
+        return hit
+
+    assert meets_bar(line("literal", "mirror", 1.0, fix))
+    assert meets_bar(line("pos+token", "mirror", 1.0, fix))
+    assert not meets_bar(line("literal", "mirror", 0.01, {}))
+    assert not any(meets_bar(x) for x in lines if x["kind"] == "flip")
+
+
+def test_a_missing_sweep_file_says_how_to_get_it(tmp_path):
+    from copkit.planted import load_sweep
+
+    with pytest.raises(FileNotFoundError, match="planted_sweep.py"):
+        load_sweep(tmp_path / "planted-sweep.json")
+    (tmp_path / "empty.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match="no runs"):
+        load_sweep(tmp_path / "empty.json")

@@ -2,6 +2,7 @@
 on a tiny config (the real Fashion-MNIST, a few hundred images); `make test` runs the smoke
 config."""
 
+import dataclasses
 import json
 import shutil
 
@@ -130,6 +131,27 @@ def test_config_is_read_strictly(tmp_path):
     bad.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="unknown base model 'resnet'"):
         pretrained.read_config(bad)
+
+
+def test_a_replicate_section_trains_the_same_model_from_its_own_seed(tmp_path):
+    """``train.seed`` makes a replicate: the same configurations but the seed, so another run
+    hash; a section without it is seed 0 and keeps its hash; a bad seed is refused by name."""
+    cfg = yaml.safe_load(pretrained.SMOKE_CONFIG.read_text())
+    cfg["comae_s1"] = {**cfg["comae"], "train": {**cfg["comae"]["train"], "seed": 1}}
+    path = tmp_path / "replicates.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    read = pretrained.read_config(path)
+    base, rep = pretrained.plan("comae", read), pretrained.plan("comae_s1", read)
+    assert (base.train_cfg.seed, rep.train_cfg.seed) == (0, 1)
+    assert base.model_cfg == rep.model_cfg
+    assert dataclasses.replace(rep.train_cfg, seed=0) == base.train_cfg
+    assert (pretrained.run_hash("comae", read)
+            == pretrained.run_hash("comae", pretrained.SMOKE_CONFIG))
+    assert pretrained.run_hash("comae_s1", read) != pretrained.run_hash("comae", read)
+    cfg["comae_s1"]["train"]["seed"] = -1
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match=r"comae_s1\.train\.seed: must be an integer >= 0"):
+        pretrained.read_config(path)
 
 
 def test_total_seconds_adds_the_sessions_of_a_resumed_run():
