@@ -40,8 +40,9 @@ seed = 0  # seed of the random orders
 results_dir = "../book/results"  # where this chapter's results file goes
 
 # %% tags=["hide-input"]
-import time
+from copkit.profiles import chapter_setup
 
+book = chapter_setup(profile, device, seed, results_dir=results_dir)
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -51,7 +52,6 @@ from scipy.stats import spearmanr
 from copkit import fmt, stats, viz
 from copkit.data import CLASSES, load_fashion_mnist, photo_crops
 from copkit.entropy import DEQUANTIZATION_VARIANCE, GaussianTokens, curve_area
-from copkit.profiles import get_profile, pick_device
 from copkit.results import (
     claim,
     decide,
@@ -73,12 +73,9 @@ from copkit.tokens import (
     unpatchify,
 )
 
-started = time.perf_counter()
-P = get_profile(profile)
-dev = pick_device(device)
+P, dev = book.profile, book.device
 # Exact entropies need float64: on Apple's MPS (no float64) the chapter computes on the CPU.
 calc = dev if dev.type == "cuda" else torch.device("cpu")
-plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
 print(f"profile={P.name} ({P.description}); computing on {calc}")
 
 # %% [markdown]
@@ -260,7 +257,7 @@ viz.prefix_curves({k: curves[k] for k in ["random", "raster", "greedy", "greedy 
 ax.set_title("Fashion-MNIST: entropy left in the unobserved patches")
 plt.show()
 
-# %%
+# %% tags=["remove-input"]
 display(Markdown(areas_markdown(areas, "order (Fashion-MNIST)")))
 
 # %% tags=["remove-input"]
@@ -368,7 +365,7 @@ ax2.set_title("camera crops: prefix curves", fontsize=9)
 fig.tight_layout()
 plt.show()
 
-# %%
+# %% tags=["remove-input"]
 display(Markdown(areas_markdown(photo_areas, "order (camera crops)")))
 
 # %% [markdown]
@@ -397,7 +394,7 @@ display(Markdown(photo_vs_fashion(areas, photo_areas)))
 # %% [markdown]
 # ## What this chapter found
 
-# %%
+# %% tags=["remove-input"]
 rand = summary(areas["random"].numpy())
 greedy_vs_random_sd = (rand["mean"] - areas["greedy"].item()) / rand["std"]
 claims = {
@@ -438,7 +435,7 @@ metrics = {
     "class_orders.spearman_mean": float(off_diag.mean()),
     "greedy_order": greedy.tolist(),
     "class_greedy_orders": [o.tolist() for o in class_orders],
-    "runtime_s": time.perf_counter() - started,
+    "runtime_s": book.seconds(),
 }
 path = write_results(results_dir, "01_entropy", profile=P.name, device=str(calc), seeds=[seed],
                      claims=claims, metrics=metrics)

@@ -41,16 +41,17 @@ results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # trained runs and the saved CoMAE
 
 # %% tags=["hide-input"]
+from copkit.profiles import chapter_setup
+
+# first: it also quiets the warning that importing timm would print
+book = chapter_setup(profile, device, seed, data_dir, results_dir)
 import time
-import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import pretrained, stats, viz
 from copkit.comae import (
     RECIPE,
@@ -66,7 +67,6 @@ from copkit.comae import (
     saved_lambda,
 )
 from copkit.data import CLASSES, load_fashion_mnist
-from copkit.profiles import get_profile, pick_device
 from copkit.results import (
     claim,
     decide,
@@ -82,13 +82,9 @@ from copkit.results import (
 from copkit.tokens import GRID, PATCH, patchify
 from copkit.train import fit
 
-started = time.perf_counter()
-PROFILE = get_profile(profile)
-P = PROFILE.comae
-dev = pick_device(device)
-data_dir = Path(data_dir)
-plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
-print(f"profile={PROFILE.name}; device={dev}; seeds={[s + seed for s in P.seeds]}; L_c weights={P.lambdas}")
+PROFILE, P, dev, data_dir = book.profile, book.profile.comae, book.device, book.data_dir
+print(f"profile={PROFILE.name}; device={dev}; seeds={book.seeds(P.seeds)}; "
+      f"L_c weights={P.lambdas}")
 
 # %% [markdown]
 # ## Data
@@ -362,7 +358,7 @@ for lam in dict.fromkeys(fm_lams):
     m, _, _ = train_setting(lam, seed, mirror_tok, mirror_val_tok[:P.val_images], "mirror", mirror_tag)
     fm_mirror[lam] = mirror_hits(m, mirror_val_tok.to(dev), GRID, skip_centre=True)
 
-# %%
+# %% tags=["remove-input"]
 display(Markdown(markdown_table(
     ["images", "$L_c$ weight", "seeds", "mirror patch has the largest weight: median (min-max)", "chance"],
     [*([f"mirrored noise, 4 x 4, {P.planted_steps} steps", lam, len(h), f"{np.median(h):.1%} ({min(h):.0%}-{max(h):.0%})",
@@ -401,10 +397,15 @@ display(Markdown(markdown_table(
 
 # %%
 from copkit import fmt
-from copkit.planted import BAR, VARIANT_WORDS, load_sweep, meets_bar, setting_text, summarize
+from copkit.planted import (BAR, VARIANT_WORDS, load_sweep, meets_bar, setting_text,
+                            summarize)
 
 sweep = [line for line in summarize(load_sweep()) if line["kind"] in ("mirror", "flip")]
-sweep.sort(key=lambda line: (line["kind"] != "mirror", -len(line["seeds"]), -line["median"]))
+# the mirror first; within it, the settings with most seeds and the highest median first
+sweep.sort(key=lambda line: (line["kind"] != "mirror", -len(line["seeds"]),
+                             -line["median"]))
+
+# %% tags=["remove-input"]
 
 
 def rate(line: dict) -> str:
@@ -421,7 +422,7 @@ display(Markdown(markdown_table(
       f"{line['partner_L_r']:.2f} ({line['zero_L_r']:.2f})", "yes" if meets_bar(line) else "no"] for line in sweep])
     + f"\n\nChance: {fmt.share(sweep[0]['chance'])}."))
 
-# %%
+# %% tags=["remove-input"]
 FIX = {"g_warmup_steps": 1000, "targets_per_image": 36, "tau_min": 0.1, "train": {"batch_size": 4}}
 
 
@@ -550,7 +551,7 @@ for tau in taus:
     lt = torch.tensor(float(tau), requires_grad=True)
     loss_c = contrastive_loss(wv, t_idx, lt)
     g_w, g_t = torch.autograd.grad(loss_c, (wv, lt))
-    lc_curve.append({"tau": float(tau), "L_c": float(loss_c), "grad_norm": float(g_w.norm()),
+    lc_curve.append({"tau": float(tau), "L_c": float(loss_c.detach()), "grad_norm": float(g_w.norm()),
                      "dL_dlog_tau": float(g_t) * float(tau)})
 axes[1].plot(taus, [r["L_c"] for r in lc_curve], "o-", ms=3, label="$L_c$")
 axes[1].plot(taus, [r["grad_norm"] for r in lc_curve], "s-", ms=3, label="gradient norm on the masks")
@@ -583,7 +584,7 @@ viz.eval_panels({lam_label(meta["config"]["comae"]["lambda_c"]):
                 ("val_L_r", "val_H_mask"), axes, ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
 plt.show()
 
-# %%
+# %% tags=["remove-input"]
 display(Markdown(markdown_table(
     ["shipped", "$L_c$ weight", "epochs", "training time", "held-out $L_r$", "change over the last fifth",
      "test $H_{mask}$", "mirror hit rate (mirrored test images)"],
@@ -598,7 +599,7 @@ display(Markdown(markdown_table(
 # %% [markdown]
 # ## What this chapter found
 
-# %%
+# %% tags=["remove-input"]
 hs, ls = {lam: summary(final[lam]["H_mask"]) for lam in P.lambdas}, {lam: summary(final[lam]["L_r"]) for lam in P.lambdas}
 ext = {lam: summary(extreme[lam]) for lam in P.lambdas}
 # The smallest effects that would matter, stated before the tests: a quarter of the paper's own
@@ -659,7 +660,7 @@ metrics = {
                     "contrastive_vs_temperature": lc_curve},
     "shipped": {name: {"file": m["file"], "lambda_c": m["config"]["comae"]["lambda_c"], **m["metrics"]}
                 for name, m in long_pair.items()},
-    "runtime_s": time.perf_counter() - started,
+    "runtime_s": book.seconds(),
 }
 path = write_results(results_dir, "02_comae", profile=PROFILE.name, device=str(dev), seeds=[s + seed for s in P.seeds],
                      claims=claims, metrics=metrics)
@@ -680,5 +681,5 @@ display(Markdown(in_words(claims) + f"""
   {split_shipped['image_specific']:.0%} for the shipped CoMAE; the learned temperature fell from
   {tau_path[with_lc][1][0]:.3f} to {tau_path[with_lc][1][-1]:.3f} at weight {with_lc}.
 - The shipped CoMAE that ranks the data set is `{long_pair['comae']['file']}` (weight {shipped_lambda}). Profile `{PROFILE.name}`; the chapter ran in
-  {time.perf_counter() - started:.0f} s; results in `{path.name}`.
+  {book.seconds():.0f} s; results in `{path.name}`.
 """))

@@ -48,8 +48,11 @@ results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # where Chapter 2 saved the CoMAE
 
 # %% tags=["hide-input"]
+from copkit.profiles import chapter_setup
+
+# first: it also quiets the warning that importing timm would print
+book = chapter_setup(profile, device, seed, data_dir, results_dir)
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import networkx as nx
@@ -58,13 +61,11 @@ import torch
 from IPython.display import Markdown, display
 from scipy.stats import kendalltau, spearmanr
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import pretrained, stats, viz
 from copkit.comae import logit_variance_split
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.entropy import GaussianTokens, curve_area
 from copkit.orders import dataset_orders
-from copkit.profiles import get_profile, pick_device
 from copkit.rank import collapse_order, pagerank, ranks, transition
 from copkit.results import (
     claim,
@@ -78,11 +79,7 @@ from copkit.results import (
 )
 from copkit.tokens import GRID, PATCH, object_patches, patchify, random_orders
 
-started = time.perf_counter()
-PROFILE = get_profile(profile)
-R = PROFILE.rank
-dev = pick_device(device)
-plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
+PROFILE, R, dev = book.profile, book.profile.rank, book.device
 comae, comae_hash = pretrained.base(PROFILE, "comae", data_dir, dev)
 print(f"profile={PROFILE.name}; device={dev}; the shipped CoMAE {comae_hash[:8]} (make pretrain)")
 
@@ -172,7 +169,7 @@ ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
 plt.show()
 
-# %%
+# %% tags=["remove-input"]
 rows = [[label, f"{checks['CoMAE graphs'][key]:.2e}", f"{checks['random graphs'][key]:.2e}"]
         for key, label in (("fixed_point_residual", "Eq. 14 residual, max over graphs"),
                            ("eq15_max_abs_diff", "Eq. 15: $(1-c)r$ vs power-iteration PageRank, max abs diff"),
@@ -490,7 +487,7 @@ display(Markdown(markdown_table(["measure, over every image of the orders file",
 # %% [markdown]
 # ## What this chapter found
 
-# %%
+# %% tags=["remove-input"]
 gap_exact = gap(areas["PageRank, exact influence graph"])
 gap_comae = gap(areas["PageRank, mean CoMAE graph"])
 gap_image = gap(per_image_area["mean"])
@@ -565,8 +562,8 @@ claims = {
 claims = decide(claims, "03_rank", results_dir)
 metrics = {"images": R.images, "masks_seconds": mask_seconds, "logit_variance_shares": shares, "sensitivity_kendall": sensitivity,
            "areas_nats": areas, "random_area_nats": rand_area, "comae_per_image_area_nats": per_image_area,
-           "runtime_s": time.perf_counter() - started}
+           "runtime_s": book.seconds()}
 path = write_results(results_dir, "03_rank", profile=PROFILE.name, device=str(dev), seeds=[seed], claims=claims,
                      metrics=metrics)
 display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`, {R.images} test images; the chapter ran in "
-                 f"{time.perf_counter() - started:.0f} s; results in `{path.name}`."))
+                 f"{book.seconds():.0f} s; results in `{path.name}`."))

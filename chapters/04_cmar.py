@@ -52,9 +52,11 @@ results_dir = "../book/results"  # where this chapter's results file goes
 data_dir = "../data"  # where Chapter 2 saved the CoMAE, the orders, and where the runs go
 
 # %% tags=["hide-input"]
+from copkit.profiles import chapter_setup
+
+# first: it also quiets the warning that importing timm would print
+book = chapter_setup(profile, device, seed, data_dir, results_dir)
 import json
-import time
-import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -62,7 +64,6 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by timm's hub code
 from copkit import pretrained, stats, viz
 from copkit.cmar import (
     RECIPE,
@@ -81,7 +82,6 @@ from copkit.data import CLASSES, load_fashion_mnist
 from copkit.io import atomic_write_json
 from copkit.metrics import GenerativeScores, topk_accuracy
 from copkit.orders import dataset_orders
-from copkit.profiles import get_profile, pick_device
 from copkit.results import (
     claim,
     decide,
@@ -97,12 +97,8 @@ from copkit.results import (
 from copkit.tokens import PATCH, SIDE, patchify, unpatchify
 from copkit.train import fit
 
-started = time.perf_counter()
-PROFILE = get_profile(profile)
-S = PROFILE.cmar
-dev = pick_device(device)
-plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
-SEEDS = [s + seed for s in S.seeds]
+PROFILE, S, dev = book.profile, book.profile.cmar, book.device
+SEEDS = book.seeds(S.seeds)
 
 train_x, train_y = load_fashion_mnist("train", limit=S.train_images or 55000)  # the last 5,000 are held out
 val_x = load_fashion_mnist("train")[0][55000:]  # held-out training images: the sampler is chosen on them
@@ -489,14 +485,14 @@ ax.set_ylabel("summed variance of the hidden pixels")
 ax.legend()
 plt.show()
 
-# %%
+# %% tags=["remove-input"]
 display(Markdown(markdown_table(["reveal order", "mean remaining uncertainty (area / range)"],
                                 [[k, mean_sd(v, 3)] for k, v in unc_area.items()])))
 
 # %% [markdown]
 # ## What this chapter found
 
-# %%
+# %% tags=["remove-input"]
 def fid_values(table, name, scale):
     return [v["fid"] for v in table[name][scale]]
 
@@ -580,9 +576,9 @@ metrics = {"feature_net_top1": clf_acc[1], "feature_net_top5": clf_acc[5],
            "order_choice": {k: v for k, v in rows.items()},
            "uncertainty_reveal": reveal, "uncertainty": {k: [u.mean(0).tolist() for u in us] for k, us in unc.items()},
            "samples_per_seed": S.samples, "sweep_samples_per_seed": S.sweep_samples,
-           "runtime_s": time.perf_counter() - started}
+           "runtime_s": book.seconds()}
 claims = decide(claims, "04_cmar", results_dir)
 path = write_results(results_dir, "04_cmar", profile=PROFILE.name, device=str(dev), seeds=SEEDS, claims=claims,
                      metrics=metrics)
-display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`; the chapter ran in {time.perf_counter() - started:.0f} s; "
+display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`; the chapter ran in {book.seconds():.0f} s; "
                  f"results in `{path.name}`."))

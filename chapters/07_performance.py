@@ -30,22 +30,29 @@ notebooks_dir = "../book"  # the executed chapters, for their run times
 results_dir = "../book/results"  # runtimes-<profile>.json, written by tools/run_chapters.py
 smoke_results_dir = "../.scratch/book/results"  # where make test's smoke run records its times
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 import json
 from pathlib import Path
 
 from IPython.display import Markdown, display
 
 from copkit import fmt
-from copkit.results import RUNTIME_READERS, read_runtimes, runtimes_hosts, runtimes_table
+from copkit.results import (
+    RUNTIME_READERS,
+    markdown_table,
+    read_runtimes,
+    runtimes_hosts,
+    runtimes_table,
+)
+from copkit.tokens import N_TOKENS
 
 path = Path(bench_file)
 if not path.exists():
     raise FileNotFoundError(f"{path.resolve()} does not exist: run `make bench` first")
 bench = json.loads(path.read_text())
 display(Markdown(f"Measured on `{bench['device']}` ({bench['cpu']}, {bench['threads']} threads"
-                 + (f", GPU {bench['gpu']}" if bench.get("gpu") else "") + f"), torch {bench['torch']}, "
-                 f"commit `{bench['commit'][:12]}`."))
+                 + (f", GPU {bench['gpu']}" if bench.get("gpu") else "")
+                 + f"), torch {bench['torch']}, commit `{bench['commit'][:12]}`."))
 
 # %% [markdown]
 # ## CoMAE masks and collapse orders
@@ -54,18 +61,17 @@ display(Markdown(f"Measured on `{bench['device']}` ({bench['cpu']}, {bench['thre
 # a batched {term}`PageRank`. The achieved FLOP/s is the selector's counted FLOPs per image times the
 # images per second.
 
-# %%
+# %% tags=["remove-input"]
 m = bench["comae_masks"]
-display(Markdown(f"""
-| measure | value |
-|---|---|
-| images per second, masks of all {49} targets (`{m['profile']}` profile's CoMAE) | {fmt.num(m['images_per_s'], 1)} |
-| collapse orders per second, end to end | {fmt.num(m['orders_per_s'], 1)} |
-| GFLOP per image (counted) | {fmt.sig(m['gflop_per_image'], 3)} |
-| achieved GFLOP/s | {fmt.num(m['achieved_gflops'], 1)} |
-| large-matmul GFLOP/s on the same device | {fmt.num(m['matmul_gflops'], 1)} |
-| share of the matmul limit | {fmt.share(m['fraction_of_matmul'])} |
-"""))
+display(Markdown(markdown_table(["measure", "value"], [
+    [f"images per second, masks of all {N_TOKENS} targets (`{m['profile']}` profile's CoMAE)",
+     fmt.num(m["images_per_s"], 1)],
+    ["collapse orders per second, end to end", fmt.num(m["orders_per_s"], 1)],
+    ["GFLOP per image (counted)", fmt.sig(m["gflop_per_image"], 3)],
+    ["achieved GFLOP/s", fmt.num(m["achieved_gflops"], 1)],
+    ["large-matmul GFLOP/s on the same device", fmt.num(m["matmul_gflops"], 1)],
+    ["share of the matmul limit", fmt.share(m["fraction_of_matmul"])],
+])))
 
 # %% [markdown]
 # ## CoMAE training
@@ -74,17 +80,16 @@ display(Markdown(f"""
 # the selector f, the next the reconstructor g), with the FLOPs of a forward and backward pass
 # counted, against the same matmul limit.
 
-# %%
+# %% tags=["remove-input"]
 if "comae_training" in bench:
     t = bench["comae_training"]
-    display(Markdown(f"""
-| measure | value |
-|---|---|
-| training steps per second (`{t['profile']}` profile: {t['batch_images']} images x {t['targets_per_image']} targets per step) | {fmt.num(t['steps_per_s'], 1)} |
-| GFLOP per step (forward and backward, counted) | {fmt.sig(t['gflop_per_step'], 3)} |
-| achieved GFLOP/s | {fmt.num(t['achieved_gflops'], 1)} |
-| share of the matmul limit | {fmt.share(t['fraction_of_matmul'])} |
-"""))
+    display(Markdown(markdown_table(["measure", "value"], [
+        [f"training steps per second (`{t['profile']}` profile: {t['batch_images']} images x "
+         f"{t['targets_per_image']} targets per step)", fmt.num(t["steps_per_s"], 1)],
+        ["GFLOP per step (forward and backward, counted)", fmt.sig(t["gflop_per_step"], 3)],
+        ["achieved GFLOP/s", fmt.num(t["achieved_gflops"], 1)],
+        ["share of the matmul limit", fmt.share(t["fraction_of_matmul"])],
+    ])))
 else:
     display(Markdown("This bench file predates the CoMAE training section: run `make bench`."))
 
@@ -101,19 +106,24 @@ else:
 # before this table was measured. The share of the matmul limit is the counted FLOPs per image
 # times the images per second.
 
-# %%
+# %% tags=["remove-input"]
 if "pretrain" in bench:
     rows = []
     for name, r in bench["pretrain"].items():
         old, new = r.get("before"), r["after"]
         best = min(r["batches"], key=lambda b: b["epoch_s"])
-        rows.append(f"| {name} | " + (f"{fmt.num(old['images_per_s'], 0)} (batch {old['batch']})" if old else fmt.MISSING)
-                    + f" | {fmt.num(new['images_per_s'], 0)} (batch {new['batch']}) | {fmt.share(new['fraction_of_matmul'])} | "
-                    + ", ".join(f"{b['batch']}: {fmt.num(b['epoch_s'], 0)} s" for b in r["batches"])
-                    + f" | {best['batch']} |")
-    display(Markdown(f"Measured at commit `{bench.get('pretrain_commit', bench['commit'])[:12]}`.\n\n"
-                     "| base model | images/s before | images/s after | after, share of matmul limit | "
-                     "epoch seconds by batch | cheapest batch |\n|---|---|---|---|---|---|\n" + "\n".join(rows)))
+        rows.append([
+            name,
+            f"{fmt.num(old['images_per_s'], 0)} (batch {old['batch']})" if old else fmt.MISSING,
+            f"{fmt.num(new['images_per_s'], 0)} (batch {new['batch']})",
+            fmt.share(new["fraction_of_matmul"]),
+            ", ".join(f"{b['batch']}: {fmt.num(b['epoch_s'], 0)} s" for b in r["batches"]),
+            best["batch"]])
+    display(Markdown(
+        f"Measured at commit `{bench.get('pretrain_commit', bench['commit'])[:12]}`.\n\n"
+        + markdown_table(["base model", "images/s before", "images/s after",
+                          "after, share of matmul limit", "epoch seconds by batch",
+                          "cheapest batch"], rows)))
 else:
     display(Markdown("Not measured yet: run `python tools/bench.py --only-pretrain` on an idle machine."))
 
@@ -127,12 +137,14 @@ else:
 # its FLOPs, and microseconds per operator times a chapter's operators is how the `gpu` profile
 # is sized (`copkit/configs/gpu.yaml`).
 
-# %%
+# %% tags=["remove-input"]
 if "step_costs" in bench:
-    rows = [f"| {name} | {r['batch']} | {r['precision']} | {fmt.num(r['ms_per_step'], 1)} | {fmt.num(r['ops_per_step'], 0)} | "
-            f"{fmt.num(r['us_per_op'], 1)} |" for name, r in bench["step_costs"].items()]
-    display(Markdown("| training | batch | precision | ms per step | ATen operators per step | us per operator |\n"
-                     "|---|---|---|---|---|---|\n" + "\n".join(rows)))
+    display(Markdown(markdown_table(
+        ["training", "batch", "precision", "ms per step", "ATen operators per step",
+         "us per operator"],
+        [[name, r["batch"], r["precision"], fmt.num(r["ms_per_step"], 1),
+          fmt.num(r["ops_per_step"], 0), fmt.num(r["us_per_op"], 1)]
+         for name, r in bench["step_costs"].items()])))
 else:
     display(Markdown("This bench file predates the step-cost section: run `make bench`."))
 
@@ -146,15 +158,16 @@ else:
 # the syncs between the logging steps (which read the loss on purpose); `scripts/gpu_book.sh` runs
 # it on the GPU before the chapters.
 
-# %%
+# %% tags=["remove-input"]
 sync_path = Path(results_dir) / "sync-check-gpu.json"
 if sync_path.exists():
     sc = json.loads(sync_path.read_text())
-    rows = [f"| {what} | {n} |" for what, n in sc["syncs"].items()]
     display(Markdown(f"On {sc['gpu']}, torch {sc['torch']}, `{sc['profile']}` profile:\n\n"
-                     "| inner loop | host-device syncs |\n|---|---|\n" + "\n".join(rows)))
+                     + markdown_table(["inner loop", "host-device syncs"],
+                                      list(sc["syncs"].items()))))
 else:
-    display(Markdown("Not measured yet: CUDA's sync debug mode needs a CUDA GPU, and none has run this book."))
+    display(Markdown("Not measured yet: CUDA's sync debug mode needs a CUDA GPU, and none has "
+                     "run this book."))
 
 # %% [markdown]
 # ## Does `torch.compile` pay?
@@ -165,12 +178,14 @@ else:
 # them back. A profile turns compilation on only where this table, measured on its device, says
 # it pays.
 
-# %%
+# %% tags=["remove-input"]
 if "compile" in bench:
-    rows = [f"| {name} | {r['precision']} | {fmt.num(r['eager']['steps_per_s'], 1)} | {fmt.num(r['compiled']['steps_per_s'], 1)} | "
-            f"{fmt.num(r['speedup'], 2)}x | {fmt.duration(r['compiled']['warmup_s'])} |" for name, r in bench["compile"].items()]
-    display(Markdown("| training | precision | steps/s eager | steps/s compiled | speed-up | compile warm-up |\n"
-                     "|---|---|---|---|---|---|\n" + "\n".join(rows)))
+    display(Markdown(markdown_table(
+        ["training", "precision", "steps/s eager", "steps/s compiled", "speed-up",
+         "compile warm-up"],
+        [[name, r["precision"], fmt.num(r["eager"]["steps_per_s"], 1),
+          fmt.num(r["compiled"]["steps_per_s"], 1), f"{fmt.num(r['speedup'], 2)}x",
+          fmt.duration(r["compiled"]["warmup_s"])] for name, r in bench["compile"].items()])))
 else:
     display(Markdown("This bench file predates the compile section: run `make bench`."))
 
@@ -185,27 +200,29 @@ else:
 # transformer training, not a measurement (run `make bench` on the GPU to replace it). The
 # collapse orders of ImageNet-1k are the paper-size CoMAE's `masks()` for all 1,331,167 images.
 
-# %%
+# %% tags=["remove-input"]
 if "paper" in bench:
-    rows = []
-    for name, r in bench["paper"].items():
-        if name == "assumption":
-            continue
-        what = (f"{fmt.count(r['steps'])} steps x {fmt.count(r['batch'])} images, {fmt.num(r['tflop_per_step'], 1)} "
-                f"TFLOP/step" if "steps" in r else f"{fmt.count(r['images'])} images, {fmt.num(r['gflop_per_image'], 0)} GFLOP/image")
-        rows.append(f"| `{r['config']}` | {what} | {fmt.duration(r['hours_this_device'] * 3600)} | "
-                    f"{fmt.num(r['h200_hours_at_assumed_mfu'], 1)} |")
     a = bench["paper"]["assumption"]
     runs = {k: r for k, r in bench["paper"].items() if k != "assumption"}
-    longest = max(runs, key=lambda k: runs[k]["hours_this_device"])
-    display(Markdown("| configuration | work | time on this device | H200 hours (assumed) |\n|---|---|---|---|\n"
-                     + "\n".join(rows) + f"\n\nH200: {fmt.num(a['h200_bf16_dense_flops'] / 1e12, 0)} TFLOP/s dense bf16 at "
-                     f"{fmt.share(a['assumed_mfu'], 0)} utilisation (assumed). On this device ({bench['cpu']}, "
-                     f"{bench['threads']} threads) `{runs[longest]['config']}` alone would run for "
-                     f"{fmt.duration(runs[longest]['hours_this_device'] * 3600)}, against "
-                     f"{fmt.num(runs[longest]['h200_hours_at_assumed_mfu'], 0)} hours on one H200 at the assumed "
-                     "utilisation: the paper's setting needs GPUs, which is why the chapters work at Fashion-MNIST's "
-                     "size and the `gpu` profile exists."))
+    rows = []
+    for r in runs.values():
+        what = (f"{fmt.count(r['steps'])} steps x {fmt.count(r['batch'])} images, "
+                f"{fmt.num(r['tflop_per_step'], 1)} TFLOP/step" if "steps" in r
+                else f"{fmt.count(r['images'])} images, {fmt.num(r['gflop_per_image'], 0)} "
+                "GFLOP/image")
+        rows.append([f"`{r['config']}`", what, fmt.duration(r["hours_this_device"] * 3600),
+                     fmt.num(r["h200_hours_at_assumed_mfu"], 1)])
+    longest = runs[max(runs, key=lambda k: runs[k]["hours_this_device"])]
+    display(Markdown(
+        markdown_table(["configuration", "work", "time on this device", "H200 hours (assumed)"],
+                       rows)
+        + f"\n\nH200: {fmt.num(a['h200_bf16_dense_flops'] / 1e12, 0)} TFLOP/s dense bf16 at "
+        f"{fmt.share(a['assumed_mfu'], 0)} utilisation (assumed). On this device "
+        f"({bench['cpu']}, {bench['threads']} threads) `{longest['config']}` alone would run "
+        f"for {fmt.duration(longest['hours_this_device'] * 3600)}, against "
+        f"{fmt.num(longest['h200_hours_at_assumed_mfu'], 0)} hours on one H200 at the assumed "
+        "utilisation: the paper's setting needs GPUs, which is why the chapters work at "
+        "Fashion-MNIST's size and the `gpu` profile exists."))
 else:
     display(Markdown("This bench file predates the paper-size section: run `make bench`."))
 
@@ -214,11 +231,12 @@ else:
 #
 # Both on the CPU, whatever device the rest of the bench ran on: networkx has no GPU.
 
-# %%
-rows = [f"| {k[1:]} | {fmt.count(r['graphs'])} | {fmt.num(r['copkit_s'], 3)} | {fmt.num(r['networkx_s'], 2)} | "
-        f"{fmt.num(r['speedup'], 0)}x | {fmt.sig(r['max_abs_diff'], 2)} |" for k, r in bench["pagerank"].items()]
-display(Markdown("| N | graphs | copkit (s) | networkx (s) | speed-up | max abs. difference |\n"
-                 "|---|---|---|---|---|---|\n" + "\n".join(rows)))
+# %% tags=["remove-input"]
+display(Markdown(markdown_table(
+    ["N", "graphs", "copkit (s)", "networkx (s)", "speed-up", "max abs. difference"],
+    [[k[1:], fmt.count(r["graphs"]), fmt.num(r["copkit_s"], 3), fmt.num(r["networkx_s"], 2),
+      f"{fmt.num(r['speedup'], 0)}x", fmt.sig(r["max_abs_diff"], 2)]
+     for k, r in bench["pagerank"].items()])))
 
 # %% [markdown]
 # ## The CViT classifier at fewer tokens
@@ -227,14 +245,16 @@ display(Markdown("| N | graphs | copkit (s) | networkx (s) | speed-up | max abs.
 # run, beside the ratio of whole-forward FLOPs: the speed-up that counting FLOPs predicts. A
 # measured speed-up can exceed it, when the shorter sequence's activations fit the caches better.
 
-# %%
+# %% tags=["remove-input"]
 if "cvit" in bench:
     c = bench["cvit"]
-    rows = [f"| {fmt.share(float(r), 0)} | {k['tokens']} | {fmt.num(k['images_per_s'], 0)} | {fmt.num(k['speedup'], 2)}x | "
-            f"{fmt.num(k['flop_ratio'], 2)}x |" for r, k in c["keep"].items()]
-    display(Markdown(f"`{c['profile']}` profile's ViT ({c['depth']} blocks of width {c['width']}), {c['images']} images\n\n"
-                     "| keep | tokens | images/s | speed-up vs 100% | FLOP ratio |\n|---|---|---|---|---|\n"
-                     + "\n".join(rows)))
+    display(Markdown(
+        f"`{c['profile']}` profile's ViT ({c['depth']} blocks of width {c['width']}), "
+        f"{c['images']} images\n\n"
+        + markdown_table(["keep", "tokens", "images/s", "speed-up vs 100%", "FLOP ratio"],
+                         [[fmt.share(float(r), 0), k["tokens"], fmt.num(k["images_per_s"], 0),
+                           f"{fmt.num(k['speedup'], 2)}x", f"{fmt.num(k['flop_ratio'], 2)}x"]
+                          for r, k in c["keep"].items()])))
 else:
     display(Markdown("This bench file predates the CViT section: run `make bench`."))
 
@@ -243,10 +263,11 @@ else:
 #
 # On the CPU in float64, as Chapter 1 runs it.
 
-# %%
+# %% tags=["remove-input"]
 g = bench["gaussian_entropy"]
-display(Markdown(f"Fit to 60,000 images: {fmt.num(g['fit_60000_s'], 2)} s; greedy order: {fmt.num(g['greedy_order_s'], 2)} s; "
-                 f"prefix curves: {fmt.num(g['prefix_curves_per_s'], 1)} per second."))
+display(Markdown(f"Fit to 60,000 images: {fmt.num(g['fit_60000_s'], 2)} s; greedy order: "
+                 f"{fmt.num(g['greedy_order_s'], 2)} s; prefix curves: "
+                 f"{fmt.num(g['prefix_curves_per_s'], 1)} per second."))
 
 # %% [markdown]
 # ## The book's own run times, per profile
@@ -259,15 +280,19 @@ display(Markdown(f"Fit to 60,000 images: {fmt.num(g['fit_60000_s'], 2)} s; greed
 # chapter that found its trained runs in `data/runs/` only loaded them, so the `cpu` file keeps the
 # times of a run from the shipped base models with nothing cached.
 
-# %% tags=["hide-input"]
-runtimes = read_runtimes(results_dir, smoke_results_dir)  # the first folder's file wins for a profile
+# %% tags=["remove-input"]
+# the first folder's file wins for a profile
+runtimes = read_runtimes(results_dir, smoke_results_dir)
 if runtimes:
     missing = [p for p in ("smoke", "cpu", "gpu") if p not in runtimes]
-    display(Markdown(runtimes_table(runtimes) + "\n\nThis page and the report take seconds; they read this file "
-                     "before their own time is recorded in it, so the table leaves them out. Measured on "
-                     + "; ".join(f"`{p}`: {runtimes_hosts({k: v for k, v in c.items() if k not in RUNTIME_READERS})}"
-                                 for p, c in runtimes.items()) + "."
-                     + (f" Not measured yet: {fmt.listing(f'`{p}`' for p in missing)}." if missing else "")))
+    hosts = "; ".join(
+        f"`{p}`: {runtimes_hosts({k: v for k, v in c.items() if k not in RUNTIME_READERS})}"
+        for p, c in runtimes.items())
+    display(Markdown(
+        runtimes_table(runtimes) + "\n\nThis page and the report take seconds; they read this "
+        "file before their own time is recorded in it, so the table leaves them out. Measured "
+        f"on {hosts}."
+        + (f" Not measured yet: {fmt.listing(f'`{p}`' for p in missing)}." if missing else "")))
 else:
-    display(Markdown(f"No `runtimes-<profile>.json` in `{results_dir}` yet: execute the chapters with "
-                     "`tools/run_chapters.py` (`make chapters`), which records them."))
+    display(Markdown(f"No `runtimes-<profile>.json` in `{results_dir}` yet: execute the chapters "
+                     "with `tools/run_chapters.py` (`make chapters`), which records them."))

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from .diffloss import DiffLoss
 from .dist import Shard
 from .dist import shard as process_shard
+from .io import bars_off
 from .profiles import BaseSizes, CmarSizes
 from .rank import class_mean_order, collapse_order, ranks
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
@@ -638,7 +639,7 @@ def generate(model: MAR, labels: Tensor,
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for s in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress,
+    for s in tqdm(range(0, len(labels), batch_size), desc=desc, disable=bars_off(progress),
                   mininterval=5.0, ncols=100):
         y = labels[s:s + batch_size].to(device)
         o = orders(y, g) if callable(orders) else orders[s:s + batch_size].to(device)

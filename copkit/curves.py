@@ -7,6 +7,11 @@
 - :func:`knee`: the Kneedle knee of the top-1 curve (Satopaa et al. 2011, the ``kneed`` package),
   where the paper reads its 78%.
 
+Two sentences that read these numbers are written from them (:func:`copkit.fmt.compare`), so that
+their words cannot contradict what they print: :func:`knee_text` (where the knees lie against
+the paper's, and whether the ratio grid could have put one there) and :func:`order_gain_text`
+(CViT with each image's own order against one fixed order).
+
 The classifiers are :mod:`copkit.cvit`'s; what they cost is :mod:`copkit.efficiency`'s.
 """
 
@@ -20,10 +25,12 @@ from kneed import KneeLocator
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from . import fmt
 from .cvit import PrunedViT, forward_keep, n_keep
+from .io import bars_off
 from .metrics import topk_accuracy
 
-__all__ = ["sweep_ratios", "sweep", "auc", "knee"]
+__all__ = ["sweep_ratios", "sweep", "auc", "knee", "knee_text", "order_gain_text"]
 
 
 def sweep_ratios(points: int, extra: Sequence[float] = (0.3, 0.5, 0.78),
@@ -77,7 +84,7 @@ def sweep(model: nn.Module, data: tuple[Tensor, Tensor, Tensor | None], ratios: 
     was_training = model.training
     model.eval()
     out = {"ratios": [], "kept": [], "top1": [], "top5": []}
-    for r in tqdm(list(ratios), desc=desc, disable=not progress, mininterval=5.0, ncols=100):
+    for r in tqdm(list(ratios), desc=desc, disable=bars_off(progress), mininterval=5.0, ncols=100):
         k = n_keep(float(r), n_tokens)
         logits = []
         for s in range(0, len(images), batch_size):
@@ -134,3 +141,66 @@ def knee(ratios: Sequence[float], top1: Sequence[float],
     if loc.knee is None:
         return float("nan"), float("nan")
     return float(loc.knee), float(y[np.argmin(np.abs(x - loc.knee))])
+
+
+def knee_text(knees: Sequence[float], ratios: Sequence[float], paper: float,
+              model: str = "CViT") -> str:
+    """Where Kneedle puts ``model``'s knee, one per seed (NaN: no knee), against the paper's mask
+    ratio ``paper``, and what the ratio grid ``ratios`` says about the difference: whether
+    ``paper`` is itself a point of the grid (then the grid could have put the knee there) or
+    which grid points lie either side of it. Numbers are printed to 2 decimals.
+
+    >>> grid = [0.66, 0.7425, 0.78, 0.825, 0.9075]
+    >>> knee_text([0.825, 0.825, 0.825], grid, 0.78)
+    "Kneedle puts CViT's knee at 0.82 over the seeds: the knee (0.82) is above the paper's (0.78), and 0.78 is itself a point of our ratio grid (between 0.74 and 0.82), so the grid's step does not explain the difference."
+    >>> knee_text([0.66, float("nan")], [0.5, 0.66, 0.9], 0.78)
+    "Kneedle puts CViT's knee at 0.66 over the seeds, and finds none for 1 seed(s): the knee (0.66) is below the paper's (0.78); our ratio grid has no point at 0.78, its nearest are 0.66 and 0.90."
+    """  # noqa: E501 - a doctest's expected output is one line
+    k = np.asarray(knees, dtype=float)
+    grid = np.asarray(ratios, dtype=float)
+    if k.size == 0:
+        raise ValueError("no seeds' knees given")
+    found = k[np.isfinite(k)]
+    if not found.size:
+        return f"Kneedle finds no knee in {model}'s curve on any seed (the paper: {paper:g})."
+    two = lambda v: fmt.num(v, 2)  # noqa: E731 - one rule for every number of the sentence
+    where = (f"at {two(found[0])}" if np.ptp(found) == 0
+             else f"between {two(found.min())} and {two(found.max())}")
+    text = f"Kneedle puts {model}'s knee {where} over the seeds"
+    if found.size < k.size:
+        text += f", and finds none for {k.size - found.size} seed(s)"
+    name = "the knee" if np.ptp(found) == 0 else "their mean"
+    text += ": " + fmt.compare(name, float(found.mean()), "the paper's", paper, two)
+    on_grid = np.abs(grid - paper) < 1e-9
+    if on_grid.any():
+        if two(found.mean()) == two(paper):
+            return text + f"; {two(paper)} is a point of our ratio grid."
+        i = int(np.flatnonzero(on_grid)[0])
+        nbrs = [two(grid[j]) for j in (i - 1, i + 1) if 0 <= j < grid.size]
+        return (text + f", and {two(paper)} is itself a point of our ratio grid (between "
+                f"{fmt.listing(nbrs)}), so the grid's step does not "
+                "explain the difference.")
+    below, above = grid[grid < paper], grid[grid > paper]
+    near = [two(v) for v in (below.max() if below.size else None,
+                             above.min() if above.size else None) if v is not None]
+    return (text + f"; our ratio grid has no point at {two(paper)}, its nearest are "
+            f"{fmt.listing(near)}.")
+
+
+def order_gain_text(own_auc: float, fixed_auc: float, own_top1: float, fixed_top1: float,
+                    ratio: float, model: str = "CViT") -> str:
+    """``model``'s accuracy with each image's own collapse order against one fixed order for all
+    images, said from the numbers in one order (own first): the AuC, and top-1 (%) at mask
+    ``ratio``, each as a :func:`copkit.fmt.compare` sentence, and the AuC gain of the own order.
+
+    >>> order_gain_text(82.885, 82.953, 81.07, 81.17, 0.78)
+    "CViT's AuC with each image's own order (82.9) is below its AuC with one fixed order for all images (83.0), and its top-1 at 78% removed with its own order (81.1%) is below that with the fixed order (81.2%): a gain of -0.1 AuC points for the per-image order"
+    """  # noqa: E501 - a doctest's expected output is one line
+    one = lambda v: fmt.num(v, 1)  # noqa: E731
+    auc_said = fmt.compare(f"{model}'s AuC with each image's own order", own_auc,
+                           "its AuC with one fixed order for all images", fixed_auc, one)
+    top1_said = fmt.compare(f"its top-1 at {fmt.share(ratio, 0)} removed with its own order",
+                            own_top1, "that with the fixed order", fixed_top1,
+                            lambda v: fmt.share(v / 100))
+    return (f"{auc_said}, and {top1_said}: a gain of {fmt.signed(own_auc - fixed_auc, 1)} AuC "
+            "points for the per-image order")

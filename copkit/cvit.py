@@ -48,12 +48,57 @@ __all__ = [
     "CViTConfig", "MODEL_KINDS", "make_vit", "n_keep", "forward_keep",
     "drop_ratio_pdf", "drop_ratio_cdf", "sample_drop_ratio", "prune_stages", "stage_counts",
     "PrunedViT", "build_model", "timm_skeleton", "shift_batch", "cvit_step_fn", "CViTData",
-    "RECIPE", "from_profile", "fashion_mnist_data",
+    "RECIPE", "from_profile", "fashion_mnist_data", "PAPER_RATIOS", "PAPER_TABLE5", "PAPER_KNEE",
+    "PAPER_ATTENTION_SAVING", "paper_value",
 ]
 
 #: the model kinds of Table 5 and how each is trained
 MODEL_KINDS = {"vit": "none", "rvit": "random", "cvit": "collapse", "pruned": "learned"}
 _SCHEDULES = ("cosine", "uniform", "none")
+
+# ------------------------------------------------------------------------ the paper's numbers
+#: The mask ratios of the paper's Table 5 columns.
+PAPER_RATIOS = (0.0, 0.3, 0.5, 0.78)
+#: The paper's Table 5 (ImageNet-1k, a fine-tuned ViT-B/16, one run each), the one place the
+#: book holds it: top-1 and top-5 accuracy (%) at each of :data:`PAPER_RATIOS` (``"top1@78"``)
+#: and the area under the top-1 curve (``"auc"``), by model. The DynamicViT row is filed under
+#: the name of the book's pruning baseline, ``"DynamicViT-style"``, which stands beside it.
+PAPER_TABLE5: dict[str, dict[str, float]] = {
+    name: dict(zip(["top1@0", "top5@0", "top1@30", "top5@30", "top1@50", "top5@50", "top1@78",
+                    "top5@78", "auc"], row))
+    for name, row in {
+        "ViT": [82.91, 96.28, 80.03, 94.80, 74.38, 91.48, 22.38, 36.76, 57.16],
+        "DynamicViT-style": [81.74, 95.64, 81.44, 95.46, 77.54, 93.30, 20.66, 37.09, 56.32],
+        "ViT+C": [82.84, 96.23, 78.09, 93.82, 71.67, 89.58, 31.04, 49.45, 57.27],
+        "RViT": [83.10, 96.46, 81.33, 95.60, 78.94, 94.50, 67.27, 87.23, 70.86],
+        "CViT": [83.11, 96.50, 81.37, 95.69, 79.39, 94.63, 70.57, 88.94, 72.19],
+    }.items()
+}
+#: Where the paper reads CViT's knee off Fig. 8: the mask ratio, and top-1 (%) there (Sec. 5).
+PAPER_KNEE = {"mask_ratio": 0.78, "top1": 70.6}
+#: The paper's attention saving at 22% of the patches kept, in % (Sec. 5): 1 - 0.22 ** 2.
+PAPER_ATTENTION_SAVING = 95.16
+
+
+def paper_value(model: str, column: str, ratio: float | None = None) -> float:
+    """One number of the paper's Table 5 (:data:`PAPER_TABLE5`): ``column`` is ``"top1"`` or
+    ``"top5"`` at mask ``ratio`` (one of :data:`PAPER_RATIOS`), or ``"auc"``.
+
+    >>> paper_value("CViT", "top1", 0.78), paper_value("ViT", "auc")
+    (70.57, 57.16)
+    """
+    if model not in PAPER_TABLE5:
+        raise KeyError(f"the paper's Table 5 has no model {model!r}; it has "
+                       f"{', '.join(PAPER_TABLE5)}")
+    if column == "auc":
+        if ratio is not None:
+            raise ValueError("the AuC has no mask ratio")
+        return PAPER_TABLE5[model]["auc"]
+    if column not in ("top1", "top5"):
+        raise ValueError(f"column must be 'top1', 'top5' or 'auc', got {column!r}")
+    if ratio is None or not any(abs(ratio - r) < 1e-9 for r in PAPER_RATIOS):
+        raise ValueError(f"Table 5 has the mask ratios {PAPER_RATIOS}, not {ratio!r}")
+    return PAPER_TABLE5[model][f"{column}@{round(100 * ratio)}"]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ Sentences that compare numbers are written from them, so that their order and wo
 disagree with what they print: :func:`compare` ("A (81.2%) is above B (81.1%)", or "equal to
 the printed precision"), :func:`ranking_moves` (how the places of a ranking change between two
 settings), :func:`tally` ("5 inside, 4 on the edge and 1 on the
-background"). :func:`comparison_errors` reads any sentence and lists the comparisons whose words
+background"), :func:`by_sign` (the words for a difference, chosen by its sign). :func:`comparison_errors` reads any sentence and lists the comparisons whose words
 contradict their own numbers.
 """
 
@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "num", "sig", "signed", "fid", "pvalue", "share",
            "count", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
-           "ranking_moves", "tally"]
+           "ranking_moves", "tally", "by_sign"]
 
 #: A missing value (None, NaN) is written as this en dash.
 MISSING = "–"
@@ -378,3 +378,16 @@ def tally(counts: Mapping[str, int] | Iterable[tuple[str, int]], *, of: int | No
     words = [f"{count(n)}{f' of {count(of)}' if i == 0 and of is not None else ''} {what}"
              for i, (what, n) in enumerate(shown)]
     return listing(words)
+
+
+def by_sign(x: float, positive: str, otherwise: str) -> str:
+    """The words for a difference ``x``: ``positive`` when it is above 0, ``otherwise`` when it is
+    0 or below ("raise" / "do not raise"), so that a verb cannot disagree with the sign printed
+    beside it.
+
+    >>> by_sign(1.4, "helps", "does not help"), by_sign(-5.7, "helps", "does not help")
+    ('helps', 'does not help')
+    """
+    if _missing(x):
+        raise ValueError(f"no sign to read from {x!r}")
+    return positive if float(x) > 0 else otherwise

@@ -1,7 +1,8 @@
 """Atomic file writes (a reader never sees a half-written file, even after a kill), folder locks
 (one training at a time in a run folder), the one error for a file copkit wrote that is damaged or
 foreign (:class:`DamagedFileError`), the SHA-256 of a file (:func:`file_sha256`), and the
-fault-injection points the tests kill processes at (:func:`fault_point`)."""
+fault-injection points the tests kill processes at (:func:`fault_point`), and whether a progress
+bar may write to the terminal (:func:`bars_off`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "DamagedFileError",
-           "remedy_for", "file_sha256", "folder_lock", "fault_point"]
+           "remedy_for", "file_sha256", "folder_lock", "fault_point", "bars_off"]
 
 
 class DamagedFileError(ValueError):
@@ -177,3 +178,17 @@ def fault_point(kind: str, key: str | int) -> None:
     if target or action not in ("", ":stop"):
         return
     os.kill(os.getpid(), signal.SIGSTOP if action == ":stop" else signal.SIGKILL)
+
+
+def bars_off(progress: bool = True) -> bool:
+    """Whether a progress bar stays off (tqdm's ``disable``): when its caller asks for none
+    (``progress`` false), or when ``$TQDM_DISABLE`` is set to anything but ``""``, ``0`` or
+    ``false``. ``tools/run_chapters.py`` sets it for the notebooks it executes, so that no
+    progress-bar line is saved in an executed chapter; a reader running a chapter in JupyterLab
+    still sees the bars.
+
+    >>> bars_off(False)
+    True
+    """
+    flag = os.environ.get("TQDM_DISABLE", "").strip().lower()
+    return not progress or flag not in ("", "0", "false")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import dist, pretrained
 from .data import load_fashion_mnist
-from .io import DamagedFileError, atomic_write_bytes, fault_point
+from .io import DamagedFileError, atomic_write_bytes, bars_off, fault_point
 from .rank import collapse_order
 from .tokens import patchify
 
@@ -90,7 +90,7 @@ def compute_orders(model, tokens, out: str | Path, comae_hash: str,
     mine = [s for s in range(shards) if s % dist.world_size() == dist.rank()]
     written = 0
     bar = tqdm(mine, desc="collapse orders", unit="shard",
-               disable=not (progress and dist.is_main()), mininterval=5.0, ncols=100)
+               disable=bars_off(progress and dist.is_main()), mininterval=5.0, ncols=100)
     for s in bar:
         path = parts / f"shard-{s:05d}.npz"
         if path.exists() and str(_read(path, _SHARD_KEYS)["comae_hash"]) == comae_hash:

@@ -10,15 +10,18 @@ own, a section each of the pretraining config (:class:`BaseSizes`, :mod:`copkit.
 model module's ``from_profile(sizes, seed, **variant)`` takes either kind of sizes. A chapter takes
 the profile's name (or the path of a profile file of one's own) as a papermill parameter and reads
 its sizes from here, so a size is never repeated in a chapter; the command line
-(``python -m copkit <stage> --profile ...``) reads the same.
+(``python -m copkit <stage> --profile ...``) reads the same. :func:`chapter_setup` is every
+chapter's first call: its profile, device, seeds and folders, and the book's plotting style.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -26,7 +29,8 @@ from .config import ConfigError, build, load
 from .recipe import TrainConfig
 
 __all__ = ["EntropySizes", "ComaeSizes", "RankSizes", "CmarSizes", "CvitSizes", "BaseSizes",
-           "Profile", "PROFILES", "get_profile", "load_profile", "pick_device"]
+           "Profile", "PROFILES", "get_profile", "load_profile", "pick_device", "Chapter",
+           "chapter_setup"]
 
 
 # ------------------------------------------------------------------------------------ ranges
@@ -325,3 +329,58 @@ def pick_device(preference: str = "auto") -> torch.device:
         raise ValueError("device 'mps' was asked for but is not available; use device='auto' or "
                          "'cpu'")
     return dev
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """What a chapter works with, from its papermill parameters (:func:`chapter_setup`)."""
+
+    #: the sizes of the profile the chapter runs at
+    profile: Profile
+    #: the device it computes on (:func:`pick_device`)
+    device: torch.device
+    #: the offset added to every seed of the profile
+    seed: int
+    #: where its results file goes
+    results_dir: Path
+    #: where trained runs and the shipped base models are (None for a chapter that needs none)
+    data_dir: Path | None
+    #: ``time.perf_counter()`` when the chapter started, for its run time
+    started: float = field(default_factory=time.perf_counter)
+
+    def seeds(self, offsets: Iterable[int]) -> list[int]:
+        """The seeds of a section of the profile (``offsets``, e.g. ``profile.cvit.seeds``),
+        shifted by the chapter's ``seed``.
+
+        >>> chapter_setup("smoke", "cpu", seed=10).seeds([0, 1, 2])
+        [10, 11, 12]
+        """
+        return [self.seed + int(s) for s in offsets]
+
+    def seconds(self) -> float:
+        """Seconds since the chapter started."""
+        return time.perf_counter() - self.started
+
+
+def chapter_setup(profile: str | Path, device: str = "auto", seed: int = 0,
+                  data_dir: str | Path | None = None,
+                  results_dir: str | Path = "../book/results") -> Chapter:
+    """Every chapter's set-up, from its papermill parameters, in one call: the profile's sizes
+    (:func:`get_profile`), the device (:func:`pick_device`), the seed offset, the folders as paths,
+    and the book's plotting style (:func:`copkit.viz.use_book_style`). It also silences tqdm's
+    "IProgress not found" warning, which ``tqdm.auto`` (imported by timm) raises in a kernel
+    without ipywidgets: the book's bars are plain text (:func:`copkit.io.bars_off`).
+
+    >>> book = chapter_setup("smoke", "cpu", seed=0, data_dir="../data")
+    >>> book.profile.name, book.device.type, book.data_dir.name
+    ('smoke', 'cpu', 'data')
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    from .viz import use_book_style  # matplotlib only where a chapter draws
+
+    use_book_style()
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    return Chapter(profile=get_profile(profile), device=pick_device(device), seed=seed,
+                   results_dir=Path(results_dir),
+                   data_dir=None if data_dir is None else Path(data_dir))

@@ -22,7 +22,11 @@ A claim is made once, and one of three ways:
   "inconclusive" otherwise, "partly" only from the stated partial criterion;
 - :func:`alias`: the same test as another claim of the chapter, counted once;
 - :func:`claim`: a claim with no sampling variation: "not testable", or decided by an exact
-  computation (``exact=True``: an identity checked numerically, a count).
+  computation (``exact=True``: an identity checked numerically, a count), whose verdict
+  :func:`exact_verdict` reads off criteria stated with the claim (:class:`copkit.stats.Partial`).
+
+:func:`paired_claim` is the common tested claim "A comes out higher (lower) than B, paired by
+seed"; :func:`at_ratio` reads each seed's value at one mask ratio off a set of curves.
 
 ``why`` is one sentence written from the measured numbers; the chapter's closing prose
 (:func:`in_words`), the results file and the report page all read that one object. Claim ids
@@ -37,7 +41,9 @@ its file beside the runner's output for that profile instead, ``.scratch/book/<p
 (:func:`results_folder`), so the book is never overwritten by accident; ``tools/run_chapters.py
 --out book`` sets ``COPKIT_WRITE_BOOK=1`` to write there on purpose.
 
-Text helpers: :func:`mean_sd` (one way to write "mean ± sd"), :func:`markdown_table` (a table
+Text helpers: :func:`mean_sd` (one way to write "mean ± sd"; :func:`finite_mean_sd` of the
+finite values only, :func:`with_paper` with the paper's number beside), :func:`markdown_table` (a
+table
 for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters),
 :func:`test_text` (a test's outcome in words), and :func:`in_words`,
 :func:`verdict_counts` for claims.
@@ -52,7 +58,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -65,7 +71,8 @@ __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summar
            "write_results", "read_results", "unsupported_numbers", "mean_sd", "markdown_table", "brief",
            "VERDICT_WORDS", "in_words", "verdict_counts", "headlines", "section_labels",
            "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes", "runtimes_table", "runtimes_hosts",
-           "TABLE_CLASSES"]
+           "TABLE_CLASSES", "at_ratio", "paired_claim", "exact_verdict", "with_paper",
+           "finite_mean_sd"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -81,6 +88,25 @@ def summary(values: Iterable[float] | float) -> dict[str, float | int]:
         raise ValueError("summary of no values")
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
             "n": int(v.size)}
+
+
+def at_ratio(curves: Mapping[str, np.ndarray], ratios: Sequence[float], name: str,
+             ratio: float) -> np.ndarray:
+    """Each seed's value of the curve ``name`` at mask ``ratio``: ``curves[name]`` is (seeds,
+    ratios), one row per seed over ``ratios``; ``ratio`` must be one of them (to 1e-9).
+
+    >>> at_ratio({"CViT": np.array([[80.0, 60.0], [82.0, 58.0]])}, [0.0, 0.78], "CViT", 0.78)
+    array([60., 58.])
+    """
+    grid = np.asarray(ratios, dtype=float)
+    values = np.asarray(curves[name], dtype=float)
+    if values.ndim != 2 or values.shape[1] != grid.size:
+        raise ValueError(f"curves[{name!r}] must be (seeds, {grid.size} ratios), got shape "
+                         f"{values.shape}")
+    hit = np.flatnonzero(np.abs(grid - ratio) < 1e-9)
+    if hit.size == 0:
+        raise ValueError(f"mask ratio {ratio} is not on the grid {grid.tolist()}")
+    return values[:, hit[0]]
 
 
 def _row(paper: Any, ours: dict | float, verdict: str | None, why: str, section: str | None,
@@ -200,6 +226,54 @@ def alias(primary: str, paper: Any, ours: dict | float, why: str, section: str |
 
 
 tested.__test__ = False  # not a pytest test, though named like one
+
+
+def paired_claim(paper: Any, a: Iterable[float], b: Iterable[float], expect: str, other: str,
+                 why: Callable[[float], str], **kw: Any) -> dict[str, Any]:
+    """The claim that ``a`` comes out ``expect`` ("higher" or "lower") than ``b``, one value of
+    each per seed, tested paired by seed (:func:`copkit.stats.paired`): ``ours`` is ``a``'s
+    :func:`summary` with ``b``'s under the key ``other``, and ``why(d)`` writes the sentence from
+    the mean difference ``d`` = mean(a) - mean(b). ``kw`` goes to :func:`tested` (``smallest``,
+    which a directional claim must state, ``partial``, ``paper_effect``, ``section``,
+    ``headline``).
+
+    >>> c = paired_claim(70.6, [70.0, 71.0, 72.0], [67.0, 67.5, 68.0], "higher", "rvit",
+    ...                  lambda d: f"CViT beats RViT by {d:.1f} points.", smallest=1.0)
+    >>> c["why"], c["ours"]["rvit"]["mean"], c["test"]["test"]
+    ('CViT beats RViT by 3.5 points.', 67.5, 'paired t')
+    """
+    a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    return tested(paper, {**summary(a), other: summary(b)}, stats.paired(a, b), expect,
+                  why(float(a.mean() - b.mean())), **kw)
+
+
+def exact_verdict(full: tuple[stats.Partial, float],
+                  partial: tuple[stats.Partial, float] | None = None) -> str:
+    """The verdict of a claim decided by an exact computation (a FLOP count, one timing), from
+    criteria stated with it before measuring: "reproduced" when the ``full`` criterion holds on
+    its value, else "partly" when the ``partial`` one holds on its own value, else "not
+    reproduced". Each is a (:class:`copkit.stats.Partial`, value) pair; a number without sampling
+    variation is its own interval, so ``Partial.ci_within`` and ``Partial.ci_beyond`` read it as
+    the interval [value, value]. Pass the result to :func:`claim` with ``exact=True``.
+
+    >>> from copkit.stats import Partial
+    >>> exact_verdict((Partial.ci_within(94.16, 96.16, "the whole forward saves 95.16% +- 1"), 78.0),
+    ...               (Partial.ci_within(94.16, 96.16, "the attention term saves 95.16% +- 1"), 95.0))
+    'partly'
+    """  # noqa: E501 - a doctest's call is one line
+    def holds(criterion: stats.Partial, value: float) -> bool:
+        if not isinstance(criterion, stats.Partial):
+            raise TypeError(f"a criterion is a copkit.stats.Partial, got {type(criterion).__name__}")
+        v = float(value)
+        if not np.isfinite(v):
+            raise ValueError(f"criterion {criterion.name!r}: the value is not finite ({v})")
+        return criterion({"ci": (v, v)})
+
+    if holds(*full):
+        return "reproduced"
+    if partial is not None and holds(*partial):
+        return "partly"
+    return "not reproduced"
 
 
 def _family(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -547,6 +621,28 @@ def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1
     else:
         text = f"{fmt.num(s['mean'], digits)} ± {fmt.num(s['std'], digits)}"
     return text + (f" (n={s['n']})" if show_n else "")
+
+
+def finite_mean_sd(values: Iterable[float], digits: int = 1, none: str = "none") -> str:
+    """:func:`mean_sd` of the finite values only (e.g. the seeds whose curve has a knee), ``none``
+    when no value is finite.
+
+    >>> finite_mean_sd([0.78, float("nan"), 0.82], 2), finite_mean_sd([float("nan")])
+    ('0.80 ± 0.03', 'none')
+    """
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    return mean_sd(v, digits) if v.size else none
+
+
+def with_paper(text: str, paper: float | None, digits: int = 1) -> str:
+    """``text`` with the paper's number beside it in brackets, ``digits`` decimals
+    (:func:`copkit.fmt.num`); ``text`` alone where the paper has no number (None).
+
+    >>> with_paper("71.2 ± 1.3", 70.57), with_paper("19.6 ± 0.4", 72.19, 2), with_paper("x", None)
+    ('71.2 ± 1.3 (70.6)', '19.6 ± 0.4 (72.19)', 'x')
+    """
+    return text if paper is None else f"{text} ({fmt.num(paper, digits)})"
 
 
 #: The layouts the book's style sheet (``_static/copkit.css``) gives a table, by class:

@@ -48,7 +48,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import config_hash
-from .io import fault_point, folder_lock
+from .io import bars_off, fault_point, folder_lock
 from .recipe import Recipe, TrainConfig, Trainee, step_generator
 
 __all__ = ["TrainingDiverged", "cosine_lr", "EMA", "compile_blocks", "StepRunner", "train",
@@ -269,7 +269,7 @@ def _train(modules, optimizers, step_fn, train_cfg: TrainConfig, run_dir: Path, 
 
     end = train_cfg.steps if stop_after is None else min(train_cfg.steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=train_cfg.steps, desc=desc,
-               disable=not (progress and main), mininterval=5.0, dynamic_ncols=False, ncols=100)
+               disable=bars_off(progress and main), mininterval=5.0, dynamic_ncols=False, ncols=100)
     sync_free = runner.device.type == "cuda"  # read the loss at logging and checkpoint steps only
     for m in modules.values():
         m.train()

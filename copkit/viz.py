@@ -19,7 +19,17 @@ from torch import Tensor
 
 __all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order",
            "prefix_curves", "seed_band", "mask_ratio_curves", "density_check", "kept_by_class",
-           "knee_marker", "training_curve", "learning_curve", "eval_panels", "draw_collapse"]
+           "knee_marker", "training_curve", "learning_curve", "eval_panels", "draw_collapse",
+           "BOOK_STYLE", "use_book_style"]
+
+#: The book's matplotlib settings: the resolution of its figures, and their margins trimmed.
+BOOK_STYLE: dict[str, Any] = {"figure.dpi": 110, "savefig.bbox": "tight"}
+
+
+def use_book_style() -> None:
+    """Apply :data:`BOOK_STYLE` to matplotlib (every chapter does, through
+    :func:`copkit.profiles.chapter_setup`)."""
+    plt.rcParams.update(BOOK_STYLE)
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:

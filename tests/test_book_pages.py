@@ -104,3 +104,116 @@ def test_the_equations_the_api_typesets_are_in_their_docstrings(module):
         else:
             assert any(plain in line for line in before), plain
             assert not any(plain in line for line in lines) and any(latex in line for line in lines)
+
+
+# --- what a reader sees of the code and its outputs (issue 27: hide the bookkeeping)
+
+#: The widest line of code a reader sees: a code cell not tagged ``remove-input``.
+MAX_CODE_LINE = 88
+#: Lines wider than that which are known, per chapter source, and why: the figure and
+#: computation cells of Chapters 1-4 and the report's set-up cell, which other work on those
+#: pages is rewriting (the figures, the findings boxes). The count may only fall: a chapter with
+#: fewer long lines than listed fails until its entry is lowered (or removed at 0).
+KNOWN_LONG_LINES = {"01_entropy.py": 35, "02_comae.py": 51, "03_rank.py": 64, "04_cmar.py": 65,
+                    "06_report.py": 6}
+#: A tqdm progress bar, as it is saved in an output ("  40%|████      | 160/400 [00:40<...").
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+(?:\.\d+)?(?:it|s)/(?:s|it)\]")
+#: A warning saved in an output, as Python prints one ("...py:23: UserWarning: ...").
+WARNING = re.compile(r"\b\w*Warning: |^WARNING\b", re.M)
+
+
+def _cells(source: str) -> list[tuple[str, list[str]]]:
+    """The cells of a jupytext percent script: (header line, code lines)."""
+    cells: list[tuple[str, list[str]]] = []
+    for line in source.splitlines():
+        if line.startswith("# %%"):
+            cells.append((line, []))
+        elif cells:
+            cells[-1][1].append(line)
+    return cells
+
+
+def visible_long_lines(source: str, width: int = MAX_CODE_LINE) -> list[str]:
+    """The code lines wider than ``width`` in the cells a reader of the site can see: code cells
+    not tagged ``remove-input`` or ``remove-cell``. The ``parameters`` cell is left out: papermill
+    replaces it, and its lines are kept as they are."""
+    out = []
+    for header, lines in _cells(source):
+        if "[markdown]" in header or any(tag in header for tag in
+                                         ("remove-input", "remove-cell", '"parameters"')):
+            continue
+        out += [line for line in lines if len(line) > width]
+    return out
+
+
+def saved_noise(notebook: dict) -> list[str]:
+    """The warnings and progress-bar lines saved in an executed notebook's outputs, as
+    ``cell N: <the line>``."""
+    found = []
+    for i, cell in enumerate(notebook["cells"]):
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("text", "")) if out.get("output_type") == "stream" else ""
+            for line in re.split(r"[\r\n]", text):
+                if PROGRESS_BAR.search(line) or WARNING.search(line):
+                    found.append(f"cell {i}: {line.strip()[:100]}")
+    return found
+
+
+def test_visible_long_lines_finds_wide_lines_only_where_a_reader_sees_them():
+    wide = "x = " + "1 + " * 30 + "1"
+    src = "\n".join(["# %% tags=[\"parameters\"]", f"p = 1  # {'.' * 90}", "# %%", wide,
+                     "# %% tags=[\"remove-input\"]", wide, "# %% [markdown]", f"# {'a' * 95}",
+                     "# %% tags=[\"hide-input\"]", wide, "y = 2"])
+    assert visible_long_lines(src) == [wide, wide]
+    assert visible_long_lines(src, width=200) == []
+
+
+def test_saved_noise_finds_warnings_and_progress_bars():
+    bar = "\rlambda=0.0 seed=0:  40%|███▍   | 160/400 [00:40<01:00,  3.95it/s, loss=5.59]"
+    warn = "/tmp/ipykernel_1/3.py:23: UserWarning: Converting a tensor with requires_grad=True"
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "stream", "name": "stderr", "text": [bar]},
+        {"output_type": "stream", "name": "stderr", "text": [warn + "\n"]},
+        {"output_type": "stream", "name": "stdout", "text": ["40% of the patches; 3/4 seeds\n"]},
+        {"output_type": "display_data", "data": {"text/plain": ["UserWarning: in a table"]}}]}]}
+    found = saved_noise(nb)
+    assert len(found) == 2 and "160/400" in found[0] and "UserWarning" in found[1]
+    assert saved_noise({"cells": [{"cell_type": "markdown", "source": [bar]}]}) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.py")), ids=lambda p: p.name)
+def test_no_visible_code_line_is_wider_than_the_text_column(path):
+    long = visible_long_lines(path.read_text())
+    known = KNOWN_LONG_LINES.get(path.name, 0)
+    assert len(long) <= known, (f"{path.name}: {len(long)} visible code lines over "
+                                f"{MAX_CODE_LINE} characters ({known} known):\n" + "\n".join(long))
+    assert len(long) == known, (f"{path.name} has {len(long)} long lines, fewer than the {known} "
+                                "KNOWN_LONG_LINES lists: lower its entry")
+
+
+#: Committed notebooks executed before progress bars were turned off (copkit.io.bars_off) and
+#: Chapter 2's warning was removed: their saved noise goes when they are re-run. An entry that
+#: is clean fails, so the set only shrinks.
+KNOWN_NOISY = {"02_comae", "04_cmar", "05_cvit"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_executed_chapters_save_no_warnings_or_progress_bars(path):
+    import json
+
+    noise = saved_noise(json.loads(path.read_text()))
+    if path.stem in KNOWN_NOISY:
+        assert noise, f"{path.name} is clean now: remove it from KNOWN_NOISY"
+    else:
+        assert noise == [], f"{path.name}:\n" + "\n".join(noise[:20])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / ".scratch" / "book" / "smoke").glob(
+    "[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_the_smoke_run_saves_no_warnings_or_progress_bars(path):
+    """The chapters make test's smoke run executed (tools/run_chapters.py --profile smoke, into
+    .scratch/book/smoke/) must be clean whatever the committed book holds."""
+    import json
+
+    assert saved_noise(json.loads(path.read_text())) == []

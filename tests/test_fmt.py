@@ -199,3 +199,58 @@ def test_tally():
     with pytest.raises(ValueError, match="sum to 9"):
         fmt.tally({"a": 4, "b": 5}, of=10)
     assert fmt.tally([]) == "none"
+
+
+def test_by_sign_chooses_the_words_from_the_sign_printed_beside_them():
+    assert fmt.by_sign(1.4, "raise", "do not raise") == "raise"
+    assert fmt.by_sign(0.0, "raise", "do not raise") == "do not raise"
+    assert fmt.by_sign(-5.7, "helps", "does not help") == "does not help"
+    with pytest.raises(ValueError):
+        fmt.by_sign(float("nan"), "a", "b")
+
+
+# --- Chapter 5's two sentences that contradicted their numbers (issue 27), written from them now
+
+
+def test_the_own_versus_fixed_order_sentence_keeps_each_number_with_its_order():
+    """The committed Chapter 5 wrote "81.2% against 81.1%" for own against fixed order while its
+    table had own 81.1 and fixed 81.2: the sentence must name own first and print its number."""
+    from copkit.curves import order_gain_text
+
+    text = order_gain_text(82.885, 82.953, own_top1=81.07, fixed_top1=81.17, ratio=0.78)
+    assert fmt.comparison_errors(text) == []
+    own, fixed = text.index("own order (81.1%)"), text.index("fixed order (81.2%)")
+    assert own < fixed and "(81.1%) is below" in text
+    assert "own order (82.9) is below" in text and "a gain of -0.1 AuC points" in text
+    # the other way round, the words turn with the numbers
+    flipped = order_gain_text(83.5, 82.0, own_top1=81.9, fixed_top1=80.2, ratio=0.78)
+    assert "(83.5) is above" in flipped and "(81.9%) is above" in flipped
+    assert "a gain of +1.5" in flipped and fmt.comparison_errors(flipped) == []
+
+
+def test_the_knee_sentence_says_the_grid_holds_the_papers_ratio_when_it_does():
+    """The committed sentence said the ratio grid "steps by up to 0.083" beside a knee of 0.825
+    for every seed, although 0.78 was on the grid: it blamed the grid for a difference the grid
+    did not make."""
+    from copkit.curves import knee_text
+
+    grid = [0.0, 0.0825, 0.165, 0.2475, 0.3, 0.33, 0.4125, 0.495, 0.5, 0.5775, 0.66, 0.7425,
+            0.78, 0.825, 0.9075, 0.99]
+    text = knee_text([0.825, 0.825, 0.825], grid, 0.78)
+    assert "steps by up to" not in text
+    assert "(0.82) is above the paper's (0.78)" in text
+    assert "0.78 is itself a point of our ratio grid" in text and "between 0.74 and 0.82" in text
+    assert fmt.comparison_errors(text) == []
+    # a grid without 0.78: the sentence names its nearest points instead
+    coarse = knee_text([0.66, 0.66], [0.0, 0.33, 0.66, 0.99], 0.78)
+    assert "no point at 0.78, its nearest are 0.66 and 0.99" in coarse
+    assert "(0.66) is below the paper's (0.78)" in coarse
+    # a knee on the paper's ratio, a range over the seeds, and no knee at all
+    assert knee_text([0.78], grid, 0.78).endswith(
+        "(0.78) to the printed precision; 0.78 is a point of our ratio grid.")
+    spread = knee_text([0.66, 0.9075, float("nan")], grid, 0.78)
+    assert "between 0.66 and 0.91" in spread and "none for 1 seed(s)" in spread
+    assert "their mean (0.78)" in spread
+    assert "finds no knee" in knee_text([float("nan")], grid, 0.78)
+    with pytest.raises(ValueError):
+        knee_text([], grid, 0.78)

@@ -427,3 +427,126 @@ def test_a_chapter_at_another_profile_writes_beside_the_book_not_into_it(tmp_pat
     assert "results go to" in capsys.readouterr().out
     monkeypatch.setenv("COPKIT_WRITE_BOOK", "1")  # tools/run_chapters.py --out book
     assert results_folder("../book/results", "smoke") == Path("../book/results")
+
+
+# --- the helpers Chapter 5 used to define for itself
+
+
+def test_at_ratio_reads_each_seeds_value_at_a_ratio_of_the_grid():
+    from copkit.results import at_ratio
+
+    curves = {"CViT": np.array([[80.0, 70.0, 60.0], [81.0, 72.0, 58.0]])}
+    assert at_ratio(curves, [0.0, 0.5, 0.78], "CViT", 0.78).tolist() == [60.0, 58.0]
+    assert at_ratio(curves, np.array([0.0, 0.5, 0.78]), "CViT", 0.5).tolist() == [70.0, 72.0]
+    with pytest.raises(ValueError, match="not on the grid"):
+        at_ratio(curves, [0.0, 0.5, 0.78], "CViT", 0.3)
+    with pytest.raises(ValueError, match="must be"):
+        at_ratio(curves, [0.0, 0.5], "CViT", 0.5)
+    with pytest.raises(KeyError):
+        at_ratio(curves, [0.0, 0.5, 0.78], "RViT", 0.5)
+
+
+def test_paired_claim_is_the_paired_test_of_a_against_b():
+    from copkit.results import paired_claim
+
+    a, b = [70.0, 71.0, 72.5], [67.0, 67.5, 68.0]
+    said = []
+    c = paired_claim(70.57, a, b, "higher", "rvit", lambda d: said.append(d) or f"by {d:.2f}",
+                     paper_effect=3.3, smallest=1.0, section="ch5-table5")
+    assert said == [pytest.approx(np.mean(a) - np.mean(b))]
+    want = stats.claim_row(stats.paired(a, b), expect="higher", paper_effect=3.3, smallest=1.0)
+    assert c["test"] == want
+    assert c["ours"] == {**summary(a), "rvit": summary(b)} and c["section"] == "ch5-table5"
+    assert c["paper"] == 70.57 and c["verdict"] is None
+
+
+def test_exact_verdict_reads_the_stated_criteria_on_the_numbers():
+    from copkit.results import exact_verdict
+
+    near = stats.Partial.ci_within(94.16, 96.16, "within 1 point of 95.16")
+    faster = stats.Partial.ci_beyond(2.0, "higher", "more than twice as fast")
+    assert exact_verdict((near, 95.5)) == "reproduced"
+    assert exact_verdict((near, 78.0), (near, 94.96)) == "partly"
+    assert exact_verdict((near, 78.0), (near, 90.0)) == "not reproduced"
+    assert exact_verdict((near, 78.0)) == "not reproduced"
+    assert exact_verdict((faster, 3.2)) == "reproduced"
+    assert exact_verdict((stats.Partial.ci_beyond(20.66, "higher"), 5.2), (faster, 5.2)) == "partly"
+    with pytest.raises(ValueError, match="not finite"):
+        exact_verdict((near, float("nan")))
+    with pytest.raises(TypeError):
+        exact_verdict((lambda r: True, 1.0))
+    # the verdict goes into an exact claim
+    assert claim(95.16, {"n": 1}, exact_verdict((near, 78.0), (near, 94.96)), "A reason.",
+                 exact=True)["verdict"] == "partly"
+
+
+def test_with_paper_and_finite_mean_sd():
+    from copkit.results import finite_mean_sd, mean_sd, with_paper
+
+    assert with_paper("71.2 ± 1.3", 70.57) == "71.2 ± 1.3 (70.6)"
+    assert with_paper("19.6 ± 0.4", 72.19, 2) == "19.6 ± 0.4 (72.19)"
+    assert with_paper("x", None) == "x"
+    assert finite_mean_sd([0.78, float("nan"), 0.82], 2) == mean_sd([0.78, 0.82], 2)
+    assert finite_mean_sd(np.array([np.nan, np.nan])) == "none"
+    assert finite_mean_sd([], none="–") == "–"
+
+
+def test_the_papers_table5_is_one_table_with_its_own_arithmetic():
+    from copkit.cvit import (
+        PAPER_ATTENTION_SAVING,
+        PAPER_KNEE,
+        PAPER_RATIOS,
+        PAPER_TABLE5,
+        paper_value,
+    )
+
+    # the saving the paper states is 1 - keep^2 at the keep share its knee gives
+    assert PAPER_ATTENTION_SAVING == pytest.approx(100 * (1 - (1 - PAPER_KNEE["mask_ratio"]) ** 2))
+    # the paper's AuC ranking (Table 5): CViT first, DynamicViT last
+    ranked = sorted(PAPER_TABLE5, key=lambda m: -PAPER_TABLE5[m]["auc"])
+    assert ranked == ["CViT", "RViT", "ViT+C", "ViT", "DynamicViT-style"]
+    for model, row in PAPER_TABLE5.items():
+        assert set(row) == {f"top{k}@{round(100 * r)}" for r in PAPER_RATIOS for k in (1, 5)} | {
+            "auc"}
+        for r in PAPER_RATIOS:  # top-5 is never below top-1, and accuracy falls with the ratio
+            assert row[f"top5@{round(100 * r)}"] >= row[f"top1@{round(100 * r)}"]
+        tops = [row[f"top1@{round(100 * r)}"] for r in PAPER_RATIOS]
+        assert tops == sorted(tops, reverse=True), model
+        assert paper_value(model, "auc") == row["auc"]
+    assert paper_value("CViT", "top1", 0.78) == 70.57
+    with pytest.raises(ValueError, match="mask ratios"):
+        paper_value("CViT", "top1", 0.6)
+    with pytest.raises(KeyError):
+        paper_value("DynamicViT", "auc")
+
+
+def test_chapter_setup_gives_what_every_chapter_starts_with(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from copkit.profiles import chapter_setup
+
+    plt.rcParams["figure.dpi"] = 72
+    book = chapter_setup("smoke", "cpu", seed=3, data_dir=tmp_path, results_dir=tmp_path / "r")
+    assert book.profile is PROFILES["smoke"] and book.device == torch.device("cpu")
+    assert book.seeds(PROFILES["smoke"].cvit.seeds) == [3 + s for s in PROFILES["smoke"].cvit.seeds]
+    assert book.data_dir == tmp_path and book.results_dir == tmp_path / "r"
+    assert plt.rcParams["figure.dpi"] == 110 and book.seconds() >= 0
+    assert chapter_setup("smoke", "cpu").data_dir is None
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            chapter_setup("smoke", "cpu", seed=bad)
+    with pytest.raises(ValueError, match="unknown profile"):
+        chapter_setup("tiny")
+
+
+def test_bars_off_follows_the_caller_and_tqdm_disable(monkeypatch):
+    from copkit.io import bars_off
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert bars_off(True) is False and bars_off(False) is True
+    for off in ("1", "true", "yes"):
+        monkeypatch.setenv("TQDM_DISABLE", off)
+        assert bars_off(True) is True
+    for on in ("", "0", "false", "False"):
+        monkeypatch.setenv("TQDM_DISABLE", on)
+        assert bars_off(True) is False

@@ -388,6 +388,8 @@ def main() -> int:
         parser.error(str(err))
 
     began = time.perf_counter()
+    # no progress-bar lines in the executed notebooks (copkit.io.bars_off; the kernels inherit it)
+    os.environ.setdefault("TQDM_DISABLE", "1")
     book = book_profile()
     if args.out is None:
         args.out = default_out(label, profile_file, book)
