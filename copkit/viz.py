@@ -293,16 +293,16 @@ def keep_frequency(keeps: Tensor | np.ndarray, n_tokens: int) -> np.ndarray:
 def draw_order(order: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
                image: Tensor | None = None, numbers: int | None = 10, cmap: str = "viridis_r",
                title: str | None = None, fontsize: float = 9) -> Axes:
-    """Where each token comes in an order: colour = position (with the default ``viridis_r``,
-    bright yellow = early, dark purple = late), the first ``numbers`` positions written on their
-    patches (1 = first) in white with a black outline, ``fontsize`` points high. The colour
+    """Where each token comes in an order: colour = position, 1 = first (with the default
+    ``viridis_r``, bright yellow = early, dark purple = late), the first ``numbers`` positions
+    written on their patches in white with a black outline, ``fontsize`` points high. The colour
     layer is the panel's last image, for :func:`shared_colorbar`."""
     ax = ax or plt.gca()
     gh, gw = grid
     o = _np(order).astype(int)
     pos = np.empty_like(o)
-    pos[o] = np.arange(o.size)
-    token_map(pos, grid, ax=ax, image=image, cmap=cmap, vmin=0, vmax=o.size - 1,
+    pos[o] = np.arange(1, o.size + 1)  # 1 = first, as the numbers read
+    token_map(pos, grid, ax=ax, image=image, cmap=cmap, vmin=1, vmax=o.size,
               alpha=0.45 if image is not None else 1.0, title=title)
     if numbers:
         if image is not None:

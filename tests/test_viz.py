@@ -224,13 +224,14 @@ def test_draw_order_colours_early_patches_bright_and_writes_their_numbers():
     assert bar.ax.get_ylabel() == "position in the order"
     overlay = axes[0, 0].images[-1]
     positions = np.asarray(overlay.get_array()).reshape(-1)
-    assert positions[48] == 0 and positions[0] == 1 and positions[24] == 2
-    assert bar.mappable is overlay and bar.vmin == 0 and bar.vmax == 48
+    assert positions[48] == 1 and positions[0] == 2 and positions[24] == 3  # 1 = first
+    assert sorted(positions) == list(range(1, 50))
+    assert bar.mappable is overlay and bar.vmin == 1 and bar.vmax == 49
 
     def luminance(rgba):
         return 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2]
 
-    assert luminance(overlay.to_rgba(0.0)) > luminance(overlay.to_rgba(48.0))  # bright = early
+    assert luminance(overlay.to_rgba(1.0)) > luminance(overlay.to_rgba(49.0))  # bright = early
     texts = {t.get_text(): t for t in axes[0, 0].texts}
     assert set(texts) == {"1", "2", "3"} and texts["1"].get_fontsize() == 11
     assert texts["1"].get_position() == (6.0, 6.0)  # patch 48: row 6, column 6
