@@ -478,7 +478,7 @@ def lc_at(tau: float) -> dict:
     lt = torch.tensor(float(tau), requires_grad=True)
     loss_c = contrastive_loss(wv, t_idx, lt)
     g_w, g_t = torch.autograd.grad(loss_c, (wv, lt))
-    return {"tau": float(tau), "L_c": float(loss_c), "grad_norm": float(g_w.norm()),
+    return {"tau": float(tau), "L_c": float(loss_c.detach()), "grad_norm": float(g_w.norm()),
             "dL_dlog_tau": float(g_t) * float(tau)}
 
 
@@ -490,9 +490,9 @@ right = axes[1].twinx()  # the gradient norm is ~50x smaller than L_c: its own a
 right.plot(taus, [r["grad_norm"] for r in lc_curve], "s-", ms=3, color="C1", label="gradient norm")
 right.set_ylabel("gradient norm on the masks", color="C1")
 axes[1].set_ylabel("$L_c$", color="C0")
-axes[1].set_xscale("log")
 axes[1].set_xlabel("temperature $\\tau$")
-axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0], fontsize=8)
+fig.legend(handles=axes[1].get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0],
+           loc="outside lower right", ncol=3, fontsize=8)
 for ax in axes:
     ax.grid(alpha=0.3)
 plt.show()
