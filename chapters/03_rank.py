@@ -436,7 +436,7 @@ display(Markdown(
 # For each class: how often each patch (rows, raster index) lands at each position of the order
 # (columns, first on the left), over the class's images.
 
-# %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 5: for each class, how often each patch (rows, raster index) lands at each position of the collapse order (columns, first on the left).", "name": "fig-ch3-fig5"}, "image": {"alt": "Ten heat maps, one per class, of patch index against position in the order; bright cells mark patches that often come at that position."}}
+# %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 5: for each class, how often each patch (rows, raster index) lands at each position of the collapse order (columns, first on the left); the colour is the share of the class's images, brightest from one half up.", "name": "fig-ch3-fig5"}, "image": {"alt": "Ten heat maps, one per class, of patch index against position in the order; bright cells mark patches that often come at that position."}}
 fig, axes = viz.panel_grid(2, 5, colorbar=True, sharex=True, sharey=True)
 first_share = []  # per class: (the most common first patch, the share of the class's images it starts)
 for c, ax in enumerate(axes.flat):
@@ -448,11 +448,11 @@ for c, ax in enumerate(axes.flat):
     first_share.append((int(counts[:, 0].argmax()), float(counts[:, 0].max() / max(1, len(oc)))))
 fig.supxlabel("position in the collapse order", fontsize=10)
 fig.supylabel("patch index", fontsize=10)
-viz.shared_colorbar(fig, axes, "share of the class's images (0.5 and up: brightest)")
+viz.shared_colorbar(fig, axes, "share of the images")
 plt.show()
 top_first = max({p for p, _ in first_share}, key=[p for p, _ in first_share].count)
 display(Markdown(
-    f"What to see: the bright cells sit in the same places in every panel. In "
+    f"What to see: whether the classes follow one order. In "
     f"{fmt.count(sum(p == top_first for p, _ in first_share))} of 10 classes the most common first patch is patch "
     f"{top_first}; a class's most common first patch starts between {fmt.share(min(v for _, v in first_share), 0)} "
     f"and {fmt.share(max(v for _, v in first_share), 0)} of its images."))
