@@ -285,6 +285,8 @@ for lam in P.lambdas:
     first = evals(runs[lam, P.seeds[0] + seed][1])[0]["w_hist"]
     print(f"lambda={lam}: share of mask values below 0.1 or above 0.9: first evaluation "
           f"{sum(first[i] for i in (0, 1, 18, 19)):.2f}, end {mean_sd(extreme[lam], 2)}")
+
+# %% tags=["remove-input"]
 display(Markdown("What to see (seed 0): " + "; ".join(
     f"{lam_label(lam)}, " + fmt.trend(
         "the share of mask values below 0.1 or above 0.9",
@@ -500,6 +502,8 @@ shrinks = all(r["dL_dlog_tau"] >= 0 for r in lc_curve)
 print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} (smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
       f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} at weight {with_lc}")
 
+
+# %% tags=["remove-input"]
 
 def tau_text(v: float) -> str:
     return fmt.num(v, 4)

@@ -286,6 +286,8 @@ viz.prefix_curves({"random": rand_curves, **{k: curves[k] for k in ["greedy (exa
                    "PageRank, mean CoMAE graph", "raster", "PageRank ascending, exact influence"]}}, ax)
 ax.set_title("Prefix curves on the exact Gaussian model", fontsize=10)
 plt.show()
+
+# %% tags=["remove-input"]
 display(Markdown(
     "What to see: how close each PageRank order comes to the greedy one. "
     + fmt.compare("PageRank on the exact influence graph", areas["PageRank, exact influence graph"],
@@ -389,6 +391,8 @@ for c, ax in enumerate(axes.flat):
 plt.show()
 
 
+# %% tags=["remove-input"]
+
 def shown_orders_text(o: torch.Tensor, what: str, top: int = 11) -> str:
     """How alike the drawn orders are: their first patches, and the top patches all of them share."""
     firsts = torch.unique(o[:, 0])
@@ -412,6 +416,8 @@ fig, axes = viz.panel_grid(2, 5, title_lines=0)
 for k, ax in enumerate(axes.flat):
     viz.draw_collapse(held_out[k], photo_orders[k], (GRID, GRID), top=11, ax=ax)
 plt.show()
+
+# %% tags=["remove-input"]
 display(Markdown(shown_orders_text(photo_orders, "photo crops' orders")))
 
 # %% [markdown]
@@ -450,6 +456,8 @@ fig.supxlabel("position in the collapse order", fontsize=10)
 fig.supylabel("patch index", fontsize=10)
 viz.shared_colorbar(fig, axes, "share of the images")
 plt.show()
+
+# %% tags=["remove-input"]
 top_first = max({p for p, _ in first_share}, key=[p for p, _ in first_share].count)
 display(Markdown(
     f"What to see: whether the classes follow one order. In "

@@ -135,6 +135,8 @@ for j, i in enumerate(show):
         seen[name].append(set(order[hidden_n:].tolist()))
         viz.show_image(unpatchify(tok, PATCH, (1, SIDE, SIDE))[0], axes[row, j], title=f"{name}\n{CLASSES[int(train_y[i])]}")
 plt.show()
+
+# %% tags=["remove-input"]
 visible = {len(v) for sets in seen.values() for v in sets}
 assert visible == {N - hidden_n}, "every panel shows the count MAR.loss leaves visible"
 display(Markdown(
@@ -258,6 +260,8 @@ ax.set_xlabel("step")
 ax.set_ylabel("diffusion loss (smoothed)")
 ax.legend(fontsize=8)
 plt.show()
+
+# %% tags=["remove-input"]
 display(Markdown(
     "What to see: at the end of fine-tuning the smoothed training loss (mean over seeds) is "
     + fmt.listing(f"{fmt.sig(np.mean(v), 3)} for {k}" for k, v in final_loss.items())
@@ -403,6 +407,8 @@ for ax in axes:
 axes[0].legend(fontsize=8)
 fig.suptitle(f"{S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds", fontsize=10)
 plt.show()
+
+# %% tags=["remove-input"]
 best_scale = {name: min(S.cfg_scales, key=lambda c, b=by_cfg: np.mean([v["fid"] for v in b[c]]))
               for name, by_cfg in table3.items()}
 display(Markdown("What to see: the FID is lowest at CFG "
@@ -433,6 +439,8 @@ for name in ("MAR", "MAR+C", "CMAR", "CMAR ascending"):
                                    progress=False).cpu()
 fig = viz.sample_grid(shown_samples, grid_labels, CLASSES, per_class=8)
 plt.show()
+
+# %% tags=["remove-input"]
 with torch.no_grad():
     agree = {k: float((net(v.to(dev)).argmax(1).cpu() == grid_labels).float().mean()) for k, v in shown_samples.items()}
 display(Markdown(
@@ -477,6 +485,8 @@ for r in range(8):
         if r == 0:
             axes[r, c].set_title(f"step {c + 1}", fontsize=8)
 plt.show()
+
+# %% tags=["remove-input"]
 display(Markdown(
     f"What to see: both halves reveal the same number of patches at each step (the schedule: "
     f"{', '.join(str(n) for n in reveal_schedule(N, GEN_STEPS))}); they differ only in which patches come first."))
