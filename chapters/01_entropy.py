@@ -96,15 +96,21 @@ N, d = tokens.shape[1:]
 print(f"{fmt.count(train_x.shape[0])} training images -> tokens {tuple(tokens.shape)}: N={N} tokens of d={d} "
       f"on a {grid[0]}x{grid[1]} grid")
 
-fig, axes = plt.subplots(1, 10, figsize=(12, 1.6))
-for c, ax in enumerate(axes):
+fig, axes = viz.panel_grid(2, 5)
+for c, ax in enumerate(axes.flat):
     img = test_x[(test_y == c).nonzero()[0, 0]]
     viz.show_image(img, ax, CLASSES[c])
-    for t in range(1, 7):
-        ax.axhline(4 * t - 0.5, color="tab:orange", lw=0.4)
-        ax.axvline(4 * t - 0.5, color="tab:orange", lw=0.4)
-fig.suptitle("One test image per class with its 7 x 7 grid of 4 x 4 patches", y=1.05)
+    for t in range(1, grid[0]):
+        ax.axhline(p * t - 0.5, color="tab:orange", lw=0.6)
+        ax.axvline(p * t - 0.5, color="tab:orange", lw=0.6)
 plt.show()
+
+# %% tags=["remove-input"]
+per_image = patchify(test_x, p).std(-1).gt(0.05).float().sum(1)  # patches that hold some detail
+display(Markdown(
+    f"What to see: a garment spans most of the grid, but a patch is small: a test image has "
+    f"{fmt.num(per_image.mean().item(), 0)} of its {N} patches with some detail in them on average (pixel spread "
+    "above 0.05); the others are nearly flat."))
 
 # %% [markdown]
 # ## A Gaussian model of the tokens
@@ -135,10 +141,19 @@ joint = model.joint_entropy().item()
 print(f"eps = {fmt.sig(DEQUANTIZATION_VARIANCE, 2)}; joint entropy H(e_1..e_N) = {fmt.num(joint, 2)} nats; "
       f"sum of marginals H_c(empty set) = {fmt.num(marginal.sum().item(), 2)} nats")
 
-fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.8))
-viz.show_image(train_x.mean(0), axes[0], "mean training image")
-viz.token_map(marginal, grid, axes[1], cmap="magma", colorbar=True, title="H(e_n), nothing observed (nats)")
+fig, axes = viz.panel_grid(1, 2, colorbar=True, width=0.75 * viz.COLUMN_IN)
+viz.show_image(train_x.mean(0), axes[0, 0], "mean training image")
+viz.token_map(marginal, grid, axes[0, 1], cmap="magma", colorbar="$H(e_n)$ (nats)",
+              title="$H(e_n)$, nothing observed")
 plt.show()
+
+# %% tags=["remove-input"]
+rc_max, rc_min = divmod(int(marginal.argmax()), grid[1]), divmod(int(marginal.argmin()), grid[1])
+display(Markdown(
+    f"What to see: the most uncertain patch (row {rc_max[0] + 1}, column {rc_max[1] + 1}) holds "
+    f"{fmt.num(marginal.max().item(), 0)} nats, the least (row {rc_min[0] + 1}, column {rc_min[1] + 1}) "
+    f"{fmt.num(marginal.min().item(), 0)} nats: before anything is observed, where garments vary is where the "
+    "uncertainty is."))
 
 # %% [markdown]
 # ## The collapse, made visible
@@ -157,24 +172,34 @@ ex_tokens = patchify(example, p).to(calc)
 ks = [0, 3, 6, 12, 24, 36]
 hmax = marginal.max().item()
 hmin = marginal.min().item()
-fig, axes = plt.subplots(4, len(ks), figsize=(1.9 * len(ks), 7.6))
+fig, axes = viz.panel_grid(4, len(ks), colorbar=True)
+h_left, draw_gap = {}, {}
 for col, k in enumerate(ks):
     observed = torch.zeros(N, dtype=torch.bool)
     observed[greedy[:k]] = True
     h = model.conditional_entropy(observed.to(calc)).cpu()
-    hc = h[~observed].sum().item()
+    hc = h_left[k] = h[~observed].sum().item()
     viz.token_map(torch.where(observed, 0.0, h), grid, axes[0, col], image=example, observed=observed,
-                  vmin=hmin, vmax=hmax, alpha=1.0, title=f"k={k}: $H_c$={fmt.num(hc, 0)}")
+                  vmin=hmin, vmax=hmax, alpha=1.0, title=f"k = {k}\n$H_c$ = {fmt.num(hc, 0)}")
     mean, _ = model.conditional(ex_tokens, observed.to(calc))
     viz.show_image(unpatchify(mean.float().cpu(), p, (1, SIDE, SIDE)), axes[1, col])
     draws = model.sample_conditional(ex_tokens, observed.to(calc), 2, seed=seed + k).float().cpu()
+    draw_gap[k] = (draws[0] - draws[1]).abs().mean().item() / 2  # in units of the pixel range [0, 1]
     for r in range(2):
         viz.show_image(unpatchify(draws[r], p, (1, SIDE, SIDE)), axes[2 + r, col])
-for r, label in enumerate(["entropy left", "conditional mean", "a draw", "another draw"]):
+for r, label in enumerate(["entropy left", "mean", "a draw", "another"]):
     axes[r, 0].set_ylabel(label, fontsize=9)
-fig.suptitle("Observing the first k patches of the greedy order", y=1.0)
-fig.tight_layout()
+viz.shared_colorbar(fig, axes[0], "$H(e_n \\mid e_S)$ (nats)")
 plt.show()
+
+# %% tags=["remove-input"]
+k_low = min(h_left, key=h_left.get)
+display(Markdown(
+    f"What to see: the two draws differ by {fmt.share(draw_gap[ks[0]], 0)} of the pixel range per pixel with nothing "
+    f"observed and by {fmt.share(draw_gap[ks[-1]], 0)} after {ks[-1]} patches. The entropy left is lowest at "
+    f"k = {k_low} ({fmt.num(h_left[k_low], 0)} nats)"
+    + (f" and higher again at k = {ks[-1]} ({fmt.num(h_left[ks[-1]], 0)}): the near-certain border patches, whose "
+       "entropies are negative, leave the sum once observed." if k_low != ks[-1] else ".")))
 
 # %% [markdown]
 # (ch1-prefix-curve)=
@@ -252,9 +277,9 @@ def photo_vs_fashion(fashion: dict, photo: dict) -> str:
 
 
 curves, areas = order_table(model, P.entropy.random_orders, seed)
-fig, ax = plt.subplots(figsize=(6.5, 4))
+fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.6), layout="constrained")
 viz.prefix_curves({k: curves[k] for k in ["random", "raster", "greedy", "greedy reversed", "anti-greedy"]}, ax)
-ax.set_title("Fashion-MNIST: entropy left in the unobserved patches")
+ax.set_title("Fashion-MNIST: entropy left in the unobserved patches", fontsize=10)
 plt.show()
 
 # %% tags=["remove-input"]
@@ -293,22 +318,24 @@ assert eq1_spread < 1e-6, "the chain rule must make Eq. 1 order-invariant"
 # A single Gaussian gives *one* order for every image: its conditional covariances do not depend
 # on the observed values. To see how the best order depends on content we fit one model per class
 # and draw each class's greedy order on the class's mean image (the number is the position in the
-# order; dark = early).
+# order; bright yellow = early, dark = late).
 
-# %% mystnb={"figure": {"caption": "The greedy order of a Gaussian fitted to each class, drawn on the class's mean image with its first 8 patches numbered (dark = early).", "name": "fig-ch1-class-orders"}, "image": {"alt": "Ten mean images, one per class, each with the numbers 1 to 8 on the first patches of its order."}}
+# %% mystnb={"figure": {"caption": "The greedy order of a Gaussian fitted to each class, drawn on the class's mean image with its first 8 patches numbered (bright = early).", "name": "fig-ch1-class-orders"}, "image": {"alt": "Ten mean images, one per class, each with the numbers 1 to 8 on the first patches of its order."}}
 class_orders = []
 class_means = []
-fig, axes = plt.subplots(2, 5, figsize=(11, 5.4))
+class_sizes = []
+fig, axes = viz.panel_grid(2, 5, colorbar=True)
 for c, ax in enumerate(axes.flat):
     xc = train_x[train_y == c][: P.entropy.per_class_images] if P.entropy.per_class_images else train_x[train_y == c]
     mc = GaussianTokens.fit(patchify(xc, p).to(calc))
     oc = mc.greedy_order().cpu()
     class_orders.append(oc)
     class_means.append(xc.mean(0))
-    viz.draw_order(oc, grid, ax, image=xc.mean(0), numbers=8, title=f"{CLASSES[c]} (n={xc.shape[0]})")
-fig.suptitle("Greedy order of a Gaussian fitted to each class: the first 8 patches numbered", y=1.0)
-fig.tight_layout()
+    class_sizes.append(xc.shape[0])
+    viz.draw_order(oc, grid, ax, image=xc.mean(0), numbers=8, title=CLASSES[c])
+viz.shared_colorbar(fig, axes, "position in the order (1 = first)")
 plt.show()
+print("images per class model:", ", ".join(f"{CLASSES[c]} {fmt.count(n)}" for c, n in enumerate(class_sizes)))
 
 positions = torch.stack([torch.argsort(o) for o in class_orders]).numpy()  # position of each patch
 rho = spearmanr(positions.T).statistic
@@ -354,26 +381,43 @@ photo_model = GaussianTokens.fit(patchify(crops, p).to(calc))
 photo_curves, photo_areas = order_table(photo_model, P.entropy.random_orders, seed)
 photo_greedy = photo_model.greedy_order().cpu()
 
-fig = plt.figure(figsize=(11, 3.4))
-ax0 = fig.add_subplot(1, 3, 1)
-viz.draw_order(photo_greedy, grid, ax0, image=crops[0], numbers=10, title="greedy order on a crop")
-ax1 = fig.add_subplot(1, 3, 2)
-viz.token_map(photo_model.marginal_entropies().cpu(), grid, ax1, colorbar=True, title="H(e_n), nothing observed")
-ax2 = fig.add_subplot(1, 3, 3)
-viz.prefix_curves({k: photo_curves[k] for k in ["random", "raster", "greedy", "anti-greedy"]}, ax2)
-ax2.set_title("camera crops: prefix curves", fontsize=9)
-fig.tight_layout()
+fig = plt.figure(figsize=(viz.COLUMN_IN, 5.4), layout="constrained")
+panels = fig.subplot_mosaic([["order", "entropy"], ["curves", "curves"]], height_ratios=[1, 0.95])
+viz.draw_order(photo_greedy, grid, panels["order"], image=crops[0], numbers=10, title="greedy order on a crop")
+panels["order"].figure.colorbar(panels["order"].images[-1], ax=panels["order"], fraction=0.046, pad=0.04,
+                                label="position (1 = first)")
+viz.token_map(photo_model.marginal_entropies().cpu(), grid, panels["entropy"], colorbar="nats",
+              title="$H(e_n)$, nothing observed")
+viz.prefix_curves({k: photo_curves[k] for k in ["random", "raster", "greedy", "anti-greedy"]}, panels["curves"])
+panels["curves"].set_title("camera crops: prefix curves", fontsize=9)
 plt.show()
 
 # %% tags=["remove-input"]
 display(Markdown(areas_markdown(photo_areas, "order (camera crops)")))
 
-# %% [markdown]
-# On the photo's smoother statistics the greedy order spreads its first patches over the grid:
-# each new patch lies away from those already known, where it still has something to tell.
-
 # %% tags=["remove-input"]
-display(Markdown(photo_vs_fashion(areas, photo_areas)))
+cells = torch.stack(torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij"), -1).reshape(-1, 2)
+
+
+def mean_distance(o: torch.Tensor, k: int = 10) -> float:
+    """Mean distance, in patches, between the first k patches of an order."""
+    d = torch.cdist(cells[o[:k]].double(), cells[o[:k]].double())
+    return (d.sum() / (k * (k - 1))).item()
+
+
+d_random = np.mean([mean_distance(o) for o in random_orders(200, N, seed=seed + 2)])
+spread = round(mean_distance(photo_greedy), 2) > round(d_random, 2)
+display(Markdown(
+    "What to see: on the photo's smoother statistics the greedy order "
+    + ("spreads its first patches over the grid, each new patch away from those already known: " if spread else
+       "does not spread its first patches over the grid more than chance: ")
+    + fmt.compare("the mean distance between its first 10 patches", mean_distance(photo_greedy),
+                  "that of 10 patches drawn at random", d_random, lambda v: f"{fmt.num(v, 2)} patches",
+                  words=("larger than", "smaller than"))
+    + ", and " + fmt.compare("the same distance on Fashion-MNIST", mean_distance(greedy), "on the photo",
+                             mean_distance(photo_greedy),
+                             lambda v: f"{fmt.num(v, 2)} patches", words=("larger than", "smaller than"))
+    + ". " + photo_vs_fashion(areas, photo_areas)))
 
 # %% [markdown]
 # ## What the Gaussian model captures, and what it cannot
@@ -449,3 +493,45 @@ display(Markdown(in_words(claims) + f"""
 - Profile `{P.name}`, {fmt.count(train_x.shape[0])} training images; results written to `{path.name}`.
   How long the chapter takes is in `runtimes-{P.name}.json`, which the report and the introduction show.
 """))
+
+# %% [markdown]
+# ## Exercises
+#
+# Each asks you to change one thing and look at one thing; run the chapter again at the `smoke`
+# profile (a minute or two) to check your answer.
+#
+# **1. The seed.** Set `seed = 1` in the parameters cell. Which numbers of the Fashion-MNIST
+# table change, and which cannot?
+#
+# :::{dropdown} Solution
+# The seed only draws random things: the random orders (their mean and band), the two
+# conditional draws of the boot, the random orders of the Eq. 1 table, and the crops of the camera
+# photo. The greedy, raster, anti-greedy and reversed-greedy areas on Fashion-MNIST stay exactly
+# the same, because the Gaussian is fitted to the same images and those orders are computed from
+# it alone. The random mean moves by a small fraction of its standard deviation. Eq. 1 still gives
+# the joint entropy for every order. The photo's model is fitted to other crops, so its table
+# changes a little.
+# :::
+#
+# **2. Another image.** In the cell that draws the collapse, replace the ankle boot
+# (`test_y == 9`) by a T-shirt (`test_y == 0`). What stays the same in the figure?
+#
+# :::{dropdown} Solution
+# The top row (the entropy left in each unobserved patch) and the $H_c$ in the titles are
+# identical. A Gaussian's conditional covariance does not depend on the observed values, so every
+# image has the same entropies and the same greedy order. Only the patches drawn inside the white
+# frames, the conditional mean and the draws change. This is the limit named in the last
+# section: a Gaussian cannot give an image its own order.
+# :::
+#
+# **3. The regularisation.** Fit the model with `eps=100 * DEQUANTIZATION_VARIANCE`. What
+# happens to the border patches in the map of $H(e_n)$, and to the greedy order?
+#
+# :::{dropdown} Solution
+# A patch whose 16 pixels never vary in the training images has covariance $\varepsilon I$, so
+# its entropy is $16 \cdot \tfrac12 \log(2\pi e\,\varepsilon)$. Multiplying $\varepsilon$ by 100
+# raises it by $8 \log 100 \approx 37$ nats. Border patches that vary a little rise by less. The
+# patches inside the garment have variances far above $\varepsilon$, so their entropies barely
+# move. We expect the first patches of the greedy order to stay much the same, since they lie
+# where the pixels vary. We have not run this: the patches near the border may swap places.
+# :::

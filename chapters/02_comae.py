@@ -29,7 +29,7 @@
 # several seeds, and tests three things the paper reports:
 #
 # 1. Table 1: adding $L_c$ lowers both the mask entropy and the reconstruction loss;
-# 2. Fig. 6: mask entropy falls as reconstruction improves (the masks *polarise* toward 0 and 1);
+# 2. paper Fig. 6: mask entropy falls as reconstruction improves (the masks *polarise* toward 0 and 1);
 # 3. that the masks mean something, on images where the right answer is planted: mirror-symmetric
 #    images, where each patch is best rebuilt from its mirror image.
 
@@ -201,17 +201,31 @@ print(f"{len(runs)} runs ready in {train_seconds:.0f} s (runs found in {data_dir
 
 # %% [markdown]
 # (ch2-fig6)=
-# ## Fig. 6 analogue: reconstruction and mask entropy during training
+# ## Reconstruction and mask entropy during training (paper Fig. 6)
 #
 # Validation $L_r$ and $H_{mask}$ (on held-out images, every target, fixed noise), mean over
 # seeds with the min-max band.
 
-# %% mystnb={"figure": {"caption": "Fig. 6 analogue: validation reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per weight of L_c; both quantities fall during training."}}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+# %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 6: validation reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per weight of L_c; both quantities fall during training."}}
+fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
 viz.eval_panels({lam_label(lam): [evals(runs[lam, s + seed][1]) for s in P.seeds] for lam in P.lambdas},
                 ("val_L_r", "val_H_mask"), axes, ("$L_r$ (validation)", "$H_{mask}$ (validation)"))
-fig.suptitle("Reconstruction loss and mask entropy over training (bands: min-max over seeds)", y=1.02)
 plt.show()
+
+
+# %% tags=["remove-input"]
+from copkit import fmt  # noqa: E402 - the sentences under the figures
+
+
+def seed_mean(lam: float, key: str, at: int) -> float:
+    """The mean over seeds of a validation metric at one evaluation (0: first, -1: last)."""
+    return float(np.mean([evals(runs[lam, s + seed][1])[at][key] for s in P.seeds]))
+
+
+display(Markdown("What to see, from the first evaluation to the last (mean over seeds): " + "; ".join(
+    f"{lam_label(lam)}, " + fmt.trend("$L_r$", seed_mean(lam, "val_L_r", 0), seed_mean(lam, "val_L_r", -1))
+    + " and " + fmt.trend("$H_{mask}$", seed_mean(lam, "val_H_mask", 0), seed_mean(lam, "val_H_mask", -1))
+    for lam in P.lambdas) + "."))
 
 # %% [markdown]
 # (ch2-table1)=
@@ -250,7 +264,8 @@ print(f"L_c (lambda={with_lc}) minus none, H_mask: {test_text(t_h, 3)}\nL_r: {te
 # validation images at the first evaluation and at the end, per setting (seed 0).
 
 # %% mystnb={"figure": {"caption": "Where the mask values go: their distribution at the first evaluation, half-way and at the end of training, per weight of $L_c$ (seed 0). Polarisation moves mass towards 0 and 1.", "name": "fig-ch2-polarisation"}, "image": {"alt": "Step histograms of mask values between 0 and 1, one panel per weight of L_c: dotted for the first evaluation, dashed half-way, solid at the end."}}
-fig, axes = plt.subplots(1, len(P.lambdas), figsize=(3.6 * len(P.lambdas), 2.8), sharey=True)
+fig, axes = plt.subplots(1, len(P.lambdas), figsize=(viz.COLUMN_IN, 2.6), sharey=True,
+                         layout="constrained")
 for ax, lam in zip(np.atleast_1d(axes), P.lambdas):
     ev = evals(runs[lam, P.seeds[0] + seed][1])
     edges = np.linspace(0, 1, len(ev[0]["w_hist"]) + 1)
@@ -267,6 +282,14 @@ for lam in P.lambdas:
     first = evals(runs[lam, P.seeds[0] + seed][1])[0]["w_hist"]
     print(f"lambda={lam}: share of mask values below 0.1 or above 0.9: first evaluation "
           f"{sum(first[i] for i in (0, 1, 18, 19)):.2f}, end {mean_sd(extreme[lam], 2)}")
+
+# %% tags=["remove-input"]
+display(Markdown("What to see (seed 0): " + "; ".join(
+    f"{lam_label(lam)}, " + fmt.trend(
+        "the share of mask values below 0.1 or above 0.9",
+        sum(evals(runs[lam, P.seeds[0] + seed][1])[0]["w_hist"][i] for i in (0, 1, 18, 19)),
+        sum(evals(runs[lam, P.seeds[0] + seed][1])[-1]["w_hist"][i] for i in (0, 1, 18, 19)), fmt.share)
+    for lam in P.lambdas) + "."))
 
 # %% [markdown]
 # ## Do the masks of different targets differ?
@@ -303,18 +326,32 @@ best_model, shipped_hash = pretrained.base(PROFILE, "comae", data_dir, dev)
 shipped_lambda = best_model.cfg.lambda_c
 targets = [10, 17, 24, 31, 38]
 picks = [int((val_labels == c).nonzero()[0]) for c in (0, 7, 9)]
-fig, axes = plt.subplots(len(picks), len(targets) + 1, figsize=(1.9 * (len(targets) + 1), 1.9 * len(picks)))
+fig, axes = viz.panel_grid(len(picks), len(targets) + 1, colorbar=True,
+                           suptitle=f"Masks of five targets (the shipped CoMAE, $\\lambda$ = {shipped_lambda})")
+shown_masks = []
 for r, i in enumerate(picks):
     masks_i = best_model.masks(patchify(val_images[i:i + 1], PATCH).to(dev))[0].cpu()
+    shown_masks.append(masks_i[targets])
     viz.show_image(val_images[i], axes[r, 0], CLASSES[int(val_labels[i])])
     for c, t in enumerate(targets):
         own = torch.zeros(N, dtype=torch.bool)
         own[t] = True
         viz.token_map(masks_i[t], (GRID, GRID), axes[r, c + 1], image=val_images[i], observed=own, cmap="viridis",
                       vmin=0, vmax=1, alpha=0.7, title=f"target {t}" if r == 0 else None)
-fig.suptitle(f"Masks of five targets (the shipped CoMAE, lambda={shipped_lambda})", y=1.0)
-fig.tight_layout()
+viz.shared_colorbar(fig, axes[:, 1:], "mask value $w$")
 plt.show()
+
+# %% tags=["remove-input"]
+shown_masks = torch.stack(shown_masks)  # (images, targets, N)
+across_images = (shown_masks[:, None] - shown_masks[None]).abs().mean(-1)  # [i, j, target]
+across_targets = (shown_masks[:, :, None] - shown_masks[:, None]).abs().mean(-1)  # [image, t, u]
+n_i, n_t = len(picks), len(targets)
+display(Markdown(
+    "What to see: whether a mask belongs to its image or to its target. Averaged over the mask entries, "
+    + fmt.compare("the difference between one target's masks on two of these images",
+                  across_images.sum().item() / (n_i * (n_i - 1) * n_t),
+                  "that between two targets' masks on one image", across_targets.sum().item() / (n_t * (n_t - 1) * n_i),
+                  lambda v: fmt.num(v, 3), words=("larger than", "smaller than")) + "."))
 
 # %% [markdown]
 # ## Planted truth: mirror-symmetric images
@@ -522,14 +559,15 @@ display(Markdown(markdown_table(
 # the similarities and $p_{ij}$ for the softmax over $j$ at temperature $\tau$,
 # $\partial L_c / \partial (1/\tau) = -\frac{1}{K}\sum_i \big(1 - \sum_j p_{ij} s_{ij}\big) \le 0$:
 # raising $1/\tau$ never increases the loss, so gradient descent lowers $\tau$ whatever the masks
-# are, and stops only when every mask of an image is the same. As $\tau$ falls, the softmax
-# concentrates on the positive pair, and $L_c$ and its gradient on the masks fade: the pressure
-# that makes the masks of different targets differ weakens as training goes on. Below: $\tau$
-# over training, and $L_c$ with the norm of its gradient on the masks of validation images (first
-# seed, the paper's weight) at temperatures along that path.
+# are, and stops only when every mask of an image is the same. In the limit $\tau \to 0$ the
+# softmax puts all its weight on the positive pair, and $L_c$ and its gradient on the masks
+# vanish. Whether they fade over a training of this length is measured, not assumed. Below:
+# $\tau$ over training, and $L_c$ with the norm of its gradient on the masks of validation images
+# (first seed, the paper's weight) at temperatures from the end of the path down to half of it
+# (the path itself shaded).
 
 # %% mystnb={"figure": {"caption": "Left: the learned temperature of Eq. 6 over training, per weight of $L_c$ (first seed). Right: $L_c$ and the norm of its gradient on the masks, for fixed masks, at temperatures along the path.", "name": "fig-ch2-temperature"}, "image": {"alt": "Left: temperature curves over training steps. Right: the loss and its gradient norm against the temperature, on a log axis."}}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
 tau_path = {}
 for lam in sweep_lams:
     if lam == 0:
@@ -545,25 +583,63 @@ w_all = sweep_runs[with_lc][0].masks(val_tokens.to(dev)).cpu()
 t_idx = torch.rand(len(w_all), N, generator=g_).argsort(1)[:, :P.targets_per_image]
 w_k = torch.gather(w_all, 1, t_idx[..., None].expand(-1, -1, N))
 taus = np.geomspace(min(tau_path[with_lc][1]) / 2, max(tau_path[with_lc][1]), 12)
-lc_curve = []
-for tau in taus:
+
+
+def lc_at(tau: float) -> dict:
+    """L_c, its gradient norm on the masks and dL_c/dlog(tau), for the fixed masks w_k."""
     wv = w_k.clone().requires_grad_(True)
     lt = torch.tensor(float(tau), requires_grad=True)
     loss_c = contrastive_loss(wv, t_idx, lt)
     g_w, g_t = torch.autograd.grad(loss_c, (wv, lt))
-    lc_curve.append({"tau": float(tau), "L_c": float(loss_c.detach()), "grad_norm": float(g_w.norm()),
-                     "dL_dlog_tau": float(g_t) * float(tau)})
+    return {"tau": float(tau), "L_c": float(loss_c.detach()), "grad_norm": float(g_w.norm()),
+            "dL_dlog_tau": float(g_t) * float(tau)}
+
+
+lc_curve = [lc_at(tau) for tau in taus]
+path_ends = [lc_at(tau_path[with_lc][1][0]), lc_at(tau_path[with_lc][1][-1])]
+axes[1].axvspan(min(tau_path[with_lc][1]), max(tau_path[with_lc][1]), color="0.85",
+                label="the path")
 axes[1].plot(taus, [r["L_c"] for r in lc_curve], "o-", ms=3, label="$L_c$")
-axes[1].plot(taus, [r["grad_norm"] for r in lc_curve], "s-", ms=3, label="gradient norm on the masks")
-axes[1].set_xscale("log")
+# the gradient norm is ~50x smaller than L_c: on its own axis, or it looks flat
+right = axes[1].twinx()
+right.plot(taus, [r["grad_norm"] for r in lc_curve], "s-", ms=3, color="C1",
+           label="gradient norm")
+right.set_ylabel("gradient norm on the masks", color="C1")
+axes[1].set_ylabel("$L_c$", color="C0")
 axes[1].set_xlabel("temperature $\\tau$")
-axes[1].legend(fontsize=8)
+fig.legend(handles=axes[1].get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0],
+           loc="outside lower right", ncol=3, fontsize=8)
 for ax in axes:
     ax.grid(alpha=0.3)
 plt.show()
 shrinks = all(r["dL_dlog_tau"] >= 0 for r in lc_curve)
 print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} (smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
       f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} at weight {with_lc}")
+
+
+# %% tags=["remove-input"]
+
+def tau_text(v: float) -> str:
+    return fmt.num(v, 4)
+
+
+def fade_text(ends: list[dict], paths: dict, lam: float) -> str:
+    """What the temperature figure shows, each change written from its two numbers."""
+    first, last = ends
+    text = (f"What to see: along the path the temperature took at weight {lam} (from {tau_text(first['tau'])} to "
+            f"{tau_text(last['tau'])}), " + fmt.trend("$L_c$", first["L_c"], last["L_c"]) + " and "
+            + fmt.trend("its gradient norm on the masks", first["grad_norm"], last["grad_norm"]) + ". ")
+    if len(paths) > 1:
+        ends_ = {k: v[1][-1] for k, v in paths.items()}
+        fall = max(v[1][0] - v[1][-1] for v in paths.values())
+        gap = max(ends_.values()) - min(ends_.values())
+        text += ("The temperature ends at " + fmt.listing(f"{tau_text(t)} at weight {k}" for k, t in ends_.items())
+                 + (": the weight of $L_c$ hardly changes its path (the temperature is learned by AdamW, "
+                    "whose steps hardly depend on the scale of a gradient, and the weight scales it)." if gap < 0.1 * fall else "."))
+    return text
+
+
+display(Markdown(fade_text(path_ends, tau_path, with_lc)))
 
 # %% [markdown]
 # (ch2-long)=
@@ -577,7 +653,7 @@ print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} (smallest {min
 # %% mystnb={"figure": {"caption": "The shipped pair over their training: held-out $L_r$ (left) and $H_{mask}$ (right), with and without $L_c$.", "name": "fig-ch2-long"}, "image": {"alt": "Two line plots against the training step, one curve per CoMAE; L_r falls and flattens."}}
 long_pair = {"comae": pretrained.info("comae", PROFILE.pretrain, shipped_dir),
              "comae0": pretrained.info("comae0", PROFILE.pretrain, shipped_dir)}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
 viz.eval_panels({lam_label(meta["config"]["comae"]["lambda_c"]):
                  [[r for r in pretrained.curve(name, PROFILE.pretrain, shipped_dir) if r.get("eval")]]
                  for name, meta in long_pair.items()},
@@ -683,3 +759,43 @@ display(Markdown(in_words(claims) + f"""
 - The shipped CoMAE that ranks the data set is `{long_pair['comae']['file']}` (weight {shipped_lambda}). Profile `{PROFILE.name}`; the chapter ran in
   {book.seconds():.0f} s; results in `{path.name}`.
 """))
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. The noise width.** In the cell that draws Eq. 4, add $\sigma = 1.5$ to the curves. How
+# much of a patch that the selector drops ($w = 0$) still reaches the reconstructor, and what
+# would that do to the masks?
+#
+# :::{dropdown} Solution
+# Eq. 4 gives $a = \exp(-1/(2\sigma^2))$ at $w = 0$: about 80% of the token at $\sigma = 1.5$,
+# against 36% at our 0.7 and 4% at 0.4. With most of every patch getting through, the
+# reconstructor hardly needs the selector. A mask that keeps little costs almost nothing in $L_r$,
+# so the masks would say little about which patches a target needs. Training at $\sigma = 1.5$
+# (it is `sigma` in the profile's `comae` section) would test this; we have not run it.
+# :::
+#
+# **2. Colder temperatures.** In the temperature cell, start `taus` at a tenth of the smallest
+# temperature of the path instead of half of it. What do $L_c$ and its gradient norm do as
+# $\tau$ keeps falling?
+#
+# :::{dropdown} Solution
+# $L_c$ keeps falling towards 0, as the derivation says it must once the softmax concentrates on
+# the positive pair. The gradient norm on the masks rises at first, as in the figure. It can only
+# fade once $\tau$ is well below the gap between 1 and the similarities of different targets'
+# masks, which are printed in the section on whether masks differ. So expect it to peak and then
+# fall. Where it peaks depends on those similarities; we have not run this range.
+# :::
+#
+# **3. Other targets.** In the masks cell, set `targets = [0, 6, 24, 42, 48]` (the four corners
+# and the centre). Read the sentence under the figure: do the masks belong to their target or to
+# their image?
+#
+# :::{dropdown} Solution
+# The sentence compares, entry by entry, one target's masks on different images with two targets'
+# masks on one image. When the first difference is the smaller one, a mask is set mostly by its
+# target and hardly by the image. An order computed from such masks is nearly the same for every
+# image, which is what the diagnostics table's image-specific share measures over many images.
+# Corner targets lie on the black border of every image, so expect their masks to vary with the
+# image even less.
+# :::

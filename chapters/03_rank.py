@@ -61,7 +61,7 @@ import torch
 from IPython.display import Markdown, display
 from scipy.stats import kendalltau, spearmanr
 
-from copkit import pretrained, stats, viz
+from copkit import fmt, pretrained, stats, viz
 from copkit.comae import logit_variance_split
 from copkit.data import CLASSES, load_fashion_mnist
 from copkit.entropy import GaussianTokens, curve_area
@@ -104,16 +104,34 @@ random_graphs = torch.rand(R.random_graphs, N, N, generator=g, dtype=torch.float
 random_graphs.diagonal(dim1=1, dim2=2).zero_()
 
 i0 = int((test_y == 9).nonzero()[0])
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
+fig, axes = plt.subplots(1, 3, figsize=(viz.COLUMN_IN, 2.5), layout="constrained",
+                         width_ratios=[1, 1.25, 1.25])
 viz.show_image(test_x[i0], axes[0], CLASSES[int(test_y[i0])])
 im = axes[1].imshow(masks[i0], cmap="viridis", vmin=0, vmax=1)
 axes[1].set_xlabel("patch j (relied on)")
 axes[1].set_ylabel("target i")
 axes[1].set_title("$A_{ij} = w_{ij}$", fontsize=9)
-plt.colorbar(im, ax=axes[1], fraction=0.046)
+fig.colorbar(im, ax=axes[1], fraction=0.046, label="mask value")
 viz.token_map(pagerank(masks[i0]).scores, (GRID, GRID), axes[2], image=test_x[i0], cmap="magma", alpha=0.7,
-              colorbar=True, title="PageRank score")
+              colorbar="score", title="PageRank score")
 plt.show()
+
+# %% tags=["remove-input"]
+a0 = masks[i0][~torch.eye(N, dtype=torch.bool)].reshape(N, N - 1)
+col_means = masks[i0].sum(0) / (N - 1)  # how much the targets rely on each patch j
+row_means = masks[i0].sum(1) / (N - 1)  # how much each target i relies on patches overall
+col_share = float(((col_means - a0.mean()) ** 2).mean() / a0.var())
+row_share = float(((row_means - a0.mean()) ** 2).mean() / a0.var())
+display(Markdown(
+    "What to see: the matrix is striped by column, not by row. The patch relied on decides a mask "
+    "value more than the target does: "
+    + fmt.compare("the share of the variance of $A$ that its column means explain", col_share,
+                  "the share its row means explain", row_share, words=("larger than", "smaller than"))
+    + "." if col_share > row_share else
+    "What to see: "
+    + fmt.compare("the share of the variance of $A$ that its column means (the patch relied on) explain", col_share,
+                  "the share its row means (the target) explain", row_share, words=("larger than", "smaller than"))
+    + "."))
 
 # %% [markdown]
 # (ch3-proof)=
@@ -260,11 +278,19 @@ display(Markdown(markdown_table(["order", "area (nats)", "gap (0 greedy, 1 rando
                  f"{per_image_area['n']} test images, sd {per_image_area['std']:.1f}."))
 
 # %% mystnb={"figure": {"caption": "Prefix curves on the exact Gaussian model of Chapter 1: the greedy order, PageRank on the exact influence graph and on the mean CoMAE graph, raster, ascending PageRank and random orders.", "name": "fig-ch3-optimality"}, "image": {"alt": "Line plot of the entropy left against the fraction of patches observed; the greedy order and PageRank on the exact influence graph lie lowest, the ascending order highest."}}
-fig, ax = plt.subplots(figsize=(6.5, 4))
+fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.8), layout="constrained")
 viz.prefix_curves({"random": rand_curves, **{k: curves[k] for k in ["greedy (exact, step by step)", "PageRank, exact influence graph",
                    "PageRank, mean CoMAE graph", "raster", "PageRank ascending, exact influence"]}}, ax)
 ax.set_title("Prefix curves on the exact Gaussian model", fontsize=10)
 plt.show()
+
+# %% tags=["remove-input"]
+display(Markdown(
+    "What to see: how close each PageRank order comes to the greedy one. "
+    + fmt.compare("PageRank on the exact influence graph", areas["PageRank, exact influence graph"],
+                  "PageRank on the mean CoMAE graph", areas["PageRank, mean CoMAE graph"],
+                  lambda v: f"area {fmt.num(v, 1)} nats, gap {fmt.num(gap(v), 2)}", better="lower")
+    + " (greedy is at gap 0, the mean of the random orders at gap 1)."))
 
 # %% [markdown]
 # (ch3-assumptions)=
@@ -347,21 +373,33 @@ display(Markdown(markdown_table(
 
 # %% [markdown]
 # (ch3-fig4)=
-# ## Collapse orders, drawn (Fig. 4 analogue)
+# ## Collapse orders, drawn (paper Fig. 4)
 #
 # Circles are larger the earlier a patch comes; the first 22% (11 of 49) patches are joined in
 # order, the first marked by a square. First Fashion-MNIST, then natural images: a CoMAE of the
 # same size, shipped with the base models (`make pretrain`), trained on random 28 x 28 crops of
 # scikit-image's photos, ranking crops it has not seen.
 
-# %% mystnb={"figure": {"caption": "Fig. 4 analogue: the collapse order of one test image per class. Circles are larger the earlier a patch comes; the first 11 patches (22%) are joined in order, the first marked by a square.", "name": "fig-ch3-fig4"}, "image": {"alt": "Ten clothing images, one per class, each with circles on its patches and a line joining the first eleven."}}
-fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
+# %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 4: the collapse order of one test image per class. Circles are larger the earlier a patch comes; the first 11 patches (22%) are joined in order, the first marked by a square.", "name": "fig-ch3-fig4"}, "image": {"alt": "Ten clothing images, one per class, each with circles on its patches and a line joining the first eleven."}}
+fig, axes = viz.panel_grid(2, 5)
+shown = [int((test_y == c).nonzero()[0]) for c in range(10)]
 for c, ax in enumerate(axes.flat):
-    i = int((test_y == c).nonzero()[0])
-    viz.draw_collapse(test_x[i], orders[i], (GRID, GRID), top=11, ax=ax, title=CLASSES[c])
-fig.suptitle("Collapse orders of one test image per class (first 11 patches joined)", y=1.0)
-fig.tight_layout()
+    viz.draw_collapse(test_x[shown[c]], orders[shown[c]], (GRID, GRID), top=11, ax=ax, title=CLASSES[c])
 plt.show()
+
+
+# %% tags=["remove-input"]
+
+def shown_orders_text(o: torch.Tensor, what: str, top: int = 11) -> str:
+    """How alike the drawn orders are: their first patches, and the top patches all of them share."""
+    firsts = torch.unique(o[:, 0])
+    common = set(o[0, :top].tolist()).intersection(*(set(r[:top].tolist()) for r in o[1:]))
+    return (f"What to see: the {len(o)} {what} start at {fmt.count(len(firsts))} distinct "
+            f"patch{'es' if len(firsts) > 1 else ''}, and {fmt.count(len(common))} of their first {top} patches "
+            f"are the same in all {len(o)}.")
+
+
+display(Markdown(shown_orders_text(orders[shown], "orders drawn, one per class,")))
 
 # %%
 photo_comae, photo_hash = pretrained.base(PROFILE, "comae_photo", data_dir, dev)
@@ -371,15 +409,16 @@ print(f"the shipped photo CoMAE {photo_hash[:8]}: {photo_plan.tag['crops']:,} cr
 # %% mystnb={"figure": {"caption": "Collapse orders of ten held-out photo crops, from a CoMAE trained on crops of scikit-image's photos.", "name": "fig-ch3-photo-orders"}, "image": {"alt": "Ten grey crops of photographs, each with circles and a line marking the first eleven patches of its order."}}
 held_out = photo_plan.test[0][:10]
 photo_orders = collapse_order(photo_comae.masks(patchify(held_out, PATCH).to(dev)).cpu().double())
-fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
+fig, axes = viz.panel_grid(2, 5, title_lines=0)
 for k, ax in enumerate(axes.flat):
     viz.draw_collapse(held_out[k], photo_orders[k], (GRID, GRID), top=11, ax=ax)
-fig.suptitle("Collapse orders of held-out photo crops (CoMAE trained on photo crops)", y=1.0)
-fig.tight_layout()
 plt.show()
 
+# %% tags=["remove-input"]
+display(Markdown(shown_orders_text(photo_orders, "photo crops' orders")))
+
 # %% [markdown]
-# How to read these: the paper's Fig. 4 shows orders that start on the object. Whether ours do
+# How to read these: paper Fig. 4 shows orders that start on the object. Whether ours do
 # is measured below (the share of the first 22% on the object, and how many orders start on the
 # background). How much an order *can* differ between images is bounded by how much the masks do:
 
@@ -395,23 +434,33 @@ display(Markdown(
 # %% [markdown]
 #
 # (ch3-fig5)=
-# ## Class-wise orders (Fig. 5 analogue), and what the paper only eyeballs
+# ## Class-wise orders (paper Fig. 5), and what the paper only eyeballs
 #
 # For each class: how often each patch (rows, raster index) lands at each position of the order
 # (columns, first on the left), over the class's images.
 
-# %% mystnb={"figure": {"caption": "Fig. 5 analogue: for each class, how often each patch (rows, raster index) lands at each position of the collapse order (columns, first on the left).", "name": "fig-ch3-fig5"}, "image": {"alt": "Ten heat maps, one per class, of patch index against position in the order; bright cells mark patches that often come at that position."}}
-fig, axes = plt.subplots(2, 5, figsize=(12, 5.2), sharex=True, sharey=True)
+# %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 5: for each class, how often each patch (rows, raster index) lands at each position of the collapse order (columns, first on the left); the colour is the share of the class's images, brightest from one half up.", "name": "fig-ch3-fig5"}, "image": {"alt": "Ten heat maps, one per class, of patch index against position in the order; bright cells mark patches that often come at that position."}}
+fig, axes = viz.panel_grid(2, 5, colorbar=True, sharex=True, sharey=True)
+first_share = []  # per class: (the most common first patch, the share of the class's images it starts)
 for c, ax in enumerate(axes.flat):
     oc = orders[test_y == c]
     counts = torch.zeros(N, N)
     counts.index_put_((oc.reshape(-1), torch.arange(N).repeat(len(oc))), torch.ones(oc.numel()), accumulate=True)
     ax.imshow(counts / max(1, len(oc)), cmap="magma", aspect="auto", vmin=0, vmax=0.5)
     ax.set_title(f"{CLASSES[c]} ({len(oc)})", fontsize=9)
-axes[1, 2].set_xlabel("position in the collapse order")
-axes[0, 0].set_ylabel("patch index")
-axes[1, 0].set_ylabel("patch index")
+    first_share.append((int(counts[:, 0].argmax()), float(counts[:, 0].max() / max(1, len(oc)))))
+fig.supxlabel("position in the collapse order", fontsize=10)
+fig.supylabel("patch index", fontsize=10)
+viz.shared_colorbar(fig, axes, "share of the images")
 plt.show()
+
+# %% tags=["remove-input"]
+top_first = max({p for p, _ in first_share}, key=[p for p, _ in first_share].count)
+display(Markdown(
+    f"What to see: whether the classes follow one order. In "
+    f"{fmt.count(sum(p == top_first for p, _ in first_share))} of 10 classes the most common first patch is patch "
+    f"{top_first}; a class's most common first patch starts between {fmt.share(min(v for _, v in first_share), 0)} "
+    f"and {fmt.share(max(v for _, v in first_share), 0)} of its images."))
 
 # %%
 pos = ranks(orders).numpy()
@@ -567,3 +616,40 @@ path = write_results(results_dir, "03_rank", profile=PROFILE.name, device=str(de
                      metrics=metrics)
 display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`, {R.images} test images; the chapter ran in "
                  f"{book.seconds():.0f} s; results in `{path.name}`."))
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. The damping.** Add `"damping 0.2": dict(damping=0.2)` to `variants` in the sensitivity
+# cell. Where does its Kendall $\tau$ land, and which row of that table should it approach?
+#
+# :::{dropdown} Solution
+# With a small damping $c$ the series of Eq. 11 is dominated by its first two terms,
+# $r \approx \beta + c\tilde P\beta$, and $\tilde P\beta$ scores each patch by how much the other
+# patches rely on it, each target's row normalised to sum to 1. That is one step of the walk, close
+# to the last row of the table (the order by the column mean of $A$). The two differ only by
+# that normalisation. So expect the $\tau$ of damping 0.2 to lie between those of damping 0.5 and
+# of the column-mean order. It will be closer to the column mean the more alike the rows' sums
+# are. We have not run it.
+# :::
+#
+# **2. A stricter graph.** Add 0.95 to the thresholds of the DAG cell. Can the share of acyclic
+# graphs go down as $\theta$ rises?
+#
+# :::{dropdown} Solution
+# No. Raising $\theta$ only removes edges, and removing edges from a graph cannot create a cycle,
+# so every graph that was acyclic at 0.9 is still acyclic at 0.95. The share can only stay the
+# same or rise. The share of mutual edges has no such rule: it can move either way.
+# :::
+#
+# **3. The top of the order.** Set `top = 5` in the cell that measures class consistency. How
+# does "the share of the top patches on the object" compare with a random order's share now?
+#
+# :::{dropdown} Solution
+# A random order's expected share does not depend on `top`: it is the image's share of object
+# patches, whatever the number of patches taken. The collapse order's share is now measured on its
+# first 5 patches. If the top of the order sits on the object it rises above the random share. If
+# the order starts on the background, as the last row of the table counts, it can fall below it.
+# The table gives both numbers for the reader's run. Paper Fig. 4's claim is about the top 22%
+# (11 patches), so with `top = 5` the chapter's verdict tests a different claim: set it back.
+# :::

@@ -36,7 +36,7 @@
 # 1. Tables 2-4 analogues (FID, Inception Score, precision and recall), with and without CFG,
 #    beside the paper's numbers;
 # 2. which collapse order CMAR should follow when generating, since no image exists yet to rank;
-# 3. Fig. 1's picture as a number: how fast the uncertainty of the hidden patches falls when
+# 3. paper Fig. 1's picture as a number: how fast the uncertainty of the hidden patches falls when
 #    patches are revealed in collapse order rather than at random.
 #
 # **MAR's order convention**, kept everywhere here: the *first* entries of an order are masked in
@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from copkit import pretrained, stats, viz
+from copkit import fmt, pretrained, stats, viz
 from copkit.cmar import (
     RECIPE,
     MARData,
@@ -75,6 +75,7 @@ from copkit.cmar import (
     generation_orders,
     hidden_uncertainty,
     mar_order,
+    masked_count,
     reveal_schedule,
 )
 from copkit.config import config_hash
@@ -114,23 +115,33 @@ print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images wit
 #
 # In training, a mask ratio $r$ is drawn from MAR's truncated normal on $[0.7, 1]$ (mean about
 # 0.87), and the first $\lceil N r \rceil$ entries of the order are hidden. Below, for three
-# training images at $r = 0.78$: the 11 visible patches under a random order (MAR) and under the
-# reversed collapse order (CMAR: the 11 best-ranked patches are given, the rest is predicted).
+# training images at $r = 0.78$: the visible patches under a random order (MAR) and under the
+# reversed collapse order (CMAR: the best-ranked patches are given, the rest is predicted).
 
-# %% mystnb={"figure": {"caption": "What the model sees at mask ratio 0.78: the 11 visible patches of three training images under a random order (MAR, top) and under the reversed collapse order (CMAR, bottom); grey is hidden.", "name": "fig-ch4-visible"}, "image": {"alt": "Two rows of three garments with most of their patches grey; the visible patches differ between the random top row and the collapse-order bottom row."}}
+# %% mystnb={"figure": {"caption": "What the model sees at mask ratio 0.78: the visible patches of three training images under a random order (MAR, top) and under the reversed collapse order (CMAR, bottom); grey is hidden.", "name": "fig-ch4-visible"}, "image": {"alt": "Two rows of three garments with most of their patches grey; the visible patches differ between the random top row and the collapse-order bottom row."}}
 show = [0, 1, 2]
-fig, axes = plt.subplots(2, len(show), figsize=(2.2 * len(show), 4.6))
+fig, axes = viz.panel_grid(2, len(show), width=0.8 * viz.COLUMN_IN, title_lines=2)
 g = torch.Generator().manual_seed(seed)
-visible = N - int(np.ceil(N * 0.78))
+hidden_n = masked_count(N, 0.78)  # as MAR.loss hides them
+seen = {"MAR (random)": [], "CMAR (collapse)": []}
 for j, i in enumerate(show):
     for row, (name, order) in enumerate([("MAR (random)", torch.randperm(N, generator=g)),
                                          ("CMAR (collapse)", mar_order(train_orders[i][None])[0])]):
         tok = patchify(train_x[i:i + 1], PATCH).clone()
-        hidden = order[:N - visible]
-        tok[0, hidden] = 0.0  # mid-grey: hidden
+        tok[0, order[:hidden_n]] = 0.0  # mid-grey: hidden
+        seen[name].append(set(order[hidden_n:].tolist()))
         viz.show_image(unpatchify(tok, PATCH, (1, SIDE, SIDE))[0], axes[row, j], title=f"{name}\n{CLASSES[int(train_y[i])]}")
-plt.suptitle(f"what the model sees at mask ratio 0.78 ({visible} of {N} patches)", fontsize=10)
 plt.show()
+
+# %% tags=["remove-input"]
+visible = {len(v) for sets in seen.values() for v in sets}
+assert visible == {N - hidden_n}, "every panel shows the count MAR.loss leaves visible"
+display(Markdown(
+    f"What to see: at mask ratio 0.78, $\\lceil {N} \\cdot 0.78 \\rceil$ = {hidden_n} patches are hidden and "
+    f"{N - hidden_n} of {N} visible. The three images share "
+    + " and ".join(f"{fmt.count(len(set.intersection(*sets)))} of their visible patches under the {name.split()[0]} "
+                   f"{'random orders' if name.startswith('MAR') else 'collapse orders'}" for name, sets in seen.items())
+    + "."))
 
 # %% [markdown]
 # ## The feature network behind FID, IS, precision and recall
@@ -184,7 +195,7 @@ sample shrinks, so these are the best scores a perfect generator could reach at 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The base MAR's training: the diffusion loss (grey, moving mean) and the loss on 1,000 held-out training images with fixed draws (blue).", "name": "fig-ch4-base-mar"}, "image": {"alt": "A falling grey training-loss curve and a blue held-out loss curve that flattens towards the end."}}
 base_mar, base_hash = pretrained.base(PROFILE, "mar", data_dir, dev)
 base_info = pretrained.info("mar", PROFILE.pretrain, Path(data_dir) / "pretrained")
-fig, ax = plt.subplots(figsize=(7, 3))
+fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 2.8), layout="constrained")
 viz.learning_curve(pretrained.curve("mar", PROFILE.pretrain, Path(data_dir) / "pretrained"), "val_loss", ax,
                    title=f"base MAR {base_info['file']}")
 plt.show()
@@ -234,16 +245,25 @@ for s in SEEDS:
         runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = run.model, run.metrics, run.hash
 
 # %% mystnb={"figure": {"caption": "Diffusion loss while fine-tuning the base MAR, smoothed, one curve per seed: random order (MAR), descending and ascending collapse orders.", "name": "fig-ch4-training"}, "image": {"alt": "A line plot of the loss against the training step, curves coloured by model."}}
-fig, ax = plt.subplots(figsize=(7, 3.4))
+fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.0), layout="constrained")
 colors = {"MAR": "C0", "CMAR": "C3", "CMAR ascending": "C2"}
+final_loss = {}
 for (name, s), h in curves.items():
     x, y = viz.training_curve(h)
     ax.plot(x, y, color=colors[name], lw=1, label=name if s == SEEDS[0] else None)
-ax.set_title("fine-tuned from the base MAR")
+    final_loss.setdefault(name, []).append(float(y[-1]))
+ax.set_title("fine-tuned from the base MAR", fontsize=10)
 ax.set_xlabel("step")
 ax.set_ylabel("diffusion loss (smoothed)")
-ax.legend()
+ax.legend(fontsize=8)
 plt.show()
+
+# %% tags=["remove-input"]
+display(Markdown(
+    "What to see: at the end of fine-tuning the smoothed training loss (mean over seeds) is "
+    + fmt.listing(f"{fmt.sig(np.mean(v), 3)} for {k}" for k, v in final_loss.items())
+    + ". Each model is trained on its own order, so these losses are not a comparison of quality: "
+    "the tables below are."))
 
 # %% [markdown]
 # ## Generating and scoring
@@ -371,7 +391,7 @@ table3 = {}
 for name in ("MAR", "MAR+C", "CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
     table3[name] = {c: [score(run, s, source, c, S.sweep_samples, desc_) for s in SEEDS] for c in S.cfg_scales}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 3.0), layout="constrained")
 for i, (name, by_cfg) in enumerate(table3.items()):
     xs = np.array(S.cfg_scales) + (i - 1.5) * 0.03
     for ax, key in zip(axes, ("fid", "inception_score")):
@@ -381,9 +401,15 @@ axes[0].set_ylabel("FID (lower is better)")
 axes[1].set_ylabel("Inception Score (classifier)")
 for ax in axes:
     ax.set_xlabel("CFG scale")
-    ax.legend(fontsize=8)
-plt.suptitle(f"{S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds", fontsize=10)
+axes[0].legend(fontsize=8)
+fig.suptitle(f"{S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds", fontsize=10)
 plt.show()
+
+# %% tags=["remove-input"]
+best_scale = {name: min(S.cfg_scales, key=lambda c, b=by_cfg: np.mean([v["fid"] for v in b[c]]))
+              for name, by_cfg in table3.items()}
+display(Markdown("What to see: the FID is lowest at CFG "
+                 + fmt.listing(f"{c} for {name}" for name, c in best_scale.items()) + "."))
 
 # %% tags=["remove-stderr"]
 table4 = {}
@@ -398,24 +424,30 @@ display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.
 # %% [markdown]
 # ## Samples
 #
-# Ten images per class (rows) from one seed of each model, CFG at the headline scale.
+# Eight images per class (rows) from one seed of each model, CFG at the headline scale.
 
-# %% mystnb={"figure": {"caption": "Samples: ten images per class (rows) from one seed of each model, CFG at the headline scale.", "name": "fig-ch4-samples"}, "image": {"alt": "Four 10 by 10 grids of generated clothing images, one per model, each row one class."}}
-grid_labels = torch.arange(10).repeat_interleave(10)
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-for ax, name in zip(axes, ("MAR", "MAR+C", "CMAR", "CMAR ascending")):
+# %% mystnb={"figure": {"caption": "Samples: eight images per class (rows) from one seed of each model, CFG at the headline scale.", "name": "fig-ch4-samples"}, "image": {"alt": "Four grids of generated clothing images, one per model, each row one class with its name, eight images per row."}}
+grid_labels = torch.arange(10).repeat_interleave(8)
+shown_samples = {}
+for name in ("MAR", "MAR+C", "CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
-    imgs = generate(runs[(run, SEEDS[0])], grid_labels, order_fn(source, desc_), seed=7, steps=GEN_STEPS,
-                    diffusion_steps=DIFFUSION_STEPS, cfg_scale=S.cfg_scale, temperature=TEMPERATURE, progress=False)
-    tiles = imgs.reshape(10, 10, 28, 28).permute(0, 2, 1, 3).reshape(280, 280)
-    ax.imshow(tiles.numpy(), cmap="gray", vmin=-1, vmax=1)
-    ax.set_title(name)
-    ax.axis("off")
+    shown_samples[name] = generate(runs[(run, SEEDS[0])], grid_labels, order_fn(source, desc_), seed=7, steps=GEN_STEPS,
+                                   diffusion_steps=DIFFUSION_STEPS, cfg_scale=S.cfg_scale, temperature=TEMPERATURE,
+                                   progress=False).cpu()
+fig = viz.sample_grid(shown_samples, grid_labels, CLASSES, per_class=8)
 plt.show()
+
+# %% tags=["remove-input"]
+with torch.no_grad():
+    agree = {k: float((net(v.to(dev)).argmax(1).cpu() == grid_labels).float().mean()) for k, v in shown_samples.items()}
+display(Markdown(
+    "What to see: the feature network gives the class of its row to "
+    + fmt.listing(f"{fmt.share(v, 0)} of {k}'s {len(grid_labels)} samples" for k, v in agree.items())
+    + "; a few samples is too few to rank the models, which is what the tables above do."))
 
 # %% [markdown]
 # (ch4-fig1)=
-# ## Fig. 1 in numbers: how fast the hidden patches become certain
+# ## Paper Fig. 1 in numbers: how fast the hidden patches become certain
 #
 # The paper's teaser shows a generation that "collapses" quickly when patches come in the right
 # order. Two measurements make that concrete.
@@ -423,7 +455,7 @@ plt.show()
 # **Snapshots.** One class, four generations each along a random order (MAR) and along a training
 # image's collapse order (CMAR), the canvas after every step (grey: not yet generated).
 
-# %% mystnb={"figure": {"caption": "Fig. 1 as snapshots: four generations of one class along a random order (MAR, top four rows) and along a training image's collapse order (CMAR, bottom four), the canvas after every step.", "name": "fig-ch4-snapshots"}, "image": {"alt": "Eight rows of small frames in which images are filled in from grey, step by step."}}
+# %% mystnb={"figure": {"caption": "Paper Fig. 1 as snapshots: four generations of one class along a random order (MAR, top four rows) and along a training image's collapse order (CMAR, bottom four), the canvas after every step.", "name": "fig-ch4-snapshots"}, "image": {"alt": "Eight rows of small frames in which images are filled in from grey, step by step."}}
 cls = 7 if 7 in train_y.tolist() else int(train_y[0])
 snap_labels = torch.full((4,), cls)
 snaps = {}
@@ -437,7 +469,8 @@ for name in ("MAR", "CMAR"):
                  diffusion_steps=DIFFUSION_STEPS, generator=g,
                  callback=lambda s_, t, o, m, add=frames.append: add(unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
     snaps[name] = torch.stack(frames)  # (steps, 4, 1, 28, 28)
-fig, axes = plt.subplots(8, GEN_STEPS, figsize=(1.1 * GEN_STEPS, 9))
+fig, axes = viz.panel_grid(8, GEN_STEPS, title_lines=0, width=min(1.0, 0.1 + 0.11 * GEN_STEPS) * viz.COLUMN_IN,
+                           suptitle=f"{CLASSES[cls]}: random order (top four) and collapse order (bottom four)")
 for r in range(8):
     name = "MAR" if r < 4 else "CMAR"
     for c in range(GEN_STEPS):
@@ -445,21 +478,25 @@ for r in range(8):
         axes[r, c].set_xticks([])
         axes[r, c].set_yticks([])
         if c == 0:
-            axes[r, c].set_ylabel(name, fontsize=8)
+            axes[r, c].set_ylabel(name, fontsize=9)
         if r == 0:
             axes[r, c].set_title(f"step {c + 1}", fontsize=8)
-plt.suptitle(f"{CLASSES[cls]}: random order (top four) and collapse order (bottom four)", fontsize=10)
 plt.show()
+
+# %% tags=["remove-input"]
+display(Markdown(
+    f"What to see: both halves reveal the same number of patches at each step (the schedule: "
+    f"{', '.join(str(n) for n in reveal_schedule(N, GEN_STEPS))}); they differ only in which patches come first."))
 
 # %% [markdown]
 # **Uncertainty of the hidden patches.** For test images, reveal the real patches $k$ at a time
 # along an order, draw every still-hidden token several times from the model given what is revealed,
 # and sum the per-pixel variance over the draws and the hidden patches. The total falls to 0 as
-# everything is revealed; the claim of Fig. 1 is that it falls *faster* along the collapse order.
+# everything is revealed; the claim of paper Fig. 1 is that it falls *faster* along the collapse order.
 # Three curves: MAR with random orders, MAR with each image's own collapse order, and CMAR with it.
 # The area under each curve (normalised by the number of reveal points) is the number.
 
-# %% tags=["remove-stderr"] mystnb={"figure": {"caption": "Fig. 1 in numbers: the summed variance of the hidden pixels as real patches are revealed along random orders (MAR) and along each image's collapse order (MAR and CMAR); the bands span the seeds.", "name": "fig-ch4-uncertainty"}, "image": {"alt": "Three falling curves with shaded bands against the number of patches revealed."}}
+# %% tags=["remove-stderr"] mystnb={"figure": {"caption": "Paper Fig. 1 in numbers: the summed variance of the hidden pixels as real patches are revealed along random orders (MAR) and along each image's collapse order (MAR and CMAR); the bands span the seeds.", "name": "fig-ch4-uncertainty"}, "image": {"alt": "Three falling curves with shaded bands against the number of patches revealed."}}
 reveal = sorted({0, 1, 2, 4, 6, 8, 11, 16, 22, 30, 40, N - 1})
 ui = torch.arange(S.uncertainty_images)
 u_x, u_y = test_x[ui].to(dev), test_y[ui].to(dev)
@@ -474,7 +511,7 @@ for s in SEEDS:
                               ("CMAR, collapse order", "CMAR", mar_order(u_collapse))):
         u = hidden_uncertainty(runs[(run, s)], u_tokens, u_y, orders, reveal, S.uncertainty_draws, g, DIFFUSION_STEPS)
         unc.setdefault(name, []).append(u)
-fig, ax = plt.subplots(figsize=(6.5, 3.6))
+fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.2), layout="constrained")
 unc_area = {}
 for i, (name, us) in enumerate(unc.items()):
     per_seed = torch.stack([u.mean(0) for u in us]).numpy()  # (seeds, reveal)
@@ -482,12 +519,22 @@ for i, (name, us) in enumerate(unc.items()):
     unc_area[name] = summary(np.trapezoid(per_seed, reveal, axis=1) / (reveal[-1] - reveal[0]))
 ax.set_xlabel("patches revealed")
 ax.set_ylabel("summed variance of the hidden pixels")
-ax.legend()
+ax.legend(fontsize=8)
 plt.show()
 
 # %% tags=["remove-input"]
 display(Markdown(markdown_table(["reveal order", "mean remaining uncertainty (area / range)"],
                                 [[k, mean_sd(v, 3)] for k, v in unc_area.items()])))
+
+# %% tags=["remove-input"]
+display(Markdown(
+    "What to see, on the mean over seeds of each curve's area: "
+    + fmt.compare("MAR along the collapse order", unc_area["MAR, collapse order"]["mean"],
+                  "MAR along random orders", unc_area["MAR, random order"]["mean"], lambda v: fmt.num(v, 2),
+                  better="lower")
+    + "; " + fmt.compare("CMAR along the collapse order", unc_area["CMAR, collapse order"]["mean"],
+                         "MAR along random orders", unc_area["MAR, random order"]["mean"], lambda v: fmt.num(v, 2),
+                         better="lower") + "."))
 
 # %% [markdown]
 # ## What this chapter found
@@ -582,3 +629,38 @@ path = write_results(results_dir, "04_cmar", profile=PROFILE.name, device=str(de
                      metrics=metrics)
 display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`; the chapter ran in {book.seconds():.0f} s; "
                  f"results in `{path.name}`."))
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. A higher mask ratio.** In the cell that draws what the model sees, replace 0.78 by 0.9.
+# How many patches are visible, and how many of them do the three images share?
+#
+# :::{dropdown} Solution
+# $\lceil 49 \cdot 0.9 \rceil = 45$ patches are hidden, so 4 are visible (at the lowest ratio MAR
+# draws, 0.7, 35 are hidden and 14 visible). Under the collapse order the visible patches are the
+# last 4 of the reversed order, that is the 4 best-ranked patches of each image. The sentence
+# under the figure counts how many the three images share. If it was most of them at 0.78, expect
+# the same at 0.9: the collapse orders of different images are nearly one order (Chapter 3).
+# :::
+#
+# **2. Fewer generation steps.** In the snapshots cell, pass `steps=4` instead of `GEN_STEPS` to
+# `model.sample`, and draw 4 columns. How many patches does each step reveal?
+#
+# :::{dropdown} Solution
+# MAR's cosine schedule, `reveal_schedule(49, 4)`, reveals 4, 11, 16 and 18 patches. The patches
+# of one step are drawn together, each from the same canvas and without seeing the others drawn in
+# that step. So expect less coherent images, more visibly in the last steps, where most patches
+# are drawn at once. The order decides only which patches fall into which step.
+# :::
+#
+# **3. No guidance.** In the samples cell, set `cfg_scale=1.0`. What does the sentence under the
+# figure say now?
+#
+# :::{dropdown} Solution
+# Without classifier-free guidance the class label steers the samples less. Expect the feature
+# network to give the row's class to fewer samples: the base MAR's sentence above gives the same
+# measure with and without CFG on more samples. With 80 samples per model the change can be a few
+# samples either way, so compare it with the tables (Table 2 lists every model with and without
+# CFG) rather than read it alone.
+# :::

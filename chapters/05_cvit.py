@@ -963,3 +963,31 @@ path = write_results(results_dir, "05_cvit", profile=PROFILE.name, device=str(de
                      claims=claims, metrics=metrics)
 print(f"profile {PROFILE.name}: the chapter ran in {book.seconds():.0f} s; results in "
       f"{path.name}")
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. The other reading of the schedule.** In the drop-ratio cell, draw with `"uniform"` in
+# place of `C.schedule`. What happens to the share of batches that drop at least 78%, and to the
+# Kolmogorov-Smirnov line?
+#
+# :::{dropdown} Solution
+# Uniform ratios on $[0, 0.99]$ drop at least 78% in $(0.99 - 0.78)/0.99 \approx 21\%$ of the
+# batches. The cosine reading does so in $1 - \tfrac{2}{\pi}\arccos(1 - 0.78/0.99) \approx 14\%$.
+# The histogram no longer follows the black curve, which is still the cosine density. The KS test
+# still compares the draws with the cosine CDF, so its p-value collapses towards 0: with 100,000
+# draws the test rejects even a small mismatch. A CViT trained on the uniform reading would see
+# high drop ratios half again as often. We have not trained one.
+# :::
+#
+# **2. Keeping more.** In the cell that measures what CViT keeps, set `k22 = n_keep(0.5)` (25 of
+# 49 patches). Why must the "fixed share" rise, and what should it be compared with?
+#
+# :::{dropdown} Solution
+# The fixed share counts the kept slots of the training images that fall on the $k$ most common
+# positions. At $k = 49$ every order keeps every patch and the share is 100% for any orders at
+# all. So it grows with $k$ whether or not the orders depend on the image. The yardstick is what
+# random orders would give, a little above $k/49$ (about 51% at $k = 25$, 22% at $k = 11$). The
+# collapse orders are image-specific only as far as their share falls short of 100% and comes
+# near that yardstick.
+# :::

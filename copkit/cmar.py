@@ -69,6 +69,7 @@ __all__ = [
     "MARConfig",
     "MAR",
     "sample_mask_ratio",
+    "masked_count",
     "masked_count_after",
     "reveal_schedule",
     "cfg_schedule",
@@ -126,6 +127,20 @@ def sample_mask_ratio(generator: torch.Generator | None = None, minimum: float =
     u = torch.rand((), generator=generator,
                    device=generator.device if generator is not None else "cpu").cpu()
     return float((mode + scale * normal.icdf(lo + u * (hi - lo))).clamp(minimum, 1.0))
+
+
+def masked_count(n_tokens: int, mask_ratio: float) -> int:
+    """How many of ``n_tokens`` a training step at ``mask_ratio`` hides: ``ceil(N r)``, at least
+    one and at most all (:meth:`MAR.loss`); the rest, the tail of the order, is what the model
+    sees.
+
+    >>> masked_count(49, 0.78), 49 - masked_count(49, 0.78), masked_count(49, 0.0)
+    (39, 10, 1)
+    """
+    if n_tokens < 1 or not 0 <= mask_ratio <= 1:
+        raise ValueError(f"need n_tokens >= 1 and a mask ratio in [0, 1], got {n_tokens} and "
+                         f"{mask_ratio}")
+    return min(n_tokens, max(1, math.ceil(n_tokens * mask_ratio)))
 
 
 def masked_count_after(step: int, steps: int, n_tokens: int, masked_now: int) -> int:
@@ -292,8 +307,7 @@ class MAR(nn.Module):
                              f"got {tuple(orders.shape)} and {shard.size}")
         if mask_ratio is None:
             mask_ratio = sample_mask_ratio(host_generator(generator), self.cfg.mask_ratio_min)
-        r = mask_ratio
-        m = min(n, max(1, math.ceil(n * r)))
+        m = masked_count(n, mask_ratio)
         masked, visible = orders[:, :m], orders[:, m:]
         drop = (shard.cut(torch.rand(shard.total, generator=generator,
                                      device=tokens.device)) < self.cfg.label_drop)

@@ -21,8 +21,9 @@ Every function writes a missing value (``None`` or NaN) as :data:`MISSING`.
 Sentences that compare numbers are written from them, so that their order and wording cannot
 disagree with what they print: :func:`compare` ("A (81.2%) is above B (81.1%)", or "equal to
 the printed precision"), :func:`ranking_moves` (how the places of a ranking change between two
-settings), :func:`tally` ("5 inside, 4 on the edge and 1 on the
-background"), :func:`by_sign` (the words for a difference, chosen by its sign). :func:`comparison_errors` reads any sentence and lists the comparisons whose words
+settings), :func:`tally` ("5 inside, 4 on the edge and 1 on the background"), :func:`by_sign`
+(the words for a difference, chosen by its sign), :func:`trend` ("falls by 28% (from 1.34 to
+0.96)"). :func:`comparison_errors` reads any sentence and lists the comparisons whose words
 contradict their own numbers.
 """
 
@@ -34,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "num", "sig", "signed", "fid", "pvalue", "share",
            "count", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
-           "ranking_moves", "tally", "by_sign"]
+           "ranking_moves", "tally", "by_sign", "trend"]
 
 #: A missing value (None, NaN) is written as this en dash.
 MISSING = "–"
@@ -391,3 +392,32 @@ def by_sign(x: float, positive: str, otherwise: str) -> str:
     if _missing(x):
         raise ValueError(f"no sign to read from {x!r}")
     return positive if float(x) > 0 else otherwise
+
+
+def trend(what: str, first: float, last: float, show: Callable[[float], str] = lambda v: sig(v, 3),
+          *, flat: float = 0.1) -> str:
+    """How a quantity changed from ``first`` to ``last``, as a phrase written from the two
+    numbers: "L_c falls by 5% (from 1.34 to 1.27)", "... rises by 8% (...)", or, when the
+    relative change is below ``flat`` or both print alike, "... stays within 10% (...)" or
+    "... stays at 0.085". The words never claim a fall that the numbers do not show.
+
+    >>> trend("L_c", 1.3416, 0.9620)
+    'L_c falls by 28% (from 1.34 to 0.962)'
+    >>> trend("the gradient norm", 0.019783, 0.021152)
+    'the gradient norm stays within 10% (from 0.0198 to 0.0212)'
+    >>> trend("the gradient norm", 0.019783, 0.030875, flat=0.05)
+    'the gradient norm rises by 56% (from 0.0198 to 0.0309)'
+    """
+    if _missing(first) or _missing(last):
+        raise ValueError(f"cannot describe a change with a missing value: {first}, {last}")
+    if not 0 <= flat < 1:
+        raise ValueError(f"flat is a share in [0, 1), got {flat}")
+    sa, sb = show(first), show(last)
+    if sa == sb:
+        return f"{what} stays at {sa}"
+    if first == 0:
+        return f"{what} {'rises' if last > 0 else 'falls'} from {sa} to {sb}"
+    rel = (last - first) / abs(first)
+    if abs(rel) < flat:
+        return f"{what} stays within {share(flat, 0)} (from {sa} to {sb})"
+    return f"{what} {'rises' if rel > 0 else 'falls'} by {share(abs(rel), 0)} (from {sa} to {sb})"

@@ -2,6 +2,13 @@
 
 Every function draws into a given matplotlib ``Axes`` (or makes a figure) and returns it, so a
 chapter can compose panels and a reader can reuse one panel alone.
+
+Figures are sized for the page they are read on: the site's text column is about
+:data:`COLUMN_PX` css pixels wide at a 1280 px window, and a wider image is shrunk to fit it,
+its lettering with it. :func:`panel_grid` makes a figure exactly the column's width at
+:data:`DPI` (so it is shown pixel for pixel), :func:`sample_grid` shows generated images at their
+natural size or larger, and :func:`title_overlaps` and :func:`smallest_font_px` measure a drawn
+figure the way a reader meets it (the tests hold the book's figures to them).
 """
 
 from __future__ import annotations
@@ -17,13 +24,28 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-__all__ = ["show_image", "token_map", "kept_patches", "keep_frequency", "draw_order",
-           "prefix_curves", "seed_band", "mask_ratio_curves", "density_check", "kept_by_class",
-           "knee_marker", "training_curve", "learning_curve", "eval_panels", "draw_collapse",
-           "BOOK_STYLE", "use_book_style"]
+__all__ = ["DPI", "COLUMN_PX", "COLUMN_IN", "MIN_FONT_PX", "panel_grid", "shared_colorbar",
+           "sample_grid", "title_overlaps", "smallest_font_px", "show_image", "token_map",
+           "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
+           "mask_ratio_curves", "density_check", "kept_by_class", "knee_marker", "training_curve",
+           "learning_curve", "eval_panels", "draw_collapse", "BOOK_STYLE", "use_book_style"]
+
+
+#: Resolution of the book's figures: the chapters draw at this many pixels per inch, and a
+#: figure's PNG is shown one image pixel per css pixel.
+DPI = 110
+#: Width of the site's text column, in css pixels, in a 1280 px window (tools/check_site.py
+#: measures about 697): a figure wider than this is shrunk to fit.
+COLUMN_PX = 690
+#: The width in inches at :data:`DPI` of a figure shown at its natural size: the column, less
+#: the 0.1 in of margin that a tight save (the notebooks' inline figures) adds on each side.
+COLUMN_IN = (COLUMN_PX - 2 * 0.1 * DPI) / DPI
+#: The smallest lettering, in css pixels on the page, that a figure may use.
+MIN_FONT_PX = 10.0
+
 
 #: The book's matplotlib settings: the resolution of its figures, and their margins trimmed.
-BOOK_STYLE: dict[str, Any] = {"figure.dpi": 110, "savefig.bbox": "tight"}
+BOOK_STYLE: dict[str, Any] = {"figure.dpi": DPI, "savefig.bbox": "tight"}
 
 
 def use_book_style() -> None:
@@ -34,6 +56,165 @@ def use_book_style() -> None:
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def panel_grid(rows: int, cols: int, *, aspect: float = 1.0, width: float = COLUMN_IN,
+               title_lines: int = 1, colorbar: bool = False, suptitle: str | None = None,
+               **subplot_kw: Any) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows`` x ``cols`` panels that a reader sees at its natural size: ``width``
+    inches wide (the text column at :data:`DPI`), each panel ``aspect`` times as high as it is
+    wide, with room above every panel for ``title_lines`` lines of title, on the right for a
+    colour bar (``colorbar``), and at the top for ``suptitle``. Constrained layout keeps every
+    title clear of the panels above it. Returns the figure and a (rows, cols) array of axes.
+
+    >>> fig, axes = panel_grid(2, 5)
+    >>> axes.shape, round(fig.get_figwidth() * fig.dpi)
+    ((2, 5), 668)
+    >>> plt.close(fig)
+    """
+    if rows < 1 or cols < 1:
+        raise ValueError(f"a grid needs at least one row and one column, got {rows} x {cols}")
+    if aspect <= 0 or width <= 0:
+        raise ValueError(f"aspect and width must be positive, got {aspect} and {width}")
+    line = 1.45 * 9 / 72  # one line of a 9-point title, in inches
+    panel = (width - (0.75 if colorbar else 0.0)) / cols - 0.1
+    height = (rows * (panel * aspect + title_lines * line + 0.1) + (2 * line if suptitle else 0.0)
+              + 0.1)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), dpi=DPI, squeeze=False,
+                             layout="constrained", **subplot_kw)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig, axes
+
+
+def shared_colorbar(fig: Figure, axes: Axes | Sequence[Axes] | np.ndarray, label: str,
+                    mappable: Any = None) -> Any:
+    """One colour bar, labelled ``label``, for panels that share one colour scale: beside
+    ``axes``, for ``mappable`` (by default the last image drawn in the first of them, the
+    overlay of :func:`token_map`)."""
+    axs = list(np.ravel(np.asarray(axes, dtype=object)))
+    if mappable is None:
+        if not axs[0].images:
+            raise ValueError("the first panel shows no image: pass the mappable to colour by")
+        mappable = axs[0].images[-1]
+    return fig.colorbar(mappable, ax=axs, label=label, shrink=0.9, aspect=30)
+
+
+def sample_grid(samples: Mapping[str, Tensor | np.ndarray], labels: Tensor | np.ndarray,
+                classes: Sequence[str], per_class: int = 8, cols: int = 2,
+                zoom: float = 1.2) -> Figure:
+    """Generated images shown so that a reader can look at them: one block per model
+    (``samples[name]``: (n, 1, H, W) in [-1, 1], with the class of each in ``labels``), one row
+    per class holding its first ``per_class`` images (at most 8), the class names on the rows,
+    ``cols`` blocks side by side. Every image pixel is ``zoom`` css pixels on the page (a 28 px
+    sample is shown 34 px wide at the default), and the figure is no wider than the text column,
+    so the page does not shrink it; a missing sample is left white.
+    """
+    if not 1 <= per_class <= 8:
+        raise ValueError(f"at most 8 samples per class, so that each is large enough to see; "
+                         f"got {per_class}")
+    if zoom < 1:
+        raise ValueError(f"zoom below 1 would show samples smaller than they are, got {zoom}")
+    lab = _np(labels).astype(int).reshape(-1)
+    rows = [c for c in range(len(classes)) if (lab == c).any()]
+    if not rows:
+        raise ValueError("no sample has a class in classes")
+    blocks = {}
+    for name, x in samples.items():
+        x = _np(x)
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] != lab.size:
+            raise ValueError(f"{name}: need ({lab.size}, 1, H, W) images, got {x.shape}")
+        h, w = x.shape[2:]
+        tiles = np.full((len(rows) * (h + 1) - 1, per_class * (w + 1) - 1), np.nan)
+        for r, c in enumerate(rows):
+            for k, i in enumerate(np.nonzero(lab == c)[0][:per_class]):
+                tiles[r * (h + 1):r * (h + 1) + h, k * (w + 1):k * (w + 1) + w] = x[i, 0]
+        blocks[name] = tiles
+    th, tw = next(iter(blocks.values())).shape
+    label_px = 7.0 * max(len(classes[c]) for c in rows) + 12  # 9-point names, right-aligned
+    title_px, gap = 26.0, 18.0
+    block_w, block_h = tw * zoom, th * zoom
+    n_cols = min(cols, len(blocks))
+    n_rows = -(-len(blocks) // n_cols)
+    width = label_px + n_cols * block_w + (n_cols - 1) * gap + 4
+    height = n_rows * (title_px + block_h) + (n_rows - 1) * gap + 4
+    if width > COLUMN_IN * DPI:
+        raise ValueError(f"{n_cols} blocks at zoom {zoom} are {width:.0f} px wide, more than the "
+                         f"{COLUMN_IN * DPI:.0f} px a figure may take in the column: use fewer "
+                         "cols or a smaller zoom")
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")
+    for b, (name, tiles) in enumerate(blocks.items()):
+        r, c = divmod(b, n_cols)
+        left = label_px + c * (block_w + gap)
+        bottom = height - (r + 1) * (title_px + block_h) - r * gap
+        ax = fig.add_axes((left / width, bottom / height, block_w / width, block_h / height))
+        ax.imshow(np.ma.masked_invalid(tiles), cmap=cmap, vmin=-1, vmax=1, aspect="auto",
+                  interpolation="antialiased")
+        ax.set_xticks([])
+        ax.set_title(name, fontsize=10)
+        ax.set_yticks([k * (th + 1) / len(rows) + (th + 1) / len(rows) / 2 - 1
+                       for k in range(len(rows))])  # the centre of each class's row
+        ax.set_yticklabels([classes[k] for k in rows] if c == 0 else [], fontsize=9)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    return fig
+
+
+def _box_overlap(a: Any, b: Any) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
+def title_overlaps(fig: Figure) -> list[tuple[str, str]]:
+    """The titles of ``fig`` that, once it is drawn, lie over another panel or another title, as
+    (title, what it covers) pairs; an empty list for a figure whose titles all stand clear. A
+    panel is named by its title (or ``panel <i>``); panels at the same place (twin axes) count
+    as one, and the figure's suptitle is a title too."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panels = [(ax, ax.get_window_extent(renderer)) for ax in fig.axes if ax.get_visible()]
+    titles = []
+    for ax, _ in panels:
+        for t in (ax.title, ax._left_title, ax._right_title):
+            if t.get_visible() and t.get_text().strip():
+                titles.append((t.get_text(), t.get_window_extent(renderer), ax))
+    if fig._suptitle is not None and fig._suptitle.get_text().strip():
+        titles.append((fig._suptitle.get_text(), fig._suptitle.get_window_extent(renderer), None))
+
+    def name(ax: Axes) -> str:
+        return ax.get_title() or f"panel {fig.axes.index(ax)}"
+
+    out = []
+    for text, box, owner in titles:
+        own = None if owner is None else owner.get_window_extent(renderer)
+        for ax, pbox in panels:
+            same = own is not None and np.allclose(pbox.extents, own.extents)
+            if not same and _box_overlap(box, pbox) > 1.0:
+                out.append((text, name(ax)))
+        for other, obox, _ in titles:
+            if other is not text and _box_overlap(box, obox) > 1.0:
+                out.append((text, other))
+    return out
+
+
+def smallest_font_px(fig: Figure, column_px: float = COLUMN_PX) -> float:
+    """The smallest lettering of ``fig`` as a reader sees it, in css pixels: the size of every
+    visible, non-empty text of the drawn figure (titles, labels, tick labels, legends, numbers
+    written on panels) at the figure's DPI, times the share by which a page ``column_px`` wide
+    shrinks the saved (tight) image when it is wider. ``inf`` for a figure without text."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    pad = plt.rcParams["savefig.pad_inches"]
+    saved = (fig.get_tightbbox(renderer).width + 2 * pad) * fig.dpi  # px of the saved PNG
+    scale = min(1.0, column_px / saved)
+    sizes = [t.get_fontsize() for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and t.get_window_extent(renderer).width]
+    return min(sizes) * fig.dpi / 72 * scale if sizes else float("inf")
 
 
 def show_image(image: Tensor, ax: Axes | None = None, title: str | None = None) -> Axes:
@@ -54,13 +235,13 @@ def show_image(image: Tensor, ax: Axes | None = None, title: str | None = None) 
 def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
               image: Tensor | None = None, observed: Tensor | np.ndarray | None = None,
               cmap: str = "magma", vmin: float | None = None, vmax: float | None = None,
-              alpha: float = 0.75, colorbar: bool = False, title: str | None = None,
+              alpha: float = 0.75, colorbar: bool | str = False, title: str | None = None,
               frame: bool = True) -> Axes:
     """A per-token quantity (N,) drawn as a heat map on the token grid.
 
     With ``image`` the map is laid over it. Tokens marked in ``observed`` are shown as the image
     (or grey), with a white frame unless ``frame`` is false: they are known, so their value is not
-    drawn.
+    drawn. ``colorbar`` adds a colour bar beside the panel, labelled with it when it is a string.
     """
     ax = ax or plt.gca()
     gh, gw = grid
@@ -87,7 +268,8 @@ def token_map(values: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
             ax.add_patch(Rectangle((x0 + c * pw, y0 + r * ph), pw, ph, fill=False, ec="white",
                                    lw=1.2))
     if colorbar:
-        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+                           label=colorbar if isinstance(colorbar, str) else None)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
@@ -120,15 +302,17 @@ def keep_frequency(keeps: Tensor | np.ndarray, n_tokens: int) -> np.ndarray:
 
 def draw_order(order: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | None = None,
                image: Tensor | None = None, numbers: int | None = 10, cmap: str = "viridis_r",
-               title: str | None = None) -> Axes:
-    """Where each token comes in an order: colour = position (dark = early), the first
-    ``numbers`` positions written on their patches (1 = first)."""
+               title: str | None = None, fontsize: float = 9) -> Axes:
+    """Where each token comes in an order: colour = position, 1 = first (with the default
+    ``viridis_r``, bright yellow = early, dark purple = late), the first ``numbers`` positions
+    written on their patches in white with a black outline, ``fontsize`` points high. The colour
+    layer is the panel's last image, for :func:`shared_colorbar`."""
     ax = ax or plt.gca()
     gh, gw = grid
     o = _np(order).astype(int)
     pos = np.empty_like(o)
-    pos[o] = np.arange(o.size)
-    token_map(pos, grid, ax=ax, image=image, cmap=cmap, vmin=0, vmax=o.size - 1,
+    pos[o] = np.arange(1, o.size + 1)  # 1 = first, as the numbers read
+    token_map(pos, grid, ax=ax, image=image, cmap=cmap, vmin=1, vmax=o.size,
               alpha=0.45 if image is not None else 1.0, title=title)
     if numbers:
         if image is not None:
@@ -139,8 +323,8 @@ def draw_order(order: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
         for k, t in enumerate(o[:numbers]):
             r, c = divmod(int(t), gw)
             ax.text(c * pw + (pw - 1) / 2, r * ph + (ph - 1) / 2, str(k + 1), ha="center",
-                    va="center", fontsize=7, color="white", fontweight="bold",
-                    path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+                    va="center", fontsize=fontsize, color="white", fontweight="bold",
+                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
     return ax
 
 
@@ -203,10 +387,11 @@ def mask_ratio_curves(ratios: Sequence[float] | np.ndarray, top1: Mapping[str, n
                       top5: Mapping[str, np.ndarray], knees: Mapping[str, np.ndarray] | None = None,
                       colors: Mapping[str, str] | None = None, mark: float | None = None,
                       n_patches: int | None = None) -> Figure:
-    """Fig. 8's two panels: top-1 (left) and top-5 (right) accuracy in percent against the mask
-    ratio, one :func:`seed_band` per model (``top1[name]``, ``top5[name]``: (seeds, ratios)), each
-    model's Kneedle knees (``knees[name]``: the seeds' mask ratios) as a :func:`knee_marker` on
-    its mean top-1 curve, and a dotted line at ``mark`` (the paper's 78%)."""
+    """Paper Fig. 8's two panels: top-1 (left) and top-5 (right) accuracy in percent against the
+    mask ratio, one :func:`seed_band` per model (``top1[name]``, ``top5[name]``: (seeds,
+    ratios)), each model's Kneedle knees (``knees[name]``: the seeds' mask ratios) as a
+    :func:`knee_marker` on its mean top-1 curve, and a dotted line at ``mark`` (the paper's
+    78%)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     colors = colors or {}
     for name in top1:
@@ -245,8 +430,8 @@ def density_check(draws: np.ndarray, pdf: Callable[[np.ndarray], np.ndarray],
 
 def kept_by_class(images: Tensor, labels: Tensor, chosen: Mapping[str, tuple[Tensor, Tensor]],
                   classes: Sequence[str], grid: tuple[int, int]) -> Figure:
-    """What each model keeps, class by class (Fig. 4 / Fig. 8 style): one column per class. For
-    every entry ``name: (keep, pred)`` of ``chosen`` (kept token indices (n, k) and predicted
+    """What each model keeps, class by class (paper Fig. 4 / Fig. 8 style): one column per class.
+    For every entry ``name: (keep, pred)`` of ``chosen`` (kept token indices (n, k) and predicted
     labels (n,) of all ``images``), a top row shows the class's first image with the patches
     not kept shaded (:func:`kept_patches`) and ``name``'s prediction, right or wrong; a bottom row
     shows, over all images of the class, how often each patch is kept (:func:`keep_frequency`)."""
@@ -327,7 +512,7 @@ def eval_panels(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], keys:
 def draw_collapse(image: Tensor, order: Tensor | np.ndarray, grid: tuple[int, int], top: int,
                   ax: Axes | None = None, title: str | None = None,
                   color: str = "tab:orange") -> Axes:
-    """The paper's Fig. 4 style: a circle on every patch, larger the earlier it comes in the order,
+    """Paper Fig. 4's style: a circle on every patch, larger the earlier it comes in the order,
     and the first ``top`` patches joined by a line in order (a square marks the first)."""
     ax = ax or plt.gca()
     show_image(image, ax, title)

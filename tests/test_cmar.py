@@ -14,6 +14,7 @@ from copkit.cmar import (
     adaptive_collapse,
     cfg_schedule,
     mar_order,
+    masked_count,
     masked_count_after,
     mix_orders,
     reveal_schedule,
@@ -69,6 +70,28 @@ def test_training_masks_the_head_of_the_order_and_sees_the_tail():
     assert seen["targets"].tolist() == [2.0, 0.0] * 2
     model.loss(tokens, torch.tensor([1]), order, mask_ratio=0.7)  # ceil(4 * 0.7) = 3 masked
     assert seen["visible"].tolist() == [[1]]
+
+
+def test_masked_count_at_the_papers_ratio_leaves_10_of_49_patches_visible():
+    """Chapter 4 wrote "the 11 visible patches" at mask ratio 0.78 while its figure showed 10 of
+    49: ceil(49 * 0.78) = ceil(38.22) = 39 are hidden. The chapter now counts them from here."""
+    assert masked_count(49, 0.78) == 39 and 49 - masked_count(49, 0.78) == 10
+    for n in (1, 4, 49, 256):
+        for r in np.linspace(0, 1, 23):
+            assert masked_count(n, r) == min(n, max(1, math.ceil(n * r)))
+    with pytest.raises(ValueError, match="mask ratio"):
+        masked_count(49, 1.5)
+    model = tiny(grid=(7, 7))  # the loss hides exactly that many: the model sees the other 10
+    seen = {}
+    forward_z = model.forward_z
+
+    def spy_z(tokens, cond, visible):
+        seen["visible"] = visible.shape[1]
+        return forward_z(tokens, cond, visible)
+
+    model.forward_z = spy_z
+    model.loss(torch.randn(1, 49, 16), torch.tensor([1]), torch.randperm(49)[None], mask_ratio=0.78)
+    assert seen["visible"] == 49 - masked_count(49, 0.78) == 10
 
 
 def test_generation_reveals_the_tail_of_the_order_step_by_step():

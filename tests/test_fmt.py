@@ -254,3 +254,23 @@ def test_the_knee_sentence_says_the_grid_holds_the_papers_ratio_when_it_does():
     assert "finds no knee" in knee_text([float("nan")], grid, 0.78)
     with pytest.raises(ValueError):
         knee_text([], grid, 0.78)
+
+
+# Chapter 2's temperature sentence (issue 27): it said "L_c and its gradient on the masks fade",
+# while along the path the temperature took (0.100 -> 0.0846 at weight 0.01) L_c fell by 5% and
+# the gradient norm on the masks rose (0.0198 -> 0.0212), and over the figure's whole range of
+# temperatures (down to 0.042) it rose by half.
+def test_trend_never_calls_a_flat_or_rising_curve_a_fall():
+    assert fmt.trend("its gradient norm", 0.019783, 0.021152) == \
+        "its gradient norm stays within 10% (from 0.0198 to 0.0212)"
+    assert fmt.trend("its gradient norm", 0.019783, 0.030875) == \
+        "its gradient norm rises by 56% (from 0.0198 to 0.0309)"
+    assert fmt.trend("L_c", 1.3416, 1.2765, flat=0.01) == "L_c falls by 5% (from 1.34 to 1.28)"
+    assert fmt.trend("tau", 0.0846, 0.08457, lambda v: fmt.num(v, 3)) == "tau stays at 0.085"
+    assert fmt.trend("x", 0.0, -2.0) == "x falls from 0 to -2.00"
+    for a, b in [(1.0, 0.5), (0.5, 1.0), (-1.0, -3.0), (2.0, 2.05)]:
+        text = fmt.trend("y", a, b)
+        assert ("falls" in text) == (b < a and abs(b - a) >= 0.1 * abs(a))
+        assert ("rises" in text) == (b > a and abs(b - a) >= 0.1 * abs(a))
+    with pytest.raises(ValueError, match="missing"):
+        fmt.trend("y", float("nan"), 1.0)

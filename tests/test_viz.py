@@ -137,3 +137,110 @@ def test_eval_panels_draw_the_seed_mean_per_setting_and_metric():
         assert len(ax.collections) == 1  # the band of the two seeds only
     assert [ax.get_ylabel() for ax in axes] == ["A", "B"]
     plt.close(fig)
+
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_sample_grid_rows_are_the_classes_and_samples_keep_their_natural_size():
+    labels = torch.arange(10).repeat(9)  # 9 images of each class, class c at 10 k + c
+    images = (torch.arange(90.0) / 45 - 1).reshape(90, 1, 1, 1).expand(90, 1, 28, 28)
+    fig = viz.sample_grid({"A": images, "B": -images, "C": images}, labels, CLASS_NAMES)
+    a, b, c = fig.axes
+    assert [t.get_text() for t in a.get_yticklabels()] == CLASS_NAMES
+    assert not any(t.get_text() for t in b.get_yticklabels())  # names once per block row
+    assert [t.get_text() for t in c.get_yticklabels()] == CLASS_NAMES
+    assert [ax.get_title() for ax in fig.axes] == ["A", "B", "C"]
+    tiles = np.ma.getdata(a.images[0].get_array())
+    assert tiles.shape == (10 * 29 - 1, 8 * 29 - 1)  # at most 8 per class, 1 px between
+    # row 3 (Dress), column 2: the third Dress image, index 10 * 2 + 3, shown as it is
+    assert np.allclose(tiles[3 * 29:3 * 29 + 28, 2 * 29:2 * 29 + 28], images[23, 0].numpy())
+    # each tick sits at the centre of its class's row
+    assert np.allclose(a.get_yticks(), [r * 29 + 13.5 for r in range(10)])
+    fig.canvas.draw()
+    sample_css_px = a.get_window_extent().width / (8 * 29 - 1) * 28
+    assert sample_css_px >= 28  # one image pixel at least one css pixel
+    pad = 2 * plt.rcParams["savefig.pad_inches"] * fig.dpi
+    assert fig.get_figwidth() * fig.dpi + pad <= viz.COLUMN_PX  # not shrunk by the page
+    assert viz.smallest_font_px(fig) >= viz.MIN_FONT_PX
+    plt.close(fig)
+
+
+def test_sample_grid_refuses_more_than_8_per_class_and_bad_shapes():
+    images = torch.zeros(20, 1, 28, 28)
+    labels = torch.arange(20) % 10
+    with pytest.raises(ValueError, match="at most 8"):
+        viz.sample_grid({"A": images}, labels, CLASS_NAMES, per_class=10)
+    with pytest.raises(ValueError, match=r"\(20, 1, H, W\)"):
+        viz.sample_grid({"A": images[:5]}, labels, CLASS_NAMES)
+    with pytest.raises(ValueError, match="column"):
+        viz.sample_grid({"A": images, "B": images, "C": images}, labels, CLASS_NAMES, cols=3)
+
+
+def test_title_overlaps_finds_titles_under_the_row_above_and_none_in_a_panel_grid():
+    # The old layout of Chapter 3's collapse orders: square images and a suptitle in a figure
+    # too short for them, so tight_layout pushes each second-row title into the panel above it.
+    fig, axes = plt.subplots(2, 5, figsize=(11, 4.8))
+    for k, ax in enumerate(axes.flat):
+        viz.show_image(torch.zeros(1, 28, 28), ax, CLASS_NAMES[k])
+    fig.suptitle("Collapse orders of one test image per class", y=1.0)
+    fig.tight_layout()
+    found = viz.title_overlaps(fig)
+    assert {t for t, _ in found} == set(CLASS_NAMES[5:])
+    assert ("Sandal", "T-shirt/top") in found
+    plt.close(fig)
+    fig, axes = viz.panel_grid(2, 5, suptitle="a title over the grid")
+    for k, ax in enumerate(axes.flat):
+        viz.show_image(torch.zeros(1, 28, 28), ax, CLASS_NAMES[k])
+    assert viz.title_overlaps(fig) == []
+    plt.close(fig)
+
+
+def test_smallest_font_px_is_the_point_size_at_the_dpi_shrunk_by_the_page():
+    fig, axes = viz.panel_grid(1, 2)
+    axes[0, 0].set_title("nine points", fontsize=9)
+    axes[0, 0].set_xticks([])
+    axes[0, 0].set_yticks([])
+    axes[0, 1].axis("off")
+    assert viz.smallest_font_px(fig) == pytest.approx(9 * viz.DPI / 72)
+    plt.close(fig)
+    wide = plt.figure(figsize=(20, 2), dpi=viz.DPI)  # twice as wide as a page column, and more
+    wide.text(0.0, 0.5, "x" * 5, fontsize=9)
+    wide.text(0.95, 0.5, "y", fontsize=12)
+    wide.canvas.draw()
+    saved = (wide.get_tightbbox(wide.canvas.get_renderer()).width
+             + 2 * plt.rcParams["savefig.pad_inches"]) * viz.DPI
+    assert viz.smallest_font_px(wide) == pytest.approx(9 * viz.DPI / 72 * viz.COLUMN_PX / saved)
+    assert viz.smallest_font_px(wide) < viz.MIN_FONT_PX
+    plt.close(wide)
+
+
+def test_draw_order_colours_early_patches_bright_and_writes_their_numbers():
+    fig, axes = viz.panel_grid(1, 1, colorbar=True)
+    order = torch.tensor([48, 0, 24] + [t for t in range(1, 48) if t != 24])
+    viz.draw_order(order, (7, 7), axes[0, 0], numbers=3, fontsize=11)
+    bar = viz.shared_colorbar(fig, axes, "position in the order")
+    assert bar.ax.get_ylabel() == "position in the order"
+    overlay = axes[0, 0].images[-1]
+    positions = np.asarray(overlay.get_array()).reshape(-1)
+    assert positions[48] == 1 and positions[0] == 2 and positions[24] == 3  # 1 = first
+    assert sorted(positions) == list(range(1, 50))
+    assert bar.mappable is overlay and bar.vmin == 1 and bar.vmax == 49
+
+    def luminance(rgba):
+        return 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2]
+
+    assert luminance(overlay.to_rgba(1.0)) > luminance(overlay.to_rgba(49.0))  # bright = early
+    texts = {t.get_text(): t for t in axes[0, 0].texts}
+    assert set(texts) == {"1", "2", "3"} and texts["1"].get_fontsize() == 11
+    assert texts["1"].get_position() == (6.0, 6.0)  # patch 48: row 6, column 6
+    plt.close(fig)
+
+
+def test_token_map_labels_its_colour_bar():
+    fig, ax = plt.subplots()
+    viz.token_map(np.arange(49.0), (7, 7), ax, colorbar="nats")
+    bars = [a for a in fig.axes if a is not ax]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "nats"
+    plt.close(fig)
