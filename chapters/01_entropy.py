@@ -33,6 +33,11 @@
 #    curve, not Eq. 1, is what an order can improve;
 # 4. which patches come first in the best ({term}`greedy <greedy order>`) order, per class and for a natural photo.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -450,3 +455,10 @@ display(Markdown(in_words(claims) + f"""
 - Profile `{P.name}`, {fmt.count(train_x.shape[0])} training images; results written to `{path.name}`.
   How long the chapter takes is in `runtimes-{P.name}.json`, which the report and the introduction show.
 """))
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"01_entropy": {"claims": claims}}, "01_entropy"))

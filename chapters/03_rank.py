@@ -40,6 +40,11 @@
 # is all zero (it relies on nothing) sends its score to $\beta$, as networkx does. A unit test
 # pins the convention: if every patch relies only on patch $k$, $k$ ranks first.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -569,3 +574,10 @@ path = write_results(results_dir, "03_rank", profile=PROFILE.name, device=str(de
                      metrics=metrics)
 display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`, {R.images} test images; the chapter ran in "
                  f"{time.perf_counter() - started:.0f} s; results in `{path.name}`."))
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"03_rank": {"claims": claims}}, "03_rank"))

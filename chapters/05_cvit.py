@@ -43,6 +43,11 @@
 # task; the questions are relative: which model degrades least as patches are removed, and where
 # its curve bends.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -812,3 +817,10 @@ metrics = {
 path = write_results(results_dir, "05_cvit", profile=PROFILE.name, device=str(dev), seeds=seeds, claims=claims,
                      metrics=metrics)
 print(f"profile {PROFILE.name}: the chapter ran in {time.perf_counter() - started:.0f} s; results in {path.name}")
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"05_cvit": {"claims": claims}}, "05_cvit"))

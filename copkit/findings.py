@@ -31,12 +31,16 @@ from . import fmt, stats
 __all__ = ["ClaimName", "CLAIM_NAMES", "FINDINGS_CLASS", "FINDINGS_TITLE", "VERDICT_LABELS",
            "COUNT_WORDS", "claim_name", "chapter_number", "is_alias", "effect_text",
            "verdict_text", "claim_sentence", "claim_counts", "counts_phrase", "key_claims",
-           "findings_sentences", "findings_box", "admonition"]
+           "findings_sentences", "findings_box", "admonition", "GLUE_KEY", "PASTE", "glue_box"]
 
 #: The class of the box's admonition, by which ``tools/check_site.py`` finds it.
 FINDINGS_CLASS = "findings"
 #: The box's title.
 FINDINGS_TITLE = "What we found"
+#: The name under which a chapter glues its box (:func:`glue_box`).
+GLUE_KEY = "findings"
+#: The Markdown a page's top holds to paste the glued box (myst-nb's ``glue:md`` directive).
+PASTE = f"```{{glue:md}} {GLUE_KEY}\n:format: myst\n```"
 
 
 @dataclass(frozen=True)
@@ -435,7 +439,8 @@ def findings_sentences(results: Mapping[str, Mapping[str, Any]], chapter: str | 
     of = "claim" if n == 1 else "claims"
     family = next((c["test"]["family"] for r in results.values() for c in r["claims"].values()
                    if c.get("test") and c["test"].get("family")), None)
-    corrected = (f"; every p below is corrected for the book's {family} tested claims (Holm)"
+    corrected = (f"; every p below is corrected for the book's {family} tested "
+                 f"claim{'s' if family != 1 else ''} (Holm)"
                  if family and any(c.get("test") for c in claims) else "")
     if chapter is not None:
         out = [f"This chapter sets {n} of the paper's {of} beside its measurements: "
@@ -490,3 +495,18 @@ def findings_box(results: Mapping[str, Mapping[str, Any]], chapter: str | None =
     """
     return admonition(findings_sentences(results, chapter, labels=labels, notes=notes,
                                          max_sentences=max_sentences))
+
+
+def glue_box(text: str, key: str = GLUE_KEY) -> None:
+    """Show a box (Markdown) where it is computed and glue it under ``key`` for the page's top,
+    which pastes it with :data:`PASTE` (``myst_nb.glue``; the cell is tagged ``remove-cell`` so
+    that the site shows the box once, at the top, with the numbers of the run that made the
+    page). Without myst-nb (JupyterLab with only the ``lab`` extras) it is only shown."""
+    from IPython.display import Markdown, display
+
+    try:
+        from myst_nb import glue
+    except ImportError:
+        display(Markdown(text))
+        return
+    glue(key, Markdown(text), display=True)
