@@ -30,7 +30,8 @@ from . import fmt, stats
 
 __all__ = ["ClaimName", "CLAIM_NAMES", "FINDINGS_CLASS", "FINDINGS_TITLE", "VERDICT_LABELS",
            "COUNT_WORDS", "claim_name", "chapter_number", "is_alias", "effect_text",
-           "verdict_text", "claim_sentence", "claim_counts", "counts_phrase", "key_claims",
+           "verdict_parts", "verdict_text", "claim_sentence", "claim_counts", "counts_phrase",
+           "key_claims",
            "findings_sentences", "findings_box", "admonition", "GLUE_KEY", "PASTE", "glue_box"]
 
 #: The class of the box's admonition, by which ``tools/check_site.py`` finds it.
@@ -298,6 +299,39 @@ def effect_text(cid: str, test: Mapping[str, Any] | None) -> str | None:
     return text
 
 
+def verdict_parts(c: Mapping[str, Any]) -> tuple[str, str]:
+    """A claim's verdict in plain words and what decided it, apart: ("holds", "Holm p = 0.0030"),
+    ("fails", "by an exact computation"), ("undecided", "its test gives no p"); the second is ""
+    when there is nothing to add. :func:`verdict_text` joins them; the report, which leads with
+    the verdict (:data:`VERDICT_LABELS`), shows only the second."""
+    v = c.get("verdict")
+    t = c.get("test") or {}
+    exact = bool(c.get("exact"))
+    holm = f"Holm p {_p(t['p_holm'])}" if t.get("p_holm") is not None else ""
+    if v == "reproduced":
+        return "holds", "by an exact computation" if exact else holm
+    if v == "partly":
+        partial = t.get("partial")
+        return "holds only in part", (f"its weaker criterion, {partial}, is met" if partial
+                                      else "")
+    if v == "negligible":
+        smallest = t.get("smallest")
+        return "fails: the effect is too small to matter", (
+            f"its 95% interval lies within {fmt.sig(smallest, 2)} of zero, the smallest effect "
+            "that would matter" if smallest is not None else "")
+    if v == "not reproduced":
+        if exact:
+            return "fails", "by an exact computation"
+        what = ("lies outside the stated margin" if t.get("expect") == "equal"
+                else "goes the other way")
+        return f"fails: the effect {what}", holm
+    if v == "inconclusive":
+        return "undecided", holm or "its test gives no p"
+    if v == "not testable":
+        return "not testable at this scale", ""
+    return f"{v}", ""
+
+
 def verdict_text(c: Mapping[str, Any]) -> str:
     """A claim's verdict in plain words, with what decided it: Holm's p for a tested claim, the
     criterion met for a partial one, the band it lies in for a negligible one, "by an exact
@@ -308,33 +342,10 @@ def verdict_text(c: Mapping[str, Any]) -> str:
     >>> verdict_text({"verdict": "not reproduced", "exact": True})
     'fails, by an exact computation'
     """
-    v = c.get("verdict")
-    t = c.get("test") or {}
-    exact = bool(c.get("exact"))
-    holm = f"Holm p {_p(t['p_holm'])}" if t.get("p_holm") is not None else None
-    if v == "reproduced":
-        return "holds, by an exact computation" if exact else "holds" + (f" ({holm})" if holm
-                                                                        else "")
-    if v == "partly":
-        partial = t.get("partial")
-        return "holds only in part" + (f" (its weaker criterion, {partial}, is met)" if partial
-                                       else "")
-    if v == "negligible":
-        smallest = t.get("smallest")
-        return ("fails: the effect is too small to matter"
-                + (f" (its 95% interval lies within {fmt.sig(smallest, 2)} of zero, the "
-                   "smallest effect that would matter)" if smallest is not None else ""))
-    if v == "not reproduced":
-        if exact:
-            return "fails, by an exact computation"
-        what = ("lies outside the stated margin" if t.get("expect") == "equal"
-                else "goes the other way")
-        return f"fails: the effect {what}" + (f" ({holm})" if holm else "")
-    if v == "inconclusive":
-        return "undecided" + (f" ({holm})" if holm else " (its test gives no p)")
-    if v == "not testable":
-        return "not testable at this scale"
-    return f"{v}"
+    word, detail = verdict_parts(c)
+    if not detail:
+        return word
+    return f"{word}, {detail}" if detail.startswith("by ") else f"{word} ({detail})"
 
 
 def claim_sentence(cid: str, c: Mapping[str, Any], *, where: str | None = None,

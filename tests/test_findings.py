@@ -204,3 +204,20 @@ def test_the_committed_books_boxes_say_their_results(chapter):
             assert abs(shown - entry.scale * stored) <= 0.051 * max(1, abs(shown)), (cid, s)
         # and the verdict it says is the stored one
         assert findings.verdict_text(claims[cid]) in s
+
+
+def test_the_report_flags_another_commit_a_later_run_and_a_page_from_another_run():
+    from copkit.results import run_flags
+
+    results = {"01_a": {"commit": "abc", "written": "2026-12-02T07:00:00+0000"},
+               "02_b": {"commit": "old", "written": "2026-12-02T07:00:00+0000"},
+               "03_c": {"commit": "abc", "written": "2026-12-02T09:00:00+0000"},
+               "04_d": {"commit": "abc", "written": "2026-12-02T07:00:00+0000"}}
+    executed = {"01_a": "2026-12-02T07:00:03+00:00", "02_b": "2026-12-02T07:00:03+00:00",
+                "03_c": "2026-12-02T09:00:03+00:00", "04_d": "2026-12-02T06:00:00+00:00"}
+    flags = run_flags(results, "abc", "2026-12-02T08:00:00+00:00", executed)
+    assert flags["01_a"] == []
+    assert flags["02_b"] == ["another commit (old)"]
+    assert flags["03_c"] == ["ran after this page started"]
+    assert flags["04_d"] == ["its page comes from another run than its results file (the page "
+                             "ended 1.0 h before the file was written)"]
