@@ -11,7 +11,7 @@ admonition of class :data:`FINDINGS_CLASS`. Nothing in the box is typed by hand:
 comes from the results files, and every verdict from their tests.
 
 The box of a chapter shows the numbers of the run that made the page: the chapter computes it at
-its end, after its claims are decided, and glues it (``myst_nb.glue``, a ``remove-input`` cell);
+its end, after its claims are decided, and glues it (``myst_nb.glue``, a ``remove-cell`` cell);
 the chapter's first Markdown cell pastes it under the title with ``{glue:md}``. The introduction,
 which runs no code, gets the book's box from ``tools/findings_text.py``.
 
@@ -41,6 +41,8 @@ FINDINGS_TITLE = "What we found"
 #: The name under which a chapter glues its box (:func:`glue_box`).
 GLUE_KEY = "findings"
 #: The Markdown a page's top holds to paste the glued box (myst-nb's ``glue:md`` directive).
+#:
+#: :meta hide-value:
 PASTE = f"```{{glue:md}} {GLUE_KEY}\n:format: myst\n```"
 
 
@@ -88,7 +90,7 @@ _POINTS = {"decimals": 1, "unit": " points"}
 _SHARE = {"scale": 100.0, "decimals": 1, "unit": " points"}
 _FID = {"decimals": 1, "unit": " FID"}
 
-#: Every claim id of the book, by its readable name: the one place where an id becomes words.
+#: Every claim id of the book with its readable name, the one place where an id becomes words.
 CLAIM_NAMES: dict[str, ClaimName] = {
     # Chapter 1
     "eq1.order_invariant": ClaimName("Eq. 1, the paper's objective, depends on the order of the "

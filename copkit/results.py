@@ -714,5 +714,5 @@ def run_flags(results: Mapping[str, Mapping[str, Any]], commit: str, started: st
     return flags
 
 
-#: More than this many seconds between a results file and its notebook's end: two runs.
+#: More than this many seconds between a results file and its notebook's end means two runs.
 RUN_GAP_S = 600.0
