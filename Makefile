@@ -19,13 +19,14 @@ JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
 SITE_CONFIG = $$($(PY) tools/site_config.py)
 
-.PHONY: help setup data pretrain book chapters runtimes site test lint unit smoke site-check check-site bench orders gpu-book device-kit clean
+.PHONY: help setup data pretrain book chapters runtimes findings site test lint unit smoke site-check check-site bench orders gpu-book device-kit clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
 	@echo "make test   set up, ruff, unit tests, every chapter at PROFILE=smoke into .scratch/, the site with -W"
 	@echo "make chapters  execute the chapters (PROFILE=$(PROFILE) DEVICE=$(DEVICE) [CHAPTERS=...] JOBS=$(JOBS)) into book/, without building the site"
 	@echo "make runtimes  write the run times of book/results/runtimes-*.json into book/intro.md and README.md"
+	@echo "make findings  write the book's 'What we found' box from book/results/*.json into book/intro.md"
 	@echo "make site   build book/_build/html from the executed notebooks in book/"
 	@echo "make check-site  build the site into .scratch/site and check it in headless Chromium"
 	@echo "make data   find Fashion-MNIST (or install / download it) and check it"
@@ -59,11 +60,17 @@ pretrain: data
 chapters: data
 	$(PY) tools/run_chapters.py --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS) --out book $(CHAPTERS)
 	$(MAKE) --no-print-directory runtimes
+	$(MAKE) --no-print-directory findings
 
 # The run times the intro and README state, rewritten from book/results/runtimes-<profile>.json (the
 # file the report and the performance chapter read), between their <!-- runtimes:... --> lines.
 runtimes: setup
 	$(PY) tools/runtimes_text.py
+
+# The intro's "What we found" box, rewritten from the chapters' results files (copkit.findings, the
+# function the chapters and the report use for theirs), between its <!-- findings:... --> lines.
+findings: setup
+	$(PY) tools/findings_text.py
 
 site: setup
 	$(JB) build . --config $(SITE_CONFIG) --path-output book -W -n --keep-going
@@ -71,6 +78,7 @@ site: setup
 
 book: chapters
 	$(MAKE) --no-print-directory runtimes
+	$(MAKE) --no-print-directory findings
 	$(MAKE) --no-print-directory site
 
 # ruff, as pyproject.toml configures it: pyflakes, pycodestyle at 100 columns, the import order,

@@ -33,6 +33,11 @@
 #    curve, not Eq. 1, is what an order can improve;
 # 4. which patches come first in the best ({term}`greedy <greedy order>`) order, per class and for a natural photo.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -535,3 +540,10 @@ display(Markdown(in_words(claims) + f"""
 # move. We expect the first patches of the greedy order to stay much the same, since they lie
 # where the pixels vary. We have not run this: the patches near the border may swap places.
 # :::
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"01_entropy": {"claims": claims}}, "01_entropy"))

@@ -33,6 +33,11 @@
 # 3. that the masks mean something, on images where the right answer is planted: mirror-symmetric
 #    images, where each patch is best rebuilt from its mirror image.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -799,3 +804,10 @@ display(Markdown(in_words(claims) + f"""
 # Corner targets lie on the black border of every image, so expect their masks to vary with the
 # image even less.
 # :::
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"02_comae": {"claims": claims}}, "02_comae"))

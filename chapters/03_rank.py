@@ -40,6 +40,11 @@
 # is all zero (it relies on nothing) sends its score to $\beta$, as networkx does. A unit test
 # pins the convention: if every patch relies only on patch $k$, $k$ ranks first.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -696,3 +701,10 @@ display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`, {R.images} t
 # The table gives both numbers for the reader's run. Paper Fig. 4's claim is about the top 22%
 # (11 patches), so with `top = 5` the chapter's verdict tests a different claim: set it back.
 # :::
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"03_rank": {"claims": claims}}, "03_rank"))

@@ -44,6 +44,11 @@
 # (best patch first) therefore enters CMAR reversed, and "ascending" (Table 4's ablation)
 # generates the worst patches first. `tests/test_cmar.py` walks a 4-token example step by step.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -664,3 +669,10 @@ display(Markdown(in_words(claims) + f"\n\nProfile `{PROFILE.name}`; the chapter 
 # samples either way, so compare it with the tables (Table 2 lists every model with and without
 # CFG) rather than read it alone.
 # :::
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"04_cmar": {"claims": claims}}, "04_cmar"))

@@ -43,6 +43,11 @@
 # task; the questions are relative: which model degrades least as patches are removed, and where
 # its curve bends.
 
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
+
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
@@ -991,3 +996,10 @@ print(f"profile {PROFILE.name}: the chapter ran in {book.seconds():.0f} s; resul
 # collapse orders are image-specific only as far as their share falls short of 100% and comes
 # near that yardstick.
 # :::
+
+# %% tags=["remove-cell"]
+# This run's "What we found" box (copkit.findings), from the claims just decided: shown here and
+# glued for the top of the page, which pastes it under the title.
+from copkit.findings import findings_box, glue_box
+
+glue_box(findings_box({"05_cvit": {"claims": claims}}, "05_cvit"))

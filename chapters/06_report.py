@@ -1,84 +1,59 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3 (ipykernel)
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 6. Reproducibility report
 #
 # *Source:* [`chapters/06_report.py`](../chapters/06_report.py), a jupytext script: open it in JupyterLab as a
 # notebook, or run it with `python tools/run_chapters.py 06_report --profile smoke` (into `.scratch/book/smoke/`).
 #
-# Every claim of the paper that a chapter tested, with the paper's number, ours, and a verdict.
+# Every claim of the paper that a chapter tested, with its verdict and the effect we measured.
 # Nothing here is typed by hand: this page reads the results files the chapters wrote
-# (`book/results/<chapter>.json`, one per chapter, each naming the profile, the device and the
-# commit that produced it), when papermill executed each chapter, and the run times
-# `tools/run_chapters.py` recorded (`book/results/runtimes-<profile>.json`, the file the
-# introduction and the performance chapter read too).
-#
-# How a verdict is reached (`copkit.stats`, `copkit.results`):
-#
-# - A claim that rests on {term}`seeds <seed>` or samples is tested once: a {term}`paired t-test` where one trained
-#   model (or one seed's fine-tunes of the same base) is measured two ways, {term}`Welch's t-test <Welch>`
-#   where the two sides are independent trainings, a {term}`one-sample t-test` against the paper's number,
-#   or an {term}`equivalence test` where the claim is that two numbers are equal within a stated margin.
-#   Each test gives an {term}`effect` in the claim's units with a {term}`95% interval` (over seeds or over test
-#   images, whichever the replicates are; the table says which).
-# - All tested claims of the book form one family. Their {term}`p-values <p-value>` are adjusted together with
-#   {term}`Holm`'s step-down correction, which keeps the chance of *any* false verdict in the book under 5%.
-# - **reproduced**: the effect has the paper's direction (or lies within the margin) and its
-#   Holm-adjusted p is below 0.05. **not reproduced**: the opposite, equally significant.
-#   **inconclusive**: anything else; a sign that is not significant decides nothing.
-#   **partly**: only where the chapter stated a weaker criterion with the claim before measuring
-#   (e.g. "within 3 points") and the claim's whole 95% interval meets it.
-# - A claim that two statements of the paper make with one comparison is counted once (an
-#   {term}`alias`). Claims decided by an exact computation (an identity checked to rounding, a FLOP
-#   count, a counterexample) carry no test; claims this scale cannot test say so.
-# - Beside each test: the smallest true effect it could have detected with 80% {term}`power` at the level
-#   Holm asks of the strongest claim (0.05 divided by the number of tested claims), from its own
-#   standard error, next to the paper's effect in the same units. Where the paper's effect is
-#   smaller, our seeds could not have seen it, and "inconclusive" means exactly that.
-#
-# Our numbers come from Fashion-MNIST at the profile named beside them; the paper's from
-# ImageNet. Where scales differ, only directions and orders of magnitude compare.
+# (`book/results/<chapter>.json`), and how each verdict is reached is set out at the end.
+
+# %% [markdown]
+# ```{glue:md} findings
+# :format: myst
+# ```
 
 # %% tags=["parameters"]
 profile = "cpu"  # the profile the other chapters ran with (only printed here)
 results_dir = "../book/results"  # where the chapters wrote their results files
 notebooks_dir = "../book"  # where the executed chapters are (for their run times)
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 import importlib.metadata as md
 import json
 import platform
+import time
 from pathlib import Path
 
 import torch
 from IPython.display import Markdown, display
 
 from copkit import fmt
+from copkit.findings import (
+    VERDICT_LABELS,
+    claim_counts,
+    claim_name,
+    effect_text,
+    findings_box,
+    glue_box,
+    key_claims,
+    verdict_parts,
+)
 from copkit.results import (
     RUNTIME_READERS,
     VERDICTS,
     book_verdicts,
     brief,
-    headlines,
+    git_commit,
     markdown_table,
     read_results,
     read_runtimes,
+    run_flags,
     section_labels,
     test_text,
-    verdict_counts,
 )
 
+started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 results = read_results(results_dir)
 if not results:
     raise FileNotFoundError(f"no results files in {Path(results_dir).resolve()}: execute the chapters first "
@@ -95,7 +70,7 @@ for chapter, r in results.items():
             ran_with[chapter, cid] = c["verdict"]
         c["verdict"], c["test"] = row["verdict"], row
 TITLES = {"01_entropy": "1. Patch entropy", "02_comae": "2. CoMAE", "03_rank": "3. Patch ranking",
-          "04_cmar": "4. CMAR", "05_cvit": "5. CViT"}
+          "04_cmar": "4. CMAR", "05_cvit": "5. CViT", "06_report": "6. Report", "07_performance": "7. Performance"}
 labels = {chapter: section_labels(Path(notebooks_dir) / f"{chapter}.ipynb") for chapter in results}
 
 
@@ -108,23 +83,96 @@ def shown_in(chapter: str, c: dict) -> str:
 
 
 # %% [markdown]
-# ## Summary
+# (report-headlines)=
+# ## The paper's headline claims
 #
-# How many of each chapter's claims came out each way, then the claims the chapters mark as the
-# ones that matter most, each with the section that shows it.
+# The claims the chapters mark as the ones that matter most, where the paper fails first: the
+# verdict, the claim, then the effect we measured with its 95% interval, and the section that
+# shows it.
 
 # %% tags=["remove-input"]
-counts = verdict_counts(results)
-total = {v: sum(c[v] for c in counts.values()) for v in VERDICTS}
+lines = []
+for chapter, cid, c in key_claims(results, headline_only=True):
+    effect = effect_text(cid, c.get("test"))
+    detail = verdict_parts(c)[1]
+    lines.append(f"- **{VERDICT_LABELS.get(c['verdict'], c['verdict'])}.** {claim_name(cid)}"
+                 + (f": {detail}" if detail else "") + (f"; {effect}" if effect else "")
+                 + f" (Chapter {int(chapter[:2])}, {shown_in(chapter, c)})."
+                 + ("" if effect else f" {c['why']}")
+                 + (f" The chapter, run before the others changed, had: {ran_with[chapter, cid]}." if (chapter, cid) in ran_with
+                    else ""))
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## How the claims came out, by chapter
+#
+# Each claim counted once: a claim that repeats another's test (an alias) is counted with it.
+
+# %% tags=["remove-input"]
+counts = {ch: claim_counts(r["claims"].values()) for ch, r in results.items()}
+shown = [v for v in dict.fromkeys([*VERDICTS, *(v for c in counts.values() for v in c)])
+         if any(c.get(v) for c in counts.values())]
+total = {v: sum(c.get(v, 0) for c in counts.values()) for v in shown}
 display(Markdown(
-    markdown_table(["chapter", *VERDICTS, "claims"],
-                   [[f"[{TITLES.get(ch, ch)}]({ch}.ipynb)", *(c[v] for v in VERDICTS), sum(c.values())]
+    markdown_table(["chapter", *shown, "claims"],
+                   [[f"[{TITLES.get(ch, ch)}]({ch}.ipynb)", *(c.get(v, 0) for v in shown), sum(c.values())]
                     for ch, c in counts.items()]
-                   + [["**all**", *(f"**{total[v]}**" for v in VERDICTS), f"**{sum(total.values())}**"]])
-    + "\n\n**The claims that matter most**\n\n"
-    + "\n".join(f"- [{TITLES.get(ch, ch)}]({ch}.ipynb), `{cid}`: **{c['verdict']}**. {c['why']} "
-                 f"(see {shown_in(ch, c)})"
-                 for ch, cid, c in headlines(results))))
+                   + [["**all**", *(f"**{total[v]}**" for v in shown), f"**{sum(total.values())}**"]],
+                   css_class="dense-table")))
+
+# %% [markdown]
+# (report-every-claim)=
+# ## Every claim
+#
+# Chapter by chapter: the paper's number, ours, the verdict and the section that shows it; the line
+# under each claim says why its verdict, with its test, and ends with the claim's id in the
+# results file.
+
+# %% tags=["remove-input"]
+for chapter, r in results.items():
+    rows = [[claim_name(cid), brief(c["paper"]), brief(c["ours"]), f"**{VERDICT_LABELS.get(c['verdict'], c['verdict'])}**",
+             shown_in(chapter, c),
+             c["why"] + ("" if c.get("test") is None else f" (the same test as: {claim_name(c['test']['alias_of'])})"
+                         if c["test"].get("alias_of") else f" ({test_text(c['test'])})") + f" Id: `{cid}`."]
+            for cid, c in r["claims"].items()]
+    display(Markdown(
+        f"### {TITLES.get(chapter, chapter)}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, "
+        f"commit `{r['commit'][:12]}`; [the chapter]({chapter}.ipynb) shows every number below with its figure.\n\n"
+        + markdown_table(["claim", "paper", "ours", "verdict", "shown in", "why"], rows, css_class="claims-table")))
+
+# %% [markdown]
+# (report-tests)=
+# ## The tests, and what they could detect
+#
+# Every tested claim: the paper's effect in our units where it states one, ours with its 95%
+# interval, the test, the raw and the Holm-adjusted p, and the smallest effect the test could
+# detect with 80% power at the level Holm asks of the strongest claim.
+
+# %% tags=["remove-input"]
+rows, raw = [], []
+for chapter, r in results.items():
+    for cid, c in r["claims"].items():
+        t = c.get("test")
+        if t is None or t.get("alias_of"):
+            continue
+        lo, hi = t["ci"] or (None, None)
+        mde = t.get("mde_family")
+        rows.append([claim_name(cid), fmt.signed(t.get("paper_effect"), digits=3), fmt.signed(t["effect"], digits=3),
+                     fmt.MISSING if lo is None or hi is None
+                     else f"[{fmt.signed(lo, digits=3)}, {fmt.signed(hi, digits=3)}]",
+                     f"{t['test']} ({t['n'] if not isinstance(t['n'], list) else ' + '.join(map(str, t['n']))} {t['unit']})",
+                     fmt.pvalue(t["p"]), fmt.pvalue(t["p_holm"]), fmt.sig(mde, 3), f"**{VERDICT_LABELS.get(c['verdict'], c['verdict'])}**"
+                     + (f" (the chapter, run before: {ran_with[chapter, cid]})" if (chapter, cid) in ran_with else "")])
+        raw.append((t.get("paper_effect"), mde))
+family = next((c["test"]["family"] for r in results.values() for c in r["claims"].values() if c.get("test")), 0)
+n_seen = sum(1 for paper, mde in raw if paper is not None and mde is not None and abs(paper) >= mde)
+n_paper = sum(1 for paper, mde in raw if paper is not None and mde is not None)
+display(Markdown(
+    markdown_table(["claim", "paper's effect", "ours", "95% interval", "test", "p", "Holm p", "detectable (80%)",
+                    "verdict"], rows, css_class="dense-table")
+    + f"\n\n{family} tested claims form the family; of the {n_paper} whose paper states an effect in our units and whose "
+      f"test has a standard error, the paper's effect is at least the detectable one for {n_seen}: for the others an "
+      "inconclusive verdict says that our seeds are too few to see an effect of the paper's size, not that it is absent."))
 
 # %% [markdown]
 # (report-base-models)=
@@ -160,7 +208,7 @@ if pretrained_file.exists():
         [[name, f"`{m['command']}`", f"`{m['file']}`", fmt.count(m['steps']), fmt.sig(m['epochs'], 2),
           fmt.duration(m['train_seconds']),
           "; ".join(shown(name, k, v) for k, v in m["metrics"].items() if isinstance(v, (int, float)))]
-         for name, m in base_models.items()])
+         for name, m in base_models.items()], css_class="dense-table")
         + f"\n\nTogether {fmt.num(sum(m['train_seconds'] for m in base_models.values()) / 3600, 1)} hours of training time "
           f"(summed over the models and their resumed sessions; each model's machine and threads are in its `.json`), "
           "against the book's budget of 8 CPU-hours."))
@@ -169,53 +217,38 @@ else:
                      "(or finds) the base models and writes it."))
 
 # %% [markdown]
-# (report-tests)=
-# ## The tests, and what they could detect
+# (report-method)=
+# ## How a verdict is reached
 #
-# Every tested claim: the paper's effect in our units where it states one, ours with its 95%
-# interval, the test, the raw and the Holm-adjusted p, and the smallest effect the test could
-# detect with 80% power at the level Holm asks of the strongest claim.
-
-# %% tags=["remove-input"]
-rows, raw = [], []
-for chapter, r in results.items():
-    for cid, c in r["claims"].items():
-        t = c.get("test")
-        if t is None or t.get("alias_of"):
-            continue
-        lo, hi = t["ci"] or (None, None)
-        mde = t.get("mde_family")
-        rows.append([f"`{cid}`", fmt.signed(t.get("paper_effect"), digits=3), fmt.signed(t["effect"], digits=3),
-                     fmt.MISSING if lo is None or hi is None
-                     else f"[{fmt.signed(lo, digits=3)}, {fmt.signed(hi, digits=3)}]",
-                     f"{t['test']} ({t['n'] if not isinstance(t['n'], list) else ' + '.join(map(str, t['n']))} {t['unit']})",
-                     fmt.pvalue(t["p"]), fmt.pvalue(t["p_holm"]), fmt.sig(mde, 3), f"**{c['verdict']}**"
-                     + (f" (the chapter, run before: {ran_with[chapter, cid]})" if (chapter, cid) in ran_with else "")])
-        raw.append((t.get("paper_effect"), mde))
-family = next((c["test"]["family"] for r in results.values() for c in r["claims"].values() if c.get("test")), 0)
-n_seen = sum(1 for paper, mde in raw if paper is not None and mde is not None and abs(paper) >= mde)
-n_paper = sum(1 for paper, mde in raw if paper is not None and mde is not None)
-display(Markdown(
-    markdown_table(["claim", "paper's effect", "ours", "95% interval", "test", "p", "Holm p", "detectable (80%)",
-                    "verdict"], rows, css_class="dense-table")
-    + f"\n\n{family} tested claims form the family; of the {n_paper} whose paper states an effect in our units and whose "
-      f"test has a standard error, the paper's effect is at least the detectable one for {n_seen}: for the others an "
-      "inconclusive verdict says that our seeds are too few to see an effect of the paper's size, not that it is absent."))
-
-# %% [markdown]
-# ## Every claim
-
-# %% tags=["remove-input"]
-for chapter, r in results.items():
-    rows = [[f"`{cid}`", brief(c["paper"]), brief(c["ours"]), f"**{c['verdict']}**", shown_in(chapter, c),
-             c["why"] + ("" if c.get("test") is None else f" (the same test as `{c['test']['alias_of']}`)"
-                         if c["test"].get("alias_of") else f" ({test_text(c['test'])})")]
-            for cid, c in r["claims"].items()]
-    display(Markdown(
-        f"### {TITLES.get(chapter, chapter)}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, "
-        f"commit `{r['commit'][:12]}`; [the chapter]({chapter}.ipynb) shows every number below with its figure, "
-        "the column \"shown in\" links the section that shows each one, and the line under each claim says why its verdict.\n\n"
-        + markdown_table(["claim", "paper", "ours", "verdict", "shown in", "why"], rows, css_class="claims-table")))
+# :::{admonition} The tests, the correction for many claims, and the verdicts (`copkit.stats`, `copkit.results`)
+# :class: dropdown
+#
+# - A claim that rests on {term}`seeds <seed>` or samples is tested once: a {term}`paired t-test` where one trained
+#   model (or one seed's fine-tunes of the same base) is measured two ways, {term}`Welch's t-test <Welch>`
+#   where the two sides are independent trainings, a {term}`one-sample t-test` against the paper's number,
+#   or an {term}`equivalence test` where the claim is that two numbers are equal within a stated margin.
+#   Each test gives an {term}`effect` in the claim's units with a {term}`95% interval` (over seeds or over test
+#   images, whichever the replicates are; the table says which).
+# - All tested claims of the book form one family. Their {term}`p-values <p-value>` are adjusted together with
+#   {term}`Holm`'s step-down correction, which keeps the chance of *any* false verdict in the book under 5%.
+# - **reproduced**: the effect has the paper's direction (or lies within the margin) and its
+#   Holm-adjusted p is below 0.05. **not reproduced**: the opposite, equally significant.
+#   **inconclusive**: anything else; a sign that is not significant decides nothing.
+#   **partly**: only where the chapter stated a weaker criterion with the claim before measuring
+#   (e.g. "within 3 points") and the claim's whole 95% interval meets it.
+#   **negligible**: where the chapter stated with a directional claim the smallest effect that
+#   would matter, and the claim's whole 95% interval lies inside it; it does not support the paper.
+# - A claim that two statements of the paper make with one comparison is counted once (an
+#   {term}`alias`). Claims decided by an exact computation (an identity checked to rounding, a FLOP
+#   count, a counterexample) carry no test; claims this scale cannot test say so.
+# - Beside each test: the smallest true effect it could have detected with 80% {term}`power` at the level
+#   Holm asks of the strongest claim (0.05 divided by the number of tested claims), from its own
+#   standard error, next to the paper's effect in the same units. Where the paper's effect is
+#   smaller, our seeds could not have seen it, and "inconclusive" means exactly that.
+#
+# Our numbers come from Fashion-MNIST at the profile named beside them; the paper's from
+# ImageNet. Where scales differ, only directions and orders of magnitude compare.
+# :::
 
 # %% [markdown]
 # ## Status: when and how each chapter ran
@@ -227,9 +260,13 @@ for chapter, r in results.items():
 
 # %% tags=["remove-input"]
 runtimes = read_runtimes(results_dir)
+pages = {nb_path.stem: json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
+         for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))}
+commit = git_commit()
+flags = run_flags(results, commit, started, {ch: pm.get("end_time") for ch, pm in pages.items()})
 rows = []
-for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
-    pm = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
+for stem, pm in pages.items():
+    nb_path = Path(notebooks_dir) / f"{stem}.ipynb"
     r = results.get(nb_path.stem, {})
     ran = pm.get("parameters", {}).get("profile", r.get("profile", profile))  # a page without one: the book's
     seconds = None if nb_path.stem in RUNTIME_READERS else runtimes.get(ran, {}).get(nb_path.stem, {}).get("seconds")
@@ -237,8 +274,16 @@ for nb_path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
                  "this page" if nb_path.stem == "06_report"  # its notebook on disk is the previous run's
                  else str(pm["end_time"])[:16].replace("T", " ") if pm.get("end_time") else fmt.MISSING,
                  f"`{ran}`" if ran else fmt.MISSING, f"`{r['device']}`" if r.get("device") else fmt.MISSING,
-                 fmt.minutes(seconds), f"`{r['commit'][:12]}`" if r.get("commit") else fmt.MISSING])
-display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit"], rows)
+                 fmt.minutes(seconds), f"`{r['commit'][:12]}`" if r.get("commit") else fmt.MISSING,
+                 "; ".join(flags.get(nb_path.stem, [])) or ("none" if nb_path.stem in flags else fmt.MISSING)])
+flagged = [TITLES.get(ch, ch) for ch, f in flags.items() if f]
+display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit", "flagged"], rows,
+                                css_class="dense-table")
+                 + f"\n\nThis page ran at commit `{commit[:12]}`. "
+                 + (f"**Flagged**: {fmt.listing(flagged)}, which ran at another commit, after this page started, or "
+                    "in another run than the page the site shows (the column says which); the numbers above are their "
+                    "results files' as this page read them." if flagged else "No chapter is flagged: each ran at this page's commit, before it, "
+                    "in the run whose page the site shows.")
                  + "\n\nThis report and the performance chapter write no results file (no device or commit of their "
                    "own), and take seconds: they read the runtimes file before their own time is recorded in it, so "
                    "no page shows their minutes."))
@@ -247,3 +292,8 @@ display(Markdown(f"Environment of this page: Python {platform.python_version()},
                  + ", ".join(f"{k} {v}" for k, v in versions.items())
                  + f"; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
                  + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU") + "."))
+
+# %% tags=["remove-cell"]
+# The report's "What we found" box (copkit.findings, the one the introduction shows), glued for the
+# top of the page.
+glue_box(findings_box(results, labels=set().union(*labels.values())))

@@ -49,6 +49,8 @@ The book:
   text (mean ± sd, tables, prose)
 - :mod:`copkit.fmt`         one rule for every number the book prints, and comparison sentences
   written from their numbers
+- :mod:`copkit.findings`    the paper's claims by name, and the "What we found" box written from
+  the results files
 - :mod:`copkit.stats`       tests, intervals, Holm, verdicts, power: the rules a verdict follows
 - :mod:`copkit.viz`         the book's figures
 - :mod:`copkit.io`          atomic writes

@@ -72,7 +72,7 @@ __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summar
            "VERDICT_WORDS", "in_words", "verdict_counts", "headlines", "section_labels",
            "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes", "runtimes_table", "runtimes_hosts",
            "TABLE_CLASSES", "at_ratio", "paired_claim", "exact_verdict", "with_paper",
-           "finite_mean_sd"]
+           "finite_mean_sd", "run_flags", "RUN_GAP_S"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -804,3 +804,50 @@ def section_labels(notebook: str | Path) -> set[str]:
     cells = json.loads(path.read_text())["cells"]
     text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
     return set(re.findall(r"^\(([^)\s]+)\)=\s*$", text, flags=re.M))
+
+
+def run_flags(results: Mapping[str, Mapping[str, Any]], commit: str, started: str,
+              executed: Mapping[str, str | None] | None = None) -> dict[str, list[str]]:
+    """What a summary page (the report) should flag about each chapter's run, by chapter: a
+    results file written at another commit than the page's own ``commit`` (:func:`git_commit`),
+    or after the page started (``started``, an ISO time: a chapter that ran after the page read
+    it), or by another run than the executed notebook the site shows (``executed``: each
+    notebook's papermill end time, ISO; the results file is written in the chapter's last cells,
+    so more than :data:`RUN_GAP_S` between the two means two runs). An empty list: nothing to
+    flag.
+
+    >>> run_flags({"01_a": {"commit": "abc", "written": "2026-12-02T07:18:02+0000"}}, "abc",
+    ...           "2026-12-02T08:00:00+00:00", {"01_a": "2026-12-02T09:00:00+00:00"})
+    {'01_a': ['its page comes from another run than its results file (the page ended 1.7 h after the file was written)']}
+    >>> run_flags({"01_a": {"commit": "abc", "written": "2026-12-02T09:00:00+0000"}}, "def",
+    ...           "2026-12-02T08:00:00+00:00")
+    {'01_a': ['another commit (abc)', 'ran after this page started']}
+    """
+    from datetime import datetime
+
+    def when(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    start = when(started)
+    flags: dict[str, list[str]] = {}
+    for chapter, r in results.items():
+        out = []
+        theirs = str(r.get("commit", "unknown"))
+        if theirs != commit:
+            out.append(f"another commit ({theirs[:12]})")
+        written = when(r["written"]) if r.get("written") else None
+        if written is not None and written > start:
+            out.append("ran after this page started")
+        end = (executed or {}).get(chapter)
+        if written is not None and end:
+            gap = (when(end) - written).total_seconds()
+            if abs(gap) > RUN_GAP_S:
+                out.append(f"its page comes from another run than its results file (the page "
+                           f"ended {fmt.duration(abs(gap))} {'after' if gap > 0 else 'before'} "
+                           "the file was written)")
+        flags[chapter] = out
+    return flags
+
+
+#: More than this many seconds between a results file and its notebook's end means two runs.
+RUN_GAP_S = 600.0

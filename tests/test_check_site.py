@@ -188,3 +188,62 @@ def test_layout_facts_in_chromium_and_the_book_css_makes_tables_and_code_fit(tmp
     assert styled["overflows"] == []
     assert ([c for c, _ in check_site.layout_failures("styled.html", styled)]
             == ["raw-myst", "figure-width"])
+
+
+def test_findings_failures_need_the_box_first_on_the_intro_and_chapters_only():
+    first = {"findings": {"box": True, "first": "code cell", "before": True}}
+    late = {"findings": {"box": True, "first": "code cell", "before": False}}
+    none = {"findings": {"box": False, "first": "figure", "before": False}}
+    assert check_site.findings_failures("book/01_entropy.html", first, required=True) == []
+    assert check_site.findings_failures("book/01_entropy.html", late, required=True) == [
+        ("findings-first", "book/01_entropy.html: its 'What we found' box comes after its first "
+                           "code cell")]
+    assert check_site.findings_failures("book/intro.html", none, required=True) == [
+        ("findings-first", "book/intro.html: no 'What we found' box (an admonition of class "
+                           "'findings')")]
+    assert check_site.findings_failures("book/glossary.html", none, required=False) == []
+    assert ([check_site.needs_findings(p) for p in ("book/intro.html", "book/03_rank.html",
+                                                    "book/07_performance.html", "book/api.html")]
+            == [True, True, False, False])
+
+
+FINDINGS_PAGE = """<!DOCTYPE html><html><head></head><body><article class="bd-article">
+<section><h1>1. A chapter</h1><p>Intro.</p>{before}
+<div class="cell docutils container"><div class="cell_input"><pre>x = 1</pre></div></div>
+<figure><img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg==" alt="a plot"></figure>
+{after}</section></article></body></html>"""
+BOX = ('<div class="findings admonition"><p class="admonition-title">What we found</p>'
+       '<p>A holds.</p></div>')
+
+
+@pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason="no Chromium")
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
+def test_findings_first_in_chromium_on_a_passing_and_a_failing_page(tmp_path):
+    """Planted: a page whose box (as myst-nb renders a pasted admonition of class findings)
+    opens it, one whose box follows its first code cell, one without a box."""
+    from playwright.sync_api import sync_playwright
+
+    (tmp_path / "good.html").write_text(FINDINGS_PAGE.format(before=BOX, after=""))
+    (tmp_path / "late.html").write_text(FINDINGS_PAGE.format(before="", after=BOX))
+    (tmp_path / "none.html").write_text(FINDINGS_PAGE.format(before="", after=""))
+    server, base = check_site.serve(tmp_path)
+    facts = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=check_site.CHROMIUM_ARGS,
+                                        headless=True)
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            for name in ("good", "late", "none"):
+                page.goto(f"{base}{name}.html", wait_until="load")
+                facts[name] = page.evaluate(check_site.LAYOUT_FACTS)
+            browser.close()
+    finally:
+        server.shutdown()
+    assert facts["good"]["findings"] == {"box": True, "first": "code cell", "before": True}
+    assert check_site.findings_failures("book/01_a.html", facts["good"], required=True) == []
+    assert facts["late"]["findings"] == {"box": True, "first": "code cell", "before": False}
+    assert [c for c, _ in check_site.findings_failures("book/01_a.html", facts["late"], True)] == [
+        "findings-first"]
+    assert facts["none"]["findings"]["box"] is False
+    assert "no 'What we found' box" in check_site.findings_failures("book/01_a.html",
+                                                                   facts["none"], True)[0][1]

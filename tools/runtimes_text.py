@@ -89,13 +89,14 @@ def render(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def with_block(text: str, block: str, name: str) -> str:
-    """``text`` with what lies between its begin and end lines replaced by ``block``."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ValueError(f"{name} must hold one {BEGIN} line and, after it, one {END} line")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+def with_block(text: str, block: str, name: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with what lies between its ``begin`` and ``end`` lines replaced by ``block`` (the
+    run times' markers unless told; ``tools/findings_text.py`` passes its own)."""
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"{name} must hold one {begin} line and, after it, one {end} line")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}\n{end}{tail}"
 
 
 def main() -> int:

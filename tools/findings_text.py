@@ -1,0 +1,76 @@
+"""Write the book's "What we found" box into the introduction, from the chapters' results files.
+
+The chapters and the report compute their boxes when they run (``copkit.findings``); the
+introduction (``book/intro.md``) runs no code, so this tool writes the book's box there, between
+the lines ``<!-- findings:begin -->`` and ``<!-- findings:end -->`` (nothing else in the file is
+touched): :func:`copkit.findings.findings_box` over every results file in ``book/results``, with
+links only to the section labels the executed chapters in ``book/`` hold. ``make book`` and
+``make chapters`` run it after the chapters, beside ``tools/runtimes_text.py``; ``--check`` only
+compares, and exits 1 when the box differs from the results files
+(``tests/test_findings_text.py`` does that on every test run).
+
+    python tools/findings_text.py            # rewrite the box
+    python tools/findings_text.py --check    # exit 1 if the box is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from runtimes_text import with_block  # noqa: E402
+
+from copkit.findings import findings_box  # noqa: E402
+from copkit.results import read_results, section_labels  # noqa: E402
+
+#: the Markdown files that hold the book's box, relative to the repository
+FILES = ("book/intro.md",)
+BEGIN, END = "<!-- findings:begin -->", "<!-- findings:end -->"
+
+
+def render(results_dir: Path, notebooks_dir: Path) -> str:
+    """The book's box from the results files in ``results_dir``, linking the sections that the
+    executed notebooks in ``notebooks_dir`` define (a missing one is not linked)."""
+    results = read_results(results_dir)
+    if not results:
+        return f"No results files yet in `{results_dir.name}/`: run the chapters (`make book`)."
+    labels = set().union(*(section_labels(notebooks_dir / f"{ch}.ipynb") for ch in results))
+    return findings_box(results, labels=labels)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="compare only; exit 1 if a file's box is stale")
+    parser.add_argument("--results", default=str(ROOT / "book" / "results"),
+                        help="where the chapters' results files are")
+    parser.add_argument("--notebooks", default=str(ROOT / "book"),
+                        help="where the executed chapters are (for their section labels)")
+    args = parser.parse_args()
+    block = render(Path(args.results).resolve(), Path(args.notebooks).resolve())
+    stale = []
+    for rel in FILES:
+        path = ROOT / rel
+        text = path.read_text()
+        new = with_block(text, block, rel, BEGIN, END)
+        if new != text:
+            stale.append(rel)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"the findings box in {', '.join(stale)} differs from book/results: run python "
+              "tools/findings_text.py", file=sys.stderr)
+        return 1
+    print(f"{'stale' if args.check else 'rewrote'}: {', '.join(stale)}" if stale
+          else "findings box up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
