@@ -42,7 +42,7 @@ from .tokens import hflip_index
 __all__ = ["KINDS", "VARIANTS", "VARIANT_WORDS", "BAR", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error",
            "chance", "fit_planted", "planted_configs", "summarize", "meets_bar", "setting_text", "load_sweep"]
 
-#: What a selector must do on a planted truth to count as finding it: within ``steps`` training
+#: What a selector must do on a planted truth to count as finding it. Within ``steps`` training
 #: steps on a 6 x 6 grid, over at least ``seeds`` seeds, the median seed puts the largest mask logit
 #: on the partner for at least ``median`` of the targets, and the worst seed for at least ``worst``.
 BAR = {"median": 0.8, "worst": 0.5, "steps": 2000, "seeds": 3}

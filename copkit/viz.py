@@ -31,7 +31,7 @@ __all__ = ["DPI", "COLUMN_PX", "COLUMN_IN", "MIN_FONT_PX", "panel_grid", "shared
            "learning_curve", "eval_panels", "draw_collapse", "BOOK_STYLE", "use_book_style"]
 
 
-#: Resolution of the book's figures: the chapters draw at this many pixels per inch, and a
+#: Resolution of the book's figures. The chapters draw at this many pixels per inch, and a
 #: figure's PNG is shown one image pixel per css pixel.
 DPI = 110
 #: Width of the site's text column, in css pixels, in a 1280 px window (tools/check_site.py
@@ -44,7 +44,7 @@ COLUMN_IN = (COLUMN_PX - 2 * 0.1 * DPI) / DPI
 MIN_FONT_PX = 10.0
 
 
-#: The book's matplotlib settings: the resolution of its figures, and their margins trimmed.
+#: The book's matplotlib settings, the resolution of its figures and their margins trimmed.
 BOOK_STYLE: dict[str, Any] = {"figure.dpi": DPI, "savefig.bbox": "tight"}
 
 
