@@ -1,11 +1,16 @@
 """Evaluation numbers: top-k accuracy, and FID / Inception Score / precision-recall on a given
 feature network (the book uses a Fashion-MNIST classifier, since Inception-v3 features mean
-little on 28x28 grey images and cannot be downloaded here)."""
+little on 28x28 grey images and cannot be downloaded here; the shipped ViT's features are a second
+feature space, :func:`penultimate`), and a score's spread over sampling seeds (:func:`over_seeds`).
+"""
 
 from __future__ import annotations
 
+import math
+import statistics
 import warnings
 from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +25,7 @@ from .tokens import SIDE
 
 __all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn",
            "FeatureNetData", "RECIPE", "from_profile", "knn_radii", "precision_recall",
-           "GenerativeScores"]
+           "penultimate", "GenerativeScores", "seed_spread", "over_seeds", "spread_fields"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
@@ -78,16 +83,34 @@ class FeatureNet(nn.Module):
         return self.head(self.body(images))
 
 
-class _Features(nn.Module):
-    """What torchmetrics' FID calls: images -> (n, features), with ``num_features`` set."""
+def penultimate(net: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The feature function of a classifier: images -> its penultimate features (n, f).
 
-    def __init__(self, net: nn.Module) -> None:
+    A network with a ``features`` method (:class:`FeatureNet`) gives that; a timm model (the
+    shipped ViT, :mod:`copkit.cvit`) gives its pre-logits features,
+    ``forward_head(forward_features(x), pre_logits=True)`` (the class token after the final norm,
+    for the ViT). Anything else is refused, naming what it lacks."""
+    if callable(getattr(net, "features", None)):
+        return net.features
+    if callable(getattr(net, "forward_features", None)) and callable(getattr(net, "forward_head",
+                                                                             None)):
+        return lambda images: net.forward_head(net.forward_features(images), pre_logits=True)
+    raise TypeError(f"{type(net).__name__} has no feature function: give a network with a "
+                    "`features(images)` method (FeatureNet) or timm's `forward_features` and "
+                    "`forward_head` (a timm ViT), or pass `features=` explicitly")
+
+
+class _Features(nn.Module):
+    """What torchmetrics' FID calls: images -> (n, features), with ``num_features`` set; ``owner``
+    (the network the function reads) is registered so that moving this module moves it."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], num_features: int,
+                 owner: nn.Module | None = None) -> None:
         super().__init__()
-        self.net = net
-        self.num_features = net.num_features
+        self.fn, self.owner, self.num_features = fn, owner, num_features
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net.features(images)
+        return self.fn(images)
 
 
 class _Logits(nn.Module):
@@ -155,10 +178,14 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 2048,
 
 
 class GenerativeScores:
-    """FID (torchmetrics' ``FrechetInceptionDistance`` on the feature network), a classifier-based
+    """FID (torchmetrics' ``FrechetInceptionDistance`` on a feature function), a classifier-based
     Inception Score (torchmetrics' ``InceptionScore`` on the classifier's logits, one split), and
     precision / recall on the same features, all against one reference set (the test images),
     whose features are computed once.
+
+    The features are ``features`` when given (any function images -> (n, f)), else the network's
+    penultimate features (:func:`penultimate`: the book's classifier, or the shipped ViT as a
+    second feature space).
 
     >>> net = FeatureNet(features=8).eval()
     >>> scores = GenerativeScores(net, torch.rand(64, 1, 28, 28) * 2 - 1)
@@ -167,14 +194,22 @@ class GenerativeScores:
     """
 
     def __init__(self, net: nn.Module, reference: Tensor, batch_size: int = 500,
-                 k: int = 3) -> None:
-        """``net``: a classifier with ``.features(images)`` (n, f), ``num_features`` = f, and
-        logits from ``net(images)``, such as :class:`FeatureNet`."""
+                 k: int = 3, features: Callable[[Tensor], Tensor] | None = None) -> None:
+        """``net``: a classifier whose ``net(images)`` are logits (the Inception Score) and, unless
+        ``features`` is given, with penultimate features (:func:`penultimate`), such as
+        :class:`FeatureNet` or a timm ViT."""
         self.net, self.batch_size, self.k = net.eval(), batch_size, k
+        self.feature_fn = features if features is not None else penultimate(net)
         self.image_shape = tuple(reference.shape[1:])
         self.device = next(net.parameters()).device
-        self.fid = FrechetInceptionDistance(feature=_Features(net), reset_real_features=False,
-                                            normalize=True)
+        with torch.no_grad():
+            probe = self.feature_fn(reference[:2].to(self.device))
+        if probe.ndim != 2 or len(probe) != min(2, len(reference)):
+            raise ValueError(f"the feature function must map images (n, ...) to features (n, f); "
+                             f"it gave {tuple(probe.shape)} for {min(2, len(reference))} images")
+        self.fid = FrechetInceptionDistance(
+            feature=_Features(self.feature_fn, probe.shape[1], net), reset_real_features=False,
+            normalize=True)
         self.fid.to(self.device)
         with torch.no_grad():
             for s in range(0, len(reference), batch_size):
@@ -184,7 +219,7 @@ class GenerativeScores:
 
     @torch.no_grad()
     def _features(self, images: Tensor) -> Tensor:
-        return torch.cat([self.net.features(images[s:s + self.batch_size].to(self.device))
+        return torch.cat([self.feature_fn(images[s:s + self.batch_size].to(self.device))
                           for s in range(0, len(images), self.batch_size)])
 
     @torch.no_grad()
@@ -208,6 +243,48 @@ class GenerativeScores:
             inception_score = float(inception.compute()[0])
         return {"fid": float(self.fid.compute()), "inception_score": inception_score,
                 "precision": precision, "recall": recall}
+
+
+# ---------------------------------------------------------------------------- spread over seeds
+def seed_spread(values: Sequence[float]) -> dict:
+    """A score over sampling seeds: ``mean``, ``sd`` (the sample standard deviation, n - 1 in the
+    denominator: the seed-to-seed spread of one draw; None for a single value) and the
+    ``values`` themselves, in seed order.
+
+    >>> seed_spread([140.0, 160.0, 180.0])
+    {'mean': 160.0, 'sd': 20.0, 'values': [140.0, 160.0, 180.0]}
+    """
+    values = [float(v) for v in values]
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"need at least one finite score, got {values!r}")
+    return {"mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else None, "values": values}
+
+
+def over_seeds(score: Callable[[int], Mapping[str, float]],
+               seeds: Sequence[int] = (0, 1, 2)) -> dict[str, dict]:
+    """``score(seed)`` (a dict of numbers: one seed's samples scored) for every seed, gathered per
+    key into :func:`seed_spread` (mean, sd, per-seed values). Every seed must give the same keys.
+
+    >>> over_seeds(lambda s: {"fid": 10.0 + s}, seeds=(0, 2))["fid"]["mean"]
+    11.0
+    """
+    if not seeds:
+        raise ValueError("seeds: give at least one sampling seed")
+    rows = [dict(score(seed)) for seed in seeds]
+    if any(set(r) != set(rows[0]) for r in rows):
+        raise ValueError(f"every seed must give the same scores; got {[sorted(r) for r in rows]}")
+    return {key: seed_spread([r[key] for r in rows]) for key in rows[0]}
+
+
+def spread_fields(name: str, spread: Mapping) -> dict:
+    """A :func:`seed_spread` as flat fields of a results file: ``name`` (the mean),
+    ``name_sd`` and ``name_seeds`` (the per-seed values).
+
+    >>> spread_fields("fid_cfg", seed_spread([1.0, 3.0]))
+    {'fid_cfg': 2.0, 'fid_cfg_sd': 1.4142135623730951, 'fid_cfg_seeds': [1.0, 3.0]}
+    """
+    return {name: spread["mean"], f"{name}_sd": spread["sd"], f"{name}_seeds": spread["values"]}
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,8 +14,12 @@ evaluate from them, as the paper starts from the released MAR-B and an ImageNet-
 
 The names: ``classifier`` (:class:`copkit.metrics.FeatureNet`, the FID features and class-agreement
 classifier), ``vit`` (timm's ViT, :mod:`copkit.cvit`), ``mar`` (:class:`copkit.cmar.MAR` in random
-order), and the CoMAEs named in the config (:mod:`copkit.comae`). Images go in and come out as
-:mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1] (28: ``copkit.tokens.SIDE``).
+order), the CoMAEs named in the config (:mod:`copkit.comae`), and MAR candidates ``mar_<anything>``
+(issue 24's pilots, ``copkit/configs/mar-pilots.yaml``, scored by the book's shipped classifier and
+ViT, which such a config shares). A MAR's shipped numbers are means over the sampling seeds
+:data:`SEEDS`, each beside a real-image floor measured the same way (:func:`_mar_metrics`).
+Images go in and come out as :mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1] (28:
+``copkit.tokens.SIDE``).
 """
 
 from __future__ import annotations
@@ -53,15 +57,17 @@ from copkit.recipe import Recipe, TrainConfig
 from copkit.tokens import PATCH, SIDE, patchify, random_orders
 from copkit.train import fit
 
-__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "REPOSITORY", "shipped_folder", "config_path",
-           "read_config", "kind_of", "base", "curve", "Plan", "plan", "pretrain", "path_of", "load",
+__all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "SEEDS", "PR_K", "JUDGES", "REPOSITORY",
+           "shipped_folder", "config_path", "read_config", "kind_of", "base", "curve", "Plan",
+           "plan", "pretrain", "path_of", "load",
            "info", "generate", "summary", "total_seconds", "park", "run_hash", "run_folder_of"]
 
 #: The book's pretraining config (``"full"``): every base model, sized for a 2-core CPU.
 CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
 #: The same sections at smoke size (``"smoke"``): what ``make test`` trains from scratch.
 SMOKE_CONFIG = Path(__file__).parent / "configs" / "pretrain-smoke.yaml"
-#: the kind of network each name is; CoMAE sections may take any name starting with "comae"
+#: the kind of network each name is; CoMAE sections may take any name starting with "comae", and MAR
+#: candidates (issue 24's pilots, ``copkit/configs/mar-pilots.yaml``) any name starting with "mar_"
 KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
 _SECTION_KEYS = {"model", "train", "sampling", "data"}
 #: ``seed`` (default 0) makes a replicate: the same section trained from another initialisation
@@ -118,12 +124,15 @@ def _remedy(path: Path, name: str, config: str | Path | dict | None) -> str:
 
 def kind_of(name: str) -> str:
     """The kind of network base model ``name`` is (:data:`KINDS`; a name starting with "comae" is a
-    CoMAE); ValueError for any other name."""
+    CoMAE, one starting with "mar_" a MAR candidate); ValueError for any other name."""
     if name in KINDS:
         return KINDS[name]
     if name.startswith("comae"):
         return "comae"
-    raise ValueError(f"unknown base model {name!r}: the names are {', '.join(KINDS)} and comae*")
+    if name.startswith("mar_") and len(name) > 4:
+        return "mar"
+    raise ValueError(f"unknown base model {name!r}: the names are {', '.join(KINDS)}, comae* and "
+                     "mar_<anything> (a MAR candidate)")
 
 
 def config_path(config: str | Path | dict | None = None) -> Path | None:
@@ -339,20 +348,107 @@ def _comae_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, f
             "mirror_hit_rate": comae.mirror_hits(model, mirrored, model.cfg.grid[1])}
 
 
+#: the sampling seeds of a MAR's shipped numbers: each is a mean over them, with its spread
+SEEDS = (0, 1, 2)
+#: the k of precision and recall (Kynkaeaenniemi et al. 2019)
+PR_K = 3
+#: the shipped models that score a MAR's samples (the classifier is needed, the ViT, a second
+#: feature space, is used when the config has one)
+JUDGES = ("classifier", "vit")
+
+
 def _mar_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, folder: Path,
                  device: torch.device | str) -> dict:
-    """1,000 samples (the config's sampler), scored by the shipped classifier of the same config."""
+    """A MAR's final numbers, each a mean over the sampling seeds :data:`SEEDS` with its sd and
+    per-seed values (``<name>``, ``<name>_sd``, ``<name>_seeds``), beside a real-image floor
+    measured the same way:
+
+    - ``<score>_cfg`` / ``<score>_nocfg``: ``samples`` images per seed (labels cycling 0-9) of the
+      config's sampler with its CFG scale and without guidance, against the test images: FID on
+      the shipped classifier's features, precision and recall at k = :data:`PR_K` on the same
+      features, and class agreement (the classifier's prediction is the label asked for);
+    - ``fid_vit_*``: the same FID on the shipped ViT's penultimate features, a second feature
+      space as a cross-check (when the config has a ``vit``);
+    - ``*_floor``: as many disjoint draws of ``samples`` real images as seeds, held out of training
+      and of the reference (the validation images; ``floor_images`` says when there were too few
+      and training images stood in), scored the same way: what a perfect generator would get.
+    """
     s = p.section["sampling"]
-    classifier = load("classifier", device, config, folder)
-    labels = torch.arange(s["samples"]) % 10
-    scores = feature_net.GenerativeScores(classifier, p.test[0].to(device))
-    out = {"val_loss": evals[-1]["val_loss"]}
-    for key, scale in (("cfg", s["cfg_scale"]), ("nocfg", 1.0)):
-        images = generate_with(model, labels, scale, seed=0, sampling=s)
-        out[f"class_agreement_{key}"] = _top1(classifier, images, labels)
-        out[f"fid_{key}"] = scores(images)["fid"]
-    real_x = load_fashion_mnist("train")[0][:s["samples"]]
-    out["fid_floor"] = scores(real_x)["fid"]
+    n = s["samples"]
+    judges = _judges(config, folder, device)
+    classifier = judges["classifier"]
+    reference = p.test[0].to(device)
+    spaces = {"": feature_net.GenerativeScores(classifier, reference, k=PR_K)}
+    if "vit" in judges:
+        spaces["vit_"] = feature_net.GenerativeScores(judges["vit"], reference, k=PR_K)
+
+    def scored(images: Tensor, labels: Tensor) -> dict:
+        row = {"class_agreement": _top1(classifier, images, labels)}
+        for space, scores in spaces.items():
+            got = scores(images)
+            row[f"fid_{space}".rstrip("_")] = got["fid"]
+            if not space:
+                row["precision"], row["recall"] = got["precision"], got["recall"]
+        return row
+
+    labels = torch.arange(n) % 10
+    real, source = _floor_draws(config, p, n, len(SEEDS))
+    runs = {"cfg": lambda seed: scored(generate_with(model, labels, s["cfg_scale"], seed, s),
+                                       labels),
+            "nocfg": lambda seed: scored(generate_with(model, labels, 1.0, seed, s), labels),
+            "floor": lambda seed: scored(*real[SEEDS.index(seed)])}
+    out = {"val_loss": evals[-1]["val_loss"], "seeds": list(SEEDS), "samples": n,
+           "pr_k": PR_K, "floor_images": source}
+    for key, run in runs.items():
+        for score, spread in feature_net.over_seeds(run, SEEDS).items():
+            out.update(feature_net.spread_fields(f"{score}_{key}", spread))
+    return out
+
+
+def _floor_draws(config: dict, p: Plan, n: int,
+                 draws: int) -> tuple[list[tuple[Tensor, Tensor]], str]:
+    """``draws`` disjoint sets of ``n`` real (images, labels) for the floor: held-out validation
+    images when there are enough, else training images; and which they are."""
+    images = _images(config, p.section, p.train_cfg.seed)
+    (x, y), source = images.val, "held-out"
+    if len(x) < n * draws:
+        (x, y), source = images.train, "training"
+    if len(x) < n * draws:
+        raise ValueError(f"{p.name}: the floor needs {draws} disjoint draws of {n} real images, "
+                         f"but there are only {len(x)}; lower sampling.samples")
+    return [(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]) for i in range(draws)], source
+
+
+def _judge_folder(name: str, config: dict, folder: Path) -> Path | None:
+    """Where the shipped ``name`` of ``config`` that scores a MAR is: ``folder``, else the book's
+    shipped folder (:func:`shipped_folder`: a pilots config shipped into a folder of its own is
+    scored by the book's classifier and ViT, the same files, since a file is named by the hash of
+    its training run); None when in neither."""
+    for where in (Path(folder), shipped_folder()):
+        if path_of(name, config, where).exists():
+            return where
+    return None
+
+
+def _judges(config: dict, folder: Path, device: torch.device | str | None = None,
+            source: str | Path | None = None) -> dict:
+    """The shipped judges of :data:`JUDGES` that ``config`` has (the classifier is required), loaded
+    on ``device``; with ``device`` None only checked to be there. A missing one raises an error
+    naming it and the command that makes it (``source``: the config's file, for that command)."""
+    if "classifier" not in config:
+        raise ConfigError("a MAR's final numbers need the config's 'classifier' section (the FID "
+                          "features and the class-agreement classifier); copy it from "
+                          f"{CONFIG.name}")
+    out = {}
+    for name in (j for j in JUDGES if j in config):
+        where = _judge_folder(name, config, folder)
+        if where is None:
+            raise FileNotFoundError(
+                f"a MAR's final numbers need the shipped {name} of this config "
+                f"({path_of(name, config, folder).name}), neither in {folder} nor in "
+                f"{shipped_folder()}: make it first with "
+                f"`{_make_command(name, source or config, Path(folder))}`")
+        out[name] = None if device is None else load(name, device, config, where)
     return out
 
 
@@ -508,16 +604,19 @@ def park(names: list[str] | None = None, config: str | Path | None = None,
 def pretrain(names: list[str] | None = None, config: str | Path | None = None,
              data_dir: str | Path = "data", folder: str | Path | None = None,
              device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Path]:
-    """Train the base models ``names`` (default: every one in ``config``, in its order: the
-    classifier first, since MAR's numbers use it) into ``<data_dir>/runs/`` (resuming any
-    interrupted run), and write each one's weights, description and learning curve to ``folder``.
-    Returns the weight files by name. A model already shipped for this config is not trained again.
-    Each model is trained and written with its run folder locked (:func:`copkit.io.folder_lock`):
-    a second pretrain of the same model waits for the first, then finds it shipped."""
+    """Train the base models ``names`` (default: every one in ``config``, in its order, but the
+    judges of :data:`JUDGES` first, since a MAR's numbers use them) into ``<data_dir>/runs/``
+    (resuming any interrupted run), and write each one's weights, description and learning curve
+    to ``folder``. Returns the weight files by name. A model already shipped for this config is not
+    trained again. Each model is trained and written with its run folder locked
+    (:func:`copkit.io.folder_lock`): a second pretrain of the same model waits for the first, then
+    finds it shipped."""
     folder = shipped_folder(folder)
     cfg_path = config_path(config)
     config = read_config(config)
     names = names or [k for k in config if k not in ("name", "data")]
+    # the judges first: a MAR's final numbers are scored by them
+    names = sorted(names, key=lambda n: n not in JUDGES)
     out = {}
     for name in names:
         p = plan(name, config)
@@ -526,6 +625,8 @@ def pretrain(names: list[str] | None = None, config: str | Path | None = None,
         if target.exists() and target.with_suffix(".json").exists():
             out[name] = target
             continue
+        if kind_of(name) == "mar":  # before hours of training, not after
+            _judges(config, Path(folder), source=cfg_path)
         run = Path(data_dir) / "runs" / f"{p.recipe.name}-{digest[:8]}"
         # a second pretrain waits, then finds it shipped
         with folder_lock(run, f"pretrain of {name}"):

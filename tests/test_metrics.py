@@ -8,7 +8,16 @@ import torch
 from scipy import linalg
 from torch import nn
 
-from copkit.metrics import FeatureNet, GenerativeScores, precision_recall, topk_accuracy
+from copkit.metrics import (
+    FeatureNet,
+    GenerativeScores,
+    over_seeds,
+    penultimate,
+    precision_recall,
+    seed_spread,
+    spread_fields,
+    topk_accuracy,
+)
 
 
 class FirstPixels(nn.Module):
@@ -106,3 +115,83 @@ def test_topk_accuracy_against_a_loop():
         assert got[k] == pytest.approx(sum(hits) / 300)
     with pytest.raises(ValueError):
         topk_accuracy(logits, labels[:5])
+
+
+def test_fid_of_a_shifted_gaussian_on_any_feature_function_is_the_squared_shift():
+    """Equal sample covariances, means ``shift`` apart: FID = |shift|^2 exactly. Features given
+    as a function (here 2 x + 1 of the first d pixels) scale every distance by 2, so FID by 4; a
+    set against itself is 0."""
+    d = 5
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((d, d))
+    cov, mu = a @ a.T + 0.5 * np.eye(d), rng.standard_normal(d)
+    shift = np.array([0.5, -1.0, 0.0, 2.0, 0.25])
+    real = exact_gaussian_sample(3000, mu, cov, 4)
+    fake = exact_gaussian_sample(2000, mu + shift, cov, 5)
+    net = FirstPixels(d)
+    plain = GenerativeScores(net, as_images(real))
+    scaled = GenerativeScores(net, as_images(real),
+                              features=lambda x: 2 * x.flatten(1)[:, :d].double() + 1)
+    assert plain(as_images(fake))["fid"] == pytest.approx((shift ** 2).sum(), rel=1e-4)
+    assert scaled(as_images(fake))["fid"] == pytest.approx(4 * (shift ** 2).sum(), rel=1e-4)
+    assert scaled(as_images(real))["fid"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_penultimate_features_of_a_timm_vit_are_what_its_head_reads():
+    """The ViT's feature function gives the input of its linear head: head(features) = logits."""
+    from copkit.cvit import CViTConfig, make_vit
+
+    torch.manual_seed(0)
+    vit = make_vit(CViTConfig(width=32, depth=1, heads=2, mlp_ratio=2.0)).eval()
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        f = penultimate(vit)(x)
+        assert f.shape == (6, 32)
+        torch.testing.assert_close(vit.head(f), vit(x))
+    scores = GenerativeScores(vit, x)
+    assert scores(x)["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert scores(x)["precision"] == scores(x)["recall"] == 1.0
+    net = FeatureNet(features=8).eval()
+    assert penultimate(net) == net.features
+    with pytest.raises(TypeError, match="no feature function.*features="):
+        penultimate(nn.Linear(3, 2))
+
+
+def test_a_feature_function_of_the_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match="features \\(n, f\\)"):
+        GenerativeScores(FirstPixels(3), torch.zeros(8, 1, 28, 28), features=lambda x: x)
+
+
+def test_the_mean_over_seeds_is_the_mean_of_single_seed_calls():
+    """over_seeds of a real score (FID and precision / recall of seeded Gaussian samples against a
+    fixed reference) equals the three single-seed calls, averaged and spread by hand."""
+    reference = torch.randn(300, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    scores = GenerativeScores(FirstPixels(4), reference)
+
+    def score(seed):
+        g = torch.Generator().manual_seed(seed)
+        return scores(torch.randn(200, 1, 28, 28, generator=g) + 0.3)
+
+    got = over_seeds(score, (0, 1, 2))
+    single = [score(s) for s in (0, 1, 2)]
+    for key in ("fid", "precision", "recall"):
+        values = [r[key] for r in single]
+        assert got[key]["values"] == pytest.approx(values)
+        assert got[key]["mean"] == pytest.approx(np.mean(values))
+        assert got[key]["sd"] == pytest.approx(np.std(values, ddof=1))
+    assert got["fid"]["sd"] > 0  # the seeds draw different samples
+
+
+def test_seed_spread_fields_and_bad_input():
+    assert seed_spread([7.0]) == {"mean": 7.0, "sd": None, "values": [7.0]}
+    assert spread_fields("fid", seed_spread([1.0, 2.0, 6.0])) == {
+        "fid": 3.0, "fid_sd": pytest.approx(np.std([1, 2, 6], ddof=1)),
+        "fid_seeds": [1.0, 2.0, 6.0]}
+    with pytest.raises(ValueError, match="finite"):
+        seed_spread([1.0, float("nan")])
+    with pytest.raises(ValueError, match="at least one"):
+        seed_spread([])
+    with pytest.raises(ValueError, match="same scores"):
+        over_seeds(lambda s: {"fid": 1.0} if s else {"is": 1.0}, (0, 1))
+    with pytest.raises(ValueError, match="at least one sampling seed"):
+        over_seeds(lambda s: {"fid": 1.0}, ())

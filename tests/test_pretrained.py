@@ -58,6 +58,39 @@ def test_every_model_is_shipped_with_its_description_and_curve(shipped):
              "fid_floor"} <= set(m["mar"]["metrics"]))
 
 
+def test_shipped_mar_numbers_are_what_each_seed_scores(shipped):
+    """The MAR's shipped numbers, recomputed independently from the loaded files: seed 1's
+    samples with CFG and the floor's third draw of held-out images, scored by the shipped
+    classifier and ViT against the 64 test images; each shipped number is the mean of its seeds."""
+    from statistics import fmean
+
+    from copkit.metrics import GenerativeScores
+
+    config, folder, _ = shipped
+    m = pretrained.info("mar", config, folder)["metrics"]
+    s = pretrained.read_config(config)["mar"]["sampling"]
+    classifier, vit = (pretrained.load(n, config=config, folder=folder) for n in ("classifier",
+                                                                                "vit"))
+    test = load_fashion_mnist("test", limit=64)[0]
+    labels = torch.arange(20) % 10
+    images = pretrained.generate_with(pretrained.load("mar", config=config, folder=folder), labels,
+                                      s["cfg_scale"], 1, s)
+    by_classifier, by_vit = GenerativeScores(classifier, test), GenerativeScores(vit, test)
+    got = by_classifier(images)
+    assert got["fid"] == pytest.approx(m["fid_cfg_seeds"][1], rel=1e-5)
+    assert (got["precision"], got["recall"]) == (m["precision_cfg_seeds"][1],
+                                                 m["recall_cfg_seeds"][1])
+    assert by_vit(images)["fid"] == pytest.approx(m["fid_vit_cfg_seeds"][1], rel=1e-5)
+    agree = (classifier(images).argmax(1) == labels).float().mean().item()
+    assert agree == pytest.approx(m["class_agreement_cfg_seeds"][1])
+    x, _ = load_fashion_mnist("train")
+    held = x[len(x) - 64:][40:60]  # the validation images (the last 64), third draw of 20
+    assert by_classifier(held)["fid"] == pytest.approx(m["fid_floor_seeds"][2], rel=1e-5)
+    for key in ("fid_cfg", "fid_nocfg", "fid_floor", "fid_vit_floor", "recall_nocfg"):
+        assert m[key] == pytest.approx(fmean(m[f"{key}_seeds"]))
+    assert len(set(m["fid_cfg_seeds"])) == 3  # three seeds, three different sample sets
+
+
 def test_shipped_metrics_are_what_the_loaded_models_score(shipped):
     """test_top1 recomputed independently from the loaded file on the same 64 test images."""
     config, folder, _ = shipped

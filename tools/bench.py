@@ -286,6 +286,22 @@ def bench_compile(profile: str, dev: torch.device, sync, steps: int = 20) -> dic
     return out
 
 
+def train_cost(recipe, model_cfg, tc, data, dev: torch.device, sync, peak: float,
+               steps: int = 6) -> dict:
+    """What training a fresh model of ``recipe`` costs per image at ``tc.batch_size``: images/s
+    over ``steps`` steps (copkit.efficiency.train_rate: made as copkit.train.fit makes it, stepped
+    as copkit.train.train steps it), GFLOPs per image (forward and backward, counted over two steps,
+    since MAR's mask ratio changes a step's count), the seconds of an epoch of 55,000 images, and
+    the share of the large-matmul limit ``peak`` (FLOP/s, :func:`matmul_flops`) it achieves."""
+    from copkit.efficiency import train_rate
+
+    r = train_rate(recipe, model_cfg, tc, data, steps=steps, device=dev, sync=sync) * tc.batch_size
+    runner = StepRunner.of(recipe.setup(model_cfg, tc, data, dev), tc, dev)
+    flops = count_flops(train_steps, runner, 0, 2) / 2 / tc.batch_size
+    return {"batch": tc.batch_size, "images_per_s": r, "epoch_s": 55000 / r,
+            "gflop_per_image": flops / 1e9, "fraction_of_matmul": flops * r / peak}
+
+
 def bench_pretrain(dev: torch.device, sync, peak: float,
                    batches: tuple[int, ...] = (32, 64, 128, 256), steps: int = 6) -> dict:
     """Training images/s of each base model of ``make pretrain``: at the `cpu` profile's chapter
@@ -296,7 +312,6 @@ def bench_pretrain(dev: torch.device, sync, peak: float,
     per epoch, which the short CoMAE runs needed more than speed. (The classifier has no "before":
     no profile sizes it any more, it is only ever the shipped base model.)"""
     from copkit import cmar, cvit, pretrained
-    from copkit.efficiency import train_rate
 
     p = get_profile("cpu")
     before = {"vit": cvit.from_profile(p.cvit, 0, kind="vit"), "mar": cmar.from_profile(p.cmar, 0)}
@@ -311,12 +326,7 @@ def bench_pretrain(dev: torch.device, sync, peak: float,
             data = dataclasses.replace(data, images=data.images[:4096], labels=data.labels[:4096])
 
         def rate(recipe, model_cfg, tc, data) -> dict:
-            r = (train_rate(recipe, model_cfg, tc, data, steps=steps, device=dev, sync=sync)
-                 * tc.batch_size)
-            runner = StepRunner.of(recipe.setup(model_cfg, tc, data, dev), tc, dev)
-            flops = count_flops(train_steps, runner, 0, 2) / 2 / tc.batch_size
-            return {"batch": tc.batch_size, "images_per_s": r, "epoch_s": 55000 / r,
-                    "gflop_per_image": flops / 1e9, "fraction_of_matmul": flops * r / peak}
+            return train_cost(recipe, model_cfg, tc, data, dev, sync, peak, steps)
 
         row = {"after": rate(plan.recipe, plan.model_cfg, plan.train_cfg, data),
                "batches": [rate(plan.recipe, plan.model_cfg,

@@ -1,0 +1,197 @@
+"""The pilot table of issue 24: MAR candidates trained for 30-60 minutes each, side by side.
+
+    python tools/mar_pilots.py --config copkit/configs/mar-pilots.yaml --folder data/pilots \
+        --out book/results/mar-pilots
+
+Every MAR section of a pretraining config (``mar`` and ``mar_<anything>``) that is shipped in
+``--folder`` (``python -m copkit pretrain --config ... --only mar_w128 --out data/pilots``) gives
+one row; one not shipped yet is listed as such. Writes ``<out>.json`` and ``<out>.md``
+(atomically) and prints the Markdown table. The columns:
+
+- parameters (counted on the loaded weights), steps, training minutes (summed over sessions), and
+  the images/s the run recorded (steps x batch / training seconds: evaluations and checkpoints
+  included);
+- images/s and share of the large-matmul limit, measured now on this machine with ``make
+  bench``'s own functions (``tools/bench.py``: ``train_cost``, ``matmul_flops``), so every
+  candidate is timed the same way in one run (``--no-bench`` leaves them out);
+- the final held-out loss (EMA weights), FID with CFG and without as mean +- sd over the sampling
+  seeds beside the real-image floor measured the same way, FID on the ViT's features (the second
+  feature space) beside its floor, class agreement with and without CFG, and precision / recall
+  at k = 3 with CFG beside the floor's: all from the shipped ``.json``
+  (:func:`copkit.pretrained._mar_metrics`). A file written before those numbers were over seeds is
+  refused by name: its one-seed FID is not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench import matmul_flops, train_cost  # noqa: E402
+
+from copkit import fmt, pretrained  # noqa: E402
+from copkit.io import atomic_write_json, atomic_write_text  # noqa: E402
+from copkit.profiles import pick_device  # noqa: E402
+from copkit.results import git_commit  # noqa: E402
+
+#: the shipped numbers a row needs (each with ``_sd`` and ``_seeds`` but val_loss)
+NEEDED = ("val_loss", "fid_cfg", "fid_nocfg", "fid_floor", "class_agreement_cfg",
+          "class_agreement_nocfg", "precision_cfg", "recall_cfg", "precision_floor",
+          "recall_floor")
+#: images a timed step trains on (the batch is drawn from them)
+BENCH_IMAGES = 4096
+
+
+def candidates(config: dict) -> list[str]:
+    """The MAR sections of a read pretraining config, in its order."""
+    return [n for n in config if n not in ("name", "data") and pretrained.kind_of(n) == "mar"]
+
+
+def pilot_row(name: str, config: dict, folder: Path) -> dict:
+    """One candidate's row from its shipped file in ``folder``: ``shipped`` False when it is not
+    there; a ValueError naming the file when its numbers are not over sampling seeds."""
+    path = pretrained.path_of(name, config, folder)
+    if not path.with_suffix(".json").exists():
+        return {"name": name, "shipped": False, "file": path.name}
+    meta = pretrained.info(name, config, folder)
+    m = meta["metrics"]
+    missing = [k for k in NEEDED if k not in m]
+    missing += [f"{k}_seeds" for k in NEEDED if k != "val_loss" and f"{k}_seeds" not in m]
+    if missing:
+        raise ValueError(f"{path.with_suffix('.json')}: no {', '.join(missing[:4])}: it was scored "
+                         "before the shipped numbers were means over sampling seeds; score it "
+                         "again (delete the .json and .safetensors and rerun the pretrain "
+                         "command, which resumes from its run folder) or leave it out")
+    model = pretrained.load(name, "cpu", config, folder)
+    batch = meta["config"]["train"]["batch_size"]
+    row = {"name": name, "shipped": True, "file": path.name, "model": config[name]["model"],
+           "parameters": sum(p.numel() for p in model.parameters()), "steps": meta["steps"],
+           "batch_size": batch, "epochs": meta["epochs"],
+           "train_minutes": meta["train_seconds"] / 60,
+           "recorded_images_per_s": meta["steps"] * batch / meta["train_seconds"],
+           "seeds": m.get("seeds"), "samples": m.get("samples"),
+           "floor_images": m.get("floor_images")}
+    row.update({k: v for k, v in m.items() if k.startswith(("fid", "class_agreement",
+                                                              "precision", "recall", "val_loss"))})
+    return row
+
+
+def bench_rows(names: list[str], config: dict, device: str = "cpu", steps: int = 6,
+               matmul_n: int | None = None) -> dict:
+    """Images/s and share of the large-matmul limit of each candidate's training step, measured
+    in one run on ``device`` with ``make bench``'s functions, on :data:`BENCH_IMAGES` training
+    images; and the limit itself."""
+    dev = pick_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    peak = matmul_flops(dev, sync, matmul_n)
+    out = {"device": str(dev), "threads": torch.get_num_threads(),
+           "cpu": platform.processor() or platform.machine(), "matmul_gflops": peak / 1e9,
+           "steps": steps, "rows": {}}
+    for name in names:
+        p = pretrained.plan(name, config)
+        data = dataclasses.replace(p.data, images=p.data.images[:BENCH_IMAGES],
+                                   labels=p.data.labels[:BENCH_IMAGES])
+        out["rows"][name] = train_cost(p.recipe, p.model_cfg, p.train_cfg, data, dev, sync, peak,
+                                       steps)
+    return out
+
+
+def pilot_table(config: str | Path | dict, folder: str | Path, bench: bool = True,
+                device: str = "cpu", bench_steps: int = 6, matmul_n: int | None = None) -> dict:
+    """The pilot table of ``config``'s MAR candidates shipped in ``folder``, as the JSON
+    ``tools/mar_pilots.py`` writes: ``pilots`` (a row per candidate, :func:`pilot_row`, with the
+    bench's ``images_per_s`` and ``fraction_of_matmul`` when ``bench``), ``bench`` (the machine
+    and the matmul limit), ``config``, ``folder``, ``commit``."""
+    cfg = pretrained.read_config(config)
+    names = candidates(cfg)
+    if not names:
+        raise ValueError(f"{config}: no MAR section (mar or mar_<anything>) to tabulate")
+    rows = {n: pilot_row(n, cfg, Path(folder)) for n in names}
+    out = {"config": str(pretrained.config_path(config) or cfg.get("name")),
+           "folder": str(folder), "commit": git_commit(ROOT), "pilots": rows, "bench": None}
+    if bench:
+        out["bench"] = bench_rows(names, cfg, device, bench_steps, matmul_n)
+        for name, b in out["bench"].pop("rows").items():
+            rows[name].update({"images_per_s": b["images_per_s"],
+                               "fraction_of_matmul": b["fraction_of_matmul"],
+                               "gflop_per_image": b["gflop_per_image"]})
+    return out
+
+
+def _pm(row: dict, key: str, show) -> str:
+    """``mean +- sd`` of a score over seeds."""
+    return f"{show(row[key])} ± {show(row[f'{key}_sd'])}"
+
+
+def markdown(table: dict) -> str:
+    """The pilot table as Markdown, a row per candidate (one not shipped: dashes)."""
+    head = ["candidate", "parameters", "steps", "training min", "images/s", "share of matmul",
+            "held-out loss", "FID CFG", "FID no CFG", "FID floor", "FID ViT CFG / floor",
+            "class agr. CFG / none", "precision / recall CFG", "floor P / R"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in table["pilots"].items():
+        if not r["shipped"]:
+            lines.append(f"| {name} (not shipped) |" + f" {fmt.MISSING} |" * (len(head) - 1))
+            continue
+        vit = (f"{_pm(r, 'fid_vit_cfg', fmt.fid)} / {_pm(r, 'fid_vit_floor', fmt.fid)}"
+               if "fid_vit_cfg" in r else fmt.MISSING)
+        cells = [name, fmt.count(r["parameters"]), fmt.count(r["steps"]),
+                 fmt.num(r["train_minutes"], 0), fmt.num(r.get("images_per_s"), 0),
+                 fmt.share(r.get("fraction_of_matmul")), fmt.sig(r["val_loss"], 3),
+                 _pm(r, "fid_cfg", fmt.fid), _pm(r, "fid_nocfg", fmt.fid),
+                 _pm(r, "fid_floor", fmt.fid), vit,
+                 f"{fmt.share(r['class_agreement_cfg'])} / {fmt.share(r['class_agreement_nocfg'])}",
+                 f"{fmt.num(r['precision_cfg'], 2)} / {fmt.num(r['recall_cfg'], 2)}",
+                 f"{fmt.num(r['precision_floor'], 2)} / {fmt.num(r['recall_floor'], 2)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    shipped = [r for r in table["pilots"].values() if r["shipped"]]
+    notes = []
+    if shipped:
+        r = shipped[0]
+        notes.append(f"FID: mean ± sd over sampling seeds {r['seeds']}, {fmt.count(r['samples'])} "
+                     f"samples each, against the test images; the floor: as many disjoint draws "
+                     f"of {r['floor_images']} real images, scored the same way.")
+    b = table["bench"]
+    notes.append("images/s and share of matmul: not measured (--no-bench)." if b is None else
+                 "images/s and share of matmul: training steps measured in one run on "
+                 f"{b['device']} ({b['cpu']}, {b['threads']} thread(s)), large-matmul limit "
+                 f"{fmt.sig(b['matmul_gflops'], 3)} GFLOP/s.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "copkit" / "configs" / "mar-pilots.yaml"),
+                    help="the pilots' pretraining config")
+    ap.add_argument("--folder", required=True, help="where the pilots were shipped (--out of "
+                                                    "python -m copkit pretrain)")
+    ap.add_argument("--out", default=str(ROOT / "book" / "results" / "mar-pilots"),
+                    help="writes OUT.json and OUT.md")
+    ap.add_argument("--device", default="cpu", help="where the bench times the steps")
+    ap.add_argument("--no-bench", action="store_true", help="leave out images/s and matmul share")
+    ap.add_argument("--bench-steps", type=int, default=6, help="timed steps per candidate")
+    args = ap.parse_args(argv)
+    if not Path(args.folder).is_dir():
+        ap.error(f"--folder {args.folder}: no such folder; give the --out the pilots were shipped "
+                 "into")
+    table = pilot_table(args.config, args.folder, not args.no_bench, args.device, args.bench_steps)
+    text = markdown(table)
+    out = Path(args.out)
+    atomic_write_json(out.with_name(out.name + ".json"), table)
+    atomic_write_text(out.with_name(out.name + ".md"), text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
