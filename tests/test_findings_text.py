@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import findings_text  # noqa: E402
+import runtimes_text  # noqa: E402
 
 from copkit import fmt  # noqa: E402
 from copkit.findings import FINDINGS_CLASS  # noqa: E402
@@ -70,5 +71,5 @@ def test_check_fails_and_a_rewrite_fixes_a_stale_box(tmp_path, monkeypatch):
 
 def test_a_page_without_its_markers_is_an_error():
     with pytest.raises(ValueError, match="must hold one"):
-        findings_text.with_block("no markers", "x", "intro.md", findings_text.BEGIN,
+        runtimes_text.with_block("no markers", "x", "intro.md", findings_text.BEGIN,
                                  findings_text.END)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from runtimes_text import with_block  # noqa: E402
+from runtimes_text import rewrite_blocks  # noqa: E402
 
 from copkit.findings import findings_box  # noqa: E402
 from copkit.results import read_results, section_labels  # noqa: E402
@@ -54,15 +54,7 @@ def main() -> int:
                         help="where the executed chapters are (for their section labels)")
     args = parser.parse_args()
     block = render(Path(args.results).resolve(), Path(args.notebooks).resolve())
-    stale = []
-    for rel in FILES:
-        path = ROOT / rel
-        text = path.read_text()
-        new = with_block(text, block, rel, BEGIN, END)
-        if new != text:
-            stale.append(rel)
-            if not args.check:
-                path.write_text(new)
+    stale = rewrite_blocks(ROOT, FILES, block, BEGIN, END, check=args.check)
     if args.check and stale:
         print(f"the findings box in {', '.join(stale)} differs from book/results: run python "
               "tools/findings_text.py", file=sys.stderr)

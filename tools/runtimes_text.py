@@ -99,6 +99,23 @@ def with_block(text: str, block: str, name: str, begin: str = BEGIN, end: str = 
     return f"{head}{begin}\n{block}\n{end}{tail}"
 
 
+def rewrite_blocks(root: Path, files: tuple[str, ...], block: str, begin: str = BEGIN,
+                   end: str = END, check: bool = False) -> list[str]:
+    """Put ``block`` between the markers of each of ``files`` (paths from ``root``),
+    writing only those that change, or none with ``check``; returns the files whose block was
+    stale. Both generated blocks, the run times and the findings box, go in this way."""
+    stale = []
+    for rel in files:
+        path = root / rel
+        text = path.read_text()
+        new = with_block(text, block, rel, begin, end)
+        if new != text:
+            stale.append(rel)
+            if not check:
+                path.write_text(new)
+    return stale
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,16 +124,7 @@ def main() -> int:
     parser.add_argument("--results", default=str(ROOT / "book" / "results"),
                         help="where runtimes-<profile>.json are")
     args = parser.parse_args()
-    block = render(Path(args.results).resolve())
-    stale = []
-    for rel in FILES:
-        path = ROOT / rel
-        text = path.read_text()
-        new = with_block(text, block, rel)
-        if new != text:
-            stale.append(rel)
-            if not args.check:
-                path.write_text(new)
+    stale = rewrite_blocks(ROOT, FILES, render(Path(args.results).resolve()), check=args.check)
     if args.check and stale:
         print(f"run times in {', '.join(stale)} differ from book/results/runtimes-*.json: "
               "run python tools/runtimes_text.py", file=sys.stderr)
