@@ -143,13 +143,35 @@ article.bd-article {{ width: 700px; padding: 0 20px; box-sizing: content-box; }}
 
 @pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason="no Chromium")
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
+def _layout_facts(folder: Path, names: tuple[str, ...], images: bool = False) -> dict:
+    """check_site.LAYOUT_FACTS of each page ``<name>.html`` of ``folder``, served and read in
+    Chromium at 1280 px (after every image has loaded, with ``images``)."""
+    from playwright.sync_api import sync_playwright
+
+    server, base = check_site.serve(folder)
+    facts = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=check_site.CHROMIUM_ARGS,
+                                        headless=True)
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            for name in names:
+                page.goto(f"{base}{name}.html", wait_until="load")
+                if images:
+                    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+                facts[name] = page.evaluate(check_site.LAYOUT_FACTS)
+            browser.close()
+    finally:
+        server.shutdown()
+    return facts
+
+
 def test_layout_facts_in_chromium_and_the_book_css_makes_tables_and_code_fit(tmp_path):
     """Planted: a table with an unbreakable claim id, a code line and a collapsed code line each
     wider than the 700 px column, a raw role, a figure wider and one narrower than 60% of it.
     Without the style sheet all are caught; with the book's _static/copkit.css the table and the
     code fit, and what CSS cannot fix (the role, the narrow figure) is still caught."""
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "_static").mkdir()
@@ -160,20 +182,7 @@ def test_layout_facts_in_chromium_and_the_book_css_makes_tables_and_code_fit(tmp
     (tmp_path / "bare.html").write_text(LAYOUT_PAGE.format(css="", **fill))
     (tmp_path / "styled.html").write_text(LAYOUT_PAGE.format(
         css='<link rel="stylesheet" href="_static/copkit.css">', **fill))
-    server, base = check_site.serve(tmp_path)
-    facts = {}
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=check_site.CHROMIUM_ARGS,
-                                        headless=True)
-            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            for name in ("bare", "styled"):
-                page.goto(f"{base}{name}.html", wait_until="load")
-                page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-                facts[name] = page.evaluate(check_site.LAYOUT_FACTS)
-            browser.close()
-    finally:
-        server.shutdown()
+    facts = _layout_facts(tmp_path, ("bare", "styled"), images=True)
     bare = facts["bare"]
     assert bare["column"] == 700
     # the collapsed one too
@@ -221,24 +230,11 @@ BOX = ('<div class="findings admonition"><p class="admonition-title">What we fou
 def test_findings_first_in_chromium_on_a_passing_and_a_failing_page(tmp_path):
     """Planted: a page whose box (as myst-nb renders a pasted admonition of class findings)
     opens it, one whose box follows its first code cell, one without a box."""
-    from playwright.sync_api import sync_playwright
 
     (tmp_path / "good.html").write_text(FINDINGS_PAGE.format(before=BOX, after=""))
     (tmp_path / "late.html").write_text(FINDINGS_PAGE.format(before="", after=BOX))
     (tmp_path / "none.html").write_text(FINDINGS_PAGE.format(before="", after=""))
-    server, base = check_site.serve(tmp_path)
-    facts = {}
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=check_site.CHROMIUM_ARGS,
-                                        headless=True)
-            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            for name in ("good", "late", "none"):
-                page.goto(f"{base}{name}.html", wait_until="load")
-                facts[name] = page.evaluate(check_site.LAYOUT_FACTS)
-            browser.close()
-    finally:
-        server.shutdown()
+    facts = _layout_facts(tmp_path, ("good", "late", "none"))
     assert facts["good"]["findings"] == {"box": True, "first": "code cell", "before": True}
     assert check_site.findings_failures("book/01_a.html", facts["good"], required=True) == []
     assert facts["late"]["findings"] == {"box": True, "first": "code cell", "before": False}
