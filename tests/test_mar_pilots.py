@@ -130,10 +130,12 @@ def test_the_tool_writes_json_and_markdown(pilots, tmp_path):
     out.parent.mkdir()
     assert mar_pilots.main(["--config", str(config), "--folder", str(folder), "--out", str(out),
                             "--no-bench"]) == 0
-    table = json.loads(out.with_name("pilots.json").read_text())
+    table = json.loads(out.with_suffix(".json").read_text())
     assert table["bench"] is None and table["pilots"]["mar_a"]["shipped"]
-    assert out.with_name("pilots.md").read_text() == mar_pilots.markdown(table)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["pilots.json", "pilots.md"]
+    # the table as JSON and as Markdown, and nothing else beside them
+    assert out.with_suffix(".md").read_text() == mar_pilots.markdown(table)
+    assert (sorted(p.name for p in out.parent.iterdir())
+            == [out.with_suffix(".json").name, out.with_suffix(".md").name])
 
 
 def test_one_seed_numbers_are_refused_by_name(pilots, tmp_path):

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folder", required=True, help="where the pilots were shipped (--out of "
                                                     "python -m copkit pretrain)")
     ap.add_argument("--out", default=str(ROOT / "book" / "results" / "mar-pilots"),
-                    help="writes OUT.json and OUT.md")
+                    help="writes the table to OUT with the suffixes .json and .md")
     ap.add_argument("--device", default="cpu", help="where the bench times the steps")
     ap.add_argument("--no-bench", action="store_true", help="leave out images/s and matmul share")
     ap.add_argument("--bench-steps", type=int, default=6, help="timed steps per candidate")
