@@ -15,9 +15,9 @@ evaluate from them, as the paper starts from the released MAR-B and an ImageNet-
 The names: ``classifier`` (:class:`copkit.metrics.FeatureNet`, the FID features and class-agreement
 classifier), ``vit`` (timm's ViT, :mod:`copkit.cvit`), ``mar`` (:class:`copkit.cmar.MAR` in random
 order), the CoMAEs named in the config (:mod:`copkit.comae`), and MAR candidates ``mar_<anything>``
-(issue 24's pilots, ``copkit/configs/mar-pilots.yaml``, scored by the book's shipped classifier and
+(the pilots of ``copkit/configs/mar-pilots.yaml``, scored by the book's shipped classifier and
 ViT, which such a config shares). A MAR's shipped numbers are means over the sampling seeds
-:data:`SEEDS`, each beside a real-image floor measured the same way (:func:`_mar_metrics`).
+:data:`SEEDS`, each beside a real-image floor measured the same way.
 Images go in and come out as :mod:`copkit.data` gives them: (B, 1, 28, 28) in [-1, 1] (28:
 ``copkit.tokens.SIDE``).
 """
@@ -66,8 +66,8 @@ __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "SEEDS", "PR_K", "JUDGES", "REPOSI
 CONFIG = Path(__file__).parent / "configs" / "pretrain.yaml"
 #: The same sections at smoke size (``"smoke"``): what ``make test`` trains from scratch.
 SMOKE_CONFIG = Path(__file__).parent / "configs" / "pretrain-smoke.yaml"
-#: the kind of network each name is; CoMAE sections may take any name starting with "comae", and MAR
-#: candidates (issue 24's pilots, ``copkit/configs/mar-pilots.yaml``) any name starting with "mar_"
+#: the kind of network each name is; CoMAE sections may take any name starting with ``comae``, and
+#: MAR candidates (the pilots of ``copkit/configs/mar-pilots.yaml``) any name starting with ``mar_``
 KINDS = {"classifier": "featurenet", "vit": "vit", "mar": "mar"}
 _SECTION_KEYS = {"model", "train", "sampling", "data"}
 #: ``seed`` (default 0) makes a replicate: the same section trained from another initialisation
@@ -124,7 +124,7 @@ def _remedy(path: Path, name: str, config: str | Path | dict | None) -> str:
 
 def kind_of(name: str) -> str:
     """The kind of network base model ``name`` is (:data:`KINDS`; a name starting with "comae" is a
-    CoMAE, one starting with "mar_" a MAR candidate); ValueError for any other name."""
+    CoMAE, one starting with ``mar_`` a MAR candidate); ValueError for any other name."""
     if name in KINDS:
         return KINDS[name]
     if name.startswith("comae"):
@@ -348,7 +348,7 @@ def _comae_metrics(p: Plan, model: nn.Module, evals: list[dict], config: dict, f
             "mirror_hit_rate": comae.mirror_hits(model, mirrored, model.cfg.grid[1])}
 
 
-#: the sampling seeds of a MAR's shipped numbers: each is a mean over them, with its spread
+#: the sampling seeds of a MAR's shipped numbers (each number is a mean over them, with its spread)
 SEEDS = (0, 1, 2)
 #: the k of precision and recall (Kynkaeaenniemi et al. 2019)
 PR_K = 3

@@ -1,4 +1,4 @@
-"""The pilot table of issue 24: MAR candidates trained for 30-60 minutes each, side by side.
+"""The MAR pilot table: candidate MARs trained for 30-60 minutes each, side by side.
 
     python tools/mar_pilots.py --config copkit/configs/mar-pilots.yaml --folder data/pilots \
         --out book/results/mar-pilots
