@@ -79,7 +79,8 @@ from copkit.tokens import (
 )
 
 P, dev = book.profile, book.device
-# Exact entropies need float64: on Apple's MPS (no float64) the chapter computes on the CPU.
+# Exact entropies need float64: on Apple's MPS (no float64) the chapter computes
+# on the CPU.
 calc = dev if dev.type == "cuda" else torch.device("cpu")
 print(f"profile={P.name} ({P.description}); computing on {calc}")
 
@@ -98,8 +99,8 @@ test_x, test_y = load_fashion_mnist("test")
 grid = grid_shape(SIDE, SIDE, p)
 tokens = patchify(train_x, p)
 N, d = tokens.shape[1:]
-print(f"{fmt.count(train_x.shape[0])} training images -> tokens {tuple(tokens.shape)}: N={N} tokens of d={d} "
-      f"on a {grid[0]}x{grid[1]} grid")
+print(f"{fmt.count(train_x.shape[0])} training images -> tokens {tuple(tokens.shape)}: "
+      f"N={N} tokens of d={d} on a {grid[0]}x{grid[1]} grid")
 
 fig, axes = viz.panel_grid(2, 5)
 for c, ax in enumerate(axes.flat):
@@ -143,7 +144,8 @@ display(Markdown(
 model = GaussianTokens.fit(tokens.to(calc), eps=DEQUANTIZATION_VARIANCE)
 marginal = model.marginal_entropies().cpu()
 joint = model.joint_entropy().item()
-print(f"eps = {fmt.sig(DEQUANTIZATION_VARIANCE, 2)}; joint entropy H(e_1..e_N) = {fmt.num(joint, 2)} nats; "
+print(f"eps = {fmt.sig(DEQUANTIZATION_VARIANCE, 2)}; "
+      f"joint entropy H(e_1..e_N) = {fmt.num(joint, 2)} nats; "
       f"sum of marginals H_c(empty set) = {fmt.num(marginal.sum().item(), 2)} nats")
 
 fig, axes = viz.panel_grid(1, 2, colorbar=True, width=0.75 * viz.COLUMN_IN)
@@ -184,12 +186,15 @@ for col, k in enumerate(ks):
     observed[greedy[:k]] = True
     h = model.conditional_entropy(observed.to(calc)).cpu()
     hc = h_left[k] = h[~observed].sum().item()
-    viz.token_map(torch.where(observed, 0.0, h), grid, axes[0, col], image=example, observed=observed,
-                  vmin=hmin, vmax=hmax, alpha=1.0, title=f"k = {k}\n$H_c$ = {fmt.num(hc, 0)}")
+    viz.token_map(torch.where(observed, 0.0, h), grid, axes[0, col], image=example,
+                  observed=observed, vmin=hmin, vmax=hmax, alpha=1.0,
+                  title=f"k = {k}\n$H_c$ = {fmt.num(hc, 0)}")
     mean, _ = model.conditional(ex_tokens, observed.to(calc))
     viz.show_image(unpatchify(mean.float().cpu(), p, (1, SIDE, SIDE)), axes[1, col])
-    draws = model.sample_conditional(ex_tokens, observed.to(calc), 2, seed=seed + k).float().cpu()
-    draw_gap[k] = (draws[0] - draws[1]).abs().mean().item() / 2  # in units of the pixel range [0, 1]
+    draws = (model.sample_conditional(ex_tokens, observed.to(calc), 2, seed=seed + k)
+             .float().cpu())
+    # the draws' mean gap, in units of the pixel range [0, 1]
+    draw_gap[k] = (draws[0] - draws[1]).abs().mean().item() / 2
     for r in range(2):
         viz.show_image(unpatchify(draws[r], p, (1, SIDE, SIDE)), axes[2 + r, col])
 for r, label in enumerate(["entropy left", "mean", "a draw", "another"]):
@@ -237,15 +242,18 @@ def order_table(m: GaussianTokens, n_random: int, rng_seed: int) -> tuple[dict, 
         "greedy reversed": g.flip(0),
         "anti-greedy": m.greedy_order(worst=True).cpu(),
     }
-    curves = {name: m.prefix_curve(o.to(m.mean.device)).cpu() for name, o in orders.items()}
-    curves["random"] = m.prefix_curve(random_orders(n_random, m.n_tokens, seed=rng_seed).to(m.mean.device)).cpu()
+    curves = {name: m.prefix_curve(o.to(m.mean.device)).cpu()
+              for name, o in orders.items()}
+    random_set = random_orders(n_random, m.n_tokens, seed=rng_seed).to(m.mean.device)
+    curves["random"] = m.prefix_curve(random_set).cpu()
     areas = {name: curve_area(c) for name, c in curves.items()}
     return curves, areas
 
 
 def areas_markdown(areas: dict, title: str) -> str:
     """The orders' prefix-curve areas, lowest first; the random orders as mean ± sd."""
-    rows = [[f"random (mean ± sd of {len(a)})", mean_sd(a.numpy())] if a.dim() else [name, fmt.num(a.item(), 1)]
+    rows = [[f"random (mean ± sd of {len(a)})", mean_sd(a.numpy())] if a.dim()
+            else [name, fmt.num(a.item(), 1)]
             for name, a in sorted(areas.items(), key=lambda kv: kv[1].mean().item())]
     return markdown_table([title, "area under $H_c(S_k)$ (nats)"], rows)
 
@@ -258,32 +266,45 @@ def nats(v: float) -> str:
 def spread_text(areas: dict) -> str:
     """What the Fashion-MNIST table shows, each comparison written from its numbers."""
     rand = areas["random"].numpy()
-    greedy, anti, rev = (areas[k].item() for k in ("greedy", "anti-greedy", "greedy reversed"))
-    text = (fmt.compare("The greedy order's area", greedy, f"the lowest of the {len(rand)} random orders'", rand.min(),
-                        nats) + ", and " + fmt.compare("the anti-greedy order's", anti, "the highest random one's",
-                                                       rand.max(), nats) + ". ")
-    text += fmt.compare("The greedy order *reversed*", rev, "the anti-greedy order", anti, nats)
+    greedy, anti, rev = (areas[k].item()
+                         for k in ("greedy", "anti-greedy", "greedy reversed"))
+    text = (fmt.compare("The greedy order's area", greedy,
+                        f"the lowest of the {len(rand)} random orders'",
+                        rand.min(), nats)
+            + ", and "
+            + fmt.compare("the anti-greedy order's", anti, "the highest random one's",
+                          rand.max(), nats)
+            + ". ")
+    text += fmt.compare("The greedy order *reversed*", rev,
+                        "the anti-greedy order", anti, nats)
     if round(rev, 1) < round(anti, 1):
-        text += ": reversing the best order is not the same as choosing badly at every step."
+        text += (": reversing the best order is not the same as choosing badly "
+                 "at every step.")
     else:
-        text += ": here reversing the best order is as bad as choosing badly at every step."
+        text += (": here reversing the best order is as bad as choosing badly "
+                 "at every step.")
     return text
 
 
 def photo_vs_fashion(fashion: dict, photo: dict) -> str:
-    """How the orders compare on the photo and on Fashion-MNIST, written from the two tables."""
-    mean = {d: {k: v.mean().item() for k, v in a.items()} for d, a in (("fashion", fashion), ("photo", photo))}
+    """How the orders compare on the photo and on Fashion-MNIST, written from the two
+    tables."""
+    mean = {d: {k: v.mean().item() for k, v in a.items()}
+            for d, a in (("fashion", fashion), ("photo", photo))}
     span = {d: max(m.values()) - min(m.values()) for d, m in mean.items()}
-    return (fmt.compare("The spread between the best and the worst order on the photo", span["photo"],
-                        "on Fashion-MNIST", span["fashion"], lambda v: f"{nats(v)} nats",
+    return (fmt.compare("The spread between the best and the worst order on the photo",
+                        span["photo"], "on Fashion-MNIST", span["fashion"],
+                        lambda v: f"{nats(v)} nats",
                         words=("larger than", "smaller than"))
-            + ". Ranked by area, lowest first, from Fashion-MNIST to the photo (random: the mean of the random "
-            "orders): " + fmt.ranking_moves(mean["fashion"], mean["photo"], show=nats) + ".")
+            + ". Ranked by area, lowest first, from Fashion-MNIST to the "
+            "photo (random: the mean of the random orders): "
+            + fmt.ranking_moves(mean["fashion"], mean["photo"], show=nats) + ".")
 
 
 curves, areas = order_table(model, P.entropy.random_orders, seed)
 fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.6), layout="constrained")
-viz.prefix_curves({k: curves[k] for k in ["random", "raster", "greedy", "greedy reversed", "anti-greedy"]}, ax)
+orders_drawn = ["random", "raster", "greedy", "greedy reversed", "anti-greedy"]
+viz.prefix_curves({k: curves[k] for k in orders_drawn}, ax)
 ax.set_title("Fashion-MNIST: entropy left in the unobserved patches", fontsize=10)
 plt.show()
 
@@ -305,15 +326,17 @@ display(Markdown(spread_text(areas)))
 # quantity is Definition 1 along the prefixes, the curve above.
 
 # %%
-eq1_orders = {"raster": torch.arange(N), "greedy": greedy, "anti-greedy": model.greedy_order(worst=True).cpu()}
+eq1_orders = {"raster": torch.arange(N), "greedy": greedy,
+              "anti-greedy": model.greedy_order(worst=True).cpu()}
 for i, o in enumerate(random_orders(5, N, seed=seed + 1)):
     eq1_orders[f"random #{i + 1}"] = o
 eq1 = {name: model.chain_rule_sum(o.to(calc)).item() for name, o in eq1_orders.items()}
 eq1_values = np.array(list(eq1.values()))
 eq1_spread = float((eq1_values.max() - eq1_values.min()) / abs(joint))
-display(Markdown(markdown_table(["order", "Eq. 1, term by term (nats)"],
-                                [*([name, fmt.num(v, 10)] for name, v in eq1.items()),
-                                 ["joint entropy, $\\tfrac12\\log\\det(2\\pi e\\Sigma)$", fmt.num(joint, 10)]])))
+eq1_rows = [*([name, fmt.num(v, 10)] for name, v in eq1.items()),
+            ["joint entropy, $\\tfrac12\\log\\det(2\\pi e\\Sigma)$",
+             fmt.num(joint, 10)]]
+display(Markdown(markdown_table(["order", "Eq. 1, term by term (nats)"], eq1_rows)))
 print(f"largest relative difference between orders: {fmt.sig(eq1_spread, 2)}")
 assert eq1_spread < 1e-6, "the chain rule must make Eq. 1 order-invariant"
 
@@ -331,7 +354,8 @@ class_means = []
 class_sizes = []
 fig, axes = viz.panel_grid(2, 5, colorbar=True)
 for c, ax in enumerate(axes.flat):
-    xc = train_x[train_y == c][: P.entropy.per_class_images] if P.entropy.per_class_images else train_x[train_y == c]
+    xc = (train_x[train_y == c][: P.entropy.per_class_images]
+          if P.entropy.per_class_images else train_x[train_y == c])
     mc = GaussianTokens.fit(patchify(xc, p).to(calc))
     oc = mc.greedy_order().cpu()
     class_orders.append(oc)
@@ -340,14 +364,17 @@ for c, ax in enumerate(axes.flat):
     viz.draw_order(oc, grid, ax, image=xc.mean(0), numbers=8, title=CLASSES[c])
 viz.shared_colorbar(fig, axes, "position in the order (1 = first)")
 plt.show()
-print("images per class model:", ", ".join(f"{CLASSES[c]} {fmt.count(n)}" for c, n in enumerate(class_sizes)))
+print("images per class model:",
+      ", ".join(f"{CLASSES[c]} {fmt.count(n)}" for c, n in enumerate(class_sizes)))
 
-positions = torch.stack([torch.argsort(o) for o in class_orders]).numpy()  # position of each patch
+# the position of each patch in each class's order
+positions = torch.stack([torch.argsort(o) for o in class_orders]).numpy()
 rho = spearmanr(positions.T).statistic
 off_diag = rho[~np.eye(10, dtype=bool)]
 i, j = np.unravel_index(np.argmin(rho), rho.shape)
-print(f"Spearman correlation between the classes' orders: mean {fmt.num(off_diag.mean(), 2)}, "
-      f"max {fmt.num(off_diag.max(), 2)}, min {fmt.num(rho[i, j], 2)} ({CLASSES[i]} vs {CLASSES[j]})")
+print("Spearman correlation between the classes' orders: "
+      f"mean {fmt.num(off_diag.mean(), 2)}, max {fmt.num(off_diag.max(), 2)}, "
+      f"min {fmt.num(rho[i, j], 2)} ({CLASSES[i]} vs {CLASSES[j]})")
 
 # %% [markdown]
 # Where do the orders start? On each class's mean image a patch is *on the garment* when any of
@@ -387,13 +414,16 @@ photo_curves, photo_areas = order_table(photo_model, P.entropy.random_orders, se
 photo_greedy = photo_model.greedy_order().cpu()
 
 fig = plt.figure(figsize=(viz.COLUMN_IN, 5.4), layout="constrained")
-panels = fig.subplot_mosaic([["order", "entropy"], ["curves", "curves"]], height_ratios=[1, 0.95])
-viz.draw_order(photo_greedy, grid, panels["order"], image=crops[0], numbers=10, title="greedy order on a crop")
-panels["order"].figure.colorbar(panels["order"].images[-1], ax=panels["order"], fraction=0.046, pad=0.04,
-                                label="position (1 = first)")
-viz.token_map(photo_model.marginal_entropies().cpu(), grid, panels["entropy"], colorbar="nats",
-              title="$H(e_n)$, nothing observed")
-viz.prefix_curves({k: photo_curves[k] for k in ["random", "raster", "greedy", "anti-greedy"]}, panels["curves"])
+panels = fig.subplot_mosaic([["order", "entropy"], ["curves", "curves"]],
+                            height_ratios=[1, 0.95])
+viz.draw_order(photo_greedy, grid, panels["order"], image=crops[0], numbers=10,
+               title="greedy order on a crop")
+panels["order"].figure.colorbar(panels["order"].images[-1], ax=panels["order"],
+                                fraction=0.046, pad=0.04, label="position (1 = first)")
+viz.token_map(photo_model.marginal_entropies().cpu(), grid, panels["entropy"],
+              colorbar="nats", title="$H(e_n)$, nothing observed")
+photo_orders_drawn = ["random", "raster", "greedy", "anti-greedy"]
+viz.prefix_curves({k: photo_curves[k] for k in photo_orders_drawn}, panels["curves"])
 panels["curves"].set_title("camera crops: prefix curves", fontsize=9)
 plt.show()
 

@@ -107,7 +107,8 @@ val_tokens = tokens_all[55000:55000 + P.val_images]
 val_images, val_labels = x_all[55000:], y_all[55000:]
 N, d = tokens_all.shape[1:]
 data_tag = fashion_mnist_data(P)
-print(f"train tokens {tuple(train_tokens.shape)}, validation tokens {tuple(val_tokens.shape)}")
+print(f"train tokens {tuple(train_tokens.shape)}, "
+      f"validation tokens {tuple(val_tokens.shape)}")
 
 # %% [markdown]
 # ## The model, equation by equation
@@ -152,14 +153,20 @@ print(f"train tokens {tuple(train_tokens.shape)}, validation tokens {tuple(val_t
 
 # %% mystnb={"figure": {"caption": "Eq. 4: how a mask value $w$ becomes the share $a$ of the token kept, for three noise widths $\\sigma$ (ours marked).", "name": "fig-ch2-noise-keep"}, "image": {"alt": "Three S-shaped curves rising from 0 to 1 as the mask value goes from 0 to 1, steeper for smaller sigma."}}
 probe = CoMAE(from_profile(P, seed, lambda_c=0.0)[0])
-print(f"selector f: {P.enc_depth} blocks x width {P.enc_width}, {sum(p.numel() for p in probe.f.parameters()):,} parameters")
-print(f"reconstructor g: {P.dec_depth} blocks x width {P.dec_width}, {sum(p.numel() for p in probe.g.parameters()):,} parameters")
-print(f"K = {P.targets_per_image} targets per image, {P.batch_size} images per step, {P.steps} steps, lr {P.lr}")
+selector_parameters = sum(p.numel() for p in probe.f.parameters())
+reconstructor_parameters = sum(p.numel() for p in probe.g.parameters())
+print(f"selector f: {P.enc_depth} blocks x width {P.enc_width}, "
+      f"{selector_parameters:,} parameters")
+print(f"reconstructor g: {P.dec_depth} blocks x width {P.dec_width}, "
+      f"{reconstructor_parameters:,} parameters")
+print(f"K = {P.targets_per_image} targets per image, {P.batch_size} images per step, "
+      f"{P.steps} steps, lr {P.lr}")
 
 w = torch.linspace(0, 1, 101)
 fig, ax = plt.subplots(figsize=(4.2, 2.6))
 for s in (0.2, 0.4, P.sigma):
-    ax.plot(w, noise_keep(w, s), label=f"$\\sigma$ = {s}" + (" (ours)" if s == P.sigma else ""))
+    ax.plot(w, noise_keep(w, s),
+            label=f"$\\sigma$ = {s}" + (" (ours)" if s == P.sigma else ""))
 ax.set_xlabel("mask value $w$")
 ax.set_ylabel("share of the token kept, $a$")
 ax.set_title("Eq. 4: how a mask value becomes noise", fontsize=9)
@@ -177,10 +184,13 @@ plt.show()
 
 
 # %% tags=["hide-output"]
-def train_setting(lam: float, run_seed: int, tokens, val, experiment: str = "main", tag: dict = data_tag):
-    """Train (or load) one run: the profile's configuration of this experiment, L_c weight and seed."""
+def train_setting(lam: float, run_seed: int, tokens, val, experiment: str = "main",
+                  tag: dict = data_tag):
+    """Train (or load) one run: the profile's configuration of this experiment, L_c
+    weight and seed."""
     cfg, tc = from_profile(P, run_seed, lambda_c=lam, experiment=experiment)
-    run = fit(RECIPE, cfg, tc, CoMAEData(tokens, val), tag, data_dir, device=dev, desc=f"lambda={lam} seed={run_seed}")
+    run = fit(RECIPE, cfg, tc, CoMAEData(tokens, val), tag, data_dir, device=dev,
+              desc=f"lambda={lam} seed={run_seed}")
     return run.model, run.metrics, run.config
 
 
@@ -201,7 +211,8 @@ def evals(hist):
 
 
 # %%
-print(f"{len(runs)} runs ready in {train_seconds:.0f} s (runs found in {data_dir / 'runs'} are loaded, not retrained)")
+print(f"{len(runs)} runs ready in {train_seconds:.0f} s "
+      f"(runs found in {data_dir / 'runs'} are loaded, not retrained)")
 
 
 # %% [markdown]
@@ -213,8 +224,10 @@ print(f"{len(runs)} runs ready in {train_seconds:.0f} s (runs found in {data_dir
 
 # %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 6: validation reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per weight of L_c; both quantities fall during training."}}
 fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
-viz.eval_panels({lam_label(lam): [evals(runs[lam, s + seed][1]) for s in P.seeds] for lam in P.lambdas},
-                ("val_L_r", "val_H_mask"), axes, ("$L_r$ (validation)", "$H_{mask}$ (validation)"))
+viz.eval_panels({lam_label(lam): [evals(runs[lam, s + seed][1]) for s in P.seeds]
+                 for lam in P.lambdas},
+                ("val_L_r", "val_H_mask"), axes,
+                ("$L_r$ (validation)", "$H_{mask}$ (validation)"))
 plt.show()
 
 
@@ -243,22 +256,29 @@ display(Markdown("What to see, from the first evaluation to the last (mean over 
 # across seeds.
 
 # %%
-final = {lam: {"H_mask": [evals(runs[lam, s + seed][1])[-1]["val_H_mask"] for s in P.seeds],
-               "L_r": [evals(runs[lam, s + seed][1])[-1]["val_L_r"] for s in P.seeds]} for lam in P.lambdas}
+final = {lam: {"H_mask": [evals(runs[lam, s + seed][1])[-1]["val_H_mask"]
+                          for s in P.seeds],
+               "L_r": [evals(runs[lam, s + seed][1])[-1]["val_L_r"] for s in P.seeds]}
+         for lam in P.lambdas}
 paper = {0.0: {"H_mask": 4.816, "L_r": 8.392}, 0.01: {"H_mask": 4.267, "L_r": 1.567}}
-rows = [[lam, mean_sd(final[lam]["H_mask"], 3), f"{np.mean(final[lam]['H_mask']) / (N - 1):.4f}",
+rows = [[lam, mean_sd(final[lam]["H_mask"], 3),
+         f"{np.mean(final[lam]['H_mask']) / (N - 1):.4f}",
          mean_sd(final[lam]["L_r"], 3),
-         *((f"{paper[lam]['H_mask']} ({paper[lam]['H_mask'] / 255:.4f})", paper[lam]["L_r"]) if lam in paper else ("–", "–"))]
+         *((f"{paper[lam]['H_mask']} ({paper[lam]['H_mask'] / 255:.4f})",
+            paper[lam]["L_r"]) if lam in paper else ("–", "–"))]
         for lam in P.lambdas]
-display(Markdown(markdown_table(["$L_c$ weight", "$H_{mask}$", "per entry", "$L_r$", "paper $H_{mask}$ (per entry)",
-                                 "paper $L_r$"], rows)
-                 + f"\n\nmean ± sd over {len(P.seeds)} seeds, profile `{PROFILE.name}`."))
+display(Markdown(markdown_table(["$L_c$ weight", "$H_{mask}$", "per entry", "$L_r$",
+                                 "paper $H_{mask}$ (per entry)", "paper $L_r$"], rows)
+                 + f"\n\nmean ± sd over {len(P.seeds)} seeds, "
+                 f"profile `{PROFILE.name}`."))
 
 with_lc = saved_lambda(P)  # the paper's 0.01
-# different trainings (one per weight and seed): Welch's test between the two sets of seeds
+# different trainings (one per weight and seed): Welch's test between the two sets
+# of seeds
 t_h = stats.welch(final[with_lc]["H_mask"], final[0.0]["H_mask"])
 t_l = stats.welch(final[with_lc]["L_r"], final[0.0]["L_r"])
-print(f"L_c (lambda={with_lc}) minus none, H_mask: {test_text(t_h, 3)}\nL_r: {test_text(t_l, 3)}")
+print(f"L_c (lambda={with_lc}) minus none, H_mask: {test_text(t_h, 3)}\n"
+      f"L_r: {test_text(t_l, 3)}")
 
 # %% [markdown]
 # (ch2-polarisation)=
@@ -275,18 +295,22 @@ for ax, lam in zip(np.atleast_1d(axes), P.lambdas):
     ev = evals(runs[lam, P.seeds[0] + seed][1])
     edges = np.linspace(0, 1, len(ev[0]["w_hist"]) + 1)
     for r, style in ((ev[0], ":"), (ev[len(ev) // 2], "--"), (ev[-1], "-")):
-        ax.stairs(r["w_hist"], edges, label=f"step {r['step']}", linestyle=style, lw=1.5)
+        ax.stairs(r["w_hist"], edges, label=f"step {r['step']}",
+                  linestyle=style, lw=1.5)
     ax.set_title(lam_label(lam), fontsize=9)
     ax.set_xlabel("mask value $w$")
     ax.legend(fontsize=7)
 np.atleast_1d(axes)[0].set_ylabel("share of mask entries")
 plt.show()
-extreme = {lam: [sum(evals(runs[lam, s + seed][1])[-1]["w_hist"][i] for i in (0, 1, 18, 19)) for s in P.seeds]
+extreme = {lam: [sum(evals(runs[lam, s + seed][1])[-1]["w_hist"][i]
+                     for i in (0, 1, 18, 19))
+                 for s in P.seeds]
            for lam in P.lambdas}
 for lam in P.lambdas:
     first = evals(runs[lam, P.seeds[0] + seed][1])[0]["w_hist"]
-    print(f"lambda={lam}: share of mask values below 0.1 or above 0.9: first evaluation "
-          f"{sum(first[i] for i in (0, 1, 18, 19)):.2f}, end {mean_sd(extreme[lam], 2)}")
+    print(f"lambda={lam}: share of mask values below 0.1 or above 0.9: "
+          f"first evaluation {sum(first[i] for i in (0, 1, 18, 19)):.2f}, "
+          f"end {mean_sd(extreme[lam], 2)}")
 
 # %% tags=["remove-input"]
 display(Markdown("What to see (seed 0): " + "; ".join(
@@ -313,10 +337,13 @@ def target_similarity(model: CoMAE, tokens: torch.Tensor) -> float:
     return float(sim[:, off].mean())
 
 
-similarity = {lam: [target_similarity(runs[lam, s + seed][0], val_tokens) for s in P.seeds] for lam in P.lambdas}
+similarity = {lam: [target_similarity(runs[lam, s + seed][0], val_tokens)
+                    for s in P.seeds]
+              for lam in P.lambdas}
 for lam in P.lambdas:
     sm = summary(similarity[lam])
-    print(f"lambda={lam}: mean cosine similarity between masks of different targets {mean_sd(sm, 3)}")
+    print(f"lambda={lam}: mean cosine similarity between masks of different targets "
+          f"{mean_sd(sm, 3)}")
 
 # %% [markdown]
 # ## Masks drawn on their images
@@ -331,8 +358,9 @@ best_model, shipped_hash = pretrained.base(PROFILE, "comae", data_dir, dev)
 shipped_lambda = best_model.cfg.lambda_c
 targets = [10, 17, 24, 31, 38]
 picks = [int((val_labels == c).nonzero()[0]) for c in (0, 7, 9)]
+suptitle = f"Masks of five targets (the shipped CoMAE, $\\lambda$ = {shipped_lambda})"
 fig, axes = viz.panel_grid(len(picks), len(targets) + 1, colorbar=True,
-                           suptitle=f"Masks of five targets (the shipped CoMAE, $\\lambda$ = {shipped_lambda})")
+                           suptitle=suptitle)
 shown_masks = []
 for r, i in enumerate(picks):
     masks_i = best_model.masks(patchify(val_images[i:i + 1], PATCH).to(dev))[0].cpu()
@@ -341,8 +369,9 @@ for r, i in enumerate(picks):
     for c, t in enumerate(targets):
         own = torch.zeros(N, dtype=torch.bool)
         own[t] = True
-        viz.token_map(masks_i[t], (GRID, GRID), axes[r, c + 1], image=val_images[i], observed=own, cmap="viridis",
-                      vmin=0, vmax=1, alpha=0.7, title=f"target {t}" if r == 0 else None)
+        viz.token_map(masks_i[t], (GRID, GRID), axes[r, c + 1], image=val_images[i],
+                      observed=own, cmap="viridis", vmin=0, vmax=1, alpha=0.7,
+                      title=f"target {t}" if r == 0 else None)
 viz.shared_colorbar(fig, axes[:, 1:], "mask value $w$")
 plt.show()
 
@@ -380,24 +409,32 @@ display(Markdown(
 g = torch.Generator().manual_seed(1234)
 noise_img = mirror_image(torch.randn(3000, 1, 8, 8, generator=g))
 noise_tok = patchify(noise_img, 2)
-planted_tag = {"dataset": "mirrored white noise", "images": 2500, "size": 8, "patch": 2, "seed": 1234}
+noise_train, noise_val = noise_tok[:2500], noise_tok[2500:2532]
+noise_held_out = noise_tok[2500:]
+planted_tag = {"dataset": "mirrored white noise", "images": 2500, "size": 8, "patch": 2,
+               "seed": 1234}
 planted_seeds = [s + seed for s in P.planted_seeds]
 planted = {}  # weight -> hit rate per seed
 for lam in (0.0, 0.01, 0.1, 1.0):
-    planted[lam] = [mirror_hits(train_setting(lam, s, noise_tok[:2500], noise_tok[2500:2532], "planted", planted_tag)[0],
-                                noise_tok[2500:].to(dev), 4, skip_centre=False) for s in planted_seeds]
-planted_long = [mirror_hits(train_setting(0.01, s, noise_tok[:2500], noise_tok[2500:2532], "planted-long",
-                                          planted_tag)[0], noise_tok[2500:].to(dev), 4, skip_centre=False)
+    planted[lam] = [mirror_hits(train_setting(lam, s, noise_train, noise_val, "planted",
+                                              planted_tag)[0],
+                                noise_held_out.to(dev), 4, skip_centre=False)
+                    for s in planted_seeds]
+planted_long = [mirror_hits(train_setting(0.01, s, noise_train, noise_val,
+                                          "planted-long", planted_tag)[0],
+                            noise_held_out.to(dev), 4, skip_centre=False)
                 for s in planted_seeds]
 
 mirror_x = mirror_image(x_all[:n_train])
-mirror_tag = {**data_tag, "dataset": "fashion-mnist mirrored (right half = left half flipped)"}
+mirror_tag = {**data_tag,
+              "dataset": "fashion-mnist mirrored (right half = left half flipped)"}
 mirror_tok = patchify(mirror_x, PATCH)
 mirror_val_tok = patchify(mirror_image(val_images[:512]), PATCH)
 fm_lams = (*P.lambdas, *P.sweep_lambdas)
 fm_mirror = {}
 for lam in dict.fromkeys(fm_lams):
-    m, _, _ = train_setting(lam, seed, mirror_tok, mirror_val_tok[:P.val_images], "mirror", mirror_tag)
+    m, _, _ = train_setting(lam, seed, mirror_tok, mirror_val_tok[:P.val_images],
+                            "mirror", mirror_tag)
     fm_mirror[lam] = mirror_hits(m, mirror_val_tok.to(dev), GRID, skip_centre=True)
 
 # %% tags=["remove-input"]
@@ -538,9 +575,11 @@ display(Markdown(
 # %% tags=["hide-output"]
 s0 = P.seeds[0] + seed
 sweep_lams = list(dict.fromkeys([*P.lambdas, *P.sweep_lambdas]))
-sweep_runs = {lam: runs[lam, s0] if (lam, s0) in runs else train_setting(lam, s0, train_tokens, val_tokens)
+sweep_runs = {lam: runs[lam, s0] if (lam, s0) in runs
+              else train_setting(lam, s0, train_tokens, val_tokens)
               for lam in sweep_lams}
-split = {lam: logit_variance_split(r[0], val_tokens.to(dev)) for lam, r in sweep_runs.items()}
+split = {lam: logit_variance_split(r[0], val_tokens.to(dev))
+         for lam, r in sweep_runs.items()}
 split_shipped = logit_variance_split(best_model, val_tokens.to(dev))
 shipped_steps = pretrained.info("comae", PROFILE.pretrain, shipped_dir)["steps"]
 fraction = P.steps / shipped_steps
@@ -548,15 +587,19 @@ fraction = P.steps / shipped_steps
 # %%
 SPLIT_KEYS = ("position", "target", "targetxposition", "image_specific")
 display(Markdown(markdown_table(
-    ["$L_c$ weight", "steps", "planted mirror (median of seeds)", "mirrored Fashion-MNIST",
+    ["$L_c$ weight", "steps", "planted mirror (median of seeds)",
+     "mirrored Fashion-MNIST",
      *(f"share: {k.replace('x', ' × ').replace('_', '-')}" for k in SPLIT_KEYS)],
     [*([lam, P.steps, f"{np.median(planted[lam]):.0%}" if lam in planted else "–",
-        f"{fm_mirror[lam]:.0%}" if lam in fm_mirror else "–", *(f"{split[lam][k]:.1%}" for k in SPLIT_KEYS)]
+        f"{fm_mirror[lam]:.0%}" if lam in fm_mirror else "–",
+        *(f"{split[lam][k]:.1%}" for k in SPLIT_KEYS)]
        for lam in sweep_lams),
-     [f"shipped ({shipped_lambda})", f"{shipped_steps:,}", "–", "–", *(f"{split_shipped[k]:.1%}" for k in SPLIT_KEYS)]])
-    + f"\n\nThe sweep's runs are {fraction:.1%} of the shipped CoMAE's length (first seed; validation images). "
-      "The shares are of the variance of f's logits over images, targets and positions; the image-specific share "
-      "adds the image's main effect and its interactions."))
+     [f"shipped ({shipped_lambda})", f"{shipped_steps:,}", "–", "–",
+      *(f"{split_shipped[k]:.1%}" for k in SPLIT_KEYS)]])
+    + f"\n\nThe sweep's runs are {fraction:.1%} of the shipped CoMAE's length "
+      "(first seed; validation images). The shares are of the variance of f's logits "
+      "over images, targets and positions; the image-specific share adds the image's "
+      "main effect and its interactions."))
 
 # %% [markdown]
 # **The temperature of Eq. 6 can only shrink.** The positive pair of each row of $L_c$ is a mask
@@ -591,13 +634,14 @@ taus = np.geomspace(min(tau_path[with_lc][1]) / 2, max(tau_path[with_lc][1]), 12
 
 
 def lc_at(tau: float) -> dict:
-    """L_c, its gradient norm on the masks and dL_c/dlog(tau), for the fixed masks w_k."""
+    """L_c, its gradient norm on the masks and dL_c/dlog(tau), for the fixed masks
+    w_k."""
     wv = w_k.clone().requires_grad_(True)
     lt = torch.tensor(float(tau), requires_grad=True)
     loss_c = contrastive_loss(wv, t_idx, lt)
     g_w, g_t = torch.autograd.grad(loss_c, (wv, lt))
-    return {"tau": float(tau), "L_c": float(loss_c.detach()), "grad_norm": float(g_w.norm()),
-            "dL_dlog_tau": float(g_t) * float(tau)}
+    return {"tau": float(tau), "L_c": float(loss_c.detach()),
+            "grad_norm": float(g_w.norm()), "dL_dlog_tau": float(g_t) * float(tau)}
 
 
 lc_curve = [lc_at(tau) for tau in taus]
@@ -612,14 +656,17 @@ right.plot(taus, [r["grad_norm"] for r in lc_curve], "s-", ms=3, color="C1",
 right.set_ylabel("gradient norm on the masks", color="C1")
 axes[1].set_ylabel("$L_c$", color="C0")
 axes[1].set_xlabel("temperature $\\tau$")
-fig.legend(handles=axes[1].get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0],
+fig.legend(handles=(axes[1].get_legend_handles_labels()[0]
+                    + right.get_legend_handles_labels()[0]),
            loc="outside lower right", ncol=3, fontsize=8)
 for ax in axes:
     ax.grid(alpha=0.3)
 plt.show()
 shrinks = all(r["dL_dlog_tau"] >= 0 for r in lc_curve)
-print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} (smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
-      f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} at weight {with_lc}")
+print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} "
+      f"(smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
+      f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} "
+      f"at weight {with_lc}")
 
 
 # %% tags=["remove-input"]
@@ -660,9 +707,11 @@ long_pair = {"comae": pretrained.info("comae", PROFILE.pretrain, shipped_dir),
              "comae0": pretrained.info("comae0", PROFILE.pretrain, shipped_dir)}
 fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
 viz.eval_panels({lam_label(meta["config"]["comae"]["lambda_c"]):
-                 [[r for r in pretrained.curve(name, PROFILE.pretrain, shipped_dir) if r.get("eval")]]
+                 [[r for r in pretrained.curve(name, PROFILE.pretrain, shipped_dir)
+                   if r.get("eval")]]
                  for name, meta in long_pair.items()},
-                ("val_L_r", "val_H_mask"), axes, ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
+                ("val_L_r", "val_H_mask"), axes,
+                ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
 plt.show()
 
 # %% tags=["remove-input"]

@@ -87,7 +87,8 @@ from copkit.tokens import GRID, PATCH, object_patches, patchify, random_orders
 
 PROFILE, R, dev = book.profile, book.profile.rank, book.device
 comae, comae_hash = pretrained.base(PROFILE, "comae", data_dir, dev)
-print(f"profile={PROFILE.name}; device={dev}; the shipped CoMAE {comae_hash[:8]} (make pretrain)")
+print(f"profile={PROFILE.name}; device={dev}; "
+      f"the shipped CoMAE {comae_hash[:8]} (make pretrain)")
 
 # %% [markdown]
 # ## The graphs
@@ -103,7 +104,8 @@ masks = comae.masks(tokens.to(dev)).cpu().double()
 mask_seconds = time.perf_counter() - t0
 N = masks.shape[-1]
 orders = collapse_order(masks)
-print(f"{R.images} images: masks {tuple(masks.shape)} in {mask_seconds:.1f} s, orders {tuple(orders.shape)}")
+print(f"{R.images} images: masks {tuple(masks.shape)} in {mask_seconds:.1f} s, "
+      f"orders {tuple(orders.shape)}")
 
 g = torch.Generator().manual_seed(seed)
 random_graphs = torch.rand(R.random_graphs, N, N, generator=g, dtype=torch.float64)
@@ -118,8 +120,8 @@ axes[1].set_xlabel("patch j (relied on)")
 axes[1].set_ylabel("target i")
 axes[1].set_title("$A_{ij} = w_{ij}$", fontsize=9)
 fig.colorbar(im, ax=axes[1], fraction=0.046, label="mask value")
-viz.token_map(pagerank(masks[i0]).scores, (GRID, GRID), axes[2], image=test_x[i0], cmap="magma", alpha=0.7,
-              colorbar="score", title="PageRank score")
+viz.token_map(pagerank(masks[i0]).scores, (GRID, GRID), axes[2], image=test_x[i0],
+              cmap="magma", alpha=0.7, colorbar="score", title="PageRank score")
 plt.show()
 
 # %% tags=["remove-input"]
@@ -160,35 +162,46 @@ def proof_checks(a: torch.Tensor, c: float = 0.85, terms: int = 120) -> dict:
     beta = torch.full(a.shape[:2], 1.0 / a.shape[-1], dtype=a.dtype)
     pt = p + beta.unsqueeze(-1) * dangling.unsqueeze(-2).to(a.dtype)
     eye = torch.eye(a.shape[-1], dtype=a.dtype)
-    exact = torch.linalg.solve(eye - c * pt, beta.unsqueeze(-1)).squeeze(-1)  # (I - cP)^-1 beta
+    # (I - cP)^-1 beta
+    exact = torch.linalg.solve(eye - c * pt, beta.unsqueeze(-1)).squeeze(-1)
     partial, term, errors = torch.zeros_like(beta), beta.clone(), []
     for _ in range(terms):
         partial = partial + term
         term = c * torch.einsum("bij,bj->bi", pt, term)
-        errors.append(float(((partial - exact).abs().sum(-1) / exact.abs().sum(-1)).max()))
-    fixed_point = float((exact - (beta + c * torch.einsum("bij,bj->bi", pt, exact))).abs().max())
+        relative_error = (partial - exact).abs().sum(-1) / exact.abs().sum(-1)
+        errors.append(float(relative_error.max()))
+    one_step = beta + c * torch.einsum("bij,bj->bi", pt, exact)
+    fixed_point = float((exact - one_step).abs().max())
     power = pagerank(a, damping=c, tol=1e-13).scores
     eq15 = float(((1 - c) * exact - power).abs().max())
     scaled = torch.linalg.solve(eye - c * pt, 10 * beta.unsqueeze(-1)).squeeze(-1)
-    same_order = float((torch.sort(-scaled, stable=True).indices == torch.sort(-exact, stable=True).indices).all(-1).double().mean())
-    return {"errors": errors, "fixed_point_residual": fixed_point, "eq15_max_abs_diff": eq15,
-            "order_unchanged_by_10x_beta": same_order}
+    scaled_ranking = torch.sort(-scaled, stable=True).indices
+    exact_ranking = torch.sort(-exact, stable=True).indices
+    same_order = float((scaled_ranking == exact_ranking).all(-1).double().mean())
+    return {"errors": errors, "fixed_point_residual": fixed_point,
+            "eq15_max_abs_diff": eq15, "order_unchanged_by_10x_beta": same_order}
 
 
-checks = {"CoMAE graphs": proof_checks(masks), "random graphs": proof_checks(random_graphs)}
+checks = {"CoMAE graphs": proof_checks(masks),
+          "random graphs": proof_checks(random_graphs)}
 nx_diff = 0.0
 for a in masks[:20]:
-    gnx = nx.from_numpy_array(a.numpy(), create_using=nx.DiGraph)  # edge i -> j with weight A_ij
+    # edge i -> j with weight A_ij
+    gnx = nx.from_numpy_array(a.numpy(), create_using=nx.DiGraph)
     ref = nx.pagerank(gnx, alpha=0.85, tol=1e-13, max_iter=10000)
-    nx_diff = max(nx_diff, float(np.abs(pagerank(a, tol=1e-13).scores.numpy() - np.array([ref[i] for i in range(N)])).max()))
+    copkit_scores = pagerank(a, tol=1e-13).scores.numpy()
+    networkx_scores = np.array([ref[i] for i in range(N)])
+    nx_diff = max(nx_diff, float(np.abs(copkit_scores - networkx_scores).max()))
 
 fig, ax = plt.subplots(figsize=(5.2, 3.3))
 for name, ch in checks.items():
-    ax.semilogy(np.arange(1, len(ch["errors"]) + 1), np.maximum(ch["errors"], 1e-17), label=name)
+    ax.semilogy(np.arange(1, len(ch["errors"]) + 1), np.maximum(ch["errors"], 1e-17),
+                label=name)
 ax.semilogy(np.arange(1, 121), 0.85 ** np.arange(1, 121), "k:", label="$c^T$")
 ax.set_xlabel("terms T of the Neumann series")
 ax.set_ylabel("relative L1 error (worst graph)")
-ax.set_title("Eq. 11: partial sums converge to $(I - c\\tilde P)^{-1}\\beta$", fontsize=9)
+ax.set_title("Eq. 11: partial sums converge to $(I - c\\tilde P)^{-1}\\beta$",
+             fontsize=9)
 ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
 plt.show()
@@ -210,20 +223,24 @@ display(Markdown(markdown_table(["check", "CoMAE graphs", "random graphs"], rows
 # $\tau$ is close to 1, the walk adds little beyond this one step on these graphs.
 
 # %%
-rc = torch.stack(torch.meshgrid(torch.arange(7.0), torch.arange(7.0), indexing="ij"), -1).reshape(-1, 2)
+rows_cols = torch.meshgrid(torch.arange(7.0), torch.arange(7.0), indexing="ij")
+rc = torch.stack(rows_cols, -1).reshape(-1, 2)
 centre = torch.exp(-((rc - 3.0) ** 2).sum(-1) / 8.0)
 variants = {"damping 0.5": dict(damping=0.5), "damping 0.99": dict(damping=0.99),
             "teleport towards the centre": dict(teleport=centre)}
 sensitivity = {}
 for name, kw in variants.items():
     other = collapse_order(masks, **kw)
-    taus = [kendalltau(ranks(orders[b]).numpy(), ranks(other[b]).numpy()).statistic for b in range(min(200, len(masks)))]
+    taus = [kendalltau(ranks(orders[b]).numpy(), ranks(other[b]).numpy()).statistic
+            for b in range(min(200, len(masks)))]
     sensitivity[name] = summary(taus)
-# Does PageRank add anything beyond in-degree on these graphs? The order by each patch's column
-# mean of A (how much the other targets rely on it, one step of the walk), against PageRank's.
+# Does PageRank add anything beyond in-degree on these graphs? The order by each
+# patch's column mean of A (how much the other targets rely on it, one step of the
+# walk), against PageRank's.
 in_degree = torch.sort(-masks.mean(-2), dim=-1, stable=True).indices
 sensitivity["no PageRank: order by the column mean of A"] = summary(
-    [kendalltau(ranks(orders[b]).numpy(), ranks(in_degree[b]).numpy()).statistic for b in range(min(200, len(masks)))])
+    [kendalltau(ranks(orders[b]).numpy(), ranks(in_degree[b]).numpy()).statistic
+     for b in range(min(200, len(masks)))])
 display(Markdown(markdown_table(["change", "Kendall τ vs default order"],
                                 [[k, mean_sd(v, 3)] for k, v in sensitivity.items()])))
 
@@ -250,7 +267,8 @@ display(Markdown(markdown_table(["change", "Kendall τ vs default order"],
 train_x, _ = load_fashion_mnist("train", limit=PROFILE.entropy.fit_images)
 gauss = GaussianTokens.fit(patchify(train_x, PATCH))
 h0 = gauss.marginal_entropies()
-given = gauss.conditional_entropy(torch.eye(N, dtype=torch.bool))  # [j, i] = H(e_i | e_j)
+# [j, i] = H(e_i | e_j)
+given = gauss.conditional_entropy(torch.eye(N, dtype=torch.bool))
 influence = (h0.unsqueeze(0) - given).T.clone()  # [i, j] = I(e_i; e_j)
 influence.fill_diagonal_(0.0)
 exact_order = collapse_order(influence)
@@ -278,15 +296,21 @@ def gap(a: float) -> float:
 
 
 rows = [[k, f"{a:.1f}", f"{gap(a):.2f}"] for k, a in sorted(
-    {**areas, "random (mean)": rand_area["mean"], "CoMAE per-image orders (mean)": per_image_area["mean"]}.items(),
+    {**areas, "random (mean)": rand_area["mean"],
+     "CoMAE per-image orders (mean)": per_image_area["mean"]}.items(),
     key=lambda kv: kv[1])]
-display(Markdown(markdown_table(["order", "area (nats)", "gap (0 greedy, 1 random)"], rows) + f"\n\nrandom: {rand_area['n']} orders, sd {rand_area['std']:.1f}; CoMAE per-image: "
-                 f"{per_image_area['n']} test images, sd {per_image_area['std']:.1f}."))
+display(Markdown(
+    markdown_table(["order", "area (nats)", "gap (0 greedy, 1 random)"], rows)
+    + f"\n\nrandom: {rand_area['n']} orders, sd {rand_area['std']:.1f}; "
+    f"CoMAE per-image: {per_image_area['n']} test images, "
+    f"sd {per_image_area['std']:.1f}."))
 
 # %% mystnb={"figure": {"caption": "Prefix curves on the exact Gaussian model of Chapter 1: the greedy order, PageRank on the exact influence graph and on the mean CoMAE graph, raster, ascending PageRank and random orders.", "name": "fig-ch3-optimality"}, "image": {"alt": "Line plot of the entropy left against the fraction of patches observed; the greedy order and PageRank on the exact influence graph lie lowest, the ascending order highest."}}
 fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.8), layout="constrained")
-viz.prefix_curves({"random": rand_curves, **{k: curves[k] for k in ["greedy (exact, step by step)", "PageRank, exact influence graph",
-                   "PageRank, mean CoMAE graph", "raster", "PageRank ascending, exact influence"]}}, ax)
+orders_drawn = ["greedy (exact, step by step)", "PageRank, exact influence graph",
+                "PageRank, mean CoMAE graph", "raster",
+                "PageRank ascending, exact influence"]
+viz.prefix_curves({"random": rand_curves, **{k: curves[k] for k in orders_drawn}}, ax)
 ax.set_title("Prefix curves on the exact Gaussian model", fontsize=10)
 plt.show()
 
@@ -327,12 +351,15 @@ for _ in range(R.submodularity_triples):
     s_size = int(rng.integers(0, N - 2))
     t_size = int(rng.integers(s_size + 1, N - 1))
     j = perm[-1]
-    for store, members in ((masks_s, perm[:s_size]), (masks_sj, np.r_[perm[:s_size], j]),
-                           (masks_t, perm[:t_size]), (masks_tj, np.r_[perm[:t_size], j])):
+    for store, members in ((masks_s, perm[:s_size]),
+                           (masks_sj, np.r_[perm[:s_size], j]),
+                           (masks_t, perm[:t_size]),
+                           (masks_tj, np.r_[perm[:t_size], j])):
         m = torch.zeros(N, dtype=torch.bool)
         m[torch.as_tensor(members, dtype=torch.long)] = True
         store.append(m)
-hc = {k: torch.cat([gauss.collapse_entropy(torch.stack(v[i:i + 64])) for i in range(0, len(v), 64)])
+hc = {k: torch.cat([gauss.collapse_entropy(torch.stack(v[i:i + 64]))
+                    for i in range(0, len(v), 64)])
       for k, v in (("S", masks_s), ("Sj", masks_sj), ("T", masks_t), ("Tj", masks_tj))}
 gain_s, gain_t = hc["S"] - hc["Sj"], hc["T"] - hc["Tj"]
 violation_rate = float((gain_t > gain_s + 1e-9).double().mean())
@@ -346,9 +373,11 @@ for k in (0, 5, 10, 20):
     trial = observed.repeat(len(free), 1)
     trial[torch.arange(len(free)), free] = True
     gains = gauss.collapse_entropy(observed) - gauss.collapse_entropy(trial)
-    assumption1[k] = float(spearmanr(gains.numpy(), scores_exact[free].numpy()).statistic)
-print(f"submodularity violated (gain grows with the observed set) in {violation_rate:.1%} of "
-      f"{R.submodularity_triples} triples; negative gains (non-monotone) in {negative_rate:.1%}")
+    correlation = spearmanr(gains.numpy(), scores_exact[free].numpy())
+    assumption1[k] = float(correlation.statistic)
+print("submodularity violated (gain grows with the observed set) "
+      f"in {violation_rate:.1%} of {R.submodularity_triples} triples; "
+      f"negative gains (non-monotone) in {negative_rate:.1%}")
 print("Assumption 1, Spearman(exact gain, PageRank score) after k greedy patches: "
       + ", ".join(f"k={k}: {v:.2f}" for k, v in assumption1.items()))
 
@@ -368,14 +397,18 @@ for theta in (0.5, 0.7, 0.9):
     e = masks > theta
     mutual = (e & e.transpose(1, 2) & off).sum((1, 2)).double()
     edges = (e & off).sum((1, 2)).double().clamp_min(1)
-    acyclic = np.mean([nx.is_directed_acyclic_graph(nx.from_numpy_array((e[b] & off).numpy().astype(float),
-                                                                         create_using=nx.DiGraph))
-                       for b in range(min(200, len(masks)))])
-    dag[theta] = {"mutual_share": float((mutual / edges).mean()), "edges_per_graph": float(edges.mean()),
+    graphs = [nx.from_numpy_array((e[b] & off).numpy().astype(float),
+                                  create_using=nx.DiGraph)
+              for b in range(min(200, len(masks)))]
+    acyclic = np.mean([nx.is_directed_acyclic_graph(graph) for graph in graphs])
+    dag[theta] = {"mutual_share": float((mutual / edges).mean()),
+                  "edges_per_graph": float(edges.mean()),
                   "acyclic_share": float(acyclic)}
 display(Markdown(markdown_table(
-    ["threshold", "edges per graph", "share of edges that are mutual", "share of graphs acyclic"],
-    [[t, f"{v['edges_per_graph']:.0f}", f"{v['mutual_share']:.2f}", f"{v['acyclic_share']:.2f}"] for t, v in dag.items()])))
+    ["threshold", "edges per graph", "share of edges that are mutual",
+     "share of graphs acyclic"],
+    [[t, f"{v['edges_per_graph']:.0f}", f"{v['mutual_share']:.2f}",
+      f"{v['acyclic_share']:.2f}"] for t, v in dag.items()])))
 
 # %% [markdown]
 # (ch3-fig4)=
@@ -390,7 +423,8 @@ display(Markdown(markdown_table(
 fig, axes = viz.panel_grid(2, 5)
 shown = [int((test_y == c).nonzero()[0]) for c in range(10)]
 for c, ax in enumerate(axes.flat):
-    viz.draw_collapse(test_x[shown[c]], orders[shown[c]], (GRID, GRID), top=11, ax=ax, title=CLASSES[c])
+    viz.draw_collapse(test_x[shown[c]], orders[shown[c]], (GRID, GRID), top=11, ax=ax,
+                      title=CLASSES[c])
 plt.show()
 
 
@@ -409,12 +443,15 @@ display(Markdown(shown_orders_text(orders[shown], "orders drawn, one per class,"
 
 # %%
 photo_comae, photo_hash = pretrained.base(PROFILE, "comae_photo", data_dir, dev)
-photo_plan = pretrained.plan("comae_photo", PROFILE.pretrain)  # its held-out crops (another seed than its training)
-print(f"the shipped photo CoMAE {photo_hash[:8]}: {photo_plan.tag['crops']:,} crops of {', '.join(photo_plan.tag['photos'])}")
+# its held-out crops (another seed than its training)
+photo_plan = pretrained.plan("comae_photo", PROFILE.pretrain)
+print(f"the shipped photo CoMAE {photo_hash[:8]}: {photo_plan.tag['crops']:,} crops of "
+      f"{', '.join(photo_plan.tag['photos'])}")
 
 # %% mystnb={"figure": {"caption": "Collapse orders of ten held-out photo crops, from a CoMAE trained on crops of scikit-image's photos.", "name": "fig-ch3-photo-orders"}, "image": {"alt": "Ten grey crops of photographs, each with circles and a line marking the first eleven patches of its order."}}
 held_out = photo_plan.test[0][:10]
-photo_orders = collapse_order(photo_comae.masks(patchify(held_out, PATCH).to(dev)).cpu().double())
+photo_masks = photo_comae.masks(patchify(held_out, PATCH).to(dev)).cpu().double()
+photo_orders = collapse_order(photo_masks)
 fig, axes = viz.panel_grid(2, 5, title_lines=0)
 for k, ax in enumerate(axes.flat):
     viz.draw_collapse(held_out[k], photo_orders[k], (GRID, GRID), top=11, ax=ax)
@@ -431,11 +468,15 @@ display(Markdown(shown_orders_text(photo_orders, "photo crops' orders")))
 # %%
 shares = logit_variance_split(comae, tokens[:256].to(dev))
 display(Markdown(
-    f"Of the variance of this CoMAE's selector logits over {min(256, len(tokens))} test images, their targets and "
-    f"positions, {shares['position']:.0%} is the position alone, {shares['targetxposition']:.0%} the target and "
-    f"position together (one fixed set of masks for every image), and {shares['image_specific']:.0%} involves the "
-    "image (the split is defined in [Chapter 2](02_comae.ipynb), section *Diagnostics*): the orders inherit "
-    + ("mostly the shared part." if shares["image_specific"] < 0.5 else "mostly the image-specific part.")))
+    "Of the variance of this CoMAE's selector logits over "
+    f"{min(256, len(tokens))} test images, their targets and positions, "
+    f"{shares['position']:.0%} is the position alone, "
+    f"{shares['targetxposition']:.0%} the target and position together "
+    f"(one fixed set of masks for every image), and {shares['image_specific']:.0%} "
+    "involves the image (the split is defined in [Chapter 2](02_comae.ipynb), "
+    "section *Diagnostics*): the orders inherit "
+    + ("mostly the shared part." if shares["image_specific"] < 0.5
+       else "mostly the image-specific part.")))
 
 # %% [markdown]
 #
@@ -447,14 +488,17 @@ display(Markdown(
 
 # %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 5: for each class, how often each patch (rows, raster index) lands at each position of the collapse order (columns, first on the left); the colour is the share of the class's images, brightest from one half up.", "name": "fig-ch3-fig5"}, "image": {"alt": "Ten heat maps, one per class, of patch index against position in the order; bright cells mark patches that often come at that position."}}
 fig, axes = viz.panel_grid(2, 5, colorbar=True, sharex=True, sharey=True)
-first_share = []  # per class: (the most common first patch, the share of the class's images it starts)
+# per class: (the most common first patch, the share of the class's images it starts)
+first_share = []
 for c, ax in enumerate(axes.flat):
     oc = orders[test_y == c]
     counts = torch.zeros(N, N)
-    counts.index_put_((oc.reshape(-1), torch.arange(N).repeat(len(oc))), torch.ones(oc.numel()), accumulate=True)
+    counts.index_put_((oc.reshape(-1), torch.arange(N).repeat(len(oc))),
+                      torch.ones(oc.numel()), accumulate=True)
     ax.imshow(counts / max(1, len(oc)), cmap="magma", aspect="auto", vmin=0, vmax=0.5)
     ax.set_title(f"{CLASSES[c]} ({len(oc)})", fontsize=9)
-    first_share.append((int(counts[:, 0].argmax()), float(counts[:, 0].max() / max(1, len(oc)))))
+    first_share.append((int(counts[:, 0].argmax()),
+                        float(counts[:, 0].max() / max(1, len(oc)))))
 fig.supxlabel("position in the collapse order", fontsize=10)
 fig.supylabel("patch index", fontsize=10)
 viz.shared_colorbar(fig, axes, "share of the images")
@@ -480,16 +524,20 @@ while len(same) < R.kendall_pairs or len(diff) < R.kendall_pairs:
     if len(bucket) < R.kendall_pairs:
         bucket.append(kendalltau(pos[a], pos[b]).statistic)
 tau_same, tau_diff = summary(same), summary(diff)
-# The control for class consistency: is an image's order closer to its own class's mean order (the
-# image itself left out) than to the population's mean order? An order that ignores the image, or
-# one shared by every image, is as close to both, whatever tau between two images says.
+# The control for class consistency: is an image's order closer to its own class's mean
+# order (the image itself left out) than to the population's mean order? An order that
+# ignores the image, or one shared by every image, is as close to both, whatever tau
+# between two images says.
 totals = np.zeros((10, N))
 np.add.at(totals, labels, pos)
 counts_c = np.bincount(labels, minlength=10)[:, None]
-class_mean = (totals[labels] - pos) / np.maximum(counts_c[labels] - 1, 1)  # leave-one-out
+# leave-one-out
+class_mean = (totals[labels] - pos) / np.maximum(counts_c[labels] - 1, 1)
 global_mean = (pos.sum(0) - pos) / (len(pos) - 1)
-tau_class = np.array([kendalltau(pos[i], class_mean[i]).statistic for i in range(len(pos))])
-tau_global = np.array([kendalltau(pos[i], global_mean[i]).statistic for i in range(len(pos))])
+tau_class = np.array([kendalltau(pos[i], class_mean[i]).statistic
+                      for i in range(len(pos))])
+tau_global = np.array([kendalltau(pos[i], global_mean[i]).statistic
+                       for i in range(len(pos))])
 # class-specificity (ours, not the paper's claim): the same image two ways
 t_class = stats.paired(tau_class, tau_global, unit="test images")
 
@@ -500,14 +548,18 @@ asc_share = obj.gather(1, orders.flip(1)[:, :top]).double().mean(1)
 base_share = obj.double().mean(1)  # what a random order's top 22% holds on average
 first_background = float((~obj.gather(1, orders[:, :1])).double().mean())
 display(Markdown(markdown_table(["measure", "value"], [
-    ["Kendall τ between orders of two images of the same class", f"{mean_sd(tau_same, 3)} ({tau_same['n']} pairs)"],
+    ["Kendall τ between orders of two images of the same class",
+     f"{mean_sd(tau_same, 3)} ({tau_same['n']} pairs)"],
     ["... of different classes", f"{mean_sd(tau_diff, 3)} ({tau_diff['n']} pairs)"],
-    ["Kendall τ between an image's order and its class's mean order", mean_sd(tau_class, 3)],
+    ["Kendall τ between an image's order and its class's mean order",
+     mean_sd(tau_class, 3)],
     ["... and the mean order of all images", mean_sd(tau_global, 3)],
-    ["share of the top 22% patches on the object, collapse order", mean_sd(top_share.numpy(), 3)],
+    ["share of the top 22% patches on the object, collapse order",
+     mean_sd(top_share.numpy(), 3)],
     ["... ascending order (lowest score first)", mean_sd(asc_share.numpy(), 3)],
     ["... a random order (the image's object share)", mean_sd(base_share.numpy(), 3)],
-    ["images whose collapse order starts on a background patch", f"{first_background:.3f}"]])))
+    ["images whose collapse order starts on a background patch",
+     f"{first_background:.3f}"]])))
 
 # %% [markdown]
 # **Do the orders depend on the image?** The paper's chain needs each image's own order. Four
@@ -547,29 +599,39 @@ display(Markdown(markdown_table(["measure, over the test images ranked here", "v
 # measures over all of its images, training and test:
 
 # %%
-all_train, all_test, _ = dataset_orders(PROFILE, data_dir, dev, n_train=R.dataset_images, n_test=R.dataset_images)
+all_train, all_test, _ = dataset_orders(PROFILE, data_dir, dev,
+                                        n_train=R.dataset_images,
+                                        n_test=R.dataset_images)
 all_orders = torch.cat([all_train, all_test])
-all_x = torch.cat([load_fashion_mnist("train", limit=len(all_train))[0], load_fashion_mnist("test", limit=len(all_test))[0]])
+all_x = torch.cat([load_fashion_mnist("train", limit=len(all_train))[0],
+                   load_fashion_mnist("test", limit=len(all_test))[0]])
 all_obj = object_patches(all_x)
 del all_x
 overlap = min(len(all_test), len(orders))
+starts_on_background = ~all_obj.gather(1, all_orders[:, :1])
+equal_to_ours = (all_test[:overlap] == orders[:overlap]).all(1)
 whole = {
     "images": len(all_orders),
     "distinct_orders": len(torch.unique(all_orders, dim=0)),
     "distinct_first_patches": len(torch.unique(all_orders[:, 0])),
     "top22_on_object": float(all_obj.gather(1, all_orders[:, :top]).double().mean()),
     "random_expectation": float(all_obj.double().mean()),
-    "first_patch_on_background": float((~all_obj.gather(1, all_orders[:, :1])).double().mean()),
-    "same_as_this_chapter": float((all_test[:overlap] == orders[:overlap]).all(1).double().mean()),
+    "first_patch_on_background": float(starts_on_background.double().mean()),
+    "same_as_this_chapter": float(equal_to_ours.double().mean()),
 }
-display(Markdown(markdown_table(["measure, over every image of the orders file", "value"], [
-    ["images (training + test)", f"{whole['images']:,}"],
-    ["distinct orders", f"{whole['distinct_orders']:,}"],
-    ["distinct first patches (of 49)", whole["distinct_first_patches"]],
-    ["share of the top 22% patches on the object, collapse order", f"{whole['top22_on_object']:.3f}"],
-    ["... a random order (the images' object share)", f"{whole['random_expectation']:.3f}"],
-    ["orders that start on a background patch", f"{whole['first_patch_on_background']:.3f}"],
-    [f"test orders equal to this chapter's own ({overlap:,} images)", f"{whole['same_as_this_chapter']:.3f}"]])))
+display(Markdown(markdown_table(
+    ["measure, over every image of the orders file", "value"],
+    [["images (training + test)", f"{whole['images']:,}"],
+     ["distinct orders", f"{whole['distinct_orders']:,}"],
+     ["distinct first patches (of 49)", whole["distinct_first_patches"]],
+     ["share of the top 22% patches on the object, collapse order",
+      f"{whole['top22_on_object']:.3f}"],
+     ["... a random order (the images' object share)",
+      f"{whole['random_expectation']:.3f}"],
+     ["orders that start on a background patch",
+      f"{whole['first_patch_on_background']:.3f}"],
+     [f"test orders equal to this chapter's own ({overlap:,} images)",
+      f"{whole['same_as_this_chapter']:.3f}"]])))
 
 # %% [markdown]
 # ## What this chapter found

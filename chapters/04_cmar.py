@@ -107,14 +107,18 @@ from copkit.train import fit
 PROFILE, S, dev = book.profile, book.profile.cmar, book.device
 SEEDS = book.seeds(S.seeds)
 
-train_x, train_y = load_fashion_mnist("train", limit=S.train_images or 55000)  # the last 5,000 are held out
-val_x = load_fashion_mnist("train")[0][55000:]  # held-out training images: the sampler is chosen on them
+# the last 5,000 are held out
+train_x, train_y = load_fashion_mnist("train", limit=S.train_images or 55000)
+# held-out training images: the sampler is chosen on them
+val_x = load_fashion_mnist("train")[0][55000:]
 test_x, test_y = load_fashion_mnist("test")
-train_orders, _, comae_hash = dataset_orders(PROFILE, data_dir, dev, n_train=len(train_x), n_test=0)
+train_orders, _, comae_hash = dataset_orders(PROFILE, data_dir, dev,
+                                             n_train=len(train_x), n_test=0)
 N = train_orders.shape[1]
-data = fashion_mnist_data(len(train_x), comae_hash)  # what names the runs, as train-cmar names them
-print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images with collapse orders from CoMAE "
-      f"{comae_hash[:8]}; seeds {SEEDS}")
+# what names the runs, as train-cmar names them
+data = fashion_mnist_data(len(train_x), comae_hash)
+print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images "
+      f"with collapse orders from CoMAE {comae_hash[:8]}; seeds {SEEDS}")
 
 # %% [markdown]
 # ## What MAR sees and what CMAR sees
@@ -131,12 +135,14 @@ g = torch.Generator().manual_seed(seed)
 hidden_n = masked_count(N, 0.78)  # as MAR.loss hides them
 seen = {"MAR (random)": [], "CMAR (collapse)": []}
 for j, i in enumerate(show):
-    for row, (name, order) in enumerate([("MAR (random)", torch.randperm(N, generator=g)),
-                                         ("CMAR (collapse)", mar_order(train_orders[i][None])[0])]):
+    for row, (name, order) in enumerate([
+            ("MAR (random)", torch.randperm(N, generator=g)),
+            ("CMAR (collapse)", mar_order(train_orders[i][None])[0])]):
         tok = patchify(train_x[i:i + 1], PATCH).clone()
         tok[0, order[:hidden_n]] = 0.0  # mid-grey: hidden
         seen[name].append(set(order[hidden_n:].tolist()))
-        viz.show_image(unpatchify(tok, PATCH, (1, SIDE, SIDE))[0], axes[row, j], title=f"{name}\n{CLASSES[int(train_y[i])]}")
+        viz.show_image(unpatchify(tok, PATCH, (1, SIDE, SIDE))[0], axes[row, j],
+                       title=f"{name}\n{CLASSES[int(train_y[i])]}")
 plt.show()
 
 # %% tags=["remove-input"]
@@ -165,21 +171,25 @@ display(Markdown(
 # %% tags=["remove-stderr"]
 net, net_hash = pretrained.base(PROFILE, "classifier", data_dir, dev)
 with torch.no_grad():
-    test_logits = torch.cat([net(test_x[s:s + 1000].to(dev)).cpu() for s in range(0, len(test_x), 1000)])
+    test_logits = torch.cat([net(test_x[s:s + 1000].to(dev)).cpu()
+                             for s in range(0, len(test_x), 1000)])
 clf_acc = topk_accuracy(test_logits, test_y)
 scores = GenerativeScores(net, test_x)
 floor = {}
 for n in (S.samples, S.sweep_samples):
-    idx = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:n]
+    idx = torch.randperm(len(train_x),
+                         generator=torch.Generator().manual_seed(seed))[:n]
     floor[n] = scores(train_x[idx])
 display(Markdown(f"""
 Feature network: test top-1 accuracy **{clf_acc[1]:.3f}** (top-5 {clf_acc[5]:.3f}).
 
-*The floor*: real training images scored like generated ones. FID has a bias that grows as the
-sample shrinks, so these are the best scores a perfect generator could reach at our sample sizes.
+*The floor*: real training images scored like generated ones. FID has a bias that grows
+as the sample shrinks, so these are the best scores a perfect generator could reach at
+our sample sizes.
 
 """ + markdown_table(["real training images", "FID", "IS", "precision", "recall"],
-                     [[n, f"{v['fid']:.3f}", f"{v['inception_score']:.2f}", f"{v['precision']:.3f}", f"{v['recall']:.3f}"]
+                     [[n, f"{v['fid']:.3f}", f"{v['inception_score']:.2f}",
+                       f"{v['precision']:.3f}", f"{v['recall']:.3f}"]
                       for n, v in floor.items()])))
 
 # %% [markdown]
@@ -202,18 +212,20 @@ sample shrinks, so these are the best scores a perfect generator could reach at 
 base_mar, base_hash = pretrained.base(PROFILE, "mar", data_dir, dev)
 base_info = pretrained.info("mar", PROFILE.pretrain, Path(data_dir) / "pretrained")
 fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 2.8), layout="constrained")
-viz.learning_curve(pretrained.curve("mar", PROFILE.pretrain, Path(data_dir) / "pretrained"), "val_loss", ax,
-                   title=f"base MAR {base_info['file']}")
+base_curve = pretrained.curve("mar", PROFILE.pretrain, Path(data_dir) / "pretrained")
+viz.learning_curve(base_curve, "val_loss", ax, title=f"base MAR {base_info['file']}")
 plt.show()
 
 # %%
 bm = base_info["metrics"]
+base_samples = pretrained.read_config(PROFILE.pretrain)["mar"]["sampling"]["samples"]
 display(Markdown(
     f"The base MAR trained {base_info['epochs']} epochs ({base_info['steps']:,} steps, "
-    f"{base_info['train_seconds'] / 60:.0f} minutes). On {pretrained.read_config(PROFILE.pretrain)['mar']['sampling']['samples']:,} "
-    f"samples the classifier gives the conditioning class to {bm['class_agreement_cfg']:.1%} with CFG and "
-    f"{bm['class_agreement_nocfg']:.1%} without; FID {bm['fid_cfg']:.1f} with CFG against a real-image floor of "
-    f"{bm['fid_floor']:.1f} at that size."))
+    f"{base_info['train_seconds'] / 60:.0f} minutes). On {base_samples:,} samples the "
+    "classifier gives the conditioning class to "
+    f"{bm['class_agreement_cfg']:.1%} with CFG and {bm['class_agreement_nocfg']:.1%} "
+    f"without; FID {bm['fid_cfg']:.1f} with CFG "
+    f"against a real-image floor of {bm['fid_floor']:.1f} at that size."))
 
 # %% [markdown]
 # (ch4-sampler)=
@@ -232,23 +244,35 @@ sampler_fid = {}
 for gen_steps in S.sampler_gen_steps or (S.gen_steps,):
     for diffusion_steps in S.sampler_diffusion_steps or (S.diffusion_steps,):
         for temperature in S.sampler_temperatures or (1.0,):
-            setting = {"gen_steps": gen_steps, "diffusion_steps": diffusion_steps, "temperature": temperature}
-            images = pretrained.generate_with(base_mar, sampler_labels, S.cfg_scale, seed, setting)
-            sampler_fid[gen_steps, diffusion_steps, temperature] = val_scores(images)["fid"]
+            setting = {"gen_steps": gen_steps, "diffusion_steps": diffusion_steps,
+                       "temperature": temperature}
+            images = pretrained.generate_with(base_mar, sampler_labels, S.cfg_scale,
+                                              seed, setting)
+            setting_key = (gen_steps, diffusion_steps, temperature)
+            sampler_fid[setting_key] = val_scores(images)["fid"]
 GEN_STEPS, DIFFUSION_STEPS, TEMPERATURE = min(sampler_fid, key=sampler_fid.get)
-display(Markdown(markdown_table(["generation steps", "diffusion steps", "temperature", "FID on held-out images"],
-                                [[*k, f"{v:.3f}" + (" (chosen)" if k == (GEN_STEPS, DIFFUSION_STEPS, TEMPERATURE) else "")]
-                                 for k, v in sampler_fid.items()])
-                 + f"\n\nThe base MAR, CFG {S.cfg_scale}, {S.sweep_samples} images per setting."))
+chosen = (GEN_STEPS, DIFFUSION_STEPS, TEMPERATURE)
+display(Markdown(
+    markdown_table(["generation steps", "diffusion steps", "temperature",
+                    "FID on held-out images"],
+                   [[*k, f"{v:.3f}" + (" (chosen)" if k == chosen else "")]
+                    for k, v in sampler_fid.items()])
+    + f"\n\nThe base MAR, CFG {S.cfg_scale}, {S.sweep_samples} images per setting."))
 
 # %% tags=["hide-output"]
 runs, curves, run_hash = {}, {}, {}
 for s in SEEDS:
     ft_cfg, ft = from_profile(S, s, phase="finetune")
-    for name, kind in (("MAR", "random"), ("CMAR", "descending"), ("CMAR ascending", "ascending")):
-        run = fit(RECIPE, ft_cfg, ft, MARData(train_x, train_y, kind, train_orders if kind != "random" else None), data,
-                  data_dir, init=(base_hash, base_mar.state_dict()), device=dev, desc=f"{name} seed {s}")
-        runs[(name, s)], curves[(name, s)], run_hash[(name, s)] = run.model, run.metrics, run.hash
+    for name, kind in (("MAR", "random"), ("CMAR", "descending"),
+                       ("CMAR ascending", "ascending")):
+        training_data = MARData(train_x, train_y, kind,
+                                train_orders if kind != "random" else None)
+        run = fit(RECIPE, ft_cfg, ft, training_data, data, data_dir,
+                  init=(base_hash, base_mar.state_dict()), device=dev,
+                  desc=f"{name} seed {s}")
+        runs[(name, s)] = run.model
+        curves[(name, s)] = run.metrics
+        run_hash[(name, s)] = run.hash
 
 # %% mystnb={"figure": {"caption": "Diffusion loss while fine-tuning the base MAR, smoothed, one curve per seed: random order (MAR), descending and ascending collapse orders.", "name": "fig-ch4-training"}, "image": {"alt": "A line plot of the loss against the training step, curves coloured by model."}}
 fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.0), layout="constrained")
@@ -286,29 +310,38 @@ display(Markdown(
 
 # %%
 print("tokens revealed per step:", reveal_schedule(N, GEN_STEPS))
-# the scores depend on the trained runs and the feature network; the sampling settings are in each key
-# "sampler": 2: MAR's last-step CFG scale and respaced steps (older caches scored another sampler)
-scores_id = config_hash({"runs": {f"{n} {s}": h for (n, s), h in run_hash.items()}, "net": net_hash, "sampler": 2})
+# the scores depend on the trained runs and the feature network; the sampling settings
+# are in each key
+# "sampler": 2: MAR's last-step CFG scale and respaced steps (older caches scored
+# another sampler)
+scores_id = config_hash({"runs": {f"{n} {s}": h for (n, s), h in run_hash.items()},
+                         "net": net_hash, "sampler": 2})
 cache_path = Path(data_dir) / "runs" / f"cmar-scores-{scores_id[:8]}.json"
 cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
 
 
 def order_fn(source, descending=True):
     def fn(labels, g):
-        return generation_orders(source, labels, g, N, train_orders, train_y, descending)
+        return generation_orders(source, labels, g, N, train_orders, train_y,
+                                 descending)
     return fn
 
 
 def score(model_name, s, source, scale, n, descending=True, adaptive=False):
-    """Scores of n images of a model run, generated in the given order; cached on disk."""
-    key = json.dumps([model_name, s, source, descending, adaptive, scale, n, GEN_STEPS, DIFFUSION_STEPS, TEMPERATURE])
+    """Scores of n images of a model run, generated in the given order; cached on
+    disk."""
+    key = json.dumps([model_name, s, source, descending, adaptive, scale, n,
+                      GEN_STEPS, DIFFUSION_STEPS, TEMPERATURE])
     if key not in cache:
         model = runs[(model_name, s)]
         labels = torch.arange(n) % 10
         adapt = adaptive_collapse(comae) if adaptive else None
-        images = generate(model, labels, order_fn(source, descending), seed=1000 + s, steps=GEN_STEPS,
-                          diffusion_steps=DIFFUSION_STEPS, cfg_scale=scale, temperature=TEMPERATURE, adapt=adapt,
-                          desc=f"{model_name} s{s} {source}{' adaptive' if adaptive else ''} cfg {scale}")
+        progress_label = (f"{model_name} s{s} {source}"
+                          f"{' adaptive' if adaptive else ''} cfg {scale}")
+        images = generate(model, labels, order_fn(source, descending), seed=1000 + s,
+                          steps=GEN_STEPS, diffusion_steps=DIFFUSION_STEPS,
+                          cfg_scale=scale, temperature=TEMPERATURE, adapt=adapt,
+                          desc=progress_label)
         cache[key] = scores(images)
         atomic_write_json(cache_path, cache)
     return cache[key]
@@ -341,9 +374,11 @@ SETUPS = {"MAR": ("MAR", "random", True), "MAR+C": ("MAR", "class-image", True),
 
 # %% tags=["remove-stderr"]
 rows = {}
-for label, source, adaptive in (("(a) class mean", "class-mean", False), ("(b) training image", "class-image", False),
-                                 ("(c) adaptive", "class-image", True)):
-    rows[label] = [score("CMAR", s, source, S.cfg_scale, S.sweep_samples, adaptive=adaptive) for s in SEEDS]
+for label, source, adaptive in (("(a) class mean", "class-mean", False),
+                                ("(b) training image", "class-image", False),
+                                ("(c) adaptive", "class-image", True)):
+    rows[label] = [score("CMAR", s, source, S.cfg_scale, S.sweep_samples,
+                         adaptive=adaptive) for s in SEEDS]
 
 
 SCORES = ["FID", "IS", "precision", "recall"]
@@ -355,8 +390,11 @@ def score_cells(vals: list[dict]) -> list[str]:
             (("fid", 3), ("inception_score", 2), ("precision", 3), ("recall", 3))]
 
 
-display(Markdown(f"CMAR, CFG {S.cfg_scale}, {S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds\n\n"
-                 + markdown_table(["order at generation", *SCORES], [[k, *score_cells(v)] for k, v in rows.items()])))
+display(Markdown(
+    f"CMAR, CFG {S.cfg_scale}, {S.sweep_samples} images per seed, "
+    f"mean ± sd over {len(SEEDS)} seeds\n\n"
+    + markdown_table(["order at generation", *SCORES],
+                     [[k, *score_cells(v)] for k, v in rows.items()])))
 order_choice = {k: summary([x["fid"] for x in v]) for k, v in rows.items()}
 
 # %% [markdown]
@@ -368,24 +406,30 @@ order_choice = {k: summary([x["fid"] for x in v]) for k, v in rows.items()}
 # Inception features, one run each) are beside ours for the direction of each difference only.
 
 # %% tags=["remove-stderr"]
-PAPER_T2 = {"MAR": {"fid": 7.114, "is": 194.50, "pre": 0.784, "rec": 0.571, "fid_cfg": 5.997, "is_cfg": 281.48,
-                    "pre_cfg": 0.822, "rec_cfg": 0.571},
-            "MAR+C": {"fid": 7.173, "is": 193.80, "pre": 0.788, "rec": 0.568, "fid_cfg": 5.956, "is_cfg": 284.78,
-                      "pre_cfg": 0.826, "rec_cfg": 0.566},
-            "CMAR": {"fid": 7.213, "is": 190.92, "pre": 0.781, "rec": 0.572, "fid_cfg": 5.928, "is_cfg": 280.55,
-                     "pre_cfg": 0.818, "rec_cfg": 0.576}}
+PAPER_T2 = {
+    "MAR": {"fid": 7.114, "is": 194.50, "pre": 0.784, "rec": 0.571,
+            "fid_cfg": 5.997, "is_cfg": 281.48, "pre_cfg": 0.822, "rec_cfg": 0.571},
+    "MAR+C": {"fid": 7.173, "is": 193.80, "pre": 0.788, "rec": 0.568,
+              "fid_cfg": 5.956, "is_cfg": 284.78, "pre_cfg": 0.826, "rec_cfg": 0.566},
+    "CMAR": {"fid": 7.213, "is": 190.92, "pre": 0.781, "rec": 0.572,
+             "fid_cfg": 5.928, "is_cfg": 280.55, "pre_cfg": 0.818, "rec_cfg": 0.576},
+}
 table2 = {}
 for name in ("MAR", "MAR+C", "CMAR"):
     run, source, desc_ = SETUPS[name]
-    table2[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS] for c in (1.0, S.cfg_scale)}
+    table2[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS]
+                    for c in (1.0, S.cfg_scale)}
 lines = []
 for name, by_cfg in table2.items():
     p = PAPER_T2.get(name)
     for scale, vals in by_cfg.items():
-        paper = "" if p is None else (f"{p['fid']:.3f} / {p['is']:.1f}" if scale == 1.0 else f"{p['fid_cfg']:.3f} / {p['is_cfg']:.1f}")
-        lines.append([name, "none" if scale == 1.0 else scale, *score_cells(vals), paper])
+        paper = "" if p is None else (f"{p['fid']:.3f} / {p['is']:.1f}" if scale == 1.0
+                                      else f"{p['fid_cfg']:.3f} / {p['is_cfg']:.1f}")
+        cfg_cell = "none" if scale == 1.0 else scale
+        lines.append([name, cfg_cell, *score_cells(vals), paper])
 display(Markdown(f"{S.samples} images per seed and setting, {len(SEEDS)} seeds "
-                 f"({S.samples * len(SEEDS) * 2} images per model); floor at this size: FID {floor[S.samples]['fid']:.3f}\n\n"
+                 f"({S.samples * len(SEEDS) * 2} images per model); "
+                 f"floor at this size: FID {floor[S.samples]['fid']:.3f}\n\n"
                  + markdown_table(["model", "CFG", *SCORES, "paper FID / IS"], lines)))
 
 # %% [markdown]
@@ -396,19 +440,22 @@ display(Markdown(f"{S.samples} images per seed and setting, {len(SEEDS)} seeds "
 table3 = {}
 for name in ("MAR", "MAR+C", "CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
-    table3[name] = {c: [score(run, s, source, c, S.sweep_samples, desc_) for s in SEEDS] for c in S.cfg_scales}
+    table3[name] = {c: [score(run, s, source, c, S.sweep_samples, desc_) for s in SEEDS]
+                    for c in S.cfg_scales}
 fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 3.0), layout="constrained")
 for i, (name, by_cfg) in enumerate(table3.items()):
     xs = np.array(S.cfg_scales) + (i - 1.5) * 0.03
     for ax, key in zip(axes, ("fid", "inception_score")):
         m = [summary([v[key] for v in by_cfg[c]]) for c in S.cfg_scales]
-        ax.errorbar(xs, [x["mean"] for x in m], [x["std"] for x in m], marker="o", capsize=3, label=name)
+        ax.errorbar(xs, [x["mean"] for x in m], [x["std"] for x in m], marker="o",
+                    capsize=3, label=name)
 axes[0].set_ylabel("FID (lower is better)")
 axes[1].set_ylabel("Inception Score (classifier)")
 for ax in axes:
     ax.set_xlabel("CFG scale")
 axes[0].legend(fontsize=8)
-fig.suptitle(f"{S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds", fontsize=10)
+fig.suptitle(f"{S.sweep_samples} images per seed, mean ± sd over {len(SEEDS)} seeds",
+             fontsize=10)
 plt.show()
 
 # %% tags=["remove-input"]
@@ -421,11 +468,15 @@ display(Markdown("What to see: the FID is lowest at CFG "
 table4 = {}
 for name in ("CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
-    table4[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS] for c in (1.0, S.cfg_scale)}
-display(Markdown("Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.27; descending FID 5.928, IS 280.55)\n\n"
-                 + markdown_table(["order", "CFG", *SCORES],
-                                  [["descending" if n == "CMAR" else "ascending", "none" if c == 1.0 else c, *score_cells(v)]
-                                   for n, by in table4.items() for c, v in by.items()])))
+    table4[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS]
+                    for c in (1.0, S.cfg_scale)}
+display(Markdown(
+    "Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.27; "
+    "descending FID 5.928, IS 280.55)\n\n"
+    + markdown_table(["order", "CFG", *SCORES],
+                     [["descending" if n == "CMAR" else "ascending",
+                       "none" if c == 1.0 else c, *score_cells(v)]
+                      for n, by in table4.items() for c, v in by.items()])))
 
 # %% [markdown]
 # ## Samples
@@ -437,9 +488,10 @@ grid_labels = torch.arange(10).repeat_interleave(8)
 shown_samples = {}
 for name in ("MAR", "MAR+C", "CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
-    shown_samples[name] = generate(runs[(run, SEEDS[0])], grid_labels, order_fn(source, desc_), seed=7, steps=GEN_STEPS,
-                                   diffusion_steps=DIFFUSION_STEPS, cfg_scale=S.cfg_scale, temperature=TEMPERATURE,
-                                   progress=False).cpu()
+    generated = generate(runs[(run, SEEDS[0])], grid_labels, order_fn(source, desc_),
+                         seed=7, steps=GEN_STEPS, diffusion_steps=DIFFUSION_STEPS,
+                         cfg_scale=S.cfg_scale, temperature=TEMPERATURE, progress=False)
+    shown_samples[name] = generated.cpu()
 fig = viz.sample_grid(shown_samples, grid_labels, CLASSES, per_class=8)
 plt.show()
 
@@ -471,16 +523,20 @@ for name in ("MAR", "CMAR"):
     g = torch.Generator(device=dev).manual_seed(11)
     orders = order_fn(source, desc_)(snap_labels.to(dev), g)
     frames = []
-    model.sample(snap_labels.to(dev), orders, GEN_STEPS, S.cfg_scale, temperature=TEMPERATURE,
-                 diffusion_steps=DIFFUSION_STEPS, generator=g,
-                 callback=lambda s_, t, o, m, add=frames.append: add(unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
+    model.sample(snap_labels.to(dev), orders, GEN_STEPS, S.cfg_scale,
+                 temperature=TEMPERATURE, diffusion_steps=DIFFUSION_STEPS, generator=g,
+                 callback=lambda s_, t, o, m, add=frames.append: add(
+                     unpatchify(t, PATCH, (1, SIDE, SIDE)).clamp(-1, 1).cpu()))
     snaps[name] = torch.stack(frames)  # (steps, 4, 1, 28, 28)
-fig, axes = viz.panel_grid(8, GEN_STEPS, title_lines=0, width=min(1.0, 0.1 + 0.11 * GEN_STEPS) * viz.COLUMN_IN,
-                           suptitle=f"{CLASSES[cls]}: random order (top four) and collapse order (bottom four)")
+suptitle = f"{CLASSES[cls]}: random order (top four) and collapse order (bottom four)"
+fig, axes = viz.panel_grid(8, GEN_STEPS, title_lines=0,
+                           width=min(1.0, 0.1 + 0.11 * GEN_STEPS) * viz.COLUMN_IN,
+                           suptitle=suptitle)
 for r in range(8):
     name = "MAR" if r < 4 else "CMAR"
     for c in range(GEN_STEPS):
-        axes[r, c].imshow(snaps[name][c, r % 4, 0].numpy(), cmap="gray", vmin=-1, vmax=1)
+        axes[r, c].imshow(snaps[name][c, r % 4, 0].numpy(), cmap="gray",
+                          vmin=-1, vmax=1)
         axes[r, c].set_xticks([])
         axes[r, c].set_yticks([])
         if c == 0:
@@ -509,7 +565,8 @@ reveal = sorted({0, 1, 2, 4, 6, 8, 11, 16, 22, 30, 40, N - 1})
 ui = torch.arange(S.uncertainty_images)
 u_x, u_y = test_x[ui].to(dev), test_y[ui].to(dev)
 u_tokens = patchify(u_x, PATCH)
-_, u_collapse, _ = dataset_orders(PROFILE, data_dir, dev, n_train=0, n_test=S.uncertainty_images)
+_, u_collapse, _ = dataset_orders(PROFILE, data_dir, dev, n_train=0,
+                                  n_test=S.uncertainty_images)
 u_collapse = u_collapse.to(dev)
 # the best single order for these images (their mean ranks), the same for every image
 u_fixed = fixed_order(u_collapse).expand(len(ui), -1)
@@ -517,17 +574,20 @@ unc = {}
 for s in SEEDS:
     g = torch.Generator(device=dev).manual_seed(500 + s)
     rnd = torch.rand(len(ui), N, generator=g, device=dev).argsort(1)
-    for name, run, orders in (("MAR, random order", "MAR", rnd), ("MAR, collapse order", "MAR", mar_order(u_collapse)),
+    for name, run, orders in (("MAR, random order", "MAR", rnd),
+                              ("MAR, collapse order", "MAR", mar_order(u_collapse)),
                               ("CMAR, collapse order", "CMAR", mar_order(u_collapse)),
                               ("CMAR, one fixed order", "CMAR", mar_order(u_fixed))):
-        u = hidden_uncertainty(runs[(run, s)], u_tokens, u_y, orders, reveal, S.uncertainty_draws, g, DIFFUSION_STEPS)
+        u = hidden_uncertainty(runs[(run, s)], u_tokens, u_y, orders, reveal,
+                               S.uncertainty_draws, g, DIFFUSION_STEPS)
         unc.setdefault(name, []).append(u)
 fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 3.2), layout="constrained")
 unc_area = {}
 for i, (name, us) in enumerate(unc.items()):
     per_seed = torch.stack([u.mean(0) for u in us]).numpy()  # (seeds, reveal)
     viz.seed_band(np.array(reveal), per_seed, ax, label=name, color=f"C{i}")
-    unc_area[name] = summary(np.trapezoid(per_seed, reveal, axis=1) / (reveal[-1] - reveal[0]))
+    unc_area[name] = summary(np.trapezoid(per_seed, reveal, axis=1)
+                             / (reveal[-1] - reveal[0]))
 ax.set_xlabel("patches revealed")
 ax.set_ylabel("summed variance of the hidden pixels")
 ax.legend(fontsize=8)

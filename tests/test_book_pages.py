@@ -108,13 +108,9 @@ def test_the_equations_the_api_typesets_are_in_their_docstrings(module):
 
 # --- what a reader sees of the code and its outputs (issue 27: hide the bookkeeping)
 
-#: The widest line of code a reader sees: a code cell not tagged ``remove-input``.
+#: The widest line of code a reader sees (a code cell not tagged ``remove-input``): the site's
+#: text column, 88 characters; a wider line scrolls sideways.
 MAX_CODE_LINE = 88
-#: Lines wider than that which are known, per chapter source, and why: the figure and
-#: computation cells of Chapters 1-4 and the report's set-up cell, which other work on those
-#: pages is rewriting (the figures, the findings boxes). The count may only fall: a chapter with
-#: fewer long lines than listed fails until its entry is lowered (or removed at 0).
-KNOWN_LONG_LINES = {"01_entropy.py": 35, "02_comae.py": 49, "03_rank.py": 64, "04_cmar.py": 65}
 #: A tqdm progress bar, as it is saved in an output ("  40%|████      | 160/400 [00:40<...").
 PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+(?:\.\d+)?(?:it|s)/(?:s|it)\]")
 #: A warning saved in an output, as Python prints one ("...py:23: UserWarning: ...").
@@ -183,11 +179,8 @@ def test_saved_noise_finds_warnings_and_progress_bars():
 @pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.py")), ids=lambda p: p.name)
 def test_no_visible_code_line_is_wider_than_the_text_column(path):
     long = visible_long_lines(path.read_text())
-    known = KNOWN_LONG_LINES.get(path.name, 0)
-    assert len(long) <= known, (f"{path.name}: {len(long)} visible code lines over "
-                                f"{MAX_CODE_LINE} characters ({known} known):\n" + "\n".join(long))
-    assert len(long) == known, (f"{path.name} has {len(long)} long lines, fewer than the {known} "
-                                "KNOWN_LONG_LINES lists: lower its entry")
+    assert long == [], (f"{path.name}: {len(long)} visible code lines over {MAX_CODE_LINE} "
+                        "characters:\n" + "\n".join(long))
 
 
 #: Committed notebooks executed before progress bars were turned off (copkit.io.bars_off) and
