@@ -40,6 +40,7 @@ from torch import Tensor
 from .tokens import hflip_index
 
 __all__ = ["KINDS", "VARIANTS", "VARIANT_WORDS", "BAR", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error",
+           "flip_top_bottom", "flip_split",
            "chance", "fit_planted", "planted_configs", "summarize", "meets_bar", "setting_text", "load_sweep"]
 
 #: What a selector must do on a planted truth to count as finding it. Within ``steps`` training
@@ -176,6 +177,32 @@ def partner_ranks(model, data: Planted) -> Tensor:
     has = data.partners >= 0
     at_partner = x.gather(2, data.partners.clamp(min=0).unsqueeze(-1))
     return (x > at_partner).sum(-1)[has]
+
+
+def flip_top_bottom(data: Planted) -> Tensor:
+    """(n,) bool: which images of the ``"flip"`` truth mirror top to bottom (their levels are
+    positive); the others mirror left to right."""
+    return data.tokens[:, 0, 0] > 0
+
+
+@torch.no_grad()
+def flip_split(model, data: Planted, grid_w: int) -> dict[str, float]:
+    """Whether a selector reads the image on the ``"flip"`` truth, or points at one mirror whatever
+    the image: the hit rate (:func:`partner_hits`) on the top-bottom images and on the left-right
+    images apart, and the share of all targets, over both kinds of image, whose largest mask logit
+    is on the top-bottom mirror and on the left-right mirror. A selector that reads the image
+    scores both hit rates alike; one that learned a fixed mirror scores one near 1, the other near
+    0, and points at that mirror on every image."""
+    top = flip_top_bottom(data)
+    n = data.tokens.shape[1]
+    idx = torch.arange(n)
+    tb = (n // grid_w - 1 - idx // grid_w) * grid_w + idx % grid_w
+    lr = hflip_index(n, grid_w)
+    largest = model.masks(data.tokens.to(next(model.parameters()).device), logits=True).argmax(-1).cpu()
+    hit = (largest == data.partners).float()
+    return {"hit_top_bottom": float(hit[top].mean()), "hit_left_right": float(hit[~top].mean()),
+            "points_top_bottom": float((largest == tb).float().mean()),
+            "points_left_right": float((largest == lr).float().mean())}
 
 
 def fit_planted(kind: str, cfg, tc, data_dir, n_train: int = 4000, n_test: int = 500,

@@ -187,3 +187,27 @@ def test_a_missing_sweep_file_says_how_to_get_it(tmp_path):
     (tmp_path / "empty.json").write_text('{"rows": []}')
     with pytest.raises(ValueError, match="no runs"):
         load_sweep(tmp_path / "empty.json")
+
+
+def test_flip_split_tells_a_selector_that_reads_the_image_from_one_fixed_mirror():
+    """Planted answers: an oracle (each image's own mirror) hits on both kinds of image; a selector
+    that always points at the top-bottom mirror hits every top-bottom image, no left-right one, and
+    points top-bottom on every target."""
+    from copkit.planted import flip_split, flip_top_bottom
+
+    p = planted("flip", 120, seed=4)
+    n = 36
+    top = flip_top_bottom(p)
+    tb = planted("mirror", 1).partners[0]
+    assert 0 < int(top.sum()) < 120 and torch.equal(top, (p.partners == tb).all(1))
+    oracle = torch.zeros(120, n, n)
+    oracle.scatter_(2, p.partners.unsqueeze(-1), 1.0)
+    assert flip_split(_FixedMasks(oracle), p, 6) == pytest.approx(
+        {"hit_top_bottom": 1.0, "hit_left_right": 1.0,
+         "points_top_bottom": float(top.float().mean()),
+         "points_left_right": float((~top).float().mean())})
+    fixed = torch.zeros(120, n, n)
+    fixed[:, torch.arange(n), tb] = 1.0
+    assert flip_split(_FixedMasks(fixed), p, 6) == pytest.approx(
+        {"hit_top_bottom": 1.0, "hit_left_right": 0.0,
+         "points_top_bottom": 1.0, "points_left_right": 0.0})

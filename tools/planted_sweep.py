@@ -35,6 +35,7 @@ def one(variant: str, kind: str, seed: int, steps: int, lambda_c: float, data_di
     from copkit.planted import (
         chance,
         fit_planted,
+        flip_split,
         partner_error,
         partner_hits,
         partner_ranks,
@@ -52,7 +53,8 @@ def one(variant: str, kind: str, seed: int, steps: int, lambda_c: float, data_di
     return {"variant": variant, "kind": kind, "seed": seed, "steps": steps, "lambda_c": lambda_c,
             "set": overrides, **({"train": train} if train else {}), "hit": hit,
             "top3": float((ranks < 3).float().mean()), "init_hit": init_hit, **partner_error(fitted.model, test),
-            "chance": chance(cfg.n_tokens), "seconds": time.time() - t0, "run": fitted.hash[:8]}
+            "chance": chance(cfg.n_tokens), "seconds": time.time() - t0, "run": fitted.hash[:8],
+            **(flip_split(fitted.model, test, cfg.grid[1]) if kind == "flip" else {})}
 
 
 def main(argv=None) -> int:
