@@ -29,6 +29,7 @@ bench_file = "../book/results/bench.json"  # what make bench wrote
 notebooks_dir = "../book"  # the executed chapters, for their run times
 results_dir = "../book/results"  # runtimes-<profile>.json, written by tools/run_chapters.py
 smoke_results_dir = "../.scratch/book/results"  # where make test's smoke run records its times
+pilots_file = "../book/results/mar-pilots.json"  # what tools/mar_pilots.py wrote
 
 # %% tags=["remove-input"]
 import json
@@ -126,6 +127,41 @@ if "pretrain" in bench:
                           "cheapest batch"], rows)))
 else:
     display(Markdown("Not measured yet: run `python tools/bench.py --only-pretrain` on an idle machine."))
+
+# %% [markdown]
+# ## Choosing the base MAR: pilots of equal time
+#
+# The shipped `mar` is small (width 64, 2 + 2 blocks, a diffusion head 64 wide), and its samples
+# are far from Fashion-MNIST by FID (Chapter 4). Before a larger one is trained to convergence,
+# candidates of `copkit/configs/mar-pilots.yaml` are each trained for about 45 minutes of one CPU
+# thread (equal time, not equal steps) and scored as the shipped models are: FID with and without
+# {term}`CFG` as mean ± sd over three sampling seeds of 1,000 samples, beside the real-image floor
+# drawn and scored the same way, FID on the ViT's features as a second feature space, class
+# agreement, and precision and recall at k = 3 (`tools/mar_pilots.py`). Each pilot is one training,
+# so the ± is the spread of sampling alone, not of training: a small gap between two pilots is not
+# a ranking.
+
+# %% tags=["remove-input"]
+pilots_path = Path(pilots_file)
+if pilots_path.exists():
+    pilots = json.loads(pilots_path.read_text())
+    shipped = {n: r for n, r in pilots["pilots"].items() if r["shipped"]}
+    display(Markdown(pilots_path.with_suffix(".md").read_text()))
+    if len(shipped) >= 2:
+        ranked = sorted(shipped, key=lambda n: shipped[n]["fid_cfg"])
+        best, second = shipped[ranked[0]], shipped[ranked[1]]
+        gap = second["fid_cfg"] - best["fid_cfg"]
+        apart = gap > 2 * max(best["fid_cfg_sd"], second["fid_cfg_sd"])
+        display(Markdown(
+            f"`{ranked[0]}` has the lowest FID with CFG, {fmt.fid(best['fid_cfg'])} ± "
+            f"{fmt.fid(best['fid_cfg_sd'])}, against {fmt.fid(second['fid_cfg'])} ± "
+            f"{fmt.fid(second['fid_cfg_sd'])} for `{ranked[1]}`: a gap of {fmt.fid(gap)}, "
+            + ("more than twice the larger sampling spread."
+               if apart else "within twice the larger sampling spread, so not a ranking.")
+            + f" The real-image floor is {fmt.fid(best['fid_floor'])}."))
+else:
+    display(Markdown("No pilots tabulated yet: train them and run `python tools/mar_pilots.py "
+                     "--folder data/pilots` (commands in `copkit/configs/mar-pilots.yaml`)."))
 
 # %% [markdown]
 # ## What one training step costs, in operators
