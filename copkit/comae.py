@@ -140,6 +140,12 @@ class CoMAEConfig:
     #: nearly closed, f opens what L_r needs; starting half open, L_r's mild preference for every clean
     #: token opens them all (see Chapter 2).
     mask_init: float = field(default=0.0, metadata={"hash_if_set": True})
+    #: weight of a mask budget, lambda_w times the mean mask value over the patches other than the
+    #: target, added to f's loss (not in the paper, whose L = L_r + lambda_c L_c has no term against
+    #: keeping a patch open). Without it, keeping open every patch that some image needs costs
+    #: nothing: on the planted flip truth f keeps both mirrors open for every image and ignores which
+    #: one this image uses, a fixed mask (Chapter 2). 0: the paper's loss.
+    lambda_w: float = field(default=0.0, metadata={"hash_if_set": True})
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -430,6 +436,9 @@ class CoMAE(nn.Module):
         w3 = w.reshape(b, k, n)
         l_c = contrastive_loss(w3, targets, self.tau) if k > 1 else torch.zeros((), device=tokens.device)
         total = l_r + self.cfg.lambda_c * l_c if self.cfg.contrastive else l_r
+        if self.cfg.lambda_w:  # the mask budget: the mean of each mask over the other patches
+            others = ~F.one_hot(flat_targets, n).bool()
+            total = total + self.cfg.lambda_w * w[others].mean()
         return {"loss": total, "L_r": l_r, "L_c": l_c, "H_mask": mask_entropy(w, flat_targets).detach(),
                 "tau": self.tau.detach()}
 

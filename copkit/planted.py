@@ -313,7 +313,8 @@ def meets_bar(line: dict) -> bool:
 _SETTING_WORDS = {"targets_per_image": "K = {} targets per image", "tau_min": "temperature floor {}",
                   "g_warmup_steps": "{} steps of g alone first", "mask_init": "masks start at {}",
                   "enc_width": "selector width {}", "enc_depth": "selector depth {}",
-                  "enc_heads": "selector heads {}", "batch_size": "{} images per step"}
+                  "enc_heads": "selector heads {}", "batch_size": "{} images per step",
+                  "lambda_w": "mask budget {}", "final_lr": "lr held at the end at {}"}
 
 
 def setting_text(line: dict) -> str:

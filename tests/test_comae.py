@@ -311,3 +311,24 @@ def test_the_contrastive_loss_never_rewards_a_larger_temperature():
     (grad,
      ) = torch.autograd.grad(contrastive_loss(same, torch.tensor([[4, 5, 6, 7]] * 2), tau), tau)
     assert abs(float(grad)) < 1e-9  # identical masks: nothing to gain
+
+
+def test_the_mask_budget_adds_lambda_w_times_the_mean_off_target_mask():
+    """With the same weights and draws, lambda_w adds exactly lambda_w times the mean of the masks
+    over the patches other than each target (recomputed here from the masks f gives for the drawn
+    targets) to the loss, and nothing to L_r or L_c; 0 keeps the paper's loss and the old hash."""
+    from dataclasses import replace
+
+    from copkit.train import config_hash
+
+    tokens = torch.randn(3, 16, 4, generator=torch.Generator().manual_seed(0))
+    paper, budget = small_model(1), small_model(1, replace(SMALL, lambda_w=0.7))
+    a = paper.losses(tokens, torch.Generator().manual_seed(5))
+    b = budget.losses(tokens, torch.Generator().manual_seed(5))
+    targets = torch.rand(3, 16, generator=torch.Generator().manual_seed(5)).argsort(1)[:, :4]
+    w = paper.masks(tokens)  # (3, N, N), row n = w_n, own entry 0
+    chosen = w[torch.arange(3)[:, None], targets]  # (3, K, N)
+    mean_off = chosen.sum(-1) / 15
+    assert torch.equal(a["L_r"], b["L_r"]) and torch.equal(a["L_c"], b["L_c"])
+    assert (b["loss"] - a["loss"]).item() == pytest.approx(0.7 * mean_off.mean().item(), rel=1e-4)
+    assert config_hash(replace(SMALL, lambda_w=0.0)) == config_hash(SMALL)
