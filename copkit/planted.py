@@ -190,19 +190,25 @@ def flip_split(model, data: Planted, grid_w: int) -> dict[str, float]:
     """Whether a selector reads the image on the ``"flip"`` truth, or points at one mirror whatever
     the image: the hit rate (:func:`partner_hits`) on the top-bottom images and on the left-right
     images apart, and the share of all targets, over both kinds of image, whose largest mask logit
-    is on the top-bottom mirror and on the left-right mirror. A selector that reads the image
-    scores both hit rates alike; one that learned a fixed mirror scores one near 1, the other near
-    0, and points at that mirror on every image."""
+    is on the top-bottom mirror and on the left-right mirror; and the mean mask value at each mirror
+    and over all other patches. A selector that reads the image scores both hit rates alike and
+    opens one mirror per image (each mirror's mean mask near one half); one that learned a fixed
+    mirror scores one hit rate near 1, the other near 0, and points at that mirror on every image;
+    one that keeps both mirrors open for every image has both mean masks near 1."""
     top = flip_top_bottom(data)
     n = data.tokens.shape[1]
     idx = torch.arange(n)
     tb = (n // grid_w - 1 - idx // grid_w) * grid_w + idx % grid_w
     lr = hflip_index(n, grid_w)
-    largest = model.masks(data.tokens.to(next(model.parameters()).device), logits=True).argmax(-1).cpu()
+    tokens = data.tokens.to(next(model.parameters()).device)
+    largest = model.masks(tokens, logits=True).argmax(-1).cpu()
+    w = model.masks(tokens).cpu()
     hit = (largest == data.partners).float()
     return {"hit_top_bottom": float(hit[top].mean()), "hit_left_right": float(hit[~top].mean()),
             "points_top_bottom": float((largest == tb).float().mean()),
-            "points_left_right": float((largest == lr).float().mean())}
+            "points_left_right": float((largest == lr).float().mean()),
+            "mask_top_bottom": float(w[:, idx, tb].mean()), "mask_left_right": float(w[:, idx, lr].mean()),
+            "mask_mean": float(w.sum() / (w.shape[0] * n * (n - 1)))}
 
 
 def fit_planted(kind: str, cfg, tc, data_dir, n_train: int = 4000, n_test: int = 500,

@@ -9,7 +9,8 @@ from copkit.planted import KINDS, Planted, chance, partner_hits, planted
 
 
 class _FixedMasks(torch.nn.Module):
-    """A stand-in with CoMAE's masks(): returns the logits it was given (diagonal -inf)."""
+    """A stand-in with CoMAE's masks(): returns the values it was given, as logits (diagonal
+    -inf) or as masks (diagonal 0)."""
 
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
@@ -18,7 +19,7 @@ class _FixedMasks(torch.nn.Module):
 
     def masks(self, tokens, logits=False):
         eye = torch.eye(self.x.shape[-1], dtype=torch.bool)
-        return self.x.masked_fill(eye, -float("inf"))
+        return self.x.masked_fill(eye, -float("inf") if logits else 0.0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -202,12 +203,21 @@ def test_flip_split_tells_a_selector_that_reads_the_image_from_one_fixed_mirror(
     assert 0 < int(top.sum()) < 120 and torch.equal(top, (p.partners == tb).all(1))
     oracle = torch.zeros(120, n, n)
     oracle.scatter_(2, p.partners.unsqueeze(-1), 1.0)
-    assert flip_split(_FixedMasks(oracle), p, 6) == pytest.approx(
+    split = flip_split(_FixedMasks(oracle), p, 6)
+    assert {k: v for k, v in split.items() if not k.startswith("mask")} == pytest.approx(
         {"hit_top_bottom": 1.0, "hit_left_right": 1.0,
          "points_top_bottom": float(top.float().mean()),
          "points_left_right": float((~top).float().mean())})
     fixed = torch.zeros(120, n, n)
     fixed[:, torch.arange(n), tb] = 1.0
-    assert flip_split(_FixedMasks(fixed), p, 6) == pytest.approx(
+    split = flip_split(_FixedMasks(fixed), p, 6)
+    assert {k: v for k, v in split.items() if not k.startswith("mask")} == pytest.approx(
         {"hit_top_bottom": 1.0, "hit_left_right": 0.0,
          "points_top_bottom": 1.0, "points_left_right": 0.0})
+    # masks: the stand-in's logits are its masks here; one open mirror per image in the oracle
+    both = torch.zeros(120, n, n)
+    both[:, torch.arange(n), tb] = 1.0
+    both[:, torch.arange(n), planted("flip", 120, seed=4).partners[~top][0]] = 1.0
+    split = flip_split(_FixedMasks(both), p, 6)
+    assert split["mask_top_bottom"] == 1.0 and split["mask_left_right"] == 1.0
+    assert split["mask_mean"] == pytest.approx(2 / 35)

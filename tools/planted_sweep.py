@@ -71,10 +71,26 @@ def main(argv=None) -> int:
                     help="CoMAEConfig fields for every run (JSON values), e.g. g_warmup_steps=1000")
     ap.add_argument("--train", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="TrainConfig fields for every run (JSON values), e.g. batch_size=4")
+    ap.add_argument("--rescore", action="store_true",
+                    help="add copkit.planted.flip_split to the flip rows that lack it, from their "
+                         "finished runs in --data-dir (trains nothing; a run not there is named "
+                         "and its row left as it is)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     saved = json.loads(out.read_text()) if out.exists() else []
     rows = saved["rows"] if isinstance(saved, dict) else saved  # the shipped file: {"about": ..., "rows": [...]}
+    if a.rescore:
+        for r in rows:
+            if r["kind"] == "flip" and "mask_mean" not in r:
+                try:
+                    r.update(rescore(r, a.data_dir))
+                except FileNotFoundError as missing:
+                    print(f"left as it is: {missing}", flush=True)
+                    continue
+                print(f"{r['variant']} seed {r['seed']} {r['run']}: top-bottom {r['hit_top_bottom']:.1%}, "
+                      f"left-right {r['hit_left_right']:.1%}", flush=True)
+        write(out, saved, rows)
+        return 0
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.set)}
     train = {k: json.loads(v) for k, v in (item.split("=", 1) for item in a.train)}
     key = json.dumps({**overrides, **({"train": train} if train else {})}, sort_keys=True)
@@ -90,11 +106,33 @@ def main(argv=None) -> int:
             rows.append(r)
             print(f"{r['variant']:>10} {key} {r['kind']:>6} seed {r['seed']}: hit {r['hit']:.1%} "
                   f"(chance {r['chance']:.1%}) {r['seconds']:.0f} s", flush=True)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**saved, "rows": rows} if isinstance(saved, dict) else rows, indent=1))
-            os.replace(tmp, out)
+            write(out, saved, rows)
     return 0
+
+
+def write(out: Path, saved, rows: list[dict]) -> None:
+    """The rows into ``out`` atomically, in the shape it was read (a list, or {"about", "rows"})."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**saved, "rows": rows} if isinstance(saved, dict) else rows, indent=1))
+    os.replace(tmp, out)
+
+
+def rescore(row: dict, data_dir: str) -> dict:
+    """:func:`copkit.planted.flip_split` of a finished flip run, from its run folder (never trains)."""
+    import torch
+
+    from copkit.planted import fit_planted, flip_split, planted, planted_configs
+
+    run = Path(data_dir) / "runs" / f"comae-{row['run']}"
+    if not (run / "checkpoint.safetensors").exists():
+        raise FileNotFoundError(f"{run}: the run of {row['variant']} {row['kind']} seed {row['seed']} is "
+                                "not there to rescore; give the --data-dir it was trained in")
+    cfg, tc = planted_configs(row["variant"], row["seed"], steps=row["steps"], lambda_c=row["lambda_c"],
+                              train=row.get("train"), **row.get("set", {}))
+    torch.set_num_threads(1)
+    fitted, _ = fit_planted("flip", cfg, tc, data_dir)  # finished: loaded, not trained
+    return flip_split(fitted.model, planted("flip", 500, cfg.grid, cfg.token_dim, seed=1), cfg.grid[1])
 
 
 if __name__ == "__main__":
