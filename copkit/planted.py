@@ -40,7 +40,7 @@ from torch import Tensor
 from .tokens import hflip_index
 
 __all__ = ["KINDS", "VARIANTS", "VARIANT_WORDS", "BAR", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error",
-           "flip_top_bottom", "flip_split",
+           "FLIP_SPLIT", "flip_top_bottom", "flip_split",
            "chance", "fit_planted", "planted_configs", "summarize", "meets_bar", "setting_text", "load_sweep"]
 
 #: What a selector must do on a planted truth to count as finding it. Within ``steps`` training
@@ -179,6 +179,11 @@ def partner_ranks(model, data: Planted) -> Tensor:
     return (x > at_partner).sum(-1)[has]
 
 
+#: The numbers :func:`flip_split` gives.
+FLIP_SPLIT = ("hit_top_bottom", "hit_left_right", "points_top_bottom", "points_left_right",
+              "mask_top_bottom", "mask_left_right", "mask_mean")
+
+
 def flip_top_bottom(data: Planted) -> Tensor:
     """(n,) bool: which images of the ``"flip"`` truth mirror top to bottom (their levels are
     positive); the others mirror left to right."""
@@ -287,8 +292,9 @@ def summarize(rows: list[dict]) -> list[dict]:
     """One line per setting (selector variant, truth, L_c weight, further config fields (``set``, with
     TrainConfig fields under ``"train"``), steps) of
     planted-truth runs (the rows ``tools/planted_sweep.py`` writes): the seeds, the median, lowest and
-    highest hit rate, the untrained selector's median hit rate, chance, and the median L_r on the
-    partnered targets beside that of predicting 0."""
+    highest hit rate, the untrained selector's median hit rate, chance, the median L_r on the
+    partnered targets beside that of predicting 0, and the medians of :func:`flip_split`'s numbers
+    (:data:`FLIP_SPLIT`; None where a run lacks them)."""
     import json
     import statistics
 
@@ -305,7 +311,9 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "max": max(hits), "init_median": statistics.median(r["init_hit"] for r in rs),
                     "chance": rs[0]["chance"],
                     "partner_L_r": statistics.median(r["partner_L_r"] for r in rs),
-                    "zero_L_r": statistics.median(r["zero_L_r"] for r in rs)})
+                    "zero_L_r": statistics.median(r["zero_L_r"] for r in rs),
+                    **{k: statistics.median(r[k] for r in rs) if all(k in r for r in rs) else None
+                       for k in FLIP_SPLIT}})
     return out
 
 

@@ -194,7 +194,7 @@ def test_flip_split_tells_a_selector_that_reads_the_image_from_one_fixed_mirror(
     """Planted answers: an oracle (each image's own mirror) hits on both kinds of image; a selector
     that always points at the top-bottom mirror hits every top-bottom image, no left-right one, and
     points top-bottom on every target."""
-    from copkit.planted import flip_split, flip_top_bottom
+    from copkit.planted import FLIP_SPLIT, flip_split, flip_top_bottom
 
     p = planted("flip", 120, seed=4)
     n = 36
@@ -204,6 +204,7 @@ def test_flip_split_tells_a_selector_that_reads_the_image_from_one_fixed_mirror(
     oracle = torch.zeros(120, n, n)
     oracle.scatter_(2, p.partners.unsqueeze(-1), 1.0)
     split = flip_split(_FixedMasks(oracle), p, 6)
+    assert tuple(split) == FLIP_SPLIT
     assert {k: v for k, v in split.items() if not k.startswith("mask")} == pytest.approx(
         {"hit_top_bottom": 1.0, "hit_left_right": 1.0,
          "points_top_bottom": float(top.float().mean()),
