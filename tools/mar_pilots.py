@@ -157,7 +157,8 @@ def markdown(table: dict) -> str:
     notes = []
     if shipped:
         r = shipped[0]
-        notes.append(f"FID: mean ± sd over sampling seeds {r['seeds']}, {fmt.count(r['samples'])} "
+        seeds = ", ".join(map(str, r["seeds"]))
+        notes.append(f"FID: mean ± sd over sampling seeds {seeds}, {fmt.count(r['samples'])} "
                      f"samples each, against the test images; the floor: as many disjoint draws "
                      f"of {r['floor_images']} real images, scored the same way.")
     b = table["bench"]
