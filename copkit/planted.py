@@ -40,7 +40,7 @@ from torch import Tensor
 from .tokens import hflip_index
 
 __all__ = ["KINDS", "VARIANTS", "VARIANT_WORDS", "BAR", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error",
-           "FLIP_SPLIT", "flip_top_bottom", "flip_split",
+           "FLIP_SPLIT", "flip_top_bottom", "flip_split", "runs_of", "flip_reading",
            "chance", "fit_planted", "planted_configs", "summarize", "meets_bar", "setting_text", "load_sweep"]
 
 #: What a selector must do on a planted truth to count as finding it. Within ``steps`` training
@@ -329,6 +329,24 @@ _SETTING_WORDS = {"targets_per_image": "K = {} targets per image", "tau_min": "t
                   "enc_width": "selector width {}", "enc_depth": "selector depth {}",
                   "enc_heads": "selector heads {}", "batch_size": "{} images per step",
                   "lambda_w": "mask budget {}", "final_lr": "lr held at the end at {}"}
+
+
+def runs_of(rows: list[dict], variant: str, kind: str, lambda_c: float, setting: dict) -> list[dict]:
+    """The rows of one setting (as :func:`summarize` keys it: ``setting`` holds the CoMAEConfig
+    fields with the TrainConfig fields under ``"train"``), one per seed, in seed order."""
+    def extra(r: dict) -> dict:
+        return {**r.get("set", {}), **({"train": r["train"]} if r.get("train") else {})}
+    return sorted((r for r in rows if (r["variant"], r["kind"], r["lambda_c"]) == (variant, kind, lambda_c)
+                   and extra(r) == setting), key=lambda r: r["seed"])
+
+
+def flip_reading(row: dict) -> str:
+    """What a flip run's selector does, from its :func:`flip_split` numbers: ``"reads the image"``
+    when it finds the partner on at least half of both kinds of image, else the mirror it settles
+    on for every image (``"top-bottom"`` or ``"left-right"``, the one with the higher hit rate)."""
+    if min(row["hit_top_bottom"], row["hit_left_right"]) >= 0.5:
+        return "reads the image"
+    return "top-bottom" if row["hit_top_bottom"] >= row["hit_left_right"] else "left-right"
 
 
 def setting_text(line: dict) -> str:

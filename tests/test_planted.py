@@ -99,7 +99,7 @@ def test_shipped_sweep_reads_and_summarises():
     rows = json.loads((Path(__file__).resolve().parents[1]
                        / "data/pretrained/planted-sweep.json").read_text())["rows"]
     keys = [(r["variant"], r["kind"], r["lambda_c"], json.dumps(r["set"], sort_keys=True),
-             r["steps"], r["seed"])
+             json.dumps(r.get("train"), sort_keys=True), r["steps"], r["seed"])
             for r in rows]
     assert len(keys) == len(set(keys))
     for line in summarize(rows):
@@ -158,16 +158,22 @@ def test_setting_text_names_every_knob_beside_the_defaults():
     assert setting_text({"lambda_c": 0.01, "set": {}}) == "lambda_c 0.01"
 
 
-def test_shipped_sweep_finds_the_mirror_and_not_the_flip_with_the_books_schedule():
+def test_shipped_sweep_the_mirror_is_found_and_the_flip_only_read_with_the_mask_budget():
     """What Chapter 2 reports, read from the shipped runs: with K = N, a temperature floor,
-    lambda_c 1 and g's warm-up, both selectors clear the bar on the positional mirror; no setting
-    clears it on the image-specific flip (if a new run does, this test and the chapter's text
-    must change together); the paper's literal settings miss even the mirror."""
-    from copkit.planted import load_sweep, meets_bar, summarize
+    lambda_c 1 and g's warm-up, both selectors clear the bar on the positional mirror, and the
+    paper's literal settings miss it; no setting clears it on the image-specific flip. Without
+    the mask budget no flip run reads the image (with 16 images per step the selector keeps both
+    mirrors open); with it, the mirror is still found and some seed reads the image. If a new run
+    changes any of this, this test and the chapter's text must change together."""
+    from copkit.planted import flip_reading, load_sweep, meets_bar, runs_of, summarize
 
-    lines = summarize(load_sweep())
+    rows = load_sweep()
+    lines = summarize(rows)
     fix = {"g_warmup_steps": 1000, "targets_per_image": 36, "tau_min": 0.1,
            "train": {"batch_size": 4}}
+    budget = {"g_warmup_steps": 1000, "targets_per_image": 36, "tau_min": 0.1, "lambda_w": 1.0,
+              "train": {"batch_size": 16, "final_lr": 0.003}}
+    both_open = {**fix, "train": {"batch_size": 16, "final_lr": 0.003}}
 
     def line(variant, kind, lam, setting):
         (hit,) = [x for x in lines if (x["variant"], x["kind"], x["lambda_c"], x["set"])
@@ -178,6 +184,13 @@ def test_shipped_sweep_finds_the_mirror_and_not_the_flip_with_the_books_schedule
     assert meets_bar(line("pos+token", "mirror", 1.0, fix))
     assert not meets_bar(line("literal", "mirror", 0.01, {}))
     assert not any(meets_bar(x) for x in lines if x["kind"] == "flip")
+    opened = line("literal", "flip", 1.0, both_open)
+    assert opened["mask_top_bottom"] > 0.9 and opened["mask_left_right"] > 0.9
+    read = [r for r in rows if r["kind"] == "flip" and "hit_top_bottom" in r
+            and flip_reading(r) == "reads the image"]
+    assert read and all(r.get("set", {}).get("lambda_w") for r in read)
+    assert meets_bar(line("literal", "mirror", 1.0, budget))
+    assert len(runs_of(rows, "literal", "flip", 1.0, budget)) >= 3
 
 
 def test_a_missing_sweep_file_says_how_to_get_it(tmp_path):
@@ -222,3 +235,18 @@ def test_flip_split_tells_a_selector_that_reads_the_image_from_one_fixed_mirror(
     split = flip_split(_FixedMasks(both), p, 6)
     assert split["mask_top_bottom"] == 1.0 and split["mask_left_right"] == 1.0
     assert split["mask_mean"] == pytest.approx(2 / 35)
+
+
+def test_runs_of_picks_one_setting_by_seed_and_flip_reading_names_what_a_run_does():
+    from copkit.planted import flip_reading, runs_of
+
+    rows = [{"variant": "literal", "kind": "flip", "lambda_c": 1.0, "seed": s, "set": {"a": 1},
+             "train": {"batch_size": 16}} for s in (2, 0, 1)]
+    rows += [{"variant": "literal", "kind": "flip", "lambda_c": 1.0, "seed": 0, "set": {"a": 2}}]
+    got = runs_of(rows, "literal", "flip", 1.0, {"a": 1, "train": {"batch_size": 16}})
+    assert [r["seed"] for r in got] == [0, 1, 2]
+    assert runs_of(rows, "literal", "flip", 1.0, {"a": 2}) == [rows[-1]]
+    assert runs_of(rows, "literal", "mirror", 1.0, {"a": 2}) == []
+    assert flip_reading({"hit_top_bottom": 0.9, "hit_left_right": 0.5}) == "reads the image"
+    assert flip_reading({"hit_top_bottom": 0.14, "hit_left_right": 0.86}) == "left-right"
+    assert flip_reading({"hit_top_bottom": 0.81, "hit_left_right": 0.11}) == "top-bottom"
