@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from runtimes_text import rewrite_blocks  # noqa: E402
+from runtimes_text import report, rewrite_blocks  # noqa: E402
 
 from copkit.findings import findings_box  # noqa: E402
 from copkit.results import read_results, section_labels  # noqa: E402
@@ -55,13 +55,8 @@ def main() -> int:
     args = parser.parse_args()
     block = render(Path(args.results).resolve(), Path(args.notebooks).resolve())
     stale = rewrite_blocks(ROOT, FILES, block, BEGIN, END, check=args.check)
-    if args.check and stale:
-        print(f"the findings box in {', '.join(stale)} differs from book/results: run python "
-              "tools/findings_text.py", file=sys.stderr)
-        return 1
-    print(f"{'stale' if args.check else 'rewrote'}: {', '.join(stale)}" if stale
-          else "findings box up to date")
-    return 0
+    return report(stale, args.check, "the findings boxes", "book/results",
+                  "python tools/findings_text.py")
 
 
 if __name__ == "__main__":

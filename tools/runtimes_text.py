@@ -116,6 +116,16 @@ def rewrite_blocks(root: Path, files: tuple[str, ...], block: str, begin: str = 
     return stale
 
 
+def report(stale: list[str], check: bool, what: str, source: str, command: str) -> int:
+    """What :func:`rewrite_blocks` did, said once for both text tools: with ``check``, exit 1
+    naming the stale files (``what`` in them differs from ``source``: run ``command``)."""
+    if check and stale:
+        print(f"{what} in {', '.join(stale)} differ from {source}: run {command}", file=sys.stderr)
+        return 1
+    print(f"{'stale' if check else 'rewrote'}: {', '.join(stale)}" if stale else f"{what} up to date")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,13 +135,8 @@ def main() -> int:
                         help="where runtimes-<profile>.json are")
     args = parser.parse_args()
     stale = rewrite_blocks(ROOT, FILES, render(Path(args.results).resolve()), check=args.check)
-    if args.check and stale:
-        print(f"run times in {', '.join(stale)} differ from book/results/runtimes-*.json: "
-              "run python tools/runtimes_text.py", file=sys.stderr)
-        return 1
-    print(f"{'stale' if args.check else 'rewrote'}: {', '.join(stale)}" if stale
-          else "run times up to date")
-    return 0
+    return report(stale, args.check, "run times", "book/results/runtimes-*.json",
+                  "python tools/runtimes_text.py")
 
 
 if __name__ == "__main__":
