@@ -146,6 +146,11 @@ class CoMAEConfig:
     #: nothing: on the planted flip truth f keeps both mirrors open for every image and ignores which
     #: one this image uses, a fixed mask (Chapter 2). 0: the paper's loss.
     lambda_w: float = field(default=0.0, metadata={"hash_if_set": True})
+    #: steps over which the mask budget rises linearly from 0 to ``lambda_w``, counted from the end
+    #: of the g warm-up (not in the paper; 0: the full budget from the first step of f). Charged
+    #: from the start, the budget closes every patch before g has learned which ones help, and f
+    #: then reopens, for every image, the one mirror that helps most images (Chapter 2).
+    lambda_w_ramp: int = field(default=0, metadata={"hash_if_set": True})
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -408,15 +413,23 @@ class CoMAE(nn.Module):
         """exp(log_tau), the temperature of Eq. 6, not below ``cfg.tau_min``."""
         return self.log_tau.exp().clamp(min=self.cfg.tau_min)
 
+    def budget_weight(self, step: int) -> float:
+        """The weight of the mask budget at training step ``step``: ``cfg.lambda_w``, ramped up
+        linearly over ``cfg.lambda_w_ramp`` steps after the ``cfg.g_warmup_steps`` of g alone."""
+        ramp = self.cfg.lambda_w_ramp
+        done = step - self.cfg.g_warmup_steps
+        return self.cfg.lambda_w * (1.0 if ramp <= 0 else min(max(done / ramp, 0.0), 1.0))
+
     def losses(self, tokens: Tensor, generator: torch.Generator, grad_f: bool = True,
-               shard: Shard | None = None) -> dict[str, Tensor]:
+               shard: Shard | None = None, lambda_w: float | None = None) -> dict[str, Tensor]:
         """L_r, L_c, L = L_r + lambda_c L_c and H_mask on a batch of images (B, N, d).
 
         K = ``cfg.targets_per_image`` distinct targets are drawn per image. With ``grad_f=False``
         the masks are computed without gradient (a step of g). With a ``shard``
         (:class:`copkit.dist.Shard`), ``tokens`` are this process's rows of a global batch: the
         targets and the noise are drawn for the whole global batch and cut to these rows, so
-        that the processes together draw what one process would.
+        that the processes together draw what one process would. ``lambda_w`` overrides
+        ``cfg.lambda_w``, the weight of the mask budget (:meth:`budget_weight` at a step).
         """
         b, n, d = tokens.shape
         shard = shard or Shard.whole(b)
@@ -436,9 +449,10 @@ class CoMAE(nn.Module):
         w3 = w.reshape(b, k, n)
         l_c = contrastive_loss(w3, targets, self.tau) if k > 1 else torch.zeros((), device=tokens.device)
         total = l_r + self.cfg.lambda_c * l_c if self.cfg.contrastive else l_r
-        if self.cfg.lambda_w:  # the mask budget: the mean of each mask over the other patches
+        lambda_w = self.cfg.lambda_w if lambda_w is None else lambda_w
+        if lambda_w:  # the mask budget: the mean of each mask over the other patches
             others = ~F.one_hot(flat_targets, n).bool()
-            total = total + self.cfg.lambda_w * w[others].mean()
+            total = total + lambda_w * w[others].mean()
         return {"loss": total, "L_r": l_r, "L_c": l_c, "H_mask": mask_entropy(w, flat_targets).detach(),
                 "tau": self.tau.detach()}
 
@@ -508,7 +522,7 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
         for p in model.g_parameters():
             p.requires_grad_(not f_turn)  # f's step needs gradients through g, not of g
         x = take(tokens, part.cut(batch_indices(len(tokens), batch_size, step, seed)), device)
-        out = model.losses(x, gen, grad_f=f_turn, shard=part)
+        out = model.losses(x, gen, grad_f=f_turn, shard=part, lambda_w=model.budget_weight(step))
         loss = out["loss"] if f_turn else out["L_r"]
         logs = {k: v.detach() for k, v in out.items() if k != "loss"}
         return loss, "f" if f_turn else "g", logs

@@ -328,7 +328,8 @@ _SETTING_WORDS = {"targets_per_image": "K = {} targets per image", "tau_min": "t
                   "g_warmup_steps": "{} steps of g alone first", "mask_init": "masks start at {}",
                   "enc_width": "selector width {}", "enc_depth": "selector depth {}",
                   "enc_heads": "selector heads {}", "batch_size": "{} images per step",
-                  "lambda_w": "mask budget {}", "final_lr": "lr held at the end at {}"}
+                  "lambda_w": "mask budget {}", "lambda_w_ramp": "budget ramped up over {} steps",
+                  "final_lr": "lr held at the end at {}"}
 
 
 def runs_of(rows: list[dict], variant: str, kind: str, lambda_c: float, setting: dict) -> list[dict]:

@@ -332,3 +332,30 @@ def test_the_mask_budget_adds_lambda_w_times_the_mean_off_target_mask():
     assert torch.equal(a["L_r"], b["L_r"]) and torch.equal(a["L_c"], b["L_c"])
     assert (b["loss"] - a["loss"]).item() == pytest.approx(0.7 * mean_off.mean().item(), rel=1e-4)
     assert config_hash(replace(SMALL, lambda_w=0.0)) == config_hash(SMALL)
+
+
+def test_the_mask_budget_ramps_up_after_the_g_warm_up_and_the_step_charges_it():
+    """lambda_w_ramp = R: the budget's weight is 0 up to the end of the g warm-up, rises by
+    lambda_w / R per step, and stays at lambda_w from R steps after it (the closed form); f's step
+    of comae_step_fn charges exactly that weight (its loss equals losses() with the weight given)."""
+    from dataclasses import replace
+
+    from copkit.comae import comae_step_fn
+    from copkit.recipe import batch_indices
+    from copkit.train import config_hash
+
+    cfg = replace(SMALL, lambda_w=0.6, lambda_w_ramp=40, g_warmup_steps=10)
+    model = small_model(1, cfg)
+    for step, want in [(0, 0.0), (10, 0.0), (20, 0.15), (30, 0.3), (50, 0.6), (500, 0.6)]:
+        assert model.budget_weight(step) == pytest.approx(want)
+    assert small_model(1, replace(SMALL, lambda_w=0.6)).budget_weight(0) == 0.6  # no ramp: full at once
+    assert config_hash(replace(cfg, lambda_w_ramp=0)) != config_hash(cfg)
+    assert config_hash(replace(SMALL, lambda_w_ramp=0)) == config_hash(SMALL)
+    tokens = torch.randn(8, 16, 4, generator=torch.Generator().manual_seed(0))
+    step_fn = comae_step_fn(model, tokens, batch_size=3, seed=0)
+    loss, which, _ = step_fn(20, torch.Generator().manual_seed(7))  # an f step, halfway up the ramp
+    assert which == "f"
+    x = tokens[batch_indices(len(tokens), 3, 20, 0)]
+    for weight, same in [(0.15, True), (0.6, False)]:
+        want = model.losses(x, torch.Generator().manual_seed(7), lambda_w=weight)["loss"]
+        assert (abs((loss - want).item()) < 1e-6) is same
