@@ -343,23 +343,38 @@ def runs_of(rows: list[dict], variant: str, kind: str, lambda_c: float, setting:
 
 def flip_reading(row: dict) -> str:
     """What a flip run's selector does, from its :func:`flip_split` numbers: ``"reads the image"``
-    when it finds the partner on at least half of both kinds of image, else the mirror it settles
-    on for every image (``"top-bottom"`` or ``"left-right"``, the one with the higher hit rate)."""
+    when it finds the partner on at least half of both kinds of image; else ``"both open"`` when
+    the mean mask is at least 0.5 at both mirrors (a selector that reads the image keeps each
+    mirror open on about half of the images only, and one settled on a mirror closes the other);
+    else the mirror it settles on for every image (``"top-bottom"`` or ``"left-right"``, the one
+    with the higher hit rate)."""
     if min(row["hit_top_bottom"], row["hit_left_right"]) >= 0.5:
         return "reads the image"
+    if min(row.get("mask_top_bottom", 0.0), row.get("mask_left_right", 0.0)) >= 0.5:
+        return "both open"
     return "top-bottom" if row["hit_top_bottom"] >= row["hit_left_right"] else "left-right"
 
 
-def setting_text(line: dict) -> str:
+def setting_text(line: dict, beside: dict | None = None) -> str:
     """A :func:`summarize` line's training settings in words, beside :func:`planted_configs`'
-    defaults: "lambda_c 1, K = 36 targets per image, 4 images per step, ...".
+    defaults: "lambda_c 1, K = 36 targets per image, 4 images per step, ...". With ``beside`` (a
+    setting as in ``line["set"]``), only what differs from it (lambda_c is then left out).
 
     >>> setting_text({"lambda_c": 1.0, "set": {"tau_min": 0.1, "train": {"batch_size": 4}}})
     'lambda_c 1, temperature floor 0.1, 4 images per step'
+    >>> setting_text({"lambda_c": 1.0, "set": {"tau_min": 0.1, "mask_init": 0.9}}, beside={"tau_min": 0.1})
+    'masks start at 0.9'
     """
     extra = dict(line.get("set", {}))
     train = extra.pop("train", {}) or {}
-    words = [f"lambda_c {line['lambda_c']:g}"]
+    if beside is None:
+        words = [f"lambda_c {line['lambda_c']:g}"]
+    else:
+        base = dict(beside)
+        base_train = base.pop("train", {}) or {}
+        extra = {k: v for k, v in extra.items() if base.get(k) != v}
+        train = {k: v for k, v in train.items() if base_train.get(k) != v}
+        words = []
     for key, value in [*sorted(extra.items()), *sorted(train.items())]:
         form = _SETTING_WORDS.get(key, key + " {}")
         words.append(form.format(f"{value:g}" if isinstance(value, float) else value))

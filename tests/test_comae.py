@@ -336,8 +336,8 @@ def test_the_mask_budget_adds_lambda_w_times_the_mean_off_target_mask():
 
 def test_the_mask_budget_ramps_up_after_the_g_warm_up_and_the_step_charges_it():
     """lambda_w_ramp = R: the budget's weight is 0 up to the end of the g warm-up, rises by
-    lambda_w / R per step, and stays at lambda_w from R steps after it (the closed form); f's step
-    of comae_step_fn charges exactly that weight (its loss equals losses() with the weight given)."""
+    lambda_w / R per step, and stays at lambda_w from R steps after it (the closed form); f's
+    step of comae_step_fn charges exactly that weight (its loss is losses() with that weight)."""
     from dataclasses import replace
 
     from copkit.comae import comae_step_fn
@@ -348,7 +348,8 @@ def test_the_mask_budget_ramps_up_after_the_g_warm_up_and_the_step_charges_it():
     model = small_model(1, cfg)
     for step, want in [(0, 0.0), (10, 0.0), (20, 0.15), (30, 0.3), (50, 0.6), (500, 0.6)]:
         assert model.budget_weight(step) == pytest.approx(want)
-    assert small_model(1, replace(SMALL, lambda_w=0.6)).budget_weight(0) == 0.6  # no ramp: full at once
+    # no ramp: the full weight at once
+    assert small_model(1, replace(SMALL, lambda_w=0.6)).budget_weight(0) == 0.6
     assert config_hash(replace(cfg, lambda_w_ramp=0)) != config_hash(cfg)
     assert config_hash(replace(SMALL, lambda_w_ramp=0)) == config_hash(SMALL)
     tokens = torch.randn(8, 16, 4, generator=torch.Generator().manual_seed(0))

@@ -250,3 +250,30 @@ def test_runs_of_picks_one_setting_by_seed_and_flip_reading_names_what_a_run_doe
     assert flip_reading({"hit_top_bottom": 0.9, "hit_left_right": 0.5}) == "reads the image"
     assert flip_reading({"hit_top_bottom": 0.14, "hit_left_right": 0.86}) == "left-right"
     assert flip_reading({"hit_top_bottom": 0.81, "hit_left_right": 0.11}) == "top-bottom"
+    # a coin toss between two open mirrors: the masks, not the hit rates, tell it from settling
+    assert flip_reading({"hit_top_bottom": 0.40, "hit_left_right": 0.36, "mask_top_bottom": 0.90,
+                         "mask_left_right": 0.93}) == "both open"
+    assert flip_reading({"hit_top_bottom": 0.81, "hit_left_right": 0.11, "mask_top_bottom": 0.48,
+                         "mask_left_right": 0.08}) == "top-bottom"
+
+
+def test_g_alone_reads_the_last_evaluation_before_f_starts(tmp_path):
+    """tools/planted_sweep.py's g_alone: the held-out L_r of the last evaluation at or before the
+    end of g's steps alone, from a planted metrics.jsonl; nothing when no evaluation falls there
+    or the run is missing."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parents[1] / "tools" / "planted_sweep.py"
+    spec = importlib.util.spec_from_file_location("planted_sweep", file)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    lines = [{"step": 0, "eval": True, "val_L_r": 3.8}, {"step": 500, "eval": True, "val_L_r": 1.0},
+             {"step": 900, "opt": "g", "L_r": 0.2}, {"step": 1000, "eval": True, "val_L_r": 0.9},
+             {"step": 1500, "eval": True, "val_L_r": 0.1}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    assert sweep.g_alone(tmp_path, 1000) == {"g_alone_L_r": 0.9, "g_alone_step": 1000}
+    assert sweep.g_alone(tmp_path, 999) == {"g_alone_L_r": 1.0, "g_alone_step": 500}
+    assert sweep.g_alone(tmp_path, 100) == {}
+    assert sweep.g_alone(tmp_path / "missing", 1000) == {}

@@ -54,7 +54,8 @@ def one(variant: str, kind: str, seed: int, steps: int, lambda_c: float, data_di
             "set": overrides, **({"train": train} if train else {}), "hit": hit,
             "top3": float((ranks < 3).float().mean()), "init_hit": init_hit, **partner_error(fitted.model, test),
             "chance": chance(cfg.n_tokens), "seconds": time.time() - t0, "run": fitted.hash[:8],
-            **(flip_split(fitted.model, test, cfg.grid[1]) if kind == "flip" else {})}
+            **(flip_split(fitted.model, test, cfg.grid[1]) if kind == "flip" else {}),
+            **g_alone(Path(data_dir) / "runs" / f"comae-{fitted.hash[:8]}", cfg.g_warmup_steps)}
 
 
 def main(argv=None) -> int:
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="TrainConfig fields for every run (JSON values), e.g. batch_size=4")
     ap.add_argument("--rescore", action="store_true",
-                    help="add copkit.planted.flip_split to the flip rows that lack it, from their "
+                    help="add copkit.planted.flip_split to the flip rows that lack it, and g's "
+                         "held-out L_r at the end of its steps alone to every row, from their "
                          "finished runs in --data-dir (trains nothing; a run not there is named "
                          "and its row left as it is)")
     a = ap.parse_args(argv)
@@ -81,6 +83,9 @@ def main(argv=None) -> int:
     rows = saved["rows"] if isinstance(saved, dict) else saved  # the shipped file: {"about": ..., "rows": [...]}
     if a.rescore:
         for r in rows:
+            if "g_alone_L_r" not in r:
+                r.update(g_alone(Path(a.data_dir) / "runs" / f"comae-{r['run']}",
+                                 r.get("set", {}).get("g_warmup_steps", 100)))
             if r["kind"] == "flip" and "mask_mean" not in r:
                 try:
                     r.update(rescore(r, a.data_dir))
@@ -116,6 +121,18 @@ def write(out: Path, saved, rows: list[dict]) -> None:
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps({**saved, "rows": rows} if isinstance(saved, dict) else rows, indent=1))
     os.replace(tmp, out)
+
+
+def g_alone(run: Path, g_warmup_steps: int) -> dict:
+    """``{"g_alone_L_r": ...}``: the held-out L_r of a run at the last evaluation before f's first
+    step (how much g learned in its steps alone), read from the run's metrics.jsonl; {} when the
+    run folder is not there or has no evaluation by then."""
+    log = run / "metrics.jsonl"
+    if not log.exists():
+        return {}
+    evals = [r for r in map(json.loads, log.read_text().splitlines())
+             if r.get("eval") and 0 < r["step"] <= g_warmup_steps]
+    return {"g_alone_L_r": evals[-1]["val_L_r"], "g_alone_step": evals[-1]["step"]} if evals else {}
 
 
 def rescore(row: dict, data_dir: str) -> dict:
