@@ -346,12 +346,15 @@ def flip_reading(row: dict) -> str:
     when it finds the partner on at least half of both kinds of image; else ``"both open"`` when
     the mean mask is at least 0.5 at both mirrors (a selector that reads the image keeps each
     mirror open on about half of the images only, and one settled on a mirror closes the other);
-    else the mirror it settles on for every image (``"top-bottom"`` or ``"left-right"``, the one
-    with the higher hit rate)."""
+    ``"both closed"`` when it is below 0.25 at both; else the mirror it settles on for every image
+    (``"top-bottom"`` or ``"left-right"``, the one with the higher hit rate)."""
     if min(row["hit_top_bottom"], row["hit_left_right"]) >= 0.5:
         return "reads the image"
-    if min(row.get("mask_top_bottom", 0.0), row.get("mask_left_right", 0.0)) >= 0.5:
+    masks = row.get("mask_top_bottom"), row.get("mask_left_right")
+    if None not in masks and min(masks) >= 0.5:
         return "both open"
+    if None not in masks and max(masks) < 0.25:
+        return "both closed"
     return "top-bottom" if row["hit_top_bottom"] >= row["hit_left_right"] else "left-right"
 
 

@@ -255,6 +255,8 @@ def test_runs_of_picks_one_setting_by_seed_and_flip_reading_names_what_a_run_doe
                          "mask_left_right": 0.93}) == "both open"
     assert flip_reading({"hit_top_bottom": 0.81, "hit_left_right": 0.11, "mask_top_bottom": 0.48,
                          "mask_left_right": 0.08}) == "top-bottom"
+    assert flip_reading({"hit_top_bottom": 0.19, "hit_left_right": 0.08, "mask_top_bottom": 0.16,
+                         "mask_left_right": 0.06}) == "both closed"
 
 
 def test_g_alone_reads_the_last_evaluation_before_f_starts(tmp_path):
