@@ -598,9 +598,12 @@ display(Markdown(
     "one mirror for every image first, and then it stays there."))
 
 # %% tags=["remove-input"]
+# the setting that clears the bar on both truths, if one does: a budget of 2 with masks starting open
+FOUND = {**SCHEDULE, "lambda_w": 2.0, "mask_init": 0.9,
+         "train": {"batch_size": 16, "final_lr": 0.003}}
 # every other budget setting tried on the flip with the paper's selector, most seeds first
 tried = [line for line in sweep if (line["variant"], line["kind"]) == ("literal", "flip")
-         and line["set"].get("lambda_w") and line["set"] != BUDGET]
+         and line["set"].get("lambda_w") and line["set"] not in (BUDGET, FOUND)]
 
 
 def g_alone(rows: list[dict]) -> str:
@@ -626,29 +629,45 @@ display(Markdown(
                                                             line["set"]))
                  for line in tried)))
 
-# %% [markdown]
-# **What the book changes, and why.** The paper leaves the schedule open, and its literal settings
-# do not find even the positional truth within 2,000 steps. With the first four changes below,
-# each stated in `copkit.comae.CoMAEConfig`, its selector finds the positional truth; with the
-# fifth as well it can find the image-specific one, but not yet reliably (the table):
-#
-# - **K = N targets per image** (the paper's own Eq. 6; the book had sampled 8). With 8, a mask only
-#   has to differ from 7 others, which a few patches opened at random achieve as well as the
-#   partner does;
-# - **a floor of 0.1 under the learned temperature of Eq. 6** (not in the paper; CLIP clamps its
-#   logit scale the same way). Left free, the temperature only shrinks, and $L_c$ stops pressing;
-# - **$\lambda_c$ = 1** instead of the paper's 0.01: at 0.01 and 0.1 every mask opens and nothing
-#   is found (rows of the table);
-# - **1,000 steps of $g$ alone first**, so that $f$ cannot close the partner before $g$ uses it
-#   (on 16 images per step, $g$ learns both mirrors of the flip in that time; on 4, one);
-# - **a mask budget, $\lambda_w$** (not in the paper), so that a patch this image does not need is
-#   worth closing.
-#
-# The paper's selector is kept, as the smallest change that finds the positional truth; its
-# literal settings stay in the table as the ablation. The CoMAE the sections below load was
-# trained before these findings (K = 8, $\lambda_c$ = 0.01, no budget). It is retrained once a
-# setting clears the bar on both truths; until then, the sections below measure how far its masks
-# depend on the image, and every claim that rests on an image's own order says so.
+# %% tags=["remove-input"]
+found = {k: find("literal", k, 1.0, FOUND) for k in ("mirror", "flip")}
+planted_found.update({f"found.{k}": meets_bar(line) for k, line in found.items()})
+found_both = all(meets_bar(line) for line in found.values())
+found_runs = runs_of(load_sweep(), "literal", "flip", 1.0, FOUND)
+display(Markdown(
+    f"With a budget of $\\lambda_w$ = {FOUND['lambda_w']:g} and masks starting at "
+    f"{FOUND['mask_init']:g}, the paper's selector finds the flip partner for {rate(found['flip'])} "
+    f"of targets ({verdict_of(found['flip'])}) and the mirror partner for {rate(found['mirror'])} "
+    f"({verdict_of(found['mirror'])}): "
+    + ("it clears the bar on both truths. " if found_both else "it does not yet clear the bar on both truths. ")
+    + "Seed by seed on the flip: " + "; ".join(seed_words(r) for r in found_runs) + "."))
+
+# %% tags=["remove-input"]
+display(Markdown(
+    "**What the book changes, and why.** The paper leaves the schedule open, and its literal settings "
+    "do not find even the positional truth within 2,000 steps. With the first four changes below, each "
+    "stated in `copkit.comae.CoMAEConfig`, its selector finds the positional truth; with the last two as "
+    "well it " + ("finds the image-specific one too" if found_both
+                  else "can find the image-specific one, but not reliably") + " (the table):\n\n"
+    "- **K = N targets per image** (the paper's own Eq. 6; the book had sampled 8). With 8, a mask only "
+    "has to differ from 7 others, which a few patches opened at random achieve as well as the partner does;\n"
+    "- **a floor of 0.1 under the learned temperature of Eq. 6** (not in the paper; CLIP clamps its logit "
+    "scale the same way). Left free, the temperature only shrinks, and $L_c$ stops pressing;\n"
+    "- **$\\lambda_c$ = 1** instead of the paper's 0.01: at 0.01 and 0.1 every mask opens and nothing is "
+    "found (rows of the table);\n"
+    "- **1,000 steps of $g$ alone first**, so that $f$ cannot close the partner before $g$ uses it;\n"
+    f"- **a mask budget, $\\lambda_w$ = {FOUND['lambda_w']:g}** (not in the paper), so that a patch this "
+    "image does not need is worth closing;\n"
+    f"- **masks that start nearly open, at {FOUND['mask_init']:g}** (the paper does not say how $f$ "
+    "starts), so that $g$ learns from nearly clean patches while it trains alone.\n\n"
+    "The paper's selector is kept: it is the smallest change that works, and its literal settings stay in "
+    "the table as the ablation. The CoMAE the sections below load was trained before these findings "
+    "(K = 8, $\\lambda_c$ = 0.01, no budget). "
+    + ("The next CoMAEs train with all six changes (`data/pretrained/unfinished/pretrain-next.yaml`); "
+       "until they are shipped, " if found_both else
+       "It is retrained once a setting clears the bar on both truths; until then, ")
+    + "the sections below measure how far its masks depend on the image, and every claim that rests on "
+    "an image's own order says so."))
 
 # %% [markdown]
 # (ch2-diagnostics)=
@@ -949,4 +968,14 @@ display(Markdown(in_words(claims) + f"""
 # glued for the top of the page, which pastes it under the title.
 from copkit.findings import findings_box, glue_box
 
-glue_box(findings_box({"02_comae": {"claims": claims}}, "02_comae"))
+read_without_budget = [r for r in load_sweep() if r["kind"] == "flip" and "hit_top_bottom" in r
+                       and not r.get("set", {}).get("lambda_w") and flip_reading(r) == "reads the image"]
+planted_note = (
+    "On planted truths (6 x 6 grid, at least 3 seeds, chance 1 in 35), the paper's selector finds a "
+    f"positional dependency, the mirror partner, for {rate(fixed['literal', 'mirror'])} of targets once "
+    "it trains on all targets of an image with a temperature floor, lambda_c 1 and g alone first; it "
+    f"finds an image-specific one, the flip partner, for {rate(found['flip'])} with a mask budget and "
+    f"masks starting open, and {verdict_of(found['flip'])}; without the budget, "
+    + ("no seed reads the image" if not read_without_budget
+       else f"{len(read_without_budget)} run(s) read the image"))
+glue_box(findings_box({"02_comae": {"claims": claims}}, "02_comae", notes=[planted_note]))

@@ -135,16 +135,20 @@ class CoMAEConfig:
     #: the paper, which names RoPE alone): it puts position into the values, so a token's output
     #: knows where it is.
     pos_embed: bool = field(default=False, metadata={"hash_if_set": True})
-    #: The mask value f starts from: its output weights are drawn small (std 0.02) and its bias set to
-    #: atanh(2 m - 1) (not in the paper, which does not say how f starts). 0 leaves PyTorch's default initialisation, masks near 0.5. Starting
-    #: nearly closed, f opens what L_r needs; starting half open, L_r's mild preference for every clean
-    #: token opens them all (see Chapter 2).
+    #: The mask value f starts from: its output weights are drawn small (std 0.02) and its bias set
+    #: to atanh(2 m - 1) (not in the paper, which does not say how f starts). 0 leaves PyTorch's
+    #: default initialisation, masks near 0.5. While g trains alone (``g_warmup_steps``) it sees the
+    #: patches through these masks: near 0.5 each is half drowned in noise, and on the planted flip
+    #: truth a g that learned little by then left f to settle on one mirror for every image. At 0.9,
+    #: with the mask budget ``lambda_w`` 2, the paper's selector reads the image on all 3 seeds
+    #: (Chapter 2).
     mask_init: float = field(default=0.0, metadata={"hash_if_set": True})
     #: weight of a mask budget, lambda_w times the mean mask value over the patches other than the
     #: target, added to f's loss (not in the paper, whose L = L_r + lambda_c L_c has no term against
     #: keeping a patch open). Without it, keeping open every patch that some image needs costs
     #: nothing: on the planted flip truth f keeps both mirrors open for every image and ignores which
-    #: one this image uses, a fixed mask (Chapter 2). 0: the paper's loss.
+    #: one this image uses, a fixed mask (Chapter 2). 0: the paper's loss. 1 leaves both mirrors open
+    #: on some seeds, 4 closes both, 2 (with ``mask_init`` 0.9) finds the partner on every seed.
     lambda_w: float = field(default=0.0, metadata={"hash_if_set": True})
     #: steps over which the mask budget rises linearly from 0 to ``lambda_w``, counted from the end
     #: of the g warm-up (not in the paper; 0: the full budget from the first step of f). Charged

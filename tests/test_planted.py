@@ -161,9 +161,10 @@ def test_setting_text_names_every_knob_beside_the_defaults():
 def test_shipped_sweep_the_mirror_is_found_and_the_flip_only_read_with_the_mask_budget():
     """What Chapter 2 reports, read from the shipped runs: with K = N, a temperature floor,
     lambda_c 1 and g's warm-up, both selectors clear the bar on the positional mirror, and the
-    paper's literal settings miss it; no setting clears it on the image-specific flip. Without
-    the mask budget no flip run reads the image (with 16 images per step the selector keeps both
-    mirrors open); with it, the mirror is still found and some seed reads the image. If a new run
+    paper's literal settings miss it. Without the mask budget no flip run reads the image (with 16
+    images per step the selector keeps both mirrors open); with it, the mirror is still found and
+    some seed reads the image, and with a budget of 2 and masks starting at 0.9 the paper's
+    selector clears the bar on both truths, the only setting that does on the flip. If a new run
     changes any of this, this test and the chapter's text must change together."""
     from copkit.planted import flip_reading, load_sweep, meets_bar, runs_of, summarize
 
@@ -183,7 +184,10 @@ def test_shipped_sweep_the_mirror_is_found_and_the_flip_only_read_with_the_mask_
     assert meets_bar(line("literal", "mirror", 1.0, fix))
     assert meets_bar(line("pos+token", "mirror", 1.0, fix))
     assert not meets_bar(line("literal", "mirror", 0.01, {}))
-    assert not any(meets_bar(x) for x in lines if x["kind"] == "flip")
+    found = {**budget, "lambda_w": 2.0, "mask_init": 0.9}
+    assert [x["set"] for x in lines if x["kind"] == "flip" and meets_bar(x)] == [found]
+    assert meets_bar(line("literal", "mirror", 1.0, found))
+    assert len(runs_of(rows, "literal", "flip", 1.0, found)) >= 3
     opened = line("literal", "flip", 1.0, both_open)
     assert opened["mask_top_bottom"] > 0.9 and opened["mask_left_right"] > 0.9
     read = [r for r in rows if r["kind"] == "flip" and "hit_top_bottom" in r
