@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from copkit.comae import CoMAEConfig  # noqa: E402
 from copkit.planted import VARIANTS, planted_configs  # noqa: E402
 
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
         for r in rows:
             if "g_alone_L_r" not in r:
                 r.update(g_alone(Path(a.data_dir) / "runs" / f"comae-{r['run']}",
-                                 r.get("set", {}).get("g_warmup_steps", 100)))
+                                 r.get("set", {}).get("g_warmup_steps", CoMAEConfig.g_warmup_steps)))
             if r["kind"] == "flip" and "mask_mean" not in r:
                 try:
                     r.update(rescore(r, a.data_dir))
@@ -127,10 +128,9 @@ def g_alone(run: Path, g_warmup_steps: int) -> dict:
     """``{"g_alone_L_r": ...}``: the held-out L_r of a run at the last evaluation before f's first
     step (how much g learned in its steps alone), read from the run's metrics.jsonl; {} when the
     run folder is not there or has no evaluation by then."""
-    log = run / "metrics.jsonl"
-    if not log.exists():
-        return {}
-    evals = [r for r in map(json.loads, log.read_text().splitlines())
+    from copkit.checkpoint import read_metrics
+
+    evals = [r for r in read_metrics(run / "metrics.jsonl", partial_ok=True)
              if r.get("eval") and 0 < r["step"] <= g_warmup_steps]
     return {"g_alone_L_r": evals[-1]["val_L_r"], "g_alone_step": evals[-1]["step"]} if evals else {}
 
