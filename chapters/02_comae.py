@@ -482,7 +482,8 @@ from copkit import fmt
 from copkit.planted import (BAR, VARIANT_WORDS, flip_reading, load_sweep, meets_bar,
                             runs_of, setting_text, summarize)
 
-sweep = [line for line in summarize(load_sweep()) if line["kind"] in ("mirror", "flip")]
+runs_planted = load_sweep()  # one row per run
+sweep = [line for line in summarize(runs_planted) if line["kind"] in ("mirror", "flip")]
 # the mirror first; within it, the settings with most seeds and the highest median first
 sweep.sort(key=lambda line: (line["kind"] != "mirror", -len(line["seeds"]),
                              -line["median"]))
@@ -571,7 +572,7 @@ def seed_words(row: dict) -> str:
     return f"seed {row['seed']} settles on the {reading} mirror for every image ({rates})"
 
 
-budget_runs = runs_of(load_sweep(), "literal", "flip", 1.0, BUDGET)
+budget_runs = runs_of(runs_planted, "literal", "flip", 1.0, BUDGET)
 budget_seeds = "; ".join(seed_words(r) for r in budget_runs)
 display(Markdown(
     "**Why the flip is missed, step by step** (the paper's selector; the rows of the table). "
@@ -615,7 +616,7 @@ def g_alone(rows: list[dict]) -> str:
 readers = [r for r in budget_runs if flip_reading(r) == "reads the image"]
 settlers = [r for r in budget_runs if flip_reading(r) != "reads the image"]
 opened = [r for line in tried if line["set"].get("mask_init")
-          for r in runs_of(load_sweep(), "literal", "flip", 1.0, line["set"])]
+          for r in runs_of(runs_planted, "literal", "flip", 1.0, line["set"])]
 display(Markdown(
     "**Helping the budget.** What tells the seeds apart is how much $g$ learned in its steps alone: "
     f"its held-out L_r when $f$ starts is {g_alone(readers)} on the seed{'s' if len(readers) > 1 else ''} "
@@ -625,7 +626,7 @@ display(Markdown(
     f"patches, and its L_r when $f$ starts falls to {g_alone(opened)}. The settings tried beside the "
     "budget, with the paper's selector on the flip:\n\n"
     + "\n".join(f"- {setting_text(line, beside=BUDGET)}: {rate(line)}, {verdict_of(line)}; "
-                 + "; ".join(seed_words(r) for r in runs_of(load_sweep(), "literal", "flip", 1.0,
+                 + "; ".join(seed_words(r) for r in runs_of(runs_planted, "literal", "flip", 1.0,
                                                             line["set"]))
                  for line in tried)))
 
@@ -633,7 +634,7 @@ display(Markdown(
 found = {k: find("literal", k, 1.0, FOUND) for k in ("mirror", "flip")}
 planted_found.update({f"found.{k}": meets_bar(line) for k, line in found.items()})
 found_both = all(meets_bar(line) for line in found.values())
-found_runs = runs_of(load_sweep(), "literal", "flip", 1.0, FOUND)
+found_runs = runs_of(runs_planted, "literal", "flip", 1.0, FOUND)
 display(Markdown(
     f"With a budget of $\\lambda_w$ = {FOUND['lambda_w']:g} and masks starting at "
     f"{FOUND['mask_init']:g}, the paper's selector finds the flip partner for {rate(found['flip'])} "
@@ -968,7 +969,7 @@ display(Markdown(in_words(claims) + f"""
 # glued for the top of the page, which pastes it under the title.
 from copkit.findings import findings_box, glue_box
 
-read_without_budget = [r for r in load_sweep() if r["kind"] == "flip" and "hit_top_bottom" in r
+read_without_budget = [r for r in runs_planted if r["kind"] == "flip" and "hit_top_bottom" in r
                        and not r.get("set", {}).get("lambda_w") and flip_reading(r) == "reads the image"]
 planted_note = (
     "On planted truths (6 x 6 grid, at least 3 seeds, chance 1 in 35), the paper's selector finds a "
