@@ -360,3 +360,46 @@ def test_the_mask_budget_ramps_up_after_the_g_warm_up_and_the_step_charges_it():
     for weight, same in [(0.15, True), (0.6, False)]:
         want = model.losses(x, torch.Generator().manual_seed(7), lambda_w=weight)["loss"]
         assert (abs((loss - want).item()) < 1e-6) is same
+
+
+@pytest.mark.parametrize("options", [{}, {"qkv_bias": False}, {"qkv_bias_separate": True},
+                                     {"init_values": 0.1}, {"swiglu_mlp": True}])
+def test_first_token_block_equals_timms_block_at_the_first_token(options):
+    """The last block run for [cls] alone gives timm's EvaBlock output there, values and gradients,
+    for the options the fast path takes and for those it hands back to the full block."""
+    from timm.models.eva import EvaBlock
+
+    from copkit.comae import first_token_block, grid_rope
+    torch.manual_seed(0)
+    blk = EvaBlock(32, 2, num_prefix_tokens=1, **options).eval()
+    for p in blk.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # biases and scales away from their 0/1 starts
+    rope = grid_rope(16, (5, 5))[torch.randperm(25)[:24]].expand(3, 1, 24, 32)
+    x = torch.randn(3, 25, 32, requires_grad=True)
+    want = blk(x, rope=rope)[:, 0]
+    (gw,) = torch.autograd.grad(want.square().sum(), x)
+    got = first_token_block(blk, x, rope)
+    (gg,) = torch.autograd.grad(got.square().sum(), x)
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(gg, gw, atol=1e-4)
+
+
+def test_body_equals_the_full_forward_at_the_special_token():
+    torch.manual_seed(1)
+    model = CoMAE(SMALL).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    tokens, target = torch.randn(6, 16, 4), torch.randint(0, 16, (6,))
+    for net in (model.f, model.g):
+        kept = tokens[torch.arange(6)[:, None], net.others[target]]
+        full = net.norm(net.encode(kept, target)[:, 0])
+        assert torch.allclose(net.body(kept, target), full, atol=1e-6)
+
+
+def test_compiled_masks_equal_the_eager_ones_and_leave_the_model_as_it_was():
+    torch.manual_seed(2)
+    model = CoMAE(SMALL).eval()
+    keys = list(model.state_dict())
+    tokens = torch.randn(10, 16, 4)
+    eager, fast = model.masks(tokens, chunk=4), model.masks(tokens, chunk=4, compiled=True)
+    assert torch.allclose(fast, eager, atol=1e-5)
+    assert list(model.state_dict()) == keys
