@@ -59,7 +59,7 @@ from copkit.train import fit
 
 __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "SEEDS", "PR_K", "JUDGES", "REPOSITORY",
            "shipped_folder", "config_path", "read_config", "kind_of", "base", "curve", "Plan",
-           "plan", "pretrain", "path_of", "load",
+           "plan", "pretrain", "path_of", "load", "replicates",
            "info", "generate", "summary", "total_seconds", "park", "run_hash", "run_folder_of"]
 
 #: The book's pretraining config (``"full"``): every base model, sized for a 2-core CPU.
@@ -133,6 +133,34 @@ def kind_of(name: str) -> str:
         return "mar"
     raise ValueError(f"unknown base model {name!r}: the names are {', '.join(KINDS)}, comae* and "
                      "mar_<anything> (a MAR candidate)")
+
+
+def replicates(name: str, config: str | Path | dict | None = None) -> list[str]:
+    """The sections of a pretraining config that train base model ``name`` again from other seeds:
+    the same kind, ``model``, ``data`` and ``train`` but ``train.seed``. ``name`` comes first,
+    then the others by seed (``["comae", "comae_s1", "comae_s2"]``); a claim that varies with the
+    training is measured over these, one value per training.
+
+    >>> replicates("vit")
+    ['vit']
+    """
+    config = read_config(config)
+    if name not in config or name in ("name", "data"):
+        raise KeyError(f"{name!r} is not a section of the pretraining config")
+
+    def same_but_seed(section: dict) -> tuple:
+        train = {k: v for k, v in section["train"].items() if k != "seed"}
+        return (section["model"], train, section.get("data"), section.get("sampling"))
+
+    ref = config[name]
+    others = [k for k, s in config.items() if k not in ("name", "data", name)
+              and kind_of(k) == kind_of(name) and same_but_seed(s) == same_but_seed(ref)]
+    seed_of = {k: config[k]["train"].get("seed", 0) for k in [name, *others]}
+    clash = [k for k in others if seed_of[k] == seed_of[name]]
+    if clash:
+        raise ConfigError(f"sections {name!r} and {clash[0]!r} train the same model from the same "
+                          "seed; give the replicate another train.seed")
+    return [name, *sorted(others, key=seed_of.get)]
 
 
 def config_path(config: str | Path | dict | None = None) -> Path | None:

@@ -181,6 +181,18 @@ def test_a_replicate_section_trains_the_same_model_from_its_own_seed(tmp_path):
     assert (pretrained.run_hash("comae", read)
             == pretrained.run_hash("comae", pretrained.SMOKE_CONFIG))
     assert pretrained.run_hash("comae_s1", read) != pretrained.run_hash("comae", read)
+    # replicates() finds it by its configuration, whatever its name, and orders by seed
+    cfg["comae_more"] = {**cfg["comae"], "train": {**cfg["comae"]["train"], "seed": 3}}
+    cfg["comae_lr"] = {**cfg["comae"], "train": {**cfg["comae"]["train"], "lr": 1e-4, "seed": 2}}
+    cfg["comae_s2"] = {**cfg["comae"], "train": {**cfg["comae"]["train"], "seed": 2}}
+    path.write_text(yaml.safe_dump(cfg))
+    assert pretrained.replicates("comae", path) == ["comae", "comae_s1", "comae_s2", "comae_more"]
+    assert pretrained.replicates("comae_s2", path)[0] == "comae_s2"
+    assert "comae" not in pretrained.replicates("comae0", path)  # another lambda_c
+    cfg["comae_s2"]["train"]["seed"] = 1
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="same seed"):
+        pretrained.replicates("comae_s1", path)
     cfg["comae_s1"]["train"]["seed"] = -1
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match=r"comae_s1\.train\.seed: must be an integer >= 0"):
