@@ -25,11 +25,12 @@
 # patch $n$ from what is left. A mask that keeps few patches and still lets $g$ succeed names the
 # patches that patch $n$ depends on. Chapter 3 turns these masks into a ranking.
 #
-# This chapter trains CoMAE on Fashion-MNIST, with and without the contrastive loss $L_c$, over
-# several seeds, and tests three things the paper reports:
+# This chapter reads the book's CoMAEs, trained on Fashion-MNIST with and without the contrastive
+# loss $L_c$ from three seeds, and tests three things the paper reports:
 #
 # 1. Table 1: adding $L_c$ lowers both the mask entropy and the reconstruction loss;
-# 2. paper Fig. 6: mask entropy falls as reconstruction improves (the masks *polarise* toward 0 and 1);
+# 2. paper Fig. 6: late in training, mask entropy falls as reconstruction improves (the masks
+#    *polarise* toward 0 and 1);
 # 3. that the masks mean something, on images where the right answer is planted: mirror-symmetric
 #    images, where each patch is best rebuilt from its mirror image.
 
@@ -50,7 +51,6 @@ from copkit.profiles import chapter_setup
 
 # first: it also quiets the warning that importing timm would print
 book = chapter_setup(profile, device, seed, data_dir, results_dir)
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -88,7 +88,7 @@ from copkit.tokens import GRID, PATCH, patchify
 from copkit.train import fit
 
 PROFILE, P, dev, data_dir = book.profile, book.profile.comae, book.device, book.data_dir
-print(f"profile={PROFILE.name}; device={dev}; seeds={book.seeds(P.seeds)}; "
+print(f"profile={PROFILE.name}; device={dev}; short runs' seeds={book.seeds(P.seeds)}; "
       f"L_c weights={P.lambdas}")
 
 # %% [markdown]
@@ -178,56 +178,56 @@ plt.show()
 # %% [markdown]
 # ## Training: with and without $L_c$
 #
-# Every setting (a weight $\lambda$ of $L_c$; $\lambda = 0$ is the paper's "without", $0.01$ its
-# "with"; the `gpu` profile adds 0.1 to see the trend) is trained from several seeds. A finished run is
-# stored under `data/runs/` with the hash of its configuration and loaded instead of retrained.
+# Table 1 and Fig. 6 compare CoMAE trained with and without $L_c$. A difference between two
+# trainings says something only beside the spread between trainings that differ by their seed
+# alone, so the comparison is made over pairs: for each seed, one CoMAE with $L_c$ and one
+# without, the same in every other respect. They are base models (`make pretrain`, shipped in
+# `data/pretrained/`, like the base MAR and ViT the later chapters start from): trained once for
+# the whole book, until their held-out $L_r$ flattened, with the book's setting (the weight of
+# $L_c$ is 1, not the paper's 0.01, with a mask budget and masks starting open; the planted
+# truths below say why). The seed-0 CoMAE with $L_c$ is the one that ranks the data set for the
+# next chapters. This chapter loads them; `make pretrain` trains any that is missing.
 
-
-# %% tags=["hide-output"]
-def train_setting(lam: float, run_seed: int, tokens, val, experiment: str = "main",
-                  tag: dict = data_tag):
-    """Train (or load) one run: the profile's configuration of this experiment, L_c
-    weight and seed."""
-    cfg, tc = from_profile(P, run_seed, lambda_c=lam, experiment=experiment)
-    run = fit(RECIPE, cfg, tc, CoMAEData(tokens, val), tag, data_dir, device=dev,
-              desc=f"lambda={lam} seed={run_seed}")
-    return run.model, run.metrics, run.config
-
-
-runs = {}  # (lambda, seed) -> (model, history, config)
-t_train = time.perf_counter()
-for lam in P.lambdas:
-    for s in P.seeds:
-        runs[lam, s + seed] = train_setting(lam, s + seed, train_tokens, val_tokens)
-train_seconds = time.perf_counter() - t_train
-
-
-def lam_label(lam: float) -> str:
-    return "without $L_c$" if lam == 0 else f"$\\lambda$ = {lam}"
+# %%
+shipped_dir = data_dir / "pretrained"
+pair_names = {"with": pretrained.replicates("comae", PROFILE.pretrain),
+              "without": pretrained.replicates("comae0", PROFILE.pretrain)}
+shipped_info = {name: pretrained.info(name, PROFILE.pretrain, shipped_dir)
+                for names in pair_names.values() for name in names}
+by_seed = {side: {shipped_info[n]["config"]["train"]["seed"]: n for n in names}
+           for side, names in pair_names.items()}
+pair_seeds = sorted(set(by_seed["with"]) & set(by_seed["without"]))
+pair_lc = shipped_info[by_seed["with"][pair_seeds[0]]]["config"]["comae"]["lambda_c"]
+SIDES = {"with": f"with $L_c$ ($\\lambda$ = {pair_lc:g})", "without": "without $L_c$"}
 
 
 def evals(hist):
     return [r for r in hist if r.get("eval")]
 
 
-# %%
-print(f"{len(runs)} runs ready in {train_seconds:.0f} s "
-      f"(runs found in {data_dir / 'runs'} are loaded, not retrained)")
+def lam_label(lam: float) -> str:
+    return "without $L_c$" if lam == 0 else f"$\\lambda$ = {lam}"
+
+
+curves = {(side, s): evals(pretrained.curve(by_seed[side][s], PROFILE.pretrain, shipped_dir))
+          for side in SIDES for s in pair_seeds}
+print(f"{len(pair_seeds)} pairs (seeds {', '.join(map(str, pair_seeds))}): "
+      + "; ".join(f"{by_seed['with'][s]} / {by_seed['without'][s]}" for s in pair_seeds))
 
 
 # %% [markdown]
 # (ch2-fig6)=
 # ## Reconstruction and mask entropy during training (paper Fig. 6)
 #
-# Validation $L_r$ and $H_{mask}$ (on held-out images, every target, fixed noise), mean over
-# seeds with the min-max band.
+# Held-out $L_r$ and $H_{mask}$ (5,000 held-out training images, every target, fixed noise, EMA
+# weights), mean over the seeds with the min-max band. For the first 1,000 steps only the
+# reconstructor $g$ trains (the masks stay where they started); the alternation starts after them.
 
-# %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 6: validation reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per weight of L_c; both quantities fall during training."}}
+# %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 6: held-out reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per setting; L_r falls throughout, H_mask moves once the selector starts training."}}
 fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
-viz.eval_panels({lam_label(lam): [evals(runs[lam, s + seed][1]) for s in P.seeds]
-                 for lam in P.lambdas},
+viz.eval_panels({label: [curves[side, s] for s in pair_seeds] for side, label in SIDES.items()},
                 ("val_L_r", "val_H_mask"), axes,
-                ("$L_r$ (validation)", "$H_{mask}$ (validation)"))
+                ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
 plt.show()
 
 
@@ -235,49 +235,45 @@ plt.show()
 from copkit import fmt  # noqa: E402 - the sentences under the figures
 
 
-def seed_mean(lam: float, key: str, at: int) -> float:
-    """The mean over seeds of a validation metric at one evaluation (0: first, -1: last)."""
-    return float(np.mean([evals(runs[lam, s + seed][1])[at][key] for s in P.seeds]))
+def seed_mean(side: str, key: str, at: int) -> float:
+    """The mean over seeds of a held-out metric at one evaluation (0: first, -1: last)."""
+    return float(np.mean([curves[side, s][at][key] for s in pair_seeds]))
 
 
 display(Markdown("What to see, from the first evaluation to the last (mean over seeds): " + "; ".join(
-    f"{lam_label(lam)}, " + fmt.trend("$L_r$", seed_mean(lam, "val_L_r", 0), seed_mean(lam, "val_L_r", -1))
-    + " and " + fmt.trend("$H_{mask}$", seed_mean(lam, "val_H_mask", 0), seed_mean(lam, "val_H_mask", -1))
-    for lam in P.lambdas) + "."))
+    f"{label}, " + fmt.trend("$L_r$", seed_mean(side, "val_L_r", 0), seed_mean(side, "val_L_r", -1))
+    + " and " + fmt.trend("$H_{mask}$", seed_mean(side, "val_H_mask", 0), seed_mean(side, "val_H_mask", -1))
+    for side, label in SIDES.items()) + "."))
 
 # %% [markdown]
 # (ch2-table1)=
 # ## Table 1 analogue
 #
-# Final validation values (EMA weights are what later chapters use; the curves above and this
-# table use the raw weights at the end of training, as logged). The paper's numbers come from
-# ImageNet latents with $N = 256$ and are single runs, so the absolute values do not transfer;
-# what can be compared is the *direction* of the effect of $L_c$, tested with Welch's t-test
-# across seeds.
+# The final numbers of each CoMAE on the 10,000 test images (EMA weights, every target). The
+# paper's numbers come from ImageNet latents with $N = 256$ and are single runs, so the absolute
+# values do not transfer; what can be compared is the *direction* of the effect of $L_c$, tested
+# over the seeds with a paired t-test (the two CoMAEs of a seed share their initialisation and
+# data order).
 
 # %%
-final = {lam: {"H_mask": [evals(runs[lam, s + seed][1])[-1]["val_H_mask"]
-                          for s in P.seeds],
-               "L_r": [evals(runs[lam, s + seed][1])[-1]["val_L_r"] for s in P.seeds]}
-         for lam in P.lambdas}
-paper = {0.0: {"H_mask": 4.816, "L_r": 8.392}, 0.01: {"H_mask": 4.267, "L_r": 1.567}}
-rows = [[lam, mean_sd(final[lam]["H_mask"], 3),
-         f"{np.mean(final[lam]['H_mask']) / (N - 1):.4f}",
-         mean_sd(final[lam]["L_r"], 3),
-         *((f"{paper[lam]['H_mask']} ({paper[lam]['H_mask'] / 255:.4f})",
-            paper[lam]["L_r"]) if lam in paper else ("–", "–"))]
-        for lam in P.lambdas]
-display(Markdown(markdown_table(["$L_c$ weight", "$H_{mask}$", "per entry", "$L_r$",
+final = {side: {"H_mask": [shipped_info[by_seed[side][s]]["metrics"]["test_H_mask"] for s in pair_seeds],
+                "L_r": [shipped_info[by_seed[side][s]]["metrics"]["test_L_r"] for s in pair_seeds]}
+         for side in SIDES}
+paper = {"without": {"H_mask": 4.816, "L_r": 8.392}, "with": {"H_mask": 4.267, "L_r": 1.567}}
+rows = [[label, mean_sd(final[side]["H_mask"], 3),
+         f"{np.mean(final[side]['H_mask']) / (N - 1):.4f}",
+         mean_sd(final[side]["L_r"], 3),
+         f"{paper[side]['H_mask']} ({paper[side]['H_mask'] / 255:.4f})", paper[side]["L_r"]]
+        for side, label in SIDES.items()]
+display(Markdown(markdown_table(["CoMAE", "$H_{mask}$", "per entry", "$L_r$",
                                  "paper $H_{mask}$ (per entry)", "paper $L_r$"], rows)
-                 + f"\n\nmean ± sd over {len(P.seeds)} seeds, "
-                 f"profile `{PROFILE.name}`."))
+                 + f"\n\nmean ± sd over {len(pair_seeds)} seeds; the paper's 'with' is its weight "
+                 "0.01."))
 
-with_lc = saved_lambda(P)  # the paper's 0.01
-# different trainings (one per weight and seed): Welch's test between the two sets
-# of seeds
-t_h = stats.welch(final[with_lc]["H_mask"], final[0.0]["H_mask"])
-t_l = stats.welch(final[with_lc]["L_r"], final[0.0]["L_r"])
-print(f"L_c (lambda={with_lc}) minus none, H_mask: {test_text(t_h, 3)}\n"
+# the two CoMAEs of a seed: paired over the seeds
+t_h = stats.paired(final["with"]["H_mask"], final["without"]["H_mask"])
+t_l = stats.paired(final["with"]["L_r"], final["without"]["L_r"])
+print(f"with L_c minus without, H_mask: {test_text(t_h, 3)}\n"
       f"L_r: {test_text(t_l, 3)}")
 
 # %% [markdown]
@@ -286,39 +282,40 @@ print(f"L_c (lambda={with_lc}) minus none, H_mask: {test_text(t_h, 3)}\n"
 #
 # If the paper is right, training moves the mask values away from the middle, toward 0 (patch
 # not needed) and 1 (patch needed). Below: the distribution of all off-diagonal mask values of the
-# validation images at the first evaluation and at the end, per setting (seed 0).
+# held-out images at the first evaluation, half-way and at the end, per setting (first seed).
 
-# %% mystnb={"figure": {"caption": "Where the mask values go: their distribution at the first evaluation, half-way and at the end of training, per weight of $L_c$ (seed 0). Polarisation moves mass towards 0 and 1.", "name": "fig-ch2-polarisation"}, "image": {"alt": "Step histograms of mask values between 0 and 1, one panel per weight of L_c: dotted for the first evaluation, dashed half-way, solid at the end."}}
-fig, axes = plt.subplots(1, len(P.lambdas), figsize=(viz.COLUMN_IN, 2.6), sharey=True,
+# %% mystnb={"figure": {"caption": "Where the mask values go: their distribution at the first evaluation, half-way and at the end of training, with and without $L_c$ (first seed). Polarisation moves mass towards 0 and 1.", "name": "fig-ch2-polarisation"}, "image": {"alt": "Step histograms of mask values between 0 and 1, one panel per setting: dotted for the first evaluation, dashed half-way, solid at the end."}}
+fig, axes = plt.subplots(1, len(SIDES), figsize=(viz.COLUMN_IN, 2.6), sharey=True,
                          layout="constrained")
-for ax, lam in zip(np.atleast_1d(axes), P.lambdas):
-    ev = evals(runs[lam, P.seeds[0] + seed][1])
+
+
+def extreme_share(row: dict) -> float:
+    """The share of mask values below 0.1 or above 0.9 (the outer bins of a 20-bin histogram)."""
+    return sum(row["w_hist"][i] for i in (0, 1, 18, 19))
+
+
+for ax, (side, label) in zip(np.atleast_1d(axes), SIDES.items()):
+    ev = curves[side, pair_seeds[0]]
     edges = np.linspace(0, 1, len(ev[0]["w_hist"]) + 1)
     for r, style in ((ev[0], ":"), (ev[len(ev) // 2], "--"), (ev[-1], "-")):
-        ax.stairs(r["w_hist"], edges, label=f"step {r['step']}",
-                  linestyle=style, lw=1.5)
-    ax.set_title(lam_label(lam), fontsize=9)
+        ax.stairs(r["w_hist"], edges, label=f"step {r['step']:,}", linestyle=style, lw=1.5)
+    ax.set_title(label, fontsize=9)
     ax.set_xlabel("mask value $w$")
     ax.legend(fontsize=7)
 np.atleast_1d(axes)[0].set_ylabel("share of mask entries")
 plt.show()
-extreme = {lam: [sum(evals(runs[lam, s + seed][1])[-1]["w_hist"][i]
-                     for i in (0, 1, 18, 19))
-                 for s in P.seeds]
-           for lam in P.lambdas}
-for lam in P.lambdas:
-    first = evals(runs[lam, P.seeds[0] + seed][1])[0]["w_hist"]
-    print(f"lambda={lam}: share of mask values below 0.1 or above 0.9: "
-          f"first evaluation {sum(first[i] for i in (0, 1, 18, 19)):.2f}, "
-          f"end {mean_sd(extreme[lam], 2)}")
+extreme = {side: [extreme_share(curves[side, s][-1]) for s in pair_seeds] for side in SIDES}
+for side, label in SIDES.items():
+    print(f"{label}: share of mask values below 0.1 or above 0.9: first evaluation "
+          f"{extreme_share(curves[side, pair_seeds[0]][0]):.2f}, end {mean_sd(extreme[side], 2)}")
 
 # %% tags=["remove-input"]
-display(Markdown("What to see (seed 0): " + "; ".join(
-    f"{lam_label(lam)}, " + fmt.trend(
+display(Markdown("What to see (first seed): " + "; ".join(
+    f"{label}, " + fmt.trend(
         "the share of mask values below 0.1 or above 0.9",
-        sum(evals(runs[lam, P.seeds[0] + seed][1])[0]["w_hist"][i] for i in (0, 1, 18, 19)),
-        sum(evals(runs[lam, P.seeds[0] + seed][1])[-1]["w_hist"][i] for i in (0, 1, 18, 19)), fmt.share)
-    for lam in P.lambdas) + "."))
+        extreme_share(curves[side, pair_seeds[0]][0]), extreme_share(curves[side, pair_seeds[0]][-1]),
+        fmt.share)
+    for side, label in SIDES.items()) + "."))
 
 # %% [markdown]
 # ## Do the masks of different targets differ?
@@ -337,13 +334,13 @@ def target_similarity(model: CoMAE, tokens: torch.Tensor) -> float:
     return float(sim[:, off].mean())
 
 
-similarity = {lam: [target_similarity(runs[lam, s + seed][0], val_tokens)
-                    for s in P.seeds]
-              for lam in P.lambdas}
-for lam in P.lambdas:
-    sm = summary(similarity[lam])
-    print(f"lambda={lam}: mean cosine similarity between masks of different targets "
-          f"{mean_sd(sm, 3)}")
+similarity = {side: [target_similarity(pretrained.load(by_seed[side][s], dev, PROFILE.pretrain, shipped_dir),
+                                       val_tokens)
+                     for s in pair_seeds]
+              for side in SIDES}
+for side, label in SIDES.items():
+    print(f"{label}: mean cosine similarity between masks of different targets "
+          f"{mean_sd(summary(similarity[side]), 3)}")
 
 # %% [markdown]
 # ## Masks drawn on their images
@@ -353,7 +350,6 @@ for lam in P.lambdas:
 # ($w$ near 1), dark blue = drowned in noise ($w$ near 0).
 
 # %% mystnb={"figure": {"caption": "The masks of five target patches (white frames) drawn over three validation images by the shipped CoMAE: yellow patches are kept clean for the target, dark blue ones drowned in noise.", "name": "fig-ch2-masks"}, "image": {"alt": "Three rows (a T-shirt, a sneaker and an ankle boot), each the image followed by five copies tinted by the mask of one target patch."}}
-shipped_dir = data_dir / "pretrained"
 best_model, shipped_hash = pretrained.base(PROFILE, "comae", data_dir, dev)
 shipped_lambda = best_model.cfg.lambda_c
 targets = [10, 17, 24, 31, 38]
@@ -406,6 +402,16 @@ display(Markdown(
 # entries identically and has no ties where $w$ has saturated at 1.
 
 # %% tags=["hide-output"]
+def train_setting(lam: float, run_seed: int, tokens, val, experiment: str, tag: dict = data_tag):
+    """Train (or load) one of this chapter's short runs: the profile's configuration of this
+    experiment, L_c weight and seed. A finished run is stored under `data/runs/` with the hash of
+    its configuration and loaded instead of retrained."""
+    cfg, tc = from_profile(P, run_seed, lambda_c=lam, experiment=experiment)
+    run = fit(RECIPE, cfg, tc, CoMAEData(tokens, val), tag, data_dir, device=dev,
+              desc=f"{experiment} lambda={lam} seed={run_seed}")
+    return run.model, run.metrics, run.config
+
+
 g = torch.Generator().manual_seed(1234)
 noise_img = mirror_image(torch.randn(3000, 1, 8, 8, generator=g))
 noise_tok = patchify(noise_img, 2)
@@ -684,10 +690,9 @@ display(Markdown(
 
 # %% tags=["hide-output"]
 s0 = P.seeds[0] + seed
+with_lc = saved_lambda(P)  # the paper's weight, 0.01
 sweep_lams = list(dict.fromkeys([*P.lambdas, *P.sweep_lambdas]))
-sweep_runs = {lam: runs[lam, s0] if (lam, s0) in runs
-              else train_setting(lam, s0, train_tokens, val_tokens)
-              for lam in sweep_lams}
+sweep_runs = {lam: train_setting(lam, s0, train_tokens, val_tokens, "main") for lam in sweep_lams}
 split = {lam: logit_variance_split(r[0], val_tokens.to(dev))
          for lam, r in sweep_runs.items()}
 split_shipped = logit_variance_split(best_model, val_tokens.to(dev))
@@ -805,87 +810,94 @@ display(Markdown(fade_text(path_ends, tau_path, with_lc)))
 
 # %% [markdown]
 # (ch2-long)=
-# ## The long pair: the shipped CoMAEs
+# ## The shipped pairs: how long they trained
 #
-# The runs above are short, so that several seeds fit. The CoMAE that ranks the data set for the
-# next chapters, and its partner without $L_c$, were trained once for much longer (`make
-# pretrain`, shipped in `data/pretrained/`), with the same sizes, until their held-out $L_r$
-# flattened. Their curves on 512 held-out training images, EMA weights:
-
-# %% mystnb={"figure": {"caption": "The shipped pair over their training: held-out $L_r$ (left) and $H_{mask}$ (right), with and without $L_c$.", "name": "fig-ch2-long"}, "image": {"alt": "Two line plots against the training step, one curve per CoMAE; L_r falls and flattens."}}
-long_pair = {"comae": pretrained.info("comae", PROFILE.pretrain, shipped_dir),
-             "comae0": pretrained.info("comae0", PROFILE.pretrain, shipped_dir)}
-fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
-viz.eval_panels({lam_label(meta["config"]["comae"]["lambda_c"]):
-                 [[r for r in pretrained.curve(name, PROFILE.pretrain, shipped_dir)
-                   if r.get("eval")]]
-                 for name, meta in long_pair.items()},
-                ("val_L_r", "val_H_mask"), axes,
-                ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
-plt.show()
+# The short runs of the diagnostics are a small fraction of the shipped CoMAEs' training. Each
+# shipped CoMAE, its length and whether its held-out $L_r$ had flattened (its change over the last
+# fifth of training), with its mirror hit rate on mirrored test images:
 
 # %% tags=["remove-input"]
 display(Markdown(markdown_table(
-    ["shipped", "$L_c$ weight", "epochs", "training time", "held-out $L_r$", "change over the last fifth",
-     "test $H_{mask}$", "mirror hit rate (mirrored test images)"],
-    [[f"`{m['file']}`", m["config"]["comae"]["lambda_c"], f"{m['epochs']:g}", f"{m['train_seconds'] / 60:.0f} min",
-      f"{m['metrics']['val_L_r']:.3f}",
-      "–" if m["metrics"]["val_L_r_change_last_fifth"] is None else f"{m['metrics']['val_L_r_change_last_fifth']:.1%}",
+    ["shipped", "seed", "$L_c$ weight", "epochs", "training time", "held-out $L_r$",
+     "change over the last fifth", "test $H_{mask}$", "mirror hit rate (mirrored test images)"],
+    [[f"`{m['file']}`", m["config"]["train"]["seed"], m["config"]["comae"]["lambda_c"], f"{m['epochs']:g}",
+      f"{m['train_seconds'] / 60:.0f} min", f"{m['metrics']['val_L_r']:.3f}",
+      "–" if m["metrics"]["val_L_r_change_last_fifth"] is None
+      else fmt.share(m["metrics"]["val_L_r_change_last_fifth"]),
       f"{m['metrics']['test_H_mask']:.2f}", f"{m['metrics']['mirror_hit_rate']:.1%} (chance {1 / 42:.1%})"]
-     for m in long_pair.values()])
-    + "\n\nThe mirror hit rate here asks the shipped CoMAE, never trained on mirrored images, whether the "
-    "largest mask value of a target off the centre column falls on its exact mirror copy."))
+     for m in shipped_info.values()])
+    + "\n\nThe mirror hit rate asks a CoMAE never trained on mirrored images whether the largest mask "
+    "value of a target off the centre column falls on its exact mirror copy."))
 
 # %% [markdown]
 # ## What this chapter found
 
 # %% tags=["remove-input"]
-hs, ls = {lam: summary(final[lam]["H_mask"]) for lam in P.lambdas}, {lam: summary(final[lam]["L_r"]) for lam in P.lambdas}
-ext = {lam: summary(extreme[lam]) for lam in P.lambdas}
+hs, ls = {k: summary(final[k]["H_mask"]) for k in SIDES}, {k: summary(final[k]["L_r"]) for k in SIDES}
+ext = {k: summary(extreme[k]) for k in SIDES}
 # The smallest effects that would matter, stated before the tests: a quarter of the paper's own
 # change, carried to our scale (per mask entry for H_mask, relative for L_r).
 h_matters = share_of_paper(4.267 - 4.816, paper_scale=255, our_scale=N - 1)
-l_matters = share_of_paper(1.567 - 8.392, paper_scale=8.392, our_scale=ls[0.0]["mean"])
+l_matters = share_of_paper(1.567 - 8.392, paper_scale=8.392, our_scale=ls["without"]["mean"])
+seeds_text = f"{len(pair_seeds)} pair{'s' if len(pair_seeds) > 1 else ''} of CoMAEs, paired by seed"
 claims = {
-    "table1.contrastive.mask_entropy": claim(4.267, {**hs[with_lc], "tokens": N, "paper_tokens": 256,
-                                                     "per_entry": hs[with_lc]["mean"] / (N - 1),
+    "table1.contrastive.mask_entropy": claim(4.267, {**hs["with"], "tokens": N, "paper_tokens": 256,
+                                                     "per_entry": hs["with"]["mean"] / (N - 1),
                                                      "paper_per_entry": 4.267 / 255}, "not testable",
-        f"Absolute H_mask depends on N ({N} here, 256 in the paper) and on the data; ours is {hs[with_lc]['mean']:.2f} "
-        f"({hs[with_lc]['mean'] / (N - 1):.3f} per entry vs the paper's {4.267 / 255:.3f}).", section="ch2-table1"),
-    "table1.no_contrastive.mask_entropy": claim(4.816, hs[0.0], "not testable",
-        f"Absolute H_mask depends on N and the data; ours without L_c is {hs[0.0]['mean']:.2f}.", section="ch2-table1"),
-    "table1.contrastive.reconstruction_loss": claim(1.567, ls[with_lc], "not testable",
-        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares.", section="ch2-table1"),
-    "table1.no_contrastive.reconstruction_loss": claim(8.392, ls[0.0], "not testable",
-        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares.", section="ch2-table1"),
-    "table1.contrastive_lowers_mask_entropy": tested("4.816 -> 4.267", {"with": hs[with_lc], "without": hs[0.0]},
-        t_h, "lower", f"With L_c (weight {with_lc}) H_mask is {mean_sd(hs[with_lc], 3)} against {mean_sd(hs[0.0], 3)} "
-        "without.", paper_effect=4.267 - 4.816, smallest=h_matters, section="ch2-table1", headline=True),
-    "table1.contrastive_lowers_reconstruction_loss": tested("8.392 -> 1.567", {"with": ls[with_lc], "without": ls[0.0]},
-        t_l, "lower", f"With L_c (weight {with_lc}) L_r is {mean_sd(ls[with_lc], 3)} against {mean_sd(ls[0.0], 3)} "
-        "without; the paper reports a much larger drop, 8.39 to 1.57, from a single run.", paper_effect=1.567 - 8.392,
-        smallest=l_matters, section="ch2-table1", headline=True),
+        f"Absolute H_mask depends on N ({N} here, 256 in the paper) and on the data; ours is {hs['with']['mean']:.2f} "
+        f"({hs['with']['mean'] / (N - 1):.3f} per entry vs the paper's {4.267 / 255:.3f}).", section="ch2-table1"),
+    "table1.no_contrastive.mask_entropy": claim(4.816, hs["without"], "not testable",
+        f"Absolute H_mask depends on N and the data; ours without L_c is {hs['without']['mean']:.2f}.",
+        section="ch2-table1"),
+    "table1.contrastive.reconstruction_loss": claim(1.567, ls["with"], "not testable",
+        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares.",
+        section="ch2-table1"),
+    "table1.no_contrastive.reconstruction_loss": claim(8.392, ls["without"], "not testable",
+        "L_r is measured on different tokens (pixels vs VAE latents), so only its change with L_c compares.",
+        section="ch2-table1"),
+    "table1.contrastive_lowers_mask_entropy": tested("4.816 -> 4.267", {"with": hs["with"], "without": hs["without"]},
+        t_h, "lower", f"With L_c (weight {pair_lc:g}) the test H_mask is {mean_sd(hs['with'], 3)} against "
+        f"{mean_sd(hs['without'], 3)} without ({seeds_text}).", paper_effect=4.267 - 4.816, smallest=h_matters,
+        section="ch2-table1", headline=True),
+    "table1.contrastive_lowers_reconstruction_loss": tested("8.392 -> 1.567", {"with": ls["with"], "without": ls["without"]},
+        t_l, "lower", f"With L_c (weight {pair_lc:g}) the test L_r is {mean_sd(ls['with'], 3)} against "
+        f"{mean_sd(ls['without'], 3)} without ({seeds_text}); the paper reports a much larger drop, 8.39 to 1.57, "
+        "from a single run.", paper_effect=1.567 - 8.392, smallest=l_matters, section="ch2-table1", headline=True),
 }
-first_ext_runs = [sum(evals(runs[with_lc, s + seed][1])[0]["w_hist"][i] for i in (0, 1, 18, 19)) for s in P.seeds]
-first_ext = summary(first_ext_runs)
-h_first_runs = [evals(runs[with_lc, s + seed][1])[0]["val_H_mask"] for s in P.seeds]
-h_first = summary(h_first_runs)
-h_fall = {lam: [evals(runs[lam, s + seed][1])[-1]["val_H_mask"] - evals(runs[lam, s + seed][1])[0]["val_H_mask"]
-                for s in P.seeds] for lam in P.lambdas}
+# Fig. 6 shows the last 140 of 512 epochs (the last 27% of training): from the evaluation nearest
+# that point to the end, per seed (one training measured twice: paired)
+PAPER_LATE = 140 / 512  # the share of training the paper's Fig. 6 shows
+late_at = {s: min(curves["with", s], key=lambda r: abs(r["step"] - (1 - PAPER_LATE) * curves["with", s][-1]["step"]))
+           for s in pair_seeds}
+h_late_runs = [late_at[s]["val_H_mask"] for s in pair_seeds]
+h_end_runs = [curves["with", s][-1]["val_H_mask"] for s in pair_seeds]
+l_late_runs = [late_at[s]["val_L_r"] for s in pair_seeds]
+l_end_runs = [curves["with", s][-1]["val_L_r"] for s in pair_seeds]
+h_late, h_end = summary(h_late_runs), summary(h_end_runs)
+late_ext = summary([extreme_share(late_at[s]) for s in pair_seeds])
+h_fall_without = [curves["without", s][-1]["val_H_mask"]
+                  - min(curves["without", s], key=lambda r: abs(r["step"] - late_at[s]["step"]))["val_H_mask"]
+                  for s in pair_seeds]
 claims["fig6.mask_entropy_falls_with_training"] = tested(
-    "H_mask falls together with L_r over training",
-    {"H_mask_first_eval": h_first, "H_mask_final": hs[with_lc], "extreme_share_first": first_ext,
-     "extreme_share_final": ext[with_lc], "H_mask_change_without_Lc": summary(h_fall[0.0])},
-    # each seed's run measured at its first evaluation and at its end: paired
-    stats.paired(final[with_lc]["H_mask"], h_first_runs), "lower",
-    f"Between the first evaluation and the end, H_mask goes from {h_first['mean']:.2f} to {hs[with_lc]['mean']:.2f} and "
-    f"the share of mask values below 0.1 or above 0.9 from {first_ext['mean']:.2f} to {ext[with_lc]['mean']:.2f} "
-    f"(lambda={with_lc}); without L_c H_mask changes by {np.mean(h_fall[0.0]):+.2f} over the same training, against "
-    f"{np.mean(h_fall[with_lc]):+.2f} with it, so the fall alone does not show what L_c adds.", smallest=h_matters,
-    section="ch2-fig6")
+    "H_mask falls together with L_r over the last 140 of 512 epochs",
+    {"paper_late_share": PAPER_LATE, "from_step": late_at[pair_seeds[0]]["step"],
+     "to_step": curves["with", pair_seeds[0]][-1]["step"], "H_mask_late": h_late, "H_mask_final": h_end,
+     "L_r_late": summary(l_late_runs), "L_r_final": summary(l_end_runs),
+     "extreme_share_late": late_ext, "extreme_share_final": ext["with"],
+     "H_mask_change_without_Lc": summary(h_fall_without)},
+    stats.paired(h_end_runs, h_late_runs), "lower",
+    f"From step {late_at[pair_seeds[0]]['step']:,} to the end (the paper's figure shows its last "
+    f"{PAPER_LATE:.0%} of training), "
+    f"the held-out H_mask goes from {h_late['mean']:.2f} to {h_end['mean']:.2f} and L_r from "
+    f"{np.mean(l_late_runs):.3f} to {np.mean(l_end_runs):.3f}, and the share of mask values below 0.1 or above 0.9 "
+    f"from {late_ext['mean']:.2f} to {ext['with']['mean']:.2f} (with L_c); without L_c H_mask changes by "
+    f"{np.mean(h_fall_without):+.2f} over the same steps, against {h_end['mean'] - h_late['mean']:+.2f} with it, so "
+    "the fall alone does not show what L_c adds.", smallest=h_matters, section="ch2-fig6")
 claims = decide(claims, "02_comae", results_dir)
 metrics = {
-    "final_val": {str(lam): {"H_mask": hs[lam], "L_r": ls[lam], "extreme_share": ext[lam]} for lam in P.lambdas},
+    "pairs": {"seeds": pair_seeds, "lambda_c": pair_lc,
+              "names": {side: [by_seed[side][s] for s in pair_seeds] for side in SIDES}},
+    "final_test": {side: {"H_mask": hs[side], "L_r": ls[side], "extreme_share_val": ext[side]} for side in SIDES},
     "planted_mirror_hit_rate": {str(k): {"seeds": planted_seeds, "per_seed": v, "median": float(np.median(v))}
                                 for k, v in planted.items()},
     "planted_mirror_hit_rate_long": {"lambda_c": 0.01, "steps": P.planted_long_steps, "per_seed": planted_long,
@@ -893,24 +905,26 @@ metrics = {
     "fashion_mnist_mirror_hit_rate": {str(k): v for k, v in fm_mirror.items()},
     "planted_6x6": {"bar": BAR, "found": planted_found,
                     "lines": [{**line, "setting": setting_text(line), "clears_bar": meets_bar(line)} for line in sweep]},
-    "target_mask_cosine_similarity": {str(lam): summary(similarity[lam]) for lam in P.lambdas},
+    "target_mask_cosine_similarity": {side: summary(similarity[side]) for side in SIDES},
     "diagnostics": {"logit_variance_shares": {str(lam): v for lam, v in split.items()},
                     "logit_variance_shares_shipped": split_shipped, "sweep_fraction_of_shipped_length": fraction,
                     "temperature_path": {str(lam): {"step": st, "tau": tv} for lam, (st, tv) in tau_path.items()},
                     "contrastive_vs_temperature": lc_curve},
-    "shipped": {name: {"file": m["file"], "lambda_c": m["config"]["comae"]["lambda_c"], **m["metrics"]}
-                for name, m in long_pair.items()},
+    "shipped": {name: {"file": m["file"], "lambda_c": m["config"]["comae"]["lambda_c"],
+                       "seed": m["config"]["train"]["seed"], **m["metrics"]}
+                for name, m in shipped_info.items()},
     "runtime_s": book.seconds(),
 }
-path = write_results(results_dir, "02_comae", profile=PROFILE.name, device=str(dev), seeds=[s + seed for s in P.seeds],
+path = write_results(results_dir, "02_comae", profile=PROFILE.name, device=str(dev), seeds=pair_seeds,
                      claims=claims, metrics=metrics)
 display(Markdown(in_words(claims) + f"""
 
 **Beside the paper's claims**
 
 - **Masks of different targets** of one image have a mean cosine
-  similarity of {summary(similarity[with_lc])['mean']:.3f} with $L_c$ (weight {with_lc}) and
-  {summary(similarity[0.0])['mean']:.3f} without (1 would mean every target of an image has the same mask).
+  similarity of {summary(similarity['with'])['mean']:.3f} with $L_c$ (weight {pair_lc:g}) and
+  {summary(similarity['without'])['mean']:.3f} without (1 would mean every target of an image has the same
+  mask), mean over {len(pair_seeds)} seeds.
 - **Planted truth**: on mirrored noise the mirror patch gets the largest weight for
   {', '.join(f'{np.median(v):.0%} (weight {k})' for k, v in planted.items())} of targets, median over
   {len(planted_seeds)} seeds, after {P.planted_steps} steps, and {np.median(planted_long):.0%} at the paper's weight
@@ -920,7 +934,7 @@ display(Markdown(in_words(claims) + f"""
   {', '.join(f"{split[lam]['image_specific']:.0%} (weight {lam})" for lam in sweep_lams)} after {P.steps} steps,
   {split_shipped['image_specific']:.0%} for the shipped CoMAE; the learned temperature fell from
   {tau_path[with_lc][1][0]:.3f} to {tau_path[with_lc][1][-1]:.3f} at weight {with_lc}.
-- The shipped CoMAE that ranks the data set is `{long_pair['comae']['file']}` (weight {shipped_lambda}). Profile `{PROFILE.name}`; the chapter ran in
+- The shipped CoMAE that ranks the data set is `{shipped_info['comae']['file']}` (weight {shipped_lambda}). Profile `{PROFILE.name}`; the chapter ran in
   {book.seconds():.0f} s; results in `{path.name}`.
 """))
 
