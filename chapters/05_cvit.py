@@ -885,7 +885,8 @@ claims["sec3.4.cvit.per_image_order"] = tested(
     "image's own order against it). Trained as such, a CViT on one fixed order reaches "
     f"{fixed_trained.mean():.1f} ({test_text(t_fixed_trained)} for the own order against it) "
     f"and one on the centre-out order {centre_trained.mean():.1f} "
-    f"({test_text(t_centre_trained)}).",
+    f"({test_text(t_centre_trained)}). The seeds are CViT trainings on the orders of one CoMAE, so "
+    "the verdict rests on one CoMAE training: another CoMAE's orders could differ.",
     partial=stats.Partial.ci_beyond(1.0, "higher",
                                     "the 95% interval of the gain above 1 AuC point"),
     smallest=POINT, section="ch5-kept-22")
