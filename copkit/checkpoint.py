@@ -31,7 +31,7 @@ from .config import config_hash, jsonable
 from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["CHECKPOINT", "METRICS", "run_folder", "save_tensors", "load_tensors", "load_state",
-           "save_checkpoint", "resume", "run_weights", "load_weights", "append_metrics",
+           "save_checkpoint", "resume", "extend", "run_weights", "load_weights", "append_metrics",
            "read_metrics"]
 
 CHECKPOINT = "checkpoint.safetensors"  #: a run folder's checkpoint
@@ -194,6 +194,56 @@ def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module],
         kept = [r for r in read_metrics(metrics, partial_ok=True)
                 if r["step"] < step or (r["step"] == step and r.get("eval"))]
         atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+    return step
+
+
+def extend(run_dir: str | Path, new_run_dir: str | Path, config: Any) -> int:
+    """Start ``new_run_dir``, the run of ``config``, from ``run_dir``'s checkpoint, when the two
+    configurations differ only in the number of training steps: a run found too short (its
+    held-out curve still falling) goes on instead of starting over. Returns the step it goes on
+    from.
+
+    Going on is the same as having trained the longer run from the start only if no step taken so
+    far depends on the total: the data order does not (:func:`copkit.recipe.batch_indices`), but a
+    learning rate that decays towards ``final_lr`` at the last step does, so the run's rate must be
+    held after its warm-up (``final_lr == lr``). The checkpoint and metrics are copied with the new
+    configuration and hash (the old run folder is left as it is); anything else is refused with the
+    difference named."""
+    run_dir, new_run_dir = Path(run_dir), Path(new_run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint to extend")
+    tensors, meta = load_tensors(path, device="cpu")
+    old, new = meta.get("config", {}), jsonable(config)
+
+    def flat(c: Any, prefix: str = "") -> dict:
+        if not isinstance(c, dict):
+            return {prefix: c}
+        return {k: v for key, val in c.items() for k, v in flat(val, f"{prefix}{key}.").items()}
+
+    fo, fn = flat(old), flat(new)
+    differ = sorted(k.rstrip(".") for k in set(fo) | set(fn)
+                    if fo.get(k) != fn.get(k) and k != "train.steps.")
+    if differ:
+        raise ValueError(f"{run_dir} cannot be extended to this configuration: it differs in "
+                         f"{', '.join(differ)}, not only in train.steps")
+    train, step = new["train"], int(meta["step"])
+    if train["steps"] <= step:
+        raise ValueError(f"{run_dir} is at step {step}; the new run must be longer "
+                         f"(train.steps {train['steps']})")
+    if train.get("final_lr") != train["lr"]:
+        raise ValueError(f"{run_dir} decays its learning rate to final_lr "
+                         f"{train.get('final_lr')} at its last step, so a longer run would have "
+                         "taken other steps; only a run whose rate is held (final_lr == lr) can "
+                         "be extended")
+    new_run_dir.mkdir(parents=True, exist_ok=True)
+    digest = config_hash(config)
+    save_tensors(new_run_dir / CHECKPOINT, tensors, {**meta, "config_hash": digest, "config": new,
+                                                      "extended_from": meta.get("config_hash")})
+    atomic_write_text(new_run_dir / METRICS, (run_dir / METRICS).read_text()
+                      if (run_dir / METRICS).exists() else "")
+    atomic_write_json(new_run_dir / "config.json", {"config_hash": digest, "config": new,
+                                                    "extended_from": meta.get("config_hash")})
     return step
 
 

@@ -250,6 +250,11 @@ def _pretrain(args: argparse.Namespace) -> int:
         for path in pretrained.park(args.only or None, config, args.data_dir, args.out):
             print(f"parked {path}")
         return 0
+    if args.extend_from:
+        if len(args.only) != 1:
+            raise ValueError("--extend-from needs exactly one --only NAME: the model it goes on as")
+        run, step = pretrained.extend(args.only[0], args.extend_from, config, args.data_dir)
+        print(f"{run} goes on from step {step} of {args.extend_from}")
     out = pretrained.pretrain(args.only or None, config, args.data_dir, args.out,
                               pick_device(args.device))
     if args.results:
@@ -343,6 +348,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--park", action="store_true",
                    help="copy unfinished runs into <out>/unfinished/ (committed), where a later "
                         "pretrain on another machine resumes them; trains nothing")
+    p.add_argument("--extend-from", default=None, metavar="RUN",
+                   help="with one --only NAME whose section asks for more steps than the run "
+                        "folder RUN (otherwise the same configuration, learning rate held): go on "
+                        "from RUN's checkpoint instead of starting over (copkit.checkpoint.extend)")
     p.set_defaults(func=_pretrain)
     p = sub.add_parser("profiles", help="print the profiles' sizes", parents=[debug])
     p.set_defaults(func=_profiles)

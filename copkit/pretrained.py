@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from copkit import cmar, comae, cvit
 from copkit import metrics as feature_net
+from copkit.checkpoint import extend as checkpoint_extend
 from copkit.checkpoint import load_state, load_tensors, read_metrics, save_tensors
 from copkit.config import ConfigError, build, config_hash, jsonable
 from copkit.data import load_fashion_mnist, photo_crops
@@ -59,7 +60,7 @@ from copkit.train import fit
 
 __all__ = ["CONFIG", "SMOKE_CONFIG", "KINDS", "SEEDS", "PR_K", "JUDGES", "REPOSITORY",
            "shipped_folder", "config_path", "read_config", "kind_of", "base", "curve", "Plan",
-           "plan", "pretrain", "path_of", "load", "replicates",
+           "plan", "pretrain", "extend", "path_of", "load", "replicates",
            "info", "generate", "summary", "total_seconds", "park", "run_hash", "run_folder_of"]
 
 #: The book's pretraining config (``"full"``): every base model, sized for a 2-core CPU.
@@ -627,6 +628,22 @@ def park(names: list[str] | None = None, config: str | Path | None = None,
             shutil.copytree(run, target)
             out.append(target)
     return out
+
+
+def extend(name: str, run: str | Path, config: str | Path | dict | None = None,
+           data_dir: str | Path = "data") -> tuple[Path, int]:
+    """Let base model ``name`` go on from the run folder ``run`` (a shorter training of the same
+    configuration whose learning rate is held: :func:`copkit.checkpoint.extend`): its run folder
+    under ``<data_dir>/runs/`` starts from ``run``'s checkpoint, and the next :func:`pretrain` of
+    ``name`` trains the remaining steps. Returns (the new run folder, the step it goes on from)."""
+    config = read_config(config)
+    p = plan(name, config)
+    target = run_folder_of(name, config, data_dir)
+    if (target / "checkpoint.safetensors").exists():
+        raise FileExistsError(f"{target} already has a checkpoint: pretrain resumes it, nothing to "
+                              "extend")
+    run_config = p.recipe.run_config(p.model_cfg, p.train_cfg, p.data, p.tag)
+    return target, checkpoint_extend(run, target, run_config)
 
 
 def pretrain(names: list[str] | None = None, config: str | Path | None = None,

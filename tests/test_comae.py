@@ -403,3 +403,32 @@ def test_compiled_masks_equal_the_eager_ones_and_leave_the_model_as_it_was():
     eager, fast = model.masks(tokens, chunk=4), model.masks(tokens, chunk=4, compiled=True)
     assert torch.allclose(fast, eager, atol=1e-5)
     assert list(model.state_dict()) == keys
+
+
+def test_an_extended_run_equals_the_longer_run_from_the_start(tmp_path):
+    """checkpoint.extend: a run with a held learning rate goes on to more steps exactly as if it had
+    been configured that long; another difference, or a decaying rate, is refused by name."""
+    from copkit.checkpoint import extend
+
+    tokens = torch.randn(64, 16, 4)
+    data, tag = CoMAEData(tokens[:48], tokens[48:]), {"t": "extend"}
+
+    def train_cfg(steps, **kw):
+        return TrainConfig(**{**dict(steps=steps, batch_size=8, lr=3e-3, final_lr=3e-3,
+                                     warmup_steps=2, ckpt_every=2, eval_every=4, seed=0), **kw})
+
+    short = fit(RECIPE, SMALL, train_cfg(5), data, tag, tmp_path / "a", progress=False)
+    full = fit(RECIPE, SMALL, train_cfg(9), data, tag, tmp_path / "b", progress=False)
+    assert extend(short.folder, tmp_path / "a" / "runs" / full.folder.name, full.config) == 5
+    extended = fit(RECIPE, SMALL, train_cfg(9), data, tag, tmp_path / "a", progress=False)
+    assert extended.folder.name == full.folder.name
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, extended.model.state_dict()[k]), k
+    other_seed = RECIPE.run_config(SMALL, train_cfg(9, seed=1), data, tag)
+    with pytest.raises(ValueError, match=r"train\.seed"):
+        extend(short.folder, tmp_path / "c", other_seed)
+    decaying = fit(RECIPE, SMALL, train_cfg(5, final_lr=0.0), data, tag, tmp_path / "d",
+                   progress=False)
+    with pytest.raises(ValueError, match="final_lr"):
+        extend(decaying.folder, tmp_path / "e",
+               RECIPE.run_config(SMALL, train_cfg(9, final_lr=0.0), data, tag))
