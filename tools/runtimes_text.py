@@ -89,6 +89,35 @@ def render(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+#: the base models' training costs, in README.md only (:func:`render_pretrain`)
+PRETRAIN_BEGIN, PRETRAIN_END = "<!-- pretrain-costs:begin -->", "<!-- pretrain-costs:end -->"
+
+
+def render_pretrain(results_dir: Path) -> str:
+    """What `make pretrain` and `make orders` cost, from the shipped models' summary
+    (``pretrained.json``: each model's training seconds and epochs) and ``make bench``'s timing
+    of `make orders` (``bench.json``)."""
+    import json
+
+    path = results_dir / "pretrained.json"
+    if not path.exists():
+        return "No base model shipped yet (`book/results/pretrained.json`)."
+    models = json.loads(path.read_text())["models"]
+    order = sorted(models, key=lambda n: -models[n]["train_seconds"])
+    text = (f"`make pretrain` cost {fmt.num(sum(m['train_seconds'] for m in models.values()) / 3600, 1)} "
+            "hours of training on one core each (as each model's `.json` records it; the machine "
+            "ran other work beside it): "
+            + fmt.listing(f"`{n}` {fmt.duration(models[n]['train_seconds'])} "
+                          f"({models[n]['epochs']:g} epochs)" for n in order) + ".")
+    bench = results_dir / "bench.json"
+    made = json.loads(bench.read_text()).get("make_orders") if bench.exists() else None
+    if made:
+        text += (f" `make orders` then ranks all {fmt.count(made['images'])} images in "
+                 f"{fmt.duration(made['seconds'])} ({made['processes']} processes, "
+                 f"{fmt.num(made['orders_per_s'], 0)} images per second; `make bench`).")
+    return text
+
+
 def with_block(text: str, block: str, name: str, begin: str = BEGIN, end: str = END) -> str:
     """``text`` with what lies between its ``begin`` and ``end`` lines replaced by ``block`` (the
     run times' markers unless told; ``tools/findings_text.py`` passes its own)."""
@@ -134,8 +163,12 @@ def main() -> int:
     parser.add_argument("--results", default=str(ROOT / "book" / "results"),
                         help="where runtimes-<profile>.json are")
     args = parser.parse_args()
-    stale = rewrite_blocks(ROOT, FILES, render(Path(args.results).resolve()), check=args.check)
-    return report(stale, args.check, "run times", "book/results/runtimes-*.json",
+    results = Path(args.results).resolve()
+    stale = rewrite_blocks(ROOT, FILES, render(results), check=args.check)
+    stale += rewrite_blocks(ROOT, ("README.md",), render_pretrain(results), PRETRAIN_BEGIN,
+                            PRETRAIN_END, check=args.check)
+    return report(sorted(set(stale)), args.check, "run times",
+                  "book/results/runtimes-*.json, pretrained.json and bench.json",
                   "python tools/runtimes_text.py")
 
 
