@@ -62,6 +62,7 @@ def test_check_fails_and_a_rewrite_fixes_a_stale_page(tmp_path, monkeypatch):
                     f"|\n{runtimes_text.END}\n\nafter\n")
     monkeypatch.setattr(runtimes_text, "ROOT", tmp_path)
     monkeypatch.setattr(runtimes_text, "FILES", ("intro.md",))
+    monkeypatch.setattr(runtimes_text, "PRETRAIN_FILES", ())
     monkeypatch.setattr(sys, "argv", ["runtimes_text.py", "--check", "--results", str(results)])
     assert runtimes_text.main() == 1
     monkeypatch.setattr(sys, "argv", ["runtimes_text.py", "--results", str(results)])
@@ -74,6 +75,20 @@ def test_check_fails_and_a_rewrite_fixes_a_stale_page(tmp_path, monkeypatch):
     assert "Not measured yet: `smoke` and `gpu`." in text
     monkeypatch.setattr(sys, "argv", ["runtimes_text.py", "--check", "--results", str(results)])
     assert runtimes_text.main() == 0
+
+
+def test_the_pretrain_costs_are_the_shipped_models_seconds(tmp_path):
+    (tmp_path / "pretrained.json").write_text(json.dumps({"models": {
+        "vit": {"train_seconds": 7200.0, "epochs": 40}, "comae": {"train_seconds": 1800.0,
+                                                                   "epochs": 1.5}}}))
+    text = runtimes_text.render_pretrain(tmp_path)
+    assert text.startswith("`make pretrain` cost 2.5 hours")
+    assert "`vit` 2.0 h (40 epochs) and `comae` 30 min (1.5 epochs)" in text
+    assert "make orders" not in text  # no bench.json: nothing said about it
+    (tmp_path / "bench.json").write_text(json.dumps({"make_orders": {
+        "images": 70000, "seconds": 280.0, "processes": 2, "orders_per_s": 250.0}}))
+    assert ("ranks all 70,000 images in 4.7 min (2 processes, 250 images per second"
+            in runtimes_text.render_pretrain(tmp_path))
 
 
 def test_a_page_without_its_markers_is_an_error():

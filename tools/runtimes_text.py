@@ -91,6 +91,7 @@ def render(results_dir: Path) -> str:
 
 #: the base models' training costs, in README.md only (:func:`render_pretrain`)
 PRETRAIN_BEGIN, PRETRAIN_END = "<!-- pretrain-costs:begin -->", "<!-- pretrain-costs:end -->"
+PRETRAIN_FILES = ("README.md",)
 
 
 def render_pretrain(results_dir: Path) -> str:
@@ -165,7 +166,7 @@ def main() -> int:
     args = parser.parse_args()
     results = Path(args.results).resolve()
     stale = rewrite_blocks(ROOT, FILES, render(results), check=args.check)
-    stale += rewrite_blocks(ROOT, ("README.md",), render_pretrain(results), PRETRAIN_BEGIN,
+    stale += rewrite_blocks(ROOT, PRETRAIN_FILES, render_pretrain(results), PRETRAIN_BEGIN,
                             PRETRAIN_END, check=args.check)
     return report(sorted(set(stale)), args.check, "run times",
                   "book/results/runtimes-*.json, pretrained.json and bench.json",
