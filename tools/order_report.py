@@ -12,7 +12,11 @@ For a shipped CoMAE (``--name comae``, from the pretraining config) or a trainin
   ``footrule_across``: the Spearman footrule between two images' orders, same class and different
   classes (0 = one order, 1 = unrelated orders) (:func:`copkit.rank.order_diversity`);
 - ``object_share_top22`` beside ``object_share_random``: the share of the top 22% patches on the
-  object, and what a random order's top 22% holds on the same images (the image's object share).
+  object, and what a random order's top 22% holds on the same images (the image's object share);
+- with ``--against RUN`` (another run's folder, e.g. an earlier copy of the same run, or another
+  seed): ``against.footrule_same_image``, the footrule between the two CoMAEs' orders of the same
+  image (0 = the same orders), and ``against.top_overlap``, the share of an image's top 22% both
+  put first: whether the orders still change late in training, or agree across seeds.
 
     python tools/order_report.py --name comae --config data/pretrained/unfinished/pretrain-next.yaml
     python tools/order_report.py --run data/runs/comae-4ae1dc1d --out /tmp/report.json
@@ -35,7 +39,13 @@ from copkit.checkpoint import load_weights  # noqa: E402
 from copkit.comae import CoMAE, CoMAEConfig, logit_variance_split  # noqa: E402
 from copkit.data import load_fashion_mnist  # noqa: E402
 from copkit.io import atomic_write_json  # noqa: E402
-from copkit.rank import collapse_order, keep_top, order_diversity  # noqa: E402
+from copkit.rank import (  # noqa: E402
+    collapse_order,
+    footrule,
+    keep_top,
+    order_diversity,
+    top_overlap,
+)
 from copkit.tokens import PATCH, object_patches, patchify  # noqa: E402
 
 
@@ -68,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--run", type=Path, help="a training run's folder (data/runs/comae-<hash8>)")
     ap.add_argument("--config", help="the pretraining config of --name (default: the shipped one)")
     ap.add_argument("--images", type=int, default=2000, help="test images to rank (default 2000)")
+    ap.add_argument("--against", type=Path, help="another run's folder: compare its orders of the "
+                    "same images with these, image by image")
     ap.add_argument("--out", type=Path, help="write the report here as JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -76,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     x, y = load_fashion_mnist("test")
     out = report(model, x[:args.images], y[:args.images])
     out["source"] = args.name or str(args.run)
+    if args.against:
+        other = load_run(args.against, args.against.name.split("-")[0])
+        tokens = patchify(x[:args.images], PATCH)
+        with torch.no_grad():
+            a, b = collapse_order(model.masks(tokens)), collapse_order(other.masks(tokens))
+        out["against"] = {"source": str(args.against),
+                          "footrule_same_image": float(footrule(a, b).mean()),
+                          "top_overlap": float(top_overlap(a, b, 0.22).mean())}
     print(json.dumps(out, indent=1))
     if args.out:
         atomic_write_json(args.out, out)
