@@ -199,16 +199,17 @@ def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module],
 
 def extend(run_dir: str | Path, new_run_dir: str | Path, config: Any) -> int:
     """Start ``new_run_dir``, the run of ``config``, from ``run_dir``'s checkpoint, when the two
-    configurations differ only in the number of training steps: a run found too short (its
-    held-out curve still falling) goes on instead of starting over. Returns the step it goes on
-    from.
+    configurations differ only in their length and learning-rate schedule (``train.steps``,
+    ``final_lr``, ``decay_from``): a run found too short (its held-out curve still falling) goes on
+    instead of starting over. Returns the step it goes on from.
 
-    Going on is the same as having trained the longer run from the start only if no step taken so
-    far depends on the total: the data order does not (:func:`copkit.recipe.batch_indices`), but a
-    learning rate that decays towards ``final_lr`` at the last step does, so the run's rate must be
-    held after its warm-up (``final_lr == lr``). The checkpoint and metrics are copied with the new
-    configuration and hash (the old run folder is left as it is); anything else is refused with the
-    difference named."""
+    Going on is the same as having trained the longer run from the start only if every step taken
+    so far is the step the longer run takes: the data order does not depend on the length
+    (:func:`copkit.recipe.batch_indices`), and the learning rate of every step taken must be the
+    same under both schedules (checked step by step), which holds for a rate held after its warm-up
+    (``final_lr == lr``), continued either held or decaying from a later step (``decay_from``).
+    The checkpoint and metrics are copied with the new configuration and hash (the old run folder
+    is left as it is); anything else is refused with the difference named."""
     run_dir, new_run_dir = Path(run_dir), Path(new_run_dir)
     path = run_dir / CHECKPOINT
     if not path.exists():
@@ -222,8 +223,10 @@ def extend(run_dir: str | Path, new_run_dir: str | Path, config: Any) -> int:
         return {k: v for key, val in c.items() for k, v in flat(val, f"{prefix}{key}.").items()}
 
     fo, fn = flat(old), flat(new)
+    # the schedule is checked step by step below
+    schedule = ("train.steps.", "train.final_lr.", "train.decay_from.")
     differ = sorted(k.rstrip(".") for k in set(fo) | set(fn)
-                    if fo.get(k) != fn.get(k) and k != "train.steps.")
+                    if fo.get(k) != fn.get(k) and k not in schedule)
     if differ:
         raise ValueError(f"{run_dir} cannot be extended to this configuration: it differs in "
                          f"{', '.join(differ)}, not only in train.steps")
@@ -231,11 +234,19 @@ def extend(run_dir: str | Path, new_run_dir: str | Path, config: Any) -> int:
     if train["steps"] <= step:
         raise ValueError(f"{run_dir} is at step {step}; the new run must be longer "
                          f"(train.steps {train['steps']})")
-    if train.get("final_lr") != train["lr"]:
-        raise ValueError(f"{run_dir} decays its learning rate to final_lr "
-                         f"{train.get('final_lr')} at its last step, so a longer run would have "
-                         "taken other steps; only a run whose rate is held (final_lr == lr) can "
-                         "be extended")
+    from .train import cosine_lr  # (train imports this module)
+
+    def rate(c: dict, t: int) -> float:
+        tc = c["train"]
+        return cosine_lr(t, tc["steps"], tc["lr"], tc.get("warmup_steps", 0),
+                         tc.get("final_lr", 0.0), tc.get("decay_from"))
+
+    moved = next((t for t in range(step) if rate(old, t) != rate(new, t)), None)
+    if moved is not None:
+        raise ValueError(f"{run_dir} took step {moved} at learning rate {rate(old, moved):.3g}, "
+                         f"the longer run would at {rate(new, moved):.3g}: a rate that decays to "
+                         "final_lr at the last step depends on the length; hold it "
+                         "(final_lr == lr, or decay_from after the steps taken) to extend a run")
     new_run_dir.mkdir(parents=True, exist_ok=True)
     digest = config_hash(config)
     save_tensors(new_run_dir / CHECKPOINT, tensors, {**meta, "config_hash": digest, "config": new,

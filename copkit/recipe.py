@@ -53,6 +53,11 @@ class TrainConfig:
     #: (:func:`copkit.train.compile_blocks`); hashed only when set, since compiled kernels round
     #: differently
     compile: bool = dataclasses.field(default=False, metadata={"hash_if_set": True})
+    #: hold ``lr`` after the warm-up until this step, then decay it along half a cosine to
+    #: ``final_lr`` at the last step (None: the cosine starts right after the warm-up). A run
+    #: trained with the rate held can so go on, and end decayed (:func:`copkit.checkpoint.extend`).
+    #: Hashed only when set.
+    decay_from: int | None = dataclasses.field(default=None, metadata={"hash_if_set": True})
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -60,6 +65,8 @@ class TrainConfig:
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and "
                              f"{self.batch_size}")
+        if self.decay_from is not None and (isinstance(self.decay_from, bool) or self.decay_from < 0):
+            raise ValueError(f"decay_from must be a step >= 0 (or None), got {self.decay_from!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TypeError(f"seed must be an integer, got {self.seed!r}; a model's from_profile "
                             "takes (sizes, seed, **variant): give lambda_c=, experiment=, phase= "

@@ -60,9 +60,10 @@ class TrainingDiverged(RuntimeError):
 
 
 def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0,
-              final_lr: float = 0.0) -> float:
+              final_lr: float = 0.0, decay_from: int | None = None) -> float:
     """Learning rate at ``step``: linear warm-up from base/warmup to ``base_lr`` over
-    ``warmup_steps``, then half a cosine from ``base_lr`` down to ``final_lr`` at ``total_steps``.
+    ``warmup_steps``, then half a cosine from ``base_lr`` down to ``final_lr`` at ``total_steps``;
+    with ``decay_from``, ``base_lr`` is held until that step and the cosine runs from there.
 
     Example:
         >>> cosine_lr(0, 100, 1.0, warmup_steps=10)
@@ -71,10 +72,15 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0
         0.5
         >>> cosine_lr(100, 100, 1.0, warmup_steps=10)
         0.0
+        >>> cosine_lr(50, 100, 1.0, decay_from=50), cosine_lr(75, 100, 1.0, decay_from=50)
+        (1.0, 0.5)
     """
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    start = warmup_steps if decay_from is None else max(warmup_steps, decay_from)
+    if step < start:
+        return base_lr
+    progress = min(1.0, (step - start) / max(1, total_steps - start))
     return final_lr + 0.5 * (base_lr - final_lr) * (1.0 + math.cos(math.pi * progress))
 
 
@@ -171,7 +177,7 @@ class StepRunner:
         from :func:`copkit.recipe.step_generator` (seed, step), the forward under the
         precision's autocast."""
         tc = self.train_cfg
-        self.lr = cosine_lr(step, tc.steps, tc.lr, tc.warmup_steps, tc.final_lr)
+        self.lr = cosine_lr(step, tc.steps, tc.lr, tc.warmup_steps, tc.final_lr, tc.decay_from)
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = self.lr

@@ -432,3 +432,14 @@ def test_an_extended_run_equals_the_longer_run_from_the_start(tmp_path):
     with pytest.raises(ValueError, match="final_lr"):
         extend(decaying.folder, tmp_path / "e",
                RECIPE.run_config(SMALL, train_cfg(9, final_lr=0.0), data, tag))
+    # held, then decayed from the step it reached: the same as that schedule from the start
+    decayed = train_cfg(9, final_lr=0.0, decay_from=5)
+    whole = fit(RECIPE, SMALL, decayed, data, tag, tmp_path / "f", progress=False)
+    extend(short.folder, tmp_path / "g" / "runs" / whole.folder.name, whole.config)
+    went_on = fit(RECIPE, SMALL, decayed, data, tag, tmp_path / "g", progress=False)
+    assert went_on.folder.name == whole.folder.name != full.folder.name
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, went_on.model.state_dict()[k]), k
+    with pytest.raises(ValueError, match="step 4 at learning rate"):  # the decay starts too early
+        extend(short.folder, tmp_path / "h",
+               RECIPE.run_config(SMALL, train_cfg(9, final_lr=0.0, decay_from=3), data, tag))
