@@ -263,7 +263,7 @@ def grid_rope(head_dim: int, grid: tuple[int, int]) -> Tensor:
                               feat_shape=list(grid)).get_embed()
 
 
-def first_token_block(blk: EvaBlock, x: Tensor, rope: Tensor) -> Tensor:
+def first_token_block(blk: nn.Module, x: Tensor, rope: Tensor) -> Tensor:
     """``blk(x, rope=rope)[:, 0]`` of a timm ``EvaBlock`` with one prefix token, computed for the
     first token alone: (B, N, width) -> (B, width).
 

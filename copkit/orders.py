@@ -27,8 +27,8 @@ from .io import DamagedFileError, atomic_write_bytes, bars_off, fault_point
 from .rank import collapse_order
 from .tokens import patchify
 
-__all__ = ["SPLITS", "compute_orders", "merge_shards", "load_orders", "orders_digest",
-           "dataset_orders"]
+__all__ = ["SPLITS", "COMPILE_FROM", "compute_orders", "merge_shards", "load_orders",
+           "orders_digest", "dataset_orders"]
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:

@@ -65,7 +65,8 @@ class TrainConfig:
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and "
                              f"{self.batch_size}")
-        if self.decay_from is not None and (isinstance(self.decay_from, bool) or self.decay_from < 0):
+        if self.decay_from is not None and (isinstance(self.decay_from, bool)
+                                            or self.decay_from < 0):
             raise ValueError(f"decay_from must be a step >= 0 (or None), got {self.decay_from!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TypeError(f"seed must be an integer, got {self.seed!r}; a model's from_profile "

@@ -19,7 +19,7 @@ For a shipped CoMAE (``--name comae``, from the pretraining config) or a trainin
   put first: whether the orders still change late in training, or agree across seeds.
 
     python tools/order_report.py --name comae --config data/pretrained/unfinished/pretrain-next.yaml
-    python tools/order_report.py --run data/runs/comae-<hash8> --against <another run> --out report.json
+    python tools/order_report.py --run data/runs/comae-<hash8> --against <run> --out report.json
 """
 
 from __future__ import annotations
