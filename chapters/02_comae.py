@@ -209,10 +209,12 @@ def lam_label(lam: float) -> str:
     return "without $L_c$" if lam == 0 else f"$\\lambda$ = {lam}"
 
 
-curves = {(side, s): evals(pretrained.curve(by_seed[side][s], PROFILE.pretrain, shipped_dir))
+curves = {(side, s): evals(pretrained.curve(by_seed[side][s], PROFILE.pretrain,
+                                            shipped_dir))
           for side in SIDES for s in pair_seeds}
 print(f"{len(pair_seeds)} pairs (seeds {', '.join(map(str, pair_seeds))}): "
-      + "; ".join(f"{by_seed['with'][s]} / {by_seed['without'][s]}" for s in pair_seeds))
+      + "; ".join(f"{by_seed['with'][s]} / {by_seed['without'][s]}"
+                  for s in pair_seeds))
 
 
 # %% [markdown]
@@ -225,7 +227,8 @@ print(f"{len(pair_seeds)} pairs (seeds {', '.join(map(str, pair_seeds))}): "
 
 # %% mystnb={"figure": {"caption": "Our analogue of paper Fig. 6: held-out reconstruction loss $L_r$ (left) and mask entropy $H_{mask}$ (right) during training, with and without $L_c$; the bands span the seeds.", "name": "fig-ch2-fig6"}, "image": {"alt": "Two line plots against the training step, one curve with a shaded band per setting; L_r falls throughout, H_mask moves once the selector starts training."}}
 fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
-viz.eval_panels({label: [curves[side, s] for s in pair_seeds] for side, label in SIDES.items()},
+viz.eval_panels({label: [curves[side, s] for s in pair_seeds]
+                 for side, label in SIDES.items()},
                 ("val_L_r", "val_H_mask"), axes,
                 ("$L_r$ (held out)", "$H_{mask}$ (held out)"))
 plt.show()
@@ -256,19 +259,26 @@ display(Markdown("What to see, from the first evaluation to the last (mean over 
 # data order).
 
 # %%
-final = {side: {"H_mask": [shipped_info[by_seed[side][s]]["metrics"]["test_H_mask"] for s in pair_seeds],
-                "L_r": [shipped_info[by_seed[side][s]]["metrics"]["test_L_r"] for s in pair_seeds]}
+def test_numbers(side: str, key: str) -> list[float]:
+    """A setting's final test number, one per seed."""
+    return [shipped_info[by_seed[side][s]]["metrics"][key] for s in pair_seeds]
+
+
+final = {side: {"H_mask": test_numbers(side, "test_H_mask"),
+                "L_r": test_numbers(side, "test_L_r")}
          for side in SIDES}
-paper = {"without": {"H_mask": 4.816, "L_r": 8.392}, "with": {"H_mask": 4.267, "L_r": 1.567}}
+paper = {"without": {"H_mask": 4.816, "L_r": 8.392},
+         "with": {"H_mask": 4.267, "L_r": 1.567}}
 rows = [[label, mean_sd(final[side]["H_mask"], 3),
          f"{np.mean(final[side]['H_mask']) / (N - 1):.4f}",
          mean_sd(final[side]["L_r"], 3),
-         f"{paper[side]['H_mask']} ({paper[side]['H_mask'] / 255:.4f})", paper[side]["L_r"]]
+         f"{paper[side]['H_mask']} ({paper[side]['H_mask'] / 255:.4f})",
+         paper[side]["L_r"]]
         for side, label in SIDES.items()]
 display(Markdown(markdown_table(["CoMAE", "$H_{mask}$", "per entry", "$L_r$",
                                  "paper $H_{mask}$ (per entry)", "paper $L_r$"], rows)
-                 + f"\n\nmean ± sd over {len(pair_seeds)} seeds; the paper's 'with' is its weight "
-                 "0.01."))
+                 + f"\n\nmean ± sd over {len(pair_seeds)} seeds; the paper's 'with' "
+                 "is its weight 0.01."))
 
 # the two CoMAEs of a seed: paired over the seeds
 t_h = stats.paired(final["with"]["H_mask"], final["without"]["H_mask"])
@@ -290,7 +300,8 @@ fig, axes = plt.subplots(1, len(SIDES), figsize=(viz.COLUMN_IN, 2.6), sharey=Tru
 
 
 def extreme_share(row: dict) -> float:
-    """The share of mask values below 0.1 or above 0.9 (the outer bins of a 20-bin histogram)."""
+    """The share of mask values below 0.1 or above 0.9 (a 20-bin histogram's outer
+    bins)."""
     return sum(row["w_hist"][i] for i in (0, 1, 18, 19))
 
 
@@ -298,16 +309,19 @@ for ax, (side, label) in zip(np.atleast_1d(axes), SIDES.items()):
     ev = curves[side, pair_seeds[0]]
     edges = np.linspace(0, 1, len(ev[0]["w_hist"]) + 1)
     for r, style in ((ev[0], ":"), (ev[len(ev) // 2], "--"), (ev[-1], "-")):
-        ax.stairs(r["w_hist"], edges, label=f"step {r['step']:,}", linestyle=style, lw=1.5)
+        ax.stairs(r["w_hist"], edges, label=f"step {r['step']:,}", linestyle=style,
+                  lw=1.5)
     ax.set_title(label, fontsize=9)
     ax.set_xlabel("mask value $w$")
     ax.legend(fontsize=7)
 np.atleast_1d(axes)[0].set_ylabel("share of mask entries")
 plt.show()
-extreme = {side: [extreme_share(curves[side, s][-1]) for s in pair_seeds] for side in SIDES}
+extreme = {side: [extreme_share(curves[side, s][-1]) for s in pair_seeds]
+           for side in SIDES}
 for side, label in SIDES.items():
     print(f"{label}: share of mask values below 0.1 or above 0.9: first evaluation "
-          f"{extreme_share(curves[side, pair_seeds[0]][0]):.2f}, end {mean_sd(extreme[side], 2)}")
+          f"{extreme_share(curves[side, pair_seeds[0]][0]):.2f}, "
+          f"end {mean_sd(extreme[side], 2)}")
 
 # %% tags=["remove-input"]
 display(Markdown("What to see (first seed): " + "; ".join(
@@ -334,8 +348,11 @@ def target_similarity(model: CoMAE, tokens: torch.Tensor) -> float:
     return float(sim[:, off].mean())
 
 
-similarity = {side: [target_similarity(pretrained.load(by_seed[side][s], dev, PROFILE.pretrain, shipped_dir),
-                                       val_tokens)
+def shipped(name: str) -> CoMAE:
+    return pretrained.load(name, dev, PROFILE.pretrain, shipped_dir)
+
+
+similarity = {side: [target_similarity(shipped(by_seed[side][s]), val_tokens)
                      for s in pair_seeds]
               for side in SIDES}
 for side, label in SIDES.items():
@@ -402,10 +419,11 @@ display(Markdown(
 # entries identically and has no ties where $w$ has saturated at 1.
 
 # %% tags=["hide-output"]
-def train_setting(lam: float, run_seed: int, tokens, val, experiment: str, tag: dict = data_tag):
-    """Train (or load) one of this chapter's short runs: the profile's configuration of this
-    experiment, L_c weight and seed. A finished run is stored under `data/runs/` with the hash of
-    its configuration and loaded instead of retrained."""
+def train_setting(lam: float, run_seed: int, tokens, val, experiment: str,
+                  tag: dict = data_tag):
+    """Train (or load) one of this chapter's short runs: the profile's configuration of
+    this experiment, L_c weight and seed. A finished run is stored under `data/runs/`
+    with the hash of its configuration and loaded instead of retrained."""
     cfg, tc = from_profile(P, run_seed, lambda_c=lam, experiment=experiment)
     run = fit(RECIPE, cfg, tc, CoMAEData(tokens, val), tag, data_dir, device=dev,
               desc=f"{experiment} lambda={lam} seed={run_seed}")
@@ -701,7 +719,8 @@ display(Markdown(
 s0 = P.seeds[0] + seed
 with_lc = saved_lambda(P)  # the paper's weight, 0.01
 sweep_lams = list(dict.fromkeys([*P.lambdas, *P.sweep_lambdas]))
-sweep_runs = {lam: train_setting(lam, s0, train_tokens, val_tokens, "main") for lam in sweep_lams}
+sweep_runs = {lam: train_setting(lam, s0, train_tokens, val_tokens, "main")
+              for lam in sweep_lams}
 split = {lam: logit_variance_split(r[0], val_tokens.to(dev))
          for lam, r in sweep_runs.items()}
 split_shipped = logit_variance_split(best_model, val_tokens.to(dev))

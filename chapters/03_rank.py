@@ -467,8 +467,10 @@ display(Markdown(shown_orders_text(photo_orders, "photo crops' orders")))
 
 # %%
 photo_test = photo_plan.test[0]
-photo_all = collapse_order(photo_comae.masks(patchify(photo_test, PATCH).to(dev)).cpu().double())
-# the held-out crops are 200 per photo, in the config's order; the test part starts at crop 512
+photo_masks_all = photo_comae.masks(patchify(photo_test, PATCH).to(dev)).cpu().double()
+photo_all = collapse_order(photo_masks_all)
+# the held-out crops are 200 per photo, in the config's order; the test part starts at
+# crop 512
 photo_of = (512 + torch.arange(len(photo_test))) // 200
 photo_diversity = order_diversity(photo_all, photo_of, keep=0.22)
 
@@ -639,21 +641,29 @@ replicate_names = pretrained.replicates("comae", PROFILE.pretrain)
 
 
 def order_effects(model) -> dict:
-    """One CoMAE's values for the two claims about orders, on this chapter's test images."""
-    o = orders if model is comae else collapse_order(model.masks(tokens.to(dev)).cpu().double())
+    """One CoMAE's values for the claims about orders, on this chapter's test images."""
+    if model is comae:
+        o = orders
+    else:
+        o = collapse_order(model.masks(tokens.to(dev)).cpu().double())
     p = ranks(o).numpy()
-    return {"top22_minus_random": float((obj.gather(1, o[:, :top]).double().mean(1) - base_share).mean()),
-            "tau_across_classes": float(np.mean([kendalltau(p[a], p[b]).statistic for a, b in diff_pairs])),
+    on_object = obj.gather(1, o[:, :top]).double().mean(1)
+    taus = [kendalltau(p[a], p[b]).statistic for a, b in diff_pairs]
+    return {"top22_minus_random": float((on_object - base_share).mean()),
+            "tau_across_classes": float(np.mean(taus)),
             "fixed_overlap": order_diversity(o, test_y, keep=0.22)["fixed_overlap"]}
 
 
 per_training = {name: order_effects(comae if name == "comae"
-                                    else pretrained.load(name, dev, PROFILE.pretrain, book.data_dir / "pretrained"))
+                                    else pretrained.load(name, dev, PROFILE.pretrain,
+                                                         book.data_dir / "pretrained"))
                 for name in replicate_names}
 display(Markdown(markdown_table(
-    ["CoMAE", "top 22% on the object minus a random order's", "Kendall τ, different classes",
+    ["CoMAE", "top 22% on the object minus a random order's",
+     "Kendall τ, different classes",
      "share of the top 22% the best fixed order puts first"],
-    [[f"`{name}`", fmt.signed(v["top22_minus_random"], 3), fmt.num(v["tau_across_classes"], 3),
+    [[f"`{name}`", fmt.signed(v["top22_minus_random"], 3),
+      fmt.num(v["tau_across_classes"], 3),
       fmt.share(v["fixed_overlap"])] for name, v in per_training.items()])))
 
 # %% [markdown]
