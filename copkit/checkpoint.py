@@ -229,7 +229,8 @@ def extend(run_dir: str | Path, new_run_dir: str | Path, config: Any) -> int:
                     if fo.get(k) != fn.get(k) and k not in schedule)
     if differ:
         raise ValueError(f"{run_dir} cannot be extended to this configuration: it differs in "
-                         f"{', '.join(differ)}, not only in train.steps")
+                         f"{', '.join(differ)}, not only in its length and learning-rate "
+                         "schedule")
     train, step = new["train"], int(meta["step"])
     if train["steps"] <= step:
         raise ValueError(f"{run_dir} is at step {step}; the new run must be longer "

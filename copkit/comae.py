@@ -555,7 +555,6 @@ class CoMAE(nn.Module):
         self.train(was_training)
         return out
 
-
     def _compiled_select(self, logits: bool):
         """f (or f.logits) through ``torch.compile``, made once and kept outside the module tree (so
         the state dict and ``parameters()`` are unchanged); the eager one, with a warning, where
