@@ -51,13 +51,14 @@ from .dist import Shard
 from .dist import shard as process_shard
 from .io import bars_off
 from .profiles import BaseSizes, CmarSizes
-from .rank import class_mean_order, collapse_order, ranks
+from .rank import class_mean_order, collapse_order, fixed_order, ranks
 from .recipe import Recipe, TrainConfig, batch_indices, host_generator, take
 from .tokens import (
     GRID,
     N_TOKENS,
     PATCH,
     SIDE,
+    centre_out_order,
     flip_batch,
     gather_tokens,
     patchify,
@@ -74,6 +75,9 @@ __all__ = [
     "reveal_schedule",
     "cfg_schedule",
     "mar_order",
+    "one_order",
+    "ONE_ORDER_KINDS",
+    "draw_given",
     "mix_orders",
     "adaptive_collapse",
     "ORDER_KINDS",
@@ -424,6 +428,11 @@ def adaptive_collapse(comae: nn.Module,
 
 # ------------------------------------------------------------------------ training (copkit.train)
 ORDER_KINDS = ("random", "descending", "ascending")
+#: Training on one order for every image, generated best patch first (MARData's ``kind``): ``fixed``
+#: is the training images' mean-rank order (:func:`copkit.rank.fixed_order`), ``centre-out`` the
+#: patches nearest the image centre first (:func:`copkit.tokens.centre_out_order`), which knows
+#: nothing of the data. The controls for whether CMAR gains from each image's own order.
+ONE_ORDER_KINDS = ("fixed", "centre-out")
 
 
 def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: int,
@@ -434,11 +443,29 @@ def training_orders(kind: str, collapse: Tensor | None, batch: int, n_tokens: in
     if kind == "random":
         return random_orders(batch, n_tokens, generator=generator)
     if kind not in ORDER_KINDS:
-        raise ValueError(f"unknown order kind {kind!r}; use one of {ORDER_KINDS}")
+        raise ValueError(f"unknown order kind {kind!r}; use one of {ORDER_KINDS} (for "
+                         f"{ONE_ORDER_KINDS}, see mar_step_fn)")
     if collapse is None:
         raise ValueError(f"order kind {kind!r} needs the images' collapse orders")
     return mix_orders(mar_order(collapse, descending=kind == "descending"), random_fraction,
                       generator)
+
+
+def one_order(kind: str, collapse: Tensor | None, grid: tuple[int, int]) -> Tensor:
+    """The single collapse order (N,) of a :data:`ONE_ORDER_KINDS` training: ``fixed`` from the
+    training images' collapse orders ``collapse`` (n, N), ``centre-out`` from the ``grid`` alone.
+
+    >>> one_order("centre-out", None, (3, 3))[0].item()
+    4
+    """
+    if kind == "centre-out":
+        return centre_out_order(grid)
+    if kind != "fixed":
+        raise ValueError(f"unknown single-order kind {kind!r}; use one of {ONE_ORDER_KINDS}")
+    if collapse is None:
+        raise ValueError("the fixed order is the training images' mean ranks: it needs their "
+                         "collapse orders")
+    return fixed_order(collapse)
 
 
 def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, seed: int,
@@ -460,6 +487,9 @@ def mar_step_fn(model: MAR, images: Tensor, labels: Tensor, batch_size: int, see
     device = next(model.parameters()).device
     encode = tokenizer or (lambda x, generator=None, shard=None: patchify(x, PATCH))
     part = process_shard(batch_size)
+    if kind in ONE_ORDER_KINDS:
+        collapse = one_order(kind, collapse, model.cfg.grid).expand(len(images), -1)
+        kind = "descending"
 
     def step_fn(step: int, gen: torch.Generator):
         idx = part.cut(batch_indices(len(images), batch_size, step, seed))
@@ -491,7 +521,8 @@ def _global(rows: Tensor | None, part) -> Tensor | None:
 class MARData:
     """What a MAR / CMAR trains on (:data:`RECIPE`): images (n, C, H, W) and labels (n,), anything
     indexed by a tensor of indices; the order ``kind`` (``"random"``: MAR; ``"descending"``: CMAR;
-    ``"ascending"``: Table 4's ablation) with the images' collapse orders (n, N) and CMAR's
+    ``"ascending"``: Table 4's ablation; ``"fixed"`` and ``"centre-out"``: one order for every
+    image, :data:`ONE_ORDER_KINDS`) with the images' collapse orders (n, N) and CMAR's
     ``random_fraction``; ``tokenizer`` (a :class:`copkit.tokenizer.Tokenizer`'s ``encode``,
     :func:`mar_step_fn`) and its token ``stride`` in pixels (None: pixel patches, p = 4). ``kind``
     and ``random_fraction`` are part of the run's hash."""
@@ -576,7 +607,7 @@ def from_profile(sizes: CmarSizes | BaseSizes, seed: int, *,
 
 
 # --------------------------------------------------------------------------------- generation
-ORDER_SOURCES = ("random", "class-mean", "class-image")
+ORDER_SOURCES = ("random", "class-mean", "class-image", "fixed", "centre-out")
 
 
 def generation_orders(source: str, labels: Tensor, generator: torch.Generator,
@@ -587,7 +618,11 @@ def generation_orders(source: str, labels: Tensor, generator: torch.Generator,
 
     - ``random``: MAR's random orders;
     - ``class-mean``: the class's mean collapse order (:func:`copkit.rank.class_mean_order`);
-    - ``class-image``: the collapse order of a random training image of the class.
+    - ``class-image``: the collapse order of a random training image of the class;
+    - ``fixed``: one order for every image and class, the training images' mean ranks
+      (:func:`copkit.rank.fixed_order`): the control for whether an image's own order matters;
+    - ``centre-out``: one order that knows nothing of the data, the patches nearest the centre
+      first (:func:`copkit.tokens.centre_out_order` on a square grid of ``n_tokens``).
 
     Collapse orders enter reversed for ``descending`` (CMAR, :func:`mar_order`). The adaptive order
     is :func:`adaptive_collapse`, passed to :meth:`MAR.sample`.
@@ -596,12 +631,20 @@ def generation_orders(source: str, labels: Tensor, generator: torch.Generator,
         return random_orders(len(labels), n_tokens, generator=generator).to(labels.device)
     if source not in ORDER_SOURCES:
         raise ValueError(f"unknown order source {source!r}; use one of {ORDER_SOURCES}")
+    if source == "centre-out":
+        side = math.isqrt(n_tokens)
+        if side * side != n_tokens:
+            raise ValueError(f"the centre-out order needs a square grid; {n_tokens} tokens are not")
+        chosen = centre_out_order((side, side)).expand(len(labels), -1)
+        return mar_order(chosen, descending).to(labels.device)
     if collapse is None or collapse_labels is None:
         raise ValueError(f"order source {source!r} needs the training images' collapse orders and "
                          "labels")
     if source == "class-mean":
         chosen = class_mean_order(collapse, collapse_labels,
                                   int(collapse_labels.max()) + 1)[labels.cpu()]
+    elif source == "fixed":
+        chosen = fixed_order(collapse).expand(len(labels), -1)
     else:
         chosen = torch.empty(len(labels), collapse.shape[1], dtype=torch.long)
         for c in labels.unique().tolist():
@@ -663,6 +706,40 @@ def generate(model: MAR, labels: Tensor,
                               else list(generators[s:s + batch_size]), adapt=adapt)
         out.append(decode(tokens).clamp(-1, 1).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def draw_given(model: MAR, tokens: Tensor, labels: Tensor, orders: Tensor, visible: int,
+               generator: torch.Generator, diffusion_steps: int,
+               temperature: float = 1.0) -> Tensor:
+    """Every hidden token drawn once, in one pass, given the real ones: the last ``visible``
+    entries of each order (MAR's convention) keep the image's own tokens (B, N, D), and each other
+    token is drawn by the diffusion head from the transformer's condition, without guidance. What
+    the model makes of real context, apart from the order it would generate in and from its own
+    earlier draws. (B, N, D).
+
+    >>> m = MAR(MARConfig(grid=(2, 2), token_dim=4, width=16, enc_depth=1, dec_depth=1, heads=2,
+    ...                   buffer=1, head_width=16, head_depth=1)).eval()
+    >>> x, o = torch.randn(3, 4, 4), torch.arange(4).repeat(3, 1)
+    >>> out = draw_given(m, x, torch.zeros(3, dtype=torch.long), o, 2, torch.Generator(), 5)
+    >>> bool((out[:, 2:] == x[:, 2:]).all()), bool((out[:, :2] != x[:, :2]).any())
+    (True, True)
+    """
+    b, n, d = tokens.shape
+    if not 0 <= visible <= n:
+        raise ValueError(f"visible: between 0 and {n} tokens, got {visible}")
+    if orders.shape != (b, n):
+        raise ValueError(f"orders: one permutation of the {n} tokens per image, ({b}, {n}); got "
+                         f"{tuple(orders.shape)}")
+    out = tokens.clone()
+    if visible == n:
+        return out
+    shown, hidden = orders[:, n - visible:], orders[:, :n - visible]
+    z = model.forward_z(tokens, model.condition(labels), shown)
+    drawn = model.diffloss.sample(gather_tokens(z, hidden).reshape(-1, z.shape[-1]),
+                                  diffusion_steps, temperature=temperature, generator=generator)
+    out.scatter_(1, hidden[..., None].expand(-1, -1, d), drawn.reshape(b, n - visible, d))
+    return out
 
 
 @torch.no_grad()

@@ -25,7 +25,8 @@ from .tokens import SIDE
 
 __all__ = ["topk_accuracy", "FeatureNetConfig", "FeatureNet", "classifier_step_fn",
            "FeatureNetData", "RECIPE", "from_profile", "knn_radii", "precision_recall",
-           "penultimate", "GenerativeScores", "seed_spread", "over_seeds", "spread_fields"]
+           "penultimate", "GenerativeScores", "CrossChecked", "seed_spread", "over_seeds",
+           "spread_fields"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
@@ -243,6 +244,29 @@ class GenerativeScores:
             inception_score = float(inception.compute()[0])
         return {"fid": float(self.fid.compute()), "inception_score": inception_score,
                 "precision": precision, "recall": recall}
+
+
+class CrossChecked:
+    """Every score of a first :class:`GenerativeScores` (FID, IS, precision, recall) and the FID
+    of each other one as ``fid_<name>``: a second feature space (the shipped ViT's, say) that
+    checks whether the first space's ranking of generators holds beyond its own features.
+
+    >>> ref = torch.rand(64, 1, 28, 28) * 2 - 1
+    >>> both = CrossChecked(GenerativeScores(FeatureNet(features=8).eval(), ref),
+    ...                     vit=GenerativeScores(FeatureNet(features=6).eval(), ref))
+    >>> sorted(both(torch.rand(32, 1, 28, 28) * 2 - 1))
+    ['fid', 'fid_vit', 'inception_score', 'precision', 'recall']
+    """
+
+    def __init__(self, first: GenerativeScores, **others: GenerativeScores) -> None:
+        self.first, self.others = first, others
+
+    def __call__(self, images: Tensor) -> dict[str, float]:
+        """The scores of generated images (n, 1, 28, 28) in [-1, 1]."""
+        out = self.first(images)
+        for name, scores in self.others.items():
+            out[f"fid_{name}"] = scores(images)["fid"]
+        return out
 
 
 # ---------------------------------------------------------------------------- spread over seeds

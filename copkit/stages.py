@@ -425,7 +425,8 @@ def _check_count(data: DataConfig, images: Any) -> None:
 @dataclass(frozen=True)
 class TrainCmar:
     """``train-cmar``: ``kind`` "random" is MAR, "descending" CMAR, "ascending" Table 4's
-    ablation."""
+    ablation, "fixed" and "centre-out" CMAR on one order for every image (Chapter 4's controls,
+    :data:`copkit.cmar.ONE_ORDER_KINDS`)."""
 
     model: MARConfig
     train: TrainConfig
@@ -466,10 +467,11 @@ def train_cmar(cfg: TrainCmar) -> Path:
     if int(labels.max()) >= cfg.model.n_classes:
         raise ConfigError(f"model.n_classes: the data has {int(labels.max()) + 1} classes, the "
                           f"model {cfg.model.n_classes}")
-    if cfg.kind != "random" and cfg.orders is None:
+    needs_orders = cfg.kind not in ("random", "centre-out")
+    if needs_orders and cfg.orders is None:
         raise ConfigError(f"orders: kind {cfg.kind!r} needs the collapse orders of the training "
                           "images (rank stage)")
-    collapse = None if cfg.kind == "random" else _load_orders(cfg.orders, cfg.pretrain, cfg.data,
+    collapse = None if not needs_orders else _load_orders(cfg.orders, cfg.pretrain, cfg.data,
                                                               cfg.data_dir,
                                                                len(images), dev)
     init = None if cfg.init is None else (
@@ -492,7 +494,8 @@ class SampleCmar:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     per_class: int = 10
     classes: tuple[int, ...] | None = None
-    order: str = "random"  #: random, class-mean or class-image (the latter two need orders + data)
+    #: random, class-mean, class-image or fixed (all but random need orders + data)
+    order: str = "random"
     orders: str | None = None
     #: the images the orders belong to (their labels)
     data: DataConfig = field(default_factory=DataConfig)
@@ -729,10 +732,10 @@ def chapter_config(stage: str, profile: str | Path, seed: int = 0, data_dir: str
         phase = variant.setdefault("phase", "finetune")
         model_cfg, train_cfg = cmar.from_profile(p.cmar, seed, **variant)
         kind = kind or ("random" if phase == "mar" else "descending")
-        if kind not in cmar.ORDER_KINDS:
-            raise ConfigError(f"train-cmar: kind must be one of {', '.join(cmar.ORDER_KINDS)}; got "
-                              f"{kind!r}")
-        # Chapter 4 names the orders' CoMAE for all three fine-tunes, the random-order control too
+        kinds = cmar.ORDER_KINDS + cmar.ONE_ORDER_KINDS
+        if kind not in kinds:
+            raise ConfigError(f"train-cmar: kind must be one of {', '.join(kinds)}; got {kind!r}")
+        # Chapter 4 names the orders' CoMAE for all its fine-tunes, the random-order control too
         orders = None if phase == "mar" and kind == "random" else f"{PRETRAINED}comae"
         return TrainCmar(model=model_cfg, train=train_cfg,
                          data=replace(fm, limit=p.cmar.train_images or _HELD_OUT), kind=kind,

@@ -13,7 +13,10 @@ from copkit.cmar import (
     MARConfig,
     adaptive_collapse,
     cfg_schedule,
+    draw_given,
+    generation_orders,
     mar_order,
+    mar_step_fn,
     masked_count,
     masked_count_after,
     mix_orders,
@@ -353,6 +356,66 @@ def test_orders_reverse_mix_and_flip():
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(fx[1], images[1])
     assert fo[1].tolist() == orders[1].tolist()
+
+
+def test_fixed_generation_order_is_the_mean_rank_order_for_every_class():
+    # three training orders of 4 patches; mean ranks: patch 2 -> 0.33, 0 -> 1.0, 1 -> 2.0,
+    # 3 -> 2.67, so the fixed collapse order is [2, 0, 1, 3] and MAR generates it reversed
+    collapse = torch.tensor([[2, 0, 1, 3], [2, 1, 0, 3], [0, 2, 3, 1]])
+    labels = torch.tensor([0, 1, 1, 0, 2])
+    got = generation_orders("fixed", labels, torch.Generator().manual_seed(0), 4, collapse,
+                            torch.tensor([0, 1, 2]))
+    assert got.tolist() == [[3, 1, 0, 2]] * 5
+    with pytest.raises(ValueError, match="needs the training images' collapse orders"):
+        generation_orders("fixed", labels, torch.Generator(), 4)
+    # centre-out needs no data: the 3x3 grid's centre (4) first, generated last-in-order
+    centre = generation_orders("centre-out", labels, torch.Generator(), 9)
+    assert centre.tolist() == [[8, 6, 2, 0, 7, 5, 3, 1, 4]] * 5
+
+
+@pytest.mark.parametrize("kind", ["fixed", "centre-out"])
+def test_one_order_trainings_give_every_image_the_same_order(kind):
+    model = tiny(grid=(3, 3))
+    seen = []
+    model.loss = lambda tokens, labels, orders, gen, shard=None: (seen.append(orders),
+                                                                  tokens.sum())[1]
+    g = torch.Generator().manual_seed(0)
+    collapse = torch.stack([torch.randperm(9, generator=g) for _ in range(20)])
+    images = torch.rand(20, 1, 12, 12, generator=g)
+    step = mar_step_fn(model, images, torch.zeros(20, dtype=torch.long), 8, 0, kind, collapse,
+                       random_fraction=0.0, flip=False)
+    step(0, torch.Generator().manual_seed(1))
+    # the truth, computed independently: mean ranks over all 20 images, or distance from centre
+    mean_rank = torch.zeros(9)
+    for row in collapse:
+        mean_rank[row] += torch.arange(9, dtype=torch.float) / 20
+    best_first = (mean_rank.argsort(stable=True) if kind == "fixed"
+                  else torch.tensor([4, 1, 3, 5, 7, 0, 2, 6, 8]))
+    assert seen[0].tolist() == [best_first.flip(0).tolist()] * 8
+
+
+def test_draw_given_keeps_the_real_tokens_and_never_reads_the_hidden_ones():
+    model = tiny(grid=(3, 3)).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 9, 16, generator=g)
+    orders = random_orders(4, 9, generator=g)
+    y = torch.tensor([0, 1, 2, 3])
+    out = draw_given(model, x, y, orders, 4, torch.Generator().manual_seed(1), 10)
+    for b in range(4):
+        shown, hidden = orders[b, 5:], orders[b, :5]
+        torch.testing.assert_close(out[b, shown], x[b, shown])  # the real context, unchanged
+        assert (out[b, hidden] != x[b, hidden]).all()
+    # the hidden tokens' true values cannot leak into their draws: replace them, same draws
+    x2 = x.clone()
+    for b in range(4):
+        x2[b, orders[b, :5]] = torch.randn(5, 16, generator=g)
+    out2 = draw_given(model, x2, y, orders, 4, torch.Generator().manual_seed(1), 10)
+    for b in range(4):
+        torch.testing.assert_close(out2[b, orders[b, :5]], out[b, orders[b, :5]])
+    # every token visible: the image itself; a bad count is refused with what was wrong
+    torch.testing.assert_close(draw_given(model, x, y, orders, 9, g, 10), x)
+    with pytest.raises(ValueError, match="visible: between 0 and 9"):
+        draw_given(model, x, y, orders, 10, g, 10)
 
 
 class OneHub(torch.nn.Module):

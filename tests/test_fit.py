@@ -374,7 +374,7 @@ def _chapter_runs(p, seed: int):
     model, tc = cmar.from_profile(p.cmar, seed, phase="finetune")
     base = pretrained.run_hash("mar", p.pretrain)
     images = min(60000, p.cmar.train_images or 55000)  # len(load_fashion_mnist("train", limit=...))
-    for kind in ("random", "descending", "ascending"):
+    for kind in ("random", "descending", "ascending", *cmar.ONE_ORDER_KINDS):
         data = cmar.MARData(torch.zeros(0), torch.zeros(0), kind)
         yield "train-cmar", {"kind": kind}, cmar.RECIPE.run_config(
             model, tc, data, cmar.fashion_mnist_data(images, comae_hash), base)
