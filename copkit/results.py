@@ -341,12 +341,16 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     >>> from copkit.stats import paired
     >>> test_text(paired([1.0, 2.0, 3.0], [0.5, 1.1, 2.6]))
     'paired t over 3 seeds: +0.60 (95% interval -0.06 to +1.26), p = 0.059'
+    >>> test_text(paired([1.0], [0.5]))
+    'paired t over 1 seed: +0.50 (no interval), p = none'
     """
     r = row.as_dict() if isinstance(row, stats.Record) else row
     if r.get("test") is None:
         return "no test"
-    n = r["n"]
-    over = f"{n[0]} and {n[1]} {r['unit']}" if isinstance(n, (list, tuple)) else f"{n} {r['unit']}"
+    n, unit = r["n"], r["unit"]
+    if n == 1 and unit.endswith("s"):  # "1 seed", not "1 seeds"
+        unit = unit[:-1]
+    over = f"{n[0]} and {n[1]} {unit}" if isinstance(n, (list, tuple)) else f"{n} {unit}"
     lo, hi = r["ci"] or (None, None)
     interval = ("no interval" if lo is None or hi is None
                 else f"95% interval {fmt.signed(lo, digits)} to {fmt.signed(hi, digits)}")
