@@ -19,7 +19,7 @@ JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
 SITE_CONFIG = $$($(PY) tools/site_config.py)
 
-.PHONY: help setup data pretrain book chapters runtimes findings site test lint unit smoke site-check check-site bench orders gpu-book device-kit clean
+.PHONY: help setup data pretrain book chapters runtimes findings site test lint unit smoke site-check check-site bench orders ship-runs gpu-book device-kit clean
 
 help:
 	@echo "make book   set up .venv, find the data, execute every chapter (PROFILE=$(PROFILE)) into book/, build the site"
@@ -32,6 +32,7 @@ help:
 	@echo "make data   find Fashion-MNIST (or install / download it) and check it"
 	@echo "make pretrain  train the base models (copkit/configs/pretrain.yaml) -> data/pretrained/ [ONLY=name]"
 	@echo "make orders collapse orders of all Fashion-MNIST images from the shipped CoMAE -> data/pretrained/orders-<hash8>.npz"
+	@echo "make ship-runs  ship what the chapters trained (book/results/*.json 'runs') -> data/pretrained/runs/, pruning the rest"
 	@echo "make gpu-book  the whole book at PROFILE=gpu on one CUDA GPU (scripts/gpu_book.sh)"
 	@echo "make device-kit  wheels and data for a GPU machine without network -> .device/ (scripts/device_book.sh runs there)"
 	@echo "make bench  speed measurements (CoMAE masks/s vs the matmul limit, Gaussian model) -> book/results/bench.json"
@@ -115,6 +116,11 @@ test: lint unit smoke site-check
 NPROC ?= $$(if [ "$(DEVICE)" = cpu ] || ! $(PY) -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then nproc; else echo 1; fi)
 orders: data
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m copkit rank --profile $(PROFILE) --device $(DEVICE)
+
+# What the chapters trained at the book's profile, shipped so that a fresh clone loads it
+# (tools/ship_runs.py: the runs each results file lists; refuses past 60 MB in data/pretrained).
+ship-runs: setup
+	$(PY) tools/ship_runs.py --all --prune
 
 # Speed and efficiency (never in the tests): writes book/results/bench.json.
 bench: data

@@ -10,6 +10,11 @@ whole configuration (:func:`copkit.config.config_hash`), and holds
   :func:`load_weights` the weights alone);
 - ``metrics.jsonl``: one JSON line per logged step (:func:`append_metrics`, :func:`read_metrics`).
 
+A finished run can be *shipped* (:func:`ship_run`): its EMA weights alone, its metrics and its
+configuration copied to ``<data_dir>/pretrained/runs/<name>-<hash8>/`` (:func:`shipped_folder`),
+which is committed, so that a fresh clone loads what a chapter trained instead of training it
+again (:func:`copkit.train.fit` looks there when the run folder holds no checkpoint).
+
 :func:`save_tensors` and :func:`load_tensors` are the safetensors format underneath, shared with
 the shipped base models (:mod:`copkit.pretrained`); a file that is truncated, corrupt or not
 copkit's raises :class:`copkit.io.DamagedFileError`, and so do tensors that do not fit the
@@ -30,18 +35,25 @@ from torch import Tensor, nn
 from .config import config_hash, jsonable
 from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["CHECKPOINT", "METRICS", "run_folder", "save_tensors", "load_tensors", "load_state",
-           "save_checkpoint", "resume", "extend", "run_weights", "load_weights", "append_metrics",
-           "read_metrics"]
+__all__ = ["CHECKPOINT", "METRICS", "WEIGHTS", "run_folder", "shipped_folder", "save_tensors",
+           "load_tensors", "load_state", "save_checkpoint", "resume", "extend", "run_weights",
+           "load_weights", "ship_run", "load_shipped", "append_metrics", "read_metrics"]
 
 CHECKPOINT = "checkpoint.safetensors"  #: a run folder's checkpoint
 METRICS = "metrics.jsonl"  #: a run folder's metrics, one JSON line per logged step
+WEIGHTS = "weights.safetensors"  #: a shipped run's EMA weights (:func:`ship_run`)
 
 
 def run_folder(data_dir: str | Path, name: str, config: Any) -> Path:
     """``<data_dir>/runs/<name>-<hash8>``: the folder of the training run that ``config`` defines
     (checkpoint, metrics; a finished run there is loaded instead of trained again)."""
     return Path(data_dir) / "runs" / f"{name}-{config_hash(config)[:8]}"
+
+
+def shipped_folder(data_dir: str | Path, name: str, config: Any) -> Path:
+    """``<data_dir>/pretrained/runs/<name>-<hash8>``: where the finished run that ``config``
+    defines is shipped (:func:`ship_run`): committed with the book, loaded instead of trained."""
+    return Path(data_dir) / "pretrained" / "runs" / f"{name}-{config_hash(config)[:8]}"
 
 
 # ------------------------------------------------------------------------------ safetensors files
@@ -272,6 +284,44 @@ def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = 
     state, meta = run_weights(run_dir, name, ema)
     load_state(module, state, Path(run_dir) / CHECKPOINT)
     return meta
+
+
+# ------------------------------------------------------------------------------ shipped runs
+def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a finished run into ``dest`` (its :func:`shipped_folder`): the EMA weights of every
+    network, without the raw weights and optimiser state (a third of the checkpoint or less), in
+    ``weights.safetensors`` with the configuration's hash and the step; ``metrics.jsonl`` and
+    ``config.json`` as they are. Each file is written atomically. A run that has not reached its
+    configured number of steps is refused: shipping it would freeze a half-trained model."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    tensors, meta = load_tensors(run_dir / CHECKPOINT)
+    steps = (meta.get("config") or {}).get("train", {}).get("steps")
+    if steps is None or int(meta["step"]) < int(steps):
+        raise ValueError(f"{run_dir}: the run is at step {meta['step']} of {steps}; finish it "
+                         "(run the chapter again) before shipping it")
+    ema = {k: v for k, v in tensors.items() if k.startswith("ema.")}
+    save_tensors(dest / WEIGHTS, ema, {"config_hash": meta["config_hash"], "step": meta["step"],
+                                       "shipped_from": run_dir.name})
+    atomic_write_text(dest / METRICS, (run_dir / METRICS).read_text())
+    atomic_write_text(dest / "config.json", (run_dir / "config.json").read_text())
+    return dest
+
+
+def load_shipped(folder: str | Path, config: Any, name: str, module: nn.Module) -> list[dict]:
+    """Load the EMA weights of network ``name`` from a shipped run (:func:`ship_run`) into
+    ``module`` and return its metrics. The file must have been written by ``config`` (its hash
+    is checked before any weight is loaded)."""
+    folder = Path(folder)
+    path = folder / WEIGHTS
+    tensors, meta = load_tensors(path, remedy=f"delete {folder} and run the chapter again; it "
+                                              "trains the run and you can ship it anew")
+    digest = config_hash(config)
+    if meta.get("config_hash") != digest:
+        raise DamagedFileError(path, "written by another configuration (hash "
+                                     f"{str(meta.get('config_hash', '?'))[:8]}, this run "
+                                     f"{digest[:8]})")
+    load_state(module, _under(tensors, f"ema.{name}."), path)
+    return read_metrics(folder / METRICS)
 
 
 # ------------------------------------------------------------------------------ metrics

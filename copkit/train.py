@@ -40,19 +40,22 @@ from . import dist
 from .checkpoint import (
     CHECKPOINT,
     METRICS,
+    WEIGHTS,
     append_metrics,
+    load_shipped,
     load_weights,
     read_metrics,
     resume,
     run_folder,
     save_checkpoint,
+    shipped_folder,
 )
 from .config import config_hash
 from .io import bars_off, fault_point, folder_lock
 from .recipe import Recipe, TrainConfig, Trainee, step_generator
 
 __all__ = ["TrainingDiverged", "cosine_lr", "EMA", "compile_blocks", "StepRunner", "train",
-           "Fitted", "fit"]
+           "Fitted", "fit", "fitted_runs"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -340,7 +343,20 @@ class Fitted:
     config: dict  #: the run configuration (:meth:`copkit.recipe.Recipe.run_config`)
     #: its :func:`copkit.config.config_hash` (64 hex digits); the run folder is named by the first 8
     hash: str
-    folder: Path  #: ``<data_dir>/runs/<name>-<hash8>``: checkpoint, metrics, config.json
+    #: ``<data_dir>/runs/<name>-<hash8>``: checkpoint, metrics, config.json; or the shipped copy
+    #: ``<data_dir>/pretrained/runs/<name>-<hash8>`` it was loaded from
+    folder: Path
+
+
+#: Every run :func:`fit` returned in this process, ``<name>-<hash8>`` -> its folder: what a chapter
+#: trained or loaded, which :func:`copkit.results.write_results` records (``tools/ship_runs.py``
+#: ships them).
+_FITTED: dict[str, Path] = {}
+
+
+def fitted_runs() -> dict[str, Path]:
+    """The runs :func:`fit` returned in this process so far, ``<name>-<hash8>`` -> folder."""
+    return dict(_FITTED)
 
 
 def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: Mapping[str, Any],
@@ -351,7 +367,9 @@ def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: 
     into its run folder ``<data_dir>/runs/<recipe.name>-<hash8>``
     (:func:`copkit.checkpoint.run_folder` of :meth:`copkit.recipe.Recipe.run_config`), resuming from
     its checkpoint when it holds one (a finished run is only loaded), and return the network holding
-    its EMA weights, in eval mode.
+    its EMA weights, in eval mode. When the run folder holds no checkpoint but the run was shipped
+    (:func:`copkit.checkpoint.ship_run`, in ``<data_dir>/pretrained/runs/``), its weights and
+    metrics are loaded from there and nothing is trained.
 
     The network is made by :meth:`copkit.recipe.Recipe.setup` (from the weights of
     ``init = (run hash, state dict)`` when fine-tuning; the hash joins the run configuration) and
@@ -364,9 +382,15 @@ def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: 
     config = recipe.run_config(model_cfg, train_cfg, data, tag,
                                init[0] if init is not None else None)
     folder = run_folder(data_dir, recipe.name, config)
+    shipped = shipped_folder(data_dir, recipe.name, config)
+    digest = config_hash(config)
     trainee = recipe.setup(model_cfg, train_cfg, data, device,
                            init[1] if init is not None else None)
     model = trainee.model
+    if not (folder / CHECKPOINT).exists() and (shipped / WEIGHTS).exists():
+        metrics = load_shipped(shipped, config, recipe.module, model)
+        _FITTED[f"{recipe.name}-{digest[:8]}"] = shipped
+        return Fitted(model.eval(), metrics, config, digest, shipped)
     trainable = [p.requires_grad for p in model.parameters()]
     evaluate = None if recipe.evaluate is None else (lambda step: recipe.evaluate(model, data))
     metrics = train({trainee.name: model}, trainee.optimizers, trainee.step_fn, train_cfg, folder,
@@ -376,4 +400,5 @@ def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: 
     for p, flag in zip(model.parameters(), trainable):
         p.requires_grad_(flag)
     load_weights(folder, recipe.module, model, ema=True)
-    return Fitted(model.eval(), metrics, config, config_hash(config), folder)
+    _FITTED[f"{recipe.name}-{digest[:8]}"] = folder
+    return Fitted(model.eval(), metrics, config, digest, folder)

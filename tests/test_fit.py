@@ -112,6 +112,45 @@ def test_fit_records_the_run_and_fine_tunes_from_an_init(tmp_path):
     assert ft.metrics[0]["loss"] != scratch.metrics[0]["loss"]
 
 
+@pytest.mark.parametrize("name", ["comae", "cvit"])
+def test_a_shipped_run_is_loaded_instead_of_trained(name, tmp_path, monkeypatch):
+    import shutil
+
+    from copkit import train as train_module
+    from copkit.checkpoint import load_shipped, ship_run, shipped_folder
+    from copkit.io import DamagedFileError
+
+    recipe, cfg, data, tag = _tiny(name)
+    tc = _tc()
+    trained = fit(recipe, cfg, tc, data, tag, tmp_path, progress=False)
+    # a half-trained run is refused: shipping it would freeze it
+    half = fit(recipe, cfg, _tc(8), data, tag, tmp_path, progress=False, stop_after=3)
+    with pytest.raises(ValueError, match="at step 3 of 8"):
+        ship_run(half.folder, tmp_path / "nowhere")
+    dest = ship_run(trained.folder, shipped_folder(tmp_path, recipe.name, trained.config))
+    ckpt = trained.folder / "checkpoint.safetensors"
+    assert (dest / "weights.safetensors").stat().st_size < ckpt.stat().st_size / 2
+    shutil.rmtree(trained.folder)  # a fresh clone: no run folder, the shipped copy only
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped run must not be trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    loaded = fit(recipe, cfg, tc, data, tag, tmp_path, progress=False)
+    assert loaded.folder == dest and loaded.hash == trained.hash
+    assert loaded.metrics == trained.metrics
+    assert not any(m.training for m in loaded.model.modules())
+    a, b = trained.model.state_dict(), loaded.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert train_module.fitted_runs()[f"{recipe.name}-{trained.hash[:8]}"] == dest
+    # another configuration's file in its place is named as such, not loaded
+    foreign = {**trained.config, "note": "another run"}
+    shutil.copytree(dest, shipped_folder(tmp_path, recipe.name, foreign))
+    with pytest.raises(DamagedFileError, match="written by another configuration"):
+        load_shipped(shipped_folder(tmp_path, recipe.name, foreign), foreign, recipe.module,
+                     loaded.model)
+
+
 # ------------------------------------------------------------------------------ the one decay rule
 def _groups(recipe, model):
     """{optimiser key: (decayed names, not decayed names)} of the optimisers fit makes."""
