@@ -297,7 +297,7 @@ def effect_text(cid: str, test: Mapping[str, Any] | None) -> str | None:
     n = test.get("n")
     over = (f" over {fmt.listing(str(k) for k in n)} {test.get('unit', '')}".rstrip()
             if isinstance(n, (list, tuple)) else
-            f" over {fmt.count(n)} {test.get('unit', '')}".rstrip() if n is not None else "")
+            f" over {fmt.counted(n, test.get('unit', ''))}" if n is not None else "")
     text = f"{entry.effect} is {entry.show(test['effect'])} ({interval}){over}"
     if test.get("paper_effect") is not None:
         text += f", the paper's {entry.show(test['paper_effect'])}"

@@ -34,7 +34,7 @@ import re
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "num", "sig", "signed", "fid", "pvalue", "share",
-           "count", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
+           "count", "counted", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
            "ranking_moves", "tally", "by_sign", "trend"]
 
 #: A missing value (None, NaN) is written as this en dash.
@@ -177,6 +177,17 @@ def count(n: int | float | None) -> str:
     if float(n) != int(n):
         raise ValueError(f"a count is a whole number, got {n}")
     return f"{int(n):,}"
+
+
+def counted(n: int | float, unit: str) -> str:
+    """A count of a plural ``unit`` ("seeds", "images"), the unit made singular for one.
+
+    >>> counted(1, "seeds"), counted(2000, "images"), counted(1, "")
+    ('1 seed', '2,000 images', '1')
+    """
+    if int(n) == 1 and unit.endswith("s"):
+        unit = unit[:-1]
+    return f"{count(n)} {unit}".rstrip()
 
 
 def duration(seconds: float | None) -> str:

@@ -347,10 +347,9 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     r = row.as_dict() if isinstance(row, stats.Record) else row
     if r.get("test") is None:
         return "no test"
-    n, unit = r["n"], r["unit"]
-    if n == 1 and unit.endswith("s"):  # "1 seed", not "1 seeds"
-        unit = unit[:-1]
-    over = f"{n[0]} and {n[1]} {unit}" if isinstance(n, (list, tuple)) else f"{n} {unit}"
+    n = r["n"]
+    over = (f"{n[0]} and {n[1]} {r['unit']}" if isinstance(n, (list, tuple))
+            else fmt.counted(n, r["unit"]))
     lo, hi = r["ci"] or (None, None)
     interval = ("no interval" if lo is None or hi is None
                 else f"95% interval {fmt.signed(lo, digits)} to {fmt.signed(hi, digits)}")

@@ -186,7 +186,7 @@ def test_no_visible_code_line_is_wider_than_the_text_column(path):
 #: Committed notebooks executed before progress bars were turned off (copkit.io.bars_off) and
 #: Chapter 2's warning was removed: their saved noise goes when they are re-run. An entry that
 #: is clean fails, so the set only shrinks.
-KNOWN_NOISY = {"02_comae", "04_cmar"}
+KNOWN_NOISY = {"04_cmar"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")),

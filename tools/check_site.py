@@ -69,7 +69,7 @@ NO_FINDINGS = {"07_performance": "measures the book's run times, not the paper's
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     ("findings-first", f"book/{page}.html"): "the committed notebook predates its findings box, "
                                              "which its next run glues (remove this entry then)"
-    for page in ("02_comae", "04_cmar")}
+    for page in ("04_cmar",)}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
