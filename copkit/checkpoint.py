@@ -37,7 +37,8 @@ from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_
 
 __all__ = ["CHECKPOINT", "METRICS", "WEIGHTS", "run_folder", "shipped_folder", "save_tensors",
            "load_tensors", "load_state", "save_checkpoint", "resume", "extend", "run_weights",
-           "load_weights", "ship_run", "load_shipped", "append_metrics", "read_metrics"]
+           "load_weights", "ship_run", "load_shipped", "run_record", "cache_file", "note", "used",
+           "append_metrics", "read_metrics"]
 
 CHECKPOINT = "checkpoint.safetensors"  #: a run folder's checkpoint
 METRICS = "metrics.jsonl"  #: a run folder's metrics, one JSON line per logged step
@@ -287,11 +288,13 @@ def load_weights(run_dir: str | Path, name: str, module: nn.Module, ema: bool = 
 
 
 # ------------------------------------------------------------------------------ shipped runs
-def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
+def ship_run(run_dir: str | Path, dest: str | Path, weights: bool = True) -> Path:
     """Copy a finished run into ``dest`` (its :func:`shipped_folder`): the EMA weights of every
     network, without the raw weights and optimiser state (a third of the checkpoint or less), in
     ``weights.safetensors`` with the configuration's hash and the step; ``metrics.jsonl`` and
-    ``config.json`` as they are. Each file is written atomically. A run that has not reached its
+    ``config.json`` as they are. ``weights=False`` ships the metrics and configuration alone, the
+    record of a run whose curve a chapter shows but whose network it does not need
+    (:func:`run_record`). Each file is written atomically. A run that has not reached its
     configured number of steps is refused: shipping it would freeze a half-trained model."""
     run_dir, dest = Path(run_dir), Path(dest)
     tensors, meta = load_tensors(run_dir / CHECKPOINT)
@@ -299,9 +302,10 @@ def ship_run(run_dir: str | Path, dest: str | Path) -> Path:
     if steps is None or int(meta["step"]) < int(steps):
         raise ValueError(f"{run_dir}: the run is at step {meta['step']} of {steps}; finish it "
                          "(run the chapter again) before shipping it")
-    ema = {k: v for k, v in tensors.items() if k.startswith("ema.")}
-    save_tensors(dest / WEIGHTS, ema, {"config_hash": meta["config_hash"], "step": meta["step"],
-                                       "shipped_from": run_dir.name})
+    if weights:
+        ema = {k: v for k, v in tensors.items() if k.startswith("ema.")}
+        save_tensors(dest / WEIGHTS, ema, {"config_hash": meta["config_hash"],
+                                           "step": meta["step"], "shipped_from": run_dir.name})
     atomic_write_text(dest / METRICS, (run_dir / METRICS).read_text())
     atomic_write_text(dest / "config.json", (run_dir / "config.json").read_text())
     return dest
@@ -322,6 +326,61 @@ def load_shipped(folder: str | Path, config: Any, name: str, module: nn.Module) 
                                      f"{digest[:8]})")
     load_state(module, _under(tensors, f"ema.{name}."), path)
     return read_metrics(folder / METRICS)
+
+
+def run_record(data_dir: str | Path, name: str, config: Any) -> list[dict] | None:
+    """The metrics of the finished run that ``config`` defines, without its network: from its run
+    folder when the checkpoint there has reached the configured steps, else from its shipped copy
+    (weights or not, :func:`ship_run`) when that copy's ``config.json`` has the configuration's
+    hash; None when neither holds it (train it with :func:`copkit.train.fit`). The run is noted
+    for the chapter's results file (:func:`used`)."""
+    digest = config_hash(config)
+    folder, shipped = run_folder(data_dir, name, config), shipped_folder(data_dir, name, config)
+    run_id = f"{name}-{digest[:8]}"
+    if (folder / CHECKPOINT).exists():
+        meta = load_tensors(folder / CHECKPOINT)[1]
+        if meta.get("config_hash") == digest and int(meta["step"]) >= int(
+                meta["config"]["train"]["steps"]):
+            note("records", run_id, folder)
+            return read_metrics(folder / METRICS)
+        return None
+    if (shipped / "config.json").exists():
+        recorded = json.loads((shipped / "config.json").read_text())
+        if recorded.get("config_hash") != digest:
+            raise DamagedFileError(shipped / "config.json", "written by another configuration "
+                                   f"(hash {str(recorded.get('config_hash', '?'))[:8]}, this run "
+                                   f"{digest[:8]})")
+        note("records", run_id, shipped)
+        return read_metrics(shipped / METRICS)
+    return None
+
+
+def cache_file(data_dir: str | Path, filename: str) -> Path:
+    """Where a chapter's cache of computed numbers (scores of generated images, say) is read:
+    ``<data_dir>/runs/<filename>`` when it exists (or is to be written), else its shipped copy
+    ``<data_dir>/pretrained/runs/<filename>``. The file is noted for the chapter's results file
+    (:func:`used`), so that ``tools/ship_runs.py`` ships it. Write new entries to the first."""
+    local = Path(data_dir) / "runs" / filename
+    shipped = Path(data_dir) / "pretrained" / "runs" / filename
+    path = shipped if not local.exists() and shipped.exists() else local
+    note("files", filename, path)
+    return path
+
+
+#: What this process used, by kind ("runs": networks :func:`copkit.train.fit` returned; "records":
+#: runs whose metrics alone were read, :func:`run_record`; "files": caches, :func:`cache_file`),
+#: id -> path: what :func:`copkit.results.write_results` lists for ``tools/ship_runs.py``.
+_USED: dict[str, dict[str, Path]] = {"runs": {}, "records": {}, "files": {}}
+
+
+def note(kind: str, key: str, path: Path) -> None:
+    """Note that this process used ``key`` (a run id or a file name) of ``kind``."""
+    _USED[kind][key] = Path(path)
+
+
+def used() -> dict[str, dict[str, Path]]:
+    """What this process used so far (:data:`_USED`), by kind."""
+    return {kind: dict(v) for kind, v in _USED.items()}
 
 
 # ------------------------------------------------------------------------------ metrics

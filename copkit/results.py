@@ -488,9 +488,11 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
                   seeds: list[int], claims: dict[str, dict], metrics: dict[str, Any]) -> Path:
     """Write ``<results_dir>/<chapter>.json`` atomically and return its path; the book's results
     folder at another profile than the book's is replaced by that profile's scratch folder
-    (:func:`results_folder`, said in one printed line). The file also lists, as ``runs``, the
-    training runs :func:`copkit.train.fit` returned in this process (``<name>-<hash8>``)."""
-    from .train import fitted_runs  # here: results is read by pages that need no torch
+    (:func:`results_folder`, said in one printed line). The file also lists what this process
+    used (:func:`copkit.checkpoint.used`): as ``runs`` the networks :func:`copkit.train.fit`
+    returned (``<name>-<hash8>``), as ``records`` the runs whose metrics alone were read, and as
+    ``files`` the caches of computed numbers."""
+    from .checkpoint import used  # here: results is read by pages that need no torch
     for cid, c in claims.items():
         if not {"paper", "ours", "verdict", "why"} <= set(c) <= _KEYS:
             raise ValueError(f"claim {cid!r} must be made with copkit.results.claim(), tested() or "
@@ -517,9 +519,9 @@ def write_results(results_dir: str | Path, chapter: str, *, profile: str, device
         "seeds": list(seeds),
         "claims": _plain(claims),
         "metrics": _plain(metrics),
-        # the runs copkit.train.fit trained or loaded in this kernel: what tools/ship_runs.py
-        # ships so that a fresh clone loads them instead of training them again
-        "runs": sorted(fitted_runs()),
+        # what this kernel trained, loaded or cached: what tools/ship_runs.py ships so that a
+        # fresh clone loads it instead of computing it again
+        **{kind: sorted(ids) for kind, ids in used().items()},
     }
     folder = results_folder(results_dir, profile)
     if folder != Path(results_dir):

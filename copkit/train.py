@@ -44,6 +44,7 @@ from .checkpoint import (
     append_metrics,
     load_shipped,
     load_weights,
+    note,
     read_metrics,
     resume,
     run_folder,
@@ -55,7 +56,7 @@ from .io import bars_off, fault_point, folder_lock
 from .recipe import Recipe, TrainConfig, Trainee, step_generator
 
 __all__ = ["TrainingDiverged", "cosine_lr", "EMA", "compile_blocks", "StepRunner", "train",
-           "Fitted", "fit", "fitted_runs"]
+           "Fitted", "fit"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -348,16 +349,6 @@ class Fitted:
     folder: Path
 
 
-#: Every run :func:`fit` returned in this process, ``<name>-<hash8>`` -> its folder: what a chapter
-#: trained or loaded, which :func:`copkit.results.write_results` records (``tools/ship_runs.py``
-#: ships them).
-_FITTED: dict[str, Path] = {}
-
-
-def fitted_runs() -> dict[str, Path]:
-    """The runs :func:`fit` returned in this process so far, ``<name>-<hash8>`` -> folder."""
-    return dict(_FITTED)
-
 
 def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: Mapping[str, Any],
         data_dir: str | Path, init: tuple[str, Mapping[str, Tensor]] | None = None,
@@ -389,7 +380,7 @@ def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: 
     model = trainee.model
     if not (folder / CHECKPOINT).exists() and (shipped / WEIGHTS).exists():
         metrics = load_shipped(shipped, config, recipe.module, model)
-        _FITTED[f"{recipe.name}-{digest[:8]}"] = shipped
+        note("runs", f"{recipe.name}-{digest[:8]}", shipped)
         return Fitted(model.eval(), metrics, config, digest, shipped)
     trainable = [p.requires_grad for p in model.parameters()]
     evaluate = None if recipe.evaluate is None else (lambda step: recipe.evaluate(model, data))
@@ -400,5 +391,5 @@ def fit(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any, tag: 
     for p, flag in zip(model.parameters(), trainable):
         p.requires_grad_(flag)
     load_weights(folder, recipe.module, model, ema=True)
-    _FITTED[f"{recipe.name}-{digest[:8]}"] = folder
+    note("runs", f"{recipe.name}-{digest[:8]}", folder)
     return Fitted(model.eval(), metrics, config, digest, folder)

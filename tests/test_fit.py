@@ -117,7 +117,7 @@ def test_a_shipped_run_is_loaded_instead_of_trained(name, tmp_path, monkeypatch)
     import shutil
 
     from copkit import train as train_module
-    from copkit.checkpoint import load_shipped, ship_run, shipped_folder
+    from copkit.checkpoint import load_shipped, ship_run, shipped_folder, used
     from copkit.io import DamagedFileError
 
     recipe, cfg, data, tag = _tiny(name)
@@ -142,7 +142,7 @@ def test_a_shipped_run_is_loaded_instead_of_trained(name, tmp_path, monkeypatch)
     assert not any(m.training for m in loaded.model.modules())
     a, b = trained.model.state_dict(), loaded.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert train_module.fitted_runs()[f"{recipe.name}-{trained.hash[:8]}"] == dest
+    assert used()["runs"][f"{recipe.name}-{trained.hash[:8]}"] == dest
     # another configuration's file in its place is named as such, not loaded
     foreign = {**trained.config, "note": "another run"}
     shutil.copytree(dest, shipped_folder(tmp_path, recipe.name, foreign))

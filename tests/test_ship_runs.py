@@ -16,8 +16,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import ship_runs  # noqa: E402
 
-from copkit import cvit, results  # noqa: E402
-from copkit import train as train_module  # noqa: E402
+from copkit import (  # noqa: E402
+    checkpoint,  # noqa: E402
+    cvit,
+    results,
+)
 from copkit.recipe import TrainConfig  # noqa: E402
 from copkit.train import fit  # noqa: E402
 
@@ -25,7 +28,7 @@ from copkit.train import fit  # noqa: E402
 @pytest.fixture(autouse=True)
 def _own_kernel(monkeypatch):
     """Each test as one chapter's kernel: it lists only the runs it fitted itself."""
-    monkeypatch.setattr(train_module, "_FITTED", {})
+    monkeypatch.setattr(checkpoint, "_USED", {"runs": {}, "records": {}, "files": {}})
 
 
 def _run(data_dir: Path, seed: int):
@@ -84,3 +87,35 @@ def test_the_tool_refuses_what_it_cannot_ship_and_writes_nothing(tmp_path):
         ship_runs.ship(res, data, ["05_x"], prune=False)
     with pytest.raises(SystemExit, match="no results file"):
         ship_runs.ship(res, data, ["09_none"], prune=False)
+
+
+def test_records_and_caches_ship_without_weights_and_are_read_back(tmp_path):
+    from copkit.checkpoint import cache_file, run_record
+    from copkit.recipe import TrainConfig as TC
+
+    data, res = tmp_path / "data", tmp_path / "results"
+    run, (cfg, tc, d, tag) = _run(data, 0)
+    config = cvit.RECIPE.run_config(cfg, tc, d, tag)
+    assert run_record(data, "cvit", config) == run.metrics
+    # a run never trained, or stopped early, has no record: the chapter trains it
+    longer = cvit.RECIPE.run_config(cfg, TC(**{**tc.__dict__, "steps": 9}), d, tag)
+    assert run_record(data, "cvit", longer) is None
+    fit(cvit.RECIPE, cfg, TC(**{**tc.__dict__, "steps": 9}), d, tag, data, progress=False,
+        stop_after=2)
+    assert run_record(data, "cvit", longer) is None
+    path = cache_file(data, "scores-test.json")
+    assert path == data / "runs" / "scores-test.json"
+    path.write_text('{"fid": 12.5}')
+    # the chapter needed only the record of the first run, and its cache
+    checkpoint._USED["runs"].clear()
+    written = json.loads(_results(res, "04_x").read_text())
+    assert written["records"] == [f"cvit-{run.hash[:8]}"] and written["runs"] == []
+    assert written["files"] == ["scores-test.json"]
+    lines = ship_runs.ship(res, data, ["04_x"], prune=False)
+    assert any("metrics only" in line for line in lines) and any("a cache" in line for line in lines)
+    shipped = data / "pretrained" / "runs"
+    assert not (shipped / f"cvit-{run.hash[:8]}" / "weights.safetensors").exists()
+    shutil.rmtree(data / "runs")
+    assert run_record(data, "cvit", config) == run.metrics
+    assert cache_file(data, "scores-test.json") == shipped / "scores-test.json"
+    assert json.loads((shipped / "scores-test.json").read_text()) == {"fid": 12.5}

@@ -4,11 +4,14 @@ it again (as UvA's notebooks load a checkpoint when it is there and train it whe
     python tools/ship_runs.py 02_comae 05_cvit     # the runs those chapters' results files list
     python tools/ship_runs.py --all --prune        # every chapter; drop shipped runs none lists
 
-Each chapter's results file (``book/results/<chapter>.json``, the book's profile) lists as ``runs``
-the training runs ``copkit.train.fit`` returned while the chapter ran. Each one not shipped yet is
-copied from ``data/runs/<name>-<hash8>/`` to ``data/pretrained/runs/<name>-<hash8>/``
-(``copkit.checkpoint.ship_run``: the EMA weights alone, the metrics and the configuration), which
-is committed; ``fit`` then loads it whenever the run folder holds no checkpoint. A run changes
+Each chapter's results file (``book/results/<chapter>.json``, the book's profile) lists what the
+chapter used (``copkit.checkpoint.used``): as ``runs`` the training runs ``copkit.train.fit``
+returned, as ``records`` the runs whose metrics alone it read (``copkit.checkpoint.run_record``),
+as ``files`` its caches of computed numbers (``copkit.checkpoint.cache_file``). Each one not
+shipped yet is copied from ``data/runs/`` to ``data/pretrained/runs/`` (``copkit.checkpoint.
+ship_run``: the EMA weights alone, the metrics and the configuration; metrics and configuration for
+a record; a cache as it is), which is committed; ``fit`` then loads a run whenever its run folder
+holds no checkpoint, and the chapter reads a record or a cache from there. A run changes
 hash, and so trains again, whenever a reader changes what it depends on (a parameter, the data,
 the base model). Nothing is written when the shipped files would exceed ``--limit-mb`` (all of
 ``data/pretrained/``: the base models and the shipped runs together).
@@ -30,67 +33,93 @@ from copkit.checkpoint import WEIGHTS, ship_run  # noqa: E402
 LIMIT_MB = 60.0  #: the most the committed data/pretrained/ may hold
 
 
-def listed_runs(results_dir: Path, chapters: list[str]) -> dict[str, list[str]]:
-    """``run id -> the chapters that list it`` from the chapters' results files."""
-    out: dict[str, list[str]] = {}
+KINDS = ("runs", "records", "files")  #: what a results file lists (copkit.checkpoint.used)
+
+
+def listed(results_dir: Path, chapters: list[str]) -> dict[str, dict[str, list[str]]]:
+    """``kind -> id -> the chapters that list it`` from the chapters' results files: ``runs``
+    (networks), ``records`` (runs whose metrics alone a chapter reads) and ``files`` (caches)."""
+    out: dict[str, dict[str, list[str]]] = {kind: {} for kind in KINDS}
     for chapter in chapters:
         path = results_dir / f"{chapter}.json"
         if not path.exists():
             raise SystemExit(f"{path}: no results file; run the chapter first "
                              f"(python tools/run_chapters.py {chapter} --profile cpu)")
-        runs = json.loads(path.read_text()).get("runs")
-        if runs is None:
+        found = json.loads(path.read_text())
+        if "runs" not in found:
             raise SystemExit(f"{path}: written before results files listed their runs; run "
                              f"{chapter} again")
-        for run in runs:
-            out.setdefault(run, []).append(chapter)
+        for kind in KINDS:
+            for key in found.get(kind, []):
+                out[kind].setdefault(key, []).append(chapter)
+    # a run whose network one chapter needs ships its weights, even if another reads its record
+    out["records"] = {k: v for k, v in out["records"].items() if k not in out["runs"]}
     return out
 
 
 def folder_mb(folder: Path) -> float:
+    if folder.is_file():
+        return folder.stat().st_size / 2**20
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def _shipped(root: Path, kind: str, key: str) -> bool:
+    """Whether ``key`` is shipped as ``kind`` needs it: a run with its weights, a record with
+    its metrics, a file."""
+    return ((root / key / WEIGHTS).exists() if kind == "runs"
+            else (root / key / "metrics.jsonl").exists() if kind == "records"
+            else (root / key).is_file())
 
 
 def ship(results_dir: Path, data_dir: Path, chapters: list[str], prune: bool,
          limit_mb: float = LIMIT_MB) -> list[str]:
-    """Ship the chapters' runs; with ``prune`` remove shipped runs that none of them lists.
-    Returns what it did, a line per run."""
-    runs = listed_runs(results_dir, chapters)
-    shipped_root = data_dir / "pretrained" / "runs"
+    """Ship what the chapters list; with ``prune`` remove shipped entries none of them lists.
+    Returns what it did, a line per entry."""
+    wanted = listed(results_dir, chapters)
+    root, local = data_dir / "pretrained" / "runs", data_dir / "runs"
     todo, missing = [], []
-    for run in sorted(runs):
-        if (shipped_root / run / WEIGHTS).exists():
-            continue
-        if not (data_dir / "runs" / run / "checkpoint.safetensors").exists():
-            missing.append(f"{run} (listed by {', '.join(runs[run])})")
-        else:
-            todo.append(run)
+    for kind in KINDS:
+        for key in sorted(wanted[kind]):
+            if _shipped(root, kind, key):
+                continue
+            source = local / key / "checkpoint.safetensors" if kind != "files" else local / key
+            if source.exists():
+                todo.append((kind, key))
+            else:
+                missing.append(f"{key} (listed by {', '.join(wanted[kind][key])})")
     if missing:
-        raise SystemExit("not in " + str(data_dir / "runs") + " and not shipped: "
-                         + "; ".join(missing) + ". Run those chapters again at the book's profile.")
-    stale = ([p for p in sorted(shipped_root.glob("*")) if p.is_dir() and p.name not in runs]
-             if prune and shipped_root.exists() else [])
-    # the size after: the checkpoint's EMA part is what ships, so estimate from a dry copy
-    staging = data_dir / "runs" / ".ship-staging"
+        raise SystemExit(f"not in {local} and not shipped: " + "; ".join(missing)
+                         + ". Run those chapters again at the book's profile.")
+    every = {key for ids in wanted.values() for key in ids}
+    stale = ([p for p in sorted(root.iterdir()) if p.name not in every]
+             if prune and root.exists() else [])
+    staging = local / ".ship-staging"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        for run in todo:
-            ship_run(data_dir / "runs" / run, staging / run)
+        for kind, key in todo:
+            if kind == "files":
+                staging.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local / key, staging / key)
+            else:
+                ship_run(local / key, staging / key, weights=kind == "runs")
         after = (folder_mb(data_dir / "pretrained") + folder_mb(staging)
                  - sum(folder_mb(p) for p in stale))
         if after > limit_mb:
-            raise SystemExit(f"shipping {len(todo)} runs would make data/pretrained "
+            raise SystemExit(f"shipping {len(todo)} entries would make data/pretrained "
                              f"{after:.1f} MB, over the {limit_mb:g} MB limit; nothing was "
                              "shipped")
         done = []
-        for run in todo:
-            dest = shipped_root / run
-            shutil.rmtree(dest, ignore_errors=True)
+        for kind, key in todo:
+            dest = root / key
+            if dest.is_dir():
+                shutil.rmtree(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(staging / run), dest)
-            done.append(f"shipped {run} ({folder_mb(dest):.2f} MB; {', '.join(runs[run])})")
+            shutil.move(str(staging / key), dest)
+            what = {"runs": "", "records": ", metrics only", "files": ", a cache"}[kind]
+            done.append(f"shipped {key} ({folder_mb(dest):.2f} MB{what}; "
+                        f"{', '.join(wanted[kind][key])})")
         for p in stale:
-            shutil.rmtree(p)
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
             done.append(f"removed {p.name} (no chapter lists it)")
         done.append(f"data/pretrained: {folder_mb(data_dir / 'pretrained'):.1f} MB "
                     f"of {limit_mb:g}")
@@ -105,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("chapters", nargs="*", help="chapters whose runs to ship (02_comae ...)")
     ap.add_argument("--all", action="store_true", help="every chapter with a results file")
     ap.add_argument("--prune", action="store_true",
-                    help="remove shipped runs that none of the chapters lists")
+                    help="remove shipped entries that none of the chapters lists")
     ap.add_argument("--results", default=str(ROOT / "book" / "results"))
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
     ap.add_argument("--limit-mb", type=float, default=LIMIT_MB)
