@@ -15,6 +15,11 @@ holds no checkpoint, and the chapter reads a record or a cache from there. A run
 hash, and so trains again, whenever a reader changes what it depends on (a parameter, the data,
 the base model). Nothing is written when the shipped files would exceed ``--limit-mb`` (all of
 ``data/pretrained/``: the base models and the shipped runs together).
+
+A chapter's first run trains every network it has no record of, so its results file lists them
+all as ``runs``; run it once more before shipping: with its records and caches in ``data/runs/``
+it fits only the networks it still draws (Chapter 4: two of its fifteen fine-tunes), and those
+are what ship with their weights.
 """
 
 from __future__ import annotations
