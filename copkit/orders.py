@@ -32,8 +32,10 @@ __all__ = ["SPLITS", "COMPILE_FROM", "compute_orders", "merge_shards", "load_ord
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An ``.npz`` archive, compressed: orders that are nearly one order for every image (as the
+    shipped CoMAE's are) shrink about tenfold, and the book ships them within its 60 MB."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez_compressed(buf, **arrays)
     return buf.getvalue()
 
 
