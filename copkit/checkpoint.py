@@ -367,9 +367,8 @@ def cache_file(data_dir: str | Path, filename: str) -> Path:
     return path
 
 
-#: What this process used, by kind ("runs": networks :func:`copkit.train.fit` returned; "records":
-#: runs whose metrics alone were read, :func:`run_record`; "files": caches, :func:`cache_file`),
-#: id -> path: what :func:`copkit.results.write_results` lists for ``tools/ship_runs.py``.
+# What this process used, by kind, id -> path: what copkit.results.write_results lists for
+# tools/ship_runs.py (see used()).
 _USED: dict[str, dict[str, Path]] = {"runs": {}, "records": {}, "files": {}}
 
 
@@ -379,7 +378,9 @@ def note(kind: str, key: str, path: Path) -> None:
 
 
 def used() -> dict[str, dict[str, Path]]:
-    """What this process used so far (:data:`_USED`), by kind."""
+    """What this process used so far, by kind: ``runs`` (networks :func:`copkit.train.fit`
+    returned), ``records`` (runs whose metrics alone were read, :func:`run_record`) and ``files``
+    (caches, :func:`cache_file`), each ``id -> path``."""
     return {kind: dict(v) for kind, v in _USED.items()}
 
 
