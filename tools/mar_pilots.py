@@ -133,34 +133,42 @@ def _pm(row: dict, key: str, show) -> str:
 
 
 def markdown(table: dict) -> str:
-    """The pilot table as Markdown, a row per candidate (one not shipped: dashes)."""
-    head = ["candidate", "parameters", "steps", "training min", "images/s", "share of matmul",
-            "held-out loss", "FID CFG", "FID no CFG", "FID floor", "FID ViT CFG / floor",
-            "class agr. CFG / none", "precision / recall CFG", "floor P / R"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    """The pilot table as Markdown, two tables narrow enough for the text column: what each
+    candidate costs to train, and what its samples score (one not shipped: dashes)."""
+    costs = ["candidate", "parameters", "steps", "training min", "images/s", "share of matmul",
+             "held-out loss"]
+    scores = ["candidate", "FID CFG", "FID no CFG", "FID ViT CFG", "class agr. CFG / none",
+              "P / R CFG"]
+    rows: tuple[list[str], list[str]] = ([], [])
     for name, r in table["pilots"].items():
         if not r["shipped"]:
-            lines.append(f"| {name} (not shipped) |" + f" {fmt.MISSING} |" * (len(head) - 1))
+            for lines, head in zip(rows, (costs, scores)):
+                lines.append(f"| {name} (not shipped) |" + f" {fmt.MISSING} |" * (len(head) - 1))
             continue
-        vit = (f"{_pm(r, 'fid_vit_cfg', fmt.fid)} / {_pm(r, 'fid_vit_floor', fmt.fid)}"
-               if "fid_vit_cfg" in r else fmt.MISSING)
-        cells = [name, fmt.count(r["parameters"]), fmt.count(r["steps"]),
-                 fmt.num(r["train_minutes"], 0), fmt.num(r.get("images_per_s"), 0),
-                 fmt.share(r.get("fraction_of_matmul")), fmt.sig(r["val_loss"], 3),
-                 _pm(r, "fid_cfg", fmt.fid), _pm(r, "fid_nocfg", fmt.fid),
-                 _pm(r, "fid_floor", fmt.fid), vit,
-                 f"{fmt.share(r['class_agreement_cfg'])} / {fmt.share(r['class_agreement_nocfg'])}",
-                 f"{fmt.num(r['precision_cfg'], 2)} / {fmt.num(r['recall_cfg'], 2)}",
-                 f"{fmt.num(r['precision_floor'], 2)} / {fmt.num(r['recall_floor'], 2)}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows[0].append("| " + " | ".join([
+            name, fmt.count(r["parameters"]), fmt.count(r["steps"]),
+            fmt.num(r["train_minutes"], 0), fmt.num(r.get("images_per_s"), 0),
+            fmt.share(r.get("fraction_of_matmul")), fmt.sig(r["val_loss"], 3)]) + " |")
+        rows[1].append("| " + " | ".join([
+            name, _pm(r, "fid_cfg", fmt.fid), _pm(r, "fid_nocfg", fmt.fid),
+            _pm(r, "fid_vit_cfg", fmt.fid) if "fid_vit_cfg" in r else fmt.MISSING,
+            f"{fmt.share(r['class_agreement_cfg'])} / {fmt.share(r['class_agreement_nocfg'])}",
+            f"{fmt.num(r['precision_cfg'], 2)} / {fmt.num(r['recall_cfg'], 2)}"]) + " |")
+    lines = (["| " + " | ".join(costs) + " |", "|" + "---|" * len(costs), *rows[0], "",
+              "| " + " | ".join(scores) + " |", "|" + "---|" * len(scores), *rows[1]])
     shipped = [r for r in table["pilots"].values() if r["shipped"]]
     notes = []
     if shipped:
         r = shipped[0]
         seeds = ", ".join(map(str, r["seeds"]))
+        vit_floor = (f", FID ViT {_pm(r, 'fid_vit_floor', fmt.fid)}" if "fid_vit_floor" in r
+                     else "")
         notes.append(f"FID: mean ± sd over sampling seeds {seeds}, {fmt.count(r['samples'])} "
-                     f"samples each, against the test images; the floor: as many disjoint draws "
-                     f"of {r['floor_images']} real images, scored the same way.")
+                     f"samples each, against the test images. The floor, as many disjoint draws "
+                     f"of {r['floor_images']} real images scored the same way: FID "
+                     f"{_pm(r, 'fid_floor', fmt.fid)}{vit_floor}, class agreement "
+                     f"{fmt.share(r['class_agreement_floor'])}, P / R "
+                     f"{fmt.num(r['precision_floor'], 2)} / {fmt.num(r['recall_floor'], 2)}.")
     b = table["bench"]
     notes.append("images/s and share of matmul: not measured (--no-bench)." if b is None else
                  "images/s and share of matmul: training steps measured in one run on "
