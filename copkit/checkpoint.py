@@ -54,7 +54,16 @@ def run_folder(data_dir: str | Path, name: str, config: Any) -> Path:
 def shipped_folder(data_dir: str | Path, name: str, config: Any) -> Path:
     """``<data_dir>/pretrained/runs/<name>-<hash8>``: where the finished run that ``config``
     defines is shipped (:func:`ship_run`): committed with the book, loaded instead of trained."""
-    return Path(data_dir) / "pretrained" / "runs" / f"{name}-{config_hash(config)[:8]}"
+    return run_folder(Path(data_dir) / "pretrained", name, config)
+
+
+def _same_config(path: Path, meta: Mapping[str, Any], digest: str) -> None:
+    """Refuse a file (a checkpoint, shipped weights, a shipped run's config.json) whose recorded
+    configuration hash is not ``digest``, before anything is loaded from it."""
+    if meta.get("config_hash") != digest:
+        raise DamagedFileError(path, "written by another configuration (hash "
+                                     f"{str(meta.get('config_hash', '?'))[:8]}, this run "
+                                     f"{digest[:8]})")
 
 
 # ------------------------------------------------------------------------------ safetensors files
@@ -189,10 +198,7 @@ def resume(run_dir: str | Path, config: Any, modules: Mapping[str, nn.Module],
     # device but leaves each optimiser's ``step`` count on the host, as a fresh optimiser keeps it
     # (a step count on a GPU would make every optimiser step wait for the GPU to read it).
     tensors, meta = load_tensors(path, device="cpu")
-    if meta.get("config_hash") != digest:
-        raise DamagedFileError(path, "written by another configuration (hash "
-                                     f"{str(meta.get('config_hash', '?'))[:8]}, this run "
-                                     f"{digest[:8]})")
+    _same_config(path, meta, digest)
     for name, m in modules.items():
         load_state(m, _under(tensors, f"model.{name}."), path)
         emas[name].shadow = {k: v.to(device) for k, v in _under(tensors, f"ema.{name}.").items()}
@@ -319,11 +325,7 @@ def load_shipped(folder: str | Path, config: Any, name: str, module: nn.Module) 
     path = folder / WEIGHTS
     tensors, meta = load_tensors(path, remedy=f"delete {folder} and run the chapter again; it "
                                               "trains the run and you can ship it anew")
-    digest = config_hash(config)
-    if meta.get("config_hash") != digest:
-        raise DamagedFileError(path, "written by another configuration (hash "
-                                     f"{str(meta.get('config_hash', '?'))[:8]}, this run "
-                                     f"{digest[:8]})")
+    _same_config(path, meta, config_hash(config))
     load_state(module, _under(tensors, f"ema.{name}."), path)
     return read_metrics(folder / METRICS)
 
@@ -345,11 +347,8 @@ def run_record(data_dir: str | Path, name: str, config: Any) -> list[dict] | Non
             return read_metrics(folder / METRICS)
         return None
     if (shipped / "config.json").exists():
-        recorded = json.loads((shipped / "config.json").read_text())
-        if recorded.get("config_hash") != digest:
-            raise DamagedFileError(shipped / "config.json", "written by another configuration "
-                                   f"(hash {str(recorded.get('config_hash', '?'))[:8]}, this run "
-                                   f"{digest[:8]})")
+        _same_config(shipped / "config.json",
+                     json.loads((shipped / "config.json").read_text()), digest)
         note("records", run_id, shipped)
         return read_metrics(shipped / METRICS)
     return None
