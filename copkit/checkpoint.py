@@ -76,8 +76,11 @@ def save_tensors(path: str | Path, tensors: Mapping[str, Tensor],
 
 
 def load_tensors(path: str | Path, device: torch.device | str = "cpu",
-                 remedy: str | None = None) -> tuple[dict[str, Tensor], dict]:
+                 remedy: str | None = None,
+                 metadata_only: bool = False) -> tuple[dict[str, Tensor], dict]:
     """Read a file written by :func:`save_tensors`: (tensors, metadata). No pickle is involved.
+    ``metadata_only`` reads the header alone and returns no tensors (a checkpoint's step and
+    configuration without its weights).
 
     A file that is truncated, corrupt or not written by :func:`save_tensors` (no copkit metadata)
     raises :class:`copkit.io.DamagedFileError` naming it and saying what to do (``remedy``; by
@@ -95,7 +98,7 @@ def load_tensors(path: str | Path, device: torch.device | str = "cpu",
             if not isinstance(meta, dict):
                 raise DamagedFileError(path, "its metadata is not a JSON object: not a file copkit "
                                              "wrote", remedy)
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            tensors = {} if metadata_only else {k: fh.get_tensor(k) for k in fh.keys()}
     except (FileNotFoundError, DamagedFileError):
         raise
     # JSONDecodeError is a ValueError
@@ -340,7 +343,7 @@ def run_record(data_dir: str | Path, name: str, config: Any) -> list[dict] | Non
     folder, shipped = run_folder(data_dir, name, config), shipped_folder(data_dir, name, config)
     run_id = f"{name}-{digest[:8]}"
     if (folder / CHECKPOINT).exists():
-        meta = load_tensors(folder / CHECKPOINT)[1]
+        meta = load_tensors(folder / CHECKPOINT, metadata_only=True)[1]
         if meta.get("config_hash") == digest and int(meta["step"]) >= int(
                 meta["config"]["train"]["steps"]):
             note("records", run_id, folder)
