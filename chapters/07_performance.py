@@ -221,7 +221,7 @@ else:
 # ## Does `torch.compile` pay?
 #
 # The same training steps, eager and with every transformer block compiled ({term}`torch.compile`)
-# (`copkit.train.compile_blocks`, what a profile's `compile: true` switches on), after a warm-up
+# (`copkit.step.compile_blocks`, what a profile's `compile: true` switches on), after a warm-up
 # that pays for the compilation; its seconds are shown apart, since a short run may never earn
 # them back. A profile turns compilation on only where this table, measured on its device, says
 # it pays.

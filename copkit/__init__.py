@@ -26,7 +26,8 @@ Training and running:
 
 - :mod:`copkit.recipe`      what a model hands to training: Recipe, TrainConfig, optimisers, a
   step's batch
-- :mod:`copkit.train`       the one training loop and its step: schedule, clipping, EMA, resume; fit
+- :mod:`copkit.step`        one training step: schedule, precision, clipping, update, EMA
+- :mod:`copkit.train`       the one training loop (resume, checkpoints, divergence) and fit
 - :mod:`copkit.checkpoint`  a run's files: its folder, safetensors checkpoints, metrics lines
 - :mod:`copkit.pretrained`  the base models: trained once (``make pretrain``), shipped, loaded
 - :mod:`copkit.dist`        torchrun: process groups, shards of the global batch

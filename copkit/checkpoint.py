@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .config import config_hash, jsonable
 from .io import DamagedFileError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .step import cosine_lr
 
 __all__ = ["CHECKPOINT", "METRICS", "WEIGHTS", "run_folder", "shipped_folder", "save_tensors",
            "load_tensors", "load_state", "save_checkpoint", "resume", "extend", "run_weights",
@@ -257,8 +258,6 @@ def extend(run_dir: str | Path, new_run_dir: str | Path, config: Any) -> int:
     if train["steps"] <= step:
         raise ValueError(f"{run_dir} is at step {step}; the new run must be longer "
                          f"(train.steps {train['steps']})")
-    from .train import cosine_lr  # (train imports this module)
-
     def rate(c: dict, t: int) -> float:
         tc = c["train"]
         return cosine_lr(t, tc["steps"], tc["lr"], tc.get("warmup_steps", 0),

@@ -19,7 +19,7 @@ whole forward and times it, so that both sides are measured the same way in the 
 - :func:`throughput`: images per second of a ViT at several kept-token counts, interleaved;
 - :func:`step_rate`: steps per second of any step function; :func:`train_steps` and
   :func:`train_rate`: training steps exactly as :func:`copkit.train.train` takes them
-  (:class:`copkit.train.StepRunner`), and their rate.
+  (:class:`copkit.step.StepRunner`), and their rate.
 
 Counting conventions: matrix products only, a multiply-add is 2 FLOPs; norms, softmax and
 activations are not counted.
@@ -40,8 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .cvit import PrunedViT, forward_keep, n_keep
 from .rank import collapse_order
 from .recipe import Recipe, TrainConfig
+from .step import StepRunner
 from .tokens import SIDE
-from .train import StepRunner
 
 __all__ = ["count_flops", "vit_flops", "attention_saving", "keep_costs", "order_cost",
            "paper_scale_costs", "OpCount", "best_time", "throughput", "step_rate", "train_steps",
@@ -230,7 +230,7 @@ def paper_scale_costs(widths: Sequence[int] = (64, 256), keep: int = 56, img_siz
 
 def train_steps(runner: StepRunner, first: int, n: int) -> None:
     """Training steps ``first`` .. ``first + n - 1`` taken by ``runner``
-    (:class:`copkit.train.StepRunner`): exactly the steps :func:`copkit.train.train` takes, the
+    (:class:`copkit.step.StepRunner`): exactly the steps :func:`copkit.train.train` takes, the
     learning-rate schedule, the forward under the configured precision, clipping, the update and
     the EMA included, without the loop's finite-loss check, logging and checkpoints. What a step
     costs, for timing and counting."""
@@ -243,7 +243,7 @@ def train_rate(recipe: Recipe, model_cfg: Any, train_cfg: TrainConfig, data: Any
                sync: Callable[[], None] = lambda: None) -> float:
     """Training steps per second of a fresh model of ``recipe`` (configuration ``model_cfg``) on
     ``data``, made as :func:`copkit.train.fit` makes it (:meth:`copkit.recipe.Recipe.setup`) and
-    stepped as it trains it (:class:`copkit.train.StepRunner`): ``warmup`` untimed steps, then
+    stepped as it trains it (:class:`copkit.step.StepRunner`): ``warmup`` untimed steps, then
     ``steps`` timed ones (:func:`step_rate`). Multiply by ``train_cfg.batch_size`` for images per
     second."""
     runner = StepRunner.of(recipe.setup(model_cfg, train_cfg, data, device), train_cfg, device)

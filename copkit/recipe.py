@@ -50,7 +50,7 @@ class TrainConfig:
     #: stay float32). Hashed only when not "fp32", so runs made before the field keep their names.
     precision: str = dataclasses.field(default="fp32", metadata={"hash_if_set": True})
     #: compile every transformer block of the trained networks
-    #: (:func:`copkit.train.compile_blocks`); hashed only when set, since compiled kernels round
+    #: (:func:`copkit.step.compile_blocks`); hashed only when set, since compiled kernels round
     #: differently
     compile: bool = dataclasses.field(default=False, metadata={"hash_if_set": True})
     #: hold ``lr`` after the warm-up until this step, then decay it along half a cosine to
@@ -115,7 +115,7 @@ def optimizers(recipe: Recipe, model: nn.Module,
 @dataclass
 class Trainee:
     """A network ready to train (:meth:`Recipe.setup`): what :func:`copkit.train.train` and
-    :class:`copkit.train.StepRunner` take."""
+    :class:`copkit.step.StepRunner` take."""
 
     name: str  #: the network's name in checkpoints (the recipe's ``module``)
     model: nn.Module

@@ -103,7 +103,8 @@ def test_train_steps_are_the_steps_copkit_train_takes(tmp_path):
     from copkit.cvit import RECIPE, CViTData, from_profile
     from copkit.efficiency import train_rate, train_steps
     from copkit.profiles import get_profile
-    from copkit.train import StepRunner, cosine_lr, train
+    from copkit.step import StepRunner, cosine_lr
+    from copkit.train import train
 
     g = torch.Generator().manual_seed(0)
     data = CViTData(torch.rand(32, 1, 28, 28, generator=g) * 2 - 1,

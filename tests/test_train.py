@@ -12,7 +12,8 @@ from torch import nn
 from copkit.checkpoint import load_tensors, read_metrics, save_tensors
 from copkit.config import config_hash
 from copkit.recipe import TrainConfig, batch_indices
-from copkit.train import EMA, TrainingDiverged, cosine_lr, train
+from copkit.step import EMA, cosine_lr
+from copkit.train import TrainingDiverged, train
 
 
 def test_cosine_schedule_closed_form():
@@ -150,7 +151,7 @@ def test_host_generator_keeps_cpu_draws_and_moves_gpu_ones_to_the_host():
 def test_compile_blocks_keeps_names_and_outputs():
     from timm.models.vision_transformer import Block
 
-    from copkit.train import compile_blocks
+    from copkit.step import compile_blocks
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), Block(16, 2), Block(16, 2))

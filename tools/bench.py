@@ -18,7 +18,7 @@ ratios compare like with like:
   step. On a GPU these small models are bound by kernel launches, so microseconds per operator,
   times each chapter's operators, is what sizes the `gpu` profile (copkit/configs/gpu.yaml).
 - torch.compile: training steps per second of the profile's CoMAE and MAR, eager and with every
-  transformer block compiled (copkit.train.compile_blocks), under the profile's precision, after
+  transformer block compiled (copkit.step.compile_blocks), under the profile's precision, after
   a warm-up that pays the compilation (its seconds reported apart). A profile sets ``compile``
   where this shows it pays.
 - The paper's configurations (configs/paper/*.toml): one training step of each model at a small
@@ -63,8 +63,8 @@ from copkit.io import atomic_write_json  # noqa: E402
 from copkit.profiles import get_profile, pick_device  # noqa: E402
 from copkit.rank import collapse_order, pagerank  # noqa: E402
 from copkit.results import git_commit  # noqa: E402
+from copkit.step import StepRunner  # noqa: E402
 from copkit.tokens import N_TOKENS, PATCH, patchify, random_orders  # noqa: E402
-from copkit.train import StepRunner  # noqa: E402
 
 
 def matmul_flops(dev: torch.device, sync, n: int | None = None, dtype=torch.float32) -> float:
@@ -223,7 +223,7 @@ IMAGENET_IMAGES = 1_281_167 + 50_000
 def _paper_step(recipe, model_cfg, train_cfg, data, batch: int, dev: torch.device,
                 sync) -> tuple[float, float]:
     """(seconds, FLOPs) of one training step of a paper-size model at a small ``batch``, taken as
-    copkit.train.train takes it (copkit.train.StepRunner: the configured precision, clipping, the
+    copkit.train.train takes it (copkit.step.StepRunner: the configured precision, clipping, the
     update, the EMA), made as copkit.train.fit makes it (copkit.recipe.Recipe.setup)."""
     tc = dataclasses.replace(train_cfg, batch_size=batch, compile=False)
     runner = StepRunner.of(recipe.setup(model_cfg, tc, data, dev), tc, dev)
@@ -233,7 +233,7 @@ def _paper_step(recipe, model_cfg, train_cfg, data, batch: int, dev: torch.devic
 
 def bench_comae_training(profile: str, dev: torch.device, sync, peak: float) -> dict:
     """Training steps per second of the profile's CoMAE (alternating f and g steps), each step as
-    copkit.train.train takes it (copkit.train.StepRunner: schedule, clipping, the update, the
+    copkit.train.train takes it (copkit.step.StepRunner: schedule, clipping, the update, the
     EMA)."""
     x, y = load_fashion_mnist("train", limit=2048)
     trainee, tc = _training("comae", profile, dev, x, y)
