@@ -97,26 +97,28 @@ class CoMAEConfig:
     dec_heads: int = 4
     mlp_ratio: float = 4.0
     head_depth: int = 4  #: residual layers of g's output MLP ("a four-layer residual MLP")
-    #: Eq. 4 steepness (not given by the paper); w = 0 keeps exp(-1/(2 sigma^2)) of a token: 36% at 0.7.
-    #: Not 0.4 (4% kept): there f, which moves faster than g, could close the one informative patch
-    #: before g had learned to use it, and g then saw too little of it ever to learn (L_r stayed at
-    #: the level of predicting 0) - training stuck. Measured on the planted mirror (4 x 4 grid,
-    #: lambda_c 1, 400 steps, 3 seeds x 2 mirror directions): the mirror has the largest weight for
-    #: median 69% of targets (worst 37%) at 0.7, vs 24% (worst 0%) at 0.4 and 53% (worst 31%) at 1.0.
+    #: Eq. 4 steepness (not given by the paper); w = 0 keeps exp(-1/(2 sigma^2)) of a token: 36% at
+    #: 0.7. Not 0.4 (4% kept): there f, which moves faster than g, could close the one informative
+    #: patch before g had learned to use it, and g then saw too little of it ever to learn (L_r
+    #: stayed at the level of predicting 0) - training stuck. Measured on the planted mirror (4 x 4
+    #: grid, lambda_c 1, 400 steps, 3 seeds x 2 mirror directions): the mirror has the largest
+    #: weight for median 69% of targets (worst 37%) at 0.7, vs 24% (worst 0%) at 0.4 and
+    #: 53% (worst 31%) at 1.0.
     sigma: float = 0.7
-    #: weight of L_c in L = L_r + lambda_c L_c: 0.01 is the paper's. The shipped CoMAEs use 1: on the
-    #: planted 6 x 6 mirror with K = N, every mask opens at 0.01 and at 0.1 and the partner is found
-    #: at chance, at 1 it is found (Chapter 2, ``data/pretrained/planted-sweep.json``).
+    #: weight of L_c in L = L_r + lambda_c L_c: 0.01 is the paper's. The shipped CoMAEs use 1: on
+    #: the planted 6 x 6 mirror with K = N, every mask opens at 0.01 and at 0.1 and the partner is
+    #: found at chance, at 1 it is found (Chapter 2, ``data/pretrained/planted-sweep.json``).
     lambda_c: float = 0.01
     tau_init: float = 0.1  #: initial temperature of Eq. 6 (learned)
     #: a floor under the learned temperature (CLIP clamps its logit scale the same way; not in the
     #: paper). Learned freely, the temperature only shrinks, and once every pair of masks differs a
     #: little L_c is near 0 and stops pressing the masks apart (see Chapter 2).
     tau_min: float = field(default=0.0, metadata={"hash_if_set": True})
-    #: K targets sampled per image per step (K = N: the paper's Eq. 6). With K = 8 of 36 a mask only has
-    #: to differ from 7 others, and a few extra open patches drawn at random make it differ as well as the
-    #: partner alone does: on the planted mirror the partner then has the largest weight for 43% of
-    #: targets. With K = N (on 4 images per step, the same work) it has for 82-85% (Chapter 2).
+    #: K targets sampled per image per step (K = N: the paper's Eq. 6). With K = 8 of 36 a mask only
+    #: has to differ from 7 others, and a few extra open patches drawn at random make it differ as
+    #: well as the partner alone does: on the planted mirror the partner then has the largest weight
+    #: for 43% of targets. With K = N (on 4 images per step, the same work) it has for 82-85%
+    #: (Chapter 2).
     targets_per_image: int = 8
     contrastive: bool = True  #: False: the ablation without L_c (Table 1)
     #: training steps at the start in which only g learns (f keeps its initial, nearly uniform
@@ -127,12 +129,12 @@ class CoMAEConfig:
     #: such steps, against 69% (worst 37%) without.
     g_warmup_steps: int = 100
     #: Where the selector's mask is read from (:class:`Selector`). ``"cls"``: the paper's Sec. 8, a
-    #: linear map of the [cls] output to all N logits. ``"token"`` (not in the paper): that map plus a
-    #: pointer term between the [cls] output (which carries the target's q_n) and patch i's own output
-    #: h_i. With "cls" the mask can depend on *which* target it serves but hardly on *where* things
-    #: are in this image: the [cls] output is a weighted sum of values that carry content only (RoPE
-    #: rotates queries and keys, not values), so no output records where a content was seen.
-    #: Chapter 2 measures both on planted truths.
+    #: linear map of the [cls] output to all N logits. ``"token"`` (not in the paper): that map plus
+    #: a pointer term between the [cls] output (which carries the target's q_n) and patch i's own
+    #: output h_i. With "cls" the mask can depend on *which* target it serves but hardly on *where*
+    #: things are in this image: the [cls] output is a weighted sum of values that carry content
+    #: only (RoPE rotates queries and keys, not values), so no output records where a content was
+    #: seen. Chapter 2 measures both on planted truths.
     readout: str = field(default="cls", metadata={"hash_if_set": True})
     #: A learned absolute position embedding added to every token of f and g, beside RoPE (not in
     #: the paper, which names RoPE alone): it puts position into the values, so a token's output
@@ -149,9 +151,10 @@ class CoMAEConfig:
     #: weight of a mask budget, lambda_w times the mean mask value over the patches other than the
     #: target, added to f's loss (not in the paper, whose L = L_r + lambda_c L_c has no term against
     #: keeping a patch open). Without it, keeping open every patch that some image needs costs
-    #: nothing: on the planted flip truth f keeps both mirrors open for every image and ignores which
-    #: one this image uses, a fixed mask (Chapter 2). 0: the paper's loss. 1 leaves both mirrors open
-    #: on some seeds, 4 closes both, 2 (with ``mask_init`` 0.9) finds the partner on every seed.
+    #: nothing: on the planted flip truth f keeps both mirrors open for every image and ignores
+    #: which one this image uses, a fixed mask (Chapter 2). 0: the paper's loss. 1 leaves both
+    #: mirrors open on some seeds, 4 closes both, 2 (with ``mask_init`` 0.9) finds the partner on
+    #: every seed.
     lambda_w: float = field(default=0.0, metadata={"hash_if_set": True})
     #: steps over which the mask budget rises linearly from 0 to ``lambda_w``, counted from the end
     #: of the g warm-up (not in the paper; 0: the full budget from the first step of f). Charged
@@ -161,9 +164,11 @@ class CoMAEConfig:
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
-            raise ValueError(f"CoMAEConfig.readout must be one of {', '.join(map(repr, READOUTS))}, got {self.readout!r}")
+            raise ValueError(f"CoMAEConfig.readout must be one of "
+                             f"{', '.join(map(repr, READOUTS))}, got {self.readout!r}")
         if not 0.0 <= self.mask_init < 1.0:
-            raise ValueError(f"CoMAEConfig.mask_init must be in [0, 1) (0: default start), got {self.mask_init!r}")
+            raise ValueError(f"CoMAEConfig.mask_init must be in [0, 1) (0: default start), "
+                             f"got {self.mask_init!r}")
 
     @property
     def n_tokens(self) -> int:
@@ -190,13 +195,15 @@ def noise_keep(w: Tensor, sigma: float) -> Tensor:
 
 
 def inject_noise(tokens: Tensor, a: Tensor, noise: Tensor) -> Tensor:
-    """Eq. 3: e^m_i = a_i e_i + (1 - a_i) eps_i, with ``a`` (..., L) broadcast over the token dim."""
+    """Eq. 3: e^m_i = a_i e_i + (1 - a_i) eps_i, with ``a`` (..., L) broadcast over the
+    token dim."""
     a = a.unsqueeze(-1)
     return a * tokens + (1.0 - a) * noise
 
 
 def reconstruction_loss(target: Tensor, predicted: Tensor) -> Tensor:
-    """L_r = ||e_n - e*_n||_1 (Eq. 5): the L1 norm over the token's d values, averaged over the batch."""
+    """L_r = ||e_n - e*_n||_1 (Eq. 5): the L1 norm over the token's d values, averaged over
+    the batch."""
     return (target - predicted).abs().sum(-1).mean()
 
 
@@ -234,23 +241,23 @@ def mask_entropy(w: Tensor, targets: Tensor | None = None) -> Tensor:
 
 
 #: Inverse-frequency base of :func:`grid_rope`: per axis, the head's bands are 100^(-k / bands),
-#: k = 0 .. bands - 1 (DINOv3's base for [-1, 1] coordinates; for a head of 16: 1, 0.32, 0.1, 0.03 rad
-#: per unit of coordinate).
+#: k = 0 .. bands - 1 (DINOv3's base for [-1, 1] coordinates; for a head of 16: 1, 0.32, 0.1, 0.03
+#: rad per unit of coordinate).
 ROPE_TEMPERATURE = 100.0
 
 
 def grid_rope(head_dim: int, grid: tuple[int, int]) -> Tensor:
-    """The 2-D rotary table (N, 2 * head_dim) of a token grid: [sin | cos], timm's ``RotaryEmbeddingCat``
-    layout for ``EvaBlock``.
+    """The 2-D rotary table (N, 2 * head_dim) of a token grid: [sin | cos], timm's
+    ``RotaryEmbeddingCat`` layout for ``EvaBlock``.
 
-    Each axis's coordinates are spread evenly over [-1, 1] (timm's ``grid_type="pixel"``) and rotated by
-    inverse-frequency bands of at most 1 rad per unit (``in_pixels=False``, :data:`ROPE_TEMPERATURE`),
-    so the angle between the two ends of an axis is at most 2 rad < pi for every band and every grid
-    size: the rotary similarity of two positions (the sum over bands of cos of their angle difference)
-    falls strictly with their distance along a row or a column. timm's default for ``in_pixels=False``
-    puts integer coordinates on bands up to 1 rad per *patch*, which wraps past pi within 4 patches: on
-    a 7 x 7 grid, column 0 was more similar to column 6 (0.946) than to column 1 (0.884), so a far
-    patch looked near to attention.
+    Each axis's coordinates are spread evenly over [-1, 1] (timm's ``grid_type="pixel"``) and
+    rotated by inverse-frequency bands of at most 1 rad per unit (``in_pixels=False``,
+    :data:`ROPE_TEMPERATURE`), so the angle between the two ends of an axis is at most 2 rad < pi
+    for every band and every grid size: the rotary similarity of two positions (the sum over bands
+    of cos of their angle difference) falls strictly with their distance along a row or a column.
+    timm's default for ``in_pixels=False`` puts integer coordinates on bands up to 1 rad per
+    *patch*, which wraps past pi within 4 patches: on a 7 x 7 grid, column 0 was more similar to
+    column 6 (0.946) than to column 1 (0.884), so a far patch looked near to attention.
 
     Example:
         >>> rope = grid_rope(16, (7, 7))
@@ -259,8 +266,8 @@ def grid_rope(head_dim: int, grid: tuple[int, int]) -> Tensor:
         >>> bool((sim[1:] < sim[:-1]).all())
         True
     """
-    return RotaryEmbeddingCat(head_dim, in_pixels=False, grid_type="pixel", temperature=ROPE_TEMPERATURE,
-                              feat_shape=list(grid)).get_embed()
+    return RotaryEmbeddingCat(head_dim, in_pixels=False, grid_type="pixel",
+                              temperature=ROPE_TEMPERATURE, feat_shape=list(grid)).get_embed()
 
 
 def first_token_block(blk: nn.Module, x: Tensor, rope: Tensor) -> Tensor:
@@ -277,7 +284,8 @@ def first_token_block(blk: nn.Module, x: Tensor, rope: Tensor) -> Tensor:
     attn = blk.attn
     plain = (attn.qkv is not None and attn.gate is None and attn.num_prefix_tokens == 1
              and isinstance(attn.q_norm, nn.Identity) and isinstance(attn.k_norm, nn.Identity)
-             and not getattr(attn, "rotate_half", False) and blk.gamma_1 is None and blk.gamma_2 is None
+             and not getattr(attn, "rotate_half", False)
+             and blk.gamma_1 is None and blk.gamma_2 is None
              and not (blk.training and (attn.attn_drop.p or attn.proj_drop.p)))
     if not plain:
         return blk(x, rope=rope)[:, 0]
@@ -290,7 +298,8 @@ def first_token_block(blk: nn.Module, x: Tensor, rope: Tensor) -> Tensor:
         qkv = attn.qkv(h) + bias if attn.qkv_bias_separate else F.linear(h, attn.qkv.weight, bias)
     q, k, v = qkv.reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
     k = torch.cat([k[:, :, :1], apply_rot_embed_cat(k[:, :, 1:], rope)], dim=2).type_as(v)
-    o = F.scaled_dot_product_attention(q[:, :, :1], k, v)  # (B, heads, 1, hd): the first token's row
+    # (B, heads, 1, hd): the first token's row
+    o = F.scaled_dot_product_attention(q[:, :, :1], k, v)
     o = attn.proj(attn.norm(o.transpose(1, 2).reshape(b, c)))
     y = x[:, 0] + blk.drop_path1(o)
     return y + blk.drop_path2(blk.mlp(blk.norm2(y)))
@@ -303,35 +312,40 @@ class _GridViT(nn.Module):
     def __init__(self, cfg: CoMAEConfig, width: int, depth: int, heads: int) -> None:
         super().__init__()
         if width % heads or (width // heads) % 4:
-            raise ValueError(f"width {width} with {heads} heads: the head size must be a multiple of 4 for 2-D RoPE")
+            raise ValueError(f"width {width} with {heads} heads: the head size must be a multiple "
+                             "of 4 for 2-D RoPE")
         n = cfg.n_tokens
         self.embed = nn.Linear(cfg.token_dim, width)
         self.special = nn.Parameter(torch.zeros(1, width))  # [cls] or [tgt cls]
         self.q = nn.Parameter(torch.zeros(n, width))  # target embedding q_n
         nn.init.trunc_normal_(self.special, std=0.02)
         nn.init.trunc_normal_(self.q, std=0.02)
-        # absolute positions (CoMAEConfig.pos_embed): in the values too, not only in RoPE's rotations
+        # absolute positions (CoMAEConfig.pos_embed): in the values too, not only in RoPE's
+        # rotations
         self.pos = nn.Parameter(torch.zeros(n, width)) if cfg.pos_embed else None
         if self.pos is not None:
             nn.init.trunc_normal_(self.pos, std=0.02)
-        self.register_buffer("rope", grid_rope(width // heads, cfg.grid), persistent=False)  # (N, 2 * head_dim)
+        self.register_buffer("rope", grid_rope(width // heads, cfg.grid),
+                             persistent=False)  # (N, 2 * head_dim)
         self.register_buffer("others", others_index(n), persistent=False)  # (N, N-1)
         self.blocks = nn.ModuleList(
-            EvaBlock(width, heads, mlp_ratio=cfg.mlp_ratio, num_prefix_tokens=1) for _ in range(depth)
+            EvaBlock(width, heads, mlp_ratio=cfg.mlp_ratio, num_prefix_tokens=1)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(width)
 
     def encode(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
-        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns every output of the last
-        block, before the final norm (B, N, width): the special token's first, then the kept tokens'
-        in that order."""
+        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns every output of the
+        last block, before the final norm (B, N, width): the special token's first, then the kept
+        tokens' in that order."""
         x, rope = self._start(kept_tokens, target, self.others[target])
         for blk in self.blocks:
             x = blk(x, rope=rope)
         return x
 
     def body(self, kept_tokens: Tensor, target: Tensor) -> Tensor:
-        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns the first output (B, width).
+        """kept_tokens (B, N-1, d) in the order of ``others[target]``; returns the first output
+        (B, width).
 
         Only the special token's output is read, so the last block is run for it alone
         (:func:`first_token_block`): its keys and values still come from every token, but its
@@ -346,7 +360,8 @@ class _GridViT(nn.Module):
         return self.norm(first_token_block(self.blocks[-1], x, rope))
 
     def _start(self, kept_tokens: Tensor, target: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-        """The first block's input (B, N, width) and the per-image rotary table (B, 1, N-1, 2 hd)."""
+        """The first block's input (B, N, width) and the per-image rotary table
+        (B, 1, N-1, 2 hd)."""
         e = self.embed(kept_tokens)
         if self.pos is not None:
             e = e + self.pos[keep]
@@ -360,15 +375,17 @@ class Selector(_GridViT):
     The logits are read as :attr:`CoMAEConfig.readout` says. ``"cls"`` (the paper's Sec. 8) maps the
     [cls] output h_0 linearly to N logits: x_i = u_i . h_0 + b_i, one learned vector u_i per
     position. ``"token"`` adds a pointer term from patch i's own output h_i,
-    x_i = u_i . h_0 + b_i + (W_q h_0) . (W_k h_i) / sqrt(width), so that where a content sits in this
-    image can raise its logit. W_k starts at 0, so an untrained "token" selector is the literal one.
+    x_i = u_i . h_0 + b_i + (W_q h_0) . (W_k h_i) / sqrt(width), so that where a content sits in
+    this image can raise its logit. W_k starts at 0, so an untrained "token" selector is the
+    literal one.
     """
 
     def __init__(self, cfg: CoMAEConfig) -> None:
         super().__init__(cfg, cfg.enc_width, cfg.enc_depth, cfg.enc_heads)
         self.readout = cfg.readout
         self.head = nn.Linear(cfg.enc_width, cfg.n_tokens)
-        if cfg.mask_init:  # every mask starts near mask_init: small weights (timm's head init), the bias at it
+        # every mask starts near mask_init: small weights (timm's head init), the bias at it
+        if cfg.mask_init:
             nn.init.trunc_normal_(self.head.weight, std=0.02)
             nn.init.constant_(self.head.bias, math.atanh(2.0 * cfg.mask_init - 1.0))
         if cfg.readout == "token":
@@ -385,9 +402,11 @@ class Selector(_GridViT):
         keep = self.others[target]
         if self.readout == "cls":
             return self.head(self.body(gather_tokens(tokens, keep), target))
-        h = self.norm(self.encode(gather_tokens(tokens, keep), target))  # (B, N, width): [cls], then keep's
+        # (B, N, width): [cls], then keep's
+        h = self.norm(self.encode(gather_tokens(tokens, keep), target))
         q = self.point_q(h[:, 0]).unsqueeze(1)  # (B, 1, width)
-        point = (self.point_k(h[:, 1:]) * q).sum(-1) / math.sqrt(h.shape[-1])  # (B, N-1), in keep's order
+        # (B, N-1), in keep's order
+        point = (self.point_k(h[:, 1:]) * q).sum(-1) / math.sqrt(h.shape[-1])
         return self.head(h[:, 0]).scatter_add(1, keep, point)
 
     def forward(self, tokens: Tensor, target: Tensor) -> Tensor:
@@ -465,7 +484,8 @@ class CoMAE(nn.Module):
         """
         keep = self.g.others[target]  # (B, N-1)
         a = noise_keep(torch.gather(w, 1, keep), self.cfg.sigma)
-        return self.g(inject_noise(gather_tokens(tokens, keep), a, gather_tokens(noise, keep)), target)
+        return self.g(inject_noise(gather_tokens(tokens, keep), a, gather_tokens(noise, keep)),
+                      target)
 
     @property
     def tau(self) -> Tensor:
@@ -495,25 +515,28 @@ class CoMAE(nn.Module):
         if shard.size != b:
             raise ValueError(f"the shard has {shard.size} rows but {b} images were given")
         k = min(self.cfg.targets_per_image, n)
-        targets = shard.cut(torch.rand(shard.total, n, generator=generator, device=tokens.device).argsort(1)[:, :k])
+        targets = shard.cut(torch.rand(shard.total, n, generator=generator,
+                                       device=tokens.device).argsort(1)[:, :k])
         flat_tokens = tokens.repeat_interleave(k, dim=0)  # (B K, N, d)
         flat_targets = targets.reshape(-1)
         with torch.set_grad_enabled(grad_f and torch.is_grad_enabled()):
             w = self.select(flat_tokens, flat_targets)
-        noise = torch.randn((shard.total, k, n, d), generator=generator, device=tokens.device, dtype=tokens.dtype)
+        noise = torch.randn((shard.total, k, n, d), generator=generator, device=tokens.device,
+                            dtype=tokens.dtype)
         noise = shard.cut(noise).reshape(b * k, n, d)
         pred = self.reconstruct(flat_tokens, flat_targets, w, noise)
         truth = flat_tokens[torch.arange(b * k, device=tokens.device), flat_targets]
         l_r = reconstruction_loss(truth, pred)
         w3 = w.reshape(b, k, n)
-        l_c = contrastive_loss(w3, targets, self.tau) if k > 1 else torch.zeros((), device=tokens.device)
+        l_c = (contrastive_loss(w3, targets, self.tau) if k > 1
+               else torch.zeros((), device=tokens.device))
         total = l_r + self.cfg.lambda_c * l_c if self.cfg.contrastive else l_r
         lambda_w = self.cfg.lambda_w if lambda_w is None else lambda_w
         if lambda_w:  # the mask budget: the mean of each mask over the other patches
             others = ~F.one_hot(flat_targets, n).bool()
             total = total + lambda_w * w[others].mean()
-        return {"loss": total, "L_r": l_r, "L_c": l_c, "H_mask": mask_entropy(w, flat_targets).detach(),
-                "tau": self.tau.detach()}
+        return {"loss": total, "L_r": l_r, "L_c": l_c,
+                "H_mask": mask_entropy(w, flat_targets).detach(), "tau": self.tau.detach()}
 
     # ---------------------------------------------------------------- all masks of an image
     @torch.inference_mode()
@@ -542,7 +565,8 @@ class CoMAE(nn.Module):
         self.eval()
         b, n, d = tokens.shape
         chunk = chunk or masks_chunk(tokens.device)
-        select = self._compiled_select(logits) if compiled else (self.f.logits if logits else self.f)
+        select = self._compiled_select(logits) if compiled else (self.f.logits if logits
+                                                                 else self.f)
         target = torch.arange(n, device=tokens.device)
         out = torch.empty(b, n, n, device=tokens.device, dtype=torch.float32)
         eye = torch.eye(n, dtype=torch.bool, device=tokens.device)
@@ -637,8 +661,9 @@ def evaluate(model: CoMAE, tokens: Tensor, seed: int = 0, bins: int = 20) -> dic
     target = torch.arange(n, device=tokens.device).repeat(b)
     x = tokens.repeat_interleave(n, dim=0)
     noise = torch.randn(x.shape, generator=g, device=tokens.device)
-    pred = torch.cat([model.reconstruct(x[s:s + 4096], target[s:s + 4096], w_all.reshape(-1, n)[s:s + 4096],
-                                        noise[s:s + 4096]) for s in range(0, x.shape[0], 4096)])
+    pred = torch.cat([model.reconstruct(x[s:s + 4096], target[s:s + 4096],
+                                        w_all.reshape(-1, n)[s:s + 4096], noise[s:s + 4096])
+                      for s in range(0, x.shape[0], 4096)])
     l_r = reconstruction_loss(x[torch.arange(x.shape[0], device=x.device), target], pred)
     values = w_all[:, off].flatten().float().cpu()
     hist = torch.histc(values, bins=bins, min=0.0, max=1.0)
@@ -649,29 +674,33 @@ def evaluate(model: CoMAE, tokens: Tensor, seed: int = 0, bins: int = 20) -> dic
 
 @dataclass(frozen=True, eq=False)
 class CoMAEData:
-    """What a CoMAE trains on (:data:`RECIPE`): ``tokens`` (n, N, d), anything indexed by a tensor of
-    image indices (a tensor, or a :class:`copkit.tokenizer.TokenSource` over images read from disk),
-    and ``val_tokens`` (m, N, d), the held-out images :func:`evaluate` scores during training."""
+    """What a CoMAE trains on (:data:`RECIPE`): ``tokens`` (n, N, d), anything indexed by a tensor
+    of image indices (a tensor, or a :class:`copkit.tokenizer.TokenSource` over images read from
+    disk), and ``val_tokens`` (m, N, d), the held-out images :func:`evaluate` scores
+    during training."""
 
     tokens: Any
     val_tokens: Tensor
 
 
 def _step(model: CoMAE, cfg: CoMAEConfig, tc: "TrainConfig", data: CoMAEData):
-    return comae_step_fn(model, data.tokens.to(next(model.parameters()).device), tc.batch_size, tc.seed)
+    return comae_step_fn(model, data.tokens.to(next(model.parameters()).device), tc.batch_size,
+                         tc.seed)
 
 
 def _evaluate(model: CoMAE, data: CoMAEData) -> dict:
     return evaluate(model, data.val_tokens.to(next(model.parameters()).device))
 
 
-#: How :func:`copkit.train.fit` trains a CoMAE, with the alternating step (:func:`comae_step_fn`), two
-#: optimisers ("f": the selector and the temperature; "g": the reconstructor), validation numbers
-#: (:func:`evaluate`, raw weights) every ``eval_every`` steps; runs in ``<data_dir>/runs/comae-<hash8>``.
+#: How :func:`copkit.train.fit` trains a CoMAE, with the alternating step (:func:`comae_step_fn`),
+#: two optimisers ("f": the selector and the temperature; "g": the reconstructor), validation
+#: numbers (:func:`evaluate`, raw weights) every ``eval_every`` steps; runs in
+#: ``<data_dir>/runs/comae-<hash8>``.
 #:
 #: :meta hide-value:
 RECIPE = Recipe(name="comae", module="comae", build=lambda cfg, data: CoMAE(cfg), step=_step,
-                parameters=lambda m: {"f": [*m.f.named_parameters(prefix="f"), ("log_tau", m.log_tau)],
+                parameters=lambda m: {"f": [*m.f.named_parameters(prefix="f"),
+                                            ("log_tau", m.log_tau)],
                                       "g": list(m.g.named_parameters(prefix="g"))},
                 evaluate=_evaluate)
 
@@ -686,25 +715,30 @@ def from_profile(sizes, seed: int, *, lambda_c: float | None = None,
                  experiment: str = "main") -> tuple[CoMAEConfig, "TrainConfig"]:
     """The CoMAE and training configurations of a profile (:class:`copkit.profiles.ComaeSizes`)
     for one seed, one weight of L_c (None: :func:`saved_lambda`, the paper's 0.01) and one of the
-    :data:`EXPERIMENTS`. Every chapter and ``python -m copkit config train-comae`` take them from here."""
-    if isinstance(sizes, BaseSizes):  # a base CoMAE: its section of the pretraining config sets lambda_c
+    :data:`EXPERIMENTS`. Every chapter and ``python -m copkit config train-comae`` take them
+    from here."""
+    # a base CoMAE: its section of the pretraining config sets lambda_c
+    if isinstance(sizes, BaseSizes):
         return sizes.configs(CoMAEConfig, seed)
     if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown CoMAE experiment {experiment!r}; use one of {', '.join(EXPERIMENTS)}")
+        raise ValueError(f"unknown CoMAE experiment {experiment!r}; use one of "
+                         f"{', '.join(EXPERIMENTS)}")
     lam = saved_lambda(sizes) if lambda_c is None else lambda_c
-    cfg = CoMAEConfig(enc_width=sizes.enc_width, enc_depth=sizes.enc_depth, enc_heads=sizes.enc_heads,
-                      dec_width=sizes.dec_width, dec_depth=sizes.dec_depth, dec_heads=sizes.dec_heads,
+    cfg = CoMAEConfig(enc_width=sizes.enc_width, enc_depth=sizes.enc_depth,
+                      enc_heads=sizes.enc_heads, dec_width=sizes.dec_width,
+                      dec_depth=sizes.dec_depth, dec_heads=sizes.dec_heads,
                       targets_per_image=sizes.targets_per_image, sigma=sizes.sigma, lambda_c=lam,
                       contrastive=lam > 0, g_warmup_steps=sizes.g_warmup_steps)
     if experiment.startswith("planted"):
-        cfg = replace(cfg, grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=32,
-                      dec_depth=2, dec_heads=2, targets_per_image=16)
+        cfg = replace(cfg, grid=(4, 4), token_dim=4, enc_width=32, enc_depth=2, enc_heads=2,
+                      dec_width=32, dec_depth=2, dec_heads=2, targets_per_image=16)
     steps = {"main": sizes.steps, "mirror": sizes.mirror_steps, "planted": sizes.planted_steps,
              "planted-long": sizes.planted_long_steps}[experiment]
     tc = TrainConfig(steps=steps, batch_size=sizes.batch_size, lr=sizes.lr,
                      warmup_steps=sizes.warmup_steps, ema_decay=sizes.ema_decay, seed=seed,
-                     eval_every=sizes.eval_every, log_every=10, ckpt_every=max(sizes.eval_every, 50),
-                     precision=sizes.precision, compile=sizes.compile)
+                     eval_every=sizes.eval_every, log_every=10,
+                     ckpt_every=max(sizes.eval_every, 50), precision=sizes.precision,
+                     compile=sizes.compile)
     return cfg, tc
 
 
@@ -715,8 +749,8 @@ def saved_lambda(sizes) -> float:
 
 def fashion_mnist_data(sizes) -> dict:
     """The data description (part of every hash) of a profile's Fashion-MNIST CoMAE runs."""
-    return {"dataset": "fashion-mnist", "split": "train", "train_images": (sizes.train_images or 60000) - 5000,
-            "patch": 4}
+    return {"dataset": "fashion-mnist", "split": "train",
+            "train_images": (sizes.train_images or 60000) - 5000, "patch": 4}
 
 
 def mirror_image(images: Tensor) -> Tensor:
@@ -741,7 +775,8 @@ def mirror_hits(model: CoMAE, tokens: Tensor, grid_w: int, skip_centre: bool = T
     return float((top[:, keep] == mirror[keep]).float().mean())
 
 
-def logit_variance_split(model: CoMAE, tokens: Tensor, chunk: int | None = None) -> dict[str, float]:
+def logit_variance_split(model: CoMAE, tokens: Tensor,
+                         chunk: int | None = None) -> dict[str, float]:
     """How much of the selector's output is specific to the image: the variance of f's logits
     x[image, target, position] (:meth:`CoMAE.masks` with ``logits=True``) split into position,
     target, image and their interactions (:func:`copkit.stats.variance_shares`), with

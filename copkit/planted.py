@@ -2,14 +2,14 @@
 
 A CoMAE is meant to find, for each target patch of an image, the patches it depends on. On real
 images nobody knows those; here they are planted, so a trained selector can be scored against them.
-Every token is *flat* (its d values are equal): the reconstructor g never sees the mask, and can tell
-a kept token from one replaced by the Gaussian noise of Eq. 3 only by its content, which for a flat
-token it can (noise is not flat). On white-noise tokens clean and noised look alike, and a truth built
-from them would test g's guessing rather than f's finding.
+Every token is *flat* (its d values are equal): the reconstructor g never sees the mask, and can
+tell a kept token from one replaced by the Gaussian noise of Eq. 3 only by its content, which for a
+flat token it can (noise is not flat). On white-noise tokens clean and noised look alike, and a
+truth built from them would test g's guessing rather than f's finding.
 
-- ``"mirror"`` (a *positional* truth): the top half of the grid holds flat levels drawn at random and
-  the bottom half mirrors it top to bottom, so target n's one informative patch is its mirror, at the
-  same place in every image. A selector that ignores the image can find it.
+- ``"mirror"`` (a *positional* truth): the top half of the grid holds flat levels drawn at random
+  and the bottom half mirrors it top to bottom, so target n's one informative patch is its mirror,
+  at the same place in every image. A selector that ignores the image can find it.
 - ``"flip"`` (*image-specific*, dense): each image mirrors either top-bottom (every level positive)
   or left-right (every level negative), drawn per image; every target's partner is its mirror under
   the image's own flip, which the sign of any patch tells.
@@ -21,9 +21,9 @@ from them would test g's guessing rather than f's finding.
   visible) from an empty one (two visible) before the partner helps, and under the L1 loss of Eq. 5
   it predicts 0 until it can (2 of N targets have a partner, so 0 is the median).
 - ``"pairs"``: the same with three pairs of distinct levels, so that more targets have a partner.
-- ``"matching"``: every patch is in one of N/2 pairs (a random perfect matching, a distinct level per
-  pair). Here the partner alone does not tell g the target: only the whole image says which visible
-  level has lost its twin, so the truth plants a dependency on the image, not on one patch.
+- ``"matching"``: every patch is in one of N/2 pairs (a random perfect matching, a distinct level
+  per pair). Here the partner alone does not tell g the target: only the whole image says which
+  visible level has lost its twin, so the truth plants a dependency on the image, not on one patch.
 
 :func:`partner_hits` scores a selector: the share of targets with a planted partner whose largest
 mask logit (:meth:`copkit.comae.CoMAE.masks`, before squashing, so without ties) is on it. Chance
@@ -39,9 +39,11 @@ from torch import Tensor
 
 from .tokens import hflip_index
 
-__all__ = ["KINDS", "VARIANTS", "VARIANT_WORDS", "BAR", "Planted", "planted", "partner_hits", "partner_ranks", "partner_error",
+__all__ = ["KINDS", "VARIANTS", "VARIANT_WORDS", "BAR", "Planted", "planted",
+           "partner_hits", "partner_ranks", "partner_error",
            "FLIP_SPLIT", "flip_top_bottom", "flip_split", "runs_of", "flip_reading",
-           "chance", "fit_planted", "planted_configs", "summarize", "meets_bar", "setting_text", "load_sweep"]
+           "chance", "fit_planted", "planted_configs", "summarize", "meets_bar",
+           "setting_text", "load_sweep"]
 
 #: What a selector must do on a planted truth to count as finding it. Within ``steps`` training
 #: steps on a 6 x 6 grid, over at least ``seeds`` seeds, the median seed puts the largest mask logit
@@ -70,7 +72,8 @@ def _flat(levels: Tensor, token_dim: int) -> Tensor:
     return levels.unsqueeze(-1).expand(*levels.shape, token_dim).contiguous()
 
 
-def _paired(n: int, a: Tensor, b: Tensor, level_a: Tensor, level_b: Tensor, token_dim: int) -> Planted:
+def _paired(n: int, a: Tensor, b: Tensor, level_a: Tensor, level_b: Tensor,
+            token_dim: int) -> Planted:
     """Images of N = ``n`` tokens, 0 but at positions ``a`` and ``b`` (n_images, k), which hold
     ``level_a`` and ``level_b`` and are each other's partners (every other token: -1, none)."""
     levels = torch.zeros(a.shape[0], n)
@@ -84,15 +87,16 @@ def _paired(n: int, a: Tensor, b: Tensor, level_a: Tensor, level_b: Tensor, toke
 
 def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim: int = 4,
             seed: int = 0) -> Planted:
-    """``n_images`` images of the planted truth ``kind`` (:data:`KINDS`) on a ``grid`` of flat tokens.
+    """``n_images`` images of the planted truth ``kind`` (:data:`KINDS`) on a ``grid`` of flat
+    tokens.
 
     ``"mirror"``: levels uniform in [-2, 2] on the top rows, mirrored onto the bottom rows (the
     grid needs an even number of rows); every target's partner is its mirror. ``"pair"``: two
     positions drawn per image hold one level, of random sign and size uniform in [1, 2]; every
     other token is 0 and has no partner (-1); ``"dipole"`` puts its negative on the second position.
     ``"pairs"``: three pairs at positions drawn per image,
-    three distinct levels from +-0.5, +-1.25, +-2. ``"matching"``: a random perfect matching of the N
-    patches, pair k at the k-th of N/2 levels evenly spaced over [-2, 2] (shuffled per image).
+    three distinct levels from +-0.5, +-1.25, +-2. ``"matching"``: a random perfect matching of the
+    N patches, pair k at the k-th of N/2 levels evenly spaced over [-2, 2] (shuffled per image).
 
     >>> p = planted("pair", 3, grid=(4, 4), token_dim=2)
     >>> [int((row >= 0).sum()) for row in p.partners]
@@ -106,8 +110,8 @@ def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim:
     rows, cols = grid
     n = rows * cols
     if n_images < 1 or token_dim < 1 or rows < 2 or cols < 1:
-        raise ValueError(f"planted needs n_images >= 1, token_dim >= 1 and a grid of 2 rows or more; "
-                         f"got n_images={n_images}, token_dim={token_dim}, grid={grid}")
+        raise ValueError(f"planted needs n_images >= 1, token_dim >= 1 and a grid of 2 rows or "
+                         f"more; got n_images={n_images}, token_dim={token_dim}, grid={grid}")
     g = torch.Generator().manual_seed(seed)
     idx = torch.arange(n)
     tb = (rows - 1 - idx // cols) * cols + idx % cols  # where each patch lands flipped top-bottom
@@ -119,9 +123,11 @@ def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim:
         return Planted(_flat(levels, token_dim), tb.expand(n_images, n).clone())
     if kind == "flip":
         if rows % 2 or cols % 2:
-            raise ValueError(f"the flip truth needs an even number of grid rows and columns, got grid={grid}")
+            raise ValueError(f"the flip truth needs an even number of grid rows and columns, "
+                             f"got grid={grid}")
         lr = hflip_index(n, cols)
-        top = torch.rand(n_images, generator=g) < 0.5  # this image mirrors top-bottom, else left-right
+        # this image mirrors top-bottom, else left-right
+        top = torch.rand(n_images, generator=g) < 0.5
         mirror = torch.where(top[:, None], tb, lr)
         levels = torch.rand(n_images, n, generator=g) * 1.5 + 0.5
         first = torch.where(top[:, None], idx < n // 2, idx % cols < cols // 2)
@@ -135,13 +141,15 @@ def planted(kind: str, n_images: int, grid: tuple[int, int] = (6, 6), token_dim:
         lv = cand[torch.rand(n_images, 2 * k, generator=g).argsort(1)[:, :k]]  # (n, k) distinct
         return _paired(n, pos[:, :k], pos[:, k:], lv, lv, token_dim)
     if kind == "matching":
-        perm = torch.rand(n_images, n, generator=g).argsort(1)  # a random perfect matching per image
+        # a random perfect matching per image
+        perm = torch.rand(n_images, n, generator=g).argsort(1)
         a, b = perm[:, : n // 2], perm[:, n // 2:]
         lv = torch.linspace(-2, 2, n // 2)  # a distinct level per pair
         lv = lv[torch.rand(n_images, n // 2, generator=g).argsort(1)]
         return _paired(n, a, b, lv, lv, token_dim)
     pos = torch.rand(n_images, n, generator=g).argsort(1)[:, :2]  # two distinct positions per image
-    level = (torch.rand(n_images, generator=g) + 1) * (torch.randint(0, 2, (n_images,), generator=g) * 2 - 1)
+    level = (torch.rand(n_images, generator=g) + 1) * (torch.randint(0, 2, (n_images,), generator=g)
+                                                       * 2 - 1)
     other = -level if kind == "dipole" else level
     return _paired(n, pos[:, :1], pos[:, 1:], level[:, None], other[:, None], token_dim)
 
@@ -212,7 +220,8 @@ def flip_split(model, data: Planted, grid_w: int) -> dict[str, float]:
     return {"hit_top_bottom": float(hit[top].mean()), "hit_left_right": float(hit[~top].mean()),
             "points_top_bottom": float((largest == tb).float().mean()),
             "points_left_right": float((largest == lr).float().mean()),
-            "mask_top_bottom": float(w[:, idx, tb].mean()), "mask_left_right": float(w[:, idx, lr].mean()),
+            "mask_top_bottom": float(w[:, idx, tb].mean()),
+            "mask_left_right": float(w[:, idx, lr].mean()),
             "mask_mean": float(w.sum() / (w.shape[0] * n * (n - 1)))}
 
 
@@ -245,7 +254,8 @@ VARIANTS: dict[str, dict] = {
 }
 #: The :data:`VARIANTS` in words, for tables.
 VARIANT_WORDS = {"literal": "the paper's ([cls] readout, RoPE only)", "pos": "+ position embedding",
-                 "token": "per-token readout", "pos+token": "per-token readout + position embedding"}
+                 "token": "per-token readout",
+                 "pos+token": "per-token readout + position embedding"}
 
 
 def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float = 0.01,
@@ -260,11 +270,13 @@ def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float 
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown selector variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    sizes = dict(grid=grid, token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=64, dec_depth=2,
-                 dec_heads=4, targets_per_image=8, sigma=0.7, lambda_c=lambda_c, contrastive=lambda_c > 0)
+    sizes = dict(grid=grid, token_dim=4, enc_width=32, enc_depth=2, enc_heads=2, dec_width=64,
+                 dec_depth=2, dec_heads=4, targets_per_image=8, sigma=0.7, lambda_c=lambda_c,
+                 contrastive=lambda_c > 0)
     cfg = CoMAEConfig(**{**sizes, **VARIANTS[variant], **overrides})
-    tc = TrainConfig(**{**dict(steps=steps, batch_size=16, lr=3e-3, warmup_steps=50, ema_decay=0.99, seed=seed,
-                               eval_every=max(steps // 4, 1), log_every=50, ckpt_every=500), **(train or {})})
+    tc = TrainConfig(**{**dict(steps=steps, batch_size=16, lr=3e-3, warmup_steps=50, ema_decay=0.99,
+                               seed=seed, eval_every=max(steps // 4, 1), log_every=50,
+                               ckpt_every=500), **(train or {})})
     return cfg, tc
 
 
@@ -272,7 +284,8 @@ def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float 
 def partner_error(model, data: Planted, seed: int = 0) -> dict[str, float]:
     """Whether the reconstructor uses what the selector keeps: L_r (Eq. 5) on the targets with a
     partner, with the model's own masks and a fixed draw of the noise of Eq. 3, beside the L_r of
-    predicting 0 for them (what a reconstructor that learned nothing of the partner does best under L1)."""
+    predicting 0 for them (what a reconstructor that learned nothing of the partner does best
+    under L1)."""
     device = next(model.parameters()).device
     tokens = data.tokens.to(device)
     b, n, d = tokens.shape
@@ -281,7 +294,8 @@ def partner_error(model, data: Planted, seed: int = 0) -> dict[str, float]:
     x = tokens[rows]
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     target = cols.to(device)
-    pred = torch.cat([model.reconstruct(x[s:s + 2048], target[s:s + 2048], w[s:s + 2048], noise[s:s + 2048])
+    pred = torch.cat([model.reconstruct(x[s:s + 2048], target[s:s + 2048], w[s:s + 2048],
+                                        noise[s:s + 2048])
                       for s in range(0, len(rows), 2048)])
     truth = x[torch.arange(len(rows), device=device), target]
     return {"partner_L_r": float((truth - pred).abs().sum(-1).mean()),
@@ -289,10 +303,10 @@ def partner_error(model, data: Planted, seed: int = 0) -> dict[str, float]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """One line per setting (selector variant, truth, L_c weight, further config fields (``set``, with
-    TrainConfig fields under ``"train"``), steps) of
-    planted-truth runs (the rows ``tools/planted_sweep.py`` writes): the seeds, the median, lowest and
-    highest hit rate, the untrained selector's median hit rate, chance, the median L_r on the
+    """One line per setting (selector variant, truth, L_c weight, further config fields (``set``,
+    with TrainConfig fields under ``"train"``), steps) of
+    planted-truth runs (the rows ``tools/planted_sweep.py`` writes): the seeds, the median, lowest
+    and highest hit rate, the untrained selector's median hit rate, chance, the median L_r on the
     partnered targets beside that of predicting 0, and the medians of :func:`flip_split`'s numbers
     (:data:`FLIP_SPLIT`; None where a run lacks them)."""
     import json
@@ -301,13 +315,15 @@ def summarize(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         extra = {**r.get("set", {}), **({"train": r["train"]} if r.get("train") else {})}
-        key = (r["variant"], r["kind"], r["lambda_c"], json.dumps(extra, sort_keys=True), r["steps"])
+        key = (r["variant"], r["kind"], r["lambda_c"], json.dumps(extra, sort_keys=True),
+               r["steps"])
         groups.setdefault(key, []).append(r)
     out = []
     for (variant, kind, lam, extra, steps), rs in groups.items():
         hits = [r["hit"] for r in rs]
-        out.append({"variant": variant, "kind": kind, "lambda_c": lam, "set": json.loads(extra), "steps": steps,
-                    "seeds": sorted(r["seed"] for r in rs), "median": statistics.median(hits), "min": min(hits),
+        out.append({"variant": variant, "kind": kind, "lambda_c": lam, "set": json.loads(extra),
+                    "steps": steps, "seeds": sorted(r["seed"] for r in rs),
+                    "median": statistics.median(hits), "min": min(hits),
                     "max": max(hits), "init_median": statistics.median(r["init_hit"] for r in rs),
                     "chance": rs[0]["chance"],
                     "partner_L_r": statistics.median(r["partner_L_r"] for r in rs),
@@ -324,7 +340,8 @@ def meets_bar(line: dict) -> bool:
             and line["median"] >= BAR["median"] and line["min"] >= BAR["worst"])
 
 
-_SETTING_WORDS = {"targets_per_image": "K = {} targets per image", "tau_min": "temperature floor {}",
+_SETTING_WORDS = {"targets_per_image": "K = {} targets per image",
+                  "tau_min": "temperature floor {}",
                   "g_warmup_steps": "{} steps of g alone first", "mask_init": "masks start at {}",
                   "enc_width": "selector width {}", "enc_depth": "selector depth {}",
                   "enc_heads": "selector heads {}", "batch_size": "{} images per step",
@@ -332,12 +349,14 @@ _SETTING_WORDS = {"targets_per_image": "K = {} targets per image", "tau_min": "t
                   "final_lr": "lr held at the end at {}"}
 
 
-def runs_of(rows: list[dict], variant: str, kind: str, lambda_c: float, setting: dict) -> list[dict]:
+def runs_of(rows: list[dict], variant: str, kind: str, lambda_c: float,
+            setting: dict) -> list[dict]:
     """The rows of one setting (as :func:`summarize` keys it: ``setting`` holds the CoMAEConfig
     fields with the TrainConfig fields under ``"train"``), one per seed, in seed order."""
     def extra(r: dict) -> dict:
         return {**r.get("set", {}), **({"train": r["train"]} if r.get("train") else {})}
-    return sorted((r for r in rows if (r["variant"], r["kind"], r["lambda_c"]) == (variant, kind, lambda_c)
+    return sorted((r for r in rows
+                   if (r["variant"], r["kind"], r["lambda_c"]) == (variant, kind, lambda_c)
                    and extra(r) == setting), key=lambda r: r["seed"])
 
 
@@ -365,7 +384,8 @@ def setting_text(line: dict, beside: dict | None = None) -> str:
 
     >>> setting_text({"lambda_c": 1.0, "set": {"tau_min": 0.1, "train": {"batch_size": 4}}})
     'lambda_c 1, temperature floor 0.1, 4 images per step'
-    >>> setting_text({"lambda_c": 1.0, "set": {"tau_min": 0.1, "mask_init": 0.9}}, beside={"tau_min": 0.1})
+    >>> setting_text({"lambda_c": 1.0, "set": {"tau_min": 0.1, "mask_init": 0.9}},
+    ...              beside={"tau_min": 0.1})
     'masks start at 0.9'
     """
     extra = dict(line.get("set", {}))
@@ -392,10 +412,12 @@ def load_sweep(path=None) -> list[dict]:
 
     from .data import project_root
 
-    file = Path(path) if path is not None else project_root() / "data" / "pretrained" / "planted-sweep.json"
+    file = (Path(path) if path is not None
+            else project_root() / "data" / "pretrained" / "planted-sweep.json")
     if not file.exists():
         raise FileNotFoundError(f"{file} is missing: it ships with the repository (git checkout "
-                                "data/pretrained/planted-sweep.json), or rerun tools/planted_sweep.py")
+                                "data/pretrained/planted-sweep.json), "
+                                "or rerun tools/planted_sweep.py")
     rows = json.loads(file.read_text())["rows"]
     if not rows:
         raise ValueError(f"{file} holds no runs")
