@@ -14,6 +14,8 @@ DEVICE ?= auto
 CHAPTERS ?=
 # chapters run at once, each with cpus/JOBS threads (the report and performance pages after the others)
 JOBS ?= 2
+# unit-test processes (pytest-xdist; each test runs one intra-op thread, tests/conftest.py)
+TEST_JOBS ?= auto
 STAMP := $(VENV)/.installed-stamp
 JB := $(VENV)/bin/jupyter-book
 # _config.yml, or a copy with the repository URL and launch buttons when origin is on GitHub/GitLab
@@ -87,9 +89,10 @@ book: chapters
 lint: setup
 	$(PY) -m ruff check .
 
-# After `data`: some tests read the real Fashion-MNIST.
+# After `data`: some tests read the real Fashion-MNIST. One process per core (pytest-xdist;
+# TEST_JOBS=0 runs them in this process, e.g. to step into a test with a debugger).
 unit: data
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS)
 
 # Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
 smoke: data
