@@ -108,8 +108,8 @@ class _Step(nn.Module):
 
 
 class StepRunner:
-    """A training step exactly as :func:`train` takes it, for its loop and for whoever times it
-    (``make bench``, :func:`copkit.efficiency.train_rate`).
+    """A training step exactly as :func:`copkit.train.train` takes it, for its loop and for
+    whoever times it (``make bench``, :func:`copkit.efficiency.train_rate`).
 
     Made for the networks ``modules`` (by name), their ``optimizers`` (by key), ``step_fn`` and
     ``train_cfg`` on ``device``: the EMA of every network (``emas``); under torchrun the step

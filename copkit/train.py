@@ -73,7 +73,7 @@ def train(
 
     Args:
         modules: the networks to checkpoint and average (EMA), by name.
-        optimizers: by key; every step sets their learning rate from :func:`cosine_lr`.
+        optimizers: by key; every step sets their learning rate from :func:`copkit.step.cosine_lr`.
         step_fn: ``(step, generator) -> (loss, key, logs)``: one batch's loss (not yet
             back-propagated), the key of the optimiser that takes this step, and numbers to log
             (detached tensors are read only at logging steps). Under torchrun it computes the
