@@ -41,7 +41,7 @@ from bench import matmul_flops, train_cost  # noqa: E402
 from copkit import fmt, pretrained  # noqa: E402
 from copkit.io import atomic_write_json, atomic_write_text  # noqa: E402
 from copkit.profiles import pick_device  # noqa: E402
-from copkit.results import git_commit  # noqa: E402
+from copkit.results import git_commit, markdown_table  # noqa: E402
 
 #: the shipped numbers a row needs (each with ``_sd`` and ``_seeds`` but val_loss)
 NEEDED = ("val_loss", "fid_cfg", "fid_nocfg", "fid_floor", "class_agreement_cfg",
@@ -139,23 +139,23 @@ def markdown(table: dict) -> str:
              "held-out loss"]
     scores = ["candidate", "FID CFG", "FID no CFG", "FID ViT CFG", "class agr. CFG / none",
               "P / R CFG"]
-    rows: tuple[list[str], list[str]] = ([], [])
+    cost_rows: list[list[str]] = []
+    score_rows: list[list[str]] = []
     for name, r in table["pilots"].items():
         if not r["shipped"]:
-            for lines, head in zip(rows, (costs, scores)):
-                lines.append(f"| {name} (not shipped) |" + f" {fmt.MISSING} |" * (len(head) - 1))
+            cost_rows.append([f"{name} (not shipped)"] + [fmt.MISSING] * (len(costs) - 1))
+            score_rows.append([f"{name} (not shipped)"] + [fmt.MISSING] * (len(scores) - 1))
             continue
-        rows[0].append("| " + " | ".join([
+        cost_rows.append([
             name, fmt.count(r["parameters"]), fmt.count(r["steps"]),
             fmt.num(r["train_minutes"], 0), fmt.num(r.get("images_per_s"), 0),
-            fmt.share(r.get("fraction_of_matmul")), fmt.sig(r["val_loss"], 3)]) + " |")
-        rows[1].append("| " + " | ".join([
+            fmt.share(r.get("fraction_of_matmul")), fmt.sig(r["val_loss"], 3)])
+        score_rows.append([
             name, _pm(r, "fid_cfg", fmt.fid), _pm(r, "fid_nocfg", fmt.fid),
             _pm(r, "fid_vit_cfg", fmt.fid) if "fid_vit_cfg" in r else fmt.MISSING,
             f"{fmt.share(r['class_agreement_cfg'])} / {fmt.share(r['class_agreement_nocfg'])}",
-            f"{fmt.num(r['precision_cfg'], 2)} / {fmt.num(r['recall_cfg'], 2)}"]) + " |")
-    lines = (["| " + " | ".join(costs) + " |", "|" + "---|" * len(costs), *rows[0], "",
-              "| " + " | ".join(scores) + " |", "|" + "---|" * len(scores), *rows[1]])
+            f"{fmt.num(r['precision_cfg'], 2)} / {fmt.num(r['recall_cfg'], 2)}"])
+    lines = [markdown_table(costs, cost_rows), "", markdown_table(scores, score_rows)]
     shipped = [r for r in table["pilots"].values() if r["shipped"]]
     notes = []
     if shipped:
