@@ -23,7 +23,7 @@ from .tokens import flip_order
 
 __all__ = ["PageRank", "transition", "pagerank", "pagerank_solve", "collapse_order", "ranks",
            "keep_top", "class_mean_order", "flip_order", "fixed_order", "top_overlap", "footrule",
-           "order_diversity"]
+           "order_diversity", "TIE_RTOL", "same_order"]
 
 
 @dataclass
@@ -156,6 +156,44 @@ def collapse_order(masks: Tensor, damping: float = 0.85, teleport: Tensor | None
     """
     scores = pagerank(masks, damping, teleport, **kwargs).scores
     return torch.sort(-scores, dim=-1, stable=True).indices
+
+
+#: Two float64 scores of one graph closer than this share of the graph's largest score are tied
+#: (:func:`same_order`). A linear solve or a power iteration in float64 leaves errors near 1e-15
+#: of the scores, so patches closer than this are ordered by rounding, not by the graph.
+TIE_RTOL = 1e-12
+
+
+def same_order(a: Tensor, b: Tensor, rtol: float = TIE_RTOL) -> Tensor:
+    """Whether two sets of scores (N,) or (B, N) of the same patches order them alike, ties
+    allowed: true for a graph where no two patches are put one way by ``a`` and the other way by
+    ``b``, each time by more than ``rtol`` times that set's largest absolute score. Patches closer
+    than that are tied, and may come in either order. For exact ties this is whether one order of
+    the patches sorts both ``a`` and ``b`` from high to low. A bool tensor (B,), or () for (N,).
+
+    Scaling the scores (``b = 10 a``) keeps the order; swapping two patches whose scores differ
+    changes it; swapping two tied patches does not, although a stable sort of each set may put
+    them differently:
+
+    >>> a = torch.tensor([[0.4, 0.3, 0.3], [0.5, 0.3, 0.2]], dtype=torch.float64)
+    >>> b = torch.stack([10 * a[0, [0, 2, 1]], a[1, [1, 0, 2]]])
+    >>> same_order(a, b).tolist()
+    [True, False]
+    """
+    if a.shape != b.shape or a.dim() not in (1, 2):
+        raise ValueError(f"a and b must be scores of the same shape, (N,) or (B, N); got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    if not (isinstance(rtol, (int, float)) and 0 <= rtol < 1):
+        raise ValueError(f"rtol (the share of the largest score within which scores tie) must be "
+                         f"in [0, 1), got {rtol!r}")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError("scores must be finite")
+
+    def above(s: Tensor) -> Tensor:  # [..., i, j]: patch i scores clearly above patch j
+        tie = rtol * s.abs().amax(-1, keepdim=True).unsqueeze(-1)
+        return s.unsqueeze(-1) - s.unsqueeze(-2) > tie
+
+    return ~(above(a) & above(b).transpose(-1, -2)).any((-1, -2))
 
 
 def ranks(order: Tensor) -> Tensor:

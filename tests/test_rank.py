@@ -248,3 +248,51 @@ def test_order_diversity_tells_one_order_from_unrelated_orders():
     assert cls["footrule_within"] == 0.0 and cls["footrule_across"] == pytest.approx(1.0, abs=0.1)
     with pytest.raises(ValueError, match="at least 2"):
         order_diversity(one[:1])
+
+
+def test_same_order_counts_the_graphs_whose_order_changes_ties_aside():
+    """A planted batch: 3 graphs keep their order (scaled, tie swapped, rounding noise), 2 change
+    it (two clearly different patches swapped, reversed). The share unchanged is 3/5, where a
+    stable sort, which breaks the tie by rounding, says 2/5."""
+    from copkit.rank import same_order
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(5, 12, generator=g, dtype=torch.float64) + 0.1
+    a[1, 7] = a[1, 4] + 1e-15 * a[1].max()  # a tie, broken by rounding one way in a ...
+    b = 10 * a
+    b[1, 7] = b[1, 4] - 1e-15 * b[1].max()  # ... and the other way in b
+    b[2] += 1e-16 * torch.rand(12, generator=g, dtype=torch.float64)
+    hi, lo = int(a[3].argmax()), int(a[3].argmin())
+    b[3, [hi, lo]] = b[3, [lo, hi]]
+    b[4] = -b[4]
+    got = same_order(a, b)
+    assert got.tolist() == [True, True, True, False, False]
+    assert float(got.double().mean()) == pytest.approx(3 / 5)
+    stable = (torch.sort(-a, stable=True).indices == torch.sort(-b, stable=True).indices).all(-1)
+    assert stable.tolist() == [True, False, True, False, False]
+    # one graph alone, and no tie tolerance: the tie broken both ways then counts as a change
+    assert bool(same_order(a[1], b[1])) and not bool(same_order(a[1], b[1], rtol=0.0))
+    with pytest.raises(ValueError, match="same shape"):
+        same_order(a, b[:, :5])
+    with pytest.raises(ValueError, match="rtol"):
+        same_order(a, b, rtol=-1.0)
+
+
+def test_same_order_is_whether_one_order_sorts_both_score_sets():
+    """Brute force over the 5! orders of 5 patches, on scores with exact ties (small integers):
+    same_order holds exactly when some order puts both score sets from high to low."""
+    import itertools
+
+    from copkit.rank import same_order
+
+    g = torch.Generator().manual_seed(4)
+    perms = [list(p) for p in itertools.permutations(range(5))]
+    a = torch.randint(0, 3, (300, 5), generator=g).double()
+    b = torch.randint(0, 3, (300, 5), generator=g).double()
+
+    def sorts(s: torch.Tensor, p: list) -> bool:
+        return bool((s[p][:-1] >= s[p][1:]).all())
+
+    want = [any(sorts(x, p) and sorts(y, p) for p in perms) for x, y in zip(a, b)]
+    assert same_order(a, b).tolist() == want
+    assert 0 < sum(want) < len(want)
