@@ -4,6 +4,9 @@ The rules, one function each:
 
 - :func:`num`: a fixed number of decimals, thousands separators (``1,710,008``), never ``-0.0``
   (a value that rounds to zero is written without a sign);
+- :func:`snap`: float noise to zero: a value below :data:`ZERO_TOL` times the ``scale`` of the
+  numbers it stands among (``0.78 - 0.78 = -1.1e-16``) is 0; :func:`num`, :func:`sig` and
+  :func:`signed` take that ``scale`` and print such a value as ``0``, never ``-0``;
 - :func:`sig`: a number of significant figures, but never fewer than its integer digits
   (``358`` rather than ``3.6e+02``), in positional notation for ordinary magnitudes and in a
   short scientific form (``1.5e-15``) only below :data:`TINY` or from :data:`HUGE` up;
@@ -33,7 +36,7 @@ import math
 import re
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "num", "sig", "signed", "fid", "pvalue", "share",
+__all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "ZERO_TOL", "snap", "num", "sig", "signed", "fid", "pvalue", "share",
            "count", "counted", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
            "ranking_moves", "tally", "by_sign", "trend"]
 
@@ -45,6 +48,10 @@ TINY = 1e-4
 HUGE = 1e15
 #: Below this a p-value is written ``< 1e-6``.
 P_FLOOR = 1e-6
+#: A value below this share of the scale of the numbers it stands among is float noise
+#: (:func:`snap`): doubles carry about 16 significant digits, so a difference of two equal
+#: measurements comes out near 1e-16 of them, and a real difference is far above 1e-12 of them.
+ZERO_TOL = 1e-12
 
 
 def _missing(x: Any) -> bool:
@@ -63,8 +70,25 @@ def _unsigned_zero(text: str) -> str:
     return text
 
 
-def num(x: float | None, decimals: int = 1) -> str:
-    """``x`` with ``decimals`` decimals and thousands separators; never ``-0.0``.
+def snap(x: float, scale: float | None) -> float:
+    """``x``, or 0.0 where ``|x|`` is below :data:`ZERO_TOL` times ``|scale|``, the magnitude of
+    the numbers ``x`` stands among (the two values it is the difference of, the mean beside an
+    sd, the margin of a test): float noise such as ``0.78 - 0.78 = -1.1e-16`` is no difference.
+    Without a ``scale`` a number is its own scale and is kept: a residual of ``1.5e-15`` measured
+    on its own is a measurement, not noise.
+
+    >>> snap(-1.1102230246251565e-16, 0.78), snap(2.0e-9, 0.78), snap(1.5e-15, None)
+    (0.0, 2e-09, 1.5e-15)
+    """
+    x = float(x)
+    if scale is None or not math.isfinite(float(scale)):
+        return x
+    return 0.0 if abs(x) < ZERO_TOL * abs(float(scale)) else x
+
+
+def num(x: float | None, decimals: int = 1, *, scale: float | None = None) -> str:
+    """``x`` with ``decimals`` decimals and thousands separators; never ``-0.0``; float noise
+    relative to ``scale`` is 0 (:func:`snap`).
 
     >>> num(1710008.4, 0), num(3.14159, 2), num(-0.04), num(-12.345, 1), num(None)
     ('1,710,008', '3.14', '0.0', '-12.3', '–')
@@ -73,7 +97,7 @@ def num(x: float | None, decimals: int = 1) -> str:
         return MISSING
     if decimals < 0:
         raise ValueError(f"decimals must be >= 0, got {decimals}")
-    return _unsigned_zero(f"{float(x):,.{decimals}f}")
+    return _unsigned_zero(f"{snap(float(x), scale):,.{decimals}f}")
 
 
 def _exponent(x: float, digits: int) -> int:
@@ -90,21 +114,22 @@ def _scientific(x: float, digits: int) -> str:
     return _unsigned_zero(f"{mantissa}e{int(exp)}")
 
 
-def sig(x: float | None, digits: int = 2) -> str:
+def sig(x: float | None, digits: int = 2, *, scale: float | None = None) -> str:
     """``x`` to ``digits`` significant figures, but never fewer than its integer digits, with
     thousands separators; in scientific form (``1.5e-15``, no ``+`` or leading zeros in the
-    exponent) only when ``|x|`` is below :data:`TINY` or at least :data:`HUGE`.
+    exponent) only when ``|x|`` is below :data:`TINY` or at least :data:`HUGE`. Float noise
+    relative to ``scale`` (:func:`snap`) is ``0``.
 
     >>> sig(358.4), sig(0.01234), sig(0.998), sig(150_700_000.0, 4), sig(1.494e-15), sig(0.0)
     ('358', '0.012', '1.0', '150,700,000', '1.5e-15', '0')
-    >>> sig(-0.00012), sig(5.13e-06), sig(2.5e17, 3)
-    ('-0.00012', '5.1e-6', '2.50e17')
+    >>> sig(-0.00012), sig(5.13e-06), sig(2.5e17, 3), sig(1.36e-16, scale=0.78)
+    ('-0.00012', '5.1e-6', '2.50e17', '0')
     """
     if _missing(x):
         return MISSING
     if digits < 1:
         raise ValueError(f"digits must be >= 1, got {digits}")
-    x = float(x)
+    x = snap(float(x), scale)
     if x == 0:
         return "0"
     if abs(x) < TINY or abs(x) >= HUGE:
@@ -112,16 +137,20 @@ def sig(x: float | None, digits: int = 2) -> str:
     return num(x, max(0, digits - 1 - _exponent(x, digits)))
 
 
-def signed(x: float | None, decimals: int = 2, *, digits: int | None = None) -> str:
+def signed(x: float | None, decimals: int = 2, *, digits: int | None = None,
+           scale: float | None = None) -> str:
     """A difference with its sign, ``decimals`` decimals (or ``digits`` significant figures, as
-    :func:`sig`); zero (to that precision) has none.
+    :func:`sig`); zero (to that precision, or float noise relative to ``scale``: :func:`snap`)
+    has none.
 
     >>> signed(0.6), signed(-0.0612), signed(-0.001), signed(1234.5, 0), signed(-0.04123, digits=2)
     ('+0.60', '-0.06', '0.00', '+1,234', '-0.041')
+    >>> signed(-1.1102230246251565e-16, digits=2, scale=0.78)
+    '0'
     """
     if _missing(x):
         return MISSING
-    text = num(x, decimals) if digits is None else sig(x, digits)
+    text = num(x, decimals, scale=scale) if digits is None else sig(x, digits, scale=scale)
     return text if text.startswith("-") or _value(text) == 0 else "+" + text
 
 

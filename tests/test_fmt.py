@@ -115,6 +115,53 @@ def test_no_function_ever_prints_minus_zero_or_plus_exponents():
             assert "e" not in fmt.sig(v, 2), v  # ordinary magnitudes: positional
 
 
+# the differences the report printed as "-1.11e-16", "0.7800 ± 1.4e-16", "2.18e-15": float noise of
+# equal measurements (0.78 - 0.78 in binary), against the scale of the numbers they stand among
+KNEE_EFFECT = 0.7799999999999999 - 0.78
+
+
+@pytest.mark.parametrize("x, scale, want", [
+    (KNEE_EFFECT, 0.78, 0.0),
+    (-1.3597399555105182e-16, 0.78, 0.0),       # the sd of three equal knees
+    (2.1817134846620724e-15, 0.07, 0.0),        # a detectable effect made of that sd
+    (-5e-13, 1.0, 0.0),                         # below 1e-12 of the scale
+    (2e-12, 1.0, 2e-12),                        # above it: kept
+    (1e-9, 0.78, 1e-9),                         # a small real difference is kept
+    (0.5, 1e11, 0.5),                           # 0.5 beside 1e11: above 1e-12 of it
+    (1.494e-15, None, 1.494e-15),               # no scale: its own; a measured residual stays
+    (-3.0, 0.0, -3.0),
+])
+def test_snap_makes_float_noise_zero_relative_to_the_scale(x, scale, want):
+    assert fmt.snap(x, scale) == want
+    assert fmt.ZERO_TOL == 1e-12
+
+
+def test_noise_prints_as_zero_without_a_sign_and_a_real_difference_as_itself():
+    assert fmt.signed(KNEE_EFFECT, digits=2, scale=0.78) == "0"
+    assert fmt.signed(KNEE_EFFECT, 3, scale=0.78) == "0.000"
+    assert fmt.sig(-1.3597399555105182e-16, 2, scale=0.78) == "0"
+    assert fmt.sig(2.1817134846620724e-15, 3, scale=0.07) == "0"
+    assert fmt.num(-4e-14, 3, scale=0.07) == "0.000"
+    # without a scale, or above the tolerance, the value prints as before
+    assert fmt.signed(KNEE_EFFECT, digits=2) == "-1.1e-16"
+    assert fmt.sig(1.494e-15) == "1.5e-15"
+    assert fmt.signed(-2.5e-9, digits=2, scale=0.78) == "-2.5e-9"
+    assert fmt.signed(-0.0612, scale=0.78) == "-0.06"
+    assert fmt.sig(0.7799999999999999, 4, scale=0.78) == "0.7800"
+
+
+def test_no_snapped_value_ever_prints_minus_zero():
+    rng = np.random.default_rng(1)
+    scales = 10.0 ** rng.uniform(-6, 6, 200)
+    for scale in scales:
+        for v in (-scale * 1e-13, -scale * 1e-16, -scale * 9.9e-13, scale * 1e-14):
+            for text in (fmt.sig(v, 2, scale=scale), fmt.sig(v, 4, scale=scale),
+                         fmt.signed(v, digits=3, scale=scale), fmt.signed(v, 2, scale=scale),
+                         fmt.num(v, 1, scale=scale)):
+                assert not text.startswith(("-", "+")) and "e" not in text, (v, scale, text)
+                assert float(text) == 0.0, (v, scale, text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Comparison sentences
 
