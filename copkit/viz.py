@@ -22,13 +22,15 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import PercentFormatter
 from torch import Tensor
 
 __all__ = ["DPI", "COLUMN_PX", "COLUMN_IN", "MIN_FONT_PX", "panel_grid", "shared_colorbar",
            "sample_grid", "title_overlaps", "smallest_font_px", "show_image", "token_map",
-           "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "seed_band",
-           "mask_ratio_curves", "density_check", "kept_by_class", "knee_marker", "training_curve",
-           "learning_curve", "eval_panels", "draw_collapse", "BOOK_STYLE", "use_book_style"]
+           "kept_patches", "keep_frequency", "draw_order", "prefix_curves", "line_panel",
+           "seed_band", "mask_ratio_curves", "density_check", "kept_by_class", "knee_marker",
+           "training_curve", "learning_curve", "eval_panels", "draw_collapse", "BOOK_STYLE",
+           "use_book_style"]
 
 
 #: Resolution of the book's figures. The chapters draw at this many pixels per inch, and a
@@ -351,6 +353,28 @@ def prefix_curves(curves: Mapping[str, Tensor | np.ndarray], ax: Axes | None = N
     return ax
 
 
+def line_panel(x: Sequence[float] | Tensor | np.ndarray,
+               curves: Mapping[str, Sequence[float] | Tensor | np.ndarray], ax: Axes | None = None,
+               xlabel: str | None = None, ylabel: str | None = None,
+               title: str | None = None) -> Axes:
+    """Curves over one x axis in one panel, each ``curves[label]`` a line named by its label in
+    the legend, with the axis labels, a 9-point ``title`` and a light grid: the book's plain line
+    plot (Chapter 2's Eq. 4 curves)."""
+    ax = ax or plt.gca()
+    xs = _np(x)
+    for label, y in curves.items():
+        ax.plot(xs, _np(y), label=label)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
 def seed_band(x: Sequence[float] | np.ndarray, runs: Sequence[Sequence[float]] | np.ndarray,
               ax: Axes | None = None, label: str | None = None, color: str | None = None) -> Axes:
     """Mean over seeds as a line, min-max over seeds as a band; ``runs`` is (seeds, len(x))."""
@@ -386,13 +410,14 @@ def knee_marker(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
 def mask_ratio_curves(ratios: Sequence[float] | np.ndarray, top1: Mapping[str, np.ndarray],
                       top5: Mapping[str, np.ndarray], knees: Mapping[str, np.ndarray] | None = None,
                       colors: Mapping[str, str] | None = None, mark: float | None = None,
-                      n_patches: int | None = None) -> Figure:
-    """Paper Fig. 8's two panels: top-1 (left) and top-5 (right) accuracy in percent against the
-    mask ratio, one :func:`seed_band` per model (``top1[name]``, ``top5[name]``: (seeds,
-    ratios)), each model's Kneedle knees (``knees[name]``: the seeds' mask ratios) as a
-    :func:`knee_marker` on its mean top-1 curve, and a dotted line at ``mark`` (the paper's
-    78%)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+                      n_patches: int | None = None, mark_label: str | None = None) -> Figure:
+    """Paper Fig. 8's two panels, the text column wide: top-1 (left) and top-5 (right) accuracy in
+    percent against the mask ratio, one :func:`seed_band` per model (``top1[name]``,
+    ``top5[name]``: (seeds, ratios)), each model's Kneedle knees (``knees[name]``: the seeds' mask
+    ratios) as a :func:`knee_marker` on its mean top-1 curve, and a dotted line at ``mark`` (the
+    paper's 78%), named ``mark_label`` in the legend. The mask-ratio axis is labelled once under
+    both panels and the legend above them, so that neither crowds a panel."""
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_IN, 3.4), dpi=DPI, layout="constrained")
     colors = colors or {}
     for name in top1:
         seed_band(ratios, top1[name], axes[0], label=name, color=colors.get(name))
@@ -403,11 +428,12 @@ def mask_ratio_curves(ratios: Sequence[float] | np.ndarray, top1: Mapping[str, n
     what = f"share of the {n_patches} patches removed" if n_patches else "share of patches removed"
     for ax, acc in zip(axes, ("top-1", "top-5")):
         if mark is not None:
-            ax.axvline(mark, color="k", ls=":", lw=0.8)
-        ax.set_xlabel(f"mask ratio ({what})")
+            ax.axvline(mark, color="k", ls=":", lw=0.8, label=mark_label if ax is axes[0] else None)
         ax.set_ylabel(f"{acc} accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left")
+    fig.supxlabel(f"mask ratio ({what})", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=3, fontsize=8)
     return fig
 
 
@@ -429,26 +455,45 @@ def density_check(draws: np.ndarray, pdf: Callable[[np.ndarray], np.ndarray],
 
 
 def kept_by_class(images: Tensor, labels: Tensor, chosen: Mapping[str, tuple[Tensor, Tensor]],
-                  classes: Sequence[str], grid: tuple[int, int]) -> Figure:
-    """What each model keeps, class by class (paper Fig. 4 / Fig. 8 style): one column per class.
-    For every entry ``name: (keep, pred)`` of ``chosen`` (kept token indices (n, k) and predicted
-    labels (n,) of all ``images``), a top row shows the class's first image with the patches
-    not kept shaded (:func:`kept_patches`) and ``name``'s prediction, right or wrong; a bottom row
-    shows, over all images of the class, how often each patch is kept (:func:`keep_frequency`)."""
-    rows, cols = len(chosen), len(classes)
+                  classes: Sequence[str], grid: tuple[int, int], per_row: int = 5,
+                  suptitle: str | None = None) -> Figure:
+    """What each model keeps, class by class (paper Fig. 4 / Fig. 8 style), the text column wide:
+    the classes in blocks of ``per_row`` columns, one block under the other. In a block, for every
+    entry ``name: (keep, pred)`` of ``chosen`` (kept token indices (n, k) and predicted labels
+    (n,) of all ``images``), a row shows each class's first image with the patches not kept
+    shaded (:func:`kept_patches`), titled with ``name``'s prediction (✓, or ✗ and the class it
+    said; the class itself heads the first row); then a row per entry shows, over all images of
+    the class, how often each patch is kept (:func:`keep_frequency`), with a colour bar from 0 to
+    100%. The model's name labels each row."""
+    n_models, n_classes = len(chosen), len(classes)
+    if not 1 <= per_row <= n_classes:
+        raise ValueError(f"per_row must be between 1 and the {n_classes} classes, got {per_row}")
+    blocks = -(-n_classes // per_row)
     n_tokens = grid[0] * grid[1]
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.5 * cols, 1.65 * 2 * rows), squeeze=False)
-    for c in range(cols):
-        of_class = labels == c
-        i = int(of_class.nonzero()[0])
-        for row, (name, (keep, pred)) in enumerate(chosen.items()):
-            said = f"{name}: {classes[int(pred[i])]} {'✓' if pred[i] == c else '✗'}"
-            kept_patches(images[i], keep[i], grid, axes[row, c],
-                         title=f"{classes[c]}\n{said}" if row == 0 else said)
-            token_map(keep_frequency(keep[of_class], n_tokens), grid, axes[rows + row, c], vmin=0,
-                      vmax=1)
-    for row, name in enumerate(chosen):
-        axes[rows + row, 0].set_ylabel(f"{name}: kept", fontsize=8)
+    fig, axes = panel_grid(2 * n_models * blocks, per_row, title_lines=2, colorbar=True,
+                           suptitle=suptitle)
+    for b in range(blocks):
+        top = 2 * n_models * b
+        for j in range(per_row):
+            c = b * per_row + j
+            if c >= n_classes:  # a short last block: its empty panels hidden
+                for r in range(2 * n_models):
+                    axes[top + r, j].set_visible(False)
+                continue
+            of_class = labels == c
+            i = int(of_class.nonzero()[0])
+            for m, (keep, pred) in enumerate(chosen.values()):
+                said = "✓" if pred[i] == c else f"✗ {classes[int(pred[i])]}"
+                kept_patches(images[i], keep[i], grid, axes[top + m, j],
+                             title=f"{classes[c]}\n{said}" if m == 0 else said)
+                token_map(keep_frequency(keep[of_class], n_tokens), grid,
+                          axes[top + n_models + m, j], cmap="magma", vmin=0, vmax=1)
+        for m, name in enumerate(chosen):
+            axes[top + m, 0].set_ylabel(name, fontsize=9)
+            axes[top + n_models + m, 0].set_ylabel(f"{name}: kept", fontsize=9)
+        bar = shared_colorbar(fig, axes[top + n_models:top + 2 * n_models, :],
+                              "kept in (% of the class)")
+        bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
     return fig
 
 

@@ -82,9 +82,8 @@ def test_mask_ratio_curves_draw_one_band_per_model_and_the_knees():
     knee = [c for c in left.containers]  # one errorbar for A (B found no knee)
     assert len(knee) == 1 and np.allclose(knee[0].lines[0].get_xdata(), [0.6])
     assert np.allclose(knee[0].lines[0].get_ydata(), [np.interp(0.6, r, top1["A"].mean(0))])
-    assert ("49 "
-            "patches" in right.get_xlabel()
-            and any(np.allclose(line.get_xdata(), 0.78) for line in right.get_lines()))
+    assert "49 patches" in fig.get_supxlabel()  # one mask-ratio label under both panels
+    assert any(np.allclose(line.get_xdata(), 0.78) for line in right.get_lines())
     plt.close(fig)
 
 
@@ -103,12 +102,83 @@ def test_kept_by_class_shows_each_classes_first_image_and_its_keep_frequency():
     labels = torch.tensor([1, 0, 1, 0, 2, 2])
     keep = torch.tensor([[0, 1], [0, 2], [3, 4], [0, 5], [6, 7], [6, 8]])
     pred = torch.tensor([1, 1, 1, 0, 2, 0])
-    fig = viz.kept_by_class(images, labels, {"M": (keep, pred)}, ["a", "b", "c"], (7, 7))
-    axes = np.array(fig.axes).reshape(2, 3)
-    assert axes[0, 0].get_title() == "a\nM: b ✗" and axes[0, 1].get_title() == "b\nM: b ✓"
+    fig = viz.kept_by_class(images, labels, {"M": (keep, pred)}, ["a", "b", "c"], (7, 7),
+                            per_row=3)
+    axes = np.array(fig.axes[:6]).reshape(2, 3)
+    # class 0's first image (index 1) is said to be b, class 1's (index 0) b
+    assert axes[0, 0].get_title() == "a\n✗ b" and axes[0, 1].get_title() == "b\n✓"
+    assert axes[0, 0].get_ylabel() == "M" and axes[1, 0].get_ylabel() == "M: kept"
     freq = axes[1, 0].images[-1].get_array()  # class 0: images 1 and 3 keep {0, 2} and {0, 5}
     expect = viz.keep_frequency(keep[labels == 0], 49).reshape(7, 7)
     assert np.allclose(np.asarray(freq), expect) and expect[0, 0] == 1.0 and expect[0, 2] == 0.5
+    plt.close(fig)
+
+
+def test_kept_by_class_puts_the_classes_in_blocks_and_hides_a_short_blocks_spare_panels():
+    images = torch.zeros(4, 1, 28, 28)
+    labels = torch.tensor([0, 1, 2, 3])
+    keep = torch.tensor([[0], [1], [2], [3]])
+    fig = viz.kept_by_class(images, labels, {"A": (keep, labels), "B": (keep, labels)},
+                            ["w", "x", "y", "z"], (7, 7), per_row=3)
+    panels = np.array(fig.axes[:24]).reshape(8, 3)  # 2 blocks x (2 image rows + 2 frequency rows)
+    assert [ax.get_title() for ax in panels[0]] == ["w\n✓", "x\n✓", "y\n✓"]
+    assert panels[4, 0].get_title() == "z\n✓" and panels[5, 0].get_title() == "✓"
+    assert not any(ax.get_visible() for ax in panels[4:, 1:].flat)  # block 2 holds one class
+    # class z keeps patch 3 in its one image
+    assert np.asarray(panels[6, 0].images[-1].get_array()).reshape(-1)[3] == 1.0
+    assert len(fig.axes) == 24 + 2  # a colour bar per block
+    with pytest.raises(ValueError, match="per_row"):
+        viz.kept_by_class(images, labels, {"A": (keep, labels)}, ["w", "x", "y", "z"], (7, 7),
+                          per_row=5)
+    plt.close(fig)
+
+
+def _saved_px(fig) -> float:
+    """The width of the figure's PNG as a notebook saves it (tight, with its padding)."""
+    fig.canvas.draw()
+    pad = 2 * plt.rcParams["savefig.pad_inches"]
+    return (fig.get_tightbbox(fig.canvas.get_renderer()).width + pad) * fig.dpi
+
+
+def test_chapter_5s_figure_helpers_are_legible_at_the_text_column():
+    """mask_ratio_curves and kept_by_class at the sizes Chapter 5 draws them (five models; ten
+    classes, two models): not shrunk by the page, no lettering under MIN_FONT_PX, no title over
+    a panel or another title, and the keep frequencies with their colour bar, 0 to 100%."""
+    r = np.linspace(0, 0.99, 12)
+    names = ["ViT", "DynamicViT-style", "ViT+C", "RViT", "CViT"]
+    top1 = {n: np.stack([80 - 50 * r - i, 82 - 50 * r - i]) for i, n in enumerate(names)}
+    curves = viz.mask_ratio_curves(r, top1, {n: v + 10 for n, v in top1.items()},
+                                   {n: np.array([0.5, 0.7]) for n in names}, mark=0.78,
+                                   n_patches=49, mark_label="the paper's knee, 78%")
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(30, 1, 28, 28, generator=g) * 2 - 1
+    labels = torch.arange(10).repeat(3)
+    keep = torch.stack([torch.randperm(49, generator=g)[:11] for _ in range(30)])
+    wrong = (labels + 9) % 10  # the longest prediction titles: every image said to be another
+    kept = viz.kept_by_class(images, labels, {"CViT": (keep, wrong), "pruner": (keep, labels)},
+                             CLASS_NAMES, (7, 7), suptitle="Shaded: patches removed")
+    for fig in (curves, kept):
+        assert _saved_px(fig) <= viz.COLUMN_PX
+        assert viz.smallest_font_px(fig) >= viz.MIN_FONT_PX
+        assert viz.title_overlaps(fig) == []
+    bars = [ax for ax in kept.axes if ax.get_ylabel() == "kept in (% of the class)"]
+    assert len(bars) == 2  # one per block of five classes
+    kept.canvas.draw()
+    assert [t.get_text() for t in bars[0].get_yticklabels()][::2] == ["0%", "40%", "80%"]
+    assert bars[0].get_ylim() == (0.0, 1.0)
+    plt.close(curves)
+    plt.close(kept)
+
+
+def test_line_panel_draws_one_labelled_line_per_curve():
+    fig, ax = plt.subplots()
+    x = np.linspace(0, 1, 5)
+    viz.line_panel(x, {"a": x ** 2, "b": torch.from_numpy(1 - x)}, ax, xlabel="w", ylabel="a",
+                   title="t")
+    lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
+    assert set(lines) == {"a", "b"} and np.allclose(lines["b"], 1 - x)
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("w", "a", "t")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
     plt.close(fig)
 
 
