@@ -17,18 +17,18 @@
 # *Source:* [`chapters/02_comae.py`](../chapters/02_comae.py), a jupytext script: open it in JupyterLab as a
 # notebook, or run it with `python tools/run_chapters.py 02_comae --profile smoke` (into `.scratch/book/smoke/`).
 #
-# Chapter 1 computed, for a Gaussian model, exactly how much each patch tells about the others.
-# Real images are not Gaussian, and the paper learns the same information with a masked
-# autoencoder {cite}`he2022mae`, **CoMAE** (Sec. 3.1 of {cite}`guo2025collapse`). For every
+# Chapter 1 computed, for a {term}`Gaussian model`, exactly how much each {term}`patch` tells about the others.
+# Real images are not Gaussian, and the paper learns the same information with a
+# {term}`masked autoencoder` {cite}`he2022mae`, **{term}`CoMAE`** (Sec. 3.1 of {cite}`guo2025collapse`). For every
 # target patch $n$ a *selector* $f$ outputs a soft mask $w_n \in [0,1]^N$ over the other patches;
 # the patches it does not select are drowned in noise, and a *reconstructor* $g$ must rebuild
 # patch $n$ from what is left. A mask that keeps few patches and still lets $g$ succeed names the
-# patches that patch $n$ depends on. Chapter 3 turns these masks into a ranking.
+# patches that patch $n$ depends on. Chapter 3 turns these masks into a ranking, the {term}`collapse order`.
 #
 # This chapter reads the book's CoMAEs, trained on Fashion-MNIST with and without the contrastive
-# loss $L_c$ from three seeds, and tests three things the paper reports:
+# loss $L_c$ from three {term}`seeds <seed>`, and tests three things the paper reports:
 #
-# 1. Table 1: adding $L_c$ lowers both the mask entropy and the reconstruction loss;
+# 1. Table 1: adding $L_c$ lowers both the {term}`mask entropy` and the reconstruction loss;
 # 2. paper Fig. 6: late in training, mask entropy falls as reconstruction improves (the masks
 #    *polarise* toward 0 and 1);
 # 3. that the masks mean something, on images where the right answer is planted: mirror-symmetric
@@ -94,7 +94,7 @@ print(f"profile={PROFILE.name}; device={dev}; short runs' seeds={book.seeds(P.se
 # %% [markdown]
 # ## Data
 #
-# Tokens as in Chapter 1: 7 x 7 patches of 4 x 4 pixels ($N = 49$, $d = 16$), pixels in
+# {term}`Tokens <token>` as in Chapter 1: 7 x 7 patches of 4 x 4 pixels ($N = 49$, $d = 16$), pixels in
 # $[-1, 1]$. The last 5,000 training images are held out for validation (model selection and the
 # curves below); the test set is not touched.
 
@@ -124,7 +124,7 @@ print(f"train tokens {tuple(train_tokens.shape)}, "
 # | contrastive loss over the masks of one image's targets | Eq. 6 | `contrastive_loss` |
 # | mask entropy $H_{mask} = -\frac1M\sum_i\sum_j w^i_j\log w^i_j$ | Eq. 7 | `mask_entropy` |
 #
-# Both $f$ and $g$ are small ViTs built from timm's `EvaBlock` with 2-D rotary position
+# Both $f$ and $g$ are small {term}`ViTs <ViT>` built from timm's `EvaBlock` with 2-D rotary position
 # embeddings on the grid; the target token is *removed* from their input, so nothing of $e_n$ can
 # reach $w_n$ or $e^*_n$ (a unit test checks that the gradient is exactly zero). Training
 # alternates: even batches update $f$ with $L = L_r + \lambda L_c$, odd batches update $g$ with
@@ -135,7 +135,7 @@ print(f"train tokens {tuple(train_tokens.shape)}, "
 #
 # - *Widths contradict*: Sec. 4 gives a 64-wide encoder and a 256-wide decoder, Sec. 8 the
 #   reverse. We follow Sec. 4, the section that describes the trained models: the selector only
-#   has to output $N$ numbers, the reconstructor must regress pixel values. Sizes per profile are
+#   has to output $N$ numbers, the reconstructor must regress pixel values. Sizes per {term}`profile` are
 #   printed below.
 # - *"tanh normalisation to [0, 1]"* is read as $(\tanh x + 1)/2$.
 # - *How $q_n$ enters* is not stated: we add it to the [cls] / [tgt cls] token; $f$ and $g$ own
@@ -151,7 +151,7 @@ print(f"train tokens {tuple(train_tokens.shape)}, "
 # - $H_{mask}$'s scale depends on $N$: its largest value, all entries at $1/e$, is $(N-1)/e$
 #   (17.7 for our 49 patches, 93.8 for the paper's 256). We report it raw and per mask entry.
 
-# %% mystnb={"figure": {"caption": "Eq. 4: how a mask value $w$ becomes the share $a$ of the token kept, for three noise widths $\\sigma$ (ours marked).", "name": "fig-ch2-noise-keep"}, "image": {"alt": "Three S-shaped curves rising from 0 to 1 as the mask value goes from 0 to 1, steeper for smaller sigma."}}
+# %%
 probe = CoMAE(from_profile(P, seed, lambda_c=0.0)[0])
 selector_parameters = sum(p.numel() for p in probe.f.parameters())
 reconstructor_parameters = sum(p.numel() for p in probe.g.parameters())
@@ -162,23 +162,32 @@ print(f"reconstructor g: {P.dec_depth} blocks x width {P.dec_width}, "
 print(f"K = {P.targets_per_image} targets per image, {P.batch_size} images per step, "
       f"{P.steps} steps, lr {P.lr}")
 
+# %% mystnb={"figure": {"caption": "Eq. 4: how a mask value $w$ becomes the share $a$ of the token kept, for three noise widths $\\sigma$ (ours marked).", "name": "fig-ch2-noise-keep"}, "image": {"alt": "Three S-shaped curves rising from 0 to 1 as the mask value goes from 0 to 1, steeper for smaller sigma."}}
 w = torch.linspace(0, 1, 101)
-fig, ax = plt.subplots(figsize=(4.2, 2.6))
-for s in (0.2, 0.4, P.sigma):
-    ax.plot(w, noise_keep(w, s),
-            label=f"$\\sigma$ = {s}" + (" (ours)" if s == P.sigma else ""))
-ax.set_xlabel("mask value $w$")
-ax.set_ylabel("share of the token kept, $a$")
-ax.set_title("Eq. 4: how a mask value becomes noise", fontsize=9)
-ax.legend(fontsize=8)
-ax.grid(alpha=0.3)
+SIGMAS = (0.2, 0.4, P.sigma)
+kept_share = {s: noise_keep(w, s) for s in SIGMAS}  # Eq. 4 at three noise widths
+fig, ax = plt.subplots(figsize=(0.7 * viz.COLUMN_IN, 2.6), layout="constrained")
+viz.line_panel(w, {f"$\\sigma$ = {s}" + (" (ours)" if s == P.sigma else ""): a
+                   for s, a in kept_share.items()}, ax, xlabel="mask value $w$",
+               ylabel="share of the token kept, $a$",
+               title="Eq. 4: how a mask value becomes noise")
 plt.show()
+
+# %% tags=["remove-input"]
+from copkit import fmt  # noqa: E402 - the sentences under the figures
+
+others = [s for s in SIGMAS if s != P.sigma]
+display(Markdown(
+    "What to see: a patch the selector drops ($w$ = 0) still reaches the reconstructor with "
+    f"{fmt.share(kept_share[P.sigma][0].item())} of its signal at our $\\sigma$ = {P.sigma}, "
+    "against " + fmt.listing(f"{fmt.share(kept_share[s][0].item())} at {s}" for s in others)
+    + f"; a patch it keeps ($w$ = 1), with {fmt.share(kept_share[P.sigma][-1].item())}."))
 
 
 # %% [markdown]
 # ## Training: with and without $L_c$
 #
-# Table 1 and Fig. 6 compare CoMAE trained with and without $L_c$. A difference between two
+# Table 1 and paper Fig. 6 compare CoMAE trained with and without $L_c$. A difference between two
 # trainings says something only beside the spread between trainings that differ by their seed
 # alone, so the comparison is made over pairs: for each seed, one CoMAE with $L_c$ and one
 # without, the same in every other respect. They are base models (`make pretrain`, shipped in
@@ -221,7 +230,7 @@ print(f"{len(pair_seeds)} pairs (seeds {', '.join(map(str, pair_seeds))}): "
 # (ch2-fig6)=
 # ## Reconstruction and mask entropy during training (paper Fig. 6)
 #
-# Held-out $L_r$ and $H_{mask}$ (5,000 held-out training images, every target, fixed noise, EMA
+# Held-out $L_r$ and $H_{mask}$ (5,000 held-out training images, every target, fixed noise, {term}`EMA`
 # weights), mean over the seeds with the min-max band. For the first 1,000 steps only the
 # reconstructor $g$ trains (the masks stay where they started); the alternation starts after them.
 
@@ -235,9 +244,6 @@ plt.show()
 
 
 # %% tags=["remove-input"]
-from copkit import fmt  # noqa: E402 - the sentences under the figures
-
-
 def seed_mean(side: str, key: str, at: int) -> float:
     """The mean over seeds of a held-out metric at one evaluation (0: first, -1: last)."""
     return float(np.mean([curves[side, s][at][key] for s in pair_seeds]))
@@ -255,7 +261,7 @@ display(Markdown("What to see, from the first evaluation to the last (mean over 
 # The final numbers of each CoMAE on the 10,000 test images (EMA weights, every target). The
 # paper's numbers come from ImageNet latents with $N = 256$ and are single runs, so the absolute
 # values do not transfer; what can be compared is the *direction* of the effect of $L_c$, tested
-# over the seeds with a paired t-test (the two CoMAEs of a seed share their initialisation and
+# over the seeds with a {term}`paired t-test` (the two CoMAEs of a seed share their initialisation and
 # data order).
 
 # %%
@@ -269,17 +275,16 @@ final = {side: {"H_mask": test_numbers(side, "test_H_mask"),
          for side in SIDES}
 paper = {"without": {"H_mask": 4.816, "L_r": 8.392},
          "with": {"H_mask": 4.267, "L_r": 1.567}}
-rows = [[label, mean_sd(final[side]["H_mask"], 3),
-         f"{np.mean(final[side]['H_mask']) / (N - 1):.4f}",
-         mean_sd(final[side]["L_r"], 3),
-         f"{paper[side]['H_mask']} ({paper[side]['H_mask'] / 255:.4f})",
-         paper[side]["L_r"]]
-        for side, label in SIDES.items()]
-display(Markdown(markdown_table(["CoMAE", "$H_{mask}$", "per entry", "$L_r$",
-                                 "paper $H_{mask}$ (per entry)", "paper $L_r$"], rows)
-                 + f"\n\nmean ± sd over {len(pair_seeds)} seeds; the paper's 'with' "
-                 "is its weight 0.01."))
 
+# %% tags=["remove-input"]
+display(Markdown(markdown_table(
+    ["CoMAE", "$H_{mask}$", "per entry", "$L_r$", "paper $H_{mask}$ (per entry)", "paper $L_r$"],
+    [[label, mean_sd(final[side]["H_mask"], 3), f"{np.mean(final[side]['H_mask']) / (N - 1):.4f}",
+      mean_sd(final[side]["L_r"], 3), f"{paper[side]['H_mask']} ({paper[side]['H_mask'] / 255:.4f})",
+      paper[side]["L_r"]] for side, label in SIDES.items()])
+    + f"\n\nmean ± sd over {len(pair_seeds)} seeds; the paper's 'with' is its weight 0.01."))
+
+# %%
 # the two CoMAEs of a seed: paired over the seeds
 t_h = stats.paired(final["with"]["H_mask"], final["without"]["H_mask"])
 t_l = stats.paired(final["with"]["L_r"], final["without"]["L_r"])
@@ -727,7 +732,7 @@ split_shipped = logit_variance_split(best_model, val_tokens.to(dev))
 shipped_steps = pretrained.info("comae", PROFILE.pretrain, shipped_dir)["steps"]
 fraction = P.steps / shipped_steps
 
-# %%
+# %% tags=["remove-input"]
 SPLIT_KEYS = ("position", "target", "targetxposition", "image_specific")
 display(Markdown(markdown_table(
     ["$L_c$ weight", "steps", "planted mirror (median of seeds)",
@@ -892,7 +897,7 @@ claims = {
         f"{mean_sd(ls['without'], 3)} without ({seeds_text}); the paper reports a much larger drop, 8.39 to 1.57, "
         "from a single run.", paper_effect=1.567 - 8.392, smallest=l_matters, section="ch2-table1", headline=True),
 }
-# Fig. 6 shows the last 140 of 512 epochs (the last 27% of training): from the evaluation nearest
+# Paper Fig. 6 shows the last 140 of 512 epochs (the last 27% of training): from the evaluation nearest
 # that point to the end, per seed (one training measured twice: paired)
 PAPER_LATE = 140 / 512  # the share of training the paper's Fig. 6 shows
 late_at = {s: min(curves["with", s], key=lambda r: abs(r["step"] - (1 - PAPER_LATE) * curves["with", s][-1]["step"]))
