@@ -17,22 +17,22 @@
 # *Source:* [`chapters/05_cvit.py`](../chapters/05_cvit.py), a jupytext script: open it in JupyterLab as a
 # notebook, or run it with `python tools/run_chapters.py 05_cvit --profile smoke` (into `.scratch/book/smoke/`).
 #
-# If the collapse order puts first the patches the others depend on, a classifier that sees only
-# the top of the order should lose little. The paper tests this with **CViT** (Sec. 3.4): a ViT {cite}`dosovitskiy2021vit`
+# If the {term}`collapse order` puts first the {term}`patches <patch>` the others depend on, a classifier that sees only
+# the top of the order should lose little. The paper tests this with **{term}`CViT`** (Sec. 3.4): a {term}`ViT` {cite}`dosovitskiy2021vit`
 # fine-tuned while a random share (0-99%) of the *lowest-ranked* patches is removed from its
 # input sequence, then evaluated with more and more patches removed. Table 5 sets it beside
 #
 # - **ViT**: the same network trained on full images, tested with patches removed at random;
 # - **ViT+C**: that same ViT, tested with the lowest-ranked patches removed;
 # - **RViT**: trained like CViT but with a random subset removed, tested the same way;
-# - **DynamicViT** {cite}`rao2021dynamicvit`: a network that learns which tokens to prune between its blocks.
+# - **DynamicViT** {cite}`rao2021dynamicvit`: a network that learns which {term}`tokens <token>` to prune between its blocks.
 #
 # The paper's headline numbers: at 78% of the patches removed CViT keeps 70.6% top-1 (ViT: 22.4%,
-# RViT: 67.3%), the largest area under the accuracy curve (AuC 72.2), a Kneedle knee at 78%, and
+# RViT: 67.3%), the largest area under the accuracy curve ({term}`AuC` 72.2), a {term}`Kneedle` knee at 78%, and
 # an attention cost "reduced by 95.16%", which is $1 - 0.22^2$.
 #
 # This chapter repeats the experiment on Fashion-MNIST with the collapse orders of Chapters 2-3,
-# over several seeds, and adds what the paper leaves out: how the order's own cost (CoMAE passes)
+# over several {term}`seeds <seed>`, and adds what the paper leaves out: how the order's own cost ({term}`CoMAE` passes)
 # and the linear parts of the network change the efficiency account.
 #
 # **What is the same and what is not.** The paper fine-tunes an ImageNet-21k ViT-B/16 on
@@ -51,9 +51,9 @@
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
-seed = 0  # the seed offset Chapter 2 ran with; the models' seeds are seed + profile seeds
+seed = 0  # Chapter 2's seed offset; the models' seeds are seed + profile seeds
 results_dir = "../book/results"  # where this chapter's results file goes
-data_dir = "../data"  # the CoMAE of Chapter 2, its collapse orders, and the trained runs
+data_dir = "../data"  # Chapter 2's CoMAE, its collapse orders, the trained runs
 
 # %% tags=["hide-input"]
 from copkit.profiles import chapter_setup
@@ -148,13 +148,13 @@ print(f"collapse orders from CoMAE {comae_hash[:8]}: train "
 #
 # Every model below starts from the same ViT, trained once on full images with random flips and
 # shifts of up to two pixels, its last 5,000 training images held out. Its learning curve, the
-# training loss and the held-out accuracy of its EMA weights, says whether it had converged:
+# training loss and the held-out accuracy of its {term}`EMA` weights, says whether it had converged:
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The base ViT's training: the training loss (grey, moving mean) and the top-1 accuracy of its EMA weights on 5,000 held-out training images (blue).", "name": "fig-ch5-base-vit"}, "image": {"alt": "A falling grey training-loss curve and a rising blue held-out accuracy curve that flattens towards the end."}}
 base_vit, base_hash = pretrained.base(PROFILE, "vit", data_dir, dev)
 base_info = pretrained.info("vit", PROFILE.pretrain, book.data_dir / "pretrained")
 base_curve = pretrained.curve("vit", PROFILE.pretrain, book.data_dir / "pretrained")
-fig, ax = plt.subplots(figsize=(7, 3))
+fig, ax = plt.subplots(figsize=(viz.COLUMN_IN, 2.8), layout="constrained")
 viz.learning_curve(base_curve, "val_top1", ax, title=f"base ViT {base_info['file']}")
 plt.show()
 
@@ -198,7 +198,7 @@ display(Markdown(
 draws = sample_drop_ratio(100_000, torch.Generator().manual_seed(seed), C.max_drop,
                           C.schedule).numpy()
 ks = kstest(draws, lambda r: drop_ratio_cdf(r, C.max_drop))
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.6), layout="constrained")
 viz.density_check(draws, lambda r: drop_ratio_pdf(r, C.max_drop), (0.005, C.max_drop),
                   axes[0], ylim=3, label="stated density $p(r)$")
 axes[0].set_xlabel("drop ratio r")
@@ -210,6 +210,14 @@ plt.show()
 print(f"mean ratio {draws.mean():.3f}, median {np.median(draws):.3f}, share of batches "
       f"dropping >= 78%: {(draws >= 0.78).mean():.1%}; KS against the stated CDF: "
       f"p = {ks.pvalue:.2f}")
+
+# %% tags=["remove-input"]
+median_draw = float(np.median(draws))
+display(Markdown(
+    f"What to see: half of the training batches drop less than {fmt.share(median_draw)} of the "
+    f"patches (keeping {fmt.count(n_keep(median_draw))} or more of {N_TOKENS}), and "
+    f"{fmt.share(float((draws >= 0.78).mean()))} drop 78% or more ({fmt.count(n_keep(0.78))} "
+    "patches or fewer kept), the ratio the paper reads its headline at."))
 
 # %% [markdown]
 # ## Dropping tokens in a timm ViT, without a fork
@@ -310,13 +318,13 @@ display(Markdown(markdown_table(
 # logged steps, and they are measured *with that batch's drops*, so RViT's and CViT's numbers mix
 # easy batches (few patches gone) with hard ones (almost all gone) and sit below ViT's for that
 # reason alone. They say whether a run trained at all, not how good it is: the sweep below
-# evaluates every model on the same test images at each mask ratio, with the EMA weights. A run
+# evaluates every model on the same test images at each {term}`mask ratio`, with the EMA weights. A run
 # whose loss is still falling at the end has not converged, and its numbers below measure a
 # budget, not a method.
 
 # %% [markdown]
 # (ch5-fig8)=
-# ## Accuracy against the share of patches removed (Fig. 8 analogue)
+# ## Accuracy against the share of patches removed (paper Fig. 8)
 #
 # Every model is evaluated on the same test images at each mask ratio; the number of patches kept
 # is $\mathrm{round}((1 - r) \cdot 49)$ (0.3 keeps 34, 0.5 keeps 25, 0.78 keeps 11, 0.99 keeps 1). ViT
@@ -369,16 +377,14 @@ at = partial(at_ratio, top1, ratios)  # at("CViT", 0.78): each seed's top-1 ther
 print(f"{len(EVALS)} evaluations x {len(seeds)} seeds x {len(ratios)} ratios on "
       f"{len(x_test)} images in {sweep_seconds:.0f} s")
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Fig. 8 analogue: top-1 (left) and top-5 (right) accuracy against the share of patches removed, mean and range over seeds; dots mark each model's Kneedle knee, the dotted line the paper's 78%.", "name": "fig-ch5-fig8"}, "image": {"alt": "Two plots of accuracy falling with the mask ratio, one shaded band per model: ViT, DynamicViT-style, ViT+C, RViT and CViT."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Our analogue of paper Fig. 8: top-1 (left) and top-5 (right) accuracy against the share of patches removed, mean and range over seeds; dots mark each model's Kneedle knee, the dotted line the paper's 78%.", "name": "fig-ch5-fig8"}, "image": {"alt": "Two plots of accuracy falling with the mask ratio, one shaded band per model: ViT, DynamicViT-style, ViT+C, RViT and CViT."}}
 colors = dict(zip(MAIN, ["tab:gray", "tab:purple", "tab:orange", "tab:blue",
                          "tab:red"]))
 fig = viz.mask_ratio_curves(ratios, {n: top1[n] for n in MAIN},
                             {n: top5[n] for n in MAIN},
                             {n: knees[n][:, 0] for n in MAIN}, colors,
-                            mark=PAPER_KNEE["mask_ratio"], n_patches=N_TOKENS)
-fig.axes[0].set_title("top-1; dots: Kneedle knee (mean over seeds, bar: range)",
-                      fontsize=9)
-fig.axes[1].set_title("top-5; dotted: the paper's 78%", fontsize=9)
+                            mark=PAPER_KNEE["mask_ratio"], n_patches=N_TOKENS,
+                            mark_label="the paper's knee")
 plt.show()
 
 # %% [markdown]
@@ -459,11 +465,12 @@ display(Markdown(f"{ranking}\n\n{knee_table}\n\nKendall τ between the two AuC r
 # (ch5-kept-22)=
 # ## What CViT keeps at 22%
 #
-# CViT does not choose its patches: the collapse order does. Top row: one test image per class
-# with the 11 patches (22%) CViT sees left clear and the 38 it never sees shaded, with CViT's
-# prediction (first seed). Second row: the same for the pruning baseline's own choice. The last two
-# rows count, over all test images of a class, how often each patch is among the kept 11: the
-# collapse order's top, then the pruning baseline's.
+# CViT does not choose its patches: the collapse order does. The figure shows five classes to a
+# block. In a block's first row, one test image per class with the 11 patches (22%) CViT sees
+# left clear and the 38 it never sees shaded, titled with CViT's prediction (first seed: ✓ when
+# right, ✗ and the class it said when wrong); in the second row the same for the pruning
+# baseline's own choice. The block's last two rows count, over all test images of a class, how
+# often each patch is among the kept 11: the collapse order's top, then the pruning baseline's.
 #
 # Three numbers come with the picture. The **object share** is the fraction of kept patches that
 # hold any part of the garment (a patch with at least one pixel brighter than 10% grey); on
@@ -498,12 +505,10 @@ print(f"share of kept patches on the object at 22%: collapse order {share_c:.1%}
       f"{100 * (pred_c == y_test).double().mean():.1f}%, pruning baseline "
       f"{100 * (pred_p == y_test).double().mean():.1f}%")
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "What CViT and the pruning baseline keep at 78% masking: one test image per class with the removed patches shaded and each model's prediction (top rows), and how often each patch is kept, per class (bottom rows).", "name": "fig-ch5-kept"}, "image": {"width": "100%", "alt": "Four rows of ten panels: clothing images with blue shading over the removed patches, then heat maps of how often each patch is kept."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "What CViT and the pruning baseline keep at 78% masking, five classes to a block: one test image per class with the removed patches shaded and each model's prediction (✓ right; ✗ and the class it said), then how often each patch is kept over the class's test images (colour bar: 0 to 100% of them).", "name": "fig-ch5-kept"}, "image": {"alt": "Two blocks of four rows of five panels: clothing images with blue shading over the removed patches, then heat maps of how often each patch is kept."}}
 chosen = {"CViT": (test_orders[:, :k22], pred_c), "pruner": (kept_p, pred_p)}
-fig = viz.kept_by_class(x_test, y_test, chosen, CLASSES, (GRID, GRID))
-fig.suptitle("Shaded: patches removed at 78% masking. Bottom rows: how often a patch "
-             "is kept, per class", y=1.0)
-fig.tight_layout()
+fig = viz.kept_by_class(x_test, y_test, chosen, CLASSES, (GRID, GRID),
+                        suptitle="Shaded: the patches removed at 78% masking")
 plt.show()
 
 # %% tags=["remove-input"]
@@ -520,9 +525,9 @@ display(Markdown(f"What to see: {on_garment}; {fixed_share:.0%} of CViT's kept s
 # $1 - 0.22^2$: the term quadratic in the number of tokens. A transformer block also has its
 # projections and MLP, linear in the tokens, and on a short sequence those dominate. And the
 # collapse order is not free: CoMAE must mask each of the $N$ targets of the image (one pass of
-# its selector per target) and PageRank must run, before the classifier sees a single patch.
+# its selector per target) and {term}`PageRank` must run, before the classifier sees a single patch.
 #
-# Below: FLOPs of the whole forward counted by torch's `FlopCounterMode` (matrix products; the
+# Below: {term}`FLOPs <FLOP>` of the whole forward counted by torch's `FlopCounterMode` (matrix products; the
 # attention through the math kernel so that it is counted), the attention-matrix share of them
 # ($4T^2d$ per block for $T$ tokens including the class token), the paper's figure, and the
 # pruning baseline at the same final count. Then measured images per second in one run, and the
@@ -622,10 +627,10 @@ display(Markdown(markdown_table(["", "GFLOP per image", "vs ViT-B, all 256 patch
 # model, and the comparison is *paired by seed*: one trained model measured two ways (ViT and
 # ViT+C, CViT with its own order and with a fixed one), or two fine-tunes of the same base with
 # the same seed, data order and test draws. A claim **agrees** or **disagrees** only when its
-# paired t-test is significant after Holm's correction over every tested claim of the book (the
+# {term}`paired t-test` is significant after {term}`Holm's correction <Holm>` over every tested claim of the book (the
 # report explains the rule), and is **inconclusive** otherwise; **partly** needs a weaker
 # criterion stated with the claim here, before measuring, never a sign alone. A claim that the
-# paper's number holds "within" a margin is an equivalence test against that margin.
+# paper's number holds "within" a margin is an {term}`equivalence test` against that margin.
 #
 # ### With all patches, and with 78% removed
 #
@@ -798,7 +803,7 @@ claims["table5.auc_ranking"] = claim(
 #
 # The paper's CViT keeps the top of *each image's own* order. If that matters, the same trained
 # CViT must do better with each image's order than fed one fixed order for all images (a paired
-# test over the seeds); partly when the whole 95% interval of the gain lies above one AuC point.
+# test over the seeds); partly when the whole {term}`95% interval` of the gain lies above one AuC point.
 
 # %% tags=["remove-input"]
 knee_r, knee_top1 = PAPER_KNEE["mask_ratio"], PAPER_KNEE["top1"]
@@ -843,7 +848,7 @@ spec_why = (f"CViT's knee is at {np.mean(kc_r):.2f} and RViT's at {np.mean(kr_r)
             f"{int(both.sum())} seed(s) where both curves have one; the table above lists "
             "every model's knee." if both.any() else
             "Kneedle finds no knee in CViT's or RViT's curve on any one seed.")
-specific = "the knee at 78% is CViT's (Fig. 8 reads it so)"
+specific = "the knee at 78% is CViT's (paper Fig. 8 reads it so)"
 if both.sum() >= 2:
     claims["knee.specific_to_cvit"] = tested(
         specific, {"cvit": summary(kc_r), "rvit": summary(kr_r)}, stats.paired(kc_r, kr_r),
@@ -1010,7 +1015,7 @@ print(f"profile {PROFILE.name}: the chapter ran in {book.seconds():.0f} s; resul
 # Uniform ratios on $[0, 0.99]$ drop at least 78% in $(0.99 - 0.78)/0.99 \approx 21\%$ of the
 # batches. The cosine reading does so in $1 - \tfrac{2}{\pi}\arccos(1 - 0.78/0.99) \approx 14\%$.
 # The histogram no longer follows the black curve, which is still the cosine density. The KS test
-# still compares the draws with the cosine CDF, so its p-value collapses towards 0: with 100,000
+# still compares the draws with the cosine CDF, so its {term}`p-value` collapses towards 0: with 100,000
 # draws the test rejects even a small mismatch. A CViT trained on the uniform reading would see
 # high drop ratios half again as often. We have not trained one.
 # :::

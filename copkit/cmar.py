@@ -750,7 +750,7 @@ def hidden_uncertainty(model: MAR, tokens: Tensor, labels: Tensor, orders: Tenso
     convention): for each count k in ``reveal``, the last k entries of the order are given (the
     real tokens), every hidden token is drawn ``draws`` times from the model, and the summed
     per-pixel variance over the draws of all hidden tokens is returned, (B, len(reveal)).
-    Fig. 1's claim in numbers: along a good order this total falls fast."""
+    The claim of paper Fig. 1 in numbers: along a good order this total falls fast."""
     b, n, d = tokens.shape
     out = torch.zeros(b, len(reveal))
     cond = model.condition(labels)

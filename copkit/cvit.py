@@ -74,7 +74,7 @@ PAPER_TABLE5: dict[str, dict[str, float]] = {
         "CViT": [83.11, 96.50, 81.37, 95.69, 79.39, 94.63, 70.57, 88.94, 72.19],
     }.items()
 }
-#: Where the paper reads CViT's knee off Fig. 8 (Sec. 5), the mask ratio and top-1 (%) there.
+#: Where the paper reads CViT's knee off its Fig. 8 (Sec. 5), the mask ratio and top-1 (%) there.
 PAPER_KNEE = {"mask_ratio": 0.78, "top1": 70.6}
 #: The paper's attention saving at 22% of the patches kept, in % (Sec. 5), which is 1 - 0.22 ** 2.
 PAPER_ATTENTION_SAVING = 95.16
