@@ -90,9 +90,11 @@ lint: setup
 	$(PY) -m ruff check .
 
 # After `data`: some tests read the real Fashion-MNIST. One process per core (pytest-xdist;
-# TEST_JOBS=0 runs them in this process, e.g. to step into a test with a debugger).
+# TEST_JOBS=0 runs them in this process, e.g. to step into a test with a debugger). loadgroup keeps
+# the tests of an xdist_group (test_dist, test_faults: one costly module fixture each) on one
+# worker, so the fixture is made once and not once per worker.
 unit: data
-	$(PY) -m pytest -n $(TEST_JOBS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 # Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
 smoke: data

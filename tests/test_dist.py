@@ -1,8 +1,10 @@
 """torchrun: two CPU processes (gloo) end with the weights one process gets with the same global
-batch, and write the same collapse orders."""
+batch, and write the same collapse orders. The one process is a plain in-process call of the
+command (``copkit.cli.main``), as a user without torchrun runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,11 +16,22 @@ import torch
 from test_cli import TINY_COMAE, make_image_folder, write
 
 from copkit.checkpoint import load_tensors
+from copkit.cli import main
+
+# The module's fixture makes 10 trainings and rankings: its tests share one xdist worker
+# (`pytest --dist loadgroup`, as `make unit` runs), so the fixture runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("dist")
 
 DATA = "data: {{source: imagefolder, root: {imgs}, image_size: 32}}\n"
 
 
 def torchrun(nproc: int, *args: str, cwd: Path) -> None:
+    """``python -m copkit *args`` in ``nproc`` processes under torchrun, or, for one process, called
+    in this process (no launcher: the command as a user runs it, and one interpreter start less)."""
+    if nproc == 1:
+        with contextlib.chdir(cwd):
+            assert main(list(args)) == 0, f"copkit {' '.join(args)} failed (see stderr above)"
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", "-m", "copkit", *args]
@@ -46,8 +59,8 @@ def assert_same(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Every training stage once with 1 and once with 2 processes; the first CoMAE ranked both
-    ways."""
+    """Every training stage once in one process and once with 2 under torchrun; the first CoMAE
+    ranked both ways."""
     root = tmp_path_factory.mktemp("dist")
     imgs = make_image_folder(root / "imgs")
     for nproc in (1, 2):
