@@ -17,23 +17,23 @@
 # *Source:* [`chapters/04_cmar.py`](../chapters/04_cmar.py), a jupytext script: open it in JupyterLab as a
 # notebook, or run it with `python tools/run_chapters.py 04_cmar --profile smoke` (into `.scratch/book/smoke/`).
 #
-# MAR {cite}`li2024mar` generates an image as a sequence of continuous tokens. A bidirectional
+# {term}`MAR` {cite}`li2024mar` generates an image as a sequence of continuous {term}`tokens <token>`. A bidirectional
 # transformer looks at the tokens generated so far and, for every token still missing, produces a
-# condition $z$; a small per-token diffusion model (the *diffusion head*) then samples the token
+# condition $z$; a small per-token diffusion model (the {term}`diffusion head`) then samples the token
 # from $z$ {cite}`ho2020ddpm,nichol2021iddpm`. The order in which tokens are generated is a random permutation, drawn afresh for
 # every image, in training and in sampling.
 #
-# The paper's CMAR (Sec. 3.3) keeps MAR and changes only the order: tokens are generated in the
-# **collapse order** of Chapter 3, the patches that explain the most of the image first. CMAR is
+# The paper's {term}`CMAR` (Sec. 3.3) keeps MAR and changes only the order: tokens are generated in the
+# **{term}`collapse order`** of Chapter 3, the {term}`patches <patch>` that explain the most of the image first. CMAR is
 # MAR fine-tuned on collapse orders, with 10% of the sequences left random as a regulariser. The
-# paper reports small gains in FID {cite}`heusel2017fid` with classifier-free guidance (CFG)
+# paper reports small gains in {term}`FID` {cite}`heusel2017fid` with {term}`classifier-free guidance` (CFG)
 # {cite}`ho2022cfg` on ImageNet (Tables 2-4),
 # each from a single run.
 #
 # This chapter builds a small but complete MAR on Fashion-MNIST pixel tokens (`copkit.cmar`),
-# trains MAR and CMAR with several seeds, and measures:
+# trains MAR and CMAR with several {term}`seeds <seed>`, and measures:
 #
-# 1. Tables 2-4 analogues (FID, Inception Score, precision and recall), with and without CFG,
+# 1. Tables 2-4 analogues (FID, {term}`Inception Score <IS>`, {term}`precision and recall`), with and without CFG,
 #    beside the paper's numbers; every FID is a mean over seeds with its spread, beside a floor
 #    of real images measured the same way, and cross-checked in a second feature space;
 #    whether CMAR gains from *each image's own* order, against one fixed order (the same model
@@ -56,9 +56,9 @@
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | gpu: the sizes, see copkit.profiles
 device = "auto"  # auto | cpu | cuda
-seed = 0  # offset of every seed of this chapter (and the seed offset Chapter 2 ran with)
+seed = 0  # offset of every seed here (and the seed offset Chapter 2 ran with)
 results_dir = "../book/results"  # where this chapter's results file goes
-data_dir = "../data"  # where Chapter 2 saved the CoMAE, the orders, and where the runs go
+data_dir = "../data"  # Chapter 2's CoMAE and orders; the runs go here
 
 # %% tags=["hide-input"]
 from copkit.profiles import chapter_setup
@@ -392,7 +392,7 @@ display(Markdown(
 # $1 + (\text{cfg} - 1)\,(N - \text{masked})/N$, with masked counted as MAR does: what stays hidden
 # after the step, but at least 1, so the last step is guided with $1 + (\text{cfg} - 1)(N - 1)/N$;
 # the unconditional branch uses the learned fake class.
-# All models are sampled with their EMA weights. Classes are balanced. Every score is computed
+# All models are sampled with their {term}`EMA` weights. Classes are balanced. Every score is computed
 # once per (model run, setting, sample size, seed) and kept in a cache file named by the runs and
 # the judges, so re-running the chapter only re-draws what changed. The book ships its caches and
 # the fine-tunes' learning curves (`data/pretrained/runs/`, `make ship-runs`): a fresh `make book`
@@ -462,7 +462,7 @@ SETUPS = {"MAR": ("MAR", "random", True), "MAR+C": ("MAR", "class-image", True),
 # - **(a) class mean**: one order per class, the patches sorted by their mean rank over the
 #   class's training images;
 # - **(b) a training image's order**: the collapse order of a random training image of the class;
-# - **(c) adaptive**: before every step CoMAE ranks the current canvas (revealed tokens plus a quick
+# - **(c) adaptive**: before every step {term}`CoMAE` ranks the current canvas (revealed tokens plus a quick
 #   draft of the hidden ones) and the best-ranked hidden patches are revealed next; this costs
 #   one CoMAE mask pass (N selector passes) per image and step.
 #

@@ -27,8 +27,8 @@
 # %% tags=["parameters"]
 bench_file = "../book/results/bench.json"  # what make bench wrote
 notebooks_dir = "../book"  # the executed chapters, for their run times
-results_dir = "../book/results"  # runtimes-<profile>.json, written by tools/run_chapters.py
-smoke_results_dir = "../.scratch/book/results"  # where make test's smoke run records its times
+results_dir = "../book/results"  # runtimes-<profile>.json of tools/run_chapters.py
+smoke_results_dir = "../.scratch/book/results"  # make test's smoke run times
 pilots_file = "../book/results/mar-pilots.json"  # what tools/mar_pilots.py wrote
 
 # %% tags=["remove-input"]
