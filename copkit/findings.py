@@ -13,7 +13,9 @@ comes from the results files, and every verdict from their tests.
 The box of a chapter shows the numbers of the run that made the page: the chapter computes it at
 its end, after its claims are decided, and glues it (``myst_nb.glue``, a ``remove-cell`` cell);
 the chapter's first Markdown cell pastes it under the title with ``{glue:md}``. The introduction,
-which runs no code, gets the book's box from ``tools/findings_text.py``.
+which runs no code, gets the book's box from ``tools/findings_text.py``; it and the report read
+the results files as :func:`copkit.results.book_results` decides them over the whole book, so
+that both name one family and one verdict for each claim.
 
 Aliases (the same test as another claim, :func:`copkit.results.alias`) are counted once, with the
 claim they repeat: :func:`claim_counts`.
@@ -27,9 +29,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from . import fmt, stats
+from .results import effect_scale, family_size, readable
 
 __all__ = ["ClaimName", "CLAIM_NAMES", "FINDINGS_CLASS", "FINDINGS_TITLE", "VERDICT_LABELS",
-           "COUNT_WORDS", "claim_name", "chapter_number", "is_alias", "effect_text",
+           "COUNT_WORDS", "claim_name", "claim_format", "chapter_number", "is_alias",
+           "effect_text", "effect_cell", "ours_text",
            "verdict_parts", "verdict_text", "claim_sentence", "claim_counts", "counts_phrase",
            "key_claims",
            "findings_sentences", "findings_box", "admonition", "GLUE_KEY", "PASTE", "glue_box"]
@@ -67,18 +71,28 @@ class ClaimName:
     decimals: int | None = None
     unit: str = ""
 
-    def show(self, x: float | None, unit: bool = True) -> str:
+    @property
+    def is_fid(self) -> bool:
+        """Are the claim's numbers FIDs (printed to one decimal, :func:`copkit.fmt.fid`)?"""
+        return self.unit == _FID["unit"]
+
+    def show(self, x: float | None, unit: bool = True, *,
+             relative_to: float | None = None) -> str:
         """A value of the effect (or an interval's end) as this claim prints it, with its sign
         (and its unit, unless ``unit`` is false); a value that would print as zero at the
         claim's decimals gets two significant figures instead, so that a small effect is not
-        written as none.
+        written as none; float noise relative to ``relative_to`` (the magnitude of the numbers
+        the value stands among, in stored units: :func:`copkit.results.effect_scale`) is 0
+        (:func:`copkit.fmt.snap`).
 
         >>> ClaimName("x", "y", decimals=1, unit=" FID").show(-0.041)
         '-0.041 FID'
+        >>> ClaimName("x", "y").show(-1.1102230246251565e-16, relative_to=0.07)
+        '0'
         """
         if x is None:
             return fmt.MISSING
-        v = float(x) * self.scale
+        v = fmt.snap(float(x), relative_to) * self.scale
         text = (fmt.signed(v, digits=2) if self.decimals is None
                 else fmt.signed(v, self.decimals))
         if v != 0 and not any(ch in "123456789" for ch in text):
@@ -159,7 +173,7 @@ CLAIM_NAMES: dict[str, ClaimName] = {
         "(paper Fig. 1)",
         "the summed variance of the hidden pixels, collapse order minus random order"),
     "sec3.3.generation_order": ClaimName("The order in which CMAR generates (paper Sec. 3.3, "
-                                         "left open)"),
+                                         "left open)", **_FID),
     # Chapter 5
     "table5.vit.top1@0": ClaimName("ViT's top-1 on full images (paper Table 5)"),
     "table5.cvit.top1@0": ClaimName(
@@ -250,6 +264,12 @@ def claim_name(cid: str) -> str:
     return entry.name if entry is not None else f"Claim {cid}"
 
 
+def claim_format(cid: str) -> ClaimName:
+    """How a claim's numbers print: its :data:`CLAIM_NAMES` entry, or for an id without one,
+    an entry that prints two significant figures without a unit."""
+    return CLAIM_NAMES.get(cid) or ClaimName(claim_name(cid))
+
+
 def chapter_number(chapter: str) -> int:
     """The number of a chapter from its file name: ``05_cvit`` -> 5.
 
@@ -292,16 +312,48 @@ def effect_text(cid: str, test: Mapping[str, Any] | None) -> str | None:
     if test is None or entry is None or entry.effect is None or test.get("effect") is None:
         return None
     lo, hi = test.get("ci") or (None, None)
+    scale = effect_scale(test)
     interval = ("no interval" if lo is None or hi is None
-                else f"95% interval {entry.show(lo, unit=False)} to {entry.show(hi, unit=False)}")
+                else f"95% interval {entry.show(lo, unit=False, relative_to=scale)} to "
+                     f"{entry.show(hi, unit=False, relative_to=scale)}")
     n = test.get("n")
     over = (f" over {fmt.listing(str(k) for k in n)} {test.get('unit', '')}".rstrip()
             if isinstance(n, (list, tuple)) else
             f" over {fmt.counted(n, test.get('unit', ''))}" if n is not None else "")
-    text = f"{entry.effect} is {entry.show(test['effect'])} ({interval}){over}"
+    text = f"{entry.effect} is {entry.show(test['effect'], relative_to=scale)} ({interval}){over}"
     if test.get("paper_effect") is not None:
         text += f", the paper's {entry.show(test['paper_effect'])}"
     return text
+
+
+def effect_cell(cid: str, test: Mapping[str, Any] | None) -> str:
+    """A test's effect with its 95% interval for a table cell, in the claim's units and decimals
+    (:meth:`copkit.findings.ClaimName.show`): "+12.8 points (+10.0 to +15.6)", "+29.9 FID
+    (+9.3 to +50.5)"; :data:`copkit.fmt.MISSING` for a claim without a test (or an alias not
+    yet filled with its primary's test, :func:`copkit.results.book_results`).
+
+    >>> effect_cell("table5.cvit.top1@78", {"effect": 12.78, "ci": [10.0, 15.56]})
+    '+12.8 points (+10.0 to +15.6)'
+    """
+    if test is None or test.get("effect") is None:
+        return fmt.MISSING
+    entry, scale = claim_format(cid), effect_scale(test)
+    lo, hi = test.get("ci") or (None, None)
+    text = entry.show(test["effect"], relative_to=scale)
+    if lo is not None and hi is not None:
+        text += (f" ({entry.show(lo, unit=False, relative_to=scale)} to "
+                 f"{entry.show(hi, unit=False, relative_to=scale)})")
+    return text
+
+
+def ours_text(cid: str, ours: Any) -> str:
+    """A claim's ``ours`` (what the chapter measured) as a reader reads it
+    (:func:`copkit.results.readable`), its numbers FIDs to one decimal where the claim's are.
+
+    >>> ours_text("table2.cmar_vs_mar.fid_cfg", {"MAR": {"mean": 170.02, "std": 8.21, "n": 3}})
+    'MAR: 170.0 ± 8.2 (n=3)'
+    """
+    return readable(ours, fid=claim_format(cid).is_fid)
 
 
 def verdict_parts(c: Mapping[str, Any]) -> tuple[str, str]:
@@ -441,6 +493,12 @@ def findings_sentences(results: Mapping[str, Mapping[str, Any]], chapter: str | 
     the headline claims, then the headline claims the same way, each with its chapter (and
     without their reasons: the chapters' boxes have them). Claims are added while they fit.
     ``notes`` are sentences the caller wrote from its own numbers, added after the counts.
+
+    The counts sentence names the family Holm's correction counted
+    (:func:`copkit.results.family_size`); the tests in scope must agree on it, so the whole
+    book's results are passed as :func:`copkit.results.book_results` decides them, as the report
+    shows them (raw files of chapters run at different times are an error, not the first file's
+    family).
     """
     if chapter is not None and chapter not in results:
         raise ValueError(f"no results for chapter {chapter!r}; have {sorted(results)}")
@@ -453,8 +511,9 @@ def findings_sentences(results: Mapping[str, Mapping[str, Any]], chapter: str | 
     counts = claim_counts(claims)
     n = sum(counts.values())
     of = "claim" if n == 1 else "claims"
-    family = next((c["test"]["family"] for r in results.values() for c in r["claims"].values()
-                   if c.get("test") and c["test"].get("family")), None)
+    # the family of the tests in scope, which must agree: the book's box is written from results
+    # decided together (copkit.results.book_results), as the report's are
+    family = family_size(scope)
     corrected = (f"; every p below is corrected for the book's {family} tested "
                  f"claim{'s' if family != 1 else ''} (Holm)"
                  if family and any(c.get("test") for c in claims) else "")

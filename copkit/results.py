@@ -45,8 +45,14 @@ Text helpers: :func:`mean_sd` (one way to write "mean ± sd"; :func:`finite_mean
 finite values only, :func:`with_paper` with the paper's number beside), :func:`markdown_table` (a
 table
 for ``IPython.display.Markdown``), :func:`brief` (any results value in a few characters),
-:func:`test_text` (a test's outcome in words), and :func:`in_words`,
+:func:`readable` (a results value as a reader reads it: keys as words, shares as percentages,
+FIDs to one decimal), :func:`test_text` (a test's outcome in words), and :func:`in_words`,
 :func:`verdict_counts` for claims.
+
+The whole book: :func:`book_results` decides every file's tests together, over one Holm family
+(:func:`family_size`), which the report and the introduction's box both read; :func:`run_flags`
+says what the report flags about each chapter's run (another commit, uncommitted changes, a later
+run), with :func:`commit_text`.
 """
 
 from __future__ import annotations
@@ -72,7 +78,8 @@ __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summar
            "VERDICT_WORDS", "in_words", "verdict_counts", "headlines", "section_labels",
            "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes", "runtimes_table", "runtimes_hosts",
            "TABLE_CLASSES", "at_ratio", "paired_claim", "exact_verdict", "with_paper",
-           "finite_mean_sd", "run_flags", "RUN_GAP_S"]
+           "finite_mean_sd", "run_flags", "RUN_GAP_S", "book_results", "family_size",
+           "effect_scale", "readable", "key_words", "commit_text"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -306,6 +313,70 @@ def book_verdicts(results: Mapping[str, Mapping[str, Any]],
     return out
 
 
+def book_results(results: Mapping[str, Mapping[str, Any]], alpha: float = 0.05
+                 ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
+    """The results files as the book decides them: a copy of ``results`` whose tested claims
+    carry the tests and verdicts of :func:`book_verdicts` over all of them (one Holm family, one
+    ``family`` size), and the verdicts the chapters had written where they differ, by (chapter,
+    claim id). Each chapter decided its claims against the other files as they were when it ran;
+    a file written later changes the family, so the raw files can disagree on its size. Every
+    page that speaks of the whole book (the report, the introduction's box) reads this, so that
+    they cannot state two families or two verdicts for one claim."""
+    book = book_verdicts(results, alpha)
+    out: dict[str, dict[str, Any]] = {}
+    ran_with: dict[tuple[str, str], str] = {}
+    for chapter, r in results.items():
+        claims = {}
+        for cid, c in r["claims"].items():
+            c = dict(c)
+            row = book[chapter].get(cid)
+            if row is not None:
+                if c.get("verdict") != row["verdict"]:
+                    ran_with[chapter, cid] = c.get("verdict")
+                c["test"], c["verdict"] = row, row["verdict"]
+            claims[cid] = c
+        out[chapter] = {**r, "claims": claims}
+    return out, ran_with
+
+
+def family_size(results: Mapping[str, Mapping[str, Any]]) -> int | None:
+    """How many tested claims Holm's correction counted for the tests in ``results`` (their
+    ``family``); None when none carries one. Results whose tests were corrected over different
+    families (raw files of chapters run at different times) are an error: decide them together
+    with :func:`book_results` first, so that no page prints a size the others do not.
+
+    >>> family_size({"01_a": {"claims": {"x": {"test": {"family": 3}}, "y": {}}}})
+    3
+    """
+    sizes = {c["test"]["family"] for r in results.values() for c in r["claims"].values()
+             if c.get("test") and c["test"].get("family")}
+    if len(sizes) > 1:
+        raise ValueError(f"the tests were corrected over families of {sorted(sizes)} claims: "
+                         "decide them over the book together (copkit.results.book_results)")
+    return sizes.pop() if sizes else None
+
+
+def effect_scale(test: Mapping[str, Any] | None) -> float | None:
+    """The magnitude of the numbers a test's effect stands among, against which float noise is
+    told from an effect (:func:`copkit.fmt.snap`): the largest of its effect, interval ends, the
+    paper's effect, its margin and its smallest effect that matters; None when it has none.
+
+    >>> effect_scale({"effect": -1.1e-16, "ci": [None, None], "margin": 0.07})
+    0.07
+    """
+    if not test:
+        return None
+    return _magnitude(test.get("effect"), *(test.get("ci") or ()), test.get("paper_effect"),
+                      test.get("margin"), test.get("smallest"))
+
+
+def _magnitude(*values: Any) -> float | None:
+    """The largest ``|v|`` of the finite numbers among ``values``; None when there is none."""
+    finite = [abs(float(v)) for v in values
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
+    return max(finite) if finite else None
+
+
 def decide(claims: Mapping[str, Mapping[str, Any]], chapter: str, results_dir: str | Path,
            alpha: float = 0.05) -> dict[str, dict[str, Any]]:
     """The chapter's claims with the verdicts of their tests, decided over the whole book: the
@@ -360,9 +431,14 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
         text += f"; the smallest effect that matters was set at {fmt.sig(r['smallest'], digits)}"
     mde = r.get("mde_family") if r.get("mde_family") is not None else r.get("mde")
     if mde is not None and r.get("paper_effect") is not None:
-        text += (f"; the smallest effect it could detect with 80% power is {fmt.sig(mde, digits)}, "
+        shown = fmt.sig(mde, digits, scale=effect_scale(r))
+        text += (f"; the smallest effect it could detect with 80% power is {shown}, "
                  f"the paper's is {fmt.signed(r['paper_effect'], digits=digits)}")
     return text
+
+
+#: How :func:`git_commit` marks a commit whose tree had uncommitted changes.
+DIRTY = "-dirty"
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -374,7 +450,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)book"],
                                cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
+        return sha + (DIRTY if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -624,12 +700,17 @@ def mean_sd(values: Iterable[float] | Mapping[str, Any] | float, digits: int = 1
     '0.1235 ± 0.012 (n=4)'
     >>> mean_sd(3.0, 2), mean_sd({"mean": 12345.678, "std": 8.04, "n": 3}, 3, significant=True)
     ('3.00 ± 0.00', '12,346 ± 8.0')
+    >>> mean_sd({"mean": 0.7799999999999999, "std": 1.36e-16, "n": 3}, 4, significant=True)
+    '0.7800 ± 0'
     """
     s = dict(values) if isinstance(values, Mapping) else summary(values)
+    # float noise in the sd of equal values (1.4e-16 beside 0.78) is no spread: copkit.fmt.snap
+    scale = _magnitude(s.get("mean"), s.get("std"))
     if significant:
-        text = f"{fmt.sig(s['mean'], digits)} ± {fmt.sig(s['std'], 2)}"
+        text = f"{fmt.sig(s['mean'], digits, scale=scale)} ± {fmt.sig(s['std'], 2, scale=scale)}"
     else:
-        text = f"{fmt.num(s['mean'], digits)} ± {fmt.num(s['std'], digits)}"
+        text = (f"{fmt.num(s['mean'], digits, scale=scale)} ± "
+                f"{fmt.num(s['std'], digits, scale=scale)}")
     return text + (f" (n={s['n']})" if show_n else "")
 
 
@@ -729,6 +810,118 @@ def brief(value: Any) -> str:
     return str(value).replace("->", "→")  # an arrow that a narrow cell cannot break into "- >"
 
 
+#: A results key whose value is a share of a whole, printed as a percentage by :func:`readable`.
+_SHARE_KEY = re.compile(r"(?:^|_)(?:share|rate|fraction)s?(?:$|_)")
+
+
+def key_words(key: str) -> str:
+    """A results key as words: underscores as spaces, a symbol such as ``H_mask`` or ``L_r`` (one
+    capital, an underscore, its subscript) kept whole.
+
+    >>> key_words("paper_late_share"), key_words("H_mask_late"), key_words("CMAR_minus_MAR")
+    ('paper late share', 'H_mask late', 'CMAR minus MAR')
+    """
+    tokens = str(key).split("_")
+    words = []
+    i = 0
+    while i < len(tokens):
+        if len(tokens[i]) == 1 and tokens[i].isupper() and i + 1 < len(tokens) and tokens[i + 1]:
+            words.append(f"{tokens[i]}_{tokens[i + 1]}")
+            i += 2
+        else:
+            words.append(tokens[i])
+            i += 1
+    return " ".join(w for w in words if w)
+
+
+def _is_summary(value: Any) -> bool:
+    return isinstance(value, Mapping) and {"mean", "std", "n"} <= set(value)
+
+
+def _is_test(value: Any) -> bool:
+    return isinstance(value, Mapping) and {"test", "effect"} <= set(value)
+
+
+def readable(value: Any, *, fid: bool = False, share: bool = False, items: int = 4,
+             _depth: int = 0) -> str:
+    """A results value (a claim's ``ours``, or the paper's) as a reader reads it, in the book's
+    number rule (:mod:`copkit.fmt`): keys as words (:func:`key_words`), a value under a key that
+    names a share (``mutual_share``, ``violation_rate``) as a percentage, every number an FID
+    (to one decimal) with ``fid``, a summary as "mean ± sd (n=3)" (the mean alone for one
+    value), a test as its effect with the 95% interval, whole numbers with thousands separators,
+    other numbers to four significant figures; at most ``items`` entries of a dict or list, then
+    "…". A dict inside a dict is written in brackets, its entries without colons.
+
+    >>> readable({"paper_late_share": 0.2734, "from_step": 5676})
+    'paper late share: 27.3%; from step: 5,676'
+    >>> readable({"0.5": {"mutual_share": 0.7079, "edges_per_graph": 136.94}})
+    '0.5: (mutual share 70.8%, edges per graph 136.9)'
+    >>> readable({"MAR": {"mean": 170.02, "std": 8.21, "n": 3}}, fid=True)
+    'MAR: 170.0 ± 8.2 (n=3)'
+    >>> readable({"mean": 0.7799999999999999, "std": 1.36e-16, "n": 3}), readable([3.0, 1e-17])
+    ('0.78 ± 0 (n=3)', '3, 1e-17')
+    """
+    def number(x: float, scale: float | None = None) -> str:
+        if fid:
+            return fmt.fid(x)
+        if share and 0 <= x <= 1:
+            return fmt.share(x)
+        if float(x) == int(x) and abs(x) < fmt.HUGE:
+            return fmt.count(x)
+        # four significant figures, trailing zeros dropped as "g" does
+        mantissa, e, exponent = fmt.sig(x, 4, scale=scale).partition("e")
+        return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + e + exponent
+
+    if value is None:
+        return fmt.MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return fmt.MISSING if not np.isfinite(float(value)) else number(float(value))
+    if _is_test(value):
+        lo, hi = value.get("ci") or (None, None)
+        scale = effect_scale(value)
+        interval = ("" if lo is None or hi is None else
+                    f" (95% interval {fmt.signed(lo, digits=3, scale=scale)} to "
+                    f"{fmt.signed(hi, digits=3, scale=scale)})")
+        return f"{fmt.signed(value['effect'], digits=3, scale=scale)}{interval}"
+    if _is_summary(value):
+        mean, sd, n = value["mean"], value["std"], value["n"]
+        if mean is None or not np.isfinite(float(mean)):
+            text = f"none (n={n})"
+        else:
+            scale = _magnitude(mean, sd)
+            text = number(float(mean), scale)
+            if n != 1 and sd is not None:
+                spread = (fmt.fid(sd) if fid else fmt.share(sd) if share and 0 <= mean <= 1
+                          else fmt.sig(sd, 2, scale=scale))
+                text += f" ± {spread}"
+            text += f" (n={fmt.count(n)})"
+        rest = {k: v for k, v in value.items() if k not in ("mean", "std", "n")}
+        if rest:
+            text += "; " + readable(rest, fid=fid, share=share, items=items, _depth=_depth)
+        return text
+    if isinstance(value, Mapping):
+        entries = list(value.items())
+        parts = []
+        for k, v in entries[:items]:
+            words = key_words(k)
+            shown = readable(v, fid=fid, share=share or bool(_SHARE_KEY.search(str(k))),
+                             items=items, _depth=_depth + 1)
+            nested = isinstance(v, Mapping) and not _is_summary(v) and not _is_test(v)
+            if _depth == 0:
+                parts.append(f"{words}: ({shown})" if nested else f"{words}: {shown}")
+            else:
+                parts.append(f"{words} ({shown})" if nested else f"{words} {shown}")
+        more = ["…"] if len(entries) > items else []
+        return ("; " if _depth == 0 else ", ").join([*parts, *more])
+    if isinstance(value, (list, tuple)):
+        shown = [readable(v, fid=fid, share=share, items=items, _depth=_depth + 1)
+                 for v in value[:items]]
+        return ", ".join([*shown, *(["…"] if len(value) > items else [])])
+    return str(value).replace("->", "→")
+
+
 test_text.__test__ = False
 
 
@@ -820,7 +1013,7 @@ def run_flags(results: Mapping[str, Mapping[str, Any]], commit: str, started: st
               executed: Mapping[str, str | None] | None = None) -> dict[str, list[str]]:
     """What a summary page (the report) should flag about each chapter's run, by chapter: a
     results file written at another commit than the page's own ``commit`` (:func:`git_commit`),
-    or after the page started (``started``, an ISO time: a chapter that ran after the page read
+    or from uncommitted changes on top of it, or after the page started (``started``, an ISO time: a chapter that ran after the page read
     it), or by another run than the executed notebook the site shows (``executed``: each
     notebook's papermill end time, ISO; the results file is written in the chapter's last cells,
     so more than :data:`RUN_GAP_S` between the two means two runs). An empty list: nothing to
@@ -832,6 +1025,14 @@ def run_flags(results: Mapping[str, Mapping[str, Any]], commit: str, started: st
     >>> run_flags({"01_a": {"commit": "abc", "written": "2026-12-02T09:00:00+0000"}}, "def",
     ...           "2026-12-02T08:00:00+00:00")
     {'01_a': ['another commit (abc)', 'ran after this page started']}
+
+    A chapter run from a tree with uncommitted changes (:func:`git_commit` ends its commit with
+    ``-dirty``) on the page's own commit is flagged as such, not as another commit; one run from
+    the clean commit that the page's changes sit on is not flagged:
+
+    >>> run_flags({"01_a": {"commit": "abc-dirty"}, "02_b": {"commit": "abc"}}, "abc-dirty",
+    ...           "2026-12-02T08:00:00+00:00")
+    {'01_a': ['run from uncommitted changes on top of abc'], '02_b': []}
     """
     from datetime import datetime
 
@@ -840,11 +1041,14 @@ def run_flags(results: Mapping[str, Mapping[str, Any]], commit: str, started: st
 
     start = when(started)
     flags: dict[str, list[str]] = {}
+    here = _base(commit)
     for chapter, r in results.items():
         out = []
         theirs = str(r.get("commit", "unknown"))
-        if theirs != commit:
-            out.append(f"another commit ({theirs[:12]})")
+        if _base(theirs) != here:
+            out.append(f"another commit ({commit_text(theirs)})")
+        elif theirs.endswith(DIRTY):
+            out.append(f"run from uncommitted changes on top of {_base(theirs)[:12]}")
         written = when(r["written"]) if r.get("written") else None
         if written is not None and written > start:
             out.append("ran after this page started")
@@ -861,3 +1065,22 @@ def run_flags(results: Mapping[str, Mapping[str, Any]], commit: str, started: st
 
 #: More than this many seconds between a results file and its notebook's end means two runs.
 RUN_GAP_S = 600.0
+
+
+def _base(commit: str) -> str:
+    """The commit a (possibly ``-dirty``) :func:`git_commit` stands on."""
+    return commit.removesuffix(DIRTY)
+
+
+def commit_text(commit: str, code: bool = False) -> str:
+    """A :func:`git_commit` as a page prints it: its first 12 characters (in backticks with
+    ``code``), and "with uncommitted changes" when the tree was dirty (which the first 12
+    characters would hide).
+
+    >>> commit_text("c2c41e65eb2bedea99ff-dirty"), commit_text("c2c41e65eb2bedea99ff", code=True)
+    ('c2c41e65eb2b with uncommitted changes', '`c2c41e65eb2b`')
+    """
+    commit = str(commit)
+    sha = _base(commit)[:12]
+    return ((f"`{sha}`" if code else sha)
+            + (" with uncommitted changes" if commit.endswith(DIRTY) else ""))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from copkit import findings, fmt, stats
-from copkit.results import read_results
+from copkit.results import book_results, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = read_results(ROOT / "book" / "results")
@@ -94,6 +94,39 @@ def test_the_effect_and_interval_print_the_planted_numbers_in_the_claims_units()
     # a claim without a test, or without a described effect, has none
     assert findings.effect_text("table5.vit.top1@0", None) is None
     assert findings.effect_text("no.such.claim", _test(1, 0, 2, 0.1)) is None
+
+
+def test_the_book_box_refuses_tests_corrected_over_different_families():
+    results = _planted()
+    results["05_b"]["claims"]["table5.rvit.auc"]["test"]["family"] = 27
+    with pytest.raises(ValueError, match="families of \\[9, 27\\]"):
+        findings.findings_sentences(results)
+    # a chapter's box speaks of its own tests, which its run decided together
+    assert "the book's 9 tested claims" in findings.findings_sentences(results, "01_a")[0]
+
+
+def test_float_noise_in_an_effect_prints_as_zero():
+    knee = {"test": "one-sample t", "effect": 0.7799999999999999 - 0.78, "ci": [None, None],
+            "n": 3, "unit": "seeds", "margin": 0.07, "mde_family": 2.1817134846620724e-15}
+    text = findings.effect_text("knee.cvit.mask_ratio", knee)
+    assert text == "our knee minus the paper's, as a mask ratio is 0 (no interval) over 3 seeds"
+    assert findings.effect_cell("knee.cvit.mask_ratio", knee) == "0"
+    # a real small effect is still written
+    assert findings.effect_cell("knee.specific_to_cvit", {"effect": 0.065, "ci": [-0.053, 0.18]}
+                                ) == "+0.065 (-0.053 to +0.18)"
+
+
+def test_effect_cells_and_ours_print_fids_to_one_decimal_and_shares_as_percentages():
+    cell = findings.effect_cell("table3.cmar.cfg_scale", {"effect": 9.65, "ci": [-7.49, 26.79]})
+    assert cell == "+9.7 FID (-7.5 to +26.8)"
+    assert findings.effect_cell("fig4.top22_on_object", {"effect": 0.181, "ci": [0.146, 0.215]}
+                                ) == "+18.1 points (+14.6 to +21.5)"
+    assert findings.effect_cell("table5.vit.top1@0", None) == fmt.MISSING
+    assert findings.ours_text("sec3.3.generation_order",
+                              {"(a) class mean": {"mean": 227.569, "std": 2.81, "n": 3}}
+                              ) == "(a) class mean: 227.6 ± 2.8 (n=3)"
+    assert findings.ours_text("dag.acyclic", {"0.5": {"mutual_share": 0.7079}}) == \
+        "0.5: (mutual share 70.8%)"
 
 
 def test_a_small_value_is_not_printed_as_zero():
@@ -185,11 +218,13 @@ def test_every_claim_of_the_book_has_a_readable_name():
 
 @pytest.mark.parametrize("chapter", [None, *BOOK])
 def test_the_committed_books_boxes_say_their_results(chapter):
-    sentences = findings.findings_sentences(BOOK, chapter)
-    box = findings.findings_box(BOOK, chapter)
+    # the book's box speaks of the files decided together, as the report and the intro read them
+    results = book_results(BOOK)[0] if chapter is None else BOOK
+    sentences = findings.findings_sentences(results, chapter)
+    box = findings.findings_box(results, chapter)
     assert fmt.comparison_errors(box) == []
     assert 2 <= len(sentences) <= 6
-    scope = BOOK if chapter is None else {chapter: BOOK[chapter]}
+    scope = results if chapter is None else {chapter: results[chapter]}
     claims = {cid: c for r in scope.values() for cid, c in r["claims"].items()}
     # the counts: each claim once, whatever the chapters wrote twice
     primaries = [c for c in claims.values() if not (c.get("test") or {}).get("alias_of")]
@@ -221,3 +256,16 @@ def test_the_report_flags_another_commit_a_later_run_and_a_page_from_another_run
     assert flags["03_c"] == ["ran after this page started"]
     assert flags["04_d"] == ["its page comes from another run than its results file (the page "
                              "ended 1.0 h before the file was written)"]
+
+
+def test_a_chapter_run_from_uncommitted_changes_is_not_called_another_commit():
+    from copkit.results import run_flags
+
+    sha, other = "c2c41e65eb2bedea99ff", "ded15c4e1fbd0000"
+    results = {"01_a": {"commit": f"{sha}-dirty"}, "02_b": {"commit": sha},
+               "03_c": {"commit": f"{other}-dirty"}}
+    for page in (sha, f"{sha}-dirty"):
+        flags = run_flags(results, page, "2026-12-02T08:00:00+00:00")
+        assert flags["01_a"] == ["run from uncommitted changes on top of c2c41e65eb2b"]
+        assert flags["02_b"] == []  # the commit the page's own changes sit on
+        assert flags["03_c"] == ["another commit (ded15c4e1fbd with uncommitted changes)"]

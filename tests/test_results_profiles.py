@@ -550,3 +550,118 @@ def test_bars_off_follows_the_caller_and_tqdm_disable(monkeypatch):
     for on in ("", "0", "false", "False"):
         monkeypatch.setenv("TQDM_DISABLE", on)
         assert bars_off(True) is False
+
+
+# ---------------------------------------------------------------------------------------------
+# The book's one family, and values as a reader reads them
+
+
+def _raw_book(tmp_path: Path) -> dict:
+    """Two chapters' files as they were written at different times: 01_a decided its claim when
+    the book had 27 tested claims, 02_b when it had 24; together they hold 3. Claim a.near is
+    significant alone (p ~ 0.02) but not once Holm multiplies it: its chapter said "reproduced"."""
+    near = stats.one_sample([0.30, 0.32, 0.35, 0.33, 0.31, 0.36], 0.3)
+    null = stats.welch([1.0, 2.0, 3.0], [1.1, 2.2, 2.9])
+    a = {"a.near": tested(0.3, 1.0, near, "higher", "A is higher.", smallest=0.01),
+         "a.same": alias("a.near", 0.3, 1.0, "The same comparison read the other way.")}
+    b = {"b.null": tested(1.0, 1.0, null, "higher", "Null.", smallest=0.5),
+         "b.null2": tested(1.0, 1.0, null, "higher", "Null again.", smallest=0.5),
+         "b.open": claim("open", 1.0, "not testable", "Not here.")}
+    for chapter, claims, family in (("01_a", a, 27), ("02_b", b, 24)):
+        decided = decide(claims, chapter, tmp_path / "none")  # a family of its own
+        for c in decided.values():
+            if c.get("test"):
+                c["test"]["family"] = family
+        write_results(tmp_path, chapter, profile="smoke", device="cpu", seeds=[0],
+                      claims=decided, metrics={})
+    return read_results(tmp_path)
+
+
+def test_book_results_decide_every_file_over_one_family(tmp_path):
+    from copkit.results import book_results, family_size
+
+    raw = _raw_book(tmp_path)
+    assert raw["01_a"]["claims"]["a.near"]["test"]["family"] == 27
+    with pytest.raises(ValueError, match="families of \\[24, 27\\]"):
+        family_size(raw)
+    book, ran_with = book_results(raw)
+    assert family_size(book) == 3  # a.near, b.null, b.null2; the alias once, b.open untested
+    near = book["01_a"]["claims"]["a.near"]
+    # the smallest of three p's: Holm multiplies it by 3
+    assert near["test"]["p"] < book["02_b"]["claims"]["b.null"]["test"]["p"]
+    assert near["test"]["p_holm"] == pytest.approx(3 * near["test"]["p"])
+    assert near["verdict"] == "inconclusive" and book["01_a"]["claims"]["a.same"]["verdict"] == \
+        "inconclusive"
+    assert ran_with == {("01_a", "a.near"): "reproduced", ("01_a", "a.same"): "reproduced"}
+    # the raw files are left as they were; what is not a claim is kept
+    assert raw["01_a"]["claims"]["a.near"]["verdict"] == "reproduced"
+    assert book["02_b"]["profile"] == "smoke" and "test" not in book["02_b"]["claims"]["b.open"]
+
+
+def test_the_sd_of_equal_values_is_zero_not_float_noise():
+    from copkit.results import brief, mean_sd
+
+    knee = {"mean": 0.7799999999999999, "std": 1.3597399555105182e-16, "n": 3}
+    assert mean_sd(knee, 4, significant=True) == "0.7800 ± 0"
+    assert mean_sd(knee, 2) == "0.78 ± 0.00"
+    assert brief(knee) == "0.7800 ± 0 (n=3)"
+    # a real spread, however small beside the mean, is kept
+    assert mean_sd({"mean": 0.78, "std": 2e-9, "n": 3}, 4, significant=True) == "0.7800 ± 2.0e-9"
+
+
+def test_effect_scale_is_the_largest_number_a_test_states():
+    from copkit.results import effect_scale
+
+    assert effect_scale({"effect": -1.1e-16, "ci": [None, None], "margin": 0.07}) == 0.07
+    assert effect_scale({"effect": 2.0, "ci": [-1.0, 5.0], "paper_effect": -3.0}) == 5.0
+    assert effect_scale({"effect": float("nan"), "ci": None}) is None and effect_scale(None) is None
+
+
+@pytest.mark.parametrize("key, words", [
+    ("paper_late_share", "paper late share"), ("H_mask_late", "H_mask late"), ("L_r", "L_r"),
+    ("CMAR_collapse_minus_MAR_random", "CMAR collapse minus MAR random"), ("n", "n"),
+    ("(a) class mean", "(a) class mean"), ("0.5", "0.5"), ("spearman_after_0", "spearman after 0"),
+])
+def test_key_words(key, words):
+    from copkit.results import key_words
+
+    assert key_words(key) == words
+
+
+@pytest.mark.parametrize("value, kw, want", [
+    ({"paper_late_share": 0.2734, "from_step": 5676}, {},
+     "paper late share: 27.3%; from step: 5,676"),
+    ({"0.5": {"mutual_share": 0.7079, "edges_per_graph": 136.94, "acyclic_share": 0}}, {},
+     "0.5: (mutual share 70.8%, edges per graph 136.9, acyclic share 0.0%)"),
+    ({"MAR": {"mean": 169.973, "std": 8.211, "n": 3},
+      "CMAR": {"mean": 199.917, "std": 12.949, "n": 3}}, {"fid": True},
+     "MAR: 170.0 ± 8.2 (n=3); CMAR: 199.9 ± 12.9 (n=3)"),
+    ({"mean": 0.3633, "std": 0.0, "n": 1}, {}, "0.3633 (n=1)"),
+    ({"mean": 0.7799999999999999, "std": 1.3597399555105182e-16, "n": 3}, {}, "0.78 ± 0 (n=3)"),
+    ({"mean": 0.95, "std": 0.02, "n": 2000}, {}, "0.95 ± 0.020 (n=2,000)"),
+    ({"violation_rate": 0.005, "triples": 400, "ok": True}, {},
+     "violation rate: 0.5%; triples: 400; ok: yes"),
+    ({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}, {}, "a: 1; b: 2; c: 3; d: 4; …"),
+    ({"ours": ["CViT", "RViT"], "kendall_tau": 0.2}, {}, "ours: CViT, RViT; kendall tau: 0.2"),
+    ({"diff": {"test": "paired t", "effect": -1.951, "ci": [-2.313, -1.589], "p": 0.0019}}, {},
+     "diff: -1.95 (95% interval -2.31 to -1.59)"),
+    ({"residual": 1.494e-15, "big_share": 3.5}, {}, "residual: 1.494e-15; big share: 3.5"),
+    ("4.816 -> 4.267", {}, "4.816 → 4.267"),
+    (None, {}, "–"),
+])
+def test_readable_writes_keys_as_words_shares_as_percentages_and_fids_to_one_decimal(value, kw,
+                                                                                      want):
+    from copkit.results import readable
+
+    got = readable(value, **kw)
+    assert got == want
+    assert "{" not in got and "'" not in got
+
+
+def test_commit_text_says_a_dirty_tree():
+    from copkit.results import commit_text
+
+    assert commit_text("c2c41e65eb2bedea99ff-dirty") == "c2c41e65eb2b with uncommitted changes"
+    assert commit_text("c2c41e65eb2bedea99ff-dirty", code=True) == \
+        "`c2c41e65eb2b` with uncommitted changes"
+    assert commit_text("unknown") == "unknown"

@@ -3,8 +3,10 @@
 The chapters and the report compute their boxes when they run (``copkit.findings``); the
 introduction (``book/intro.md``) runs no code, so this tool writes the book's box there, between
 the lines ``<!-- findings:begin -->`` and ``<!-- findings:end -->`` (nothing else in the file is
-touched): :func:`copkit.findings.findings_box` over every results file in ``book/results``, with
-links only to the section labels the executed chapters in ``book/`` hold. ``make book`` and
+touched): :func:`copkit.findings.findings_box` over every results file in ``book/results``,
+decided over the whole book as the report decides them (:func:`copkit.results.book_results`: one
+Holm family, the same verdicts), with links only to the section labels the executed chapters in
+``book/`` hold. ``make book`` and
 ``make chapters`` run it after the chapters, beside ``tools/runtimes_text.py``; ``--check`` only
 compares, and exits 1 when the box differs from the results files
 (``tests/test_findings_text.py`` does that on every test run).
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from runtimes_text import report, rewrite_blocks  # noqa: E402
 
 from copkit.findings import findings_box  # noqa: E402
-from copkit.results import read_results, section_labels  # noqa: E402
+from copkit.results import book_results, read_results, section_labels  # noqa: E402
 
 #: the Markdown files that hold the book's box, relative to the repository
 FILES = ("book/intro.md",)
@@ -34,11 +36,13 @@ BEGIN, END = "<!-- findings:begin -->", "<!-- findings:end -->"
 
 
 def render(results_dir: Path, notebooks_dir: Path) -> str:
-    """The book's box from the results files in ``results_dir``, linking the sections that the
+    """The book's box from the results files in ``results_dir``, decided over the whole book as
+    the report decides them (:func:`copkit.results.book_results`), linking the sections that the
     executed notebooks in ``notebooks_dir`` define (a missing one is not linked)."""
-    results = read_results(results_dir)
-    if not results:
+    raw = read_results(results_dir)
+    if not raw:
         return f"No results files yet in `{results_dir.name}/`: run the chapters (`make book`)."
+    results, _ = book_results(raw)
     labels = set().union(*(section_labels(notebooks_dir / f"{ch}.ipynb") for ch in results))
     return findings_box(results, labels=labels)
 
