@@ -32,43 +32,43 @@ from copkit import fmt
 from copkit.findings import (
     VERDICT_LABELS,
     claim_counts,
+    claim_format,
     claim_name,
+    effect_cell,
     effect_text,
     findings_box,
     glue_box,
     key_claims,
+    ours_text,
     verdict_parts,
 )
 from copkit.results import (
     RUNTIME_READERS,
     VERDICTS,
-    book_verdicts,
-    brief,
+    book_results,
+    commit_text,
+    effect_scale,
+    family_size,
     git_commit,
     markdown_table,
     read_results,
     read_runtimes,
+    readable,
     run_flags,
     section_labels,
     test_text,
 )
 
 started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-results = read_results(results_dir)
-if not results:
+raw_results = read_results(results_dir)
+if not raw_results:
     raise FileNotFoundError(f"no results files in {Path(results_dir).resolve()}: execute the chapters first "
                             "(make chapters, or make book)")
 # The verdicts over the whole book, from every chapter's tests together (a chapter decided its own
 # against the other chapters' files as they were when it ran; where one of those changed since,
-# the verdict here is the one that counts, and the table marks the difference).
-book = book_verdicts(results)
-ran_with = {}
-for chapter, r in results.items():
-    for cid, row in book[chapter].items():
-        c = r["claims"][cid]
-        if c["verdict"] != row["verdict"]:
-            ran_with[chapter, cid] = c["verdict"]
-        c["verdict"], c["test"] = row["verdict"], row
+# the verdict here is the one that counts, and the tables mark the difference). The introduction's
+# box reads the same (tools/findings_text.py).
+results, ran_with = book_results(raw_results)
 TITLES = {"01_entropy": "1. Patch entropy", "02_comae": "2. CoMAE", "03_rank": "3. Patch ranking",
           "04_cmar": "4. CMAR", "05_cvit": "5. CViT", "06_report": "6. Report", "07_performance": "7. Performance"}
 labels = {chapter: section_labels(Path(notebooks_dir) / f"{chapter}.ipynb") for chapter in results}
@@ -124,21 +124,45 @@ display(Markdown(
 # (report-every-claim)=
 # ## Every claim
 #
-# Chapter by chapter: the paper's number, ours, the verdict and the section that shows it; the line
-# under each claim says why its verdict, with its test, and ends with the claim's id in the
-# results file.
+# Chapter by chapter: the claim, its verdict, the effect its test measured with the 95% interval,
+# the section that shows it and what we measured; the line under each claim gives the paper's
+# number, says why the verdict, with its test, and ends with the claim's id in the results file.
 
 # %% tags=["remove-input"]
-for chapter, r in results.items():
-    rows = [[claim_name(cid), brief(c["paper"]), brief(c["ours"]), f"**{VERDICT_LABELS.get(c['verdict'], c['verdict'])}**",
-             shown_in(chapter, c),
-             c["why"] + ("" if c.get("test") is None else f" (the same test as: {claim_name(c['test']['alias_of'])})"
-                         if c["test"].get("alias_of") else f" ({test_text(c['test'])})") + f" Id: `{cid}`."]
+def verdict_cell(chapter: str, cid: str, c: dict) -> str:
+    """The verdict in bold, and the chapter's own where the book's differs."""
+    text = f"**{VERDICT_LABELS.get(c['verdict'], c['verdict'])}**"
+    if (chapter, cid) in ran_with:
+        text += f" (the chapter, run before: {ran_with[chapter, cid]})"
+    return text
+
+
+def why_cell(cid: str, c: dict) -> str:
+    """The paper's number, the claim's reason with its test (or the claim it repeats), its id;
+    an FID's test to one decimal."""
+    t = c.get("test")
+    digits = 1 if claim_format(cid).is_fid else 2
+    how = ("" if t is None else f" (the same test as: {claim_name(t['alias_of'])})"
+           if t.get("alias_of") else f" ({test_text(t, digits)})")
+    return f"The paper: {readable(c['paper'])}. {c['why']}{how} Id: `{cid}`."
+
+
+def claims_table(chapter: str, r: dict) -> str:
+    """One chapter's claims: claim, verdict, effect (95% interval), shown in, ours, and the
+    line under them (a claims-table)."""
+    rows = [[claim_name(cid), verdict_cell(chapter, cid, c), effect_cell(cid, c.get("test")),
+             shown_in(chapter, c), ours_text(cid, c["ours"]), why_cell(cid, c)]
             for cid, c in r["claims"].items()]
+    return markdown_table(["claim", "verdict", "effect (95% interval)", "shown in", "ours", "why"],
+                          rows, css_class="claims-table")
+
+
+for chapter, r in results.items():
     display(Markdown(
-        f"### {TITLES.get(chapter, chapter)}\n\nProfile `{r['profile']}` on `{r['device']}`, seeds {r['seeds']}, "
-        f"commit `{r['commit'][:12]}`; [the chapter]({chapter}.ipynb) shows every number below with its figure.\n\n"
-        + markdown_table(["claim", "paper", "ours", "verdict", "shown in", "why"], rows, css_class="claims-table")))
+        f"### {TITLES.get(chapter, chapter)}\n\nProfile `{r['profile']}` on `{r['device']}`, "
+        f"seeds {', '.join(map(str, r['seeds']))}, commit {commit_text(r['commit'], code=True)}; "
+        f"[the chapter]({chapter}.ipynb) shows every number below with its figure.\n\n"
+        + claims_table(chapter, r)))
 
 # %% [markdown]
 # (report-tests)=
@@ -149,30 +173,51 @@ for chapter, r in results.items():
 # detect with 80% power at the level Holm asks of the strongest claim.
 
 # %% tags=["remove-input"]
-rows, raw = [], []
-for chapter, r in results.items():
-    for cid, c in r["claims"].items():
-        t = c.get("test")
-        if t is None or t.get("alias_of"):
-            continue
-        lo, hi = t["ci"] or (None, None)
-        mde = t.get("mde_family")
-        rows.append([claim_name(cid), fmt.signed(t.get("paper_effect"), digits=3), fmt.signed(t["effect"], digits=3),
-                     fmt.MISSING if lo is None or hi is None
-                     else f"[{fmt.signed(lo, digits=3)}, {fmt.signed(hi, digits=3)}]",
-                     f"{t['test']} ({t['n'] if not isinstance(t['n'], list) else ' + '.join(map(str, t['n']))} {t['unit']})",
-                     fmt.pvalue(t["p"]), fmt.pvalue(t["p_holm"]), fmt.sig(mde, 3), f"**{VERDICT_LABELS.get(c['verdict'], c['verdict'])}**"
-                     + (f" (the chapter, run before: {ran_with[chapter, cid]})" if (chapter, cid) in ran_with else "")])
-        raw.append((t.get("paper_effect"), mde))
-family = next((c["test"]["family"] for r in results.values() for c in r["claims"].values() if c.get("test")), 0)
-n_seen = sum(1 for paper, mde in raw if paper is not None and mde is not None and abs(paper) >= mde)
-n_paper = sum(1 for paper, mde in raw if paper is not None and mde is not None)
-display(Markdown(
-    markdown_table(["claim", "paper's effect", "ours", "95% interval", "test", "p", "Holm p", "detectable (80%)",
-                    "verdict"], rows, css_class="dense-table")
-    + f"\n\n{family} tested claims form the family; of the {n_paper} whose paper states an effect in our units and whose "
-      f"test has a standard error, the paper's effect is at least the detectable one for {n_seen}: for the others an "
-      "inconclusive verdict says that our seeds are too few to see an effect of the paper's size, not that it is absent."))
+def tests_rows(results: dict) -> list[list[str]]:
+    """One row per tested claim (aliases left out), each number in its claim's units and
+    decimals (FIDs to one decimal: copkit.findings.ClaimName.show)."""
+    rows = []
+    for chapter, r in results.items():
+        for cid, c in r["claims"].items():
+            t = c.get("test")
+            if t is None or t.get("alias_of"):
+                continue
+            entry, scale = claim_format(cid), effect_scale(t)
+            lo, hi = t["ci"] or (None, None)
+            mde = t.get("mde_family")
+            n = (f"{' + '.join(map(str, t['n']))} {t['unit']}" if isinstance(t["n"], list)
+                 else fmt.counted(t["n"], t["unit"]))
+            rows.append([
+                claim_name(cid), entry.show(t.get("paper_effect"), unit=False),
+                entry.show(t["effect"], relative_to=scale),
+                fmt.MISSING if lo is None or hi is None
+                else f"[{entry.show(lo, unit=False, relative_to=scale)}, "
+                     f"{entry.show(hi, unit=False, relative_to=scale)}]",
+                f"{t['test']} ({n})", fmt.pvalue(t["p"]), fmt.pvalue(t["p_holm"]),
+                entry.show(mde, unit=False, relative_to=scale).lstrip("+"),
+                verdict_cell(chapter, cid, c)])
+    return rows
+
+
+def tests_table(results: dict) -> str:
+    """The tests table, and what the family and the detectable effects say."""
+    raw = [(c["test"].get("paper_effect"), c["test"].get("mde_family"))
+           for r in results.values() for c in r["claims"].values()
+           if c.get("test") and not c["test"].get("alias_of")]
+    n_seen = sum(1 for paper, mde in raw
+                 if paper is not None and mde is not None and abs(paper) >= mde)
+    n_paper = sum(1 for paper, mde in raw if paper is not None and mde is not None)
+    header = ["claim", "paper's effect", "ours", "95% interval", "test", "p", "Holm p",
+              "detectable (80%)", "verdict"]
+    return (markdown_table(header, tests_rows(results), css_class="dense-table")
+            + f"\n\n{family_size(results) or 0} tested claims form the family; of the {n_paper} "
+              "whose paper states an effect in our units and whose test has a standard error, "
+              f"the paper's effect is at least the detectable one for {n_seen}: for the others "
+              "an inconclusive verdict says that our seeds are too few to see an effect of the "
+              "paper's size, not that it is absent.")
+
+
+display(Markdown(tests_table(results)))
 
 # %% [markdown]
 # (report-base-models)=
@@ -274,13 +319,14 @@ for stem, pm in pages.items():
                  "this page" if nb_path.stem == "06_report"  # its notebook on disk is the previous run's
                  else str(pm["end_time"])[:16].replace("T", " ") if pm.get("end_time") else fmt.MISSING,
                  f"`{ran}`" if ran else fmt.MISSING, f"`{r['device']}`" if r.get("device") else fmt.MISSING,
-                 fmt.minutes(seconds), f"`{r['commit'][:12]}`" if r.get("commit") else fmt.MISSING,
+                 fmt.minutes(seconds), commit_text(r["commit"], code=True) if r.get("commit") else fmt.MISSING,
                  "; ".join(flags.get(nb_path.stem, [])) or ("none" if nb_path.stem in flags else fmt.MISSING)])
 flagged = [TITLES.get(ch, ch) for ch, f in flags.items() if f]
 display(Markdown(markdown_table(["chapter", "executed (UTC)", "profile", "device", "minutes", "commit", "flagged"], rows,
                                 css_class="dense-table")
-                 + f"\n\nThis page ran at commit `{commit[:12]}`. "
-                 + (f"**Flagged**: {fmt.listing(flagged)}, which ran at another commit, after this page started, or "
+                 + f"\n\nThis page ran at commit {commit_text(commit, code=True)}. "
+                 + (f"**Flagged**: {fmt.listing(flagged)}, which ran at another commit or from uncommitted changes, "
+                    "after this page started, or "
                     "in another run than the page the site shows (the column says which); the numbers above are their "
                     "results files' as this page read them." if flagged else "No chapter is flagged: each ran at this page's commit, before it, "
                     "in the run whose page the site shows.")
