@@ -240,7 +240,7 @@ else:
 # %% [markdown]
 # ## What the paper's setting costs
 #
-# The configurations in `configs/paper/` at the paper's sizes (ImageNet 256, the KL-16 tokens,
+# The configurations in `configs/paper/` at the paper's sizes (ImageNet 256, the KL-16 {term}`tokens <token>`,
 # CoMAE 12 + 12 blocks, MAR-B, ViT-B/16). For each, one training step at a small batch was timed
 # and its FLOPs counted on the device above; both scale linearly to the configured batch and
 # number of steps. The hours on this device are that measurement extrapolated; the H200 hours
@@ -289,7 +289,7 @@ display(Markdown(markdown_table(
 # %% [markdown]
 # ## The CViT classifier at fewer tokens
 #
-# Images per second of the {term}`CViT` classifier keeping 100%, 50% and 22% of the 49 patch {term}`tokens <token>`, measured in one interleaved
+# Images per second of the {term}`CViT` classifier keeping 100%, 50% and 22% of the 49 patch tokens, measured in one interleaved
 # run, beside the ratio of whole-forward FLOPs: the speed-up that counting FLOPs predicts. A
 # measured speed-up can exceed it, when the shorter sequence's activations fit the caches better.
 
