@@ -100,6 +100,7 @@ unit: data
 smoke: data
 	$(PY) -m copkit pretrain --config smoke --data-dir .scratch/data --out .scratch/data/pretrained --results .scratch/book/results/pretrained.json
 	$(PY) tools/run_chapters.py --profile smoke --device $(DEVICE) --jobs $(JOBS) --out .scratch/book --data-dir .scratch/data
+	COPKIT_SMOKE_BOOK=.scratch/book $(PY) -m pytest -q -p no:cacheprovider tests/test_book_pages.py -k smoke_run
 
 # The committed book must build without a warning; built into .scratch/site, not book/_build.
 site-check: setup
