@@ -83,7 +83,8 @@ P, dev = book.profile, book.device
 # Exact entropies need float64: on Apple's MPS (no float64) the chapter computes
 # on the CPU.
 calc = dev if dev.type == "cuda" else torch.device("cpu")
-print(f"profile={P.name} ({P.description}); computing on {calc}")
+print(f"profile={P.name} ({P.description})")
+print(f"computing on {calc}")
 
 # %% [markdown]
 # ## Images as tokens
@@ -93,7 +94,7 @@ print(f"profile={P.name} ({P.description}); computing on {calc}")
 # on a 16 x 16 grid; ours have the same dimension on a smaller grid, and are plain pixels, so the
 # picture of a token is the token.
 
-# %% mystnb={"figure": {"caption": "One Fashion-MNIST test image per class, cut into the 7 x 7 grid of 4 x 4-pixel patches that are the tokens of every chapter.", "name": "fig-ch1-patch-grid"}, "image": {"alt": "Ten small grey-scale clothing images, from T-shirt to ankle boot, each overlaid with an orange 7 by 7 grid."}}
+# %%
 p = PATCH
 train_x, train_y = load_fashion_mnist("train", limit=P.entropy.fit_images)
 test_x, test_y = load_fashion_mnist("test")
@@ -103,6 +104,7 @@ N, d = tokens.shape[1:]
 print(f"{fmt.count(train_x.shape[0])} training images -> tokens {tuple(tokens.shape)}: "
       f"N={N} tokens of d={d} on a {grid[0]}x{grid[1]} grid")
 
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "One Fashion-MNIST test image per class, cut into the 7 x 7 grid of 4 x 4-pixel patches that are the tokens of every chapter.", "name": "fig-ch1-patch-grid"}, "image": {"alt": "Ten small grey-scale clothing images, from T-shirt to ankle boot, each overlaid with an orange 7 by 7 grid."}}
 fig, axes = viz.panel_grid(2, 5)
 for c, ax in enumerate(axes.flat):
     img = test_x[(test_y == c).nonzero()[0, 0]]
