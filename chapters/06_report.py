@@ -4,7 +4,7 @@
 # *Source:* [`chapters/06_report.py`](../chapters/06_report.py), a jupytext script: open it in JupyterLab as a
 # notebook, or run it with `python tools/run_chapters.py 06_report --profile smoke` (into `.scratch/book/smoke/`).
 #
-# Every claim of the paper that a chapter tested, with its verdict and the effect we measured.
+# Every claim of the paper that a chapter tested, with its verdict and the {term}`effect` we measured.
 # Nothing here is typed by hand: this page reads the results files the chapters wrote
 # (`book/results/<chapter>.json`), and how each verdict is reached is set out at the end.
 
@@ -87,7 +87,7 @@ def shown_in(chapter: str, c: dict) -> str:
 # ## The paper's headline claims
 #
 # The claims the chapters mark as the ones that matter most, where the paper fails first: the
-# verdict, the claim, then the effect we measured with its 95% interval, and the section that
+# verdict, the claim, then the effect we measured with its {term}`95% interval`, and the section that
 # shows it.
 
 # %% tags=["remove-input"]
@@ -106,7 +106,7 @@ display(Markdown("\n".join(lines)))
 # %% [markdown]
 # ## How the claims came out, by chapter
 #
-# Each claim counted once: a claim that repeats another's test (an alias) is counted with it.
+# Each claim counted once: a claim that repeats another's test (an {term}`alias`) is counted with it.
 
 # %% tags=["remove-input"]
 counts = {ch: claim_counts(r["claims"].values()) for ch, r in results.items()}
@@ -169,8 +169,8 @@ for chapter, r in results.items():
 # ## The tests, and what they could detect
 #
 # Every tested claim: the paper's effect in our units where it states one, ours with its 95%
-# interval, the test, the raw and the Holm-adjusted p, and the smallest effect the test could
-# detect with 80% power at the level Holm asks of the strongest claim.
+# interval, the test, the raw and the {term}`Holm`-adjusted p, and the smallest effect the test could
+# detect with 80% {term}`power` at the level Holm asks of the strongest claim.
 
 # %% tags=["remove-input"]
 def tests_rows(results: dict) -> list[list[str]]:
@@ -272,10 +272,10 @@ else:
 #   model (or one seed's fine-tunes of the same base) is measured two ways, {term}`Welch's t-test <Welch>`
 #   where the two sides are independent trainings, a {term}`one-sample t-test` against the paper's number,
 #   or an {term}`equivalence test` where the claim is that two numbers are equal within a stated margin.
-#   Each test gives an {term}`effect` in the claim's units with a {term}`95% interval` (over seeds or over test
+#   Each test gives an effect in the claim's units with a 95% interval (over seeds or over test
 #   images, whichever the replicates are; the table says which).
 # - All tested claims of the book form one family. Their {term}`p-values <p-value>` are adjusted together with
-#   {term}`Holm`'s step-down correction, which keeps the chance of *any* false verdict in the book under 5%.
+#   Holm's step-down correction, which keeps the chance of *any* false verdict in the book under 5%.
 # - **reproduced**: the effect has the paper's direction (or lies within the margin) and its
 #   Holm-adjusted p is below 0.05. **not reproduced**: the opposite, equally significant.
 #   **inconclusive**: anything else; a sign that is not significant decides nothing.
@@ -284,9 +284,9 @@ else:
 #   **negligible**: where the chapter stated with a directional claim the smallest effect that
 #   would matter, and the claim's whole 95% interval lies inside it; it does not support the paper.
 # - A claim that two statements of the paper make with one comparison is counted once (an
-#   {term}`alias`). Claims decided by an exact computation (an identity checked to rounding, a FLOP
+#   alias). Claims decided by an exact computation (an identity checked to rounding, a FLOP
 #   count, a counterexample) carry no test; claims this scale cannot test say so.
-# - Beside each test: the smallest true effect it could have detected with 80% {term}`power` at the level
+# - Beside each test: the smallest true effect it could have detected with 80% power at the level
 #   Holm asks of the strongest claim (0.05 divided by the number of tested claims), from its own
 #   standard error, next to the paper's effect in the same units. Where the paper's effect is
 #   smaller, our seeds could not have seen it, and "inconclusive" means exactly that.
