@@ -49,27 +49,13 @@ SCRIPT = '<script defer src="_static/mathjax/tex-chtml.js"></script>'
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
 @pytest.mark.skipif(_mathjax_dir() is None, reason="sphinx-mathjax-offline is not installed")
 def test_math_facts_in_chromium(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     (tmp_path / "_static").mkdir()
     (tmp_path / "_static" / "mathjax").symlink_to(_mathjax_dir())
     (tmp_path / "good.html").write_text(PAGE.format(script=SCRIPT, extra=""))
     (tmp_path / "no-mathjax.html").write_text(PAGE.format(script="", extra=""))
     (tmp_path
      / "stray.html").write_text(PAGE.format(script=SCRIPT, extra=": a raw $\\alpha_i$ left over"))
-    server, base = check_site.serve(tmp_path)
-    facts = {}
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=check_site.CHROMIUM_ARGS,
-                                        headless=True)
-            page = browser.new_page()
-            for name in ("good", "no-mathjax", "stray"):
-                page.goto(f"{base}{name}.html", wait_until="load")
-                facts[name] = page.evaluate(check_site.MATH_FACTS, 3000)
-            browser.close()
-    finally:
-        server.shutdown()
+    facts = _facts(tmp_path, ("good", "no-mathjax", "stray"), check_site.MATH_FACTS, 3000)
     assert facts["good"] == {"count": 2, "typeset": 2, "raw": [], "stray": [], "waited": "typeset"}
     assert check_site.math_failures("good.html", facts["good"], must_have=True) == []
     assert (facts["no-mathjax"]["typeset"] == 0
@@ -143,9 +129,10 @@ article.bd-article {{ width: 700px; padding: 0 20px; box-sizing: content-box; }}
 
 @pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason="no Chromium")
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
-def _layout_facts(folder: Path, names: tuple[str, ...], images: bool = False) -> dict:
-    """check_site.LAYOUT_FACTS of each page ``<name>.html`` of ``folder``, served and read in
-    Chromium at 1280 px (after every image has loaded, with ``images``)."""
+def _facts(folder: Path, names: tuple[str, ...], script: str, *arg, images: bool = False) -> dict:
+    """``script`` (one of check_site's page scripts, with ``arg``) evaluated on each page
+    ``<name>.html`` of ``folder``, served and read in Chromium at 1280 px (after every image has
+    loaded, with ``images``), as tools/check_site.py reads the built site."""
     from playwright.sync_api import sync_playwright
 
     server, base = check_site.serve(folder)
@@ -159,11 +146,16 @@ def _layout_facts(folder: Path, names: tuple[str, ...], images: bool = False) ->
                 page.goto(f"{base}{name}.html", wait_until="load")
                 if images:
                     page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-                facts[name] = page.evaluate(check_site.LAYOUT_FACTS)
+                facts[name] = page.evaluate(script, *arg)
             browser.close()
     finally:
         server.shutdown()
     return facts
+
+
+def _layout_facts(folder: Path, names: tuple[str, ...], images: bool = False) -> dict:
+    """check_site.LAYOUT_FACTS of each page ``<name>.html`` of ``folder`` (:func:`_facts`)."""
+    return _facts(folder, names, check_site.LAYOUT_FACTS, images=images)
 
 
 def test_layout_facts_in_chromium_and_the_book_css_makes_tables_and_code_fit(tmp_path):
