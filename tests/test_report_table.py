@@ -14,9 +14,9 @@ from copkit.results import book_results, effect_scale, read_results, readable
 ROOT = Path(__file__).resolve().parents[1]
 BOOK, _ = book_results(read_results(ROOT / "book" / "results"))
 CLAIMS = [(cid, c) for r in BOOK.values() for cid, c in r["claims"].items()]
-# keys of ours whose values are residuals of exact identities, measured down to rounding: those
-# are printed in scientific form on purpose (copkit.fmt.sig below TINY)
-RESIDUALS = re.compile(r"residual|abs diff|relative spread")
+# scientific form is for tiny magnitudes only (residuals of exact identities measured down to
+# rounding, tolerances such as 1e-6: copkit.fmt.sig below TINY), never for an ordinary number
+SCIENTIFIC = re.compile(r"(?<![\w.])[-+]?\d(?:\.\d+)?e[-+]?\d+")
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?%?")
 
 
@@ -40,11 +40,10 @@ def test_every_claims_cells_follow_the_number_rule(cid, c):
     for cell in (effect, ours, paper):
         assert not re.search(r"[{}\[\]]|': |\": ", cell), (cid, cell)  # no reprs
         assert not re.search(r"(?<![\w.])-0(?:\.0*)?(?![\d.])", cell), (cid, cell)  # no -0
-    # no scientific notation in an effect; in ours only for an identity's residual
+    # no scientific notation in an effect; in ours only for tiny magnitudes
     assert "e-" not in effect and "e+" not in effect, (cid, effect)
-    for part in ours.split("; "):
-        if re.search(r"\de-?\d", part):
-            assert RESIDUALS.search(part), (cid, part)
+    for tok in SCIENTIFIC.findall(ours):
+        assert abs(float(tok)) < fmt.TINY, (cid, tok, ours)
     if findings.claim_format(cid).is_fid:
         # FIDs and FID differences to one decimal
         for tok in _numbers(effect) + _numbers(ours):
