@@ -90,11 +90,11 @@ lint: setup
 	$(PY) -m ruff check .
 
 # After `data`: some tests read the real Fashion-MNIST. One process per core (pytest-xdist;
-# TEST_JOBS=0 runs them in this process, e.g. to step into a test with a debugger). loadgroup keeps
-# the tests of an xdist_group (test_dist, test_faults: one costly module fixture each) on one
-# worker, so the fixture is made once and not once per worker.
+# TEST_JOBS=0 runs them in this process, e.g. to step into a test with a debugger). loadfile keeps
+# each test file on one worker, so a costly module fixture (test_dist's 10 trainings, test_faults'
+# reference run) is made once, not once per worker and again after another file's tests.
 unit: data
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 # Every chapter at smoke into .scratch/book (trained runs in .scratch/data): book/ and data/ are never touched.
 smoke: data

@@ -18,10 +18,6 @@ from test_cli import TINY_COMAE, make_image_folder, write
 from copkit.checkpoint import load_tensors
 from copkit.cli import main
 
-# The module's fixture makes 10 trainings and rankings: its tests share one xdist worker
-# (`pytest --dist loadgroup`, as `make unit` runs), so the fixture runs once, not once per worker.
-pytestmark = pytest.mark.xdist_group("dist")
-
 DATA = "data: {{source: imagefolder, root: {imgs}, image_size: 32}}\n"
 
 

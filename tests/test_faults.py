@@ -28,9 +28,6 @@ from copkit.io import fault_point, folder_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Four tests compare against one module-scoped reference run: they share one xdist worker
-# (`pytest --dist loadgroup`, as `make unit` runs), so the reference is made once, not per worker.
-pytestmark = pytest.mark.xdist_group("faults")
 
 #: a pretraining config much smaller than pretrain-smoke.yaml: the classifier, 8 steps
 TINY_PRETRAIN = """name: tiny
