@@ -114,11 +114,7 @@ site-check: setup
 check-site: site-check
 	$(PY) tools/check_site.py .scratch/site/_build/html --out .scratch/site-check
 
-# unit, smoke and site-check share no files, so they run at once (-j3, each job's lines whole):
-# the single-threaded stretches of one (the smoke base models, the Sphinx build, the last tests of
-# a pytest worker) use the core another leaves idle.
-test: lint
-	$(MAKE) --no-print-directory -j3 -Oline unit smoke site-check
+test: lint unit smoke site-check
 	@echo "make test: all passed"
 
 # Collapse orders of all 70,000 Fashion-MNIST images from the profile's saved CoMAE (resumable):
