@@ -99,6 +99,20 @@ class ClaimName:
             text = fmt.signed(v, digits=2)
         return text + (self.unit if unit else "")
 
+    def interval(self, test: Mapping[str, Any]) -> str | None:
+        """A test's 95% interval as this claim prints it, without its unit ("+10.0 to +15.6",
+        float noise relative to :func:`copkit.results.effect_scale` as 0); None without one.
+
+        >>> ClaimName("x", "y", decimals=1).interval({"effect": 12.78, "ci": [10.0, 15.56]})
+        '+10.0 to +15.6'
+        """
+        lo, hi = test.get("ci") or (None, None)
+        if lo is None or hi is None:
+            return None
+        scale = effect_scale(test)
+        return (f"{self.show(lo, unit=False, relative_to=scale)} to "
+                f"{self.show(hi, unit=False, relative_to=scale)}")
+
 
 _POINTS = {"decimals": 1, "unit": " points"}
 _SHARE = {"scale": 100.0, "decimals": 1, "unit": " points"}
@@ -311,16 +325,14 @@ def effect_text(cid: str, test: Mapping[str, Any] | None) -> str | None:
     entry = CLAIM_NAMES.get(cid)
     if test is None or entry is None or entry.effect is None or test.get("effect") is None:
         return None
-    lo, hi = test.get("ci") or (None, None)
-    scale = effect_scale(test)
-    interval = ("no interval" if lo is None or hi is None
-                else f"95% interval {entry.show(lo, unit=False, relative_to=scale)} to "
-                     f"{entry.show(hi, unit=False, relative_to=scale)}")
+    ends = entry.interval(test)
+    interval = "no interval" if ends is None else f"95% interval {ends}"
     n = test.get("n")
     over = (f" over {fmt.listing(str(k) for k in n)} {test.get('unit', '')}".rstrip()
             if isinstance(n, (list, tuple)) else
             f" over {fmt.counted(n, test.get('unit', ''))}" if n is not None else "")
-    text = f"{entry.effect} is {entry.show(test['effect'], relative_to=scale)} ({interval}){over}"
+    text = (f"{entry.effect} is {entry.show(test['effect'], relative_to=effect_scale(test))} "
+            f"({interval}){over}")
     if test.get("paper_effect") is not None:
         text += f", the paper's {entry.show(test['paper_effect'])}"
     return text
@@ -337,13 +349,10 @@ def effect_cell(cid: str, test: Mapping[str, Any] | None) -> str:
     """
     if test is None or test.get("effect") is None:
         return fmt.MISSING
-    entry, scale = claim_format(cid), effect_scale(test)
-    lo, hi = test.get("ci") or (None, None)
-    text = entry.show(test["effect"], relative_to=scale)
-    if lo is not None and hi is not None:
-        text += (f" ({entry.show(lo, unit=False, relative_to=scale)} to "
-                 f"{entry.show(hi, unit=False, relative_to=scale)})")
-    return text
+    entry = claim_format(cid)
+    ends = entry.interval(test)
+    return (entry.show(test["effect"], relative_to=effect_scale(test))
+            + ("" if ends is None else f" ({ends})"))
 
 
 def ours_text(cid: str, ours: Any) -> str:

@@ -36,7 +36,8 @@ import math
 import re
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "ZERO_TOL", "snap", "num", "sig", "signed", "fid", "pvalue", "share",
+__all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "ZERO_TOL", "snap", "num", "sig", "signed", "fid",
+           "pvalue", "share",
            "count", "counted", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
            "ranking_moves", "tally", "by_sign", "trend"]
 
