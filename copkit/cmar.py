@@ -1,4 +1,4 @@
-"""MAR and CMAR: masked autoregressive generation of continuous tokens with a per-token diffusion
+r"""MAR and CMAR: masked autoregressive generation of continuous tokens with a per-token diffusion
 head, in a random order (MAR, Li et al. 2024) or in the collapse order (CMAR, the paper's Sec. 3.3).
 
 A small MAR that keeps what makes MAR what it is (the conventions of MAR's official code,
@@ -9,18 +9,20 @@ https://github.com/LTH14/mar):
   first. A collapse order (best patch first, :func:`copkit.rank.collapse_order`) therefore enters
   CMAR reversed (:func:`mar_order`): its best patches sit at the tail.
 - **training** (:meth:`MAR.loss`): one mask ratio per batch from a truncated normal on
-  [``mask_ratio_min``, 1] (mode 1, scale 0.25); the first ``ceil(N r)`` entries of each order are
-  masked; an MAE-style encoder sees the class-embedding buffer and the visible tokens, a decoder
-  adds mask tokens; 10% of labels are replaced by a learned fake class (for CFG); the diffusion
-  loss is taken on masked tokens only, each repeated ``diffusion_batch_mul`` times with fresh noise.
+  [``mask_ratio_min``, 1] (mode 1, scale 0.25); the first :math:`\lceil N r \rceil` entries of
+  each order are masked; an MAE-style encoder sees the class-embedding buffer and the visible
+  tokens, a decoder adds mask tokens; 10% of labels are replaced by a learned fake class (for
+  CFG); the diffusion loss is taken on masked tokens only, each repeated ``diffusion_batch_mul``
+  times with fresh noise.
 - **DiffLoss** (:class:`copkit.diffloss.DiffLoss`): an AdaLN residual MLP per token conditioned on
   the decoder output, a cosine noise schedule over 1000 steps (:mod:`copkit.diffusion`), epsilon
   prediction.
-- **generation** (:meth:`MAR.sample`): MAR's cosine schedule over S steps (after step s,
-  ``floor(N cos(pi/2 (s+1)/S))`` tokens stay masked, at least one is revealed per step), a linear
-  CFG schedule ``1 + (cfg_scale - 1)(N - mask_len)/N`` with MAR's ``mask_len`` (the tokens left
+- **generation** (:meth:`MAR.sample`): MAR's cosine schedule over :math:`S` steps (after step
+  :math:`s`, :math:`\lfloor N \cos(\tfrac{\pi}{2} \tfrac{s+1}{S}) \rfloor` tokens stay masked, at
+  least one is revealed per step), a linear CFG schedule :math:`1 + (w - 1)(N - m)/N` for the
+  guidance scale :math:`w` (``cfg_scale``) and MAR's ``mask_len`` :math:`m` (the tokens left
   masked after the step, at least 1: the last step, which reveals all, is guided with
-  ``1 + (cfg_scale - 1)(N - 1)/N``, never the full scale), DDPM sampling respaced to a few steps,
+  :math:`1 + (w - 1)(N - 1)/N`, never the full scale), DDPM sampling respaced to a few steps,
   temperature on the per-step noise. CMAR's order at generation time is an argument: any (B, N)
   order, or an ``adapt`` callback that re-orders the still-hidden patches after every step.
 
@@ -134,9 +136,9 @@ def sample_mask_ratio(generator: torch.Generator | None = None, minimum: float =
 
 
 def masked_count(n_tokens: int, mask_ratio: float) -> int:
-    """How many of ``n_tokens`` a training step at ``mask_ratio`` hides: ``ceil(N r)``, at least
-    one and at most all (:meth:`MAR.loss`); the rest, the tail of the order, is what the model
-    sees.
+    r"""How many of :math:`N` = ``n_tokens`` a training step at mask ratio :math:`r` =
+    ``mask_ratio`` hides: :math:`\lceil N r \rceil`, at least one and at most all
+    (:meth:`MAR.loss`); the rest, the tail of the order, is what the model sees.
 
     >>> masked_count(49, 0.78), 49 - masked_count(49, 0.78), masked_count(49, 0.0)
     (39, 10, 1)
@@ -148,9 +150,11 @@ def masked_count(n_tokens: int, mask_ratio: float) -> int:
 
 
 def masked_count_after(step: int, steps: int, n_tokens: int, masked_now: int) -> int:
-    """How many tokens stay masked after generation step ``step`` of ``steps`` (MAR's cosine
-    schedule): ``floor(N cos(pi/2 (step+1)/steps))``, clamped so that every step reveals at least
-    one token and, before the last step, leaves at least one masked. The last step reveals all."""
+    r"""How many tokens stay masked after generation step :math:`s` = ``step`` of :math:`S` =
+    ``steps`` (MAR's cosine schedule):
+    :math:`\lfloor N \cos(\tfrac{\pi}{2} \tfrac{s+1}{S}) \rfloor`, clamped so that every step
+    reveals at least one token and, before the last step, leaves at least one masked. The last step
+    reveals all."""
     if step >= steps - 1:
         return 0
     m = math.floor(n_tokens * math.cos(math.pi / 2 * (step + 1) / steps))
@@ -175,13 +179,14 @@ def reveal_schedule(n_tokens: int, steps: int) -> list[int]:
 
 
 def cfg_schedule(cfg_scale: float, masked: int, n_tokens: int, kind: str = "linear") -> float:
-    """MAR's guidance scale at a step after which ``masked`` tokens stay hidden: ``linear`` grows
-    with the revealed tokens, ``1 + (cfg_scale - 1)(N - masked)/N``; ``constant`` is ``cfg_scale``.
+    r"""MAR's guidance scale at a step after which :math:`m` = ``masked`` tokens stay hidden:
+    ``linear`` grows with the revealed tokens, :math:`1 + (w - 1)(N - m)/N` for the full scale
+    :math:`w` = ``cfg_scale``; ``constant`` is ``cfg_scale``.
 
     MAR's ``sample_tokens`` passes its ``mask_len``, the count its next step keeps masked, which is
     clamped to at least 1 even on the last step (where every token is revealed all the same), so
     MAR never guides with the full ``cfg_scale``: its last step uses
-    ``1 + (cfg_scale - 1)(N - 1)/N``.
+    :math:`1 + (w - 1)(N - 1)/N`.
     :meth:`MAR.sample` passes ``max(masked_count_after(...), 1)``, which is that ``mask_len``."""
     if kind == "linear":
         return 1.0 + (cfg_scale - 1.0) * (n_tokens - masked) / n_tokens

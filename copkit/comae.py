@@ -1,29 +1,32 @@
-"""CoMAE, the Collapse Masked Autoencoder (the paper's Sec. 3.1, Eq. 2-7, Sec. 8).
+r"""CoMAE, the Collapse Masked Autoencoder (the paper's Sec. 3.1, Eq. 2-7, Sec. 8).
 
-For a target patch n of an image with tokens e_1..e_N:
+For a target patch :math:`n` of an image with tokens :math:`e_1, \dots, e_N`:
 
-- the **selector** f (Eq. 2) reads every token but e_n, is told which patch is the target by a
-  learned embedding q_n, and outputs a mask w_n in [0, 1]^N: how much each other patch is needed;
-- **noise injection** (Eq. 3-4) keeps token i in proportion a_i = exp(-(1 - w_ni)^2 / (2 sigma^2))
-  and replaces the rest by Gaussian noise: e^m_i = a_i e_i + (1 - a_i) eps_i;
-- the **reconstructor** g (Eq. 5) predicts e_n from the noise-injected tokens, again told the
-  target by its own q_n;
-- losses: L_r = ||e_n - e*_n||_1 (Eq. 5), the contrastive L_c over the masks of one image's
-  targets (Eq. 6, learnable temperature), L = L_r + 0.01 L_c; the mask entropy H_mask (Eq. 7)
-  measures polarisation.
+- the **selector** :math:`f` (Eq. 2) reads every token but :math:`e_n`, is told which patch is the
+  target by a learned embedding :math:`q_n`, and outputs a mask :math:`w_n \in [0, 1]^N`: how much
+  each other patch is needed;
+- **noise injection** (Eq. 3-4) keeps token :math:`i` in proportion
+  :math:`a_i = \exp\left(-(1 - w_{ni})^2 / (2\sigma^2)\right)` and replaces the rest by Gaussian
+  noise: :math:`e^m_i = a_i e_i + (1 - a_i)\,\epsilon_i`;
+- the **reconstructor** :math:`g` (Eq. 5) predicts :math:`e_n` from the noise-injected tokens,
+  again told the target by its own :math:`q_n`;
+- losses: :math:`L_r = \lVert e_n - e^*_n \rVert_1` (Eq. 5), the contrastive :math:`L_c` over the
+  masks of one image's targets (Eq. 6, learnable temperature), :math:`L = L_r + 0.01\,L_c`; the
+  mask entropy :math:`H_\text{mask}` (Eq. 7) measures polarisation.
 
 Both networks are small ViTs built from timm's ``EvaBlock`` with 2-D rotary position embeddings
 (timm's ``RotaryEmbeddingCat``) on the token grid, a leading [cls] (f) or [tgt cls] (g) token that
-is not rotated, and the target token removed from the sequence, so nothing of e_n can reach w_n or
-e*_n. Choices the paper leaves open, made here and stated in Chapter 2:
+is not rotated, and the target token removed from the sequence, so nothing of :math:`e_n` can
+reach :math:`w_n` or :math:`e^*_n`. Choices the paper leaves open, made here and stated in
+Chapter 2:
 
 - widths: the paper gives encoder 64 / decoder 256 (Sec. 4) and 256 / 64 (Sec. 8); we follow
   Sec. 4 (the trained models), a narrow selector and a wider reconstructor, as config fields;
-- "tanh normalisation into [0, 1]" is read as (tanh(x) + 1) / 2;
-- q_n is added to the [cls] / [tgt cls] token; f and g each own their q (the alternation then
-  updates disjoint parameter sets);
-- the entry w_nn (the target itself) means nothing: it is excluded from L_c's similarities and
-  from H_mask, and set to 0 by :meth:`CoMAE.masks`;
+- "tanh normalisation into [0, 1]" is read as :math:`(\tanh x + 1) / 2`;
+- :math:`q_n` is added to the [cls] / [tgt cls] token; f and g each own their q (the alternation
+  then updates disjoint parameter sets);
+- the entry :math:`w_{nn}` (the target itself) means nothing: it is excluded from :math:`L_c`'s
+  similarities and from :math:`H_\text{mask}`, and set to 0 by :meth:`CoMAE.masks`;
 - Eq. 6 over all N targets of an image costs N forward passes per image; a config field
   ``targets_per_image`` (K) samples K distinct targets per image and applies Eq. 6 to those K
   masks (K = N is the paper's loss).
@@ -97,28 +100,29 @@ class CoMAEConfig:
     dec_heads: int = 4
     mlp_ratio: float = 4.0
     head_depth: int = 4  #: residual layers of g's output MLP ("a four-layer residual MLP")
-    #: Eq. 4 steepness (not given by the paper); w = 0 keeps exp(-1/(2 sigma^2)) of a token: 36% at
-    #: 0.7. Not 0.4 (4% kept): there f, which moves faster than g, could close the one informative
-    #: patch before g had learned to use it, and g then saw too little of it ever to learn (L_r
-    #: stayed at the level of predicting 0) - training stuck. Measured on the planted mirror (4 x 4
-    #: grid, lambda_c 1, 400 steps, 3 seeds x 2 mirror directions): the mirror has the largest
-    #: weight for median 69% of targets (worst 37%) at 0.7, vs 24% (worst 0%) at 0.4 and
-    #: 53% (worst 31%) at 1.0.
+    #: Eq. 4 steepness :math:`\sigma` (not given by the paper); :math:`w = 0` keeps
+    #: :math:`\exp(-1/(2\sigma^2))` of a token: 36% at 0.7. Not 0.4 (4% kept): there f, which moves
+    #: faster than g, could close the one informative patch before g had learned to use it, and g
+    #: then saw too little of it ever to learn (:math:`L_r` stayed at the level of predicting 0) -
+    #: training stuck. Measured on the planted mirror (4 x 4 grid, lambda_c 1, 400 steps, 3 seeds x
+    #: 2 mirror directions): the mirror has the largest weight for median 69% of targets (worst 37%)
+    #: at 0.7, vs 24% (worst 0%) at 0.4 and 53% (worst 31%) at 1.0.
     sigma: float = 0.7
-    #: weight of L_c in L = L_r + lambda_c L_c: 0.01 is the paper's. The shipped CoMAEs use 1: on
-    #: the planted 6 x 6 mirror with K = N, every mask opens at 0.01 and at 0.1 and the partner is
-    #: found at chance, at 1 it is found (Chapter 2, ``data/pretrained/planted-sweep.json``).
+    #: weight :math:`\lambda_c` of :math:`L_c` in :math:`L = L_r + \lambda_c L_c`: 0.01 is the
+    #: paper's. The shipped CoMAEs use 1: on the planted 6 x 6 mirror with K = N, every mask opens
+    #: at 0.01 and at 0.1 and the partner is found at chance, at 1 it is found (Chapter 2,
+    #: ``data/pretrained/planted-sweep.json``).
     lambda_c: float = 0.01
-    tau_init: float = 0.1  #: initial temperature of Eq. 6 (learned)
+    tau_init: float = 0.1  #: initial temperature :math:`\tau` of Eq. 6 (learned)
     #: a floor under the learned temperature (CLIP clamps its logit scale the same way; not in the
     #: paper). Learned freely, the temperature only shrinks, and once every pair of masks differs a
     #: little L_c is near 0 and stops pressing the masks apart (see Chapter 2).
     tau_min: float = field(default=0.0, metadata={"hash_if_set": True})
-    #: K targets sampled per image per step (K = N: the paper's Eq. 6). With K = 8 of 36 a mask only
-    #: has to differ from 7 others, and a few extra open patches drawn at random make it differ as
-    #: well as the partner alone does: on the planted mirror the partner then has the largest weight
-    #: for 43% of targets. With K = N (on 4 images per step, the same work) it has for 82-85%
-    #: (Chapter 2).
+    #: :math:`K` targets sampled per image per step (:math:`K = N`: the paper's Eq. 6). With
+    #: :math:`K = 8` of 36 a mask only has to differ from 7 others, and a few extra open patches
+    #: drawn at random make it differ as well as the partner alone does: on the planted mirror the
+    #: partner then has the largest weight for 43% of targets. With :math:`K = N` (on 4 images per
+    #: step, the same work) it has for 82-85% (Chapter 2).
     targets_per_image: int = 8
     contrastive: bool = True  #: False: the ablation without L_c (Table 1)
     #: training steps at the start in which only g learns (f keeps its initial, nearly uniform
@@ -141,20 +145,20 @@ class CoMAEConfig:
     #: knows where it is.
     pos_embed: bool = field(default=False, metadata={"hash_if_set": True})
     #: The mask value f starts from: its output weights are drawn small (std 0.02) and its bias set
-    #: to atanh(2 m - 1) (not in the paper, which does not say how f starts). 0 leaves PyTorch's
-    #: default initialisation, masks near 0.5. While g trains alone (``g_warmup_steps``) it sees the
-    #: patches through these masks: near 0.5 each is half drowned in noise, and on the planted flip
-    #: truth a g that learned little by then left f to settle on one mirror for every image. At 0.9,
-    #: with the mask budget ``lambda_w`` 2, the paper's selector reads the image on all 3 seeds
-    #: (Chapter 2).
+    #: to :math:`\operatorname{atanh}(2m - 1)` (not in the paper, which does not say how f starts).
+    #: 0 leaves PyTorch's default initialisation, masks near 0.5. While g trains alone
+    #: (``g_warmup_steps``) it sees the patches through these masks: near 0.5 each is half drowned
+    #: in noise, and on the planted flip truth a g that learned little by then left f to settle on
+    #: one mirror for every image. At 0.9, with the mask budget ``lambda_w`` 2, the paper's selector
+    #: reads the image on all 3 seeds (Chapter 2).
     mask_init: float = field(default=0.0, metadata={"hash_if_set": True})
-    #: weight of a mask budget, lambda_w times the mean mask value over the patches other than the
-    #: target, added to f's loss (not in the paper, whose L = L_r + lambda_c L_c has no term against
-    #: keeping a patch open). Without it, keeping open every patch that some image needs costs
-    #: nothing: on the planted flip truth f keeps both mirrors open for every image and ignores
-    #: which one this image uses, a fixed mask (Chapter 2). 0: the paper's loss. 1 leaves both
-    #: mirrors open on some seeds, 4 closes both, 2 (with ``mask_init`` 0.9) finds the partner on
-    #: every seed.
+    #: weight :math:`\lambda_w` of a mask budget, :math:`\lambda_w` times the mean mask value over
+    #: the patches other than the target, added to f's loss (not in the paper, whose
+    #: :math:`L = L_r + \lambda_c L_c` has no term against keeping a patch open). Without it,
+    #: keeping open every patch that some image needs costs nothing: on the planted flip truth f
+    #: keeps both mirrors open for every image and ignores which one this image uses, a fixed mask
+    #: (Chapter 2). 0: the paper's loss. 1 leaves both mirrors open on some seeds, 4 closes both, 2
+    #: (with ``mask_init`` 0.9) finds the partner on every seed.
     lambda_w: float = field(default=0.0, metadata={"hash_if_set": True})
     #: steps over which the mask budget rises linearly from 0 to ``lambda_w``, counted from the end
     #: of the g warm-up (not in the paper; 0: the full budget from the first step of f). Charged
@@ -183,7 +187,8 @@ def others_index(n_tokens: int, device: torch.device | str | None = None) -> Ten
 
 
 def noise_keep(w: Tensor, sigma: float) -> Tensor:
-    """Eq. 4: a = exp(-(1 - w)^2 / (2 sigma^2)), the share of a token kept for mask value w.
+    r"""Eq. 4: :math:`a = \exp\left(-(1 - w)^2 / (2\sigma^2)\right)`, the share of a token kept for
+    mask value :math:`w`.
 
     Example:
         >>> noise_keep(torch.tensor([1.0, 0.0]), sigma=0.5).tolist()[0]
@@ -195,20 +200,20 @@ def noise_keep(w: Tensor, sigma: float) -> Tensor:
 
 
 def inject_noise(tokens: Tensor, a: Tensor, noise: Tensor) -> Tensor:
-    """Eq. 3: e^m_i = a_i e_i + (1 - a_i) eps_i, with ``a`` (..., L) broadcast over the
-    token dim."""
+    r"""Eq. 3: :math:`e^m_i = a_i e_i + (1 - a_i)\,\epsilon_i`, with ``a`` (..., L) broadcast over
+    the token dim."""
     a = a.unsqueeze(-1)
     return a * tokens + (1.0 - a) * noise
 
 
 def reconstruction_loss(target: Tensor, predicted: Tensor) -> Tensor:
-    """L_r = ||e_n - e*_n||_1 (Eq. 5): the L1 norm over the token's d values, averaged over
-    the batch."""
+    r""":math:`L_r = \lVert e_n - e^*_n \rVert_1` (Eq. 5): the L1 norm over the token's :math:`d`
+    values, averaged over the batch."""
     return (target - predicted).abs().sum(-1).mean()
 
 
 def contrastive_loss(w: Tensor, targets: Tensor, tau: Tensor) -> Tensor:
-    """Eq. 6 for the masks of K targets of each image.
+    r"""Eq. 6 for the masks of K targets of each image.
 
     Args:
         w: (B, K, N) masks of K targets per image.
@@ -217,8 +222,14 @@ def contrastive_loss(w: Tensor, targets: Tensor, tau: Tensor) -> Tensor:
         tau: the (learned) temperature.
 
     Returns:
-        (1/K) sum_i -log( exp(sim(w_i, w_i)/tau) / sum_j exp(sim(w_i, w_j)/tau) ), averaged over
-        images, with sim the cosine similarity.
+        The mean over images of
+
+        .. math::
+
+            \frac1K \sum_i -\log \frac{\exp(\operatorname{sim}(w_i, w_i)/\tau)}
+                {\sum_j \exp(\operatorname{sim}(w_i, w_j)/\tau)},
+
+        with :math:`\operatorname{sim}` the cosine similarity.
     """
     own = F.one_hot(targets, w.shape[-1]).bool()
     v = F.normalize(w.masked_fill(own, 0.0), dim=-1, eps=1e-8)
@@ -228,11 +239,12 @@ def contrastive_loss(w: Tensor, targets: Tensor, tau: Tensor) -> Tensor:
 
 
 def mask_entropy(w: Tensor, targets: Tensor | None = None) -> Tensor:
-    """Eq. 7: H_mask = -(1/M) sum_i sum_j w^i_j log w^i_j over M masks (..., N).
+    r"""Eq. 7: :math:`H_\text{mask} = -\frac1M \sum_i \sum_j w^i_j \log w^i_j` over :math:`M` masks
+    (..., N).
 
     ``targets`` (matching the leading dims of ``w``) excludes each mask's own entry; masks from
-    :meth:`CoMAE.masks` already hold 0 there (0 log 0 = 0). Lower means more polarised; the
-    largest value, every entry at 1/e, is (N - 1)/e.
+    :meth:`CoMAE.masks` already hold 0 there (:math:`0 \log 0 = 0`). Lower means more polarised;
+    the largest value, every entry at :math:`1/e`, is :math:`(N - 1)/e`.
     """
     terms = torch.special.xlogy(w, w)
     if targets is not None:
@@ -240,24 +252,25 @@ def mask_entropy(w: Tensor, targets: Tensor | None = None) -> Tensor:
     return -terms.sum(-1).mean()
 
 
-#: Inverse-frequency base of :func:`grid_rope`: per axis, the head's bands are 100^(-k / bands),
-#: k = 0 .. bands - 1 (DINOv3's base for [-1, 1] coordinates; for a head of 16: 1, 0.32, 0.1, 0.03
-#: rad per unit of coordinate).
+#: Inverse-frequency base of :func:`grid_rope`: per axis, the head's bands are
+#: :math:`100^{-k / \mathrm{bands}}`, :math:`k = 0, \dots, \mathrm{bands} - 1` (DINOv3's base for
+#: [-1, 1] coordinates; for a head of 16: 1, 0.32, 0.1, 0.03 rad per unit of coordinate).
 ROPE_TEMPERATURE = 100.0
 
 
 def grid_rope(head_dim: int, grid: tuple[int, int]) -> Tensor:
-    """The 2-D rotary table (N, 2 * head_dim) of a token grid: [sin | cos], timm's
+    r"""The 2-D rotary table (N, 2 * head_dim) of a token grid: [sin | cos], timm's
     ``RotaryEmbeddingCat`` layout for ``EvaBlock``.
 
     Each axis's coordinates are spread evenly over [-1, 1] (timm's ``grid_type="pixel"``) and
     rotated by inverse-frequency bands of at most 1 rad per unit (``in_pixels=False``,
-    :data:`ROPE_TEMPERATURE`), so the angle between the two ends of an axis is at most 2 rad < pi
-    for every band and every grid size: the rotary similarity of two positions (the sum over bands
-    of cos of their angle difference) falls strictly with their distance along a row or a column.
-    timm's default for ``in_pixels=False`` puts integer coordinates on bands up to 1 rad per
-    *patch*, which wraps past pi within 4 patches: on a 7 x 7 grid, column 0 was more similar to
-    column 6 (0.946) than to column 1 (0.884), so a far patch looked near to attention.
+    :data:`ROPE_TEMPERATURE`), so the angle between the two ends of an axis is at most
+    :math:`2\ \mathrm{rad} < \pi` for every band and every grid size: the rotary similarity of two
+    positions (the sum over bands of cos of their angle difference) falls strictly with their
+    distance along a row or a column. timm's default for ``in_pixels=False`` puts integer
+    coordinates on bands up to 1 rad per *patch*, which wraps past :math:`\pi` within 4 patches: on
+    a 7 x 7 grid, column 0 was more similar to column 6 (0.946) than to column 1 (0.884), so a far
+    patch looked near to attention.
 
     Example:
         >>> rope = grid_rope(16, (7, 7))
@@ -370,14 +383,19 @@ class _GridViT(nn.Module):
 
 
 class Selector(_GridViT):
-    """f (Eq. 2): w_n = f({e_i}_{i != n}; q_n) in [0, 1]^N.
+    r""":math:`f` (Eq. 2): :math:`w_n = f(\{e_i\}_{i \ne n}; q_n) \in [0, 1]^N`.
 
-    The logits are read as :attr:`CoMAEConfig.readout` says. ``"cls"`` (the paper's Sec. 8) maps the
-    [cls] output h_0 linearly to N logits: x_i = u_i . h_0 + b_i, one learned vector u_i per
-    position. ``"token"`` adds a pointer term from patch i's own output h_i,
-    x_i = u_i . h_0 + b_i + (W_q h_0) . (W_k h_i) / sqrt(width), so that where a content sits in
-    this image can raise its logit. W_k starts at 0, so an untrained "token" selector is the
-    literal one.
+    The logits are read as :attr:`CoMAEConfig.readout` says. ``"cls"`` (the paper's Sec. 8) maps
+    the [cls] output :math:`h_0` linearly to :math:`N` logits, :math:`x_i = u_i \cdot h_0 + b_i`,
+    one learned vector :math:`u_i` per position. ``"token"`` adds a pointer term from patch
+    :math:`i`'s own output :math:`h_i`,
+
+    .. math::
+
+        x_i = u_i \cdot h_0 + b_i + (W_q h_0) \cdot (W_k h_i) / \sqrt{\mathrm{width}},
+
+    so that where a content sits in this image can raise its logit. :math:`W_k` starts at 0, so an
+    untrained "token" selector is the literal one.
     """
 
     def __init__(self, cfg: CoMAEConfig) -> None:
@@ -394,10 +412,11 @@ class Selector(_GridViT):
             nn.init.zeros_(self.point_k.weight)
 
     def logits(self, tokens: Tensor, target: Tensor) -> Tensor:
-        """The pre-normalisation outputs x of f: w = (tanh(x) + 1) / 2. (B, N)
+        r"""The pre-normalisation outputs :math:`x` of :math:`f`: :math:`w = (\tanh x + 1) / 2`.
+        (B, N)
 
-        The map is increasing, so x orders the entries of a mask exactly as w does, also where
-        w has saturated at 1 in floating point.
+        The map is increasing, so :math:`x` orders the entries of a mask exactly as :math:`w` does,
+        also where :math:`w` has saturated at 1 in floating point.
         """
         keep = self.others[target]
         if self.readout == "cls":
@@ -430,7 +449,8 @@ class _ResidualMLP(nn.Module):
 
 
 class Reconstructor(_GridViT):
-    """g (Eq. 5): e*_n = g({e^m_i}_{i != n}; q_n), from the noise-injected tokens."""
+    r""":math:`g` (Eq. 5): :math:`e^*_n = g(\{e^m_i\}_{i \ne n}; q_n)`, from the noise-injected
+    tokens."""
 
     def __init__(self, cfg: CoMAEConfig) -> None:
         super().__init__(cfg, cfg.dec_width, cfg.dec_depth, cfg.dec_heads)
@@ -447,7 +467,8 @@ _COMPILED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDiction
 
 
 class CoMAE(nn.Module):
-    """The selector f, the reconstructor g and the temperature of Eq. 6.
+    r"""The selector :math:`f`, the reconstructor :math:`g` and the temperature :math:`\tau` of
+    Eq. 6.
 
     ``f_parameters()`` (f and the temperature) and ``g_parameters()`` are disjoint: the training
     alternates between them batch by batch.
@@ -473,14 +494,14 @@ class CoMAE(nn.Module):
 
     # ---------------------------------------------------------------- the equations
     def select(self, tokens: Tensor, target: Tensor) -> Tensor:
-        """Eq. 2: the mask w_n (B, N) of target ``target`` (B,) for tokens (B, N, d)."""
+        """Eq. 2: the mask :math:`w_n` (B, N) of target ``target`` (B,) for tokens (B, N, d)."""
         return self.f(tokens, target)
 
     def reconstruct(self, tokens: Tensor, target: Tensor, w: Tensor, noise: Tensor) -> Tensor:
-        """Eq. 3-5: inject noise into every token but the target as the mask says, then predict it.
+        r"""Eq. 3-5: inject noise into every token but the target as the mask says, then predict it.
 
-        ``noise`` (B, N, d) is eps of Eq. 3 (standard normal), passed in so that a caller controls
-        the randomness. Returns e*_n (B, d).
+        ``noise`` (B, N, d) is :math:`\epsilon` of Eq. 3 (standard normal), passed in so that a
+        caller controls the randomness. Returns :math:`e^*_n` (B, d).
         """
         keep = self.g.others[target]  # (B, N-1)
         a = noise_keep(torch.gather(w, 1, keep), self.cfg.sigma)
@@ -489,7 +510,7 @@ class CoMAE(nn.Module):
 
     @property
     def tau(self) -> Tensor:
-        """exp(log_tau), the temperature of Eq. 6, not below ``cfg.tau_min``."""
+        r""":math:`\tau` = ``exp(log_tau)``, the temperature of Eq. 6, not below ``cfg.tau_min``."""
         return self.log_tau.exp().clamp(min=self.cfg.tau_min)
 
     def budget_weight(self, step: int) -> float:
@@ -501,7 +522,8 @@ class CoMAE(nn.Module):
 
     def losses(self, tokens: Tensor, generator: torch.Generator, grad_f: bool = True,
                shard: Shard | None = None, lambda_w: float | None = None) -> dict[str, Tensor]:
-        """L_r, L_c, L = L_r + lambda_c L_c and H_mask on a batch of images (B, N, d).
+        r""":math:`L_r`, :math:`L_c`, :math:`L = L_r + \lambda_c L_c` and :math:`H_\text{mask}` on a
+        batch of images (B, N, d).
 
         K = ``cfg.targets_per_image`` distinct targets are drawn per image. With ``grad_f=False``
         the masks are computed without gradient (a step of g). With a ``shard``
@@ -542,7 +564,8 @@ class CoMAE(nn.Module):
     @torch.inference_mode()
     def masks(self, tokens: Tensor, chunk: int | None = None, autocast: bool = False,
               logits: bool = False, compiled: bool = False) -> Tensor:
-        """The masks of every target of every image: (B, N, N), row n = w_n, diagonal 0.
+        """The masks of every target of every image: (B, N, N), row :math:`n` is :math:`w_n`,
+        diagonal 0.
 
         All N targets of ``chunk`` images go through f as one batch of chunk * N sequences (no
         Python loop over targets); ``chunk`` bounds the memory (None: :func:`masks_chunk` of the
@@ -618,16 +641,16 @@ def masks_chunk(device: torch.device | str) -> int:
 
 # -------------------------------------------------------------------- training (copkit.train)
 def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
-    """The alternating step of CoMAE for :func:`copkit.train.train`.
+    r"""The alternating step of CoMAE for :func:`copkit.train.train`.
 
     ``tokens`` is anything indexed by a tensor of image indices that gives (B, N, d) tokens: a
     tensor, or a :class:`copkit.tokenizer.TokenSource` over images read from disk.
 
     The first ``cfg.g_warmup_steps`` steps update g only; after them, even steps update f (and
-    the temperature) with L = L_r + lambda_c L_c, the reconstructor held fixed, and odd steps
-    update g with L_r, the masks computed without gradient. Two AdamW optimisers
-    (keys ``"f"`` and ``"g"``) rather than one with frozen groups: each keeps moments and weight
-    decay for its own network only, so a network is left exactly as it was on the other's steps.
+    the temperature) with :math:`L = L_r + \lambda_c L_c`, the reconstructor held fixed, and odd
+    steps update g with :math:`L_r`, the masks computed without gradient. Two AdamW optimisers (keys
+    ``"f"`` and ``"g"``) rather than one with frozen groups: each keeps moments and weight decay for
+    its own network only, so a network is left exactly as it was on the other's steps.
     """
     device = next(model.parameters()).device
     part = process_shard(batch_size)
@@ -647,8 +670,8 @@ def comae_step_fn(model: CoMAE, tokens: Tensor, batch_size: int, seed: int):
 
 @torch.no_grad()
 def evaluate(model: CoMAE, tokens: Tensor, seed: int = 0, bins: int = 20) -> dict:
-    """Validation numbers for a batch of images (B, N, d): L_r with every target, H_mask and a
-    histogram of the off-diagonal mask values of :meth:`CoMAE.masks`.
+    r"""Validation numbers for a batch of images (B, N, d): :math:`L_r` with every target,
+    :math:`H_\text{mask}` and a histogram of the off-diagonal mask values of :meth:`CoMAE.masks`.
 
     The noise of Eq. 3 is drawn from a fixed generator, so values at different steps compare.
     """
@@ -767,7 +790,7 @@ def mirror_hits(model: CoMAE, tokens: Tensor, grid_w: int, skip_centre: bool = T
     """The share of targets whose largest mask value (read before the [0, 1] squashing, so without
     ties) is on the target's mirror patch, on mirror-symmetric ``tokens`` (B, N, d) of a grid
     ``grid_w`` wide; ``skip_centre`` leaves out the targets on a centre column (their own mirror).
-    Chance is 1 / (N - 1)."""
+    Chance is :math:`1 / (N - 1)`."""
     n = tokens.shape[1]
     top = model.masks(tokens, logits=True).argmax(-1).cpu()
     mirror = hflip_index(n, grid_w)

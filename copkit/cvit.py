@@ -1,4 +1,4 @@
-"""CViT: classifying from the top of the collapse order (the paper's Sec. 3.4, Table 5, Fig. 8).
+r"""CViT: classifying from the top of the collapse order (the paper's Sec. 3.4, Table 5, Fig. 8).
 
 A timm :class:`~timm.models.vision_transformer.VisionTransformer` is used as it is (its patch
 embedding, position embedding, blocks, norm and head); :func:`forward_keep` only removes patch
@@ -17,7 +17,7 @@ The paper's four models and one pruning baseline, as :class:`CViTConfig` ``train
   (:class:`PrunedViT`). It is not DynamicViT: see that class for the differences.
 
 The drop ratio of a training batch follows a "cosine annealing schedule favouring low ratios"
-(Sec. 3.4), read here as ``r = r_max (1 - cos(pi u / 2))`` with ``u ~ U(0, 1)``
+(Sec. 3.4), read here as :math:`r = r_{\max}\,(1 - \cos(\pi u / 2))` with :math:`u \sim U(0, 1)`
 (:func:`sample_drop_ratio`, density :func:`drop_ratio_pdf`).
 
 Evaluation over mask ratios (the sweep, AuC and the knee) is in :mod:`copkit.curves`; FLOPs,
@@ -76,7 +76,8 @@ PAPER_TABLE5: dict[str, dict[str, float]] = {
 }
 #: Where the paper reads CViT's knee off its Fig. 8 (Sec. 5), the mask ratio and top-1 (%) there.
 PAPER_KNEE = {"mask_ratio": 0.78, "top1": 70.6}
-#: The paper's attention saving at 22% of the patches kept, in % (Sec. 5), which is 1 - 0.22 ** 2.
+#: The paper's attention saving at 22% of the patches kept, in % (Sec. 5), which is
+#: :math:`1 - 0.22^2`.
 PAPER_ATTENTION_SAVING = 95.16
 
 
@@ -118,7 +119,7 @@ class CViTConfig:
     mlp_ratio: float = 4.0
     train_drop: str = "collapse"
     schedule: str = "cosine"
-    max_drop: float = 0.99  #: r_max: the largest drop ratio drawn in training (Sec. 3.4: 0-99%)
+    max_drop: float = 0.99  #: :math:`r_{\max}`: the largest training drop ratio (Sec. 3.4: 0-99%)
     #: random horizontal flip, orders flipped alongside (copkit.tokens.flip_order)
     flip: bool = True
     #: random translation of each batch by up to ``shift`` pixels (zero-filled), the base ViT's
@@ -192,8 +193,8 @@ def make_vit(cfg: CViTConfig, weights: str | Path | None = None) -> nn.Module:
 
 
 def n_keep(ratio: float, n_tokens: int = N_TOKENS) -> int:
-    """Patch tokens kept when a fraction ``ratio`` is masked (Sec. 3.4, Table 5's mask ratios):
-    round((1 - ratio) N), at least 1.
+    r"""Patch tokens kept when a fraction ``ratio`` is masked (Sec. 3.4, Table 5's mask ratios):
+    :math:`\operatorname{round}((1 - \text{ratio})\,N)`, at least 1.
 
     >>> [n_keep(r) for r in (0.0, 0.3, 0.5, 0.78, 0.99)]
     [49, 34, 25, 11, 1]
@@ -271,8 +272,14 @@ def forward_keep(vit: nn.Module, images: Tensor, keep: Tensor | None = None) -> 
 
 # ------------------------------------------------------------------------- the drop-ratio schedule
 def drop_ratio_pdf(r: np.ndarray | float, max_drop: float = 0.99) -> np.ndarray:
-    """Density of :func:`sample_drop_ratio`'s cosine schedule (Sec. 3.4): with s = r / r_max,
-    p(r) = 2 / (pi r_max sqrt(s (2 - s))) on (0, r_max], largest near 0 (low ratios favoured)."""
+    r"""Density of :func:`sample_drop_ratio`'s cosine schedule (Sec. 3.4): with
+    :math:`s = r / r_{\max}` (:math:`r_{\max}` = ``max_drop``),
+
+    .. math::
+
+        p(r) = \frac{2}{\pi\,r_{\max} \sqrt{s\,(2 - s)}} \quad \text{on } (0, r_{\max}],
+
+    largest near 0 (low ratios favoured)."""
     s = np.asarray(r, dtype=float) / max_drop
     inside = (s > 0) & (s <= 1)
     out = np.zeros_like(s)
@@ -281,24 +288,26 @@ def drop_ratio_pdf(r: np.ndarray | float, max_drop: float = 0.99) -> np.ndarray:
 
 
 def drop_ratio_cdf(r: np.ndarray | float, max_drop: float = 0.99) -> np.ndarray:
-    """P(ratio <= r) of the cosine schedule (Sec. 3.4): (2 / pi) arccos(1 - r / r_max), clipped to
-    [0, 1]."""
+    r""":math:`P(\text{ratio} \le r)` of the cosine schedule (Sec. 3.4):
+    :math:`\frac{2}{\pi} \arccos(1 - r / r_{\max})`, clipped to [0, 1]."""
     s = np.clip(np.asarray(r, dtype=float) / max_drop, 0.0, 1.0)
     return 2.0 / math.pi * np.arccos(1.0 - s)
 
 
 def sample_drop_ratio(n: int, generator: torch.Generator | None = None, max_drop: float = 0.99,
                       schedule: str = "cosine") -> Tensor:
-    """Drop ratios for ``n`` training batches (Sec. 3.4: "a cosine annealing schedule favouring low
+    r"""Drop ratios for ``n`` training batches (Sec. 3.4: "a cosine annealing schedule favouring low
     ratios" over 0-99%).
 
-    Our reading: a cosine annealing curve r(u) = r_max (1 - cos(pi u / 2)) rises slowly from 0 and
-    steeply towards r_max; evaluating it at a uniform u puts most mass at low ratios. Density
-    :func:`drop_ratio_pdf`, mean r_max (1 - 2 / pi) ~ 0.36 r_max, median r_max (1 - cos(pi / 4)) ~
-    0.29 r_max. ``"uniform"``: r = r_max u; ``"none"``: 0.
+    Our reading: a cosine annealing curve :math:`r(u) = r_{\max}\,(1 - \cos(\pi u / 2))`
+    (:math:`r_{\max}` = ``max_drop``) rises slowly from 0 and steeply towards :math:`r_{\max}`;
+    evaluating it at a uniform :math:`u` puts most mass at low ratios. Density
+    :func:`drop_ratio_pdf`, mean :math:`r_{\max}\,(1 - 2 / \pi) \approx 0.36\,r_{\max}`, median
+    :math:`r_{\max}\,(1 - \cos(\pi / 4)) \approx 0.29\,r_{\max}`. ``"uniform"``:
+    :math:`r = r_{\max}\,u`; ``"none"``: 0.
 
     Returns:
-        (n,) float64 ratios in [0, r_max].
+        (n,) float64 ratios in :math:`[0, r_{\max}]`.
 
     >>> r = sample_drop_ratio(100_000, torch.Generator().manual_seed(0))
     >>> round(r.mean().item(), 2), round(0.99 * (1 - 2 / math.pi), 2)  # the density's mean
@@ -331,8 +340,9 @@ def prune_stages(depth: int) -> tuple[int, ...]:
 
 
 def stage_counts(n_tokens: int, final: int, stages: int) -> list[int]:
-    """Tokens kept after each of ``stages`` pruning stages so that the last keeps ``final``:
-    DynamicViT's geometric schedule, N (final / N)^(s / S).
+    r"""Tokens kept after each of ``stages`` pruning stages so that the last keeps ``final``:
+    DynamicViT's geometric schedule, :math:`N\,(\mathrm{final} / N)^{s / S}` after stage
+    :math:`s` of :math:`S`.
 
     >>> stage_counts(49, 11, 3)
     [30, 18, 11]

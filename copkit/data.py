@@ -330,7 +330,7 @@ def load_fashion_mnist(
     limit: int | None = None,
     download: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Fashion-MNIST images in [-1, 1] and their labels.
+    r"""Fashion-MNIST images in [-1, 1] and their labels.
 
     Args:
         split: ``"train"`` (60,000), ``"test"`` (10,000) or ``"all"`` (train then test, 70,000).
@@ -338,8 +338,8 @@ def load_fashion_mnist(
         limit: keep only the first ``limit`` images.
 
     Returns:
-        The pair ``(images, labels)``: images float32 (n, 1, 28, 28), pixel / 127.5 - 1, and
-        labels int64 (n,), see :data:`CLASSES`.
+        The pair ``(images, labels)``: images float32 (n, 1, 28, 28),
+        :math:`\text{pixel} / 127.5 - 1`, and labels int64 (n,), see :data:`CLASSES`.
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")

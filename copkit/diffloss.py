@@ -1,11 +1,17 @@
-"""MAR's per-token diffusion head: the timestep embedding, the AdaLN residual MLP that predicts the
+r"""MAR's per-token diffusion head: the timestep embedding, the AdaLN residual MLP that predicts the
 noise, and :class:`DiffLoss`, the loss and sampler MAR puts on top of its decoder (MAR's
 ``models/diffloss.py``).
 
-A token x (d numbers) is modelled given the decoder's output z at its position: training noises x
-to x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps at a random t and regresses eps; sampling
-runs the reverse diffusion of :mod:`copkit.diffusion`, respaced to a few steps, with
-classifier-free guidance on the predicted noise and a temperature on the per-step noise.
+A token :math:`x` (:math:`d` numbers) is modelled given the decoder's output :math:`z` at its
+position: training noises :math:`x` to
+
+.. math::
+
+    x_t = \sqrt{\bar\alpha_t}\,x + \sqrt{1 - \bar\alpha_t}\,\epsilon
+
+at a random :math:`t` and regresses :math:`\epsilon`; sampling runs the reverse diffusion of
+:mod:`copkit.diffusion`, respaced to a few steps, with classifier-free guidance on the predicted
+noise and a temperature on the per-step noise.
 """
 
 from __future__ import annotations
@@ -89,9 +95,10 @@ class AdaLNMLP(nn.Module):
 
 
 class DiffLoss(nn.Module):
-    """The per-token diffusion loss and sampler of MAR: the denoiser predicts the noise of
-    x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps from (x_t, t, z); training draws t
-    uniformly per token and takes the mean squared error; sampling runs DDPM respaced.
+    r"""The per-token diffusion loss and sampler of MAR: the denoiser predicts the noise
+    :math:`\epsilon` of :math:`x_t = \sqrt{\bar\alpha_t}\,x + \sqrt{1 - \bar\alpha_t}\,\epsilon`
+    from :math:`(x_t, t, z)`; training draws :math:`t` uniformly per token and takes the mean
+    squared error; sampling runs DDPM respaced.
 
     With ``learn_sigma`` (as MAR) the denoiser also outputs ``v`` for the variance of each reverse
     step (:meth:`copkit.diffusion.Diffusion.learned_log_var`), trained by the variational bound
@@ -130,9 +137,9 @@ class DiffLoss(nn.Module):
     def sample(self, z: Tensor, steps: int = 100, temperature: float = 1.0, cfg_scale: float = 1.0,
                z_uncond: Tensor | None = None, generator: torch.Generator | None = None,
                clip: float | None = 1.0, noise: Tensor | None = None) -> Tensor:
-        """Tokens (M, d) for the conditions z (M, c). With ``z_uncond`` the noise prediction is
-        guided, eps = eps_u + cfg_scale (eps_c - eps_u) (``cfg_scale`` = 1 is the conditional
-        model).
+        r"""Tokens (M, d) for the conditions z (M, c). With ``z_uncond`` the noise prediction is
+        guided, :math:`\epsilon = \epsilon_u + s\,(\epsilon_c - \epsilon_u)` with :math:`s` =
+        ``cfg_scale`` (1 is the conditional model).
 
         The starting point and each step's noise are drawn from ``generator``, or taken from
         ``noise`` (K + 1, M, d) when given, K being the respaced steps (:meth:`noise_draws`)."""

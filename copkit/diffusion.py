@@ -1,16 +1,17 @@
-"""Gaussian diffusion for MAR's per-token head: the noise schedule, forward noising, the posterior,
+r"""Gaussian diffusion for MAR's per-token head: the noise schedule, forward noising, the posterior,
 respacing, and the variational-bound terms that train a learned variance.
 
 This is what MAR keeps in its ``diffusion/`` package (taken from improved DDPM, Nichol & Dhariwal
 2021), reduced to what a per-token head needs:
 
-- :func:`cosine_alpha_bar`: the cosine schedule alpha_bar(t);
+- :func:`cosine_alpha_bar`: the cosine schedule :math:`\bar\alpha(t)`;
 - :class:`Diffusion`: betas and their tables in float64, :meth:`~Diffusion.q_sample` (forward
   noising in closed form), :meth:`~Diffusion.posterior_mean` and the posterior variance,
   :meth:`~Diffusion.respaced` (a few spaced steps for sampling, :func:`spaced_steps`),
   :meth:`~Diffusion.learned_log_var` (improved DDPM's learned range), :meth:`~Diffusion.vb_bits`
-  (the L_vlb term) and :meth:`~Diffusion.p_step` (one reverse step);
-- :func:`gaussian_kl` and :func:`discretized_gaussian_log_likelihood`, the two pieces of L_vlb.
+  (the :math:`L_\text{vlb}` term) and :meth:`~Diffusion.p_step` (one reverse step);
+- :func:`gaussian_kl` and :func:`discretized_gaussian_log_likelihood`, the two pieces of
+  :math:`L_\text{vlb}`.
 
 The network that predicts the noise, and the loss built on it, are in :mod:`copkit.diffloss`.
 """
@@ -27,8 +28,9 @@ __all__ = ["cosine_alpha_bar", "spaced_steps", "Diffusion", "gaussian_kl",
 
 
 def cosine_alpha_bar(t: Tensor | float, steps: int = 1000, s: float = 0.008) -> Tensor:
-    """The cosine schedule (Nichol & Dhariwal 2021): alpha_bar(t) = f(t)/f(0), f(t) = cos^2(pi/2
-    (t/T + s)/(1 + s))."""
+    r"""The cosine schedule (Nichol & Dhariwal 2021): :math:`\bar\alpha(t) = f(t)/f(0)` with
+    :math:`f(t) = \cos^2\left(\frac{\pi}{2} \cdot \frac{t/T + s}{1 + s}\right)`, :math:`T` =
+    ``steps``."""
     t = torch.as_tensor(t, dtype=torch.float64)
     f = lambda u: torch.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
     return f(t) / f(torch.zeros((), dtype=torch.float64))
@@ -58,13 +60,14 @@ def spaced_steps(steps: int, k: int) -> list[int]:
 
 
 class Diffusion:
-    """A discrete Gaussian diffusion with the cosine schedule (MAR's DiffLoss uses 1000 steps to
+    r"""A discrete Gaussian diffusion with the cosine schedule (MAR's DiffLoss uses 1000 steps to
     train and a respaced subset to sample).
 
-    ``betas[t] = min(1 - alpha_bar(t+1)/alpha_bar(t), 0.999)`` for t = 0..T-1 and
-    ``alpha_bar_t = prod_{s<=t} (1 - betas[s])``. :meth:`respaced` keeps the ``k`` steps MAR keeps
-    (:func:`spaced_steps`) and recomputes betas from the kept alpha_bars, as improved DDPM's
-    ``SpacedDiffusion`` does.
+    ``betas`` holds :math:`\beta_t = \min(1 - \bar\alpha(t+1)/\bar\alpha(t),\ 0.999)` for
+    :math:`t = 0, \dots, T-1`, and ``alpha_bar`` holds
+    :math:`\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)`. :meth:`respaced` keeps the ``k`` steps
+    MAR keeps (:func:`spaced_steps`) and recomputes the betas from the kept :math:`\bar\alpha_t`,
+    as improved DDPM's ``SpacedDiffusion`` does.
     """
 
     def __init__(self, betas: Tensor, timesteps: Tensor | None = None) -> None:
@@ -102,16 +105,17 @@ class Diffusion:
         return len(self.betas)
 
     def respaced(self, k: int) -> "Diffusion":
-        """``k`` steps of this diffusion, those MAR keeps (:func:`spaced_steps`; k = steps: the same
-        diffusion). Each kept step's beta is 1 - alpha_bar / alpha_bar of the previous kept step."""
+        r"""``k`` steps of this diffusion, those MAR keeps (:func:`spaced_steps`; k = steps: the
+        same diffusion). Each kept step's :math:`\beta` is :math:`1 - \bar\alpha / \bar\alpha'`,
+        with :math:`\bar\alpha'` that of the previous kept step."""
         keep = torch.tensor(spaced_steps(self.steps, k))
         ab = self.alpha_bar[keep]
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
         return Diffusion(1 - ab / prev, self.timesteps[keep])
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """Forward noising in closed form: x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t)
-        eps."""
+        r"""Forward noising in closed form:
+        :math:`x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon`."""
         return (self._at("sqrt_alpha_bar", t, x0) * x0
                 + self._at("sqrt_one_minus_alpha_bar", t, x0) * noise)
 
@@ -125,10 +129,11 @@ class Diffusion:
         return self._on_device[key][t].to(like.dtype)[:, None]
 
     def learned_log_var(self, t: Tensor | int, v: Tensor) -> Tensor:
-        """Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
-        [-1, 1] interpolates the log variance between the posterior's (v = -1) and beta_t's (v = 1):
-        log sigma^2 = (v+1)/2 log beta_t + (1-v)/2 log beta~_t. ``t`` (M,) per row, or one step
-        index for all rows (sampling: no device copies); ``v`` (M, d)."""
+        r"""Improved DDPM's learned range (Nichol & Dhariwal 2021, Eq. 15): the network's ``v`` in
+        [-1, 1] interpolates the log variance between the posterior's (:math:`v = -1`) and
+        :math:`\beta_t`'s (:math:`v = 1`),
+        :math:`\log\sigma^2 = \frac{v+1}{2} \log\beta_t + \frac{1-v}{2} \log\tilde\beta_t`. ``t``
+        (M,) per row, or one step index for all rows (sampling: no device copies); ``v`` (M, d)."""
         frac = (v + 1) / 2
         if isinstance(t, int):
             hi, lo = float(self.log_betas[t]), float(self.posterior_log_var_clipped[t])
@@ -137,20 +142,32 @@ class Diffusion:
         return frac * hi + (1 - frac) * lo
 
     def predict_x0(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) = sqrt(1/ab) x_t -
-        sqrt(1/ab - 1) eps."""
+        r"""The :math:`x_0` that the predicted noise :math:`\epsilon` implies:
+
+        .. math::
+
+            x_0 = \frac{x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon}{\sqrt{\bar\alpha_t}}
+                = \sqrt{1/\bar\alpha_t}\,x_t - \sqrt{1/\bar\alpha_t - 1}\,\epsilon.
+        """
         return (self._at("sqrt_recip_alpha_bar", t, x) * x
                 - self._at("sqrt_recipm1_alpha_bar", t, x) * eps)
 
     def posterior_mean(self, x0: Tensor, x: Tensor, t: Tensor) -> Tensor:
-        """The mean of q(x_{t-1} | x_t, x0): sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta)(1 -
-        ab_prev) / (1 - ab) x_t."""
+        r"""The mean of :math:`q(x_{t-1} \mid x_t, x_0)`:
+
+        .. math::
+
+            \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t}\,x_0
+                + \frac{\sqrt{1 - \beta_t}\,(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t}\,x_t.
+        """
         return self._at("posterior_coef_x0", t, x) * x0 + self._at("posterior_coef_xt", t, x) * x
 
     def vb_bits(self, x0: Tensor, x: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:
-        """The variational bound term that trains the learned variance (improved DDPM, L_vlb), per
-        row in bits: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0 and the discretised
-        Gaussian decoder's negative log-likelihood of x0 for t = 0, averaged over the d channels.
+        r"""The variational bound term that trains the learned variance (improved DDPM,
+        :math:`L_\text{vlb}`), per row in bits:
+        :math:`\mathrm{KL}\left(q(x_{t-1} \mid x_t, x_0) \,\|\, p(x_{t-1} \mid x_t)\right)` for
+        :math:`t > 0` and the discretised Gaussian decoder's negative log-likelihood of :math:`x_0`
+        for :math:`t = 0`, averaged over the :math:`d` channels.
         ``eps`` should be detached (the bound trains only the variance, as in MAR)."""
         x0, x, eps, v = (u.float() for u in (x0, x, eps, v))
         mean = self.posterior_mean(self.predict_x0(x, t, eps), x, t)
@@ -162,9 +179,10 @@ class Diffusion:
 
     def p_step(self, x: Tensor, i: int, eps: Tensor, noise: Tensor, temperature: float = 1.0,
                clip: float | None = 1.0, v: Tensor | None = None) -> Tensor:
-        """One DDPM reverse step from step index ``i`` given the predicted noise: the posterior mean
-        of q(x_{i-1} | x_i, x0_hat) plus temperature-scaled noise with the posterior variance, or
-        with the learned variance (:meth:`learned_log_var`) when the network's ``v`` is given."""
+        r"""One DDPM reverse step from step index ``i`` given the predicted noise: the posterior
+        mean of :math:`q(x_{i-1} \mid x_i, \hat x_0)` plus temperature-scaled noise with the
+        posterior variance, or with the learned variance (:meth:`learned_log_var`) when the
+        network's ``v`` is given."""
         x0 = float(self.sqrt_recip_alpha_bar[i]) * x - float(self.sqrt_recipm1_alpha_bar[i]) * eps
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
@@ -177,16 +195,20 @@ class Diffusion:
 
 
 def gaussian_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor) -> Tensor:
-    """KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2))) elementwise, in nats."""
+    r""":math:`\mathrm{KL}(\mathcal{N}(\mu_1, \sigma_1^2) \,\|\, \mathcal{N}(\mu_2, \sigma_2^2))`
+    elementwise, in nats, for the means ``mean1``, ``mean2`` and the log variances
+    :math:`\log\sigma_1^2` = ``log_var1``, :math:`\log\sigma_2^2` = ``log_var2``."""
     return 0.5 * (-1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2)
                   + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor,
                                         bins: int = 255) -> Tensor:
-    """log P(x) of data in [-1, 1] quantised to ``bins`` + 1 levels under N(mean, exp(log_scale)^2):
-    the Gaussian mass of x's bin (width 2/bins), the outermost bins reaching to +-infinity (Ho et
-    al. 2020, Sec. 3.3). The normal CDF is the tanh approximation improved DDPM uses."""
+    r""":math:`\log P(x)` of data in [-1, 1] quantised to ``bins`` + 1 levels under
+    :math:`\mathcal{N}(\mu, \sigma^2)`, :math:`\mu` = ``mean``, :math:`\log\sigma` = ``log_scale``:
+    the Gaussian mass of :math:`x`'s bin (width 2 / ``bins``), the outermost bins reaching to
+    +-infinity (Ho et al. 2020, Sec. 3.3). The normal CDF is the tanh approximation improved DDPM
+    uses."""
     def cdf(u: Tensor) -> Tensor:
         return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
 

@@ -1,4 +1,4 @@
-"""What a model costs: FLOPs counted by torch, operators launched, and time measured in one run.
+r"""What a model costs: FLOPs counted by torch, operators launched, and time measured in one run.
 
 The paper's efficiency claim (Sec. 5) is a FLOP figure for attention alone; the book counts the
 whole forward and times it, so that both sides are measured the same way in the chapters and in
@@ -10,7 +10,8 @@ whole forward and times it, so that both sides are measured the same way in the 
 - :func:`vit_flops`: one image's forward through a ViT that keeps ``keep`` patch tokens
   (:func:`copkit.cvit.forward_keep`) or through the pruning baseline
   (:class:`copkit.cvit.PrunedViT`);
-- :func:`attention_saving`: the paper's figure, ``1 - keep^2``, the attention-matrix term only;
+- :func:`attention_saving`: the paper's figure, :math:`1 - \mathrm{keep}^2`, the attention-matrix
+  term only;
 - :func:`keep_costs`: per mask ratio, the whole forward's FLOPs, the attention-matrix share and
   the paper's figure side by side; :func:`order_cost`: what the collapse order itself costs;
   :func:`paper_scale_costs`: the same count at the paper's ViT-B scale, on the meta device;
@@ -85,8 +86,9 @@ def vit_flops(model: nn.Module, keep: int | None = None, in_chans: int = 1,
 
 
 def attention_saving(keep_fraction: float) -> float:
-    """The paper's efficiency figure (Sec. 5): attention cost falls with the square of the tokens
-    kept, 1 - keep^2 (95.16% at keep 0.22). Only the attention-matrix term scales this way."""
+    r"""The paper's efficiency figure (Sec. 5): attention cost falls with the square of the tokens
+    kept, :math:`1 - \mathrm{keep}^2` (95.16% at keep 0.22). Only the attention-matrix term scales
+    this way."""
     if not 0.0 <= keep_fraction <= 1.0:
         raise ValueError(f"keep fraction must be in [0, 1], got {keep_fraction}")
     return 1.0 - keep_fraction**2
@@ -168,13 +170,14 @@ def step_rate(step: Callable[[int], Any], steps: int, first: int = 0, warmup: in
 
 def keep_costs(model: nn.Module, ratios: Sequence[float], pruned: nn.Module | None = None,
                in_chans: int = 1, img_size: int = SIDE) -> dict[str, dict[str, float]]:
-    """What keeping the top of the order saves, per mask ratio (Sec. 5's claim, counted whole).
+    r"""What keeping the top of the order saves, per mask ratio (Sec. 5's claim, counted whole).
 
     For each ratio r (keys ``f"{r:.2f}"``), with k = :func:`copkit.cvit.n_keep` (r) patches kept:
     ``kept``; ``flops`` of one image's whole forward (:func:`vit_flops`) and ``ratio_to_full``
     against all patches; ``attention_share``, the share of those FLOPs in the attention matrix
-    (4 T^2 d per block for T = k + 1 tokens with the class token, d the width: the two products
-    q k^T and attn v); ``paper_attention_saving``, the paper's ``1 - keep^2``; and, given a
+    (:math:`4 T^2 d` per block for :math:`T = k + 1` tokens with the class token, :math:`d` the
+    width: the two products :math:`q k^\top` and :math:`\mathrm{attn}\,v`);
+    ``paper_attention_saving``, the paper's :math:`1 - \mathrm{keep}^2`; and, given a
     ``pruned`` model (:class:`copkit.cvit.PrunedViT`), its ``pruned_flops`` at the same final count.
     """
     n = model.patch_embed.num_patches

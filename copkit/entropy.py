@@ -1,20 +1,24 @@
-"""Exact patch entropies under a Gaussian model of the tokens: the ground truth beside the method.
+r"""Exact patch entropies under a Gaussian model of the tokens: the ground truth beside the method.
 
 The paper measures how much uncertainty is left in the unobserved patches once some patches are
-known. For a Gaussian model of the N tokens (each of dimension d) this is exact:
+known. For a Gaussian model of the :math:`N` tokens (each of dimension :math:`d`) this is exact:
 
-    H(e_n | e_S) = 1/2 log det(2 pi e Sigma_{n|S}),
-    Sigma_{n|S}  = Sigma_nn - Sigma_nS Sigma_SS^{-1} Sigma_Sn          (the Schur complement).
+.. math::
+
+    H(e_n \mid e_S) &= \tfrac12 \log\det\left(2\pi e\,\Sigma_{n\mid S}\right), \\
+    \Sigma_{n\mid S} &= \Sigma_{nn} - \Sigma_{nS}\,\Sigma_{SS}^{-1}\,\Sigma_{Sn}
+        \qquad \text{(the Schur complement).}
 
 From it:
 
 - Definition 1 / Eq. 8, the collapse entropy of an observed set,
-  H_c(S) = sum_{n not in S} H(e_n | e_S);
-- the **prefix curve** of an order, H_c(S_k) for the first k patches of the order, k = 0..N, and its
-  area, the order-dependent quantity an order should make small;
-- the chain-rule sum of Eq. 1, sum_k H(e_{o_k} | e_{o_1..o_{k-1}}), which equals the joint entropy
-  1/2 log det(2 pi e Sigma) for *every* order (so Eq. 1 cannot rank orders);
-- the greedy order: each step observes the patch after which H_c is smallest.
+  :math:`H_c(S) = \sum_{n \notin S} H(e_n \mid e_S)`;
+- the **prefix curve** of an order, :math:`H_c(S_k)` for the first :math:`k` patches of the order,
+  :math:`k = 0, \dots, N`, and its area, the order-dependent quantity an order should make small;
+- the chain-rule sum of Eq. 1, :math:`\sum_k H(e_{o_k} \mid e_{o_1}, \dots, e_{o_{k-1}})`, which
+  equals the joint entropy :math:`\tfrac12 \log\det(2\pi e\,\Sigma)` for *every* order (so Eq. 1
+  cannot rank orders);
+- the greedy order: each step observes the patch after which :math:`H_c` is smallest.
 
 All computation is in float64 with Cholesky factors and triangular solves, never explicit inverses.
 """
@@ -31,8 +35,8 @@ from torch import Tensor
 __all__ = ["DEQUANTIZATION_VARIANCE", "GaussianTokens", "curve_area"]
 
 #: Variance of uniform noise over one 8-bit quantisation step of pixels scaled to [-1, 1]:
-#: (2/255)^2 / 12. Adding it to the covariance treats each pixel as the continuous value that
-#: rounds to it, so every differential entropy is finite even for pixels that never vary.
+#: :math:`(2/255)^2 / 12`. Adding it to the covariance treats each pixel as the continuous value
+#: that rounds to it, so every differential entropy is finite even for pixels that never vary.
 DEQUANTIZATION_VARIANCE: float = (2.0 / 255.0) ** 2 / 12.0
 
 _LOG_2PIE = math.log(2.0 * math.pi * math.e)
@@ -44,11 +48,12 @@ def _logdet_spd(m: Tensor) -> Tensor:
 
 
 def curve_area(curve: Tensor | np.ndarray) -> Tensor:
-    """Area under a prefix curve H_c(S_k), k = 0..N, over the fraction observed k/N in [0, 1].
+    r"""Area under a prefix curve :math:`H_c(S_k)`, :math:`k = 0, \dots, N`, over the fraction
+    observed :math:`k/N \in [0, 1]`.
 
-    The trapezoid rule; both end points are the same for every order (H_c of nothing observed is
-    the sum of the marginal entropies, H_c of everything observed is 0), so only the interior
-    points tell orders apart. Works on (N+1,) or (B, N+1) curves; returns nats.
+    The trapezoid rule; both end points are the same for every order (:math:`H_c` of nothing
+    observed is the sum of the marginal entropies, :math:`H_c` of everything observed is 0), so
+    only the interior points tell orders apart. Works on (N+1,) or (B, N+1) curves; returns nats.
     """
     c = torch.as_tensor(curve, dtype=torch.float64)
     n = c.shape[-1] - 1
@@ -57,13 +62,15 @@ def curve_area(curve: Tensor | np.ndarray) -> Tensor:
 
 @dataclass
 class GaussianTokens:
-    """A Gaussian model of N tokens of dimension d: mean (N, d), covariance (N d, N d), float64.
+    r"""A Gaussian model of N tokens of dimension d: mean (N, d), covariance (N d, N d), float64.
 
-    The covariance is indexed token-major: entry (n d + a, m d + b) is Cov(e_n[a], e_m[b]), which
-    is what ``tokens.reshape(M, N * d)`` gives for tokens from :func:`copkit.tokens.patchify`.
+    The covariance is indexed token-major: entry (n d + a, m d + b) is
+    :math:`\operatorname{Cov}(e_n[a], e_m[b])`, which is what ``tokens.reshape(M, N * d)`` gives
+    for tokens from :func:`copkit.tokens.patchify`.
 
     Two scalar tokens with unit variance and correlation 0.8: observing one leaves the other
-    the entropy 0.5 log(2 pi e (1 - 0.8^2)) nats, and Eq. 1 sums to the joint entropy in any order.
+    the entropy :math:`\tfrac12 \log(2\pi e\,(1 - 0.8^2))` nats, and Eq. 1 sums to the joint
+    entropy in any order.
 
     >>> import math
     >>> cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
@@ -78,7 +85,8 @@ class GaussianTokens:
 
     mean: Tensor
     cov: Tensor
-    #: how many orders :meth:`prefix_curve` walks at once (memory: chunk x (N d)^2 x 8 bytes)
+    #: how many orders :meth:`prefix_curve` walks at once (memory:
+    #: :math:`\mathrm{chunk} \times (N d)^2 \times 8` bytes)
     chunk: int = 64
 
     def __post_init__(self) -> None:
@@ -130,11 +138,11 @@ class GaussianTokens:
 
     # ------------------------------------------------------------------ exact entropies
     def joint_entropy(self) -> Tensor:
-        """H(e_1, ..., e_N) = 1/2 log det(2 pi e Sigma), in nats."""
+        r""":math:`H(e_1, \dots, e_N) = \tfrac12 \log\det(2\pi e\,\Sigma)`, in nats."""
         return 0.5 * (self.cov.shape[0] * _LOG_2PIE + _logdet_spd(self.cov))
 
     def marginal_entropies(self) -> Tensor:
-        """H(e_n) for every token: (N,), nats."""
+        """:math:`H(e_n)` for every token: (N,), nats."""
         n, d = self.n_tokens, self.dim
         blocks = self.cov.reshape(n, d, n, d).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
         return 0.5 * (d * _LOG_2PIE + _logdet_spd(blocks))
@@ -170,7 +178,8 @@ class GaussianTokens:
         return mask
 
     def conditional_entropy(self, observed: Tensor) -> Tensor:
-        """H(e_n | e_S) for every token n, given the observed set S (Definition 1's terms).
+        r""":math:`H(e_n \mid e_S)` for every token :math:`n`, given the observed set :math:`S`
+        (Definition 1's terms).
 
         Args:
             observed: a bool mask (N,) or a batch of masks (B, N), True = observed; or a 1-d
@@ -179,11 +188,11 @@ class GaussianTokens:
 
         Returns:
             (N,) or (B, N) float64 nats; ``-inf`` at observed tokens (a known value has no
-            uncertainty left), so ``H_c(S)`` is the sum over the finite entries.
+            uncertainty left), so :math:`H_c(S)` is the sum over the finite entries.
 
-        For each mask the observed block Sigma_SS is embedded in an identity on the unobserved
-        coordinates, factorised once with Cholesky, and every Sigma_{n|S} follows from one
-        triangular solve; masks of different sizes share one batched computation.
+        For each mask the observed block :math:`\Sigma_{SS}` is embedded in an identity on the
+        unobserved coordinates, factorised once with Cholesky, and every :math:`\Sigma_{n\mid S}`
+        follows from one triangular solve; masks of different sizes share one batched computation.
         """
         mask = self._observed_mask(observed)
         single = mask.dim() == 1
@@ -205,7 +214,8 @@ class GaussianTokens:
         return h[0] if single else h
 
     def collapse_entropy(self, observed: Tensor) -> Tensor:
-        """H_c(S) = sum_{n not in S} H(e_n | e_S) (Definition 1, Eq. 8): () or (B,) nats."""
+        r""":math:`H_c(S) = \sum_{n \notin S} H(e_n \mid e_S)` (Definition 1, Eq. 8): () or (B,)
+        nats."""
         h = self.conditional_entropy(observed)
         return torch.where(torch.isfinite(h), h, torch.zeros_like(h)).sum(-1)
 
@@ -252,7 +262,8 @@ class GaussianTokens:
         return curve, steps
 
     def prefix_curve(self, order: Tensor) -> Tensor:
-        """H_c(S_k) for the first k tokens of ``order``, k = 0..N: (N+1,) or (B, N+1) nats.
+        r""":math:`H_c(S_k)` for the first :math:`k` tokens of ``order``, :math:`k = 0, \dots, N`:
+        (N+1,) or (B, N+1) nats.
 
         ``order`` is a permutation (N,) or a batch of them (B, N), first-observed first. The curve
         starts at the sum of marginal entropies and ends at 0; :func:`curve_area` summarises it.
@@ -262,7 +273,8 @@ class GaussianTokens:
         return curve[0] if torch.as_tensor(order).dim() == 1 else curve
 
     def chain_rule_sum(self, order: Tensor) -> Tensor:
-        """Eq. 1 of the paper: sum_k H(e_{o_k} | e_{o_1}, ..., e_{o_{k-1}}) along ``order``.
+        r"""Eq. 1 of the paper: :math:`\sum_k H(e_{o_k} \mid e_{o_1}, \dots, e_{o_{k-1}})` along
+        ``order``.
 
         By the chain rule this is the joint entropy for every order; it is computed here term by
         term so that the invariance is a measurement, not an assumption. () or (B,) nats.
@@ -272,14 +284,21 @@ class GaussianTokens:
         return total[0] if torch.as_tensor(order).dim() == 1 else total
 
     def greedy_order(self, worst: bool = False) -> Tensor:
-        """The greedy order: each step observes the token after which H_c is smallest.
+        r"""The greedy order: each step observes the token after which :math:`H_c` is smallest.
 
-        With ``worst=True`` each step takes the token after which H_c is *largest* (the
+        With ``worst=True`` each step takes the token after which :math:`H_c` is *largest* (the
         anti-greedy order, a pessimistic reference). Ties go to the lowest index. (N,) long.
 
-        Every candidate is scored exactly: for all pairs (m, j) of unobserved tokens the block
-        Sigma_{m|S+j} = Sigma_{m|S} - Sigma_{mj|S} Sigma_{jj|S}^{-1} Sigma_{jm|S} is formed in
-        one batch, so a step costs O(N^2 d^3) on top of the O((N d)^2 d) update.
+        Every candidate is scored exactly: for all pairs :math:`(m, j)` of unobserved tokens the
+        block
+
+        .. math::
+
+            \Sigma_{m\mid S+j} = \Sigma_{m\mid S}
+                - \Sigma_{mj\mid S}\,\Sigma_{jj\mid S}^{-1}\,\Sigma_{jm\mid S}
+
+        is formed in one batch, so a step costs :math:`O(N^2 d^3)` on top of the
+        :math:`O((N d)^2 d)` update.
         """
         n, d = self.n_tokens, self.dim
         c = self.cov.clone()
@@ -312,7 +331,7 @@ class GaussianTokens:
 
     # ------------------------------------------------------------------ conditional distribution
     def conditional(self, tokens: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
-        """The Gaussian of all tokens given the observed ones of one image.
+        r"""The Gaussian of all tokens given the observed ones of one image.
 
         Args:
             tokens: (N, d) tokens of one image (only the observed ones are read).
@@ -320,9 +339,9 @@ class GaussianTokens:
 
         Returns:
             The pair ``(mean, cov)``. ``mean``, shape (N, d), is the observed tokens themselves
-            and ``mu_U + Sigma_US Sigma_SS^{-1} (x_S - mu_S)`` elsewhere; ``cov``, shape
-            (N d, N d), is ``Sigma_{U|S}`` on the unobserved coordinates and zero on the observed
-            ones.
+            and :math:`\mu_U + \Sigma_{US}\,\Sigma_{SS}^{-1} (x_S - \mu_S)` elsewhere; ``cov``,
+            shape (N d, N d), is :math:`\Sigma_{U\mid S}` on the unobserved coordinates and zero on
+            the observed ones.
         """
         mask = self._observed_mask(observed)
         if mask.dim() != 1:

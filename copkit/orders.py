@@ -78,13 +78,13 @@ def compute_orders(model, tokens, out: str | Path, comae_hash: str,
                    chunk: int | None = None,
                    stop_after_shards: int | None = None, progress: bool = True,
                    compiled: bool | None = None) -> Path | None:
-    """Compute and store the collapse order of every image.
+    r"""Compute and store the collapse order of every image.
 
     ``tokens`` is a tensor (n, N, d) or any source sliced into such batches
     (:class:`copkit.tokenizer.TokenSource` over images read from disk). Shards already on disk
-    (from the same CoMAE) are kept. Under torchrun, process r of K computes the shards s with
-    s mod K = r, and rank 0 merges them once every process is done: the file is the same as one
-    process writes (a shared file system is needed across machines).
+    (from the same CoMAE) are kept. Under torchrun, process :math:`r` of :math:`K` computes the
+    shards :math:`s` with :math:`s \bmod K = r`, and rank 0 merges them once every process is done:
+    the file is the same as one process writes (a shared file system is needed across machines).
 
     With ``stop_after_shards`` the run stops after writing that many new shards, as if killed,
     and returns None; otherwise the shards are merged into ``out`` and its path returned.

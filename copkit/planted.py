@@ -282,8 +282,9 @@ def planted_configs(variant: str, seed: int, steps: int = 2000, lambda_c: float 
 
 @torch.no_grad()
 def partner_error(model, data: Planted, seed: int = 0) -> dict[str, float]:
-    """Whether the reconstructor uses what the selector keeps: L_r (Eq. 5) on the targets with a
-    partner, with the model's own masks and a fixed draw of the noise of Eq. 3, beside the L_r of
+    """Whether the reconstructor uses what the selector keeps: :math:`L_r` (Eq. 5) on the targets
+    with a partner, with the model's own masks and a fixed draw of the noise of Eq. 3, beside the
+    :math:`L_r` of
     predicting 0 for them (what a reconstructor that learned nothing of the partner does best
     under L1)."""
     device = next(model.parameters()).device

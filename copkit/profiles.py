@@ -106,8 +106,9 @@ class ComaeSizes:
     dec_width: int
     dec_depth: int
     dec_heads: int
-    targets_per_image: int  #: K targets per image and step (49: the paper's Eq. 6 over all targets)
-    sigma: float  #: Eq. 4
+    #: :math:`K`, the targets per image and step (49: the paper's Eq. 6 over all targets)
+    targets_per_image: int
+    sigma: float  #: :math:`\sigma` of Eq. 4
     steps: int
     batch_size: int  #: images per step (each with K targets)
     lr: float

@@ -1,15 +1,19 @@
-"""Patch ranking: PageRank on the mask graph, and collapse orders (the paper's Sec. 3.2 and Sec. 6).
+r"""Patch ranking: PageRank on the mask graph, and collapse orders (the paper's Secs. 3.2 and 6).
 
-The N masks of an image form a weighted graph, A[i, j] = w_ij = how much target i relies on patch
-j. Patch i *links to* the patches it relies on, so score flows from a patch to what it needs; the
-transition matrix is the row-normalised A transposed (column-stochastic),
+The :math:`N` masks of an image form a weighted graph, :math:`A_{ij} = w_{ij}` = how much target
+:math:`i` relies on patch :math:`j`. Patch :math:`i` *links to* the patches it relies on, so score
+flows from a patch to what it needs; the transition matrix is the row-normalised :math:`A`
+transposed (column-stochastic),
 
-    P = (D^-1 A)^T,   D = diag(row sums of A),
+.. math::
 
-and PageRank is the fixed point r = (1 - c) beta + c P r with damping c and teleport beta
-(uniform unless given; Eq. 15). A row of A that sums to 0 (a patch relying on nothing, "dangling")
-sends its score to beta, as networkx does. The **collapse order** is the patches by descending
-score: what many patches rely on is realised first.
+    P = (D^{-1} A)^\top, \qquad D = \operatorname{diag}(\text{row sums of } A),
+
+and PageRank is the fixed point :math:`r = (1 - c)\,\beta + c\,P r` with damping :math:`c` and
+teleport :math:`\beta` (uniform unless given; Eq. 15). A row of :math:`A` that sums to 0 (a patch
+relying on nothing, "dangling") sends its score to :math:`\beta`, as networkx does. The
+**collapse order** is the patches by descending score: what many patches rely on is realised
+first.
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ def _check_damping(damping: float) -> None:
 
 
 def transition(a: Tensor) -> tuple[Tensor, Tensor]:
-    """(P, dangling): P = (row-normalised A)^T, column-stochastic except for dangling columns, and
-    the (B, N) bool of rows of A that sum to 0."""
+    r"""(P, dangling): :math:`P = (D^{-1} A)^\top`, the row-normalised :math:`A` transposed,
+    column-stochastic except for dangling columns, and the (B, N) bool of rows of :math:`A` that
+    sum to 0."""
     rows = a.sum(-1, keepdim=True)
     dangling = rows.squeeze(-1) <= 0
     p = torch.where(rows > 0, a / rows.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
@@ -76,12 +81,12 @@ def transition(a: Tensor) -> tuple[Tensor, Tensor]:
 
 def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, tol: float = 1e-10,
              max_iter: int = 1000, check_every: int | None = None) -> PageRank:
-    """Batched PageRank by power iteration on any device.
+    r"""Batched PageRank by power iteration on any device.
 
     Args:
         a: (N, N) or (B, N, N) finite non-negative weights, a[i, j] = how much i relies on j.
-        damping: c in r = (1 - c) beta + c P r, in (0, 1).
-        teleport: beta, (N,) or (B, N), normalised here; uniform by default (personalised
+        damping: :math:`c` in :math:`r = (1 - c)\,\beta + c\,P r`, in (0, 1).
+        teleport: :math:`\beta`, (N,) or (B, N), normalised here; uniform by default (personalised
             otherwise).
         tol: stop when every graph's L1 change is below N * tol (networkx's rule).
         check_every: test that every ``check_every`` iterations (default: each one on the CPU,
@@ -123,9 +128,9 @@ def pagerank(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None, t
 
 
 def pagerank_solve(a: Tensor, damping: float = 0.85, teleport: Tensor | None = None) -> Tensor:
-    """The exact PageRank: solve (I - c P~) r = (1 - c) beta with a linear solver, where P~ is P
-    with each dangling column replaced by beta. For checking :func:`pagerank`; (N,) or (B, N), sums
-    to 1.
+    r"""The exact PageRank: solve :math:`(I - c\,\tilde P)\,r = (1 - c)\,\beta` with a linear
+    solver, where :math:`\tilde P` is :math:`P` with each dangling column replaced by
+    :math:`\beta`. For checking :func:`pagerank`; (N,) or (B, N), sums to 1.
 
     >>> a = torch.rand(5, 5, generator=torch.Generator().manual_seed(0)).fill_diagonal_(0)
     >>> torch.allclose(pagerank_solve(a), pagerank(a).scores.double(), atol=1e-8)
@@ -266,8 +271,8 @@ def top_overlap(orders: Tensor, reference: Tensor, keep: int | float) -> Tensor:
 def footrule(a: Tensor, b: Tensor) -> Tensor:
     """Spearman's footrule between orders ``a`` and ``b`` (..., N), sum over patches of the distance
     between the patch's two places, divided by its mean over independent uniformly random
-    orders, (N^2 - 1) / 3: 0 for equal orders, 1 on average for unrelated ones, up to about 1.5
-    for reversed ones.
+    orders, :math:`(N^2 - 1) / 3`: 0 for equal orders, 1 on average for unrelated ones, up to
+    about 1.5 for reversed ones.
 
     >>> float(footrule(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])))
     0.0

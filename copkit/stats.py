@@ -219,7 +219,8 @@ def one_sample(values: Iterable[float], reference: float, *, unit: str = "seeds"
             and math.isfinite(rec.p) else rec)
 
 
-#: Up to this many pairs the sign-flip test enumerates every sign pattern (2**16 = 65,536).
+#: Up to this many pairs the sign-flip test enumerates every sign pattern
+#: (:math:`2^{16} = 65{,}536`).
 EXACT_FLIPS = 16
 
 
@@ -251,14 +252,14 @@ def paired(a: Iterable[float], b: Iterable[float], *, method: str = "t", unit: s
     for a percentile bootstrap over the pairs instead).
 
     ``method="sign-flip"``: an exact permutation test of the same statistic (the mean difference),
-    flipping the sign of each difference (all 2**n patterns up to n = 16, else ``n_flips`` random
-    ones with the observed one counted). It assumes only that the differences are symmetric about
-    zero under the null, not that they are normal: with the 3-5 seeds of this book normality cannot
-    be checked, and this test says plainly what the data alone can show. Its smallest possible
-    p-value is 2 / 2**n (0.25 for 3 seeds, 0.0625 for 5), so below 6 pairs it can never reject at
-    0.05: only the t-test's normal assumption makes so few seeds significant. Its interval inverts
-    the test (the shifts it does not reject, found by bisection), and is infinite when the test
-    cannot reject at all.
+    flipping the sign of each difference (all :math:`2^n` patterns up to :math:`n = 16`, else
+    ``n_flips`` random ones with the observed one counted). It assumes only that the differences are
+    symmetric about zero under the null, not that they are normal: with the 3-5 seeds of this book
+    normality cannot be checked, and this test says plainly what the data alone can show. Its
+    smallest possible p-value is :math:`2 / 2^n` (0.25 for 3 seeds, 0.0625 for 5), so below 6 pairs
+    it can never reject at 0.05: only the t-test's normal assumption makes so few seeds significant.
+    Its interval inverts the test (the shifts it does not reject, found by bisection), and is
+    infinite when the test cannot reject at all.
 
     >>> paired([1.0, 2.0, 3.0], [0.5, 1.1, 2.6]).effect
     0.6
@@ -412,8 +413,13 @@ def bootstrap_ci(data: Any, stat: Callable[..., np.ndarray] | None = None, *, n_
 def variance_shares(x: Any, names: tuple[str, str, str] = ("a", "b", "c")) -> dict[str, float]:
     """How the variance of a complete three-way array splits into main effects and interactions.
 
-    ``x`` (I, J, K) is decomposed as x = m + a_i + b_j + c_k + ab_ij + ac_ik + bc_jk + abc_ijk, each
-    term the mean over the other axes with the lower-order terms removed (the balanced ANOVA
+    ``x`` (I, J, K) is decomposed as
+
+    .. math::
+
+        x_{ijk} = m + a_i + b_j + c_k + (ab)_{ij} + (ac)_{ik} + (bc)_{jk} + (abc)_{ijk},
+
+    each term the mean over the other axes with the lower-order terms removed (the balanced ANOVA
     decomposition). The terms are orthogonal, so their sums of squares add up to the total: the
     shares returned, keyed by ``names`` joined with "x" ("a", "axb", "axbxc", ...), sum to 1.
 

@@ -84,7 +84,8 @@ class PixelTokenizer:
 
     def encode(self, images: Tensor, generator: torch.Generator | None = None,
                shard: Shard | None = None) -> Tensor:
-        """Images (B, C, H, W) -> tokens (B, H W / p^2, C p^2) (nothing is drawn)."""
+        """Images (B, C, H, W) -> tokens (B, N, d), :math:`N = H W / p^2` and :math:`d = C p^2`
+        (nothing is drawn)."""
         return patchify(images, self.stride)
 
     def decode(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -111,10 +112,11 @@ class KLTokenizer:
     @torch.no_grad()
     def encode(self, images: Tensor, generator: torch.Generator | None = None,
                shard: Shard | None = None) -> Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> tokens (B, H W / 256, c), row by row: ``scale`` times
-        the posterior's mode, or with a ``generator`` times a draw mean + std * eps from it. With a
-        ``shard`` (:class:`copkit.dist.Shard`) the images are this process's rows of a global batch
-        and eps is drawn for the whole global batch and cut, as one process would draw it.
+        r"""Images (B, 3, H, W) in [-1, 1] -> tokens (B, H W / 256, c), row by row: ``scale`` times
+        the posterior's mode, or with a ``generator`` times a draw :math:`\mu + \sigma\,\epsilon`
+        from it. With a ``shard`` (:class:`copkit.dist.Shard`) the images are this process's rows of
+        a global batch and :math:`\epsilon` is drawn for the whole global batch and cut, as one
+        process would draw it.
 
         The VAE runs in float32 even inside a training step's bfloat16 autocast: MAR encodes
         outside its autocast (engine_mar.py, main_cache.py)."""

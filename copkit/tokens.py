@@ -2,8 +2,8 @@
 
 An image of shape (C, H, W) is cut into non-overlapping p x p patches on an (H/p) x (W/p) grid,
 read in raster order (row by row), and each patch is flattened channel-first into a token of
-dimension d = C p^2. With the book's default (28 x 28 Fashion-MNIST, p = 4) this gives N = 49
-tokens of d = 16, the same token size as the KL-16 VAE latents the paper works with (Sec. 3).
+dimension :math:`d = C p^2`. With the book's default (28 x 28 Fashion-MNIST, p = 4) this gives
+N = 49 tokens of d = 16, the same token size as the KL-16 VAE latents the paper works with (Sec. 3).
 The flattening follows MAR's ``patchify`` (channel, then patch row, then patch column).
 """
 
@@ -62,7 +62,7 @@ def patchify(images: Tensor, p: int) -> Tensor:
         p: patch size in pixels.
 
     Returns:
-        (N, d) or (B, N, d) with N = (H/p)(W/p) in raster order and d = C p^2.
+        (N, d) or (B, N, d) with :math:`N = (H/p)(W/p)` in raster order and :math:`d = C p^2`.
 
     Example:
         >>> x = torch.arange(2 * 1 * 4 * 4.).reshape(2, 1, 4, 4)

@@ -332,7 +332,7 @@ def draw_order(order: Tensor | np.ndarray, grid: tuple[int, int], ax: Axes | Non
 
 def prefix_curves(curves: Mapping[str, Tensor | np.ndarray], ax: Axes | None = None,
                   band: tuple[float, float] = (5, 95), ylabel: str = r"$H_c(S_k)$ (nats)") -> Axes:
-    """Prefix curves H_c(S_k) against the fraction observed k/N.
+    """Prefix curves :math:`H_c(S_k)` against the fraction observed :math:`k/N`.
 
     A (N+1,) curve is drawn as a line; a (B, N+1) batch as its mean with a percentile band.
     """

@@ -1,9 +1,8 @@
 """The book's reference pages: one API page per copkit module, in the table of contents; the
 glossary defines the terms the issue found undefined, and every {term} the pages link to; the
-module docstrings' equations that book/_ext/copkit_api.py typesets are still in the docstrings."""
+docstrings' equations are typeset as reST math, not written as plain text."""
 
-import importlib
-import inspect
+import ast
 import os
 import pkgutil
 import re
@@ -16,8 +15,6 @@ import yaml
 import copkit
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "book" / "_ext"))
-import copkit_api  # noqa: E402
 
 MODULES = sorted(m.name for m in pkgutil.iter_modules(copkit.__path__)
                  if not m.name.startswith("_"))
@@ -151,21 +148,97 @@ def test_each_term_is_linked_at_its_first_use_in_the_prose(page):
         assert late == [], f"{page}: used before the link: {late}"
 
 
-@pytest.mark.parametrize("module", sorted(copkit_api.MODULE_MATH))
-def test_the_equations_the_api_typesets_are_in_their_docstrings(module):
-    """book/_ext/copkit_api.py rewrites these plain-text equations as math; each must be there
-    (the build warns, and fails with -W, when one is not), and the rewrite must leave no plain
-    text."""
-    lines = inspect.cleandoc(importlib.import_module(module).__doc__).splitlines()
-    before = list(lines)
-    copkit_api._module_math(None, "module", module, None, {}, lines)
-    for plain, latex in copkit_api.MODULE_MATH[module]:
-        if isinstance(plain, tuple):
-            assert [line.strip() for line in before].count(plain[0]) == 1
-            assert ".. math::" in lines and not any(line.strip() == plain[0] for line in lines)
-        else:
-            assert any(plain in line for line in before), plain
-            assert not any(plain in line for line in lines) and any(latex in line for line in lines)
+# --- the equations of the docstrings, typeset on the API pages (reST math, MathJax)
+
+#: What an equation written as plain text looks like once code literals, roles (math, func, ...),
+#: math blocks and doctest examples are taken out: the spellings copkit's docstrings used before
+#: their equations were typeset.
+PLAIN_MATH = {
+    "a function written out": re.compile(
+        r"\b(sqrt|exp|log|cos|tanh|arccos|floor|ceil|diag)\s?\(|\blog det\b"),
+    "a sum or product written sum_/prod_": re.compile(r"\b(sum|prod)_"),
+    "a power written ^ or **": re.compile(r"[\w)\]]\^[\w({-]|\w\*\*\w|\w \*\* \w"),
+    "a subscript in braces": re.compile(r"\w_\{"),
+    "a norm written ||": re.compile(r"\|\|"),
+    "a Greek letter spelled out": re.compile(r"\b(alpha_bar|Sigma_\w|beta_t|eps_\w|sigma\^)"),
+}
+#: A paper equation named in the prose: "Eq. 4", "Eq. 3-5", "Eqs. 11-15".
+NAMES_EQUATION = re.compile(r"\bEqs?\. \d")
+HAS_MATH = re.compile(r":math:`|^\s*\.\. math::", re.M)
+_CODE_OR_ROLE = re.compile(r"``.+?``|:[\w:.-]+:`[^`]*`", re.S)
+
+
+def _api_texts(module: str) -> list[tuple[str, str]]:
+    """(where, text) of what the API page of ``copkit.<module>`` renders from the source: the
+    docstrings of the module and of its public classes, functions, methods and properties, and
+    every ``#:`` comment block. Read with ``ast`` (nothing is imported)."""
+    path = Path(copkit.__file__).parent / f"{module}.py"
+    source = path.read_text()
+    out = []
+
+    def visit(node, prefix: str) -> None:
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            out.append((prefix or module, doc))
+        for child in getattr(node, "body", []):
+            if (isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                    and not child.name.startswith("_")):
+                visit(child, f"{prefix}.{child.name}" if prefix else child.name)
+
+    visit(ast.parse(source), "")
+    block: list[str] = []  # a comment of its own lines, before what it documents
+    for number, line in enumerate(source.splitlines() + [""], 1):
+        code, mark, comment = line.partition("#:")
+        if mark and not code.strip():
+            block.append(comment.strip())
+            continue
+        if block:
+            out.append((f"{module}.py:{number - len(block)}", "\n".join(block)))
+            block = []
+        if mark:  # a comment after the code on its line
+            out.append((f"{module}.py:{number}", comment.strip()))
+    return out
+
+
+def _prose(text: str) -> str:
+    """``text`` without its code, roles, ``.. math::`` blocks and doctest examples."""
+    kept, skip_indent, in_example = [], None, False
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if skip_indent is not None:
+            if not line.strip() or indent > skip_indent:
+                continue
+            skip_indent = None
+        if line.lstrip().startswith(".. math::"):
+            skip_indent = indent
+            continue
+        if line.lstrip().startswith(">>>"):
+            in_example = True
+        if in_example:
+            in_example = bool(line.strip())
+            continue
+        kept.append(line)
+    return _CODE_OR_ROLE.sub(" ", "\n".join(kept))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_equations_are_typeset(module):
+    """The API pages show copkit's equations as math (issue: "the API reference ... with
+    docstring math typeset"): a formula is written with the ``:math:`` role or a ``.. math::``
+    block, never as plain text such as ``sqrt(alpha_bar_t) x`` or ``Sigma_{n|S}``; and a
+    docstring or ``#:`` comment whose first line names one of the paper's equations (what it
+    implements: "Eq. 4: ...", "L_r (Eq. 5) ...") shows that equation or its symbol as math."""
+    plain, unnamed = [], []
+    for where, text in _api_texts(module):
+        prose = _prose(text)
+        for what, pattern in PLAIN_MATH.items():
+            for found in pattern.finditer(prose):
+                line = prose[:found.end()].rsplit("\n", 1)[-1] + prose[found.end():].split("\n")[0]
+                plain.append(f"{where}: {what}: {line.strip()!r}")
+        if NAMES_EQUATION.search(text.splitlines()[0]) and not HAS_MATH.search(text):
+            unnamed.append(f"{where}: {text.splitlines()[0]!r}")
+    assert plain == [], "untypeset formulas:\n" + "\n".join(plain)
+    assert unnamed == [], "names a paper equation but shows no math:\n" + "\n".join(unnamed)
 
 
 # --- what a reader sees of the code and its outputs (issue 27: hide the bookkeeping)
