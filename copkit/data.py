@@ -338,7 +338,7 @@ def load_fashion_mnist(
         limit: keep only the first ``limit`` images.
 
     Returns:
-        The pair ``(images, labels)``: images float32 (n, 1, 28, 28),
+        The pair ``(images, labels)`` of images float32 (n, 1, 28, 28),
         :math:`\text{pixel} / 127.5 - 1`, and labels int64 (n,), see :data:`CLASSES`.
     """
     if split not in ("train", "test", "all"):

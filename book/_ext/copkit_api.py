@@ -29,7 +29,7 @@ def _tuples(app, config) -> None:
 
 
 def _attribute_without_type(app, what, name, obj, options, lines) -> None:
-    if what == "attribute" and name.startswith("copkit.") and lines and ":" in lines[0] \
+    if what in ("attribute", "data") and name.startswith("copkit.") and lines and ":" in lines[0] \
             and not re.match(r"\s*:(\s|$)", lines[0]):
         lines[0] = ": " + lines[0]
 
