@@ -15,8 +15,6 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
 
 from .dist import shard as process_shard
 from .profiles import BaseSizes
@@ -208,6 +206,10 @@ class GenerativeScores:
         if probe.ndim != 2 or len(probe) != min(2, len(reference)):
             raise ValueError(f"the feature function must map images (n, ...) to features (n, f); "
                              f"it gave {tuple(probe.shape)} for {min(2, len(reference))} images")
+        # imported here, not at the top: torchmetrics brings scipy.signal and torchvision.models,
+        # seconds of start-up for every process that imports copkit and never scores a sample
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
         self.fid = FrechetInceptionDistance(
             feature=_Features(self.feature_fn, probe.shape[1], net), reset_real_features=False,
             normalize=True)
@@ -229,6 +231,8 @@ class GenerativeScores:
         if images.ndim != 4 or images.shape[1:] != self.image_shape:
             raise ValueError(f"expected images (n, {', '.join(map(str, self.image_shape))}) like "
                              f"the reference; got {tuple(images.shape)}")
+        from torchmetrics.image.inception import InceptionScore
+
         self.fid.reset()  # keeps the reference features
         with warnings.catch_warnings():  # it warns that it keeps the logits: a few MB here
             warnings.filterwarnings("ignore", message="Metric `InceptionScore` will save")
