@@ -258,14 +258,18 @@ def _planted_hit_rate(direction, seed, tmp_path):
     return (logits.argmax(-1) == mirror).float().mean().item()
 
 
-@pytest.mark.parametrize("direction", ["left-right", "top-bottom"])
-def test_mirror_patch_is_found(direction, tmp_path):
+@pytest.mark.parametrize(("direction", "seeds"), [("left-right", (0,)),
+                                                  ("top-bottom", (0, 1, 2))],
+                         ids=["left-right", "top-bottom"])
+def test_mirror_patch_is_found(direction, seeds, tmp_path):
     """Planted truth: a target patch is independent of every patch but its mirror, which holds it
-    exactly (flipped), so the right mask keeps the mirror patch above the rest. Over three seeds
-    the median must put the largest weight on the mirror for most targets (see the threshold)."""
+    exactly (flipped), so the right mask keeps the mirror patch above the rest. The median over the
+    seeds must put the largest weight on the mirror for most targets (see the threshold).
+    Top-bottom trains three seeds; left-right one, as a guard, since Chapter 2 trains this
+    left-right truth over five seeds and shows every seed's rate beside chance."""
     torch.set_num_threads(1)
-    hits = [_planted_hit_rate(direction, seed, tmp_path / str(seed)) for seed in (0, 1, 2)]
-    assert sorted(hits)[1] > PLANTED_MEDIAN, (
+    hits = [_planted_hit_rate(direction, seed, tmp_path / str(seed)) for seed in seeds]
+    assert float(np.median(hits)) > PLANTED_MEDIAN, (
         f"{direction}: mirror found for {[f'{h:.0%}' for h in hits]} of targets")
 
 
