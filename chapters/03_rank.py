@@ -794,10 +794,10 @@ ACYCLIC_PARTLY = 0.5  # share of the graphs acyclic above 0.5
 verdicts = {
     "derivation": exact_verdict(
         (Partial.ci_beyond(PROOF_TOL, "lower", "every identity holds to the tolerance"),
-         max(worst_fp, worst_15, nx_diff))),
+         largest)),  # the proof table's largest residual or difference
     "beta": exact_verdict(
         (Partial.ci_within(1.0, 1.0, "every graph keeps its order, ties aside"),
-         min(unchanged.values()))),
+         kept)),  # the proof table's smallest share of orders kept
     "theorem": exact_verdict(
         (Partial.ci_beyond(GAP["reproduced_below"], "lower"), gap_exact),
         (Partial.ci_beyond(GAP["partly_below"], "lower"), gap_exact)),
