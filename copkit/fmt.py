@@ -37,7 +37,7 @@ import re
 from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "ZERO_TOL", "snap", "num", "sig", "signed", "fid",
-           "pvalue", "share",
+           "interval_decimals", "pvalue", "share",
            "count", "counted", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
            "ranking_moves", "tally", "by_sign", "trend"]
 
@@ -153,6 +153,21 @@ def signed(x: float | None, decimals: int = 2, *, digits: int | None = None,
         return MISSING
     text = num(x, decimals, scale=scale) if digits is None else sig(x, digits, scale=scale)
     return text if text.startswith("-") or _value(text) == 0 else "+" + text
+
+
+def interval_decimals(lo: float | None, hi: float | None, decimals: int = 2, most: int = 6) -> int:
+    """The decimals at which an interval's two ends print apart: ``decimals``, or more (up to
+    ``most``) where ``decimals`` would print both ends the same, as in "+0.02 to +0.02".
+
+    >>> interval_decimals(-0.06, 1.26), interval_decimals(0.0193, 0.0231), interval_decimals(1, 1)
+    (2, 3, 2)
+    """
+    if _missing(lo) or _missing(hi) or float(lo) == float(hi):
+        return decimals
+    for d in range(decimals, most + 1):
+        if num(lo, d) != num(hi, d):
+            return d
+    return most
 
 
 def fid(x: float | None) -> str:

@@ -405,7 +405,8 @@ def _p(p: float | None) -> str:
 def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     """A test's outcome as a claim says it: the test, the effect with its 95% interval, the number
     of replicates and p (and Holm's p with the family size, once :func:`decide` filled them).
-    Numbers follow :mod:`copkit.fmt`: the effect and interval with ``digits`` decimals, p-values
+    Numbers follow :mod:`copkit.fmt`: the effect and interval with ``digits`` decimals (more where
+    the interval's ends would print the same: :func:`copkit.fmt.interval_decimals`), p-values
     by :func:`copkit.fmt.pvalue`, the detectable and the paper's effects to ``digits``
     significant figures (never fewer than their integer digits).
 
@@ -422,9 +423,10 @@ def test_text(row: Mapping[str, Any] | stats.Record, digits: int = 2) -> str:
     over = (f"{n[0]} and {n[1]} {r['unit']}" if isinstance(n, (list, tuple))
             else fmt.counted(n, r["unit"]))
     lo, hi = r["ci"] or (None, None)
+    places = fmt.interval_decimals(lo, hi, digits)  # never "+0.02 to +0.02"
     interval = ("no interval" if lo is None or hi is None
-                else f"95% interval {fmt.signed(lo, digits)} to {fmt.signed(hi, digits)}")
-    text = f"{r['test']} over {over}: {fmt.signed(r['effect'], digits)} ({interval}), p {_p(r['p'])}"
+                else f"95% interval {fmt.signed(lo, places)} to {fmt.signed(hi, places)}")
+    text = f"{r['test']} over {over}: {fmt.signed(r['effect'], places)} ({interval}), p {_p(r['p'])}"
     if r.get("p_holm") is not None:
         text += f", Holm p {_p(r['p_holm'])} over the book's {r['family']} tested claims"
     if r.get("smallest") is not None:

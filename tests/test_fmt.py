@@ -321,3 +321,20 @@ def test_trend_never_calls_a_flat_or_rising_curve_a_fall():
         assert ("rises" in text) == (b > a and abs(b - a) >= 0.1 * abs(a))
     with pytest.raises(ValueError, match="missing"):
         fmt.trend("y", float("nan"), 1.0)
+
+
+def test_a_narrow_interval_is_printed_with_the_decimals_that_tell_its_ends_apart():
+    """Chapter 3's paired test printed "+0.02 (95% interval +0.02 to +0.02)": an interval that
+    reads as a point. The ends now print apart, and a wide interval keeps its two decimals."""
+    from copkit.results import test_text
+
+    row = {"test": "paired t", "n": 2000, "unit": "test images", "effect": 0.0212,
+           "ci": [0.0193, 0.0231], "p": 1e-9}
+    assert "+0.021 (95% interval +0.019 to +0.023)" in test_text(row)
+    wide = {**row, "effect": 0.6, "ci": [-0.06, 1.26]}
+    assert "+0.60 (95% interval -0.06 to +1.26)" in test_text(wide)
+    same = {**row, "effect": 0.5, "ci": [0.5, 0.5]}  # a degenerate interval: no endless search
+    assert "+0.50 (95% interval +0.50 to +0.50)" in test_text(same)
+    for lo, hi in ((0.0193, 0.0231), (-1e-5, 2e-5), (0.123456, 0.123457)):
+        d = fmt.interval_decimals(lo, hi)
+        assert fmt.num(lo, d) != fmt.num(hi, d) or d == 6
