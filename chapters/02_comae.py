@@ -299,17 +299,23 @@ print(f"with L_c minus without, H_mask: {test_text(t_h, 3)}\n"
 # not needed) and 1 (patch needed). Below: the distribution of all off-diagonal mask values of the
 # held-out images at the first evaluation, half-way and at the end, per setting (first seed).
 
-# %% mystnb={"figure": {"caption": "Where the mask values go: their distribution at the first evaluation, half-way and at the end of training, with and without $L_c$ (first seed). Polarisation moves mass towards 0 and 1.", "name": "fig-ch2-polarisation"}, "image": {"alt": "Step histograms of mask values between 0 and 1, one panel per setting: dotted for the first evaluation, dashed half-way, solid at the end."}}
-fig, axes = plt.subplots(1, len(SIDES), figsize=(viz.COLUMN_IN, 2.6), sharey=True,
-                         layout="constrained")
-
-
+# %%
 def extreme_share(row: dict) -> float:
     """The share of mask values below 0.1 or above 0.9 (a 20-bin histogram's outer
     bins)."""
     return sum(row["w_hist"][i] for i in (0, 1, 18, 19))
 
 
+extreme = {side: [extreme_share(curves[side, s][-1]) for s in pair_seeds]
+           for side in SIDES}
+for side, label in SIDES.items():
+    print(f"{label}: share of mask values below 0.1 or above 0.9: first evaluation "
+          f"{extreme_share(curves[side, pair_seeds[0]][0]):.2f}, "
+          f"end {mean_sd(extreme[side], 2)}")
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Where the mask values go: their distribution at the first evaluation, half-way and at the end of training, with and without $L_c$ (first seed). Polarisation moves mass towards 0 and 1.", "name": "fig-ch2-polarisation"}, "image": {"alt": "Step histograms of mask values between 0 and 1, one panel per setting: dotted for the first evaluation, dashed half-way, solid at the end."}}
+fig, axes = plt.subplots(1, len(SIDES), figsize=(viz.COLUMN_IN, 2.6), sharey=True,
+                         layout="constrained")
 for ax, (side, label) in zip(np.atleast_1d(axes), SIDES.items()):
     ev = curves[side, pair_seeds[0]]
     edges = np.linspace(0, 1, len(ev[0]["w_hist"]) + 1)
@@ -321,12 +327,6 @@ for ax, (side, label) in zip(np.atleast_1d(axes), SIDES.items()):
     ax.legend(fontsize=7)
 np.atleast_1d(axes)[0].set_ylabel("share of mask entries")
 plt.show()
-extreme = {side: [extreme_share(curves[side, s][-1]) for s in pair_seeds]
-           for side in SIDES}
-for side, label in SIDES.items():
-    print(f"{label}: share of mask values below 0.1 or above 0.9: first evaluation "
-          f"{extreme_share(curves[side, pair_seeds[0]][0]):.2f}, "
-          f"end {mean_sd(extreme[side], 2)}")
 
 # %% tags=["remove-input"]
 display(Markdown("What to see (first seed): " + "; ".join(
@@ -762,18 +762,13 @@ display(Markdown(markdown_table(
 # (first seed, the paper's weight) at temperatures from the end of the path down to half of it
 # (the path itself shaded).
 
-# %% mystnb={"figure": {"caption": "Left: the learned temperature of Eq. 6 over training, per weight of $L_c$ (first seed). Right: $L_c$ and the norm of its gradient on the masks, for fixed masks, at temperatures along the path.", "name": "fig-ch2-temperature"}, "image": {"alt": "Left: temperature curves over training steps. Right: the loss and its gradient norm against the temperature, on a log axis."}}
-fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
-tau_path = {}
+# %%
+tau_path = {}  # weight -> (steps, temperatures) over training
 for lam in sweep_lams:
     if lam == 0:
         continue  # without L_c nothing trains the temperature
     rows_ = [r for r in sweep_runs[lam][1] if "tau" in r and "loss" in r]
     tau_path[lam] = ([r["step"] for r in rows_], [r["tau"] for r in rows_])
-    axes[0].plot(*tau_path[lam], label=lam_label(lam))
-axes[0].set_xlabel("training step")
-axes[0].set_ylabel("temperature $\\tau$")
-axes[0].legend(fontsize=8)
 g_ = torch.Generator().manual_seed(0)
 w_all = sweep_runs[with_lc][0].masks(val_tokens.to(dev)).cpu()
 t_idx = torch.rand(len(w_all), N, generator=g_).argsort(1)[:, :P.targets_per_image]
@@ -794,6 +789,19 @@ def lc_at(tau: float) -> dict:
 
 lc_curve = [lc_at(tau) for tau in taus]
 path_ends = [lc_at(tau_path[with_lc][1][0]), lc_at(tau_path[with_lc][1][-1])]
+shrinks = all(r["dL_dlog_tau"] >= 0 for r in lc_curve)
+print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} "
+      f"(smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
+      f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} "
+      f"at weight {with_lc}")
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the learned temperature of Eq. 6 over training, per weight of $L_c$ (first seed). Right: $L_c$ and the norm of its gradient on the masks, for fixed masks, at temperatures along the path.", "name": "fig-ch2-temperature"}, "image": {"alt": "Left: temperature curves over training steps. Right: the loss and its gradient norm against the temperature, on a log axis."}}
+fig, axes = plt.subplots(1, 2, figsize=(viz.COLUMN_IN, 2.9), layout="constrained")
+for lam, path in tau_path.items():
+    axes[0].plot(*path, label=lam_label(lam))
+axes[0].set_xlabel("training step")
+axes[0].set_ylabel("temperature $\\tau$")
+axes[0].legend(fontsize=8)
 axes[1].axvspan(min(tau_path[with_lc][1]), max(tau_path[with_lc][1]), color="0.85",
                 label="the path")
 axes[1].plot(taus, [r["L_c"] for r in lc_curve], "o-", ms=3, label="$L_c$")
@@ -810,11 +818,6 @@ fig.legend(handles=(axes[1].get_legend_handles_labels()[0]
 for ax in axes:
     ax.grid(alpha=0.3)
 plt.show()
-shrinks = all(r["dL_dlog_tau"] >= 0 for r in lc_curve)
-print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} "
-      f"(smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
-      f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} "
-      f"at weight {with_lc}")
 
 
 # %% tags=["remove-input"]
