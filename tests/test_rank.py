@@ -1,5 +1,8 @@
 """copkit.rank against networkx, the exact solve, and planted graphs."""
 
+import shutil
+from pathlib import Path
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -143,8 +146,20 @@ def test_shards_resume_to_the_same_file(tmp_path):
         load_orders(other, "h" * 64)
 
 
+@pytest.fixture(scope="module")
+def smoke_comae(tmp_path_factory) -> Path:
+    """A folder with the smoke profile's CoMAE pretrained in it (``pretrained/``), made once for
+    the tests below, each of which works on its own copy."""
+    from copkit import pretrained
+
+    root = tmp_path_factory.mktemp("smoke-comae")
+    pretrained.pretrain(["comae"], "smoke", data_dir=root, folder=root / "pretrained",
+                        progress=False)
+    return root / "pretrained"
+
+
 @pytest.mark.fashion_mnist
-def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_path):
+def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_path, smoke_comae):
     from copkit import pretrained
     from copkit.data import load_fashion_mnist
     from copkit.orders import dataset_orders
@@ -154,8 +169,7 @@ def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_pa
     profile = get_profile("smoke")
     with pytest.raises(FileNotFoundError, match="make pretrain"):
         dataset_orders(profile, tmp_path, n_train=3, n_test=2)
-    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained",
-                        progress=False)
+    shutil.copytree(smoke_comae, tmp_path / "pretrained")
     model = pretrained.load("comae", config="smoke", folder=tmp_path / "pretrained")
     train, test, digest = dataset_orders(profile, tmp_path, n_train=6, n_test=4, progress=False)
     x_train, _ = load_fashion_mnist("train", limit=6)
@@ -169,7 +183,7 @@ def test_dataset_orders_rank_the_requested_images_with_the_profiles_comae(tmp_pa
 
 
 @pytest.mark.fashion_mnist
-def test_dataset_orders_read_the_shipped_file_beside_the_comae(tmp_path):
+def test_dataset_orders_read_the_shipped_file_beside_the_comae(tmp_path, smoke_comae):
     """A full orders file in <data_dir>/pretrained/ (shipped) is read, not recomputed: planted
     orders (each image's order is its index's rotation) come back for the requested images."""
     from copkit import pretrained
@@ -177,8 +191,7 @@ def test_dataset_orders_read_the_shipped_file_beside_the_comae(tmp_path):
     from copkit.profiles import get_profile
 
     profile = get_profile("smoke")
-    pretrained.pretrain(["comae"], "smoke", data_dir=tmp_path, folder=tmp_path / "pretrained",
-                        progress=False)
+    shutil.copytree(smoke_comae, tmp_path / "pretrained")
     digest = pretrained.info("comae", "smoke", tmp_path / "pretrained")["config_hash"]
     n_train, n_test = 60_000, 10_000
     planted = ((np.arange(49)[None] + np.arange(n_train + n_test)[:, None]) % 49).astype(np.uint8)
