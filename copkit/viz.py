@@ -539,12 +539,17 @@ def learning_curve(history: Sequence[Mapping[str, Any]], eval_key: str, ax: Axes
 def eval_panels(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], keys: Sequence[str],
                 axes: Sequence[Axes], ylabels: Sequence[str] | None = None) -> Sequence[Axes]:
     """Held-out curves of several settings side by side: one panel per metric in ``keys``, one
-    line per setting of ``runs`` (label -> the evaluation rows of each seed's run, all evaluated at
-    the same steps), the mean over seeds with a min-max band (:func:`seed_band`)."""
+    line per setting of ``runs`` (label -> the evaluation rows of each seed's run), the mean over
+    seeds with a min-max band (:func:`seed_band`), at the steps every seed's run evaluated (a run
+    extended from a checkpoint, :func:`copkit.checkpoint.extend`, has one more evaluation where
+    it was extended)."""
     for label, seeds in runs.items():
-        steps = [r["step"] for r in seeds[0]]
+        by_step = [{r["step"]: r for r in rows} for rows in seeds]
+        steps = sorted(set.intersection(*(set(rows) for rows in by_step)))
+        if not steps:
+            raise ValueError(f"{label}: its seeds' runs share no evaluated step")
         for ax, key in zip(axes, keys):
-            seed_band(steps, [[r[key] for r in rows] for rows in seeds], ax, label=label)
+            seed_band(steps, [[rows[t][key] for t in steps] for rows in by_step], ax, label=label)
     for i, ax in enumerate(axes):
         if ylabels:
             ax.set_ylabel(ylabels[i])

@@ -209,6 +209,21 @@ def test_eval_panels_draw_the_seed_mean_per_setting_and_metric():
     plt.close(fig)
 
 
+def test_eval_panels_align_seeds_on_the_steps_all_evaluated():
+    """A run extended from its checkpoint evaluates once more where it was extended (Chapter 2's
+    seed-0 CoMAEs at step 5,156): the mean is taken at the steps both seeds evaluated."""
+    extended = [{"step": s, "a": float(s)} for s in (0, 10, 15, 20)]
+    straight = [{"step": s, "a": float(s) + 2} for s in (0, 10, 20)]
+    fig, ax = plt.subplots()
+    viz.eval_panels({"pair": [extended, straight]}, ("a",), [ax])
+    (line,) = ax.get_lines()
+    assert np.allclose(line.get_xdata(), [0, 10, 20]) and np.allclose(line.get_ydata(),
+                                                                     [1, 11, 21])
+    with pytest.raises(ValueError, match="share no evaluated step"):
+        viz.eval_panels({"apart": [extended[:1], straight[1:]]}, ("a",), [ax])
+    plt.close(fig)
+
+
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot"]
 
