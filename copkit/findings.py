@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from . import fmt, stats
@@ -102,16 +102,24 @@ class ClaimName:
     def interval(self, test: Mapping[str, Any]) -> str | None:
         """A test's 95% interval as this claim prints it, without its unit ("+10.0 to +15.6",
         float noise relative to :func:`copkit.results.effect_scale` as 0); None without one.
+        Two different ends get the decimals that print them apart
+        (:func:`copkit.fmt.interval_decimals`), never "+1.2 to +1.2", which reads as a point.
 
         >>> ClaimName("x", "y", decimals=1).interval({"effect": 12.78, "ci": [10.0, 15.56]})
         '+10.0 to +15.6'
+        >>> ClaimName("x", "y", decimals=1).interval({"effect": 1.22, "ci": [1.21, 1.24]})
+        '+1.21 to +1.24'
         """
         lo, hi = test.get("ci") or (None, None)
         if lo is None or hi is None:
             return None
         scale = effect_scale(test)
-        return (f"{self.show(lo, unit=False, relative_to=scale)} to "
-                f"{self.show(hi, unit=False, relative_to=scale)}")
+        ends = [self.show(x, unit=False, relative_to=scale) for x in (lo, hi)]
+        v_lo, v_hi = (fmt.snap(float(x), scale) * self.scale for x in (lo, hi))
+        if ends[0] == ends[1] and v_lo != v_hi:
+            wider = replace(self, decimals=fmt.interval_decimals(v_lo, v_hi, self.decimals or 0))
+            ends = [wider.show(x, unit=False, relative_to=scale) for x in (lo, hi)]
+        return f"{ends[0]} to {ends[1]}"
 
 
 _POINTS = {"decimals": 1, "unit": " points"}

@@ -96,6 +96,18 @@ def test_the_effect_and_interval_print_the_planted_numbers_in_the_claims_units()
     assert findings.effect_text("no.such.claim", _test(1, 0, 2, 0.1)) is None
 
 
+def test_an_interval_whose_ends_differ_never_prints_as_a_point():
+    # at the claim's own precision both ends would print "+1.2" (one decimal, or two
+    # significant figures): they get the decimals that tell them apart
+    for name in (findings.ClaimName("x", "y", decimals=1), findings.ClaimName("x", "y")):
+        assert name.interval({"effect": 1.236, "ci": [1.234, 1.238]}) == "+1.23 to +1.24"
+    # a share in points: 0.01234 and 0.01238 are +1.234 and +1.238 points
+    share = findings.ClaimName("x", "y", scale=100.0, decimals=1)
+    assert share.interval({"effect": 0.01236, "ci": [0.01234, 0.01238]}) == "+1.23 to +1.24"
+    # an interval that is a point stays one
+    assert share.interval({"effect": 0.5, "ci": [0.5, 0.5]}) == "+50.0 to +50.0"
+
+
 def test_the_book_box_refuses_tests_corrected_over_different_families():
     results = _planted()
     results["05_b"]["claims"]["table5.rvit.auc"]["test"]["family"] = 27
