@@ -80,9 +80,10 @@ class EMA:
         module.load_state_dict(self.shadow)
 
 
-def compile_blocks(module: nn.Module) -> int:
+def compile_blocks(module: nn.Module, **compile_kwargs: Any) -> int:
     """Compile every transformer block in ``module`` in place (``nn.Module.compile``: the
     parameter names, and so the checkpoints, stay as they are); returns how many.
+    ``compile_kwargs`` go to ``torch.compile`` (``backend``, ``mode``; its defaults otherwise).
 
     Regional compilation: the blocks (timm's ``Block`` and ``EvaBlock``) hold nearly all the FLOPs
     of every model here, compile once per distinct block shape, and leave the Python around them
@@ -90,7 +91,7 @@ def compile_blocks(module: nn.Module) -> int:
     blocks = [m for m in module.modules() if isinstance(m, (Block, EvaBlock))]
     for blk in blocks:
         if getattr(blk, "_compiled_call_impl", None) is None:
-            blk.compile()
+            blk.compile(**compile_kwargs)
     return len(blocks)
 
 

@@ -13,6 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import check_site  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+#: the tests that read pages in a real browser, skipped without one (make check-site needs it)
+needs_chromium = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM))
+    or importlib.util.find_spec("playwright") is None, reason="no Chromium or no playwright")
 
 
 def test_math_failures_name_what_is_wrong():
@@ -45,8 +49,7 @@ PAGE = """<!DOCTYPE html><html><head>{script}</head><body><main>
 SCRIPT = '<script defer src="_static/mathjax/tex-chtml.js"></script>'
 
 
-@pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason="no Chromium")
-@pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
+@needs_chromium
 @pytest.mark.skipif(_mathjax_dir() is None, reason="sphinx-mathjax-offline is not installed")
 def test_math_facts_in_chromium(tmp_path):
     (tmp_path / "_static").mkdir()
@@ -127,8 +130,6 @@ article.bd-article {{ width: 700px; padding: 0 20px; box-sizing: content-box; }}
 </article></body></html>"""
 
 
-@pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason="no Chromium")
-@pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
 def _facts(folder: Path, names: tuple[str, ...], script: str, *arg, images: bool = False) -> dict:
     """``script`` (one of check_site's page scripts, with ``arg``) evaluated on each page
     ``<name>.html`` of ``folder``, served and read in Chromium at 1280 px (after every image has
@@ -158,6 +159,7 @@ def _layout_facts(folder: Path, names: tuple[str, ...], images: bool = False) ->
     return _facts(folder, names, check_site.LAYOUT_FACTS, images=images)
 
 
+@needs_chromium
 def test_layout_facts_in_chromium_and_the_book_css_makes_tables_and_code_fit(tmp_path):
     """Planted: a table with an unbreakable claim id, a code line and a collapsed code line each
     wider than the 700 px column, a raw role, a figure wider and one narrower than 60% of it.
@@ -217,8 +219,7 @@ BOX = ('<div class="findings admonition"><p class="admonition-title">What we fou
        '<p>A holds.</p></div>')
 
 
-@pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)), reason="no Chromium")
-@pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="no playwright")
+@needs_chromium
 def test_findings_first_in_chromium_on_a_passing_and_a_failing_page(tmp_path):
     """Planted: a page whose box (as myst-nb renders a pasted admonition of class findings)
     opens it, one whose box follows its first code cell, one without a box."""
