@@ -18,7 +18,7 @@ For a shipped CoMAE (``--name comae``, from the pretraining config) or a trainin
   image (0 = the same orders), and ``against.top_overlap``, the share of an image's top 22% both
   put first: whether the orders still change late in training, or agree across seeds.
 
-    python tools/order_report.py --name comae --config data/pretrained/unfinished/pretrain-next.yaml
+    python tools/order_report.py --name comae --config copkit/configs/pretrain.yaml
     python tools/order_report.py --run data/runs/comae-<hash8> --against <run> --out report.json
 """
 
