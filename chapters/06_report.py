@@ -43,6 +43,7 @@ from copkit.findings import (
     verdict_parts,
 )
 from copkit.results import (
+    BASE_MODEL_TARGETS,
     RUNTIME_READERS,
     VERDICTS,
     book_results,
@@ -229,10 +230,6 @@ display(Markdown(tests_table(results)))
 # writes from the shipped files; the targets are the book's, set before training.
 
 # %% tags=["remove-input"]
-TARGETS = {("classifier", "test_top1"): (">=", 0.92), ("vit", "test_top1"): (">=", 0.90),
-           ("mar", "class_agreement_cfg"): (">=", 0.85), ("mar", "class_agreement_nocfg"): (">=", 0.70),
-           ("mar", "fid_cfg"): ("<=", 30.0),
-           **{(name, "val_L_r_change_last_fifth"): ("<", 0.02) for name in ("comae", "comae0", "comae_photo")}}
 pretrained_file = Path(results_dir) / "pretrained.json"
 if pretrained_file.exists():
     base_models = json.loads(pretrained_file.read_text())["models"]
@@ -241,7 +238,7 @@ if pretrained_file.exists():
         fraction = not any(t in key for t in ("fid", "L_r", "loss", "H_mask"))  # the rest are shares in [0, 1]
         text = (fmt.fid(value) if "fid" in key else fmt.share(value) if fraction and "change" not in key
                 else fmt.sig(value, 3))
-        target = TARGETS.get((name, key))
+        target = BASE_MODEL_TARGETS.get((name, key))
         if target is None:
             return f"{key} {text}"
         op, bound = target

@@ -79,7 +79,7 @@ __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summar
            "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes", "runtimes_table", "runtimes_hosts",
            "TABLE_CLASSES", "at_ratio", "paired_claim", "exact_verdict", "with_paper",
            "finite_mean_sd", "run_flags", "RUN_GAP_S", "book_results", "family_size",
-           "effect_scale", "readable", "key_words", "commit_text"]
+           "effect_scale", "readable", "key_words", "commit_text", "BASE_MODEL_TARGETS"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -620,6 +620,14 @@ PROFILE_ORDER = ("smoke", "cpu", "gpu")
 #: before its own time is recorded, so it would always show its previous run's; every table of
 #: run times leaves them out (they take seconds), and so all pages agree.
 RUNTIME_READERS = ("06_report", "07_performance")
+#: The book's aims for the shipped base models (``pretrained.json``), set before each was trained:
+#: (model, metric) -> (comparison, value). The report tabulates them; the performance page sets
+#: the base MAR's FID beside its aim.
+BASE_MODEL_TARGETS: dict[tuple[str, str], tuple[str, float]] = {
+    ("classifier", "test_top1"): (">=", 0.92), ("vit", "test_top1"): (">=", 0.90),
+    ("mar", "class_agreement_cfg"): (">=", 0.85), ("mar", "class_agreement_nocfg"): (">=", 0.70),
+    ("mar", "fid_cfg"): ("<=", 30.0),
+    **{(name, "val_L_r_change_last_fifth"): ("<", 0.02) for name in ("comae", "comae0", "comae_photo")}}
 
 
 def read_runtimes(*folders: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
