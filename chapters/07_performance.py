@@ -38,7 +38,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from copkit import fmt
+from copkit import fmt, pretrained
 from copkit.results import (
     BASE_MODEL_TARGETS,
     RUNTIME_READERS,
@@ -178,15 +178,22 @@ if pilots_path.exists():
     base = json.loads(Path(pretrained_file).read_text())["models"]["mar"]
     bm = base["metrics"]
     over = bm["fid_cfg"] - FID_TARGET
+    # the pilot whose network is the shipped base MAR's (pretrain.yaml's `mar` section)
+    base_net = pretrained.read_config(pretrained.CONFIG)["mar"]["model"]
+    chosen = [n for n, r in shipped.items() if r["model"] == base_net]
+    if len(chosen) != 1:
+        raise ValueError(f"{pilots_path}: {len(chosen)} pilots have the shipped base MAR's network "
+                         f"{base_net}; expected one (tabulate the pilots again)")
+    chosen = chosen[0]
     display(Markdown(
-        "`mar_w128` was chosen by the rule stated before the pilots were scored (the lowest FID "
+        f"`{chosen}` was chosen by the rule stated before the pilots were scored (the lowest FID "
         "with CFG among those that fit the 60 MB with Chapter 4's shipped fine-tunes; "
         "`copkit/configs/mar-pilots.yaml`) and trained to convergence as the shipped `mar` "
         f"({base['steps']:,} steps, "
         f"{base['epochs']} epochs; Chapter 4 shows its learning curve). Over "
         f"{len(bm['seeds'])} sampling seeds of {bm['samples']:,} images its FID with CFG is "
         f"{fmt.fid(bm['fid_cfg'])} ± {fmt.fid(bm['fid_cfg_sd'])} (the pilot's "
-        f"{fmt.fid(shipped['mar_w128']['fid_cfg'])}), against a floor of "
+        f"{fmt.fid(shipped[chosen]['fid_cfg'])}), against a floor of "
         f"{fmt.fid(bm['fid_floor'])}: "
         + (f"the aim of FID {FID_TARGET:g} or less is met." if over <= 0 else
            f"the aim of FID {FID_TARGET:g} or less is missed by {fmt.fid(over)}, "

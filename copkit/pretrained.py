@@ -861,7 +861,9 @@ def generate(name: str, labels: Tensor | list[int], cfg_scale: float, seed: int,
 
 def summary(config: str | Path | dict | None = None, folder: str | Path | None = None) -> dict:
     """What ``book/results/pretrained.json`` holds: for every model of the config, its file, hash,
-    steps, epochs, training seconds, final metrics and the command that makes it."""
+    steps, epochs, training seconds, final metrics and the command that makes it from ``config``
+    today (the same run hash; the file records the one it was trained with, which may name a
+    config since folded into ``pretrain.yaml``)."""
     folder = shipped_folder(folder)
     cfg = read_config(config) if not isinstance(config, dict) else config
     models = {}
@@ -869,7 +871,7 @@ def summary(config: str | Path | dict | None = None, folder: str | Path | None =
         meta = info(name, cfg, folder)
         models[name] = {k: meta[k]
                         for k in ("file", "config_hash", "steps", "epochs", "train_seconds",
-                                  "metrics",
-                                             "command")}
+                                  "metrics")}
+        models[name]["command"] = _make_command(name, config, folder)
         models[name]["hash"] = models[name].pop("config_hash")
     return {"models": models}

@@ -122,7 +122,27 @@ def test_the_pilot_table_reads_the_shipped_files(pilots, tmp_path):
     assert fmt.count(a["parameters"]) in cost_row
     assert f"{fmt.fid(a['fid_cfg'])} ± {fmt.fid(a['fid_cfg_sd'])}" in score_row
     assert f"FID {fmt.fid(a['fid_floor'])} ± {fmt.fid(a['fid_floor_sd'])}" in text
-    assert "| mar_b (not shipped) |" in text and "seeds 0, 1, 2," in text
+    assert f"| mar_b (not trained) | {fmt.count(b['parameters'])} |" in text
+    assert "seeds 0, 1, 2," in text
+    # an untrained candidate's count is the built model's, and a note says when it would not fit
+    p = pretrained.plan("mar_b", config)
+    assert b["parameters"] == sum(t.numel() for t in p.recipe.build(p.model_cfg, p.data)
+                                  .parameters())
+    assert "mar_b is not trained" not in text  # a tiny model fits the room left
+    mb = 3 * 4 * b["parameters"] / 2**20
+    assert mar_pilots.shipped_mb(b["parameters"]) == pytest.approx(mb)
+    crowded = mar_pilots.markdown({**table, "room_mb": mb / 2})
+    assert ("mar_b is not trained:" in crowded and f"{fmt.num(mb, 1)} MB, more than the "
+            f"{fmt.num(mb / 2, 1)} MB" in crowded)
+
+
+def test_the_room_left_is_the_limit_less_what_else_is_shipped(tmp_path):
+    base = mar_pilots.parameters("mar", pretrained.read_config(pretrained.CONFIG))
+    (tmp_path / "a.bin").write_bytes(b"x" * 2**20)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "b.bin").write_bytes(b"x" * 2**21)
+    assert mar_pilots.room_mb(tmp_path) == pytest.approx(
+        mar_pilots.LIMIT_MB - (3 - 3 * 4 * base / 2**20))
 
 
 def test_the_tool_writes_json_and_markdown(pilots, tmp_path):
@@ -137,6 +157,14 @@ def test_the_tool_writes_json_and_markdown(pilots, tmp_path):
     assert out.with_suffix(".md").read_text() == mar_pilots.markdown(table)
     assert (sorted(p.name for p in out.parent.iterdir())
             == [out.with_suffix(".json").name, out.with_suffix(".md").name])
+    # --render writes the same Markdown again from the .json alone, filling what it lacks
+    del table["pilots"]["mar_b"]["parameters"], table["room_mb"]
+    out.with_suffix(".json").write_text(json.dumps(table))
+    out.with_suffix(".md").unlink()
+    assert mar_pilots.main(["--config", str(config), "--out", str(out), "--render"]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["pilots"]["mar_b"]["parameters"] > 0 and again["room_mb"] > 0
+    assert out.with_suffix(".md").read_text() == mar_pilots.markdown(again)
 
 
 def test_one_seed_numbers_are_refused_by_name(pilots, tmp_path):

@@ -52,6 +52,9 @@ def test_every_model_is_shipped_with_its_description_and_curve(shipped):
     assert (set(summary["models"]["mar"]) == {"file", "hash", "steps", "epochs", "train_seconds",
                                               "metrics", "command"})
     m = summary["models"]
+    # the command that makes the file from this config today, whatever the file recorded
+    assert m["mar"]["command"] == (f"python -m copkit pretrain --only mar --config {config} "
+                                   f"--out {folder}")
     assert (0 <= m["classifier"]["metrics"]["test_top1"] <= 1
             and 0 <= m["vit"]["metrics"]["test_top1"] <= 1)
     assert ({"class_agreement_cfg", "class_agreement_nocfg", "fid_cfg",

@@ -5,7 +5,9 @@
 
 Every MAR section of a pretraining config (``mar`` and ``mar_<anything>``) that is shipped in
 ``--folder`` (``python -m copkit pretrain --config ... --only mar_w128 --out data/pilots``) gives
-one row; one not shipped yet is listed as such. Writes ``<out>.json`` and ``<out>.md``
+one row; one not shipped yet is listed with its parameter count and its bench numbers, and, when
+its weights would not fit the 60 MB of ``data/pretrained/``, a note saying so. ``--render`` writes
+the Markdown again from the ``.json`` alone. Writes ``<out>.json`` and ``<out>.md``
 (atomically) and prints the Markdown table. The columns:
 
 - parameters (counted on the loaded weights), steps, training minutes (summed over sessions), and
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
 import sys
 from pathlib import Path
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import matmul_flops, train_cost  # noqa: E402
+from ship_runs import LIMIT_MB, folder_mb  # noqa: E402
 
 from copkit import fmt, pretrained  # noqa: E402
 from copkit.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -49,6 +53,9 @@ NEEDED = ("val_loss", "fid_cfg", "fid_nocfg", "fid_floor", "class_agreement_cfg"
           "recall_floor")
 #: images a timed step trains on (the batch is drawn from them)
 BENCH_IMAGES = 4096
+#: copies of the chosen MAR's weights the book ships: the base and the two fine-tunes whose
+#: weights Chapter 4 keeps (its sample figures draw them; ``tools/ship_runs.py``)
+SHIPPED_COPIES = 3
 
 
 def candidates(config: dict) -> list[str]:
@@ -61,7 +68,8 @@ def pilot_row(name: str, config: dict, folder: Path) -> dict:
     there; a ValueError naming the file when its numbers are not over sampling seeds."""
     path = pretrained.path_of(name, config, folder)
     if not path.with_suffix(".json").exists():
-        return {"name": name, "shipped": False, "file": path.name}
+        return {"name": name, "shipped": False, "file": path.name,
+                "parameters": parameters(name, config)}
     meta = pretrained.info(name, config, folder)
     m = meta["metrics"]
     missing = [k for k in NEEDED if k not in m]
@@ -83,6 +91,28 @@ def pilot_row(name: str, config: dict, folder: Path) -> dict:
     row.update({k: v for k, v in m.items() if k.startswith(("fid", "class_agreement",
                                                               "precision", "recall", "val_loss"))})
     return row
+
+
+def parameters(name: str, config: dict) -> int:
+    """The parameter count of candidate ``name``, counted on a freshly built, untrained model."""
+    p = pretrained.plan(name, config)
+    return sum(t.numel() for t in p.recipe.build(p.model_cfg, p.data).parameters())
+
+
+def shipped_mb(n_parameters: int, copies: int = SHIPPED_COPIES) -> float:
+    """MB (2**20 bytes) a MAR of ``n_parameters`` takes in ``data/pretrained/`` as float32
+    safetensors, ``copies`` times (the base and Chapter 4's fine-tunes shipped with weights)."""
+    return copies * 4 * n_parameters / 2**20
+
+
+def room_mb(shipped: Path | None = None) -> float:
+    """MB the 60 MB limit leaves for the base MAR and its shipped fine-tunes: the limit less
+    what ``shipped`` (default: the book's ``data/pretrained/``) holds besides the shipped base MAR
+    of ``pretrain.yaml`` and its fine-tunes (:data:`SHIPPED_COPIES` copies, as
+    :func:`shipped_mb` counts them)."""
+    shipped = shipped or ROOT / "data" / "pretrained"
+    base = parameters("mar", pretrained.read_config(pretrained.CONFIG))
+    return LIMIT_MB - (folder_mb(shipped) - shipped_mb(base))
 
 
 def bench_rows(names: list[str], config: dict, device: str = "cpu", steps: int = 6,
@@ -117,7 +147,8 @@ def pilot_table(config: str | Path | dict, folder: str | Path, bench: bool = Tru
         raise ValueError(f"{config}: no MAR section (mar or mar_<anything>) to tabulate")
     rows = {n: pilot_row(n, cfg, Path(folder)) for n in names}
     out = {"config": str(pretrained.config_path(config) or cfg.get("name")),
-           "folder": str(folder), "commit": git_commit(ROOT), "pilots": rows, "bench": None}
+           "folder": str(folder), "commit": git_commit(ROOT), "pilots": rows, "bench": None,
+           "room_mb": room_mb()}
     if bench:
         out["bench"] = bench_rows(names, cfg, device, bench_steps, matmul_n)
         for name, b in out["bench"].pop("rows").items():
@@ -134,7 +165,9 @@ def _pm(row: dict, key: str, show) -> str:
 
 def markdown(table: dict) -> str:
     """The pilot table as Markdown, two tables narrow enough for the text column: what each
-    candidate costs to train, and what its samples score (one not shipped: dashes)."""
+    candidate costs to train, and what its samples score. A candidate not shipped has its
+    parameters, its bench numbers and dashes, and a note saying what shipping it would cost
+    against the 60 MB limit of ``data/pretrained/`` (``tools/ship_runs.py``)."""
     costs = ["candidate", "parameters", "steps", "training min", "images/s", "share of matmul",
              "held-out loss"]
     scores = ["candidate", "FID CFG", "FID no CFG", "FID ViT CFG", "class agr. CFG / none",
@@ -143,8 +176,11 @@ def markdown(table: dict) -> str:
     score_rows: list[list[str]] = []
     for name, r in table["pilots"].items():
         if not r["shipped"]:
-            cost_rows.append([f"{name} (not shipped)"] + [fmt.MISSING] * (len(costs) - 1))
-            score_rows.append([f"{name} (not shipped)"] + [fmt.MISSING] * (len(scores) - 1))
+            n = r.get("parameters")
+            cost_rows.append([f"{name} (not trained)", fmt.count(n) if n else fmt.MISSING,
+                              fmt.MISSING, fmt.MISSING, fmt.num(r.get("images_per_s"), 0),
+                              fmt.share(r.get("fraction_of_matmul")), fmt.MISSING])
+            score_rows.append([f"{name} (not trained)"] + [fmt.MISSING] * (len(scores) - 1))
             continue
         cost_rows.append([
             name, fmt.count(r["parameters"]), fmt.count(r["steps"]),
@@ -169,6 +205,17 @@ def markdown(table: dict) -> str:
                      f"{_pm(r, 'fid_floor', fmt.fid)}{vit_floor}, class agreement "
                      f"{fmt.share(r['class_agreement_floor'])}, P / R "
                      f"{fmt.num(r['precision_floor'], 2)} / {fmt.num(r['recall_floor'], 2)}.")
+    for name, r in table["pilots"].items():
+        room = table.get("room_mb")
+        if (not r["shipped"] and r.get("parameters") and room is not None
+                and shipped_mb(r["parameters"]) > room):
+            notes.append(
+                f"{name} is not trained: shipped as the base MAR with Chapter 4's two fine-tunes "
+                f"that keep their weights, its {fmt.count(r['parameters'])} parameters would take "
+                f"{SHIPPED_COPIES} × 4 bytes each, {fmt.num(shipped_mb(r['parameters']), 1)} MB, "
+                f"more than the {fmt.num(room, 1)} MB the book's {LIMIT_MB:g} MB limit on "
+                "shipped files leaves beside everything else shipped (the rule stated before "
+                "the pilots, `copkit/configs/mar-pilots.yaml`).")
     b = table["bench"]
     notes.append("images/s and share of matmul: not measured (--no-bench)." if b is None else
                  "images/s and share of matmul: training steps measured in one run on "
@@ -182,20 +229,37 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "copkit" / "configs" / "mar-pilots.yaml"),
                     help="the pilots' pretraining config")
-    ap.add_argument("--folder", required=True, help="where the pilots were shipped (--out of "
-                                                    "python -m copkit pretrain)")
+    ap.add_argument("--folder", help="where the pilots were shipped (--out of python -m copkit "
+                                     "pretrain)")
     ap.add_argument("--out", default=str(ROOT / "book" / "results" / "mar-pilots"),
                     help="writes the table to OUT with the suffixes .json and .md")
     ap.add_argument("--device", default="cpu", help="where the bench times the steps")
     ap.add_argument("--no-bench", action="store_true", help="leave out images/s and matmul share")
     ap.add_argument("--bench-steps", type=int, default=6, help="timed steps per candidate")
+    ap.add_argument("--render", action="store_true",
+                    help="no training folder: write the Markdown table again from the JSON at "
+                         "--out (after a change to the layout), adding what an older file "
+                         "lacks (the parameters of a candidate not trained, the room left in the "
+                         "60 MB)")
     args = ap.parse_args(argv)
-    if not Path(args.folder).is_dir():
-        ap.error(f"--folder {args.folder}: no such folder; give the --out the pilots were shipped "
-                 "into")
-    table = pilot_table(args.config, args.folder, not args.no_bench, args.device, args.bench_steps)
-    text = markdown(table)
     out = Path(args.out)
+    if args.render:
+        described = out.with_name(out.name + ".json")
+        if not described.exists():
+            ap.error(f"--render: no {described}; tabulate the pilots first (--folder)")
+        table = json.loads(described.read_text())
+        cfg = pretrained.read_config(args.config)
+        for name, row in table["pilots"].items():
+            if not row["shipped"] and "parameters" not in row:
+                row["parameters"] = parameters(name, cfg)
+        table.setdefault("room_mb", room_mb())
+    else:
+        if args.folder is None or not Path(args.folder).is_dir():
+            ap.error(f"--folder {args.folder}: no such folder; give the --out the pilots were "
+                     "shipped into (or --render to write the Markdown again from the .json)")
+        table = pilot_table(args.config, args.folder, not args.no_bench, args.device,
+                            args.bench_steps)
+    text = markdown(table)
     atomic_write_json(out.with_name(out.name + ".json"), table)
     atomic_write_text(out.with_name(out.name + ".md"), text)
     print(text, end="")
