@@ -590,8 +590,9 @@ top_first = max({p for p, _ in first_share}, key=[p for p, _ in first_share].cou
 display(Markdown(
     f"What to see: whether the classes follow one order. In "
     f"{fmt.count(sum(p == top_first for p, _ in first_share))} of 10 classes the most common first patch is patch "
-    f"{top_first}; a class's most common first patch starts between {fmt.share(min(v for _, v in first_share), 0)} "
-    f"and {fmt.share(max(v for _, v in first_share), 0)} of its images."))
+    f"{top_first}; a class's most common first patch starts "
+    f"{fmt.between(min(v for _, v in first_share), max(v for _, v in first_share), lambda x: fmt.share(x, 0))} "
+    "of its images."))
 
 # %%
 pos = ranks(orders).numpy()

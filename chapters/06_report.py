@@ -43,9 +43,9 @@ from copkit.findings import (
     verdict_parts,
 )
 from copkit.results import (
-    BASE_MODEL_TARGETS,
     RUNTIME_READERS,
     VERDICTS,
+    base_model_numbers,
     book_results,
     commit_text,
     effect_scale,
@@ -234,22 +234,11 @@ pretrained_file = Path(results_dir) / "pretrained.json"
 if pretrained_file.exists():
     base_models = json.loads(pretrained_file.read_text())["models"]
 
-    def shown(name: str, key: str, value: float) -> str:
-        fraction = not any(t in key for t in ("fid", "L_r", "loss", "H_mask"))  # the rest are shares in [0, 1]
-        text = (fmt.fid(value) if "fid" in key else fmt.share(value) if fraction and "change" not in key
-                else fmt.sig(value, 3))
-        target = BASE_MODEL_TARGETS.get((name, key))
-        if target is None:
-            return f"{key} {text}"
-        op, bound = target
-        met = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
-        return f"{key} {text} ({'meets' if met else 'misses'} {op} {fmt.sig(bound, 2)})"
-
     display(Markdown(markdown_table(
         ["model", "command", "file (hash)", "steps", "epochs", "training time", "final numbers"],
         [[name, f"`{m['command']}`", f"`{m['file']}`", fmt.count(m['steps']), fmt.sig(m['epochs'], 2),
           fmt.duration(m['train_seconds']),
-          "; ".join(shown(name, k, v) for k, v in m["metrics"].items() if isinstance(v, (int, float)))]
+          base_model_numbers(name, m["metrics"])]
          for name, m in base_models.items()], css_class="dense-table")
         + f"\n\nTogether {fmt.num(sum(m['train_seconds'] for m in base_models.values()) / 3600, 1)} hours of training time "
           f"(summed over the models and their resumed sessions; each model's machine and threads are in its `.json`), "

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 __all__ = ["MISSING", "TINY", "HUGE", "P_FLOOR", "ZERO_TOL", "snap", "num", "sig", "signed", "fid",
            "interval_decimals", "pvalue", "share",
-           "count", "counted", "duration", "minutes", "ordinal", "listing", "compare", "comparison_errors",
+           "count", "counted", "duration", "minutes", "ordinal", "listing", "between", "compare", "comparison_errors",
            "ranking_moves", "tally", "by_sign", "trend"]
 
 #: A missing value (None, NaN) is written as this en dash.
@@ -411,6 +411,17 @@ def listing(items: Iterable[str]) -> str:
     if not items:
         raise ValueError("nothing to list")
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def between(lo: float, hi: float, show: Callable[[float], str] = share) -> str:
+    """A range as a reader says it, "between 96% and 100%", or the one value when both ends print
+    the same ("100%", never "between 100% and 100%").
+
+    >>> between(0.958, 1.0, lambda x: share(x, 0)), between(0.999, 1.0, lambda x: share(x, 0))
+    ('between 96% and 100%', '100%')
+    """
+    a, b = show(lo), show(hi)
+    return a if a == b else f"between {a} and {b}"
 
 
 def tally(counts: Mapping[str, int] | Iterable[tuple[str, int]], *, of: int | None = None,

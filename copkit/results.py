@@ -79,7 +79,7 @@ __all__ = ["VERDICTS", "BOOK_PROFILE", "book_profile", "results_folder", "summar
            "PROFILE_ORDER", "RUNTIME_READERS", "read_runtimes", "runtimes_table", "runtimes_hosts",
            "TABLE_CLASSES", "at_ratio", "paired_claim", "exact_verdict", "with_paper",
            "finite_mean_sd", "run_flags", "RUN_GAP_S", "book_results", "family_size",
-           "effect_scale", "readable", "key_words", "commit_text", "BASE_MODEL_TARGETS"]
+           "effect_scale", "readable", "key_words", "commit_text", "BASE_MODEL_TARGETS", "base_model_numbers"]
 
 #: The verdicts a claim can have, from agreeing with the paper to not testable at this scale
 #: (:data:`copkit.stats.VERDICTS`).
@@ -628,6 +628,54 @@ BASE_MODEL_TARGETS: dict[tuple[str, str], tuple[str, float]] = {
     ("mar", "class_agreement_cfg"): (">=", 0.85), ("mar", "class_agreement_nocfg"): (">=", 0.70),
     ("mar", "fid_cfg"): ("<=", 30.0),
     **{(name, "val_L_r_change_last_fifth"): ("<", 0.02) for name in ("comae", "comae0", "comae_photo")}}
+_REPLICATE = re.compile(r"_s\d+$")
+_SHOWN_OP = {">=": "≥", "<=": "≤", "<": "<", ">": ">"}
+
+
+def _base_value(key: str, value: float) -> str:
+    """One shipped base-model number as the book prints it: counts as counts, FIDs to one
+    decimal, losses and entropies to three figures, shares and relative changes as percentages."""
+    if isinstance(value, int) or key in ("samples", "pr_k", "steps", "epochs"):
+        return fmt.count(value) if float(value) == int(value) else fmt.sig(value, 3)
+    if "fid" in key:
+        return fmt.fid(value)
+    if "change" in key or ("loss" not in key and "L_r" not in key and "H_mask" not in key
+                           and 0 <= value <= 1):
+        return fmt.share(value)
+    return fmt.sig(value, 3)
+
+
+def base_model_numbers(name: str, metrics: Mapping[str, Any]) -> str:
+    """A shipped base model's final numbers (``pretrained.json``'s ``metrics``) as one line: each
+    number with its spread over sampling seeds when one was recorded (``<key>_sd``; the ``_sd``
+    and ``_seeds`` entries are not shown apart), and, where the book set an aim for it
+    (:data:`BASE_MODEL_TARGETS`; a replicate ``<name>_s<k>`` has its model's), whether it meets it.
+
+    >>> base_model_numbers("mar", {"fid_cfg": 151.43, "fid_cfg_sd": 17.6, "fid_cfg_seeds": [1],
+    ...                            "samples": 1000, "class_agreement_cfg": 0.961})
+    'fid_cfg 151.4 ± 17.6 (misses ≤ 30); samples 1,000; class_agreement_cfg 96.1% (meets ≥ 85%)'
+    """
+    parts = []
+    for key, value in metrics.items():
+        if (key.endswith(("_sd", "_seeds")) or isinstance(value, bool)
+                or not isinstance(value, (int, float))):
+            continue
+        text = _base_value(key, value)
+        if isinstance(metrics.get(f"{key}_sd"), (int, float)):
+            text += f" ± {_base_value(key, metrics[f'{key}_sd'])}"
+        target = BASE_MODEL_TARGETS.get((_REPLICATE.sub("", name), key))
+        if target is not None:
+            op, bound = target
+            met = {">=": value >= bound, "<=": value <= bound, "<": value < bound,
+                   ">": value > bound}[op]
+            shown = _base_value(key, bound)
+            if shown.endswith("%") and float(100 * bound).is_integer():
+                shown = fmt.share(bound, 0)
+            elif float(bound).is_integer():
+                shown = fmt.count(bound)
+            text += f" ({'meets' if met else 'misses'} {_SHOWN_OP[op]} {shown})"
+        parts.append(f"{key} {text}")
+    return "; ".join(parts)
 
 
 def read_runtimes(*folders: str | Path) -> dict[str, dict[str, dict[str, Any]]]:

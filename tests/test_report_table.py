@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from copkit import findings, fmt
-from copkit.results import book_results, effect_scale, read_results, readable
+from copkit.results import (
+    base_model_numbers,
+    book_results,
+    effect_scale,
+    read_results,
+    readable,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK, _ = book_results(read_results(ROOT / "book" / "results"))
@@ -69,3 +75,20 @@ def test_the_knee_claims_print_no_float_noise():
     assert findings.ours_text("knee.cvit.mask_ratio", knee["ours"]).startswith("0.78 ± 0 (n=3)")
     assert fmt.MISSING not in findings.effect_cell("knee.specific_to_cvit",
                                                    dict(CLAIMS)["knee.specific_to_cvit"]["test"])
+
+
+def test_base_model_numbers_are_written_as_people_write_them():
+    """The report's table of base models: counts stay counts (not 100,000.0%), a spread over seeds
+    sits beside its mean and the per-seed lists are not shown, a relative change is a percentage,
+    and a replicate CoMAE is held to its model's aim."""
+    line = base_model_numbers("mar", {
+        "val_loss": 0.08391, "samples": 1000, "pr_k": 3, "seeds": [0, 1, 2],
+        "fid_cfg": 151.43, "fid_cfg_sd": 17.61, "fid_cfg_seeds": [140.0, 150.0, 164.3],
+        "class_agreement_nocfg": 0.693, "is_ok": True})
+    assert line == ("val_loss 0.0839; samples 1,000; pr_k 3; fid_cfg 151.4 ± 17.6 (misses ≤ 30); "
+                    "class_agreement_nocfg 69.3% (misses ≥ 70%)")
+    replicate = base_model_numbers("comae0_s2", {"val_L_r": 1.3051,
+                                                 "val_L_r_change_last_fifth": 0.0541})
+    assert replicate == "val_L_r 1.31; val_L_r_change_last_fifth 5.4% (misses < 2%)"
+    assert base_model_numbers("comae_photo", {"val_L_r_change_last_fifth": 0.019}) == (
+        "val_L_r_change_last_fifth 1.9% (meets < 2%)")

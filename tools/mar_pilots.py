@@ -217,11 +217,12 @@ def markdown(table: dict) -> str:
                 "shipped files leaves beside everything else shipped (the rule stated before "
                 "the pilots, `copkit/configs/mar-pilots.yaml`).")
     b = table["bench"]
-    notes.append("images/s and share of matmul: not measured (--no-bench)." if b is None else
-                 "images/s and share of matmul: training steps measured in one run on "
-                 f"{b['device']} ({b['cpu']}, {b['threads']} thread(s)), large-matmul limit "
+    notes.append("Images/s and share of matmul: not measured (--no-bench)." if b is None else
+                 "Images/s and share of matmul: training steps measured in one run on "
+                 f"{b['device']} ({b['cpu']}, {fmt.counted(b['threads'], 'threads')}), "
+                 "large-matmul limit "
                  f"{fmt.sig(b['matmul_gflops'], 3)} GFLOP/s.")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
