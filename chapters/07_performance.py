@@ -38,7 +38,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from copkit import fmt, pretrained
+from copkit import fmt
 from copkit.results import (
     BASE_MODEL_TARGETS,
     RUNTIME_READERS,
@@ -178,12 +178,11 @@ if pilots_path.exists():
     base = json.loads(Path(pretrained_file).read_text())["models"]["mar"]
     bm = base["metrics"]
     over = bm["fid_cfg"] - FID_TARGET
-    # the pilot whose network is the shipped base MAR's (pretrain.yaml's `mar` section)
-    base_net = pretrained.read_config(pretrained.CONFIG)["mar"]["model"]
-    chosen = [n for n, r in shipped.items() if r["model"] == base_net]
+    # the pilot whose network is the shipped base MAR's (marked by tools/mar_pilots.py)
+    chosen = [n for n, r in shipped.items() if r.get("base")]
     if len(chosen) != 1:
-        raise ValueError(f"{pilots_path}: {len(chosen)} pilots have the shipped base MAR's network "
-                         f"{base_net}; expected one (tabulate the pilots again)")
+        raise ValueError(f"{pilots_path}: {len(chosen)} pilots are marked as the shipped base "
+                         "MAR; expected one (python tools/mar_pilots.py --render)")
     chosen = chosen[0]
     display(Markdown(
         f"`{chosen}` was chosen by the rule stated before the pilots were scored (the lowest FID "

@@ -184,3 +184,13 @@ def test_one_seed_numbers_are_refused_by_name(pilots, tmp_path):
         del raw[name]
     with pytest.raises(ValueError, match="no MAR section"):
         mar_pilots.pilot_table(raw, copy, bench=False)
+
+
+def test_the_pilot_with_the_base_mars_network_is_marked():
+    base = pretrained.read_config(pretrained.CONFIG)["mar"]["model"]
+    rows = {"same": {"shipped": True, "model": dict(base)},
+            "wider": {"shipped": True, "model": {**base, "width": base["width"] * 2}},
+            "untrained": {"shipped": False}}
+    mar_pilots.mark_base(rows)
+    assert {n: r["base"] for n, r in rows.items()} == {"same": True, "wider": False,
+                                                        "untrained": False}

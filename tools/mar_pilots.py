@@ -105,6 +105,14 @@ def shipped_mb(n_parameters: int, copies: int = SHIPPED_COPIES) -> float:
     return copies * 4 * n_parameters / 2**20
 
 
+def mark_base(rows: dict) -> None:
+    """Mark (``"base": True``) the shipped pilot whose network is the book's base MAR's
+    (``pretrain.yaml``'s ``mar`` section): the one trained on to convergence."""
+    base = pretrained.read_config(pretrained.CONFIG)["mar"]["model"]
+    for row in rows.values():
+        row["base"] = bool(row["shipped"] and row.get("model") == base)
+
+
 def room_mb(shipped: Path | None = None) -> float:
     """MB the 60 MB limit leaves for the base MAR and its shipped fine-tunes: the limit less
     what ``shipped`` (default: the book's ``data/pretrained/``) holds besides the shipped base MAR
@@ -146,6 +154,7 @@ def pilot_table(config: str | Path | dict, folder: str | Path, bench: bool = Tru
     if not names:
         raise ValueError(f"{config}: no MAR section (mar or mar_<anything>) to tabulate")
     rows = {n: pilot_row(n, cfg, Path(folder)) for n in names}
+    mark_base(rows)
     out = {"config": str(pretrained.config_path(config) or cfg.get("name")),
            "folder": str(folder), "commit": git_commit(ROOT), "pilots": rows, "bench": None,
            "room_mb": room_mb()}
@@ -254,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             if not row["shipped"] and "parameters" not in row:
                 row["parameters"] = parameters(name, cfg)
         table.setdefault("room_mb", room_mb())
+        mark_base(table["pilots"])
     else:
         if args.folder is None or not Path(args.folder).is_dir():
             ap.error(f"--folder {args.folder}: no such folder; give the --out the pilots were "
