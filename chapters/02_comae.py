@@ -876,7 +876,8 @@ display(Markdown(
     f"{fmt.share(CONVERGED, 0)} over the last fifth: {fmt.count(meeting)} of {fmt.count(len(changes))} "
     "meet it."
     + ("" if meeting == len(changes) else
-       f" The training budget ended the others while their $L_r$ still changed by "
+       f" The training budget ended {'all of them' if meeting == 0 else 'the others'} while their "
+       "$L_r$ still changed by "
        f"{fmt.between(min(c for c in changes if c >= CONVERGED), max(changes))} over the last fifth "
        "(their learning curves are the paper Fig. 6 analogue above): they are not converged, and "
        "every number this chapter and the next measure on them is that of CoMAEs trained this far.")))
