@@ -871,16 +871,17 @@ CONVERGED = BASE_MODEL_TARGETS["comae", "val_L_r_change_last_fifth"][1]
 changes = [m["metrics"]["val_L_r_change_last_fifth"] for m in shipped_info.values()
            if m["metrics"]["val_L_r_change_last_fifth"] is not None]
 meeting = sum(c < CONVERGED for c in changes)
-display(Markdown(
-    f"The book's aim for a shipped CoMAE, set before training, is a change of held-out $L_r$ under "
-    f"{fmt.share(CONVERGED, 0)} over the last fifth: {fmt.count(meeting)} of {fmt.count(len(changes))} "
-    "meet it."
-    + ("" if meeting == len(changes) else
-       f" The training budget ended {'all of them' if meeting == 0 else 'the others'} while their "
-       "$L_r$ still changed by "
-       f"{fmt.between(min(c for c in changes if c >= CONVERGED), max(changes))} over the last fifth "
-       "(their learning curves are the paper Fig. 6 analogue above): they are not converged, and "
-       "every number this chapter and the next measure on them is that of CoMAEs trained this far.")))
+if changes:  # a run with fewer than two evaluations in its last fifth has no change
+    display(Markdown(
+        f"The book's aim for a shipped CoMAE, set before training, is a change of held-out $L_r$ under "
+        f"{fmt.share(CONVERGED, 0)} over the last fifth: {fmt.count(meeting)} of {fmt.count(len(changes))} "
+        "meet it."
+        + ("" if meeting == len(changes) else
+           f" The training budget ended {'all of them' if meeting == 0 else 'the others'} while their "
+           "$L_r$ still changed by "
+           f"{fmt.between(min(c for c in changes if c >= CONVERGED), max(changes))} over the last fifth "
+           "(their learning curves are the paper Fig. 6 analogue above): they are not converged, and "
+           "every number this chapter and the next measure on them is that of CoMAEs trained this far.")))
 
 # %% [markdown]
 # ## What this chapter found
