@@ -199,6 +199,7 @@ for n in (S.samples, S.sweep_samples):
                           range(FLOOR_DRAWS))
 
 
+# %% tags=["remove-input"]
 def cell(spread, digits=1):
     """mean ± sd of a score over draws (an over_seeds entry)."""
     return mean_sd(spread["values"], digits)
@@ -315,6 +316,7 @@ cfg_fid = {c: sampler_fid[chosen] if c == S.cfg_scale
            else held_out_fid(chosen_setting, c)
            for c in sorted({*S.cfg_scales, S.cfg_scale})}
 CFG = min(cfg_fid, key=lambda c: np.mean(cfg_fid[c]))
+# %% tags=["remove-input"]
 display(Markdown(
     markdown_table(["generation steps", "diffusion steps", "temperature",
                     "FID on held-out images"],
@@ -483,6 +485,10 @@ for label, source, adaptive in (("(a) class mean", "class-mean", False),
 SCORES = ["FID", "FID (ViT)", "IS", "precision", "recall"]
 
 
+order_choice = {k: summary([x["fid"] for x in v]) for k, v in rows.items()}
+
+
+# %% tags=["remove-input"]
 def score_cells(vals: list[dict]) -> list[str]:
     """FID in both feature spaces, IS, precision and recall of one setting's seeds,
     each as mean ± sd."""
@@ -496,7 +502,6 @@ display(Markdown(
     f"mean ± sd over {len(SEEDS)} seeds\n\n"
     + markdown_table(["order at generation", *SCORES],
                      [[k, *score_cells(v)] for k, v in rows.items()])))
-order_choice = {k: summary([x["fid"] for x in v]) for k, v in rows.items()}
 
 # %% [markdown]
 # (ch4-table2)=
@@ -524,6 +529,7 @@ for name in ("MAR", "MAR+C", "CMAR", "CMAR, sampled in the fixed order",
     scales = (1.0, CFG) if name in PAPER_T2 else (CFG,)
     table2[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS]
                     for c in scales}
+# %% tags=["remove-input"]
 lines = []
 for name, by_cfg in table2.items():
     p = PAPER_T2.get(name)
@@ -577,6 +583,7 @@ for name in ("CMAR", "CMAR ascending"):
     run, source, desc_ = SETUPS[name]
     table4[name] = {c: [score(run, s, source, c, S.samples, desc_) for s in SEEDS]
                     for c in (1.0, CFG)}
+# %% tags=["remove-input"]
 display(Markdown(
     "Table 4 analogue (paper, CFG 3.0: ascending FID 6.005, IS 269.27; "
     "descending FID 5.928, IS 280.55)\n\n"
