@@ -47,13 +47,13 @@ __all__ = ["main"]
 
 
 def _data(args: argparse.Namespace) -> int:
-    from .data import find_fashion_mnist, load_fashion_mnist
+    from .data import fashion_mnist_arrays, find_fashion_mnist
 
     folder = find_fashion_mnist(args.root, download=not args.no_download,
                                 install=not args.no_install)
     for split in ("train", "test"):
-        x, y = load_fashion_mnist(split, root=folder)
-        print(f"fashion-mnist {split}: {x.shape[0]} images {tuple(x.shape[1:])}, "
+        x, y = fashion_mnist_arrays(split, root=folder)
+        print(f"fashion-mnist {split}: {x.shape[0]} images (1, {x.shape[1]}, {x.shape[2]}), "
               f"{int(y.max()) + 1} classes")
     print(f"fashion-mnist found in {folder}")
     return 0

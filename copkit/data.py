@@ -7,6 +7,9 @@ them, ``python -m copkit data`` (the first step of ``make test`` and ``make book
 package if the machine has apt-get and the rights to use it, and otherwise torchvision downloads
 them into ``data/fashion-mnist`` if the machine is online. Images come
 back as float32 tensors in [-1, 1], shape (n, 1, 28, 28).
+
+torch, torchvision and scikit-image are imported by the functions that use them, so that finding
+and checking the files (``python -m copkit data``) needs numpy only and answers in a second.
 """
 
 from __future__ import annotations
@@ -19,21 +22,17 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
-import skimage.color
-import skimage.data
-import skimage.transform
-import skimage.util
-import torch
-from torch import Tensor
-from torchvision.datasets import FashionMNIST
 
-from .tokens import SIDE
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "CLASSES",
+    "SIDE",
     "PHOTOS",
     "DataNotFoundError",
     "IDXFormatError",
@@ -41,10 +40,14 @@ __all__ = [
     "find_fashion_mnist",
     "fashion_mnist_files",
     "load_fashion_mnist",
+    "fashion_mnist_arrays",
     "project_root",
     "photo",
     "photo_crops",
 ]
+
+#: Fashion-MNIST's images are SIDE x SIDE pixels (:mod:`copkit.tokens` cuts them into patches).
+SIDE = 28
 
 #: The ten Fashion-MNIST class names, by label.
 CLASSES: tuple[str, ...] = (
@@ -282,6 +285,8 @@ def _apt_install() -> str | None:
 
 def _mirror() -> tuple[str, int]:
     """Host and port of torchvision's first Fashion-MNIST mirror."""
+    from torchvision.datasets import FashionMNIST
+
     url = urlparse(FashionMNIST.mirrors[0])
     return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
 
@@ -296,6 +301,8 @@ def _online(timeout: float = 5.0) -> bool:
 
 
 def _download(target: Path) -> None:
+    from torchvision.datasets import FashionMNIST
+
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)
     try:
@@ -321,6 +328,7 @@ def _load_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
                              f"({SIDE}, {SIDE})")
     if labels.size and labels.max() >= len(CLASSES):
         raise IDXFormatError(f"{lab_path}: label {labels.max()} outside 0..{len(CLASSES) - 1}")
+    images.flags.writeable = labels.flags.writeable = False  # cached: shared by every caller
     return images, labels
 
 
@@ -341,16 +349,27 @@ def load_fashion_mnist(
         The pair ``(images, labels)`` of images float32 (n, 1, 28, 28),
         :math:`\text{pixel} / 127.5 - 1`, and labels int64 (n,), see :data:`CLASSES`.
     """
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-    folder = str(find_fashion_mnist(root, download=download))
-    parts = [_load_split(folder, s) for s in (("train", "test") if split == "all" else (split,))]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
+    import torch
+
+    images, labels = fashion_mnist_arrays(split, root, download)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     x = torch.from_numpy(images.astype(np.float32)).div_(127.5).sub_(1.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def fashion_mnist_arrays(split: str = "train", root: str | os.PathLike | None = None,
+                         download: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The files' own values, with numpy only: images uint8 (n, 28, 28) and labels uint8 (n,),
+    checked against each other and the data set's shape and classes (as
+    :func:`load_fashion_mnist`, which scales them)."""
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    folder = str(find_fashion_mnist(root, download=download))
+    parts = [_load_split(folder, s) for s in (("train", "test") if split == "all" else (split,))]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 # --------------------------------------------------------------------------------------- photos
@@ -360,6 +379,10 @@ PHOTOS: tuple[str,
 
 
 def _photo_array(name: str, gray: bool) -> np.ndarray:
+    import skimage.color
+    import skimage.data
+    import skimage.util
+
     if name not in PHOTOS:
         raise ValueError(f"unknown photo {name!r}; choose one of {', '.join(PHOTOS)}")
     img = skimage.util.img_as_float(getattr(skimage.data, name)())
@@ -373,6 +396,8 @@ def _photo_array(name: str, gray: bool) -> np.ndarray:
 
 
 def _to_tensor(img: np.ndarray) -> Tensor:
+    import torch
+
     arr = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32) * 2.0 - 1.0)
 
@@ -382,6 +407,8 @@ def photo(name: str, size: int, gray: bool = True) -> Tensor:
 
     Returns a float32 tensor (1 or 3, size, size) in [-1, 1]. ``name`` is one of :data:`PHOTOS`.
     """
+    import skimage.transform
+
     img = _photo_array(name, gray)
     h, w = img.shape[:2]
     s = min(h, w)
@@ -398,6 +425,9 @@ def photo_crops(name: str, n: int, size: int, scale: float = 0.25, gray: bool = 
 
     A stand-in data set of natural image patches for fitting token statistics to a photo.
     """
+    import skimage.transform
+    import torch
+
     img = _photo_array(name, gray)
     h, w = img.shape[:2]
     new = (max(size, round(h * scale)), max(size, round(w * scale)))

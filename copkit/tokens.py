@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .data import SIDE
+
 __all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "patchify",
            "unpatchify", "grid_shape", "grid_coords", "flip_order", "hflip_index", "random_orders",
            "centre_out_order", "object_patches", "PLACES", "patch_places", "order_places_text",
@@ -22,7 +24,6 @@ __all__ = ["PATCH", "SIDE", "GRID", "N_TOKENS", "TOKEN_DIM", "gather_tokens", "p
 #: N = 49 tokens of d = 16 pixels. Every chapter and profile uses these; the command line's
 #: tokenizer (:mod:`copkit.tokenizer`) takes other sizes for other data.
 PATCH = 4
-SIDE = 28
 GRID = SIDE // PATCH
 N_TOKENS = GRID * GRID
 TOKEN_DIM = PATCH * PATCH

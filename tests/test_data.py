@@ -93,6 +93,31 @@ def test_load_from_a_root_scales_to_minus_one_one(tmp_path):
         load_fashion_mnist("validation", root=tmp_path / "fm")
 
 
+def test_the_arrays_are_the_files_values_read_only_and_the_check_needs_no_torch(tmp_path):
+    """fashion_mnist_arrays gives the files' bytes (the values load_fashion_mnist scales), which
+    no caller can change in the cache; ``copkit data`` checks the files without importing torch,
+    torchvision or scikit-image (each start of it would otherwise pay for them)."""
+    import os
+    import sys
+
+    arrays = fake_fashion_mnist(tmp_path / "fm")
+    x, y = data.fashion_mnist_arrays("all", root=tmp_path / "fm")
+    assert np.array_equal(x, np.concatenate([arrays["train"][0], arrays["test"][0]]))
+    assert np.array_equal(y, np.concatenate([arrays["train"][1], arrays["test"][1]]))
+    x, _ = data.fashion_mnist_arrays("train", root=tmp_path / "fm")
+    with pytest.raises(ValueError, match="read-only"):
+        x[0, 0, 0] = 1
+    script = ("import sys\nfrom copkit.cli import main\n"
+              "assert main(['data', '--root', sys.argv[1]]) == 0\n"
+              "heavy = {'torch', 'torchvision', 'skimage'} & set(sys.modules)\n"
+              "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fm")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fashion-mnist train: 12 images (1, 28, 28), " in done.stdout
+
+
 def test_mismatched_counts_are_refused(tmp_path):
     fake_fashion_mnist(tmp_path, gz=False)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(4, np.uint8))
