@@ -3,10 +3,15 @@ checkpoints, or inside a file's atomic write) and then run again gives exactly w
 uninterrupted run gives, and leaves no partial file behind; two trainings into one run folder at
 once give the records and weights of one.
 
-Every run is a subprocess of the same script (``DRIVER``), at a tiny size, killed at a point it
-reaches deterministically: ``$COPKIT_FAULT`` (:func:`copkit.io.fault_point`) makes it SIGKILL
-(or SIGSTOP) itself after training step k, after the k-th shard of orders, or inside the write
-of a named file. One reference process makes every uninterrupted result first.
+Every run is a process of its own running the same script (``DRIVER``), at a tiny size, killed at
+a point it reaches deterministically: ``$COPKIT_FAULT`` (:func:`copkit.io.fault_point`) makes it
+SIGKILL (or SIGSTOP) itself after training step k, after the k-th shard of orders, or inside the
+write of a named file. One reference process makes every uninterrupted result first.
+
+The processes are forked from the test's, which has imported torch and copkit already: a fresh
+interpreter would spend some 8 s of CPU importing them (torch, timm) for a second of training,
+eleven times. What a run leaves for the next one is on disk, as after a real kill: each run is a
+new process, killed for real, and none inherits anything from another run.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import copkit.cli  # noqa: F401  what the runs import, imported once before they are forked
+import copkit.orders  # noqa: F401
+import copkit.pretrained  # noqa: F401
 from copkit.checkpoint import load_tensors, read_metrics
 from copkit.io import fault_point, folder_lock
 
@@ -38,7 +47,8 @@ classifier:
           log_every: 2, ckpt_every: 4}
 """
 
-#: ``python -c DRIVER <task> <folder>``: pretrain | rank | finetune | reference (all three)
+#: ``DRIVER`` run with ``sys.argv[1:] == [task, folder]``: pretrain | rank | finetune | reference
+#: (all three)
 DRIVER = r'''
 import hashlib, sys
 from pathlib import Path
@@ -96,23 +106,84 @@ def _env(fault: str | None = None) -> dict:
     return env
 
 
-def drive(task: str, folder: Path, fault: str | None = None,
-          **popen) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Run ``task`` into ``folder`` in a fresh process (``popen``: started, not waited for)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-c", DRIVER, task, str(folder)]
-    if popen:
-        return subprocess.Popen(args, env=_env(fault), cwd=folder, **popen)
-    return subprocess.run(args, env=_env(fault), cwd=folder, capture_output=True, text=True,
-                          timeout=300)
+class Run:
+    """A run of ``DRIVER`` in a process forked from this one, its output in two files."""
+
+    def __init__(self, task: str, folder: Path, fault: str | None, err: Path | None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{folder.name}-{task}-{time.monotonic_ns()}"
+        self.out = folder.parent / f"{name}.out"
+        self.err = err or folder.parent / f"{name}.err"
+        self.returncode: int | None = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the run; it leaves by os._exit, never back into pytest
+            code = 1
+            try:
+                self._child(task, folder, fault)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    def _child(self, task: str, folder: Path, fault: str | None) -> None:
+        env = _env(fault)
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(folder)
+        for fd, path in ((1, self.out), (2, self.err)):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), fd)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # not pytest's capture
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        sys.argv = ["DRIVER", task, str(folder)]
+        exec(compile(DRIVER, "DRIVER", "exec"), {"__name__": "__main__"})
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float = 300) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                raise TimeoutError(f"run {self.pid} still going after {timeout} s")
+            time.sleep(0.02)
+        return self.returncode
+
+    @property
+    def stdout(self) -> str:
+        return self.out.read_text() if self.out.exists() else ""
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text() if self.err.exists() else ""
 
 
-def killed(res: subprocess.CompletedProcess) -> None:
+def drive(task: str, folder: Path, fault: str | None = None, wait: bool = True,
+          err: Path | None = None) -> Run:
+    """Run ``task`` into ``folder`` in a process of its own (``wait=False``: started, not waited
+    for); ``err``: the file its standard error goes to."""
+    run = Run(task, folder, fault, err)
+    if wait:
+        run.wait()
+    return run
+
+
+def killed(res: Run) -> None:
     assert res.returncode == -signal.SIGKILL, (
         f"expected a SIGKILL, got {res.returncode}: {res.stderr[-2000:]}")
 
 
-def ok(res: subprocess.CompletedProcess) -> str:
+def ok(res: Run) -> str:
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
 
@@ -244,27 +315,26 @@ def test_fine_tune_killed_resumes_to_the_same_weights(tmp_path, reference):
 
 # ------------------------------------------------------------------ two at once
 def test_two_fine_tunes_into_one_folder_at_once_give_one_run(tmp_path, reference):
-    first = drive("finetune", tmp_path, "step:4:stop", stdout=subprocess.PIPE,
-                  stderr=subprocess.PIPE, text=True)
+    first = drive("finetune", tmp_path, "step:4:stop", wait=False)
     deadline = time.time() + 120
     # stopped at step 4
     while Path(f"/proc/{first.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
-        assert first.poll() is None and time.time() < deadline, first.communicate()[1][-2000:]
+        assert first.poll() is None and time.time() < deadline, first.stderr[-2000:]
         time.sleep(0.05)
     err = tmp_path.parent / f"{tmp_path.name}-second.err"
-    with open(err, "w") as sink:
-        second = drive("finetune", tmp_path, stdout=subprocess.PIPE, stderr=sink, text=True)
-        # one line, then it waits
-        while "waiting: another training is using" not in err.read_text():
-            assert second.poll() is None and time.time() < deadline, err.read_text()[-2000:]
-            time.sleep(0.05)
-        os.kill(first.pid, signal.SIGCONT)
-        out_first, err_first = first.communicate(timeout=300)
-        out_second, _ = second.communicate(timeout=300)
+    second = drive("finetune", tmp_path, wait=False, err=err)
+    # one line, then it waits
+    while "waiting: another training is using" not in second.stderr:
+        assert second.poll() is None and time.time() < deadline, second.stderr[-2000:]
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGCONT)
+    first.wait()
+    second.wait()
     assert (first.returncode == 0
-            and second.returncode == 0), err_first[-2000:] + err.read_text()[-2000:]
-    waited = [line for line in err.read_text().splitlines() if line.startswith("waiting:")]
+            and second.returncode == 0), first.stderr[-2000:] + second.stderr[-2000:]
+    waited = [line for line in second.stderr.splitlines() if line.startswith("waiting:")]
     assert len(waited) == 1 and "runs/featurenet-" in waited[0]
-    assert out_first.split() == out_second.split() == reference[1].split()[-3:]  # the same weights
+    # the same weights
+    assert first.stdout.split() == second.stdout.split() == reference[1].split()[-3:]
     no_partial_files(tmp_path)
     same_run_folders(reference[0] / "runs", tmp_path / "runs")  # records not duplicated
