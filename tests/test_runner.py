@@ -29,10 +29,13 @@ raise ValueError("planted failure")
 '''
 
 
-def run(tmp_path: Path, *names: str) -> subprocess.CompletedProcess:
+def run(tmp_path: Path, *names: str, device: str = "cpu") -> subprocess.CompletedProcess:
+    """The runner at smoke on the chapters in tmp_path/src (``--device cpu`` spares it torch's
+    import, seconds of CPU a run; one test keeps ``auto``, which resolves the device with torch)."""
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke",
-         "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / "out"), *names],
+         "--device", device, "--chapters-dir", str(tmp_path / "src"), "--out",
+         str(tmp_path / "out"), *names],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
@@ -40,7 +43,7 @@ def test_runner_executes_and_reports(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "01_good.py").write_text(GOOD)
     (tmp_path / "src" / "02_bad.py").write_text(BAD)
-    res = run(tmp_path)
+    res = run(tmp_path, device="auto")
     assert res.returncode == 1
     assert "FAILED: chapter 02_bad, cell" in res.stdout
     assert "ValueError: planted failure" in res.stdout
@@ -92,7 +95,8 @@ def test_runner_jobs_run_chapters_at_once_and_the_summary_after_them(tmp_path, m
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     res = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke", "--jobs",
-         "2", "--chapters-dir", str(tmp_path / "src"), "--out", str(tmp_path / "out")],
+         "2", "--device", "cpu", "--chapters-dir", str(tmp_path / "src"), "--out",
+         str(tmp_path / "out")],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     (a0, a1,
@@ -202,8 +206,8 @@ def test_a_run_at_another_profile_leaves_the_book_alone(tmp_path):
     root = _fake_root(tmp_path)
     before = sorted(p.relative_to(root) for p in (root / "book").rglob("*"))
     res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
-                          "smoke", "--chapters-dir", str(root / "src")], capture_output=True,
-                         text=True, cwd=root, timeout=300)
+                          "smoke", "--device", "cpu", "--chapters-dir", str(root / "src")],
+                         capture_output=True, text=True, cwd=root, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert sorted(p.relative_to(root) for p in (root / "book").rglob("*")) == before
     out = root / ".scratch" / "book" / "smoke"
@@ -217,8 +221,8 @@ def test_a_profile_file_is_accepted_and_a_bad_one_refused_in_one_line(tmp_path):
     mine = tmp_path / "my.yaml"
     mine.write_text((ROOT / "copkit" / "configs" / "smoke.yaml").read_text())
     res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
-                          str(mine), "--chapters-dir", str(root / "src")], capture_output=True,
-                         text=True, cwd=root, timeout=300)
+                          str(mine), "--device", "cpu", "--chapters-dir", str(root / "src")],
+                         capture_output=True, text=True, cwd=root, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     nb = json.loads((root / ".scratch" / "book" / "my" / "01_good.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
@@ -255,8 +259,8 @@ def test_two_runs_of_one_chapter_at_once_do_not_clash(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "01_slow.py").write_text(SLOW)
     runs = [subprocess.Popen([sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile",
-                              "smoke", "--chapters-dir", str(tmp_path / "src"), "--out",
-                              str(tmp_path / f"out{i}")],
+                              "smoke", "--device", "cpu", "--chapters-dir", str(tmp_path / "src"),
+                              "--out", str(tmp_path / f"out{i}")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              cwd=tmp_path)
             for i in range(2)]

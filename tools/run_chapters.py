@@ -258,6 +258,8 @@ def machine(device: str) -> dict:
         pass
     info = {"device": device, "cpu": cpu, "cpus": os.cpu_count(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "gpu": None}
+    if device == "cpu":  # nothing to resolve: spare this process torch's import (seconds of CPU)
+        return info
     try:
         import torch
 
