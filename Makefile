@@ -123,11 +123,14 @@ site-check: setup
 check-site: site-check
 	$(PY) tools/check_site.py .scratch/site/_build/html --out .scratch/site-check
 
-# The strict site build runs beside the smoke chapters: Sphinx is one process, and the smoke run
-# leaves a core idle in its tail (a chapter alone, then the report and the performance page). Its
-# log goes to .scratch/site-check.log, shown when it fails, so the two outputs do not interleave.
-test: lint unit
-	$(MAKE) --no-print-directory -j2 smoke site-check-beside
+# The unit tests, the smoke run and the strict site build run at once: each leaves a core idle for
+# a while (a test file or a chapter alone in its tail, the smoke base models and Sphinx in one
+# process each), and none reads what another writes (the unit tests check no smoke notebook unless
+# COPKIT_SMOKE_BOOK names them). Each command's output shows in one piece when it ends
+# (--output-sync=line), so the three never interleave; the site build's log goes to
+# .scratch/site-check.log, shown when it fails. `make unit` or `make smoke` runs one of them alone.
+test: lint
+	$(MAKE) --no-print-directory -j3 --output-sync=line unit smoke site-check-beside
 	@echo "make test: all passed"
 
 site-check-beside: setup
