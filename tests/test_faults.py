@@ -17,12 +17,12 @@ new process, killed for real, and none inherits anything from another run.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +106,25 @@ def _env(fault: str | None = None) -> dict:
     return env
 
 
+#: runs are forked: they start with this process's imports (multiprocessing's own fork context)
+FORK = multiprocessing.get_context("fork")
+
+
+def _run_driver(task: str, folder: Path, fault: str | None, out: Path, err: Path) -> None:
+    """The forked run: ``DRIVER`` in ``folder`` with the fault's environment, its output in two
+    files (not this test's capture)."""
+    env = _env(fault)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(folder)
+    for fd, path in ((1, out), (2, err)):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    sys.argv = ["DRIVER", task, str(folder)]
+    exec(compile(DRIVER, "DRIVER", "exec"), {"__name__": "__main__"})
+
+
 class Run:
     """A run of ``DRIVER`` in a process forked from this one, its output in two files."""
 
@@ -114,50 +133,23 @@ class Run:
         name = f"{folder.name}-{task}-{time.monotonic_ns()}"
         self.out = folder.parent / f"{name}.out"
         self.err = err or folder.parent / f"{name}.err"
-        self.returncode: int | None = None
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.pid = os.fork()
-        if self.pid == 0:  # the run; it leaves by os._exit, never back into pytest
-            code = 1
-            try:
-                self._child(task, folder, fault)
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        self.process = FORK.Process(target=_run_driver,
+                                    args=(task, folder, fault, self.out, self.err))
+        self.process.start()
+        self.pid = self.process.pid
 
-    def _child(self, task: str, folder: Path, fault: str | None) -> None:
-        env = _env(fault)
-        os.environ.clear()
-        os.environ.update(env)
-        os.chdir(folder)
-        for fd, path in ((1, self.out), (2, self.err)):
-            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), fd)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # not pytest's capture
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-        sys.argv = ["DRIVER", task, str(folder)]
-        exec(compile(DRIVER, "DRIVER", "exec"), {"__name__": "__main__"})
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, ``-signal`` for a run killed by one; None while it runs (or stops)."""
+        return self.process.exitcode
 
     def wait(self, timeout: float = 300) -> int:
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                raise TimeoutError(f"run {self.pid} still going after {timeout} s")
-            time.sleep(0.02)
-        return self.returncode
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+            raise TimeoutError(f"run {self.pid} still going after {timeout} s")
+        return self.process.exitcode
 
     @property
     def stdout(self) -> str:
@@ -319,13 +311,13 @@ def test_two_fine_tunes_into_one_folder_at_once_give_one_run(tmp_path, reference
     deadline = time.time() + 120
     # stopped at step 4
     while Path(f"/proc/{first.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
-        assert first.poll() is None and time.time() < deadline, first.stderr[-2000:]
+        assert first.returncode is None and time.time() < deadline, first.stderr[-2000:]
         time.sleep(0.05)
     err = tmp_path.parent / f"{tmp_path.name}-second.err"
     second = drive("finetune", tmp_path, wait=False, err=err)
     # one line, then it waits
     while "waiting: another training is using" not in second.stderr:
-        assert second.poll() is None and time.time() < deadline, second.stderr[-2000:]
+        assert second.returncode is None and time.time() < deadline, second.stderr[-2000:]
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGCONT)
     first.wait()
