@@ -400,17 +400,59 @@ def test_body_equals_the_full_forward_at_the_special_token():
         assert torch.allclose(net.body(kept, target), full, atol=1e-6)
 
 
-def test_compiled_masks_equal_the_eager_ones_and_leave_the_model_as_it_was():
+def test_compiled_masks_equal_the_eager_ones_and_leave_the_model_as_it_was(monkeypatch):
+    """``masks(compiled=True)`` compiles the selector once per model and kind of output, keeps it
+    outside the module tree, and returns the eager masks and logits.
+
+    Dynamo traces the selector and AOTAutograd lowers it, as on every backend; the graphs then run
+    on the ``aot_eager`` backend. Inductor's C++ kernels would cost some 35 s of gcc here on a cold
+    cache: ``make bench`` compiles them at the book's sizes and refuses masks that differ from the
+    eager ones."""
+    compiled = []
+
+    def compile_aot_eager(fn, **kwargs):
+        compiled.append(fn)
+        return real_compile(fn, backend="aot_eager", **kwargs)
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", compile_aot_eager)
     torch.manual_seed(2)
     model = CoMAE(SMALL).eval()
     keys = list(model.state_dict())
     tokens = torch.randn(8, 16, 4)  # two chunks of one shape: one compilation
-    eager = model.masks(tokens, chunk=4)
     with warnings.catch_warnings():  # compiled, not the eager fallback that warns
         warnings.simplefilter("error", RuntimeWarning)
-        fast = model.masks(tokens, chunk=4, compiled=True)
-    assert torch.allclose(fast, eager, atol=1e-5)
+        for logits in (False, True):
+            eager = model.masks(tokens, chunk=4, logits=logits)
+            fast = model.masks(tokens, chunk=4, logits=logits, compiled=True)
+            torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-5)
+            assert torch.equal(model.masks(tokens, chunk=4, logits=logits, compiled=True), fast)
+    assert len(compiled) == 2  # one selector each for masks and logits, kept for the next call
     assert list(model.state_dict()) == keys
+
+
+def test_compiled_masks_fall_back_to_the_eager_ones_with_one_warning(monkeypatch):
+    """Where torch.compile cannot run (no C++ compiler, say), the first call warns with the
+    compiler's error and every call returns the eager masks without trying again."""
+    tried = []
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            tried.append(1)
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(3)
+    model = CoMAE(SMALL).eval()
+    tokens = torch.randn(4, 16, 4)
+    eager = model.masks(tokens)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+"):
+        assert torch.equal(model.masks(tokens, compiled=True), eager)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert torch.equal(model.masks(tokens, compiled=True), eager)
+    assert len(tried) == 1
 
 
 def test_an_extended_run_equals_the_longer_run_from_the_start(tmp_path):
