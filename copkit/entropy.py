@@ -85,7 +85,8 @@ class GaussianTokens:
 
     mean: Tensor
     cov: Tensor
-    #: how many orders :meth:`prefix_curve` walks at once (memory:
+    #: how many orders :meth:`prefix_curve` walks, and how many masks of one size
+    #: :meth:`conditional_entropy` factorises, at once (memory: at most
     #: :math:`\mathrm{chunk} \times (N d)^2 \times 8` bytes)
     chunk: int = 64
 
@@ -190,27 +191,40 @@ class GaussianTokens:
             (N,) or (B, N) float64 nats; ``-inf`` at observed tokens (a known value has no
             uncertainty left), so :math:`H_c(S)` is the sum over the finite entries.
 
-        For each mask the observed block :math:`\Sigma_{SS}` is embedded in an identity on the
-        unobserved coordinates, factorised once with Cholesky, and every :math:`\Sigma_{n\mid S}`
-        follows from one triangular solve; masks of different sizes share one batched computation.
+        Masks are grouped by how many tokens they observe, :math:`|S|`. For each group (in
+        batches of ``chunk``) the observed block :math:`\Sigma_{SS}` is gathered and factorised
+        once, :math:`\Sigma_{SS} = L L^\top`, and :math:`W = L^{-1} \Sigma_{SU}` gives every
+        unobserved token's conditional covariance, the Schur complement
+        :math:`\Sigma_{n\mid S} = \Sigma_{nn} - W_n^\top W_n`: :math:`O(s^3 + s^2 u)` for
+        :math:`s` observed and :math:`u` unobserved coordinates, not :math:`O((N d)^3)` per mask.
         """
         mask = self._observed_mask(observed)
         single = mask.dim() == 1
         if single:
             mask = mask.unsqueeze(0)
         n, d = self.n_tokens, self.dim
-        m = mask.to(torch.float64).repeat_interleave(d, dim=-1)  # (B, N d), 1 = observed coordinate
-        # A = [Sigma_SS 0; 0 I] (up to a permutation) and B = rows S of Sigma, rows U zeroed.
-        a = m[:, :, None] * self.cov * m[:, None, :] + torch.diag_embed(1.0 - m)
-        b = m[:, :, None] * self.cov
-        w = torch.linalg.solve_triangular(torch.linalg.cholesky(a), b, upper=False)  # L^-1 B
-        w = w.reshape(-1, n * d, n, d)
-        reduce = torch.einsum("bkna,bknc->bnac", w, w)  # Sigma_nS Sigma_SS^-1 Sigma_Sn per block
-        blocks = self.cov.reshape(n, d, n, d).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
-        cond = blocks.unsqueeze(0) - reduce
-        h = torch.full(mask.shape, -math.inf, dtype=torch.float64, device=m.device)
-        free = ~mask
-        h[free] = 0.5 * (d * _LOG_2PIE + _logdet_spd(cond[free]))
+        blocks = self.cov.reshape(n, d, n, d).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (N, d, d)
+        coord = torch.arange(d, device=mask.device)
+        h = torch.full(mask.shape, -math.inf, dtype=torch.float64, device=mask.device)
+        sizes = mask.sum(-1)
+        for s in sizes.unique().tolist():
+            if s == n:  # everything observed: no uncertainty left anywhere
+                continue
+            for rows in torch.nonzero(sizes == s).squeeze(1).split(self.chunk):
+                r, u = len(rows), n - s
+                seen = torch.nonzero(mask[rows])[:, 1].reshape(r, s)  # token indices, ascending
+                free = torch.nonzero(~mask[rows])[:, 1].reshape(r, u)
+                cond = blocks[free]  # (r, u, d, d): Sigma_nn, before conditioning
+                if s:
+                    sc = (seen[:, :, None] * d + coord).reshape(r, s * d)  # coordinates of S
+                    fc = (free[:, :, None] * d + coord).reshape(r, u * d)  # coordinates of U
+                    chol = torch.linalg.cholesky(self.cov[sc[:, :, None], sc[:, None, :]])
+                    w = torch.linalg.solve_triangular(
+                        chol, self.cov[sc[:, :, None], fc[:, None, :]], upper=False)
+                    w = w.reshape(r, s * d, u, d)
+                    cond = cond - torch.einsum("rkna,rknc->rnac", w, w)
+                h[rows[:, None], free] = 0.5 * (
+                    d * _LOG_2PIE + _logdet_spd(cond.reshape(-1, d, d))).reshape(r, u)
         return h[0] if single else h
 
     def collapse_entropy(self, observed: Tensor) -> Tensor:

@@ -1,6 +1,7 @@
 """The Gaussian token model against independent truths: explicit numpy Schur complements, the
 scalar closed form, the chain rule, and brute force over observed sets."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -85,11 +86,16 @@ def test_conditional_entropy_matches_explicit_schur_complement(seed):
     cov = random_spd(n * d, seed)
     model = GaussianTokens(torch.zeros(n, d), torch.from_numpy(cov))
     rng = np.random.default_rng(100 + seed)
-    masks = torch.from_numpy(rng.random((5, n)) < 0.4)
+    masks = torch.from_numpy(rng.random((8, n)) < 0.4)
     masks[0] = False  # nothing observed
+    masks[1] = True  # everything observed
+    masks[2:4] = torch.tensor([True, False, True, False, False, False])  # two of one size
     h = model.conditional_entropy(masks)
-    assert h.shape == (5, n)
-    for b in range(5):
+    assert h.shape == (8, n)
+    # masks are grouped by size and factorised chunk at a time: one at a time is the same
+    one_at_a_time = dataclasses.replace(model, chunk=1).conditional_entropy(masks)
+    assert torch.allclose(h, one_at_a_time, rtol=1e-12, atol=0)
+    for b in range(8):
         obs = [int(i) for i in torch.nonzero(masks[b])]
         for t in range(n):
             if t in obs:
