@@ -157,7 +157,7 @@ def test_compile_blocks_keeps_names_and_outputs():
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), Block(16, 2), Block(16, 2))
     x = torch.randn(2, 5, 8)
     keys, eager = list(net.state_dict()), net(x)
-    # the wrapping, not the kernels: dynamo's graphs run eagerly (inductor's kernels cost a minute
+    # the wrapping, not the kernels: dynamo's graphs run eagerly (inductor's kernels cost ~35 s
     # of gcc on a cold cache; `make bench` compiles CoMAE's and checks them against eager masks)
     assert compile_blocks(net, backend="eager") == 2
     compiled = [blk._compiled_call_impl for blk in net[1:]]
