@@ -83,7 +83,7 @@ P, dev = book.profile, book.device
 # Exact entropies need float64: on Apple's MPS (no float64) the chapter computes
 # on the CPU.
 calc = dev if dev.type == "cuda" else torch.device("cpu")
-print(f"profile={P.name} ({P.description})")
+print(f"profile={P.name}\n{P.description}")
 print(f"computing on {calc}")
 
 # %% [markdown]

@@ -289,8 +289,8 @@ display(Markdown(markdown_table(
 # the two CoMAEs of a seed: paired over the seeds
 t_h = stats.paired(final["with"]["H_mask"], final["without"]["H_mask"])
 t_l = stats.paired(final["with"]["L_r"], final["without"]["L_r"])
-print(f"with L_c minus without, H_mask: {test_text(t_h, 3)}\n"
-      f"L_r: {test_text(t_l, 3)}")
+print(f"with L_c minus without\n  H_mask: {test_text(t_h, 3)}\n"
+      f"  L_r: {test_text(t_l, 3)}")
 
 # %% [markdown]
 # (ch2-polarisation)=
@@ -310,8 +310,8 @@ def extreme_share(row: dict) -> float:
 extreme = {side: [extreme_share(curves[side, s][-1]) for s in pair_seeds]
            for side in SIDES}
 for side, label in SIDES.items():
-    print(f"{label}: share of mask values below 0.1 or above 0.9: first evaluation "
-          f"{extreme_share(curves[side, pair_seeds[0]][0]):.2f}, "
+    print(f"{label}: share of mask values below 0.1 or above 0.9\n"
+          f"  first evaluation {extreme_share(curves[side, pair_seeds[0]][0]):.2f}, "
           f"end {mean_sd(extreme[side], 2)}")
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Where the mask values go: their distribution at the first evaluation, half-way and at the end of training, with and without $L_c$ (first seed). Polarisation moves mass towards 0 and 1.", "name": "fig-ch2-polarisation"}, "image": {"alt": "Step histograms of mask values between 0 and 1, one panel per setting: dotted for the first evaluation, dashed half-way, solid at the end."}}
@@ -362,8 +362,8 @@ similarity = {side: [target_similarity(shipped(by_seed[side][s]), val_tokens)
                      for s in pair_seeds]
               for side in SIDES}
 for side, label in SIDES.items():
-    print(f"{label}: mean cosine similarity between masks of different targets "
-          f"{mean_sd(summary(similarity[side]), 3)}")
+    print(f"{label}: mean cosine similarity between masks of different targets\n"
+          f"  {mean_sd(summary(similarity[side]), 3)}")
 
 # %% [markdown]
 # ## Masks drawn on their images
@@ -792,7 +792,7 @@ lc_curve = [lc_at(tau) for tau in taus]
 path_ends = [lc_at(tau_path[with_lc][1][0]), lc_at(tau_path[with_lc][1][-1])]
 shrinks = all(r["dL_dlog_tau"] >= 0 for r in lc_curve)
 print(f"dL_c/dlog(tau) >= 0 at every temperature tried: {shrinks} "
-      f"(smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g}); "
+      f"(smallest {min(r['dL_dlog_tau'] for r in lc_curve):.3g})\n"
       f"tau went from {tau_path[with_lc][1][0]:.4f} to {tau_path[with_lc][1][-1]:.4f} "
       f"at weight {with_lc}")
 

@@ -123,8 +123,8 @@ train_orders, _, comae_hash = dataset_orders(PROFILE, data_dir, dev,
 N = train_orders.shape[1]
 # what names the runs, as train-cmar names them
 data = fashion_mnist_data(len(train_x), comae_hash)
-print(f"profile={PROFILE.name}; device={dev}; {len(train_x)} training images "
-      f"with collapse orders from CoMAE {comae_hash[:8]}; seeds {SEEDS}")
+print(f"profile={PROFILE.name}; device={dev}; seeds {SEEDS}\n{len(train_x)} training "
+      f"images with collapse orders from CoMAE {comae_hash[:8]}")
 
 # %% [markdown]
 # ## What MAR sees and what CMAR sees

@@ -136,11 +136,11 @@ orders_seconds = time.perf_counter() - t0
 steps = C.epochs * len(x_train) // C.batch_size
 print(f"profile={PROFILE.name}; device={dev}; threads={torch.get_num_threads()}; "
       f"seeds {seeds}")
-print(f"ViT: width {C.width}, depth {C.depth}, {C.heads} heads, MLP x{C.mlp_ratio}; "
+print(f"ViT: width {C.width}, depth {C.depth}, {C.heads} heads, MLP x{C.mlp_ratio}\n"
       f"{len(x_train)} training images, {C.epochs} epoch(s) = {steps} steps of "
       f"{C.batch_size}; {len(x_test)} test images")
 print(f"collapse orders from CoMAE {comae_hash[:8]}: train "
-      f"{tuple(train_orders.shape)}, test {tuple(test_orders.shape)} "
+      f"{tuple(train_orders.shape)}, test {tuple(test_orders.shape)}\n"
       f"({orders_seconds:.1f} s to load or make)")
 
 # %% [markdown]
@@ -208,8 +208,8 @@ axes[1].set_xlabel("patches kept (of 49)")
 axes[1].set_title("what a training batch keeps", fontsize=9)
 plt.show()
 print(f"mean ratio {draws.mean():.3f}, median {np.median(draws):.3f}, share of batches "
-      f"dropping >= 78%: {(draws >= 0.78).mean():.1%}; KS against the stated CDF: "
-      f"p = {ks.pvalue:.2f}")
+      f"dropping >= 78%: {(draws >= 0.78).mean():.1%}\n"
+      f"KS against the stated CDF: p = {ks.pvalue:.2f}")
 
 # %% tags=["remove-input"]
 median_draw = float(np.median(draws))
@@ -239,8 +239,9 @@ with torch.no_grad():
     reversed11 = forward_keep(probe, xb, keep11.flip(1))
     perm_diff = (forward_keep(probe, xb, keep11) - reversed11).abs().max().item()
 params = sum(p.numel() for p in probe.parameters())
-print(f"{params:,} parameters; keep all 49 vs timm's vit(x): max |diff| "
-      f"{full_diff:.1e}; 11 kept indices reversed: max |diff| {perm_diff:.1e}")
+print(f"{params:,} parameters\n"
+      f"keep all 49 vs timm's vit(x): max |diff| {full_diff:.1e}\n"
+      f"11 kept indices reversed: max |diff| {perm_diff:.1e}")
 
 # %% [markdown]
 # ## Training the models
@@ -497,11 +498,11 @@ fixed_share = (slots.sort(descending=True).values[:k22].sum() / slots.sum()).ite
 top_sets = test_orders[:, :k22].sort(1).values
 same_set = (top_sets == fixed_order[:k22].sort().values).all(1).double().mean().item()
 print(f"{fixed_share:.0%} of the kept slots of the training images fall on the same "
-      f"{k22} positions; {same_set:.0%} of the test images keep exactly the fixed "
+      f"{k22} positions\n{same_set:.0%} of the test images keep exactly the fixed "
       f"order's {k22} patches")
-print(f"share of kept patches on the object at 22%: collapse order {share_c:.1%}, "
+print(f"share of kept patches on the object at 22%:\n  collapse order {share_c:.1%}, "
       f"pruning baseline {share_p:.1%}, a random subset "
-      f"{obj.double().mean().item():.1%}; CViT top-1 here "
+      f"{obj.double().mean().item():.1%}\ntop-1 here: CViT "
       f"{100 * (pred_c == y_test).double().mean():.1f}%, pruning baseline "
       f"{100 * (pred_p == y_test).double().mean():.1f}%")
 
@@ -567,9 +568,9 @@ display(Markdown(markdown_table(
       f"{t['attention_share']:.1%}", f"{t['paper_attention_saving']:.2%}",
       f"{1 - t['ratio_to_full']:.1%}", f"{t['pruned_flops'] / 1e9:.4f}"]
      for r, t in flop_table.items()])))
-print(f"DynamicViT-style at 78% costs {p78 / 1e9:.4f} GFLOP per image, what CViT costs at mask "
-      f"ratio {ratio_at_p78:.2f}; there CViT has top-1 {mean_sd(cvit_at_p78)} against the "
-      f"pruner's {mean_sd(at('DynamicViT-style', 0.78))}")
+print(f"DynamicViT-style at 78% costs {p78 / 1e9:.4f} GFLOP per image, what CViT costs\n"
+      f"at mask ratio {ratio_at_p78:.2f}; there CViT has top-1 {mean_sd(cvit_at_p78)} "
+      f"against the pruner's {mean_sd(at('DynamicViT-style', 0.78))}")
 speed = {k: f"{ips[k]:,.0f} images/s ({ips[k] / ips[N_TOKENS]:.2f}x" for k in (k50, k22)}
 display(Markdown(markdown_table(
     [f"measured on {dev}, {torch.get_num_threads()} thread(s), batches of {len(bench_x)}",

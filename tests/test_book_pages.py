@@ -312,6 +312,36 @@ def test_saved_noise_finds_warnings_and_progress_bars():
     assert saved_noise({"cells": [{"cell_type": "markdown", "source": [bar]}]}) == []
 
 
+def wide_output_lines(notebook: dict, width: int = MAX_CODE_LINE) -> list[str]:
+    """The lines of printed output wider than ``width`` that a reader of the site sees: stream
+    outputs (what ``print`` writes) of code cells not tagged ``remove-output`` or ``remove-cell``,
+    as ``cell N: <the line>``. The site's CSS wraps a wider line rather than scrolling it, but
+    a wrapped line breaks where the column ends, not where its sense does."""
+    found = []
+    for i, cell in enumerate(notebook["cells"]):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") != "code" or {"remove-output", "remove-cell"} & set(tags):
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                found += [f"cell {i}: {line}" for line in "".join(out["text"]).splitlines()
+                          if len(line) > width]
+    return found
+
+
+def test_wide_output_lines_finds_only_what_a_reader_sees():
+    wide, fits = "x" * 89, "y" * 88
+
+    def cell(text, tags=()):
+        return {"cell_type": "code", "metadata": {"tags": list(tags)},
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": [text]}]}
+    nb = {"cells": [cell(f"{fits}\n{wide}\n"), cell(wide, ["remove-output"]),
+                    cell(wide, ["remove-cell"]), cell(wide, ["hide-input"]),
+                    {"cell_type": "markdown", "source": [wide]}]}
+    assert wide_output_lines(nb) == [f"cell 0: {wide}", f"cell 3: {wide}"]
+    assert wide_output_lines(nb, width=89) == []
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.py")), ids=lambda p: p.name)
 def test_no_visible_code_line_is_wider_than_the_text_column(path):
     long = visible_long_lines(path.read_text())
@@ -359,10 +389,14 @@ KNOWN_NOISY: set[str] = set()
 
 @pytest.mark.parametrize("path", sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")),
                          ids=lambda p: p.stem)
-def test_executed_chapters_save_no_warnings_or_progress_bars(path):
+def test_executed_chapters_save_no_warnings_progress_bars_or_wide_lines(path):
     import json
 
-    noise = saved_noise(json.loads(path.read_text()))
+    notebook = json.loads(path.read_text())
+    wide = wide_output_lines(notebook)
+    assert wide == [], (f"{path.name}: printed lines over {MAX_CODE_LINE} characters:\n"
+                        + "\n".join(wide))
+    noise = saved_noise(notebook)
     if path.stem in KNOWN_NOISY:
         assert noise, f"{path.name} is clean now: remove it from KNOWN_NOISY"
     else:
@@ -379,9 +413,12 @@ SMOKE_BOOK = os.environ.get("COPKIT_SMOKE_BOOK")
 @pytest.mark.parametrize("path", sorted(Path(SMOKE_BOOK).glob("[0-9][0-9]_*.ipynb"))
                          if SMOKE_BOOK else [],
                          ids=lambda p: p.stem)
-def test_the_smoke_run_saves_no_warnings_or_progress_bars(path):
+def test_the_smoke_run_saves_no_warnings_progress_bars_or_wide_lines(path):
     """The chapters make test's smoke run executed (tools/run_chapters.py --profile smoke, into
-    .scratch/book/) must be clean whatever the committed book holds."""
+    .scratch/book/) must be clean whatever the committed book holds, and print no line wider than
+    the text column at this profile's numbers either."""
     import json
 
-    assert saved_noise(json.loads(path.read_text())) == []
+    notebook = json.loads(path.read_text())
+    assert saved_noise(notebook) == []
+    assert wide_output_lines(notebook) == []
