@@ -408,13 +408,12 @@ def test_compiled_masks_equal_the_eager_ones_and_leave_the_model_as_it_was(monke
     on the ``aot_eager`` backend. Inductor's C++ kernels would cost some 35 s of gcc here on a cold
     cache: ``make bench`` compiles them at the book's sizes and refuses masks that differ from the
     eager ones."""
-    compiled = []
+    compiled, real_compile = [], torch.compile
 
     def compile_aot_eager(fn, **kwargs):
         compiled.append(fn)
         return real_compile(fn, backend="aot_eager", **kwargs)
 
-    real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", compile_aot_eager)
     torch.manual_seed(2)
     model = CoMAE(SMALL).eval()

@@ -29,13 +29,18 @@ raise ValueError("planted failure")
 '''
 
 
+def runner(root: Path, profile: str, *args: str, device: str = "cpu") -> list[str]:
+    """The command line of ``root``'s tools/run_chapters.py (``--device cpu`` spares the runner
+    torch's import, seconds of CPU a run; one test keeps ``auto``, which resolves it with torch)."""
+    return [sys.executable, str(root / "tools" / "run_chapters.py"), "--profile", profile,
+            "--device", device, *args]
+
+
 def run(tmp_path: Path, *names: str, device: str = "cpu") -> subprocess.CompletedProcess:
-    """The runner at smoke on the chapters in tmp_path/src (``--device cpu`` spares it torch's
-    import, seconds of CPU a run; one test keeps ``auto``, which resolves the device with torch)."""
+    """The runner at smoke on the chapters in tmp_path/src."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke",
-         "--device", device, "--chapters-dir", str(tmp_path / "src"), "--out",
-         str(tmp_path / "out"), *names],
+        runner(ROOT, "smoke", "--chapters-dir", str(tmp_path / "src"), "--out",
+               str(tmp_path / "out"), *names, device=device),
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
@@ -94,9 +99,8 @@ def test_runner_jobs_run_chapters_at_once_and_the_summary_after_them(tmp_path, m
     monkeypatch.setenv("STAMPS", str(tmp_path / "stamps"))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     res = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile", "smoke", "--jobs",
-         "2", "--device", "cpu", "--chapters-dir", str(tmp_path / "src"), "--out",
-         str(tmp_path / "out")],
+        runner(ROOT, "smoke", "--jobs", "2", "--chapters-dir", str(tmp_path / "src"), "--out",
+               str(tmp_path / "out")),
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     (a0, a1,
@@ -205,8 +209,7 @@ def test_the_book_profile_and_the_default_output_folder(tmp_path):
 def test_a_run_at_another_profile_leaves_the_book_alone(tmp_path):
     root = _fake_root(tmp_path)
     before = sorted(p.relative_to(root) for p in (root / "book").rglob("*"))
-    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
-                          "smoke", "--device", "cpu", "--chapters-dir", str(root / "src")],
+    res = subprocess.run(runner(root, "smoke", "--chapters-dir", str(root / "src")),
                          capture_output=True, text=True, cwd=root, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert sorted(p.relative_to(root) for p in (root / "book").rglob("*")) == before
@@ -220,8 +223,7 @@ def test_a_profile_file_is_accepted_and_a_bad_one_refused_in_one_line(tmp_path):
     root = _fake_root(tmp_path)
     mine = tmp_path / "my.yaml"
     mine.write_text((ROOT / "copkit" / "configs" / "smoke.yaml").read_text())
-    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
-                          str(mine), "--device", "cpu", "--chapters-dir", str(root / "src")],
+    res = subprocess.run(runner(root, str(mine), "--chapters-dir", str(root / "src")),
                          capture_output=True, text=True, cwd=root, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     nb = json.loads((root / ".scratch" / "book" / "my" / "01_good.ipynb").read_text())
@@ -231,16 +233,14 @@ def test_a_profile_file_is_accepted_and_a_bad_one_refused_in_one_line(tmp_path):
     assert (root / ".scratch" / "book" / "my" / "results" / "runtimes-my.json").exists()
     for bad, says in ((tmp_path / "none.yaml", "no such file"),
                       (tmp_path / "p.txt", "give smoke, cpu, gpu")):
-        res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
-                              str(bad)],
-                             capture_output=True, text=True, cwd=root, timeout=120)
+        res = subprocess.run(runner(root, str(bad)), capture_output=True, text=True, cwd=root,
+                             timeout=120)
         assert (res.returncode == 2 and says in res.stderr
                 and "Traceback" not in res.stderr), res.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text((ROOT / "copkit" / "configs" / "smoke.yaml").read_text() + "\nbogus_key: 1\n")
-    res = subprocess.run([sys.executable, str(root / "tools" / "run_chapters.py"), "--profile",
-                          str(broken)],
-                         capture_output=True, text=True, cwd=root, timeout=120)
+    res = subprocess.run(runner(root, str(broken)), capture_output=True, text=True, cwd=root,
+                         timeout=120)
     assert (res.returncode == 2 and "bogus_key" in res.stderr
             and "Traceback" not in res.stderr), res.stderr
 
@@ -258,9 +258,8 @@ print("slept")
 def test_two_runs_of_one_chapter_at_once_do_not_clash(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "01_slow.py").write_text(SLOW)
-    runs = [subprocess.Popen([sys.executable, str(ROOT / "tools" / "run_chapters.py"), "--profile",
-                              "smoke", "--device", "cpu", "--chapters-dir", str(tmp_path / "src"),
-                              "--out", str(tmp_path / f"out{i}")],
+    runs = [subprocess.Popen(runner(ROOT, "smoke", "--chapters-dir", str(tmp_path / "src"),
+                                    "--out", str(tmp_path / f"out{i}")),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              cwd=tmp_path)
             for i in range(2)]
